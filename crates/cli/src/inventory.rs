@@ -1,0 +1,74 @@
+//! `ferry inventory`.
+
+use std::process::ExitCode;
+
+use ferry_driver::Driver;
+use ferry_libvirt::LibvirtDriver;
+use ferry_model::{Inventory, Locality};
+
+use crate::cluster::ClusterArg;
+use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+
+/// Prints hosts and their VMs as libvirt reports them.
+pub async fn run(cluster: &ClusterArg, output: Output) -> ExitCode {
+    let spec = match cluster.load() {
+        Ok((_, spec)) => spec,
+        Err(e) => {
+            eprintln!("ferry inventory: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let driver = LibvirtDriver::new(spec);
+    let inventory = driver.inventory().await;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&inventory).expect("inventory serialises")),
+        Output::Text => print_text(&inventory),
+    }
+    if inventory.unreachable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+fn print_text(inventory: &Inventory) {
+    for host in &inventory.hosts {
+        let used_mib: u64 = inventory.vms_on(&host.name).filter(|v| v.state == ferry_model::VmState::Running).map(|v| v.memory_mib).sum();
+        let used_vcpus: u32 = inventory.vms_on(&host.name).filter(|v| v.state == ferry_model::VmState::Running).map(|v| v.vcpus).sum();
+        println!(
+            "{}  {}  cpu {} ({} CPUs, {} vCPUs in use)  memory {} MiB ({} MiB free, {} MiB to guests)  QEMU {}  libvirt {}",
+            host.name, host.uri, host.cpu_model, host.cpus, used_vcpus, host.memory_mib, host.free_memory_mib, used_mib,
+            host.hypervisor_version, host.libvirt_version
+        );
+        for pool in &host.pools {
+            println!(
+                "  pool {:<10} {:<50} {} MiB free of {}{}",
+                pool.name,
+                pool.path.as_deref().unwrap_or("-"),
+                pool.available >> 20,
+                pool.capacity >> 20,
+                if pool.shared { "  (shared)" } else { "" }
+            );
+        }
+        if !host.networks.is_empty() {
+            println!("  networks {}", host.networks.join(", "));
+        }
+        for vm in inventory.vms_on(&host.name) {
+            let disks: Vec<String> = vm
+                .disks
+                .iter()
+                .map(|d| {
+                    let kind = if d.locality == Locality::Shared { "shared" } else { "local" };
+                    format!("{}={} ({kind})", d.target, d.source)
+                })
+                .collect();
+            println!(
+                "  vm {:<10} {}  {:<8} {} vCPU {} MiB  {}",
+                vm.name, vm.uuid, vm.state, vm.vcpus, vm.memory_mib, disks.join(" ")
+            );
+        }
+    }
+    for (host, why) in &inventory.unreachable {
+        println!("{host}  UNREACHABLE: {why}");
+    }
+}

@@ -1,0 +1,180 @@
+//! `ferry lab ...`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use ferry_lab::{CheckConfig, LabError, UpConfig};
+
+use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+
+/// Lab subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Start a lab: N libvirtd "hosts" on this machine and M tiny guests spread over them.
+    /// Idempotent: starts only what is not running.
+    Up {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Number of hosts (libvirtd daemons), 1 to 9.
+        #[arg(long, default_value_t = 2)]
+        hosts: usize,
+        /// Number of guests, spread round-robin over the hosts.
+        #[arg(long, default_value_t = 2)]
+        vms: usize,
+        /// Memory per guest, MiB.
+        #[arg(long, default_value_t = 128)]
+        mem: u64,
+        /// Memory each guest dirties per second, MiB/s.
+        #[arg(long, default_value_t = 2.0)]
+        dirty: f64,
+        /// First of the 1000 ports on 127.0.0.1 the lab uses (default: derived from --dir).
+        #[arg(long)]
+        port_base: Option<u16>,
+        /// Cache for the guest kernel and initramfs (default: DIR/cache).
+        #[arg(long, env = "FERRY_LAB_CACHE")]
+        cache: Option<PathBuf>,
+    },
+    /// Hosts (pid, port, guests) and guests (host, state, last heartbeat).
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Exit 0 only if every guest runs on exactly one host, beats, never restarted, and
+    /// its memory and disk were never found corrupt.
+    Check {
+        #[command(flatten)]
+        dir: DirArg,
+        /// A guest allowed to have restarted (after a cold move). Repeatable.
+        #[arg(long = "allow-restart", value_name = "VM")]
+        allow_restart: Vec<String>,
+    },
+    /// Stop every process of the lab. Removes nothing outside DIR.
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Also delete DIR.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// The lab directory flag shared by every lab command.
+#[derive(Debug, clap::Args)]
+pub struct DirArg {
+    /// Lab directory (default: $XDG_STATE_HOME/ferry/lab).
+    #[arg(long = "dir", env = "FERRY_LAB_DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn path(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(ferry_lab::default_dir)
+    }
+}
+
+/// Runs a lab subcommand.
+pub fn run(command: LabCommand, output: Output) -> ExitCode {
+    let result = match command {
+        LabCommand::Up { dir, hosts, vms, mem, dirty, port_base, cache } => {
+            let config = UpConfig {
+                dir: dir.path(),
+                hosts,
+                vms,
+                mem_mib: mem,
+                dirty_mib_s: dirty,
+                port_base,
+                cache_dir: cache,
+                boot_timeout: Duration::from_secs(120),
+            };
+            ferry_lab::up(&config).and_then(|_| print_status(&config.dir, output))
+        }
+        LabCommand::Status { dir } => print_status(&dir.path(), output),
+        LabCommand::Check { dir, allow_restart } => {
+            let config = CheckConfig { allow_restart, fresh_within: Duration::from_secs(5) };
+            ferry_lab::check(&dir.path(), &config).map(|verdicts| {
+                print_checks(&verdicts, output);
+                if verdicts.iter().all(|v| v.ok()) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            })
+        }
+        LabCommand::Down { dir, purge } => ferry_lab::down(&dir.path(), purge).map(|stopped| {
+            if output == Output::Json {
+                println!("{}", serde_json::json!({ "stopped_processes": stopped }));
+            } else {
+                println!("lab down: stopped {stopped} processes");
+            }
+            ExitCode::SUCCESS
+        }),
+    };
+    result.unwrap_or_else(|e| report_error(&e))
+}
+
+fn report_error(error: &LabError) -> ExitCode {
+    let mut text = format!("ferry lab: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    eprintln!("{text}");
+    ExitCode::from(if error.is_bad_input() { EXIT_BAD_INPUT } else { EXIT_FAILURE })
+}
+
+fn print_status(dir: &std::path::Path, output: Output) -> Result<ExitCode, LabError> {
+    let status = ferry_lab::status(dir)?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("status serialises"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("lab {}", status.dir);
+    println!("{:<8} {:<8} {:<38} GUESTS", "HOST", "PID", "URI");
+    for host in &status.hosts {
+        let pid = host.pid.map_or("down".to_string(), |p| p.to_string());
+        let guests = match &host.error {
+            Some(e) => format!("({e})"),
+            None => host.running.join(" "),
+        };
+        println!("{:<8} {:<8} {:<38} {}", host.name, pid, host.uri, guests);
+    }
+    println!();
+    println!("{:<8} {:<10} {:<10} {:>8} {:>10} {:>9}", "GUEST", "HOST", "STATE", "SEQ", "UPTIME", "LOG AGE");
+    for vm in &status.vms {
+        let (host, state) = match (vm.running_on.as_slice(), vm.defined_on.as_slice()) {
+            ([one], _) => (one.clone(), "running"),
+            ([], [one, ..]) => (one.clone(), "stopped"),
+            ([], []) => ("-".to_string(), "missing"),
+            (many, _) => (many.join(","), "TWICE"),
+        };
+        println!(
+            "{:<8} {:<10} {:<10} {:>8} {:>10} {:>9}",
+            vm.name,
+            host,
+            state,
+            vm.last_seq.map_or("-".into(), |s| s.to_string()),
+            vm.uptime_s.map_or("-".into(), |u| format!("{u:.1} s")),
+            vm.log_age_s.map_or("-".into(), |a| format!("{a:.1} s")),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_checks(verdicts: &[ferry_lab::VmCheck], output: Output) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(verdicts).expect("verdicts serialise"));
+        return;
+    }
+    for v in verdicts {
+        let host = v.host.as_deref().unwrap_or("-");
+        let uptime = v.uptime_s.map_or("-".into(), |u| format!("{u:.1} s"));
+        if v.ok() {
+            println!("ok    {:<8} on {:<8} uptime {:>9}  {} heartbeats", v.name, host, uptime, v.heartbeats);
+        } else {
+            println!("FAIL  {:<8} on {:<8} uptime {:>9}  {}", v.name, host, uptime, v.problems.join("; "));
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Shared by the integration tests: running the `ferry` binary and owning a lab.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the ferry binary built for these tests.
+pub fn ferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("FERRY_LAB_CACHE", cache_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the ferry binary runs")
+}
+
+/// The guest image cache shared by every test lab, so the kernel is fetched once.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-cache")
+}
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A lab owned by one test: brought up on creation, torn down and removed on drop, even
+/// when the test fails.
+pub struct TestLab {
+    /// The lab directory.
+    pub dir: PathBuf,
+}
+
+impl TestLab {
+    /// `ferry lab up` in a fresh directory with its own port block.
+    pub fn up(name: &str, port_base: u16, args: &[&str]) -> TestLab {
+        let dir = test_dir(name);
+        let lab = TestLab { dir };
+        let port = port_base.to_string();
+        let mut full = vec!["lab", "up", "--dir", lab.dir_str(), "--port-base", &port];
+        full.extend(args);
+        let out = ferry(&full);
+        assert!(
+            out.status.success(),
+            "lab up failed ({:?}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    /// The lab directory as a string.
+    pub fn dir_str(&self) -> &str {
+        self.dir.to_str().expect("utf-8 path")
+    }
+
+    /// `ferry lab check` must pass.
+    pub fn check_ok(&self) {
+        let out = ferry(&["lab", "check", "--dir", self.dir_str()]);
+        assert!(
+            out.status.success(),
+            "lab check failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ferry lab status --output json`.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = ferry(&["lab", "status", "--dir", self.dir_str(), "--output", "json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+
+    /// The libvirt URI of a lab host.
+    pub fn uri(&self, host: &str) -> String {
+        let status = self.status_json();
+        status["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .find(|h| h["name"] == host)
+            .and_then(|h| h["uri"].as_str())
+            .expect("host is in the lab")
+            .to_string()
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let _ = ferry(&["lab", "down", "--purge", "--dir", self.dir_str()]);
+    }
+}
+
+/// Pids of processes whose command line mentions `dir`.
+pub fn processes_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_str().expect("utf-8 path");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            .unwrap_or(true);
+        if cmdline.contains(needle) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The QEMU process of guest `vm` in the lab at `dir`.
+pub fn qemu_pid(dir: &Path, vm: &str) -> Option<u32> {
+    let guest = format!("guest={vm},");
+    processes_under(dir).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&guest))
+            .unwrap_or(false)
+    })
+}
+
+/// SIGKILL.
+pub fn kill9(pid: u32) {
+    let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill runs");
+    assert!(status.success());
+}

@@ -1,0 +1,216 @@
+//! The boundary between ferry's engine and the world. The engine asks a [`Driver`] for the
+//! inventory, where a VM is, to start a live migration (returning a [`Migration`] that
+//! streams [`Progress`] and takes [`Control`]s), or to move a VM cold.
+//!
+//! **API boundary.** Everything a driver reports is data from `ferry-model`; everything it
+//! can be asked is here. The libvirt driver implements it against real hosts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ferry_model::{Inventory, Location, Metadata};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// One VM to move from one host to another.
+#[derive(Debug, Clone)]
+pub struct MoveRequest {
+    /// Domain UUID.
+    pub vm: String,
+    /// Source host name.
+    pub from: String,
+    /// Target host name.
+    pub to: String,
+    /// Run this move belongs to, written on the domain as metadata.
+    pub run_id: String,
+    /// Delete the source's copy of host-local volumes after a verified move (kept otherwise).
+    pub delete_source_volumes: bool,
+}
+
+/// How a live migration runs. Auto-converge and post-copy can only be chosen here: libvirt
+/// and QEMU refuse to enable either once the migration runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveOptions {
+    /// Let QEMU throttle a guest that dirties memory faster than it can be sent.
+    pub auto_converge: bool,
+    /// Allow a later switch to post-copy.
+    pub postcopy: bool,
+    /// Bandwidth cap, MiB/s; none means unlimited.
+    pub bandwidth_mib_s: Option<u64>,
+    /// Initial downtime limit, ms; none means the hypervisor's default.
+    pub max_downtime_ms: Option<u64>,
+}
+
+/// How a cold move runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColdOptions {
+    /// How long a guest gets to shut down by itself before it is powered off.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ColdOptions {
+    fn default() -> ColdOptions {
+        ColdOptions { shutdown_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// One sample of a running migration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Time since the job started.
+    pub elapsed_ms: u64,
+    /// Total bytes to send (memory and disks), as last estimated.
+    pub total_bytes: u64,
+    /// Bytes sent so far.
+    pub transferred_bytes: u64,
+    /// Bytes still to send.
+    pub remaining_bytes: u64,
+    /// Memory bytes still to send.
+    pub memory_remaining_bytes: u64,
+    /// Guest memory size, bytes.
+    pub memory_total_bytes: u64,
+    /// Disk bytes still to copy.
+    pub disk_remaining_bytes: u64,
+    /// Rate the guest dirties memory, bytes/s.
+    pub dirty_rate_bytes_s: u64,
+    /// Rate memory is sent, bytes/s.
+    pub bandwidth_bytes_s: u64,
+    /// Memory pass (iteration) count.
+    pub memory_passes: u64,
+    /// Downtime the hypervisor expects for the final switch-over, ms.
+    pub expected_downtime_ms: Option<u64>,
+    /// Auto-converge throttle, percent, when active.
+    pub throttle_percent: Option<u32>,
+    /// Whether the migration switched to post-copy.
+    pub postcopy_active: bool,
+}
+
+/// A change to a running migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Control {
+    /// Allow a longer final pause, ms.
+    SetMaxDowntime(u64),
+    /// Change the bandwidth cap, MiB/s.
+    SetBandwidth(u64),
+    /// Switch to post-copy (only when requested at start).
+    StartPostCopy,
+    /// Cancel: the VM stays on its source.
+    Abort,
+}
+
+/// Figures of a finished move.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoveReport {
+    /// Wall time from the request to the verified end, ms.
+    pub wall_ms: u64,
+    /// The hypervisor's job time, ms (live moves).
+    pub job_ms: Option<u64>,
+    /// Time the guest was paused (live) or down (cold), ms.
+    pub downtime_ms: Option<u64>,
+    /// Bytes sent (memory and disks).
+    pub transferred_bytes: u64,
+    /// Memory passes.
+    pub memory_passes: u64,
+    /// Volumes created on the target.
+    pub created_volumes: Vec<String>,
+    /// Source volumes deleted after the move.
+    pub deleted_volumes: Vec<String>,
+    /// Where the VM was found afterwards.
+    pub locations: Vec<Location>,
+    /// What happened, in words, in order.
+    pub messages: Vec<String>,
+}
+
+/// Why a move did not happen. Every variant says where the VM is.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MoveError {
+    /// It could not start: nothing changed; the VM is untouched on its source.
+    #[error("could not start: {reason}")]
+    Init {
+        /// Why.
+        reason: String,
+    },
+    /// It started but did not complete; the VM runs on its source, what was prepared for it
+    /// was removed.
+    #[error("did not complete: {reason}")]
+    Transfer {
+        /// Why.
+        reason: String,
+        /// Whether it ended because it was asked to abort.
+        aborted: bool,
+        /// The figures up to the failure.
+        report: Box<MoveReport>,
+    },
+    /// The VM runs nowhere, or in more than one place: it needs `cleanup`.
+    #[error("VM lost track of: {reason}")]
+    Lost {
+        /// What was found.
+        reason: String,
+        /// Where it was seen.
+        locations: Vec<Location>,
+    },
+}
+
+/// A running live migration: its progress samples, its controls, and its outcome.
+#[derive(Debug)]
+pub struct Migration {
+    /// Progress samples, at most every half second, until the migration ends.
+    pub progress: mpsc::UnboundedReceiver<Progress>,
+    /// Changes to apply to it.
+    pub controls: mpsc::UnboundedSender<Control>,
+    /// The outcome, once verified.
+    pub outcome: oneshot::Receiver<Result<MoveReport, MoveError>>,
+}
+
+/// A driver failure that is not a move's outcome (inventory, locate, metadata).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{host}: {action}: {message}")]
+pub struct DriverError {
+    /// Host asked.
+    pub host: String,
+    /// What was asked.
+    pub action: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What the engine needs from the world.
+pub trait Driver: Send + Sync + 'static {
+    /// Hosts and VMs as the hypervisors report them. Unreachable hosts are listed, not
+    /// fatal.
+    fn inventory(&self) -> impl Future<Output = Inventory> + Send;
+
+    /// Every host that knows this UUID, and in what state.
+    fn locate(&self, vm: &str) -> impl Future<Output = Result<Vec<Location>, DriverError>> + Send;
+
+    /// Starts a live migration; the returned handle reports progress and the outcome.
+    /// Fails at once (as `MoveError::Init`) when it cannot start.
+    fn migrate_live(
+        &self,
+        request: MoveRequest,
+        options: LiveOptions,
+    ) -> impl Future<Output = Result<Migration, MoveError>> + Send;
+
+    /// Moves a VM cold: shut down, copy host-local volumes, define and start on the target,
+    /// undefine on the source.
+    fn move_cold(
+        &self,
+        request: MoveRequest,
+        options: ColdOptions,
+    ) -> impl Future<Output = Result<MoveReport, MoveError>> + Send;
+
+    /// ferry's metadata on a domain, if any.
+    fn metadata(
+        &self,
+        host: &str,
+        vm: &str,
+    ) -> impl Future<Output = Result<Option<Metadata>, DriverError>> + Send;
+
+    /// Writes ferry's metadata on a domain (live and persistent definition).
+    fn set_metadata(
+        &self,
+        host: &str,
+        vm: &str,
+        metadata: Option<&Metadata>,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+}

@@ -1,0 +1,246 @@
+//! A real multi-host libvirt cluster on one Linux machine, for ferry's tests, benchmarks and
+//! quick start: N libvirtd daemons, each in its own mount namespace with its own directories,
+//! host UUID, TCP port and migration port range; a host-local storage pool per host; shared
+//! network storage (an NBD export); tiny TCG guests running ferry's guest workload, whose
+//! serial logs prove that no migration lost anything.
+
+pub mod image;
+pub mod layout;
+pub mod process;
+pub mod xml;
+
+mod check;
+mod up;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use check::{check, CheckConfig, HostStatus, LabStatus, VmCheck, VmStatus, status};
+pub use up::{down, up, UpConfig};
+
+/// Everything that can go wrong bringing a lab up or down.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A flag value out of range.
+    #[error("{0}")]
+    BadInput(String),
+    /// The lab directory cannot be used.
+    #[error("lab directory {path} is not usable")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Ports the lab needs are taken.
+    #[error("ports already in use on 127.0.0.1: {ports}; choose another --port-base")]
+    PortsInUse {
+        /// The ports, summarised.
+        ports: String,
+    },
+    /// An existing lab has another shape than asked for.
+    #[error("{dir} already holds a lab of {hosts} hosts and {vms} VMs; use another --dir or `ferry lab down --purge` first")]
+    ShapeMismatch {
+        /// The lab directory.
+        dir: PathBuf,
+        /// Hosts it has.
+        hosts: usize,
+        /// VMs it has.
+        vms: usize,
+    },
+    /// No lab in this directory.
+    #[error("no lab in {0}: run `ferry lab up` first")]
+    NoLab(PathBuf),
+    /// A process could not be started.
+    #[error("could not start {what}")]
+    Spawn {
+        /// The command.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A daemon did not come up.
+    #[error("{host}: daemon did not start: {reason}")]
+    DaemonFailed {
+        /// Host (or "shared storage").
+        host: String,
+        /// What it said.
+        reason: String,
+    },
+    /// A libvirt call failed.
+    #[error("{host}: {action}: {message}")]
+    Libvirt {
+        /// Host name.
+        host: String,
+        /// What was being done.
+        action: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// Guests did not print a heartbeat in time.
+    #[error("no heartbeat within {seconds} s from: {vms}")]
+    NoHeartbeat {
+        /// Seconds waited.
+        seconds: u64,
+        /// The silent guests.
+        vms: String,
+    },
+    /// The guest image could not be built.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    /// The lab state file is unreadable.
+    #[error("lab state {path} is unreadable: {reason}")]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Another IO failure.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LabError {
+    /// Whether the error is the user's input (exit 2) rather than a failure (exit 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            LabError::BadInput(_)
+                | LabError::Dir { .. }
+                | LabError::PortsInUse { .. }
+                | LabError::ShapeMismatch { .. }
+                | LabError::NoLab(_)
+        )
+    }
+}
+
+/// What the lab knows about itself, kept in `DIR/lab.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    /// First port of the lab's port block.
+    pub port_base: u16,
+    /// The hosts.
+    pub hosts: Vec<LabHost>,
+    /// The guests.
+    pub vms: Vec<LabVm>,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Guest initramfs.
+    pub initrd: PathBuf,
+}
+
+/// One lab host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabHost {
+    /// Name, `host-a`, ...
+    pub name: String,
+    /// libvirt URI.
+    pub uri: String,
+    /// libvirtd's TCP port.
+    pub port: u16,
+    /// The UUID libvirt uses to tell hosts apart.
+    pub host_uuid: String,
+}
+
+/// One lab guest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabVm {
+    /// Domain name.
+    pub name: String,
+    /// Domain UUID.
+    pub uuid: String,
+    /// The host it was first started on.
+    pub home: String,
+    /// Memory, MiB.
+    pub mem_mib: u64,
+    /// Dirty rate, MiB/s.
+    pub dirty_mib_s: f64,
+    /// Working set, MiB.
+    pub wss_mib: u64,
+    /// Its data disk.
+    pub disk: LabDisk,
+}
+
+/// A lab guest's data disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LabDisk {
+    /// A qcow2 volume in the home host's pool `local`.
+    Local {
+        /// Volume name.
+        volume: String,
+    },
+    /// An NBD export of the shared storage.
+    Shared {
+        /// Export name.
+        export: String,
+    },
+}
+
+/// Size of each guest's data disk.
+pub const DATA_DISK_MIB: u64 = 16;
+/// Name of each host's local storage pool.
+pub const LOCAL_POOL: &str = "local";
+
+impl LabState {
+    /// Reads `DIR/lab.json`.
+    pub fn load(dir: &Path) -> Result<LabState, LabError> {
+        let path = dir.join("lab.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(LabError::NoLab(dir.to_path_buf()))
+            }
+            Err(e) => return Err(LabError::State { path, reason: e.to_string() }),
+        };
+        serde_json::from_str(&text).map_err(|e| LabError::State { path, reason: e.to_string() })
+    }
+
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Option<&LabHost> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// The lab directory when none is given: `$XDG_STATE_HOME/ferry/lab`, else
+/// `~/.local/state/ferry/lab`.
+pub fn default_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    base.join("ferry").join("lab")
+}
+
+/// Opens a connection to a lab host, with libvirt's own stderr printing silenced.
+pub(crate) fn connect(host: &LabHost) -> Result<virt::connect::Connect, LabError> {
+    virt::error::clear_error_callback();
+    virt::connect::Connect::open(Some(&host.uri)).map_err(|e| LabError::Libvirt {
+        host: host.name.clone(),
+        action: "connect".into(),
+        message: e.message().to_string(),
+    })
+}
+
+/// Maps a libvirt error into a [`LabError`] for `host` doing `action`.
+pub(crate) fn libvirt_err(host: &str, action: &str) -> impl Fn(virt::error::Error) -> LabError {
+    let host = host.to_string();
+    let action = action.to_string();
+    move |e| LabError::Libvirt {
+        host: host.clone(),
+        action: action.clone(),
+        message: e.message().to_string(),
+    }
+}

@@ -1,0 +1,183 @@
+//! Starting and stopping the lab's processes: libvirtd daemons in private mount namespaces,
+//! the NBD server for shared storage, and finding every process that belongs to a lab.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::layout::{HostLayout, PRIVATE_DIRS};
+use crate::LabError;
+
+/// Starts libvirtd for `host` in its own private mount namespace, with the host's private
+/// directories mounted over libvirt's system paths, and waits until its TCP port answers.
+pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
+    let mut script = String::from("set -e\n");
+    for (sub, system_path) in PRIVATE_DIRS {
+        script.push_str(&format!(
+            "mkdir -p '{system_path}'\nmount --bind '{}' '{system_path}'\n",
+            host.private_dir(sub).display()
+        ));
+    }
+    script.push_str(&format!(
+        "exec libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p '{}'\n",
+        host.pid_file().display()
+    ));
+    let _ = fs::remove_file(host.pid_file());
+    let output = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--", "sh", "-c", &script])
+        .output()
+        .map_err(|source| LabError::Spawn { what: "unshare libvirtd".into(), source })?;
+    if !output.status.success() {
+        return Err(LabError::DaemonFailed {
+            host: host.name.clone(),
+            reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    wait_for_port(host.port, Duration::from_secs(20)).map_err(|()| LabError::DaemonFailed {
+        host: host.name.clone(),
+        reason: format!(
+            "port {} did not answer within 20 s; see {}",
+            host.port,
+            host.log_file().display()
+        ),
+    })?;
+    read_pid(&host.pid_file()).ok_or_else(|| LabError::DaemonFailed {
+        host: host.name.clone(),
+        reason: format!("no pid in {}", host.pid_file().display()),
+    })
+}
+
+/// Starts a qemu-storage-daemon that exports each image as an NBD export named after the
+/// file stem, on 127.0.0.1:port. A network block device is storage libvirt knows to be
+/// shared, unlike a local directory that two daemons happen to see.
+pub fn start_nbd_server(images: &[PathBuf], port: u16, pid_file: &Path) -> Result<u32, LabError> {
+    // The NBD server must exist before exports are added to it.
+    let mut args: Vec<String> = vec![
+        "--nbd-server".into(),
+        format!("addr.type=inet,addr.host=127.0.0.1,addr.port={port}"),
+    ];
+    for (i, image) in images.iter().enumerate() {
+        let name = export_name(image);
+        args.push("--blockdev".into());
+        args.push(format!("driver=file,node-name=f{i},filename={}", image.display()));
+        args.push("--blockdev".into());
+        args.push(format!("driver=qcow2,node-name=q{i},file=f{i}"));
+        args.push("--export".into());
+        args.push(format!("type=nbd,id=e{i},node-name=q{i},name={name},writable=on"));
+    }
+    args.push("--daemonize".into());
+    args.push("--pidfile".into());
+    args.push(pid_file.display().to_string());
+    let output = Command::new("qemu-storage-daemon")
+        .args(&args)
+        .output()
+        .map_err(|source| LabError::Spawn { what: "qemu-storage-daemon".into(), source })?;
+    if !output.status.success() {
+        return Err(LabError::DaemonFailed {
+            host: "shared storage".into(),
+            reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    wait_for_port(port, Duration::from_secs(10)).map_err(|()| LabError::DaemonFailed {
+        host: "shared storage".into(),
+        reason: format!("NBD port {port} did not answer"),
+    })?;
+    read_pid(pid_file).ok_or_else(|| LabError::DaemonFailed {
+        host: "shared storage".into(),
+        reason: format!("no pid in {}", pid_file.display()),
+    })
+}
+
+/// The NBD export name of a shared image: its file stem.
+pub fn export_name(image: &Path) -> String {
+    image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Ports among `ports` that something already listens on or holds.
+pub fn ports_in_use(ports: &[u16]) -> Vec<u16> {
+    ports
+        .iter()
+        .copied()
+        .filter(|port| TcpListener::bind(("127.0.0.1", *port)).is_err())
+        .collect()
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> Result<(), ()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Err(())
+}
+
+/// The pid in a pid file, if the file exists and the process is alive.
+pub fn read_pid(pid_file: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    alive(pid).then_some(pid)
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Every process whose command line mentions `dir`: the lab's daemons (their config is
+/// under it) and QEMU guests (their serial log is under it). The catch-all that makes
+/// `lab down` leave nothing running, whatever state the lab was left in.
+pub fn processes_using(dir: &Path) -> Vec<u32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
+        if cmdline.windows(needle.len()).any(|w| w == needle) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Sends `signal` to `pid`; a process already gone is not an error.
+pub fn signal(pid: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// SIGTERM to every pid, then SIGKILL to those still alive after `grace`.
+pub fn terminate(pids: &[u32], grace: Duration) {
+    for pid in pids {
+        signal(*pid, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while start.elapsed() < grace && pids.iter().any(|p| alive(*p)) {
+        sleep(Duration::from_millis(50));
+    }
+    for pid in pids.iter().filter(|p| alive(**p)) {
+        signal(*pid, libc::SIGKILL);
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) && pids.iter().any(|p| alive(*p)) {
+        sleep(Duration::from_millis(20));
+    }
+}

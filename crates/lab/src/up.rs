@@ -1,0 +1,465 @@
+//! `lab up` and `lab down`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+use virt::connect::Connect;
+use virt::storage_vol::StorageVol;
+
+use crate::layout::{self, Layout, PRIVATE_DIRS};
+use crate::xml::{self, GuestDisk, GuestSpec};
+use crate::{
+    connect, image, libvirt_err, process, LabDisk, LabError, LabHost, LabState, LabVm,
+    DATA_DISK_MIB, LOCAL_POOL,
+};
+
+/// What `lab up` builds.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Lab directory.
+    pub dir: PathBuf,
+    /// Number of hosts (libvirtd daemons).
+    pub hosts: usize,
+    /// Number of guests, spread over the hosts.
+    pub vms: usize,
+    /// Memory per guest, MiB.
+    pub mem_mib: u64,
+    /// Memory each guest dirties per second, MiB.
+    pub dirty_mib_s: f64,
+    /// First port of the lab's block of ports; derived from the directory when absent.
+    pub port_base: Option<u16>,
+    /// Where the guest kernel and initramfs are cached; `DIR/cache` when absent.
+    pub cache_dir: Option<PathBuf>,
+    /// How long to wait for every guest's first heartbeat.
+    pub boot_timeout: Duration,
+}
+
+impl UpConfig {
+    fn validate(&self) -> Result<(), LabError> {
+        let mut errors = Vec::new();
+        if self.hosts == 0 || self.hosts > layout::MAX_HOSTS {
+            errors.push(format!("--hosts {}: must be 1 to {}", self.hosts, layout::MAX_HOSTS));
+        }
+        if self.vms > 64 {
+            errors.push(format!("--vms {}: must be 0 to 64", self.vms));
+        }
+        if !(64..=4096).contains(&self.mem_mib) {
+            errors.push(format!("--mem {}: must be 64 to 4096 MiB", self.mem_mib));
+        }
+        if !(self.dirty_mib_s >= 0.0 && self.dirty_mib_s <= 1000.0) {
+            errors.push(format!("--dirty {}: must be 0 to 1000 MiB/s", self.dirty_mib_s));
+        }
+        if let Some(base) = self.port_base {
+            if !(1024..=64_000).contains(&base) {
+                errors.push(format!("--port-base {base}: must be 1024 to 64000"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(LabError::BadInput(errors.join("; ")))
+        }
+    }
+
+    /// The working set each guest dirties and verifies: a quarter of its memory, leaving
+    /// room for the kernel and initramfs.
+    fn wss_mib(&self) -> u64 {
+        (self.mem_mib / 4).max(8)
+    }
+}
+
+/// Brings the lab up, or completes one that is partly up: starts what is not running,
+/// defines and starts what is missing. Returns the lab's state.
+pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
+    config.validate()?;
+    let dir = absolute(&config.dir)?;
+    ensure_writable(&dir)?;
+    let existing = match LabState::load(&dir) {
+        Ok(state) => Some(state),
+        Err(LabError::NoLab(_)) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(state) = &existing {
+        if state.hosts.len() != config.hosts || state.vms.len() != config.vms {
+            return Err(LabError::ShapeMismatch {
+                dir,
+                hosts: state.hosts.len(),
+                vms: state.vms.len(),
+            });
+        }
+    }
+    let port_base = existing
+        .as_ref()
+        .map(|s| s.port_base)
+        .or(config.port_base)
+        .unwrap_or_else(|| layout::default_port_base(&dir));
+    let layout = Layout { dir: dir.clone(), port_base };
+
+    // Ports held by this lab's own running processes are fine; anything else is not.
+    let running = process::processes_using(&dir);
+    if running.is_empty() {
+        let busy = process::ports_in_use(&layout.all_ports(config.hosts));
+        if !busy.is_empty() {
+            return Err(LabError::PortsInUse { ports: summarise_ports(&busy) });
+        }
+    }
+
+    let cache = config.cache_dir.clone().unwrap_or_else(|| dir.join("cache"));
+    let image = image::ensure_image(&cache)?;
+
+    let state = match existing {
+        Some(state) => state,
+        None => new_state(config, &layout, image.kernel.clone(), image.initrd.clone()),
+    };
+    let state = LabState { kernel: image.kernel, initrd: image.initrd, ..state };
+    write_state(&layout, &state)?;
+
+    let started = start_everything(&layout, &state, config.boot_timeout);
+    if let Err(e) = started {
+        // Leave no half-started daemons behind: stop whatever this lab runs.
+        if running.is_empty() {
+            let _ = down(&dir, false);
+        }
+        return Err(e);
+    }
+    write_cluster_file(&layout, &state)?;
+    Ok(state)
+}
+
+fn new_state(config: &UpConfig, layout: &Layout, kernel: PathBuf, initrd: PathBuf) -> LabState {
+    let hosts = (0..config.hosts)
+        .map(|i| {
+            let host = layout.host(i);
+            LabHost {
+                uri: host.uri(),
+                port: host.port,
+                name: host.name,
+                host_uuid: uuid::Uuid::new_v4().to_string(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let vms = (0..config.vms)
+        .map(|i| {
+            let name = layout::vm_name(i);
+            // Alternate disk kinds so both storage paths are always exercised.
+            let disk = if i % 2 == 0 {
+                LabDisk::Local { volume: format!("{name}.qcow2") }
+            } else {
+                LabDisk::Shared { export: name.clone() }
+            };
+            LabVm {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                home: hosts[i % hosts.len()].name.clone(),
+                mem_mib: config.mem_mib,
+                dirty_mib_s: config.dirty_mib_s,
+                wss_mib: config.wss_mib(),
+                disk,
+                name,
+            }
+        })
+        .collect();
+    LabState { port_base: layout.port_base, hosts, vms, kernel, initrd }
+}
+
+fn start_everything(layout: &Layout, state: &LabState, boot_timeout: Duration) -> Result<(), LabError> {
+    start_shared_storage(layout, state)?;
+    let mut connections = Vec::new();
+    for (i, host) in state.hosts.iter().enumerate() {
+        let host_layout = layout.host(i);
+        if process::read_pid(&host_layout.pid_file()).is_none() {
+            prepare_host_dirs(&host_layout, &host.host_uuid)?;
+            let pid = process::start_libvirtd(&host_layout)?;
+            info!(host = %host.name, pid, port = host.port, "libvirtd started");
+        }
+        let conn = connect_when_ready(&host_layout, host)?;
+        ensure_pool(&conn, &host.name, &host_layout.pool_dir)?;
+        connections.push(conn);
+    }
+
+    let mut booting = Vec::new();
+    for vm in &state.vms {
+        if ensure_running(layout, state, &connections, vm)? {
+            booting.push(vm.name.clone());
+        }
+    }
+    wait_for_heartbeats(layout, &booting, boot_timeout)
+}
+
+/// The TCP port answers before the drivers are initialised, and a daemon whose
+/// configuration is refused dies only then: retry, and report the daemon's own words.
+fn connect_when_ready(layout: &layout::HostLayout, host: &LabHost) -> Result<Connect, LabError> {
+    let start = Instant::now();
+    loop {
+        match connect(host) {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                let dead = process::read_pid(&layout.pid_file()).is_none();
+                if dead || start.elapsed() > Duration::from_secs(15) {
+                    let log = fs::read_to_string(layout.log_file()).unwrap_or_default();
+                    return Err(match first_error_of_last_start(&log) {
+                        Some(reason) => LabError::DaemonFailed { host: host.name.clone(), reason },
+                        None => e,
+                    });
+                }
+            }
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first error libvirtd logged since it last started, without its location prefix.
+/// dmidecode's complaint about /dev/mem is harmless noise on every start here.
+fn first_error_of_last_start(log: &str) -> Option<String> {
+    let since = log.rfind("libvirt version:").unwrap_or(0);
+    log[since..]
+        .lines()
+        .filter(|l| l.contains(" error : ") && !l.contains("dmidecode"))
+        .map(|l| l.rsplit(" : ").next().unwrap_or(l).trim().to_string())
+        .next()
+}
+
+fn start_shared_storage(layout: &Layout, state: &LabState) -> Result<(), LabError> {
+    let shared_dir = layout.shared_dir();
+    fs::create_dir_all(&shared_dir).map_err(io_err("create the shared storage directory"))?;
+    let mut images = Vec::new();
+    for vm in &state.vms {
+        if let LabDisk::Shared { export } = &vm.disk {
+            let image = shared_dir.join(format!("{export}.qcow2"));
+            if !image.exists() {
+                run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&image).arg(format!("{DATA_DISK_MIB}M")))?;
+            }
+            images.push(image);
+        }
+    }
+    if images.is_empty() || process::read_pid(&layout.nbd_pid_file()).is_some() {
+        return Ok(());
+    }
+    let pid = process::start_nbd_server(&images, layout.nbd_port(), &layout.nbd_pid_file())?;
+    info!(pid, port = layout.nbd_port(), exports = images.len(), "shared storage started");
+    Ok(())
+}
+
+fn prepare_host_dirs(host: &layout::HostLayout, host_uuid: &str) -> Result<(), LabError> {
+    for (sub, _) in PRIVATE_DIRS {
+        fs::create_dir_all(host.private_dir(sub)).map_err(io_err("create a host directory"))?;
+    }
+    fs::create_dir_all(&host.pool_dir).map_err(io_err("create a pool directory"))?;
+    let etc = host.private_dir("etc");
+    fs::write(host.libvirtd_conf(), host.libvirtd_conf_text(host_uuid))
+        .map_err(io_err("write libvirtd.conf"))?;
+    fs::write(etc.join("qemu.conf"), host.qemu_conf_text()).map_err(io_err("write qemu.conf"))?;
+    Ok(())
+}
+
+fn ensure_pool(conn: &Connect, host: &str, dir: &Path) -> Result<(), LabError> {
+    let pool = match conn.lookup_storage_pool_by_name(LOCAL_POOL) {
+        Ok(pool) => pool,
+        Err(_) => {
+            let pool = conn
+                .define_storage_pool_xml(&xml::dir_pool(LOCAL_POOL, dir), 0)
+                .map_err(libvirt_err(host, "define pool"))?;
+            pool.set_autostart(true).map_err(libvirt_err(host, "autostart pool"))?;
+            pool
+        }
+    };
+    if !pool.is_active().map_err(libvirt_err(host, "pool state"))? {
+        pool.create(0).map_err(libvirt_err(host, "start pool"))?;
+    }
+    Ok(())
+}
+
+/// Makes sure `vm` runs on some host: running somewhere is left alone; defined but stopped
+/// is started where it is defined; unknown everywhere is defined and started at home.
+/// Returns whether it was started.
+fn ensure_running(
+    layout: &Layout,
+    state: &LabState,
+    connections: &[Connect],
+    vm: &LabVm,
+) -> Result<bool, LabError> {
+    let mut defined_on = None;
+    for (host, conn) in state.hosts.iter().zip(connections) {
+        if let Ok(domain) = conn.lookup_domain_by_uuid_string(&vm.uuid) {
+            if domain.is_active().map_err(libvirt_err(&host.name, "domain state"))? {
+                return Ok(false);
+            }
+            defined_on.get_or_insert((host, domain));
+        }
+    }
+    let (host, domain) = match defined_on {
+        Some(found) => found,
+        None => {
+            let index = state.hosts.iter().position(|h| h.name == vm.home).unwrap_or(0);
+            let host = &state.hosts[index];
+            let conn = &connections[index];
+            let host_layout = layout.host(index);
+            let local_path;
+            let disk = match &vm.disk {
+                LabDisk::Local { volume } => {
+                    local_path = ensure_volume(conn, &host.name, volume)?;
+                    GuestDisk::Local { path: &local_path }
+                }
+                LabDisk::Shared { export } => {
+                    GuestDisk::Shared { export, port: layout.nbd_port() }
+                }
+            };
+            let _ = host_layout;
+            fs::create_dir_all(layout.vm_dir(&vm.name)).map_err(io_err("create a VM directory"))?;
+            let serial = layout.serial_log(&vm.name);
+            let spec = GuestSpec {
+                name: &vm.name,
+                uuid: &vm.uuid,
+                mem_mib: vm.mem_mib,
+                dirty_mib_s: vm.dirty_mib_s,
+                wss_mib: vm.wss_mib,
+                kernel: &state.kernel,
+                initrd: &state.initrd,
+                serial_log: &serial,
+                disk,
+            };
+            let domain = conn
+                .define_domain_xml(&xml::domain(&spec))
+                .map_err(libvirt_err(&host.name, &format!("define {}", vm.name)))?;
+            (host, domain)
+        }
+    };
+    // A fresh boot starts a fresh log, so that `lab check` judges this life only.
+    let serial = layout.serial_log(&vm.name);
+    if serial.exists() {
+        let _ = fs::rename(&serial, serial.with_extension("log.previous"));
+    }
+    domain.create().map_err(libvirt_err(&host.name, &format!("start {}", vm.name)))?;
+    info!(vm = %vm.name, host = %host.name, "guest started");
+    Ok(true)
+}
+
+fn ensure_volume(conn: &Connect, host: &str, volume: &str) -> Result<PathBuf, LabError> {
+    let pool = conn
+        .lookup_storage_pool_by_name(LOCAL_POOL)
+        .map_err(libvirt_err(host, "find pool"))?;
+    let vol = match pool.lookup_storage_vol_by_name(volume) {
+        Ok(vol) => vol,
+        Err(_) => StorageVol::create_xml(&pool, &xml::qcow2_volume(volume, DATA_DISK_MIB), 0)
+            .map_err(libvirt_err(host, &format!("create volume {volume}")))?,
+    };
+    let path = vol.path().map_err(libvirt_err(host, "volume path"))?;
+    Ok(PathBuf::from(path))
+}
+
+fn wait_for_heartbeats(layout: &Layout, vms: &[String], timeout: Duration) -> Result<(), LabError> {
+    let start = Instant::now();
+    let mut silent: Vec<&String> = vms.iter().collect();
+    while !silent.is_empty() {
+        silent.retain(|vm| {
+            let log = fs::read_to_string(layout.serial_log(vm)).unwrap_or_default();
+            ferry_heartbeat::analyze(&log).heartbeats == 0
+        });
+        if silent.is_empty() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            return Err(LabError::NoHeartbeat {
+                seconds: timeout.as_secs(),
+                vms: silent.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        sleep(Duration::from_millis(200));
+    }
+    info!(guests = vms.len(), seconds = start.elapsed().as_secs_f64(), "every guest is beating");
+    Ok(())
+}
+
+/// Stops every process of the lab in `dir`: guests, daemons, shared storage. Removes
+/// nothing outside `dir`; with `purge`, removes `dir` too.
+pub fn down(dir: &Path, purge: bool) -> Result<usize, LabError> {
+    let dir = absolute(dir)?;
+    if let Ok(state) = LabState::load(&dir) {
+        // Destroying guests through libvirt first lets each daemon record them as stopped.
+        for host in &state.hosts {
+            if let Ok(conn) = connect(host) {
+                let domains = conn.list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+                for domain in domains.unwrap_or_default() {
+                    let _ = domain.destroy();
+                }
+            }
+        }
+    }
+    let pids = process::processes_using(&dir);
+    process::terminate(&pids, Duration::from_secs(5));
+    let left = process::processes_using(&dir);
+    if !left.is_empty() {
+        return Err(LabError::DaemonFailed {
+            host: "lab".into(),
+            reason: format!("processes still running after SIGKILL: {left:?}"),
+        });
+    }
+    if purge && dir.exists() {
+        fs::remove_dir_all(&dir).map_err(io_err("remove the lab directory"))?;
+    }
+    Ok(pids.len())
+}
+
+fn write_state(layout: &Layout, state: &LabState) -> Result<(), LabError> {
+    let text = serde_json::to_string_pretty(state).expect("lab state serialises");
+    let tmp = layout.state_file().with_extension("json.tmp");
+    fs::write(&tmp, text).map_err(io_err("write the lab state"))?;
+    fs::rename(&tmp, layout.state_file()).map_err(io_err("write the lab state"))
+}
+
+/// The lab as a ferry cluster file.
+fn write_cluster_file(layout: &Layout, state: &LabState) -> Result<(), LabError> {
+    let mut text = String::from(
+        "# Written by `ferry lab up`: this lab's hosts as a ferry cluster.\n\
+         # Every host runs on this machine; migrations bind to loopback.\n",
+    );
+    for host in &state.hosts {
+        text.push_str(&format!(
+            "\n[[host]]\nname = \"{}\"\nuri = \"{}\"\nmigration_uri = \"tcp://127.0.0.1\"\ngroup = \"lab\"\ntags = []\nlink_mib_s = 1000\n",
+            host.name, host.uri
+        ));
+    }
+    fs::write(layout.cluster_file(), text).map_err(io_err("write cluster.toml"))
+}
+
+fn ensure_writable(dir: &Path) -> Result<(), LabError> {
+    let err = |source| LabError::Dir { path: dir.to_path_buf(), source };
+    fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".write-test");
+    fs::write(&probe, b"").map_err(err)?;
+    let _ = fs::remove_file(probe);
+    Ok(())
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf, LabError> {
+    std::path::absolute(dir).map_err(|source| LabError::Dir { path: dir.to_path_buf(), source })
+}
+
+fn run(cmd: &mut Command) -> Result<(), LabError> {
+    let what = format!("{cmd:?}");
+    let output = cmd.output().map_err(|source| LabError::Spawn { what: what.clone(), source })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::DaemonFailed {
+            host: "lab".into(),
+            reason: format!("{what}: {}", String::from_utf8_lossy(&output.stderr).trim()),
+        })
+    }
+}
+
+fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> LabError {
+    move |source| LabError::Io { what: what.to_string(), source }
+}
+
+fn summarise_ports(ports: &[u16]) -> String {
+    let shown: Vec<String> = ports.iter().take(5).map(u16::to_string).collect();
+    if ports.len() > 5 {
+        format!("{} and {} more", shown.join(", "), ports.len() - 5)
+    } else {
+        shown.join(", ")
+    }
+}

@@ -1,0 +1,109 @@
+//! Connections, libvirt errors in words, and the calls the `virt` crate only exposes raw.
+
+use ferry_model::{ClusterSpec, HostSpec, Location, VmState};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::sys;
+
+/// Opens a connection to `host`. libvirt's own printing of errors to stderr is switched off:
+/// ferry reports every error itself, with context.
+pub(crate) fn open(host: &HostSpec) -> Result<Connect, String> {
+    virt::error::clear_error_callback();
+    Connect::open(Some(&host.uri)).map_err(|e| format!("{} unreachable: {}", host.name, e.message()))
+}
+
+/// libvirt's message of an error.
+pub(crate) fn msg(e: virt::error::Error) -> String {
+    e.message().to_string()
+}
+
+/// Cancels the domain's running job (the migration). The `virt` crate has no safe wrapper.
+pub(crate) fn abort_job(domain: &Domain) -> Result<(), String> {
+    // SAFETY: the pointer comes from a live `Domain`, which keeps its reference until drop;
+    // virDomainAbortJob only reads it.
+    let rc = unsafe { sys::virDomainAbortJob(domain.as_ptr()) };
+    if rc < 0 {
+        Err(virt::error::Error::last_error().message().to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// Switches a migration started with VIR_MIGRATE_POSTCOPY to post-copy.
+pub(crate) fn start_postcopy(domain: &Domain) -> Result<(), String> {
+    // SAFETY: as in `abort_job`; flags must be 0.
+    let rc = unsafe { sys::virDomainMigrateStartPostCopy(domain.as_ptr(), 0) };
+    if rc < 0 {
+        Err(virt::error::Error::last_error().message().to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// The run state of a domain in ferry's words.
+pub(crate) fn vm_state(domain: &Domain) -> VmState {
+    use virt::domain::DomainState;
+    match domain.state() {
+        Ok((state, _)) if state.is(DomainState::Running) => VmState::Running,
+        Ok((state, _)) if state.is(DomainState::Paused) => VmState::Paused,
+        Ok((state, _)) if state.is(DomainState::Shutoff) => VmState::ShutOff,
+        _ => VmState::Other,
+    }
+}
+
+/// Every host of the cluster that knows `uuid`, and in what state. Fails when any host
+/// cannot be asked: "nowhere" must never be concluded from a silent host.
+pub(crate) fn locate(cluster: &ClusterSpec, uuid: &str) -> Result<Vec<Location>, (String, String)> {
+    let mut found = Vec::new();
+    for host in &cluster.hosts {
+        let conn = open(host).map_err(|e| (host.name.clone(), e))?;
+        if let Ok(domain) = conn.lookup_domain_by_uuid_string(uuid) {
+            found.push(Location {
+                host: host.name.clone(),
+                state: vm_state(&domain),
+                persistent: domain.is_persistent().unwrap_or(false),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// `where` in words: "running on host-b", "running on host-a and paused on host-b".
+pub(crate) fn describe(locations: &[Location]) -> String {
+    if locations.is_empty() {
+        return "known to no host".into();
+    }
+    locations
+        .iter()
+        .map(|l| format!("{} on {}", l.state, l.host))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// The domain's job statistics. The `virt` crate's own wrapper builds a `Vec` from a null
+/// pointer when no job runs (libvirt then returns no parameters); this one copies the
+/// parameters and frees libvirt's array with libvirt's own function.
+pub(crate) fn job_stats(domain: &Domain, flags: u32) -> Result<virt::domain::JobStats, String> {
+    let mut kind: std::os::raw::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut count: std::os::raw::c_int = 0;
+    // SAFETY: the domain pointer is live for the call; libvirt fills the three out-pointers.
+    let rc = unsafe { sys::virDomainGetJobStats(domain.as_ptr(), &mut kind, &mut params, &mut count, flags) };
+    if rc < 0 {
+        return Err(virt::error::Error::last_error().message().to_string());
+    }
+    let copied = match usize::try_from(count) {
+        Ok(n) if n > 0 && !params.is_null() => {
+            // SAFETY: libvirt returned `count` initialised parameters at `params`; the copy is
+            // bitwise and the string values are read (copied) before the array is freed.
+            unsafe { std::slice::from_raw_parts(params, n) }.to_vec()
+        }
+        _ => Vec::new(),
+    };
+    let stats = virt::domain::JobStats::from((kind, copied));
+    if !params.is_null() {
+        // SAFETY: `params` and `count` are exactly what libvirt returned; nothing uses them after.
+        unsafe { sys::virTypedParamsFree(params, count) };
+    }
+    Ok(stats)
+}

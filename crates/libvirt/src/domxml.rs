@@ -1,0 +1,252 @@
+//! Reading and rewriting libvirt domain XML, and ferry's metadata element. Pure text.
+
+use ferry_model::{Metadata, Phase};
+
+/// The namespace of ferry's metadata element in domain XML.
+pub const METADATA_NS: &str = "urn:ferry:metadata:1";
+/// The prefix libvirt writes for it.
+pub const METADATA_PREFIX: &str = "ferry";
+
+/// What ferry needs from a domain's XML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainDesc {
+    /// Domain name.
+    pub name: String,
+    /// UUID.
+    pub uuid: String,
+    /// Memory, KiB.
+    pub memory_kib: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest CPU model, if named.
+    pub cpu_model: Option<String>,
+    /// Disks (devices of kind `disk`; CD-ROMs are ignored).
+    pub disks: Vec<DiskXml>,
+    /// Interfaces: (MAC, network or bridge).
+    pub nics: Vec<(String, Option<String>)>,
+}
+
+/// A disk as the domain XML declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskXml {
+    /// `file`, `block`, `network`, `volume`.
+    pub kind: String,
+    /// Guest device name.
+    pub target: String,
+    /// Driver format (`qcow2`, `raw`).
+    pub format: String,
+    /// File or block path.
+    pub path: Option<String>,
+    /// Network protocol, export name and servers (`host:port`).
+    pub network: Option<(String, String, Vec<String>)>,
+    /// Pool and volume for `volume` disks.
+    pub pool_volume: Option<(String, String)>,
+}
+
+/// Parses the parts of a domain XML ferry uses.
+pub fn parse_domain(xml: &str) -> Result<DomainDesc, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    let root = doc.root_element();
+    let child_text = |name: &str| {
+        root.children().find(|n| n.has_tag_name(name)).and_then(|n| n.text()).map(str::trim)
+    };
+    let memory_kib = root
+        .children()
+        .find(|n| n.has_tag_name("memory"))
+        .map(|n| {
+            let value: u64 = n.text().unwrap_or("0").trim().parse().unwrap_or(0);
+            match n.attribute("unit").unwrap_or("KiB") {
+                "b" | "bytes" => value / 1024,
+                "MiB" | "M" => value * 1024,
+                "GiB" | "G" => value * 1024 * 1024,
+                _ => value,
+            }
+        })
+        .unwrap_or(0);
+    let cpu_model = root
+        .children()
+        .find(|n| n.has_tag_name("cpu"))
+        .and_then(|cpu| cpu.children().find(|n| n.has_tag_name("model")))
+        .and_then(|m| m.text())
+        .map(|s| s.trim().to_string());
+    let mut disks = Vec::new();
+    let mut nics = Vec::new();
+    if let Some(devices) = root.children().find(|n| n.has_tag_name("devices")) {
+        for disk in devices.children().filter(|n| n.has_tag_name("disk")) {
+            if disk.attribute("device").unwrap_or("disk") != "disk" {
+                continue;
+            }
+            let kind = disk.attribute("type").unwrap_or("file").to_string();
+            let source = disk.children().find(|n| n.has_tag_name("source"));
+            let target = disk
+                .children()
+                .find(|n| n.has_tag_name("target"))
+                .and_then(|t| t.attribute("dev"))
+                .unwrap_or("")
+                .to_string();
+            let format = disk
+                .children()
+                .find(|n| n.has_tag_name("driver"))
+                .and_then(|d| d.attribute("type"))
+                .unwrap_or("raw")
+                .to_string();
+            let path = source.and_then(|s| s.attribute("file").or(s.attribute("dev"))).map(String::from);
+            let network = source.filter(|_| kind == "network").map(|s| {
+                let servers = s
+                    .children()
+                    .filter(|n| n.has_tag_name("host"))
+                    .map(|h| format!("{}:{}", h.attribute("name").unwrap_or(""), h.attribute("port").unwrap_or("")))
+                    .collect();
+                (
+                    s.attribute("protocol").unwrap_or("").to_string(),
+                    s.attribute("name").unwrap_or("").to_string(),
+                    servers,
+                )
+            });
+            let pool_volume = source
+                .filter(|_| kind == "volume")
+                .and_then(|s| Some((s.attribute("pool")?.to_string(), s.attribute("volume")?.to_string())));
+            disks.push(DiskXml { kind, target, format, path, network, pool_volume });
+        }
+        for nic in devices.children().filter(|n| n.has_tag_name("interface")) {
+            let mac = nic
+                .children()
+                .find(|n| n.has_tag_name("mac"))
+                .and_then(|m| m.attribute("address"))
+                .unwrap_or("")
+                .to_string();
+            let network = nic
+                .children()
+                .find(|n| n.has_tag_name("source"))
+                .and_then(|s| s.attribute("network").or(s.attribute("bridge")))
+                .map(String::from);
+            nics.push((mac, network));
+        }
+    }
+    Ok(DomainDesc {
+        name: child_text("name").unwrap_or("").to_string(),
+        uuid: child_text("uuid").unwrap_or("").to_string(),
+        memory_kib,
+        vcpus: child_text("vcpu").and_then(|v| v.parse().ok()).unwrap_or(1),
+        cpu_model,
+        disks,
+        nics,
+    })
+}
+
+/// Rewrites the `file` attribute of disk sources: each `(old, new)` pair points a disk at
+/// its new volume. Everything else in the XML is kept byte for byte.
+pub fn rewrite_disk_paths(xml: &str, moves: &[(String, String)]) -> Result<String, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    let mut edits: Vec<(std::ops::Range<usize>, &str)> = Vec::new();
+    for source in doc.descendants().filter(|n| n.has_tag_name("source")) {
+        let Some(parent) = source.parent_element() else { continue };
+        if !parent.has_tag_name("disk") {
+            continue;
+        }
+        if let Some(attr) = source.attributes().find(|a| a.name() == "file") {
+            if let Some((_, new)) = moves.iter().find(|(old, _)| old == attr.value()) {
+                edits.push((attr.range_value(), new.as_str()));
+            }
+        }
+    }
+    if edits.len() != moves.len() {
+        return Err(format!("found {} of {} disk paths to rewrite", edits.len(), moves.len()));
+    }
+    edits.sort_by_key(|(range, _)| std::cmp::Reverse(range.start));
+    let mut out = xml.to_string();
+    for (range, new) in edits {
+        out.replace_range(range, &escape(new));
+    }
+    Ok(out)
+}
+
+/// ferry's metadata element, as `virDomainSetMetadata` takes it (libvirt adds the namespace).
+pub fn metadata_xml(metadata: &Metadata) -> String {
+    format!(
+        "<run id='{}' original-host='{}' phase='{}'/>",
+        escape(&metadata.run_id),
+        escape(&metadata.original_host),
+        metadata.phase.name()
+    )
+}
+
+/// Parses ferry's metadata element as `virDomainGetMetadata` returns it.
+pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("ferry metadata: {e}"))?;
+    let run = doc.root_element();
+    let attr = |name: &str| run.attribute(name).ok_or_else(|| format!("ferry metadata: no {name}"));
+    Ok(Metadata {
+        run_id: attr("id")?.to_string(),
+        original_host: attr("original-host")?.to_string(),
+        phase: attr("phase")?.parse::<Phase>()?,
+    })
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('\'', "&apos;").replace('"', "&quot;").replace('<', "&lt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = r#"<domain type='qemu'>
+  <name>vm-1</name>
+  <uuid>6c1d1b53-3a0e-4a5b-9f7e-2f1b8c9d0e1f</uuid>
+  <memory unit='KiB'>262144</memory>
+  <vcpu placement='static'>1</vcpu>
+  <cpu mode='custom'><model fallback='forbid'>qemu64</model></cpu>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/lab/hosts/host-a/pool/vm-1.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source protocol='nbd' name='vm-2'><host name='127.0.0.1' port='20010'/></source>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='hdc'/></disk>
+    <interface type='network'><mac address='52:54:00:aa:bb:cc'/><source network='default'/></interface>
+    <serial type='file'><source path='/lab/vms/vm-1/serial.log' append='on'/></serial>
+  </devices>
+</domain>"#;
+
+    #[test]
+    fn parses_what_ferry_needs() {
+        let d = parse_domain(XML).expect("parses");
+        assert_eq!(d.name, "vm-1");
+        assert_eq!(d.memory_kib, 262_144);
+        assert_eq!(d.cpu_model.as_deref(), Some("qemu64"));
+        assert_eq!(d.disks.len(), 2, "the CD-ROM is not a disk to move");
+        assert_eq!(d.disks[0].path.as_deref(), Some("/lab/hosts/host-a/pool/vm-1.qcow2"));
+        assert_eq!(d.disks[0].format, "qcow2");
+        assert_eq!(
+            d.disks[1].network,
+            Some(("nbd".into(), "vm-2".into(), vec!["127.0.0.1:20010".into()]))
+        );
+        assert_eq!(d.nics, vec![("52:54:00:aa:bb:cc".into(), Some("default".into()))]);
+    }
+
+    #[test]
+    fn rewrites_only_the_named_disk_path() {
+        let moves = vec![("/lab/hosts/host-a/pool/vm-1.qcow2".to_string(), "/lab/hosts/host-b/pool/vm-1.qcow2".to_string())];
+        let out = rewrite_disk_paths(XML, &moves).expect("rewrites");
+        assert!(out.contains("<source file='/lab/hosts/host-b/pool/vm-1.qcow2'/>"));
+        assert!(out.contains("/iso/x.iso"), "other sources untouched");
+        assert!(out.contains("/lab/vms/vm-1/serial.log"), "serial path is not a disk");
+        assert_eq!(out.len(), XML.len(), "nothing else changed");
+
+        let missing = vec![("/nope".to_string(), "/x".to_string())];
+        assert!(rewrite_disk_paths(XML, &missing).is_err());
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let m = Metadata { run_id: "r-1".into(), original_host: "host-a".into(), phase: Phase::Transferring };
+        let xml = metadata_xml(&m).replace("<run ", &format!("<run xmlns='{METADATA_NS}' "));
+        assert_eq!(parse_metadata(&xml), Ok(m));
+    }
+}

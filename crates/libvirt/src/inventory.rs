@@ -1,0 +1,124 @@
+//! Hosts and VMs as libvirt reports them.
+
+use ferry_model::{ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Nic, Pool, Version, Vm};
+use virt::connect::Connect;
+
+use crate::conn::{msg, open, vm_state};
+use crate::domxml::parse_domain;
+
+/// Asks every host. A host that does not answer is listed as unreachable.
+pub(crate) fn inventory(cluster: &ClusterSpec) -> Inventory {
+    let mut inventory = Inventory::default();
+    for spec in &cluster.hosts {
+        match host_inventory(spec) {
+            Ok((host, vms)) => {
+                inventory.hosts.push(host);
+                inventory.vms.extend(vms);
+            }
+            Err(e) => inventory.unreachable.push((spec.name.clone(), e)),
+        }
+    }
+    inventory
+}
+
+fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
+    let conn = open(spec)?;
+    let node = conn.get_node_info_compat()?;
+    let capabilities = conn.capabilities().map_err(msg)?;
+    let pools = pools(&conn, spec)?;
+    let host = Host {
+        name: spec.name.clone(),
+        uri: spec.uri.clone(),
+        cpu_model: host_cpu_model(&capabilities).unwrap_or_else(|| node.0.clone()),
+        cpus: node.1,
+        memory_mib: node.2 / 1024,
+        free_memory_mib: conn.free_memory().map_err(msg)? >> 20,
+        hypervisor_version: Version::from_libvirt(conn.hyp_version().map_err(msg)?),
+        libvirt_version: Version::from_libvirt(conn.lib_version().map_err(msg)?),
+        networks: conn.list_networks().unwrap_or_default(),
+        pools,
+    };
+    let mut vms = Vec::new();
+    for domain in conn.list_all_domains(0).map_err(msg)? {
+        let Ok(xml) = domain.xml_desc(0) else { continue };
+        let Ok(desc) = parse_domain(&xml) else { continue };
+        let disks = desc
+            .disks
+            .iter()
+            .map(|d| {
+                let source = match (&d.network, &d.path) {
+                    (Some((protocol, name, servers)), _) => DiskSource::Network {
+                        protocol: protocol.clone(),
+                        name: name.clone(),
+                        servers: servers.clone(),
+                    },
+                    (None, Some(path)) if d.kind == "block" => DiskSource::Block { path: path.clone() },
+                    (None, path) => DiskSource::File { path: path.clone().unwrap_or_default() },
+                };
+                let volume = d.path.as_deref().and_then(|p| conn.lookup_storage_vol_by_path(p).ok());
+                let pool = volume.as_ref().and_then(|v| v.lookup_storage_pool().ok()).and_then(|p| p.name().ok());
+                let shared = d.network.is_some() || pool.as_ref().is_some_and(|p| spec.shared_pools.contains(p));
+                Disk {
+                    target: d.target.clone(),
+                    source,
+                    format: d.format.clone(),
+                    locality: if shared { Locality::Shared } else { Locality::HostLocal },
+                    pool,
+                    capacity: volume.and_then(|v| v.info().ok()).map(|i| i.capacity),
+                }
+            })
+            .collect();
+        vms.push(Vm {
+            uuid: desc.uuid,
+            name: desc.name,
+            host: spec.name.clone(),
+            vcpus: desc.vcpus,
+            memory_mib: desc.memory_kib / 1024,
+            cpu_model: desc.cpu_model,
+            state: vm_state(&domain),
+            disks,
+            nics: desc.nics.into_iter().map(|(mac, network)| Nic { mac, network }).collect(),
+        });
+    }
+    Ok((host, vms))
+}
+
+fn pools(conn: &Connect, spec: &HostSpec) -> Result<Vec<Pool>, String> {
+    let mut pools = Vec::new();
+    for pool in conn.list_all_storage_pools(0).map_err(msg)? {
+        let name = pool.name().map_err(msg)?;
+        let info = pool.info().map_err(msg)?;
+        let xml = pool.xml_desc(0).unwrap_or_default();
+        let path = roxmltree::Document::parse(&xml).ok().and_then(|doc| {
+            doc.descendants().find(|n| n.has_tag_name("path")).and_then(|n| n.text()).map(String::from)
+        });
+        pools.push(Pool {
+            shared: spec.shared_pools.contains(&name),
+            name,
+            path,
+            capacity: info.capacity,
+            available: info.available,
+        });
+    }
+    Ok(pools)
+}
+
+/// The host CPU model from the capabilities XML (`<host><cpu><model>`).
+fn host_cpu_model(capabilities: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(capabilities).ok()?;
+    let host = doc.root_element().children().find(|n| n.has_tag_name("host"))?;
+    let cpu = host.children().find(|n| n.has_tag_name("cpu"))?;
+    cpu.children().find(|n| n.has_tag_name("model"))?.text().map(String::from)
+}
+
+/// (CPU model, CPUs, memory KiB) from virNodeGetInfo.
+trait NodeInfoCompat {
+    fn get_node_info_compat(&self) -> Result<(String, u32, u64), String>;
+}
+
+impl NodeInfoCompat for Connect {
+    fn get_node_info_compat(&self) -> Result<(String, u32, u64), String> {
+        let info = self.node_info().map_err(msg)?;
+        Ok((info.model, info.cpus, info.memory))
+    }
+}

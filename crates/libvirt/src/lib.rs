@@ -1,0 +1,104 @@
+//! ferry's libvirt driver: the [`Driver`] trait against real hosts through libvirt's C API
+//! (the `virt` crate). Every libvirt call blocks, so each runs on a blocking thread.
+//!
+//! Live moves are peer-to-peer, persistent on the target, undefined on the source, with the
+//! same UUID, bound to the target's migration address; host-local disks are copied into
+//! volumes ferry creates on the target (storage copy with a destination XML), shared ones are
+//! checked and never copied, and libvirt's "unsafe" flag is never passed. After every move
+//! the driver asks every host where the VM runs before it reports an outcome.
+
+mod cold;
+mod conn;
+pub mod domxml;
+mod inventory;
+mod live;
+mod metadata;
+mod volumes;
+
+use std::sync::Arc;
+
+use ferry_driver::{ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest};
+use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
+
+/// The libvirt driver for one cluster.
+#[derive(Debug, Clone)]
+pub struct LibvirtDriver {
+    cluster: Arc<ClusterSpec>,
+}
+
+impl LibvirtDriver {
+    /// A driver for the hosts of `cluster`.
+    pub fn new(cluster: ClusterSpec) -> LibvirtDriver {
+        LibvirtDriver { cluster: Arc::new(cluster) }
+    }
+
+    /// The cluster it drives.
+    pub fn cluster(&self) -> &ClusterSpec {
+        &self.cluster
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("libvirt calls do not panic")
+}
+
+fn driver_error(host: &str, action: &str) -> impl Fn(String) -> DriverError {
+    let host = host.to_string();
+    let action = action.to_string();
+    move |message| DriverError { host: host.clone(), action: action.clone(), message }
+}
+
+fn with_domain<T>(
+    cluster: &ClusterSpec,
+    host: &str,
+    vm: &str,
+    action: &str,
+    f: impl FnOnce(&virt::domain::Domain) -> Result<T, String>,
+) -> Result<T, DriverError> {
+    let err = driver_error(host, action);
+    let spec = live::host(cluster, host).map_err(&err)?;
+    let conn = conn::open(spec).map_err(&err)?;
+    let domain = conn.lookup_domain_by_uuid_string(vm).map_err(|e| err(conn::msg(e)))?;
+    f(&domain).map_err(err)
+}
+
+impl Driver for LibvirtDriver {
+    async fn inventory(&self) -> Inventory {
+        let cluster = self.cluster.clone();
+        blocking(move || inventory::inventory(&cluster)).await
+    }
+
+    async fn locate(&self, vm: &str) -> Result<Vec<Location>, DriverError> {
+        let cluster = self.cluster.clone();
+        let vm = vm.to_string();
+        blocking(move || conn::locate(&cluster, &vm))
+            .await
+            .map_err(|(host, message)| DriverError { host, action: "locate".into(), message })
+    }
+
+    async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
+        let cluster = self.cluster.clone();
+        blocking(move || live::start(cluster, request, options)).await
+    }
+
+    async fn move_cold(&self, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+        let cluster = self.cluster.clone();
+        blocking(move || cold::run(cluster, request, options)).await
+    }
+
+    async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {
+        let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
+        blocking(move || with_domain(&cluster, &host, &vm, "read metadata", metadata::read_metadata)).await
+    }
+
+    async fn set_metadata(&self, host: &str, vm: &str, value: Option<&Metadata>) -> Result<(), DriverError> {
+        let (cluster, host, vm, value) = (self.cluster.clone(), host.to_string(), vm.to_string(), value.cloned());
+        blocking(move || {
+            with_domain(&cluster, &host, &vm, "write metadata", |d| match &value {
+                Some(m) => metadata::write_metadata(d, m),
+                None => metadata::clear_metadata(d),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,315 @@
+//! One live migration: prepare (reversible), transfer (watched and steerable), switch-over
+//! (the point of no return, observed, never assumed), finalize.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_driver::{Control, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_model::{runs_only_on, ClusterSpec, HostSpec, Metadata, Phase};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+use virt::domain::{Domain, MigrateParameters};
+use virt::sys;
+
+use crate::conn::{abort_job, describe, job_stats, locate, msg, open, start_postcopy};
+use crate::domxml::{parse_domain, rewrite_disk_paths};
+use crate::metadata::write_metadata;
+use crate::volumes::{self, Handoff};
+
+/// How often job statistics are polled: the convergence policy sees a sample at least
+/// this often.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Prepares and starts a live migration. Blocking: run on a blocking thread.
+pub(crate) fn start(
+    cluster: Arc<ClusterSpec>,
+    request: MoveRequest,
+    options: LiveOptions,
+) -> Result<Migration, MoveError> {
+    let started = Instant::now();
+    let init = |reason: String| MoveError::Init { reason };
+    let from = host(&cluster, &request.from).map_err(init)?.clone();
+    let to = host(&cluster, &request.to).map_err(init)?.clone();
+    if from.name == to.name {
+        return Err(init(format!("{} is already on {}", request.vm, to.name)));
+    }
+    let src = open(&from).map_err(init)?;
+    let dst = open(&to).map_err(init)?;
+    let domain = src
+        .lookup_domain_by_uuid_string(&request.vm)
+        .map_err(|e| init(format!("{} is not on {}: {}", request.vm, from.name, msg(e))))?;
+    if !domain.is_active().map_err(|e| init(msg(e)))? {
+        return Err(init(format!("not running on {}: a stopped VM can only move cold", from.name)));
+    }
+    let xml = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
+    let desc = parse_domain(&xml).map_err(init)?;
+
+    let handoff = volumes::prepare(&src, &dst, &from, &to, &desc.disks).map_err(init)?;
+    let mut messages = Vec::new();
+    for copy in &handoff.copies {
+        messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.source_path));
+    }
+    let dest_xml = if handoff.copies.is_empty() {
+        None
+    } else {
+        match rewrite_disk_paths(&xml, &handoff.path_moves()) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                volumes::revert(&dst, &handoff);
+                return Err(init(e));
+            }
+        }
+    };
+    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
+    let prepared = write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| {
+        match options.max_downtime_ms {
+            Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(msg),
+            None => Ok(()),
+        }
+    });
+    if let Err(e) = prepared {
+        volumes::revert(&dst, &handoff);
+        return Err(init(format!("could not prepare {}: {e}", desc.name)));
+    }
+
+    let mut flags = sys::VIR_MIGRATE_LIVE
+        | sys::VIR_MIGRATE_PEER2PEER
+        | sys::VIR_MIGRATE_PERSIST_DEST
+        | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+    if !handoff.copies.is_empty() {
+        flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+    }
+    if options.auto_converge {
+        flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+    }
+    if options.postcopy {
+        flags |= sys::VIR_MIGRATE_POSTCOPY;
+    }
+    let params = MigrateParameters {
+        dest_xml: dest_xml.clone(),
+        persist_xml: dest_xml,
+        bandwidth: options.bandwidth_mib_s,
+        uri: to.migration_uri.clone(),
+        listen_address: to.migration_uri.as_deref().and_then(listen_address),
+        ..MigrateParameters::default()
+    };
+
+    let (progress_tx, progress) = mpsc::unbounded_channel();
+    let (controls, control_rx) = mpsc::unbounded_channel();
+    let (outcome_tx, outcome) = oneshot::channel();
+    let job = Job { cluster, request, from, to, domain, handoff, messages, started };
+    thread::Builder::new()
+        .name(format!("migrate {}", desc.name))
+        .spawn(move || {
+            let result = job.run(params, flags, progress_tx, control_rx);
+            let _ = outcome_tx.send(result);
+        })
+        .map_err(|e| init(format!("could not start a thread: {e}")))?;
+    Ok(Migration { progress, controls, outcome })
+}
+
+struct Job {
+    cluster: Arc<ClusterSpec>,
+    request: MoveRequest,
+    from: HostSpec,
+    to: HostSpec,
+    domain: Domain,
+    handoff: Handoff,
+    messages: Vec<String>,
+    started: Instant,
+}
+
+impl Job {
+    fn run(
+        mut self,
+        params: MigrateParameters,
+        flags: u32,
+        progress: mpsc::UnboundedSender<Progress>,
+        mut controls: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<MoveReport, MoveError> {
+        let dconn_uri = self.to.uri.clone();
+        let migrating = self.domain.clone();
+        let transfer = thread::spawn(move || migrating.migrate_to_uri3(Some(&dconn_uri), params, flags).map_err(msg));
+        let aborted = AtomicBool::new(false);
+        let mut last = Progress::default();
+        let job_started = Instant::now();
+        while !transfer.is_finished() {
+            while let Ok(control) = controls.try_recv() {
+                self.apply(&control, &aborted, job_started);
+            }
+            if let Ok(stats) = job_stats(&self.domain, 0) {
+                last = progress_of(&stats, job_started);
+                let _ = progress.send(last.clone());
+            }
+            thread::sleep(POLL);
+        }
+        let result = transfer.join().unwrap_or_else(|_| Err("migration thread panicked".into()));
+        let aborted = aborted.load(Ordering::SeqCst);
+        match result {
+            Ok(()) => self.finalize(last),
+            Err(e) => self.after_failure(e, aborted, last),
+        }
+    }
+
+    fn apply(&mut self, control: &Control, aborted: &AtomicBool, job_started: Instant) {
+        let at = job_started.elapsed().as_secs_f64();
+        let result = match control {
+            Control::SetMaxDowntime(ms) => self.domain.migrate_set_max_downtime(*ms, 0).map_err(msg),
+            Control::SetBandwidth(mib_s) => self.domain.migrate_set_max_speed(*mib_s, 0).map_err(msg),
+            Control::StartPostCopy => start_postcopy(&self.domain),
+            Control::Abort => {
+                aborted.store(true, Ordering::SeqCst);
+                abort_job(&self.domain)
+            }
+        };
+        match result {
+            Ok(()) => self.messages.push(format!("{at:.1} s: applied {control:?}")),
+            Err(e) => {
+                warn!(vm = %self.request.vm, ?control, error = %e, "control failed");
+                self.messages.push(format!("{at:.1} s: {control:?} failed: {e}"));
+            }
+        }
+    }
+
+    /// The migration call returned success: observe where the VM runs before believing it.
+    fn finalize(mut self, last: Progress) -> Result<MoveReport, MoveError> {
+        let locations = locate(&self.cluster, &self.request.vm)
+            .map_err(|(host, e)| lost(format!("migration reported success but {host} cannot be asked: {e}"), vec![]))?;
+        if !runs_only_on(&locations, &self.to.name) {
+            return Err(lost(
+                format!("migration reported success but the VM is {}", describe(&locations)),
+                locations,
+            ));
+        }
+        let dst = open(&self.to).map_err(|e| lost(e, locations.clone()))?;
+        let domain = dst.lookup_domain_by_uuid_string(&self.request.vm).map_err(|e| lost(msg(e), locations.clone()))?;
+        let completed = job_stats(&domain, sys::VIR_DOMAIN_JOB_STATS_COMPLETED).ok();
+        let metadata = Metadata {
+            run_id: self.request.run_id.clone(),
+            original_host: self.from.name.clone(),
+            phase: Phase::Finalized,
+        };
+        if let Err(e) = write_metadata(&domain, &metadata) {
+            self.messages.push(format!("could not record the finalized phase on {}: {e}", self.to.name));
+        }
+        let mut report = MoveReport {
+            wall_ms: 0,
+            job_ms: completed.as_ref().and_then(|s| s.time_elapsed),
+            downtime_ms: completed.as_ref().and_then(|s| s.downtime),
+            transferred_bytes: completed.as_ref().and_then(|s| s.data_processed).unwrap_or(last.transferred_bytes),
+            memory_passes: completed.as_ref().and_then(|s| s.mem_iteration).unwrap_or(last.memory_passes),
+            created_volumes: self.handoff.copies.iter().map(|c| c.target_path.clone()).collect(),
+            deleted_volumes: Vec::new(),
+            locations,
+            messages: std::mem::take(&mut self.messages),
+        };
+        if self.request.delete_source_volumes && !self.handoff.copies.is_empty() {
+            match open(&self.from).and_then(|src| volumes::release_source(&src, &self.handoff)) {
+                Ok(deleted) => report.deleted_volumes = deleted,
+                Err(e) => report.messages.push(format!("source volumes kept: {e}")),
+            }
+        }
+        report.wall_ms = millis(self.started.elapsed());
+        report.messages.push(format!("runs on {}, verified", self.to.name));
+        info!(vm = %self.request.vm, to = %self.to.name, wall_ms = report.wall_ms, "live migration verified");
+        Ok(report)
+    }
+
+    /// The migration call failed: find where the VM is, undo the preparation if it is safely
+    /// on its source, and say so.
+    fn after_failure(mut self, error: String, aborted: bool, last: Progress) -> Result<MoveReport, MoveError> {
+        let locations = match locate(&self.cluster, &self.request.vm) {
+            Ok(l) => l,
+            Err((host, e)) => {
+                return Err(lost(format!("migration failed ({error}) and {host} cannot be asked: {e}"), vec![]))
+            }
+        };
+        if runs_only_on(&locations, &self.to.name) {
+            // The switch-over happened even though the call reported an error (for example
+            // a failure in the finish step): the move is done.
+            self.messages.push(format!("migration call reported: {error}; the VM runs on the target"));
+            return self.finalize(last);
+        }
+        if !runs_only_on(&locations, &self.from.name) {
+            return Err(lost(format!("migration failed ({error}) and the VM is {}", describe(&locations)), locations));
+        }
+        if let Ok(dst) = open(&self.to) {
+            for path in volumes::revert(&dst, &self.handoff) {
+                self.messages.push(format!("deleted {path} on {}", self.to.name));
+            }
+        }
+        if let Ok(src) = open(&self.from) {
+            if let Ok(domain) = src.lookup_domain_by_uuid_string(&self.request.vm) {
+                let _ = crate::metadata::clear_metadata(&domain);
+            }
+        }
+        self.messages.push(format!("still runs on {}, verified", self.from.name));
+        let report = MoveReport {
+            wall_ms: millis(self.started.elapsed()),
+            job_ms: Some(last.elapsed_ms),
+            transferred_bytes: last.transferred_bytes,
+            memory_passes: last.memory_passes,
+            locations,
+            messages: self.messages,
+            ..MoveReport::default()
+        };
+        Err(MoveError::Transfer { reason: error, aborted, report: Box::new(report) })
+    }
+}
+
+fn lost(reason: String, locations: Vec<ferry_model::Location>) -> MoveError {
+    MoveError::Lost { reason, locations }
+}
+
+pub(crate) fn host<'a>(cluster: &'a ClusterSpec, name: &str) -> Result<&'a HostSpec, String> {
+    cluster.host(name).ok_or_else(|| format!("no host {name} in the cluster"))
+}
+
+/// `tcp://127.0.0.1[:port]` → `127.0.0.1`: the target binds its incoming migration there.
+fn listen_address(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let host = rest.rsplit_once(':').map_or(rest, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { rest });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn progress_of(stats: &virt::domain::JobStats, started: Instant) -> Progress {
+    Progress {
+        elapsed_ms: stats.time_elapsed.unwrap_or_else(|| millis(started.elapsed())),
+        total_bytes: stats.data_total.unwrap_or(0),
+        transferred_bytes: stats.data_processed.unwrap_or(0),
+        remaining_bytes: stats.data_remaining.unwrap_or(0),
+        memory_remaining_bytes: stats.mem_remaining.unwrap_or(0),
+        memory_total_bytes: stats.mem_total.unwrap_or(0),
+        disk_remaining_bytes: stats.disk_remaining.unwrap_or(0),
+        dirty_rate_bytes_s: stats.mem_dirty_rate.unwrap_or(0) * stats.mem_page_size.unwrap_or(4096),
+        bandwidth_bytes_s: stats.mem_bps.unwrap_or(0),
+        memory_passes: stats.mem_iteration.unwrap_or(0),
+        expected_downtime_ms: stats.downtime,
+        throttle_percent: stats.auto_converge_throttle.and_then(|t| u32::try_from(t).ok()),
+        postcopy_active: stats.mem_postcopy_reqs.is_some_and(|r| r > 0),
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_address;
+
+    #[test]
+    fn listen_address_from_migration_uri() {
+        for (uri, expect) in [
+            ("tcp://127.0.0.1", Some("127.0.0.1")),
+            ("tcp://10.0.0.2:49152", Some("10.0.0.2")),
+            ("tcp://[::1]:49152", Some("::1")),
+            ("tcp://", None),
+        ] {
+            assert_eq!(listen_address(uri).as_deref(), expect, "{uri}");
+        }
+    }
+}

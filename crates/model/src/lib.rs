@@ -1,0 +1,321 @@
+//! ferry's domain model: hosts, VMs, volumes, the inventory of a cluster, where a VM is,
+//! what ferry writes on a domain, and the per-VM statuses of a move.
+//!
+//! Pure data: no IO, so nothing here can fail for reasons outside its arguments.
+
+mod status;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use status::{Phase, Status};
+
+/// A host as the cluster file declares it: how to reach it and what the operator says
+/// about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSpec {
+    /// Name used in plans and reports.
+    pub name: String,
+    /// libvirt URI.
+    pub uri: String,
+    /// Where the target listens for the migration stream (`tcp://ADDRESS`); libvirt's
+    /// default (the target's hostname) when absent.
+    pub migration_uri: Option<String>,
+    /// Host group; moves stay within a group unless a plan allows crossing.
+    pub group: String,
+    /// Free-form tags (migration-direction rules match on them).
+    pub tags: Vec<String>,
+    /// Migration link bandwidth, MiB/s, shared by the host's concurrent migrations.
+    pub link_mib_s: Option<u64>,
+    /// vCPUs allowed per physical CPU.
+    pub cpu_overcommit: f64,
+    /// Memory allowed per physical byte.
+    pub memory_overcommit: f64,
+    /// In maintenance: never a target.
+    pub maintenance: bool,
+    /// Storage pools whose storage every host of the cluster reaches.
+    pub shared_pools: Vec<String>,
+}
+
+/// The hosts of a cluster, from its cluster file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// The hosts, in file order.
+    pub hosts: Vec<HostSpec>,
+}
+
+impl ClusterSpec {
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Option<&HostSpec> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// A hypervisor host as libvirt reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    /// Name from the cluster file.
+    pub name: String,
+    /// libvirt URI.
+    pub uri: String,
+    /// Host CPU model (libvirt's name for it).
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Physical memory, MiB.
+    pub memory_mib: u64,
+    /// Free memory, MiB.
+    pub free_memory_mib: u64,
+    /// Hypervisor (QEMU) version.
+    pub hypervisor_version: Version,
+    /// libvirt version.
+    pub libvirt_version: Version,
+    /// Storage pools.
+    pub pools: Vec<Pool>,
+    /// Virtual networks.
+    pub networks: Vec<String>,
+}
+
+/// A `major.minor.release` version as libvirt encodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Version {
+    /// Major.
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+    /// Release.
+    pub release: u32,
+}
+
+impl Version {
+    /// Decodes libvirt's `major * 1_000_000 + minor * 1000 + release`.
+    pub fn from_libvirt(encoded: u32) -> Version {
+        Version { major: encoded / 1_000_000, minor: encoded / 1000 % 1000, release: encoded % 1000 }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.release)
+    }
+}
+
+/// A storage pool on a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Pool name.
+    pub name: String,
+    /// Target directory (for directory pools).
+    pub path: Option<String>,
+    /// Capacity, bytes.
+    pub capacity: u64,
+    /// Free space, bytes.
+    pub available: u64,
+    /// Whether the cluster declares this pool's storage reachable by every host.
+    pub shared: bool,
+}
+
+/// A VM: a libvirt domain. Its UUID is kept by every move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vm {
+    /// Domain UUID.
+    pub uuid: String,
+    /// Domain name.
+    pub name: String,
+    /// Host it is on (running there, or defined there when stopped).
+    pub host: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Guest CPU model, when the domain names one.
+    pub cpu_model: Option<String>,
+    /// Run state.
+    pub state: VmState,
+    /// Disks.
+    pub disks: Vec<Disk>,
+    /// Network interfaces.
+    pub nics: Vec<Nic>,
+}
+
+impl Vm {
+    /// Disks that must be copied when the VM changes host.
+    pub fn local_disks(&self) -> impl Iterator<Item = &Disk> {
+        self.disks.iter().filter(|d| d.locality == Locality::HostLocal)
+    }
+}
+
+/// A domain's run state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmState {
+    /// Running.
+    Running,
+    /// Paused (by an operator, or by a migration's final phase).
+    Paused,
+    /// Defined but not running.
+    ShutOff,
+    /// Crashed, shutting down, suspended to memory, or unknown.
+    Other,
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::ShutOff => "shut off",
+            VmState::Other => "other",
+        })
+    }
+}
+
+/// A VM disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Guest device name (`vda`).
+    pub target: String,
+    /// Where its data lives.
+    pub source: DiskSource,
+    /// Image format (`qcow2`, `raw`).
+    pub format: String,
+    /// Whether it must be copied on a move.
+    pub locality: Locality,
+    /// Storage pool holding it, for file disks that belong to one.
+    pub pool: Option<String>,
+    /// Virtual size, bytes, when known.
+    pub capacity: Option<u64>,
+}
+
+/// Where a disk's data lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DiskSource {
+    /// A file on the host.
+    File {
+        /// Its path.
+        path: String,
+    },
+    /// A block device on the host.
+    Block {
+        /// Its path.
+        path: String,
+    },
+    /// A network disk (NBD, iSCSI, RBD, ...).
+    Network {
+        /// Protocol.
+        protocol: String,
+        /// Export or image name.
+        name: String,
+        /// `host:port` of each server.
+        servers: Vec<String>,
+    },
+}
+
+impl fmt::Display for DiskSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskSource::File { path } | DiskSource::Block { path } => f.write_str(path),
+            DiskSource::Network { protocol, name, servers } => {
+                write!(f, "{protocol}://{}/{name}", servers.join(","))
+            }
+        }
+    }
+}
+
+/// Whether a disk moves with its VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locality {
+    /// Every host reaches the same data: nothing to copy.
+    Shared,
+    /// Only this host has it: copied on a move.
+    HostLocal,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Nic {
+    /// MAC address.
+    pub mac: String,
+    /// Virtual network or bridge it attaches to.
+    pub network: Option<String>,
+}
+
+/// Hosts and VMs of a cluster, as libvirt reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Hosts that answered.
+    pub hosts: Vec<Host>,
+    /// Every VM found, on any host.
+    pub vms: Vec<Vm>,
+    /// Hosts that could not be asked, with why.
+    pub unreachable: Vec<(String, String)>,
+}
+
+impl Inventory {
+    /// The VM named `name` (names are unique within a cluster ferry manages).
+    pub fn vm(&self, name: &str) -> Option<&Vm> {
+        self.vms.iter().find(|v| v.name == name)
+    }
+
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// VMs on host `name`.
+    pub fn vms_on<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Vm> + 'a {
+        self.vms.iter().filter(move |v| v.host == name)
+    }
+}
+
+/// Where a VM is known: one host's view of a UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Host name.
+    pub host: String,
+    /// Run state there.
+    pub state: VmState,
+    /// Whether the definition persists there.
+    pub persistent: bool,
+}
+
+/// Whether a set of locations is exactly "runs on `host`, and nowhere else is it known".
+pub fn runs_only_on(locations: &[Location], host: &str) -> bool {
+    matches!(locations, [only] if only.host == host && only.state == VmState::Running)
+}
+
+/// What ferry writes on a domain so the hypervisor itself knows what ferry is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The run moving this VM.
+    pub run_id: String,
+    /// Host the VM was on when the run started.
+    pub original_host: String,
+    /// Phase of its move.
+    pub phase: Phase,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_versions_decode() {
+        let v = Version::from_libvirt(11_003_000);
+        assert_eq!(v.to_string(), "11.3.0");
+        assert!(Version::from_libvirt(10_000_002) < v);
+    }
+
+    #[test]
+    fn runs_only_on_needs_one_running_location() {
+        let at = |host: &str, state| Location { host: host.into(), state, persistent: true };
+        assert!(runs_only_on(&[at("b", VmState::Running)], "b"));
+        assert!(!runs_only_on(&[at("a", VmState::Running)], "b"));
+        assert!(!runs_only_on(&[at("b", VmState::Running), at("a", VmState::ShutOff)], "b"));
+        assert!(!runs_only_on(&[at("b", VmState::Paused)], "b"));
+        assert!(!runs_only_on(&[], "b"));
+    }
+}

@@ -1,0 +1,170 @@
+//! Cluster files: the hosts ferry may touch.
+//!
+//! ```toml
+//! [[host]]
+//! name = "host-a"
+//! uri = "qemu+tcp://10.0.0.1/system"
+//! migration_uri = "tcp://10.0.0.1"   # where the target listens for migration streams
+//! group = "rack12"
+//! tags = ["ssd"]
+//! link_mib_s = 1000
+//! cpu_overcommit = 4.0
+//! memory_overcommit = 1.0
+//! maintenance = false
+//! shared_pools = ["nfs"]
+//! ```
+
+use std::collections::HashMap;
+
+use ferry_model::{ClusterSpec, HostSpec};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{line_of, toml_error, InputError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    host: Vec<Spanned<RawHost>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Spanned<String>,
+    uri: Spanned<String>,
+    migration_uri: Option<Spanned<String>>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    link_mib_s: Option<Spanned<i64>>,
+    cpu_overcommit: Option<Spanned<f64>>,
+    memory_overcommit: Option<Spanned<f64>>,
+    #[serde(default)]
+    maintenance: bool,
+    #[serde(default)]
+    shared_pools: Vec<String>,
+}
+
+/// Parses and validates a cluster file. All problems are returned at once.
+pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputError>> {
+    let raw: RawCluster = toml::from_str(text).map_err(|e| vec![toml_error(file, text, &e)])?;
+    let mut errors = Vec::new();
+    let error = |span: std::ops::Range<usize>, field: String, message: String| InputError {
+        file: file.to_string(),
+        line: Some(line_of(text, span.start)),
+        field: Some(field),
+        message,
+    };
+    if raw.host.is_empty() {
+        errors.push(InputError {
+            file: file.to_string(),
+            line: None,
+            field: Some("host".into()),
+            message: "no hosts: add at least one [[host]] with a name and a uri".into(),
+        });
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut hosts = Vec::new();
+    for (i, spanned) in raw.host.iter().enumerate() {
+        let host = spanned.get_ref();
+        let field = |name: &str| format!("host[{i}].{name}");
+        let name = host.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            errors.push(error(host.name.span(), field("name"), "must not be empty".into()));
+        } else if let Some(first) = seen.get(&name) {
+            errors.push(error(host.name.span(), field("name"), format!("{name:?} is already the name of host[{first}]")));
+        } else {
+            seen.insert(name.clone(), i);
+        }
+        let uri = host.uri.get_ref();
+        if !uri.contains(':') {
+            errors.push(error(host.uri.span(), field("uri"), format!("{uri:?} is not a libvirt URI (such as qemu+tcp://HOST/system)")));
+        }
+        if let Some(m) = &host.migration_uri {
+            if !m.get_ref().starts_with("tcp://") {
+                errors.push(error(m.span(), field("migration_uri"), format!("{:?} must look like tcp://ADDRESS", m.get_ref())));
+            }
+        }
+        let link = match &host.link_mib_s {
+            Some(l) if *l.get_ref() <= 0 => {
+                errors.push(error(l.span(), field("link_mib_s"), format!("{} must be a positive bandwidth in MiB/s", l.get_ref())));
+                None
+            }
+            Some(l) => u64::try_from(*l.get_ref()).ok(),
+            None => None,
+        };
+        let mut ratio = |value: &Option<Spanned<f64>>, name: &str| match value {
+            Some(v) if !(*v.get_ref() > 0.0 && v.get_ref().is_finite()) => {
+                errors.push(error(v.span(), field(name), format!("{} must be a positive ratio", v.get_ref())));
+                1.0
+            }
+            Some(v) => *v.get_ref(),
+            None => 1.0,
+        };
+        let cpu_overcommit = ratio(&host.cpu_overcommit, "cpu_overcommit");
+        let memory_overcommit = ratio(&host.memory_overcommit, "memory_overcommit");
+        hosts.push(HostSpec {
+            name,
+            uri: uri.clone(),
+            migration_uri: host.migration_uri.as_ref().map(|m| m.get_ref().clone()),
+            group: host.group.clone().unwrap_or_else(|| "default".into()),
+            tags: host.tags.clone(),
+            link_mib_s: link,
+            cpu_overcommit,
+            memory_overcommit,
+            maintenance: host.maintenance,
+            shared_pools: host.shared_pools.clone(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(ClusterSpec { hosts })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expect: &[&str]) {
+        match parse_cluster("c.toml", text) {
+            Ok(c) => assert!(expect.is_empty(), "expected errors {expect:?}, parsed {c:?}"),
+            Err(errors) => {
+                let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                assert_eq!(got.len(), expect.len(), "{got:#?}");
+                for (g, e) in got.iter().zip(expect) {
+                    assert!(g.starts_with(e), "{g:?} does not start with {e:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = parse_cluster("c.toml", "[[host]]\nname = \"a\"\nuri = \"qemu+tcp://127.0.0.1:1/system\"\nlink_mib_s = 100\n")
+            .expect("parses");
+        assert_eq!(c.hosts[0].group, "default");
+        assert_eq!(c.hosts[0].link_mib_s, Some(100));
+        assert_eq!(c.hosts[0].memory_overcommit, 1.0);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_field() {
+        check(
+            "[[host]]\nname = \"a\"\nuri = \"nope\"\n\n[[host]]\nname = \"a\"\nuri = \"qemu:///system\"\nlink_mib_s = 0\n",
+            &[
+                "c.toml:3: host[0].uri: \"nope\" is not a libvirt URI",
+                "c.toml:6: host[1].name: \"a\" is already the name of host[0]",
+                "c.toml:8: host[1].link_mib_s: 0 must be a positive",
+            ],
+        );
+        check("[[host]]\nname = \"a\"\nuri = \"q:///\"\ncolour = 1\n", &["c.toml:4: unknown field `colour`"]);
+        check("[[host]\n", &["c.toml:1:"]);
+        check("", &["c.toml: host: no hosts"]);
+        check("[[host]]\nname = \"a\"\nuri = 3\n", &["c.toml:3:"]);
+    }
+}
