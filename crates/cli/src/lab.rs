@@ -27,7 +27,7 @@ pub enum LabCommand {
         #[arg(long, default_value_t = 128)]
         mem: u64,
         /// Memory each guest dirties per second, MiB/s.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
         dirty: f64,
         /// First of the 1000 ports on 127.0.0.1 the lab uses (default: derived from --dir).
         #[arg(long)]
@@ -144,11 +144,13 @@ fn print_status(dir: &std::path::Path, output: Output) -> Result<ExitCode, LabEr
     println!();
     println!("{:<8} {:<10} {:<10} {:>8} {:>10} {:>9}", "GUEST", "HOST", "STATE", "SEQ", "UPTIME", "LOG AGE");
     for vm in &status.vms {
-        let (host, state) = match (vm.running_on.as_slice(), vm.defined_on.as_slice()) {
-            ([one], _) => (one.clone(), "running"),
-            ([], [one, ..]) => (one.clone(), "stopped"),
-            ([], []) => ("-".to_string(), "missing"),
-            (many, _) => (many.join(","), "TWICE"),
+        let (host, state) = match (vm.running_on.as_slice(), vm.paused_on.as_slice(), vm.defined_on.as_slice()) {
+            ([one], [], _) => (one.clone(), "running"),
+            ([one], paused, _) => (format!("{one}+{}", paused.join(",")), "running+paused"),
+            ([], [one, ..], _) => (one.clone(), "paused"),
+            ([], [], [one, ..]) => (one.clone(), "stopped"),
+            ([], [], []) => ("-".to_string(), "missing"),
+            (many, _, _) => (many.join(","), "TWICE"),
         };
         println!(
             "{:<8} {:<10} {:<10} {:>8} {:>10} {:>9}",

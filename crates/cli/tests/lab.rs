@@ -11,7 +11,7 @@ use common::{ferry, TestLab};
 fn a_capped_multi_pass_live_migration_with_virsh_leaves_the_guest_intact() {
     // 256 MiB dirtying 20 MiB/s under a 64 MiB/s cap: the multi-pass pre-copy that QEMU 7.2
     // under TCG corrupted.
-    let lab = TestLab::up("virsh-migrate", 41_000, &["--hosts", "2", "--vms", "2", "--mem", "256", "--dirty", "20"]);
+    let lab = TestLab::up("virsh-migrate", 11_000, &["--hosts", "2", "--vms", "2", "--mem", "256", "--dirty", "20"]);
     lab.check_ok();
 
     // vm-2 has its disk on the shared NBD storage, so plain virsh needs no storage copy.
@@ -46,10 +46,12 @@ fn a_capped_multi_pass_live_migration_with_virsh_leaves_the_guest_intact() {
 
 #[test]
 fn a_killed_guest_fails_the_check_by_name_and_down_leaves_nothing_running() {
-    let lab = TestLab::up("kill-guest", 42_000, &["--hosts", "2", "--vms", "2"]);
+    let lab = TestLab::up("kill-guest", 12_000, &["--hosts", "2", "--vms", "2"]);
     lab.check_ok();
 
-    let qemu = common::qemu_pid(&lab.dir, "vm-2").expect("vm-2 has a QEMU process");
+    let uuids = lab.uuids();
+    let uuid2 = lab.vm_status("vm-2")["uuid"].as_str().expect("uuid").to_string();
+    let qemu = common::qemu_pid(&uuid2).expect("vm-2 has a QEMU process");
     common::kill9(qemu);
     let out = ferry(&["lab", "check", "--dir", lab.dir_str()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -61,12 +63,12 @@ fn a_killed_guest_fails_the_check_by_name_and_down_leaves_nothing_running() {
 
     let out = ferry(&["lab", "down", "--dir", lab.dir_str()]);
     assert!(out.status.success());
-    assert_eq!(common::processes_under(&lab.dir), Vec::<u32>::new(), "lab processes left running");
+    assert_eq!(common::processes_under(&lab.dir, &uuids), Vec::<u32>::new(), "lab processes left running");
 }
 
 #[test]
 fn up_is_idempotent_and_restarts_what_died() {
-    let lab = TestLab::up("idempotent", 43_000, &["--hosts", "1", "--vms", "1"]);
+    let lab = TestLab::up("idempotent", 13_000, &["--hosts", "1", "--vms", "1"]);
     let before = lab.status_json();
     let out = ferry(&["lab", "up", "--dir", lab.dir_str(), "--hosts", "1", "--vms", "1", "--output", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -101,7 +103,7 @@ fn bad_input_is_refused_with_exit_2_and_starts_nothing() {
         (vec!["--dirty", "-1"], "--dirty"),
         (vec!["--hosts", "many"], "invalid value 'many'"),
     ] {
-        let mut full = vec!["lab", "up", "--dir", dir_str, "--port-base", "44000"];
+        let mut full = vec!["lab", "up", "--dir", dir_str, "--port-base", "14000"];
         full.extend(args.iter());
         let out = ferry(&full);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -109,16 +111,16 @@ fn bad_input_is_refused_with_exit_2_and_starts_nothing() {
         assert!(stderr.contains(expect), "{args:?}: expected {expect:?} in {stderr}");
     }
 
-    let out = ferry(&["lab", "up", "--dir", "/proc/ferry-lab", "--port-base", "44000"]);
+    let out = ferry(&["lab", "up", "--dir", "/proc/ferry-lab", "--port-base", "14000"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/ferry-lab"));
 
     // A port of the lab's block already taken: refused before anything starts.
-    let _taken = std::net::TcpListener::bind(("127.0.0.1", 44_001)).expect("bind a test port");
-    let out = ferry(&["lab", "up", "--dir", dir_str, "--port-base", "44000", "--hosts", "2", "--vms", "0"]);
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", 14_001)).expect("bind a test port");
+    let out = ferry(&["lab", "up", "--dir", dir_str, "--port-base", "14000", "--hosts", "2", "--vms", "0"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("44001"), "{stderr}");
-    assert_eq!(common::processes_under(&dir), Vec::<u32>::new());
+    assert!(stderr.contains("14001"), "{stderr}");
+    assert_eq!(common::processes_under(&dir, &[]), Vec::<u32>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }

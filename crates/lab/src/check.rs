@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ferry_heartbeat::{analyze, LogReport, Problem};
 use serde::Serialize;
+use virt::domain::DomainState;
 
 use crate::layout::Layout;
 use crate::{connect, process, LabError, LabState};
@@ -36,6 +37,8 @@ pub struct VmStatus {
     pub uuid: String,
     /// Hosts where it runs (one, when all is well).
     pub running_on: Vec<String>,
+    /// Hosts where it is paused (a migration in flight, or a leftover copy).
+    pub paused_on: Vec<String>,
     /// Hosts where it is defined but not running.
     pub defined_on: Vec<String>,
     /// Last heartbeat's sequence number.
@@ -73,6 +76,7 @@ pub fn status(dir: &Path) -> Result<LabStatus, LabError> {
                 name: vm.name.clone(),
                 uuid: vm.uuid.clone(),
                 running_on: Vec::new(),
+                paused_on: Vec::new(),
                 defined_on: Vec::new(),
                 last_seq: report.last.as_ref().map(|h| h.seq),
                 uptime_s: report.last.as_ref().map(|h| h.uptime_ms as f64 / 1000.0),
@@ -96,17 +100,22 @@ pub fn status(dir: &Path) -> Result<LabStatus, LabError> {
             Ok(domains) => {
                 for domain in domains {
                     let uuid = domain.uuid_string().unwrap_or_default();
-                    let active = domain.is_active().unwrap_or(false);
+                    let state = domain.state().map(|(s, _)| s).ok();
+                    let running = state.is_some_and(|s| s.is(DomainState::Running));
+                    let paused = state.is_some_and(|s| s.is(DomainState::Paused));
                     let name = domain.name().unwrap_or_default();
-                    if active {
+                    if running {
                         status.running.push(name);
                     }
                     if let Some(vm) = vms.iter_mut().find(|v| v.uuid == uuid) {
-                        if active {
-                            vm.running_on.push(host.name.clone());
+                        let list = if running {
+                            &mut vm.running_on
+                        } else if paused {
+                            &mut vm.paused_on
                         } else {
-                            vm.defined_on.push(host.name.clone());
-                        }
+                            &mut vm.defined_on
+                        };
+                        list.push(host.name.clone());
                     }
                 }
             }
@@ -164,6 +173,9 @@ pub fn check(dir: &Path, config: &CheckConfig) -> Result<Vec<VmCheck>, LabError>
             }),
             1 => {}
             _ => problems.push(format!("runs on {} hosts: {}", vm.running_on.len(), vm.running_on.join(", "))),
+        }
+        for host in &vm.paused_on {
+            problems.push(format!("a paused copy on {host}"));
         }
         for host in &lab.hosts {
             if let Some(e) = &host.error {

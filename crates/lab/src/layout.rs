@@ -118,7 +118,8 @@ pub fn vm_name(index: usize) -> String {
 }
 
 /// A port base for a lab directory when none is given: stable for the same directory,
-/// different for most different ones, so that two labs can run at once.
+/// different for most different ones, so that two labs can run at once. Below Linux's
+/// ephemeral range (32768 and up), where outgoing connections would take ports at random.
 pub fn default_port_base(dir: &Path) -> u16 {
     // FNV-1a: stable across Rust versions, unlike DefaultHasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -126,7 +127,7 @@ pub fn default_port_base(dir: &Path) -> u16 {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    20_000 + u16::try_from(hash % 30).expect("below 30") * 1000
+    10_000 + u16::try_from(hash % 22).expect("below 22") * 1000
 }
 
 impl HostLayout {
@@ -215,6 +216,6 @@ mod tests {
     fn default_port_base_is_stable_and_spread() {
         let a = default_port_base(Path::new("/tmp/lab-a"));
         assert_eq!(a, default_port_base(Path::new("/tmp/lab-a")));
-        assert!((20_000..50_000).contains(&a) && a.is_multiple_of(1000));
+        assert!((10_000..32_000).contains(&a) && a.is_multiple_of(1000));
     }
 }

@@ -132,11 +132,13 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Every process whose command line mentions `dir`: the lab's daemons (their config is
-/// under it) and QEMU guests (their serial log is under it). The catch-all that makes
-/// `lab down` leave nothing running, whatever state the lab was left in.
-pub fn processes_using(dir: &Path) -> Vec<u32> {
-    let needle = dir.as_os_str().as_encoded_bytes();
+/// Every process of a lab: those whose command line mentions `dir` (the daemons: their
+/// configuration is under it) or one of the lab's guest UUIDs (QEMU gets `-uuid`; its
+/// files may be passed as descriptors, and the kernel may live in a cache elsewhere). The
+/// catch-all that makes `lab down` leave nothing running, whatever state the lab is in.
+pub fn lab_processes(dir: &Path, guest_uuids: &[String]) -> Vec<u32> {
+    let mut needles: Vec<Vec<u8>> = vec![dir.as_os_str().as_encoded_bytes().to_vec()];
+    needles.extend(guest_uuids.iter().map(|u| format!("-uuid\0{u}\0").into_bytes()));
     let me = std::process::id();
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     let mut pids = Vec::new();
@@ -148,7 +150,8 @@ pub fn processes_using(dir: &Path) -> Vec<u32> {
             continue;
         }
         let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
-        if cmdline.windows(needle.len()).any(|w| w == needle) && alive(pid) {
+        let matches = needles.iter().any(|n| cmdline.windows(n.len()).any(|w| w == n.as_slice()));
+        if matches && alive(pid) {
             pids.push(pid);
         }
     }

@@ -54,8 +54,10 @@ impl UpConfig {
             errors.push(format!("--dirty {}: must be 0 to 1000 MiB/s", self.dirty_mib_s));
         }
         if let Some(base) = self.port_base {
-            if !(1024..=64_000).contains(&base) {
-                errors.push(format!("--port-base {base}: must be 1024 to 64000"));
+            if !(1024..=31_000).contains(&base) {
+                errors.push(format!(
+                    "--port-base {base}: must be 1024 to 31000 (the lab takes 1000 ports, below the ephemeral range)"
+                ));
             }
         }
         if errors.is_empty() {
@@ -100,7 +102,8 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
     let layout = Layout { dir: dir.clone(), port_base };
 
     // Ports held by this lab's own running processes are fine; anything else is not.
-    let running = process::processes_using(&dir);
+    let uuids: Vec<String> = existing.iter().flat_map(|s| s.vms.iter().map(|v| v.uuid.clone())).collect();
+    let running = process::lab_processes(&dir, &uuids);
     if running.is_empty() {
         let busy = process::ports_in_use(&layout.all_ports(config.hosts));
         if !busy.is_empty() {
@@ -180,9 +183,18 @@ fn start_everything(layout: &Layout, state: &LabState, boot_timeout: Duration) -
         connections.push(conn);
     }
 
+    // Starting a guest blocks for seconds in libvirt; start them all at once.
+    let results: Vec<Result<bool, LabError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = state
+            .vms
+            .iter()
+            .map(|vm| scope.spawn(|| ensure_running(layout, state, &connections, vm)))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("guest start does not panic")).collect()
+    });
     let mut booting = Vec::new();
-    for vm in &state.vms {
-        if ensure_running(layout, state, &connections, vm)? {
+    for (vm, result) in state.vms.iter().zip(results) {
+        if result? {
             booting.push(vm.name.clone());
         }
     }
@@ -296,7 +308,6 @@ fn ensure_running(
             let index = state.hosts.iter().position(|h| h.name == vm.home).unwrap_or(0);
             let host = &state.hosts[index];
             let conn = &connections[index];
-            let host_layout = layout.host(index);
             let local_path;
             let disk = match &vm.disk {
                 LabDisk::Local { volume } => {
@@ -307,7 +318,6 @@ fn ensure_running(
                     GuestDisk::Shared { export, port: layout.nbd_port() }
                 }
             };
-            let _ = host_layout;
             fs::create_dir_all(layout.vm_dir(&vm.name)).map_err(io_err("create a VM directory"))?;
             let serial = layout.serial_log(&vm.name);
             let spec = GuestSpec {
@@ -377,7 +387,9 @@ fn wait_for_heartbeats(layout: &Layout, vms: &[String], timeout: Duration) -> Re
 /// nothing outside `dir`; with `purge`, removes `dir` too.
 pub fn down(dir: &Path, purge: bool) -> Result<usize, LabError> {
     let dir = absolute(dir)?;
+    let mut uuids = Vec::new();
     if let Ok(state) = LabState::load(&dir) {
+        uuids = state.vms.iter().map(|v| v.uuid.clone()).collect();
         // Destroying guests through libvirt first lets each daemon record them as stopped.
         for host in &state.hosts {
             if let Ok(conn) = connect(host) {
@@ -388,9 +400,9 @@ pub fn down(dir: &Path, purge: bool) -> Result<usize, LabError> {
             }
         }
     }
-    let pids = process::processes_using(&dir);
+    let pids = process::lab_processes(&dir, &uuids);
     process::terminate(&pids, Duration::from_secs(5));
-    let left = process::processes_using(&dir);
+    let left = process::lab_processes(&dir, &uuids);
     if !left.is_empty() {
         return Err(LabError::DaemonFailed {
             host: "lab".into(),

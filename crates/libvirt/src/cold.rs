@@ -115,7 +115,12 @@ pub(crate) fn run(cluster: Arc<ClusterSpec>, request: MoveRequest, options: Cold
     };
     if request.delete_source_volumes && !handoff.copies.is_empty() {
         match volumes::release_source(&src, &handoff) {
-            Ok(deleted) => report.deleted_volumes = deleted,
+            Ok(deleted) => {
+                for path in &deleted {
+                    report.messages.push(format!("deleted the source volume {path} on {}", from.name));
+                }
+                report.deleted_volumes = deleted;
+            }
             Err(e) => report.messages.push(format!("source volumes kept: {e}")),
         }
     }

@@ -207,7 +207,12 @@ impl Job {
         };
         if self.request.delete_source_volumes && !self.handoff.copies.is_empty() {
             match open(&self.from).and_then(|src| volumes::release_source(&src, &self.handoff)) {
-                Ok(deleted) => report.deleted_volumes = deleted,
+                Ok(deleted) => {
+                    for path in &deleted {
+                        report.messages.push(format!("deleted the source volume {path} on {}", self.from.name));
+                    }
+                    report.deleted_volumes = deleted;
+                }
                 Err(e) => report.messages.push(format!("source volumes kept: {e}")),
             }
         }

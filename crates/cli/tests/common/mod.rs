@@ -95,38 +95,99 @@ impl Drop for TestLab {
     }
 }
 
-/// Pids of processes whose command line mentions `dir`.
-pub fn processes_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_str().expect("utf-8 path");
+/// Pids of the lab's processes: command line mentions `dir` or one of `uuids` (QEMU).
+pub fn processes_under(dir: &Path, uuids: &[String]) -> Vec<u32> {
+    let mut needles = vec![dir.to_str().expect("utf-8 path").to_string()];
+    needles.extend(uuids.iter().map(|u| format!("-uuid {u} ")));
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline);
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
             .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
             .unwrap_or(true);
-        if cmdline.contains(needle) && !zombie {
+        if needles.iter().any(|n| cmdline.contains(n.as_str())) && !zombie {
             pids.push(pid);
         }
     }
     pids
 }
 
-/// The QEMU process of guest `vm` in the lab at `dir`.
-pub fn qemu_pid(dir: &Path, vm: &str) -> Option<u32> {
-    let guest = format!("guest={vm},");
-    processes_under(dir).into_iter().find(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&guest))
-            .unwrap_or(false)
-    })
+/// The QEMU process of a guest, by its UUID.
+pub fn qemu_pid(uuid: &str) -> Option<u32> {
+    processes_under(Path::new("/nonexistent-ferry-lab"), &[uuid.to_string()]).into_iter().next()
 }
 
 /// SIGKILL.
 pub fn kill9(pid: u32) {
     let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill runs");
     assert!(status.success());
+}
+
+impl TestLab {
+    /// `ferry move ... --output json` against this lab; returns (exit code, summary).
+    pub fn ferry_move(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let cluster = self.dir.join("cluster.toml");
+        let mut full = vec!["move", "--cluster", cluster.to_str().expect("utf-8"), "--output", "json"];
+        full.extend(args);
+        let out = ferry(&full);
+        let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ferry move printed no JSON ({e}):\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), summary)
+    }
+
+    /// UUIDs of the lab's guests.
+    pub fn uuids(&self) -> Vec<String> {
+        let status = self.status_json();
+        status["vms"].as_array().expect("vms").iter().map(|v| v["uuid"].as_str().expect("uuid").to_string()).collect()
+    }
+
+    /// The status entry of one guest.
+    pub fn vm_status(&self, vm: &str) -> serde_json::Value {
+        let status = self.status_json();
+        status["vms"].as_array().expect("vms").iter().find(|v| v["name"] == vm).expect("guest in the lab").clone()
+    }
+
+    /// The last heartbeat in a guest's serial log.
+    pub fn last_heartbeat(&self, vm: &str) -> ferry_heartbeat::Heartbeat {
+        let log = std::fs::read_to_string(self.dir.join("vms").join(vm).join("serial.log")).expect("serial log");
+        ferry_heartbeat::analyze(&log).last.expect("a heartbeat")
+    }
+
+    /// Files in a host's local pool directory.
+    pub fn pool_files(&self, host: &str) -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(self.dir.join("hosts").join(host).join("pool"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// `virsh -c URI ARGS...` stdout; panics on failure.
+    pub fn virsh(&self, host: &str, args: &[&str]) -> String {
+        let out = Command::new("virsh").arg("-c").arg(self.uri(host)).args(args).output().expect("virsh runs");
+        assert!(out.status.success(), "virsh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ferry lab check` with extra arguments must pass.
+    pub fn check_ok_with(&self, extra: &[&str]) {
+        let mut args = vec!["lab", "check", "--dir", self.dir_str()];
+        args.extend(extra);
+        let out = ferry(&args);
+        assert!(
+            out.status.success(),
+            "lab check failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
