@@ -136,12 +136,32 @@ pub fn ensure_image(cache_dir: &Path) -> Result<GuestImage, ImageError> {
     // Absolute, because libvirt reads these paths from another working directory.
     let cache_dir = fs::canonicalize(cache_dir).map_err(cache_error)?;
     let _lock = CacheLock::acquire(&cache_dir.join("lock"))?;
+    remove_stale_temporaries(&cache_dir)?;
     let kernel = ensure_kernel(&cache_dir)?;
     let initrd = ensure_initrd(&cache_dir, &kernel)?;
     Ok(GuestImage {
         kernel: kernel.vmlinuz,
         initrd,
     })
+}
+
+/// Removes what a builder that died left behind. Only called under the lock, so nothing found is
+/// in use.
+fn remove_stale_temporaries(cache_dir: &Path) -> Result<(), ImageError> {
+    let read_error = |source| ImageError::Read {
+        path: cache_dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(cache_dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        let name = file_name(&path);
+        if name.starts_with("kernel.tmp-") {
+            remove_dir_if_present(&path)?;
+        } else if name.starts_with("initrd-") && name.contains(".tmp-") {
+            fs::remove_file(&path).map_err(|source| write_error(&path, source))?;
+        }
+    }
+    Ok(())
 }
 
 /// An exclusive `flock(2)` on a file in the cache, released when dropped (the file is closed).
