@@ -90,6 +90,20 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         }
         return bad(message);
     };
+    if vm.host == args.to {
+        let summary = Summary {
+            vm: vm.name.clone(),
+            uuid: vm.uuid.clone(),
+            from: vm.host.clone(),
+            to: args.to.clone(),
+            kind: if args.cold { "cold" } else { "live" },
+            status: Status::Success,
+            reason: None,
+            report: MoveReport { messages: vec![format!("already on {}: nothing to do", args.to)], ..MoveReport::default() },
+        };
+        print_summary(&summary, output);
+        return ExitCode::SUCCESS;
+    }
     let request = MoveRequest {
         vm: vm.uuid.clone(),
         from: vm.host.clone(),

@@ -57,6 +57,9 @@ pub struct DiskCheck {
     next_seq: u64,
     reread_cursor: usize,
     buf: Box<Block>,
+    /// Blocks found intact from an earlier boot, and problems found in them, reported with
+    /// the first round.
+    found_at_boot: (u64, Vec<String>),
 }
 
 impl DiskCheck {
@@ -80,7 +83,9 @@ impl DiskCheck {
             next_seq: 0,
             reread_cursor: 0,
             buf: Box::new(Block([0; BLOCK_BYTES])),
+            found_at_boot: (0, Vec::new()),
         };
+        disk.found_at_boot = disk.adopt_earlier_blocks()?;
         let first = disk.write_next()?;
         if let Some(problem) = disk.verify(first)? {
             return Err(io::Error::other(format!("read back wrong data: {problem}")));
@@ -97,8 +102,7 @@ impl DiskCheck {
     ///
     /// Returns the number of blocks verified and the problems seen (text after `FERRY CORRUPT `).
     pub fn round(&mut self) -> (u64, Vec<String>) {
-        let mut problems = Vec::new();
-        let mut verified = 0;
+        let (mut verified, mut problems) = std::mem::take(&mut self.found_at_boot);
         let mut to_check = Vec::with_capacity(REREADS_PER_ROUND + 1);
         match self.write_next() {
             Ok(index) => to_check.push(index),
@@ -129,6 +133,42 @@ impl DiskCheck {
             }
         }
         (verified, problems)
+    }
+
+    /// Reads every block once at boot. Blocks written by an earlier boot (a guest restarted
+    /// after a cold move, whose disk was copied) describe themselves: each must be intact,
+    /// and is then re-checked like the blocks this boot writes. A block that is neither
+    /// unwritten (all zero) nor a whole block of ours is reported.
+    fn adopt_earlier_blocks(&mut self) -> io::Result<(u64, Vec<String>)> {
+        let mut found = 0;
+        let mut problems = Vec::new();
+        for index in 0..self.written.len() {
+            self.file.read_exact_at(&mut self.buf.0, (index * BLOCK_BYTES) as u64)?;
+            if self.buf.0.iter().all(|b| *b == 0) {
+                continue;
+            }
+            let seq = self.buf.word(2);
+            if self.buf.word(0) != MAGIC || self.buf.word(1) != index as u64 {
+                problems.push(format!(
+                    "disk block={index} at boot: not a block of ours (word0={:#018x} word1={:#018x})",
+                    self.buf.word(0),
+                    self.buf.word(1)
+                ));
+                continue;
+            }
+            self.written[index] = Some(seq);
+            match self.verify(index)? {
+                None => {
+                    found += 1;
+                    self.next_seq = self.next_seq.max(seq + 1);
+                }
+                Some(problem) => {
+                    self.written[index] = None;
+                    problems.push(format!("{problem} at-boot"));
+                }
+            }
+        }
+        Ok((found, problems))
     }
 
     fn write_next(&mut self) -> io::Result<usize> {
@@ -229,6 +269,30 @@ mod tests {
             problems[0].contains(" got=0x000000000000002a word=100 "),
             "{problems:?}"
         );
+        std::fs::remove_file(&path)
+    }
+
+    #[test]
+    fn a_reboot_adopts_intact_blocks_and_reports_damaged_ones() -> io::Result<()> {
+        let Some(path) = scratch("reboot", 64 * 1024) else {
+            return Ok(());
+        };
+        let mut disk = match DiskCheck::open(&path) {
+            Ok(disk) => disk,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for _ in 0..10 {
+            disk.round();
+        }
+        disk.scribble(3, 200, 7)?;
+        drop(disk);
+        let mut again = DiskCheck::open(&path)?;
+        let (verified, problems) = again.round();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("disk block=3 ") && problems[0].ends_with("at-boot"), "{problems:?}");
+        assert!(verified >= 10, "intact blocks of the earlier boot verified: {verified}");
+        assert!(again.next_seq > 11, "writes continue after the earlier boot's sequence");
         std::fs::remove_file(&path)
     }
 }

@@ -47,8 +47,11 @@ impl UpConfig {
         if self.vms > 64 {
             errors.push(format!("--vms {}: must be 0 to 64", self.vms));
         }
-        if !(64..=4096).contains(&self.mem_mib) {
-            errors.push(format!("--mem {}: must be 64 to 4096 MiB", self.mem_mib));
+        if !(96..=4096).contains(&self.mem_mib) {
+            errors.push(format!(
+                "--mem {}: must be 96 to 4096 MiB (the guest kernel alone needs about 72 MiB to boot)",
+                self.mem_mib
+            ));
         }
         if !(self.dirty_mib_s >= 0.0 && self.dirty_mib_s <= 1000.0) {
             errors.push(format!("--dirty {}: must be 0 to 1000 MiB/s", self.dirty_mib_s));
@@ -67,10 +70,10 @@ impl UpConfig {
         }
     }
 
-    /// The working set each guest dirties and verifies: a quarter of its memory, leaving
-    /// room for the kernel and initramfs.
+    /// The working set each guest dirties and verifies: a quarter of its memory, and never
+    /// more than half of what the kernel and initramfs leave (about 72 MiB go to them).
     fn wss_mib(&self) -> u64 {
-        (self.mem_mib / 4).max(8)
+        (self.mem_mib / 4).min(self.mem_mib.saturating_sub(72) / 2).max(8)
     }
 }
 

@@ -131,21 +131,30 @@ impl Job {
     ) -> Result<MoveReport, MoveError> {
         let dconn_uri = self.to.uri.clone();
         let migrating = self.domain.clone();
-        let transfer = thread::spawn(move || migrating.migrate_to_uri3(Some(&dconn_uri), params, flags).map_err(msg));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let _ = done_tx.send(migrating.migrate_to_uri3(Some(&dconn_uri), params, flags).map_err(msg));
+        });
         let aborted = AtomicBool::new(false);
         let mut last = Progress::default();
         let job_started = Instant::now();
-        while !transfer.is_finished() {
+        // Wake on the migration's end at once, not at the next poll.
+        let result = loop {
             while let Ok(control) = controls.try_recv() {
                 self.apply(&control, &aborted, job_started);
             }
             if let Ok(stats) = job_stats(&self.domain, 0) {
-                last = progress_of(&stats, job_started);
-                let _ = progress.send(last.clone());
+                if stats.r#type != 0 {
+                    last = progress_of(&stats, job_started);
+                    let _ = progress.send(last.clone());
+                }
             }
-            thread::sleep(POLL);
-        }
-        let result = transfer.join().unwrap_or_else(|_| Err("migration thread panicked".into()));
+            match done.recv_timeout(POLL) {
+                Ok(result) => break result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Err("migration thread panicked".into()),
+            }
+        };
         let aborted = aborted.load(Ordering::SeqCst);
         match result {
             Ok(()) => self.finalize(last),
