@@ -45,6 +45,16 @@ pub struct ClusterSpec {
     pub hosts: Vec<HostSpec>,
 }
 
+impl HostSpec {
+    /// Migration-direction rule, after Ganeti's migration tags: a host tagged
+    /// `allow-from:CLASS` accepts VMs only from hosts tagged `CLASS`; a host without such
+    /// tags accepts VMs from anywhere.
+    pub fn accepts_from(&self, source: &HostSpec) -> bool {
+        let mut classes = self.tags.iter().filter_map(|t| t.strip_prefix("allow-from:")).peekable();
+        classes.peek().is_none() || classes.any(|class| source.tags.iter().any(|t| t == class))
+    }
+}
+
 impl ClusterSpec {
     /// The host named `name`.
     pub fn host(&self, name: &str) -> Option<&HostSpec> {
@@ -301,6 +311,26 @@ pub struct Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direction_rules_follow_allow_from_tags() {
+        let host = |tags: &[&str]| HostSpec {
+            name: "h".into(),
+            uri: "test:///".into(),
+            migration_uri: None,
+            group: "g".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            link_mib_s: None,
+            cpu_overcommit: 1.0,
+            memory_overcommit: 1.0,
+            maintenance: false,
+            shared_pools: vec![],
+        };
+        assert!(host(&[]).accepts_from(&host(&["old"])));
+        assert!(host(&["allow-from:old"]).accepts_from(&host(&["old"])));
+        assert!(!host(&["allow-from:old"]).accepts_from(&host(&["new"])));
+        assert!(host(&["allow-from:old", "allow-from:new"]).accepts_from(&host(&["new"])));
+    }
 
     #[test]
     fn libvirt_versions_decode() {

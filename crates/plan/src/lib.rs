@@ -4,10 +4,15 @@
 //! Pure: takes file names and texts, returns data or errors. The caller reads the files.
 
 mod cluster;
+mod plan;
+mod resolve;
+pub mod time;
 
 use std::fmt;
 
 pub use cluster::parse_cluster;
+pub use resolve::{resolve, ResolvedMove};
+pub use plan::{parse_plan, parse_plan_csv, parse_plan_toml, Drain, Limits, Mode, Plan, PlannedMove, Policy, Target};
 
 /// One problem in an input file.
 #[derive(Debug, Clone, PartialEq, Eq)]

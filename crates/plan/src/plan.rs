@@ -1,0 +1,603 @@
+//! Plan files: which VMs go where, in TOML (the full format) or CSV (one move per row).
+//!
+//! ```toml
+//! [plan]
+//! name = "rack12-maintenance"
+//! deadline = "2026-11-23T06:00:00Z"   # no new move starts after this
+//! resume_from = "RUN"                 # move only VMs that succeeded in RUN
+//!
+//! [limits]
+//! cluster = 8
+//! per_source = 2
+//! per_target = 2
+//!
+//! [policy]
+//! mode = "live-or-cold"               # live | cold | live-or-cold
+//! max_downtime_ms = 300
+//! auto_converge = true
+//! postcopy = false
+//! completion_timeout_per_gib_s = 150
+//! stall_timeout_s = 40
+//! placement = "best-fit"              # best-fit | spread | least-loaded
+//! allow_cross_group = false
+//!
+//! [[move]]
+//! vm = "web-1"
+//! to = "host-b"                       # or "ANY"
+//! priority = 10
+//!
+//! [[group]]                           # one after another; a failure skips the rest
+//! vms = ["dns-a", "dns-b"]
+//! to = "ANY"
+//!
+//! [[drain]]
+//! host = "host-a"
+//! to = "ANY"
+//! return = true
+//! hook = "ssh host-a sudo apt-get -y upgrade"
+//! ```
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::time::parse_rfc3339;
+use crate::{line_of, toml_error, InputError};
+
+/// Where a move goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// A named host.
+    Host(String),
+    /// Placement decides, when the move starts.
+    Any,
+}
+
+impl Target {
+    fn parse(text: &str) -> Target {
+        if text.eq_ignore_ascii_case("any") {
+            Target::Any
+        } else {
+            Target::Host(text.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Host(h) => f.write_str(h),
+            Target::Any => f.write_str("ANY"),
+        }
+    }
+}
+
+/// How VMs move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Live only; a VM that cannot move live stays where it is.
+    Live,
+    /// Cold only: every VM restarts on its target.
+    Cold,
+    /// Live, and cold when live is impossible or fails.
+    LiveOrCold,
+}
+
+/// Concurrency limits of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Migrations in flight in the whole run.
+    pub cluster: usize,
+    /// Outbound migrations per source host.
+    pub per_source: usize,
+    /// Inbound migrations per target host.
+    pub per_target: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { cluster: 8, per_source: 2, per_target: 2 }
+    }
+}
+
+/// How each migration is driven.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Live, cold, or live with a cold fallback.
+    pub mode: Mode,
+    /// Longest pause allowed at switch-over, ms (QEMU's default is 300).
+    pub max_downtime_ms: u64,
+    /// Let QEMU throttle a guest that dirties memory faster than it can be sent.
+    pub auto_converge: bool,
+    /// Allow post-copy (a failure after the switch loses the VM).
+    pub postcopy: bool,
+    /// Abort a migration not complete after this many seconds per GiB of memory.
+    pub completion_timeout_per_gib_s: u64,
+    /// Abort a migration that made no progress for this long.
+    pub stall_timeout_s: u64,
+    /// Placement policy for `ANY`: best-fit, spread, least-loaded.
+    pub placement: String,
+    /// Allow targets outside the source's host group.
+    pub allow_cross_group: bool,
+    /// Delete the source copy of host-local volumes after a verified move.
+    pub delete_source_volumes: bool,
+    /// Seconds a guest gets to shut down by itself in a cold move.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            mode: Mode::Live,
+            max_downtime_ms: 300,
+            auto_converge: true,
+            postcopy: false,
+            completion_timeout_per_gib_s: 150,
+            stall_timeout_s: 40,
+            placement: "best-fit".into(),
+            allow_cross_group: false,
+            delete_source_volumes: false,
+            shutdown_timeout_s: 60,
+        }
+    }
+}
+
+/// One VM's planned move, wherever in the file it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    /// VM name (or UUID).
+    pub vm: String,
+    /// Target.
+    pub to: Target,
+    /// Group it belongs to; its members move one after another.
+    pub group: Option<String>,
+    /// Position within its group.
+    pub order: usize,
+    /// Higher moves first (after group order).
+    pub priority: i64,
+    /// Line of the file that asked for it.
+    pub line: usize,
+}
+
+/// A host to empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drain {
+    /// The host.
+    pub host: String,
+    /// Where its VMs go.
+    pub to: Target,
+    /// Bring every VM back after the hook.
+    pub return_after: bool,
+    /// Command to run once the host is empty.
+    pub hook: Option<String>,
+    /// Line of the file.
+    pub line: usize,
+}
+
+/// A parsed, self-consistent plan (names not yet checked against the cluster).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// File it came from.
+    pub file: String,
+    /// Plan name.
+    pub name: String,
+    /// No new move starts after this (Unix seconds).
+    pub deadline: Option<i64>,
+    /// Run whose successes gate this one.
+    pub resume_from: Option<String>,
+    /// Concurrency limits.
+    pub limits: Limits,
+    /// Migration policy.
+    pub policy: Policy,
+    /// Explicit moves and group members, in file order.
+    pub moves: Vec<PlannedMove>,
+    /// Hosts to empty.
+    pub drains: Vec<Drain>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    plan: Option<RawHeader>,
+    limits: Option<Spanned<RawLimits>>,
+    policy: Option<RawPolicy>,
+    #[serde(default, rename = "move")]
+    moves: Vec<Spanned<RawMove>>,
+    #[serde(default, rename = "group")]
+    groups: Vec<Spanned<RawGroup>>,
+    #[serde(default, rename = "drain")]
+    drains: Vec<Spanned<RawDrain>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader {
+    name: Option<String>,
+    deadline: Option<Spanned<toml::Value>>,
+    resume_from: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    cluster: Option<Spanned<i64>>,
+    per_source: Option<Spanned<i64>>,
+    per_target: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    mode: Option<Spanned<String>>,
+    max_downtime_ms: Option<Spanned<i64>>,
+    auto_converge: Option<bool>,
+    postcopy: Option<bool>,
+    completion_timeout_per_gib_s: Option<Spanned<i64>>,
+    stall_timeout_s: Option<Spanned<i64>>,
+    placement: Option<Spanned<String>>,
+    allow_cross_group: Option<bool>,
+    delete_source_volumes: Option<bool>,
+    shutdown_timeout_s: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMove {
+    vm: Spanned<String>,
+    to: Spanned<String>,
+    #[serde(default)]
+    priority: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Option<String>,
+    vms: Spanned<Vec<Spanned<String>>>,
+    to: Spanned<String>,
+    #[serde(default)]
+    priority: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrain {
+    host: Spanned<String>,
+    #[serde(default = "any")]
+    to: Spanned<String>,
+    #[serde(default, rename = "return")]
+    return_after: bool,
+    hook: Option<Spanned<String>>,
+}
+
+fn any() -> Spanned<String> {
+    Spanned::new(0..0, "ANY".to_string())
+}
+
+/// Collects located errors for one file.
+struct Errors<'a> {
+    file: &'a str,
+    text: &'a str,
+    list: Vec<InputError>,
+}
+
+impl Errors<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        self.list.push(InputError {
+            file: self.file.to_string(),
+            line: (span.end > 0).then(|| line_of(self.text, span.start)),
+            field: Some(field.into()),
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses and validates a TOML plan. All problems are returned at once.
+pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
+    let raw: RawPlan = toml::from_str(text).map_err(|e| vec![toml_error(file, text, &e)])?;
+    let mut errors = Errors { file, text, list: Vec::new() };
+    let header = raw.plan.as_ref();
+    let deadline = header.and_then(|h| h.deadline.as_ref()).and_then(|d| {
+        let text = match d.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Datetime(dt) => dt.to_string(),
+            other => format!("{other}"),
+        };
+        parse_rfc3339(&text).map_err(|e| errors.at(d.span(), "plan.deadline", e)).ok()
+    });
+    let resume_from = header.and_then(|h| h.resume_from.as_ref()).and_then(|r| {
+        if r.get_ref().trim().is_empty() {
+            errors.at(r.span(), "plan.resume_from", "must name a run id");
+            None
+        } else {
+            Some(r.get_ref().trim().to_string())
+        }
+    });
+
+    let mut limits = Limits::default();
+    if let Some(raw_limits) = &raw.limits {
+        let l = raw_limits.get_ref();
+        for (value, slot, name) in [
+            (&l.cluster, &mut limits.cluster, "limits.cluster"),
+            (&l.per_source, &mut limits.per_source, "limits.per_source"),
+            (&l.per_target, &mut limits.per_target, "limits.per_target"),
+        ] {
+            if let Some(v) = value {
+                match usize::try_from(*v.get_ref()) {
+                    Ok(n) if n > 0 => *slot = n,
+                    _ => errors.at(v.span(), name, format!("{} must be a positive number of migrations", v.get_ref())),
+                }
+            }
+        }
+    }
+
+    let mut policy = Policy::default();
+    if let Some(p) = &raw.policy {
+        if let Some(mode) = &p.mode {
+            match mode.get_ref().as_str() {
+                "live" => policy.mode = Mode::Live,
+                "cold" => policy.mode = Mode::Cold,
+                "live-or-cold" => policy.mode = Mode::LiveOrCold,
+                other => errors.at(mode.span(), "policy.mode", format!("{other:?} is not one of live, cold, live-or-cold")),
+            }
+        }
+        for (value, slot, name, min) in [
+            (&p.max_downtime_ms, &mut policy.max_downtime_ms, "policy.max_downtime_ms", 1),
+            (&p.completion_timeout_per_gib_s, &mut policy.completion_timeout_per_gib_s, "policy.completion_timeout_per_gib_s", 1),
+            (&p.stall_timeout_s, &mut policy.stall_timeout_s, "policy.stall_timeout_s", 1),
+            (&p.shutdown_timeout_s, &mut policy.shutdown_timeout_s, "policy.shutdown_timeout_s", 0),
+        ] {
+            if let Some(v) = value {
+                match u64::try_from(*v.get_ref()) {
+                    Ok(n) if n >= min => *slot = n,
+                    _ => errors.at(v.span(), name, format!("{} must be at least {min}", v.get_ref())),
+                }
+            }
+        }
+        if let Some(placement) = &p.placement {
+            match placement.get_ref().as_str() {
+                "best-fit" | "spread" | "least-loaded" => policy.placement = placement.get_ref().clone(),
+                other => errors.at(
+                    placement.span(),
+                    "policy.placement",
+                    format!("{other:?} is not one of best-fit, spread, least-loaded"),
+                ),
+            }
+        }
+        policy.auto_converge = p.auto_converge.unwrap_or(policy.auto_converge);
+        policy.postcopy = p.postcopy.unwrap_or(policy.postcopy);
+        policy.allow_cross_group = p.allow_cross_group.unwrap_or(policy.allow_cross_group);
+        policy.delete_source_volumes = p.delete_source_volumes.unwrap_or(policy.delete_source_volumes);
+    }
+
+    let mut moves = Vec::new();
+    for (i, m) in raw.moves.iter().enumerate() {
+        let m = m.get_ref();
+        let line = line_of(text, m.vm.span().start);
+        if m.vm.get_ref().trim().is_empty() {
+            errors.at(m.vm.span(), format!("move[{i}].vm"), "must name a VM");
+        }
+        if m.to.get_ref().trim().is_empty() {
+            errors.at(m.to.span(), format!("move[{i}].to"), "must name a host or ANY");
+        }
+        moves.push(PlannedMove {
+            vm: m.vm.get_ref().trim().to_string(),
+            to: Target::parse(m.to.get_ref().trim()),
+            group: None,
+            order: 0,
+            priority: m.priority,
+            line,
+        });
+    }
+    let mut group_names: HashMap<String, usize> = HashMap::new();
+    for (g, group) in raw.groups.iter().enumerate() {
+        let span = group.span();
+        let group = group.get_ref();
+        let name = group.name.clone().unwrap_or_else(|| format!("group-{}", g + 1));
+        if let Some(first) = group_names.insert(name.clone(), g) {
+            errors.at(span.clone(), format!("group[{g}].name"), format!("{name:?} is already the name of group[{first}]"));
+        }
+        if group.vms.get_ref().is_empty() {
+            errors.at(group.vms.span(), format!("group[{g}].vms"), "an empty group: list at least one VM");
+        }
+        if group.to.get_ref().trim().is_empty() {
+            errors.at(group.to.span(), format!("group[{g}].to"), "must name a host or ANY");
+        }
+        for (order, vm) in group.vms.get_ref().iter().enumerate() {
+            moves.push(PlannedMove {
+                vm: vm.get_ref().trim().to_string(),
+                to: Target::parse(group.to.get_ref().trim()),
+                group: Some(name.clone()),
+                order,
+                priority: group.priority,
+                line: line_of(text, vm.span().start),
+            });
+        }
+    }
+    let mut seen: HashMap<&str, &PlannedMove> = HashMap::new();
+    for m in &moves {
+        if let Some(first) = seen.get(m.vm.as_str()) {
+            let where_first = match &first.group {
+                Some(g) => format!("group {g} (line {})", first.line),
+                None => format!("a move on line {}", first.line),
+            };
+            errors.list.push(InputError {
+                file: file.to_string(),
+                line: Some(m.line),
+                field: Some(if m.group.is_some() { "group.vms".into() } else { "move.vm".into() }),
+                message: format!("{} is already planned in {where_first}: a VM moves once per plan", m.vm),
+            });
+        } else {
+            seen.insert(&m.vm, m);
+        }
+    }
+
+    let mut drains = Vec::new();
+    let mut drained: HashMap<String, usize> = HashMap::new();
+    for (i, d) in raw.drains.iter().enumerate() {
+        let d = d.get_ref();
+        let host = d.host.get_ref().trim().to_string();
+        let line = line_of(text, d.host.span().start);
+        if host.is_empty() {
+            errors.at(d.host.span(), format!("drain[{i}].host"), "must name a host");
+        } else if let Some(first) = drained.insert(host.clone(), line) {
+            errors.at(d.host.span(), format!("drain[{i}].host"), format!("{host} is already drained on line {first}"));
+        }
+        let to = Target::parse(d.to.get_ref().trim());
+        if to == Target::Host(host.clone()) {
+            errors.at(d.to.span(), format!("drain[{i}].to"), format!("cannot drain {host} onto itself"));
+        }
+        if let Some(hook) = &d.hook {
+            if hook.get_ref().trim().is_empty() {
+                errors.at(hook.span(), format!("drain[{i}].hook"), "an empty command");
+            }
+        }
+        drains.push(Drain { host, to, return_after: d.return_after, hook: d.hook.as_ref().map(|h| h.get_ref().clone()), line });
+    }
+    if moves.is_empty() && drains.is_empty() {
+        errors.list.push(InputError {
+            file: file.to_string(),
+            line: None,
+            field: None,
+            message: "nothing to do: add a [[move]], [[group]] or [[drain]]".into(),
+        });
+    }
+
+    if errors.list.is_empty() {
+        Ok(Plan {
+            file: file.to_string(),
+            name: header.and_then(|h| h.name.clone()).unwrap_or_else(|| file_stem(file)),
+            deadline,
+            resume_from,
+            limits,
+            policy,
+            moves,
+            drains,
+        })
+    } else {
+        Err(errors.list)
+    }
+}
+
+/// Parses and validates a CSV plan: a header naming at least `vm` and `to`, optionally
+/// `group`, `order` and `priority`; one move per row. Defaults for limits and policy.
+pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
+    let err = |line: Option<usize>, field: Option<&str>, message: String| InputError {
+        file: file.to_string(),
+        line,
+        field: field.map(String::from),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Err(vec![err(Some(1), None, format!("unreadable header: {e}"))]),
+    };
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let mut errors = Vec::new();
+    for h in headers.iter() {
+        if !["vm", "to", "group", "order", "priority"].iter().any(|k| h.eq_ignore_ascii_case(k)) {
+            errors.push(err(Some(1), Some(h), format!("unknown column {h:?}: columns are vm,to,group,order,priority")));
+        }
+    }
+    let (Some(vm_col), Some(to_col)) = (column("vm"), column("to")) else {
+        errors.push(err(Some(1), None, format!("the header must name the columns vm and to (found {:?})", headers.iter().collect::<Vec<_>>().join(","))));
+        return Err(errors);
+    };
+    let (group_col, order_col, priority_col) = (column("group"), column("order"), column("priority"));
+    let mut moves = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| usize::try_from(p.line()).unwrap_or(0));
+                let message = match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!(
+                        "{len} fields where the header has {expected_len} (an unclosed quote or a missing comma?)"
+                    ),
+                    _ => e.to_string(),
+                };
+                errors.push(err(line, None, message));
+                continue;
+            }
+        };
+        let line = record.position().map(|p| usize::try_from(p.line()).unwrap_or(0)).unwrap_or(0);
+        let get = |col: Option<usize>| col.and_then(|c| record.get(c)).unwrap_or("").trim().to_string();
+        let vm = get(Some(vm_col));
+        let to = get(Some(to_col));
+        if vm.is_empty() {
+            errors.push(err(Some(line), Some("vm"), "empty: every row names a VM".into()));
+        }
+        if to.is_empty() {
+            errors.push(err(Some(line), Some("to"), "empty: name a host or ANY".into()));
+        }
+        let number = |col: Option<usize>, name: &str, errors: &mut Vec<InputError>| -> i64 {
+            let text = get(col);
+            if text.is_empty() {
+                return 0;
+            }
+            text.parse::<i64>().unwrap_or_else(|_| {
+                errors.push(err(Some(line), Some(name), format!("{text:?} is not a whole number")));
+                0
+            })
+        };
+        let order = number(order_col, "order", &mut errors);
+        if order < 0 {
+            errors.push(err(Some(line), Some("order"), format!("{order} must not be negative")));
+        }
+        let priority = number(priority_col, "priority", &mut errors);
+        let group = Some(get(group_col)).filter(|g| !g.is_empty());
+        moves.push(PlannedMove { vm, to: Target::parse(&to), group, order: usize::try_from(order).unwrap_or(0), priority, line });
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in &moves {
+        if m.vm.is_empty() {
+            continue;
+        }
+        if let Some(first) = seen.insert(m.vm.clone(), m.line) {
+            errors.push(err(Some(m.line), Some("vm"), format!("{} is already planned on line {first}: a VM moves once per plan", m.vm)));
+        }
+    }
+    // Within a group, members move in `order`; equal orders would be ambiguous.
+    let mut orders: HashMap<(String, usize), usize> = HashMap::new();
+    for m in &moves {
+        if let Some(g) = &m.group {
+            if let Some(first) = orders.insert((g.clone(), m.order), m.line) {
+                errors.push(err(Some(m.line), Some("order"), format!("group {g} already has order {} on line {first}", m.order)));
+            }
+        }
+    }
+    if moves.is_empty() && errors.is_empty() {
+        errors.push(err(None, None, "no rows: nothing to do".into()));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    moves.sort_by(|a, b| (a.group.is_none(), &a.group, a.order, a.line).cmp(&(b.group.is_none(), &b.group, b.order, b.line)));
+    Ok(Plan {
+        file: file.to_string(),
+        name: file_stem(file),
+        deadline: None,
+        resume_from: None,
+        limits: Limits::default(),
+        policy: Policy::default(),
+        moves,
+        drains: Vec::new(),
+    })
+}
+
+/// Parses a plan by its extension: `.csv` is CSV, anything else TOML.
+pub fn parse_plan(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
+    if file.to_ascii_lowercase().ends_with(".csv") {
+        parse_plan_csv(file, text)
+    } else {
+        parse_plan_toml(file, text)
+    }
+}
+
+fn file_stem(file: &str) -> String {
+    std::path::Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plan".into())
+}

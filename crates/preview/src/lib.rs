@@ -1,0 +1,7 @@
+//! Knowing every move's fate before touching anything: prechecks, placement of VMs whose
+//! target is `ANY`, and estimates of downtime, transfer time and the run's makespan.
+//!
+//! Pure: functions of the cluster, the inventory and the plan that return decisions.
+
+pub mod estimate;
+pub mod placement;
