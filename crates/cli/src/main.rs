@@ -5,6 +5,7 @@ mod cluster;
 mod inventory;
 mod lab;
 mod moving;
+mod preview;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,8 @@ enum Command {
     },
     /// Move one VM to another host: live by default, verified afterwards.
     Move(moving::MoveArgs),
+    /// Preview a plan: every move's checks, placement and estimates. Changes nothing.
+    Preview(preview::PreviewArgs),
 }
 
 /// Exit code for bad input: nothing was started or changed.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Lab { command } => lab::run(command, cli.output),
         Command::Inventory { cluster } => runtime().block_on(inventory::run(&cluster, cli.output)),
         Command::Move(args) => runtime().block_on(moving::run(args, cli.output)),
+        Command::Preview(args) => runtime().block_on(preview::run(args, cli.output)),
     }
 }
 

@@ -185,6 +185,18 @@ fn start_everything(layout: &Layout, state: &LabState, boot_timeout: Duration) -
         ensure_pool(&conn, &host.name, &host_layout.pool_dir)?;
         connections.push(conn);
     }
+    // A fresh daemon answers its first capability queries slowly (it probes the host and
+    // QEMU, seconds each); ask now, all hosts at once, so the lab's first user does not wait.
+    std::thread::scope(|scope| {
+        for conn in &connections {
+            scope.spawn(move || {
+                let _ = conn.capabilities();
+                for virt_type in ["kvm", "qemu"] {
+                    let _ = conn.domain_capabilities(None, None, None, Some(virt_type), 0);
+                }
+            });
+        }
+    });
 
     // Starting a guest blocks for seconds in libvirt; start them all at once.
     let results: Vec<Result<bool, LabError>> = std::thread::scope(|scope| {
@@ -425,15 +437,21 @@ fn write_state(layout: &Layout, state: &LabState) -> Result<(), LabError> {
     fs::rename(&tmp, layout.state_file()).map_err(io_err("write the lab state"))
 }
 
-/// The lab as a ferry cluster file.
+/// What one migration stream achieves over loopback between two lab hosts, MiB/s (a lab
+/// guest's pre-copy, uncapped, measured with `ferry move` on the 2-core machine kind).
+const LAB_LINK_MIB_S: u64 = 200;
+
+/// The lab as a ferry cluster file. Every lab "host" sees the whole machine's CPUs; tiny
+/// TCG guests are overcommitted on purpose.
 fn write_cluster_file(layout: &Layout, state: &LabState) -> Result<(), LabError> {
     let mut text = String::from(
         "# Written by `ferry lab up`: this lab's hosts as a ferry cluster.\n\
-         # Every host runs on this machine; migrations bind to loopback.\n",
+         # Every host runs on this machine; migrations bind to loopback.\n\
+         # Every host sees the machine's few CPUs: its tiny guests are overcommitted.\n",
     );
     for host in &state.hosts {
         text.push_str(&format!(
-            "\n[[host]]\nname = \"{}\"\nuri = \"{}\"\nmigration_uri = \"tcp://127.0.0.1\"\ngroup = \"lab\"\ntags = []\nlink_mib_s = 1000\n",
+            "\n[[host]]\nname = \"{}\"\nuri = \"{}\"\nmigration_uri = \"tcp://127.0.0.1\"\ngroup = \"lab\"\ntags = []\nlink_mib_s = {LAB_LINK_MIB_S}\ncpu_overcommit = 16.0\n",
             host.name, host.uri
         ));
     }

@@ -14,6 +14,8 @@ pub struct DomainDesc {
     pub name: String,
     /// UUID.
     pub uuid: String,
+    /// Virtualization type (`kvm`, `qemu`).
+    pub virt_type: String,
     /// Memory, KiB.
     pub memory_kib: u64,
     /// vCPUs.
@@ -126,6 +128,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainDesc, String> {
     Ok(DomainDesc {
         name: child_text("name").unwrap_or("").to_string(),
         uuid: child_text("uuid").unwrap_or("").to_string(),
+        virt_type: root.attribute("type").unwrap_or("kvm").to_string(),
         memory_kib,
         vcpus: child_text("vcpu").and_then(|v| v.parse().ok()).unwrap_or(1),
         cpu_model,
@@ -218,6 +221,7 @@ mod tests {
     fn parses_what_ferry_needs() {
         let d = parse_domain(XML).expect("parses");
         assert_eq!(d.name, "vm-1");
+        assert_eq!(d.virt_type, "qemu");
         assert_eq!(d.memory_kib, 262_144);
         assert_eq!(d.cpu_model.as_deref(), Some("qemu64"));
         assert_eq!(d.disks.len(), 2, "the CD-ROM is not a disk to move");

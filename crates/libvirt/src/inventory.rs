@@ -30,6 +30,13 @@ fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
         name: spec.name.clone(),
         uri: spec.uri.clone(),
         cpu_model: host_cpu_model(&capabilities).unwrap_or_else(|| node.0.clone()),
+        cpu_models: ["kvm", "qemu"]
+            .into_iter()
+            .filter_map(|virt_type| {
+                let xml = conn.domain_capabilities(None, None, None, Some(virt_type), 0).ok()?;
+                Some((virt_type.to_string(), usable_cpu_models(&xml)))
+            })
+            .collect(),
         cpus: node.1,
         memory_mib: node.2 / 1024,
         free_memory_mib: conn.free_memory().map_err(msg)? >> 20,
@@ -75,6 +82,7 @@ fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
             vcpus: desc.vcpus,
             memory_mib: desc.memory_kib / 1024,
             cpu_model: desc.cpu_model,
+            virt_type: desc.virt_type,
             state: vm_state(&domain),
             disks,
             nics: desc.nics.into_iter().map(|(mac, network)| Nic { mac, network }).collect(),
@@ -109,6 +117,16 @@ fn host_cpu_model(capabilities: &str) -> Option<String> {
     let host = doc.root_element().children().find(|n| n.has_tag_name("host"))?;
     let cpu = host.children().find(|n| n.has_tag_name("cpu"))?;
     cpu.children().find(|n| n.has_tag_name("model"))?.text().map(String::from)
+}
+
+/// Named CPU models marked usable in the domain capabilities (`<mode name='custom'>`).
+fn usable_cpu_models(capabilities: &str) -> Vec<String> {
+    let Ok(doc) = roxmltree::Document::parse(capabilities) else { return Vec::new() };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("mode") && n.attribute("name") == Some("custom"))
+        .flat_map(|mode| mode.children().filter(|m| m.has_tag_name("model") && m.attribute("usable") == Some("yes")))
+        .filter_map(|m| m.text().map(String::from))
+        .collect()
 }
 
 /// (CPU model, CPUs, memory KiB) from virNodeGetInfo.

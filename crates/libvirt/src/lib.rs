@@ -9,12 +9,14 @@
 
 mod cold;
 mod conn;
+mod dirtyrate;
 pub mod domxml;
 mod inventory;
 mod live;
 mod metadata;
 mod volumes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_driver::{ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest};
@@ -35,6 +37,13 @@ impl LibvirtDriver {
     /// The cluster it drives.
     pub fn cluster(&self) -> &ClusterSpec {
         &self.cluster
+    }
+
+    /// Measures how fast each running VM in `uuids` dirties memory, MiB/s, over `seconds`
+    /// (all at once). VMs that could not be measured are in the second map, with why.
+    pub async fn measure_dirty_rates(&self, uuids: Vec<String>, seconds: u32) -> (HashMap<String, f64>, HashMap<String, String>) {
+        let cluster = self.cluster.clone();
+        blocking(move || dirtyrate::measure(&cluster, &uuids, seconds)).await
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Host {
     pub uri: String,
     /// Host CPU model (libvirt's name for it).
     pub cpu_model: String,
+    /// Named guest CPU models this host can run, by virtualization type (`kvm`, `qemu`),
+    /// from libvirt's domain capabilities.
+    pub cpu_models: std::collections::BTreeMap<String, Vec<String>>,
     /// Logical CPUs.
     pub cpus: u32,
     /// Physical memory, MiB.
@@ -141,6 +144,8 @@ pub struct Vm {
     pub memory_mib: u64,
     /// Guest CPU model, when the domain names one.
     pub cpu_model: Option<String>,
+    /// Virtualization type: `kvm`, or `qemu` for software emulation (TCG).
+    pub virt_type: String,
     /// Run state.
     pub state: VmState,
     /// Disks.

@@ -5,7 +5,7 @@
 pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     let bad = || format!("{text:?} is not a date-time like 2026-11-23T06:00:00Z");
     let t = text.trim();
-    if t.len() < 20 || !t.is_ascii() {
+    if t.len() < 19 || !t.is_ascii() {
         return Err(bad());
     }
     let num = |range: std::ops::Range<usize>| t[range].parse::<i64>().map_err(|_| bad());

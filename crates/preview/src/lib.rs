@@ -3,5 +3,9 @@
 //!
 //! Pure: functions of the cluster, the inventory and the plan that return decisions.
 
+pub mod checks;
 pub mod estimate;
 pub mod placement;
+mod preview;
+
+pub use preview::{preview, EstimateView, Kind, PlacementView, Preview, PreviewConfig, VmPreview, ASSUMED_LINK_MIB_S};

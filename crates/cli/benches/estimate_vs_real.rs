@@ -1,0 +1,285 @@
+//! The live-migration estimate (`ferry_preview::estimate::estimate_live`) against real moves:
+//! for each guest dirty rate a 2-host lab of 256 MiB guests, and for each bandwidth cap a few
+//! `ferry move` runs of the shared-disk guest vm-2, alternating direction. Prints predicted and
+//! measured medians of the copy job, the wall time, the downtime and the memory passes, with the
+//! error of the prediction. No time assertions: this is what calibrates the model's constants.
+//!
+//! `cargo bench -p ferry --bench estimate_vs_real [-- RUNS]` (root, a machine set up by
+//! `scripts/setup`; RUNS per cell, default 3). Brings up its own labs (ports 26000 and 27000)
+//! and tears them down, even when it fails.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use ferry_preview::estimate::{estimate_live, LiveEstimate, LiveInput, QEMU_DEFAULT_MAX_DOWNTIME_MS};
+
+/// Guest memory, MiB.
+const MEM_MIB: f64 = 256.0;
+/// Guest dirty rates, MiB/s, each with its own lab and port block.
+const LABS: [(f64, u16); 2] = [(5.0, 26000), (25.0, 27000)];
+/// Bandwidth caps, MiB/s; `None` moves without a cap, at what the lab gives.
+const BANDWIDTHS: [Option<f64>; 3] = [Some(32.0), Some(96.0), None];
+/// What an uncapped migration gets in the lab, MiB/s: two TCG guests and the migration thread
+/// share two cores. From the `sent` and `job` columns of the uncapped rows.
+const LAB_UNCAPPED_MIB_S: f64 = 250.0;
+/// The lab's "link": how fast QEMU sends the final pause's pages, without the cap and with the
+/// guest's vCPU stopped. From the downtimes measured at both caps.
+const LAB_LINK_MIB_S: f64 = 1000.0;
+/// Memory of a lab guest that is neither zero nor the workload's working set, MiB: the kernel,
+/// the initramfs and its unpacked copy, page cache. From the bytes measured for a guest that
+/// dirties little (the `sent` column), less its working set.
+const LAB_BASE_NONZERO_MIB: f64 = 70.0;
+
+fn main() {
+    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3);
+    let mut rows = Vec::new();
+    for (dirty, port_base) in LABS {
+        let lab = Lab::up(dirty, port_base);
+        let mut on = lab.vm_host("vm-2");
+        // Each daemon's first incoming migration is slower: one unmeasured move each way.
+        for _ in 0..2 {
+            let to = other(&on);
+            match lab.move_vm(&to, None) {
+                Ok(_) => on = to,
+                Err(e) => eprintln!("warm-up move to {to}: {e}"),
+            }
+        }
+        for bandwidth in BANDWIDTHS {
+            let mut cell = Cell::default();
+            for run in 0..runs {
+                let to = other(&on);
+                match lab.move_vm(&to, bandwidth) {
+                    Ok(m) => {
+                        println!(
+                            "dirty {dirty:>4} MiB/s  bw {:>4} MiB/s  run {run}  {on} -> {to}  job {:>6} ms  wall {:>6} ms  downtime {:>4} ms  passes {:>2}  sent {:>6.1} MiB",
+                            show_bw(bandwidth), m.job_ms, m.wall_ms, m.downtime_ms, m.passes, m.sent_mib
+                        );
+                        cell.push(&m);
+                        on = to;
+                    }
+                    Err(e) => println!("dirty {dirty} MiB/s  bw {} MiB/s  run {run}  {on} -> {to}: FAILED: {e}", show_bw(bandwidth)),
+                }
+            }
+            rows.push((dirty, bandwidth, cell));
+        }
+        if let Some(achieved) = lab.achieved_dirty_rate("vm-2") {
+            println!("vm-2 reports dirtying {achieved:.1} MiB/s (median of its heartbeats; asked {dirty})");
+        }
+        lab.check();
+    }
+
+    println!();
+    println!("live move of a {MEM_MIB} MiB guest (shared disk), medians of {runs} runs; predicted / measured (error of the prediction)");
+    println!(
+        "{:>6} {:>5} | {:>22} | {:>22} | {:>16} | {:>7} | {:>8} | note",
+        "dirty", "bw", "transfer s (job)", "total s (wall)", "downtime ms", "passes", "sent MiB"
+    );
+    let mut worst_transfer: f64 = 0.0;
+    for (dirty, bandwidth, mut cell) in rows {
+        let e = predict(dirty, bandwidth);
+        let bandwidth = show_bw(bandwidth);
+        if cell.job_ms.is_empty() {
+            println!("{dirty:>6} {bandwidth:>5} | no successful run | {}", e.note);
+            continue;
+        }
+        let job = median(&mut cell.job_ms) / 1000.0;
+        let wall = median(&mut cell.wall_ms) / 1000.0;
+        let downtime = median(&mut cell.downtime_ms);
+        let passes = median(&mut cell.passes);
+        let sent = median(&mut cell.sent_mib);
+        if bandwidth != "none" {
+            worst_transfer = worst_transfer.max(err(e.transfer_s, job).abs());
+        }
+        println!(
+            "{dirty:>6} {bandwidth:>5} | {:>5.2} / {:>5.2} ({:>+4.0} %) | {:>5.2} / {:>5.2} ({:>+4.0} %) | {:>5.0} / {:>5.0}   | {:>2} / {:>2} | {:>8.1} | {}",
+            e.transfer_s,
+            job,
+            err(e.transfer_s, job),
+            e.total_s,
+            wall,
+            err(e.total_s, wall),
+            e.downtime_ms,
+            downtime,
+            e.passes,
+            passes,
+            sent,
+            e.note
+        );
+    }
+    println!("largest transfer-time error with a cap: {worst_transfer:.0} % (goal: within 25 %)");
+    println!(
+        "model inputs: working set {} MiB, non-zero {} MiB, link {LAB_LINK_MIB_S} MiB/s; bw none predicted at {LAB_UNCAPPED_MIB_S} MiB/s",
+        lab_working_set(MEM_MIB),
+        LAB_BASE_NONZERO_MIB + lab_working_set(MEM_MIB)
+    );
+}
+
+fn show_bw(bandwidth: Option<f64>) -> String {
+    bandwidth.map_or("none".to_string(), |b| format!("{b}"))
+}
+
+/// The model's answer for one cell, with what the lab tells about its guests.
+fn predict(dirty: f64, bandwidth: Option<f64>) -> LiveEstimate {
+    let wss = lab_working_set(MEM_MIB);
+    estimate_live(&LiveInput {
+        memory_mib: MEM_MIB,
+        dirty_mib_s: dirty,
+        bandwidth_mib_s: bandwidth.unwrap_or(LAB_UNCAPPED_MIB_S),
+        max_downtime_ms: QEMU_DEFAULT_MAX_DOWNTIME_MS,
+        disk_copy_mib: 0.0,
+        auto_converge: false,
+        postcopy: false,
+        nonzero_mib: Some(LAB_BASE_NONZERO_MIB + wss),
+        working_set_mib: Some(wss),
+        link_mib_s: Some(LAB_LINK_MIB_S),
+    })
+}
+
+/// `ferry lab up`'s working set: a quarter of memory, at most half of what the kernel and
+/// initramfs leave.
+fn lab_working_set(mem: f64) -> f64 {
+    (mem / 4.0).floor().min(((mem - 72.0) / 2.0).floor()).max(8.0)
+}
+
+/// Signed error of a prediction against a measurement, %.
+fn err(predicted: f64, measured: f64) -> f64 {
+    (predicted - measured) / measured * 100.0
+}
+
+fn other(host: &str) -> String {
+    if host == "host-a" { "host-b" } else { "host-a" }.to_string()
+}
+
+/// One measured move.
+struct Measured {
+    job_ms: f64,
+    wall_ms: f64,
+    downtime_ms: f64,
+    passes: f64,
+    sent_mib: f64,
+}
+
+#[derive(Default)]
+struct Cell {
+    job_ms: Vec<f64>,
+    wall_ms: Vec<f64>,
+    downtime_ms: Vec<f64>,
+    passes: Vec<f64>,
+    sent_mib: Vec<f64>,
+}
+
+impl Cell {
+    fn push(&mut self, m: &Measured) {
+        self.job_ms.push(m.job_ms);
+        self.wall_ms.push(m.wall_ms);
+        self.downtime_ms.push(m.downtime_ms);
+        self.passes.push(m.passes);
+        self.sent_mib.push(m.sent_mib);
+    }
+}
+
+/// A lab owned by the bench: `lab down --purge` on drop, also when the bench panics.
+struct Lab {
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn up(dirty: f64, port_base: u16) -> Lab {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-estimate-{dirty}"));
+        let lab = Lab { dir };
+        let _ = ferry(&["lab", "down", "--purge", "--dir", lab.dir_str()]);
+        let (mem, dirty, port) = (format!("{MEM_MIB}"), format!("{dirty}"), port_base.to_string());
+        let out = ferry(&[
+            "lab", "up", "--dir", lab.dir_str(), "--hosts", "2", "--vms", "2", "--mem", &mem, "--dirty", &dirty,
+            "--port-base", &port,
+        ]);
+        assert!(out.status.success(), "lab up: {}\n{}", text(&out.stdout), text(&out.stderr));
+        lab
+    }
+
+    fn dir_str(&self) -> &str {
+        self.dir.to_str().expect("utf-8 path")
+    }
+
+    fn vm_host(&self, vm: &str) -> String {
+        let out = ferry(&["lab", "status", "--dir", self.dir_str(), "--output", "json"]);
+        assert!(out.status.success(), "lab status: {}", text(&out.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lab status prints JSON");
+        let vms = status["vms"].as_array().expect("lab status lists vms");
+        let entry = vms.iter().find(|v| v["name"] == vm).expect("the guest is in the lab");
+        entry["running_on"][0].as_str().expect("the guest runs somewhere").to_string()
+    }
+
+    /// The median dirty rate a guest's heartbeats report, MiB/s.
+    fn achieved_dirty_rate(&self, vm: &str) -> Option<f64> {
+        let log = std::fs::read_to_string(self.dir.join("vms").join(vm).join("serial.log")).ok()?;
+        let mut rates: Vec<f64> = log
+            .lines()
+            .filter(|l| l.contains("FERRY hb "))
+            .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("dirty_mib_s=")))
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        (!rates.is_empty()).then(|| median(&mut rates))
+    }
+
+    fn move_vm(&self, to: &str, bandwidth: Option<f64>) -> Result<Measured, String> {
+        let cluster = self.dir.join("cluster.toml");
+        let cluster = cluster.to_str().expect("utf-8 path");
+        let mut args = vec!["move", "vm-2", "--to", to, "--output", "json", "--cluster", cluster];
+        let bw = bandwidth.map(|b| format!("{b}"));
+        if let Some(bw) = &bw {
+            args.extend(["--bandwidth", bw]);
+        }
+        let out = ferry(&args);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("no JSON ({e}): {}", text(&out.stderr)))?;
+        if !out.status.success() {
+            return Err(format!("{} {}", json["status"], json["reason"]));
+        }
+        let num = |key: &str| json[key].as_f64().ok_or_else(|| format!("no {key} in {json}"));
+        Ok(Measured {
+            job_ms: num("job_ms")?,
+            wall_ms: num("wall_ms")?,
+            downtime_ms: num("downtime_ms")?,
+            passes: num("memory_passes")?,
+            sent_mib: num("transferred_bytes")? / 1048576.0,
+        })
+    }
+
+    fn check(&self) {
+        let out = ferry(&["lab", "check", "--dir", self.dir_str()]);
+        println!("lab check ({}): {}", self.dir_str(), if out.status.success() { "passed" } else { "FAILED" });
+        if !out.status.success() {
+            println!("{}", text(&out.stdout));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = ferry(&["lab", "down", "--purge", "--dir", self.dir_str()]);
+    }
+}
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("FERRY_LAB_CACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-cache"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the ferry binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}

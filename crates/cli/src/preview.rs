@@ -1,0 +1,166 @@
+//! `ferry preview`: every move's checks, placement and estimates, before anything is touched.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ferry_driver::Driver;
+use ferry_libvirt::LibvirtDriver;
+use ferry_model::Inventory;
+use ferry_preview::checks::{CheckName, Outcome};
+use ferry_preview::{Preview, PreviewConfig};
+
+use crate::cluster::ClusterArg;
+use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+
+/// `ferry preview` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// The plan: TOML, or CSV (`vm,to,group,order`) when the name ends in .csv.
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+    /// Use a saved inventory (`ferry inventory --output json`) instead of asking the hosts:
+    /// nothing is contacted.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// Measure each VM's dirty rate through libvirt before estimating (takes --measure-seconds).
+    #[arg(long)]
+    pub measure: bool,
+    /// Seconds each dirty-rate measurement lasts.
+    #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+    pub measure_seconds: u32,
+    /// Waive a check: its failures become warnings. Repeatable. Checks: vm-state, target,
+    /// maintenance, memory, vcpus, cpu-model, hypervisor-version, host-group, volumes,
+    /// networks, anti-affinity, direction.
+    #[arg(long = "ignore", value_name = "CHECK")]
+    pub ignore: Vec<String>,
+    /// Explain each placement: why the chosen host, and why not each other host.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// Runs `ferry preview`.
+pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
+    let bad = |e: String| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    };
+    let mut problems = Vec::new();
+    let ignore: Vec<CheckName> = args
+        .ignore
+        .iter()
+        .filter_map(|name| name.parse().map_err(|e: String| problems.push(format!("--ignore: {e}"))).ok())
+        .collect();
+    let plan_name = args.plan.display().to_string();
+    let plan = match std::fs::read_to_string(&args.plan) {
+        Ok(text) => ferry_plan::parse_plan(&plan_name, &text).map_err(|errors| problems.extend(errors.iter().map(ToString::to_string))).ok(),
+        Err(e) => {
+            problems.push(format!("{plan_name}: {e}"));
+            None
+        }
+    };
+    let cluster = args.cluster.load().map_err(|e| problems.push(e)).ok();
+    let (Some(plan), Some((_, cluster))) = (plan, cluster) else {
+        return bad(problems.join("\n"));
+    };
+    if !problems.is_empty() {
+        return bad(problems.join("\n"));
+    }
+    let driver = LibvirtDriver::new(cluster.clone());
+    let inventory: Inventory = match &args.inventory {
+        Some(path) => {
+            let name = path.display().to_string();
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("line {}: {e}", e.line())));
+            match parsed {
+                Ok(inventory) => inventory,
+                Err(e) => return bad(format!("{name}: not an inventory (ferry inventory --output json): {e}")),
+            }
+        }
+        None => driver.inventory().await,
+    };
+    let moves = match ferry_plan::resolve(&plan, &cluster, &inventory) {
+        Ok(moves) => moves,
+        Err(errors) => return bad(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+    };
+    let mut config = PreviewConfig { ignore, explain: args.explain, ..PreviewConfig::default() };
+    if args.measure {
+        if args.inventory.is_some() {
+            return bad("--measure asks the hosts; it cannot be used with --inventory".into());
+        }
+        let uuids = moves.iter().map(|m| m.uuid.clone()).collect();
+        let (rates, failed) = driver.measure_dirty_rates(uuids, args.measure_seconds).await;
+        for (uuid, why) in failed {
+            let name = moves.iter().find(|m| m.uuid == uuid).map(|m| m.vm.as_str()).unwrap_or(&uuid);
+            eprintln!("ferry preview: could not measure {name}: {why}");
+        }
+        config.dirty_rates = rates;
+    }
+    let preview = ferry_preview::preview(&cluster, &inventory, &plan, &moves, &config);
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&preview).expect("preview serialises")),
+        Output::Text => print_text(&preview),
+    }
+    if preview.failing > 0 {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_text(p: &Preview) {
+    for vm in &p.vms {
+        let to = vm.to.as_deref().unwrap_or("?");
+        let kind = match vm.kind {
+            ferry_preview::Kind::Live => "live",
+            ferry_preview::Kind::Cold => "cold",
+        };
+        let group = vm.group.as_deref().map(|g| format!(", group {g}")).unwrap_or_default();
+        println!("{}  {} -> {to} ({kind}{group}, plan line {})  {}", vm.vm, vm.from, vm.line, vm.verdict);
+        if let Some(placement) = &vm.placement {
+            println!("  placement: {}", placement.why);
+            for (host, why) in &placement.rejected {
+                println!("    not {host}: {why}");
+            }
+        }
+        for check in &vm.checks {
+            println!("  {:<8} {:<19} {}", check.outcome.to_string(), check.name.to_string(), check.message);
+        }
+        if let Some(e) = &vm.estimate {
+            if vm.verdict != Outcome::Failed {
+                println!(
+                    "  estimate: blackout {}  transfer {}  total {}  at {:.0} MiB/s, dirty {:.1} MiB/s{}",
+                    ms(e.downtime_ms),
+                    secs(e.transfer_s),
+                    secs(e.total_s),
+                    e.bandwidth_mib_s,
+                    e.dirty_mib_s,
+                    if e.dirty_measured { " (measured)" } else { "" }
+                );
+                println!("            {}", e.note);
+                if let Some(advice) = &e.advice {
+                    println!("            advice: {advice}");
+                }
+            }
+        }
+        println!();
+    }
+    println!(
+        "{}: {} moves, {} would fail, {} with warnings; estimated makespan {} under the plan's limits, worst blackout {}",
+        p.plan,
+        p.moves,
+        p.failing,
+        p.warnings,
+        secs(p.makespan_s),
+        ms(p.worst_downtime_ms)
+    );
+}
+
+fn secs(s: f64) -> String {
+    if s.is_finite() { format!("{s:.1} s") } else { "never".into() }
+}
+
+fn ms(v: f64) -> String {
+    if v.is_finite() { format!("{v:.0} ms") } else { "never".into() }
+}

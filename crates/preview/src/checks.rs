@@ -1,0 +1,433 @@
+//! Prechecks: for each planned move, named checks that pass, fail, warn or inform, each with
+//! a reason that names the numbers. An operator may waive a check by name; a waived failure
+//! shows as a warning, never silently.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use ferry_model::{ClusterSpec, Host, Inventory, Locality, Vm, VmState};
+use ferry_plan::{Mode, Policy};
+use serde::{Deserialize, Serialize};
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Outcome {
+    /// Fine.
+    Passed,
+    /// Worth knowing; not a problem.
+    Info,
+    /// A risk, or a waived failure.
+    Warning,
+    /// The move cannot happen as planned.
+    Failed,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Passed => "PASSED",
+            Outcome::Info => "INFO",
+            Outcome::Warning => "WARNING",
+            Outcome::Failed => "FAILED",
+        })
+    }
+}
+
+/// The checks, by name (the names `--ignore` takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckName {
+    /// The VM exists and its state allows the planned kind of move.
+    VmState,
+    /// The target exists, answers, is not the source, is not being drained.
+    Target,
+    /// The target is not in maintenance.
+    Maintenance,
+    /// Memory on the target, counting every planned inbound move and overcommit.
+    Memory,
+    /// vCPUs on the target, likewise.
+    Vcpus,
+    /// The target can run the VM's CPU model.
+    CpuModel,
+    /// The target's hypervisor is not older than the source's.
+    HypervisorVersion,
+    /// Same host group unless the plan allows crossing.
+    HostGroup,
+    /// Shared volumes visible on the target; room for host-local copies.
+    Volumes,
+    /// The VM's networks exist on the target.
+    Networks,
+    /// Members of a group never end on one host.
+    AntiAffinity,
+    /// The target accepts VMs from the source (`allow-from:` tags).
+    Direction,
+}
+
+const NAMES: [(CheckName, &str); 12] = [
+    (CheckName::VmState, "vm-state"),
+    (CheckName::Target, "target"),
+    (CheckName::Maintenance, "maintenance"),
+    (CheckName::Memory, "memory"),
+    (CheckName::Vcpus, "vcpus"),
+    (CheckName::CpuModel, "cpu-model"),
+    (CheckName::HypervisorVersion, "hypervisor-version"),
+    (CheckName::HostGroup, "host-group"),
+    (CheckName::Volumes, "volumes"),
+    (CheckName::Networks, "networks"),
+    (CheckName::AntiAffinity, "anti-affinity"),
+    (CheckName::Direction, "direction"),
+];
+
+impl CheckName {
+    /// The name as printed and as `--ignore` takes it.
+    pub fn name(self) -> &'static str {
+        NAMES.iter().find(|(c, _)| *c == self).map(|(_, n)| *n).unwrap_or("?")
+    }
+}
+
+impl fmt::Display for CheckName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CheckName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<CheckName, String> {
+        NAMES.iter().find(|(_, n)| *n == s).map(|(c, _)| *c).ok_or_else(|| {
+            let all: Vec<&str> = NAMES.iter().map(|(_, n)| *n).collect();
+            format!("{s:?} is not a check; checks are {}", all.join(", "))
+        })
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Which check.
+    pub name: CheckName,
+    /// Its verdict.
+    pub outcome: Outcome,
+    /// Why, with the numbers.
+    pub message: String,
+}
+
+impl Check {
+    fn new(name: CheckName, outcome: Outcome, message: impl Into<String>) -> Check {
+        Check { name, outcome, message: message.into() }
+    }
+}
+
+/// A move with its target chosen (by the plan or by placement).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// VM UUID.
+    pub uuid: String,
+    /// Source host.
+    pub from: String,
+    /// Target host; none when placement found none.
+    pub to: Option<String>,
+    /// Anti-affinity group.
+    pub group: Option<String>,
+}
+
+/// Everything the checks look at.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckContext<'a> {
+    /// Hosts as declared.
+    pub cluster: &'a ClusterSpec,
+    /// Hosts and VMs as reported.
+    pub inventory: &'a Inventory,
+    /// The plan's policy.
+    pub policy: &'a Policy,
+    /// Every planned move, in plan order: earlier moves get capacity first.
+    pub moves: &'a [Candidate],
+    /// Hosts being drained: never targets.
+    pub unavailable: &'a [String],
+}
+
+/// Runs every check on move `index` of `ctx.moves`.
+pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
+    let candidate = &ctx.moves[index];
+    let Some(vm) = ctx.inventory.vms.iter().find(|v| v.uuid == candidate.uuid) else {
+        return vec![Check::new(CheckName::VmState, Outcome::Failed, "the VM is not in the inventory")];
+    };
+    let mut checks = vec![vm_state(vm, ctx.policy)];
+    let Some(to) = &candidate.to else {
+        checks.push(Check::new(CheckName::Target, Outcome::Failed, "no target: placement found no host"));
+        return checks;
+    };
+    let (Some(target_spec), Some(source_spec)) = (ctx.cluster.host(to), ctx.cluster.host(&candidate.from)) else {
+        checks.push(Check::new(CheckName::Target, Outcome::Failed, format!("{to} is not in the cluster")));
+        return checks;
+    };
+    let Some(target) = ctx.inventory.host(to) else {
+        let why = ctx.inventory.unreachable.iter().find(|(h, _)| h == to).map(|(_, w)| w.as_str()).unwrap_or("no answer");
+        checks.push(Check::new(CheckName::Target, Outcome::Failed, format!("{to} is unreachable: {why}")));
+        return checks;
+    };
+    checks.push(if *to == candidate.from {
+        Check::new(CheckName::Target, Outcome::Failed, format!("{} is already on {to}", vm.name))
+    } else if ctx.unavailable.contains(to) {
+        Check::new(CheckName::Target, Outcome::Failed, format!("{to} is being drained by this plan"))
+    } else {
+        Check::new(CheckName::Target, Outcome::Passed, format!("{to} answers ({})", target.uri))
+    });
+    checks.push(if target_spec.maintenance {
+        Check::new(CheckName::Maintenance, Outcome::Failed, format!("{to} is in maintenance"))
+    } else {
+        Check::new(CheckName::Maintenance, Outcome::Passed, format!("{to} is not in maintenance"))
+    });
+    let (memory, vcpus) = capacity(ctx, index, vm, target, target_spec);
+    checks.push(memory);
+    checks.push(vcpus);
+    let source = ctx.inventory.host(&candidate.from);
+    checks.push(cpu_model(vm, source, target));
+    checks.push(match source {
+        Some(s) if target.hypervisor_version < s.hypervisor_version => Check::new(
+            CheckName::HypervisorVersion,
+            Outcome::Failed,
+            format!("{to} runs QEMU {}, older than {} on {}", target.hypervisor_version, s.hypervisor_version, s.name),
+        ),
+        Some(s) => Check::new(
+            CheckName::HypervisorVersion,
+            Outcome::Passed,
+            format!("QEMU {} on {to}, {} on {}", target.hypervisor_version, s.hypervisor_version, s.name),
+        ),
+        None => Check::new(CheckName::HypervisorVersion, Outcome::Warning, format!("{} did not answer", candidate.from)),
+    });
+    checks.push(if target_spec.group == source_spec.group {
+        Check::new(CheckName::HostGroup, Outcome::Passed, format!("both in group {}", target_spec.group))
+    } else if ctx.policy.allow_cross_group {
+        Check::new(CheckName::HostGroup, Outcome::Info, format!("crosses from group {} to {} (allowed by the plan)", source_spec.group, target_spec.group))
+    } else {
+        Check::new(
+            CheckName::HostGroup,
+            Outcome::Failed,
+            format!("{to} is in group {}, {} in {}: set policy.allow_cross_group = true to cross", target_spec.group, candidate.from, source_spec.group),
+        )
+    });
+    checks.push(volumes(ctx, index, vm, target));
+    checks.push(networks(vm, target));
+    if let Some(check) = anti_affinity(ctx, index, vm) {
+        checks.push(check);
+    }
+    checks.push(if target_spec.accepts_from(source_spec) {
+        Check::new(CheckName::Direction, Outcome::Passed, format!("{to} accepts VMs from {}", candidate.from))
+    } else {
+        let allowed: Vec<&str> = target_spec.tags.iter().filter_map(|t| t.strip_prefix("allow-from:")).collect();
+        Check::new(
+            CheckName::Direction,
+            Outcome::Failed,
+            format!("{to} accepts VMs only from hosts tagged {}; {} has none of them", allowed.join(" or "), candidate.from),
+        )
+    });
+    checks
+}
+
+/// Turns failures of the named checks into warnings that say they were waived.
+pub fn waive(checks: &mut [Check], ignore: &[CheckName]) {
+    for check in checks.iter_mut().filter(|c| c.outcome == Outcome::Failed && ignore.contains(&c.name)) {
+        check.outcome = Outcome::Warning;
+        check.message = format!("waived (--ignore {}): {}", check.name, check.message);
+    }
+}
+
+/// The worst outcome of a list of checks.
+pub fn verdict(checks: &[Check]) -> Outcome {
+    checks.iter().map(|c| c.outcome).max().unwrap_or(Outcome::Passed)
+}
+
+fn vm_state(vm: &Vm, policy: &Policy) -> Check {
+    match (vm.state, policy.mode) {
+        (_, Mode::Cold) => Check::new(CheckName::VmState, Outcome::Info, format!("{}: moves cold (policy.mode = cold); the guest restarts", vm.state)),
+        (VmState::Running, _) => Check::new(CheckName::VmState, Outcome::Passed, "running: moves live"),
+        (VmState::Paused, _) => Check::new(CheckName::VmState, Outcome::Warning, "paused: moves live and stays paused"),
+        (VmState::ShutOff, Mode::LiveOrCold) => {
+            Check::new(CheckName::VmState, Outcome::Info, "shut off: moves cold (nothing runs to migrate live)")
+        }
+        (VmState::ShutOff, Mode::Live) => Check::new(
+            CheckName::VmState,
+            Outcome::Failed,
+            "shut off: a stopped VM can only move cold; set policy.mode = \"live-or-cold\" or \"cold\"",
+        ),
+        (VmState::Other, _) => Check::new(CheckName::VmState, Outcome::Failed, "neither running, paused nor shut off: ferry will not touch it"),
+    }
+}
+
+/// Memory and vCPUs on the target: what runs there, plus every move planned into it up to
+/// and including this one, against its capacity times the overcommit ratios.
+fn capacity(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host, spec: &ferry_model::HostSpec) -> (Check, Check) {
+    let running = ctx.inventory.vms_on(&target.name).filter(|v| matches!(v.state, VmState::Running | VmState::Paused));
+    let (mut memory, mut vcpus) = running.fold((0u64, 0u64), |(m, c), v| (m + v.memory_mib, c + u64::from(v.vcpus)));
+    let mut inbound = 0;
+    for earlier in &ctx.moves[..index] {
+        if earlier.to.as_deref() == Some(&target.name) && earlier.from != target.name {
+            if let Some(v) = ctx.inventory.vms.iter().find(|v| v.uuid == earlier.uuid) {
+                memory += v.memory_mib;
+                vcpus += u64::from(v.vcpus);
+                inbound += 1;
+            }
+        }
+    }
+    let memory_cap = (target.memory_mib as f64 * spec.memory_overcommit).floor() as u64;
+    let vcpu_cap = (f64::from(target.cpus) * spec.cpu_overcommit).floor() as u64;
+    let before = if inbound > 0 { format!(" after {inbound} earlier planned inbound moves") } else { String::new() };
+    let memory_free = memory_cap.saturating_sub(memory);
+    let memory_check = if memory + vm.memory_mib > memory_cap {
+        Check::new(
+            CheckName::Memory,
+            Outcome::Failed,
+            format!(
+                "{}: not enough memory for {}: needs {} MiB, {memory_free} MiB free{before} ({memory} of {memory_cap} MiB committed, overcommit {})",
+                target.name, vm.name, vm.memory_mib, spec.memory_overcommit
+            ),
+        )
+    } else {
+        Check::new(
+            CheckName::Memory,
+            Outcome::Passed,
+            format!("needs {} MiB, {memory_free} MiB free on {}{before}", vm.memory_mib, target.name),
+        )
+    };
+    let vcpu_free = vcpu_cap.saturating_sub(vcpus);
+    let vcpu_check = if vcpus + u64::from(vm.vcpus) > vcpu_cap {
+        Check::new(
+            CheckName::Vcpus,
+            Outcome::Failed,
+            format!(
+                "{}: not enough vCPUs for {}: needs {}, {vcpu_free} free{before} ({vcpus} of {vcpu_cap} committed, overcommit {})",
+                target.name, vm.name, vm.vcpus, spec.cpu_overcommit
+            ),
+        )
+    } else {
+        Check::new(CheckName::Vcpus, Outcome::Passed, format!("needs {}, {vcpu_free} free on {}{before}", vm.vcpus, target.name))
+    };
+    (memory_check, vcpu_check)
+}
+
+fn cpu_model(vm: &Vm, source: Option<&Host>, target: &Host) -> Check {
+    let usable = target.cpu_models.get(&vm.virt_type);
+    match (&vm.cpu_model, usable) {
+        (Some(model), None) => Check::new(
+            CheckName::CpuModel,
+            Outcome::Warning,
+            format!("{} did not list its usable CPU models for {} guests; {model} unverified", target.name, vm.virt_type),
+        ),
+        (Some(model), Some(models)) if models.iter().any(|m| m == model) => {
+            Check::new(CheckName::CpuModel, Outcome::Passed, format!("{} can run CPU model {model} ({})", target.name, vm.virt_type))
+        }
+        (Some(model), Some(_)) => {
+            Check::new(CheckName::CpuModel, Outcome::Failed, format!("{} cannot run CPU model {model} ({})", target.name, vm.virt_type))
+        }
+        // No named model: the guest sees the host's CPU, which must then be the same.
+        (None, _) => match source {
+            Some(s) if s.cpu_model == target.cpu_model => {
+                Check::new(CheckName::CpuModel, Outcome::Passed, format!("host CPU {} on both", target.cpu_model))
+            }
+            Some(s) => Check::new(
+                CheckName::CpuModel,
+                Outcome::Warning,
+                format!("the guest uses the host CPU: {} on {}, {} on {}", s.cpu_model, s.name, target.cpu_model, target.name),
+            ),
+            None => Check::new(CheckName::CpuModel, Outcome::Warning, "the source did not answer"),
+        },
+    }
+}
+
+fn volumes(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host) -> Check {
+    if vm.disks.is_empty() {
+        return Check::new(CheckName::Volumes, Outcome::Passed, "no disks");
+    }
+    // Space already promised in each target pool to earlier moves' copies.
+    let mut promised: HashMap<&str, u64> = HashMap::new();
+    for earlier in &ctx.moves[..index] {
+        if earlier.to.as_deref() != Some(&target.name) {
+            continue;
+        }
+        if let Some(v) = ctx.inventory.vms.iter().find(|v| v.uuid == earlier.uuid) {
+            for d in v.local_disks() {
+                if let Some(pool) = &d.pool {
+                    *promised.entry(pool.as_str()).or_default() += d.capacity.unwrap_or(0);
+                }
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    for disk in &vm.disks {
+        match (disk.locality, &disk.pool) {
+            (Locality::Shared, None) => notes.push(format!("{}: shared ({}), not copied", disk.target, disk.source)),
+            (Locality::Shared, Some(pool)) => {
+                if !target.pools.iter().any(|p| &p.name == pool && p.shared) {
+                    return Check::new(CheckName::Volumes, Outcome::Failed, format!("{}: shared pool {pool} is not declared on {}", disk.target, target.name));
+                }
+                notes.push(format!("{}: in shared pool {pool}, not copied", disk.target));
+            }
+            (Locality::HostLocal, None) => {
+                return Check::new(
+                    CheckName::Volumes,
+                    Outcome::Failed,
+                    format!("{} ({}) is in no storage pool: ferry cannot create its copy on {}", disk.target, disk.source, target.name),
+                )
+            }
+            (Locality::HostLocal, Some(pool)) => {
+                let Some(target_pool) = target.pools.iter().find(|p| &p.name == pool) else {
+                    return Check::new(CheckName::Volumes, Outcome::Failed, format!("{}: {} has no storage pool {pool} to copy into", disk.target, target.name));
+                };
+                let size = disk.capacity.unwrap_or(0);
+                let taken = promised.get(pool.as_str()).copied().unwrap_or(0);
+                let free = target_pool.available.saturating_sub(taken);
+                if size > free {
+                    return Check::new(
+                        CheckName::Volumes,
+                        Outcome::Failed,
+                        format!("{}: pool {pool} on {} has {} MiB free, the copy needs {} MiB", disk.target, target.name, free >> 20, size >> 20),
+                    );
+                }
+                *promised.entry(pool.as_str()).or_default() += size;
+                notes.push(format!("{}: copies {} MiB into pool {pool} ({} MiB free)", disk.target, size >> 20, free >> 20));
+            }
+        }
+    }
+    Check::new(CheckName::Volumes, Outcome::Passed, notes.join("; "))
+}
+
+fn networks(vm: &Vm, target: &Host) -> Check {
+    let missing: Vec<&str> = vm
+        .nics
+        .iter()
+        .filter_map(|n| n.network.as_deref())
+        .filter(|net| !target.networks.iter().any(|t| t == net))
+        .collect();
+    if !missing.is_empty() {
+        return Check::new(CheckName::Networks, Outcome::Failed, format!("{} has no network {}", target.name, missing.join(", ")));
+    }
+    if vm.nics.is_empty() {
+        Check::new(CheckName::Networks, Outcome::Passed, "no network interfaces")
+    } else {
+        Check::new(CheckName::Networks, Outcome::Passed, format!("{} has every network the VM uses", target.name))
+    }
+}
+
+/// No two members of a group end on one host: members that move end on their target,
+/// the others stay where they are.
+fn anti_affinity(ctx: &CheckContext<'_>, index: usize, vm: &Vm) -> Option<Check> {
+    let me = &ctx.moves[index];
+    let group = me.group.as_ref()?;
+    let to = me.to.as_ref()?;
+    let clash = ctx
+        .moves
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| *i != index && m.group.as_ref() == Some(group))
+        .find(|(_, m)| m.to.as_ref().unwrap_or(&m.from) == to);
+    Some(match clash {
+        Some((_, other)) => {
+            let name = ctx.inventory.vms.iter().find(|v| v.uuid == other.uuid).map(|v| v.name.as_str()).unwrap_or("?");
+            Check::new(CheckName::AntiAffinity, Outcome::Failed, format!("{} and {name} of group {group} would both be on {to}", vm.name))
+        }
+        None => Check::new(CheckName::AntiAffinity, Outcome::Passed, format!("no other member of group {group} on {to}")),
+    })
+}

@@ -1,0 +1,301 @@
+//! The whole preview of a plan: targets placed, every check run, every move estimated, the
+//! run's makespan. Changes nothing; knows nothing of IO.
+
+use std::collections::HashMap;
+
+use ferry_model::{ClusterSpec, Inventory, VmState};
+use ferry_plan::{Mode, Plan, ResolvedMove, Target};
+use serde::Serialize;
+
+use crate::checks::{check_move, verdict, waive, Candidate, Check, CheckContext, CheckName, Outcome};
+use crate::estimate::{self, ColdInput, LiveInput, MakespanLimits, PlannedMove};
+use crate::placement::{self, Constraints, Fixed, Request};
+
+/// Link bandwidth assumed for a host whose cluster entry names none, MiB/s.
+pub const ASSUMED_LINK_MIB_S: f64 = 1000.0;
+
+/// Choices the operator makes for a preview.
+#[derive(Debug, Clone, Default)]
+pub struct PreviewConfig {
+    /// Checks whose failures become warnings.
+    pub ignore: Vec<CheckName>,
+    /// Explain each placement (why not the other hosts).
+    pub explain: bool,
+    /// Dirty rates measured through the hypervisor, MiB/s, by VM UUID.
+    pub dirty_rates: HashMap<String, f64>,
+}
+
+/// How a move will happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Live migration.
+    Live,
+    /// Shut down, copy, start on the target.
+    Cold,
+}
+
+/// Where placement put a VM and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacementView {
+    /// The reason for the choice (or for no choice).
+    pub why: String,
+    /// With `--explain`: every other host and why not.
+    pub rejected: Vec<(String, String)>,
+}
+
+/// A move's estimate.
+#[derive(Debug, Clone, Serialize)]
+pub struct EstimateView {
+    /// Bandwidth assumed: the host links shared by concurrent moves, MiB/s.
+    pub bandwidth_mib_s: f64,
+    /// Dirty rate assumed, MiB/s.
+    pub dirty_mib_s: f64,
+    /// Whether the dirty rate was measured (else assumed idle).
+    pub dirty_measured: bool,
+    /// Copy time, s.
+    pub transfer_s: f64,
+    /// Copy time plus the fixed cost of a migration, s.
+    pub total_s: f64,
+    /// Expected downtime ("blackout"), ms.
+    pub downtime_ms: f64,
+    /// Memory passes.
+    pub passes: u32,
+    /// Whether it is expected to converge.
+    pub converges: bool,
+    /// In words.
+    pub note: String,
+    /// What policy would save it, when it is not expected to converge.
+    pub advice: Option<String>,
+}
+
+/// One VM's preview.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmPreview {
+    /// VM name.
+    pub vm: String,
+    /// UUID.
+    pub uuid: String,
+    /// Source host.
+    pub from: String,
+    /// What the plan asked: a host or ANY.
+    pub requested: String,
+    /// The target, when one is known.
+    pub to: Option<String>,
+    /// Its group.
+    pub group: Option<String>,
+    /// Plan line.
+    pub line: usize,
+    /// Live or cold.
+    pub kind: Kind,
+    /// Placement, for `ANY`.
+    pub placement: Option<PlacementView>,
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// The worst check.
+    pub verdict: Outcome,
+    /// The estimate, when it can move.
+    pub estimate: Option<EstimateView>,
+}
+
+/// The preview of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// Plan name.
+    pub plan: String,
+    /// Moves in the plan.
+    pub moves: usize,
+    /// Moves that would fail.
+    pub failing: usize,
+    /// Moves with warnings.
+    pub warnings: usize,
+    /// Estimated makespan of the moves that pass, s, under the plan's limits.
+    pub makespan_s: f64,
+    /// Longest expected downtime, ms.
+    pub worst_downtime_ms: f64,
+    /// Per VM, in plan order.
+    pub vms: Vec<VmPreview>,
+}
+
+/// Previews `moves` (the plan resolved against the inventory).
+pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves: &[ResolvedMove], config: &PreviewConfig) -> Preview {
+    let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
+    let placements = place_any(cluster, inventory, plan, moves, &unavailable, config.explain);
+    let candidates: Vec<Candidate> = moves
+        .iter()
+        .zip(&placements)
+        .map(|(m, placed)| Candidate {
+            uuid: m.uuid.clone(),
+            from: m.from.clone(),
+            to: match &m.to {
+                Target::Host(h) => Some(h.clone()),
+                Target::Any => placed.as_ref().and_then(|p| p.host.clone()),
+            },
+            group: m.group.clone(),
+        })
+        .collect();
+    let ctx = CheckContext { cluster, inventory, policy: &plan.policy, moves: &candidates, unavailable: &unavailable };
+
+    // Concurrency each host's link is shared by: its moves, up to the plan's limits.
+    let mut outbound: HashMap<&str, usize> = HashMap::new();
+    let mut inbound: HashMap<&str, usize> = HashMap::new();
+    for c in &candidates {
+        *outbound.entry(c.from.as_str()).or_default() += 1;
+        if let Some(to) = &c.to {
+            *inbound.entry(to.as_str()).or_default() += 1;
+        }
+    }
+    let cluster_limit = plan.limits.cluster;
+    let share = |host: &str, count: usize, limit: usize| {
+        let link = cluster.host(host).and_then(|h| h.link_mib_s).map(|l| l as f64).unwrap_or(ASSUMED_LINK_MIB_S);
+        estimate::bandwidth_share(Some(link), count.min(limit).min(cluster_limit).max(1)).unwrap_or(link)
+    };
+
+    let mut vms = Vec::new();
+    let mut planned = Vec::new();
+    for (i, (m, placed)) in moves.iter().zip(&placements).enumerate() {
+        let mut checks = check_move(&ctx, i);
+        waive(&mut checks, &config.ignore);
+        let verdict = verdict(&checks);
+        let vm = inventory.vms.iter().find(|v| v.uuid == m.uuid);
+        let kind = match (plan.policy.mode, vm.map(|v| v.state)) {
+            (Mode::Cold, _) | (Mode::LiveOrCold, Some(VmState::ShutOff)) => Kind::Cold,
+            _ => Kind::Live,
+        };
+        let estimate = match (vm, &candidates[i].to) {
+            (Some(vm), Some(to)) => {
+                let bandwidth = share(&m.from, outbound[m.from.as_str()], plan.limits.per_source)
+                    .min(share(to, inbound[to.as_str()], plan.limits.per_target));
+                let measured = config.dirty_rates.get(&m.uuid).copied();
+                let dirty = measured.unwrap_or(0.0);
+                let disk_mib = vm.local_disks().map(|d| d.capacity.unwrap_or(0) as f64 / 1_048_576.0).sum::<f64>();
+                Some(match kind {
+                    Kind::Live => live_view(vm.memory_mib as f64, dirty, measured.is_some(), bandwidth, disk_mib, plan),
+                    Kind::Cold => cold_view(disk_mib, bandwidth, plan),
+                })
+            }
+            _ => None,
+        };
+        if verdict != Outcome::Failed {
+            if let (Some(e), Some(to)) = (&estimate, &candidates[i].to) {
+                if e.total_s.is_finite() {
+                    planned.push(PlannedMove {
+                        source: m.from.clone(),
+                        target: to.clone(),
+                        seconds: e.total_s,
+                        memory_mib: vm.map(|v| v.memory_mib as f64).unwrap_or(0.0),
+                    });
+                }
+            }
+        }
+        vms.push(VmPreview {
+            vm: m.vm.clone(),
+            uuid: m.uuid.clone(),
+            from: m.from.clone(),
+            requested: m.to.to_string(),
+            to: candidates[i].to.clone(),
+            group: m.group.clone(),
+            line: m.line,
+            kind,
+            placement: placed.as_ref().map(|p| PlacementView { why: p.why.clone(), rejected: p.rejected.clone() }),
+            checks,
+            verdict,
+            estimate,
+        });
+    }
+    let limits = MakespanLimits { cluster: plan.limits.cluster, per_source: plan.limits.per_source, per_target: plan.limits.per_target };
+    Preview {
+        plan: plan.name.clone(),
+        moves: vms.len(),
+        failing: vms.iter().filter(|v| v.verdict == Outcome::Failed).count(),
+        warnings: vms.iter().filter(|v| v.verdict == Outcome::Warning).count(),
+        makespan_s: estimate::makespan(&planned, &limits),
+        worst_downtime_ms: vms
+            .iter()
+            .filter(|v| v.verdict != Outcome::Failed)
+            .filter_map(|v| v.estimate.as_ref())
+            .map(|e| e.downtime_ms)
+            .filter(|d| d.is_finite())
+            .fold(0.0, f64::max),
+        vms,
+    }
+}
+
+fn live_view(memory_mib: f64, dirty: f64, measured: bool, bandwidth: f64, disk_mib: f64, plan: &Plan) -> EstimateView {
+    let e = estimate::estimate_live(&LiveInput {
+        memory_mib,
+        dirty_mib_s: dirty,
+        bandwidth_mib_s: bandwidth,
+        max_downtime_ms: plan.policy.max_downtime_ms as f64,
+        disk_copy_mib: disk_mib,
+        auto_converge: plan.policy.auto_converge,
+        postcopy: plan.policy.postcopy,
+        ..LiveInput::default()
+    });
+    let mut note = e.note;
+    if !measured {
+        note.push_str(" (dirty rate not measured: assumed idle; --measure measures it)");
+    }
+    if !e.converges && plan.policy.mode == Mode::LiveOrCold {
+        note.push_str("; falls back to a cold move (policy.mode = live-or-cold)");
+    }
+    EstimateView {
+        bandwidth_mib_s: bandwidth,
+        dirty_mib_s: dirty,
+        dirty_measured: measured,
+        transfer_s: e.transfer_s,
+        total_s: e.total_s,
+        downtime_ms: e.downtime_ms,
+        passes: e.passes,
+        converges: e.converges,
+        note,
+        advice: e.advice,
+    }
+}
+
+fn cold_view(disk_mib: f64, bandwidth: f64, plan: &Plan) -> EstimateView {
+    let seconds = estimate::estimate_cold(&ColdInput {
+        disk_copy_mib: disk_mib,
+        bandwidth_mib_s: bandwidth,
+        shutdown_s: plan.policy.shutdown_timeout_s as f64,
+    });
+    EstimateView {
+        bandwidth_mib_s: bandwidth,
+        dirty_mib_s: 0.0,
+        dirty_measured: false,
+        transfer_s: seconds,
+        total_s: seconds,
+        downtime_ms: seconds * 1000.0,
+        passes: 0,
+        converges: true,
+        note: format!("cold: the guest is down while it shuts down (up to {} s) and {disk_mib:.0} MiB of disks copy", plan.policy.shutdown_timeout_s),
+        advice: None,
+    }
+}
+
+/// Places the moves whose target is `ANY`; `None` for the others.
+fn place_any(
+    cluster: &ClusterSpec,
+    inventory: &Inventory,
+    plan: &Plan,
+    moves: &[ResolvedMove],
+    unavailable: &[String],
+    explain: bool,
+) -> Vec<Option<placement::Decision>> {
+    let fixed: Vec<Fixed> = moves
+        .iter()
+        .filter_map(|m| match &m.to {
+            Target::Host(h) => Some(Fixed { vm: m.vm.clone(), to: h.clone(), anti_affinity: m.group.clone() }),
+            Target::Any => None,
+        })
+        .collect();
+    let requests: Vec<Request> = moves
+        .iter()
+        .filter(|m| m.to == Target::Any)
+        .map(|m| Request { vm: m.vm.clone(), anti_affinity: m.group.clone(), candidates: None })
+        .collect();
+    let constraints = Constraints { allow_cross_group: plan.policy.allow_cross_group, unavailable: unavailable.to_vec(), explain };
+    let policy = plan.policy.placement.parse().expect("the plan parser accepts only known placement policies");
+    let mut decisions = placement::place(cluster, inventory, &fixed, &requests, &constraints, policy).into_iter();
+    moves.iter().map(|m| if m.to == Target::Any { decisions.next() } else { None }).collect()
+}
