@@ -804,14 +804,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    fn show() {
-        let g = |d: f64, b: f64| LiveInput { memory_mib: 256.0, dirty_mib_s: d, bandwidth_mib_s: b, nonzero_mib: Some(134.0), working_set_mib: Some(64.0), link_mib_s: Some(1000.0), ..LiveInput::default() };
-        for i in [g(60.0, 32.0), LiveInput { auto_converge: true, ..g(60.0, 32.0) }, LiveInput { postcopy: true, ..g(60.0, 32.0) }, g(5.0, 32.0), g(25.0, 32.0), g(5.0, 96.0), g(25.0, 96.0), g(20.0, 64.0), LiveInput{memory_mib:2048.0, dirty_mib_s:95.0, bandwidth_mib_s:100.0, ..LiveInput::default()}] {
-            println!("{:?}", estimate_live(&i));
-        }
-    }
-}
