@@ -92,7 +92,9 @@ pub fn run(command: LabCommand, output: Output) -> ExitCode {
         }
         LabCommand::Status { dir } => print_status(&dir.path(), output),
         LabCommand::Check { dir, allow_restart } => {
-            let config = CheckConfig { allow_restart, fresh_within: Duration::from_secs(5) };
+            // A guest allowed to have restarted may still be booting: give it time to beat.
+            let fresh_within = Duration::from_secs(if allow_restart.is_empty() { 5 } else { 30 });
+            let config = CheckConfig { allow_restart, fresh_within };
             ferry_lab::check(&dir.path(), &config).map(|verdicts| {
                 print_checks(&verdicts, output);
                 if verdicts.iter().all(|v| v.ok()) {
