@@ -13,9 +13,9 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
-use crate::conn::{describe, locate, msg, open};
+use crate::conn::{describe, endpoints, locate, msg, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
-use crate::live::{host, millis};
+use crate::live::millis;
 use crate::metadata::{clear_metadata, write_metadata};
 use crate::volumes::{self, Handoff};
 
@@ -23,35 +23,31 @@ use crate::volumes::{self, Handoff};
 pub(crate) fn run(cluster: Arc<ClusterSpec>, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
     let started = Instant::now();
     let init = |reason: String| MoveError::Init { reason };
-    let from = host(&cluster, &request.from).map_err(init)?.clone();
-    let to = host(&cluster, &request.to).map_err(init)?.clone();
-    if from.name == to.name {
-        return Err(init(format!("{} is already on {}", request.vm, to.name)));
-    }
-    let src = open(&from).map_err(init)?;
-    let dst = open(&to).map_err(init)?;
-    let domain = src
-        .lookup_domain_by_uuid_string(&request.vm)
-        .map_err(|e| init(format!("{} is not on {}: {}", request.vm, from.name, msg(e))))?;
-    if dst.lookup_domain_by_uuid_string(&request.vm).is_ok() {
-        return Err(init(format!("{} already has a domain with this UUID; run `ferry cleanup`", to.name)));
-    }
+    let Endpoints { from, to, src, dst, domain } = endpoints(&cluster, &request).map_err(init)?;
     let was_running = domain.is_active().map_err(|e| init(msg(e)))?;
     let xml = domain
         .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_MIGRATABLE)
         .map_err(|e| init(msg(e)))?;
     let desc = parse_domain(&xml).map_err(init)?;
-    let handoff = volumes::prepare(&src, &dst, &from, &to, &desc.disks).map_err(init)?;
+    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
+    write_metadata(&domain, &metadata(Phase::Prepared)).map_err(|e| init(format!("could not write metadata: {e}")))?;
+    let undo = |handoff: &Handoff| {
+        volumes::revert(&dst, handoff);
+        let _ = clear_metadata(&domain);
+    };
+    let handoff = volumes::prepare(&src, &dst, &from, &to, &desc.disks).map_err(|e| {
+        undo(&Handoff::default());
+        init(e)
+    })?;
     let target_xml = match rewrite_disk_paths(&xml, &handoff.path_moves()) {
         Ok(x) => x,
         Err(e) => {
-            volumes::revert(&dst, &handoff);
+            undo(&handoff);
             return Err(init(e));
         }
     };
-    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
     if let Err(e) = write_metadata(&domain, &metadata(Phase::Transferring)) {
-        volumes::revert(&dst, &handoff);
+        undo(&handoff);
         return Err(init(format!("could not write metadata: {e}")));
     }
 

@@ -1,5 +1,6 @@
 //! Connections, libvirt errors in words, and the calls the `virt` crate only exposes raw.
 
+use ferry_driver::MoveRequest;
 use ferry_model::{ClusterSpec, HostSpec, Location, VmState};
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -10,6 +11,40 @@ use virt::sys;
 pub(crate) fn open(host: &HostSpec) -> Result<Connect, String> {
     virt::error::clear_error_callback();
     Connect::open(Some(&host.uri)).map_err(|e| format!("{} unreachable: {}", host.name, e.message()))
+}
+
+/// Both ends of a move, connected, and the domain on the source.
+pub(crate) struct Endpoints {
+    /// Source host.
+    pub from: HostSpec,
+    /// Target host.
+    pub to: HostSpec,
+    /// Connection to the source.
+    pub src: Connect,
+    /// Connection to the target.
+    pub dst: Connect,
+    /// The VM on the source.
+    pub domain: Domain,
+}
+
+/// Connects both ends of a move and finds the VM on its source. Any failure here means
+/// nothing was touched. A domain with the same UUID already on the target (a leftover of an
+/// earlier failure) stops the move: it is cleanup's to judge.
+pub(crate) fn endpoints(cluster: &ClusterSpec, request: &MoveRequest) -> Result<Endpoints, String> {
+    let host = |name: &str| cluster.host(name).cloned().ok_or_else(|| format!("no host {name} in the cluster"));
+    let (from, to) = (host(&request.from)?, host(&request.to)?);
+    if from.name == to.name {
+        return Err(format!("{} is already on {}", request.vm, to.name));
+    }
+    let src = open(&from)?;
+    let dst = open(&to)?;
+    let domain = src
+        .lookup_domain_by_uuid_string(&request.vm)
+        .map_err(|e| format!("{} is not on {}: {}", request.vm, from.name, msg(e)))?;
+    if dst.lookup_domain_by_uuid_string(&request.vm).is_ok() {
+        return Err(format!("{} already has a domain with this UUID; run `ferry cleanup`", to.name));
+    }
+    Ok(Endpoints { from, to, src, dst, domain })
 }
 
 /// libvirt's message of an error.

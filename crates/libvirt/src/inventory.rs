@@ -86,6 +86,7 @@ fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
             state: vm_state(&domain),
             disks,
             nics: desc.nics.into_iter().map(|(mac, network)| Nic { mac, network }).collect(),
+            ferry: crate::metadata::read_metadata(&domain).ok().flatten(),
         });
     }
     Ok((host, vms))

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
-use crate::conn::{abort_job, describe, job_stats, locate, msg, open, start_postcopy};
+use crate::conn::{abort_job, describe, endpoints, job_stats, locate, msg, open, start_postcopy, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
 use crate::metadata::write_metadata;
 use crate::volumes::{self, Handoff};
@@ -30,23 +30,22 @@ pub(crate) fn start(
 ) -> Result<Migration, MoveError> {
     let started = Instant::now();
     let init = |reason: String| MoveError::Init { reason };
-    let from = host(&cluster, &request.from).map_err(init)?.clone();
-    let to = host(&cluster, &request.to).map_err(init)?.clone();
-    if from.name == to.name {
-        return Err(init(format!("{} is already on {}", request.vm, to.name)));
-    }
-    let src = open(&from).map_err(init)?;
-    let dst = open(&to).map_err(init)?;
-    let domain = src
-        .lookup_domain_by_uuid_string(&request.vm)
-        .map_err(|e| init(format!("{} is not on {}: {}", request.vm, from.name, msg(e))))?;
+    let Endpoints { from, to, src, dst, domain } = endpoints(&cluster, &request).map_err(init)?;
     if !domain.is_active().map_err(|e| init(msg(e)))? {
         return Err(init(format!("not running on {}: a stopped VM can only move cold", from.name)));
     }
     let xml = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
     let desc = parse_domain(&xml).map_err(init)?;
 
-    let handoff = volumes::prepare(&src, &dst, &from, &to, &desc.disks).map_err(init)?;
+    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
+    write_metadata(&domain, &metadata(Phase::Prepared)).map_err(|e| init(format!("could not write metadata: {e}")))?;
+    let handoff = match volumes::prepare(&src, &dst, &from, &to, &desc.disks) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = crate::metadata::clear_metadata(&domain);
+            return Err(init(e));
+        }
+    };
     let mut messages = Vec::new();
     for copy in &handoff.copies {
         messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.source_path));
@@ -58,11 +57,11 @@ pub(crate) fn start(
             Ok(x) => Some(x),
             Err(e) => {
                 volumes::revert(&dst, &handoff);
+                let _ = crate::metadata::clear_metadata(&domain);
                 return Err(init(e));
             }
         }
     };
-    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
     let prepared = write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| {
         match options.max_downtime_ms {
             Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(msg),
@@ -71,6 +70,7 @@ pub(crate) fn start(
     });
     if let Err(e) = prepared {
         volumes::revert(&dst, &handoff);
+        let _ = crate::metadata::clear_metadata(&domain);
         return Err(init(format!("could not prepare {}: {e}", desc.name)));
     }
 

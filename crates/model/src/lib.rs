@@ -152,6 +152,9 @@ pub struct Vm {
     pub disks: Vec<Disk>,
     /// Network interfaces.
     pub nics: Vec<Nic>,
+    /// ferry's metadata on the domain, when a run has moved or is moving it.
+    #[serde(default)]
+    pub ferry: Option<Metadata>,
 }
 
 impl Vm {

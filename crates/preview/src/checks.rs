@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use ferry_model::{ClusterSpec, Host, Inventory, Locality, Vm, VmState};
+use ferry_model::{ClusterSpec, Host, Inventory, Locality, Phase, Vm, VmState};
 use ferry_plan::{Mode, Policy};
 use serde::{Deserialize, Serialize};
 
@@ -63,9 +63,11 @@ pub enum CheckName {
     AntiAffinity,
     /// The target accepts VMs from the source (`allow-from:` tags).
     Direction,
+    /// The VM is not being moved by another run (ferry's metadata on the domain).
+    ActiveRun,
 }
 
-const NAMES: [(CheckName, &str); 12] = [
+const NAMES: [(CheckName, &str); 13] = [
     (CheckName::VmState, "vm-state"),
     (CheckName::Target, "target"),
     (CheckName::Maintenance, "maintenance"),
@@ -78,6 +80,7 @@ const NAMES: [(CheckName, &str); 12] = [
     (CheckName::Networks, "networks"),
     (CheckName::AntiAffinity, "anti-affinity"),
     (CheckName::Direction, "direction"),
+    (CheckName::ActiveRun, "active-run"),
 ];
 
 impl CheckName {
@@ -154,7 +157,7 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
     let Some(vm) = ctx.inventory.vms.iter().find(|v| v.uuid == candidate.uuid) else {
         return vec![Check::new(CheckName::VmState, Outcome::Failed, "the VM is not in the inventory")];
     };
-    let mut checks = vec![vm_state(vm, ctx.policy)];
+    let mut checks = vec![vm_state(vm, ctx.policy), active_run(vm)];
     let Some(to) = &candidate.to else {
         checks.push(Check::new(CheckName::Target, Outcome::Failed, "no target: placement found no host"));
         return checks;
@@ -238,6 +241,24 @@ pub fn waive(checks: &mut [Check], ignore: &[CheckName]) {
 /// The worst outcome of a list of checks.
 pub fn verdict(checks: &[Check]) -> Outcome {
     checks.iter().map(|c| c.outcome).max().unwrap_or(Outcome::Passed)
+}
+
+/// The hypervisor knows which run moves a VM: ferry writes its metadata on the domain before
+/// each phase and leaves `finalized` behind. Any other phase means a move is in flight, or
+/// was interrupted and awaits `ferry resume` or `ferry cleanup`.
+fn active_run(vm: &Vm) -> Check {
+    match &vm.ferry {
+        Some(m) if m.phase != Phase::Finalized => Check::new(
+            CheckName::ActiveRun,
+            Outcome::Failed,
+            format!(
+                "run {} is moving it (phase {}, from {}): let that run finish, or resume or clean it up",
+                m.run_id, m.phase, m.original_host
+            ),
+        ),
+        Some(m) => Check::new(CheckName::ActiveRun, Outcome::Passed, format!("last moved by run {}, finished", m.run_id)),
+        None => Check::new(CheckName::ActiveRun, Outcome::Passed, "not part of any run"),
+    }
 }
 
 fn vm_state(vm: &Vm, policy: &Policy) -> Check {

@@ -1035,6 +1035,7 @@ mod tests {
                     },
                     disks: vec![],
                     nics: vec![],
+                    ferry: None,
                 }),
                 "fixed" => case.fixed.push(Fixed {
                     vm: name,

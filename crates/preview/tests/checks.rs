@@ -1,7 +1,8 @@
 //! Every precheck, table-driven: passing, failing, and waived.
 
 use ferry_model::{
-    ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Nic, Pool, Version, Vm, VmState,
+    ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Metadata, Nic, Phase, Pool, Version, Vm,
+    VmState,
 };
 use ferry_plan::{Mode, Policy};
 use ferry_preview::checks::{check_move, waive, Candidate, CheckContext, CheckName, Outcome};
@@ -59,6 +60,7 @@ fn vm(name: &str, on: &str, memory_mib: u64, vcpus: u32) -> Vm {
             capacity: Some(1 << 30),
         }],
         nics: vec![Nic { mac: "52:54:00:00:00:01".into(), network: Some("default".into()) }],
+        ferry: None,
     }
 }
 
@@ -154,6 +156,13 @@ fn every_check_passes_fails_and_can_be_waived() {
             w.cluster.hosts[1].tags = vec!["allow-from:old".into()];
             w.cluster.hosts[0].tags = vec!["old".into()];
         }, Outcome::Passed, "accepts VMs from a"),
+        ("no run", CheckName::ActiveRun, |_| {}, Outcome::Passed, "not part of any run"),
+        ("finished run", CheckName::ActiveRun, |w| {
+            w.inventory.vms[0].ferry = Some(Metadata { run_id: "r-1".into(), original_host: "c".into(), phase: Phase::Finalized });
+        }, Outcome::Passed, "last moved by run r-1"),
+        ("run in flight", CheckName::ActiveRun, |w| {
+            w.inventory.vms[0].ferry = Some(Metadata { run_id: "r-2".into(), original_host: "a".into(), phase: Phase::Transferring });
+        }, Outcome::Failed, "run r-2 is moving it (phase transferring, from a)"),
         ("direction refused", CheckName::Direction, |w| w.cluster.hosts[1].tags = vec!["allow-from:old".into()], Outcome::Failed, "only from hosts tagged old"),
     ];
     for (what, name, mutate, expect, text) in cases {

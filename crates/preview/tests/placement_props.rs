@@ -184,6 +184,7 @@ fn build(
             state: [VmState::Running, VmState::Paused, VmState::ShutOff][state],
             disks: vec![],
             nics: vec![],
+            ferry: None,
         });
         let anti_affinity = (group > 0).then(|| format!("aa{group}"));
         match role {
