@@ -1,8 +1,11 @@
 //! The live-migration estimate (`ferry_preview::estimate::estimate_live`) against real moves:
-//! for each guest dirty rate a 2-host lab of 256 MiB guests, and for each bandwidth cap a few
-//! `ferry move` runs of the shared-disk guest vm-2, alternating direction. Prints predicted and
-//! measured medians of the copy job, the wall time, the downtime and the memory passes, with the
-//! error of the prediction. No time assertions: this is what calibrates the model's constants.
+//! for each guest dirty rate (5 and 25 MiB/s) a 2-host lab of 256 MiB guests, and for each
+//! bandwidth cap (32 and 96 MiB/s) a few `ferry move` runs of the shared-disk guest vm-2,
+//! alternating direction. Prints predicted and measured medians of the copy job, the wall time,
+//! the downtime and the memory passes, with the error of the prediction. A row without a cap
+//! shows what the lab does on its own; its speed depends on how much CPU the migration thread
+//! gets, so it is for reference, outside the goal. No time assertions: this is what calibrates
+//! the model's constants.
 //!
 //! `cargo bench -p ferry --bench estimate_vs_real [-- RUNS]` (root, a machine set up by
 //! `scripts/setup`; RUNS per cell, default 3). Brings up its own labs (ports 26000 and 27000)
@@ -11,7 +14,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use ferry_preview::estimate::{estimate_live, LiveEstimate, LiveInput, QEMU_DEFAULT_MAX_DOWNTIME_MS};
+use ferry_preview::estimate::{estimate_live, LiveEstimate, LiveInput, PER_MIGRATION_OVERHEAD_S, QEMU_DEFAULT_MAX_DOWNTIME_MS};
 
 /// Guest memory, MiB.
 const MEM_MIB: f64 = 256.0;
@@ -19,16 +22,19 @@ const MEM_MIB: f64 = 256.0;
 const LABS: [(f64, u16); 2] = [(5.0, 26000), (25.0, 27000)];
 /// Bandwidth caps, MiB/s; `None` moves without a cap, at what the lab gives.
 const BANDWIDTHS: [Option<f64>; 3] = [Some(32.0), Some(96.0), None];
-/// What an uncapped migration gets in the lab, MiB/s: two TCG guests and the migration thread
-/// share two cores. From the `sent` and `job` columns of the uncapped rows.
+/// What an uncapped migration gets in the lab when it gets a core, MiB/s: the guests and the
+/// migration thread share two cores. From the faster uncapped runs (134 MiB, job 0.61–0.89 s;
+/// 2026-11-23); when the thread is starved, uncapped jobs take 2–4 s.
 const LAB_UNCAPPED_MIB_S: f64 = 250.0;
 /// The lab's "link": how fast QEMU sends the final pause's pages, without the cap and with the
-/// guest's vCPU stopped. From the downtimes measured at both caps.
+/// guest's vCPU stopped. Pauses after later passes left 8–26 MiB and took 20–31 ms
+/// (2026-11-23), so at least ~1000 MiB/s.
 const LAB_LINK_MIB_S: f64 = 1000.0;
-/// Memory of a lab guest that is neither zero nor the workload's working set, MiB: the kernel,
-/// the initramfs and its unpacked copy, page cache. From the bytes measured for a guest that
-/// dirties little (the `sent` column), less its working set.
-const LAB_BASE_NONZERO_MIB: f64 = 70.0;
+/// Memory of a 256 MiB lab guest that is neither zero nor the workload's working set, MiB:
+/// the kernel, the initramfs and its unpacked copy, page tables. Uncapped moves of a guest
+/// dirtying 5 MiB/s sent 133.7–135 MiB (the `sent` column), of which ~2.5 MiB dirtied during
+/// the pass and 64 MiB working set (2026-11-23).
+const LAB_BASE_NONZERO_MIB: f64 = 68.0;
 
 fn main() {
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3);
@@ -75,6 +81,7 @@ fn main() {
         "dirty", "bw", "transfer s (job)", "total s (wall)", "downtime ms", "passes", "sent MiB"
     );
     let mut worst_transfer: f64 = 0.0;
+    let mut overheads = Vec::new();
     for (dirty, bandwidth, mut cell) in rows {
         let e = predict(dirty, bandwidth);
         let bandwidth = show_bw(bandwidth);
@@ -82,6 +89,7 @@ fn main() {
             println!("{dirty:>6} {bandwidth:>5} | no successful run | {}", e.note);
             continue;
         }
+        overheads.extend(cell.wall_ms.iter().zip(&cell.job_ms).map(|(w, j)| (w - j) / 1000.0));
         let job = median(&mut cell.job_ms) / 1000.0;
         let wall = median(&mut cell.wall_ms) / 1000.0;
         let downtime = median(&mut cell.downtime_ms);
@@ -107,6 +115,14 @@ fn main() {
         );
     }
     println!("largest transfer-time error with a cap: {worst_transfer:.0} % (goal: within 25 %)");
+    if !overheads.is_empty() {
+        let (lo, hi) = (overheads.iter().copied().fold(f64::INFINITY, f64::min), overheads.iter().copied().fold(0.0, f64::max));
+        println!(
+            "wall - job over {} moves: median {:.2} s ({lo:.2}–{hi:.2}); PER_MIGRATION_OVERHEAD_S = {PER_MIGRATION_OVERHEAD_S}",
+            overheads.len(),
+            median(&mut overheads)
+        );
+    }
     println!(
         "model inputs: working set {} MiB, non-zero {} MiB, link {LAB_LINK_MIB_S} MiB/s; bw none predicted at {LAB_UNCAPPED_MIB_S} MiB/s",
         lab_working_set(MEM_MIB),

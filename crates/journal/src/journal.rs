@@ -1,0 +1,1230 @@
+//! Opening the journal, and every read and write.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferry_model::{Phase, Status};
+use serde_json::{json, Value};
+use sqlx::error::ErrorKind;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::error::{JournalError, Result};
+use crate::records::{
+    Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run,
+    RunDocuments, RunKind, RunState,
+};
+use crate::{id, schema};
+
+/// The generation of a record just created; every change adds one.
+pub const FIRST_GENERATION: i64 = 1;
+
+/// When a commit is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is synced to disk before it returns (`synchronous = FULL`): a phase
+    /// written before its side effect survives a crash of the machine, not only of ferry.
+    Full,
+    /// The WAL is synced only at checkpoints (`synchronous = NORMAL`): commits survive a
+    /// crash of ferry but the last ones may be lost with the machine.
+    Normal,
+}
+
+/// How to open a journal.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// How long a writer waits for another connection's write lock (SQLite's busy
+    /// timeout) before failing with "database is locked". Transactions last
+    /// milliseconds, so only a stopped or hung process holding the lock reaches it.
+    pub busy_timeout: Duration,
+    /// When a commit is on disk.
+    pub durability: Durability,
+    /// Connections in this process's pool.
+    pub max_connections: u32,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            busy_timeout: Duration::from_secs(15),
+            // FULL, although NORMAL is already safe against a crash of ferry in WAL mode:
+            // the journal is written *before* each side effect (a migration started, a
+            // volume deleted) precisely so that it is not lost, and with NORMAL a power
+            // loss after the side effect can roll back the record that announced it.
+            // It costs one fsync per commit, a few milliseconds here (see the benchmark),
+            // against migrations that take seconds.
+            durability: Durability::Full,
+            max_connections: 4,
+        }
+    }
+}
+
+/// A handle on a journal. Cheap to clone; every clone shares one connection pool.
+/// Several processes may open the same file at once.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    pool: SqlitePool,
+    location: String,
+}
+
+/// The columns of a [`Run`], in `run_from_row`'s order.
+macro_rules! run_columns {
+    () => {
+        "id, plan_name, kind, parent, state, abort_requested, owner, heartbeat_ms, \
+         created_ms, updated_ms, finished_ms, generation"
+    };
+}
+
+/// The columns of a [`Move`].
+macro_rules! move_columns {
+    () => {
+        "run, uuid, vm, source, target, group_name, seq, priority, status, phase, phase_done, \
+         message, started_ms, ended_ms, updated_ms, generation"
+    };
+}
+
+/// The columns of an [`Attempt`].
+macro_rules! attempt_columns {
+    () => {
+        "run, uuid, number, kind, target, started_ms, ended_ms, outcome, message, wall_ms, \
+         job_ms, downtime_ms, bytes, passes, estimate"
+    };
+}
+
+/// The columns of an [`Event`].
+macro_rules! event_columns {
+    () => {
+        "id, run, uuid, at_ms, kind, message, data"
+    };
+}
+
+impl Journal {
+    /// Opens (creating it and its directory if needed) the journal at `location`, a file
+    /// path or a `sqlite://` URL, with the default configuration, and brings its schema
+    /// up to date.
+    pub async fn open(location: &str) -> Result<Journal> {
+        Journal::open_with(location, &JournalConfig::default()).await
+    }
+
+    /// [`Journal::open`] with a configuration.
+    pub async fn open_with(location: &str, config: &JournalConfig) -> Result<Journal> {
+        let options = if location.starts_with("sqlite:") {
+            let options =
+                SqliteConnectOptions::from_str(location).map_err(|source| JournalError::Open {
+                    location: location.to_owned(),
+                    source,
+                })?;
+            create_parent(options.get_filename())?;
+            options
+        } else if location.contains("://") {
+            return Err(JournalError::UnsupportedLocation {
+                location: location.to_owned(),
+            });
+        } else {
+            create_parent(Path::new(location))?;
+            SqliteConnectOptions::new().filename(location)
+        };
+        Journal::connect(location.to_owned(), options, config).await
+    }
+
+    /// Opens the journal file at `path` (for paths that are not UTF-8).
+    pub async fn open_path(path: &Path, config: &JournalConfig) -> Result<Journal> {
+        create_parent(path)?;
+        let options = SqliteConnectOptions::new().filename(path);
+        Journal::connect(path.display().to_string(), options, config).await
+    }
+
+    async fn connect(
+        location: String,
+        options: SqliteConnectOptions,
+        config: &JournalConfig,
+    ) -> Result<Journal> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match config.durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(config.busy_timeout)
+            .foreign_keys(true);
+        // Switching a new file to WAL takes a lock that SQLite does not wait for, so two
+        // processes creating the journal at the same moment may see "database is
+        // locked" once: retry within the busy timeout.
+        let deadline = Instant::now() + config.busy_timeout;
+        loop {
+            let attempt = async {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(config.max_connections.max(1))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(|source| JournalError::Open {
+                        location: location.clone(),
+                        source,
+                    })?;
+                let journal = Journal {
+                    pool,
+                    location: location.clone(),
+                };
+                journal.migrate().await?;
+                Ok(journal)
+            };
+            match attempt.await {
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Applies the migrations this file lacks, all in one transaction.
+    async fn migrate(&self) -> Result<()> {
+        let migrate_error = |version: i64| {
+            let location = self.location.clone();
+            move |source| JournalError::Migrate {
+                location,
+                version,
+                source,
+            }
+        };
+        let mut tx = self.begin_write().await.map_err(|e| match e {
+            JournalError::Database(source) => migrate_error(0)(source),
+            other => other,
+        })?;
+        sqlx::query(schema::SCHEMA_VERSION_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(migrate_error(0))?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(migrate_error(0))?;
+        let current = current.unwrap_or(0);
+        if current > schema::latest() {
+            return Err(JournalError::NewerSchema {
+                location: self.location.clone(),
+                found: current,
+                known: schema::latest(),
+            });
+        }
+        for migration in schema::MIGRATIONS.iter().filter(|m| m.version > current) {
+            for statement in migration.statements {
+                sqlx::query(*statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(migrate_error(migration.version))?;
+            }
+            sqlx::query(
+                "INSERT INTO schema_version (version, description, applied_ms) VALUES ($1, $2, $3)",
+            )
+            .bind(migration.version)
+            .bind(migration.description)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(migrate_error(migration.version))?;
+        }
+        tx.commit().await.map_err(migrate_error(schema::latest()))?;
+        Ok(())
+    }
+
+    /// The location the journal was opened from.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Closes every connection of this handle's pool, checkpointing the WAL when this is
+    /// the last connection to the file. Dropping the handle instead is safe: every commit
+    /// is already on disk.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// The schema versions applied to this file, oldest first.
+    pub async fn applied_versions(&self) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at once, waiting for it
+    /// under the busy timeout; a deferred transaction that reads and then writes can
+    /// instead fail at once with "database is locked" when another connection committed
+    /// in between (SQLite cannot upgrade a stale WAL snapshot). On PostgreSQL this is a
+    /// plain `BEGIN`: the statements below take their row locks themselves.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    // ---------------------------------------------------------------- runs
+
+    /// Creates a run in state `running`, with a fresh id, and returns it.
+    pub async fn create_run(&self, new: &NewRun) -> Result<Run> {
+        let now = now_ms();
+        let mut clashes = 0;
+        loop {
+            let run_id = id::run_id(now, id::random_suffix());
+            let mut tx = self.begin_write().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO runs (id, plan_name, plan, cluster, kind, parent, state, \
+                 abort_requested, owner, heartbeat_ms, created_ms, updated_ms, finished_ms, \
+                 generation) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, NULL, NULL, $8, $8, NULL, $9)",
+            )
+            .bind(&run_id)
+            .bind(&new.plan_name)
+            .bind(new.plan.to_string())
+            .bind(new.cluster.to_string())
+            .bind(new.kind.name())
+            .bind(new.parent.as_deref())
+            .bind(RunState::Running.name())
+            .bind(now)
+            .bind(FIRST_GENERATION)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(e))
+                    if e.kind() == ErrorKind::UniqueViolation && clashes < 8 =>
+                {
+                    clashes += 1;
+                    continue;
+                }
+                Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::ForeignKeyViolation => {
+                    return Err(JournalError::RunNotFound {
+                        run: new.parent.clone().unwrap_or_default(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+            let message = match &new.parent {
+                Some(parent) => format!(
+                    "{} run of plan {} created for run {parent}",
+                    new.kind, new.plan_name
+                ),
+                None => format!("{} run of plan {} created", new.kind, new.plan_name),
+            };
+            insert_event(&mut tx, &run_id, None, now, EventKind::Run, &message, None).await?;
+            tx.commit().await?;
+            return Ok(Run {
+                id: run_id,
+                plan_name: new.plan_name.clone(),
+                kind: new.kind,
+                parent: new.parent.clone(),
+                state: RunState::Running,
+                abort_requested: false,
+                owner: None,
+                heartbeat_ms: None,
+                created_ms: now,
+                updated_ms: now,
+                finished_ms: None,
+                generation: FIRST_GENERATION,
+            });
+        }
+    }
+
+    /// The run `id`.
+    pub async fn run(&self, id: &str) -> Result<Run> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => run_from_row(&row),
+            None => Err(JournalError::RunNotFound { run: id.to_owned() }),
+        }
+    }
+
+    /// The plan and cluster documents run `id` started from.
+    pub async fn run_documents(&self, id: &str) -> Result<RunDocuments> {
+        let row = sqlx::query("SELECT plan, cluster FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| JournalError::RunNotFound { run: id.to_owned() })?;
+        Ok(RunDocuments {
+            plan: parse_json(row.try_get("plan")?, "runs", "plan")?,
+            cluster: parse_json(row.try_get("cluster")?, "runs", "cluster")?,
+        })
+    }
+
+    /// Every run, newest first.
+    pub async fn runs(&self) -> Result<Vec<Run>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs ORDER BY created_ms DESC, id DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect()
+    }
+
+    /// The newest run, if any.
+    pub async fn latest_run(&self) -> Result<Option<Run>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs ORDER BY created_ms DESC, id DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
+    /// Sets run `id`'s state if its generation is still `generation`; returns the new
+    /// generation. `finished` and `aborted` also set its finish time.
+    pub async fn set_run_state(&self, id: &str, generation: i64, state: RunState) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET state = $3, finished_ms = $4, updated_ms = $5, \
+             generation = generation + 1 WHERE id = $1 AND generation = $2",
+        )
+        .bind(id)
+        .bind(generation)
+        .bind(state.name())
+        .bind(state.is_ended().then_some(now))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(run_conflict(&mut tx, id, generation).await);
+        }
+        insert_event(&mut tx, id, None, now, EventKind::Run, state.name(), None).await?;
+        tx.commit().await?;
+        Ok(generation + 1)
+    }
+
+    /// Takes the lease on run `id` for `owner` (e.g. `host:pid`) if its generation is
+    /// still `generation`; returns the new generation. The caller decides beforehand
+    /// whether a previous owner is gone (see [`Run::heartbeat_ms`]).
+    pub async fn claim(&self, id: &str, generation: i64, owner: &str) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET owner = $3, heartbeat_ms = $4, updated_ms = $4, \
+             generation = generation + 1 WHERE id = $1 AND generation = $2",
+        )
+        .bind(id)
+        .bind(generation)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(run_conflict(&mut tx, id, generation).await);
+        }
+        let message = format!("claimed by {owner}");
+        insert_event(&mut tx, id, None, now, EventKind::Run, &message, None).await?;
+        tx.commit().await?;
+        Ok(generation + 1)
+    }
+
+    /// Records that `owner` still holds run `id`. Not a state change: the generation
+    /// stays. Returns false when `owner` no longer holds it.
+    pub async fn heartbeat(&self, id: &str, owner: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE runs SET heartbeat_ms = $3 WHERE id = $1 AND owner = $2")
+            .bind(id)
+            .bind(owner)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Asks run `id` to stop (`ferry abort`, from any process). Returns false when it was
+    /// already asked. Bumps the run's generation, so that the process running it cannot
+    /// finish it without having seen the request.
+    pub async fn request_abort(&self, id: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let state: RunState = match state {
+            Some(state) => parse_text(state, "runs", "state")?,
+            None => return Err(JournalError::RunNotFound { run: id.to_owned() }),
+        };
+        if state.is_ended() {
+            return Err(JournalError::RunEnded {
+                run: id.to_owned(),
+                state,
+            });
+        }
+        let done = sqlx::query(
+            "UPDATE runs SET abort_requested = 1, updated_ms = $2, generation = generation + 1 \
+             WHERE id = $1 AND abort_requested = 0",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(
+            &mut tx,
+            id,
+            None,
+            now,
+            EventKind::Abort,
+            "abort requested",
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether run `id` was asked to stop. Cheap enough to poll every second.
+    pub async fn abort_requested(&self, id: &str) -> Result<bool> {
+        let flag: Option<i64> =
+            sqlx::query_scalar("SELECT abort_requested FROM runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match flag {
+            Some(flag) => Ok(flag != 0),
+            None => Err(JournalError::RunNotFound { run: id.to_owned() }),
+        }
+    }
+
+    // ---------------------------------------------------------------- moves
+
+    /// Adds moves to run `run`, all or none, each at generation [`FIRST_GENERATION`].
+    pub async fn add_moves(&self, run: &str, moves: &[NewMove]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
+            .bind(run)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(JournalError::RunNotFound {
+                run: run.to_owned(),
+            });
+        }
+        for m in moves {
+            let inserted = sqlx::query(
+                "INSERT INTO moves (run, uuid, vm, source, target, group_name, seq, priority, \
+                 status, phase, phase_done, message, started_ms, ended_ms, updated_ms, generation) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0, $10, NULL, $11, $12, $13)",
+            )
+            .bind(run)
+            .bind(&m.uuid)
+            .bind(&m.vm)
+            .bind(&m.source)
+            .bind(m.target.as_deref())
+            .bind(m.group.as_deref())
+            .bind(m.seq)
+            .bind(m.priority)
+            .bind(m.status.name())
+            .bind(&m.message)
+            .bind(m.status.is_terminal().then_some(now))
+            .bind(now)
+            .bind(FIRST_GENERATION)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
+                    return Err(JournalError::DuplicateMove {
+                        run: run.to_owned(),
+                        uuid: m.uuid.clone(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+        }
+        let message = format!("{} moves added", moves.len());
+        insert_event(&mut tx, run, None, now, EventKind::Run, &message, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Run `run`'s moves in plan order (empty for an unknown run).
+    pub async fn moves(&self, run: &str) -> Result<Vec<Move>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            move_columns!(),
+            " FROM moves WHERE run = $1 ORDER BY seq, uuid"
+        ))
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(move_from_row)
+        .collect()
+    }
+
+    /// The move of VM `uuid` in run `run`.
+    pub async fn move_of(&self, run: &str, uuid: &str) -> Result<Move> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            move_columns!(),
+            " FROM moves WHERE run = $1 AND uuid = $2"
+        ))
+        .bind(run)
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => move_from_row(&row),
+            None => Err(move_not_found(run, uuid)),
+        }
+    }
+
+    /// Writes that the move enters `phase`, *before* its side effect: until
+    /// [`Journal::end_phase`] the side effect may or may not have happened. Returns the new
+    /// generation.
+    pub async fn begin_phase(
+        &self,
+        run: &str,
+        uuid: &str,
+        generation: i64,
+        phase: Phase,
+    ) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE moves SET phase = $4, phase_done = 0, updated_ms = $5, \
+             generation = generation + 1 WHERE run = $1 AND uuid = $2 AND generation = $3",
+        )
+        .bind(run)
+        .bind(uuid)
+        .bind(generation)
+        .bind(phase.name())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(move_conflict(&mut tx, run, uuid, generation).await);
+        }
+        let message = format!("{phase}: begun");
+        let data = json!({ "phase": phase.name(), "done": false });
+        insert_event(
+            &mut tx,
+            run,
+            Some(uuid),
+            now,
+            EventKind::Phase,
+            &message,
+            Some(&data),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(generation + 1)
+    }
+
+    /// Confirms, *after* its side effect, that the move's current phase `phase` is done.
+    /// Returns the new generation; [`JournalError::PhaseMismatch`] when the move is not in
+    /// `phase` or it was already confirmed.
+    pub async fn end_phase(
+        &self,
+        run: &str,
+        uuid: &str,
+        generation: i64,
+        phase: Phase,
+    ) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE moves SET phase_done = 1, updated_ms = $5, generation = generation + 1 \
+             WHERE run = $1 AND uuid = $2 AND generation = $3 AND phase = $4 AND phase_done = 0",
+        )
+        .bind(run)
+        .bind(uuid)
+        .bind(generation)
+        .bind(phase.name())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            let row = sqlx::query(
+                "SELECT generation, phase, phase_done FROM moves WHERE run = $1 AND uuid = $2",
+            )
+            .bind(run)
+            .bind(uuid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(move_not_found(run, uuid));
+            };
+            let found: i64 = row.try_get("generation")?;
+            if found != generation {
+                return Err(move_conflict(&mut tx, run, uuid, generation).await);
+            }
+            let current: Option<String> = row.try_get("phase")?;
+            let confirmed: i64 = row.try_get("phase_done")?;
+            let found = match current {
+                None => "in no phase".to_owned(),
+                Some(p) if confirmed != 0 => format!("in {p}, already confirmed"),
+                Some(p) => format!("in {p}"),
+            };
+            return Err(JournalError::PhaseMismatch {
+                run: run.to_owned(),
+                uuid: uuid.to_owned(),
+                expected: phase,
+                found,
+            });
+        }
+        let message = format!("{phase}: done");
+        let data = json!({ "phase": phase.name(), "done": true });
+        insert_event(
+            &mut tx,
+            run,
+            Some(uuid),
+            now,
+            EventKind::Phase,
+            &message,
+            Some(&data),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(generation + 1)
+    }
+
+    /// Sets the move's status and message; returns the new generation. The first
+    /// `MIGRATING` sets its start time; a terminal status sets its end time (a
+    /// non-terminal one clears it, for a move re-queued by `resume`).
+    pub async fn set_status(
+        &self,
+        run: &str,
+        uuid: &str,
+        generation: i64,
+        status: Status,
+        message: &str,
+    ) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE moves SET status = $4, message = $5, started_ms = COALESCE(started_ms, $6), \
+             ended_ms = $7, updated_ms = $8, generation = generation + 1 \
+             WHERE run = $1 AND uuid = $2 AND generation = $3",
+        )
+        .bind(run)
+        .bind(uuid)
+        .bind(generation)
+        .bind(status.name())
+        .bind(message)
+        .bind((status == Status::Migrating).then_some(now))
+        .bind(status.is_terminal().then_some(now))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(move_conflict(&mut tx, run, uuid, generation).await);
+        }
+        let text = if message.is_empty() {
+            status.name().to_owned()
+        } else {
+            format!("{status}: {message}")
+        };
+        let data = json!({ "status": status.name() });
+        insert_event(
+            &mut tx,
+            run,
+            Some(uuid),
+            now,
+            EventKind::Status,
+            &text,
+            Some(&data),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(generation + 1)
+    }
+
+    /// Sets the move's target host (placement of `ANY`, when the move starts); returns
+    /// the new generation.
+    pub async fn set_target(
+        &self,
+        run: &str,
+        uuid: &str,
+        generation: i64,
+        target: &str,
+    ) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE moves SET target = $4, updated_ms = $5, generation = generation + 1 \
+             WHERE run = $1 AND uuid = $2 AND generation = $3",
+        )
+        .bind(run)
+        .bind(uuid)
+        .bind(generation)
+        .bind(target)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(move_conflict(&mut tx, run, uuid, generation).await);
+        }
+        let message = format!("target {target}");
+        let data = json!({ "target": target });
+        insert_event(
+            &mut tx,
+            run,
+            Some(uuid),
+            now,
+            EventKind::Target,
+            &message,
+            Some(&data),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(generation + 1)
+    }
+
+    // ---------------------------------------------------------------- attempts
+
+    /// Records that an attempt at moving VM `uuid` starts; returns its number (1, 2, …).
+    pub async fn record_attempt_start(
+        &self,
+        run: &str,
+        uuid: &str,
+        attempt: &NewAttempt,
+    ) -> Result<u32> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(number) FROM attempts WHERE run = $1 AND uuid = $2")
+                .bind(run)
+                .bind(uuid)
+                .fetch_one(&mut *tx)
+                .await?;
+        let number = last.unwrap_or(0) + 1;
+        let inserted = sqlx::query(
+            "INSERT INTO attempts (run, uuid, number, kind, target, started_ms, ended_ms, outcome, \
+             message, wall_ms, job_ms, downtime_ms, bytes, passes, estimate) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, $7)",
+        )
+        .bind(run)
+        .bind(uuid)
+        .bind(number)
+        .bind(attempt.kind.name())
+        .bind(&attempt.target)
+        .bind(now)
+        .bind(attempt.estimate.as_ref().map(Value::to_string))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::ForeignKeyViolation => {
+                return Err(move_not_found(run, uuid));
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let message = format!(
+            "attempt {number} ({}) to {} started",
+            attempt.kind, attempt.target
+        );
+        let data =
+            json!({ "number": number, "kind": attempt.kind.name(), "target": attempt.target });
+        insert_event(
+            &mut tx,
+            run,
+            Some(uuid),
+            now,
+            EventKind::Attempt,
+            &message,
+            Some(&data),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(u32::try_from(number).unwrap_or(u32::MAX))
+    }
+
+    /// Records how attempt `number` of VM `uuid` ended, with its figures.
+    pub async fn record_attempt_end(
+        &self,
+        run: &str,
+        uuid: &str,
+        number: u32,
+        end: &AttemptEnd,
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE attempts SET ended_ms = $4, outcome = $5, message = $6, \
+             wall_ms = COALESCE($7, $4 - started_ms), job_ms = $8, downtime_ms = $9, bytes = $10, \
+             passes = $11 WHERE run = $1 AND uuid = $2 AND number = $3 AND ended_ms IS NULL",
+        )
+        .bind(run)
+        .bind(uuid)
+        .bind(i64::from(number))
+        .bind(now)
+        .bind(end.outcome.name())
+        .bind(&end.message)
+        .bind(end.wall_ms.map(saturating_i64))
+        .bind(end.job_ms.map(saturating_i64))
+        .bind(end.downtime_ms.map(saturating_i64))
+        .bind(end.bytes.map(saturating_i64))
+        .bind(end.passes.map(i64::from))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT number FROM attempts WHERE run = $1 AND uuid = $2 AND number = $3",
+            )
+            .bind(run)
+            .bind(uuid)
+            .bind(i64::from(number))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (run, uuid) = (run.to_owned(), uuid.to_owned());
+            return Err(match exists {
+                Some(_) => JournalError::AttemptEnded { run, uuid, number },
+                None => JournalError::AttemptNotFound { run, uuid, number },
+            });
+        }
+        let mut message = format!("attempt {number}: {}", end.outcome);
+        if !end.message.is_empty() {
+            message = format!("{message}: {}", end.message);
+        }
+        let data = json!({
+            "number": number,
+            "outcome": end.outcome.name(),
+            "wall_ms": end.wall_ms,
+            "job_ms": end.job_ms,
+            "downtime_ms": end.downtime_ms,
+            "bytes": end.bytes,
+            "passes": end.passes,
+        });
+        insert_event(
+            &mut tx,
+            run,
+            Some(uuid),
+            now,
+            EventKind::Attempt,
+            &message,
+            Some(&data),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Run `run`'s attempts, in the order they started.
+    pub async fn attempts(&self, run: &str) -> Result<Vec<Attempt>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            attempt_columns!(),
+            " FROM attempts WHERE run = $1 ORDER BY started_ms, uuid, number"
+        ))
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(attempt_from_row)
+        .collect()
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// Appends an event to run `run` (about VM `uuid`, or the run itself); returns its id.
+    /// Per-VM messages and convergence decisions go here.
+    pub async fn event(
+        &self,
+        run: &str,
+        uuid: Option<&str>,
+        kind: EventKind,
+        message: &str,
+        data: Option<&Value>,
+    ) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        match insert_event(&mut conn, run, uuid, now_ms(), kind, message, data).await {
+            Err(JournalError::Database(sqlx::Error::Database(e)))
+                if e.kind() == ErrorKind::ForeignKeyViolation =>
+            {
+                Err(match uuid {
+                    Some(uuid) => move_not_found(run, uuid),
+                    None => JournalError::RunNotFound {
+                        run: run.to_owned(),
+                    },
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Run `run`'s events, oldest first: all of them, or those about VM `uuid`.
+    pub async fn events(&self, run: &str, uuid: Option<&str>) -> Result<Vec<Event>> {
+        let rows = match uuid {
+            Some(uuid) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE run = $1 AND uuid = $2 ORDER BY id"
+                ))
+                .bind(run)
+                .bind(uuid)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE run = $1 ORDER BY id"
+                ))
+                .bind(run)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(event_from_row).collect()
+    }
+}
+
+/// Appends an event. Its id is the journal's largest plus one, taken inside the inserting
+/// statement: portable (no AUTOINCREMENT, no sequence), and unique because SQLite
+/// serializes writers (on PostgreSQL the primary key turns a race into an error to retry).
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    run: &str,
+    uuid: Option<&str>,
+    at_ms: i64,
+    kind: EventKind,
+    message: &str,
+    data: Option<&Value>,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO events (id, run, uuid, at_ms, kind, message, data) \
+         VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM events), $1, $2, $3, $4, $5, $6) \
+         RETURNING id",
+    )
+    .bind(run)
+    .bind(uuid)
+    .bind(at_ms)
+    .bind(kind.name())
+    .bind(message)
+    .bind(data.map(Value::to_string))
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The error for a failed compare-and-swap on a move, read inside the same transaction.
+async fn move_conflict(
+    conn: &mut SqliteConnection,
+    run: &str,
+    uuid: &str,
+    expected: i64,
+) -> JournalError {
+    let row = sqlx::query("SELECT vm, generation FROM moves WHERE run = $1 AND uuid = $2")
+        .bind(run)
+        .bind(uuid)
+        .fetch_optional(conn)
+        .await;
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return move_not_found(run, uuid),
+        Err(e) => return e.into(),
+    };
+    match (
+        row.try_get::<String, _>("vm"),
+        row.try_get::<i64, _>("generation"),
+    ) {
+        (Ok(vm), Ok(found)) => JournalError::Conflict {
+            record: format!("VM {vm} ({uuid}) in run {run}"),
+            expected,
+            found,
+        },
+        (Err(e), _) | (_, Err(e)) => e.into(),
+    }
+}
+
+/// The error for a failed compare-and-swap on a run, read inside the same transaction.
+async fn run_conflict(conn: &mut SqliteConnection, id: &str, expected: i64) -> JournalError {
+    let found: std::result::Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT generation FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await;
+    match found {
+        Ok(Some(found)) => JournalError::Conflict {
+            record: format!("run {id}"),
+            expected,
+            found,
+        },
+        Ok(None) => JournalError::RunNotFound { run: id.to_owned() },
+        Err(e) => e.into(),
+    }
+}
+
+fn move_not_found(run: &str, uuid: &str) -> JournalError {
+    JournalError::MoveNotFound {
+        run: run.to_owned(),
+        uuid: uuid.to_owned(),
+    }
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<Run> {
+    Ok(Run {
+        id: row.try_get("id")?,
+        plan_name: row.try_get("plan_name")?,
+        kind: parse_text::<RunKind>(row.try_get("kind")?, "runs", "kind")?,
+        parent: row.try_get("parent")?,
+        state: parse_text(row.try_get("state")?, "runs", "state")?,
+        abort_requested: row.try_get::<i64, _>("abort_requested")? != 0,
+        owner: row.try_get("owner")?,
+        heartbeat_ms: row.try_get("heartbeat_ms")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+        finished_ms: row.try_get("finished_ms")?,
+        generation: row.try_get("generation")?,
+    })
+}
+
+fn move_from_row(row: &SqliteRow) -> Result<Move> {
+    let phase: Option<String> = row.try_get("phase")?;
+    Ok(Move {
+        run: row.try_get("run")?,
+        uuid: row.try_get("uuid")?,
+        vm: row.try_get("vm")?,
+        source: row.try_get("source")?,
+        target: row.try_get("target")?,
+        group: row.try_get("group_name")?,
+        seq: row.try_get("seq")?,
+        priority: row.try_get("priority")?,
+        status: parse_text::<Status>(row.try_get("status")?, "moves", "status")?,
+        phase: phase
+            .map(|p| parse_text::<Phase>(p, "moves", "phase"))
+            .transpose()?,
+        phase_done: row.try_get::<i64, _>("phase_done")? != 0,
+        message: row.try_get("message")?,
+        started_ms: row.try_get("started_ms")?,
+        ended_ms: row.try_get("ended_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+        generation: row.try_get("generation")?,
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
+    let outcome: Option<String> = row.try_get("outcome")?;
+    let estimate: Option<String> = row.try_get("estimate")?;
+    let number: i64 = row.try_get("number")?;
+    let passes: Option<i64> = row.try_get("passes")?;
+    Ok(Attempt {
+        run: row.try_get("run")?,
+        uuid: row.try_get("uuid")?,
+        number: unsigned(number, "attempts", "number")?,
+        kind: parse_text::<AttemptKind>(row.try_get("kind")?, "attempts", "kind")?,
+        target: row.try_get("target")?,
+        started_ms: row.try_get("started_ms")?,
+        ended_ms: row.try_get("ended_ms")?,
+        outcome: outcome
+            .map(|o| parse_text::<Status>(o, "attempts", "outcome"))
+            .transpose()?,
+        message: row.try_get("message")?,
+        wall_ms: optional_unsigned(row.try_get("wall_ms")?, "attempts", "wall_ms")?,
+        job_ms: optional_unsigned(row.try_get("job_ms")?, "attempts", "job_ms")?,
+        downtime_ms: optional_unsigned(row.try_get("downtime_ms")?, "attempts", "downtime_ms")?,
+        bytes: optional_unsigned(row.try_get("bytes")?, "attempts", "bytes")?,
+        passes: optional_unsigned(passes, "attempts", "passes")?,
+        estimate: estimate
+            .map(|e| parse_json(e, "attempts", "estimate"))
+            .transpose()?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event> {
+    let data: Option<String> = row.try_get("data")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        run: row.try_get("run")?,
+        uuid: row.try_get("uuid")?,
+        at_ms: row.try_get("at_ms")?,
+        kind: parse_text::<EventKind>(row.try_get("kind")?, "events", "kind")?,
+        message: row.try_get("message")?,
+        data: data.map(|d| parse_json(d, "events", "data")).transpose()?,
+    })
+}
+
+fn parse_text<T: FromStr>(value: String, table: &'static str, column: &'static str) -> Result<T> {
+    value.parse().map_err(|_| JournalError::Corrupt {
+        table,
+        column,
+        value,
+    })
+}
+
+fn parse_json(value: String, table: &'static str, column: &'static str) -> Result<Value> {
+    serde_json::from_str(&value).map_err(|_| JournalError::Corrupt {
+        table,
+        column,
+        value,
+    })
+}
+
+fn unsigned<T: TryFrom<i64>>(value: i64, table: &'static str, column: &'static str) -> Result<T> {
+    T::try_from(value).map_err(|_| JournalError::Corrupt {
+        table,
+        column,
+        value: value.to_string(),
+    })
+}
+
+fn optional_unsigned<T: TryFrom<i64>>(
+    value: Option<i64>,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Option<T>> {
+    value.map(|v| unsigned(v, table, column)).transpose()
+}
+
+/// Figures are stored as BIGINT; none comes near 2^63, so saturating loses nothing real.
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn create_parent(file: &Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+            .map_err(|source| JournalError::CreateDir {
+                path: PathBuf::from(dir),
+                source,
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether an error is SQLite's "database is locked" (SQLITE_BUSY and its extended
+/// codes), which a retry can cure.
+fn is_busy(error: &JournalError) -> bool {
+    let source = match error {
+        JournalError::Open { source, .. } | JournalError::Migrate { source, .. } => source,
+        JournalError::Database(source) => source,
+        _ => return false,
+    };
+    match source {
+        sqlx::Error::Database(e) => e
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|code| code & 0xff == 5),
+        _ => false,
+    }
+}

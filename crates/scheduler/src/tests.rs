@@ -1,0 +1,469 @@
+//! Table-driven: a run and a script in a few lines, the decisions as a trace.
+
+use std::collections::HashMap;
+
+use super::*;
+
+/// Runs `input` and compares the trace of every decision with `expect`.
+///
+/// ```text
+/// limits CLUSTER PER_SOURCE PER_TARGET      # default 8 2 2
+/// link HOST MIB_S
+/// deadline AT SHOWN
+/// gate [VM=STATUS ...]                      # resume_from; VMs not listed are absent
+/// vm NAME FROM TO|ANY [mem=MiB] [prio=N] [group=G order=N]
+/// place VM HOST ... [blind]                 # ANY: the first candidate with room
+///                                           # (blind: the first, room or not); none: nowhere
+/// decide NOW | finish VM STATUS | stop | adopt VM HOST     # the script
+/// ```
+///
+/// Trace: `NOW start VM HOST [@MiB/s]`, `NOW retune VM @MiB/s`, `NOW end VM STATUS: message`,
+/// `NOW -` for an empty decision, and `done` when every move has ended.
+fn check(input: &str, expect: &str) {
+    let mut items: Vec<Item> = Vec::new();
+    let mut config = Config::default();
+    let mut candidates: HashMap<String, (Vec<String>, bool)> = HashMap::new();
+    let mut scheduler: Option<Scheduler> = None;
+    let mut trace = Vec::new();
+    for line in input.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let attrs: HashMap<&str, &str> = words.iter().filter_map(|w| w.split_once('=')).collect();
+        let num = |key: &str, default: i64| attrs.get(key).map_or(default, |v| v.parse().expect("a number"));
+        let index = |vm: &str| items.iter().position(|i| i.vm == vm).expect("a VM of the run");
+        match words[0] {
+            "limits" => {
+                let n: Vec<usize> = words[1..].iter().map(|w| w.parse().expect("a number")).collect();
+                config.limits = Limits { cluster: n[0], per_source: n[1], per_target: n[2] };
+            }
+            "link" => {
+                config.links.insert(words[1].into(), words[2].parse().expect("a number"));
+            }
+            "deadline" => {
+                config.deadline = Some(Deadline { at: words[1].parse().expect("a number"), shown: words[2].into() });
+            }
+            "gate" => {
+                let gate = attrs.iter().map(|(vm, s)| (vm.to_string(), s.parse().expect("a status")));
+                config.resume_from = Some(gate.collect());
+            }
+            "vm" => items.push(Item {
+                vm: words[1].into(),
+                from: words[2].into(),
+                to: if words[3] == "ANY" { Target::Any } else { Target::Host(words[3].into()) },
+                group: attrs.get("group").map(|g| g.to_string()),
+                order: num("order", 0) as usize,
+                priority: num("prio", 0),
+                memory_mib: num("mem", 1024) as u64,
+            }),
+            "place" => {
+                let blind = words.last() == Some(&"blind");
+                let hosts = words[2..].iter().filter(|w| **w != "blind").map(|w| w.to_string());
+                candidates.insert(words[1].into(), (hosts.collect(), blind));
+            }
+            script => {
+                let s = scheduler.get_or_insert_with(|| Scheduler::new(items.clone(), config.clone()));
+                match script {
+                    "decide" => {
+                        let now = words[1];
+                        let d = s.decide(now.parse().expect("a time"), |item, view| {
+                            let (hosts, blind) = candidates.get(&item.vm)?;
+                            hosts.iter().find(|h| *blind || view.has_room(h)).cloned()
+                        });
+                        let name = |i: usize| &items[i].vm;
+                        let round = |mib: f64| (mib * 10.0).round() / 10.0;
+                        for x in &d.starts {
+                            let cap = x.bandwidth_mib_s.map(|b| format!(" @{}", round(b))).unwrap_or_default();
+                            trace.push(format!("{now} start {} {}{cap}", name(x.item), x.to));
+                        }
+                        for x in &d.retunes {
+                            trace.push(format!("{now} retune {} @{}", name(x.item), round(x.bandwidth_mib_s)));
+                        }
+                        for x in &d.ended {
+                            trace.push(format!("{now} end {} {}: {}", name(x.item), x.status, x.message));
+                        }
+                        if d == Decisions::default() {
+                            trace.push(format!("{now} -"));
+                        }
+                    }
+                    "finish" => s.finished(index(words[1]), words[2].parse().expect("a status")),
+                    "stop" => s.stop_starting(),
+                    "adopt" => s.adopt(index(words[1]), words[2]),
+                    other => panic!("unknown line {other:?}"),
+                }
+            }
+        }
+    }
+    if scheduler.is_some_and(|s| s.is_done()) {
+        trace.push("done".into());
+    }
+    let expect: Vec<&str> = expect.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let trace = trace.join("\n");
+    assert_eq!(trace, expect.join("\n"), "\n--- got:\n{trace}\n");
+}
+
+#[test]
+fn empty_run_is_done_at_once() {
+    check("decide 0", "0 -\ndone");
+}
+
+#[test]
+fn a_freed_slot_starts_the_next_move_at_once() {
+    check(
+        "
+        limits 4 2 4
+        vm a h1 h2
+        vm b h1 h2
+        vm c h1 h3
+        vm d h1 h3
+        decide 0
+        finish a SUCCESS
+        decide 1
+        finish c FAILURE-WAIT
+        decide 2
+        finish b SUCCESS
+        finish d SUCCESS
+        decide 3
+        ",
+        "
+        0 start a h2
+        0 start b h2
+        1 start c h3
+        2 start d h3
+        3 -
+        done
+        ",
+    );
+}
+
+#[test]
+fn per_target_binds_and_a_blocked_move_does_not_block_its_source() {
+    // h3 takes one at a time: b waits while e, behind it on h1, goes to h4.
+    check(
+        "
+        limits 3 2 1
+        vm a h1 h3
+        vm b h1 h3
+        vm c h2 h3
+        vm d h2 h4
+        vm e h1 h4
+        decide 0
+        finish a SUCCESS
+        decide 1
+        finish d SUCCESS
+        decide 2
+        ",
+        "
+        0 start a h3
+        0 start d h4
+        1 start b h3
+        2 start e h4
+        ",
+    );
+}
+
+#[test]
+fn cluster_binds_across_sources() {
+    check(
+        "
+        limits 1 2 2
+        vm a h1 h2
+        vm b h3 h4
+        decide 0
+        decide 1
+        finish a SUCCESS
+        decide 2
+        ",
+        "
+        0 start a h2
+        1 -
+        2 start b h4
+        ",
+    );
+}
+
+#[test]
+fn sources_take_turns() {
+    // By memory alone h1's three big moves would go first; h2 gets every other slot.
+    check(
+        "
+        limits 2 2 9
+        vm a1 h1 t mem=4096
+        vm a2 h1 t mem=4096
+        vm a3 h1 t mem=4096
+        vm b1 h2 t
+        vm b2 h2 t
+        decide 0
+        finish a1 SUCCESS
+        decide 1
+        finish a2 SUCCESS
+        decide 2
+        finish b1 SUCCESS
+        decide 3
+        ",
+        "
+        0 start a1 t
+        0 start b1 t
+        1 start a2 t
+        2 start b2 t
+        3 start a3 t
+        ",
+    );
+}
+
+#[test]
+fn priority_before_turns_then_larger_memory() {
+    check(
+        "
+        limits 1 1 9
+        vm a h1 t prio=0 mem=8192
+        vm b h2 t prio=5
+        vm c h1 t prio=5 mem=512
+        vm d h1 t prio=5 mem=2048
+        decide 0
+        finish d SUCCESS
+        decide 1
+        finish b SUCCESS
+        decide 2
+        finish c SUCCESS
+        decide 3
+        finish a SUCCESS
+        decide 4
+        ",
+        "
+        0 start d t
+        1 start b t
+        2 start c t
+        3 start a t
+        4 -
+        done
+        ",
+    );
+}
+
+#[test]
+fn group_moves_one_at_a_time_in_order_and_a_failure_skips_the_rest() {
+    check(
+        "
+        limits 4 4 4
+        vm x h1 h2 group=g order=3
+        vm y h1 h2 group=g order=1
+        vm z h3 h2 group=g order=2
+        vm w h1 h2 group=g order=4
+        vm q h1 h2
+        decide 0
+        finish y SUCCESS-COLD
+        decide 1
+        finish z FAILURE-WAIT
+        decide 2
+        finish q SUCCESS
+        decide 3
+        ",
+        "
+        0 start y h2
+        0 start q h2
+        1 start z h2
+        2 end x SKIPPED-DEPENDENCY: not started: z, before it in group g, ended FAILURE-WAIT
+        2 end w SKIPPED-DEPENDENCY: not started: z, before it in group g, ended FAILURE-WAIT
+        3 -
+        done
+        ",
+    );
+}
+
+#[test]
+fn any_waits_for_room_then_is_placed() {
+    // c fits only h3, busy with a: it waits, and goes when a ends. b finds h4.
+    check(
+        "
+        limits 4 2 1
+        vm a h1 h3
+        vm b h2 ANY
+        vm c h2 ANY
+        place b h3 h4
+        place c h3
+        decide 0
+        finish a SUCCESS
+        decide 1
+        ",
+        "
+        0 start a h3
+        0 start b h4
+        1 start c h3
+        ",
+    );
+}
+
+#[test]
+fn a_placement_without_room_waits() {
+    check(
+        "
+        limits 4 2 1
+        vm a h1 h2
+        vm b h3 ANY
+        place b h2 blind
+        decide 0
+        finish a SUCCESS
+        decide 1
+        ",
+        "
+        0 start a h2
+        1 start b h2
+        ",
+    );
+}
+
+#[test]
+fn nowhere_to_go_with_nothing_in_flight_is_a_precheck_failure() {
+    check(
+        "
+        vm a h1 ANY group=g order=1
+        vm b h1 h2 group=g order=2
+        vm c h1 ANY
+        place c h2
+        decide 0
+        finish c SUCCESS
+        decide 1
+        ",
+        "
+        0 start c h2
+        1 end a PRECHECK-FAILED: not started: no host can take it, and no move in flight could free one
+        1 end b SKIPPED-DEPENDENCY: not started: a, before it in group g, ended PRECHECK-FAILED
+        done
+        ",
+    );
+}
+
+#[test]
+fn the_deadline_stops_new_starts() {
+    check(
+        "
+        limits 1 1 1
+        deadline 10 2026-11-23T06:00:00Z
+        vm a h1 h2
+        vm b h1 h2
+        vm c h3 h4 group=g order=1
+        vm d h3 h4 group=g order=2
+        decide 0
+        decide 9.5
+        decide 10
+        finish a SUCCESS
+        decide 11
+        ",
+        "
+        0 start a h2
+        9.5 -
+        10 end b SKIPPED-TIMEOUT: not started: the deadline 2026-11-23T06:00:00Z was reached
+        10 end c SKIPPED-TIMEOUT: not started: the deadline 2026-11-23T06:00:00Z was reached
+        10 end d SKIPPED-TIMEOUT: not started: the deadline 2026-11-23T06:00:00Z was reached
+        11 -
+        done
+        ",
+    );
+}
+
+#[test]
+fn resume_from_moves_successes_only() {
+    check(
+        "
+        gate a=SUCCESS b=FAILURE-WAIT d=MIGRATING e=SUCCESS-COLD f=SKIPPED-TIMEOUT g=SUCCESS
+        vm a h1 h2
+        vm b h1 h2
+        vm c h1 h2
+        vm d h1 h2
+        vm e h3 h2
+        vm f h4 h2 group=pair order=1
+        vm g h4 h2 group=pair order=2
+        decide 0
+        ",
+        "
+        0 start a h2
+        0 start e h2
+        0 end b FAILURE-WAIT: not moved: carried from the previous run, where it ended FAILURE-WAIT
+        0 end c SKIPPED-NO-PREV-STATUS: not moved: absent from the previous run
+        0 end d SKIPPED-NO-PREV-STATUS: not moved: no final status in the previous run (it was MIGRATING)
+        0 end f SKIPPED-TIMEOUT: not moved: carried from the previous run, where it ended SKIPPED-TIMEOUT
+        0 end g SKIPPED-DEPENDENCY: not started: f, before it in group pair, ended SKIPPED-TIMEOUT
+        ",
+    );
+}
+
+#[test]
+fn links_are_shared_and_reshared() {
+    // h1 sends at 100, h2 receives at 60; h3 and h4 have no link.
+    check(
+        "
+        limits 8 2 4
+        link h1 100
+        link h2 60
+        vm a h1 h2
+        vm b h1 h3
+        vm c h4 h2
+        vm d h1 h3 prio=-1
+        vm e h4 h3
+        decide 0
+        finish a SUCCESS
+        decide 1
+        finish b SUCCESS
+        decide 2
+        ",
+        "
+        0 start a h2 @30
+        0 start c h2 @30
+        0 start b h3 @50
+        0 start e h3
+        1 start d h3 @50
+        1 retune c @60
+        2 retune d @100
+        ",
+    );
+}
+
+#[test]
+fn stop_ends_what_has_not_started() {
+    check(
+        "
+        limits 1 1 1
+        vm a h1 h2
+        vm b h1 h2
+        vm c h1 h2
+        decide 0
+        stop
+        decide 1
+        finish a SUCCESS
+        decide 2
+        ",
+        "
+        0 start a h2
+        1 end b ABORTED: not started: run stopped by the operator
+        1 end c ABORTED: not started: run stopped by the operator
+        2 -
+        done
+        ",
+    );
+}
+
+#[test]
+fn adopted_moves_count_and_their_group_follows() {
+    // As resume finds them: a in flight, e already ended.
+    check(
+        "
+        limits 2 1 2
+        link h1 100
+        vm a h1 h2 group=g order=1
+        vm b h1 h2 group=g order=2
+        vm c h1 h3
+        vm d h4 h3
+        vm e h4 h3
+        adopt a h2
+        adopt e h3
+        finish e SUCCESS
+        decide 0
+        finish a SUCCESS
+        decide 1
+        ",
+        "
+        0 start d h3
+        0 retune a @100
+        1 start b h2 @100
+        ",
+    );
+}
