@@ -6,6 +6,11 @@ mod inventory;
 mod lab;
 mod moving;
 mod preview;
+mod progress;
+mod report;
+mod runs;
+mod show;
+mod state;
 
 use std::process::ExitCode;
 
@@ -49,6 +54,24 @@ enum Command {
     Move(moving::MoveArgs),
     /// Preview a plan: every move's checks, placement and estimates. Changes nothing.
     Preview(preview::PreviewArgs),
+    /// Run a plan: every move previewed, then run under the plan's limits, journaled.
+    /// Prints the run id first. Ctrl-C once stops starting moves; twice aborts running ones.
+    Migrate(runs::MigrateArgs),
+    /// Finish a run that stopped (ferry was killed, the machine rebooted): settle what was in
+    /// flight against what the hypervisors say, then run the rest.
+    Resume(runs::ResumeArgs),
+    /// Abort a run from another terminal: running migrations are cancelled, their VMs stay
+    /// on their sources, nothing new starts.
+    Abort(runs::AbortArgs),
+    /// Every run in the journal: plan, state (and whether its owner is alive), moves per
+    /// status.
+    Runs(report::RunsArgs),
+    /// A run and where each of its VMs is: status, phase, last message. Default: the
+    /// latest run.
+    Status(report::StatusArgs),
+    /// Everything about a run: per VM its attempts, figures, estimates and messages.
+    /// Exit 0 when every move succeeded, 1 otherwise.
+    Report(report::ReportArgs),
 }
 
 /// Exit code for bad input: nothing was started or changed.
@@ -81,6 +104,12 @@ fn main() -> ExitCode {
         Command::Inventory { cluster } => runtime().block_on(inventory::run(&cluster, cli.output)),
         Command::Move(args) => runtime().block_on(moving::run(args, cli.output)),
         Command::Preview(args) => runtime().block_on(preview::run(args, cli.output)),
+        Command::Migrate(args) => runtime().block_on(runs::migrate(args, cli.output)),
+        Command::Resume(args) => runtime().block_on(runs::resume(args, cli.output)),
+        Command::Abort(args) => runtime().block_on(runs::abort(args, cli.output)),
+        Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),
+        Command::Status(args) => runtime().block_on(report::status(args, cli.output)),
+        Command::Report(args) => runtime().block_on(report::report(args, cli.output)),
     }
 }
 

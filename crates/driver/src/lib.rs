@@ -213,4 +213,17 @@ pub trait Driver: Send + Sync + 'static {
         vm: &str,
         metadata: Option<&Metadata>,
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// The job (a migration) running on the VM's domain on `host`, with its latest figures;
+    /// `None` when no job runs. How `resume` finds a migration that outlived its ferry.
+    fn job(&self, host: &str, vm: &str) -> impl Future<Output = Result<Option<Progress>, DriverError>> + Send;
+
+    /// Cancels the job running on the VM's domain on `host`; the VM stays there.
+    fn abort_job(&self, host: &str, vm: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Undoes what an interrupted live move of `request` prepared, when the VM runs on
+    /// `request.from` and nowhere else: the volumes created on the target for it and ferry's
+    /// metadata on the source. Acts only when the source's metadata names `request.run_id`
+    /// (the preparation was this run's); returns what it removed, in words.
+    fn discard_prepared(&self, request: &MoveRequest) -> impl Future<Output = Result<Vec<String>, DriverError>> + Send;
 }

@@ -14,12 +14,13 @@ pub mod domxml;
 mod inventory;
 mod live;
 mod metadata;
+mod recover;
 mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_driver::{ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest};
+use ferry_driver::{ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 
 /// The libvirt driver for one cluster.
@@ -109,5 +110,23 @@ impl Driver for LibvirtDriver {
             })
         })
         .await
+    }
+
+    async fn job(&self, host: &str, vm: &str) -> Result<Option<Progress>, DriverError> {
+        let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
+        blocking(move || with_domain(&cluster, &host, &vm, "read job", recover::job)).await
+    }
+
+    async fn abort_job(&self, host: &str, vm: &str) -> Result<(), DriverError> {
+        let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
+        blocking(move || with_domain(&cluster, &host, &vm, "abort job", conn::abort_job)).await
+    }
+
+    async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
+        let (cluster, request) = (self.cluster.clone(), request.clone());
+        let host = request.to.clone();
+        blocking(move || recover::discard_prepared(&cluster, &request))
+            .await
+            .map_err(driver_error(&host, "discard an interrupted move's preparation"))
     }
 }

@@ -289,7 +289,7 @@ fn listen_address(uri: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
-fn progress_of(stats: &virt::domain::JobStats, started: Instant) -> Progress {
+pub(crate) fn progress_of(stats: &virt::domain::JobStats, started: Instant) -> Progress {
     Progress {
         elapsed_ms: stats.time_elapsed.unwrap_or_else(|| millis(started.elapsed())),
         total_bytes: stats.data_total.unwrap_or(0),

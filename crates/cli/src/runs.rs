@@ -1,0 +1,500 @@
+//! `ferry migrate`, `ferry resume`, `ferry abort`: runs that change things.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_driver::Driver;
+use ferry_engine::{Command, Engine, MoveSpec, RunEnd, RunSettings};
+use ferry_journal::{Journal, JournalError, NewMove, NewRun, Run, RunKind, RunState};
+use ferry_libvirt::LibvirtDriver;
+use ferry_model::{ClusterSpec, Status, VmState};
+use ferry_plan::{Plan, Target};
+use ferry_preview::checks::{CheckName, Outcome};
+use ferry_preview::PreviewConfig;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::cluster::ClusterArg;
+use crate::state::{owner_alive, StateArg};
+use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+
+/// `ferry migrate` arguments.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The plan: TOML, or CSV (`vm,to,group,order`) when the name ends in .csv.
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+    #[command(flatten)]
+    pub state: StateArg,
+    /// No move starts after this instant (RFC 3339, e.g. 2026-11-25T06:00:00Z); overrides
+    /// the plan's deadline.
+    #[arg(long, value_name = "TIME")]
+    pub deadline: Option<String>,
+    /// Waive a check: its failures become warnings and the move runs. Repeatable.
+    #[arg(long = "ignore", value_name = "CHECK")]
+    pub ignore: Vec<String>,
+    /// Measure each VM's dirty rate before estimating.
+    #[arg(long)]
+    pub measure: bool,
+}
+
+/// `ferry resume` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// The run to finish.
+    pub run: String,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// `ferry abort` arguments.
+#[derive(Debug, clap::Args)]
+pub struct AbortArgs {
+    /// The run to abort.
+    pub run: String,
+    #[command(flatten)]
+    pub state: StateArg,
+    /// Seconds to wait for the process running it to finish aborting.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub wait: u64,
+}
+
+/// What a run keeps in the journal besides its cluster: enough to resume with no files.
+#[derive(Debug, Serialize, Deserialize)]
+struct RunDocument {
+    plan: Plan,
+    moves: Vec<MoveSpec>,
+    /// Hosts being drained: never targets.
+    unavailable: Vec<String>,
+}
+
+/// Runs `ferry migrate`.
+pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
+    let bad = |e: String| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    };
+    let mut problems = Vec::new();
+    let ignore: Vec<CheckName> = args
+        .ignore
+        .iter()
+        .filter_map(|name| name.parse().map_err(|e: String| problems.push(format!("--ignore: {e}"))).ok())
+        .collect();
+    let deadline = args
+        .deadline
+        .as_deref()
+        .map(|d| ferry_plan::time::parse_rfc3339(d).map_err(|e| problems.push(format!("--deadline: {e}"))).ok());
+    let plan_name = args.plan.display().to_string();
+    let plan = match std::fs::read_to_string(&args.plan) {
+        Ok(text) => ferry_plan::parse_plan(&plan_name, &text).map_err(|errors| problems.extend(errors.iter().map(ToString::to_string))).ok(),
+        Err(e) => {
+            problems.push(format!("{plan_name}: {e}"));
+            None
+        }
+    };
+    let cluster = args.cluster.load().map_err(|e| problems.push(e)).ok();
+    let (Some(mut plan), Some((_, cluster))) = (plan, cluster) else {
+        return bad(problems.join("\n"));
+    };
+    if !problems.is_empty() {
+        return bad(problems.join("\n"));
+    }
+    if let Some(Some(d)) = deadline {
+        plan.deadline = Some(d);
+    }
+    let journal = match args.state.open().await {
+        Ok(j) => j,
+        Err(e) => return bad(format!("--state: {e}")),
+    };
+    let driver = Arc::new(LibvirtDriver::new(cluster.clone()));
+    let inventory = driver.inventory().await;
+    let resolved = match ferry_plan::resolve(&plan, &cluster, &inventory) {
+        Ok(moves) => moves,
+        Err(errors) => return bad(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+    };
+    let resume_from = match &plan.resume_from {
+        Some(previous) => match previous_statuses(&journal, previous).await {
+            Ok(statuses) => Some(statuses),
+            Err(e) => return bad(format!("{plan_name}: resume_from: {e}")),
+        },
+        None => None,
+    };
+    let mut config = PreviewConfig { ignore, ..PreviewConfig::default() };
+    if args.measure {
+        let uuids = resolved.iter().map(|m| m.uuid.clone()).collect();
+        config.dirty_rates = driver.measure_dirty_rates(uuids, 3).await.0;
+    }
+    let preview = ferry_preview::preview(&cluster, &inventory, &plan, &resolved, &config);
+
+    let mut specs = Vec::new();
+    let mut new_moves = Vec::new();
+    for (m, p) in resolved.iter().zip(&preview.vms) {
+        let vm = inventory.vms.iter().find(|v| v.uuid == m.uuid);
+        let failed: Vec<String> = p
+            .checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed)
+            .map(|c| format!("{}: {}", c.name, c.message))
+            .collect();
+        let (status, message) = if failed.is_empty() {
+            (Status::Pending, String::new())
+        } else {
+            (Status::PrecheckFailed, failed.join("; "))
+        };
+        new_moves.push(NewMove {
+            vm: m.vm.clone(),
+            uuid: m.uuid.clone(),
+            source: m.from.clone(),
+            target: match &m.to {
+                Target::Host(h) => Some(h.clone()),
+                Target::Any => None,
+            },
+            group: m.group.clone(),
+            seq: m.order as i64,
+            priority: m.priority,
+            status,
+            message,
+        });
+        specs.push(MoveSpec {
+            vm: m.vm.clone(),
+            uuid: m.uuid.clone(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            group: m.group.clone(),
+            order: m.order,
+            priority: m.priority,
+            memory_mib: vm.map_or(0, |v| v.memory_mib),
+            running: vm.is_some_and(|v| v.state == VmState::Running),
+            estimate: p.estimate.as_ref().and_then(|e| serde_json::to_value(e).ok()),
+        });
+    }
+    let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
+    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: unavailable.clone() };
+    let new_run = NewRun {
+        plan_name: plan.name.clone(),
+        plan: serde_json::to_value(&document).unwrap_or_default(),
+        cluster: serde_json::to_value(&cluster).unwrap_or_default(),
+        kind: if plan.drains.is_empty() { RunKind::Migrate } else { RunKind::Drain },
+        parent: None,
+    };
+    let run = match create(&journal, &new_run, &new_moves).await {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("ferry migrate: journal: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if output == Output::Text {
+        println!("run {}", run.id);
+        if preview.failing > 0 {
+            println!("{} of {} moves fail their prechecks and will not start (see `ferry report {}`)", preview.failing, preview.moves, run.id);
+        }
+    }
+    let settings = RunSettings {
+        run_id: run.id.clone(),
+        owner: owner(),
+        policy: plan.policy.clone(),
+        limits: plan.limits.clone(),
+        deadline: plan.deadline,
+        resume_from,
+        unavailable,
+    };
+    execute(driver, journal, cluster, inventory, settings, specs, run.generation, output).await
+}
+
+async fn create(journal: &Journal, new_run: &NewRun, moves: &[NewMove]) -> Result<Run, JournalError> {
+    let run = journal.create_run(new_run).await?;
+    journal.add_moves(&run.id, moves).await?;
+    Ok(run)
+}
+
+/// The final statuses of run `id`, by VM name, for `resume_from`.
+async fn previous_statuses(journal: &Journal, id: &str) -> Result<HashMap<String, Status>, String> {
+    let moves = journal.moves(id).await.map_err(|e| e.to_string())?;
+    if moves.is_empty() {
+        journal.run(id).await.map_err(|e| e.to_string())?;
+    }
+    Ok(moves.into_iter().map(|m| (m.vm, m.status)).collect())
+}
+
+/// Runs `ferry resume`.
+pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
+    let journal = match args.state.open_existing().await {
+        Ok(j) => j,
+        Err(e) => return bad_input(e),
+    };
+    let run = match find_run(&journal, &args.run).await {
+        Ok(run) => run,
+        Err(e) => return bad_input(e),
+    };
+    if run.state.is_ended() {
+        println!("run {} is already {}: nothing to resume", run.id, run.state);
+        return exit_for(&journal, &run.id).await;
+    }
+    let me = owner();
+    if held_by_another(&run, &me) {
+        return bad_input(format!(
+            "run {} is being run by {} (its last sign of life was {} s ago); `ferry abort {}` stops it",
+            run.id,
+            run.owner.as_deref().unwrap_or("?"),
+            (now_ms() - run.heartbeat_ms.unwrap_or(0)) / 1000,
+            run.id
+        ));
+    }
+    let (document, cluster) = match documents(&journal, &run.id).await {
+        Ok(d) => d,
+        Err(e) => return bad_input(e),
+    };
+    let generation = match journal.claim(&run.id, run.generation, &me).await {
+        Ok(g) => g,
+        Err(e) => return bad_input(format!("could not take run {}: {e}", run.id)),
+    };
+    let driver = Arc::new(LibvirtDriver::new(cluster.clone()));
+    let wait = Duration::from_secs(document.plan.policy.completion_timeout_per_gib_s.max(60));
+    match ferry_engine::reconcile(driver.clone(), &journal, &run.id, wait).await {
+        Ok(settled) => {
+            for r in settled {
+                if output == Output::Text {
+                    println!("{}: {}: {}", r.vm, r.status, r.message);
+                    for action in r.actions {
+                        println!("  - {action}");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("ferry resume: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    if output == Output::Text {
+        println!("run {} resumed", run.id);
+    }
+    let resume_from = match &document.plan.resume_from {
+        Some(previous) => previous_statuses(&journal, previous).await.ok(),
+        None => None,
+    };
+    let inventory = driver.inventory().await;
+    let settings = RunSettings {
+        run_id: run.id.clone(),
+        owner: me,
+        policy: document.plan.policy.clone(),
+        limits: document.plan.limits.clone(),
+        deadline: document.plan.deadline,
+        resume_from,
+        unavailable: document.unavailable.clone(),
+    };
+    execute(driver, journal, cluster, inventory, settings, document.moves, generation, output).await
+}
+
+/// Runs `ferry abort`: asks the process running the run to abort it, and waits for it;
+/// when no process runs it (it died), aborts it here: jobs still running are cancelled,
+/// moves in flight are settled against the hypervisors, the rest end ABORTED.
+pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
+    let journal = match args.state.open_existing().await {
+        Ok(j) => j,
+        Err(e) => return bad_input(e),
+    };
+    let run = match find_run(&journal, &args.run).await {
+        Ok(run) => run,
+        Err(e) => return bad_input(e),
+    };
+    if run.state.is_ended() {
+        println!("run {} is already {}", run.id, run.state);
+        return exit_for(&journal, &run.id).await;
+    }
+    if let Err(e) = journal.request_abort(&run.id).await {
+        eprintln!("ferry abort: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    if held_by_another(&run, &owner()) {
+        println!("abort requested; {} is cancelling the run's migrations", run.owner.as_deref().unwrap_or("its owner"));
+        let waited = std::time::Instant::now();
+        while waited.elapsed() < Duration::from_secs(args.wait) {
+            match journal.run(&run.id).await {
+                Ok(r) if r.state.is_ended() => {
+                    println!("run {} {}", r.id, r.state);
+                    return exit_for(&journal, &run.id).await;
+                }
+                Ok(r) if !held_by_another(&r, &owner()) => break,
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        if journal.run(&run.id).await.is_ok_and(|r| held_by_another(&r, &owner())) {
+            eprintln!("ferry abort: run {} has not finished aborting after {} s; `ferry status {}` follows it", run.id, args.wait, run.id);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    // Nobody runs it: abort it here.
+    let (_, cluster) = match documents(&journal, &run.id).await {
+        Ok(d) => d,
+        Err(e) => return bad_input(e),
+    };
+    let driver = Arc::new(LibvirtDriver::new(cluster));
+    match abort_offline(driver, &journal, &run.id).await {
+        Ok(()) => {
+            println!("run {} aborted", run.id);
+            exit_for(&journal, &run.id).await
+        }
+        Err(e) => {
+            eprintln!("ferry abort: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &str) -> Result<(), String> {
+    let settled = ferry_engine::reconcile(driver, journal, run_id, Duration::ZERO).await.map_err(|e| e.to_string())?;
+    for r in settled {
+        println!("{}: {}: {}", r.vm, r.status, r.message);
+    }
+    for m in journal.moves(run_id).await.map_err(|e| e.to_string())? {
+        if !m.status.is_terminal() {
+            journal
+                .set_status(run_id, &m.uuid, m.generation, Status::Aborted, "not started: run aborted by the operator")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let run = journal.run(run_id).await.map_err(|e| e.to_string())?;
+    journal.set_run_state(run_id, run.generation, RunState::Aborted).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs the engine with Ctrl-C handling and progress, then prints the outcome.
+#[allow(clippy::too_many_arguments, reason = "one call site per command; a struct would only rename them")]
+async fn execute(
+    driver: Arc<LibvirtDriver>,
+    journal: Journal,
+    cluster: ClusterSpec,
+    inventory: ferry_model::Inventory,
+    settings: RunSettings,
+    specs: Vec<MoveSpec>,
+    generation: i64,
+    output: Output,
+) -> ExitCode {
+    let run_id = settings.run_id.clone();
+    if let Err(e) = journal.claim(&run_id, generation, &settings.owner).await {
+        if !matches!(e, JournalError::Conflict { .. }) {
+            eprintln!("ferry: could not take run {run_id}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Ctrl-C once: stop starting; twice: abort what runs.
+        for command in [Command::Stop, Command::Abort] {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            let _ = command_tx.send(command);
+        }
+    });
+    let memory: Vec<(String, u64)> = specs.iter().map(|s| (s.vm.clone(), s.memory_mib)).collect();
+    let show = tokio::spawn(crate::show::events(event_rx, memory, output));
+    let engine = Engine::new(driver, journal.clone(), cluster, inventory, settings, specs);
+    let end = engine.run(command_rx, event_tx).await;
+    let _ = show.await;
+    match end {
+        Ok(end) => {
+            print_end(&run_id, &end, output);
+            if end.statuses.iter().all(|(_, s)| s.is_success()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => {
+            eprintln!("ferry: run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn print_end(run_id: &str, end: &RunEnd, output: Output) {
+    let mut counts: Vec<(Status, usize)> = Vec::new();
+    for (_, status) in &end.statuses {
+        match counts.iter_mut().find(|(s, _)| s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((*status, 1)),
+        }
+    }
+    if output == Output::Json {
+        let value = serde_json::json!({
+            "run": run_id,
+            "state": end.state.name(),
+            "statuses": end.statuses.iter().map(|(vm, s)| serde_json::json!({"vm": vm, "status": s})).collect::<Vec<_>>(),
+        });
+        println!("{value}");
+        return;
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("run {run_id} {}: {}", end.state, counts.join(", "));
+    println!("details: ferry report {run_id}");
+}
+
+async fn find_run(journal: &Journal, id: &str) -> Result<Run, String> {
+    match journal.run(id).await {
+        Ok(run) => Ok(run),
+        Err(JournalError::RunNotFound { .. }) => {
+            let runs = journal.runs().await.unwrap_or_default();
+            let hint = ferry_plan::closest(id, runs.iter().map(|r| r.id.as_str()))
+                .map(|c| format!("; did you mean {c}?"))
+                .unwrap_or_default();
+            Err(format!("no run {id} in the journal{hint}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterSpec), String> {
+    let docs = journal.run_documents(id).await.map_err(|e| e.to_string())?;
+    let document: RunDocument =
+        serde_json::from_value(docs.plan).map_err(|e| format!("run {id}: its plan in the journal is unreadable: {e}"))?;
+    let cluster: ClusterSpec =
+        serde_json::from_value(docs.cluster).map_err(|e| format!("run {id}: its cluster in the journal is unreadable: {e}"))?;
+    Ok((document, cluster))
+}
+
+/// 0 when every move of the run succeeded, 1 otherwise.
+async fn exit_for(journal: &Journal, id: &str) -> ExitCode {
+    match journal.moves(id).await {
+        Ok(moves) if moves.iter().all(|m| m.status.is_success()) => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_FAILURE),
+    }
+}
+
+fn bad_input(e: String) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// Whether another process holds the run: its owner beat recently, and, when it ran on
+/// this machine, its process still exists (a killed ferry is known dead at once).
+fn held_by_another(run: &Run, me: &str) -> bool {
+    let Some(owner) = run.owner.as_deref() else { return false };
+    if owner == me || !owner_alive(run.heartbeat_ms, now_ms()) {
+        return false;
+    }
+    let (host, pid) = owner.rsplit_once(':').unwrap_or((owner, ""));
+    let local = me.rsplit_once(':').is_some_and(|(my_host, _)| my_host == host);
+    !local || std::path::Path::new("/proc").join(pid).exists()
+}
+
+/// `host:pid`, the journal lease's owner.
+fn owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,140 @@
+//! The `--state` flag: where the journal lives, and opening it.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use ferry_journal::{Journal, JournalConfig};
+
+/// How recent an owner's heartbeat must be for its run to count as alive. The engine
+/// beats every second, so fifteen seconds of silence is a dead or hung process, not a
+/// slow journal write.
+pub const OWNER_ALIVE_WITHIN_MS: i64 = 15_000;
+
+/// Whether a run's owner looks alive at `now_ms`: it has beaten within
+/// [`OWNER_ALIVE_WITHIN_MS`]. A heartbeat from the future (another host's clock ahead of
+/// ours) counts as alive.
+pub fn owner_alive(heartbeat_ms: Option<i64>, now_ms: i64) -> bool {
+    heartbeat_ms.is_some_and(|beat| now_ms.saturating_sub(beat) <= OWNER_ALIVE_WITHIN_MS)
+}
+
+/// The `--state` flag shared by every command that reads or writes the journal.
+#[derive(Debug, clap::Args)]
+pub struct StateArg {
+    /// Journal file (SQLite). Default: $XDG_STATE_HOME/ferry/journal.db or
+    /// ~/.local/state/ferry/journal.db.
+    #[arg(long = "state", env = "FERRY_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+}
+
+impl StateArg {
+    /// The journal's location: the flag, else the default under the state directory.
+    pub fn path(&self) -> Result<PathBuf, String> {
+        match &self.state {
+            Some(path) if !path.as_os_str().is_empty() => Ok(path.clone()),
+            _ => ferry_journal::default_path_from_env().map_err(|e| chain(&e)),
+        }
+    }
+
+    /// Opens the journal, creating it and its directory when missing: for commands that
+    /// start runs.
+    pub async fn open(&self) -> Result<Journal, String> {
+        let path = self.path()?;
+        open_at(&path).await
+    }
+
+    /// Opens a journal that must already exist: for read-only commands, which must not
+    /// leave an empty journal behind when pointed at the wrong place.
+    pub async fn open_existing(&self) -> Result<Journal, String> {
+        let path = self.path()?;
+        if let Some(file) = database_file(&path) {
+            if !file.exists() {
+                return Err(format!(
+                    "no journal at {}: no run has been started with this --state",
+                    file.display()
+                ));
+            }
+        }
+        open_at(&path).await
+    }
+}
+
+/// Opens a file path, or a `sqlite:` URL given as `--state`.
+async fn open_at(path: &Path) -> Result<Journal, String> {
+    let opened = match path.to_str() {
+        Some(location) if is_url(location) => Journal::open(location).await,
+        _ => Journal::open_path(path, &JournalConfig::default()).await,
+    };
+    opened.map_err(|e| chain(&e))
+}
+
+/// Whether `location` is a URL (`sqlite://…`, `postgres://…`) rather than a file name.
+fn is_url(location: &str) -> bool {
+    location.starts_with("sqlite:") || location.contains("://")
+}
+
+/// The file a location names: the path itself, or a `sqlite:` URL's file; `None` when it
+/// names no file (in-memory databases, other schemes).
+fn database_file(path: &Path) -> Option<PathBuf> {
+    let Some(location) = path.to_str() else {
+        return Some(path.to_path_buf());
+    };
+    if let Some(rest) = location.strip_prefix("sqlite:") {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let file = rest.split('?').next().unwrap_or_default();
+        return (!file.is_empty() && file != ":memory:").then(|| PathBuf::from(file));
+    }
+    (!location.contains("://")).then(|| path.to_path_buf())
+}
+
+/// An error and its sources, one after the other: the journal's messages never repeat
+/// their source, so printing only the top one would hide the reason.
+pub fn chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_alive_within_fifteen_seconds() {
+        let now = 1_000_000;
+        let cases = [
+            (None, false),
+            (Some(now), true),
+            (Some(now - 15_000), true),
+            (Some(now - 15_001), false),
+            (Some(now + 5_000), true),
+            (Some(i64::MIN), false),
+        ];
+        for (beat, want) in cases {
+            assert_eq!(owner_alive(beat, now), want, "{beat:?}");
+        }
+    }
+
+    #[test]
+    fn database_file_of_paths_and_urls() {
+        let cases = [
+            ("/var/ferry/j.db", Some("/var/ferry/j.db")),
+            ("j.db", Some("j.db")),
+            ("sqlite:///var/ferry/j.db", Some("/var/ferry/j.db")),
+            ("sqlite://j.db?mode=rwc", Some("j.db")),
+            ("sqlite:j.db", Some("j.db")),
+            ("sqlite::memory:", None),
+            ("postgres://db/ferry", None),
+        ];
+        for (location, want) in cases {
+            assert_eq!(
+                database_file(Path::new(location)),
+                want.map(PathBuf::from),
+                "{location}"
+            );
+        }
+    }
+}

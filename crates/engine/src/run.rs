@@ -1,0 +1,423 @@
+//! The dispatcher of one run: scheduler decisions in, tasks out, the journal in between.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_driver::{Driver, Progress};
+use ferry_journal::{AttemptEnd, AttemptKind, Journal, JournalError, NewAttempt, RunState};
+use ferry_model::{ClusterSpec, Inventory, Status};
+use ferry_plan::{Limits, Policy, Target};
+use ferry_preview::placement::{self, Constraints, Fixed, Request};
+use ferry_scheduler::{Config, Deadline, Item, Scheduler, View};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::task::{self, TaskControl, TaskDone, TaskInput};
+
+/// One VM's move as the engine runs it (kept in the journal's plan document, so that
+/// `resume` needs no files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveSpec {
+    /// VM name.
+    pub vm: String,
+    /// VM UUID: its key in the journal.
+    pub uuid: String,
+    /// Host it runs on when the run starts.
+    pub from: String,
+    /// Target host, or `ANY` (placed when the move starts).
+    pub to: Target,
+    /// Group whose members move one at a time.
+    pub group: Option<String>,
+    /// Turn within the group.
+    pub order: usize,
+    /// Higher moves first.
+    pub priority: i64,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Whether the VM runs (a stopped VM can only move cold).
+    pub running: bool,
+    /// The preview's estimate, kept with the attempt to compare with what happens.
+    pub estimate: Option<Value>,
+}
+
+/// Everything about a run but its moves.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// The run's id in the journal.
+    pub run_id: String,
+    /// Who runs it (`host:pid`): the journal lease's owner.
+    pub owner: String,
+    /// How moves run.
+    pub policy: Policy,
+    /// Concurrency limits.
+    pub limits: Limits,
+    /// No move starts after this instant (Unix seconds).
+    pub deadline: Option<i64>,
+    /// Each VM's status in the run this one resumes from.
+    pub resume_from: Option<HashMap<String, Status>>,
+    /// Hosts that are never targets (those being drained).
+    pub unavailable: Vec<String>,
+}
+
+/// What the operator asks of a running run (Ctrl-C once, twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Start nothing new; let running moves finish.
+    Stop,
+    /// Cancel running migrations too: their VMs stay on their sources.
+    Abort,
+}
+
+/// What happens, for whoever shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// A move started.
+    Started {
+        /// VM name.
+        vm: String,
+        /// Source host.
+        from: String,
+        /// Target host.
+        to: String,
+        /// Live or cold.
+        kind: AttemptKind,
+    },
+    /// A move entered a phase (journaled just before).
+    Phase {
+        /// VM name.
+        vm: String,
+        /// The phase.
+        phase: ferry_model::Phase,
+    },
+    /// A progress sample of a live migration.
+    Sample {
+        /// VM name.
+        vm: String,
+        /// The sample.
+        progress: Progress,
+    },
+    /// A move ended (or the scheduler ended it without starting it).
+    Finished {
+        /// VM name.
+        vm: String,
+        /// Its final status.
+        status: Status,
+        /// Why, in words.
+        message: String,
+    },
+    /// Something about the run as a whole.
+    Note(String),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd {
+    /// `finished`, or `aborted` when the operator stopped or aborted it.
+    pub state: RunState,
+    /// Every VM's final status, in plan order.
+    pub statuses: Vec<(String, Status)>,
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The journal refused a write or a read: the run stops where the journal says.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The journal and the moves given do not match.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// The dispatcher of one run.
+pub struct Engine<D> {
+    driver: Arc<D>,
+    journal: Journal,
+    cluster: ClusterSpec,
+    inventory: Inventory,
+    settings: RunSettings,
+    moves: Vec<MoveSpec>,
+}
+
+/// The journal's view of one move while the run goes on.
+struct Record {
+    generation: i64,
+    target: Option<String>,
+    attempt: Option<u32>,
+}
+
+impl<D: Driver> Engine<D> {
+    /// An engine for the run `settings.run_id`, whose moves are already in the journal
+    /// (none of them in flight: after a crash, [`crate::reconcile`] first).
+    pub fn new(
+        driver: Arc<D>,
+        journal: Journal,
+        cluster: ClusterSpec,
+        inventory: Inventory,
+        settings: RunSettings,
+        moves: Vec<MoveSpec>,
+    ) -> Engine<D> {
+        Engine { driver, journal, cluster, inventory, settings, moves }
+    }
+
+    /// Runs every move to its end. Returns when every move has a final status, or with an
+    /// error when the journal fails (moves in flight are aborted first, so that every VM is
+    /// where the journal last said or on its source).
+    pub async fn run(
+        self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::UnboundedSender<EngineEvent>,
+    ) -> Result<RunEnd, EngineError> {
+        let run_id = self.settings.run_id.clone();
+        let journaled: HashMap<String, ferry_journal::Move> =
+            self.journal.moves(&run_id).await?.into_iter().map(|m| (m.uuid.clone(), m)).collect();
+        let mut records = Vec::with_capacity(self.moves.len());
+        for spec in &self.moves {
+            let m = journaled
+                .get(&spec.uuid)
+                .ok_or_else(|| EngineError::Inconsistent(format!("{} is not in run {run_id}", spec.vm)))?;
+            if m.status == Status::Migrating {
+                return Err(EngineError::Inconsistent(format!(
+                    "{} is in flight in the journal: reconcile the run before running it",
+                    spec.vm
+                )));
+            }
+            records.push((m.status, Record { generation: m.generation, target: m.target.clone(), attempt: None }));
+        }
+
+        let mut scheduler = Scheduler::new(self.items(), self.config());
+        for (i, (status, record)) in records.iter().enumerate() {
+            if status.is_terminal() {
+                let at = record.target.clone().unwrap_or_else(|| self.moves[i].from.clone());
+                scheduler.adopt(i, &at);
+                scheduler.finished(i, *status);
+            }
+        }
+        let mut records: Vec<Record> = records.into_iter().map(|(_, r)| r).collect();
+        let mut statuses: Vec<Status> = (0..self.moves.len()).map(|i| scheduler.status(i)).collect();
+
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TaskDone>();
+        let mut controls: HashMap<usize, mpsc::UnboundedSender<TaskControl>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut stopped = false;
+        let mut aborted = false;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            let targets: Vec<Option<String>> = records.iter().map(|r| r.target.clone()).collect();
+            let decisions = scheduler.decide(unix_now(), |item, view| self.place(item, view, &targets, &statuses));
+            for ended in decisions.ended {
+                let spec = &self.moves[ended.item];
+                let record = &mut records[ended.item];
+                record.generation = self
+                    .journal
+                    .set_status(&run_id, &spec.uuid, record.generation, ended.status, &ended.message)
+                    .await?;
+                statuses[ended.item] = ended.status;
+                let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: ended.status, message: ended.message });
+            }
+            for start in decisions.starts {
+                let spec = &self.moves[start.item];
+                let kind = if spec.running && self.settings.policy.mode != ferry_plan::Mode::Cold {
+                    AttemptKind::Live
+                } else {
+                    AttemptKind::Cold
+                };
+                let record = &mut records[start.item];
+                if record.target.as_deref() != Some(start.to.as_str()) {
+                    record.generation =
+                        self.journal.set_target(&run_id, &spec.uuid, record.generation, &start.to).await?;
+                    record.target = Some(start.to.clone());
+                }
+                let message = format!("{kind} move {} -> {} started", spec.from, start.to);
+                record.generation = self
+                    .journal
+                    .set_status(&run_id, &spec.uuid, record.generation, Status::Migrating, &message)
+                    .await?;
+                let attempt = NewAttempt { kind, target: start.to.clone(), estimate: spec.estimate.clone() };
+                record.attempt = Some(self.journal.record_attempt_start(&run_id, &spec.uuid, &attempt).await?);
+                statuses[start.item] = Status::Migrating;
+                let _ = events.send(EngineEvent::Started {
+                    vm: spec.vm.clone(),
+                    from: spec.from.clone(),
+                    to: start.to.clone(),
+                    kind,
+                });
+                let (control_tx, control_rx) = mpsc::unbounded_channel();
+                if aborted {
+                    let _ = control_tx.send(TaskControl::Abort);
+                }
+                controls.insert(start.item, control_tx);
+                let input = TaskInput {
+                    item: start.item,
+                    run_id: run_id.clone(),
+                    spec: spec.clone(),
+                    to: start.to,
+                    kind,
+                    bandwidth_mib_s: start.bandwidth_mib_s,
+                    policy: self.settings.policy.clone(),
+                    generation: record.generation,
+                };
+                tasks.spawn(task::run(
+                    self.driver.clone(),
+                    self.journal.clone(),
+                    input,
+                    control_rx,
+                    done_tx.clone(),
+                    events.clone(),
+                ));
+            }
+            for retune in decisions.retunes {
+                if let Some(control) = controls.get(&retune.item) {
+                    let _ = control.send(TaskControl::Bandwidth(retune.bandwidth_mib_s));
+                }
+            }
+            if scheduler.is_done() && controls.is_empty() {
+                break;
+            }
+
+            tokio::select! {
+                done = done_rx.recv() => {
+                    let Some(done) = done else { break };
+                    let spec = &self.moves[done.item];
+                    let record = &mut records[done.item];
+                    controls.remove(&done.item);
+                    if let Some(number) = record.attempt.take() {
+                        let end = AttemptEnd {
+                            outcome: done.status,
+                            message: done.message.clone(),
+                            wall_ms: Some(done.report.wall_ms),
+                            job_ms: done.report.job_ms,
+                            downtime_ms: done.report.downtime_ms,
+                            bytes: Some(done.report.transferred_bytes),
+                            passes: u32::try_from(done.report.memory_passes).ok(),
+                        };
+                        self.journal.record_attempt_end(&run_id, &spec.uuid, number, &end).await?;
+                    }
+                    record.generation = self
+                        .journal
+                        .set_status(&run_id, &spec.uuid, done.generation, done.status, &done.message)
+                        .await?;
+                    statuses[done.item] = done.status;
+                    scheduler.finished(done.item, done.status);
+                    let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: done.status, message: done.message });
+                }
+                command = commands.recv(), if !aborted => {
+                    match command {
+                        Some(Command::Stop) if !stopped => {
+                            stopped = true;
+                            scheduler.stop_starting();
+                            let _ = events.send(EngineEvent::Note(
+                                "stop requested: no new move starts; running moves finish (Ctrl-C again aborts them)".into(),
+                            ));
+                        }
+                        Some(Command::Abort) => {
+                            aborted = true;
+                            self.abort_all(&mut scheduler, &controls, &events, "abort requested: running migrations are cancelled; their VMs stay on their sources").await;
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    // The lease says this process is alive; the abort flag is `ferry abort` from elsewhere.
+                    self.journal.heartbeat(&run_id, &self.settings.owner).await?;
+                    if !aborted && self.journal.abort_requested(&run_id).await? {
+                        aborted = true;
+                        self.abort_all(&mut scheduler, &controls, &events, "`ferry abort` received: running migrations are cancelled; their VMs stay on their sources").await;
+                    }
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+
+        let state = if aborted || stopped { RunState::Aborted } else { RunState::Finished };
+        self.set_run_state(state).await?;
+        Ok(RunEnd { state, statuses: self.moves.iter().map(|m| m.vm.clone()).zip(statuses).collect() })
+    }
+
+    async fn abort_all(
+        &self,
+        scheduler: &mut Scheduler,
+        controls: &HashMap<usize, mpsc::UnboundedSender<TaskControl>>,
+        events: &mpsc::UnboundedSender<EngineEvent>,
+        note: &str,
+    ) {
+        scheduler.stop_starting();
+        for control in controls.values() {
+            let _ = control.send(TaskControl::Abort);
+        }
+        let _ = events.send(EngineEvent::Note(note.into()));
+    }
+
+    /// Writes the run's final state, re-reading its generation: `ferry abort` from another
+    /// process bumps it meanwhile.
+    async fn set_run_state(&self, state: RunState) -> Result<(), EngineError> {
+        loop {
+            let run = self.journal.run(&self.settings.run_id).await?;
+            match self.journal.set_run_state(&run.id, run.generation, state).await {
+                Err(JournalError::Conflict { .. }) => continue,
+                other => return other.map(|_| ()).map_err(Into::into),
+            }
+        }
+    }
+
+    fn items(&self) -> Vec<Item> {
+        self.moves
+            .iter()
+            .map(|m| Item {
+                vm: m.vm.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
+                group: m.group.clone(),
+                order: m.order,
+                priority: m.priority,
+                memory_mib: m.memory_mib,
+            })
+            .collect()
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            limits: self.settings.limits.clone(),
+            links: self.cluster.hosts.iter().filter_map(|h| h.link_mib_s.map(|l| (h.name.clone(), l as f64))).collect(),
+            deadline: self.settings.deadline.map(|at| Deadline { at: at as f64, shown: ferry_plan::time::format_rfc3339(at) }),
+            resume_from: self.settings.resume_from.clone(),
+        }
+    }
+
+    /// Places an `ANY` move against live capacity: every move that succeeded or is in flight
+    /// counts on its target, every pending move with a fixed target on that target.
+    fn place(&self, item: &Item, view: &View, targets: &[Option<String>], statuses: &[Status]) -> Option<String> {
+        let fixed: Vec<Fixed> = self
+            .moves
+            .iter()
+            .zip(targets.iter().zip(statuses))
+            .filter(|(m, _)| m.vm != item.vm)
+            .filter_map(|(m, (target, status))| {
+                let to = match (status, target, &m.to) {
+                    (s, Some(t), _) if s.is_success() || *s == Status::Migrating => t.clone(),
+                    (Status::Pending, _, Target::Host(h)) => h.clone(),
+                    _ => return None,
+                };
+                Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
+            })
+            .collect();
+        let request = Request { vm: item.vm.clone(), anti_affinity: item.group.clone(), candidates: None };
+        let constraints = Constraints {
+            allow_cross_group: self.settings.policy.allow_cross_group,
+            unavailable: self.settings.unavailable.clone(),
+            explain: false,
+        };
+        let policy = self.settings.policy.placement.parse().unwrap_or(placement::Policy::BestFit);
+        let decision = placement::place(&self.cluster, &self.inventory, &fixed, &[request], &constraints, policy);
+        decision.into_iter().next().and_then(|d| d.host).filter(|h| view.has_room(h))
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
