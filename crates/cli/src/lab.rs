@@ -29,12 +29,18 @@ pub enum LabCommand {
         /// Memory each guest dirties per second, MiB/s.
         #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
         dirty: f64,
-        /// First of the 1000 ports on 127.0.0.1 the lab uses (default: derived from --dir).
+        /// First of the 1000 ports the lab uses, on 127.0.0.1 or, with --link, in its own
+        /// namespaces, whose addresses derive from it too (default: derived from --dir).
         #[arg(long)]
         port_base: Option<u16>,
         /// Cache for the guest kernel and initramfs (default: DIR/cache).
         #[arg(long, env = "FERRY_LAB_CACHE")]
         cache: Option<PathBuf>,
+        /// Give each host its own network namespace on a lab bridge, its outbound traffic
+        /// shaped to this rate, MiB/s, and shared by all its migrations (default: every host
+        /// on 127.0.0.1, unshaped).
+        #[arg(long, value_name = "MIB_S")]
+        link: Option<u64>,
     },
     /// Hosts (pid, port, guests) and guests (host, state, last heartbeat).
     Status {
@@ -50,7 +56,8 @@ pub enum LabCommand {
         #[arg(long = "allow-restart", value_name = "VM")]
         allow_restart: Vec<String>,
     },
-    /// Stop every process of the lab. Removes nothing outside DIR.
+    /// Stop every process of the lab and remove its network namespaces (--link). Removes
+    /// nothing else outside DIR.
     Down {
         #[command(flatten)]
         dir: DirArg,
@@ -77,7 +84,7 @@ impl DirArg {
 /// Runs a lab subcommand.
 pub fn run(command: LabCommand, output: Output) -> ExitCode {
     let result = match command {
-        LabCommand::Up { dir, hosts, vms, mem, dirty, port_base, cache } => {
+        LabCommand::Up { dir, hosts, vms, mem, dirty, port_base, cache, link } => {
             let config = UpConfig {
                 dir: dir.path(),
                 hosts,
@@ -87,6 +94,7 @@ pub fn run(command: LabCommand, output: Output) -> ExitCode {
                 port_base,
                 cache_dir: cache,
                 boot_timeout: Duration::from_secs(120),
+                link_mib_s: link,
             };
             ferry_lab::up(&config).and_then(|_| print_status(&config.dir, output))
         }

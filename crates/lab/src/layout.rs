@@ -1,6 +1,8 @@
-//! Where everything of one lab lives: directories under the lab dir and the ports it uses.
-//! Pure: computes names, paths and config texts; the caller does the IO.
+//! Where everything of one lab lives: directories under the lab dir, the ports it uses and,
+//! with `--link`, its private network. Pure: computes names, paths, addresses, config texts and
+//! the commands to run; the caller does the IO.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// Most hosts one lab runs: each host takes one libvirtd port and one migration port range.
@@ -30,6 +32,11 @@ pub struct HostLayout {
     pub migration_ports: (u16, u16),
     /// Directory of the host-local storage pool.
     pub pool_dir: PathBuf,
+    /// Where libvirtd listens and migrations arrive: 127.0.0.1, or the host's address on the
+    /// lab's bridge when it has its own network namespace.
+    pub address: Ipv4Addr,
+    /// The host's network namespace (`--link`); `None`: the machine's own network.
+    pub netns: Option<String>,
 }
 
 /// The directories each host daemon sees at the system paths, bind-mounted in its own
@@ -79,8 +86,13 @@ impl Layout {
         self.vm_dir(vm).join("serial.log")
     }
 
-    /// Host `index` (0-based).
+    /// Host `index` (0-based), on 127.0.0.1.
     pub fn host(&self, index: usize) -> HostLayout {
+        self.host_in(index, None)
+    }
+
+    /// Host `index` (0-based): in its own namespace of `net` when given, else on 127.0.0.1.
+    pub fn host_in(&self, index: usize, net: Option<&Net>) -> HostLayout {
         let name = host_name(index);
         let root = self.dir.join("hosts").join(&name);
         let index16 = u16::try_from(index).expect("host index is below MAX_HOSTS");
@@ -91,6 +103,28 @@ impl Layout {
             name,
             port: self.port_base + index16,
             migration_ports: (first, first + MIGRATION_PORTS_PER_HOST - 1),
+            address: net.map_or(Ipv4Addr::LOCALHOST, |n| n.host_address(index)),
+            netns: net.map(|n| n.host_namespace(index)),
+        }
+    }
+
+    /// The first part of every network namespace and interface name of this lab's network:
+    /// `ferry-BASE`. Derived from the port base alone, so that `down` finds them whatever
+    /// the state of the lab; two labs never run on the same port base.
+    pub fn net_prefix(&self) -> String {
+        format!("ferry-{}", self.port_base)
+    }
+
+    /// The lab's private network for `hosts` hosts with links of `link_mib_s` MiB/s.
+    pub fn net(&self, hosts: usize, link_mib_s: u64) -> Net {
+        let [hi, lo] = self.port_base.to_be_bytes();
+        Net {
+            prefix: self.net_prefix(),
+            // One /24 per port base: 10.(128 + BASE / 256).(BASE % 256). Port bases stop at
+            // 31000 (< 122 * 256), so the second byte stays below 250.
+            subnet: [10, 128 + (hi & 0x7f), lo],
+            hosts,
+            link_mib_s,
         }
     }
 
@@ -153,16 +187,21 @@ impl HostLayout {
 
     /// The URI ferry uses to reach this host.
     pub fn uri(&self) -> String {
-        format!("qemu+tcp://127.0.0.1:{}/system", self.port)
+        format!("qemu+tcp://{}:{}/system", self.address, self.port)
     }
 
-    /// libvirtd.conf: TCP on loopback without auth, a unique host UUID (libvirt decides
-    /// "same host" by it alone), logs to a file.
+    /// Where the host receives migration streams, for the cluster file.
+    pub fn migration_uri(&self) -> String {
+        format!("tcp://{}", self.address)
+    }
+
+    /// libvirtd.conf: TCP on the host's address without auth, a unique host UUID (libvirt
+    /// decides "same host" by it alone), logs to a file.
     pub fn libvirtd_conf_text(&self, host_uuid: &str) -> String {
         format!(
             "listen_tls = 0\n\
              listen_tcp = 1\n\
-             listen_addr = \"127.0.0.1\"\n\
+             listen_addr = \"{address}\"\n\
              tcp_port = \"{port}\"\n\
              auth_tcp = \"none\"\n\
              auth_unix_rw = \"none\"\n\
@@ -170,7 +209,32 @@ impl HostLayout {
              host_uuid = \"{host_uuid}\"\n\
              log_level = 3\n\
              log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n",
+            address = self.address,
             port = self.port,
+        )
+    }
+
+    /// The command that starts this host's libvirtd: in a private mount namespace with the
+    /// host's directories mounted over libvirt's system paths, inside the host's network
+    /// namespace when it has one. QEMU processes inherit both from the daemon.
+    pub fn start_command(&self) -> Vec<String> {
+        // Copies of /run/netns/* bind mounts in a private mount namespace would keep every
+        // network namespace that exists now alive for as long as the daemon runs, even after
+        // `ip netns del`: the daemon needs none of them.
+        let mut script = String::from("set -e\numount -R /run/netns 2>/dev/null || true\n");
+        for (sub, system_path) in PRIVATE_DIRS {
+            script.push_str(&format!(
+                "mkdir -p '{system_path}'\nmount --bind '{}' '{system_path}'\n",
+                self.private_dir(sub).display()
+            ));
+        }
+        script.push_str(&format!(
+            "exec libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p '{}'\n",
+            self.pid_file().display()
+        ));
+        in_netns(
+            self.netns.as_deref(),
+            ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", &script].map(String::from).into(),
         )
     }
 
@@ -195,6 +259,197 @@ impl HostLayout {
     }
 }
 
+/// The private network of a lab with `--link`: every host in its own network namespace
+/// `PREFIX-host-X`, its interface `eth0` joined by a veth pair to the bridge `br0` in the
+/// lab's own namespace `PREFIX-net`. That namespace also holds the shared storage's address
+/// (on the bridge) and the far end of one veth, `PREFIX-r`, from the machine's root
+/// namespace, where ferry and virsh run: the only thing the lab adds to the root namespace,
+/// and the only route into the lab's /24.
+///
+/// The bridge is not in the root namespace so that nothing the lab switches or addresses is
+/// visible there but that one link; deleting the lab's namespaces deletes everything else.
+///
+/// Each host's outbound traffic is shaped by a token bucket on its `eth0`: all migrations
+/// (and storage writes) leaving one host share its link, as on a real NIC; inbound traffic
+/// is not shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Net {
+    /// `ferry-BASE`: the start of every namespace and interface name of this network.
+    pub prefix: String,
+    /// The first three bytes of the network's /24.
+    pub subnet: [u8; 3],
+    /// Number of hosts.
+    pub hosts: usize,
+    /// Each host's outbound rate, MiB/s.
+    pub link_mib_s: u64,
+}
+
+/// Name of each host's interface inside its namespace.
+pub const HOST_INTERFACE: &str = "eth0";
+/// Name of the bridge inside the lab's network namespace.
+const BRIDGE: &str = "br0";
+/// Name, inside the lab's network namespace, of the veth coming from the root namespace.
+const ROOT_PORT: &str = "root";
+
+/// One command line: program and arguments.
+pub type Cmd = Vec<String>;
+
+/// A command line from words.
+pub fn cmd(words: &[&str]) -> Cmd {
+    words.iter().map(|w| (*w).to_string()).collect()
+}
+
+/// `argv`, run inside network namespace `netns` when there is one.
+pub fn in_netns(netns: Option<&str>, argv: Vec<String>) -> Vec<String> {
+    match netns {
+        Some(ns) => {
+            let mut full = cmd(&["ip", "netns", "exec", ns]);
+            full.extend(argv);
+            full
+        }
+        None => argv,
+    }
+}
+
+impl Net {
+    /// The lab's own namespace: the bridge, the shared storage, the root link's far end.
+    pub fn net_namespace(&self) -> String {
+        format!("{}-net", self.prefix)
+    }
+
+    /// Host `index`'s namespace.
+    pub fn host_namespace(&self, index: usize) -> String {
+        format!("{}-{}", self.prefix, host_name(index))
+    }
+
+    /// The veth end in the root namespace (at most 15 bytes, the kernel's limit).
+    pub fn root_link(&self) -> String {
+        format!("{}-r", self.prefix)
+    }
+
+    fn address(&self, last: u8) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        Ipv4Addr::new(a, b, c, last)
+    }
+
+    /// Host `index`'s address: `.1`, `.2`, ...
+    pub fn host_address(&self, index: usize) -> Ipv4Addr {
+        self.address(u8::try_from(index + 1).expect("host index is below MAX_HOSTS"))
+    }
+
+    /// The shared storage's address, on the bridge.
+    pub fn storage_address(&self) -> Ipv4Addr {
+        self.address(200)
+    }
+
+    /// The root namespace's address on the lab's network.
+    pub fn root_address(&self) -> Ipv4Addr {
+        self.address(254)
+    }
+
+    /// The network, `10.X.Y.0/24`.
+    pub fn cidr(&self) -> String {
+        format!("{}/24", self.address(0))
+    }
+
+    /// Whether a namespace or interface name is this network's.
+    pub fn owns(&self, name: &str) -> bool {
+        owned_by(&self.prefix, name)
+    }
+
+    /// Every command that builds the network from nothing, in order; the last ones shape.
+    pub fn build_commands(&self) -> Vec<Cmd> {
+        let net = self.net_namespace();
+        let root = self.root_link();
+        let with = |addr: Ipv4Addr| format!("{addr}/24");
+        let mut cmds = vec![
+            cmd(&["ip", "netns", "add", &net]),
+            cmd(&["ip", "-n", &net, "link", "set", "lo", "up"]),
+            cmd(&["ip", "-n", &net, "link", "add", BRIDGE, "type", "bridge"]),
+            cmd(&["ip", "-n", &net, "addr", "add", &with(self.storage_address()), "dev", BRIDGE]),
+            cmd(&["ip", "-n", &net, "link", "set", BRIDGE, "up"]),
+            cmd(&["ip", "link", "add", &root, "type", "veth", "peer", "name", ROOT_PORT, "netns", &net]),
+            cmd(&["ip", "-n", &net, "link", "set", ROOT_PORT, "master", BRIDGE, "up"]),
+            cmd(&["ip", "addr", "add", &with(self.root_address()), "dev", &root]),
+            cmd(&["ip", "link", "set", &root, "up"]),
+        ];
+        for i in 0..self.hosts {
+            let ns = self.host_namespace(i);
+            let port = host_name(i);
+            cmds.extend([
+                cmd(&["ip", "netns", "add", &ns]),
+                cmd(&["ip", "-n", &ns, "link", "set", "lo", "up"]),
+                cmd(&["ip", "-n", &net, "link", "add", &port, "type", "veth", "peer", "name", HOST_INTERFACE, "netns", &ns]),
+                cmd(&["ip", "-n", &net, "link", "set", &port, "master", BRIDGE, "up"]),
+                cmd(&["ip", "-n", &ns, "addr", "add", &with(self.host_address(i)), "dev", HOST_INTERFACE]),
+                cmd(&["ip", "-n", &ns, "link", "set", HOST_INTERFACE, "up"]),
+            ]);
+        }
+        cmds.extend(self.shape_commands());
+        cmds
+    }
+
+    /// Shapes every host's outbound traffic to the link rate (`replace`: also changes the
+    /// rate of a running lab). A token bucket rather than a fair queue: every flow leaving
+    /// the host competes for the same tokens, as they would for a NIC.
+    pub fn shape_commands(&self) -> Vec<Cmd> {
+        let bytes_s = self.link_mib_s * 1024 * 1024;
+        let rate = format!("{}bit", bytes_s * 8);
+        // At least 10 ms of traffic per burst, so the bucket's granularity does not cap the
+        // rate; 256 KiB is what lab-notes measured sharing fairly at 512 Mbit/s.
+        let burst = format!("{}b", (bytes_s / 100).max(256 * 1024));
+        (0..self.hosts)
+            .map(|i| {
+                let ns = self.host_namespace(i);
+                cmd(&[
+                    "tc", "-n", &ns, "qdisc", "replace", "dev", HOST_INTERFACE, "root", "tbf",
+                    "rate", &rate, "burst", &burst, "latency", "50ms",
+                ])
+            })
+            .collect()
+    }
+}
+
+/// Whether `name` (a namespace or interface) belongs to the network with `prefix`: exactly
+/// `PREFIX-...`, so that `ferry-2800` never claims `ferry-28000-...`.
+pub fn owned_by(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// The commands that remove the network with `prefix`, given what exists: the root
+/// namespace's interfaces and the named network namespaces. The root link goes first and
+/// explicitly (a namespace's interfaces are destroyed asynchronously after `ip netns del`);
+/// deleting a namespace deletes its veths and their peers. Names of others are never touched.
+pub fn teardown_commands(prefix: &str, links: &[String], namespaces: &[String]) -> Vec<Cmd> {
+    let links = links.iter().filter(|l| owned_by(prefix, l)).map(|l| cmd(&["ip", "link", "del", l]));
+    let namespaces = namespaces.iter().filter(|n| owned_by(prefix, n)).map(|n| cmd(&["ip", "netns", "del", n]));
+    links.chain(namespaces).collect()
+}
+
+/// Namespace names in the output of `ip netns list` (`NAME` or `NAME (id: N)` per line).
+pub fn parse_netns_list(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+}
+
+/// Interface names in the output of `ip -o link show` (`N: NAME[@PEER]: <FLAGS> ...`).
+pub fn parse_link_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .collect()
+}
+
+/// Routes in the output of `ip -o -4 route show root CIDR` that are not through
+/// `own_link`: another network already uses the lab's addresses.
+pub fn foreign_routes(text: &str, own_link: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["dev", own_link]))
+        .map(String::from)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +465,96 @@ mod tests {
         assert!(ports.iter().all(|p| (20_000..21_000).contains(p)));
         assert_eq!(layout.host(1).name, "host-b");
         assert_eq!(layout.host(1).uri(), "qemu+tcp://127.0.0.1:20001/system");
+    }
+
+    #[test]
+    fn a_linked_host_lives_in_its_namespace_at_its_address() {
+        let layout = Layout { dir: "/tmp/lab".into(), port_base: 28_000 };
+        let net = layout.net(3, 32);
+        let host = layout.host_in(1, Some(&net));
+        assert_eq!(net.subnet, [10, 237, 96]);
+        assert_eq!(host.address, Ipv4Addr::new(10, 237, 96, 2));
+        assert_eq!(host.netns.as_deref(), Some("ferry-28000-host-b"));
+        assert_eq!(host.uri(), "qemu+tcp://10.237.96.2:28001/system");
+        assert_eq!(host.migration_uri(), "tcp://10.237.96.2");
+        assert!(host.libvirtd_conf_text("u").contains("listen_addr = \"10.237.96.2\""));
+        assert_eq!(host.start_command()[..6], ["ip", "netns", "exec", "ferry-28000-host-b", "unshare", "-m"]);
+        // Without a network: loopback, no namespace, exactly as before.
+        let plain = layout.host(1);
+        assert_eq!(plain.uri(), "qemu+tcp://127.0.0.1:28001/system");
+        assert!(plain.libvirtd_conf_text("u").contains("listen_addr = \"127.0.0.1\""));
+        assert_eq!(plain.start_command()[..2], ["unshare", "-m"]);
+    }
+
+    #[test]
+    fn every_port_base_gets_its_own_subnet_and_short_names() {
+        let mut subnets = std::collections::HashSet::new();
+        for base in 1024..=31_000 {
+            let net = Layout { dir: "/tmp/lab".into(), port_base: base }.net(MAX_HOSTS, 1);
+            assert!(subnets.insert(net.subnet), "{base}: subnet {:?} used twice", net.subnet);
+            assert!(net.subnet[1] >= 128, "{base}: {:?}", net.subnet);
+            assert!(net.root_link().len() <= 15, "{}: longer than IFNAMSIZ", net.root_link());
+            let mut addresses: Vec<_> = (0..MAX_HOSTS).map(|i| net.host_address(i)).collect();
+            addresses.extend([net.storage_address(), net.root_address()]);
+            let count = addresses.len();
+            addresses.sort_unstable();
+            addresses.dedup();
+            assert_eq!(addresses.len(), count, "{base}: an address is used twice");
+        }
+    }
+
+    #[test]
+    fn build_commands_shape_every_host_and_name_only_the_labs_things() {
+        let net = Layout { dir: "/tmp/lab".into(), port_base: 28_000 }.net(2, 32);
+        let cmds = net.build_commands();
+        let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert!(text.contains(&"ip link add ferry-28000-r type veth peer name root netns ferry-28000-net".to_string()), "{text:#?}");
+        assert!(text.contains(&"ip -n ferry-28000-net link add host-b type veth peer name eth0 netns ferry-28000-host-b".to_string()));
+        assert!(text.contains(&"ip -n ferry-28000-host-a addr add 10.237.96.1/24 dev eth0".to_string()));
+        let shaping: Vec<&String> = text.iter().filter(|t| t.starts_with("tc ")).collect();
+        assert_eq!(
+            shaping,
+            [
+                "tc -n ferry-28000-host-a qdisc replace dev eth0 root tbf rate 268435456bit burst 335544b latency 50ms",
+                "tc -n ferry-28000-host-b qdisc replace dev eth0 root tbf rate 268435456bit burst 335544b latency 50ms",
+            ]
+        );
+        // Every namespace and every interface created in the root namespace is the lab's.
+        for c in &cmds {
+            if c[..3] == ["ip", "netns", "add"] {
+                assert!(net.owns(&c[3]), "{c:?}");
+            }
+            if c[..3] == ["ip", "link", "add"] {
+                assert!(net.owns(&c[3]), "{c:?}");
+            }
+        }
+        assert!(!net.owns("ferry-28000"));
+        assert!(net.owns("ferry-28000-net"));
+    }
+
+    #[test]
+    fn teardown_touches_only_the_labs_own_names() {
+        let links = parse_link_list(
+            "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN\n\
+             2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP\n\
+             7: ferry-28000-r@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue\n\
+             9: ferry-2800-r@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue\n",
+        );
+        assert_eq!(links, ["lo", "eth0", "ferry-28000-r", "ferry-2800-r"]);
+        let namespaces = parse_netns_list("ferry-28000-host-a (id: 2)\nferry-2800-net (id: 1)\nferry-28000-net\nblue\n");
+        assert_eq!(namespaces, ["ferry-28000-host-a", "ferry-2800-net", "ferry-28000-net", "blue"]);
+        let text: Vec<String> = teardown_commands("ferry-28000", &links, &namespaces).iter().map(|c| c.join(" ")).collect();
+        assert_eq!(text, ["ip link del ferry-28000-r", "ip netns del ferry-28000-host-a", "ip netns del ferry-28000-net"]);
+        assert!(teardown_commands("ferry-29000", &links, &namespaces).is_empty());
+    }
+
+    #[test]
+    fn routes_of_the_labs_own_link_are_not_foreign() {
+        let own = "10.237.96.0/24 dev ferry-28000-r proto kernel scope link src 10.237.96.254 \n";
+        assert!(foreign_routes(own, "ferry-28000-r").is_empty());
+        assert!(foreign_routes("", "ferry-28000-r").is_empty());
+        let vpn = "10.237.96.0/24 dev tun0 scope link \n";
+        assert_eq!(foreign_routes(vpn, "ferry-28000-r"), ["10.237.96.0/24 dev tun0 scope link"]);
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! quick start: N libvirtd daemons, each in its own mount namespace with its own directories,
 //! host UUID, TCP port and migration port range; a host-local storage pool per host; shared
 //! network storage (an NBD export); tiny TCG guests running ferry's guest workload, whose
-//! serial logs prove that no migration lost anything.
+//! serial logs prove that no migration lost anything. With `--link`, every host has its own
+//! network namespace and a shaped outbound link, so concurrent migrations really share it.
 
 pub mod image;
 pub mod layout;
+pub mod net;
 pub mod process;
 pub mod xml;
 
@@ -13,6 +15,7 @@ mod check;
 mod up;
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +53,38 @@ pub enum LabError {
         hosts: usize,
         /// VMs it has.
         vms: usize,
+    },
+    /// An existing lab has another kind of network than asked for.
+    #[error("{dir} already holds a lab {has}; pass the same --link, use another --dir, or `ferry lab down --purge` first")]
+    LinkMismatch {
+        /// The lab directory.
+        dir: PathBuf,
+        /// What it has: "with --link N MiB/s" or "without --link".
+        has: String,
+    },
+    /// The lab's network namespaces hold processes that are not the lab's.
+    #[error("network namespaces {namespaces} hold processes of another lab ({pids}); choose another --port-base")]
+    NetworkInUse {
+        /// The namespaces.
+        namespaces: String,
+        /// The processes in them.
+        pids: String,
+    },
+    /// The machine already routes the lab network's addresses.
+    #[error("the lab network {subnet} (derived from --port-base) is already routed here: {routes}; choose another --port-base")]
+    SubnetTaken {
+        /// The lab's /24.
+        subnet: String,
+        /// The routes in the way.
+        routes: String,
+    },
+    /// A command building or removing the lab's network failed.
+    #[error("lab network: {command}: {reason}")]
+    Network {
+        /// The command.
+        command: String,
+        /// What it said.
+        reason: String,
     },
     /// No lab in this directory.
     #[error("no lab in {0}: run `ferry lab up` first")]
@@ -120,6 +155,9 @@ impl LabError {
                 | LabError::Dir { .. }
                 | LabError::PortsInUse { .. }
                 | LabError::ShapeMismatch { .. }
+                | LabError::LinkMismatch { .. }
+                | LabError::NetworkInUse { .. }
+                | LabError::SubnetTaken { .. }
                 | LabError::NoLab(_)
         )
     }
@@ -138,6 +176,9 @@ pub struct LabState {
     pub kernel: PathBuf,
     /// Guest initramfs.
     pub initrd: PathBuf,
+    /// Each host's outbound link, MiB/s, when hosts have their own network (`--link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_mib_s: Option<u64>,
 }
 
 /// One lab host.
@@ -149,8 +190,18 @@ pub struct LabHost {
     pub uri: String,
     /// libvirtd's TCP port.
     pub port: u16,
+    /// Where libvirtd listens and migrations arrive.
+    #[serde(default = "loopback")]
+    pub address: Ipv4Addr,
+    /// The host's network namespace (`--link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
     /// The UUID libvirt uses to tell hosts apart.
     pub host_uuid: String,
+}
+
+fn loopback() -> Ipv4Addr {
+    Ipv4Addr::LOCALHOST
 }
 
 /// One lab guest.

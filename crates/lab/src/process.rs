@@ -1,45 +1,37 @@
-//! Starting and stopping the lab's processes: libvirtd daemons in private mount namespaces,
-//! the NBD server for shared storage, and finding every process that belongs to a lab.
+//! Starting and stopping the lab's processes: libvirtd daemons in private mount namespaces
+//! (and, with `--link`, their own network namespaces), the NBD server for shared storage, and
+//! finding every process that belongs to a lab.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::layout::{HostLayout, PRIVATE_DIRS};
+use crate::layout::{in_netns, HostLayout};
 use crate::LabError;
 
-/// Starts libvirtd for `host` in its own private mount namespace, with the host's private
-/// directories mounted over libvirt's system paths, and waits until its TCP port answers.
+/// Starts libvirtd for `host` (see [`HostLayout::start_command`]) and waits until its TCP
+/// port answers.
 pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
-    let mut script = String::from("set -e\n");
-    for (sub, system_path) in PRIVATE_DIRS {
-        script.push_str(&format!(
-            "mkdir -p '{system_path}'\nmount --bind '{}' '{system_path}'\n",
-            host.private_dir(sub).display()
-        ));
-    }
-    script.push_str(&format!(
-        "exec libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p '{}'\n",
-        host.pid_file().display()
-    ));
     let _ = fs::remove_file(host.pid_file());
-    let output = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--", "sh", "-c", &script])
+    let argv = host.start_command();
+    let output = Command::new(&argv[0])
+        .args(&argv[1..])
         .output()
-        .map_err(|source| LabError::Spawn { what: "unshare libvirtd".into(), source })?;
+        .map_err(|source| LabError::Spawn { what: format!("{} libvirtd", argv[0]), source })?;
     if !output.status.success() {
         return Err(LabError::DaemonFailed {
             host: host.name.clone(),
             reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
-    wait_for_port(host.port, Duration::from_secs(20)).map_err(|()| LabError::DaemonFailed {
+    wait_for_port(host.address, host.port, Duration::from_secs(20)).map_err(|()| LabError::DaemonFailed {
         host: host.name.clone(),
         reason: format!(
-            "port {} did not answer within 20 s; see {}",
+            "{}:{} did not answer within 20 s; see {}",
+            host.address,
             host.port,
             host.log_file().display()
         ),
@@ -50,14 +42,27 @@ pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
     })
 }
 
+/// Where the shared storage's NBD server listens.
+#[derive(Debug, Clone)]
+pub struct NbdListen {
+    /// Address: 127.0.0.1, or the lab bridge's address with `--link`.
+    pub address: Ipv4Addr,
+    /// TCP port.
+    pub port: u16,
+    /// The network namespace to run in (`--link`: the lab's own, where the bridge is).
+    pub netns: Option<String>,
+}
+
 /// Starts a qemu-storage-daemon that exports each image as an NBD export named after the
-/// file stem, on 127.0.0.1:port. A network block device is storage libvirt knows to be
+/// file stem, where `listen` says. A network block device is storage libvirt knows to be
 /// shared, unlike a local directory that two daemons happen to see.
-pub fn start_nbd_server(images: &[PathBuf], port: u16, pid_file: &Path) -> Result<u32, LabError> {
+pub fn start_nbd_server(images: &[PathBuf], listen: &NbdListen, pid_file: &Path) -> Result<u32, LabError> {
+    let NbdListen { address, port, .. } = listen;
     // The NBD server must exist before exports are added to it.
     let mut args: Vec<String> = vec![
+        "qemu-storage-daemon".into(),
         "--nbd-server".into(),
-        format!("addr.type=inet,addr.host=127.0.0.1,addr.port={port}"),
+        format!("addr.type=inet,addr.host={address},addr.port={port}"),
     ];
     for (i, image) in images.iter().enumerate() {
         let name = export_name(image);
@@ -71,8 +76,9 @@ pub fn start_nbd_server(images: &[PathBuf], port: u16, pid_file: &Path) -> Resul
     args.push("--daemonize".into());
     args.push("--pidfile".into());
     args.push(pid_file.display().to_string());
-    let output = Command::new("qemu-storage-daemon")
-        .args(&args)
+    let argv = in_netns(listen.netns.as_deref(), args);
+    let output = Command::new(&argv[0])
+        .args(&argv[1..])
         .output()
         .map_err(|source| LabError::Spawn { what: "qemu-storage-daemon".into(), source })?;
     if !output.status.success() {
@@ -81,9 +87,9 @@ pub fn start_nbd_server(images: &[PathBuf], port: u16, pid_file: &Path) -> Resul
             reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
-    wait_for_port(port, Duration::from_secs(10)).map_err(|()| LabError::DaemonFailed {
+    wait_for_port(*address, *port, Duration::from_secs(10)).map_err(|()| LabError::DaemonFailed {
         host: "shared storage".into(),
-        reason: format!("NBD port {port} did not answer"),
+        reason: format!("NBD server {address}:{port} did not answer"),
     })?;
     read_pid(pid_file).ok_or_else(|| LabError::DaemonFailed {
         host: "shared storage".into(),
@@ -105,8 +111,8 @@ pub fn ports_in_use(ports: &[u16]) -> Vec<u16> {
         .collect()
 }
 
-fn wait_for_port(port: u16, timeout: Duration) -> Result<(), ()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+fn wait_for_port(address: Ipv4Addr, port: u16, timeout: Duration) -> Result<(), ()> {
+    let addr = SocketAddr::from((address, port));
     let start = Instant::now();
     while start.elapsed() < timeout {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

@@ -1,6 +1,7 @@
 //! `lab up` and `lab down`.
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
@@ -10,10 +11,10 @@ use tracing::info;
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
 
-use crate::layout::{self, Layout, PRIVATE_DIRS};
+use crate::layout::{self, Layout, Net, PRIVATE_DIRS};
 use crate::xml::{self, GuestDisk, GuestSpec};
 use crate::{
-    connect, image, libvirt_err, process, LabDisk, LabError, LabHost, LabState, LabVm,
+    connect, image, libvirt_err, net, process, LabDisk, LabError, LabHost, LabState, LabVm,
     DATA_DISK_MIB, LOCAL_POOL,
 };
 
@@ -36,6 +37,9 @@ pub struct UpConfig {
     pub cache_dir: Option<PathBuf>,
     /// How long to wait for every guest's first heartbeat.
     pub boot_timeout: Duration,
+    /// Each host's outbound link, MiB/s: when given, every host runs in its own network
+    /// namespace behind a shaped veth; when absent, every host is on 127.0.0.1, unshaped.
+    pub link_mib_s: Option<u64>,
 }
 
 impl UpConfig {
@@ -55,6 +59,11 @@ impl UpConfig {
         }
         if !(self.dirty_mib_s >= 0.0 && self.dirty_mib_s <= 1000.0) {
             errors.push(format!("--dirty {}: must be 0 to 1000 MiB/s", self.dirty_mib_s));
+        }
+        if let Some(link) = self.link_mib_s {
+            if !(1..=10_000).contains(&link) {
+                errors.push(format!("--link {link}: must be 1 to 10000 MiB/s"));
+            }
         }
         if let Some(base) = self.port_base {
             if !(1024..=31_000).contains(&base) {
@@ -96,6 +105,15 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
                 vms: state.vms.len(),
             });
         }
+        // Guests' disks name the storage's address and daemons their namespace: a lab cannot
+        // move between loopback and its own network (its link rate can change).
+        if state.link_mib_s.is_some() != config.link_mib_s.is_some() {
+            let has = match state.link_mib_s {
+                Some(link) => format!("with --link {link} MiB/s"),
+                None => "without --link".to_string(),
+            };
+            return Err(LabError::LinkMismatch { dir, has });
+        }
     }
     let port_base = existing
         .as_ref()
@@ -103,14 +121,26 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
         .or(config.port_base)
         .unwrap_or_else(|| layout::default_port_base(&dir));
     let layout = Layout { dir: dir.clone(), port_base };
+    let net = config.link_mib_s.map(|link| layout.net(config.hosts, link));
 
-    // Ports held by this lab's own running processes are fine; anything else is not.
     let uuids: Vec<String> = existing.iter().flat_map(|s| s.vms.iter().map(|v| v.uuid.clone())).collect();
-    let running = process::lab_processes(&dir, &uuids);
+    let mut running = process::lab_processes(&dir, &uuids);
     if running.is_empty() {
-        let busy = process::ports_in_use(&layout.all_ports(config.hosts));
-        if !busy.is_empty() {
-            return Err(LabError::PortsInUse { ports: summarise_ports(&busy) });
+        match &net {
+            // Ports held by this lab's own running processes are fine; anything else is not.
+            None => {
+                let busy = process::ports_in_use(&layout.all_ports(config.hosts));
+                if !busy.is_empty() {
+                    return Err(LabError::PortsInUse { ports: summarise_ports(&busy) });
+                }
+            }
+            // Every port is inside the lab's own namespaces. What an earlier run of this lab
+            // left (a crash, an interrupted `down`) is removed first; namespaces with
+            // processes in them are another lab's, and refuse this port base.
+            Some(net) => {
+                net::remove(&net.prefix)?;
+                net::check_subnet_free(net)?;
+            }
         }
     }
 
@@ -119,12 +149,27 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
 
     let state = match existing {
         Some(state) => state,
-        None => new_state(config, &layout, image.kernel.clone(), image.initrd.clone()),
+        None => new_state(config, &layout, net.as_ref(), image.kernel.clone(), image.initrd.clone()),
     };
-    let state = LabState { kernel: image.kernel, initrd: image.initrd, ..state };
+    let state = LabState { kernel: image.kernel, initrd: image.initrd, link_mib_s: config.link_mib_s, ..state };
+    // Written before the network exists, so that `down` always finds its port base.
     write_state(&layout, &state)?;
 
-    let started = start_everything(&layout, &state, config.boot_timeout);
+    if let Some(net) = &net {
+        if !running.is_empty() && !net::is_complete(net) {
+            // The daemons' network is broken under them: start the lab again from scratch.
+            info!(network = %net.cidr(), "lab network incomplete: restarting the lab");
+            down(&dir, false)?;
+            running.clear();
+        }
+        if running.is_empty() {
+            net::build(net)?;
+        } else {
+            net::shape(net)?;
+        }
+    }
+
+    let started = start_everything(&layout, net.as_ref(), &state, config.boot_timeout);
     if let Err(e) = started {
         // Leave no half-started daemons behind: stop whatever this lab runs.
         if running.is_empty() {
@@ -132,17 +177,19 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
         }
         return Err(e);
     }
-    write_cluster_file(&layout, &state)?;
+    write_cluster_file(&layout, net.as_ref(), &state)?;
     Ok(state)
 }
 
-fn new_state(config: &UpConfig, layout: &Layout, kernel: PathBuf, initrd: PathBuf) -> LabState {
+fn new_state(config: &UpConfig, layout: &Layout, net: Option<&Net>, kernel: PathBuf, initrd: PathBuf) -> LabState {
     let hosts = (0..config.hosts)
         .map(|i| {
-            let host = layout.host(i);
+            let host = layout.host_in(i, net);
             LabHost {
                 uri: host.uri(),
                 port: host.port,
+                address: host.address,
+                netns: host.netns,
                 name: host.name,
                 host_uuid: uuid::Uuid::new_v4().to_string(),
             }
@@ -168,14 +215,30 @@ fn new_state(config: &UpConfig, layout: &Layout, kernel: PathBuf, initrd: PathBu
             }
         })
         .collect();
-    LabState { port_base: layout.port_base, hosts, vms, kernel, initrd }
+    LabState { port_base: layout.port_base, hosts, vms, kernel, initrd, link_mib_s: config.link_mib_s }
 }
 
-fn start_everything(layout: &Layout, state: &LabState, boot_timeout: Duration) -> Result<(), LabError> {
-    start_shared_storage(layout, state)?;
+/// Where the shared storage listens: on loopback, or on the bridge in the lab's own network
+/// namespace, which every host reaches over its link.
+fn nbd_listen(layout: &Layout, net: Option<&Net>) -> process::NbdListen {
+    process::NbdListen {
+        address: net.map_or(Ipv4Addr::LOCALHOST, Net::storage_address),
+        port: layout.nbd_port(),
+        netns: net.map(Net::net_namespace),
+    }
+}
+
+fn start_everything(
+    layout: &Layout,
+    net: Option<&Net>,
+    state: &LabState,
+    boot_timeout: Duration,
+) -> Result<(), LabError> {
+    let storage = nbd_listen(layout, net);
+    start_shared_storage(layout, &storage, state)?;
     let mut connections = Vec::new();
     for (i, host) in state.hosts.iter().enumerate() {
-        let host_layout = layout.host(i);
+        let host_layout = layout.host_in(i, net);
         if process::read_pid(&host_layout.pid_file()).is_none() {
             prepare_host_dirs(&host_layout, &host.host_uuid)?;
             let pid = process::start_libvirtd(&host_layout)?;
@@ -203,7 +266,7 @@ fn start_everything(layout: &Layout, state: &LabState, boot_timeout: Duration) -
         let handles: Vec<_> = state
             .vms
             .iter()
-            .map(|vm| scope.spawn(|| ensure_running(layout, state, &connections, vm)))
+            .map(|vm| scope.spawn(|| ensure_running(layout, &storage, state, &connections, vm)))
             .collect();
         handles.into_iter().map(|h| h.join().expect("guest start does not panic")).collect()
     });
@@ -249,7 +312,7 @@ fn first_error_of_last_start(log: &str) -> Option<String> {
         .next()
 }
 
-fn start_shared_storage(layout: &Layout, state: &LabState) -> Result<(), LabError> {
+fn start_shared_storage(layout: &Layout, listen: &process::NbdListen, state: &LabState) -> Result<(), LabError> {
     let shared_dir = layout.shared_dir();
     fs::create_dir_all(&shared_dir).map_err(io_err("create the shared storage directory"))?;
     let mut images = Vec::new();
@@ -265,8 +328,8 @@ fn start_shared_storage(layout: &Layout, state: &LabState) -> Result<(), LabErro
     if images.is_empty() || process::read_pid(&layout.nbd_pid_file()).is_some() {
         return Ok(());
     }
-    let pid = process::start_nbd_server(&images, layout.nbd_port(), &layout.nbd_pid_file())?;
-    info!(pid, port = layout.nbd_port(), exports = images.len(), "shared storage started");
+    let pid = process::start_nbd_server(&images, listen, &layout.nbd_pid_file())?;
+    info!(pid, address = %listen.address, port = listen.port, exports = images.len(), "shared storage started");
     Ok(())
 }
 
@@ -304,6 +367,7 @@ fn ensure_pool(conn: &Connect, host: &str, dir: &Path) -> Result<(), LabError> {
 /// Returns whether it was started.
 fn ensure_running(
     layout: &Layout,
+    storage: &process::NbdListen,
     state: &LabState,
     connections: &[Connect],
     vm: &LabVm,
@@ -330,7 +394,7 @@ fn ensure_running(
                     GuestDisk::Local { path: &local_path }
                 }
                 LabDisk::Shared { export } => {
-                    GuestDisk::Shared { export, port: layout.nbd_port() }
+                    GuestDisk::Shared { export, address: storage.address, port: storage.port }
                 }
             };
             fs::create_dir_all(layout.vm_dir(&vm.name)).map_err(io_err("create a VM directory"))?;
@@ -398,12 +462,14 @@ fn wait_for_heartbeats(layout: &Layout, vms: &[String], timeout: Duration) -> Re
     Ok(())
 }
 
-/// Stops every process of the lab in `dir`: guests, daemons, shared storage. Removes
-/// nothing outside `dir`; with `purge`, removes `dir` too.
+/// Stops every process of the lab in `dir`: guests, daemons, shared storage; then removes
+/// its network namespaces and links (`--link`), found by their prefix. Removes nothing else
+/// outside `dir`; with `purge`, removes `dir` too.
 pub fn down(dir: &Path, purge: bool) -> Result<usize, LabError> {
     let dir = absolute(dir)?;
     let mut uuids = Vec::new();
-    if let Ok(state) = LabState::load(&dir) {
+    let state = LabState::load(&dir).ok();
+    if let Some(state) = &state {
         uuids = state.vms.iter().map(|v| v.uuid.clone()).collect();
         // Destroying guests through libvirt first lets each daemon record them as stopped.
         for host in &state.hosts {
@@ -424,6 +490,18 @@ pub fn down(dir: &Path, purge: bool) -> Result<usize, LabError> {
             reason: format!("processes still running after SIGKILL: {left:?}"),
         });
     }
+    // The state file is written before any network exists; without one, the port base
+    // could only be the default one, and a network found there may be another lab's.
+    let port_base = state.as_ref().map_or_else(|| layout::default_port_base(&dir), |s| s.port_base);
+    let prefix = Layout { dir: dir.clone(), port_base }.net_prefix();
+    match &state {
+        Some(state) if state.link_mib_s.is_none() => {}
+        Some(_) => net::remove(&prefix)?,
+        None => match net::remove(&prefix) {
+            Err(LabError::NetworkInUse { .. }) => {}
+            other => other?,
+        },
+    }
     if purge && dir.exists() {
         fs::remove_dir_all(&dir).map_err(io_err("remove the lab directory"))?;
     }
@@ -443,16 +521,25 @@ const LAB_LINK_MIB_S: u64 = 200;
 
 /// The lab as a ferry cluster file. Every lab "host" sees the whole machine's CPUs; tiny
 /// TCG guests are overcommitted on purpose.
-fn write_cluster_file(layout: &Layout, state: &LabState) -> Result<(), LabError> {
-    let mut text = String::from(
-        "# Written by `ferry lab up`: this lab's hosts as a ferry cluster.\n\
-         # Every host runs on this machine; migrations bind to loopback.\n\
-         # Every host sees the machine's few CPUs: its tiny guests are overcommitted.\n",
-    );
-    for host in &state.hosts {
+fn write_cluster_file(layout: &Layout, net: Option<&Net>, state: &LabState) -> Result<(), LabError> {
+    let mut text = String::from("# Written by `ferry lab up`: this lab's hosts as a ferry cluster.\n");
+    match net {
+        None => text.push_str("# Every host runs on this machine; migrations bind to loopback.\n"),
+        Some(net) => text.push_str(&format!(
+            "# Every host runs on this machine in its own network namespace on {}; all traffic\n\
+             # leaving a host shares its link, shaped to {} MiB/s.\n",
+            net.cidr(),
+            net.link_mib_s
+        )),
+    }
+    text.push_str("# Every host sees the machine's few CPUs: its tiny guests are overcommitted.\n");
+    let link = state.link_mib_s.unwrap_or(LAB_LINK_MIB_S);
+    for (i, host) in state.hosts.iter().enumerate() {
         text.push_str(&format!(
-            "\n[[host]]\nname = \"{}\"\nuri = \"{}\"\nmigration_uri = \"tcp://127.0.0.1\"\ngroup = \"lab\"\ntags = []\nlink_mib_s = {LAB_LINK_MIB_S}\ncpu_overcommit = 16.0\n",
-            host.name, host.uri
+            "\n[[host]]\nname = \"{}\"\nuri = \"{}\"\nmigration_uri = \"{}\"\ngroup = \"lab\"\ntags = []\nlink_mib_s = {link}\ncpu_overcommit = 16.0\n",
+            host.name,
+            host.uri,
+            layout.host_in(i, net).migration_uri(),
         ));
     }
     fs::write(layout.cluster_file(), text).map_err(io_err("write cluster.toml"))

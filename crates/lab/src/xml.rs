@@ -1,6 +1,7 @@
 //! The libvirt XML the lab defines: guests, storage pools, volumes. Pure text.
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// What a lab guest looks like.
@@ -38,7 +39,9 @@ pub enum GuestDisk<'a> {
     Shared {
         /// Export name.
         export: &'a str,
-        /// NBD server port on 127.0.0.1.
+        /// NBD server address: 127.0.0.1, or the lab bridge's with `--link`.
+        address: Ipv4Addr,
+        /// NBD server port.
         port: u16,
     },
 }
@@ -56,11 +59,11 @@ pub fn domain(spec: &GuestSpec<'_>) -> String {
              \x20   </disk>\n",
             escape(&path.display().to_string())
         ),
-        GuestDisk::Shared { export, port } => format!(
+        GuestDisk::Shared { export, address, port } => format!(
             "    <disk type='network' device='disk'>\n\
              \x20     <driver name='qemu' type='raw' cache='none'/>\n\
              \x20     <source protocol='nbd' name='{}'>\n\
-             \x20       <host name='127.0.0.1' port='{port}'/>\n\
+             \x20       <host name='{address}' port='{port}'/>\n\
              \x20     </source>\n\
              \x20     <target dev='vda' bus='virtio'/>\n\
              \x20   </disk>\n",
@@ -156,12 +159,13 @@ mod tests {
             kernel: Path::new("/lab/vmlinuz"),
             initrd: Path::new("/lab/initrd"),
             serial_log: Path::new("/lab/a&b/serial.log"),
-            disk: GuestDisk::Shared { export: "vm-1", port: 20010 },
+            disk: GuestDisk::Shared { export: "vm-1", address: Ipv4Addr::new(10, 237, 96, 200), port: 20010 },
         });
         assert!(xml.contains("ferry.dirty=10 ferry.wss=32"));
         assert!(xml.contains("/lab/a&amp;b/serial.log"));
         assert!(xml.contains("<acpi/>"));
         assert!(xml.contains("protocol='nbd' name='vm-1'"));
+        assert!(xml.contains("<host name='10.237.96.200' port='20010'/>"));
         assert!(xml.contains("<on_reboot>destroy</on_reboot>"));
     }
 }
