@@ -1,15 +1,20 @@
-//! `ferry move`: one VM, live by default, with a progress line and a summary.
+//! `ferry move`: one VM, live by default, as a run of one move, with progress and a summary.
 
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_driver::{Driver, MoveReport};
+use ferry_engine::{Command, Manual, MoveSpec, RunSettings};
+use ferry_journal::{NewMove, NewRun, RunKind};
 use ferry_libvirt::LibvirtDriver;
-use ferry_model::{Location, Status, Vm};
+use ferry_model::{Location, Status, Vm, VmState};
+use ferry_plan::{Limits, Mode, Plan, PlannedMove, Policy, Target};
 use serde::Serialize;
 
 use crate::cluster::ClusterArg;
+use crate::runs::{self, Drive, RunDocument};
+use crate::state::StateArg;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// `ferry move` arguments.
@@ -47,11 +52,14 @@ pub struct MoveArgs {
     pub delete_source_volumes: bool,
     #[command(flatten)]
     pub cluster: ClusterArg,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 /// What `ferry move` prints as its summary (and as JSON).
 #[derive(Debug, Serialize)]
 struct Summary {
+    run: Option<String>,
     vm: String,
     uuid: String,
     from: String,
@@ -63,7 +71,9 @@ struct Summary {
     report: MoveReport,
 }
 
-/// Runs `ferry move`.
+/// Runs `ferry move`: a run of one move, journaled like any other (`ferry report`,
+/// `ferry resume` work on it). No prechecks: the driver refuses what it cannot do, and the
+/// VM stays untouched. Ctrl-C aborts the migration (the VM stays on its source).
 pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
     let bad = |e: String| {
         eprintln!("ferry move: {e}");
@@ -78,7 +88,11 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         let hint = ferry_plan::closest(&args.to, names).map(|c| format!("; did you mean {c}?")).unwrap_or_default();
         return bad(format!("--to {}: no such host in the cluster{hint}", args.to));
     }
-    let driver = LibvirtDriver::new(spec);
+    let journal = match args.state.open().await {
+        Ok(j) => j,
+        Err(e) => return bad(format!("--state: {e}")),
+    };
+    let driver = Arc::new(LibvirtDriver::new(spec.clone()));
     let inventory = driver.inventory().await;
     let Some(vm) = inventory.vms.iter().find(|v| v.name == args.vm || v.uuid == args.vm).cloned() else {
         let mut message = format!("{}: no such VM on any reachable host", args.vm);
@@ -90,39 +104,117 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         }
         return bad(message);
     };
-    if vm.host == args.to {
-        let summary = Summary {
-            vm: vm.name.clone(),
-            uuid: vm.uuid.clone(),
-            from: vm.host.clone(),
-            to: args.to.clone(),
-            kind: if args.cold { "cold" } else { "live" },
-            status: Status::Success,
-            reason: None,
-            report: MoveReport { messages: vec![format!("already on {}: nothing to do", args.to)], ..MoveReport::default() },
-        };
-        print_summary(&summary, output);
-        return ExitCode::SUCCESS;
-    }
-    let request = MoveRequest {
-        vm: vm.uuid.clone(),
+    let kind = if args.cold { "cold" } else { "live" };
+    let summary = |run: Option<String>, status, reason, report| Summary {
+        run,
+        vm: vm.name.clone(),
+        uuid: vm.uuid.clone(),
         from: vm.host.clone(),
         to: args.to.clone(),
-        run_id: format!("move-{}", unix_millis()),
+        kind,
+        status,
+        reason,
+        report,
+    };
+    if vm.host == args.to {
+        let report = MoveReport { messages: vec![format!("already on {}: nothing to do", args.to)], ..MoveReport::default() };
+        print_summary(&summary(None, Status::Success, None, report), output);
+        return ExitCode::SUCCESS;
+    }
+
+    let policy = Policy {
+        mode: if args.cold { Mode::Cold } else { Mode::Live },
+        auto_converge: args.auto_converge,
+        postcopy: args.postcopy,
         delete_source_volumes: args.delete_source_volumes,
+        shutdown_timeout_s: args.shutdown_timeout,
+        ..Policy::default()
     };
-    let kind = if args.cold { "cold" } else { "live" };
-    let progress = ProgressLine::new(output, &vm.name, &args.to);
-    let (status, reason, report) = if args.cold {
-        let options = ColdOptions { shutdown_timeout: Duration::from_secs(args.shutdown_timeout) };
-        progress.note(&format!("{}: cold move {} -> {}", vm.name, vm.host, args.to));
-        outcome(driver.move_cold(request, options).await, Status::SuccessCold, false)
-    } else {
-        live(&driver, &vm, request, &args, progress).await
+    let manual = Manual {
+        bandwidth_mib_s: args.bandwidth.map(|b| b as f64),
+        max_downtime_ms: args.max_downtime,
+        completion_timeout: Some(Duration::from_secs(args.timeout.unwrap_or_else(|| default_timeout(&vm)))),
     };
-    let failed = !status.is_success();
-    let summary = Summary { vm: vm.name.clone(), uuid: vm.uuid.clone(), from: vm.host.clone(), to: args.to.clone(), kind, status, reason, report };
-    print_summary(&summary, output);
+    let plan = Plan {
+        file: "ferry move".into(),
+        name: format!("move {} to {}", vm.name, args.to),
+        deadline: None,
+        resume_from: None,
+        limits: Limits::default(),
+        policy: policy.clone(),
+        moves: vec![PlannedMove { vm: vm.name.clone(), to: Target::Host(args.to.clone()), group: None, order: 0, priority: 0, line: 0 }],
+        drains: Vec::new(),
+    };
+    let specs = vec![MoveSpec {
+        vm: vm.name.clone(),
+        uuid: vm.uuid.clone(),
+        from: vm.host.clone(),
+        to: Target::Host(args.to.clone()),
+        group: None,
+        order: 0,
+        priority: 0,
+        memory_mib: vm.memory_mib,
+        running: vm.state == VmState::Running,
+        estimate: None,
+    }];
+    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
+    let new_run = NewRun {
+        plan_name: plan.name.clone(),
+        plan: serde_json::to_value(&document).unwrap_or_default(),
+        cluster: serde_json::to_value(&spec).unwrap_or_default(),
+        kind: RunKind::Migrate,
+        parent: None,
+    };
+    let new_move = NewMove {
+        vm: vm.name.clone(),
+        uuid: vm.uuid.clone(),
+        source: vm.host.clone(),
+        target: Some(args.to.clone()),
+        group: None,
+        seq: 0,
+        priority: 0,
+        status: Status::Pending,
+        message: String::new(),
+    };
+    let run = match runs::create(&journal, &new_run, &[new_move]).await {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("ferry move: journal: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if output == Output::Text {
+        println!("run {}", run.id);
+    }
+    let settings = RunSettings {
+        run_id: run.id.clone(),
+        owner: runs::owner(),
+        policy,
+        limits: Limits::default(),
+        deadline: None,
+        resume_from: None,
+        unavailable: Vec::new(),
+        manual,
+    };
+    let drive = Drive { driver, journal, cluster: spec, inventory, settings, specs, generation: run.generation };
+    let end = match drive.drive(&[Command::Abort], output).await {
+        Ok(end) => end,
+        Err(e) => {
+            eprintln!("ferry move: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let Some(moved) = end.moves.into_iter().next() else {
+        eprintln!("ferry move: the run ended without its move");
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let failed = !moved.status.is_success();
+    let reason = failed.then_some(moved.message.clone());
+    let mut report = moved.report.unwrap_or_default();
+    if failed {
+        report.messages.insert(0, moved.message);
+    }
+    print_summary(&summary(Some(run.id), moved.status, reason, report), output);
     if failed {
         ExitCode::from(EXIT_FAILURE)
     } else {
@@ -130,74 +222,10 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
     }
 }
 
-async fn live(driver: &LibvirtDriver, vm: &Vm, request: MoveRequest, args: &MoveArgs, mut line: ProgressLine) -> (Status, Option<String>, MoveReport) {
-    let options = LiveOptions {
-        auto_converge: args.auto_converge,
-        postcopy: args.postcopy,
-        bandwidth_mib_s: args.bandwidth,
-        max_downtime_ms: args.max_downtime,
-    };
-    let timeout = Duration::from_secs(args.timeout.unwrap_or_else(|| default_timeout(vm)));
-    let mut migration = match driver.migrate_live(request, options).await {
-        Ok(m) => m,
-        Err(e) => return outcome(Err(e), Status::Success, false),
-    };
-    let started = Instant::now();
-    let mut aborted_by_operator = false;
-    let mut abort_sent = false;
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let result = loop {
-        tokio::select! {
-            sample = migration.progress.recv() => {
-                if let Some(sample) = sample {
-                    line.update(&sample, started.elapsed());
-                }
-            }
-            result = &mut migration.outcome => {
-                break result.unwrap_or_else(|_| Err(MoveError::Init { reason: "the migration thread ended without an outcome".into() }));
-            }
-            _ = &mut deadline, if !abort_sent => {
-                line.note(&format!("{}: not complete after {} s: aborting", vm.name, timeout.as_secs()));
-                let _ = migration.controls.send(Control::Abort);
-                abort_sent = true;
-            }
-            _ = tokio::signal::ctrl_c(), if !abort_sent => {
-                line.note(&format!("{}: interrupted: aborting the migration (the VM stays on {})", vm.name, vm.host));
-                let _ = migration.controls.send(Control::Abort);
-                abort_sent = true;
-                aborted_by_operator = true;
-            }
-        }
-    };
-    line.finish();
-    let (status, reason, mut report) = outcome(result, Status::Success, aborted_by_operator);
-    if abort_sent && !aborted_by_operator && status == Status::FailureWait {
-        let why = format!("aborted: not complete within the {} s completion timeout", timeout.as_secs());
-        report.messages.insert(0, why.clone());
-        return (status, Some(why), report);
-    }
-    (status, reason, report)
-}
-
 /// 150 s per GiB of memory (the design's default completion timeout), at least 60 s.
 fn default_timeout(vm: &Vm) -> u64 {
     let gib = vm.memory_mib as f64 / 1024.0;
     ((gib * 150.0).ceil() as u64).max(60)
-}
-
-fn outcome(result: Result<MoveReport, MoveError>, success: Status, by_operator: bool) -> (Status, Option<String>, MoveReport) {
-    match result {
-        Ok(report) => (success, None, report),
-        Err(MoveError::Init { reason }) => (Status::FailureInit, Some(reason), MoveReport::default()),
-        Err(MoveError::Transfer { reason, aborted, report }) => {
-            let status = if aborted && by_operator { Status::Aborted } else { Status::FailureWait };
-            (status, Some(reason), *report)
-        }
-        Err(MoveError::Lost { reason, locations }) => {
-            (Status::FailureLost, Some(format!("{reason}; run `ferry cleanup --vm`")), MoveReport { locations, ..MoveReport::default() })
-        }
-    }
 }
 
 fn print_summary(s: &Summary, output: Output) {
@@ -229,63 +257,4 @@ fn print_summary(s: &Summary, output: Output) {
 
 fn describe(locations: &[Location]) -> String {
     locations.iter().map(|l| format!("{} on {}", l.state, l.host)).collect::<Vec<_>>().join(", ")
-}
-
-fn unix_millis() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-}
-
-/// One progress line: redrawn in place on a terminal, a plain line a second otherwise.
-struct ProgressLine {
-    tty: bool,
-    quiet: bool,
-    prefix: String,
-    last_plain: Option<Instant>,
-}
-
-impl ProgressLine {
-    fn new(output: Output, vm: &str, to: &str) -> ProgressLine {
-        ProgressLine { tty: std::io::stderr().is_terminal(), quiet: output == Output::Json, prefix: format!("{vm} -> {to}"), last_plain: None }
-    }
-
-    fn update(&mut self, p: &Progress, elapsed: Duration) {
-        if self.quiet {
-            return;
-        }
-        let mib = |b: u64| b as f64 / 1048576.0;
-        let percent = if p.total_bytes > 0 { 100.0 * p.transferred_bytes as f64 / p.total_bytes as f64 } else { 0.0 };
-        let text = format!(
-            "{}  {percent:3.0}%  {:.1}/{:.1} MiB  {:.1} MiB/s  pass {}  dirty {:.1} MiB/s  {:.1} s",
-            self.prefix,
-            mib(p.transferred_bytes),
-            mib(p.total_bytes),
-            mib(p.bandwidth_bytes_s),
-            p.memory_passes,
-            mib(p.dirty_rate_bytes_s),
-            elapsed.as_secs_f64()
-        );
-        if self.tty {
-            eprint!("\r\x1b[2K{text}");
-            let _ = std::io::stderr().flush();
-        } else if self.last_plain.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            eprintln!("{text}");
-            self.last_plain = Some(Instant::now());
-        }
-    }
-
-    fn note(&self, text: &str) {
-        if self.quiet {
-            return;
-        }
-        if self.tty {
-            eprint!("\r\x1b[2K");
-        }
-        eprintln!("{text}");
-    }
-
-    fn finish(&self) {
-        if self.tty && !self.quiet {
-            eprint!("\r\x1b[2K");
-        }
-    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::Driver;
-use ferry_engine::{Command, Engine, MoveSpec, RunEnd, RunSettings};
+use ferry_engine::{Command, Engine, Manual, MoveSpec, RunEnd, RunSettings};
 use ferry_journal::{Journal, JournalError, NewMove, NewRun, Run, RunKind, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{ClusterSpec, Status, VmState};
@@ -65,11 +65,16 @@ pub struct AbortArgs {
 
 /// What a run keeps in the journal besides its cluster: enough to resume with no files.
 #[derive(Debug, Serialize, Deserialize)]
-struct RunDocument {
-    plan: Plan,
-    moves: Vec<MoveSpec>,
+pub struct RunDocument {
+    /// The plan as parsed (a one-move plan for `ferry move`).
+    pub plan: Plan,
+    /// Every move, as the engine runs it.
+    pub moves: Vec<MoveSpec>,
     /// Hosts being drained: never targets.
-    unavailable: Vec<String>,
+    pub unavailable: Vec<String>,
+    /// `ferry move`'s hand-set options.
+    #[serde(default)]
+    pub manual: Manual,
 }
 
 /// Runs `ferry migrate`.
@@ -173,7 +178,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         });
     }
     let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
-    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: unavailable.clone() };
+    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: unavailable.clone(), manual: Manual::default() };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
         plan: serde_json::to_value(&document).unwrap_or_default(),
@@ -202,11 +207,13 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         deadline: plan.deadline,
         resume_from,
         unavailable,
+        manual: Manual::default(),
     };
     execute(driver, journal, cluster, inventory, settings, specs, run.generation, output).await
 }
 
-async fn create(journal: &Journal, new_run: &NewRun, moves: &[NewMove]) -> Result<Run, JournalError> {
+/// Creates a run and its moves in the journal.
+pub async fn create(journal: &Journal, new_run: &NewRun, moves: &[NewMove]) -> Result<Run, JournalError> {
     let run = journal.create_run(new_run).await?;
     journal.add_moves(&run.id, moves).await?;
     Ok(run)
@@ -287,6 +294,7 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         deadline: document.plan.deadline,
         resume_from,
         unavailable: document.unavailable.clone(),
+        manual: document.manual.clone(),
     };
     execute(driver, journal, cluster, inventory, settings, document.moves, generation, output).await
 }
@@ -378,57 +386,84 @@ async fn execute(
     output: Output,
 ) -> ExitCode {
     let run_id = settings.run_id.clone();
-    if let Err(e) = journal.claim(&run_id, generation, &settings.owner).await {
-        if !matches!(e, JournalError::Conflict { .. }) {
-            eprintln!("ferry: could not take run {run_id}: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    }
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        // Ctrl-C once: stop starting; twice: abort what runs.
-        for command in [Command::Stop, Command::Abort] {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-            let _ = command_tx.send(command);
-        }
-    });
-    let memory: Vec<(String, u64)> = specs.iter().map(|s| (s.vm.clone(), s.memory_mib)).collect();
-    let show = tokio::spawn(crate::show::events(event_rx, memory, output));
-    let engine = Engine::new(driver, journal.clone(), cluster, inventory, settings, specs);
-    let end = engine.run(command_rx, event_tx).await;
-    let _ = show.await;
-    match end {
+    let run = Drive { driver, journal, cluster, inventory, settings, specs, generation };
+    match run.drive(&[Command::Stop, Command::Abort], output).await {
         Ok(end) => {
             print_end(&run_id, &end, output);
-            if end.statuses.iter().all(|(_, s)| s.is_success()) {
+            if end.moves.iter().all(|m| m.status.is_success()) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_FAILURE)
             }
         }
         Err(e) => {
-            eprintln!("ferry: run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it");
+            eprintln!("ferry: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
+/// A run ready to go: the engine's inputs and the run's generation in the journal.
+pub struct Drive {
+    /// The hosts.
+    pub driver: Arc<LibvirtDriver>,
+    /// The journal holding the run.
+    pub journal: Journal,
+    /// The cluster file.
+    pub cluster: ClusterSpec,
+    /// Hosts and VMs now.
+    pub inventory: ferry_model::Inventory,
+    /// The run's settings.
+    pub settings: RunSettings,
+    /// Its moves.
+    pub specs: Vec<MoveSpec>,
+    /// The run's generation, to take its lease.
+    pub generation: i64,
+}
+
+impl Drive {
+    /// Takes the run's lease and runs the engine, showing progress on stderr. Each Ctrl-C
+    /// sends the next of `interrupts` to the engine.
+    pub async fn drive(self, interrupts: &[Command], output: Output) -> Result<RunEnd, String> {
+        let run_id = self.settings.run_id.clone();
+        if let Err(e) = self.journal.claim(&run_id, self.generation, &self.settings.owner).await {
+            if !matches!(e, JournalError::Conflict { .. }) {
+                return Err(format!("could not take run {run_id}: {e}"));
+            }
+        }
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let interrupts = interrupts.to_vec();
+        tokio::spawn(async move {
+            for command in interrupts {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                let _ = command_tx.send(command);
+            }
+        });
+        let memory: Vec<(String, u64)> = self.specs.iter().map(|s| (s.vm.clone(), s.memory_mib)).collect();
+        let show = tokio::spawn(crate::show::events(event_rx, memory, output));
+        let engine = Engine::new(self.driver, self.journal, self.cluster, self.inventory, self.settings, self.specs);
+        let end = engine.run(command_rx, event_tx).await;
+        let _ = show.await;
+        end.map_err(|e| format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it"))
+    }
+}
+
 fn print_end(run_id: &str, end: &RunEnd, output: Output) {
     let mut counts: Vec<(Status, usize)> = Vec::new();
-    for (_, status) in &end.statuses {
-        match counts.iter_mut().find(|(s, _)| s == status) {
+    for m in &end.moves {
+        match counts.iter_mut().find(|(s, _)| *s == m.status) {
             Some((_, n)) => *n += 1,
-            None => counts.push((*status, 1)),
+            None => counts.push((m.status, 1)),
         }
     }
     if output == Output::Json {
         let value = serde_json::json!({
             "run": run_id,
             "state": end.state.name(),
-            "statuses": end.statuses.iter().map(|(vm, s)| serde_json::json!({"vm": vm, "status": s})).collect::<Vec<_>>(),
+            "moves": end.moves.iter().map(|m| serde_json::json!({"vm": m.vm, "status": m.status, "message": m.message})).collect::<Vec<_>>(),
         });
         println!("{value}");
         return;
@@ -487,7 +522,7 @@ fn held_by_another(run: &Run, me: &str) -> bool {
 }
 
 /// `host:pid`, the journal lease's owner.
-fn owner() -> String {
+pub fn owner() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}:{}", host.trim(), std::process::id())
 }

@@ -124,6 +124,7 @@ fn an_aborted_live_move_leaves_the_guest_on_its_source_and_removes_the_target_vo
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["move", "vm-1", "--to", "host-b", "--bandwidth", "4", "--output", "json", "--cluster"])
         .arg(&cluster)
+        .env("FERRY_STATE", std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("journal.db"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

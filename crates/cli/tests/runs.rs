@@ -154,7 +154,11 @@ fn gather_on_host_a(lab: &RunLab, vms: usize) {
         .filter(|i| i % 3 != 1)
         .map(|i| format!("[[move]]\nvm = \"vm-{i}\"\nto = \"host-a\"\n"))
         .collect();
-    let plan = lab.plan("gather", &format!("[plan]\nname = \"gather\"\n[limits]\ncluster = 4\nper_source = 2\nper_target = 4\n{moves}"));
+    // Source volumes deleted: a kept copy would stop a later move back to that host.
+    let plan = lab.plan(
+        "gather",
+        &format!("[plan]\nname = \"gather\"\n[limits]\ncluster = 4\nper_source = 2\nper_target = 4\n[policy]\ndelete_source_volumes = true\n{moves}"),
+    );
     let (code, run, text) = lab.migrate(&plan, &lab.cluster(), &[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(lab.moves(&run).iter().all(|m| m.status == Status::Success), "{text}");

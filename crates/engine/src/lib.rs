@@ -23,4 +23,4 @@ mod run;
 mod task;
 
 pub use reconcile::{reconcile, Reconciled};
-pub use run::{Command, Engine, EngineError, EngineEvent, MoveSpec, RunEnd, RunSettings};
+pub use run::{Command, Engine, EngineError, EngineEvent, Manual, MoveEnd, MoveSpec, RunEnd, RunSettings};

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_driver::{Driver, Progress};
-use ferry_journal::{AttemptEnd, AttemptKind, Journal, JournalError, NewAttempt, RunState};
+use ferry_driver::{Driver, MoveReport, Progress};
+use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, JournalError, NewAttempt, RunState};
 use ferry_model::{ClusterSpec, Inventory, Status};
 use ferry_plan::{Limits, Policy, Target};
 use ferry_preview::placement::{self, Constraints, Fixed, Request};
@@ -60,6 +60,19 @@ pub struct RunSettings {
     pub resume_from: Option<HashMap<String, Status>>,
     /// Hosts that are never targets (those being drained).
     pub unavailable: Vec<String>,
+    /// For one-off moves (`ferry move`): what the operator set by hand instead of the plan.
+    pub manual: Manual,
+}
+
+/// Settings an operator gives one move by hand (`ferry move`); a plan's runs leave them unset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manual {
+    /// Bandwidth cap of every migration, MiB/s (the lower of it and the link share applies).
+    pub bandwidth_mib_s: Option<f64>,
+    /// Initial downtime limit, ms.
+    pub max_downtime_ms: Option<u64>,
+    /// Completion timeout of every live migration, instead of the plan's per-GiB one.
+    pub completion_timeout: Option<Duration>,
 }
 
 /// What the operator asks of a running run (Ctrl-C once, twice).
@@ -117,8 +130,21 @@ pub enum EngineEvent {
 pub struct RunEnd {
     /// `finished`, or `aborted` when the operator stopped or aborted it.
     pub state: RunState,
-    /// Every VM's final status, in plan order.
-    pub statuses: Vec<(String, Status)>,
+    /// Every move, in plan order.
+    pub moves: Vec<MoveEnd>,
+}
+
+/// How one move ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoveEnd {
+    /// VM name.
+    pub vm: String,
+    /// Final status.
+    pub status: Status,
+    /// Why, in words.
+    pub message: String,
+    /// The figures of its attempt in this process, if it ran here.
+    pub report: Option<MoveReport>,
 }
 
 /// Why a run could not go on.
@@ -198,6 +224,8 @@ impl<D: Driver> Engine<D> {
         }
         let mut records: Vec<Record> = records.into_iter().map(|(_, r)| r).collect();
         let mut statuses: Vec<Status> = (0..self.moves.len()).map(|i| scheduler.status(i)).collect();
+        let mut messages: Vec<String> = self.moves.iter().map(|m| journaled[&m.uuid].message.clone()).collect();
+        let mut reports: Vec<Option<MoveReport>> = vec![None; self.moves.len()];
 
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TaskDone>();
         let mut controls: HashMap<usize, mpsc::UnboundedSender<TaskControl>> = HashMap::new();
@@ -218,6 +246,7 @@ impl<D: Driver> Engine<D> {
                     .set_status(&run_id, &spec.uuid, record.generation, ended.status, &ended.message)
                     .await?;
                 statuses[ended.item] = ended.status;
+                messages[ended.item] = ended.message.clone();
                 let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: ended.status, message: ended.message });
             }
             for start in decisions.starts {
@@ -258,7 +287,9 @@ impl<D: Driver> Engine<D> {
                     spec: spec.clone(),
                     to: start.to,
                     kind,
-                    bandwidth_mib_s: start.bandwidth_mib_s,
+                    bandwidth_mib_s: cap(start.bandwidth_mib_s, self.settings.manual.bandwidth_mib_s),
+                    max_downtime_ms: self.settings.manual.max_downtime_ms,
+                    completion_timeout: self.settings.manual.completion_timeout,
                     policy: self.settings.policy.clone(),
                     generation: record.generation,
                 };
@@ -272,8 +303,10 @@ impl<D: Driver> Engine<D> {
                 ));
             }
             for retune in decisions.retunes {
-                if let Some(control) = controls.get(&retune.item) {
-                    let _ = control.send(TaskControl::Bandwidth(retune.bandwidth_mib_s));
+                if let (Some(control), Some(b)) =
+                    (controls.get(&retune.item), cap(Some(retune.bandwidth_mib_s), self.settings.manual.bandwidth_mib_s))
+                {
+                    let _ = control.send(TaskControl::Bandwidth(b));
                 }
             }
             if scheduler.is_done() && controls.is_empty() {
@@ -298,11 +331,17 @@ impl<D: Driver> Engine<D> {
                         };
                         self.journal.record_attempt_end(&run_id, &spec.uuid, number, &end).await?;
                     }
+                    // What the driver did, in words ("created … on host-b for …"), for the report.
+                    for text in &done.report.messages {
+                        self.journal.event(&run_id, Some(&spec.uuid), EventKind::Message, text, None).await?;
+                    }
                     record.generation = self
                         .journal
                         .set_status(&run_id, &spec.uuid, done.generation, done.status, &done.message)
                         .await?;
                     statuses[done.item] = done.status;
+                    messages[done.item] = done.message.clone();
+                    reports[done.item] = Some(done.report);
                     scheduler.finished(done.item, done.status);
                     let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: done.status, message: done.message });
                 }
@@ -336,7 +375,14 @@ impl<D: Driver> Engine<D> {
 
         let state = if aborted || stopped { RunState::Aborted } else { RunState::Finished };
         self.set_run_state(state).await?;
-        Ok(RunEnd { state, statuses: self.moves.iter().map(|m| m.vm.clone()).zip(statuses).collect() })
+        let moves = self
+            .moves
+            .iter()
+            .zip(statuses)
+            .zip(messages.into_iter().zip(reports))
+            .map(|((m, status), (message, report))| MoveEnd { vm: m.vm.clone(), status, message, report })
+            .collect();
+        Ok(RunEnd { state, moves })
     }
 
     async fn abort_all(
@@ -415,6 +461,14 @@ impl<D: Driver> Engine<D> {
         let policy = self.settings.policy.placement.parse().unwrap_or(placement::Policy::BestFit);
         let decision = placement::place(&self.cluster, &self.inventory, &fixed, &[request], &constraints, policy);
         decision.into_iter().next().and_then(|d| d.host).filter(|h| view.has_room(h))
+    }
+}
+
+/// The lower of the link share and the operator's cap.
+fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
+    match (share, manual) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

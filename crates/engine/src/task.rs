@@ -29,6 +29,9 @@ pub(crate) struct TaskInput {
     pub to: String,
     pub kind: AttemptKind,
     pub bandwidth_mib_s: Option<f64>,
+    pub max_downtime_ms: Option<u64>,
+    /// Instead of the policy's per-GiB completion timeout.
+    pub completion_timeout: Option<Duration>,
     pub policy: Policy,
     /// The move's journal generation when the task starts; the task owns the record until
     /// it reports back.
@@ -135,7 +138,7 @@ async fn live<D: Driver>(
         auto_converge: input.policy.auto_converge,
         postcopy: input.policy.postcopy,
         bandwidth_mib_s: input.bandwidth_mib_s.map(mib_s),
-        max_downtime_ms: None,
+        max_downtime_ms: input.max_downtime_ms,
     };
     let mut migration = match driver.migrate_live(request(input), options).await {
         Ok(m) => m,
@@ -147,7 +150,7 @@ async fn live<D: Driver>(
     }
     crate::failpoint::reach("transferring", vm).await;
 
-    let timeout = completion_timeout(&input.policy, input.spec.memory_mib);
+    let timeout = input.completion_timeout.unwrap_or_else(|| completion_timeout(&input.policy, input.spec.memory_mib));
     let stall = Duration::from_secs(input.policy.stall_timeout_s.max(1));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -184,11 +187,14 @@ async fn live<D: Driver>(
                 _ => {}
             },
             _ = &mut deadline, if abort.is_none() => {
-                abort = Some(format!(
-                    "aborted: not complete within {} s ({} s per GiB of memory, at least 60 s)",
-                    timeout.as_secs(),
-                    input.policy.completion_timeout_per_gib_s
-                ));
+                abort = Some(match input.completion_timeout {
+                    Some(t) => format!("aborted: not complete within the {} s completion timeout", t.as_secs()),
+                    None => format!(
+                        "aborted: not complete within {} s ({} s per GiB of memory, at least 60 s)",
+                        timeout.as_secs(),
+                        input.policy.completion_timeout_per_gib_s
+                    ),
+                });
                 let _ = migration.controls.send(Control::Abort);
             }
             _ = watch.tick(), if abort.is_none() => {

@@ -9,6 +9,8 @@ pub fn ferry(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .env("FERRY_LAB_CACHE", cache_dir())
+        // Runs are journaled; tests never write to the user's state directory.
+        .env("FERRY_STATE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("journal.db"))
         .env("RUST_LOG", "warn")
         .output()
         .expect("the ferry binary runs")
