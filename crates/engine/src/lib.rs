@@ -17,10 +17,12 @@
 //!
 //! The engine knows nothing of terminals: it reports [`EngineEvent`]s on a channel.
 
+mod clock;
 mod failpoint;
 mod reconcile;
 mod run;
 mod task;
 
+pub use clock::Clock;
 pub use reconcile::{reconcile, Reconciled};
 pub use run::{Command, Engine, EngineError, EngineEvent, Manual, MoveEnd, MoveSpec, RunEnd, RunSettings};

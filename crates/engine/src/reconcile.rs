@@ -1,12 +1,13 @@
 //! After a crash: the journal's moves in flight, settled against what the hypervisors say.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_driver::{Driver, MoveRequest};
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, Move};
 use ferry_model::{Location, Metadata, Phase, Status, VmState};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::run::EngineError;
 

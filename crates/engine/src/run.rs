@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ferry_driver::{Driver, MoveReport, Progress};
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, JournalError, NewAttempt, RunState};
@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::clock::Clock;
 use crate::task::{self, TaskControl, TaskDone, TaskInput};
 
 /// One VM's move as the engine runs it (kept in the journal's plan document, so that
@@ -166,6 +167,7 @@ pub struct Engine<D> {
     inventory: Inventory,
     settings: RunSettings,
     moves: Vec<MoveSpec>,
+    clock: Clock,
 }
 
 /// The journal's view of one move while the run goes on.
@@ -186,7 +188,13 @@ impl<D: Driver> Engine<D> {
         settings: RunSettings,
         moves: Vec<MoveSpec>,
     ) -> Engine<D> {
-        Engine { driver, journal, cluster, inventory, settings, moves }
+        Engine { driver, journal, cluster, inventory, settings, moves, clock: Clock::system() }
+    }
+
+    /// Runs on `clock` instead of the wall clock (the simulator's virtual time).
+    pub fn with_clock(mut self, clock: Clock) -> Engine<D> {
+        self.clock = clock;
+        self
     }
 
     /// Runs every move to its end. Returns when every move has a final status, or with an
@@ -237,7 +245,7 @@ impl<D: Driver> Engine<D> {
 
         loop {
             let targets: Vec<Option<String>> = records.iter().map(|r| r.target.clone()).collect();
-            let decisions = scheduler.decide(unix_now(), |item, view| self.place(item, view, &targets, &statuses));
+            let decisions = scheduler.decide(self.clock.now(), |item, view| self.place(item, view, &targets, &statuses));
             for ended in decisions.ended {
                 let spec = &self.moves[ended.item];
                 let record = &mut records[ended.item];
@@ -472,6 +480,3 @@ fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
     }
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}

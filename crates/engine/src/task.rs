@@ -1,13 +1,14 @@
 //! One move of a run: its phases journaled around the driver's work, its migration watched.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, MoveError, MoveReport, MoveRequest};
 use ferry_journal::{AttemptKind, Journal};
 use ferry_model::{Phase, Status};
 use ferry_plan::Policy;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::run::{EngineEvent, MoveSpec};
