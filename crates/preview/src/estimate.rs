@@ -24,6 +24,10 @@
 //! which slows its dirtying in proportion. Post-copy switches after the first pass and lets the
 //! destination fetch the rest.
 //!
+//! The loop itself is [`PrecopyLoop`], one sync at a time: the estimate runs it at one
+//! bandwidth, and the simulator (`ferry-sim`) runs the same loop at the bandwidth its links
+//! give each moment, so the two cannot drift apart.
+//!
 //! Every constant says where its figure comes from. "Measured" means the lab (TCG guests of
 //! 256 MiB on two libvirtd daemons on one 2-core machine), bench `estimate_vs_real`
 //! (`cargo bench -p ferry --bench estimate_vs_real`). There, with a cap, the copy job's time
@@ -393,7 +397,7 @@ enum Outcome {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Precopy {
+struct PrecopyRun {
     outcome: Outcome,
     /// Dirty-bitmap syncs, as QEMU counts passes.
     passes: u32,
@@ -427,73 +431,202 @@ fn pause_speed(input: &LiveInput, bandwidth: f64) -> f64 {
     input.link_mib_s.filter(|l| l.is_finite()).map_or(bandwidth, |l| l.max(bandwidth))
 }
 
-/// QEMU's pre-copy loop, one sync period at a time, throttling like auto-converge when
-/// `throttle`. Amounts are pending pages in MiB (what QEMU compares with the threshold, zero
-/// pages included) and the data among them (what costs bandwidth).
-fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> Precopy {
-    let memory = input.memory_mib.max(0.0);
-    let nonzero = nonzero(input);
-    let working_set = working_set(input);
-    let dirty_rate = input.dirty_mib_s.max(0.0);
-    let threshold = bandwidth * input.max_downtime_ms.max(0.0) / 1000.0;
-    let window = bandwidth * CHECK_WINDOW_S;
-    // Pass 1 ends when the pending estimate first falls below the threshold. Each window then
-    // clears `memory / nonzero` times more pages than it sends data, zero pages being free,
-    // and the estimate lands on average half a window below the threshold.
-    let density = if nonzero > 0.0 { memory / nonzero } else { 1.0 };
-    let mut left = (threshold - window * density / 2.0).clamp(0.0, memory);
-    let mut left_data = left / density;
-    let mut sent = nonzero - left_data;
-    let mut period_s = first_pass_s(input, bandwidth) - left_data / bandwidth;
-    let mut memory_s = period_s;
-    let mut passes = 1; // QEMU syncs once at the start
-    let mut first = true;
-    let mut throttle_now = 0.0_f64;
-    let mut max_throttle = 0.0_f64;
-    let mut too_dirty = 0;
-    loop {
-        passes += 1;
-        let dirtied = (dirty_rate * (1.0 - throttle_now) * period_s).min(working_set);
-        if throttle && dirtied > THROTTLE_TRIGGER * sent {
-            too_dirty += 1;
-            if too_dirty >= 2 {
-                too_dirty = 0;
-                throttle_now = if throttle_now == 0.0 {
+/// QEMU's pre-copy loop as a state machine, one dirty-bitmap sync at a time. The estimate
+/// drives it at one bandwidth ([`estimate_live`]); the simulator (`ferry-sim`) drives it at
+/// whatever bandwidth the links give each moment and with the downtime limit of the moment,
+/// so that both tell the same story of a migration alone on its link.
+///
+/// Amounts are pending pages in MiB (what QEMU compares with the threshold, zero pages
+/// included) and the data among them (what costs bandwidth). Each period sends
+/// [`Next::Send`]'s data; the caller measures how long that took (the period, during which
+/// the guest dirties memory) and calls [`PrecopyLoop::sync`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrecopyLoop {
+    memory_mib: f64,
+    working_set_mib: f64,
+    dirty_mib_s: f64,
+    auto_converge: bool,
+    /// Pending pages the current period leaves when it has sent its data, and the data
+    /// among them, MiB.
+    left_mib: f64,
+    left_data_mib: f64,
+    /// Data the current period sends, MiB.
+    sent_mib: f64,
+    first: bool,
+    throttle: f64,
+    max_throttle: f64,
+    too_dirty: u32,
+    passes: u32,
+}
+
+/// What the first pass sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstPass {
+    /// Non-zero memory sent at the bandwidth, MiB.
+    pub data_mib: f64,
+    /// Seconds spent on zero pages, whatever the bandwidth.
+    pub zero_s: f64,
+}
+
+/// What one sync found and what comes next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sync {
+    /// What the guest dirtied during the period, MiB.
+    pub dirtied_mib: f64,
+    /// What the period sent, MiB.
+    pub sent_mib: f64,
+    /// What is pending after the sync, MiB.
+    pub pending_mib: f64,
+    /// The next step.
+    pub next: Next,
+}
+
+/// The step after a sync.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    /// Another period: send this much data, then sync again.
+    Send {
+        /// MiB.
+        data_mib: f64,
+    },
+    /// The rest fits the downtime: pause the guest and send this much data.
+    Pause {
+        /// MiB.
+        data_mib: f64,
+    },
+}
+
+impl PrecopyLoop {
+    /// A migration starting at `bandwidth` MiB/s under `input.max_downtime_ms`, throttling the
+    /// guest like auto-converge when `auto_converge`; and what its first pass sends. Pass 1
+    /// ends when the pending estimate first falls below the downtime threshold; each window
+    /// then clears `memory / non-zero` times more pages than it sends data, zero pages being
+    /// free, and the estimate lands on average half a window below the threshold.
+    pub fn start(input: &LiveInput, bandwidth: f64, auto_converge: bool) -> (PrecopyLoop, FirstPass) {
+        let memory = input.memory_mib.max(0.0);
+        let nonzero = nonzero(input);
+        let threshold = bandwidth * input.max_downtime_ms.max(0.0) / 1000.0;
+        let window = bandwidth * CHECK_WINDOW_S;
+        let density = if nonzero > 0.0 { memory / nonzero } else { 1.0 };
+        let left = (threshold - window * density / 2.0).clamp(0.0, memory);
+        let left_data = left / density;
+        let sent = nonzero - left_data;
+        let state = PrecopyLoop {
+            memory_mib: memory,
+            working_set_mib: working_set(input),
+            dirty_mib_s: input.dirty_mib_s.max(0.0),
+            auto_converge,
+            left_mib: left,
+            left_data_mib: left_data,
+            sent_mib: sent,
+            first: true,
+            throttle: 0.0,
+            max_throttle: 0.0,
+            too_dirty: 0,
+            passes: 1, // QEMU syncs once at the start
+        };
+        (state, FirstPass { data_mib: sent, zero_s: (memory - nonzero) / ZERO_PAGE_MIB_S })
+    }
+
+    /// The sync at the end of a period that lasted `period_s` seconds, with the bandwidth and
+    /// downtime limit of this moment.
+    pub fn sync(&mut self, period_s: f64, bandwidth: f64, max_downtime_ms: f64) -> Sync {
+        self.passes += 1;
+        let dirtied = (self.dirty_mib_s * (1.0 - self.throttle) * period_s.max(0.0)).min(self.working_set_mib);
+        let sent = self.sent_mib;
+        if self.auto_converge && dirtied > THROTTLE_TRIGGER * sent {
+            self.too_dirty += 1;
+            if self.too_dirty >= 2 {
+                self.too_dirty = 0;
+                self.throttle = if self.throttle == 0.0 {
                     THROTTLE_INITIAL
                 } else {
-                    (throttle_now + THROTTLE_INCREMENT).min(THROTTLE_MAX)
+                    (self.throttle + THROTTLE_INCREMENT).min(THROTTLE_MAX)
                 };
-                max_throttle = max_throttle.max(throttle_now);
+                self.max_throttle = self.max_throttle.max(self.throttle);
             }
         }
         // What pass 1 left is not the working set; later leftovers are, and a page dirtied
         // twice is pending once.
-        let (pending, pending_data) = if first {
-            (left + dirtied, left_data + dirtied)
+        let (pending, pending_data) = if self.first {
+            (self.left_mib + dirtied, self.left_data_mib + dirtied)
         } else {
-            let p = (left + dirtied).min(left.max(working_set));
+            let p = (self.left_mib + dirtied).min(self.left_mib.max(self.working_set_mib));
             (p, p)
         };
-        first = false;
+        self.first = false;
+        let threshold = bandwidth * max_downtime_ms.max(0.0) / 1000.0;
         if pending <= threshold {
             // The final pause syncs once more.
-            return Precopy { outcome: Outcome::Converged { pause_mib: pending_data }, passes: passes + 1, memory_s, max_throttle };
-        }
-        let stalled = dirtied >= STALL_RATIO * sent;
-        let give_up = if throttle {
-            passes >= MAX_THROTTLED_PASSES || (stalled && throttle_now >= THROTTLE_MAX)
-        } else {
-            stalled || passes >= MAX_PASSES
-        };
-        if give_up {
-            return Precopy { outcome: Outcome::Stuck { pending_mib: pending }, passes, memory_s, max_throttle };
+            self.passes += 1;
+            self.left_mib = 0.0;
+            self.left_data_mib = 0.0;
+            self.sent_mib = pending_data;
+            return Sync { dirtied_mib: dirtied, sent_mib: sent, pending_mib: pending, next: Next::Pause { data_mib: pending_data } };
         }
         // Send until the estimate falls below the threshold again.
+        let window = bandwidth * CHECK_WINDOW_S;
         let data_share = if pending > 0.0 { pending_data / pending } else { 1.0 };
-        left = (threshold - window / 2.0).max(0.0);
-        left_data = left * data_share;
-        sent = (pending - left) * data_share;
-        period_s = sent / bandwidth;
+        self.left_mib = (threshold - window / 2.0).max(0.0);
+        self.left_data_mib = self.left_mib * data_share;
+        self.sent_mib = (pending - self.left_mib) * data_share;
+        Sync { dirtied_mib: dirtied, sent_mib: sent, pending_mib: pending, next: Next::Send { data_mib: self.sent_mib } }
+    }
+
+    /// What post-copy still has to fetch when it switches `elapsed_s` into the current
+    /// period with `unsent_mib` of the period's data not sent yet: that, what the period
+    /// leaves anyway, and what the guest dirtied meanwhile, MiB.
+    pub fn postcopy_rest(&self, elapsed_s: f64, unsent_mib: f64) -> f64 {
+        let dirtied = (self.dirty_mib_s * (1.0 - self.throttle) * elapsed_s.max(0.0)).min(self.working_set_mib);
+        (unsent_mib.max(0.0) + self.left_data_mib + dirtied).min(self.memory_mib)
+    }
+
+    /// Dirty-bitmap syncs so far, as QEMU counts memory passes.
+    pub fn passes(&self) -> u32 {
+        self.passes
+    }
+
+    /// The auto-converge throttle now, a fraction of guest CPU time.
+    pub fn throttle(&self) -> f64 {
+        self.throttle
+    }
+
+    /// How fast the guest dirties memory now, MiB/s (throttled).
+    pub fn dirty_rate(&self) -> f64 {
+        self.dirty_mib_s * (1.0 - self.throttle)
+    }
+
+    /// Pending pages the current period leaves when it has sent its data, MiB.
+    pub fn left_mib(&self) -> f64 {
+        self.left_mib
+    }
+}
+
+/// QEMU's pre-copy loop at a constant bandwidth, throttling like auto-converge when
+/// `throttle`, until it converges or is declared stuck.
+fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> PrecopyRun {
+    let (mut state, first) = PrecopyLoop::start(input, bandwidth, throttle);
+    let mut period_s = first.data_mib / bandwidth + first.zero_s;
+    let mut memory_s = period_s;
+    loop {
+        let sync = state.sync(period_s, bandwidth, input.max_downtime_ms);
+        let max_throttle = state.max_throttle;
+        let data_mib = match sync.next {
+            Next::Pause { data_mib } => {
+                return PrecopyRun { outcome: Outcome::Converged { pause_mib: data_mib }, passes: state.passes, memory_s, max_throttle }
+            }
+            Next::Send { data_mib } => data_mib,
+        };
+        let stalled = sync.dirtied_mib >= STALL_RATIO * sync.sent_mib;
+        let give_up = if throttle {
+            state.passes >= MAX_THROTTLED_PASSES || (stalled && state.throttle >= THROTTLE_MAX)
+        } else {
+            stalled || state.passes >= MAX_PASSES
+        };
+        if give_up {
+            return PrecopyRun { outcome: Outcome::Stuck { pending_mib: sync.pending_mib }, passes: state.passes, memory_s, max_throttle };
+        }
+        period_s = data_mib / bandwidth;
         memory_s += period_s;
     }
 }
