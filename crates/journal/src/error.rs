@@ -14,6 +14,13 @@ pub enum JournalError {
         /// The location as given.
         location: String,
     },
+    /// The journal's own runtime (for virtual time) could not be started.
+    #[error("cannot start the journal's runtime")]
+    Runtime {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The directory that holds the journal file could not be created.
     #[error("cannot create the journal directory {}", path.display())]
     CreateDir {

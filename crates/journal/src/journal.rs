@@ -1,7 +1,10 @@
 //! Opening the journal, and every read and write.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_model::{Phase, Status};
@@ -45,6 +48,26 @@ pub struct JournalConfig {
     pub durability: Durability,
     /// Connections in this process's pool.
     pub max_connections: u32,
+    /// Where timestamps come from.
+    pub clock: JournalClock,
+}
+
+/// Where a journal's timestamps come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JournalClock {
+    /// The system's wall clock.
+    #[default]
+    System,
+    /// Virtual time, for a simulated run on a tokio runtime whose time is paused: `unix_ms`
+    /// when the journal is opened, then as far as that runtime's clock has advanced. Open
+    /// the journal on that runtime. Each operation then also runs to its end without
+    /// yielding to it (SQLite's work is done on a runtime of the journal's own), so that an
+    /// operation takes no virtual time and the order of a simulation's events does not depend
+    /// on how fast the disk is: the same simulation writes the same journal.
+    Virtual {
+        /// Milliseconds since the Unix epoch when the journal is opened.
+        unix_ms: i64,
+    },
 }
 
 impl Default for JournalConfig {
@@ -59,6 +82,7 @@ impl Default for JournalConfig {
             // against migrations that take seconds.
             durability: Durability::Full,
             max_connections: 4,
+            clock: JournalClock::System,
         }
     }
 }
@@ -69,6 +93,108 @@ impl Default for JournalConfig {
 pub struct Journal {
     pool: SqlitePool,
     location: String,
+    time: Time,
+}
+
+/// A journal's clock, and where its operations run.
+#[derive(Debug, Clone)]
+enum Time {
+    /// The wall clock; operations run on the caller's runtime.
+    System,
+    /// Virtual time from the caller's paused runtime; operations block that runtime's
+    /// thread while the journal's own runtime does SQLite's part.
+    Virtual {
+        unix_ms: i64,
+        start: tokio::time::Instant,
+        runtime: Arc<OwnRuntime>,
+    },
+}
+
+impl Time {
+    fn new(clock: JournalClock) -> std::io::Result<Time> {
+        Ok(match clock {
+            JournalClock::System => Time::System,
+            JournalClock::Virtual { unix_ms } => Time::Virtual {
+                unix_ms,
+                start: tokio::time::Instant::now(),
+                runtime: Arc::new(OwnRuntime(Some(
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .thread_name("ferry-journal")
+                        .enable_all()
+                        .build()?,
+                ))),
+            },
+        })
+    }
+
+    /// Milliseconds since the epoch now. Read on the caller's runtime: on the journal's
+    /// own, tokio's clock is the wall clock.
+    fn now_ms(&self) -> i64 {
+        match self {
+            Time::System => now_ms(),
+            Time::Virtual { unix_ms, start, .. } => unix_ms
+                .saturating_add(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Runs `op` to its end: awaited on the caller's runtime, or, in virtual time, on this
+    /// thread with the journal's own runtime as tokio's context (the pool's background
+    /// tasks and timers live there), the caller's runtime blocked meanwhile.
+    async fn run<T>(&self, op: impl Future<Output = T>) -> T {
+        match self {
+            Time::System => op.await,
+            Time::Virtual { runtime, .. } => runtime.block_on(op),
+        }
+    }
+}
+
+/// The journal's own runtime in virtual time, shut down without waiting when the last
+/// handle goes (which may be inside another runtime, where waiting is not allowed).
+#[derive(Debug)]
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn block_on<T>(&self, op: impl Future<Output = T>) -> T {
+        let runtime = self
+            .0
+            .as_ref()
+            .expect("the runtime lives until the handle is dropped");
+        let _context = runtime.enter();
+        // Unconstrained: the caller's task may have spent its cooperative budget, and a
+        // tokio primitive inside the pool would then never be ready.
+        let op = std::pin::pin!(tokio::task::unconstrained(op));
+        block_here(op)
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Polls `op` on this thread, parking between polls, until it is ready.
+fn block_here<T>(mut op: std::pin::Pin<&mut impl Future<Output = T>>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = op.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::park();
+    }
 }
 
 /// The columns of a [`Run`], in `run_from_row`'s order.
@@ -143,6 +269,7 @@ impl Journal {
         options: SqliteConnectOptions,
         config: &JournalConfig,
     ) -> Result<Journal> {
+        let time = Time::new(config.clock).map_err(|source| JournalError::Runtime { source })?;
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -156,34 +283,45 @@ impl Journal {
         // processes creating the journal at the same moment may see "database is
         // locked" once: retry within the busy timeout.
         let deadline = Instant::now() + config.busy_timeout;
-        loop {
-            let attempt = async {
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(config.max_connections.max(1))
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(|source| JournalError::Open {
+        let now = time.now_ms();
+        let connecting = async {
+            loop {
+                let attempt = async {
+                    let pool = SqlitePoolOptions::new()
+                        .max_connections(config.max_connections.max(1))
+                        .connect_with(options.clone())
+                        .await
+                        .map_err(|source| JournalError::Open {
+                            location: location.clone(),
+                            source,
+                        })?;
+                    let journal = Journal {
+                        pool,
                         location: location.clone(),
-                        source,
-                    })?;
-                let journal = Journal {
-                    pool,
-                    location: location.clone(),
+                        time: time.clone(),
+                    };
+                    journal.migrate(now).await?;
+                    Ok(journal)
                 };
-                journal.migrate().await?;
-                Ok(journal)
-            };
-            match attempt.await {
-                Err(e) if is_busy(&e) && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                match attempt.await {
+                    Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    result => return result,
                 }
-                result => return result,
             }
-        }
+        };
+        time.run(connecting).await
+    }
+
+    /// Runs one operation at the time of the moment (see [`JournalClock::Virtual`]).
+    async fn hold<T, F: Future<Output = T>>(&self, op: impl FnOnce(i64) -> F) -> T {
+        let now = self.time.now_ms();
+        self.time.run(op(now)).await
     }
 
     /// Applies the migrations this file lacks, all in one transaction.
-    async fn migrate(&self) -> Result<()> {
+    async fn migrate(&self, now: i64) -> Result<()> {
         let migrate_error = |version: i64| {
             let location = self.location.clone();
             move |source| JournalError::Migrate {
@@ -224,7 +362,7 @@ impl Journal {
             )
             .bind(migration.version)
             .bind(migration.description)
-            .bind(now_ms())
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(migrate_error(migration.version))?;
@@ -242,16 +380,20 @@ impl Journal {
     /// the last connection to the file. Dropping the handle instead is safe: every commit
     /// is already on disk.
     pub async fn close(self) {
-        self.pool.close().await;
+        let time = self.time.clone();
+        time.run(self.pool.close()).await;
     }
 
     /// The schema versions applied to this file, oldest first.
     pub async fn applied_versions(&self) -> Result<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        self.hold(|_| async move {
+            Ok(
+                sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+                    .fetch_all(&self.pool)
+                    .await?,
+            )
+        })
+        .await
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at once, waiting for it
@@ -267,328 +409,363 @@ impl Journal {
 
     /// Creates a run in state `running`, with a fresh id, and returns it.
     pub async fn create_run(&self, new: &NewRun) -> Result<Run> {
-        let now = now_ms();
-        let mut clashes = 0;
-        loop {
-            let run_id = id::run_id(now, id::random_suffix());
-            let mut tx = self.begin_write().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO runs (id, plan_name, plan, cluster, kind, parent, state, \
-                 abort_requested, owner, heartbeat_ms, created_ms, updated_ms, finished_ms, \
-                 generation) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, NULL, NULL, $8, $8, NULL, $9)",
-            )
-            .bind(&run_id)
-            .bind(&new.plan_name)
-            .bind(new.plan.to_string())
-            .bind(new.cluster.to_string())
-            .bind(new.kind.name())
-            .bind(new.parent.as_deref())
-            .bind(RunState::Running.name())
-            .bind(now)
-            .bind(FIRST_GENERATION)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(sqlx::Error::Database(e))
-                    if e.kind() == ErrorKind::UniqueViolation && clashes < 8 =>
-                {
-                    clashes += 1;
-                    continue;
+        self.hold(|now| async move {
+            let mut clashes = 0;
+            loop {
+                let run_id = id::run_id(now, id::random_suffix());
+                let mut tx = self.begin_write().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO runs (id, plan_name, plan, cluster, kind, parent, state, \
+                     abort_requested, owner, heartbeat_ms, created_ms, updated_ms, finished_ms, \
+                     generation) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, NULL, NULL, $8, $8, NULL, $9)",
+                )
+                .bind(&run_id)
+                .bind(&new.plan_name)
+                .bind(new.plan.to_string())
+                .bind(new.cluster.to_string())
+                .bind(new.kind.name())
+                .bind(new.parent.as_deref())
+                .bind(RunState::Running.name())
+                .bind(now)
+                .bind(FIRST_GENERATION)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Err(sqlx::Error::Database(e))
+                        if e.kind() == ErrorKind::UniqueViolation && clashes < 8 =>
+                    {
+                        clashes += 1;
+                        continue;
+                    }
+                    Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::ForeignKeyViolation => {
+                        return Err(JournalError::RunNotFound {
+                            run: new.parent.clone().unwrap_or_default(),
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(_) => {}
                 }
-                Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::ForeignKeyViolation => {
-                    return Err(JournalError::RunNotFound {
-                        run: new.parent.clone().unwrap_or_default(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-                Ok(_) => {}
+                let message = match &new.parent {
+                    Some(parent) => format!(
+                        "{} run of plan {} created for run {parent}",
+                        new.kind, new.plan_name
+                    ),
+                    None => format!("{} run of plan {} created", new.kind, new.plan_name),
+                };
+                insert_event(&mut tx, &run_id, None, now, EventKind::Run, &message, None).await?;
+                tx.commit().await?;
+                return Ok(Run {
+                    id: run_id,
+                    plan_name: new.plan_name.clone(),
+                    kind: new.kind,
+                    parent: new.parent.clone(),
+                    state: RunState::Running,
+                    abort_requested: false,
+                    owner: None,
+                    heartbeat_ms: None,
+                    created_ms: now,
+                    updated_ms: now,
+                    finished_ms: None,
+                    generation: FIRST_GENERATION,
+                });
             }
-            let message = match &new.parent {
-                Some(parent) => format!(
-                    "{} run of plan {} created for run {parent}",
-                    new.kind, new.plan_name
-                ),
-                None => format!("{} run of plan {} created", new.kind, new.plan_name),
-            };
-            insert_event(&mut tx, &run_id, None, now, EventKind::Run, &message, None).await?;
-            tx.commit().await?;
-            return Ok(Run {
-                id: run_id,
-                plan_name: new.plan_name.clone(),
-                kind: new.kind,
-                parent: new.parent.clone(),
-                state: RunState::Running,
-                abort_requested: false,
-                owner: None,
-                heartbeat_ms: None,
-                created_ms: now,
-                updated_ms: now,
-                finished_ms: None,
-                generation: FIRST_GENERATION,
-            });
-        }
+        })
+        .await
     }
 
     /// The run `id`.
     pub async fn run(&self, id: &str) -> Result<Run> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => run_from_row(&row),
-            None => Err(JournalError::RunNotFound { run: id.to_owned() }),
-        }
+        self.hold(|_| async move {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            match row {
+                Some(row) => run_from_row(&row),
+                None => Err(JournalError::RunNotFound { run: id.to_owned() }),
+            }
+        })
+        .await
     }
 
     /// The plan and cluster documents run `id` started from.
     pub async fn run_documents(&self, id: &str) -> Result<RunDocuments> {
-        let row = sqlx::query("SELECT plan, cluster FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| JournalError::RunNotFound { run: id.to_owned() })?;
-        Ok(RunDocuments {
-            plan: parse_json(row.try_get("plan")?, "runs", "plan")?,
-            cluster: parse_json(row.try_get("cluster")?, "runs", "cluster")?,
+        self.hold(|_| async move {
+            let row = sqlx::query("SELECT plan, cluster FROM runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| JournalError::RunNotFound { run: id.to_owned() })?;
+            Ok(RunDocuments {
+                plan: parse_json(row.try_get("plan")?, "runs", "plan")?,
+                cluster: parse_json(row.try_get("cluster")?, "runs", "cluster")?,
+            })
         })
+        .await
     }
 
     /// Every run, newest first.
     pub async fn runs(&self) -> Result<Vec<Run>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs ORDER BY created_ms DESC, id DESC"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(run_from_row)
-        .collect()
+        self.hold(|_| async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs ORDER BY created_ms DESC, id DESC"
+            ))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect()
+        })
+        .await
     }
 
     /// The newest run, if any.
     pub async fn latest_run(&self) -> Result<Option<Run>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs ORDER BY created_ms DESC, id DESC LIMIT 1"
-        ))
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(run_from_row)
-        .transpose()
+        self.hold(|_| async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs ORDER BY created_ms DESC, id DESC LIMIT 1"
+            ))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+        })
+        .await
     }
 
     /// Sets run `id`'s state if its generation is still `generation`; returns the new
     /// generation. `finished` and `aborted` also set its finish time.
     pub async fn set_run_state(&self, id: &str, generation: i64, state: RunState) -> Result<i64> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE runs SET state = $3, finished_ms = $4, updated_ms = $5, \
-             generation = generation + 1 WHERE id = $1 AND generation = $2",
-        )
-        .bind(id)
-        .bind(generation)
-        .bind(state.name())
-        .bind(state.is_ended().then_some(now))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(run_conflict(&mut tx, id, generation).await);
-        }
-        insert_event(&mut tx, id, None, now, EventKind::Run, state.name(), None).await?;
-        tx.commit().await?;
-        Ok(generation + 1)
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE runs SET state = $3, finished_ms = $4, updated_ms = $5, \
+                 generation = generation + 1 WHERE id = $1 AND generation = $2",
+            )
+            .bind(id)
+            .bind(generation)
+            .bind(state.name())
+            .bind(state.is_ended().then_some(now))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(run_conflict(&mut tx, id, generation).await);
+            }
+            insert_event(&mut tx, id, None, now, EventKind::Run, state.name(), None).await?;
+            tx.commit().await?;
+            Ok(generation + 1)
+        })
+        .await
     }
 
     /// Takes the lease on run `id` for `owner` (e.g. `host:pid`) if its generation is
     /// still `generation`; returns the new generation. The caller decides beforehand
     /// whether a previous owner is gone (see [`Run::heartbeat_ms`]).
     pub async fn claim(&self, id: &str, generation: i64, owner: &str) -> Result<i64> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE runs SET owner = $3, heartbeat_ms = $4, updated_ms = $4, \
-             generation = generation + 1 WHERE id = $1 AND generation = $2",
-        )
-        .bind(id)
-        .bind(generation)
-        .bind(owner)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(run_conflict(&mut tx, id, generation).await);
-        }
-        let message = format!("claimed by {owner}");
-        insert_event(&mut tx, id, None, now, EventKind::Run, &message, None).await?;
-        tx.commit().await?;
-        Ok(generation + 1)
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE runs SET owner = $3, heartbeat_ms = $4, updated_ms = $4, \
+                 generation = generation + 1 WHERE id = $1 AND generation = $2",
+            )
+            .bind(id)
+            .bind(generation)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(run_conflict(&mut tx, id, generation).await);
+            }
+            let message = format!("claimed by {owner}");
+            insert_event(&mut tx, id, None, now, EventKind::Run, &message, None).await?;
+            tx.commit().await?;
+            Ok(generation + 1)
+        })
+        .await
     }
 
     /// Records that `owner` still holds run `id`. Not a state change: the generation
     /// stays. Returns false when `owner` no longer holds it.
     pub async fn heartbeat(&self, id: &str, owner: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE runs SET heartbeat_ms = $3 WHERE id = $1 AND owner = $2")
-            .bind(id)
-            .bind(owner)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        self.hold(|now| async move {
+            let done =
+                sqlx::query("UPDATE runs SET heartbeat_ms = $3 WHERE id = $1 AND owner = $2")
+                    .bind(id)
+                    .bind(owner)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 
     /// Asks run `id` to stop (`ferry abort`, from any process). Returns false when it was
     /// already asked. Bumps the run's generation, so that the process running it cannot
     /// finish it without having seen the request.
     pub async fn request_abort(&self, id: &str) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let state: RunState = match state {
+                Some(state) => parse_text(state, "runs", "state")?,
+                None => return Err(JournalError::RunNotFound { run: id.to_owned() }),
+            };
+            if state.is_ended() {
+                return Err(JournalError::RunEnded {
+                    run: id.to_owned(),
+                    state,
+                });
+            }
+            let done = sqlx::query(
+                "UPDATE runs SET abort_requested = 1, updated_ms = $2, generation = generation + 1 \
+                 WHERE id = $1 AND abort_requested = 0",
+            )
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
-        let state: RunState = match state {
-            Some(state) => parse_text(state, "runs", "state")?,
-            None => return Err(JournalError::RunNotFound { run: id.to_owned() }),
-        };
-        if state.is_ended() {
-            return Err(JournalError::RunEnded {
-                run: id.to_owned(),
-                state,
-            });
-        }
-        let done = sqlx::query(
-            "UPDATE runs SET abort_requested = 1, updated_ms = $2, generation = generation + 1 \
-             WHERE id = $1 AND abort_requested = 0",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        insert_event(
-            &mut tx,
-            id,
-            None,
-            now,
-            EventKind::Abort,
-            "abort requested",
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            insert_event(
+                &mut tx,
+                id,
+                None,
+                now,
+                EventKind::Abort,
+                "abort requested",
+                None,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Whether run `id` was asked to stop. Cheap enough to poll every second.
     pub async fn abort_requested(&self, id: &str) -> Result<bool> {
-        let flag: Option<i64> =
-            sqlx::query_scalar("SELECT abort_requested FROM runs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        match flag {
-            Some(flag) => Ok(flag != 0),
-            None => Err(JournalError::RunNotFound { run: id.to_owned() }),
-        }
+        self.hold(|_| async move {
+            let flag: Option<i64> =
+                sqlx::query_scalar("SELECT abort_requested FROM runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            match flag {
+                Some(flag) => Ok(flag != 0),
+                None => Err(JournalError::RunNotFound { run: id.to_owned() }),
+            }
+        })
+        .await
     }
 
     // ---------------------------------------------------------------- moves
 
     /// Adds moves to run `run`, all or none, each at generation [`FIRST_GENERATION`].
     pub async fn add_moves(&self, run: &str, moves: &[NewMove]) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
-            .bind(run)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(JournalError::RunNotFound {
-                run: run.to_owned(),
-            });
-        }
-        for m in moves {
-            let inserted = sqlx::query(
-                "INSERT INTO moves (run, uuid, vm, source, target, group_name, seq, priority, \
-                 status, phase, phase_done, message, started_ms, ended_ms, updated_ms, generation) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0, $10, NULL, $11, $12, $13)",
-            )
-            .bind(run)
-            .bind(&m.uuid)
-            .bind(&m.vm)
-            .bind(&m.source)
-            .bind(m.target.as_deref())
-            .bind(m.group.as_deref())
-            .bind(m.seq)
-            .bind(m.priority)
-            .bind(m.status.name())
-            .bind(&m.message)
-            .bind(m.status.is_terminal().then_some(now))
-            .bind(now)
-            .bind(FIRST_GENERATION)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
-                    return Err(JournalError::DuplicateMove {
-                        run: run.to_owned(),
-                        uuid: m.uuid.clone(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-                Ok(_) => {}
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
+                .bind(run)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(JournalError::RunNotFound {
+                    run: run.to_owned(),
+                });
             }
-        }
-        let message = format!("{} moves added", moves.len());
-        insert_event(&mut tx, run, None, now, EventKind::Run, &message, None).await?;
-        tx.commit().await?;
-        Ok(())
+            for m in moves {
+                let inserted = sqlx::query(
+                    "INSERT INTO moves (run, uuid, vm, source, target, group_name, seq, priority, \
+                     status, phase, phase_done, message, started_ms, ended_ms, updated_ms, generation) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0, $10, NULL, $11, $12, $13)",
+                )
+                .bind(run)
+                .bind(&m.uuid)
+                .bind(&m.vm)
+                .bind(&m.source)
+                .bind(m.target.as_deref())
+                .bind(m.group.as_deref())
+                .bind(m.seq)
+                .bind(m.priority)
+                .bind(m.status.name())
+                .bind(&m.message)
+                .bind(m.status.is_terminal().then_some(now))
+                .bind(now)
+                .bind(FIRST_GENERATION)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
+                        return Err(JournalError::DuplicateMove {
+                            run: run.to_owned(),
+                            uuid: m.uuid.clone(),
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(_) => {}
+                }
+            }
+            let message = format!("{} moves added", moves.len());
+            insert_event(&mut tx, run, None, now, EventKind::Run, &message, None).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Run `run`'s moves in plan order (empty for an unknown run).
     pub async fn moves(&self, run: &str) -> Result<Vec<Move>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            move_columns!(),
-            " FROM moves WHERE run = $1 ORDER BY seq, uuid"
-        ))
-        .bind(run)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(move_from_row)
-        .collect()
+        self.hold(|_| async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                move_columns!(),
+                " FROM moves WHERE run = $1 ORDER BY seq, uuid"
+            ))
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(move_from_row)
+            .collect()
+        })
+        .await
     }
 
     /// The move of VM `uuid` in run `run`.
     pub async fn move_of(&self, run: &str, uuid: &str) -> Result<Move> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            move_columns!(),
-            " FROM moves WHERE run = $1 AND uuid = $2"
-        ))
-        .bind(run)
-        .bind(uuid)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => move_from_row(&row),
-            None => Err(move_not_found(run, uuid)),
-        }
+        self.hold(|_| async move {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                move_columns!(),
+                " FROM moves WHERE run = $1 AND uuid = $2"
+            ))
+            .bind(run)
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await?;
+            match row {
+                Some(row) => move_from_row(&row),
+                None => Err(move_not_found(run, uuid)),
+            }
+        })
+        .await
     }
 
     /// Writes that the move enters `phase`, *before* its side effect: until
@@ -601,36 +778,38 @@ impl Journal {
         generation: i64,
         phase: Phase,
     ) -> Result<i64> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE moves SET phase = $4, phase_done = 0, updated_ms = $5, \
-             generation = generation + 1 WHERE run = $1 AND uuid = $2 AND generation = $3",
-        )
-        .bind(run)
-        .bind(uuid)
-        .bind(generation)
-        .bind(phase.name())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(move_conflict(&mut tx, run, uuid, generation).await);
-        }
-        let message = format!("{phase}: begun");
-        let data = json!({ "phase": phase.name(), "done": false });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Phase,
-            &message,
-            Some(&data),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(generation + 1)
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE moves SET phase = $4, phase_done = 0, updated_ms = $5, \
+                 generation = generation + 1 WHERE run = $1 AND uuid = $2 AND generation = $3",
+            )
+            .bind(run)
+            .bind(uuid)
+            .bind(generation)
+            .bind(phase.name())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(move_conflict(&mut tx, run, uuid, generation).await);
+            }
+            let message = format!("{phase}: begun");
+            let data = json!({ "phase": phase.name(), "done": false });
+            insert_event(
+                &mut tx,
+                run,
+                Some(uuid),
+                now,
+                EventKind::Phase,
+                &message,
+                Some(&data),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(generation + 1)
+        })
+        .await
     }
 
     /// Confirms, *after* its side effect, that the move's current phase `phase` is done.
@@ -643,62 +822,64 @@ impl Journal {
         generation: i64,
         phase: Phase,
     ) -> Result<i64> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE moves SET phase_done = 1, updated_ms = $5, generation = generation + 1 \
-             WHERE run = $1 AND uuid = $2 AND generation = $3 AND phase = $4 AND phase_done = 0",
-        )
-        .bind(run)
-        .bind(uuid)
-        .bind(generation)
-        .bind(phase.name())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            let row = sqlx::query(
-                "SELECT generation, phase, phase_done FROM moves WHERE run = $1 AND uuid = $2",
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE moves SET phase_done = 1, updated_ms = $5, generation = generation + 1 \
+                 WHERE run = $1 AND uuid = $2 AND generation = $3 AND phase = $4 AND phase_done = 0",
             )
             .bind(run)
             .bind(uuid)
-            .fetch_optional(&mut *tx)
+            .bind(generation)
+            .bind(phase.name())
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
-            let Some(row) = row else {
-                return Err(move_not_found(run, uuid));
-            };
-            let found: i64 = row.try_get("generation")?;
-            if found != generation {
-                return Err(move_conflict(&mut tx, run, uuid, generation).await);
+            if done.rows_affected() == 0 {
+                let row = sqlx::query(
+                    "SELECT generation, phase, phase_done FROM moves WHERE run = $1 AND uuid = $2",
+                )
+                .bind(run)
+                .bind(uuid)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Err(move_not_found(run, uuid));
+                };
+                let found: i64 = row.try_get("generation")?;
+                if found != generation {
+                    return Err(move_conflict(&mut tx, run, uuid, generation).await);
+                }
+                let current: Option<String> = row.try_get("phase")?;
+                let confirmed: i64 = row.try_get("phase_done")?;
+                let found = match current {
+                    None => "in no phase".to_owned(),
+                    Some(p) if confirmed != 0 => format!("in {p}, already confirmed"),
+                    Some(p) => format!("in {p}"),
+                };
+                return Err(JournalError::PhaseMismatch {
+                    run: run.to_owned(),
+                    uuid: uuid.to_owned(),
+                    expected: phase,
+                    found,
+                });
             }
-            let current: Option<String> = row.try_get("phase")?;
-            let confirmed: i64 = row.try_get("phase_done")?;
-            let found = match current {
-                None => "in no phase".to_owned(),
-                Some(p) if confirmed != 0 => format!("in {p}, already confirmed"),
-                Some(p) => format!("in {p}"),
-            };
-            return Err(JournalError::PhaseMismatch {
-                run: run.to_owned(),
-                uuid: uuid.to_owned(),
-                expected: phase,
-                found,
-            });
-        }
-        let message = format!("{phase}: done");
-        let data = json!({ "phase": phase.name(), "done": true });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Phase,
-            &message,
-            Some(&data),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(generation + 1)
+            let message = format!("{phase}: done");
+            let data = json!({ "phase": phase.name(), "done": true });
+            insert_event(
+                &mut tx,
+                run,
+                Some(uuid),
+                now,
+                EventKind::Phase,
+                &message,
+                Some(&data),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(generation + 1)
+        })
+        .await
     }
 
     /// Sets the move's status and message; returns the new generation. The first
@@ -712,44 +893,46 @@ impl Journal {
         status: Status,
         message: &str,
     ) -> Result<i64> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE moves SET status = $4, message = $5, started_ms = COALESCE(started_ms, $6), \
-             ended_ms = $7, updated_ms = $8, generation = generation + 1 \
-             WHERE run = $1 AND uuid = $2 AND generation = $3",
-        )
-        .bind(run)
-        .bind(uuid)
-        .bind(generation)
-        .bind(status.name())
-        .bind(message)
-        .bind((status == Status::Migrating).then_some(now))
-        .bind(status.is_terminal().then_some(now))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(move_conflict(&mut tx, run, uuid, generation).await);
-        }
-        let text = if message.is_empty() {
-            status.name().to_owned()
-        } else {
-            format!("{status}: {message}")
-        };
-        let data = json!({ "status": status.name() });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Status,
-            &text,
-            Some(&data),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(generation + 1)
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE moves SET status = $4, message = $5, started_ms = COALESCE(started_ms, $6), \
+                 ended_ms = $7, updated_ms = $8, generation = generation + 1 \
+                 WHERE run = $1 AND uuid = $2 AND generation = $3",
+            )
+            .bind(run)
+            .bind(uuid)
+            .bind(generation)
+            .bind(status.name())
+            .bind(message)
+            .bind((status == Status::Migrating).then_some(now))
+            .bind(status.is_terminal().then_some(now))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(move_conflict(&mut tx, run, uuid, generation).await);
+            }
+            let text = if message.is_empty() {
+                status.name().to_owned()
+            } else {
+                format!("{status}: {message}")
+            };
+            let data = json!({ "status": status.name() });
+            insert_event(
+                &mut tx,
+                run,
+                Some(uuid),
+                now,
+                EventKind::Status,
+                &text,
+                Some(&data),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(generation + 1)
+        })
+        .await
     }
 
     /// Sets the move's target host (placement of `ANY`, when the move starts); returns
@@ -761,36 +944,38 @@ impl Journal {
         generation: i64,
         target: &str,
     ) -> Result<i64> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE moves SET target = $4, updated_ms = $5, generation = generation + 1 \
-             WHERE run = $1 AND uuid = $2 AND generation = $3",
-        )
-        .bind(run)
-        .bind(uuid)
-        .bind(generation)
-        .bind(target)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(move_conflict(&mut tx, run, uuid, generation).await);
-        }
-        let message = format!("target {target}");
-        let data = json!({ "target": target });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Target,
-            &message,
-            Some(&data),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(generation + 1)
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE moves SET target = $4, updated_ms = $5, generation = generation + 1 \
+                 WHERE run = $1 AND uuid = $2 AND generation = $3",
+            )
+            .bind(run)
+            .bind(uuid)
+            .bind(generation)
+            .bind(target)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(move_conflict(&mut tx, run, uuid, generation).await);
+            }
+            let message = format!("target {target}");
+            let data = json!({ "target": target });
+            insert_event(
+                &mut tx,
+                run,
+                Some(uuid),
+                now,
+                EventKind::Target,
+                &message,
+                Some(&data),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(generation + 1)
+        })
+        .await
     }
 
     // ---------------------------------------------------------------- attempts
@@ -802,54 +987,56 @@ impl Journal {
         uuid: &str,
         attempt: &NewAttempt,
     ) -> Result<u32> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(number) FROM attempts WHERE run = $1 AND uuid = $2")
-                .bind(run)
-                .bind(uuid)
-                .fetch_one(&mut *tx)
-                .await?;
-        let number = last.unwrap_or(0) + 1;
-        let inserted = sqlx::query(
-            "INSERT INTO attempts (run, uuid, number, kind, target, started_ms, ended_ms, outcome, \
-             message, wall_ms, job_ms, downtime_ms, bytes, passes, estimate) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, $7)",
-        )
-        .bind(run)
-        .bind(uuid)
-        .bind(number)
-        .bind(attempt.kind.name())
-        .bind(&attempt.target)
-        .bind(now)
-        .bind(attempt.estimate.as_ref().map(Value::to_string))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::ForeignKeyViolation => {
-                return Err(move_not_found(run, uuid));
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(number) FROM attempts WHERE run = $1 AND uuid = $2")
+                    .bind(run)
+                    .bind(uuid)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let number = last.unwrap_or(0) + 1;
+            let inserted = sqlx::query(
+                "INSERT INTO attempts (run, uuid, number, kind, target, started_ms, ended_ms, outcome, \
+                 message, wall_ms, job_ms, downtime_ms, bytes, passes, estimate) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, $7)",
+            )
+            .bind(run)
+            .bind(uuid)
+            .bind(number)
+            .bind(attempt.kind.name())
+            .bind(&attempt.target)
+            .bind(now)
+            .bind(attempt.estimate.as_ref().map(Value::to_string))
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::ForeignKeyViolation => {
+                    return Err(move_not_found(run, uuid));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
             }
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
-        let message = format!(
-            "attempt {number} ({}) to {} started",
-            attempt.kind, attempt.target
-        );
-        let data =
-            json!({ "number": number, "kind": attempt.kind.name(), "target": attempt.target });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Attempt,
-            &message,
-            Some(&data),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(u32::try_from(number).unwrap_or(u32::MAX))
+            let message = format!(
+                "attempt {number} ({}) to {} started",
+                attempt.kind, attempt.target
+            );
+            let data =
+                json!({ "number": number, "kind": attempt.kind.name(), "target": attempt.target });
+            insert_event(
+                &mut tx,
+                run,
+                Some(uuid),
+                now,
+                EventKind::Attempt,
+                &message,
+                Some(&data),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(u32::try_from(number).unwrap_or(u32::MAX))
+        })
+        .await
     }
 
     /// Records how attempt `number` of VM `uuid` ended, with its figures.
@@ -860,81 +1047,86 @@ impl Journal {
         number: u32,
         end: &AttemptEnd,
     ) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE attempts SET ended_ms = $4, outcome = $5, message = $6, \
-             wall_ms = COALESCE($7, $4 - started_ms), job_ms = $8, downtime_ms = $9, bytes = $10, \
-             passes = $11 WHERE run = $1 AND uuid = $2 AND number = $3 AND ended_ms IS NULL",
-        )
-        .bind(run)
-        .bind(uuid)
-        .bind(i64::from(number))
-        .bind(now)
-        .bind(end.outcome.name())
-        .bind(&end.message)
-        .bind(end.wall_ms.map(saturating_i64))
-        .bind(end.job_ms.map(saturating_i64))
-        .bind(end.downtime_ms.map(saturating_i64))
-        .bind(end.bytes.map(saturating_i64))
-        .bind(end.passes.map(i64::from))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT number FROM attempts WHERE run = $1 AND uuid = $2 AND number = $3",
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE attempts SET ended_ms = $4, outcome = $5, message = $6, \
+                 wall_ms = COALESCE($7, $4 - started_ms), job_ms = $8, downtime_ms = $9, bytes = $10, \
+                 passes = $11 WHERE run = $1 AND uuid = $2 AND number = $3 AND ended_ms IS NULL",
             )
             .bind(run)
             .bind(uuid)
             .bind(i64::from(number))
-            .fetch_optional(&mut *tx)
+            .bind(now)
+            .bind(end.outcome.name())
+            .bind(&end.message)
+            .bind(end.wall_ms.map(saturating_i64))
+            .bind(end.job_ms.map(saturating_i64))
+            .bind(end.downtime_ms.map(saturating_i64))
+            .bind(end.bytes.map(saturating_i64))
+            .bind(end.passes.map(i64::from))
+            .execute(&mut *tx)
             .await?;
-            let (run, uuid) = (run.to_owned(), uuid.to_owned());
-            return Err(match exists {
-                Some(_) => JournalError::AttemptEnded { run, uuid, number },
-                None => JournalError::AttemptNotFound { run, uuid, number },
+            if done.rows_affected() == 0 {
+                let exists: Option<i64> = sqlx::query_scalar(
+                    "SELECT number FROM attempts WHERE run = $1 AND uuid = $2 AND number = $3",
+                )
+                .bind(run)
+                .bind(uuid)
+                .bind(i64::from(number))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (run, uuid) = (run.to_owned(), uuid.to_owned());
+                return Err(match exists {
+                    Some(_) => JournalError::AttemptEnded { run, uuid, number },
+                    None => JournalError::AttemptNotFound { run, uuid, number },
+                });
+            }
+            let mut message = format!("attempt {number}: {}", end.outcome);
+            if !end.message.is_empty() {
+                message = format!("{message}: {}", end.message);
+            }
+            let data = json!({
+                "number": number,
+                "outcome": end.outcome.name(),
+                "wall_ms": end.wall_ms,
+                "job_ms": end.job_ms,
+                "downtime_ms": end.downtime_ms,
+                "bytes": end.bytes,
+                "passes": end.passes,
             });
-        }
-        let mut message = format!("attempt {number}: {}", end.outcome);
-        if !end.message.is_empty() {
-            message = format!("{message}: {}", end.message);
-        }
-        let data = json!({
-            "number": number,
-            "outcome": end.outcome.name(),
-            "wall_ms": end.wall_ms,
-            "job_ms": end.job_ms,
-            "downtime_ms": end.downtime_ms,
-            "bytes": end.bytes,
-            "passes": end.passes,
-        });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Attempt,
-            &message,
-            Some(&data),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            insert_event(
+                &mut tx,
+                run,
+                Some(uuid),
+                now,
+                EventKind::Attempt,
+                &message,
+                Some(&data),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Run `run`'s attempts, in the order they started.
     pub async fn attempts(&self, run: &str) -> Result<Vec<Attempt>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            attempt_columns!(),
-            " FROM attempts WHERE run = $1 ORDER BY started_ms, uuid, number"
-        ))
-        .bind(run)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(attempt_from_row)
-        .collect()
+        self.hold(|_| async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                attempt_columns!(),
+                " FROM attempts WHERE run = $1 ORDER BY started_ms, uuid, number"
+            ))
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(attempt_from_row)
+            .collect()
+        })
+        .await
     }
 
     // ---------------------------------------------------------------- events
@@ -949,48 +1141,54 @@ impl Journal {
         message: &str,
         data: Option<&Value>,
     ) -> Result<i64> {
-        let mut conn = self.pool.acquire().await?;
-        match insert_event(&mut conn, run, uuid, now_ms(), kind, message, data).await {
-            Err(JournalError::Database(sqlx::Error::Database(e)))
-                if e.kind() == ErrorKind::ForeignKeyViolation =>
-            {
-                Err(match uuid {
-                    Some(uuid) => move_not_found(run, uuid),
-                    None => JournalError::RunNotFound {
-                        run: run.to_owned(),
-                    },
-                })
+        self.hold(|now| async move {
+            let mut conn = self.pool.acquire().await?;
+            match insert_event(&mut conn, run, uuid, now, kind, message, data).await {
+                Err(JournalError::Database(sqlx::Error::Database(e)))
+                    if e.kind() == ErrorKind::ForeignKeyViolation =>
+                {
+                    Err(match uuid {
+                        Some(uuid) => move_not_found(run, uuid),
+                        None => JournalError::RunNotFound {
+                            run: run.to_owned(),
+                        },
+                    })
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
+        .await
     }
 
     /// Run `run`'s events, oldest first: all of them, or those about VM `uuid`.
     pub async fn events(&self, run: &str, uuid: Option<&str>) -> Result<Vec<Event>> {
-        let rows = match uuid {
-            Some(uuid) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM events WHERE run = $1 AND uuid = $2 ORDER BY id"
-                ))
-                .bind(run)
-                .bind(uuid)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM events WHERE run = $1 ORDER BY id"
-                ))
-                .bind(run)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter().map(event_from_row).collect()
+        self.hold(|_| async move {
+            let rows = match uuid {
+                Some(uuid) => {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events WHERE run = $1 AND uuid = $2 ORDER BY id"
+                    ))
+                    .bind(run)
+                    .bind(uuid)
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events WHERE run = $1 ORDER BY id"
+                    ))
+                    .bind(run)
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            };
+            rows.iter().map(event_from_row).collect()
+        })
+        .await
     }
 }
 

@@ -15,6 +15,10 @@
 //! with [`Journal::end_phase`] after it, so that after a crash the journal says which side
 //! effects may have happened.
 //!
+//! Timestamps come from the system clock, or, for a simulated run on a tokio runtime whose
+//! time is paused, from that virtual clock ([`JournalClock::Virtual`]), in which every
+//! operation takes no time at all.
+//!
 //! The SQL is portable (TEXT, INTEGER, BIGINT, `$1` placeholders) so that a PostgreSQL
 //! journal can follow with the same schema.
 
@@ -28,7 +32,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 pub use error::{JournalError, Result};
-pub use journal::{Durability, Journal, JournalConfig, FIRST_GENERATION};
+pub use journal::{Durability, Journal, JournalClock, JournalConfig, FIRST_GENERATION};
 pub use records::{
     Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run,
     RunDocuments, RunKind, RunState,

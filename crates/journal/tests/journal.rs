@@ -8,10 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use ferry_journal::{
-    AttemptEnd, AttemptKind, EventKind, Journal, JournalError, NewAttempt, NewMove, NewRun,
-    RunKind, RunState, FIRST_GENERATION,
+    AttemptEnd, AttemptKind, EventKind, Journal, JournalClock, JournalConfig, JournalError,
+    NewAttempt, NewMove, NewRun, RunKind, RunState, FIRST_GENERATION,
 };
 use ferry_model::{Phase, Status};
 use serde_json::json;
@@ -940,4 +941,62 @@ async fn a_phase_survives_kill_9() {
         .end_phase(&run, &uuid, m.generation, Phase::Transferring)
         .await
         .expect("write after kill");
+}
+
+/// A simulated run: on a runtime whose time is paused, the journal records virtual time,
+/// and no operation lets that time advance (a timer due meanwhile does not fire), however
+/// slow the disk. With the system clock on such a runtime, the pool's own timeouts fire
+/// while SQLite works: opening fails with "pool timed out".
+#[test]
+fn virtual_time_is_recorded_and_never_advances_during_an_operation() {
+    let dir = TempDir::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a paused runtime");
+    runtime.block_on(async {
+        let start_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+        let config = JournalConfig {
+            clock: JournalClock::Virtual { unix_ms: start_ms },
+            ..JournalConfig::default()
+        };
+        let journal = Journal::open_with(&dir.db(), &config)
+            .await
+            .expect("opens in virtual time");
+        let started = tokio::time::Instant::now();
+        // A timer due 10 ms (virtual) from now: with the journal's work awaited on this
+        // runtime, it would fire while SQLite syncs to disk.
+        let timer = tokio::spawn(tokio::time::sleep(Duration::from_millis(10)));
+        let run = run_with_moves(&journal, 50).await;
+        for i in 0..50 {
+            let uuid = new_move(i).uuid;
+            journal
+                .set_status(&run, &uuid, FIRST_GENERATION, Status::Migrating, "started")
+                .await
+                .expect("status");
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "virtual time moved during journal writes"
+        );
+        assert!(!timer.is_finished());
+        let created = journal.run(&run).await.expect("run");
+        assert_eq!(created.created_ms, start_ms);
+        assert!(
+            created.id.starts_with("r-20260101-000000-"),
+            "{}",
+            created.id
+        );
+
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        journal
+            .set_run_state(&run, created.generation, RunState::Finished)
+            .await
+            .expect("finish");
+        let finished = journal.run(&run).await.expect("run");
+        assert_eq!(finished.finished_ms, Some(start_ms + 3_600_000));
+        journal.close().await;
+    });
 }
