@@ -1,12 +1,13 @@
 //! Showing a run as it goes: the engine's events drawn on the progress board, on stderr.
 
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_engine::EngineEvent;
 use ferry_journal::AttemptKind;
 use ferry_preview::Kind;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::progress::{Board, Planned, Terminal};
 use crate::Output;
@@ -15,12 +16,14 @@ use crate::Output;
 /// an overall bar on a terminal, timestamped lines otherwise, nothing with `--output json`.
 pub async fn events(mut rx: mpsc::UnboundedReceiver<EngineEvent>, memory: Vec<(String, u64)>, output: Output) {
     let tty = std::io::stderr().is_terminal();
+    // tokio's clock: virtual time when the run is simulated.
     let started = Instant::now();
     let planned = memory.into_iter().map(|(vm, mib)| Planned { vm, memory_bytes: mib << 20 }).collect();
     let mut board = Board::new(planned, Terminal { tty, width: terminal_width() });
     let mut redraw = tokio::time::interval(Duration::from_millis(if tty { 250 } else { 500 }));
     loop {
         tokio::select! {
+            biased;
             event = rx.recv() => {
                 let Some(event) = event else { break };
                 let now = started.elapsed().as_secs_f64();

@@ -1,6 +1,6 @@
 //! The dispatcher of one run: scheduler decisions in, tasks out, the journal in between.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -236,7 +236,9 @@ impl<D: Driver> Engine<D> {
         let mut reports: Vec<Option<MoveReport>> = vec![None; self.moves.len()];
 
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TaskDone>();
-        let mut controls: HashMap<usize, mpsc::UnboundedSender<TaskControl>> = HashMap::new();
+        // Ordered, so that an abort reaches the migrations in the same order every time (the
+        // simulator replays a run exactly).
+        let mut controls: BTreeMap<usize, mpsc::UnboundedSender<TaskControl>> = BTreeMap::new();
         let mut tasks = JoinSet::new();
         let mut stopped = false;
         let mut aborted = false;
@@ -321,7 +323,11 @@ impl<D: Driver> Engine<D> {
                 break;
             }
 
+            // Biased (in order), not tokio's random pick among ready branches: under the
+            // simulator's virtual time several are often ready at once, and the same run
+            // must take the same turns.
             tokio::select! {
+                biased;
                 done = done_rx.recv() => {
                     let Some(done) = done else { break };
                     let spec = &self.moves[done.item];
@@ -396,7 +402,7 @@ impl<D: Driver> Engine<D> {
     async fn abort_all(
         &self,
         scheduler: &mut Scheduler,
-        controls: &HashMap<usize, mpsc::UnboundedSender<TaskControl>>,
+        controls: &BTreeMap<usize, mpsc::UnboundedSender<TaskControl>>,
         events: &mpsc::UnboundedSender<EngineEvent>,
         note: &str,
     ) {

@@ -161,7 +161,9 @@ async fn live<D: Driver>(
     let mut by_operator = false;
     let mut sampling = true;
     let result = loop {
+        // Biased, like the dispatcher's: the same run takes the same turns (the simulator).
         tokio::select! {
+            biased;
             sample = migration.progress.recv(), if sampling => match sample {
                 Some(sample) => {
                     if sample.transferred_bytes > last_progress.0 {
