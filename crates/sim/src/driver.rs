@@ -1,0 +1,162 @@
+//! The simulator behind ferry's [`Driver`] trait.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use ferry_driver::{ColdOptions, Control, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::fleet::Fleet;
+use crate::world::{Nanos, World, PREPARE_S};
+
+/// A simulated fleet as a [`Driver`]: inventory, live and cold moves, metadata and jobs, all
+/// in the simulator's world, in tokio's time.
+///
+/// Create it inside a tokio runtime: a task of its own wakes the world at each event. On a
+/// runtime whose time is paused (`start_paused`), time jumps from event to event, so a run
+/// of hours takes as long as its events take to compute; the same fleet, seed and calls in
+/// the same order give the same results, sample for sample.
+#[derive(Clone)]
+pub struct SimDriver {
+    shared: Arc<Shared>,
+    cluster: Arc<ClusterSpec>,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    epoch: Instant,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Lets the clock task see that the world is gone.
+        self.wake.notify_one();
+    }
+}
+
+impl std::fmt::Debug for SimDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDriver").field("hosts", &self.cluster.hosts.len()).finish()
+    }
+}
+
+impl SimDriver {
+    /// The simulation of `fleet`, starting now (in tokio's time). Call inside a tokio
+    /// runtime.
+    pub fn new(fleet: &Fleet) -> SimDriver {
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared { world: Mutex::new(World::new(fleet)), epoch: Instant::now(), wake: wake.clone() });
+        tokio::spawn(clock(Arc::downgrade(&shared), wake, shared.epoch));
+        SimDriver { shared, cluster: Arc::new(fleet.cluster()) }
+    }
+
+    /// The fleet's hosts as a cluster.
+    pub fn cluster(&self) -> &ClusterSpec {
+        &self.cluster
+    }
+
+    /// Each running VM's dirty rate among `uuids`, MiB/s, as a measurement would find it (at
+    /// once); the others with why not.
+    pub fn measure_dirty_rates(&self, uuids: &[String]) -> (HashMap<String, f64>, HashMap<String, String>) {
+        self.world().dirty_rates(uuids)
+    }
+
+    /// The world, advanced to now.
+    fn world(&self) -> MutexGuard<'_, World> {
+        let mut world = self.shared.world.lock().unwrap_or_else(|e| e.into_inner());
+        world.advance(since(self.shared.epoch));
+        world
+    }
+}
+
+fn since(epoch: Instant) -> Nanos {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Wakes the world at its next event, or when a call changed it.
+async fn clock(shared: Weak<Shared>, wake: Arc<Notify>, epoch: Instant) {
+    loop {
+        let next = {
+            let Some(shared) = shared.upgrade() else { return };
+            let mut world = shared.world.lock().unwrap_or_else(|e| e.into_inner());
+            world.advance(since(epoch));
+            world.next_event()
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    biased;
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(epoch + Duration::from_nanos(at)) => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+impl Driver for SimDriver {
+    async fn inventory(&self) -> Inventory {
+        self.world().inventory()
+    }
+
+    async fn locate(&self, vm: &str) -> Result<Vec<Location>, DriverError> {
+        self.world().locate(vm).map_err(|(host, message)| DriverError { host, action: "locate".into(), message })
+    }
+
+    async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
+        let id = self.world().prepare_live(&request, &options)?;
+        tokio::time::sleep(Duration::from_secs_f64(PREPARE_S)).await;
+        let (progress_tx, progress) = mpsc::unbounded_channel();
+        let (controls, mut control_rx) = mpsc::unbounded_channel::<Control>();
+        let (outcome_tx, outcome) = oneshot::channel();
+        self.world().start_job(id, progress_tx, outcome_tx)?;
+        self.shared.wake.notify_one();
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            while let Some(control) = control_rx.recv().await {
+                let Some(shared) = shared.upgrade() else { return };
+                {
+                    let mut world = shared.world.lock().unwrap_or_else(|e| e.into_inner());
+                    world.advance(since(shared.epoch));
+                    world.control(id, &control);
+                }
+                shared.wake.notify_one();
+            }
+        });
+        Ok(Migration { progress, controls, outcome })
+    }
+
+    async fn move_cold(&self, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+        let (outcome_tx, outcome) = oneshot::channel();
+        self.world().start_cold(&request, &options, outcome_tx)?;
+        self.shared.wake.notify_one();
+        outcome.await.unwrap_or_else(|_| Err(MoveError::Init { reason: "the simulation ended before the move".into() }))
+    }
+
+    async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {
+        self.world().metadata(host, vm)
+    }
+
+    async fn set_metadata(&self, host: &str, vm: &str, metadata: Option<&Metadata>) -> Result<(), DriverError> {
+        self.world().set_metadata(host, vm, metadata)
+    }
+
+    async fn job(&self, host: &str, vm: &str) -> Result<Option<Progress>, DriverError> {
+        self.world().job(host, vm)
+    }
+
+    async fn abort_job(&self, host: &str, vm: &str) -> Result<(), DriverError> {
+        let result = self.world().abort_job(host, vm);
+        self.shared.wake.notify_one();
+        result
+    }
+
+    async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
+        self.world().discard_prepared(request)
+    }
+}

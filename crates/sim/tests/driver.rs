@@ -1,0 +1,378 @@
+//! The simulator through the driver trait, on a runtime whose time is paused: what one
+//! migration takes against the estimate it shares its model with, links shared and full
+//! duplex, controls, cold moves, faults, and the same answers every time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_model::VmState;
+use ferry_preview::estimate::{estimate_live, LiveInput, POSTCOPY_SWITCHOVER_MS, PER_MIGRATION_OVERHEAD_S};
+use ferry_sim::{derived_uuid, Fault, Fleet, HostDesc, Settings, SimDriver, VmDesc};
+
+/// Runs `f` on a current-thread runtime with paused time: virtual time, as `ferry` runs
+/// simulations.
+fn sim<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+fn host(name: &str, link: u64) -> HostDesc {
+    HostDesc {
+        name: name.into(),
+        group: "default".into(),
+        tags: Vec::new(),
+        cpus: 64,
+        memory_mib: 65536,
+        link_mib_s: link,
+        cpu_overcommit: 4.0,
+        memory_overcommit: 1.0,
+        maintenance: false,
+    }
+}
+
+/// A guest like the lab's: 256 MiB, 64 MiB working set, 132 MiB not zero.
+fn lab_vm(name: &str, on: &str, dirty: f64) -> VmDesc {
+    VmDesc {
+        name: name.into(),
+        uuid: None,
+        host: on.into(),
+        memory_mib: 256,
+        vcpus: 1,
+        dirty_mib_s: dirty,
+        working_set_mib: Some(64.0),
+        nonzero_mib: Some(132.0),
+        disk_mib: 0,
+        running: true,
+        shutdown_s: 10.0,
+    }
+}
+
+fn fleet(hosts: Vec<HostDesc>, vms: Vec<VmDesc>) -> Fleet {
+    Fleet { sim: Settings::default(), hosts, vms, faults: Vec::new() }
+}
+
+fn request(i: usize, from: &str, to: &str) -> MoveRequest {
+    MoveRequest { vm: derived_uuid(i), from: from.into(), to: to.into(), run_id: "r-test".into(), delete_source_volumes: false }
+}
+
+fn capped(mib_s: u64) -> LiveOptions {
+    LiveOptions { bandwidth_mib_s: Some(mib_s), ..LiveOptions::default() }
+}
+
+/// Drives a migration to its end, collecting its samples.
+async fn finish(mut m: Migration) -> (Result<MoveReport, MoveError>, Vec<Progress>) {
+    let mut samples = Vec::new();
+    while let Some(p) = m.progress.recv().await {
+        samples.push(p);
+    }
+    let outcome = m.outcome.await.expect("an outcome");
+    (outcome, samples)
+}
+
+async fn live(driver: &SimDriver, req: MoveRequest, options: LiveOptions) -> (Result<MoveReport, MoveError>, Vec<Progress>) {
+    let m = driver.migrate_live(req, options).await.expect("starts");
+    finish(m).await
+}
+
+fn close(got: f64, want: f64, tolerance: f64) -> bool {
+    (got - want).abs() <= tolerance
+}
+
+#[test]
+fn alone_on_its_link_a_migration_takes_what_the_estimate_says() {
+    // (dirty MiB/s, cap MiB/s): the lab's calibration cells.
+    for (dirty, cap) in [(5.0, 32), (5.0, 96), (25.0, 32), (25.0, 96), (0.0, 200), (60.0, 32)] {
+        let estimate = estimate_live(&LiveInput {
+            memory_mib: 256.0,
+            dirty_mib_s: dirty,
+            bandwidth_mib_s: cap as f64,
+            nonzero_mib: Some(132.0),
+            working_set_mib: Some(64.0),
+            link_mib_s: Some(1000.0),
+            ..LiveInput::default()
+        });
+        let (report, samples) = sim(async {
+            let driver = SimDriver::new(&fleet(vec![host("a", 1000), host("b", 1000)], vec![lab_vm("v", "a", dirty)]));
+            let started = tokio::time::Instant::now();
+            let m = driver.migrate_live(request(0, "a", "b"), capped(cap)).await.expect("starts");
+            // One that does not converge goes on until someone gives up (the engine's
+            // completion timeout): here, after ten minutes.
+            let controls = m.controls.clone();
+            let give_up = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                let _ = controls.send(Control::Abort);
+            });
+            let (outcome, samples) = finish(m).await;
+            give_up.abort();
+            (outcome.map(|r| (r, started.elapsed())), samples)
+        });
+        if !estimate.converges {
+            assert!(matches!(report, Err(MoveError::Transfer { aborted: true, .. })), "{dirty} at {cap}: {report:?}");
+            assert!(samples.len() >= 1190, "{dirty} at {cap}: {}", samples.len());
+            continue;
+        }
+        let (report, elapsed) = report.unwrap_or_else(|e| panic!("{dirty} MiB/s at {cap}: {e}"));
+        let job = report.job_ms.expect("a job time") as f64 / 1000.0;
+        assert!(close(job, estimate.transfer_s, 0.002), "{dirty} at {cap}: job {job} s, estimate {} s", estimate.transfer_s);
+        let wall = report.wall_ms as f64 / 1000.0;
+        assert!(close(wall, estimate.total_s, 0.003), "{dirty} at {cap}: wall {wall}, estimate {}", estimate.total_s);
+        assert!(close(elapsed.as_secs_f64(), wall, 0.002), "the outcome arrives when the move ends");
+        assert_eq!(report.memory_passes, u64::from(estimate.passes), "{dirty} at {cap}");
+        let downtime = report.downtime_ms.expect("a downtime") as f64;
+        assert!(close(downtime, estimate.downtime_ms, 1.0), "{dirty} at {cap}: {downtime} ms, estimate {}", estimate.downtime_ms);
+        // A sample every half second of the job, the last before it ends.
+        assert_eq!(samples.len() as f64, (job / 0.5).floor(), "{dirty} at {cap}");
+        for (k, s) in samples.iter().enumerate() {
+            assert_eq!(s.elapsed_ms, 500 * (k as u64 + 1));
+        }
+        assert!(samples.windows(2).all(|w| w[0].transferred_bytes <= w[1].transferred_bytes));
+        assert_eq!(report.locations.len(), 1);
+        assert_eq!(report.locations[0].host, "b");
+    }
+}
+
+#[test]
+fn migrations_leaving_one_host_share_its_link_and_links_are_full_duplex() {
+    // Two idle 1 GiB guests (all non-zero) leave host a over its 100 MiB/s link: each gets
+    // half. A third goes the other way, from b to a, at the full rate: links are full duplex.
+    let vm = |name: &str, on: &str| VmDesc { memory_mib: 1024, working_set_mib: None, nonzero_mib: None, ..lab_vm(name, on, 0.0) };
+    let (one, two, back) = sim(async {
+        let driver = SimDriver::new(&fleet(
+            vec![host("a", 100), host("b", 100), host("c", 100)],
+            vec![vm("v1", "a"), vm("v2", "a"), vm("v3", "b")],
+        ));
+        let (m1, m2, m3) = tokio::join!(
+            driver.migrate_live(request(0, "a", "b"), LiveOptions::default()),
+            driver.migrate_live(request(1, "a", "c"), LiveOptions::default()),
+            driver.migrate_live(request(2, "b", "a"), LiveOptions::default()),
+        );
+        let (r1, r2, r3) = tokio::join!(finish(m1.expect("starts")), finish(m2.expect("starts")), finish(m3.expect("starts")));
+        (r1.0.expect("v1 moves"), r2.0.expect("v2 moves"), r3.0.expect("v3 moves"))
+    });
+    // After 0.35 s of job setup, pass 1 sends 999 MiB, leaving 25 MiB: what a 300 ms pause
+    // takes at the link's 100 MiB/s. Alone, that is 9.99 s, then the pause (250 + 20 ms).
+    let job = |r: &MoveReport| r.job_ms.expect("job") as f64 / 1000.0;
+    assert!(close(job(&back), 0.35 + 9.99 + 0.27, 0.002), "{back:?}");
+    assert_eq!(back.memory_passes, 3);
+    // Two on one link: 19.98 s at 50 MiB/s each; QEMU then measures 50 MiB/s, so only 15 MiB
+    // fit a 300 ms pause: one more period sends 12.5 MiB (0.25 s), and the pause sends the
+    // last 12.5 MiB at the link's speed (125 + 20 ms).
+    for r in [&one, &two] {
+        assert!(close(job(r), 0.35 + 19.98 + 0.25 + 0.145, 0.002), "{r:?}");
+        assert_eq!(r.memory_passes, 4);
+    }
+}
+
+#[test]
+fn a_move_that_stops_sending_leaves_the_link_to_the_others() {
+    // v1 is small: once it is done (and while it prepares and finishes), v2 has the link alone.
+    let big = VmDesc { memory_mib: 2048, working_set_mib: None, nonzero_mib: None, ..lab_vm("v2", "a", 0.0) };
+    let small = VmDesc { memory_mib: 256, working_set_mib: None, nonzero_mib: None, ..lab_vm("v1", "a", 0.0) };
+    let (r1, r2) = sim(async {
+        let driver = SimDriver::new(&fleet(vec![host("a", 100), host("b", 100), host("c", 100)], vec![small, big]));
+        let (m1, m2) = tokio::join!(
+            driver.migrate_live(request(0, "a", "b"), LiveOptions::default()),
+            driver.migrate_live(request(1, "a", "c"), LiveOptions::default()),
+        );
+        let (r1, r2) = tokio::join!(finish(m1.expect("starts")), finish(m2.expect("starts")));
+        (r1.0.expect("v1 moves"), r2.0.expect("v2 moves"))
+    });
+    // Both send at 50 MiB/s: v1's pass 1 (231 MiB, 4.62 s) and one more period (12.5 MiB,
+    // 0.25 s; see above), then its pause; v2 has sent 243.5 MiB by then and sends its other
+    // 1779.5 MiB alone at 100 MiB/s, converging at once at that rate.
+    let job = |r: &MoveReport| r.job_ms.expect("job") as f64 / 1000.0;
+    assert!(close(job(&r1), 0.35 + 4.62 + 0.25 + 0.145, 0.002), "{r1:?}");
+    assert!(close(job(&r2), 0.35 + 4.87 + 17.795 + 0.27, 0.002), "{r2:?}");
+}
+
+#[test]
+fn controls_steer_a_running_migration() {
+    sim(async {
+        let vm = |name: &str, dirty| VmDesc { memory_mib: 1024, working_set_mib: Some(512.0), ..lab_vm(name, "a", dirty) };
+        let driver = SimDriver::new(&fleet(vec![host("a", 1000), host("b", 1000)], vec![vm("calm", 1.0), vm("busy", 80.0), vm("hot", 80.0), vm("stay", 1.0)]));
+
+        // SetBandwidth: from 10 to 100 MiB/s after 5 s.
+        let m = driver.migrate_live(request(0, "a", "b"), capped(10)).await.expect("starts");
+        let controls = m.controls.clone();
+        let steer = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            controls.send(Control::SetBandwidth(100)).expect("running");
+        };
+        let ((outcome, samples), ()) = tokio::join!(finish(m), steer);
+        let report = outcome.expect("moves");
+        assert!(report.job_ms.expect("job") < 17_000, "{report:?}");
+        assert!(samples.iter().any(|s| s.bandwidth_bytes_s == 10 << 20));
+        assert!(samples.iter().any(|s| s.bandwidth_bytes_s == 100 << 20));
+        assert!(report.messages.iter().any(|m| m.contains("applied SetBandwidth(100)")), "{:?}", report.messages);
+
+        // A guest dirtying 80 MiB/s of a 512 MiB working set at 50 MiB/s never converges;
+        // post-copy (requested at start) ends it with a 5 ms pause.
+        let options = LiveOptions { postcopy: true, ..capped(50) };
+        let m = driver.migrate_live(request(1, "a", "b"), options).await.expect("starts");
+        let controls = m.controls.clone();
+        let steer = async {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            controls.send(Control::StartPostCopy).expect("running");
+        };
+        let ((outcome, samples), ()) = tokio::join!(finish(m), steer);
+        let report = outcome.expect("post-copy ends it");
+        assert_eq!(report.downtime_ms, Some(POSTCOPY_SWITCHOVER_MS as u64));
+        assert!(samples.iter().any(|s| s.postcopy_active));
+        assert!(driver.locate(&derived_uuid(1)).await.expect("locate")[0].host == "b");
+
+        // Without post-copy requested at start, StartPostCopy fails; Abort leaves the VM on
+        // its source.
+        let m = driver.migrate_live(request(2, "a", "b"), capped(50)).await.expect("starts");
+        let controls = m.controls.clone();
+        let steer = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            controls.send(Control::StartPostCopy).expect("running");
+            controls.send(Control::SetMaxDowntime(20)).expect("running");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            controls.send(Control::Abort).expect("running");
+        };
+        let ((outcome, _), ()) = tokio::join!(finish(m), steer);
+        match outcome {
+            Err(MoveError::Transfer { aborted: true, report, .. }) => {
+                assert!(report.messages.iter().any(|m| m.contains("StartPostCopy failed")), "{:?}", report.messages);
+                assert!(report.messages.iter().any(|m| m.contains("applied SetMaxDowntime(20)")), "{:?}", report.messages);
+                assert!(report.messages.last().is_some_and(|m| m == "still runs on a, verified"));
+                let job = report.job_ms.expect("job");
+                assert!((20_000..20_400).contains(&job), "{job}");
+            }
+            other => panic!("expected an aborted transfer, got {other:?}"),
+        }
+        let at = driver.locate(&derived_uuid(2)).await.expect("locate");
+        assert_eq!((at.len(), at[0].host.as_str(), at[0].state), (1, "a", VmState::Running));
+
+        // The VM stays where it was; aborting through the job API works too.
+        let m = driver.migrate_live(request(3, "a", "b"), capped(1)).await.expect("starts");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(driver.job("a", &derived_uuid(3)).await.expect("job").is_some());
+        driver.abort_job("a", &derived_uuid(3)).await.expect("aborts");
+        assert!(matches!(finish(m).await.0, Err(MoveError::Transfer { aborted: true, .. })));
+        assert_eq!(driver.job("a", &derived_uuid(3)).await.expect("job"), None);
+    });
+}
+
+#[test]
+fn a_cold_move_shuts_down_copies_and_starts() {
+    let with_disk = VmDesc { disk_mib: 1000, shutdown_s: 4.0, ..lab_vm("v", "a", 5.0) };
+    let report = sim(async {
+        let driver = SimDriver::new(&fleet(vec![host("a", 100), host("b", 100)], vec![with_disk]));
+        let report = driver.move_cold(request(0, "a", "b"), ColdOptions::default()).await.expect("moves cold");
+        let inventory = driver.inventory().await;
+        assert_eq!(inventory.vms[0].host, "b");
+        assert_eq!(inventory.vms[0].state, VmState::Running);
+        report
+    });
+    let want = 4.0 + 10.0 + PER_MIGRATION_OVERHEAD_S;
+    assert!(close(report.wall_ms as f64 / 1000.0, want, 0.002), "{report:?}");
+    assert_eq!(report.downtime_ms, Some(report.wall_ms));
+    assert_eq!(report.transferred_bytes, 1000 << 20);
+}
+
+#[test]
+fn moves_that_cannot_start_leave_everything_as_it_was() {
+    sim(async {
+        let big = VmDesc { memory_mib: 60000, working_set_mib: None, nonzero_mib: None, ..lab_vm("big", "a", 0.0) };
+        let mut f = fleet(vec![host("a", 100), host("b", 100)], vec![big.clone(), VmDesc { name: "big2".into(), host: "b".into(), ..big }]);
+        f.faults.push(Fault { host: "b".into(), down_at_s: 100.0 });
+        let driver = SimDriver::new(&f);
+        let init = |r: Result<Migration, MoveError>| match r {
+            Err(MoveError::Init { reason }) => reason,
+            other => panic!("expected Init, got {other:?}"),
+        };
+        let reason = init(driver.migrate_live(request(0, "a", "b"), LiveOptions::default()).await);
+        assert!(reason.starts_with("b: not enough memory for big: needs 60000 MiB, 5536 MiB free"), "{reason}");
+        let reason = init(driver.migrate_live(request(0, "b", "a"), LiveOptions::default()).await);
+        assert!(reason.contains("big is not on b (it is on a)"), "{reason}");
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let reason = init(driver.migrate_live(request(0, "a", "b"), LiveOptions::default()).await);
+        assert!(reason.contains("b: cannot connect: the host is down"), "{reason}");
+        let inventory = driver.inventory().await;
+        assert_eq!(inventory.unreachable.len(), 1);
+        assert_eq!(inventory.vms.len(), 1);
+    });
+}
+
+#[test]
+fn faults_break_migrations_where_the_seed_says() {
+    // Every migration's stream breaks: the VM stays on its source.
+    let mut f = fleet(vec![host("a", 100), host("b", 100)], vec![lab_vm("v", "a", 5.0)]);
+    f.sim.migration_error_rate = 1.0;
+    sim(async {
+        let driver = SimDriver::new(&f);
+        match live(&driver, request(0, "a", "b"), LiveOptions::default()).await.0 {
+            Err(MoveError::Transfer { aborted: false, reason, .. }) => assert!(reason.contains("stream broke"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(driver.locate(&derived_uuid(0)).await.expect("locate")[0].host, "a");
+    });
+
+    // A source that goes down mid-migration takes its VM with it; from then on, like the
+    // libvirt driver, nothing can be located (a host cannot be asked).
+    let mut f = fleet(vec![host("a", 10), host("b", 10)], vec![lab_vm("v", "a", 5.0)]);
+    f.faults.push(Fault { host: "a".into(), down_at_s: 5.0 });
+    sim(async {
+        let driver = SimDriver::new(&f);
+        match live(&driver, request(0, "a", "b"), LiveOptions::default()).await.0 {
+            Err(MoveError::Lost { reason, .. }) => assert!(reason.contains("a went down while v was moving"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(driver.locate(&derived_uuid(0)).await.is_err());
+    });
+}
+
+#[test]
+fn the_same_fleet_and_calls_give_the_same_story() {
+    let f = {
+        let mut f = ferry_sim::generate(&ferry_sim::GenOptions { hosts: 6, vms: 40, seed: 5, link_mib_s: 200, fill: 0.5 });
+        f.sim.migration_error_rate = 0.2;
+        f
+    };
+    let story = || {
+        sim(async {
+            let driver = SimDriver::new(&f);
+            let inventory = driver.inventory().await;
+            let mut runs = Vec::new();
+            for (i, vm) in inventory.vms.iter().enumerate().take(20) {
+                let to = inventory.hosts[(i + 1) % inventory.hosts.len()].name.clone();
+                let to = if to == vm.host { inventory.hosts[(i + 2) % inventory.hosts.len()].name.clone() } else { to };
+                let req = MoveRequest { vm: vm.uuid.clone(), from: vm.host.clone(), to, run_id: "r".into(), delete_source_volumes: false };
+                let driver = driver.clone();
+                // All at once: they share links, and each one's pace depends on the others'.
+                runs.push(tokio::spawn(async move {
+                    match driver.migrate_live(req, capped(80)).await {
+                        Ok(m) => {
+                            // Busy guests may not converge: the engine would give up.
+                            let controls = m.controls.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_secs(300)).await;
+                                let _ = controls.send(Control::Abort);
+                            });
+                            let (outcome, samples) = finish(m).await;
+                            format!("{outcome:?} {samples:?}")
+                        }
+                        Err(e) => format!("{e:?}"),
+                    }
+                }));
+            }
+            let mut all = Vec::new();
+            for r in runs {
+                all.push(r.await.expect("no panic"));
+            }
+            (all, tokio::time::Instant::now())
+        })
+    };
+    let (a, _) = story();
+    let (b, _) = story();
+    assert_eq!(a, b);
+    assert!(a.iter().any(|s| s.contains("stream broke")), "the seed breaks some");
+    assert!(a.iter().any(|s| s.starts_with("Ok(")), "and not all");
+}
