@@ -3,22 +3,22 @@
 use std::process::ExitCode;
 
 use ferry_driver::Driver;
-use ferry_libvirt::LibvirtDriver;
 use ferry_model::{Inventory, Locality};
 
 use crate::cluster::ClusterArg;
+use crate::drivers::AnyDriver;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// Prints hosts and their VMs as libvirt reports them.
 pub async fn run(cluster: &ClusterArg, output: Output) -> ExitCode {
-    let spec = match cluster.load() {
-        Ok((_, spec)) => spec,
+    let cluster = match cluster.cluster() {
+        Ok(cluster) => cluster,
         Err(e) => {
             eprintln!("ferry inventory: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let driver = LibvirtDriver::new(spec);
+    let driver = AnyDriver::new(&cluster);
     let inventory = driver.inventory().await;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&inventory).expect("inventory serialises")),

@@ -2,6 +2,7 @@
 //! prints results, maps outcomes to exit codes (0 success, 1 something failed, 2 bad input).
 
 mod cluster;
+mod drivers;
 mod inventory;
 mod lab;
 mod moving;
@@ -10,6 +11,7 @@ mod progress;
 mod report;
 mod runs;
 mod show;
+mod sim;
 mod state;
 
 use std::process::ExitCode;
@@ -72,6 +74,12 @@ enum Command {
     /// Everything about a run: per VM its attempts, figures, estimates and messages.
     /// Exit 0 when every move succeeded, 1 otherwise.
     Report(report::ReportArgs),
+    /// Simulated fleets: `ferry sim gen` writes one; every command that takes `--cluster`
+    /// runs on it in virtual time with `--cluster sim:FILE`.
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
 }
 
 /// Exit code for bad input: nothing was started or changed.
@@ -101,15 +109,27 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Lab { command } => lab::run(command, cli.output),
-        Command::Inventory { cluster } => runtime().block_on(inventory::run(&cluster, cli.output)),
-        Command::Move(args) => runtime().block_on(moving::run(args, cli.output)),
-        Command::Preview(args) => runtime().block_on(preview::run(args, cli.output)),
-        Command::Migrate(args) => runtime().block_on(runs::migrate(args, cli.output)),
+        Command::Inventory { cluster } => runtime_for(&cluster).block_on(inventory::run(&cluster, cli.output)),
+        Command::Move(args) => runtime_for(&args.cluster).block_on(moving::run(args, cli.output)),
+        Command::Preview(args) => runtime_for(&args.cluster).block_on(preview::run(args, cli.output)),
+        Command::Migrate(args) => runtime_for(&args.cluster).block_on(runs::migrate(args, cli.output)),
         Command::Resume(args) => runtime().block_on(runs::resume(args, cli.output)),
         Command::Abort(args) => runtime().block_on(runs::abort(args, cli.output)),
         Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),
         Command::Status(args) => runtime().block_on(report::status(args, cli.output)),
         Command::Report(args) => runtime().block_on(report::report(args, cli.output)),
+        Command::Sim { command } => sim::run(command, cli.output),
+    }
+}
+
+/// The runtime of a command that takes `--cluster`: on virtual time for a simulated fleet
+/// (time jumps from one event to the next, so a run of hours takes seconds), else the
+/// ordinary one.
+fn runtime_for(cluster: &cluster::ClusterArg) -> tokio::runtime::Runtime {
+    if cluster.is_sim() {
+        ferry_sim::runtime().expect("a tokio runtime starts")
+    } else {
+        runtime()
     }
 }
 

@@ -7,12 +7,12 @@ use std::time::Duration;
 use ferry_driver::{Driver, MoveReport};
 use ferry_engine::{Command, Manual, MoveSpec, RunSettings};
 use ferry_journal::{NewMove, NewRun, RunKind};
-use ferry_libvirt::LibvirtDriver;
 use ferry_model::{Location, Status, Vm, VmState};
 use ferry_plan::{Limits, Mode, Plan, PlannedMove, Policy, Target};
 use serde::Serialize;
 
 use crate::cluster::ClusterArg;
+use crate::drivers::{self, AnyDriver, SIM_OWNER};
 use crate::runs::{self, Drive, RunDocument};
 use crate::state::StateArg;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
@@ -79,20 +79,22 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         eprintln!("ferry move: {e}");
         ExitCode::from(EXIT_BAD_INPUT)
     };
-    let spec = match args.cluster.load() {
-        Ok((_, spec)) => spec,
+    let source = match args.cluster.cluster() {
+        Ok(cluster) => cluster,
         Err(e) => return bad(e),
     };
+    let spec = source.spec();
     if spec.host(&args.to).is_none() {
         let names = spec.hosts.iter().map(|h| h.name.as_str());
         let hint = ferry_plan::closest(&args.to, names).map(|c| format!("; did you mean {c}?")).unwrap_or_default();
         return bad(format!("--to {}: no such host in the cluster{hint}", args.to));
     }
-    let journal = match args.state.open().await {
+    let (clock, journal_clock) = drivers::clocks(&source);
+    let journal = match args.state.open_with_clock(journal_clock).await {
         Ok(j) => j,
         Err(e) => return bad(format!("--state: {e}")),
     };
-    let driver = Arc::new(LibvirtDriver::new(spec.clone()));
+    let driver = Arc::new(AnyDriver::new(&source));
     let inventory = driver.inventory().await;
     let Some(vm) = inventory.vms.iter().find(|v| v.name == args.vm || v.uuid == args.vm).cloned() else {
         let mut message = format!("{}: no such VM on any reachable host", args.vm);
@@ -188,7 +190,7 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
     }
     let settings = RunSettings {
         run_id: run.id.clone(),
-        owner: runs::owner(),
+        owner: if driver.is_sim() { SIM_OWNER.to_string() } else { runs::owner() },
         policy,
         limits: Limits::default(),
         deadline: None,
@@ -196,7 +198,7 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         unavailable: Vec::new(),
         manual,
     };
-    let drive = Drive { driver, journal, cluster: spec, inventory, settings, specs, generation: run.generation };
+    let drive = Drive { driver, journal, cluster: spec, inventory, settings, specs, generation: run.generation, clock };
     let end = match drive.drive(&[Command::Abort], output).await {
         Ok(end) => end,
         Err(e) => {

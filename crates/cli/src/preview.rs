@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_driver::Driver;
-use ferry_libvirt::LibvirtDriver;
 use ferry_model::Inventory;
 use ferry_preview::checks::{CheckName, Outcome};
 use ferry_preview::{Preview, PreviewConfig};
 
 use crate::cluster::ClusterArg;
+use crate::drivers::AnyDriver;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// `ferry preview` arguments.
@@ -24,6 +24,7 @@ pub struct PreviewArgs {
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
     /// Measure each VM's dirty rate through libvirt before estimating (takes --measure-seconds).
+    /// Implied on a simulated fleet, whose rates are known.
     #[arg(long)]
     pub measure: bool,
     /// Seconds each dirty-rate measurement lasts.
@@ -59,14 +60,15 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
             None
         }
     };
-    let cluster = args.cluster.load().map_err(|e| problems.push(e)).ok();
-    let (Some(plan), Some((_, cluster))) = (plan, cluster) else {
+    let cluster = args.cluster.cluster().map_err(|e| problems.push(e)).ok();
+    let (Some(plan), Some(source)) = (plan, cluster) else {
         return bad(problems.join("\n"));
     };
     if !problems.is_empty() {
         return bad(problems.join("\n"));
     }
-    let driver = LibvirtDriver::new(cluster.clone());
+    let cluster = source.spec();
+    let driver = AnyDriver::new(&source);
     let inventory: Inventory = match &args.inventory {
         Some(path) => {
             let name = path.display().to_string();
@@ -84,8 +86,8 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         Ok(moves) => moves,
         Err(errors) => return bad(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
     };
-    let mut config = PreviewConfig { ignore, explain: args.explain, ..PreviewConfig::default() };
-    if args.measure {
+    let mut config = PreviewConfig { ignore, explain: args.explain, memory: crate::drivers::memory_profiles(&source), ..PreviewConfig::default() };
+    if args.measure || (driver.is_sim() && args.inventory.is_none()) {
         if args.inventory.is_some() {
             return bad("--measure asks the hosts; it cannot be used with --inventory".into());
         }

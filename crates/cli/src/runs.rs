@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::Driver;
-use ferry_engine::{Command, Engine, Manual, MoveSpec, RunEnd, RunSettings};
+use ferry_engine::{Clock, Command, Engine, Manual, MoveSpec, RunEnd, RunSettings};
 use ferry_journal::{Journal, JournalError, NewMove, NewRun, Run, RunKind, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{ClusterSpec, Status, VmState};
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cluster::ClusterArg;
+use crate::drivers::{self, AnyDriver, SIM_OWNER};
 use crate::state::{owner_alive, StateArg};
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -37,7 +38,7 @@ pub struct MigrateArgs {
     /// Waive a check: its failures become warnings and the move runs. Repeatable.
     #[arg(long = "ignore", value_name = "CHECK")]
     pub ignore: Vec<String>,
-    /// Measure each VM's dirty rate before estimating.
+    /// Measure each VM's dirty rate before estimating (implied on a simulated fleet).
     #[arg(long)]
     pub measure: bool,
 }
@@ -101,8 +102,8 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
             None
         }
     };
-    let cluster = args.cluster.load().map_err(|e| problems.push(e)).ok();
-    let (Some(mut plan), Some((_, cluster))) = (plan, cluster) else {
+    let cluster = args.cluster.cluster().map_err(|e| problems.push(e)).ok();
+    let (Some(mut plan), Some(source)) = (plan, cluster) else {
         return bad(problems.join("\n"));
     };
     if !problems.is_empty() {
@@ -111,11 +112,13 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
     if let Some(Some(d)) = deadline {
         plan.deadline = Some(d);
     }
-    let journal = match args.state.open().await {
+    let cluster = source.spec();
+    let (clock, journal_clock) = drivers::clocks(&source);
+    let journal = match args.state.open_with_clock(journal_clock).await {
         Ok(j) => j,
         Err(e) => return bad(format!("--state: {e}")),
     };
-    let driver = Arc::new(LibvirtDriver::new(cluster.clone()));
+    let driver = Arc::new(AnyDriver::new(&source));
     let inventory = driver.inventory().await;
     let resolved = match ferry_plan::resolve(&plan, &cluster, &inventory) {
         Ok(moves) => moves,
@@ -128,8 +131,8 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         },
         None => None,
     };
-    let mut config = PreviewConfig { ignore, ..PreviewConfig::default() };
-    if args.measure {
+    let mut config = PreviewConfig { ignore, memory: drivers::memory_profiles(&source), ..PreviewConfig::default() };
+    if args.measure || driver.is_sim() {
         let uuids = resolved.iter().map(|m| m.uuid.clone()).collect();
         config.dirty_rates = driver.measure_dirty_rates(uuids, 3).await.0;
     }
@@ -201,7 +204,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
     }
     let settings = RunSettings {
         run_id: run.id.clone(),
-        owner: owner(),
+        owner: if driver.is_sim() { SIM_OWNER.to_string() } else { owner() },
         policy: plan.policy.clone(),
         limits: plan.limits.clone(),
         deadline: plan.deadline,
@@ -209,7 +212,8 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         unavailable,
         manual: Manual::default(),
     };
-    execute(driver, journal, cluster, inventory, settings, specs, run.generation, output).await
+    let run = Drive { driver, journal, cluster, inventory, settings, specs, generation: run.generation, clock };
+    execute(run, output).await
 }
 
 /// Creates a run and its moves in the journal.
@@ -256,6 +260,12 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         Ok(d) => d,
         Err(e) => return bad_input(e),
     };
+    if simulated(&cluster) {
+        return bad_input(format!(
+            "run {} was simulated (--cluster sim:FILE): its world lived in the process that ran it; run the plan again",
+            run.id
+        ));
+    }
     let generation = match journal.claim(&run.id, run.generation, &me).await {
         Ok(g) => g,
         Err(e) => return bad_input(format!("could not take run {}: {e}", run.id)),
@@ -296,7 +306,13 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         unavailable: document.unavailable.clone(),
         manual: document.manual.clone(),
     };
-    execute(driver, journal, cluster, inventory, settings, document.moves, generation, output).await
+    let run = Drive { driver, journal, cluster, inventory, settings, specs: document.moves, generation, clock: Clock::system() };
+    execute(run, output).await
+}
+
+/// Whether a run's cluster is a simulated fleet's.
+fn simulated(cluster: &ClusterSpec) -> bool {
+    cluster.hosts.iter().any(|h| h.uri.starts_with(ferry_sim::SIM_URI_PREFIX))
 }
 
 /// Runs `ferry abort`: asks the process running the run to abort it, and waits for it;
@@ -342,8 +358,13 @@ pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
         Ok(d) => d,
         Err(e) => return bad_input(e),
     };
-    let driver = Arc::new(LibvirtDriver::new(cluster));
-    match abort_offline(driver, &journal, &run.id).await {
+    let aborted = if simulated(&cluster) {
+        // Its world ended with the process that ran it: nothing to settle.
+        close_run(&journal, &run.id).await
+    } else {
+        abort_offline(Arc::new(LibvirtDriver::new(cluster)), &journal, &run.id).await
+    };
+    match aborted {
         Ok(()) => {
             println!("run {} aborted", run.id);
             exit_for(&journal, &run.id).await
@@ -360,6 +381,11 @@ async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &st
     for r in settled {
         println!("{}: {}: {}", r.vm, r.status, r.message);
     }
+    close_run(journal, run_id).await
+}
+
+/// Ends every move not yet over as ABORTED, then the run.
+async fn close_run(journal: &Journal, run_id: &str) -> Result<(), String> {
     for m in journal.moves(run_id).await.map_err(|e| e.to_string())? {
         if !m.status.is_terminal() {
             journal
@@ -374,19 +400,8 @@ async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &st
 }
 
 /// Runs the engine with Ctrl-C handling and progress, then prints the outcome.
-#[allow(clippy::too_many_arguments, reason = "one call site per command; a struct would only rename them")]
-async fn execute(
-    driver: Arc<LibvirtDriver>,
-    journal: Journal,
-    cluster: ClusterSpec,
-    inventory: ferry_model::Inventory,
-    settings: RunSettings,
-    specs: Vec<MoveSpec>,
-    generation: i64,
-    output: Output,
-) -> ExitCode {
-    let run_id = settings.run_id.clone();
-    let run = Drive { driver, journal, cluster, inventory, settings, specs, generation };
+async fn execute<D: Driver>(run: Drive<D>, output: Output) -> ExitCode {
+    let run_id = run.settings.run_id.clone();
     match run.drive(&[Command::Stop, Command::Abort], output).await {
         Ok(end) => {
             print_end(&run_id, &end, output);
@@ -404,9 +419,9 @@ async fn execute(
 }
 
 /// A run ready to go: the engine's inputs and the run's generation in the journal.
-pub struct Drive {
-    /// The hosts.
-    pub driver: Arc<LibvirtDriver>,
+pub struct Drive<D> {
+    /// The hosts, real or simulated.
+    pub driver: Arc<D>,
     /// The journal holding the run.
     pub journal: Journal,
     /// The cluster file.
@@ -419,9 +434,11 @@ pub struct Drive {
     pub specs: Vec<MoveSpec>,
     /// The run's generation, to take its lease.
     pub generation: i64,
+    /// The engine's clock: virtual time in a simulation.
+    pub clock: Clock,
 }
 
-impl Drive {
+impl<D: Driver> Drive<D> {
     /// Takes the run's lease and runs the engine, showing progress on stderr. Each Ctrl-C
     /// sends the next of `interrupts` to the engine.
     pub async fn drive(self, interrupts: &[Command], output: Output) -> Result<RunEnd, String> {
@@ -444,7 +461,8 @@ impl Drive {
         });
         let memory: Vec<(String, u64)> = self.specs.iter().map(|s| (s.vm.clone(), s.memory_mib)).collect();
         let show = tokio::spawn(crate::show::events(event_rx, memory, output));
-        let engine = Engine::new(self.driver, self.journal, self.cluster, self.inventory, self.settings, self.specs);
+        let engine = Engine::new(self.driver, self.journal, self.cluster, self.inventory, self.settings, self.specs)
+            .with_clock(self.clock);
         let end = engine.run(command_rx, event_tx).await;
         let _ = show.await;
         end.map_err(|e| format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it"))

@@ -3,7 +3,7 @@
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use ferry_journal::{Journal, JournalConfig};
+use ferry_journal::{Durability, Journal, JournalClock, JournalConfig};
 
 /// How recent an owner's heartbeat must be for its run to count as alive. The engine
 /// beats every second, so fifteen seconds of silence is a dead or hung process, not a
@@ -36,10 +36,11 @@ impl StateArg {
     }
 
     /// Opens the journal, creating it and its directory when missing: for commands that
-    /// start runs.
-    pub async fn open(&self) -> Result<Journal, String> {
+    /// start runs. A simulated run's journal records virtual time (and, having nothing
+    /// real to lose in a power cut, does without a sync per commit).
+    pub async fn open_with_clock(&self, clock: JournalClock) -> Result<Journal, String> {
         let path = self.path()?;
-        open_at(&path).await
+        open_at(&path, clock).await
     }
 
     /// Opens a journal that must already exist: for read-only commands, which must not
@@ -54,15 +55,23 @@ impl StateArg {
                 ));
             }
         }
-        open_at(&path).await
+        open_at(&path, JournalClock::System).await
     }
 }
 
 /// Opens a file path, or a `sqlite:` URL given as `--state`.
-async fn open_at(path: &Path) -> Result<Journal, String> {
+async fn open_at(path: &Path, clock: JournalClock) -> Result<Journal, String> {
+    let config = JournalConfig {
+        clock,
+        durability: match clock {
+            JournalClock::System => Durability::Full,
+            JournalClock::Virtual { .. } => Durability::Normal,
+        },
+        ..JournalConfig::default()
+    };
     let opened = match path.to_str() {
-        Some(location) if is_url(location) => Journal::open(location).await,
-        _ => Journal::open_path(path, &JournalConfig::default()).await,
+        Some(location) if is_url(location) => Journal::open_with(location, &config).await,
+        _ => Journal::open_path(path, &config).await,
     };
     opened.map_err(|e| chain(&e))
 }

@@ -23,6 +23,18 @@ pub struct PreviewConfig {
     pub explain: bool,
     /// Dirty rates measured through the hypervisor, MiB/s, by VM UUID.
     pub dirty_rates: HashMap<String, f64>,
+    /// What is known of each VM's memory beyond its size, by UUID (a simulated fleet
+    /// declares it); unknown, all of memory counts.
+    pub memory: HashMap<String, MemoryProfile>,
+}
+
+/// What is known of a VM's memory beyond its size.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MemoryProfile {
+    /// Memory holding anything but zeros, MiB.
+    pub nonzero_mib: Option<f64>,
+    /// The memory the guest keeps rewriting, MiB.
+    pub working_set_mib: Option<f64>,
 }
 
 /// How a move will happen.
@@ -169,8 +181,9 @@ pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves:
                 let measured = config.dirty_rates.get(&m.uuid).copied();
                 let dirty = measured.unwrap_or(0.0);
                 let disk_mib = vm.local_disks().map(|d| d.capacity.unwrap_or(0) as f64 / 1_048_576.0).sum::<f64>();
+                let profile = config.memory.get(&m.uuid).copied().unwrap_or_default();
                 Some(match kind {
-                    Kind::Live => live_view(vm.memory_mib as f64, dirty, measured.is_some(), bandwidth, disk_mib, plan),
+                    Kind::Live => live_view(vm.memory_mib as f64, profile, dirty, measured.is_some(), bandwidth, disk_mib, plan),
                     Kind::Cold => cold_view(disk_mib, bandwidth, plan),
                 })
             }
@@ -221,9 +234,11 @@ pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves:
     }
 }
 
-fn live_view(memory_mib: f64, dirty: f64, measured: bool, bandwidth: f64, disk_mib: f64, plan: &Plan) -> EstimateView {
+fn live_view(memory_mib: f64, profile: MemoryProfile, dirty: f64, measured: bool, bandwidth: f64, disk_mib: f64, plan: &Plan) -> EstimateView {
     let e = estimate::estimate_live(&LiveInput {
         memory_mib,
+        nonzero_mib: profile.nonzero_mib,
+        working_set_mib: profile.working_set_mib,
         dirty_mib_s: dirty,
         bandwidth_mib_s: bandwidth,
         max_downtime_ms: plan.policy.max_downtime_ms as f64,

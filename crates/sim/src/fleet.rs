@@ -293,6 +293,16 @@ impl Fleet {
         (0..self.vms.len()).map(|i| (self.uuid(i), self.vms[i].dirty_mib_s)).collect()
     }
 
+    /// What the fleet declares of each VM's memory, by UUID, for the estimates.
+    pub fn memory_profiles(&self) -> HashMap<String, ferry_preview::MemoryProfile> {
+        (0..self.vms.len())
+            .map(|i| {
+                let v = &self.vms[i];
+                (self.uuid(i), ferry_preview::MemoryProfile { nonzero_mib: v.nonzero_mib, working_set_mib: v.working_set_mib })
+            })
+            .collect()
+    }
+
     fn problems(&self, file: &str, lines: &Lines) -> Vec<InputError> {
         let mut errors = Vec::new();
         let mut error = |line: Option<usize>, field: String, message: String| {

@@ -36,3 +36,10 @@ pub use fleet::{derived_uuid, Fault, Fleet, HostDesc, Settings, VmDesc, DEFAULT_
 pub use gen::{generate, host_name, vm_name, GenOptions, RACK};
 pub use rng::Rng;
 pub use world::{FINISH_S, PREPARE_S, SAMPLE_EVERY_S};
+
+/// A runtime on virtual time, for a simulation: one thread, time paused, so that it jumps
+/// from one event to the next whenever every task waits (and runs each simulation the same
+/// way).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()
+}
