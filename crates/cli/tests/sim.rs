@@ -1,0 +1,117 @@
+//! `--cluster sim:FILE`: whole runs on a simulated fleet through the binary, in virtual time.
+//! No lab, no root.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::ferry;
+use serde_json::Value;
+
+fn dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sim-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    dir
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A fleet of 20 hosts and 200 VMs from `seed`, where one live migration in twenty breaks.
+fn fleet(dir: &Path, seed: u64) -> PathBuf {
+    let file = dir.join(format!("fleet-{seed}.toml"));
+    let out = ferry(&["sim", "gen", "--hosts", "20", "--vms", "200", "--seed", &seed.to_string(), "-o", path(&file)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let generated = std::fs::read_to_string(&file).expect("written");
+    std::fs::write(&file, generated.replace("migration_error_rate = 0.0", "migration_error_rate = 0.05")).expect("edited");
+    file
+}
+
+/// Drains three hosts to anywhere under the default limits.
+fn plan(dir: &Path) -> PathBuf {
+    let file = dir.join("drain.toml");
+    std::fs::write(
+        &file,
+        "[plan]\nname = \"drain three\"\n\n[limits]\ncluster = 6\nper_source = 2\nper_target = 2\n\n\
+         [[drain]]\nhost = \"h-0001\"\n\n[[drain]]\nhost = \"h-0002\"\n\n[[drain]]\nhost = \"h-0003\"\n",
+    )
+    .expect("written");
+    file
+}
+
+/// Runs the plan on the fleet with a journal of its own; returns the run id and
+/// `ferry report --format json` with the run id replaced.
+fn run(dir: &Path, fleet: &Path, plan: &Path, name: &str) -> (String, String) {
+    let state = dir.join(format!("{name}.db"));
+    let cluster = format!("sim:{}", path(fleet));
+    let out = ferry(&["migrate", path(plan), "--cluster", &cluster, "--state", path(&state)]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split_whitespace().next()).expect("a run id").to_string();
+    let out = ferry(&["report", &id, "--state", path(&state), "--format", "json"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    (id.clone(), String::from_utf8_lossy(&out.stdout).replace(&id, "RUN"))
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report_byte_for_byte() {
+    let dir = dir("determinism");
+    let (fleet7, plan) = (fleet(&dir, 7), plan(&dir));
+    let (id_a, a) = run(&dir, &fleet7, &plan, "a");
+    let (id_b, b) = run(&dir, &fleet7, &plan, "b");
+    assert_ne!(id_a, id_b, "two runs, two ids");
+    assert_eq!(a, b, "the same fleet and seed, the same report");
+
+    // It is a real run: moves, some broken by the seed's faults, in virtual time from the
+    // fleet's start.
+    let report: Value = serde_json::from_str(&a).expect("json");
+    assert_eq!(report["run"]["created_ms"], 1_767_225_600_000_i64);
+    let moves = report["moves"].as_array().expect("moves");
+    assert!(moves.len() >= 20, "{}", moves.len());
+    let statuses: Vec<&str> = moves.iter().map(|m| m["status"].as_str().unwrap_or("?")).collect();
+    assert!(statuses.contains(&"SUCCESS"), "{statuses:?}");
+    assert!(statuses.iter().all(|s| ["SUCCESS", "FAILURE-WAIT"].contains(s)), "{statuses:?}");
+    assert!(report["summary"]["makespan_ms"].as_i64().is_some_and(|m| m > 10_000), "{}", report["summary"]);
+
+    // Another seed, another fleet and another story.
+    let fleet8 = fleet(&dir, 8);
+    let (_, c) = run(&dir, &fleet8, &plan, "c");
+    assert_ne!(a, c);
+}
+
+#[test]
+fn preview_and_move_run_on_a_simulated_fleet_and_bad_fleets_are_refused() {
+    let dir = dir("commands");
+    let (fleet, plan) = (fleet(&dir, 3), plan(&dir));
+    let cluster = format!("sim:{}", path(&fleet));
+    let out = ferry(&["preview", path(&plan), "--cluster", &cluster, "--output", "json"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    let preview: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let vm = &preview["vms"][0];
+    assert_eq!(vm["estimate"]["dirty_measured"], Value::Bool(true), "a simulation knows its dirty rates: {vm}");
+
+    let inventory = ferry(&["inventory", "--cluster", &cluster, "--output", "json"]);
+    let inventory: Value = serde_json::from_slice(&inventory.stdout).expect("json");
+    let name = inventory["vms"][0]["name"].as_str().expect("a VM").to_string();
+    let from = inventory["vms"][0]["host"].as_str().expect("a host").to_string();
+    let to = if from == "h-0001" { "h-0002" } else { "h-0001" };
+    let state = dir.join("move.db");
+    let out = ferry(&["move", &name, "--to", to, "--cluster", &cluster, "--state", path(&state), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["status"], "SUCCESS");
+    assert!(summary["wall_ms"].as_u64().is_some_and(|w| w > 1700), "{summary}");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[host]]\nname = \"a\"\nmemory_mib = 1024\nlink_mib_s = 0\n").expect("written");
+    let out = ferry(&["preview", path(&plan), "--cluster", &format!("sim:{}", path(&bad))]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("bad.toml:1: host[0].link_mib_s: must be a positive bandwidth"), "{}", text(&out));
+}
