@@ -467,11 +467,12 @@ impl<D: Driver> Engine<D> {
             })
             .collect();
         let request = Request { vm: item.vm.clone(), anti_affinity: item.group.clone(), candidates: None };
-        let constraints = Constraints {
-            allow_cross_group: self.settings.policy.allow_cross_group,
-            unavailable: self.settings.unavailable.clone(),
-            explain: false,
-        };
+        // Hosts without a free inbound slot are out for now: placement's best host may be
+        // full (best-fit packs the same host again and again), and the move should then go
+        // to the next best, not wait for that one.
+        let mut unavailable = self.settings.unavailable.clone();
+        unavailable.extend(self.cluster.hosts.iter().filter(|h| !view.has_room(&h.name)).map(|h| h.name.clone()));
+        let constraints = Constraints { allow_cross_group: self.settings.policy.allow_cross_group, unavailable, explain: false };
         let policy = self.settings.policy.placement.parse().unwrap_or(placement::Policy::BestFit);
         let decision = placement::place(&self.cluster, &self.inventory, &fixed, &[request], &constraints, policy);
         decision.into_iter().next().and_then(|d| d.host).filter(|h| view.has_room(h))
