@@ -228,10 +228,12 @@ impl Fleet {
         } else {
             let raw: RawFleet = toml::from_str(text)
                 .map_err(|e| err(e.span().map(|s| line_of(text, s.start)), e.message().trim().to_string()))?;
+            let breaks: Vec<usize> = text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i).collect();
+            let line = |offset: usize| breaks.partition_point(|&b| b < offset) + 1;
             let lines = Lines {
-                hosts: raw.host.iter().map(|h| line_of(text, h.span().start)).collect(),
-                vms: raw.vm.iter().map(|v| line_of(text, v.span().start)).collect(),
-                faults: raw.fault.iter().map(|f| line_of(text, f.span().start)).collect(),
+                hosts: raw.host.iter().map(|h| line(h.span().start)).collect(),
+                vms: raw.vm.iter().map(|v| line(v.span().start)).collect(),
+                faults: raw.fault.iter().map(|f| line(f.span().start)).collect(),
             };
             let fleet = Fleet {
                 sim: raw.sim,
