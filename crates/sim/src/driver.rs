@@ -73,6 +73,18 @@ impl SimDriver {
     }
 }
 
+/// A live migration being prepared, cancelled when dropped.
+struct Preparing<'a> {
+    driver: &'a SimDriver,
+    id: u64,
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        self.driver.world().cancel_prepared(self.id);
+    }
+}
+
 fn since(epoch: Instant) -> Nanos {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
@@ -110,7 +122,10 @@ impl Driver for SimDriver {
 
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
         let id = self.world().prepare_live(&request, &options)?;
+        // Dropped before the job starts (the caller gave up): the preparation is undone.
+        let preparing = Preparing { driver: self, id };
         tokio::time::sleep(Duration::from_secs_f64(PREPARE_S)).await;
+        std::mem::forget(preparing);
         let (progress_tx, progress) = mpsc::unbounded_channel();
         let (controls, mut control_rx) = mpsc::unbounded_channel::<Control>();
         let (outcome_tx, outcome) = oneshot::channel();

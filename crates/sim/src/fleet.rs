@@ -45,6 +45,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct Fleet {
     /// The simulation's settings.
+    #[serde(default)]
     pub sim: Settings,
     /// Hosts.
     #[serde(rename = "host")]

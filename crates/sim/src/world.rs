@@ -700,6 +700,14 @@ impl World {
         Ok(())
     }
 
+    /// Undoes the preparation of a live migration whose job never started (its caller gave
+    /// up while it was being prepared).
+    pub(crate) fn cancel_prepared(&mut self, id: u64) {
+        if self.flows.get(&id).is_some_and(|f| f.stage == Stage::Preparing) {
+            self.release(id);
+        }
+    }
+
     /// Undoes a reservation whose move never started.
     fn release(&mut self, id: u64) {
         if let Some(flow) = self.flows.remove(&id) {

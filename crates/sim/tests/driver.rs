@@ -376,3 +376,17 @@ fn the_same_fleet_and_calls_give_the_same_story() {
     assert!(a.iter().any(|s| s.contains("stream broke")), "the seed breaks some");
     assert!(a.iter().any(|s| s.starts_with("Ok(")), "and not all");
 }
+
+#[test]
+fn a_migration_given_up_while_it_is_prepared_leaves_nothing_behind() {
+    sim(async {
+        let big = VmDesc { memory_mib: 40000, working_set_mib: None, nonzero_mib: None, ..lab_vm("big", "a", 0.0) };
+        let driver = SimDriver::new(&fleet(vec![host("a", 100), host("b", 100)], vec![big]));
+        let given_up = tokio::time::timeout(Duration::from_millis(100), driver.migrate_live(request(0, "a", "b"), LiveOptions::default())).await;
+        assert!(given_up.is_err(), "still preparing after 100 ms");
+        assert_eq!(driver.inventory().await.vms[0].ferry, None, "its metadata is gone");
+        // The target's memory and the VM are free again: the same move starts.
+        let (outcome, _) = live(&driver, request(0, "a", "b"), LiveOptions::default()).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+    });
+}
