@@ -207,7 +207,7 @@ fn rebalance(hosts: usize, vms: usize) -> Scenario {
     for i in 0..f.vms.len() {
         let h = index[&f.vms[i].host];
         turn[h] += 1;
-        if turn[h] % 2 == 0 {
+        if turn[h].is_multiple_of(2) {
             let to = half + (h + turn[h] / 2) % (hosts - half);
             moves.push(mv(&f, i, &f.hosts[to].name.clone()));
         }
@@ -461,7 +461,7 @@ fn run_baseline(s: &Scenario, policy: Baseline) -> Figures {
                 }
                 let (driver, done, m) = (driver.clone(), done_tx.clone(), moves[i].clone());
                 tokio::spawn(async move {
-                    let outcome = migrate(&*driver, &m).await;
+                    let outcome = migrate(&driver, &m).await;
                     let _ = done.send((i, outcome));
                 });
             }
