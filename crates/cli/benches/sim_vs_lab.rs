@@ -91,7 +91,8 @@ fn main() {
             let b = scope.spawn(|| lab.ferry_move("vm-4", to, None));
             [a.join().expect("a move"), b.join().expect("a move")]
         });
-        let measured: Vec<Measured> = measured.into_iter().filter_map(|m| m.map_err(|e| println!("pair run {run}: FAILED: {e}")).ok()).collect();
+        let measured: Vec<Measured> =
+            measured.into_iter().filter_map(|m| m.map_err(|e| println!("pair run {run}: FAILED: {e}")).ok()).collect();
         for m in &measured {
             println!("pair: run {run} {from} -> {to}: {m}");
         }
@@ -117,7 +118,10 @@ fn main() {
         let real = migrate(&lab, &plan, &lab.dir.join("cluster.toml").display().to_string(), &format!("lab-{run}"));
         match (sim, real) {
             (Ok(sim), Ok(real)) => {
-                println!("plan run {run}: simulated makespan {:.2} s, measured {:.2} s", sim.makespan_s, real.makespan_s);
+                println!(
+                    "plan run {run}: simulated makespan {:.2} s, measured {:.2} s",
+                    sim.makespan_s, real.makespan_s
+                );
                 rows.push(Row::plan(format!("drain host-b (3 VMs, 3 at once), run {run}"), &sim, &real));
             }
             (sim, real) => println!("plan run {run}: FAILED: sim {:?} lab {:?}", sim.err(), real.err()),
@@ -230,7 +234,13 @@ fn simulate_single(dirty: f64, cap: u64) -> Vec<Measured> {
     };
     simulate(async {
         let driver = SimDriver::new(&fleet);
-        let request = MoveRequest { vm: fleet.uuid(0), from: "host-a".into(), to: "host-b".into(), run_id: "bench".into(), delete_source_volumes: false };
+        let request = MoveRequest {
+            vm: fleet.uuid(0),
+            from: "host-a".into(),
+            to: "host-b".into(),
+            run_id: "bench".into(),
+            delete_source_volumes: false,
+        };
         let options = LiveOptions { bandwidth_mib_s: Some(cap), ..LiveOptions::default() };
         vec![finish(driver.migrate_live(request, options).await.expect("starts")).await]
     })
@@ -246,7 +256,13 @@ fn simulate_pair(fleet: &Fleet, lab: &Lab, from: &str, to: &str) -> Vec<Measured
         let driver = Arc::new(SimDriver::new(&fleet));
         let request = |name: &str| {
             let i = fleet.vms.iter().position(|v| v.name == name).expect("in the lab");
-            MoveRequest { vm: fleet.uuid(i), from: from.into(), to: to.into(), run_id: "bench".into(), delete_source_volumes: false }
+            MoveRequest {
+                vm: fleet.uuid(i),
+                from: from.into(),
+                to: to.into(),
+                run_id: "bench".into(),
+                delete_source_volumes: false,
+            }
         };
         let (a, b) = tokio::join!(
             driver.migrate_live(request("vm-2"), LiveOptions::default()),
@@ -281,7 +297,11 @@ impl Measured {
 
 impl std::fmt::Display for Measured {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "job {:.2} s, wall {:.2} s, downtime {:.0} ms, {} passes", self.job_s, self.wall_s, self.downtime_ms, self.passes)
+        write!(
+            f,
+            "job {:.2} s, wall {:.2} s, downtime {:.0} ms, {} passes",
+            self.job_s, self.wall_s, self.downtime_ms, self.passes
+        )
     }
 }
 
@@ -297,7 +317,11 @@ fn migrate(lab: &Lab, plan: &std::path::Path, cluster: &str, name: &str) -> Resu
     let state = state.to_str().expect("utf-8 path");
     let out = ferry(&["migrate", plan.to_str().expect("utf-8 path"), "--cluster", cluster, "--state", state]);
     let stdout = text(&out.stdout);
-    let id = stdout.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split_whitespace().next()).ok_or_else(|| format!("no run: {stdout} {}", text(&out.stderr)))?;
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split_whitespace().next())
+        .ok_or_else(|| format!("no run: {stdout} {}", text(&out.stderr)))?;
     let out = ferry(&["report", id, "--state", state, "--format", "json"]);
     let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("report: {e}"))?;
     let mut moves = Vec::new();
@@ -307,7 +331,12 @@ fn migrate(lab: &Lab, plan: &std::path::Path, cluster: &str, name: &str) -> Resu
         }
         let a = &m["attempts"][0];
         let num = |key: &str| a[key].as_f64().unwrap_or(0.0);
-        moves.push(Measured { job_s: num("job_ms") / 1000.0, wall_s: num("wall_ms") / 1000.0, downtime_ms: num("downtime_ms"), passes: num("passes") });
+        moves.push(Measured {
+            job_s: num("job_ms") / 1000.0,
+            wall_s: num("wall_ms") / 1000.0,
+            downtime_ms: num("downtime_ms"),
+            passes: num("passes"),
+        });
     }
     let makespan_s = report["summary"]["makespan_ms"].as_f64().ok_or("no makespan")? / 1000.0;
     Ok(PlanRun { makespan_s, moves })
@@ -369,7 +398,12 @@ impl std::fmt::Display for Row {
 
 fn medians(all: &[Measured]) -> Measured {
     let pick = |f: fn(&Measured) -> f64| median(&mut all.iter().map(f).collect::<Vec<_>>());
-    Measured { job_s: pick(|m| m.job_s), wall_s: pick(|m| m.wall_s), downtime_ms: pick(|m| m.downtime_ms), passes: pick(|m| m.passes) }
+    Measured {
+        job_s: pick(|m| m.job_s),
+        wall_s: pick(|m| m.wall_s),
+        downtime_ms: pick(|m| m.downtime_ms),
+        passes: pick(|m| m.passes),
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -424,7 +458,13 @@ impl Lab {
 
     fn vm_host(&self, vm: &str) -> String {
         let status = self.status();
-        let entry = status["vms"].as_array().expect("vms").iter().find(|v| v["name"] == vm).cloned().expect("the guest is in the lab");
+        let entry = status["vms"]
+            .as_array()
+            .expect("vms")
+            .iter()
+            .find(|v| v["name"] == vm)
+            .cloned()
+            .expect("the guest is in the lab");
         entry["running_on"][0].as_str().expect("the guest runs somewhere").to_string()
     }
 
@@ -438,7 +478,8 @@ impl Lab {
             args.extend(["--bandwidth", cap]);
         }
         let out = ferry(&args);
-        let json: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("no JSON ({e}): {}", text(&out.stderr)))?;
+        let json: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("no JSON ({e}): {}", text(&out.stderr)))?;
         if !out.status.success() {
             return Err(format!("{} {}", json["status"], json["reason"]));
         }

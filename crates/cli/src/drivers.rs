@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use ferry_driver::{ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_driver::{
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+};
 use ferry_engine::Clock;
 use ferry_journal::JournalClock;
 use ferry_libvirt::LibvirtDriver;
@@ -37,7 +39,11 @@ impl AnyDriver {
 
     /// How fast each VM in `uuids` dirties memory, MiB/s, measured over `seconds` (at once
     /// and exactly in a simulation); the VMs that could not be measured, with why.
-    pub async fn measure_dirty_rates(&self, uuids: Vec<String>, seconds: u32) -> (HashMap<String, f64>, HashMap<String, String>) {
+    pub async fn measure_dirty_rates(
+        &self,
+        uuids: Vec<String>,
+        seconds: u32,
+    ) -> (HashMap<String, f64>, HashMap<String, String>) {
         match self {
             AnyDriver::Libvirt(d) => d.measure_dirty_rates(uuids, seconds).await,
             AnyDriver::Sim(d) => d.measure_dirty_rates(&uuids),

@@ -50,7 +50,13 @@ fn gen(args: GenArgs) -> ExitCode {
         eprintln!("ferry sim gen: --hosts and --link must be positive and --fill in (0, 1]");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    let fleet = ferry_sim::generate(&GenOptions { hosts: args.hosts, vms: args.vms, seed: args.seed, link_mib_s: args.link, fill: args.fill });
+    let fleet = ferry_sim::generate(&GenOptions {
+        hosts: args.hosts,
+        vms: args.vms,
+        seed: args.seed,
+        link_mib_s: args.link,
+        fill: args.fill,
+    });
     let text = match &args.out {
         Some(path) if path.extension().is_some_and(|e| e == "json") => {
             serde_json::to_string_pretty(&fleet).expect("a fleet serialises") + "\n"

@@ -30,7 +30,8 @@ fn fleet(dir: &Path, seed: u64) -> PathBuf {
     let out = ferry(&["sim", "gen", "--hosts", "20", "--vms", "200", "--seed", &seed.to_string(), "-o", path(&file)]);
     assert!(out.status.success(), "{}", text(&out));
     let generated = std::fs::read_to_string(&file).expect("written");
-    std::fs::write(&file, generated.replace("migration_error_rate = 0.0", "migration_error_rate = 0.05")).expect("edited");
+    std::fs::write(&file, generated.replace("migration_error_rate = 0.0", "migration_error_rate = 0.05"))
+        .expect("edited");
     file
 }
 
@@ -54,7 +55,12 @@ fn run(dir: &Path, fleet: &Path, plan: &Path, name: &str) -> (String, String) {
     let out = ferry(&["migrate", path(plan), "--cluster", &cluster, "--state", path(&state)]);
     assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let id = stdout.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split_whitespace().next()).expect("a run id").to_string();
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a run id")
+        .to_string();
     let out = ferry(&["report", &id, "--state", path(&state), "--format", "json"]);
     assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
     (id.clone(), String::from_utf8_lossy(&out.stdout).replace(&id, "RUN"))

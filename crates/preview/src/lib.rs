@@ -8,4 +8,6 @@ pub mod estimate;
 pub mod placement;
 mod preview;
 
-pub use preview::{preview, EstimateView, Kind, MemoryProfile, PlacementView, Preview, PreviewConfig, VmPreview, ASSUMED_LINK_MIB_S};
+pub use preview::{
+    preview, EstimateView, Kind, MemoryProfile, PlacementView, Preview, PreviewConfig, VmPreview, ASSUMED_LINK_MIB_S,
+};

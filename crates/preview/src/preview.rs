@@ -130,7 +130,13 @@ pub struct Preview {
 }
 
 /// Previews `moves` (the plan resolved against the inventory).
-pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves: &[ResolvedMove], config: &PreviewConfig) -> Preview {
+pub fn preview(
+    cluster: &ClusterSpec,
+    inventory: &Inventory,
+    plan: &Plan,
+    moves: &[ResolvedMove],
+    config: &PreviewConfig,
+) -> Preview {
     let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
     let placements = place_any(cluster, inventory, plan, moves, &unavailable, config.explain);
     let candidates: Vec<Candidate> = moves
@@ -176,14 +182,19 @@ pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves:
         };
         let estimate = match (vm, &candidates[i].to) {
             (Some(vm), Some(to)) => {
-                let bandwidth = share(&m.from, outbound[m.from.as_str()], plan.limits.per_source)
-                    .min(share(to, inbound[to.as_str()], plan.limits.per_target));
+                let bandwidth = share(&m.from, outbound[m.from.as_str()], plan.limits.per_source).min(share(
+                    to,
+                    inbound[to.as_str()],
+                    plan.limits.per_target,
+                ));
                 let measured = config.dirty_rates.get(&m.uuid).copied();
                 let dirty = measured.unwrap_or(0.0);
                 let disk_mib = vm.local_disks().map(|d| d.capacity.unwrap_or(0) as f64 / 1_048_576.0).sum::<f64>();
                 let profile = config.memory.get(&m.uuid).copied().unwrap_or_default();
                 Some(match kind {
-                    Kind::Live => live_view(vm.memory_mib as f64, profile, dirty, measured.is_some(), bandwidth, disk_mib, plan),
+                    Kind::Live => {
+                        live_view(vm.memory_mib as f64, profile, dirty, measured.is_some(), bandwidth, disk_mib, plan)
+                    }
                     Kind::Cold => cold_view(disk_mib, bandwidth, plan),
                 })
             }
@@ -216,7 +227,11 @@ pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves:
             estimate,
         });
     }
-    let limits = MakespanLimits { cluster: plan.limits.cluster, per_source: plan.limits.per_source, per_target: plan.limits.per_target };
+    let limits = MakespanLimits {
+        cluster: plan.limits.cluster,
+        per_source: plan.limits.per_source,
+        per_target: plan.limits.per_target,
+    };
     Preview {
         plan: plan.name.clone(),
         moves: vms.len(),
@@ -234,7 +249,15 @@ pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves:
     }
 }
 
-fn live_view(memory_mib: f64, profile: MemoryProfile, dirty: f64, measured: bool, bandwidth: f64, disk_mib: f64, plan: &Plan) -> EstimateView {
+fn live_view(
+    memory_mib: f64,
+    profile: MemoryProfile,
+    dirty: f64,
+    measured: bool,
+    bandwidth: f64,
+    disk_mib: f64,
+    plan: &Plan,
+) -> EstimateView {
     let e = estimate::estimate_live(&LiveInput {
         memory_mib,
         nonzero_mib: profile.nonzero_mib,
@@ -283,7 +306,10 @@ fn cold_view(disk_mib: f64, bandwidth: f64, plan: &Plan) -> EstimateView {
         downtime_ms: seconds * 1000.0,
         passes: 0,
         converges: true,
-        note: format!("cold: the guest is down while it shuts down (up to {} s) and {disk_mib:.0} MiB of disks copy", plan.policy.shutdown_timeout_s),
+        note: format!(
+            "cold: the guest is down while it shuts down (up to {} s) and {disk_mib:.0} MiB of disks copy",
+            plan.policy.shutdown_timeout_s
+        ),
         advice: None,
     }
 }
@@ -309,7 +335,8 @@ fn place_any(
         .filter(|m| m.to == Target::Any)
         .map(|m| Request { vm: m.vm.clone(), anti_affinity: m.group.clone(), candidates: None })
         .collect();
-    let constraints = Constraints { allow_cross_group: plan.policy.allow_cross_group, unavailable: unavailable.to_vec(), explain };
+    let constraints =
+        Constraints { allow_cross_group: plan.policy.allow_cross_group, unavailable: unavailable.to_vec(), explain };
     let policy = plan.policy.placement.parse().expect("the plan parser accepts only known placement policies");
     let mut decisions = placement::place(cluster, inventory, &fixed, &requests, &constraints, policy).into_iter();
     moves.iter().map(|m| if m.to == Target::Any { decisions.next() } else { None }).collect()

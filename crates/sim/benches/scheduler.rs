@@ -173,7 +173,10 @@ fn drain(name: String, fleet: Fleet, drained: Vec<String>) -> Scenario {
     let cluster = fleet.cluster();
     let inventory = inventory_of(&fleet);
     let leaving: Vec<usize> = (0..fleet.vms.len()).filter(|&i| drained.contains(&fleet.vms[i].host)).collect();
-    let requests: Vec<Request> = leaving.iter().map(|&i| Request { vm: fleet.vms[i].name.clone(), anti_affinity: None, candidates: None }).collect();
+    let requests: Vec<Request> = leaving
+        .iter()
+        .map(|&i| Request { vm: fleet.vms[i].name.clone(), anti_affinity: None, candidates: None })
+        .collect();
     let constraints = Constraints { allow_cross_group: false, unavailable: drained.clone(), explain: false };
     let decisions = placement::place(&cluster, &inventory, &[], &requests, &constraints, placement::Policy::Spread);
     let moves = leaving.iter().zip(decisions).filter_map(|(&i, d)| d.host.map(|h| mv(&fleet, i, &h))).collect();
@@ -188,7 +191,8 @@ fn host_drain(hosts: usize, vms: usize) -> Scenario {
 
 fn rack_drain(hosts: usize, vms: usize) -> Scenario {
     let f = fleet(hosts, vms, 0.6);
-    let drained: Vec<String> = f.hosts.iter().filter(|h| h.tags.iter().any(|t| t == "rack-01")).map(|h| h.name.clone()).collect();
+    let drained: Vec<String> =
+        f.hosts.iter().filter(|h| h.tags.iter().any(|t| t == "rack-01")).map(|h| h.name.clone()).collect();
     drain(format!("rack drain, {hosts} hosts"), f, drained)
 }
 
@@ -256,7 +260,13 @@ fn run_ferry(s: &Scenario, per_host: usize) -> Figures {
         let journal = Journal::open_path(&db, &config).await.expect("a journal");
         let driver = Arc::new(SimDriver::new(&s.fleet));
         let inventory = driver.inventory().await;
-        let new_run = NewRun { plan_name: s.name.clone(), plan: serde_json::json!({}), cluster: serde_json::json!({}), kind: RunKind::Drain, parent: None };
+        let new_run = NewRun {
+            plan_name: s.name.clone(),
+            plan: serde_json::json!({}),
+            cluster: serde_json::json!({}),
+            kind: RunKind::Drain,
+            parent: None,
+        };
         let run = journal.create_run(&new_run).await.expect("a run");
         let specs: Vec<MoveSpec> = s
             .moves
@@ -378,7 +388,12 @@ fn proxmox_targets(s: &Scenario) -> Vec<Mv> {
             .hosts
             .iter()
             .filter(|h| h.name != m.from && !taken.contains(&h.name) && !s.moves.iter().any(|o| o.from == h.name))
-            .max_by_key(|h| (h.memory_mib.saturating_sub(used.get(h.name.as_str()).copied().unwrap_or(0)), std::cmp::Reverse(h.name.clone())))
+            .max_by_key(|h| {
+                (
+                    h.memory_mib.saturating_sub(used.get(h.name.as_str()).copied().unwrap_or(0)),
+                    std::cmp::Reverse(h.name.clone()),
+                )
+            })
             .map(|h| h.name.clone())
             .unwrap_or_else(|| m.to.clone());
         taken.push(target.clone());
@@ -412,7 +427,10 @@ fn run_baseline(s: &Scenario, policy: Baseline) -> Figures {
                 memory_mib: m.memory_mib,
             })
             .collect();
-        let config = ferry_scheduler::Config { limits: Limits { cluster: 100_000, per_source: 2, per_target: 2 }, ..Default::default() };
+        let config = ferry_scheduler::Config {
+            limits: Limits { cluster: 100_000, per_source: 2, per_target: 2 },
+            ..Default::default()
+        };
         let mut scheduler = ferry_scheduler::Scheduler::new(items, config);
         while left > 0 {
             let mut starts = Vec::new();
@@ -491,7 +509,13 @@ fn run_baseline(s: &Scenario, policy: Baseline) -> Figures {
 /// One live migration with the options every policy shares, aborted after the completion
 /// timeout.
 async fn migrate(driver: &SimDriver, m: &Mv) -> Result<MoveReport, MoveError> {
-    let request = MoveRequest { vm: m.uuid.clone(), from: m.from.clone(), to: m.to.clone(), run_id: "bench".into(), delete_source_volumes: false };
+    let request = MoveRequest {
+        vm: m.uuid.clone(),
+        from: m.from.clone(),
+        to: m.to.clone(),
+        run_id: "bench".into(),
+        delete_source_volumes: false,
+    };
     let options = LiveOptions { auto_converge: true, ..LiveOptions::default() };
     let mut migration = driver.migrate_live(request, options).await?;
     let timeout = Duration::from_secs_f64((COMPLETION_S_PER_GIB * m.memory_mib as f64 / 1024.0).max(60.0));

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use ferry_driver::{ColdOptions, Control, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_driver::{
+    ColdOptions, Control, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+};
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -49,7 +51,8 @@ impl SimDriver {
     /// runtime.
     pub fn new(fleet: &Fleet) -> SimDriver {
         let wake = Arc::new(Notify::new());
-        let shared = Arc::new(Shared { world: Mutex::new(World::new(fleet)), epoch: Instant::now(), wake: wake.clone() });
+        let shared =
+            Arc::new(Shared { world: Mutex::new(World::new(fleet)), epoch: Instant::now(), wake: wake.clone() });
         tokio::spawn(clock(Arc::downgrade(&shared), wake, shared.epoch));
         SimDriver { shared, cluster: Arc::new(fleet.cluster()) }
     }

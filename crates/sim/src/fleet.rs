@@ -221,10 +221,10 @@ impl Fleet {
     /// Parses and validates a fleet file: JSON when `file` ends in `.json`, TOML otherwise.
     /// Every problem is reported, each naming the file, the line when known, and the field.
     pub fn parse(file: &str, text: &str) -> Result<Fleet, Vec<InputError>> {
-        let err = |line: Option<usize>, message: String| vec![InputError { file: file.into(), line, field: None, message }];
+        let err =
+            |line: Option<usize>, message: String| vec![InputError { file: file.into(), line, field: None, message }];
         let (fleet, lines) = if file.ends_with(".json") {
-            let fleet: Fleet =
-                serde_json::from_str(text).map_err(|e| err(Some(e.line()), e.to_string()))?;
+            let fleet: Fleet = serde_json::from_str(text).map_err(|e| err(Some(e.line()), e.to_string()))?;
             (fleet, Lines::default())
         } else {
             let raw: RawFleet = toml::from_str(text)
@@ -301,7 +301,10 @@ impl Fleet {
         (0..self.vms.len())
             .map(|i| {
                 let v = &self.vms[i];
-                (self.uuid(i), ferry_preview::MemoryProfile { nonzero_mib: v.nonzero_mib, working_set_mib: v.working_set_mib })
+                (
+                    self.uuid(i),
+                    ferry_preview::MemoryProfile { nonzero_mib: v.nonzero_mib, working_set_mib: v.working_set_mib },
+                )
             })
             .collect()
     }
@@ -319,7 +322,11 @@ impl Fleet {
             error(None, "sim.migration_error_rate".into(), format!("{rate} must be a chance between 0 and 1"));
         }
         if self.hosts.is_empty() {
-            error(None, "host".into(), "no hosts: add at least one [[host]] with a name, memory_mib and link_mib_s".into());
+            error(
+                None,
+                "host".into(),
+                "no hosts: add at least one [[host]] with a name, memory_mib and link_mib_s".into(),
+            );
         }
         let mut hosts: HashMap<&str, usize> = HashMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
@@ -377,7 +384,11 @@ impl Fleet {
             for (name, value) in [("working_set_mib", v.working_set_mib), ("nonzero_mib", v.nonzero_mib)] {
                 if let Some(x) = value {
                     if !(x >= 0.0 && x <= v.memory_mib as f64) {
-                        error(line, field(name), format!("{x} must be between 0 and the VM's memory ({} MiB)", v.memory_mib));
+                        error(
+                            line,
+                            field(name),
+                            format!("{x} must be between 0 and the VM's memory ({} MiB)", v.memory_mib),
+                        );
                     }
                 }
             }
@@ -490,7 +501,11 @@ mod tests {
                 "f.toml:25: fault[0].host: no host \"z\"",
             ],
         );
-        check("f.toml", "[[host]]\nname = \"a\"\nmemory_mib = 1\nlink_mib_s = 1\ncolour = 1\n", &["f.toml:5: unknown field `colour`"]);
+        check(
+            "f.toml",
+            "[[host]]\nname = \"a\"\nmemory_mib = 1\nlink_mib_s = 1\ncolour = 1\n",
+            &["f.toml:5: unknown field `colour`"],
+        );
         check("f.toml", "[sim]\n", &["f.toml: host: no hosts"]);
         check("f.json", "{\"sim\": {}, \"host\": [}", &["f.json:1:"]);
     }

@@ -96,7 +96,8 @@ pub fn generate(options: &GenOptions) -> Fleet {
     for i in order {
         let (a, b) = (rng.below(hosts), rng.below(hosts));
         let h = if load[b] < load[a] { b } else { a };
-        let h = if load[h] + vms[i].memory_mib > memory_mib { (0..hosts).min_by_key(|&k| load[k]).unwrap_or(h) } else { h };
+        let h =
+            if load[h] + vms[i].memory_mib > memory_mib { (0..hosts).min_by_key(|&k| load[k]).unwrap_or(h) } else { h };
         load[h] += vms[i].memory_mib;
         vms[i].host = host_name(h, hosts);
     }

@@ -34,7 +34,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use ferry_driver::{ColdOptions, Control, LiveOptions, MoveError, MoveReport, MoveRequest, Progress};
-use ferry_model::{Disk, DiskSource, Host, Inventory, Locality, Location, Metadata, Nic, Phase, Pool, Version, Vm, VmState};
+use ferry_model::{
+    Disk, DiskSource, Host, Inventory, Locality, Location, Metadata, Nic, Phase, Pool, Version, Vm, VmState,
+};
 use ferry_preview::estimate::{
     LiveInput, Next, PrecopyLoop, JOB_SETUP_S, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS, SWITCHOVER_MS,
 };
@@ -355,7 +357,9 @@ impl World {
         let mut inventory = Inventory::default();
         for h in &self.hosts {
             if !h.up {
-                inventory.unreachable.push((h.name.clone(), "cannot connect: the host is down (simulated fault)".into()));
+                inventory
+                    .unreachable
+                    .push((h.name.clone(), "cannot connect: the host is down (simulated fault)".into()));
                 continue;
             }
             inventory.hosts.push(Host {
@@ -370,7 +374,13 @@ impl World {
                 libvirt_version: Version { major: 11, minor: 3, release: 0 },
                 pools: vec![
                     Pool { name: SHARED_POOL.into(), path: None, capacity: 1 << 50, available: 1 << 49, shared: true },
-                    Pool { name: "local".into(), path: Some("/var/lib/libvirt/images".into()), capacity: 1 << 44, available: 1 << 43, shared: false },
+                    Pool {
+                        name: "local".into(),
+                        path: Some("/var/lib/libvirt/images".into()),
+                        capacity: 1 << 44,
+                        available: 1 << 43,
+                        shared: false,
+                    },
                 ],
                 networks: vec!["default".into()],
             });
@@ -391,7 +401,11 @@ impl World {
             } else {
                 Disk {
                     target: "vda".into(),
-                    source: DiskSource::Network { protocol: "rbd".into(), name: format!("{SHARED_POOL}/{}", v.name), servers: vec!["sim".into()] },
+                    source: DiskSource::Network {
+                        protocol: "rbd".into(),
+                        name: format!("{SHARED_POOL}/{}", v.name),
+                        servers: vec!["sim".into()],
+                    },
                     format: "raw".into(),
                     locality: Locality::Shared,
                     pool: None,
@@ -438,7 +452,8 @@ impl World {
     }
 
     fn host_error(&self, host: &str, action: &str) -> Option<ferry_driver::DriverError> {
-        let error = |message: String| Some(ferry_driver::DriverError { host: host.into(), action: action.into(), message });
+        let error =
+            |message: String| Some(ferry_driver::DriverError { host: host.into(), action: action.into(), message });
         match self.host_ids.get(host) {
             None => error(format!("no host {host} in the fleet")),
             Some(&h) if !self.hosts[h].up => error("cannot connect: the host is down (simulated fault)".into()),
@@ -467,7 +482,12 @@ impl World {
         Ok(self.vms[i].metadata.clone())
     }
 
-    pub(crate) fn set_metadata(&mut self, host: &str, uuid: &str, metadata: Option<&Metadata>) -> Result<(), ferry_driver::DriverError> {
+    pub(crate) fn set_metadata(
+        &mut self,
+        host: &str,
+        uuid: &str,
+        metadata: Option<&Metadata>,
+    ) -> Result<(), ferry_driver::DriverError> {
         let i = self.domain(host, uuid, "write metadata")?;
         self.vms[i].metadata = metadata.cloned();
         Ok(())
@@ -542,11 +562,15 @@ impl World {
     fn reserve(&mut self, request: &MoveRequest, kind: Kind) -> Result<u64, MoveError> {
         let init = |reason: String| MoveError::Init { reason };
         let &i = self.vm_ids.get(&request.vm).ok_or_else(|| init(format!("no VM {} on any host", request.vm)))?;
-        let from = *self.host_ids.get(&request.from).ok_or_else(|| init(format!("no host {} in the fleet", request.from)))?;
+        let from =
+            *self.host_ids.get(&request.from).ok_or_else(|| init(format!("no host {} in the fleet", request.from)))?;
         let to = *self.host_ids.get(&request.to).ok_or_else(|| init(format!("no host {} in the fleet", request.to)))?;
         for h in [from, to] {
             if !self.hosts[h].up {
-                return Err(init(format!("{}: cannot connect: the host is down (simulated fault)", self.hosts[h].name)));
+                return Err(init(format!(
+                    "{}: cannot connect: the host is down (simulated fault)",
+                    self.hosts[h].name
+                )));
             }
         }
         let v = &self.vms[i];
@@ -567,7 +591,10 @@ impl World {
         if v.memory_mib as f64 > free {
             return Err(init(format!(
                 "{}: not enough memory for {}: needs {} MiB, {:.0} MiB free",
-                target.name, v.name, v.memory_mib, free.max(0.0)
+                target.name,
+                v.name,
+                v.memory_mib,
+                free.max(0.0)
             )));
         }
         let id = self.next_flow;
@@ -578,7 +605,11 @@ impl World {
         let v = &mut self.vms[i];
         v.flow = Some(id);
         v.attempts += 1;
-        v.metadata = Some(Metadata { run_id: request.run_id.clone(), original_host: request.from.clone(), phase: Phase::Prepared });
+        v.metadata = Some(Metadata {
+            run_id: request.run_id.clone(),
+            original_host: request.from.clone(),
+            phase: Phase::Prepared,
+        });
         self.flows.insert(
             id,
             Flow {
@@ -676,7 +707,12 @@ impl World {
     }
 
     /// Starts a cold move: shut down, copy host-local disks, define and start on the target.
-    pub(crate) fn start_cold(&mut self, request: &MoveRequest, options: &ColdOptions, outcome: oneshot::Sender<Outcome>) -> Result<(), MoveError> {
+    pub(crate) fn start_cold(
+        &mut self,
+        request: &MoveRequest,
+        options: &ColdOptions,
+        outcome: oneshot::Sender<Outcome>,
+    ) -> Result<(), MoveError> {
         let id = self.reserve(request, Kind::Cold)?;
         let flow = self.flows.get_mut(&id).expect("just inserted");
         flow.outcome = Some(outcome);
@@ -955,7 +991,9 @@ impl World {
                     report.created_volumes.push(format!("/var/lib/libvirt/images/{name}.qcow2"));
                     if flow.delete_source_volumes {
                         report.deleted_volumes.push(format!("/var/lib/libvirt/images/{name}.qcow2"));
-                        report.messages.push(format!("deleted the source volume /var/lib/libvirt/images/{name}.qcow2 on {from}"));
+                        report
+                            .messages
+                            .push(format!("deleted the source volume /var/lib/libvirt/images/{name}.qcow2 on {from}"));
                     }
                 }
                 report.locations = locations;
@@ -1118,7 +1156,8 @@ impl World {
             dirty_rate_bytes_s: if synced { bytes(precopy.map_or(0.0, PrecopyLoop::dirty_rate)) } else { 0 },
             bandwidth_bytes_s: bytes(flow.rate),
             memory_passes: precopy.map_or(0, |p| u64::from(p.passes())),
-            expected_downtime_ms: (flow.rate > 0.0 && synced).then(|| (memory_left / flow.rate * 1000.0).round() as u64),
+            expected_downtime_ms: (flow.rate > 0.0 && synced)
+                .then(|| (memory_left / flow.rate * 1000.0).round() as u64),
             throttle_percent: precopy.map(|p| (p.throttle() * 100.0).round() as u32).filter(|t| *t > 0),
             postcopy_active: flow.postcopy_active,
         }

@@ -5,9 +5,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_driver::{
+    ColdOptions, Control, Driver, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+};
 use ferry_model::VmState;
-use ferry_preview::estimate::{estimate_live, LiveInput, POSTCOPY_SWITCHOVER_MS, PER_MIGRATION_OVERHEAD_S};
+use ferry_preview::estimate::{estimate_live, LiveInput, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS};
 use ferry_sim::{derived_uuid, Fault, Fleet, HostDesc, Settings, SimDriver, VmDesc};
 
 /// Runs `f` on a current-thread runtime with paused time: virtual time, as `ferry` runs
@@ -57,7 +59,13 @@ fn fleet(hosts: Vec<HostDesc>, vms: Vec<VmDesc>) -> Fleet {
 }
 
 fn request(i: usize, from: &str, to: &str) -> MoveRequest {
-    MoveRequest { vm: derived_uuid(i), from: from.into(), to: to.into(), run_id: "r-test".into(), delete_source_volumes: false }
+    MoveRequest {
+        vm: derived_uuid(i),
+        from: from.into(),
+        to: to.into(),
+        run_id: "r-test".into(),
+        delete_source_volumes: false,
+    }
 }
 
 fn capped(mib_s: u64) -> LiveOptions {
@@ -74,7 +82,11 @@ async fn finish(mut m: Migration) -> (Result<MoveReport, MoveError>, Vec<Progres
     (outcome, samples)
 }
 
-async fn live(driver: &SimDriver, req: MoveRequest, options: LiveOptions) -> (Result<MoveReport, MoveError>, Vec<Progress>) {
+async fn live(
+    driver: &SimDriver,
+    req: MoveRequest,
+    options: LiveOptions,
+) -> (Result<MoveReport, MoveError>, Vec<Progress>) {
     let m = driver.migrate_live(req, options).await.expect("starts");
     finish(m).await
 }
@@ -118,13 +130,21 @@ fn alone_on_its_link_a_migration_takes_what_the_estimate_says() {
         }
         let (report, elapsed) = report.unwrap_or_else(|e| panic!("{dirty} MiB/s at {cap}: {e}"));
         let job = report.job_ms.expect("a job time") as f64 / 1000.0;
-        assert!(close(job, estimate.transfer_s, 0.002), "{dirty} at {cap}: job {job} s, estimate {} s", estimate.transfer_s);
+        assert!(
+            close(job, estimate.transfer_s, 0.002),
+            "{dirty} at {cap}: job {job} s, estimate {} s",
+            estimate.transfer_s
+        );
         let wall = report.wall_ms as f64 / 1000.0;
         assert!(close(wall, estimate.total_s, 0.003), "{dirty} at {cap}: wall {wall}, estimate {}", estimate.total_s);
         assert!(close(elapsed.as_secs_f64(), wall, 0.002), "the outcome arrives when the move ends");
         assert_eq!(report.memory_passes, u64::from(estimate.passes), "{dirty} at {cap}");
         let downtime = report.downtime_ms.expect("a downtime") as f64;
-        assert!(close(downtime, estimate.downtime_ms, 1.0), "{dirty} at {cap}: {downtime} ms, estimate {}", estimate.downtime_ms);
+        assert!(
+            close(downtime, estimate.downtime_ms, 1.0),
+            "{dirty} at {cap}: {downtime} ms, estimate {}",
+            estimate.downtime_ms
+        );
         // A sample every half second of the job, the last before it ends.
         assert_eq!(samples.len() as f64, (job / 0.5).floor(), "{dirty} at {cap}");
         for (k, s) in samples.iter().enumerate() {
@@ -140,7 +160,12 @@ fn alone_on_its_link_a_migration_takes_what_the_estimate_says() {
 fn migrations_leaving_one_host_share_its_link_and_links_are_full_duplex() {
     // Two idle 1 GiB guests (all non-zero) leave host a over its 100 MiB/s link: each gets
     // half. A third goes the other way, from b to a, at the full rate: links are full duplex.
-    let vm = |name: &str, on: &str| VmDesc { memory_mib: 1024, working_set_mib: None, nonzero_mib: None, ..lab_vm(name, on, 0.0) };
+    let vm = |name: &str, on: &str| VmDesc {
+        memory_mib: 1024,
+        working_set_mib: None,
+        nonzero_mib: None,
+        ..lab_vm(name, on, 0.0)
+    };
     let (one, two, back) = sim(async {
         let driver = SimDriver::new(&fleet(
             vec![host("a", 100), host("b", 100), host("c", 100)],
@@ -151,7 +176,8 @@ fn migrations_leaving_one_host_share_its_link_and_links_are_full_duplex() {
             driver.migrate_live(request(1, "a", "c"), LiveOptions::default()),
             driver.migrate_live(request(2, "b", "a"), LiveOptions::default()),
         );
-        let (r1, r2, r3) = tokio::join!(finish(m1.expect("starts")), finish(m2.expect("starts")), finish(m3.expect("starts")));
+        let (r1, r2, r3) =
+            tokio::join!(finish(m1.expect("starts")), finish(m2.expect("starts")), finish(m3.expect("starts")));
         (r1.0.expect("v1 moves"), r2.0.expect("v2 moves"), r3.0.expect("v3 moves"))
     });
     // After 0.35 s of job setup, pass 1 sends 999 MiB, leaving 25 MiB: what a 300 ms pause
@@ -193,8 +219,12 @@ fn a_move_that_stops_sending_leaves_the_link_to_the_others() {
 #[test]
 fn controls_steer_a_running_migration() {
     sim(async {
-        let vm = |name: &str, dirty| VmDesc { memory_mib: 1024, working_set_mib: Some(512.0), ..lab_vm(name, "a", dirty) };
-        let driver = SimDriver::new(&fleet(vec![host("a", 1000), host("b", 1000)], vec![vm("calm", 1.0), vm("busy", 80.0), vm("hot", 80.0), vm("stay", 1.0)]));
+        let vm =
+            |name: &str, dirty| VmDesc { memory_mib: 1024, working_set_mib: Some(512.0), ..lab_vm(name, "a", dirty) };
+        let driver = SimDriver::new(&fleet(
+            vec![host("a", 1000), host("b", 1000)],
+            vec![vm("calm", 1.0), vm("busy", 80.0), vm("hot", 80.0), vm("stay", 1.0)],
+        ));
 
         // SetBandwidth: from 10 to 100 MiB/s after 5 s.
         let m = driver.migrate_live(request(0, "a", "b"), capped(10)).await.expect("starts");
@@ -240,7 +270,11 @@ fn controls_steer_a_running_migration() {
         match outcome {
             Err(MoveError::Transfer { aborted: true, report, .. }) => {
                 assert!(report.messages.iter().any(|m| m.contains("StartPostCopy failed")), "{:?}", report.messages);
-                assert!(report.messages.iter().any(|m| m.contains("applied SetMaxDowntime(20)")), "{:?}", report.messages);
+                assert!(
+                    report.messages.iter().any(|m| m.contains("applied SetMaxDowntime(20)")),
+                    "{:?}",
+                    report.messages
+                );
                 assert!(report.messages.last().is_some_and(|m| m == "still runs on a, verified"));
                 let job = report.job_ms.expect("job");
                 assert!((20_000..20_400).contains(&job), "{job}");
@@ -281,7 +315,10 @@ fn a_cold_move_shuts_down_copies_and_starts() {
 fn moves_that_cannot_start_leave_everything_as_it_was() {
     sim(async {
         let big = VmDesc { memory_mib: 60000, working_set_mib: None, nonzero_mib: None, ..lab_vm("big", "a", 0.0) };
-        let mut f = fleet(vec![host("a", 100), host("b", 100)], vec![big.clone(), VmDesc { name: "big2".into(), host: "b".into(), ..big }]);
+        let mut f = fleet(
+            vec![host("a", 100), host("b", 100)],
+            vec![big.clone(), VmDesc { name: "big2".into(), host: "b".into(), ..big }],
+        );
         f.faults.push(Fault { host: "b".into(), down_at_s: 100.0 });
         let driver = SimDriver::new(&f);
         let init = |r: Result<Migration, MoveError>| match r {
@@ -309,7 +346,9 @@ fn faults_break_migrations_where_the_seed_says() {
     sim(async {
         let driver = SimDriver::new(&f);
         match live(&driver, request(0, "a", "b"), LiveOptions::default()).await.0 {
-            Err(MoveError::Transfer { aborted: false, reason, .. }) => assert!(reason.contains("stream broke"), "{reason}"),
+            Err(MoveError::Transfer { aborted: false, reason, .. }) => {
+                assert!(reason.contains("stream broke"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(driver.locate(&derived_uuid(0)).await.expect("locate")[0].host, "a");
@@ -322,7 +361,9 @@ fn faults_break_migrations_where_the_seed_says() {
     sim(async {
         let driver = SimDriver::new(&f);
         match live(&driver, request(0, "a", "b"), LiveOptions::default()).await.0 {
-            Err(MoveError::Lost { reason, .. }) => assert!(reason.contains("a went down while v was moving"), "{reason}"),
+            Err(MoveError::Lost { reason, .. }) => {
+                assert!(reason.contains("a went down while v was moving"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(driver.locate(&derived_uuid(0)).await.is_err());
@@ -332,7 +373,8 @@ fn faults_break_migrations_where_the_seed_says() {
 #[test]
 fn the_same_fleet_and_calls_give_the_same_story() {
     let f = {
-        let mut f = ferry_sim::generate(&ferry_sim::GenOptions { hosts: 6, vms: 40, seed: 5, link_mib_s: 200, fill: 0.5 });
+        let mut f =
+            ferry_sim::generate(&ferry_sim::GenOptions { hosts: 6, vms: 40, seed: 5, link_mib_s: 200, fill: 0.5 });
         f.sim.migration_error_rate = 0.2;
         f
     };
@@ -344,7 +386,13 @@ fn the_same_fleet_and_calls_give_the_same_story() {
             for (i, vm) in inventory.vms.iter().enumerate().take(20) {
                 let to = inventory.hosts[(i + 1) % inventory.hosts.len()].name.clone();
                 let to = if to == vm.host { inventory.hosts[(i + 2) % inventory.hosts.len()].name.clone() } else { to };
-                let req = MoveRequest { vm: vm.uuid.clone(), from: vm.host.clone(), to, run_id: "r".into(), delete_source_volumes: false };
+                let req = MoveRequest {
+                    vm: vm.uuid.clone(),
+                    from: vm.host.clone(),
+                    to,
+                    run_id: "r".into(),
+                    delete_source_volumes: false,
+                };
                 let driver = driver.clone();
                 // All at once: they share links, and each one's pace depends on the others'.
                 runs.push(tokio::spawn(async move {
@@ -382,7 +430,11 @@ fn a_migration_given_up_while_it_is_prepared_leaves_nothing_behind() {
     sim(async {
         let big = VmDesc { memory_mib: 40000, working_set_mib: None, nonzero_mib: None, ..lab_vm("big", "a", 0.0) };
         let driver = SimDriver::new(&fleet(vec![host("a", 100), host("b", 100)], vec![big]));
-        let given_up = tokio::time::timeout(Duration::from_millis(100), driver.migrate_live(request(0, "a", "b"), LiveOptions::default())).await;
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(100),
+            driver.migrate_live(request(0, "a", "b"), LiveOptions::default()),
+        )
+        .await;
         assert!(given_up.is_err(), "still preparing after 100 ms");
         assert_eq!(driver.inventory().await.vms[0].ferry, None, "its metadata is gone");
         // The target's memory and the VM are free again: the same move starts.

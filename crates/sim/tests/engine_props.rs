@@ -46,7 +46,9 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
     let mut list = Vec::new();
     for i in 0..vms {
         let memory = [512, 1024, 2048, 4096][rng.below(4)];
-        let Some(h) = (0..hosts.len()).map(|k| (k + rng.below(hosts.len())) % hosts.len()).find(|&h| used[h] + memory <= hosts[h].memory_mib)
+        let Some(h) = (0..hosts.len())
+            .map(|k| (k + rng.below(hosts.len())) % hosts.len())
+            .find(|&h| used[h] + memory <= hosts[h].memory_mib)
         else {
             continue;
         };
@@ -89,8 +91,11 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
         let to = if on_drained || rng.unit() < 0.4 {
             Target::Any
         } else {
-            let others: Vec<&HostDesc> =
-                fleet.hosts.iter().filter(|h| h.name != v.host && drained.as_deref() != Some(h.name.as_str())).collect();
+            let others: Vec<&HostDesc> = fleet
+                .hosts
+                .iter()
+                .filter(|h| h.name != v.host && drained.as_deref() != Some(h.name.as_str()))
+                .collect();
             if others.is_empty() {
                 continue;
             }
@@ -139,15 +144,26 @@ struct Outcome {
 
 fn run(case: &Case) -> Outcome {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let db = std::env::temp_dir().join(format!("ferry-sim-props-{}-{}.db", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let db = std::env::temp_dir().join(format!(
+        "ferry-sim-props-{}-{}.db",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let runtime = ferry_sim::runtime().expect("a runtime");
     let outcome = runtime.block_on(async {
         let start = case.fleet.start_unix();
-        let config = JournalConfig { clock: JournalClock::Virtual { unix_ms: start * 1000 }, ..JournalConfig::default() };
+        let config =
+            JournalConfig { clock: JournalClock::Virtual { unix_ms: start * 1000 }, ..JournalConfig::default() };
         let journal = Journal::open_path(&db, &config).await.expect("a journal");
         let driver = Arc::new(SimDriver::new(&case.fleet));
         let inventory = driver.inventory().await;
-        let new_run = NewRun { plan_name: "props".into(), plan: serde_json::json!({}), cluster: serde_json::json!({}), kind: RunKind::Migrate, parent: None };
+        let new_run = NewRun {
+            plan_name: "props".into(),
+            plan: serde_json::json!({}),
+            cluster: serde_json::json!({}),
+            kind: RunKind::Migrate,
+            parent: None,
+        };
         let run = journal.create_run(&new_run).await.expect("a run");
         let new_moves: Vec<NewMove> = case
             .moves
@@ -178,8 +194,9 @@ fn run(case: &Case) -> Outcome {
             unavailable: case.unavailable.clone(),
             manual: Manual::default(),
         };
-        let engine = Engine::new(driver.clone(), journal.clone(), case.fleet.cluster(), inventory, settings, case.moves.clone())
-            .with_clock(Clock::starting_at(start as f64));
+        let engine =
+            Engine::new(driver.clone(), journal.clone(), case.fleet.cluster(), inventory, settings, case.moves.clone())
+                .with_clock(Clock::starting_at(start as f64));
         let (_commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
         let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel();
 
@@ -232,7 +249,11 @@ fn run(case: &Case) -> Outcome {
         }
         let mut at = BTreeMap::new();
         for (i, v) in case.fleet.vms.iter().enumerate() {
-            let located = driver.locate(&case.fleet.uuid(i)).await.ok().map(|ls| ls.into_iter().map(|l| (l.host, l.state)).collect());
+            let located = driver
+                .locate(&case.fleet.uuid(i))
+                .await
+                .ok()
+                .map(|ls| ls.into_iter().map(|l| (l.host, l.state)).collect());
             at.insert(v.name.clone(), located);
         }
         let journal_terminal = journal.moves(&run.id).await.expect("moves").iter().all(|m| m.status.is_terminal());
@@ -256,7 +277,12 @@ fn run(case: &Case) -> Outcome {
 fn check(case: &Case, outcome: &Outcome) {
     let Limits { cluster, per_source, per_target } = case.limits;
     let (c, s, t) = outcome.peaks;
-    assert!(c <= cluster && s <= per_source && t <= per_target, "peaks {:?} over limits {:?}", outcome.peaks, case.limits);
+    assert!(
+        c <= cluster && s <= per_source && t <= per_target,
+        "peaks {:?} over limits {:?}",
+        outcome.peaks,
+        case.limits
+    );
     assert_eq!(outcome.doubles, 0, "a VM ran on two hosts at once");
     assert!(outcome.journal_terminal, "a move is not terminal in the journal");
     let specs: HashMap<&str, &MoveSpec> = case.moves.iter().map(|m| (m.vm.as_str(), m)).collect();
