@@ -128,6 +128,7 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         postcopy: args.postcopy,
         delete_source_volumes: args.delete_source_volumes,
         shutdown_timeout_s: args.shutdown_timeout,
+        max_downtime_ms: args.max_downtime.unwrap_or(Policy::default().max_downtime_ms),
         ..Policy::default()
     };
     let manual = Manual {
@@ -155,6 +156,7 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         priority: 0,
         memory_mib: vm.memory_mib,
         running: vm.state == VmState::Running,
+        dirty_mib_s: None,
         estimate: None,
     }];
     let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };

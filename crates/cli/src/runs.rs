@@ -174,6 +174,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
             priority: m.priority,
             memory_mib: vm.map_or(0, |v| v.memory_mib),
             running: vm.is_some_and(|v| v.state == VmState::Running),
+            dirty_mib_s: p.estimate.as_ref().filter(|e| e.dirty_measured).map(|e| e.dirty_mib_s),
             estimate: p.estimate.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         });
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{Driver, MoveReport, Progress};
-use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, JournalError, NewAttempt, RunState};
+use ferry_journal::{AttemptKind, Journal, JournalError, NewAttempt, RunState};
 use ferry_model::{ClusterSpec, Inventory, Status};
 use ferry_plan::{Limits, Policy, Target};
 use ferry_preview::placement::{self, Constraints, Fixed, Request};
@@ -40,6 +40,9 @@ pub struct MoveSpec {
     pub memory_mib: u64,
     /// Whether the VM runs (a stopped VM can only move cold).
     pub running: bool,
+    /// Its measured dirty rate, MiB/s, when the preview measured it.
+    #[serde(default)]
+    pub dirty_mib_s: Option<f64>,
     /// The preview's estimate, kept with the attempt to compare with what happens.
     pub estimate: Option<Value>,
 }
@@ -174,7 +177,6 @@ pub struct Engine<D> {
 struct Record {
     generation: i64,
     target: Option<String>,
-    attempt: Option<u32>,
 }
 
 impl<D: Driver> Engine<D> {
@@ -219,7 +221,7 @@ impl<D: Driver> Engine<D> {
                     spec.vm
                 )));
             }
-            records.push((m.status, Record { generation: m.generation, target: m.target.clone(), attempt: None }));
+            records.push((m.status, Record { generation: m.generation, target: m.target.clone() }));
         }
 
         let mut scheduler = Scheduler::new(self.items(), self.config());
@@ -276,7 +278,7 @@ impl<D: Driver> Engine<D> {
                     .set_status(&run_id, &spec.uuid, record.generation, Status::Migrating, &message)
                     .await?;
                 let attempt = NewAttempt { kind, target: start.to.clone(), estimate: spec.estimate.clone() };
-                record.attempt = Some(self.journal.record_attempt_start(&run_id, &spec.uuid, &attempt).await?);
+                let attempt = self.journal.record_attempt_start(&run_id, &spec.uuid, &attempt).await?;
                 statuses[start.item] = Status::Migrating;
                 let _ = events.send(EngineEvent::Started {
                     vm: spec.vm.clone(),
@@ -295,6 +297,7 @@ impl<D: Driver> Engine<D> {
                     spec: spec.clone(),
                     to: start.to,
                     kind,
+                    attempt,
                     bandwidth_mib_s: cap(start.bandwidth_mib_s, self.settings.manual.bandwidth_mib_s),
                     max_downtime_ms: self.settings.manual.max_downtime_ms,
                     completion_timeout: self.settings.manual.completion_timeout,
@@ -327,22 +330,6 @@ impl<D: Driver> Engine<D> {
                     let spec = &self.moves[done.item];
                     let record = &mut records[done.item];
                     controls.remove(&done.item);
-                    if let Some(number) = record.attempt.take() {
-                        let end = AttemptEnd {
-                            outcome: done.status,
-                            message: done.message.clone(),
-                            wall_ms: Some(done.report.wall_ms),
-                            job_ms: done.report.job_ms,
-                            downtime_ms: done.report.downtime_ms,
-                            bytes: Some(done.report.transferred_bytes),
-                            passes: u32::try_from(done.report.memory_passes).ok(),
-                        };
-                        self.journal.record_attempt_end(&run_id, &spec.uuid, number, &end).await?;
-                    }
-                    // What the driver did, in words ("created … on host-b for …"), for the report.
-                    for text in &done.report.messages {
-                        self.journal.event(&run_id, Some(&spec.uuid), EventKind::Message, text, None).await?;
-                    }
                     record.generation = self
                         .journal
                         .set_status(&run_id, &spec.uuid, done.generation, done.status, &done.message)
