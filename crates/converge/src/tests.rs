@@ -69,6 +69,21 @@ fn start_chooses_the_options_that_cannot_be_chosen_later() {
 }
 
 #[test]
+fn the_throttle_starts_where_the_guest_needs_it() {
+    let input = |dirty: Option<f64>, bw: Option<f64>| StartInput { memory_mib: 256, dirty_mib_s: dirty, bandwidth_mib_s: bw };
+    for (dirty, bw, want) in [
+        (Some(10.0), Some(64.0), None),
+        (Some(24.0), Some(12.0), Some((75, 25))),
+        (Some(100.0), Some(12.0), Some((80, 25))),
+        (Some(13.0), Some(12.0), Some((54, 25))),
+        (None, Some(12.0), Some((50, 25))),
+        (Some(10.0), None, Some((50, 25))),
+    ] {
+        assert_eq!(throttle(&input(dirty, bw)), want, "{dirty:?} {bw:?}");
+    }
+}
+
+#[test]
 fn a_converging_migration_is_left_alone() {
     // Each pass starts with half of the previous one's memory.
     let decisions = run(&policy(300, true), &passes(&[200, 100, 50, 25, 12], 2.0, 64, Some(400)));
@@ -150,4 +165,22 @@ fn a_link_that_went_silent_aborts_on_ticks_alone() {
     assert_eq!(c.tick(10.0), None);
     let d = c.tick(20.5).expect("stall");
     assert!(d.reason().contains("no progress for 20 s"), "{}", d.reason());
+}
+
+#[test]
+fn auto_converge_tightening_its_throttle_is_not_a_stall() {
+    let p = policy(300, false);
+    let plan = start(&p, &StartInput { memory_mib: 256, dirty_mib_s: None, bandwidth_mib_s: Some(64.0) });
+    let mut c = Converger::new(Bounds::of(&p, 256, Some(600.0)), &plan);
+    let mut throttled = |t: f64, throttle: u32| {
+        let s = Progress { throttle_percent: Some(throttle), ..sample(3, 60, 64, None) };
+        c.observe(t, &s)
+    };
+    assert_eq!(throttled(1.0, 0), None);
+    // The throttle rises every 10 s: 35 s without a new low, and still no abort.
+    for (k, t) in [11.0, 21.0, 31.0].into_iter().enumerate() {
+        assert_eq!(throttled(t, 20 + 10 * k as u32), None, "at {t} s");
+    }
+    let d = throttled(51.5, 40).expect("stalled once the throttle stopped rising");
+    assert!(d.reason().contains("stall timeout"), "{}", d.reason());
 }

@@ -39,6 +39,12 @@ pub struct LiveOptions {
     pub bandwidth_mib_s: Option<u64>,
     /// Initial downtime limit, ms; none means the hypervisor's default.
     pub max_downtime_ms: Option<u64>,
+    /// Auto-converge's first throttle, percent of guest CPU; none: the hypervisor's default.
+    #[serde(default)]
+    pub auto_converge_initial: Option<u32>,
+    /// Auto-converge's throttle step per pass that fails to keep up, percent.
+    #[serde(default)]
+    pub auto_converge_increment: Option<u32>,
 }
 
 /// How a cold move runs.

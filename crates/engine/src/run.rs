@@ -430,23 +430,28 @@ impl<D: Driver> Engine<D> {
         }
     }
 
-    /// Places an `ANY` move against live capacity: every move that succeeded or is in flight
+    /// Places an `ANY` move against live capacity: every move in flight (as the scheduler
+    /// sees it, including those started in this very decision) and every move that succeeded
     /// counts on its target, every pending move with a fixed target on that target.
     fn place(&self, item: &Item, view: &View, targets: &[Option<String>], statuses: &[Status]) -> Option<String> {
-        let fixed: Vec<Fixed> = self
-            .moves
-            .iter()
-            .zip(targets.iter().zip(statuses))
-            .filter(|(m, _)| m.vm != item.vm)
-            .filter_map(|(m, (target, status))| {
-                let to = match (status, target, &m.to) {
-                    (s, Some(t), _) if s.is_success() || *s == Status::Migrating => t.clone(),
-                    (Status::Pending, _, Target::Host(h)) => h.clone(),
-                    _ => return None,
-                };
-                Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
-            })
+        let mut fixed: Vec<Fixed> = view
+            .running()
+            .map(|(m, to)| Fixed { vm: m.vm.clone(), to: to.to_string(), anti_affinity: m.group.clone() })
             .collect();
+        fixed.extend(
+            self.moves
+                .iter()
+                .zip(targets.iter().zip(statuses))
+                .filter(|(m, _)| m.vm != item.vm)
+                .filter_map(|(m, (target, status))| {
+                    let to = match (status, target, &m.to) {
+                        (s, Some(t), _) if s.is_success() => t.clone(),
+                        (Status::Pending, _, Target::Host(h)) => h.clone(),
+                        _ => return None,
+                    };
+                    Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
+                }),
+        );
         let request = Request { vm: item.vm.clone(), anti_affinity: item.group.clone(), candidates: None };
         let constraints = Constraints {
             allow_cross_group: self.settings.policy.allow_cross_group,

@@ -158,14 +158,14 @@ impl Move {
         }
     }
 
-    /// Journals a convergence decision, with the time since the migration started.
+    /// Journals a convergence decision; `at` (seconds since the migration started) goes
+    /// with its figures, the journal's own timestamp dates it.
     async fn decision(&self, at: f64, text: &str, data: serde_json::Value) {
-        let message = format!("{at:.1} s: {text}");
         let data = json!({ "at_s": at, "decision": data });
-        if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Decision, &message, Some(&data)).await {
+        if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Decision, text, Some(&data)).await {
             warn!(uuid = %self.uuid, "could not journal a decision: {e}");
         }
-        let _ = self.events.send(EngineEvent::Note(format!("{}: {message}", self.vm)));
+        let _ = self.events.send(EngineEvent::Note(format!("{}: {text}", self.vm)));
     }
 
     async fn note(&self, text: &str) {
@@ -242,6 +242,8 @@ async fn live<D: Driver>(
         postcopy: start.postcopy,
         bandwidth_mib_s: start.bandwidth_mib_s.map(mib_s),
         max_downtime_ms: Some(downtime_ms),
+        auto_converge_initial: start.throttle.map(|t| t.0),
+        auto_converge_increment: start.throttle.map(|t| t.1),
     };
     let bounds = Bounds::of(&input.policy, input.spec.memory_mib, input.completion_timeout.map(|t| t.as_secs_f64()));
     let mut converger = Converger::new(bounds, &start);

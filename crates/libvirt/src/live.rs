@@ -91,6 +91,8 @@ pub(crate) fn start(
         dest_xml: dest_xml.clone(),
         persist_xml: dest_xml,
         bandwidth: options.bandwidth_mib_s,
+        auto_converge_initial: options.auto_converge_initial.and_then(|p| i32::try_from(p).ok()),
+        auto_converge_increment: options.auto_converge_increment.and_then(|p| i32::try_from(p).ok()),
         uri: to.migration_uri.clone(),
         listen_address: to.migration_uri.as_deref().and_then(listen_address),
         ..MigrateParameters::default()
