@@ -2,6 +2,7 @@
 //! prints results, maps outcomes to exit codes (0 success, 1 something failed, 2 bad input).
 
 mod cluster;
+mod inputs;
 mod inventory;
 mod lab;
 mod moving;

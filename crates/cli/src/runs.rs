@@ -12,12 +12,13 @@ use ferry_journal::{Journal, JournalError, NewMove, NewRun, Run, RunKind, RunSta
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{ClusterSpec, Status, VmState};
 use ferry_plan::{Plan, Target};
-use ferry_preview::checks::{CheckName, Outcome};
+use ferry_preview::checks::Outcome;
 use ferry_preview::PreviewConfig;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cluster::ClusterArg;
+use crate::inputs::Inputs;
 use crate::state::{owner_alive, StateArg};
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -83,43 +84,29 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         eprintln!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     };
-    let mut problems = Vec::new();
-    let ignore: Vec<CheckName> = args
-        .ignore
-        .iter()
-        .filter_map(|name| name.parse().map_err(|e: String| problems.push(format!("--ignore: {e}"))).ok())
-        .collect();
-    let deadline = args
-        .deadline
-        .as_deref()
-        .map(|d| ferry_plan::time::parse_rfc3339(d).map_err(|e| problems.push(format!("--deadline: {e}"))).ok());
-    let plan_name = args.plan.display().to_string();
-    let plan = match std::fs::read_to_string(&args.plan) {
-        Ok(text) => ferry_plan::parse_plan(&plan_name, &text).map_err(|errors| problems.extend(errors.iter().map(ToString::to_string))).ok(),
-        Err(e) => {
-            problems.push(format!("{plan_name}: {e}"));
-            None
+    let deadline = args.deadline.as_deref().map(ferry_plan::time::parse_rfc3339).transpose();
+    let inputs = crate::inputs::load(&args.plan, &args.cluster, &args.ignore);
+    let (deadline, Inputs { mut plan, plan_name, cluster, ignore }) = match (deadline, inputs) {
+        (Ok(deadline), Ok(inputs)) => (deadline, inputs),
+        (deadline, inputs) => {
+            let problems: Vec<String> =
+                [deadline.err().map(|e| format!("--deadline: {e}")), inputs.err()].into_iter().flatten().collect();
+            return bad(problems.join("\n"));
         }
     };
-    let cluster = args.cluster.load().map_err(|e| problems.push(e)).ok();
-    let (Some(mut plan), Some((_, cluster))) = (plan, cluster) else {
-        return bad(problems.join("\n"));
-    };
-    if !problems.is_empty() {
-        return bad(problems.join("\n"));
+    if deadline.is_some() {
+        plan.deadline = deadline;
     }
-    if let Some(Some(d)) = deadline {
-        plan.deadline = Some(d);
-    }
-    let journal = match args.state.open().await {
-        Ok(j) => j,
-        Err(e) => return bad(format!("--state: {e}")),
-    };
     let driver = Arc::new(LibvirtDriver::new(cluster.clone()));
     let inventory = driver.inventory().await;
     let resolved = match ferry_plan::resolve(&plan, &cluster, &inventory) {
         Ok(moves) => moves,
         Err(errors) => return bad(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+    };
+    // The journal is opened (created) only once the plan proved good.
+    let journal = match args.state.open().await {
+        Ok(j) => j,
+        Err(e) => return bad(format!("--state: {e}")),
     };
     let resume_from = match &plan.resume_from {
         Some(previous) => match previous_statuses(&journal, previous).await {
@@ -231,12 +218,8 @@ async fn previous_statuses(journal: &Journal, id: &str) -> Result<HashMap<String
 
 /// Runs `ferry resume`.
 pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
-    let journal = match args.state.open_existing().await {
-        Ok(j) => j,
-        Err(e) => return bad_input(e),
-    };
-    let run = match find_run(&journal, &args.run).await {
-        Ok(run) => run,
+    let (journal, run) = match open_run(&args.state, &args.run).await {
+        Ok(opened) => opened,
         Err(e) => return bad_input(e),
     };
     if run.state.is_ended() {
@@ -304,12 +287,8 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
 /// when no process runs it (it died), aborts it here: jobs still running are cancelled,
 /// moves in flight are settled against the hypervisors, the rest end ABORTED.
 pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
-    let journal = match args.state.open_existing().await {
-        Ok(j) => j,
-        Err(e) => return bad_input(e),
-    };
-    let run = match find_run(&journal, &args.run).await {
-        Ok(run) => run,
+    let (journal, run) = match open_run(&args.state, &args.run).await {
+        Ok(opened) => opened,
         Err(e) => return bad_input(e),
     };
     if run.state.is_ended() {
@@ -472,6 +451,13 @@ fn print_end(run_id: &str, end: &RunEnd, output: Output) {
     let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     println!("run {run_id} {}: {}", end.state, counts.join(", "));
     println!("details: ferry report {run_id}");
+}
+
+/// The journal and run `id` in it.
+async fn open_run(state: &StateArg, id: &str) -> Result<(Journal, Run), String> {
+    let journal = state.open_existing().await?;
+    let run = find_run(&journal, id).await?;
+    Ok((journal, run))
 }
 
 async fn find_run(journal: &Journal, id: &str) -> Result<Run, String> {
