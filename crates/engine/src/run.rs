@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::task::{self, TaskControl, TaskDone, TaskInput};
+use crate::task::{self, Channels, TaskControl, TaskDone, TaskInput, TaskSignal};
 
 /// One VM's move as the engine runs it (kept in the journal's plan document, so that
 /// `resume` needs no files).
@@ -238,6 +238,7 @@ impl<D: Driver> Engine<D> {
         let mut reports: Vec<Option<MoveReport>> = vec![None; self.moves.len()];
 
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TaskDone>();
+        let (signal_tx, mut signal_rx) = mpsc::unbounded_channel::<TaskSignal>();
         let mut controls: HashMap<usize, mpsc::UnboundedSender<TaskControl>> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut stopped = false;
@@ -304,14 +305,13 @@ impl<D: Driver> Engine<D> {
                     policy: self.settings.policy.clone(),
                     generation: record.generation,
                 };
-                tasks.spawn(task::run(
-                    self.driver.clone(),
-                    self.journal.clone(),
-                    input,
-                    control_rx,
-                    done_tx.clone(),
-                    events.clone(),
-                ));
+                let channels = Channels {
+                    controls: control_rx,
+                    signals: signal_tx.clone(),
+                    done: done_tx.clone(),
+                    events: events.clone(),
+                };
+                tasks.spawn(task::run(self.driver.clone(), self.journal.clone(), input, channels));
             }
             for retune in decisions.retunes {
                 if let (Some(control), Some(b)) =
@@ -339,6 +339,9 @@ impl<D: Driver> Engine<D> {
                     reports[done.item] = Some(done.report);
                     scheduler.finished(done.item, done.status);
                     let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: done.status, message: done.message });
+                }
+                Some(TaskSignal::Sending(item, sending)) = signal_rx.recv() => {
+                    scheduler.set_sending(item, sending);
                 }
                 command = commands.recv(), if !aborted => {
                     match command {

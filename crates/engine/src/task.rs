@@ -69,15 +69,25 @@ struct Outcome {
     transient: bool,
 }
 
+/// What a running move tells the engine before it ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum TaskSignal {
+    /// Move `item`'s migration started (`true`) or stopped (`false`) sending data: its
+    /// setup and finish use no link, so others may have it meanwhile.
+    Sending(usize, bool),
+}
+
+/// The channels between a task and the engine.
+pub(crate) struct Channels {
+    pub controls: mpsc::UnboundedReceiver<TaskControl>,
+    pub signals: mpsc::UnboundedSender<TaskSignal>,
+    pub done: mpsc::UnboundedSender<TaskDone>,
+    pub events: mpsc::UnboundedSender<EngineEvent>,
+}
+
 /// Runs one move and reports its end on `done`.
-pub(crate) async fn run<D: Driver>(
-    driver: Arc<D>,
-    journal: Journal,
-    input: TaskInput,
-    mut controls: mpsc::UnboundedReceiver<TaskControl>,
-    done: mpsc::UnboundedSender<TaskDone>,
-    events: mpsc::UnboundedSender<EngineEvent>,
-) {
+pub(crate) async fn run<D: Driver>(driver: Arc<D>, journal: Journal, input: TaskInput, channels: Channels) {
+    let Channels { mut controls, signals, done, events } = channels;
     let mut move_ = Move {
         journal,
         run_id: input.run_id.clone(),
@@ -92,7 +102,7 @@ pub(crate) async fn run<D: Driver>(
     let mut retries = 0;
     let outcome = loop {
         let outcome = match kind {
-            AttemptKind::Live => live(&*driver, &mut move_, &input, &mut controls).await,
+            AttemptKind::Live => live(&*driver, &mut move_, &input, &mut controls, &signals).await,
             AttemptKind::Cold => cold(&*driver, &mut move_, &input).await,
         };
         move_.end_attempt(attempt, &outcome).await;
@@ -222,8 +232,10 @@ async fn live<D: Driver>(
     record: &mut Move,
     input: &TaskInput,
     controls: &mut mpsc::UnboundedReceiver<TaskControl>,
+    signals: &mpsc::UnboundedSender<TaskSignal>,
 ) -> Outcome {
     let vm = &input.spec.vm;
+    let mut sending = false;
     crate::failpoint::reach("start", vm).await;
     if let Err(e) = record.begin(Phase::Prepared).await {
         return failure(Status::FailureInit, e);
@@ -267,11 +279,20 @@ async fn live<D: Driver>(
         let decision = tokio::select! {
             sample = migration.progress.recv(), if sampling => match sample {
                 Some(sample) => {
+                    if !sending && sample.transferred_bytes > 0 {
+                        sending = true;
+                        let _ = signals.send(TaskSignal::Sending(input.item, true));
+                    }
                     let _ = record.events.send(EngineEvent::Sample { vm: vm.clone(), progress: sample.clone() });
                     converger.observe(started.elapsed().as_secs_f64(), &sample)
                 }
                 None => {
+                    // The job is over (switch-over done, or failed): its link is free.
                     sampling = false;
+                    if sending {
+                        sending = false;
+                        let _ = signals.send(TaskSignal::Sending(input.item, false));
+                    }
                     None
                 }
             },
@@ -314,6 +335,9 @@ async fn live<D: Driver>(
         let at = started.elapsed().as_secs_f64();
         record.decision(at, &decision.describe(), json!(decision)).await;
     };
+    if sending {
+        let _ = signals.send(TaskSignal::Sending(input.item, false));
+    }
     match result {
         Ok(report) => {
             crate::failpoint::reach("completed", vm).await;

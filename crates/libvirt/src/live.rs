@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_driver::{Control, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
 use ferry_model::{runs_only_on, ClusterSpec, HostSpec, Metadata, Phase};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info};
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
@@ -178,7 +178,9 @@ impl Job {
         match result {
             Ok(()) => self.messages.push(format!("{at:.1} s: applied {control:?}")),
             Err(e) => {
-                warn!(vm = %self.request.vm, ?control, error = %e, "control failed");
+                // Usually a control that arrived as the job was switching over: the report
+                // keeps it; it is not worth a warning on the operator's terminal.
+                debug!(vm = %self.request.vm, ?control, error = %e, "control failed");
                 self.messages.push(format!("{at:.1} s: {control:?} failed: {e}"));
             }
         }
