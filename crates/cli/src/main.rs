@@ -1,6 +1,7 @@
 //! `ferry`: the command line. A thin layer: parses arguments, calls the library crates,
 //! prints results, maps outcomes to exit codes (0 success, 1 something failed, 2 bad input).
 
+mod cleanup;
 mod cluster;
 mod drain;
 mod hooks;
@@ -73,6 +74,10 @@ enum Command {
     /// new run of kind rollback (ROLLED-BACK / ROLLBACK-FAILED). Idempotent; with
     /// --from-hypervisor it needs no journal.
     Rollback(rollback::RollbackArgs),
+    /// Reconcile: find where each VM of a run (or --vm) really runs; remove stale copies,
+    /// migration jobs nobody owns, volumes of failed moves and stale metadata. Every action
+    /// is printed first; --dry-run only prints.
+    Cleanup(cleanup::CleanupArgs),
     /// Every run in the journal: plan, state (and whether its owner is alive), moves per
     /// status.
     Runs(report::RunsArgs),
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
         Command::Abort(args) => runtime().block_on(runs::abort(args, cli.output)),
         Command::Drain(args) => runtime().block_on(drain::drain(args, cli.output)),
         Command::Rollback(args) => runtime().block_on(rollback::rollback(args, cli.output)),
+        Command::Cleanup(args) => runtime().block_on(cleanup::cleanup(args, cli.output)),
         Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),
         Command::Status(args) => runtime().block_on(report::status(args, cli.output)),
         Command::Report(args) => runtime().block_on(report::report(args, cli.output)),
