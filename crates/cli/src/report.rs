@@ -180,7 +180,13 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let moves = journal.moves(&run.id).await?;
         let attempts = journal.attempts(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
-        let report = build_report(&run, &moves, &attempts, &events, now_ms());
+        let mut report = build_report(&run, &moves, &attempts, &events, now_ms());
+        let all = journal.runs().await?;
+        let mut linked = std::collections::HashMap::new();
+        for r in all.iter().filter(|r| r.parent.as_deref() == Some(run.id.as_str()) || run.parent.as_deref() == Some(r.id.as_str())) {
+            linked.insert(r.id.clone(), journal.moves(&r.id).await?);
+        }
+        report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), now_ms());
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),
@@ -449,6 +455,43 @@ pub struct Report {
     pub moves: Vec<MoveReport>,
     /// Totals.
     pub summary: Summary,
+    /// What happened to the run as a whole, in words: hooks (with their output in
+    /// `data`), drained hosts, returns.
+    pub notes: Vec<EventView>,
+    /// Runs linked to this one: the run it undoes, and the rollbacks (returns) of it.
+    pub legs: Vec<Leg>,
+}
+
+/// A run linked to the reported one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leg {
+    /// `undoes` (this run is a rollback of it) or `undone-by` (a rollback of this run).
+    pub relation: &'static str,
+    /// The run.
+    pub run: RunView,
+    /// Its moves, in plan order.
+    pub moves: Vec<VmStatus>,
+}
+
+/// The legs of `run` among `runs`, with each leg's moves (`moves_of` reads them).
+pub fn legs(run: &Run, runs: &[Run], mut moves_of: impl FnMut(&str) -> Vec<Move>, now_ms: i64) -> Vec<Leg> {
+    runs.iter()
+        .filter_map(|r| {
+            let relation = if run.parent.as_deref() == Some(r.id.as_str()) {
+                "undoes"
+            } else if r.parent.as_deref() == Some(run.id.as_str()) {
+                "undone-by"
+            } else {
+                return None;
+            };
+            let moves = moves_of(&r.id);
+            Some(Leg {
+                relation,
+                run: run_view(r, moves.iter().map(|m| m.status), now_ms),
+                moves: status_view(r, &moves, &[], now_ms).vms,
+            })
+        })
+        .collect()
 }
 
 /// One VM's move in a report.
@@ -613,10 +656,23 @@ pub fn build_report(
     reports.sort_by_key(|(seq, m)| (severity(m.status), *seq));
     let moves: Vec<MoveReport> = reports.into_iter().map(|(_, m)| m).collect();
     let summary = summarize(&moves);
+    let notes = events
+        .iter()
+        .filter(|e| e.uuid.is_none() && e.kind == EventKind::Message)
+        .map(|e| EventView {
+            at_ms: e.at_ms,
+            since_start_ms: e.at_ms - run.created_ms,
+            kind: e.kind,
+            message: e.message.clone(),
+            data: e.data.clone(),
+        })
+        .collect();
     Report {
         run: run_view(run, moves.iter().map(|m| m.status), now_ms),
         moves,
         summary,
+        notes,
+        legs: Vec::new(),
     }
 }
 
@@ -820,6 +876,38 @@ pub fn format_report(report: &Report) -> String {
     };
     out.push_str(&format!("downtime worst {worst}\n"));
     out.push_str(&format!("bytes    {} transferred\n", mib(s.bytes)));
+    if !report.notes.is_empty() {
+        out.push_str("\nrun\n");
+        for n in &report.notes {
+            out.push_str(&format!("  {}: {}\n", duration(n.since_start_ms), n.message));
+        }
+    }
+    for leg in &report.legs {
+        let what = match leg.relation {
+            "undoes" => "undoes",
+            _ => "undone by",
+        };
+        out.push_str(&format!(
+            "\n{what} run {} ({}): {}, {}\n",
+            leg.run.id,
+            leg.run.kind,
+            state_text(&leg.run),
+            leg.run.counts
+        ));
+        let rows: Vec<Vec<String>> = leg
+            .moves
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("  {}", m.vm),
+                    route(&m.source, m.target.as_deref()),
+                    m.status.to_string(),
+                    m.message.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows));
+    }
     for m in &report.moves {
         out.push('\n');
         format_move(m, &mut out);
