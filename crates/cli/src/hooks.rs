@@ -10,19 +10,17 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command as Process, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_driver::{
     ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, Volume,
 };
-use ferry_engine::Command;
 use ferry_journal::{EventKind, Journal};
 use ferry_model::{Inventory, Location, Metadata};
 use ferry_plan::{OnFailure, Plan};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Output kept per stream: the end, where the reason usually is.
 const KEEP_BYTES: usize = 16 * 1024;
@@ -225,12 +223,16 @@ struct Context {
     run_id: String,
     on_failure: OnFailure,
     timeout: Duration,
-    stop: mpsc::UnboundedSender<Command>,
-    failed: Arc<AtomicBool>,
+    failed: Arc<Mutex<Option<String>>>,
     quiet: bool,
 }
 
 impl Context {
+    /// The hook whose failure under `fail` stops the run, if one did.
+    fn failed(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Runs one VM's hook; `Err` with the reason when it failed and the policy is `fail`
     /// (the run is then told to start nothing new).
     async fn hook(&self, stage: &str, command: &str, vm: &VmHooks, request: &MoveRequest) -> Result<(), String> {
@@ -247,8 +249,7 @@ impl Context {
         let failed = !ran.ok() && self.on_failure == OnFailure::Fail;
         if failed {
             text.push_str("; on_failure = fail: no new move starts");
-            self.failed.store(true, Ordering::SeqCst);
-            let _ = self.stop.send(Command::Stop);
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{stage} hook of {}", vm.name));
         } else if !ran.ok() {
             text.push_str("; on_failure = warn: the run goes on");
         }
@@ -267,8 +268,9 @@ impl Context {
 }
 
 /// A driver that runs each VM's pre-move hook before its move starts (once per VM, however
-/// many attempts) and its post-move hook after a verified move. A failed pre-move hook
-/// under `on_failure = fail` stops the move before anything is touched (FAILURE-INIT).
+/// many attempts) and its post-move hook after a verified move. Under `on_failure = fail`,
+/// a failed hook stops the run: that VM's move (for a pre-move hook) and every move not yet
+/// started end FAILURE-INIT before anything is touched; moves under way finish.
 pub struct Hooked<D> {
     inner: Arc<D>,
     vms: HashMap<String, VmHooks>,
@@ -278,17 +280,14 @@ pub struct Hooked<D> {
 
 impl<D: Driver> Hooked<D> {
     /// Wraps `inner` with the hooks of `plan` for run `run_id`, for the VMs `uuids` (UUID,
-    /// name). A failing hook under `fail` sends [`Command::Stop`] on `stop` and sets
-    /// `failed`.
-    #[allow(clippy::too_many_arguments, reason = "the run's context, given once")]
+    /// name). A hook failing under `fail` is named in `failed`.
     pub fn new(
         inner: Arc<D>,
         plan: &Plan,
         uuids: &[(String, String)],
         journal: Journal,
         run_id: &str,
-        stop: mpsc::UnboundedSender<Command>,
-        failed: Arc<AtomicBool>,
+        failed: Arc<Mutex<Option<String>>>,
         quiet: bool,
     ) -> Hooked<D> {
         let vms = uuids
@@ -308,7 +307,6 @@ impl<D: Driver> Hooked<D> {
             run_id: run_id.to_string(),
             on_failure: plan.hooks.on_failure,
             timeout: Duration::from_secs(plan.hooks.timeout_s),
-            stop,
             failed,
             quiet,
         };
@@ -316,6 +314,9 @@ impl<D: Driver> Hooked<D> {
     }
 
     async fn before(&self, request: &MoveRequest) -> Result<(), MoveError> {
+        if let Some(which) = self.context.failed() {
+            return Err(MoveError::Init { reason: format!("not started: the {which} failed (on_failure = fail)") });
+        }
         let Some(vm) = self.vms.get(&request.vm) else { return Ok(()) };
         let Some(pre) = &vm.pre else { return Ok(()) };
         let first = self.started.lock().map(|mut s| s.insert(request.vm.clone())).unwrap_or(true);

@@ -13,7 +13,7 @@ use ferry_plan::{Hooks, Limits, Mode, Plan, PlannedMove, Policy, Target};
 use serde::Serialize;
 
 use crate::cluster::ClusterArg;
-use crate::runs::{self, Commands, Drive, RunDocument};
+use crate::runs::{self, Drive, RunDocument};
 use crate::state::StateArg;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -206,7 +206,7 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         unavailable: Vec::new(),
         manual,
     };
-    let drive = Drive { driver, journal, cluster: spec, inventory, settings, specs, generation: run.generation, commands: Commands::default() };
+    let drive = Drive { driver, journal, cluster: spec, inventory, settings, specs, generation: run.generation };
     let end = match drive.drive(&[Command::Abort], output).await {
         Ok(end) => end,
         Err(e) => {

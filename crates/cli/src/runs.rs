@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_driver::Driver;
@@ -471,40 +470,20 @@ pub async fn execute(
     output: Output,
 ) -> bool {
     let run_id = settings.run_id.clone();
-    let commands = Commands::default();
-    let failed = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(Mutex::new(None));
     let uuids: Vec<(String, String)> = specs.iter().map(|s| (s.uuid.clone(), s.vm.clone())).collect();
-    let hooked = Hooked::new(driver, plan, &uuids, journal.clone(), &run_id, commands.sender(), failed.clone(), output == Output::Json);
-    let run = Drive { driver: Arc::new(hooked), journal, cluster, inventory, settings, specs, generation, commands };
+    let hooked = Hooked::new(driver, plan, &uuids, journal.clone(), &run_id, failed.clone(), output == Output::Json);
+    let run = Drive { driver: Arc::new(hooked), journal, cluster, inventory, settings, specs, generation };
     match run.drive(&[Command::Stop, Command::Abort], output).await {
         Ok(end) => {
             print_end(&run_id, &end, output);
-            end.moves.iter().all(|m| m.status.is_success()) && !failed.load(Ordering::SeqCst)
+            let hook_failed = failed.lock().map(|f| f.is_some()).unwrap_or(true);
+            end.moves.iter().all(|m| m.status.is_success()) && !hook_failed
         }
         Err(e) => {
             eprintln!("ferry: {e}");
             false
         }
-    }
-}
-
-/// The engine's command channel: Ctrl-C feeds it, and so may a failing hook.
-pub struct Commands {
-    tx: mpsc::UnboundedSender<Command>,
-    rx: mpsc::UnboundedReceiver<Command>,
-}
-
-impl Default for Commands {
-    fn default() -> Commands {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Commands { tx, rx }
-    }
-}
-
-impl Commands {
-    /// Another sender into the engine.
-    pub fn sender(&self) -> mpsc::UnboundedSender<Command> {
-        self.tx.clone()
     }
 }
 
@@ -524,8 +503,6 @@ pub struct Drive<D> {
     pub specs: Vec<MoveSpec>,
     /// The run's generation, to take its lease.
     pub generation: i64,
-    /// Where the engine's commands come from.
-    pub commands: Commands,
 }
 
 impl<D: Driver> Drive<D> {
@@ -538,7 +515,7 @@ impl<D: Driver> Drive<D> {
                 return Err(format!("could not take run {run_id}: {e}"));
             }
         }
-        let Commands { tx: command_tx, rx: command_rx } = self.commands;
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let interrupts = interrupts.to_vec();
         tokio::spawn(async move {

@@ -349,3 +349,63 @@ fn a_rollback_from_the_hypervisors_metadata_needs_no_journal() {
     lab.assert_home(&before);
     lab.lab.check_ok();
 }
+
+#[test]
+fn hooks_run_around_the_run_and_each_move_and_their_failure_policy_holds() {
+    let lab = BackLab::up("back-hooks", 9_000, &["--hosts", "3", "--vms", "3", "--mem", "96"]);
+    let log = lab.lab.dir.join("hooks.log");
+    let log = path_str(&log);
+    let plan = lab.plan(
+        "warned",
+        &format!(
+            "[plan]\nname = \"warned\"\n[limits]\ncluster = 1\n\
+             [hooks]\npre_run = \"echo pre-run $FERRY_RUN_ID >> {log}\"\npost_run = \"echo post-run >> {log}\"\n\
+             pre_move = \"echo pre-move $FERRY_VM $FERRY_FROM $FERRY_TO >> {log}\"\npost_move = \"echo post-move $FERRY_VM >> {log}\"\n\
+             on_failure = \"warn\"\n\
+             [[move]]\nvm = \"vm-1\"\nto = \"host-b\"\n\
+             [[move]]\nvm = \"vm-2\"\nto = \"host-c\"\npost_hook = \"echo post-move-own $FERRY_VM >> {log}; echo broken >&2; exit 7\"\n"
+        ),
+    );
+    let (code, text) = lab.ferry(&["migrate", path_str(&plan)]);
+    assert_eq!(code, Some(0), "a failed hook under warn fails nothing: {text}");
+    let run = run_id(&text);
+    assert!(lab.moves(&run).iter().all(|m| m.status == Status::Success), "{text}");
+    let lines: Vec<String> = std::fs::read_to_string(log).expect("hooks log").lines().map(String::from).collect();
+    let at = |line: &str| lines.iter().position(|l| l == line).unwrap_or_else(|| panic!("{line:?} not in {lines:#?}"));
+    assert_eq!(at(&format!("pre-run {run}")), 0, "{lines:#?}");
+    assert_eq!(at("post-run"), lines.len() - 1, "{lines:#?}");
+    assert!(at("pre-move vm-1 host-a host-b") < at("post-move vm-1"), "{lines:#?}");
+    assert!(at("pre-move vm-2 host-b host-c") < at("post-move-own vm-2"), "the move's own hook replaces the plan's: {lines:#?}");
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let (_, report) = lab.report(&run);
+    assert!(report.contains("pre-run hook: `echo pre-run"), "{report}");
+    assert!(report.contains("exited 7 after") && report.contains(": broken; on_failure = warn: the run goes on"), "{report}");
+
+    // Under fail, a failed pre-move hook keeps its VM and every later one where they are.
+    let plan = lab.plan(
+        "failing",
+        "[plan]\nname = \"failing\"\n[limits]\ncluster = 1\n[hooks]\non_failure = \"fail\"\n\
+         [[move]]\nvm = \"vm-1\"\nto = \"host-a\"\npriority = 10\npre_hook = \"echo no >&2; exit 3\"\n\
+         [[move]]\nvm = \"vm-3\"\nto = \"host-a\"\n",
+    );
+    let moved = lab.placement();
+    let (code, text) = lab.ferry(&["migrate", path_str(&plan)]);
+    assert_eq!(code, Some(1), "{text}");
+    let moves = lab.moves(&run_id(&text));
+    let (first, later) = (status_of(&moves, "vm-1"), status_of(&moves, "vm-3"));
+    assert_eq!(first.status, Status::FailureInit, "{moves:#?}");
+    assert!(first.message.contains("pre-move hook: `echo no >&2; exit 3` exited 3 after") && first.message.contains(": no; on_failure = fail"), "{first:#?}");
+    assert_eq!(later.status, Status::FailureInit, "{moves:#?}");
+    assert!(later.message.contains("not started: the pre-move hook of vm-1 failed (on_failure = fail)"), "{later:#?}");
+    assert_eq!(lab.placement(), moved, "nothing moved");
+
+    // A failed pre-run hook under fail: nothing starts.
+    let plan = lab.plan("gated", "[plan]\nname = \"gated\"\n[hooks]\npre_run = \"exit 1\"\n[[move]]\nvm = \"vm-3\"\nto = \"host-a\"\n");
+    let (code, text) = lab.ferry(&["migrate", path_str(&plan)]);
+    assert_eq!(code, Some(1), "{text}");
+    let moves = lab.moves(&run_id(&text));
+    assert_eq!(moves[0].status, Status::FailureInit, "{moves:#?}");
+    assert!(moves[0].message.contains("the pre-run hook failed"), "{moves:#?}");
+    assert_eq!(lab.placement(), moved, "nothing moved");
+    lab.lab.check_ok();
+}

@@ -159,7 +159,8 @@ impl Default for Policy {
 pub enum OnFailure {
     /// The hook's failure fails what it guards and stops the run: after a failed
     /// `pre_run` nothing moves; after a failed `pre_move` that VM stays where it is; after
-    /// either per-VM hook no new move starts. The run exits 1.
+    /// either per-VM hook no new move starts (those not started end FAILURE-INIT, those
+    /// under way finish). The run exits 1.
     Fail,
     /// The failure is journaled and reported; the run goes on.
     Warn,
