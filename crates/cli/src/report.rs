@@ -880,6 +880,7 @@ pub fn format_report(report: &Report) -> String {
         out.push_str("\nrun\n");
         for n in &report.notes {
             out.push_str(&format!("  {}: {}\n", duration(n.since_start_ms), n.message));
+            out.push_str(&hook_output(n.data.as_ref(), "    "));
         }
     }
     for leg in &report.legs {
@@ -974,6 +975,7 @@ fn format_move(m: &MoveReport, out: &mut String) {
             duration(e.since_start_ms),
             e.message
         ));
+        out.push_str(&hook_output(e.data.as_ref(), "    "));
         told = true;
     }
     // A move given its final status when it was added (a failed check) has no status
@@ -981,6 +983,27 @@ fn format_move(m: &MoveReport, out: &mut String) {
     if !told && !m.message.is_empty() {
         out.push_str(&format!("  {}\n", m.message));
     }
+}
+
+/// The end of a hook's output, from its event's data: the last lines of each stream,
+/// prefixed `out |` and `err |`.
+fn hook_output(data: Option<&Value>, indent: &str) -> String {
+    const LINES: usize = 5;
+    let Some(data) = data.filter(|d| d.get("hook").is_some()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (stream, tag) in [("stdout", "out"), ("stderr", "err")] {
+        let text = data.get(stream).and_then(Value::as_str).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.len() > LINES {
+            out.push_str(&format!("{indent}{tag} | … {} lines before\n", lines.len() - LINES));
+        }
+        for line in &lines[lines.len().saturating_sub(LINES)..] {
+            out.push_str(&format!("{indent}{tag} | {line}\n"));
+        }
+    }
+    out
 }
 
 fn comparison(c: &Comparison) -> String {
@@ -1660,5 +1683,27 @@ mod tests {
                 "{estimate:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_report_tells_the_runs_hooks_with_their_output_and_its_legs() {
+        let drain = Run { kind: RunKind::Drain, ..run(RunState::Finished, None) };
+        let moves = [mv("web-1", 0, Status::Success, "moved live to host-b", Some((0, 4_000)))];
+        let mut hook = ev(1, "web-1", 5_000, EventKind::Message, "drain hook on host-a: `upgrade` exited 0 after 1.0 s");
+        hook.uuid = None;
+        hook.data = Some(json!({"hook": "drain", "stdout": "a\nb\nc\nd\ne\nf\n", "stderr": "warning: x\n"}));
+        let mut report = build_report(&drain, &moves, &[], &[hook], T0 + 60_000);
+        let back = Run {
+            id: "r-20261123-203021-cd34".into(),
+            kind: RunKind::Rollback,
+            parent: Some(drain.id.clone()),
+            ..run(RunState::Finished, None)
+        };
+        let returned = Move { run: back.id.clone(), source: "host-b".into(), target: Some("host-a".into()), ..mv("web-1", 0, Status::RolledBack, "moved live to host-a", Some((0, 4_000))) };
+        report.legs = legs(&drain, &[drain.clone(), back.clone()], |_| vec![returned.clone()], T0 + 60_000);
+        let text = format_report(&report);
+        let expect = "\nrun\n  5.0 s: drain hook on host-a: `upgrade` exited 0 after 1.0 s\n    out | … 1 lines before\n    out | b\n    out | c\n    out | d\n    out | e\n    out | f\n    err | warning: x\n\nundone by run r-20261123-203021-cd34 (rollback): finished, 1 ROLLED-BACK\n  web-1  host-b -> host-a  ROLLED-BACK  moved live to host-a\n";
+        assert!(text.contains(expect), "{text}");
+        assert_eq!(report.legs[0].relation, "undone-by");
     }
 }
