@@ -24,8 +24,9 @@ pub struct Known {
     pub source: Option<String>,
     /// Whether that run moved it away from `source`.
     pub moved: bool,
-    /// Targets of that run's attempts that failed or were interrupted: where volumes
-    /// created for them may remain.
+    /// Targets of that run's attempts that were interrupted, or failed after they
+    /// prepared the target (not those that could not start): where volumes created for
+    /// them may remain.
     pub failed_targets: Vec<String>,
     /// A run whose owner is alive and which is moving the VM: cleanup leaves it alone.
     pub busy: Option<String>,

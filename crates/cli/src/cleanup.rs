@@ -256,9 +256,13 @@ async fn knowledge(journal: &Journal, uuid: &str, run: Option<&str>) -> Known {
         known.source = Some(m.source.clone());
         known.moved = m.status.is_success();
         if let Ok(attempts) = journal.attempts(&r.id).await {
+            // Only these may have left what they prepared: an attempt that could not start
+            // (FAILURE-INIT, e.g. because a volume of that name was there already) created
+            // nothing, and a successful one left nothing behind.
             known.failed_targets = attempts
                 .iter()
-                .filter(|a| a.uuid == uuid && !a.outcome.is_some_and(|o| o.is_success()))
+                .filter(|a| a.uuid == uuid)
+                .filter(|a| matches!(a.outcome, None | Some(Status::FailureWait | Status::FailureLost | Status::Aborted)))
                 .map(|a| a.target.clone())
                 .collect();
         }

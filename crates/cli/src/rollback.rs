@@ -139,7 +139,8 @@ pub async fn rollback(args: RollbackArgs, output: Output) -> ExitCode {
             Ok(m) => m,
             Err(e) => return bad(e.to_string()),
         };
-        let origins = moves.into_iter().map(|m| Origin { vm: m.vm, uuid: m.uuid, host: m.source }).collect();
+        let mut origins: Vec<Origin> = moves.into_iter().map(|m| Origin { vm: m.vm, uuid: m.uuid, host: m.source }).collect();
+        origins.sort_by(|a, b| a.vm.cmp(&b.vm));
         (journal, Some(run.id), origins, cluster, document.plan.policy, document.plan.limits)
     };
     let request = Request { journal: &journal, parent, undoes: args.run.clone(), origins, cluster, policy, limits, dry_run: args.dry_run };
@@ -192,7 +193,7 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
     let inventory = driver.inventory().await;
     let decided = returns(&request.origins, &inventory);
     let blocked = decided.iter().any(|r| matches!(r, Return::Blocked { .. }));
-    if !quiet {
+    if !quiet && !decided.is_empty() {
         println!("rollback of run {}:", request.undoes);
         for r in &decided {
             match r {

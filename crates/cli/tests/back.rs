@@ -8,8 +8,11 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use common::TestLab;
 use ferry_journal::{Journal, JournalConfig, Move, Run, RunKind};
@@ -128,6 +131,28 @@ fn run_id(text: &str) -> String {
         .unwrap_or_else(|| panic!("no run id printed:\n{text}"))
 }
 
+/// Waits for a line on `child`'s stderr containing `needle`; keeps draining it after.
+fn wait_for_line(child: &mut Child, needle: &str, timeout: Duration) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    while started.elapsed() < timeout {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if line.contains(needle) {
+                return;
+            }
+            lines.push(line);
+        }
+    }
+    panic!("no line with {needle:?} within {timeout:?}:\n{}", lines.join("\n"));
+}
+
 fn status_of(moves: &[Move], vm: &str) -> Move {
     moves.iter().find(|m| m.vm == vm).unwrap_or_else(|| panic!("{vm} in {moves:#?}")).clone()
 }
@@ -195,7 +220,7 @@ fn a_drain_returns_every_vm_after_its_hook_ran_on_the_empty_host() {
 }
 
 #[test]
-fn a_rollback_after_a_partial_failure_returns_the_moved_and_leaves_the_failed_untouched() {
+fn a_rollback_after_a_partial_failure_and_a_crash_returns_the_moved_and_leaves_the_failed_untouched() {
     let lab = BackLab::up("back-partial", 10_000, &["--hosts", "3", "--vms", "3", "--mem", "96"]);
     let before = lab.placement();
     // vm-3 (host-c) has a host-local disk; a volume of its name in host-a's pool makes its
@@ -225,8 +250,32 @@ fn a_rollback_after_a_partial_failure_returns_the_moved_and_leaves_the_failed_un
     assert_eq!(lab.runs().len(), 1, "a dry run creates no run");
     assert_eq!(lab.placement(), moved);
 
+    // The rollback's ferry dies (SIGKILL) once vm-2 is back and vm-1's migration has
+    // completed but is not yet recorded; running the rollback again settles the dead run
+    // (vm-1 adopted where it arrived) and finds nothing left to move.
+    let (cluster, state) = (lab.cluster(), lab.state());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["rollback", &run, "--cluster", path_str(&cluster), "--state", path_str(&state)])
+        .env("FERRY_FAILPOINT", "completed:vm-1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry runs");
+    wait_for_line(&mut child, "failpoint completed vm-1", Duration::from_secs(120));
+    let started = Instant::now();
+    while !lab.runs().iter().filter(|r| r.parent.as_deref() == Some(run.as_str())).any(|r| {
+        lab.moves(&r.id).iter().any(|m| m.vm == "vm-2" && m.status == Status::RolledBack)
+    }) {
+        assert!(started.elapsed() < Duration::from_secs(120), "vm-2 did not come back");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    common::kill9(child.id());
+    let _ = child.wait();
     let (code, text) = lab.ferry(&["rollback", &run]);
     assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("did not finish and no ferry runs it: it is aborted first"), "{text}");
+    assert!(text.contains("nothing to roll back"), "{text}");
     let back = lab.child(&run);
     assert_eq!(back.kind, RunKind::Rollback);
     let returned = lab.moves(&back.id);
@@ -242,6 +291,13 @@ fn a_rollback_after_a_partial_failure_returns_the_moved_and_leaves_the_failed_un
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("nothing to roll back"), "{text}");
     assert_eq!(lab.runs().len(), 2);
+
+    // vm-3's move could not start, so it created nothing: cleanup does not take the volume
+    // that stopped it for a leftover of that move.
+    let (code, text) = lab.ferry(&["cleanup", &run]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("kept: local/vm-3.qcow2 on host-a, a copy of vm-3's disk vda on a host it does not run on"), "{text}");
+    assert!(lab.lab.pool_files("host-a").contains(&"vm-3.qcow2".to_string()), "{text}");
     lab.assert_home(&before);
     lab.lab.check_ok();
 }
