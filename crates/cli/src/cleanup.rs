@@ -7,7 +7,7 @@ use ferry_back::cleanup::{apply, plan, Finding, Known, Options, Subject, Verdict
 use ferry_driver::Driver;
 use ferry_journal::{AttemptKind, EventKind, Journal, Move, RunKind};
 use ferry_libvirt::LibvirtDriver;
-use ferry_model::{ClusterSpec, Status, VmState};
+use ferry_model::{ClusterSpec, Status, Vm, VmState};
 use serde_json::json;
 
 use crate::cluster::ClusterArg;
@@ -126,8 +126,29 @@ pub async fn cleanup(args: CleanupArgs, output: Output) -> ExitCode {
         }
     }
 
-    // What the hosts say besides the inventory.
+    // What the hosts say besides the inventory. The inventory skips domains whose
+    // definition libvirt holds locked (an incoming migration's paused copy): `locate` sees
+    // them.
     let mut world = World { inventory, ..World::default() };
+    for s in &subjects {
+        let Ok(locations) = driver.locate(&s.uuid).await else { continue };
+        for l in locations {
+            if world.inventory.vms.iter().any(|v| v.uuid == s.uuid && v.host == l.host) {
+                continue;
+            }
+            let known = world.inventory.vms.iter().find(|v| v.uuid == s.uuid).cloned();
+            world.inventory.vms.push(Vm {
+                uuid: s.uuid.clone(),
+                name: s.vm.clone(),
+                host: l.host.clone(),
+                state: l.state,
+                disks: Vec::new(),
+                nics: Vec::new(),
+                ferry: None,
+                ..known.unwrap_or_else(|| unknown_vm(&s.uuid))
+            });
+        }
+    }
     for s in &subjects {
         for copy in world.inventory.vms.iter().filter(|v| v.uuid == s.uuid && v.state != VmState::ShutOff) {
             if let Ok(Some(_)) = driver.job(&copy.host, &copy.uuid).await {
@@ -207,6 +228,23 @@ pub async fn cleanup(args: CleanupArgs, output: Output) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// A VM known only by where `locate` saw it.
+fn unknown_vm(uuid: &str) -> Vm {
+    Vm {
+        uuid: uuid.to_string(),
+        name: uuid.to_string(),
+        host: String::new(),
+        vcpus: 0,
+        memory_mib: 0,
+        cpu_model: None,
+        virt_type: String::new(),
+        state: VmState::Other,
+        disks: Vec::new(),
+        nics: Vec::new(),
+        ferry: None,
     }
 }
 

@@ -351,6 +351,43 @@ fn cleanup_removes_a_stale_paused_copy_and_leftover_volumes_and_leaves_the_live_
     assert!(text.contains("vm-1: running on host-a; nothing to clean up"), "{text}");
     lab.assert_home(&before);
 
+    // ferry dies (SIGKILL) in the middle of vm-3's migration, slowed to 1 MiB/s; libvirt
+    // goes on with it. Cleanup from the hypervisors alone aborts the job nobody owns, and
+    // removes the target's incoming copy and the volume created for it.
+    let uuid3 = before.iter().find(|(n, _, _)| n == "vm-3").expect("vm-3").1.clone();
+    let qemu3 = common::qemu_pid(&uuid3).expect("vm-3's QEMU");
+    let text = std::fs::read_to_string(lab.cluster()).expect("cluster file");
+    let slow = lab.lab.dir.join("slow-cluster.toml");
+    let text: Vec<String> = text.lines().map(|l| if l.starts_with("link_mib_s") { "link_mib_s = 1".into() } else { l.to_string() }).collect();
+    std::fs::write(&slow, text.join("\n")).expect("write cluster");
+    let plan = lab.plan("slow", "[plan]\nname = \"slow\"\n[[move]]\nvm = \"vm-3\"\nto = \"host-b\"\n");
+    let state = lab.state();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["migrate", path_str(&plan), "--cluster", path_str(&slow), "--state", path_str(&state)])
+        .env("FERRY_FAILPOINT", "transferring:vm-3")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry runs");
+    wait_for_line(&mut child, "failpoint transferring vm-3", Duration::from_secs(120));
+    common::kill9(child.id());
+    let _ = child.wait();
+    let waited = Instant::now();
+    while lab.lab.vm_status("vm-3")["paused_on"] != serde_json::json!(["host-b"]) {
+        assert!(waited.elapsed() < Duration::from_secs(30), "the migration goes on without ferry: {:#}", lab.lab.vm_status("vm-3"));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = common::ferry(&["cleanup", "--vm", "vm-3", "--from-hypervisor", "--cluster", path_str(&slow)]);
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("- abort the migration job still running on host-c") && text.contains("done: the job on host-c ended"), "{text}");
+    assert!(text.contains("- remove the paused copy on host-b"), "{text}");
+    assert!(text.contains("- delete local/vm-3.qcow2 on host-b: the stale copy there used it"), "{text}");
+    assert!(!lab.lab.pool_files("host-b").contains(&"vm-3.qcow2".to_string()), "{text}");
+    assert_eq!(common::qemu_pid(&uuid3), Some(qemu3), "vm-3 stayed where it ran");
+    lab.assert_home(&before);
+
     // A successful move keeps the source's copy of a host-local disk; cleanup names it and
     // deletes it only when asked.
     let plan = lab.plan("away", "[plan]\nname = \"away\"\n[[move]]\nvm = \"vm-3\"\nto = \"host-b\"\n");

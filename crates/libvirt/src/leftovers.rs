@@ -12,24 +12,30 @@ use crate::conn::{describe, locate, msg, open, vm_state};
 use crate::domxml::parse_domain;
 use crate::live::host;
 
-/// Volume paths used by the domains of a host: path → UUIDs.
-fn users(conn: &Connect) -> Result<HashMap<String, Vec<String>>, String> {
+/// Volume paths used by the domains of a host: path → UUIDs; and the UUIDs of domains whose
+/// definition cannot be read now (libvirt holds an incoming migration's domain locked), whose
+/// volumes are unknown.
+fn users(conn: &Connect) -> Result<(HashMap<String, Vec<String>>, Vec<String>), String> {
     let mut used: HashMap<String, Vec<String>> = HashMap::new();
+    let mut unreadable = Vec::new();
     for domain in conn.list_all_domains(0).map_err(msg)? {
-        let Ok(xml) = domain.xml_desc(0) else { continue };
-        let Ok(desc) = parse_domain(&xml) else { continue };
+        let desc = domain.xml_desc(0).map_err(msg).and_then(|xml| parse_domain(&xml));
+        let Ok(desc) = desc else {
+            unreadable.push(domain.uuid_string().unwrap_or_else(|_| "?".into()));
+            continue;
+        };
         for path in desc.disks.iter().filter_map(|d| d.path.clone()) {
             used.entry(path).or_default().push(desc.uuid.clone());
         }
     }
-    Ok(used)
+    Ok((used, unreadable))
 }
 
 /// The volumes of a host's host-local pools, with their users.
 pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, String> {
     let spec = host(cluster, name)?;
     let conn = open(spec)?;
-    let used = users(&conn)?;
+    let (used, _) = users(&conn)?;
     let mut found = Vec::new();
     for pool in conn.list_all_storage_pools(0).map_err(msg)? {
         let pool_name = pool.name().map_err(msg)?;
@@ -67,8 +73,16 @@ pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volum
         .lookup_storage_vol_by_name(volume)
         .map_err(|e| format!("no volume {volume} in pool {pool}: {}", msg(e)))?;
     let path = found.path().map_err(msg)?;
-    if let Some(uuids) = users(&conn)?.get(&path) {
+    let (used, unreadable) = users(&conn)?;
+    if let Some(uuids) = used.get(&path) {
         return Err(format!("{path} is in use by {}", uuids.join(", ")));
+    }
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "the definition of {} on {} cannot be read now (a migration in progress?), so {path} may be in use; try again",
+            unreadable.join(", "),
+            spec.name
+        ));
     }
     found.delete(0).map_err(|e| format!("could not delete {path}: {}", msg(e)))
 }
@@ -94,7 +108,24 @@ pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result
     let state = vm_state(&domain);
     let mut done = Vec::new();
     if domain.is_active().map_err(msg)? {
-        domain.destroy().map_err(|e| format!("could not power off the {state} copy on {}: {}", spec.name, msg(e)))?;
+        // A copy being torn down by libvirt (an aborted incoming migration) is locked for a
+        // moment, and may vanish by itself.
+        let mut tries = 0;
+        loop {
+            match domain.destroy() {
+                Ok(()) => break,
+                Err(_) if conn.lookup_domain_by_uuid_string(vm).is_err() => {
+                    return Ok(format!("the {state} copy on {} went away by itself", spec.name));
+                }
+                Err(e) if tries >= 20 => {
+                    return Err(format!("could not power off the {state} copy on {}: {}", spec.name, msg(e)));
+                }
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
         done.push(format!("powered off the {state} copy on {}", spec.name));
     }
     // The definition may have gone with the power-off (a transient copy).
