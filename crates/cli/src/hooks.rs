@@ -59,7 +59,7 @@ impl HookRun {
             (None, false, Some(code)) => format!("exited {code} after {took:.1} s"),
             (None, false, None) => format!("was killed by a signal after {took:.1} s"),
         };
-        let last_of = |text: &'_ str| text.lines().filter(|l| !l.trim().is_empty()).last().map(str::to_string);
+        let last_of = |text: &'_ str| text.lines().rfind(|l| !l.trim().is_empty()).map(str::to_string);
         let last = last_of(&self.stderr).or_else(|| last_of(&self.stdout));
         match last {
             Some(line) if !self.ok() => format!("`{}` {what}: {}", self.command, line.trim()),

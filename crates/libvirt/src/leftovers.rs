@@ -12,10 +12,18 @@ use crate::conn::{describe, locate, msg, open, vm_state};
 use crate::domxml::parse_domain;
 use crate::live::host;
 
-/// Volume paths used by the domains of a host: path → UUIDs; and the UUIDs of domains whose
-/// definition cannot be read now (libvirt holds an incoming migration's domain locked), whose
-/// volumes are unknown.
-fn users(conn: &Connect) -> Result<(HashMap<String, Vec<String>>, Vec<String>), String> {
+/// Who uses what on a host.
+#[derive(Default)]
+struct Users {
+    /// Volume path → UUIDs of the domains whose disks use it.
+    by_path: HashMap<String, Vec<String>>,
+    /// UUIDs of domains whose definition cannot be read now (libvirt holds an incoming
+    /// migration's domain locked): their volumes are unknown.
+    unreadable: Vec<String>,
+}
+
+/// The volume paths the domains of a host use.
+fn users(conn: &Connect) -> Result<Users, String> {
     let mut used: HashMap<String, Vec<String>> = HashMap::new();
     let mut unreadable = Vec::new();
     for domain in conn.list_all_domains(0).map_err(msg)? {
@@ -28,14 +36,14 @@ fn users(conn: &Connect) -> Result<(HashMap<String, Vec<String>>, Vec<String>), 
             used.entry(path).or_default().push(desc.uuid.clone());
         }
     }
-    Ok((used, unreadable))
+    Ok(Users { by_path: used, unreadable })
 }
 
 /// The volumes of a host's host-local pools, with their users.
 pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, String> {
     let spec = host(cluster, name)?;
     let conn = open(spec)?;
-    let (used, _) = users(&conn)?;
+    let used = users(&conn)?.by_path;
     let mut found = Vec::new();
     for pool in conn.list_all_storage_pools(0).map_err(msg)? {
         let pool_name = pool.name().map_err(msg)?;
@@ -73,7 +81,7 @@ pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volum
         .lookup_storage_vol_by_name(volume)
         .map_err(|e| format!("no volume {volume} in pool {pool}: {}", msg(e)))?;
     let path = found.path().map_err(msg)?;
-    let (used, unreadable) = users(&conn)?;
+    let Users { by_path: used, unreadable } = users(&conn)?;
     if let Some(uuids) = used.get(&path) {
         return Err(format!("{path} is in use by {}", uuids.join(", ")));
     }
