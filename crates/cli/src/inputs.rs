@@ -12,8 +12,6 @@ use crate::cluster::ClusterArg;
 pub struct Inputs {
     /// The plan, parsed.
     pub plan: Plan,
-    /// The plan file's name as given, for messages.
-    pub plan_name: String,
     /// The cluster file, parsed.
     pub cluster: ClusterSpec,
     /// Checks whose failures become warnings.
@@ -40,7 +38,7 @@ pub fn load(plan: &Path, cluster: &ClusterArg, ignore: &[String]) -> Result<Inpu
     };
     let cluster = cluster.load().map_err(|e| problems.push(e)).ok();
     match (plan, cluster) {
-        (Some(plan), Some((_, cluster))) if problems.is_empty() => Ok(Inputs { plan, plan_name, cluster, ignore }),
+        (Some(plan), Some((_, cluster))) if problems.is_empty() => Ok(Inputs { plan, cluster, ignore }),
         _ => Err(problems.join("\n")),
     }
 }

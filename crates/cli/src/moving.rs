@@ -9,7 +9,7 @@ use ferry_engine::{Command, Manual, MoveSpec, RunSettings};
 use ferry_journal::{NewMove, NewRun, RunKind};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{Location, Status, Vm, VmState};
-use ferry_plan::{Limits, Mode, Plan, PlannedMove, Policy, Target};
+use ferry_plan::{Hooks, Limits, Mode, Plan, PlannedMove, Policy, Target};
 use serde::Serialize;
 
 use crate::cluster::ClusterArg;
@@ -143,8 +143,18 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         resume_from: None,
         limits: Limits::default(),
         policy: policy.clone(),
-        moves: vec![PlannedMove { vm: vm.name.clone(), to: Target::Host(args.to.clone()), group: None, order: 0, priority: 0, line: 0 }],
+        moves: vec![PlannedMove {
+            vm: vm.name.clone(),
+            to: Target::Host(args.to.clone()),
+            group: None,
+            order: 0,
+            priority: 0,
+            line: 0,
+            pre_hook: None,
+            post_hook: None,
+        }],
         drains: Vec::new(),
+        hooks: Hooks::default(),
     };
     let specs = vec![MoveSpec {
         vm: vm.name.clone(),

@@ -60,6 +60,8 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
         ("empty-vm.toml", "cluster.toml", &["empty-vm.toml:2: move[0].vm: must name a VM"]),
         ("duplicate-drain.toml", "cluster.toml", &["duplicate-drain.toml:5: drain[1].host: host-a is already drained on line 2"]),
         ("empty-resume.toml", "cluster.toml", &["empty-resume.toml:2: plan.resume_from: must name a run id"]),
+        ("bad-hook-policy.toml", "cluster.toml", &["bad-hook-policy.toml:2: hooks.on_failure: \"ignore\" is not one of fail, warn"]),
+        ("empty-hook.toml", "cluster.toml", &["empty-hook.toml:4: move[0].post_hook: an empty command"]),
         ("many-errors.toml", "cluster.toml", &["many-errors.toml:2: limits.cluster", "many-errors.toml:3: limits.per_source"]),
         ("csv-no-to.csv", "cluster.toml", &["csv-no-to.csv:1: the header must name the columns vm and to"]),
         ("csv-quote.csv", "cluster.toml", &["csv-quote.csv:2:", "unclosed quote"]),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{Driver, MoveReport, Progress};
-use ferry_journal::{AttemptKind, Journal, JournalError, NewAttempt, RunState};
+use ferry_journal::{AttemptKind, Journal, JournalError, NewAttempt, RunKind, RunState};
 use ferry_model::{ClusterSpec, Inventory, Status};
 use ferry_plan::{Limits, Policy, Target};
 use ferry_preview::placement::{self, Constraints, Fixed, Request};
@@ -208,6 +208,7 @@ impl<D: Driver> Engine<D> {
         events: mpsc::UnboundedSender<EngineEvent>,
     ) -> Result<RunEnd, EngineError> {
         let run_id = self.settings.run_id.clone();
+        let kind = self.journal.run(&run_id).await?.kind;
         let journaled: HashMap<String, ferry_journal::Move> =
             self.journal.moves(&run_id).await?.into_iter().map(|m| (m.uuid.clone(), m)).collect();
         let mut records = Vec::with_capacity(self.moves.len());
@@ -330,15 +331,16 @@ impl<D: Driver> Engine<D> {
                     let spec = &self.moves[done.item];
                     let record = &mut records[done.item];
                     controls.remove(&done.item);
+                    let status = status_in(kind, done.status);
                     record.generation = self
                         .journal
-                        .set_status(&run_id, &spec.uuid, done.generation, done.status, &done.message)
+                        .set_status(&run_id, &spec.uuid, done.generation, status, &done.message)
                         .await?;
-                    statuses[done.item] = done.status;
+                    statuses[done.item] = status;
                     messages[done.item] = done.message.clone();
                     reports[done.item] = Some(done.report);
-                    scheduler.finished(done.item, done.status);
-                    let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: done.status, message: done.message });
+                    scheduler.finished(done.item, status);
+                    let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status, message: done.message });
                 }
                 Some(TaskSignal::Sending(item, sending)) = signal_rx.recv() => {
                     scheduler.set_sending(item, sending);
@@ -467,6 +469,17 @@ impl<D: Driver> Engine<D> {
     }
 }
 
+/// A move's status in a run of `kind`: a rollback's moves that return their VM are
+/// ROLLED-BACK, those that could not start or complete ROLLBACK-FAILED (the VM stays where
+/// it is); FAILURE-LOST and ABORTED say more than ROLLBACK-FAILED and are kept.
+pub(crate) fn status_in(kind: RunKind, status: Status) -> Status {
+    match (kind, status) {
+        (RunKind::Rollback, Status::Success | Status::SuccessCold) => Status::RolledBack,
+        (RunKind::Rollback, Status::FailureInit | Status::FailureWait) => Status::RollbackFailed,
+        _ => status,
+    }
+}
+
 /// The lower of the link share and the operator's cap.
 fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
     match (share, manual) {
@@ -475,3 +488,25 @@ fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollback_run_names_its_outcomes() {
+        let cases = [
+            (RunKind::Rollback, Status::Success, Status::RolledBack),
+            (RunKind::Rollback, Status::SuccessCold, Status::RolledBack),
+            (RunKind::Rollback, Status::FailureInit, Status::RollbackFailed),
+            (RunKind::Rollback, Status::FailureWait, Status::RollbackFailed),
+            (RunKind::Rollback, Status::FailureLost, Status::FailureLost),
+            (RunKind::Rollback, Status::Aborted, Status::Aborted),
+            (RunKind::Migrate, Status::Success, Status::Success),
+            (RunKind::Drain, Status::FailureWait, Status::FailureWait),
+        ];
+        for (kind, status, want) in cases {
+            assert_eq!(status_in(kind, status), want, "{kind} {status}");
+        }
+    }
+}

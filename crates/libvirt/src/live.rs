@@ -50,29 +50,29 @@ pub(crate) fn start(
     for copy in &handoff.copies {
         messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.source_path));
     }
-    let dest_xml = if handoff.copies.is_empty() {
-        None
-    } else {
-        match rewrite_disk_paths(&xml, &handoff.path_moves()) {
-            Ok(x) => Some(x),
-            Err(e) => {
-                volumes::revert(&dst, &handoff);
-                let _ = crate::metadata::clear_metadata(&domain);
-                return Err(init(e));
-            }
-        }
-    };
     let prepared = write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| {
         match options.max_downtime_ms {
             Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(msg),
             None => Ok(()),
         }
     });
-    if let Err(e) = prepared {
-        volumes::revert(&dst, &handoff);
-        let _ = crate::metadata::clear_metadata(&domain);
-        return Err(init(format!("could not prepare {}: {e}", desc.name)));
-    }
+    // The destination XML is read after the metadata is written, so that the target's
+    // definition carries it: a move that completes while ferry is gone is still ferry's.
+    let dest_xml = prepared.and_then(|()| {
+        if handoff.copies.is_empty() {
+            return Ok(None);
+        }
+        let current = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(msg)?;
+        rewrite_disk_paths(&current, &handoff.path_moves()).map(Some)
+    });
+    let dest_xml = match dest_xml {
+        Ok(x) => x,
+        Err(e) => {
+            volumes::revert(&dst, &handoff);
+            let _ = crate::metadata::clear_metadata(&domain);
+            return Err(init(format!("could not prepare {}: {e}", desc.name)));
+        }
+    };
 
     let mut flags = sys::VIR_MIGRATE_LIVE
         | sys::VIR_MIGRATE_PEER2PEER
