@@ -200,8 +200,9 @@ impl<D: Driver> Engine<D> {
     }
 
     /// Runs every move to its end. Returns when every move has a final status, or with an
-    /// error when the journal fails (moves in flight are aborted first, so that every VM is
-    /// where the journal last said or on its source).
+    /// error when the journal fails. Then the run stops where the journal says: migrations
+    /// already in flight go on in libvirt (their moves are `MIGRATING` in the journal), and
+    /// `ferry resume` settles them against what the hosts report, as after a crash.
     pub async fn run(
         self,
         mut commands: mpsc::UnboundedReceiver<Command>,
