@@ -210,7 +210,10 @@ fn plan_one(subject: &Subject, world: &World, options: Options) -> Finding {
     if world.jobs.iter().any(|(h, u)| *h == keep.host && *u == uuid) {
         finding.steps.push(step(
             Action::AbortJob { host: keep.host.clone(), uuid: uuid.clone() },
-            format!("abort the migration job still running on {}: no live ferry run owns it; the VM stays there", keep.host),
+            format!(
+                "abort the migration job still running on {}: no live ferry run owns it; the VM stays there",
+                keep.host
+            ),
         ));
     }
     let removed: Vec<&str> = copies.iter().filter(|c| c.host != keep.host).map(|c| c.host.as_str()).collect();
@@ -241,7 +244,10 @@ fn plan_one(subject: &Subject, world: &World, options: Options) -> Finding {
             let metadata = Metadata { phase: Phase::Finalized, ..m.clone() };
             finding.steps.push(step(
                 Action::Finalize { host: keep.host.clone(), uuid: uuid.clone(), metadata },
-                format!("adopt run {}'s move from {}: it arrived on {}; mark it finalized", m.run_id, m.original_host, keep.host),
+                format!(
+                    "adopt run {}'s move from {}: it arrived on {}; mark it finalized",
+                    m.run_id, m.original_host, keep.host
+                ),
             ));
             Some((m.original_host.clone(), m.run_id.clone()))
         }
@@ -275,13 +281,20 @@ fn plan_one(subject: &Subject, world: &World, options: Options) -> Finding {
             }
             let delete = Action::DeleteVolume { host: volume.host.clone(), pool: pool.clone(), name: name.clone() };
             if removed.contains(&volume.host.as_str()) {
-                finding.steps.push(step(delete, format!("delete {at}: the stale copy there used it, created for a move that failed")));
+                finding.steps.push(step(
+                    delete,
+                    format!("delete {at}: the stale copy there used it, created for a move that failed"),
+                ));
             } else if subject.known.failed_targets.contains(&volume.host) {
                 let run = subject.known.run.as_deref().unwrap_or("?");
-                finding.steps.push(step(delete, format!("delete {at}: created for run {run}'s move there, which failed")));
+                finding
+                    .steps
+                    .push(step(delete, format!("delete {at}: created for run {run}'s move there, which failed")));
             } else {
                 let what = match &origin {
-                    Some((host, run)) if *host == volume.host => format!("the source copy of {at}, kept after run {run}'s move"),
+                    Some((host, run)) if *host == volume.host => {
+                        format!("the source copy of {at}, kept after run {run}'s move")
+                    }
                     _ => format!("{at}, a copy of {}'s disk {} on a host it does not run on", subject.vm, disk.target),
                 };
                 if options.source_volumes {
@@ -357,7 +370,9 @@ pub async fn apply<D: Driver>(driver: &D, action: &Action) -> Result<String, Str
             let asked = tokio::time::Instant::now();
             while asked.elapsed() < Duration::from_secs(60) {
                 match driver.job(host, uuid).await {
-                    Ok(None) => return Ok(format!("the job on {host} ended after {:.1} s", asked.elapsed().as_secs_f64())),
+                    Ok(None) => {
+                        return Ok(format!("the job on {host} ended after {:.1} s", asked.elapsed().as_secs_f64()))
+                    }
                     Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
                     Err(e) => return Err(e.to_string()),
                 }
@@ -408,7 +423,11 @@ mod tests {
                 capacity: Some(1 << 24),
             }],
             nics: vec![],
-            ferry: ferry.map(|(original, phase)| Metadata { run_id: "r-1".into(), original_host: original.into(), phase }),
+            ferry: ferry.map(|(original, phase)| Metadata {
+                run_id: "r-1".into(),
+                original_host: original.into(),
+                phase,
+            }),
         }
     }
 
@@ -467,7 +486,10 @@ mod tests {
     #[test]
     fn an_orphaned_job_is_aborted_and_the_interrupted_moves_leftovers_removed() {
         let got = check(
-            vec![vm("host-a", VmState::Running, Some(("host-a", Phase::Transferring))), vm("host-b", VmState::Paused, None)],
+            vec![
+                vm("host-a", VmState::Running, Some(("host-a", Phase::Transferring))),
+                vm("host-b", VmState::Paused, None),
+            ],
             &["host-a"],
             vec![volume("host-a", true), volume("host-b", true)],
             Known::default(),
@@ -488,7 +510,10 @@ mod tests {
     #[test]
     fn two_running_copies_keep_the_source_of_a_move_that_never_switched_over() {
         let got = check(
-            vec![vm("host-a", VmState::Running, Some(("host-a", Phase::Transferring))), vm("host-b", VmState::Running, None)],
+            vec![
+                vm("host-a", VmState::Running, Some(("host-a", Phase::Transferring))),
+                vm("host-b", VmState::Running, None),
+            ],
             &[],
             vec![],
             Known::default(),
@@ -507,7 +532,13 @@ mod tests {
 
     #[test]
     fn nowhere_or_nothing_running_is_lost_with_advice() {
-        let got = check(vec![], &[], vec![], Known { source: Some("host-a".into()), run: Some("r-1".into()), ..Known::default() }, Options::default());
+        let got = check(
+            vec![],
+            &[],
+            vec![],
+            Known { source: Some("host-a".into()), run: Some("r-1".into()), ..Known::default() },
+            Options::default(),
+        );
         assert_eq!(got, ["lost: known to no host"]);
         let got = check(
             vec![vm("host-a", VmState::Paused, None), vm("host-b", VmState::ShutOff, None)],
@@ -533,14 +564,34 @@ mod tests {
             ]
         );
         let got = check(vms(), &[], volumes(), Known::default(), Options { source_volumes: true });
-        assert_eq!(got[2], "delete the source copy of local/vm-1.qcow2 on host-a, kept after run r-1's move (--source-volumes)");
+        assert_eq!(
+            got[2],
+            "delete the source copy of local/vm-1.qcow2 on host-a, kept after run r-1's move (--source-volumes)"
+        );
     }
 
     #[test]
     fn the_journal_names_failed_targets_and_live_runs() {
-        let known = Known { run: Some("r-2".into()), source: Some("host-a".into()), failed_targets: vec!["host-c".into()], ..Known::default() };
-        let got = check(vec![vm("host-a", VmState::Running, None)], &[], vec![volume("host-c", false)], known, Options::default());
-        assert_eq!(got, ["found running on host-a", "delete local/vm-1.qcow2 on host-c: created for run r-2's move there, which failed"]);
+        let known = Known {
+            run: Some("r-2".into()),
+            source: Some("host-a".into()),
+            failed_targets: vec!["host-c".into()],
+            ..Known::default()
+        };
+        let got = check(
+            vec![vm("host-a", VmState::Running, None)],
+            &[],
+            vec![volume("host-c", false)],
+            known,
+            Options::default(),
+        );
+        assert_eq!(
+            got,
+            [
+                "found running on host-a",
+                "delete local/vm-1.qcow2 on host-c: created for run r-2's move there, which failed"
+            ]
+        );
         let busy = Known { busy: Some("run r-3 (owner h:1)".into()), ..Known::default() };
         let got = check(vec![vm("host-a", VmState::Running, None)], &["host-a"], vec![], busy, Options::default());
         assert_eq!(got, ["busy: run r-3 (owner h:1)"]);
@@ -552,7 +603,13 @@ mod tests {
         other.used_by = vec!["u-9".into()];
         let mut small = volume("host-b", false);
         small.capacity = 1;
-        let got = check(vec![vm("host-a", VmState::Running, None)], &[], vec![other, small], Known::default(), Options { source_volumes: true });
+        let got = check(
+            vec![vm("host-a", VmState::Running, None)],
+            &[],
+            vec![other, small],
+            Known::default(),
+            Options { source_volumes: true },
+        );
         assert_eq!(
             got,
             [

@@ -83,7 +83,8 @@ pub fn returns(origins: &[Origin], inventory: &Inventory) -> Vec<Return> {
         .iter()
         .map(|o| {
             let copies: Vec<&Vm> = inventory.vms.iter().filter(|v| v.uuid == o.uuid).collect();
-            let blocked = |reason: String| Return::Blocked { vm: o.vm.clone(), uuid: o.uuid.clone(), to: o.host.clone(), reason };
+            let blocked =
+                |reason: String| Return::Blocked { vm: o.vm.clone(), uuid: o.uuid.clone(), to: o.host.clone(), reason };
             match copies.as_slice() {
                 [] if !inventory.unreachable.is_empty() => {
                     let hosts: Vec<&str> = inventory.unreachable.iter().map(|(h, _)| h.as_str()).collect();
@@ -91,11 +92,18 @@ pub fn returns(origins: &[Origin], inventory: &Inventory) -> Vec<Return> {
                 }
                 [] => blocked(format!("known to no host; `ferry cleanup --vm {}` says what can be done", o.vm)),
                 [vm] if vm.host == o.host => Return::Home { vm: o.vm.clone(), host: o.host.clone() },
-                [_] if inventory.host(&o.host).is_none() => blocked(format!("its original host {} did not answer", o.host)),
+                [_] if inventory.host(&o.host).is_none() => {
+                    blocked(format!("its original host {} did not answer", o.host))
+                }
                 [vm] => Return::Move { vm: Box::new((*vm).clone()), to: o.host.clone() },
                 many => {
                     let seen: Vec<String> = many.iter().map(|v| format!("{} on {}", v.state, v.host)).collect();
-                    blocked(format!("known to {} hosts ({}); `ferry cleanup --vm {}` first", many.len(), seen.join(", "), o.vm))
+                    blocked(format!(
+                        "known to {} hosts ({}); `ferry cleanup --vm {}` first",
+                        many.len(),
+                        seen.join(", "),
+                        o.vm
+                    ))
                 }
             }
         })
@@ -110,7 +118,9 @@ pub fn stale_copies<'a>(vm: &Vm, volumes_at_origin: &'a [Volume]) -> Vec<&'a Vol
     vm.disks
         .iter()
         .filter_map(local_volume)
-        .filter_map(|(pool, name)| volumes_at_origin.iter().find(|v| v.pool == pool && v.name == name && v.used_by.is_empty()))
+        .filter_map(|(pool, name)| {
+            volumes_at_origin.iter().find(|v| v.pool == pool && v.name == name && v.used_by.is_empty())
+        })
         .collect()
 }
 
@@ -139,7 +149,11 @@ mod tests {
                 capacity: Some(1 << 24),
             }],
             nics: vec![],
-            ferry: ferry.map(|(run, original, phase)| Metadata { run_id: run.into(), original_host: original.into(), phase }),
+            ferry: ferry.map(|(run, original, phase)| Metadata {
+                run_id: run.into(),
+                original_host: original.into(),
+                phase,
+            }),
         }
     }
 
@@ -198,7 +212,10 @@ mod tests {
         inv.hosts.retain(|h| h.name != "a");
         inv.unreachable.push(("a".into(), "connection refused".into()));
         let got = returns(&[origin("moved", "a")], &inv);
-        assert!(matches!(&got[0], Return::Blocked { reason, .. } if reason == "its original host a did not answer"), "{got:?}");
+        assert!(
+            matches!(&got[0], Return::Blocked { reason, .. } if reason == "its original host a did not answer"),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -53,10 +53,8 @@ const LAB_BASE_NONZERO_MIB: f64 = 68.0;
 const LAB_LINK_MIB_S: f64 = 1000.0;
 
 /// The two ferry rows: name and `[policy]` lines (the rest is the default policy).
-const FERRY_ROWS: [(&str, &str); 2] = [
-    ("ferry auto-converge", "auto_converge = true"),
-    ("ferry post-copy", "auto_converge = false\npostcopy = true"),
-];
+const FERRY_ROWS: [(&str, &str); 2] =
+    [("ferry auto-converge", "auto_converge = true"), ("ferry post-copy", "auto_converge = false\npostcopy = true")];
 
 fn main() -> ExitCode {
     let bench_started = Instant::now();
@@ -150,8 +148,16 @@ fn main() -> ExitCode {
             r.mover,
             versus(preview.total_s, r.total_s, completed),
             versus(model.total_s, r.total_s, completed),
-            format!("{} / {}", secs(model.transfer_s), r.job_s.filter(|_| completed).map_or("-".into(), |j| format!("{j:.1}"))),
-            format!("{} / {}", ms(model.downtime_ms), r.downtime_ms.filter(|_| completed).map_or("-".into(), |d| format!("{d:.0}"))),
+            format!(
+                "{} / {}",
+                secs(model.transfer_s),
+                r.job_s.filter(|_| completed).map_or("-".into(), |j| format!("{j:.1}"))
+            ),
+            format!(
+                "{} / {}",
+                ms(model.downtime_ms),
+                r.downtime_ms.filter(|_| completed).map_or("-".into(), |d| format!("{d:.0}"))
+            ),
             format!("{} / {}", model.passes, r.passes.map_or("-".into(), |p| p.to_string())),
         );
     }
@@ -276,7 +282,11 @@ fn judge(e: &LiveEstimate, row: &Row) -> Result<(), String> {
     match (e.converges, row.completed) {
         (true, true) => {
             let err = err(e.total_s, row.total_s);
-            if err.abs() <= GOAL_PCT { Ok(()) } else { Err(format!("{err:+.0} %")) }
+            if err.abs() <= GOAL_PCT {
+                Ok(())
+            } else {
+                Err(format!("{err:+.0} %"))
+            }
         }
         (false, false) => Ok(()),
         (true, false) => Err("predicted done, was not".into()),
@@ -295,11 +305,19 @@ fn versus(predicted: f64, measured: f64, completed: bool) -> String {
 }
 
 fn secs(s: f64) -> String {
-    if s.is_finite() { format!("{s:.1}") } else { "never".into() }
+    if s.is_finite() {
+        format!("{s:.1}")
+    } else {
+        "never".into()
+    }
 }
 
 fn ms(v: f64) -> String {
-    if v.is_finite() { format!("{v:.0}") } else { "never".into() }
+    if v.is_finite() {
+        format!("{v:.0}")
+    } else {
+        "never".into()
+    }
 }
 
 /// `ferry lab up`'s working set: a quarter of memory, at most half of what the kernel and
@@ -327,8 +345,20 @@ impl Lab {
         let (mem, rate, port) = (MEM_MIB.to_string(), dirty.to_string(), PORT_BASE.to_string());
         let started = Instant::now();
         let out = ferry(&[
-            "lab", "up", "--dir", lab.dir_str(), "--hosts", "2", "--vms", "2", "--mem", &mem, "--dirty", &rate,
-            "--port-base", &port,
+            "lab",
+            "up",
+            "--dir",
+            lab.dir_str(),
+            "--hosts",
+            "2",
+            "--vms",
+            "2",
+            "--mem",
+            &mem,
+            "--dirty",
+            &rate,
+            "--port-base",
+            &port,
         ]);
         assert!(out.status.success(), "lab up: {}\n{}", text(&out.stdout), text(&out.stderr));
         println!("lab up (dirty {dirty} MiB/s) in {:.0} s", started.elapsed().as_secs_f64());
@@ -396,7 +426,17 @@ impl Lab {
         let mark = self.serial_len();
         let started = Instant::now();
         let mut child = Command::new("virsh")
-            .args(["-c", &src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--bandwidth", &bandwidth])
+            .args([
+                "-c",
+                &src,
+                "migrate",
+                "--live",
+                "--p2p",
+                "--persistent",
+                "--undefinesource",
+                "--bandwidth",
+                &bandwidth,
+            ])
             .args(["vm-2", &dst, "--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -472,7 +512,8 @@ impl Lab {
     fn ferry_move(&self, dirty: f64, mover: &str, policy: &str) -> Result<Row, String> {
         let name = mover.replace(' ', "-");
         let plan = self.dir.join(format!("{name}.toml"));
-        let text_plan = format!("[plan]\nname = \"{name}\"\n[policy]\n{policy}\n[[move]]\nvm = \"vm-2\"\nto = \"host-a\"\n");
+        let text_plan =
+            format!("[plan]\nname = \"{name}\"\n[policy]\n{policy}\n[[move]]\nvm = \"vm-2\"\nto = \"host-a\"\n");
         std::fs::write(&plan, text_plan).map_err(|e| format!("{}: {e}", plan.display()))?;
         let mark = self.serial_len();
         let started = Instant::now();
@@ -496,7 +537,10 @@ impl Lab {
         let mut row = Row {
             dirty,
             mover: mover.into(),
-            options: Options { auto_converge: policy.contains("auto_converge = true"), postcopy: policy.contains("postcopy = true") },
+            options: Options {
+                auto_converge: policy.contains("auto_converge = true"),
+                postcopy: policy.contains("postcopy = true"),
+            },
             completed: false,
             outcome: String::new(),
             downtime_ms: None,
@@ -508,9 +552,15 @@ impl Lab {
             decisions: Vec::new(),
             full_decisions: Vec::new(),
         };
-        let outcomes: Vec<String> =
-            attempts.iter().map(|a| format!("{} {}", a.kind, a.outcome.map_or("unfinished".into(), |o| o.to_string()))).collect();
-        row.outcome = if outcomes.is_empty() { format!("no attempt (exit {:?})", out.status.code()) } else { outcomes.join(", ") };
+        let outcomes: Vec<String> = attempts
+            .iter()
+            .map(|a| format!("{} {}", a.kind, a.outcome.map_or("unfinished".into(), |o| o.to_string())))
+            .collect();
+        row.outcome = if outcomes.is_empty() {
+            format!("no attempt (exit {:?})", out.status.code())
+        } else {
+            outcomes.join(", ")
+        };
         if let Some(a) = attempts.first() {
             row.completed = a.outcome.is_some_and(|o| o.is_success());
             row.total_s = a.wall_ms.map_or(wall, |w| w as f64 / 1000.0);
@@ -522,7 +572,8 @@ impl Lab {
                 row.outcome.push_str(&format!(" after {:.1} s", row.total_s));
             }
         }
-        row.outcome.push_str(&format!(" (exit {}, {wall:.1} s)", out.status.code().map_or("-".into(), |c| c.to_string())));
+        row.outcome
+            .push_str(&format!(" (exit {}, {wall:.1} s)", out.status.code().map_or("-".into(), |c| c.to_string())));
         for e in events.iter().filter(|e| e.kind == EventKind::Decision) {
             row.decisions.push(abbreviate(e));
             row.full_decisions.push(match e.data.as_ref().and_then(|d| d["at_s"].as_f64()) {
@@ -536,7 +587,8 @@ impl Lab {
     fn journal(&self, run: &str) -> Result<(Vec<Attempt>, Vec<Event>), String> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         rt.block_on(async {
-            let journal = Journal::open_path(&self.state(), &JournalConfig::default()).await.map_err(|e| e.to_string())?;
+            let journal =
+                Journal::open_path(&self.state(), &JournalConfig::default()).await.map_err(|e| e.to_string())?;
             let attempts = journal.attempts(run).await.map_err(|e| e.to_string())?;
             let events = journal.events(run, None).await.map_err(|e| e.to_string())?;
             Ok((attempts, events))
@@ -558,7 +610,16 @@ impl Lab {
             "host-b" => Ok(()),
             "host-a" => {
                 let out = Command::new("virsh")
-                    .args(["-c", &self.uri("host-a"), "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "vm-2"])
+                    .args([
+                        "-c",
+                        &self.uri("host-a"),
+                        "migrate",
+                        "--live",
+                        "--p2p",
+                        "--persistent",
+                        "--undefinesource",
+                        "vm-2",
+                    ])
                     .arg(self.uri("host-b"))
                     .args(["--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
                     .output()
@@ -617,7 +678,11 @@ fn heartbeat_rates(log: &[u8]) -> Vec<f64> {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 /// A journaled decision in a few words: "0 s start AC 50+25 % 75 ms", "12.3 s dt 150".

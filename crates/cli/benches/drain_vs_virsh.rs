@@ -228,7 +228,10 @@ fn print_b(runs: &[Drained]) {
          migrations (`ferry lab up --link {LINK_B_MIB_S}`; the cluster file says link_mib_s = {LINK_B_MIB_S}); {} runs",
         runs.len()
     );
-    println!("{:>4} | {:>10} | {:>9} | {:>12} | {:>18} | {:>7}", "run", "makespan s", "sent MiB", "link bound s", "makespan / bound", "span / bound");
+    println!(
+        "{:>4} | {:>10} | {:>9} | {:>12} | {:>18} | {:>7}",
+        "run", "makespan s", "sent MiB", "link bound s", "makespan / bound", "span / bound"
+    );
     for (i, r) in runs.iter().enumerate() {
         let bound = link_bound_s(r);
         println!(
@@ -355,8 +358,20 @@ impl Lab {
         let (hosts, vms, mem, dirty, port) =
             (HOSTS.to_string(), VMS.to_string(), MEM_MIB.to_string(), DIRTY_MIB_S.to_string(), port_base.to_string());
         let mut args = vec![
-            "lab", "up", "--dir", lab.dir_str(), "--hosts", &hosts, "--vms", &vms, "--mem", &mem, "--dirty", &dirty,
-            "--port-base", &port,
+            "lab",
+            "up",
+            "--dir",
+            lab.dir_str(),
+            "--hosts",
+            &hosts,
+            "--vms",
+            &vms,
+            "--mem",
+            &mem,
+            "--dirty",
+            &dirty,
+            "--port-base",
+            &port,
         ];
         let link = link.map(|l| l.to_string());
         if let Some(link) = &link {
@@ -384,7 +399,8 @@ impl Lab {
 
     /// A copy of the lab's cluster file with every host's link at [`LINK_A_MIB_S`].
     fn capped_cluster(&self) -> Result<PathBuf, String> {
-        let original = std::fs::read_to_string(self.dir.join("cluster.toml")).map_err(|e| format!("cluster.toml: {e}"))?;
+        let original =
+            std::fs::read_to_string(self.dir.join("cluster.toml")).map_err(|e| format!("cluster.toml: {e}"))?;
         let capped: String = original
             .lines()
             .map(|l| if l.starts_with("link_mib_s") { format!("link_mib_s = {LINK_A_MIB_S}") } else { l.to_string() })
@@ -450,8 +466,13 @@ impl Lab {
         if !out.status.success() {
             return Err(format!("gathering on {DRAINED} failed:\n{}{}", text(&out.stdout), text(&out.stderr)));
         }
-        let stray: Vec<String> =
-            self.inventory()?.vms.iter().filter(|v| v.host != DRAINED).map(|v| format!("{} on {}", v.name, v.host)).collect();
+        let stray: Vec<String> = self
+            .inventory()?
+            .vms
+            .iter()
+            .filter(|v| v.host != DRAINED)
+            .map(|v| format!("{} on {}", v.name, v.host))
+            .collect();
         if !stray.is_empty() {
             return Err(format!("after gathering: {}", stray.join(", ")));
         }
@@ -504,9 +525,16 @@ impl Lab {
             }
         }
         for a in &attempts {
-            let ended = a.ended_ms.ok_or_else(|| format!("run {run}: an attempt of {} has no end", name[a.uuid.as_str()]))?;
+            let ended =
+                a.ended_ms.ok_or_else(|| format!("run {run}: an attempt of {} has no end", name[a.uuid.as_str()]))?;
             if a.outcome != Some(Status::Success) {
-                return Err(format!("run {run}: {} attempt {} ended {:?}: {}", name[a.uuid.as_str()], a.number, a.outcome, a.message));
+                return Err(format!(
+                    "run {run}: {} attempt {} ended {:?}: {}",
+                    name[a.uuid.as_str()],
+                    a.number,
+                    a.outcome,
+                    a.message
+                ));
             }
             spans.push((source[a.uuid.as_str()].to_string(), a.started_ms, ended));
             measured.push(Move {
@@ -660,7 +688,14 @@ impl VirshJob {
     fn run(&self) -> Result<(), String> {
         let bandwidth = CAP_MIB_S.to_string();
         let mut args: Vec<&str> = vec![
-            "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--auto-converge", "--bandwidth", &bandwidth,
+            "migrate",
+            "--live",
+            "--p2p",
+            "--persistent",
+            "--undefinesource",
+            "--auto-converge",
+            "--bandwidth",
+            &bandwidth,
         ];
         let xml_file = self.xml_file.to_str().expect("the target directory is UTF-8");
         if !self.disks.is_empty() {
@@ -714,7 +749,9 @@ impl Inventory {
         if json["unreachable"].as_array().is_some_and(|u| !u.is_empty()) {
             return Err(format!("inventory: unreachable hosts {}", json["unreachable"]));
         }
-        let str_of = |v: &serde_json::Value, key: &str| v[key].as_str().map(String::from).ok_or_else(|| format!("inventory: no {key} in {v}"));
+        let str_of = |v: &serde_json::Value, key: &str| {
+            v[key].as_str().map(String::from).ok_or_else(|| format!("inventory: no {key} in {v}"))
+        };
         let mut pools = HashMap::new();
         for host in json["hosts"].as_array().ok_or("inventory: no hosts")? {
             for pool in host["pools"].as_array().ok_or("inventory: no pools")? {
@@ -781,7 +818,8 @@ fn alone_s(spans: &[(String, i64, i64)]) -> f64 {
 }
 
 fn read_journal(path: &Path, run: &str) -> Result<(Vec<ferry_journal::Move>, Vec<ferry_journal::Attempt>), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("tokio: {e}"))?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {
         let journal = Journal::open_path(path, &JournalConfig::default()).await.map_err(|e| format!("journal: {e}"))?;
         let moves = journal.moves(run).await.map_err(|e| format!("journal: {e}"))?;
@@ -822,7 +860,11 @@ fn ferry_env(log: &str) -> [(&'static str, String); 3] {
 }
 
 fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).envs(ferry_env("warn")).output().expect("the ferry binary runs")
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .envs(ferry_env("warn"))
+        .output()
+        .expect("the ferry binary runs")
 }
 
 /// `virsh -c URI ARGS...`: its stdout, or why it failed.

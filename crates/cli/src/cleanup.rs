@@ -65,7 +65,10 @@ pub async fn cleanup(args: CleanupArgs, output: Output) -> ExitCode {
         };
         if !run.state.is_ended() {
             let who = if runs::held_by_another(&run, &runs::owner()) { "is running" } else { "did not finish" };
-            return bad(format!("run {} {who}: `ferry resume {}` finishes it, `ferry abort {}` ends it; clean up after", run.id, run.id, run.id));
+            return bad(format!(
+                "run {} {who}: `ferry resume {}` finishes it, `ferry abort {}` ends it; clean up after",
+                run.id, run.id, run.id
+            ));
         }
         match runs::documents(journal, &run.id).await {
             Ok((_, c)) => cluster = Some(c),
@@ -115,7 +118,9 @@ pub async fn cleanup(args: CleanupArgs, output: Output) -> ExitCode {
         match known {
             Some(m) => add(&m.vm, &m.uuid),
             None => {
-                let hint = ferry_plan::closest(name, inventory.vms.iter().map(|v| v.name.as_str())).map(|c| format!("; did you mean {c}?")).unwrap_or_default();
+                let hint = ferry_plan::closest(name, inventory.vms.iter().map(|v| v.name.as_str()))
+                    .map(|c| format!("; did you mean {c}?"))
+                    .unwrap_or_default();
                 return bad(format!("--vm {name}: no such VM on any host that answered, nor in the journal{hint}"));
             }
         }
@@ -250,7 +255,9 @@ fn unknown_vm(uuid: &str) -> Vm {
 
 fn headline(f: &Finding) -> String {
     match &f.verdict {
-        Verdict::Found { host, state } if f.steps.is_empty() => format!("{}: {state} on {host}; nothing to clean up", f.vm),
+        Verdict::Found { host, state } if f.steps.is_empty() => {
+            format!("{}: {state} on {host}; nothing to clean up", f.vm)
+        }
         Verdict::Found { host, state } => format!("{}: {state} on {host}", f.vm),
         Verdict::Lost { reason, advice } => format!("{}: FAILURE-LOST: {reason}; {advice}", f.vm),
         Verdict::Busy { by } => format!("{}: being moved by {by}: left alone", f.vm),
@@ -300,7 +307,9 @@ async fn knowledge(journal: &Journal, uuid: &str, run: Option<&str>) -> Known {
             known.failed_targets = attempts
                 .iter()
                 .filter(|a| a.uuid == uuid)
-                .filter(|a| matches!(a.outcome, None | Some(Status::FailureWait | Status::FailureLost | Status::Aborted)))
+                .filter(|a| {
+                    matches!(a.outcome, None | Some(Status::FailureWait | Status::FailureLost | Status::Aborted))
+                })
                 .map(|a| a.target.clone())
                 .collect();
         }
@@ -311,7 +320,12 @@ async fn knowledge(journal: &Journal, uuid: &str, run: Option<&str>) -> Known {
 
 /// A FAILURE-LOST move whose VM cleanup found in one place gets the status that place
 /// means: on its target, the move happened (adopted); on its source, it did not.
-async fn correct_lost(driver: &LibvirtDriver, journal: &Journal, findings: &[Finding], subjects: &[Subject]) -> Result<(), String> {
+async fn correct_lost(
+    driver: &LibvirtDriver,
+    journal: &Journal,
+    findings: &[Finding],
+    subjects: &[Subject],
+) -> Result<(), String> {
     for f in findings {
         let Verdict::Found { .. } = &f.verdict else { continue };
         let Some(run) = subjects.iter().find(|s| s.uuid == f.uuid).and_then(|s| s.known.run.clone()) else { continue };
@@ -331,13 +345,22 @@ async fn correct_lost(driver: &LibvirtDriver, journal: &Journal, findings: &[Fin
             .max_by_key(|a| a.number)
             .is_some_and(|a| a.kind == AttemptKind::Cold);
         let (status, message) = match (&m.target, rollback, cold) {
-            (Some(t), true, _) if *t == only.host => (Status::RolledBack, format!("cleanup found it {} on {t}: returned", only.state)),
-            (Some(t), false, true) if *t == only.host => (Status::SuccessCold, format!("cleanup found it {} on {t}: adopted", only.state)),
-            (Some(t), false, false) if *t == only.host => (Status::Success, format!("cleanup found it {} on {t}: adopted", only.state)),
-            (_, true, _) if m.source == only.host => (Status::RollbackFailed, format!("cleanup found it {} on {}: not returned", only.state, m.source)),
-            (_, false, _) if m.source == only.host => {
-                (Status::FailureWait, format!("cleanup found it {} on its source {}: it did not move", only.state, m.source))
+            (Some(t), true, _) if *t == only.host => {
+                (Status::RolledBack, format!("cleanup found it {} on {t}: returned", only.state))
             }
+            (Some(t), false, true) if *t == only.host => {
+                (Status::SuccessCold, format!("cleanup found it {} on {t}: adopted", only.state))
+            }
+            (Some(t), false, false) if *t == only.host => {
+                (Status::Success, format!("cleanup found it {} on {t}: adopted", only.state))
+            }
+            (_, true, _) if m.source == only.host => {
+                (Status::RollbackFailed, format!("cleanup found it {} on {}: not returned", only.state, m.source))
+            }
+            (_, false, _) if m.source == only.host => (
+                Status::FailureWait,
+                format!("cleanup found it {} on its source {}: it did not move", only.state, m.source),
+            ),
             _ => continue,
         };
         journal.set_status(&run, &f.uuid, m.generation, status, &message).await.map_err(|e| e.to_string())?;

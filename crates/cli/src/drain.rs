@@ -112,7 +112,14 @@ pub async fn drain(args: DrainArgs, output: Output) -> ExitCode {
 /// the host is empty, runs its hook, and returns its VMs. Idempotent, so that `resume`
 /// calls it too: a hook that already ran is not run again, and a run already returned is
 /// not returned again. True when everything that had to happen did.
-pub async fn after(driver: &Arc<LibvirtDriver>, journal: &Journal, run_id: &str, plan: &Plan, cluster: &ClusterSpec, output: Output) -> bool {
+pub async fn after(
+    driver: &Arc<LibvirtDriver>,
+    journal: &Journal,
+    run_id: &str,
+    plan: &Plan,
+    cluster: &ClusterSpec,
+    output: Output,
+) -> bool {
     let drains: Vec<&Drain> = plan.drains.iter().filter(|d| d.hook.is_some() || d.return_after).collect();
     if drains.is_empty() {
         return true;
@@ -128,24 +135,42 @@ pub async fn after(driver: &Arc<LibvirtDriver>, journal: &Journal, run_id: &str,
     };
     let events = journal.events(run_id, None).await.unwrap_or_default();
     let moves = journal.moves(run_id).await.unwrap_or_default();
-    let returned = journal.runs().await.unwrap_or_default().into_iter().any(|r| r.parent.as_deref() == Some(run_id) && r.kind == RunKind::Rollback);
+    let returned = journal
+        .runs()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .any(|r| r.parent.as_deref() == Some(run_id) && r.kind == RunKind::Rollback);
     let inventory = driver.inventory().await;
     let mut ok = true;
     let mut returning = Vec::new();
     for d in drains {
         let earlier = events.iter().rev().find(|e| {
-            e.data.as_ref().is_some_and(|data| data["hook"] == "drain" && data["env"]["FERRY_HOST"] == Value::String(d.host.clone()))
+            e.data.as_ref().is_some_and(|data| {
+                data["hook"] == "drain" && data["env"]["FERRY_HOST"] == Value::String(d.host.clone())
+            })
         });
         if let Some(e) = earlier {
-            if e.data.as_ref().is_some_and(|data| data["exit_code"] != 0 || data["timed_out"] == true || !data["error"].is_null()) {
+            if e.data
+                .as_ref()
+                .is_some_and(|data| data["exit_code"] != 0 || data["timed_out"] == true || !data["error"].is_null())
+            {
                 ok = false;
-                note(format!("{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them", d.host)).await;
+                note(format!(
+                    "{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                    d.host
+                ))
+                .await;
                 continue;
             }
         } else {
             if inventory.host(&d.host).is_none() {
                 ok = false;
-                note(format!("{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns", d.host)).await;
+                note(format!(
+                    "{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns",
+                    d.host
+                ))
+                .await;
                 continue;
             }
             let left: Vec<String> = inventory.vms_on(&d.host).map(|v| format!("{} ({})", v.name, v.state)).collect();
@@ -160,14 +185,22 @@ pub async fn after(driver: &Arc<LibvirtDriver>, journal: &Journal, run_id: &str,
                 continue;
             }
             if let Some(command) = &d.hook {
-                let gone: Vec<&str> = moves.iter().filter(|m| m.source == d.host && m.status.is_success()).map(|m| m.vm.as_str()).collect();
+                let gone: Vec<&str> = moves
+                    .iter()
+                    .filter(|m| m.source == d.host && m.status.is_success())
+                    .map(|m| m.vm.as_str())
+                    .collect();
                 let env = vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
                 let label = format!("drain hook on {}", d.host);
                 let timeout = Duration::from_secs(plan.hooks.timeout_s);
                 let ran = hooks::run_for_run(journal, run_id, "drain", &label, command, env, timeout, quiet).await;
                 if !ran.ok() {
                     ok = false;
-                    note(format!("{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them", d.host)).await;
+                    note(format!(
+                        "{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                        d.host
+                    ))
+                    .await;
                     continue;
                 }
             }
@@ -197,7 +230,11 @@ pub async fn after(driver: &Arc<LibvirtDriver>, journal: &Journal, run_id: &str,
     };
     match rollback::roll_back(request, output).await {
         Ok(Returned::Ran { run, all_back }) => {
-            note(format!("return: run {run} {}", if all_back { "brought every VM back" } else { "did not bring every VM back" })).await;
+            note(format!(
+                "return: run {run} {}",
+                if all_back { "brought every VM back" } else { "did not bring every VM back" }
+            ))
+            .await;
             ok && all_back
         }
         Ok(_) => ok,

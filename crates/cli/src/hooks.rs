@@ -256,7 +256,9 @@ impl Context {
         if !self.quiet && !ran.ok() {
             eprintln!("{}: {text}", vm.name);
         }
-        if let Err(e) = self.journal.event(&self.run_id, Some(&request.vm), EventKind::Message, &text, Some(&ran.data(stage))).await {
+        if let Err(e) =
+            self.journal.event(&self.run_id, Some(&request.vm), EventKind::Message, &text, Some(&ran.data(stage))).await
+        {
             eprintln!("ferry: could not journal {}'s {stage} hook: {e}", vm.name);
         }
         if failed {

@@ -117,7 +117,8 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         report,
     };
     if vm.host == args.to {
-        let report = MoveReport { messages: vec![format!("already on {}: nothing to do", args.to)], ..MoveReport::default() };
+        let report =
+            MoveReport { messages: vec![format!("already on {}: nothing to do", args.to)], ..MoveReport::default() };
         print_summary(&summary(None, Status::Success, None, report), output);
         return ExitCode::SUCCESS;
     }
@@ -169,7 +170,8 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         dirty_mib_s: None,
         estimate: None,
     }];
-    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
+    let document =
+        RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
         plan: serde_json::to_value(&document).unwrap_or_default(),

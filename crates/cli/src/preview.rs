@@ -142,9 +142,17 @@ fn print_text(p: &Preview) {
 }
 
 fn secs(s: f64) -> String {
-    if s.is_finite() { format!("{s:.1} s") } else { "never".into() }
+    if s.is_finite() {
+        format!("{s:.1} s")
+    } else {
+        "never".into()
+    }
 }
 
 fn ms(v: f64) -> String {
-    if v.is_finite() { format!("{v:.0} ms") } else { "never".into() }
+    if v.is_finite() {
+        format!("{v:.0} ms")
+    } else {
+        "never".into()
+    }
 }

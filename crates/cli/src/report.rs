@@ -10,9 +10,7 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_journal::{
-    Attempt, AttemptKind, Event, EventKind, Journal, JournalError, Move, Run, RunKind, RunState,
-};
+use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Journal, JournalError, Move, Run, RunKind, RunState};
 use ferry_model::{Phase, Status};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -112,11 +110,7 @@ impl From<JournalError> for Failure {
 /// Runs `ferry runs`.
 pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
     let listed = async {
-        let journal = args
-            .state
-            .open_existing()
-            .await
-            .map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
         let now = now_ms();
         let mut views = Vec::new();
         for run in journal.runs().await? {
@@ -140,16 +134,13 @@ pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
 /// Runs `ferry status`: always exit 0 when the run could be read.
 pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
     let read = async {
-        let journal = args
-            .state
-            .open_existing()
-            .await
-            .map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
         let run = match &args.run {
             Some(id) => find_run(&journal, id).await?,
-            None => journal.latest_run().await?.ok_or_else(|| {
-                Failure::BadInput(format!("no runs in the journal at {}", journal.location()))
-            })?,
+            None => journal
+                .latest_run()
+                .await?
+                .ok_or_else(|| Failure::BadInput(format!("no runs in the journal at {}", journal.location())))?,
         };
         let moves = journal.moves(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
@@ -171,11 +162,7 @@ pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
 pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
     let read = async {
         let format = report_format(args.format, output).map_err(Failure::BadInput)?;
-        let journal = args
-            .state
-            .open_existing()
-            .await
-            .map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
         let run = find_run(&journal, &args.run).await?;
         let moves = journal.moves(&run.id).await?;
         let attempts = journal.attempts(&run.id).await?;
@@ -183,15 +170,17 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let mut report = build_report(&run, &moves, &attempts, &events, now_ms());
         let all = journal.runs().await?;
         let mut linked = std::collections::HashMap::new();
-        for r in all.iter().filter(|r| r.parent.as_deref() == Some(run.id.as_str()) || run.parent.as_deref() == Some(r.id.as_str())) {
+        for r in all
+            .iter()
+            .filter(|r| r.parent.as_deref() == Some(run.id.as_str()) || run.parent.as_deref() == Some(r.id.as_str()))
+        {
             linked.insert(r.id.clone(), journal.moves(&r.id).await?);
         }
         report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), now_ms());
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),
-            Format::Csv => report_csv(&report)
-                .map_err(|e| Failure::Failed(format!("cannot write the CSV: {e}")))?,
+            Format::Csv => report_csv(&report).map_err(|e| Failure::Failed(format!("cannot write the CSV: {e}")))?,
         };
         Ok::<_, Failure>((report.summary.all_succeeded, text))
     };
@@ -231,9 +220,7 @@ fn to_json(value: &impl Serialize) -> String {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 // ------------------------------------------------------------------ views
@@ -311,10 +298,7 @@ fn severity(status: Status) -> u8 {
     match status {
         Status::FailureLost | Status::RollbackFailed => 0,
         Status::FailureWait | Status::FailureInit | Status::PrecheckFailed => 1,
-        Status::Aborted
-        | Status::SkippedTimeout
-        | Status::SkippedDependency
-        | Status::SkippedNoPrevStatus => 2,
+        Status::Aborted | Status::SkippedTimeout | Status::SkippedDependency | Status::SkippedNoPrevStatus => 2,
         Status::Migrating | Status::Queued | Status::Pending => 3,
         Status::Success | Status::SuccessCold | Status::RolledBack => 4,
     }
@@ -362,8 +346,7 @@ pub fn run_view(run: &Run, statuses: impl IntoIterator<Item = Status>, now_ms: i
         parent: run.parent.clone(),
         state: run.state,
         owner: run.owner.clone(),
-        owner_alive: (run.state == RunState::Running)
-            .then(|| state::owner_alive(run.heartbeat_ms, now_ms)),
+        owner_alive: (run.state == RunState::Running).then(|| state::owner_alive(run.heartbeat_ms, now_ms)),
         heartbeat_ms: run.heartbeat_ms,
         abort_requested: run.abort_requested,
         created_ms: run.created_ms,
@@ -410,10 +393,8 @@ pub fn status_view(run: &Run, moves: &[Move], events: &[Event], now_ms: i64) -> 
     let vms = moves
         .iter()
         .map(|m| {
-            let last = events
-                .iter()
-                .rev()
-                .find(|e| e.uuid.as_deref() == Some(m.uuid.as_str()) && is_vm_message(e.kind));
+            let last =
+                events.iter().rev().find(|e| e.uuid.as_deref() == Some(m.uuid.as_str()) && is_vm_message(e.kind));
             // A status event reads "STATUS: message"; the status is on the line already.
             let message = match last {
                 Some(e) if e.kind != EventKind::Status => e.message.clone(),
@@ -440,10 +421,7 @@ pub fn status_view(run: &Run, moves: &[Move], events: &[Event], now_ms: i64) -> 
 
 /// The events a report tells as a VM's story.
 fn is_vm_message(kind: EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Message | EventKind::Decision | EventKind::Status
-    )
+    matches!(kind, EventKind::Message | EventKind::Decision | EventKind::Status)
 }
 
 /// `ferry report`: everything the journal knows about a run.
@@ -610,13 +588,7 @@ pub struct Summary {
 
 /// The report of a run from its records, at `now_ms`. `attempts` and `events` are the
 /// run's, in the journal's order.
-pub fn build_report(
-    run: &Run,
-    moves: &[Move],
-    attempts: &[Attempt],
-    events: &[Event],
-    now_ms: i64,
-) -> Report {
+pub fn build_report(run: &Run, moves: &[Move], attempts: &[Attempt], events: &[Event], now_ms: i64) -> Report {
     let mut reports: Vec<(i64, MoveReport)> = moves
         .iter()
         .map(|m| {
@@ -667,13 +639,7 @@ pub fn build_report(
             data: e.data.clone(),
         })
         .collect();
-    Report {
-        run: run_view(run, moves.iter().map(|m| m.status), now_ms),
-        moves,
-        summary,
-        notes,
-        legs: Vec::new(),
-    }
+    Report { run: run_view(run, moves.iter().map(|m| m.status), now_ms), moves, summary, notes, legs: Vec::new() }
 }
 
 fn attempt_report(a: &Attempt) -> AttemptReport {
@@ -681,21 +647,13 @@ fn attempt_report(a: &Attempt) -> AttemptReport {
         Some(Value::Object(estimate)) => {
             let ms = |v: Option<u64>| v.map(|v| v as f64);
             let s = |v: Option<u64>| v.map(|v| v as f64 / 1000.0);
-            [
-                ("downtime_ms", ms(a.downtime_ms)),
-                ("total_s", s(a.wall_ms)),
-                ("transfer_s", s(a.job_ms)),
-            ]
-            .into_iter()
-            .filter_map(|(figure, actual)| {
-                let estimate = estimate.get(figure)?.as_f64()?;
-                Some(Comparison {
-                    figure,
-                    estimate,
-                    actual,
+            [("downtime_ms", ms(a.downtime_ms)), ("total_s", s(a.wall_ms)), ("transfer_s", s(a.job_ms))]
+                .into_iter()
+                .filter_map(|(figure, actual)| {
+                    let estimate = estimate.get(figure)?.as_f64()?;
+                    Some(Comparison { figure, estimate, actual })
                 })
-            })
-            .collect()
+                .collect()
         }
         _ => Vec::new(),
     };
@@ -720,11 +678,7 @@ fn attempt_report(a: &Attempt) -> AttemptReport {
 fn summarize(moves: &[MoveReport]) -> Summary {
     let first_start_ms = moves.iter().filter_map(|m| m.started_ms).min();
     // Only moves that started count: a move refused by its checks ends without starting.
-    let last_end_ms = moves
-        .iter()
-        .filter(|m| m.started_ms.is_some())
-        .filter_map(|m| m.ended_ms)
-        .max();
+    let last_end_ms = moves.iter().filter(|m| m.started_ms.is_some()).filter_map(|m| m.ended_ms).max();
     let worst = moves
         .iter()
         .flat_map(|m| m.attempts.iter().map(move |a| (a.downtime_ms, &m.vm)))
@@ -743,11 +697,7 @@ fn summarize(moves: &[MoveReport]) -> Summary {
         },
         worst_downtime_ms: worst.map(|(d, _)| d),
         worst_downtime_vm: worst.map(|(_, vm)| vm.clone()),
-        bytes: moves
-            .iter()
-            .flat_map(|m| &m.attempts)
-            .filter_map(|a| a.bytes)
-            .sum(),
+        bytes: moves.iter().flat_map(|m| &m.attempts).filter_map(|a| a.bytes).sum(),
     }
 }
 
@@ -758,11 +708,7 @@ pub fn format_runs(runs: &[RunView]) -> String {
     if runs.is_empty() {
         return "no runs\n".to_owned();
     }
-    let mut rows = vec![[
-        "RUN", "PLAN", "KIND", "STATE", "CREATED", "FINISHED", "MOVES",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut rows = vec![["RUN", "PLAN", "KIND", "STATE", "CREATED", "FINISHED", "MOVES"].map(String::from).to_vec()];
     for run in runs {
         rows.push(vec![
             run.id.clone(),
@@ -780,10 +726,7 @@ pub fn format_runs(runs: &[RunView]) -> String {
 /// A run's state in words, with what to do about a run nobody is running.
 fn state_text(run: &RunView) -> String {
     let mut text = match (run.state, run.owner_alive) {
-        (RunState::Running, Some(true)) => format!(
-            "running (owner {}, alive)",
-            run.owner.as_deref().unwrap_or("?")
-        ),
+        (RunState::Running, Some(true)) => format!("running (owner {}, alive)", run.owner.as_deref().unwrap_or("?")),
         (RunState::Running, _) => format!("running (owner gone: `ferry resume {}`)", run.id),
         (RunState::Stopped, _) => format!("stopped (resumable: `ferry resume {}`)", run.id),
         (state, _) => state.to_string(),
@@ -796,15 +739,8 @@ fn state_text(run: &RunView) -> String {
 
 /// The header shared by `status` and `report`.
 fn format_header(run: &RunView, out: &mut String) {
-    let parent = run
-        .parent
-        .as_deref()
-        .map(|p| format!(" of run {p}"))
-        .unwrap_or_default();
-    out.push_str(&format!(
-        "run {}  plan {}  ({}{parent})\n",
-        run.id, run.plan, run.kind
-    ));
+    let parent = run.parent.as_deref().map(|p| format!(" of run {p}")).unwrap_or_default();
+    out.push_str(&format!("run {}  plan {}  ({}{parent})\n", run.id, run.plan, run.kind));
     out.push_str(&format!("state    {}\n", state_text(run)));
 }
 
@@ -824,9 +760,7 @@ pub fn format_status(view: &StatusView) -> String {
         return out;
     }
     out.push('\n');
-    let mut rows = vec![["VM", "MOVE", "STATUS", "PHASE", "MESSAGE"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![["VM", "MOVE", "STATUS", "PHASE", "MESSAGE"].map(String::from).to_vec()];
     for vm in &view.vms {
         // A phase says where a move is while it is under way; after, the status does.
         let phase = match vm.phase {
@@ -854,15 +788,9 @@ pub fn format_report(report: &Report) -> String {
     let s = &report.summary;
     let mut out = String::new();
     format_header(run, &mut out);
-    let finished = run
-        .finished_ms
-        .map(|f| format!(", finished {}", utc(f)))
-        .unwrap_or_default();
+    let finished = run.finished_ms.map(|f| format!(", finished {}", utc(f))).unwrap_or_default();
     out.push_str(&format!("created  {}{finished}\n", utc(run.created_ms)));
-    out.push_str(&format!(
-        "moves    {}: {}; {} attempts\n",
-        s.moves, s.counts, s.attempts
-    ));
+    out.push_str(&format!("moves    {}: {}; {} attempts\n", s.moves, s.counts, s.attempts));
     let makespan = match (s.makespan_ms, s.first_start_ms, s.last_end_ms) {
         (Some(span), Some(first), Some(last)) => {
             format!("{} ({} to {})", duration(span), utc(first), utc(last))
@@ -917,31 +845,17 @@ pub fn format_report(report: &Report) -> String {
 }
 
 fn format_move(m: &MoveReport, out: &mut String) {
-    let group = m
-        .group
-        .as_deref()
-        .map(|g| format!("  group {g}"))
-        .unwrap_or_default();
-    out.push_str(&format!(
-        "{}  {}  {}{group}\n",
-        m.vm,
-        m.status,
-        route(&m.source, m.target.as_deref())
-    ));
+    let group = m.group.as_deref().map(|g| format!("  group {g}")).unwrap_or_default();
+    out.push_str(&format!("{}  {}  {}{group}\n", m.vm, m.status, route(&m.source, m.target.as_deref())));
     match (m.started_ms, m.ended_ms) {
-        (Some(start), Some(end)) => out.push_str(&format!(
-            "  start {}  end {}  ({})\n",
-            utc(start),
-            utc(end),
-            duration(end - start)
-        )),
+        (Some(start), Some(end)) => {
+            out.push_str(&format!("  start {}  end {}  ({})\n", utc(start), utc(end), duration(end - start)))
+        }
         (Some(start), None) => out.push_str(&format!("  start {}  not ended\n", utc(start))),
         (None, _) => out.push_str("  not started\n"),
     }
     for a in &m.attempts {
-        let outcome = a
-            .outcome
-            .map_or_else(|| "not ended".to_owned(), |o| o.to_string());
+        let outcome = a.outcome.map_or_else(|| "not ended".to_owned(), |o| o.to_string());
         let figures = [
             a.wall_ms.map(|v| format!("wall {}", duration(to_i64(v)))),
             a.job_ms.map(|v| format!("job {}", duration(to_i64(v)))),
@@ -953,28 +867,18 @@ fn format_move(m: &MoveReport, out: &mut String) {
         .flatten()
         .collect::<Vec<_>>()
         .join(", ");
-        out.push_str(&format!(
-            "  attempt {}  {} -> {}  {outcome}  {figures}\n",
-            a.number, a.kind, a.target
-        ));
+        out.push_str(&format!("  attempt {}  {} -> {}  {outcome}  {figures}\n", a.number, a.kind, a.target));
         if !a.message.is_empty() {
             out.push_str(&format!("    {}\n", a.message));
         }
         if !a.estimate_vs_actual.is_empty() {
             let compared: Vec<String> = a.estimate_vs_actual.iter().map(comparison).collect();
-            out.push_str(&format!(
-                "    estimate vs actual: {}\n",
-                compared.join(", ")
-            ));
+            out.push_str(&format!("    estimate vs actual: {}\n", compared.join(", ")));
         }
     }
     let mut told = false;
     for e in m.events.iter().filter(|e| is_vm_message(e.kind)) {
-        out.push_str(&format!(
-            "  {}: {}\n",
-            duration(e.since_start_ms),
-            e.message
-        ));
+        out.push_str(&format!("  {}: {}\n", duration(e.since_start_ms), e.message));
         out.push_str(&hook_output(e.data.as_ref(), "    "));
         told = true;
     }
@@ -1036,11 +940,7 @@ pub fn report_csv(report: &Report) -> Result<String, csv::Error> {
     let text = |v: Option<String>| v.unwrap_or_default();
     for m in &report.moves {
         let last = m.attempts.last();
-        let bytes: Option<u64> = m
-            .attempts
-            .iter()
-            .filter_map(|a| a.bytes)
-            .reduce(|a, b| a + b);
+        let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.bytes).reduce(|a, b| a + b);
         writer.write_record([
             m.vm.clone(),
             m.uuid.clone(),
@@ -1072,13 +972,7 @@ fn to_i64(v: u64) -> i64 {
 fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -1102,20 +996,10 @@ fn duration(ms: i64) -> String {
     }
     if tenths < 36_000 {
         let secs = tenths % 600;
-        return format!(
-            "{sign}{} min {:02}.{} s",
-            tenths / 600,
-            secs / 10,
-            secs % 10
-        );
+        return format!("{sign}{} min {:02}.{} s", tenths / 600, secs / 10, secs % 10);
     }
     let secs = (ms + 500) / 1000;
-    format!(
-        "{sign}{} h {:02} min {:02} s",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{sign}{} h {:02} min {:02} s", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// Bytes in MiB with one decimal.
@@ -1126,19 +1010,13 @@ fn mib(bytes: u64) -> String {
 /// `2026-11-23 20:30:15 UTC`.
 fn utc(ms: i64) -> String {
     let t = civil(ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
 /// `2026-11-23T20:30:15.123Z`.
 fn rfc3339(ms: i64) -> String {
     let t = civil(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli)
 }
 
 struct Civil {
@@ -1214,11 +1092,7 @@ mod tests {
             phase_done: true,
             message: message.into(),
             started_ms: span.map(|(s, _)| T0 + s),
-            ended_ms: if status.is_terminal() {
-                Some(T0 + span.map_or(100, |(_, e)| e))
-            } else {
-                None
-            },
+            ended_ms: if status.is_terminal() { Some(T0 + span.map_or(100, |(_, e)| e)) } else { None },
             updated_ms: T0,
             generation: 5,
         }
@@ -1270,15 +1144,7 @@ mod tests {
         let cases: &[(&[Status], &str, Value)] = &[
             (&[], "no moves", json!({})),
             (
-                &[
-                    FailureWait,
-                    Success,
-                    Success,
-                    Success,
-                    Success,
-                    Success,
-                    Success,
-                ],
+                &[FailureWait, Success, Success, Success, Success, Success, Success],
                 "6 SUCCESS, 1 FAILURE-WAIT",
                 json!({ "SUCCESS": 6, "FAILURE-WAIT": 1 }),
             ),
@@ -1294,11 +1160,7 @@ mod tests {
             assert_eq!(serde_json::to_value(&counts).expect("serialises"), *json);
             // serde_json's map sorts keys; the order is checked on the text.
             let ordered = serde_json::to_string(&counts).expect("serialises");
-            let keys: Vec<usize> = counts
-                .0
-                .iter()
-                .map(|(s, _)| ordered.find(s.name()).expect("key"))
-                .collect();
+            let keys: Vec<usize> = counts.0.iter().map(|(s, _)| ordered.find(s.name()).expect("key")).collect();
             assert!(keys.windows(2).all(|w| w[0] < w[1]), "{ordered}");
         }
     }
@@ -1344,24 +1206,12 @@ mod tests {
     fn timestamps_in_utc() {
         let cases = [
             (0, "1970-01-01 00:00:00 UTC", "1970-01-01T00:00:00.000Z"),
-            (
-                T0 + 123,
-                "2026-11-23 20:30:15 UTC",
-                "2026-11-23T20:30:15.123Z",
-            ),
-            (
-                951_782_400_999,
-                "2000-02-29 00:00:00 UTC",
-                "2000-02-29T00:00:00.999Z",
-            ),
+            (T0 + 123, "2026-11-23 20:30:15 UTC", "2026-11-23T20:30:15.123Z"),
+            (951_782_400_999, "2000-02-29 00:00:00 UTC", "2000-02-29T00:00:00.999Z"),
             (-1, "1969-12-31 23:59:59 UTC", "1969-12-31T23:59:59.999Z"),
         ];
         for (ms, text, rfc) in cases {
-            assert_eq!(
-                (utc(ms).as_str(), rfc3339(ms).as_str()),
-                (text, rfc),
-                "{ms}"
-            );
+            assert_eq!((utc(ms).as_str(), rfc3339(ms).as_str()), (text, rfc), "{ms}");
         }
     }
 
@@ -1369,36 +1219,15 @@ mod tests {
     fn a_run_state_says_what_to_do() {
         let now = T0 + 100_000;
         let id = "r-20261123-203015-ab12";
-        let aborting = Run {
-            abort_requested: true,
-            ..run(RunState::Running, Some(now - 1_000))
-        };
-        let aborted = Run {
-            abort_requested: true,
-            ..run(RunState::Aborted, None)
-        };
+        let aborting = Run { abort_requested: true, ..run(RunState::Running, Some(now - 1_000)) };
+        let aborted = Run { abort_requested: true, ..run(RunState::Aborted, None) };
         let cases = [
-            (
-                run(RunState::Running, Some(now - 3_000)),
-                "running (owner ctl:42, alive)".to_owned(),
-            ),
-            (
-                run(RunState::Running, Some(now - 20_000)),
-                format!("running (owner gone: `ferry resume {id}`)"),
-            ),
-            (
-                run(RunState::Running, None),
-                format!("running (owner gone: `ferry resume {id}`)"),
-            ),
-            (
-                run(RunState::Stopped, Some(now - 3_000)),
-                format!("stopped (resumable: `ferry resume {id}`)"),
-            ),
+            (run(RunState::Running, Some(now - 3_000)), "running (owner ctl:42, alive)".to_owned()),
+            (run(RunState::Running, Some(now - 20_000)), format!("running (owner gone: `ferry resume {id}`)")),
+            (run(RunState::Running, None), format!("running (owner gone: `ferry resume {id}`)")),
+            (run(RunState::Stopped, Some(now - 3_000)), format!("stopped (resumable: `ferry resume {id}`)")),
             (run(RunState::Finished, None), "finished".to_owned()),
-            (
-                aborting,
-                "running (owner ctl:42, alive), abort requested".to_owned(),
-            ),
+            (aborting, "running (owner ctl:42, alive), abort requested".to_owned()),
             (aborted, "aborted".to_owned()),
         ];
         for (run, want) in cases {
@@ -1413,11 +1242,7 @@ mod tests {
         let rows = vec![
             vec!["VM".to_owned(), "STATUS".to_owned(), "MESSAGE".to_owned()],
             vec!["web-10".to_owned(), "SUCCESS".to_owned(), String::new()],
-            vec![
-                "db".to_owned(),
-                "FAILURE-WAIT".to_owned(),
-                "did not converge".to_owned(),
-            ],
+            vec!["db".to_owned(), "FAILURE-WAIT".to_owned(), "did not converge".to_owned()],
         ];
         assert_eq!(
             table(&rows),
@@ -1434,47 +1259,18 @@ mod tests {
         migrating.phase = Some(Phase::Transferring);
         migrating.phase_done = false;
         let moves = [
-            mv(
-                "web-1",
-                1,
-                Status::Success,
-                "live migration completed",
-                Some((1_000, 4_000)),
-            ),
+            mv("web-1", 1, Status::Success, "live migration completed", Some((1_000, 4_000))),
             migrating,
             mv("web-3", 3, Status::Pending, "", None),
         ];
         let events = [
-            ev(
-                1,
-                "web-1",
-                2_000,
-                EventKind::Decision,
-                "raised downtime to 200 ms",
-            ),
-            ev(
-                2,
-                "web-1",
-                4_000,
-                EventKind::Status,
-                "SUCCESS: live migration completed",
-            ),
+            ev(1, "web-1", 2_000, EventKind::Decision, "raised downtime to 200 ms"),
+            ev(2, "web-1", 4_000, EventKind::Status, "SUCCESS: live migration completed"),
             ev(3, "web-2", 1_000, EventKind::Status, "MIGRATING"),
-            ev(
-                4,
-                "web-2",
-                5_000,
-                EventKind::Message,
-                "dirty rate 310 MiB/s above the link",
-            ),
+            ev(4, "web-2", 5_000, EventKind::Message, "dirty rate 310 MiB/s above the link"),
             ev(5, "web-2", 6_000, EventKind::Phase, "transferring: begun"),
         ];
-        let view = status_view(
-            &run(RunState::Running, Some(now - 2_000)),
-            &moves,
-            &events,
-            now,
-        );
+        let view = status_view(&run(RunState::Running, Some(now - 2_000)), &moves, &events, now);
         assert_eq!(view.elapsed_ms, 30_000);
         assert_eq!(
             format_status(&view),
@@ -1491,97 +1287,36 @@ mod tests {
     }
 
     fn sample_report() -> Report {
-        let mut failed = mv(
-            "web-2",
-            2,
-            Status::FailureWait,
-            "did not converge",
-            Some((1_000, 21_500)),
-        );
+        let mut failed = mv("web-2", 2, Status::FailureWait, "did not converge", Some((1_000, 21_500)));
         failed.phase = Some(Phase::Transferring);
         let moves = [
-            mv(
-                "web-1",
-                1,
-                Status::Success,
-                "live migration completed",
-                Some((900, 4_500)),
-            ),
+            mv("web-1", 1, Status::Success, "live migration completed", Some((900, 4_500))),
             failed,
-            mv(
-                "db-1",
-                3,
-                Status::PrecheckFailed,
-                "memory: host-b has 1024 MiB free, db-1 needs 4096 MiB",
-                None,
-            ),
+            mv("db-1", 3, Status::PrecheckFailed, "memory: host-b has 1024 MiB free, db-1 needs 4096 MiB", None),
         ];
         let mut live = att(
             "web-1",
             1,
             AttemptKind::Live,
             Status::Success,
-            Figures {
-                wall: 3_200,
-                job: Some(3_000),
-                downtime: Some(180),
-                mib: 512,
-                passes: Some(4),
-            },
+            Figures { wall: 3_200, job: Some(3_000), downtime: Some(180), mib: 512, passes: Some(4) },
         );
-        live.estimate =
-            Some(json!({ "downtime_ms": 120.0, "total_s": 8.0, "transfer_s": null, "note": "x" }));
+        live.estimate = Some(json!({ "downtime_ms": 120.0, "total_s": 8.0, "transfer_s": null, "note": "x" }));
         let mut stuck = att(
             "web-2",
             1,
             AttemptKind::Live,
             Status::FailureWait,
-            Figures {
-                wall: 20_000,
-                job: Some(19_500),
-                downtime: None,
-                mib: 1024,
-                passes: Some(30),
-            },
+            Figures { wall: 20_000, job: Some(19_500), downtime: None, mib: 1024, passes: Some(30) },
         );
         stuck.message = "did not converge after 30 passes".into();
         let events = [
-            ev(
-                1,
-                "web-1",
-                2_400,
-                EventKind::Decision,
-                "raised downtime to 200 ms: 3 passes without converging",
-            ),
-            ev(
-                2,
-                "web-1",
-                4_500,
-                EventKind::Status,
-                "SUCCESS: live migration completed",
-            ),
-            ev(
-                3,
-                "web-2",
-                1_000,
-                EventKind::Attempt,
-                "attempt 1 (live) to host-b started",
-            ),
-            ev(
-                4,
-                "web-2",
-                21_500,
-                EventKind::Status,
-                "FAILURE-WAIT: did not converge",
-            ),
+            ev(1, "web-1", 2_400, EventKind::Decision, "raised downtime to 200 ms: 3 passes without converging"),
+            ev(2, "web-1", 4_500, EventKind::Status, "SUCCESS: live migration completed"),
+            ev(3, "web-2", 1_000, EventKind::Attempt, "attempt 1 (live) to host-b started"),
+            ev(4, "web-2", 21_500, EventKind::Status, "FAILURE-WAIT: did not converge"),
         ];
-        build_report(
-            &run(RunState::Finished, None),
-            &moves,
-            &[live, stuck],
-            &events,
-            T0 + 90_000,
-        )
+        build_report(&run(RunState::Finished, None), &moves, &[live, stuck], &events, T0 + 90_000)
     }
 
     #[test]
@@ -1591,29 +1326,15 @@ mod tests {
         assert_eq!(order, ["web-2", "db-1", "web-1"]);
         let s = &report.summary;
         assert_eq!((s.moves, s.attempts, s.all_succeeded), (3, 2, false));
-        assert_eq!(
-            (s.first_start_ms, s.last_end_ms, s.makespan_ms),
-            (Some(T0 + 900), Some(T0 + 21_500), Some(20_600))
-        );
-        assert_eq!(
-            (s.worst_downtime_ms, s.worst_downtime_vm.as_deref()),
-            (Some(180), Some("web-1"))
-        );
+        assert_eq!((s.first_start_ms, s.last_end_ms, s.makespan_ms), (Some(T0 + 900), Some(T0 + 21_500), Some(20_600)));
+        assert_eq!((s.worst_downtime_ms, s.worst_downtime_vm.as_deref()), (Some(180), Some("web-1")));
         assert_eq!(s.bytes, 1536 << 20);
         // Only the figures the estimate has (a null one is an impossible estimate) are compared.
         assert_eq!(
             report.moves[2].attempts[0].estimate_vs_actual,
             [
-                Comparison {
-                    figure: "downtime_ms",
-                    estimate: 120.0,
-                    actual: Some(180.0)
-                },
-                Comparison {
-                    figure: "total_s",
-                    estimate: 8.0,
-                    actual: Some(3.2)
-                },
+                Comparison { figure: "downtime_ms", estimate: 120.0, actual: Some(180.0) },
+                Comparison { figure: "total_s", estimate: 8.0, actual: Some(3.2) },
             ]
         );
         assert_eq!(
@@ -1658,30 +1379,16 @@ mod tests {
 
     #[test]
     fn an_estimate_without_figures_compares_nothing() {
-        for estimate in [
-            None,
-            Some(json!("fast")),
-            Some(json!({})),
-            Some(json!({ "downtime_ms": "low" })),
-        ] {
+        for estimate in [None, Some(json!("fast")), Some(json!({})), Some(json!({ "downtime_ms": "low" }))] {
             let mut a = att(
                 "web-1",
                 1,
                 AttemptKind::Cold,
                 Status::SuccessCold,
-                Figures {
-                    wall: 1_000,
-                    job: None,
-                    downtime: None,
-                    mib: 1,
-                    passes: None,
-                },
+                Figures { wall: 1_000, job: None, downtime: None, mib: 1, passes: None },
             );
             a.estimate = estimate.clone();
-            assert!(
-                attempt_report(&a).estimate_vs_actual.is_empty(),
-                "{estimate:?}"
-            );
+            assert!(attempt_report(&a).estimate_vs_actual.is_empty(), "{estimate:?}");
         }
     }
 
@@ -1689,7 +1396,8 @@ mod tests {
     fn a_report_tells_the_runs_hooks_with_their_output_and_its_legs() {
         let drain = Run { kind: RunKind::Drain, ..run(RunState::Finished, None) };
         let moves = [mv("web-1", 0, Status::Success, "moved live to host-b", Some((0, 4_000)))];
-        let mut hook = ev(1, "web-1", 5_000, EventKind::Message, "drain hook on host-a: `upgrade` exited 0 after 1.0 s");
+        let mut hook =
+            ev(1, "web-1", 5_000, EventKind::Message, "drain hook on host-a: `upgrade` exited 0 after 1.0 s");
         hook.uuid = None;
         hook.data = Some(json!({"hook": "drain", "stdout": "a\nb\nc\nd\ne\nf\n", "stderr": "warning: x\n"}));
         let mut report = build_report(&drain, &moves, &[], &[hook], T0 + 60_000);
@@ -1699,7 +1407,12 @@ mod tests {
             parent: Some(drain.id.clone()),
             ..run(RunState::Finished, None)
         };
-        let returned = Move { run: back.id.clone(), source: "host-b".into(), target: Some("host-a".into()), ..mv("web-1", 0, Status::RolledBack, "moved live to host-a", Some((0, 4_000))) };
+        let returned = Move {
+            run: back.id.clone(),
+            source: "host-b".into(),
+            target: Some("host-a".into()),
+            ..mv("web-1", 0, Status::RolledBack, "moved live to host-a", Some((0, 4_000)))
+        };
         report.legs = legs(&drain, &[drain.clone(), back.clone()], |_| vec![returned.clone()], T0 + 60_000);
         let text = format_report(&report);
         let expect = "\nrun\n  5.0 s: drain hook on host-a: `upgrade` exited 0 after 1.0 s\n    out | … 1 lines before\n    out | b\n    out | c\n    out | d\n    out | e\n    out | f\n    err | warning: x\n\nundone by run r-20261123-203021-cd34 (rollback): finished, 1 ROLLED-BACK\n  web-1  host-b -> host-a  ROLLED-BACK  moved live to host-a\n";

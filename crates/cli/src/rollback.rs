@@ -95,7 +95,12 @@ pub async fn rollback(args: RollbackArgs, output: Output) -> ExitCode {
         let parent = journal.run(&args.run).await.ok();
         if let Some(run) = &parent {
             if runs::held_by_another(run, &runs::owner()) {
-                return bad(format!("run {} is being run by {}; `ferry abort {}` first", run.id, run.owner.as_deref().unwrap_or("?"), run.id));
+                return bad(format!(
+                    "run {} is being run by {}; `ferry abort {}` first",
+                    run.id,
+                    run.owner.as_deref().unwrap_or("?"),
+                    run.id
+                ));
             }
         }
         let (policy, limits) = match &parent {
@@ -139,11 +144,21 @@ pub async fn rollback(args: RollbackArgs, output: Output) -> ExitCode {
             Ok(m) => m,
             Err(e) => return bad(e.to_string()),
         };
-        let mut origins: Vec<Origin> = moves.into_iter().map(|m| Origin { vm: m.vm, uuid: m.uuid, host: m.source }).collect();
+        let mut origins: Vec<Origin> =
+            moves.into_iter().map(|m| Origin { vm: m.vm, uuid: m.uuid, host: m.source }).collect();
         origins.sort_by(|a, b| a.vm.cmp(&b.vm));
         (journal, Some(run.id), origins, cluster, document.plan.policy, document.plan.limits)
     };
-    let request = Request { journal: &journal, parent, undoes: args.run.clone(), origins, cluster, policy, limits, dry_run: args.dry_run };
+    let request = Request {
+        journal: &journal,
+        parent,
+        undoes: args.run.clone(),
+        origins,
+        cluster,
+        policy,
+        limits,
+        dry_run: args.dry_run,
+    };
     match roll_back(request, output).await {
         Ok(Returned::Nothing) | Ok(Returned::DryRun { blocked: false }) => ExitCode::SUCCESS,
         Ok(Returned::Ran { all_back: true, .. }) => ExitCode::SUCCESS,
@@ -159,7 +174,13 @@ pub async fn rollback(args: RollbackArgs, output: Output) -> ExitCode {
 /// when no live process holds it (as `ferry abort` would): migrations still running are
 /// cancelled, moves in flight are judged by where their VMs run. One held by a live
 /// process is refused.
-async fn settle_unfinished(journal: &Journal, run_id: &str, cluster: &ClusterSpec, dry_run: bool, quiet: bool) -> Result<(), String> {
+async fn settle_unfinished(
+    journal: &Journal,
+    run_id: &str,
+    cluster: &ClusterSpec,
+    dry_run: bool,
+    quiet: bool,
+) -> Result<(), String> {
     let me = runs::owner();
     let mut unfinished = Vec::new();
     for run in journal.runs().await.map_err(|e| e.to_string())? {
@@ -168,7 +189,12 @@ async fn settle_unfinished(journal: &Journal, run_id: &str, cluster: &ClusterSpe
             continue;
         }
         if runs::held_by_another(&run, &me) {
-            return Err(format!("run {} is being run by {}; `ferry abort {}` first", run.id, run.owner.as_deref().unwrap_or("?"), run.id));
+            return Err(format!(
+                "run {} is being run by {}; `ferry abort {}` first",
+                run.id,
+                run.owner.as_deref().unwrap_or("?"),
+                run.id
+            ));
         }
         unfinished.push(run.id);
     }
@@ -227,7 +253,10 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
     }
     if request.dry_run {
         if quiet {
-            println!("{}", json!({ "run": null, "undoes": request.undoes, "returns": decided, "stale_copies": stale.iter().map(|s| &s.2).collect::<Vec<_>>() }));
+            println!(
+                "{}",
+                json!({ "run": null, "undoes": request.undoes, "returns": decided, "stale_copies": stale.iter().map(|s| &s.2).collect::<Vec<_>>() })
+            );
         } else {
             for (_, vm, v) in &stale {
                 println!("  {vm}: would delete {}/{} on {}, the copy its move away kept there", v.pool, v.name, v.host);
@@ -303,7 +332,8 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
         drains: Vec::new(),
         hooks: Hooks::default(),
     };
-    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: Manual::default() };
+    let document =
+        RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: Manual::default() };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
         plan: serde_json::to_value(&document).map_err(|e| e.to_string())?,
@@ -318,7 +348,10 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
     }
     for (uuid, vm, v) in &stale {
         let text = match driver.delete_volume(&v.host, &v.pool, &v.name).await {
-            Ok(()) => format!("deleted {}/{} on {}: the copy its move away kept there, older than the disk it runs on", v.pool, v.name, v.host),
+            Ok(()) => format!(
+                "deleted {}/{} on {}: the copy its move away kept there, older than the disk it runs on",
+                v.pool, v.name, v.host
+            ),
             Err(e) => format!("could not delete the stale copy {}/{} on {}: {e}", v.pool, v.name, v.host),
         };
         if !quiet {
@@ -338,7 +371,18 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
     };
     let inventory = driver.inventory().await;
     let moved_ok = specs.is_empty()
-        || runs::execute(driver, request.journal.clone(), request.cluster.clone(), inventory, settings, specs, run.generation, &plan, output).await;
+        || runs::execute(
+            driver,
+            request.journal.clone(),
+            request.cluster.clone(),
+            inventory,
+            settings,
+            specs,
+            run.generation,
+            &plan,
+            output,
+        )
+        .await;
     if new_moves.iter().all(|m| m.status == Status::RollbackFailed) {
         // Nothing for the engine to run: the run ends here.
         finish(request.journal, &run.id).await?;
@@ -351,6 +395,9 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
 
 async fn finish(journal: &Journal, run_id: &str) -> Result<(), String> {
     let run = journal.run(run_id).await.map_err(|e| e.to_string())?;
-    journal.set_run_state(run_id, run.generation, ferry_journal::RunState::Finished).await.map_err(|e| e.to_string())?;
+    journal
+        .set_run_state(run_id, run.generation, ferry_journal::RunState::Finished)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }

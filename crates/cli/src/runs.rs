@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cluster::ClusterArg;
-use crate::inputs::Inputs;
 use crate::hooks::{self, Hooked};
+use crate::inputs::Inputs;
 use crate::state::{owner_alive, StateArg};
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -194,7 +194,12 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         });
     }
     let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
-    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: unavailable.clone(), manual: Manual::default() };
+    let document = RunDocument {
+        plan: plan.clone(),
+        moves: specs.clone(),
+        unavailable: unavailable.clone(),
+        manual: Manual::default(),
+    };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
         plan: serde_json::to_value(&document).unwrap_or_default(),
@@ -212,15 +217,22 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
     if output == Output::Text {
         println!("run {}", run.id);
         if preview.failing > 0 {
-            println!("{} of {} moves fail their prechecks and will not start (see `ferry report {}`)", preview.failing, preview.moves, run.id);
+            println!(
+                "{} of {} moves fail their prechecks and will not start (see `ferry report {}`)",
+                preview.failing, preview.moves, run.id
+            );
         }
     }
     let quiet = output == Output::Json;
     let timeout = Duration::from_secs(plan.hooks.timeout_s);
     if let Some(command) = &plan.hooks.pre_run {
-        let ran = hooks::run_for_run(&journal, &run.id, "pre-run", "pre-run hook", command, plan_env(&plan), timeout, quiet).await;
+        let ran =
+            hooks::run_for_run(&journal, &run.id, "pre-run", "pre-run hook", command, plan_env(&plan), timeout, quiet)
+                .await;
         if !ran.ok() && plan.hooks.on_failure == OnFailure::Fail {
-            return match end_unstarted(&journal, &run.id, "not started: the pre-run hook failed (on_failure = fail)").await {
+            return match end_unstarted(&journal, &run.id, "not started: the pre-run hook failed (on_failure = fail)")
+                .await
+            {
                 Ok(()) => {
                     if !quiet {
                         println!("run {} finished: the pre-run hook failed; nothing moved", run.id);
@@ -244,10 +256,31 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         unavailable,
         manual: Manual::default(),
     };
-    let mut ok = execute(driver.clone(), journal.clone(), cluster.clone(), inventory, settings, specs, run.generation, &plan, output).await;
+    let mut ok = execute(
+        driver.clone(),
+        journal.clone(),
+        cluster.clone(),
+        inventory,
+        settings,
+        specs,
+        run.generation,
+        &plan,
+        output,
+    )
+    .await;
     ok &= crate::drain::after(&driver, &journal, &run.id, &plan, &cluster, output).await;
     if let Some(command) = &plan.hooks.post_run {
-        let ran = hooks::run_for_run(&journal, &run.id, "post-run", "post-run hook", command, plan_env(&plan), timeout, quiet).await;
+        let ran = hooks::run_for_run(
+            &journal,
+            &run.id,
+            "post-run",
+            "post-run hook",
+            command,
+            plan_env(&plan),
+            timeout,
+            quiet,
+        )
+        .await;
         ok &= ran.ok() || plan.hooks.on_failure == OnFailure::Warn;
     }
     if ok {
@@ -267,7 +300,10 @@ fn plan_env(plan: &Plan) -> Vec<(String, String)> {
 async fn end_unstarted(journal: &Journal, run_id: &str, message: &str) -> Result<(), String> {
     for m in journal.moves(run_id).await.map_err(|e| e.to_string())? {
         if !m.status.is_terminal() {
-            journal.set_status(run_id, &m.uuid, m.generation, Status::FailureInit, message).await.map_err(|e| e.to_string())?;
+            journal
+                .set_status(run_id, &m.uuid, m.generation, Status::FailureInit, message)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     let run = journal.run(run_id).await.map_err(|e| e.to_string())?;
@@ -355,7 +391,18 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         unavailable: document.unavailable.clone(),
         manual: document.manual.clone(),
     };
-    let mut ok = execute(driver.clone(), journal.clone(), cluster.clone(), inventory, settings, document.moves, generation, &document.plan, output).await;
+    let mut ok = execute(
+        driver.clone(),
+        journal.clone(),
+        cluster.clone(),
+        inventory,
+        settings,
+        document.moves,
+        generation,
+        &document.plan,
+        output,
+    )
+    .await;
     // A drained host's hook and the return of its VMs, if the run stopped before them.
     ok &= crate::drain::after(&driver, &journal, &run.id, &document.plan, &cluster, output).await;
     if ok {
@@ -395,7 +442,10 @@ pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
             }
         }
         if journal.run(&run.id).await.is_ok_and(|r| held_by_another(&r, &owner())) {
-            eprintln!("ferry abort: run {} has not finished aborting after {} s; `ferry status {}` follows it", run.id, args.wait, run.id);
+            eprintln!(
+                "ferry abort: run {} has not finished aborting after {} s; `ferry status {}` follows it",
+                run.id, args.wait, run.id
+            );
             return ExitCode::from(EXIT_FAILURE);
         }
     }
@@ -560,10 +610,10 @@ pub(crate) async fn find_run(journal: &Journal, id: &str) -> Result<Run, String>
 
 pub(crate) async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterSpec), String> {
     let docs = journal.run_documents(id).await.map_err(|e| e.to_string())?;
-    let document: RunDocument =
-        serde_json::from_value(docs.plan).map_err(|e| format!("run {id}: its plan in the journal is unreadable: {e}"))?;
-    let cluster: ClusterSpec =
-        serde_json::from_value(docs.cluster).map_err(|e| format!("run {id}: its cluster in the journal is unreadable: {e}"))?;
+    let document: RunDocument = serde_json::from_value(docs.plan)
+        .map_err(|e| format!("run {id}: its plan in the journal is unreadable: {e}"))?;
+    let cluster: ClusterSpec = serde_json::from_value(docs.cluster)
+        .map_err(|e| format!("run {id}: its cluster in the journal is unreadable: {e}"))?;
     Ok((document, cluster))
 }
 
@@ -599,8 +649,5 @@ pub fn owner() -> String {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

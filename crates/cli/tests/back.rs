@@ -264,9 +264,12 @@ fn a_rollback_after_a_partial_failure_and_a_crash_returns_the_moved_and_leaves_t
         .expect("ferry runs");
     wait_for_line(&mut child, "failpoint completed vm-1", Duration::from_secs(120));
     let started = Instant::now();
-    while !lab.runs().iter().filter(|r| r.parent.as_deref() == Some(run.as_str())).any(|r| {
-        lab.moves(&r.id).iter().any(|m| m.vm == "vm-2" && m.status == Status::RolledBack)
-    }) {
+    while !lab
+        .runs()
+        .iter()
+        .filter(|r| r.parent.as_deref() == Some(run.as_str()))
+        .any(|r| lab.moves(&r.id).iter().any(|m| m.vm == "vm-2" && m.status == Status::RolledBack))
+    {
         assert!(started.elapsed() < Duration::from_secs(120), "vm-2 did not come back");
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -296,7 +299,10 @@ fn a_rollback_after_a_partial_failure_and_a_crash_returns_the_moved_and_leaves_t
     // that stopped it for a leftover of that move.
     let (code, text) = lab.ferry(&["cleanup", &run]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("kept: local/vm-3.qcow2 on host-a, a copy of vm-3's disk vda on a host it does not run on"), "{text}");
+    assert!(
+        text.contains("kept: local/vm-3.qcow2 on host-a, a copy of vm-3's disk vda on a host it does not run on"),
+        "{text}"
+    );
     assert!(lab.lab.pool_files("host-a").contains(&"vm-3.qcow2".to_string()), "{text}");
     lab.assert_home(&before);
     lab.lab.check_ok();
@@ -358,7 +364,10 @@ fn cleanup_removes_a_stale_paused_copy_and_leftover_volumes_and_leaves_the_live_
     let qemu3 = common::qemu_pid(&uuid3).expect("vm-3's QEMU");
     let text = std::fs::read_to_string(lab.cluster()).expect("cluster file");
     let slow = lab.lab.dir.join("slow-cluster.toml");
-    let text: Vec<String> = text.lines().map(|l| if l.starts_with("link_mib_s") { "link_mib_s = 1".into() } else { l.to_string() }).collect();
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with("link_mib_s") { "link_mib_s = 1".into() } else { l.to_string() })
+        .collect();
     std::fs::write(&slow, text.join("\n")).expect("write cluster");
     let plan = lab.plan("slow", "[plan]\nname = \"slow\"\n[[move]]\nvm = \"vm-3\"\nto = \"host-b\"\n");
     let state = lab.state();
@@ -375,13 +384,21 @@ fn cleanup_removes_a_stale_paused_copy_and_leftover_volumes_and_leaves_the_live_
     let _ = child.wait();
     let waited = Instant::now();
     while lab.lab.vm_status("vm-3")["paused_on"] != serde_json::json!(["host-b"]) {
-        assert!(waited.elapsed() < Duration::from_secs(30), "the migration goes on without ferry: {:#}", lab.lab.vm_status("vm-3"));
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the migration goes on without ferry: {:#}",
+            lab.lab.vm_status("vm-3")
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     let out = common::ferry(&["cleanup", "--vm", "vm-3", "--from-hypervisor", "--cluster", path_str(&slow)]);
     let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("- abort the migration job still running on host-c") && text.contains("done: the job on host-c ended"), "{text}");
+    assert!(
+        text.contains("- abort the migration job still running on host-c")
+            && text.contains("done: the job on host-c ended"),
+        "{text}"
+    );
     assert!(text.contains("- remove the paused copy on host-b"), "{text}");
     assert!(text.contains("- delete local/vm-3.qcow2 on host-b: the stale copy there used it"), "{text}");
     assert!(!lab.lab.pool_files("host-b").contains(&"vm-3.qcow2".to_string()), "{text}");
@@ -396,7 +413,10 @@ fn cleanup_removes_a_stale_paused_copy_and_leftover_volumes_and_leaves_the_live_
     let run = run_id(&text);
     let (code, text) = lab.ferry(&["cleanup", &run]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains(&format!("kept: the source copy of local/vm-3.qcow2 on host-c, kept after run {run}'s move")), "{text}");
+    assert!(
+        text.contains(&format!("kept: the source copy of local/vm-3.qcow2 on host-c, kept after run {run}'s move")),
+        "{text}"
+    );
     assert!(lab.lab.pool_files("host-c").contains(&"vm-3.qcow2".to_string()));
     let (code, text) = lab.ferry(&["cleanup", &run, "--source-volumes"]);
     assert_eq!(code, Some(0), "{text}");
@@ -468,11 +488,17 @@ fn hooks_run_around_the_run_and_each_move_and_their_failure_policy_holds() {
     assert_eq!(at(&format!("pre-run {run}")), 0, "{lines:#?}");
     assert_eq!(at("post-run"), lines.len() - 1, "{lines:#?}");
     assert!(at("pre-move vm-1 host-a host-b") < at("post-move vm-1"), "{lines:#?}");
-    assert!(at("pre-move vm-2 host-b host-c") < at("post-move-own vm-2"), "the move's own hook replaces the plan's: {lines:#?}");
+    assert!(
+        at("pre-move vm-2 host-b host-c") < at("post-move-own vm-2"),
+        "the move's own hook replaces the plan's: {lines:#?}"
+    );
     assert_eq!(lines.len(), 6, "{lines:#?}");
     let (_, report) = lab.report(&run);
     assert!(report.contains("pre-run hook: `echo pre-run"), "{report}");
-    assert!(report.contains("exited 7 after") && report.contains(": broken; on_failure = warn: the run goes on"), "{report}");
+    assert!(
+        report.contains("exited 7 after") && report.contains(": broken; on_failure = warn: the run goes on"),
+        "{report}"
+    );
 
     // Under fail, a failed pre-move hook keeps its VM and every later one where they are.
     let plan = lab.plan(
@@ -487,13 +513,20 @@ fn hooks_run_around_the_run_and_each_move_and_their_failure_policy_holds() {
     let moves = lab.moves(&run_id(&text));
     let (first, later) = (status_of(&moves, "vm-1"), status_of(&moves, "vm-3"));
     assert_eq!(first.status, Status::FailureInit, "{moves:#?}");
-    assert!(first.message.contains("pre-move hook: `echo no >&2; exit 3` exited 3 after") && first.message.contains(": no; on_failure = fail"), "{first:#?}");
+    assert!(
+        first.message.contains("pre-move hook: `echo no >&2; exit 3` exited 3 after")
+            && first.message.contains(": no; on_failure = fail"),
+        "{first:#?}"
+    );
     assert_eq!(later.status, Status::FailureInit, "{moves:#?}");
     assert!(later.message.contains("not started: the pre-move hook of vm-1 failed (on_failure = fail)"), "{later:#?}");
     assert_eq!(lab.placement(), moved, "nothing moved");
 
     // A failed pre-run hook under fail: nothing starts.
-    let plan = lab.plan("gated", "[plan]\nname = \"gated\"\n[hooks]\npre_run = \"exit 1\"\n[[move]]\nvm = \"vm-3\"\nto = \"host-a\"\n");
+    let plan = lab.plan(
+        "gated",
+        "[plan]\nname = \"gated\"\n[hooks]\npre_run = \"exit 1\"\n[[move]]\nvm = \"vm-3\"\nto = \"host-a\"\n",
+    );
     let (code, text) = lab.ferry(&["migrate", path_str(&plan)]);
     assert_eq!(code, Some(1), "{text}");
     let moves = lab.moves(&run_id(&text));

@@ -82,9 +82,9 @@ pub fn start(policy: &Policy, input: &StartInput) -> StartPlan {
     let steps = schedule(policy.max_downtime_ms);
     let downtime_ms = steps[0];
     let outlook = match (input.dirty_mib_s, input.bandwidth_mib_s) {
-        (Some(dirty), Some(bw)) if dirty >= bw => format!(
-            "dirtying {dirty:.1} MiB/s against {bw:.0} MiB/s: it cannot converge by pre-copy alone"
-        ),
+        (Some(dirty), Some(bw)) if dirty >= bw => {
+            format!("dirtying {dirty:.1} MiB/s against {bw:.0} MiB/s: it cannot converge by pre-copy alone")
+        }
         (Some(dirty), Some(bw)) => format!(
             "dirtying {dirty:.1} MiB/s against {bw:.0} MiB/s: expected to converge ({:.0} % of the link)",
             100.0 * dirty / bw
@@ -161,7 +161,9 @@ impl Decision {
     /// Why, in words.
     pub fn reason(&self) -> &str {
         match self {
-            Decision::RaiseDowntime { reason, .. } | Decision::StartPostCopy { reason } | Decision::Abort { reason } => reason,
+            Decision::RaiseDowntime { reason, .. }
+            | Decision::StartPostCopy { reason }
+            | Decision::Abort { reason } => reason,
         }
     }
 

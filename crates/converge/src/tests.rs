@@ -46,7 +46,13 @@ fn passes(starts: &[u64], len: f64, rate: u64, expected_ms: Option<u64>) -> Vec<
 
 #[test]
 fn schedule_steps_up_to_the_maximum() {
-    for (max, want) in [(300, vec![75, 150, 300]), (1000, vec![250, 500, 1000]), (100, vec![30, 50, 100]), (40, vec![30, 40]), (10, vec![30])] {
+    for (max, want) in [
+        (300, vec![75, 150, 300]),
+        (1000, vec![250, 500, 1000]),
+        (100, vec![30, 50, 100]),
+        (40, vec![30, 40]),
+        (10, vec![30]),
+    ] {
         assert_eq!(schedule(max), want, "max {max}");
     }
 }
@@ -70,7 +76,8 @@ fn start_chooses_the_options_that_cannot_be_chosen_later() {
 
 #[test]
 fn the_throttle_starts_where_the_guest_needs_it() {
-    let input = |dirty: Option<f64>, bw: Option<f64>| StartInput { memory_mib: 256, dirty_mib_s: dirty, bandwidth_mib_s: bw };
+    let input =
+        |dirty: Option<f64>, bw: Option<f64>| StartInput { memory_mib: 256, dirty_mib_s: dirty, bandwidth_mib_s: bw };
     for (dirty, bw, want) in [
         (Some(10.0), Some(64.0), None),
         (Some(24.0), Some(12.0), Some((75, 25))),
@@ -115,7 +122,8 @@ fn still_flat_after_the_maximum_switches_to_post_copy_on_a_healthy_link() {
 #[test]
 fn post_copy_is_never_started_on_an_unhealthy_link_and_the_stall_timeout_ends_it() {
     // Flat passes, but the link delivers 4 MiB/s against a 64 MiB/s cap.
-    let decisions = run(&policy(300, true), &passes(&[120, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60], 3.0, 4, Some(900)));
+    let decisions =
+        run(&policy(300, true), &passes(&[120, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60], 3.0, 4, Some(900)));
     let kinds: Vec<String> = decisions.iter().map(|(t, d)| format!("{t}: {}", d.describe())).collect();
     assert!(decisions.iter().all(|(_, d)| !matches!(d, Decision::StartPostCopy { .. })), "{kinds:#?}");
     let Some((t, Decision::Abort { reason })) = decisions.last() else { panic!("{kinds:#?}") };
@@ -125,7 +133,8 @@ fn post_copy_is_never_started_on_an_unhealthy_link_and_the_stall_timeout_ends_it
 
 #[test]
 fn without_help_a_non_converging_migration_aborts_at_the_stall_timeout() {
-    let decisions = run(&policy(300, false), &passes(&[120, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60], 3.0, 64, Some(900)));
+    let decisions =
+        run(&policy(300, false), &passes(&[120, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60], 3.0, 64, Some(900)));
     let kinds: Vec<String> = decisions.iter().map(|(t, d)| format!("{t}: {}", d.describe())).collect();
     assert!(matches!(decisions[0].1, Decision::RaiseDowntime { ms: 300, .. }), "{kinds:#?}");
     let (t, last) = decisions.last().expect("decisions");

@@ -206,11 +206,7 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<MoveReport, MoveError>> + Send;
 
     /// ferry's metadata on a domain, if any.
-    fn metadata(
-        &self,
-        host: &str,
-        vm: &str,
-    ) -> impl Future<Output = Result<Option<Metadata>, DriverError>> + Send;
+    fn metadata(&self, host: &str, vm: &str) -> impl Future<Output = Result<Option<Metadata>, DriverError>> + Send;
 
     /// Writes ferry's metadata on a domain (live and persistent definition).
     fn set_metadata(
@@ -242,7 +238,12 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Deletes volume `name` of pool `pool` on `host`. Refuses a volume of a shared pool and
     /// one a domain on `host` uses.
-    fn delete_volume(&self, host: &str, pool: &str, name: &str) -> impl Future<Output = Result<(), DriverError>> + Send {
+    fn delete_volume(
+        &self,
+        host: &str,
+        pool: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
         let _ = (pool, name);
         unsupported(host, "delete a volume")
     }
@@ -275,6 +276,10 @@ pub struct Volume {
 
 /// What a driver that cannot do something answers.
 fn unsupported<T: Send>(host: &str, action: &str) -> impl Future<Output = Result<T, DriverError>> + Send {
-    let error = DriverError { host: host.to_string(), action: action.to_string(), message: "not supported by this driver".into() };
+    let error = DriverError {
+        host: host.to_string(),
+        action: action.to_string(),
+        message: "not supported by this driver".into(),
+    };
     std::future::ready(Err(error))
 }

@@ -250,7 +250,8 @@ impl<D: Driver> Engine<D> {
 
         loop {
             let targets: Vec<Option<String>> = records.iter().map(|r| r.target.clone()).collect();
-            let decisions = scheduler.decide(self.clock.now(), |item, view| self.place(item, view, &targets, &statuses));
+            let decisions =
+                scheduler.decide(self.clock.now(), |item, view| self.place(item, view, &targets, &statuses));
             for ended in decisions.ended {
                 let spec = &self.moves[ended.item];
                 let record = &mut records[ended.item];
@@ -260,7 +261,11 @@ impl<D: Driver> Engine<D> {
                     .await?;
                 statuses[ended.item] = ended.status;
                 messages[ended.item] = ended.message.clone();
-                let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: ended.status, message: ended.message });
+                let _ = events.send(EngineEvent::Finished {
+                    vm: spec.vm.clone(),
+                    status: ended.status,
+                    message: ended.message,
+                });
             }
             for start in decisions.starts {
                 let spec = &self.moves[start.item];
@@ -316,9 +321,10 @@ impl<D: Driver> Engine<D> {
                 tasks.spawn(task::run(self.driver.clone(), self.journal.clone(), input, channels));
             }
             for retune in decisions.retunes {
-                if let (Some(control), Some(b)) =
-                    (controls.get(&retune.item), cap(Some(retune.bandwidth_mib_s), self.settings.manual.bandwidth_mib_s))
-                {
+                if let (Some(control), Some(b)) = (
+                    controls.get(&retune.item),
+                    cap(Some(retune.bandwidth_mib_s), self.settings.manual.bandwidth_mib_s),
+                ) {
                     let _ = control.send(TaskControl::Bandwidth(b));
                 }
             }
@@ -431,7 +437,10 @@ impl<D: Driver> Engine<D> {
         Config {
             limits: self.settings.limits.clone(),
             links: self.cluster.hosts.iter().filter_map(|h| h.link_mib_s.map(|l| (h.name.clone(), l as f64))).collect(),
-            deadline: self.settings.deadline.map(|at| Deadline { at: at as f64, shown: ferry_plan::time::format_rfc3339(at) }),
+            deadline: self
+                .settings
+                .deadline
+                .map(|at| Deadline { at: at as f64, shown: ferry_plan::time::format_rfc3339(at) }),
             resume_from: self.settings.resume_from.clone(),
         }
     }
@@ -444,20 +453,16 @@ impl<D: Driver> Engine<D> {
             .running()
             .map(|(m, to)| Fixed { vm: m.vm.clone(), to: to.to_string(), anti_affinity: m.group.clone() })
             .collect();
-        fixed.extend(
-            self.moves
-                .iter()
-                .zip(targets.iter().zip(statuses))
-                .filter(|(m, _)| m.vm != item.vm)
-                .filter_map(|(m, (target, status))| {
-                    let to = match (status, target, &m.to) {
-                        (s, Some(t), _) if s.is_success() => t.clone(),
-                        (Status::Pending, _, Target::Host(h)) => h.clone(),
-                        _ => return None,
-                    };
-                    Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
-                }),
-        );
+        fixed.extend(self.moves.iter().zip(targets.iter().zip(statuses)).filter(|(m, _)| m.vm != item.vm).filter_map(
+            |(m, (target, status))| {
+                let to = match (status, target, &m.to) {
+                    (s, Some(t), _) if s.is_success() => t.clone(),
+                    (Status::Pending, _, Target::Host(h)) => h.clone(),
+                    _ => return None,
+                };
+                Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
+            },
+        ));
         let request = Request { vm: item.vm.clone(), anti_affinity: item.group.clone(), candidates: None };
         let constraints = Constraints {
             allow_cross_group: self.settings.policy.allow_cross_group,
@@ -488,7 +493,6 @@ fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
         (a, b) => a.or(b),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -107,14 +107,14 @@ pub(crate) async fn run<D: Driver>(driver: Arc<D>, journal: Journal, input: Task
         };
         move_.end_attempt(attempt, &outcome).await;
         let next = if outcome.by_policy && kind == AttemptKind::Live && input.policy.mode == Mode::LiveOrCold {
-            move_.note(&format!("falling back to a cold move to {}: the live migration could not complete", input.to)).await;
+            move_
+                .note(&format!("falling back to a cold move to {}: the live migration could not complete", input.to))
+                .await;
             AttemptKind::Cold
         } else if outcome.transient && retries < RETRIES {
             let wait = RETRY_BACKOFF * 2u32.pow(retries);
             retries += 1;
-            move_
-                .note(&format!("retry {retries} of {RETRIES} in {} s: {}", wait.as_secs(), outcome.message))
-                .await;
+            move_.note(&format!("retry {retries} of {RETRIES} in {} s: {}", wait.as_secs(), outcome.message)).await;
             tokio::time::sleep(wait).await;
             kind
         } else {
@@ -172,7 +172,8 @@ impl Move {
     /// with its figures, the journal's own timestamp dates it.
     async fn decision(&self, at: f64, text: &str, data: serde_json::Value) {
         let data = json!({ "at_s": at, "decision": data });
-        if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Decision, text, Some(&data)).await {
+        if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Decision, text, Some(&data)).await
+        {
             warn!(uuid = %self.uuid, "could not journal a decision: {e}");
         }
         let _ = self.events.send(EngineEvent::Note(format!("{}: {text}", self.vm)));

@@ -141,7 +141,9 @@ pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result
         let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
-        domain.undefine_flags(flags).map_err(|e| format!("could not undefine the copy on {}: {}", spec.name, msg(e)))?;
+        domain
+            .undefine_flags(flags)
+            .map_err(|e| format!("could not undefine the copy on {}: {}", spec.name, msg(e)))?;
         done.push(format!("undefined it on {}", spec.name));
     }
     Ok(format!("{} (the VM runs on {})", done.join(", "), elsewhere[0].host))

@@ -45,7 +45,11 @@ impl LibvirtDriver {
 
     /// Measures how fast each running VM in `uuids` dirties memory, MiB/s, over `seconds`
     /// (all at once). VMs that could not be measured are in the second map, with why.
-    pub async fn measure_dirty_rates(&self, uuids: Vec<String>, seconds: u32) -> (HashMap<String, f64>, HashMap<String, String>) {
+    pub async fn measure_dirty_rates(
+        &self,
+        uuids: Vec<String>,
+        seconds: u32,
+    ) -> (HashMap<String, f64>, HashMap<String, String>) {
         let cluster = self.cluster.clone();
         blocking(move || dirtyrate::measure(&cluster, &uuids, seconds)).await
     }
@@ -84,9 +88,11 @@ impl Driver for LibvirtDriver {
     async fn locate(&self, vm: &str) -> Result<Vec<Location>, DriverError> {
         let cluster = self.cluster.clone();
         let vm = vm.to_string();
-        blocking(move || conn::locate(&cluster, &vm))
-            .await
-            .map_err(|(host, message)| DriverError { host, action: "locate".into(), message })
+        blocking(move || conn::locate(&cluster, &vm)).await.map_err(|(host, message)| DriverError {
+            host,
+            action: "locate".into(),
+            message,
+        })
     }
 
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
@@ -139,7 +145,8 @@ impl Driver for LibvirtDriver {
     }
 
     async fn delete_volume(&self, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
-        let (cluster, host_name, pool, name) = (self.cluster.clone(), host.to_string(), pool.to_string(), name.to_string());
+        let (cluster, host_name, pool, name) =
+            (self.cluster.clone(), host.to_string(), pool.to_string(), name.to_string());
         blocking(move || leftovers::delete_volume(&cluster, &host_name, &pool, &name))
             .await
             .map_err(driver_error(host, "delete a volume"))

@@ -50,12 +50,11 @@ pub(crate) fn start(
     for copy in &handoff.copies {
         messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.source_path));
     }
-    let prepared = write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| {
-        match options.max_downtime_ms {
+    let prepared =
+        write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| match options.max_downtime_ms {
             Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(msg),
             None => Ok(()),
-        }
-    });
+        });
     // The destination XML is read after the metadata is written, so that the target's
     // definition carries it: a move that completes while ferry is gone is still ferry's.
     let dest_xml = prepared.and_then(|()| {
@@ -191,10 +190,7 @@ impl Job {
         let locations = locate(&self.cluster, &self.request.vm)
             .map_err(|(host, e)| lost(format!("migration reported success but {host} cannot be asked: {e}"), vec![]))?;
         if !runs_only_on(&locations, &self.to.name) {
-            return Err(lost(
-                format!("migration reported success but the VM is {}", describe(&locations)),
-                locations,
-            ));
+            return Err(lost(format!("migration reported success but the VM is {}", describe(&locations)), locations));
         }
         let dst = open(&self.to).map_err(|e| lost(e, locations.clone()))?;
         let domain = dst.lookup_domain_by_uuid_string(&self.request.vm).map_err(|e| lost(msg(e), locations.clone()))?;
@@ -288,7 +284,8 @@ pub(crate) fn host<'a>(cluster: &'a ClusterSpec, name: &str) -> Result<&'a HostS
 /// `tcp://127.0.0.1[:port]` → `127.0.0.1`: the target binds its incoming migration there.
 fn listen_address(uri: &str) -> Option<String> {
     let rest = uri.split_once("://")?.1;
-    let host = rest.rsplit_once(':').map_or(rest, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { rest });
+    let host =
+        rest.rsplit_once(':').map_or(rest, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { rest });
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then(|| host.to_string())
 }
