@@ -8,7 +8,7 @@ use ferry_driver::{Driver, MoveReport};
 use ferry_engine::{Command, Manual, MoveSpec, RunSettings};
 use ferry_journal::{NewMove, NewRun, RunKind};
 use ferry_libvirt::LibvirtDriver;
-use ferry_model::{Location, Status, Vm, VmState};
+use ferry_model::{Location, Status, Vm};
 use ferry_plan::{Hooks, Limits, Mode, Plan, PlannedMove, Policy, Target};
 use serde::Serialize;
 
@@ -157,19 +157,7 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         drains: Vec::new(),
         hooks: Hooks::default(),
     };
-    let specs = vec![MoveSpec {
-        vm: vm.name.clone(),
-        uuid: vm.uuid.clone(),
-        from: vm.host.clone(),
-        to: Target::Host(args.to.clone()),
-        group: None,
-        order: 0,
-        priority: 0,
-        memory_mib: vm.memory_mib,
-        running: vm.state == VmState::Running,
-        dirty_mib_s: None,
-        estimate: None,
-    }];
+    let specs = vec![MoveSpec::to_host(&vm, &args.to)];
     let document =
         RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
     let new_run = NewRun {

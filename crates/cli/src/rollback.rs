@@ -10,7 +10,7 @@ use ferry_driver::{Driver, Volume};
 use ferry_engine::{Manual, MoveSpec, RunSettings};
 use ferry_journal::{EventKind, Journal, NewMove, NewRun, RunKind};
 use ferry_libvirt::LibvirtDriver;
-use ferry_model::{ClusterSpec, Status, VmState};
+use ferry_model::{ClusterSpec, Status};
 use ferry_plan::{Hooks, Limits, Plan, PlannedMove, Policy, Target};
 use serde_json::json;
 
@@ -273,19 +273,7 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
         match r {
             Return::Home { .. } => {}
             Return::Move { vm, to } => {
-                specs.push(MoveSpec {
-                    vm: vm.name.clone(),
-                    uuid: vm.uuid.clone(),
-                    from: vm.host.clone(),
-                    to: Target::Host(to.clone()),
-                    group: None,
-                    order: 0,
-                    priority: 0,
-                    memory_mib: vm.memory_mib,
-                    running: vm.state == VmState::Running,
-                    dirty_mib_s: None,
-                    estimate: None,
-                });
+                specs.push(MoveSpec::to_host(vm, to));
                 planned.push(PlannedMove {
                     vm: vm.name.clone(),
                     to: Target::Host(to.clone()),

@@ -47,6 +47,26 @@ pub struct MoveSpec {
     pub estimate: Option<Value>,
 }
 
+impl MoveSpec {
+    /// A single move of `vm`, as inventoried, to host `to`: no group, no priority, no
+    /// estimate (`ferry move`, rollbacks).
+    pub fn to_host(vm: &ferry_model::Vm, to: &str) -> MoveSpec {
+        MoveSpec {
+            vm: vm.name.clone(),
+            uuid: vm.uuid.clone(),
+            from: vm.host.clone(),
+            to: Target::Host(to.to_string()),
+            group: None,
+            order: 0,
+            priority: 0,
+            memory_mib: vm.memory_mib,
+            running: vm.state == ferry_model::VmState::Running,
+            dirty_mib_s: None,
+            estimate: None,
+        }
+    }
+}
+
 /// Everything about a run but its moves.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
