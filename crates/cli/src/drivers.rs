@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, Volume,
 };
 use ferry_engine::Clock;
 use ferry_journal::JournalClock;
@@ -138,6 +138,27 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Libvirt(d) => d.discard_prepared(request).await,
             AnyDriver::Sim(d) => d.discard_prepared(request).await,
+        }
+    }
+
+    async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.volumes(host).await,
+            AnyDriver::Sim(d) => d.volumes(host).await,
+        }
+    }
+
+    async fn delete_volume(&self, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.delete_volume(host, pool, name).await,
+            AnyDriver::Sim(d) => d.delete_volume(host, pool, name).await,
+        }
+    }
+
+    async fn remove_copy(&self, host: &str, vm: &str) -> Result<String, DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.remove_copy(host, vm).await,
+            AnyDriver::Sim(d) => d.remove_copy(host, vm).await,
         }
     }
 }

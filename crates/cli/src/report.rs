@@ -167,7 +167,16 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let moves = journal.moves(&run.id).await?;
         let attempts = journal.attempts(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
-        let report = build_report(&run, &moves, &attempts, &events, now_ms());
+        let mut report = build_report(&run, &moves, &attempts, &events, now_ms());
+        let all = journal.runs().await?;
+        let mut linked = std::collections::HashMap::new();
+        for r in all
+            .iter()
+            .filter(|r| r.parent.as_deref() == Some(run.id.as_str()) || run.parent.as_deref() == Some(r.id.as_str()))
+        {
+            linked.insert(r.id.clone(), journal.moves(&r.id).await?);
+        }
+        report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), now_ms());
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),
@@ -424,6 +433,43 @@ pub struct Report {
     pub moves: Vec<MoveReport>,
     /// Totals.
     pub summary: Summary,
+    /// What happened to the run as a whole, in words: hooks (with their output in
+    /// `data`), drained hosts, returns.
+    pub notes: Vec<EventView>,
+    /// Runs linked to this one: the run it undoes, and the rollbacks (returns) of it.
+    pub legs: Vec<Leg>,
+}
+
+/// A run linked to the reported one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leg {
+    /// `undoes` (this run is a rollback of it) or `undone-by` (a rollback of this run).
+    pub relation: &'static str,
+    /// The run.
+    pub run: RunView,
+    /// Its moves, in plan order.
+    pub moves: Vec<VmStatus>,
+}
+
+/// The legs of `run` among `runs`, with each leg's moves (`moves_of` reads them).
+pub fn legs(run: &Run, runs: &[Run], mut moves_of: impl FnMut(&str) -> Vec<Move>, now_ms: i64) -> Vec<Leg> {
+    runs.iter()
+        .filter_map(|r| {
+            let relation = if run.parent.as_deref() == Some(r.id.as_str()) {
+                "undoes"
+            } else if r.parent.as_deref() == Some(run.id.as_str()) {
+                "undone-by"
+            } else {
+                return None;
+            };
+            let moves = moves_of(&r.id);
+            Some(Leg {
+                relation,
+                run: run_view(r, moves.iter().map(|m| m.status), now_ms),
+                moves: status_view(r, &moves, &[], now_ms).vms,
+            })
+        })
+        .collect()
 }
 
 /// One VM's move in a report.
@@ -582,7 +628,18 @@ pub fn build_report(run: &Run, moves: &[Move], attempts: &[Attempt], events: &[E
     reports.sort_by_key(|(seq, m)| (severity(m.status), *seq));
     let moves: Vec<MoveReport> = reports.into_iter().map(|(_, m)| m).collect();
     let summary = summarize(&moves);
-    Report { run: run_view(run, moves.iter().map(|m| m.status), now_ms), moves, summary }
+    let notes = events
+        .iter()
+        .filter(|e| e.uuid.is_none() && e.kind == EventKind::Message)
+        .map(|e| EventView {
+            at_ms: e.at_ms,
+            since_start_ms: e.at_ms - run.created_ms,
+            kind: e.kind,
+            message: e.message.clone(),
+            data: e.data.clone(),
+        })
+        .collect();
+    Report { run: run_view(run, moves.iter().map(|m| m.status), now_ms), moves, summary, notes, legs: Vec::new() }
 }
 
 fn attempt_report(a: &Attempt) -> AttemptReport {
@@ -747,6 +804,39 @@ pub fn format_report(report: &Report) -> String {
     };
     out.push_str(&format!("downtime worst {worst}\n"));
     out.push_str(&format!("bytes    {} transferred\n", mib(s.bytes)));
+    if !report.notes.is_empty() {
+        out.push_str("\nrun\n");
+        for n in &report.notes {
+            out.push_str(&format!("  {}: {}\n", duration(n.since_start_ms), n.message));
+            out.push_str(&hook_output(n.data.as_ref(), "    "));
+        }
+    }
+    for leg in &report.legs {
+        let what = match leg.relation {
+            "undoes" => "undoes",
+            _ => "undone by",
+        };
+        out.push_str(&format!(
+            "\n{what} run {} ({}): {}, {}\n",
+            leg.run.id,
+            leg.run.kind,
+            state_text(&leg.run),
+            leg.run.counts
+        ));
+        let rows: Vec<Vec<String>> = leg
+            .moves
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("  {}", m.vm),
+                    route(&m.source, m.target.as_deref()),
+                    m.status.to_string(),
+                    m.message.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows));
+    }
     for m in &report.moves {
         out.push('\n');
         format_move(m, &mut out);
@@ -789,6 +879,7 @@ fn format_move(m: &MoveReport, out: &mut String) {
     let mut told = false;
     for e in m.events.iter().filter(|e| is_vm_message(e.kind)) {
         out.push_str(&format!("  {}: {}\n", duration(e.since_start_ms), e.message));
+        out.push_str(&hook_output(e.data.as_ref(), "    "));
         told = true;
     }
     // A move given its final status when it was added (a failed check) has no status
@@ -796,6 +887,27 @@ fn format_move(m: &MoveReport, out: &mut String) {
     if !told && !m.message.is_empty() {
         out.push_str(&format!("  {}\n", m.message));
     }
+}
+
+/// The end of a hook's output, from its event's data: the last lines of each stream,
+/// prefixed `out |` and `err |`.
+fn hook_output(data: Option<&Value>, indent: &str) -> String {
+    const LINES: usize = 5;
+    let Some(data) = data.filter(|d| d.get("hook").is_some()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (stream, tag) in [("stdout", "out"), ("stderr", "err")] {
+        let text = data.get(stream).and_then(Value::as_str).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.len() > LINES {
+            out.push_str(&format!("{indent}{tag} | … {} lines before\n", lines.len() - LINES));
+        }
+        for line in &lines[lines.len().saturating_sub(LINES)..] {
+            out.push_str(&format!("{indent}{tag} | {line}\n"));
+        }
+    }
+    out
 }
 
 fn comparison(c: &Comparison) -> String {
@@ -1278,5 +1390,33 @@ mod tests {
             a.estimate = estimate.clone();
             assert!(attempt_report(&a).estimate_vs_actual.is_empty(), "{estimate:?}");
         }
+    }
+
+    #[test]
+    fn a_report_tells_the_runs_hooks_with_their_output_and_its_legs() {
+        let drain = Run { kind: RunKind::Drain, ..run(RunState::Finished, None) };
+        let moves = [mv("web-1", 0, Status::Success, "moved live to host-b", Some((0, 4_000)))];
+        let mut hook =
+            ev(1, "web-1", 5_000, EventKind::Message, "drain hook on host-a: `upgrade` exited 0 after 1.0 s");
+        hook.uuid = None;
+        hook.data = Some(json!({"hook": "drain", "stdout": "a\nb\nc\nd\ne\nf\n", "stderr": "warning: x\n"}));
+        let mut report = build_report(&drain, &moves, &[], &[hook], T0 + 60_000);
+        let back = Run {
+            id: "r-20261123-203021-cd34".into(),
+            kind: RunKind::Rollback,
+            parent: Some(drain.id.clone()),
+            ..run(RunState::Finished, None)
+        };
+        let returned = Move {
+            run: back.id.clone(),
+            source: "host-b".into(),
+            target: Some("host-a".into()),
+            ..mv("web-1", 0, Status::RolledBack, "moved live to host-a", Some((0, 4_000)))
+        };
+        report.legs = legs(&drain, &[drain.clone(), back.clone()], |_| vec![returned.clone()], T0 + 60_000);
+        let text = format_report(&report);
+        let expect = "\nrun\n  5.0 s: drain hook on host-a: `upgrade` exited 0 after 1.0 s\n    out | … 1 lines before\n    out | b\n    out | c\n    out | d\n    out | e\n    out | f\n    err | warning: x\n\nundone by run r-20261123-203021-cd34 (rollback): finished, 1 ROLLED-BACK\n  web-1  host-b -> host-a  ROLLED-BACK  moved live to host-a\n";
+        assert!(text.contains(expect), "{text}");
+        assert_eq!(report.legs[0].relation, "undone-by");
     }
 }

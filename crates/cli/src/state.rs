@@ -46,13 +46,19 @@ impl StateArg {
     /// Opens a journal that must already exist: for read-only commands, which must not
     /// leave an empty journal behind when pointed at the wrong place.
     pub async fn open_existing(&self) -> Result<Journal, String> {
+        self.open_existing_with_clock(JournalClock::System).await
+    }
+
+    /// [`StateArg::open_existing`] with a clock: virtual time for a command that continues a
+    /// simulated run's world (on a runtime whose time is paused).
+    pub async fn open_existing_with_clock(&self, clock: JournalClock) -> Result<Journal, String> {
         let path = self.path()?;
         if let Some(file) = database_file(&path) {
             if !file.exists() {
                 return Err(format!("no journal at {}: no run has been started with this --state", file.display()));
             }
         }
-        open_at(&path, JournalClock::System).await
+        open_at(&path, clock).await
     }
 }
 

@@ -121,3 +121,108 @@ fn preview_and_move_run_on_a_simulated_fleet_and_bad_fleets_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("bad.toml:1: host[0].link_mib_s: must be a positive bandwidth"), "{}", text(&out));
 }
+
+/// The first `run ID` line of `out`.
+fn run_id(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a run id")
+        .to_string()
+}
+
+/// Where each VM is, by name.
+fn placement(cluster: &str) -> Vec<(String, String)> {
+    let out = ferry(&["inventory", "--cluster", cluster, "--output", "json"]);
+    let inventory: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut at: Vec<(String, String)> = inventory["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap_or("?").to_string(), v["host"].as_str().unwrap_or("?").to_string()))
+        .collect();
+    at.sort();
+    at
+}
+
+#[test]
+fn drain_return_and_rollback_run_on_a_simulated_fleet_and_cleanup_refuses_it() {
+    let dir = dir("back");
+    let fleet = dir.join("fleet.toml");
+    let out = ferry(&["sim", "gen", "--hosts", "6", "--vms", "30", "--seed", "3", "-o", path(&fleet)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cluster = format!("sim:{}", path(&fleet));
+    let state = dir.join("journal.db");
+    let home = placement(&cluster);
+    let on_first: Vec<&String> = home.iter().filter(|(_, h)| h == "h-0001").map(|(v, _)| v).collect();
+    assert!(!on_first.is_empty(), "{home:?}");
+
+    // A drain that returns after its hook: the hook sees the host empty, the VMs come back in
+    // a rollback run in the same simulated world.
+    let out = ferry(&[
+        "drain",
+        "h-0001",
+        "--return-after",
+        "test \"$FERRY_HOST\" = h-0001",
+        "--cluster",
+        &cluster,
+        "--state",
+        path(&state),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let drain = run_id(&out);
+    assert!(text(&out).contains("brought every VM back"), "{}", text(&out));
+    let report = ferry(&["report", &drain, "--state", path(&state), "--format", "json"]);
+    let report: Value = serde_json::from_slice(&report.stdout).expect("json");
+    let moves = report["moves"].as_array().expect("moves");
+    assert_eq!(moves.len(), on_first.len(), "{report}");
+    assert!(moves.iter().all(|m| m["status"] == "SUCCESS"), "{report}");
+
+    // A plan run in a process of its own, rolled back in another from the journal and the
+    // fleet file: the world goes on from where the run left it.
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, "[[drain]]\nhost = \"h-0002\"\n").expect("written");
+    let out = ferry(&["migrate", path(&plan), "--cluster", &cluster, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let migrate = run_id(&out);
+    let moved = home.iter().filter(|(_, h)| h == "h-0002").count();
+
+    let out = ferry(&["rollback", &migrate, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(2), "without its fleet file: {}", text(&out));
+    assert!(text(&out).contains("--cluster sim:FILE"), "{}", text(&out));
+    let out = ferry(&["rollback", &migrate, "--from-hypervisor", "--cluster", &cluster, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let out = ferry(&["rollback", &migrate, "--cluster", &cluster, "--state", path(&state), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs = ferry(&["runs", "--state", path(&state), "--output", "json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).expect("json");
+    let rollback = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["parent"] == Value::String(migrate.clone()))
+        .unwrap_or_else(|| panic!("a rollback of {migrate}: {runs}"));
+    let id = rollback["id"].as_str().expect("an id");
+    let report = ferry(&["report", id, "--state", path(&state), "--format", "json"]);
+    let report: Value = serde_json::from_slice(&report.stdout).expect("json");
+    let moves = report["moves"].as_array().expect("moves");
+    assert_eq!(moves.len(), moved, "{report}");
+    assert!(moves.iter().all(|m| m["status"] == "ROLLED-BACK"), "{report}");
+    assert!(
+        report["run"]["created_ms"].as_i64() > Some(1_767_225_600_000),
+        "the rollback's virtual clock goes on from the run's end: {}",
+        report["run"]
+    );
+    // Idempotent: the world rebuilt now includes the rollback.
+    let out = ferry(&["rollback", &migrate, "--cluster", &cluster, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("nothing to roll back"), "{}", text(&out));
+
+    // Nothing of a simulated world is left to clean up.
+    let out = ferry(&["cleanup", &migrate, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = ferry(&["cleanup", "--vm", "vm-00001", "--cluster", &cluster, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

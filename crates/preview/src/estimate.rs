@@ -453,6 +453,9 @@ pub struct PrecopyLoop {
     first: bool,
     throttle: f64,
     max_throttle: f64,
+    /// Auto-converge's first throttle and its step, fractions.
+    throttle_initial: f64,
+    throttle_increment: f64,
     too_dirty: u32,
     passes: u32,
 }
@@ -520,10 +523,22 @@ impl PrecopyLoop {
             first: true,
             throttle: 0.0,
             max_throttle: 0.0,
+            throttle_initial: THROTTLE_INITIAL,
+            throttle_increment: THROTTLE_INCREMENT,
             too_dirty: 0,
             passes: 1, // QEMU syncs once at the start
         };
         (state, FirstPass { data_mib: sent, zero_s: (memory - nonzero) / ZERO_PAGE_MIB_S })
+    }
+
+    /// The same loop with auto-converge's first throttle and its step set (fractions of guest
+    /// CPU time, as QEMU's `cpu-throttle-initial` and `cpu-throttle-increment` in percent),
+    /// instead of QEMU's defaults ([`THROTTLE_INITIAL`], [`THROTTLE_INCREMENT`]); clamped to
+    /// what QEMU accepts.
+    pub fn with_throttle(mut self, initial: f64, increment: f64) -> PrecopyLoop {
+        self.throttle_initial = initial.clamp(0.01, THROTTLE_MAX);
+        self.throttle_increment = increment.clamp(0.01, 1.0);
+        self
     }
 
     /// The sync at the end of a period that lasted `period_s` seconds, with the bandwidth and
@@ -537,9 +552,9 @@ impl PrecopyLoop {
             if self.too_dirty >= 2 {
                 self.too_dirty = 0;
                 self.throttle = if self.throttle == 0.0 {
-                    THROTTLE_INITIAL
+                    self.throttle_initial
                 } else {
-                    (self.throttle + THROTTLE_INCREMENT).min(THROTTLE_MAX)
+                    (self.throttle + self.throttle_increment).min(THROTTLE_MAX)
                 };
                 self.max_throttle = self.max_throttle.max(self.throttle);
             }

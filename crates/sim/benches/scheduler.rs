@@ -63,6 +63,8 @@ struct Mv {
     from: String,
     to: String,
     memory_mib: u64,
+    /// Dirty rate, MiB/s: measured, as `ferry migrate` on a fleet gives it to the engine.
+    dirty_mib_s: f64,
     /// What must cross the link at least: non-zero memory and host-local disks, MiB.
     min_mib: f64,
 }
@@ -164,6 +166,7 @@ fn mv(fleet: &Fleet, i: usize, to: &str) -> Mv {
         from: v.host.clone(),
         to: to.to_string(),
         memory_mib: v.memory_mib,
+        dirty_mib_s: v.dirty_mib_s,
         min_mib: v.nonzero_mib.unwrap_or(v.memory_mib as f64) + v.disk_mib as f64,
     }
 }
@@ -282,6 +285,7 @@ fn run_ferry(s: &Scenario, per_host: usize) -> Figures {
                 priority: 0,
                 memory_mib: m.memory_mib,
                 running: true,
+                dirty_mib_s: Some(m.dirty_mib_s),
                 estimate: None,
             })
             .collect();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ferry_driver::{
     ColdOptions, Control, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+    Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -176,5 +177,9 @@ impl Driver for SimDriver {
 
     async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
         self.world().discard_prepared(request)
+    }
+
+    async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
+        self.world().volumes(host)
     }
 }

@@ -33,12 +33,13 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
-use ferry_driver::{ColdOptions, Control, LiveOptions, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_driver::{ColdOptions, Control, LiveOptions, MoveError, MoveReport, MoveRequest, Progress, Volume};
 use ferry_model::{
     Disk, DiskSource, Host, Inventory, Locality, Location, Metadata, Nic, Phase, Pool, Version, Vm, VmState,
 };
 use ferry_preview::estimate::{
     LiveInput, Next, PrecopyLoop, JOB_SETUP_S, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS, SWITCHOVER_MS,
+    THROTTLE_INCREMENT, THROTTLE_INITIAL,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -493,6 +494,29 @@ impl World {
         Ok(())
     }
 
+    /// The volumes of `host`'s host-local pool: the disk of each VM with a domain there (the
+    /// incoming one of a move too), used by it. The world keeps no other copies: a move's
+    /// source copy is not modelled, so no volume is ever unused.
+    pub(crate) fn volumes(&self, host: &str) -> Result<Vec<Volume>, ferry_driver::DriverError> {
+        if let Some(e) = self.host_error(host, "list volumes") {
+            return Err(e);
+        }
+        let h = self.host_ids[host];
+        Ok(self
+            .vms
+            .iter()
+            .filter(|v| v.disk_mib > 0 && (v.at == h || v.shadow.is_some_and(|(s, _)| s == h)))
+            .map(|v| Volume {
+                host: host.to_string(),
+                pool: "local".into(),
+                name: format!("{}.qcow2", v.name),
+                path: format!("/var/lib/libvirt/images/{}.qcow2", v.name),
+                capacity: v.disk_mib << 20,
+                used_by: vec![v.uuid.clone()],
+            })
+            .collect())
+    }
+
     pub(crate) fn job(&mut self, host: &str, uuid: &str) -> Result<Option<Progress>, ferry_driver::DriverError> {
         let i = self.domain(host, uuid, "read job")?;
         let Some(id) = self.vms[i].flow else { return Ok(None) };
@@ -876,6 +900,12 @@ impl World {
             ..LiveInput::default()
         };
         let (precopy, first) = PrecopyLoop::start(&input, bandwidth, flow.options.auto_converge);
+        // The throttle the caller chose at start (the convergence policy does), else QEMU's.
+        let percent = |p: Option<u32>, default: f64| p.map_or(default, |p| f64::from(p) / 100.0);
+        let precopy = precopy.with_throttle(
+            percent(flow.options.auto_converge_initial, THROTTLE_INITIAL),
+            percent(flow.options.auto_converge_increment, THROTTLE_INCREMENT),
+        );
         flow.precopy = Some(precopy);
         flow.first_data = first.data_mib;
         flow.first_pass = true;
@@ -949,6 +979,12 @@ impl World {
     fn finish(&mut self, id: u64) {
         let now = self.now;
         let Some(mut flow) = self.flows.remove(&id) else { return };
+        if flow.stage.sends() {
+            // Ended while sending (a cold copy whose host went down): its links go to the others.
+            self.links[out_link(flow.from)].retain(|&f| f != id);
+            self.links[in_link(flow.to)].retain(|&f| f != id);
+            self.reallocate(&[out_link(flow.from), in_link(flow.to)], None);
+        }
         let end = flow.end.take().unwrap_or(End::Lost { reason: "the move ended without an outcome".into() });
         let vm = flow.vm;
         self.vms[vm].flow = None;
