@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_journal::{Journal, JournalError, Run};
 use ferry_report::{
-    build_report, format_report, format_runs, format_status, report_csv, run_view, status_view,
+    build_report, format_report, format_runs, format_status, planned, report_csv, run_view,
+    status_view,
 };
 use serde::Serialize;
 
@@ -175,7 +176,8 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let moves = journal.moves(&run.id).await?;
         let attempts = journal.attempts(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
-        let report = build_report(&run, &moves, &attempts, &events, now_ms());
+        let planned = planned(&journal.run_documents(&run.id).await?, &moves);
+        let report = build_report(&run, &moves, &attempts, &events, planned, now_ms());
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),

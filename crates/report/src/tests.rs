@@ -1,13 +1,16 @@
 //! The views and their text, table-driven.
 
-use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunKind, RunState};
+use ferry_journal::{
+    Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState,
+};
 use ferry_model::{Phase, Status};
 use serde_json::{json, Value};
 
 use crate::text::{format_report, format_status, report_csv, state_text, table};
 use crate::units::{duration, rfc3339, utc};
 use crate::view::{
-    attempt_report, build_report, run_view, status_view, Comparison, Counts, Report,
+    attempt_report, build_report, planned, run_view, status_view, Comparison, Counts, Planned,
+    Report,
 };
 
 /// 2026-11-23 20:30:15 UTC.
@@ -393,6 +396,7 @@ fn sample_report() -> Report {
         &moves,
         &[live, stuck],
         &events,
+        Planned::default(),
         T0 + 90_000,
     )
 }
@@ -496,4 +500,65 @@ fn an_estimate_without_figures_compares_nothing() {
             "{estimate:?}"
         );
     }
+}
+
+#[test]
+fn what_the_documents_say() {
+    let moves = [
+        mv("web-1", 1, Status::Success, "", Some((0, 10_000))),
+        mv("web-2", 2, Status::Success, "", Some((0, 10_000))),
+        mv("db-1", 3, Status::PrecheckFailed, "memory", None),
+        mv("db-2", 4, Status::FailureWait, "", Some((0, 10_000))),
+    ];
+    let spec = |vm: &str, total_s: Value| json!({ "vm": vm, "uuid": format!("u-{vm}"), "memory_mib": 1024, "estimate": { "total_s": total_s } });
+    let documents = RunDocuments {
+        plan: json!({
+            "plan": {
+                "name": "web-tier",
+                "deadline": 1_795_470_000,
+                "limits": { "cluster": 8, "per_source": 1, "per_target": 2 },
+            },
+            "moves": [
+                spec("web-1", json!(8.0)),
+                spec("web-2", json!(4.5)),
+                // Failed its checks: not run, not estimated.
+                spec("db-1", json!(100.0)),
+                // Never converges: stored as null, left out as the preview leaves it out.
+                spec("db-2", Value::Null),
+            ],
+        }),
+        cluster: json!({ "hosts": [{ "name": "host-b" }, { "name": "host-a" }] }),
+    };
+    assert_eq!(
+        planned(&documents, &moves),
+        Planned {
+            deadline_ms: Some(1_795_470_000_000),
+            hosts: vec!["host-b".into(), "host-a".into()],
+            // Both leave host-a, one at a time.
+            estimated_makespan_ms: Some(12_500),
+        }
+    );
+    let foreign = RunDocuments {
+        plan: json!({ "name": "old" }),
+        cluster: json!([]),
+    };
+    assert_eq!(planned(&foreign, &moves), Planned::default());
+}
+
+#[test]
+fn the_text_report_names_the_estimate_and_the_deadline() {
+    let mut report = sample_report();
+    report.planned = Planned {
+        deadline_ms: Some(T0 + 3_600_000),
+        hosts: vec![],
+        estimated_makespan_ms: Some(12_500),
+    };
+    let text = format_report(&report);
+    assert!(
+        text.contains(
+            "makespan 20.6 s (2026-11-23 20:30:15 UTC to 2026-11-23 20:30:36 UTC), estimated 12.5 s\n\
+             deadline 2026-11-23 21:30:15 UTC\n"
+        ),
+        "{text}"
+    );
 }

@@ -121,7 +121,15 @@ pub fn format_report(report: &Report) -> String {
         }
         _ => "-".to_owned(),
     };
-    out.push_str(&format!("makespan {makespan}\n"));
+    let estimated = report
+        .planned
+        .estimated_makespan_ms
+        .map(|e| format!(", estimated {}", duration(e)))
+        .unwrap_or_default();
+    out.push_str(&format!("makespan {makespan}{estimated}\n"));
+    if let Some(deadline) = report.planned.deadline_ms {
+        out.push_str(&format!("deadline {}\n", utc(deadline)));
+    }
     let worst = match (s.worst_downtime_ms, &s.worst_downtime_vm) {
         (Some(ms), Some(vm)) => format!("{ms} ms ({vm})"),
         _ => "-".to_owned(),

@@ -1,10 +1,14 @@
 //! Views: what the journal's records say about a run, as plain data. Pure and
 //! serialisable: `--output json` prints them as they are, and every format is made from them.
 
+use std::collections::HashMap;
 use std::fmt;
 
-use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunKind, RunState};
+use ferry_journal::{
+    Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState,
+};
 use ferry_model::{Phase, Status};
+use ferry_preview::estimate::{makespan, MakespanLimits, PlannedMove};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value;
@@ -178,13 +182,17 @@ pub struct VmStatus {
 
 /// The status view of a run at `now_ms`; `events` are the run's, oldest first.
 pub fn status_view(run: &Run, moves: &[Move], events: &[Event], now_ms: i64) -> StatusView {
+    // One pass over the events, not one per move: a run has thousands of each.
+    let mut latest: HashMap<&str, &Event> = HashMap::new();
+    for e in events.iter().filter(|e| is_vm_message(e.kind)) {
+        if let Some(uuid) = e.uuid.as_deref() {
+            latest.insert(uuid, e);
+        }
+    }
     let vms = moves
         .iter()
         .map(|m| {
-            let last = events
-                .iter()
-                .rev()
-                .find(|e| e.uuid.as_deref() == Some(m.uuid.as_str()) && is_vm_message(e.kind));
+            let last = latest.get(m.uuid.as_str());
             // A status event reads "STATUS: message"; the status is on the line already.
             let message = match last {
                 Some(e) if e.kind != EventKind::Status => e.message.clone(),
@@ -226,6 +234,81 @@ pub struct Report {
     pub moves: Vec<MoveReport>,
     /// Totals.
     pub summary: Summary,
+    /// What the run was started from.
+    pub planned: Planned,
+}
+
+/// What a run's documents (its plan and cluster as journaled) say that its records do not.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Planned {
+    /// No move starts after this instant; ms since the epoch.
+    pub deadline_ms: Option<i64>,
+    /// The cluster's hosts, in the cluster file's order.
+    pub hosts: Vec<String>,
+    /// The preview's makespan under the plan's limits, for the moves that passed their
+    /// checks and could be estimated; `None` when none could.
+    pub estimated_makespan_ms: Option<i64>,
+}
+
+/// Reads a run's documents leniently: a field that is missing or of another shape (a
+/// journal written by another version of ferry) is left out, never an error.
+pub fn planned(documents: &RunDocuments, moves: &[Move]) -> Planned {
+    let plan = &documents.plan;
+    let hosts = documents.cluster["hosts"]
+        .as_array()
+        .map(|hosts| {
+            hosts
+                .iter()
+                .filter_map(|h| h["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let limit = |name: &str| {
+        plan["plan"]["limits"][name]
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+    };
+    let by_uuid: HashMap<&str, &Move> = moves.iter().map(|m| (m.uuid.as_str(), m)).collect();
+    let batch: Vec<PlannedMove> = plan["moves"]
+        .as_array()
+        .map(|specs| {
+            specs
+                .iter()
+                .filter_map(|spec| {
+                    let m = by_uuid.get(spec["uuid"].as_str()?)?;
+                    if m.status == Status::PrecheckFailed {
+                        return None;
+                    }
+                    Some(PlannedMove {
+                        source: m.source.clone(),
+                        target: m.target.clone()?,
+                        // Infinite estimates are stored as null: such a move never ends.
+                        seconds: spec["estimate"]["total_s"].as_f64()?,
+                        memory_mib: spec["memory_mib"].as_f64().unwrap_or(0.0),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let estimated_makespan_ms = match (limit("cluster"), limit("per_source"), limit("per_target")) {
+        (Some(cluster), Some(per_source), Some(per_target)) if !batch.is_empty() => {
+            let limits = MakespanLimits {
+                cluster,
+                per_source,
+                per_target,
+            };
+            let seconds = makespan(&batch, &limits);
+            seconds
+                .is_finite()
+                .then(|| (seconds * 1000.0).round() as i64)
+        }
+        _ => None,
+    };
+    Planned {
+        deadline_ms: plan["plan"]["deadline"].as_i64().map(|s| s * 1000),
+        hosts,
+        estimated_makespan_ms,
+    }
 }
 
 /// One VM's move in a report.
@@ -343,18 +426,30 @@ pub struct Summary {
 }
 
 /// The report of a run from its records, at `now_ms`. `attempts` and `events` are the
-/// run's, in the journal's order.
+/// run's, in the journal's order; `planned` what its documents say (see [`planned`]).
 pub fn build_report(
     run: &Run,
     moves: &[Move],
     attempts: &[Attempt],
     events: &[Event],
+    planned: Planned,
     now_ms: i64,
 ) -> Report {
+    // Grouped once by VM: a run has thousands of moves and tens of thousands of events.
+    let mut attempts_of: HashMap<&str, Vec<&Attempt>> = HashMap::new();
+    for a in attempts {
+        attempts_of.entry(a.uuid.as_str()).or_default().push(a);
+    }
+    let mut events_of: HashMap<&str, Vec<&Event>> = HashMap::new();
+    for e in events {
+        if let Some(uuid) = e.uuid.as_deref() {
+            events_of.entry(uuid).or_default().push(e);
+        }
+    }
     let mut reports: Vec<(i64, MoveReport)> = moves
         .iter()
         .map(|m| {
-            let mut own: Vec<&Attempt> = attempts.iter().filter(|a| a.uuid == m.uuid).collect();
+            let mut own = attempts_of.remove(m.uuid.as_str()).unwrap_or_default();
             own.sort_by_key(|a| a.number);
             let first_attempt = own.iter().map(|a| a.started_ms).min();
             let report = MoveReport {
@@ -372,9 +467,10 @@ pub fn build_report(
                 },
                 ended_ms: m.ended_ms,
                 attempts: own.into_iter().map(attempt_report).collect(),
-                events: events
-                    .iter()
-                    .filter(|e| e.uuid.as_deref() == Some(m.uuid.as_str()))
+                events: events_of
+                    .remove(m.uuid.as_str())
+                    .unwrap_or_default()
+                    .into_iter()
                     .map(|e| EventView {
                         at_ms: e.at_ms,
                         since_start_ms: e.at_ms - run.created_ms,
@@ -394,6 +490,7 @@ pub fn build_report(
         run: run_view(run, moves.iter().map(|m| m.status), now_ms),
         moves,
         summary,
+        planned,
     }
 }
 
