@@ -4,12 +4,13 @@
 //! Reading and printing are kept apart: these commands read the journal's records and
 //! print; `ferry-report` turns records into views and views into text.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_journal::{Journal, JournalError, Run};
 use ferry_report::{
-    build_report, format_report, format_runs, format_status, planned, report_csv, run_view,
+    build_report, format_report, format_runs, format_status, html, planned, report_csv, run_view,
     status_view,
 };
 use serde::Serialize;
@@ -42,10 +43,14 @@ pub struct ReportArgs {
     pub run: String,
     /// table: a summary, then a block per VM, failures first; json: the run, every move
     /// with its attempts and events, and the summary; csv: one row per VM (downtime and
-    /// passes of its last attempt, bytes of all its attempts). Default: table, or json
-    /// with `--output json`.
+    /// passes of its last attempt, bytes of all its attempts); html: one self-contained
+    /// page (summary, failures, a timeline with a lane per host, a sortable table), best
+    /// with `-o`. Default: table, or json with `--output json`.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<Format>,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub state: StateArg,
 }
@@ -59,6 +64,8 @@ pub enum Format {
     Json,
     /// One row per VM, for spreadsheets.
     Csv,
+    /// One self-contained page with a timeline, for people who were not there.
+    Html,
 }
 
 /// The report's format from `--format` and the global `--output`: `--output json` means
@@ -74,6 +81,7 @@ pub fn report_format(format: Option<Format>, output: Output) -> Result<Format, S
                 Format::Table => "table",
                 Format::Json => "json",
                 Format::Csv => "csv",
+                Format::Html => "html",
             }
         )),
     }
@@ -183,12 +191,24 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
             Format::Json => format!("{}\n", to_json(&report)),
             Format::Csv => report_csv(&report)
                 .map_err(|e| Failure::Failed(format!("cannot write the CSV: {e}")))?,
+            Format::Html => html::render(&report),
         };
+        if let Some(path) = &args.out {
+            std::fs::write(path, &text)
+                .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))?;
+        }
         Ok::<_, Failure>((report.summary.all_succeeded, text))
     };
     match read.await {
         Ok((all_succeeded, text)) => {
-            print!("{text}");
+            match &args.out {
+                Some(path) => eprintln!(
+                    "ferry report: wrote {} ({:.1} KiB)",
+                    path.display(),
+                    text.len() as f64 / 1024.0
+                ),
+                None => print!("{text}"),
+            }
             if all_succeeded {
                 ExitCode::SUCCESS
             } else {
@@ -242,6 +262,12 @@ mod tests {
                 Some(Format::Csv),
                 Output::Json,
                 Err("--format csv contradicts --output json; give one of them".to_owned()),
+            ),
+            (Some(Format::Html), Output::Text, Ok(Format::Html)),
+            (
+                Some(Format::Html),
+                Output::Json,
+                Err("--format html contradicts --output json; give one of them".to_owned()),
             ),
         ];
         for (format, output, want) in cases {

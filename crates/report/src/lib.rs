@@ -3,12 +3,15 @@
 //!
 //! Reading and printing are kept apart, and this crate does neither: the binary reads the
 //! journal's records; [`view`] turns them into plain views (serialisable: `--output json`
-//! prints them as they are); [`text`] turns views into text and CSV.
+//! prints them as they are); [`text`] turns views into text and CSV, [`html`] into a
+//! self-contained page with a timeline.
 //!
 //! **Architecture invariant:** pure. Records in, views out, views in, strings out: no
 //! journal, no files, no clock (the caller passes "now").
 
+pub mod html;
 pub mod text;
+mod timeline;
 mod units;
 pub mod view;
 
@@ -18,5 +21,7 @@ pub use view::{
     MoveReport, Planned, Report, RunView, StatusView, Summary, VmStatus,
 };
 
+#[cfg(test)]
+mod html_tests;
 #[cfg(test)]
 mod tests;

@@ -236,6 +236,8 @@ pub struct Report {
     pub summary: Summary,
     /// What the run was started from.
     pub planned: Planned,
+    /// When the report was made, ms since the epoch: attempts still open end here.
+    pub generated_ms: i64,
 }
 
 /// What a run's documents (its plan and cluster as journaled) say that its records do not.
@@ -491,6 +493,7 @@ pub fn build_report(
         moves,
         summary,
         planned,
+        generated_ms: now_ms,
     }
 }
 
