@@ -37,10 +37,11 @@ pub fn render(report: &Report) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"generator\" content=\"ferry {}\">\
-         <title>ferry run {} \u{2013} {}</title><style>{STYLE}</style></head><body>\n",
+         <title>ferry run {} \u{2013} {}</title><style>{STYLE}{}</style></head><body>\n",
         env!("CARGO_PKG_VERSION"),
         esc(&run.id),
-        esc(&run.plan)
+        esc(&run.plan),
+        column_widths()
     );
     header(report, &mut out);
     summary(report, &mut out);
@@ -251,42 +252,76 @@ fn timeline(report: &Report, out: &mut String) -> Vec<String> {
 }
 
 /// Columns of the VM table: header, sort type (`t` text, `s` status, `n` number, `v` the
-/// cell's `data-v`).
-const COLUMNS: [(&str, &str); 13] = [
-    ("VM", "t"),
-    ("Status", "s"),
-    ("Source", "t"),
-    ("Target", "t"),
-    ("Start", "v"),
-    ("End", "v"),
-    ("Took (s)", "n"),
-    ("Downtime (ms)", "n"),
-    ("MiB", "n"),
-    ("Passes", "n"),
-    ("Attempts", "n"),
-    ("Decisions", "t"),
-    ("Messages", "t"),
+/// cell's `data-v`), width in CSS pixels (0: a share of what is left).
+const COLUMNS: [(&str, &str, u32); 13] = [
+    ("VM", "t", 104),
+    ("Status", "s", 120),
+    ("Source", "t", 84),
+    ("Target", "t", 84),
+    ("Start", "v", 64),
+    ("End", "v", 64),
+    ("Took s", "n", 52),
+    ("Down ms", "n", 64),
+    ("MiB", "n", 54),
+    ("Passes", "n", 52),
+    ("Tries", "n", 42),
+    ("Decisions", "t", 170),
+    ("Messages", "t", 0),
 ];
 
+/// The columns' widths, the same in the header and in every block of rows.
+fn column_widths() -> String {
+    let mut css = String::new();
+    for (i, (_, _, width)) in COLUMNS.iter().enumerate() {
+        if *width > 0 {
+            let n = i + 1;
+            let _ = write!(
+                css,
+                "#vms th:nth-child({n}),#vms td:nth-child({n}){{width:{width}px}}"
+            );
+        }
+    }
+    css
+}
+
+/// Rows per block of the VM table.
+const BLOCK: usize = 200;
+
+/// The VM table, as a header and blocks of rows: each block is its own fixed-layout table
+/// (the columns' widths come from the CSS, so all line up), laid out only when scrolled
+/// into view (`content-visibility: auto`). One table of 10,000 rows took Chromium seconds
+/// to lay out, on opening and on every sort.
 fn table(report: &Report, out: &mut String) {
     let _ = write!(
         out,
         "<section id=\"moves\"><h2>VMs <span class=\"count\">{}</span></h2>\
          <p class=\"tools\"><input id=\"filter\" type=\"search\" placeholder=\"filter: vm, host, status, words\" \
          aria-label=\"filter the VMs\"> <span class=\"note\">failures first; click a header to sort, a bar to find its VM</span></p>\
-         <table id=\"vms\"><thead><tr>",
-        report.moves.len()
+         <div id=\"vms\"><table class=\"head\"><thead><tr>",
+        report.moves.len(),
     );
-    for (name, kind) in COLUMNS {
+    for (name, kind, _) in COLUMNS {
         let _ = write!(out, "<th data-t=\"{kind}\">{name}</th>");
     }
-    out.push_str("</tr></thead><tbody>\n");
+    out.push_str("</tr></thead></table>\n");
     // Times sort by ms since the first start; they read as UTC clock times.
     let origin = report
         .summary
         .first_start_ms
         .unwrap_or(report.run.created_ms);
-    for m in &report.moves {
+    for (i, m) in report.moves.iter().enumerate() {
+        if i % BLOCK == 0 {
+            if i > 0 {
+                out.push_str("</tbody></table></div>\n");
+            }
+            // Its height before it is first laid out: about a line a VM.
+            let rows = BLOCK.min(report.moves.len() - i);
+            let _ = writeln!(
+                out,
+                "<div class=\"block\" style=\"contain-intrinsic-size:auto {}px\"><table><tbody>",
+                24 * rows
+            );
+        }
         let last = m.attempts.last();
         let bytes: Option<u64> = m
             .attempts
@@ -347,7 +382,10 @@ fn table(report: &Report, out: &mut String) {
             esc(&messages.join("; "))
         );
     }
-    out.push_str("</tbody></table></section>\n");
+    if !report.moves.is_empty() {
+        out.push_str("</tbody></table></div>\n");
+    }
+    out.push_str("</div></section>\n");
 }
 
 /// What the script needs that the page does not show: every attempt's figures, in the

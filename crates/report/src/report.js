@@ -3,9 +3,11 @@
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("data").textContent);
-  var tbody = document.querySelector("#vms tbody");
+  // The table comes in blocks of rows (see table() in html.rs).
+  var bodies = Array.prototype.slice.call(document.querySelectorAll("#vms tbody"));
+  var sizes = bodies.map(function (b) { return b.rows.length; });
   // The rows in the report's order: a move's index in the data is its index here.
-  var rows = Array.prototype.slice.call(tbody.rows);
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#vms tbody tr"));
   var lanes = document.getElementById("lanes");
   var tip = document.getElementById("tip");
 
@@ -104,9 +106,13 @@
       }
       return a[0] < b[0] ? -dir : a[0] > b[0] ? dir : a[1] - b[1];
     });
-    var fragment = document.createDocumentFragment();
-    keyed.forEach(function (k) { fragment.appendChild(k[2]); });
-    tbody.appendChild(fragment);
+    // Refill the blocks in the new order, each with as many rows as it had.
+    var next = 0;
+    bodies.forEach(function (body, b) {
+      var fragment = document.createDocumentFragment();
+      for (var end = next + sizes[b]; next < end; next++) { fragment.appendChild(keyed[next][2]); }
+      body.appendChild(fragment);
+    });
   }
   heads.forEach(function (th, column) {
     th.tabIndex = 0;

@@ -620,10 +620,11 @@ pub(crate) fn svg(t: &Timeline, out: &mut String) {
                 if bar.row > 0 {
                     let _ = write!(out, " y=\"{:.0}\"", bar.row as f64 * t.pitch);
                 }
+                // One unit short, so that back-to-back bars in a row stay apart.
                 let _ = write!(
                     out,
                     " width=\"{:.0}\" data-a=\"{}\"/>",
-                    bar.w.max(1.0),
+                    (bar.w - 1.0).max(1.0),
                     bar.attempt
                 );
             }
