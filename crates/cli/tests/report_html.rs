@@ -174,7 +174,7 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
         assert_eq!(row[3], m.target.clone().unwrap_or_default(), "{row:?}");
         let tried = attempts.iter().filter(|a| a.uuid == m.uuid).count();
         assert_eq!(row[10], tried.to_string(), "{row:?}");
-        assert!(row[12].starts_with(&m.message), "{row:?} {}", m.message);
+        assert!(row[11].starts_with(&m.message), "{row:?} {}", m.message);
     }
     assert_eq!(shown.rows[0][0], "vm-1", "the failure first");
     assert!(

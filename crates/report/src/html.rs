@@ -253,20 +253,19 @@ fn timeline(report: &Report, out: &mut String) -> Vec<String> {
 
 /// Columns of the VM table: header, sort type (`t` text, `s` status, `n` number, `v` the
 /// cell's `data-v`), width in CSS pixels (0: a share of what is left).
-const COLUMNS: [(&str, &str, u32); 13] = [
-    ("VM", "t", 104),
-    ("Status", "s", 120),
-    ("Source", "t", 84),
-    ("Target", "t", 84),
-    ("Start", "v", 64),
-    ("End", "v", 64),
-    ("Took s", "n", 52),
-    ("Down ms", "n", 64),
-    ("MiB", "n", 54),
-    ("Passes", "n", 52),
-    ("Tries", "n", 42),
-    ("Decisions", "t", 170),
-    ("Messages", "t", 0),
+const COLUMNS: [(&str, &str, u32); 12] = [
+    ("VM", "t", 96),
+    ("Status", "s", 116),
+    ("Source", "t", 80),
+    ("Target", "t", 80),
+    ("Start", "v", 62),
+    ("End", "v", 62),
+    ("Took s", "n", 46),
+    ("Down ms", "n", 58),
+    ("MiB", "n", 48),
+    ("Passes", "n", 48),
+    ("Tries", "n", 38),
+    ("Messages and decisions", "t", 0),
 ];
 
 /// The columns' widths, the same in the header and in every block of rows.
@@ -359,28 +358,20 @@ fn table(report: &Report, out: &mut String) {
             cell(last.and_then(|a| a.passes).map(|v| v.to_string())),
             m.attempts.len()
         );
-        let decisions: Vec<&str> = m
-            .events
-            .iter()
-            .filter(|e| e.kind == EventKind::Decision)
-            .map(|e| e.message.as_str())
-            .collect();
-        let mut messages: Vec<&str> = Vec::new();
+        // Its story in one cell: why it ended as it did, the convergence decisions
+        // (marked as on the timeline), then what the driver said.
+        let mut words: Vec<String> = Vec::new();
         if !m.message.is_empty() {
-            messages.push(&m.message);
+            words.push(m.message.clone());
         }
-        messages.extend(
-            m.events
-                .iter()
-                .filter(|e| e.kind == EventKind::Message)
-                .map(|e| e.message.as_str()),
-        );
-        let _ = writeln!(
-            out,
-            "<td>{}<td>{}",
-            esc(&decisions.join("; ")),
-            esc(&messages.join("; "))
-        );
+        for e in &m.events {
+            match e.kind {
+                EventKind::Decision => words.push(format!("\u{25c6} {}", e.message)),
+                EventKind::Message => words.push(e.message.clone()),
+                _ => {}
+            }
+        }
+        let _ = writeln!(out, "<td>{}", esc(&words.join("; ")));
     }
     if !report.moves.is_empty() {
         out.push_str("</tbody></table></div>\n");

@@ -39,9 +39,9 @@
     if (a[12] !== null) { e.push(a[12] + " s"); }
     if (a[13] !== null) { e.push("downtime " + a[13] + " ms"); }
     if (e.length) { lines.push("estimated " + e.join(", ")); }
-    var said = a[11] || cells[12].textContent;
-    if (said) { lines.push(said); }
-    if (cells[11].textContent) { lines.push("decisions: " + cells[11].textContent); }
+    // The attempt's own words, when they differ from the move's; then the move's story.
+    if (a[11]) { lines.push(a[11]); }
+    if (cells[11].textContent) { lines.push(cells[11].textContent); }
     return lines.join("\n");
   }
 
