@@ -261,9 +261,9 @@ const COLUMNS: [(&str, &str, u32); 12] = [
     ("Start", "v", 62),
     ("End", "v", 62),
     ("Took s", "n", 46),
-    ("Down ms", "n", 58),
-    ("MiB", "n", 48),
-    ("Passes", "n", 48),
+    ("Down ms", "n", 66),
+    ("MiB", "n", 44),
+    ("Passes", "n", 50),
     ("Tries", "n", 38),
     ("Messages and decisions", "t", 0),
 ];
