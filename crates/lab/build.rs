@@ -45,8 +45,7 @@ const KEEP_CARGO_PREFIXES: &[&str] = &[
 ];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let workspace = manifest_dir.join("../..");
     for input in [
@@ -78,9 +77,7 @@ fn main() {
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         let cargo_var = key.starts_with("CARGO_") || key.starts_with("__CARGO");
-        let kept = KEEP_CARGO_PREFIXES
-            .iter()
-            .any(|prefix| key.starts_with(prefix));
+        let kept = KEEP_CARGO_PREFIXES.iter().any(|prefix| key.starts_with(prefix));
         if REMOVE.contains(&key) || (cargo_var && !kept) {
             command.env_remove(key);
         }
@@ -90,12 +87,9 @@ fn main() {
         // Line tables are no use inside the guest; a smaller initramfs boots faster.
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
 
-    let output = command.output().unwrap_or_else(|e| {
-        panic!(
-            "cannot run {} to build ferry-guest: {e}",
-            Path::new(&cargo).display()
-        )
-    });
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} to build ferry-guest: {e}", Path::new(&cargo).display()));
     if !output.status.success() {
         panic!(
             "building ferry-guest for the lab image failed ({}):\n{}{}",
@@ -105,22 +99,14 @@ fn main() {
         );
     }
 
-    let binary = target_dir
-        .join(GUEST_TARGET)
-        .join("release")
-        .join("ferry-guest");
-    let bytes = fs::read(&binary)
-        .unwrap_or_else(|e| panic!("cannot read the guest binary {}: {e}", binary.display()));
+    let binary = target_dir.join(GUEST_TARGET).join("release").join("ferry-guest");
+    let bytes = fs::read(&binary).unwrap_or_else(|e| panic!("cannot read the guest binary {}: {e}", binary.display()));
     match has_interpreter(&bytes) {
         Some(false) => {}
-        Some(true) => panic!(
-            "{} is dynamically linked (it has an ELF interpreter); the initramfs has no libc",
-            binary.display()
-        ),
-        None => panic!(
-            "{} is not a 64-bit little-endian ELF file",
-            binary.display()
-        ),
+        Some(true) => {
+            panic!("{} is dynamically linked (it has an ELF interpreter); the initramfs has no libc", binary.display())
+        }
+        None => panic!("{} is not a 64-bit little-endian ELF file", binary.display()),
     }
     println!("cargo:rustc-env=FERRY_GUEST_BIN={}", binary.display());
 }

@@ -14,7 +14,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use ferry_preview::estimate::{estimate_live, LiveEstimate, LiveInput, PER_MIGRATION_OVERHEAD_S, QEMU_DEFAULT_MAX_DOWNTIME_MS};
+use ferry_preview::estimate::{
+    estimate_live, LiveEstimate, LiveInput, PER_MIGRATION_OVERHEAD_S, QEMU_DEFAULT_MAX_DOWNTIME_MS,
+};
 
 /// Guest memory, MiB.
 const MEM_MIB: f64 = 256.0;
@@ -63,7 +65,10 @@ fn main() {
                         cell.push(&m);
                         on = to;
                     }
-                    Err(e) => println!("dirty {dirty} MiB/s  bw {} MiB/s  run {run}  {on} -> {to}: FAILED: {e}", show_bw(bandwidth)),
+                    Err(e) => println!(
+                        "dirty {dirty} MiB/s  bw {} MiB/s  run {run}  {on} -> {to}: FAILED: {e}",
+                        show_bw(bandwidth)
+                    ),
                 }
             }
             rows.push((dirty, bandwidth, cell));
@@ -116,7 +121,8 @@ fn main() {
     }
     println!("largest transfer-time error with a cap: {worst_transfer:.0} % (goal: within 25 %)");
     if !overheads.is_empty() {
-        let (lo, hi) = (overheads.iter().copied().fold(f64::INFINITY, f64::min), overheads.iter().copied().fold(0.0, f64::max));
+        let (lo, hi) =
+            (overheads.iter().copied().fold(f64::INFINITY, f64::min), overheads.iter().copied().fold(0.0, f64::max));
         println!(
             "wall - job over {} moves: median {:.2} s ({lo:.2}–{hi:.2}); PER_MIGRATION_OVERHEAD_S = {PER_MIGRATION_OVERHEAD_S}",
             overheads.len(),
@@ -206,8 +212,20 @@ impl Lab {
         let _ = ferry(&["lab", "down", "--purge", "--dir", lab.dir_str()]);
         let (mem, dirty, port) = (format!("{MEM_MIB}"), format!("{dirty}"), port_base.to_string());
         let out = ferry(&[
-            "lab", "up", "--dir", lab.dir_str(), "--hosts", "2", "--vms", "2", "--mem", &mem, "--dirty", &dirty,
-            "--port-base", &port,
+            "lab",
+            "up",
+            "--dir",
+            lab.dir_str(),
+            "--hosts",
+            "2",
+            "--vms",
+            "2",
+            "--mem",
+            &mem,
+            "--dirty",
+            &dirty,
+            "--port-base",
+            &port,
         ]);
         assert!(out.status.success(), "lab up: {}\n{}", text(&out.stdout), text(&out.stderr));
         lab

@@ -43,7 +43,17 @@ fn main() {
                 .output()
         } else {
             Command::new("virsh")
-                .args(["-c", &uri(on), "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "vm-2", &uri(to)])
+                .args([
+                    "-c",
+                    &uri(on),
+                    "migrate",
+                    "--live",
+                    "--p2p",
+                    "--persistent",
+                    "--undefinesource",
+                    "vm-2",
+                    &uri(to),
+                ])
                 .args(["--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
                 .output()
         }
@@ -53,7 +63,11 @@ fn main() {
         assert!(out.status.success(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
         println!("{:6}  {tool}  {on} -> {to}  {ms:7.0} ms", if warmup { "warmup" } else { "" });
         if !warmup {
-            if use_ferry { ferry_ms.push(ms) } else { virsh_ms.push(ms) }
+            if use_ferry {
+                ferry_ms.push(ms)
+            } else {
+                virsh_ms.push(ms)
+            }
         }
         on = to;
     }
@@ -77,7 +91,11 @@ fn main() {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 fn min(values: &[f64]) -> f64 {

@@ -23,8 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_journal::{
-    AttemptEnd, AttemptKind, Durability, EventKind, Journal, JournalConfig, NewAttempt, NewMove,
-    NewRun, RunKind, RunState, FIRST_GENERATION,
+    AttemptEnd, AttemptKind, Durability, EventKind, Journal, JournalConfig, NewAttempt, NewMove, NewRun, RunKind,
+    RunState, FIRST_GENERATION,
 };
 use ferry_model::{Phase, Status};
 use serde_json::json;
@@ -32,10 +32,7 @@ use serde_json::json;
 const MIB: u64 = 1 << 20;
 
 fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// xorshift64*: the same run every time, without a dependency.
@@ -139,9 +136,7 @@ fn fleet(moves: usize, hosts: usize, rng: &mut Rng, mean_ms: f64) -> Vec<Vm> {
 /// deadline (ms from the start).
 fn schedule(vms: &[Vm], hosts: usize, cluster: usize, deadline_ms: u64) -> Vec<(u64, Step)> {
     let mut steps = Vec::new();
-    let mut pending: Vec<usize> = (0..vms.len())
-        .filter(|&i| vms[i].fate != Fate::Precheck)
-        .collect();
+    let mut pending: Vec<usize> = (0..vms.len()).filter(|&i| vms[i].fate != Fate::Precheck).collect();
     pending.reverse();
     // (end, vm) of the moves in flight.
     let mut running: Vec<(u64, usize)> = Vec::new();
@@ -166,10 +161,7 @@ fn schedule(vms: &[Vm], hosts: usize, cluster: usize, deadline_ms: u64) -> Vec<(
                 if vm.decision {
                     steps.push((
                         now + vm.first_ms * 2 / 3,
-                        Step::Decision {
-                            vm: v,
-                            postcopy: vm.fate == Fate::PostCopy,
-                        },
+                        Step::Decision { vm: v, postcopy: vm.fate == Fate::PostCopy },
                     ));
                 }
                 steps.push((first_end, Step::End { vm: v, number: 1 }));
@@ -192,12 +184,7 @@ fn schedule(vms: &[Vm], hosts: usize, cluster: usize, deadline_ms: u64) -> Vec<(
             break;
         }
         // The next end; with nothing in flight, the deadline (what is left is skipped then).
-        now = running
-            .iter()
-            .map(|r| r.0)
-            .min()
-            .unwrap_or(deadline_ms + 1)
-            .max(now);
+        now = running.iter().map(|r| r.0).min().unwrap_or(deadline_ms + 1).max(now);
         running.retain(|&(end, v)| {
             if end <= now {
                 out_of[vms[v].source] -= 1;
@@ -224,35 +211,19 @@ struct Filled {
 }
 
 async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
-    let config = JournalConfig {
-        durability: Durability::Normal,
-        ..JournalConfig::default()
-    };
-    let journal = Journal::open_path(path, &config)
-        .await
-        .expect("journal opens");
+    let config = JournalConfig { durability: Durability::Normal, ..JournalConfig::default() };
+    let journal = Journal::open_path(path, &config).await.expect("journal opens");
     let mut rng = Rng(0x5eed_f00d_cafe_beef);
     // A window of 100, smaller for small runs so that they still queue.
     let cluster = (moves / 20).clamp(2, 100);
     let mean_ms = seconds as f64 * 1000.0 * cluster as f64 / moves as f64;
     let vms = fleet(moves, hosts, &mut rng, mean_ms);
-    let now_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
     // The deadline cuts the tail of the plan; whole seconds, as plans say.
     let deadline_s = now_s + 1 + seconds * 85 / 100;
     let begin = Instant::now();
-    let start_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as u64;
-    let steps = schedule(
-        &vms,
-        hosts,
-        cluster,
-        (deadline_s * 1000).saturating_sub(start_ms),
-    );
+    let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64;
+    let steps = schedule(&vms, hosts, cluster, (deadline_s * 1000).saturating_sub(start_ms));
 
     let specs: Vec<_> = vms
         .iter()
@@ -292,27 +263,15 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
             group: None,
             seq: i as i64,
             priority: 0,
-            status: if v.fate == Fate::Precheck {
-                Status::PrecheckFailed
-            } else {
-                Status::Pending
-            },
+            status: if v.fate == Fate::Precheck { Status::PrecheckFailed } else { Status::Pending },
             message: if v.fate == Fate::Precheck {
-                format!(
-                    "memory: {} has 512 MiB free, {} needs {} MiB",
-                    host(v.target),
-                    v.name,
-                    v.memory_mib
-                )
+                format!("memory: {} has 512 MiB free, {} needs {} MiB", host(v.target), v.name, v.memory_mib)
             } else {
                 String::new()
             },
         })
         .collect();
-    journal
-        .add_moves(&run.id, &new_moves)
-        .await
-        .expect("moves added");
+    journal.add_moves(&run.id, &new_moves).await.expect("moves added");
 
     let mut generation = vec![FIRST_GENERATION; vms.len()];
     let mut attempts = 0;
@@ -325,46 +284,24 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
         match step {
             Step::Start { vm, number } => {
                 let v = &vms[vm];
-                let kind = if number == 1 {
-                    AttemptKind::Live
-                } else {
-                    AttemptKind::Cold
-                };
+                let kind = if number == 1 { AttemptKind::Live } else { AttemptKind::Cold };
                 if number == 1 {
-                    let message =
-                        format!("live move {} -> {} started", host(v.source), host(v.target));
+                    let message = format!("live move {} -> {} started", host(v.source), host(v.target));
                     generation[vm] = journal
                         .set_status(id, &v.uuid, generation[vm], Status::Migrating, &message)
                         .await
                         .expect("migrating");
-                    generation[vm] = journal
-                        .begin_phase(id, &v.uuid, generation[vm], Phase::Transferring)
-                        .await
-                        .expect("phase");
+                    generation[vm] =
+                        journal.begin_phase(id, &v.uuid, generation[vm], Phase::Transferring).await.expect("phase");
                 } else {
                     journal
-                        .event(
-                            id,
-                            Some(&v.uuid),
-                            EventKind::Message,
-                            "falling back to a cold move",
-                            None,
-                        )
+                        .event(id, Some(&v.uuid), EventKind::Message, "falling back to a cold move", None)
                         .await
                         .expect("message");
                 }
-                let estimate =
-                    (number == 1).then(|| json!({ "total_s": v.estimate_s, "downtime_ms": 120.0 }));
+                let estimate = (number == 1).then(|| json!({ "total_s": v.estimate_s, "downtime_ms": 120.0 }));
                 journal
-                    .record_attempt_start(
-                        id,
-                        &v.uuid,
-                        &NewAttempt {
-                            kind,
-                            target: host(v.target),
-                            estimate,
-                        },
-                    )
+                    .record_attempt_start(id, &v.uuid, &NewAttempt { kind, target: host(v.target), estimate })
                     .await
                     .expect("attempt starts");
                 attempts += 1;
@@ -382,13 +319,7 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
                     )
                 };
                 journal
-                    .event(
-                        id,
-                        Some(&vms[vm].uuid),
-                        EventKind::Decision,
-                        &message,
-                        Some(&data),
-                    )
+                    .event(id, Some(&vms[vm].uuid), EventKind::Decision, &message, Some(&data))
                     .await
                     .expect("decision");
             }
@@ -396,43 +327,30 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
                 let v = &vms[vm];
                 let gib = v.memory_mib as f64 / 1024.0;
                 let (outcome, message, final_status) = match (v.fate, number) {
-                    (Fate::Success | Fate::PostCopy, _) => (
-                        Status::Success,
-                        format!("moved live to {}", host(v.target)),
-                        true,
-                    ),
+                    (Fate::Success | Fate::PostCopy, _) => {
+                        (Status::Success, format!("moved live to {}", host(v.target)), true)
+                    }
                     (Fate::Wait, _) => (
                         Status::FailureWait,
-                        "aborted: no progress for 30 s (stall timeout); the VM runs on its source"
-                            .to_owned(),
+                        "aborted: no progress for 30 s (stall timeout); the VM runs on its source".to_owned(),
                         true,
                     ),
                     (Fate::WaitThenCold, 1) => (
                         Status::FailureWait,
-                        "did not converge: dirty rate above the link; the VM runs on its source"
-                            .to_owned(),
+                        "did not converge: dirty rate above the link; the VM runs on its source".to_owned(),
                         false,
                     ),
-                    (Fate::WaitThenCold, _) => (
-                        Status::SuccessCold,
-                        format!("moved cold to {} (the guest restarted)", host(v.target)),
-                        true,
-                    ),
+                    (Fate::WaitThenCold, _) => {
+                        (Status::SuccessCold, format!("moved cold to {} (the guest restarted)", host(v.target)), true)
+                    }
                     (Fate::Init, _) => (
                         Status::FailureInit,
-                        format!(
-                            "could not start: volume {}.qcow2 already exists on {}",
-                            v.name,
-                            host(v.target)
-                        ),
+                        format!("could not start: volume {}.qcow2 already exists on {}", v.name, host(v.target)),
                         true,
                     ),
                     (Fate::Lost, _) => (
                         Status::FailureLost,
-                        format!(
-                            "{} runs on neither host after the migration; run `ferry cleanup --vm`",
-                            v.name
-                        ),
+                        format!("{} runs on neither host after the migration; run `ferry cleanup --vm`", v.name),
                         true,
                     ),
                     (Fate::Precheck, _) => unreachable!("never started"),
@@ -447,10 +365,7 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
                     bytes: (v.fate != Fate::Init).then_some((gib * 1.3 * 1024.0) as u64 * MIB),
                     passes: live.then_some(2 + (v.first_ms % 5) as u32),
                 };
-                journal
-                    .record_attempt_end(id, &v.uuid, number, &end)
-                    .await
-                    .expect("attempt ends");
+                journal.record_attempt_end(id, &v.uuid, number, &end).await.expect("attempt ends");
                 if final_status {
                     if outcome.is_success() {
                         generation[vm] = journal
@@ -458,41 +373,25 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
                             .await
                             .expect("phase done");
                     }
-                    generation[vm] = journal
-                        .set_status(id, &v.uuid, generation[vm], outcome, &message)
-                        .await
-                        .expect("status");
+                    generation[vm] =
+                        journal.set_status(id, &v.uuid, generation[vm], outcome, &message).await.expect("status");
                 }
             }
             Step::Skip { vm } => {
                 let message = "not started: the deadline passed";
                 generation[vm] = journal
-                    .set_status(
-                        id,
-                        &vms[vm].uuid,
-                        generation[vm],
-                        Status::SkippedTimeout,
-                        message,
-                    )
+                    .set_status(id, &vms[vm].uuid, generation[vm], Status::SkippedTimeout, message)
                     .await
                     .expect("skipped");
             }
         }
     }
     let state = journal.run(&run.id).await.expect("run");
-    journal
-        .set_run_state(&run.id, state.generation, RunState::Finished)
-        .await
-        .expect("finished");
+    journal.set_run_state(&run.id, state.generation, RunState::Finished).await.expect("finished");
     let events = journal.events(&run.id, None).await.expect("events").len();
     let took = begin.elapsed();
     journal.close().await;
-    Filled {
-        run: run.id,
-        attempts,
-        events,
-        took,
-    }
+    Filled { run: run.id, attempts, events, took }
 }
 
 /// Times of one page in headless Chromium, from the page's own clock (ms since its
@@ -527,12 +426,7 @@ fn open(page: &Path, scratch: &Path, report: bool) -> Opened {
         );
         (times[0].as_f64().expect("a time"), times[1].as_f64().expect("a time"))
     });
-    Opened {
-        interactive_ms: time(0),
-        load_ms: time(1),
-        frame_ms: time(2),
-        table_ms,
-    }
+    Opened { interactive_ms: time(0), load_ms: time(1), frame_ms: time(2), table_ms }
 }
 
 fn main() {
@@ -545,10 +439,7 @@ fn main() {
     let state = dir.join("journal.db");
 
     println!("report_html: writing a {moves}-move run on {hosts} hosts through the journal ({seconds} s of run)...");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let filled = runtime.block_on(fill(&state, moves, hosts, seconds));
     println!(
         "journal: run {}, {moves} moves, {} attempts, {} events, written in {:.1} s",
@@ -569,12 +460,7 @@ fn main() {
         .output()
         .expect("ferry runs");
     let rendered = started.elapsed();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "some moves failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "some moves failed: {}", String::from_utf8_lossy(&out.stderr));
     let size = std::fs::metadata(&page).expect("the page").len();
     println!(
         "ferry report --format html: {:.2} MiB ({size} bytes) in {:.2} s (reading the journal included)",
@@ -596,15 +482,9 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "chromium (headless, 1280x900), each page opened {opens} times; load average {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    for (what, runs) in [
-        ("the report", &mut report_opens),
-        ("a blank page", &mut blank_opens),
-    ] {
+    for (what, runs) in [("the report", &mut report_opens), ("a blank page", &mut blank_opens)] {
         runs.sort_by(|a, b| a.frame_ms.total_cmp(&b.frame_ms));
         for (which, t) in [("fastest", &runs[0]), ("median", &runs[runs.len() / 2])] {
             println!(
@@ -625,24 +505,13 @@ fn main() {
 
     // The page as Chromium built it: what the lab test checks on a real run.
     let dumped = dom::dump(&page, &dir);
-    assert!(
-        dom::script_errors(&dumped.log).is_empty(),
-        "script errors:\n{}",
-        dumped.log
-    );
+    assert!(dom::script_errors(&dumped.log).is_empty(), "script errors:\n{}", dumped.log);
     let shown = dom::report_page(&dumped.html);
     assert!(shown.ready, "the page's script ran");
     assert_eq!(shown.lanes.len(), hosts, "one lane per host");
     let bars: usize = shown.lanes.iter().map(|(_, bars)| bars.len()).sum();
-    assert_eq!(
-        bars,
-        2 * filled.attempts,
-        "each attempt on its source's lane and its target's"
-    );
-    assert_eq!(
-        shown.data["a"].as_array().map(Vec::len),
-        Some(filled.attempts)
-    );
+    assert_eq!(bars, 2 * filled.attempts, "each attempt on its source's lane and its target's");
+    assert_eq!(shown.data["a"].as_array().map(Vec::len), Some(filled.attempts));
     assert_eq!(shown.rows.len(), moves, "one row per VM");
     println!(
         "DOM: {} lanes, {bars} bars, {} rows, {} failures listed",

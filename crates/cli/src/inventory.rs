@@ -33,8 +33,13 @@ pub async fn run(cluster: &ClusterArg, output: Output) -> ExitCode {
 
 fn print_text(inventory: &Inventory) {
     for host in &inventory.hosts {
-        let used_mib: u64 = inventory.vms_on(&host.name).filter(|v| v.state == ferry_model::VmState::Running).map(|v| v.memory_mib).sum();
-        let used_vcpus: u32 = inventory.vms_on(&host.name).filter(|v| v.state == ferry_model::VmState::Running).map(|v| v.vcpus).sum();
+        let used_mib: u64 = inventory
+            .vms_on(&host.name)
+            .filter(|v| v.state == ferry_model::VmState::Running)
+            .map(|v| v.memory_mib)
+            .sum();
+        let used_vcpus: u32 =
+            inventory.vms_on(&host.name).filter(|v| v.state == ferry_model::VmState::Running).map(|v| v.vcpus).sum();
         println!(
             "{}  {}  cpu {} ({} CPUs, {} vCPUs in use)  memory {} MiB ({} MiB free, {} MiB to guests)  QEMU {}  libvirt {}",
             host.name, host.uri, host.cpu_model, host.cpus, used_vcpus, host.memory_mib, host.free_memory_mib, used_mib,
@@ -64,7 +69,12 @@ fn print_text(inventory: &Inventory) {
                 .collect();
             println!(
                 "  vm {:<10} {}  {:<8} {} vCPU {} MiB  {}",
-                vm.name, vm.uuid, vm.state, vm.vcpus, vm.memory_mib, disks.join(" ")
+                vm.name,
+                vm.uuid,
+                vm.state,
+                vm.vcpus,
+                vm.memory_mib,
+                disks.join(" ")
             );
         }
     }

@@ -117,7 +117,8 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         report,
     };
     if vm.host == args.to {
-        let report = MoveReport { messages: vec![format!("already on {}: nothing to do", args.to)], ..MoveReport::default() };
+        let report =
+            MoveReport { messages: vec![format!("already on {}: nothing to do", args.to)], ..MoveReport::default() };
         print_summary(&summary(None, Status::Success, None, report), output);
         return ExitCode::SUCCESS;
     }
@@ -142,7 +143,14 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         resume_from: None,
         limits: Limits::default(),
         policy: policy.clone(),
-        moves: vec![PlannedMove { vm: vm.name.clone(), to: Target::Host(args.to.clone()), group: None, order: 0, priority: 0, line: 0 }],
+        moves: vec![PlannedMove {
+            vm: vm.name.clone(),
+            to: Target::Host(args.to.clone()),
+            group: None,
+            order: 0,
+            priority: 0,
+            line: 0,
+        }],
         drains: Vec::new(),
     };
     let specs = vec![MoveSpec {
@@ -157,7 +165,8 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         running: vm.state == VmState::Running,
         estimate: None,
     }];
-    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
+    let document =
+        RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
         plan: serde_json::to_value(&document).unwrap_or_default(),

@@ -53,7 +53,9 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         .collect();
     let plan_name = args.plan.display().to_string();
     let plan = match std::fs::read_to_string(&args.plan) {
-        Ok(text) => ferry_plan::parse_plan(&plan_name, &text).map_err(|errors| problems.extend(errors.iter().map(ToString::to_string))).ok(),
+        Ok(text) => ferry_plan::parse_plan(&plan_name, &text)
+            .map_err(|errors| problems.extend(errors.iter().map(ToString::to_string)))
+            .ok(),
         Err(e) => {
             problems.push(format!("{plan_name}: {e}"));
             None
@@ -158,9 +160,17 @@ fn print_text(p: &Preview) {
 }
 
 fn secs(s: f64) -> String {
-    if s.is_finite() { format!("{s:.1} s") } else { "never".into() }
+    if s.is_finite() {
+        format!("{s:.1} s")
+    } else {
+        "never".into()
+    }
 }
 
 fn ms(v: f64) -> String {
-    if v.is_finite() { format!("{v:.0} ms") } else { "never".into() }
+    if v.is_finite() {
+        format!("{v:.0} ms")
+    } else {
+        "never".into()
+    }
 }

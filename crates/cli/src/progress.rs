@@ -133,10 +133,9 @@ impl Outcome {
     fn of(status: Status) -> Outcome {
         match status {
             s if s.is_success() => Outcome::Succeeded,
-            Status::SkippedTimeout
-            | Status::SkippedDependency
-            | Status::SkippedNoPrevStatus
-            | Status::Aborted => Outcome::Skipped,
+            Status::SkippedTimeout | Status::SkippedDependency | Status::SkippedNoPrevStatus | Status::Aborted => {
+                Outcome::Skipped
+            }
             _ => Outcome::Failed,
         }
     }
@@ -207,11 +206,7 @@ impl Board {
         for planned in moves {
             if !board.index.contains_key(&planned.vm) {
                 board.index.insert(planned.vm.clone(), board.moves.len());
-                board.moves.push(Move {
-                    vm: planned.vm,
-                    memory_bytes: planned.memory_bytes,
-                    state: State::Pending,
-                });
+                board.moves.push(Move { vm: planned.vm, memory_bytes: planned.memory_bytes, state: State::Pending });
             }
         }
         board
@@ -268,8 +263,7 @@ impl Board {
                 // What was left at the last sample was sent before the end.
                 self.sent += p.remaining_bytes;
                 self.finished_sent += p.transferred_bytes + p.remaining_bytes;
-                self.finished_total +=
-                    if p.total_bytes > 0 { p.total_bytes } else { self.moves[i].memory_bytes };
+                self.finished_total += if p.total_bytes > 0 { p.total_bytes } else { self.moves[i].memory_bytes };
             }
         } else {
             text.push_str(status.name());
@@ -406,11 +400,7 @@ impl Board {
     fn estimate(&self) -> Option<f64> {
         let rate = self.rate.filter(|r| *r > 0.0)?;
         // Pre-copy sends pages the guest dirtied again: finished moves tell how much more.
-        let resent = if self.finished_total > 0 {
-            self.finished_sent as f64 / self.finished_total as f64
-        } else {
-            1.0
-        };
+        let resent = if self.finished_total > 0 { self.finished_sent as f64 / self.finished_total as f64 } else { 1.0 };
         let (mut bytes, mut overhead) = (0.0, 0.0);
         for m in &self.moves {
             let memory = m.memory_bytes as f64 * resent;
@@ -482,10 +472,8 @@ impl Board {
 impl Summary {
     /// `[####......]  3/6 done  1 failed  2 running  ETA 0:42`
     fn cells(&self) -> Vec<Ranked> {
-        let mut cells = vec![
-            (2, Cell::Bar(self.fraction)),
-            (0, Cell::Text(format!("{}/{} done", self.done, self.total))),
-        ];
+        let mut cells =
+            vec![(2, Cell::Bar(self.fraction)), (0, Cell::Text(format!("{}/{} done", self.done, self.total)))];
         let counts = [(0, self.failed, "failed"), (3, self.skipped, "skipped"), (4, self.running, "running")];
         for (rank, n, what) in counts {
             if n > 0 {
@@ -515,17 +503,13 @@ fn next_shown(shown: Option<f64>, estimate: Option<f64>) -> Option<f64> {
 /// of the name and route columns.
 fn move_cells(vm: &str, run: &Running, now: f64, pad: (usize, usize)) -> Vec<Ranked> {
     let phase = run.phase.map_or("starting", Phase::name);
-    let mut cells = vec![
-        (0, Cell::Text(format!("{vm:<0$}", pad.0))),
-        (4, Cell::Text(format!("{:<1$}", route(run), pad.1))),
-    ];
+    let mut cells =
+        vec![(0, Cell::Text(format!("{vm:<0$}", pad.0))), (4, Cell::Text(format!("{:<1$}", route(run), pad.1)))];
     let text = Cell::Text;
     match (&run.last, run.kind) {
-        (None, Kind::Cold) => cells.extend([
-            (3, text("cold".into())),
-            (0, text(phase.into())),
-            (2, text(duration(now - run.since))),
-        ]),
+        (None, Kind::Cold) => {
+            cells.extend([(3, text("cold".into())), (0, text(phase.into())), (2, text(duration(now - run.since)))])
+        }
         (None, Kind::Live) => {
             cells.extend([(2, Cell::Bar(0.0)), (0, text(percent(0.0))), (1, text("starting".into()))])
         }
@@ -594,8 +578,7 @@ fn fit(mut cells: Vec<Ranked>, width: usize) -> String {
         if fixed + if has_bar { BAR_MIN } else { 0 } <= width {
             break (width - fixed).min(BAR_MAX);
         }
-        let droppable =
-            cells.iter().enumerate().filter(|(_, (rank, _))| *rank > 0).max_by_key(|(_, (rank, _))| *rank);
+        let droppable = cells.iter().enumerate().filter(|(_, (rank, _))| *rank > 0).max_by_key(|(_, (rank, _))| *rank);
         match droppable.map(|(i, _)| i) {
             Some(i) => {
                 cells.remove(i);
@@ -672,13 +655,7 @@ mod tests {
         Terminal { tty: true, width }
     }
 
-    fn progress(
-        total_mib: f64,
-        remaining_mib: f64,
-        transferred_mib: f64,
-        rate_mib_s: f64,
-        pass: u64,
-    ) -> Progress {
+    fn progress(total_mib: f64, remaining_mib: f64, transferred_mib: f64, rate_mib_s: f64, pass: u64) -> Progress {
         Progress {
             total_bytes: (total_mib * MIB) as u64,
             remaining_bytes: (remaining_mib * MIB) as u64,
@@ -754,10 +731,7 @@ mod tests {
             ]
         };
         let cases = [
-            (
-                100,
-                "web-1  host-a -> host-b  [########............]   42%  107.5/256.0 MiB  58.1 MiB/s  pass 2",
-            ),
+            (100, "web-1  host-a -> host-b  [########............]   42%  107.5/256.0 MiB  58.1 MiB/s  pass 2"),
             (80, "web-1  host-a -> host-b  [####......]   42%  107.5/256.0 MiB  58.1 MiB/s  pass 2"),
             (75, "web-1  host-a -> host-b  [#######..........]   42%  107.5/256.0 MiB  pass 2"),
             (50, "web-1  [####......]   42%  107.5/256.0 MiB  pass 2"),
@@ -872,17 +846,7 @@ mod tests {
                     (23, "overall"),
                 ],
             ),
-            (
-                4.0,
-                &[
-                    (1, "start"),
-                    (8, "progress"),
-                    (12, "overall"),
-                    (16, "progress"),
-                    (23, "finish"),
-                    (24, "overall"),
-                ],
-            ),
+            (4.0, &[(1, "start"), (8, "progress"), (12, "overall"), (16, "progress"), (23, "finish"), (24, "overall")]),
         ];
         for (every, expected) in cases {
             let mut board = Board::new(planned(&[("web-1", 256)]), Terminal { tty: false, width: 80 });
@@ -995,9 +959,7 @@ mod tests {
     /// Parses `ETA m:ss` or `ETA h:mm:ss` of a frame; none for `ETA --`.
     fn shown_eta(frame: &str) -> Option<u64> {
         let eta = frame.split("ETA ").nth(1)?.split_whitespace().next()?;
-        eta.split(':')
-            .map(|part| part.parse::<u64>().ok())
-            .try_fold(0, |acc, part| part.map(|p| acc * 60 + p))
+        eta.split(':').map(|part| part.parse::<u64>().ok()).try_fold(0, |acc, part| part.map(|p| acc * 60 + p))
     }
 
     /// A deterministic pseudo-random sequence (an LCG): the same runs every time.
@@ -1032,15 +994,11 @@ mod tests {
             ("failures", 10, 300.0, 4, |_| 40.0, 0.5, 3),
             ("one big", 1, 4096.0, 1, |t| 30.0 + (t / 7.0).sin() * 25.0, 0.4, 0),
         ];
-        for (seed, (name, count, memory, concurrency, speed, dirty, fail_every)) in
-            scenarios.into_iter().enumerate()
-        {
+        for (seed, (name, count, memory, concurrency, speed, dirty, fail_every)) in scenarios.into_iter().enumerate() {
             let mut random = Lcg(seed as u64);
             let vms: Vec<String> = (0..count).map(|i| format!("vm-{i}")).collect();
-            let plan: Vec<Planned> = vms
-                .iter()
-                .map(|vm| Planned { vm: vm.clone(), memory_bytes: (memory * MIB) as u64 })
-                .collect();
+            let plan: Vec<Planned> =
+                vms.iter().map(|vm| Planned { vm: vm.clone(), memory_bytes: (memory * MIB) as u64 }).collect();
             let mut board = Board::new(plan, tty(200));
             let (mut waiting, mut running, mut started) = (vms.clone(), Vec::<Sim>::new(), 0);
             let (mut last_shown, mut saw_eta, mut now) = (None::<u64>, false, 0.0);
@@ -1049,14 +1007,7 @@ mod tests {
                 while running.len() < concurrency && !waiting.is_empty() {
                     let vm = waiting.remove(0);
                     board.started(&vm, "host-a", "host-b", Kind::Live, now);
-                    running.push(Sim {
-                        vm,
-                        since: now,
-                        sent: 0.0,
-                        pass_size: memory,
-                        pass_left: memory,
-                        pass: 1,
-                    });
+                    running.push(Sim { vm, since: now, sent: 0.0, pass_size: memory, pass_left: memory, pass: 1 });
                     started += 1;
                 }
                 let mut ended = Vec::new();
@@ -1114,10 +1065,7 @@ mod tests {
             }
             let last = board.frame(now);
             assert!(saw_eta, "{name}: an ETA was shown");
-            assert!(
-                last.contains(&format!("{count}/{count} done")) && last.contains("total "),
-                "{name}: {last}"
-            );
+            assert!(last.contains(&format!("{count}/{count} done")) && last.contains("total "), "{name}: {last}");
         }
     }
 }

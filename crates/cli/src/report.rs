@@ -10,8 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_journal::{Journal, JournalError, Run};
 use ferry_report::{
-    build_report, format_report, format_runs, format_status, html, planned, report_csv, run_view,
-    status_view,
+    build_report, format_report, format_runs, format_status, html, planned, report_csv, run_view, status_view,
 };
 use serde::Serialize;
 
@@ -116,11 +115,7 @@ impl From<JournalError> for Failure {
 /// Runs `ferry runs`.
 pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
     let listed = async {
-        let journal = args
-            .state
-            .open_existing()
-            .await
-            .map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
         let now = now_ms();
         let mut views = Vec::new();
         for run in journal.runs().await? {
@@ -144,16 +139,13 @@ pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
 /// Runs `ferry status`: always exit 0 when the run could be read.
 pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
     let read = async {
-        let journal = args
-            .state
-            .open_existing()
-            .await
-            .map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
         let run = match &args.run {
             Some(id) => find_run(&journal, id).await?,
-            None => journal.latest_run().await?.ok_or_else(|| {
-                Failure::BadInput(format!("no runs in the journal at {}", journal.location()))
-            })?,
+            None => journal
+                .latest_run()
+                .await?
+                .ok_or_else(|| Failure::BadInput(format!("no runs in the journal at {}", journal.location())))?,
         };
         let moves = journal.moves(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
@@ -175,11 +167,7 @@ pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
 pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
     let read = async {
         let format = report_format(args.format, output).map_err(Failure::BadInput)?;
-        let journal = args
-            .state
-            .open_existing()
-            .await
-            .map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
         let run = find_run(&journal, &args.run).await?;
         let moves = journal.moves(&run.id).await?;
         let attempts = journal.attempts(&run.id).await?;
@@ -189,8 +177,7 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),
-            Format::Csv => report_csv(&report)
-                .map_err(|e| Failure::Failed(format!("cannot write the CSV: {e}")))?,
+            Format::Csv => report_csv(&report).map_err(|e| Failure::Failed(format!("cannot write the CSV: {e}")))?,
             Format::Html => html::render(&report),
         };
         if let Some(path) = &args.out {
@@ -202,11 +189,9 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
     match read.await {
         Ok((all_succeeded, text)) => {
             match &args.out {
-                Some(path) => eprintln!(
-                    "ferry report: wrote {} ({:.1} KiB)",
-                    path.display(),
-                    text.len() as f64 / 1024.0
-                ),
+                Some(path) => {
+                    eprintln!("ferry report: wrote {} ({:.1} KiB)", path.display(), text.len() as f64 / 1024.0)
+                }
                 None => print!("{text}"),
             }
             if all_succeeded {
@@ -242,9 +227,7 @@ fn to_json(value: &impl Serialize) -> String {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

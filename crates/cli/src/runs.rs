@@ -95,7 +95,9 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         .map(|d| ferry_plan::time::parse_rfc3339(d).map_err(|e| problems.push(format!("--deadline: {e}"))).ok());
     let plan_name = args.plan.display().to_string();
     let plan = match std::fs::read_to_string(&args.plan) {
-        Ok(text) => ferry_plan::parse_plan(&plan_name, &text).map_err(|errors| problems.extend(errors.iter().map(ToString::to_string))).ok(),
+        Ok(text) => ferry_plan::parse_plan(&plan_name, &text)
+            .map_err(|errors| problems.extend(errors.iter().map(ToString::to_string)))
+            .ok(),
         Err(e) => {
             problems.push(format!("{plan_name}: {e}"));
             None
@@ -178,7 +180,12 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         });
     }
     let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
-    let document = RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: unavailable.clone(), manual: Manual::default() };
+    let document = RunDocument {
+        plan: plan.clone(),
+        moves: specs.clone(),
+        unavailable: unavailable.clone(),
+        manual: Manual::default(),
+    };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
         plan: serde_json::to_value(&document).unwrap_or_default(),
@@ -196,7 +203,10 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
     if output == Output::Text {
         println!("run {}", run.id);
         if preview.failing > 0 {
-            println!("{} of {} moves fail their prechecks and will not start (see `ferry report {}`)", preview.failing, preview.moves, run.id);
+            println!(
+                "{} of {} moves fail their prechecks and will not start (see `ferry report {}`)",
+                preview.failing, preview.moves, run.id
+            );
         }
     }
     let settings = RunSettings {
@@ -333,7 +343,10 @@ pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
             }
         }
         if journal.run(&run.id).await.is_ok_and(|r| held_by_another(&r, &owner())) {
-            eprintln!("ferry abort: run {} has not finished aborting after {} s; `ferry status {}` follows it", run.id, args.wait, run.id);
+            eprintln!(
+                "ferry abort: run {} has not finished aborting after {} s; `ferry status {}` follows it",
+                run.id, args.wait, run.id
+            );
             return ExitCode::from(EXIT_FAILURE);
         }
     }
@@ -489,10 +502,10 @@ async fn find_run(journal: &Journal, id: &str) -> Result<Run, String> {
 
 async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterSpec), String> {
     let docs = journal.run_documents(id).await.map_err(|e| e.to_string())?;
-    let document: RunDocument =
-        serde_json::from_value(docs.plan).map_err(|e| format!("run {id}: its plan in the journal is unreadable: {e}"))?;
-    let cluster: ClusterSpec =
-        serde_json::from_value(docs.cluster).map_err(|e| format!("run {id}: its cluster in the journal is unreadable: {e}"))?;
+    let document: RunDocument = serde_json::from_value(docs.plan)
+        .map_err(|e| format!("run {id}: its plan in the journal is unreadable: {e}"))?;
+    let cluster: ClusterSpec = serde_json::from_value(docs.cluster)
+        .map_err(|e| format!("run {id}: its cluster in the journal is unreadable: {e}"))?;
     Ok((document, cluster))
 }
 
@@ -528,8 +541,5 @@ pub fn owner() -> String {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

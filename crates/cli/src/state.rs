@@ -39,10 +39,7 @@ impl StateArg {
         let path = self.path()?;
         if let Some(file) = database_file(&path) {
             if !file.exists() {
-                return Err(format!(
-                    "no journal at {}: no run has been started with this --state",
-                    file.display()
-                ));
+                return Err(format!("no journal at {}: no run has been started with this --state", file.display()));
             }
         }
         open_at(&path).await
@@ -105,11 +102,7 @@ mod tests {
             ("postgres://db/ferry", None),
         ];
         for (location, want) in cases {
-            assert_eq!(
-                database_file(Path::new(location)),
-                want.map(PathBuf::from),
-                "{location}"
-            );
+            assert_eq!(database_file(Path::new(location)), want.map(PathBuf::from), "{location}");
         }
     }
 }

@@ -26,15 +26,10 @@ fn a_capped_multi_pass_live_migration_with_virsh_leaves_the_guest_intact() {
     assert!(out.status.success(), "virsh migrate failed: {}", String::from_utf8_lossy(&out.stderr));
 
     // The destination keeps the incoming migration's completed statistics.
-    let info = Command::new("virsh")
-        .args(["-c", &dst, "domjobinfo", "vm-2", "--completed"])
-        .output()
-        .expect("virsh runs");
+    let info =
+        Command::new("virsh").args(["-c", &dst, "domjobinfo", "vm-2", "--completed"]).output().expect("virsh runs");
     let info = String::from_utf8_lossy(&info.stdout).to_string();
-    let iterations = info
-        .lines()
-        .find_map(|l| l.strip_prefix("Iteration:"))
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let iterations = info.lines().find_map(|l| l.strip_prefix("Iteration:")).and_then(|v| v.trim().parse::<u64>().ok());
     assert!(iterations.is_some_and(|n| n >= 2), "expected several memory passes:\n{info}");
 
     let status = lab.status_json();

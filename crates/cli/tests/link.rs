@@ -119,7 +119,10 @@ fn a_linked_lab_shapes_a_migration_keeps_its_guests_and_leaves_no_namespace() {
     // The guest goes on writing and re-reading its NBD disk from the new host.
     std::thread::sleep(Duration::from_secs(3));
     let after = lab.last_heartbeat("vm-2");
-    assert!(after.disk_blocks_verified > before.disk_blocks_verified, "disk verification went on: {before:?} -> {after:?}");
+    assert!(
+        after.disk_blocks_verified > before.disk_blocks_verified,
+        "disk verification went on: {before:?} -> {after:?}"
+    );
     lab.check_ok();
 
     let out = ferry(&["lab", "down", "--dir", lab.dir_str()]);
@@ -173,7 +176,11 @@ fn up_cleans_what_a_crashed_linked_lab_left_and_down_touches_nothing_else() {
     // A linked lab stays linked.
     let out = ferry(&["lab", "up", "--dir", lab.dir_str(), "--hosts", "1", "--vms", "0"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("with --link 16 MiB/s"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("with --link 16 MiB/s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = ferry(&["lab", "down", "--dir", lab.dir_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -14,11 +14,19 @@ fn live_moves_keep_uuid_copy_local_disks_and_take_several_passes_under_a_cap() {
     let lab = TestLab::up("move-live", 15_000, &["--hosts", "2", "--vms", "2", "--mem", "256", "--dirty", "20"]);
     lab.check_ok();
 
-    let inventory = common::ferry(&["inventory", "--cluster", lab.dir.join("cluster.toml").to_str().expect("utf-8"), "--output", "json"]);
+    let inventory = common::ferry(&[
+        "inventory",
+        "--cluster",
+        lab.dir.join("cluster.toml").to_str().expect("utf-8"),
+        "--output",
+        "json",
+    ]);
     assert!(inventory.status.success());
     let inventory: serde_json::Value = serde_json::from_slice(&inventory.stdout).expect("inventory JSON");
     let disk_of = |vm: &str| {
-        inventory["vms"].as_array().expect("vms").iter().find(|v| v["name"] == vm).expect("vm in inventory")["disks"][0]["locality"].clone()
+        inventory["vms"].as_array().expect("vms").iter().find(|v| v["name"] == vm).expect("vm in inventory")["disks"][0]
+            ["locality"]
+            .clone()
     };
     assert_eq!(disk_of("vm-1"), json!("host-local"));
     assert_eq!(disk_of("vm-2"), json!("shared"));
@@ -45,13 +53,22 @@ fn live_moves_keep_uuid_copy_local_disks_and_take_several_passes_under_a_cap() {
     assert_eq!(lab.pool_files("host-b"), vec!["vm-1.qcow2"]);
     assert_eq!(lab.pool_files("host-a"), Vec::<String>::new(), "source volume deleted as asked");
     let xml = lab.virsh("host-b", &["dumpxml", "vm-1"]);
-    assert!(xml.contains(&format!("<source file='{}'", target_volume.display())), "XML points at the new volume:\n{xml}");
-    assert!(xml.contains("urn:ferry:metadata:1") && xml.contains("phase=\"finalized\""), "ferry metadata on the domain:\n{xml}");
+    assert!(
+        xml.contains(&format!("<source file='{}'", target_volume.display())),
+        "XML points at the new volume:\n{xml}"
+    );
+    assert!(
+        xml.contains("urn:ferry:metadata:1") && xml.contains("phase=\"finalized\""),
+        "ferry metadata on the domain:\n{xml}"
+    );
 
     // The guest re-reads the blocks it wrote before the move from the copied disk.
     std::thread::sleep(Duration::from_secs(3));
     let after = lab.last_heartbeat("vm-1");
-    assert!(after.disk_blocks_verified > before.disk_blocks_verified, "disk verification went on: {before:?} -> {after:?}");
+    assert!(
+        after.disk_blocks_verified > before.disk_blocks_verified,
+        "disk verification went on: {before:?} -> {after:?}"
+    );
     lab.check_ok();
 }
 

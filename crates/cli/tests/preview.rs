@@ -26,7 +26,11 @@ fn preview_offline(plan: &str, cluster: &str) -> (Option<i32>, String, String) {
         "--inventory",
         inventory.to_str().expect("utf-8"),
     ]);
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -37,19 +41,47 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
     let cases: &[(&str, &str, &[&str])] = &[
         ("syntax.toml", "cluster.toml", &["syntax.toml:3:"]),
         ("unknown-vm.toml", "cluster.toml", &["unknown-vm.toml:2: vm: no VM web-9 on any host; did you mean web-1?"]),
-        ("duplicate-move.toml", "cluster.toml", &["duplicate-move.toml:6: move.vm: web-1 is already planned in a move on line 2"]),
-        ("two-groups.toml", "cluster.toml", &["two-groups.toml:6: group.vms: web-1 is already planned in group group-1 (line 2)"]),
-        ("move-and-group.toml", "cluster.toml", &["move-and-group.toml:6: group.vms: web-1 is already planned in a move on line 2"]),
+        (
+            "duplicate-move.toml",
+            "cluster.toml",
+            &["duplicate-move.toml:6: move.vm: web-1 is already planned in a move on line 2"],
+        ),
+        (
+            "two-groups.toml",
+            "cluster.toml",
+            &["two-groups.toml:6: group.vms: web-1 is already planned in group group-1 (line 2)"],
+        ),
+        (
+            "move-and-group.toml",
+            "cluster.toml",
+            &["move-and-group.toml:6: group.vms: web-1 is already planned in a move on line 2"],
+        ),
         ("unknown-host.toml", "cluster.toml", &["unknown-host.toml:2: to: no host host-x in the cluster"]),
-        ("typo-host.toml", "cluster.toml", &["typo-host.toml:2: to: no host hots-b in the cluster; did you mean host-b?"]),
-        ("negative-limit.toml", "cluster.toml", &["negative-limit.toml:2: limits.per_source: -1 must be a positive number"]),
+        (
+            "typo-host.toml",
+            "cluster.toml",
+            &["typo-host.toml:2: to: no host hots-b in the cluster; did you mean host-b?"],
+        ),
+        (
+            "negative-limit.toml",
+            "cluster.toml",
+            &["negative-limit.toml:2: limits.per_source: -1 must be a positive number"],
+        ),
         ("zero-limit.toml", "cluster.toml", &["zero-limit.toml:2: limits.cluster: 0 must be a positive number"]),
         ("bad-deadline.toml", "cluster.toml", &["bad-deadline.toml:2: plan.deadline: \"tomorrow\" is not a date-time"]),
-        ("deadline-no-zone.toml", "cluster.toml", &["deadline-no-zone.toml:2: plan.deadline: \"2026-11-23T06:00:00\" has no time zone"]),
+        (
+            "deadline-no-zone.toml",
+            "cluster.toml",
+            &["deadline-no-zone.toml:2: plan.deadline: \"2026-11-23T06:00:00\" has no time zone"],
+        ),
         ("wrong-type.toml", "cluster.toml", &["wrong-type.toml:2:"]),
         ("unknown-field.toml", "cluster.toml", &["unknown-field.toml:4:", "colour"]),
         ("unknown-table.toml", "cluster.toml", &["unknown-table.toml:1:", "plans"]),
-        ("bad-mode.toml", "cluster.toml", &["bad-mode.toml:2: policy.mode: \"warp\" is not one of live, cold, live-or-cold"]),
+        (
+            "bad-mode.toml",
+            "cluster.toml",
+            &["bad-mode.toml:2: policy.mode: \"warp\" is not one of live, cold, live-or-cold"],
+        ),
         ("bad-placement.toml", "cluster.toml", &["bad-placement.toml:2: policy.placement: \"random\" is not one of"]),
         ("empty-group.toml", "cluster.toml", &["empty-group.toml:3: group[0].vms: an empty group"]),
         ("drain-unknown.toml", "cluster.toml", &["drain-unknown.toml:2: drain.host: no host host-z in the cluster"]),
@@ -58,9 +90,17 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
         ("nothing.toml", "cluster.toml", &["nothing.toml: nothing to do"]),
         ("missing-to.toml", "cluster.toml", &["missing-to.toml:1:", "to"]),
         ("empty-vm.toml", "cluster.toml", &["empty-vm.toml:2: move[0].vm: must name a VM"]),
-        ("duplicate-drain.toml", "cluster.toml", &["duplicate-drain.toml:5: drain[1].host: host-a is already drained on line 2"]),
+        (
+            "duplicate-drain.toml",
+            "cluster.toml",
+            &["duplicate-drain.toml:5: drain[1].host: host-a is already drained on line 2"],
+        ),
         ("empty-resume.toml", "cluster.toml", &["empty-resume.toml:2: plan.resume_from: must name a run id"]),
-        ("many-errors.toml", "cluster.toml", &["many-errors.toml:2: limits.cluster", "many-errors.toml:3: limits.per_source"]),
+        (
+            "many-errors.toml",
+            "cluster.toml",
+            &["many-errors.toml:2: limits.cluster", "many-errors.toml:3: limits.per_source"],
+        ),
         ("csv-no-to.csv", "cluster.toml", &["csv-no-to.csv:1: the header must name the columns vm and to"]),
         ("csv-quote.csv", "cluster.toml", &["csv-quote.csv:2:", "unclosed quote"]),
         ("csv-fields.csv", "cluster.toml", &["csv-fields.csv:2: 5 fields where the header has 4"]),
@@ -68,8 +108,16 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
         ("csv-duplicate.csv", "cluster.toml", &["csv-duplicate.csv:4: vm: web-1 is already planned on line 2"]),
         ("csv-column.csv", "cluster.toml", &["csv-column.csv:1: colour: unknown column"]),
         ("csv-empty.csv", "cluster.toml", &["csv-empty.csv:"]),
-        ("csv-unknown-vm.csv", "cluster.toml", &["csv-unknown-vm.csv:3: vm: no VM wbe-2 on any host; did you mean web-2?"]),
-        ("good.toml", "cluster-dup.toml", &["cluster-dup.toml:6: host[1].name: \"host-a\" is already the name of host[0]"]),
+        (
+            "csv-unknown-vm.csv",
+            "cluster.toml",
+            &["csv-unknown-vm.csv:3: vm: no VM wbe-2 on any host; did you mean web-2?"],
+        ),
+        (
+            "good.toml",
+            "cluster-dup.toml",
+            &["cluster-dup.toml:6: host[1].name: \"host-a\" is already the name of host[0]"],
+        ),
         ("good.toml", "cluster-link.toml", &["cluster-link.toml:4: host[0].link_mib_s: 0 must be a positive"]),
         ("good.toml", "cluster-uri.toml", &["cluster-uri.toml:3: host[0].uri: \"host-a\" is not a libvirt URI"]),
     ];
@@ -101,23 +149,28 @@ fn preview_on_the_lab_shows_the_impossible_move_and_changes_nothing() {
     let lab = TestLab::up("preview", 18_000, &["--hosts", "3", "--vms", "3", "--dirty", "8"]);
     // host-c keeps 99 % of its memory back: vm-2's 128 MiB cannot fit there.
     let cluster = std::fs::read_to_string(lab.dir.join("cluster.toml")).expect("cluster file");
-    let tight = cluster.replacen(
-        "name = \"host-c\"",
-        "name = \"host-c\"\nmemory_overcommit = 0.01",
-        1,
-    );
+    let tight = cluster.replacen("name = \"host-c\"", "name = \"host-c\"\nmemory_overcommit = 0.01", 1);
     let cluster_path = lab.dir.join("tight.toml");
     std::fs::write(&cluster_path, tight).expect("write cluster");
     let plan = lab.dir.join("plan.toml");
-    std::fs::write(&plan, "[[move]]\nvm = \"vm-1\"\nto = \"host-b\"\n\n[[move]]\nvm = \"vm-2\"\nto = \"host-c\"\n").expect("write plan");
+    std::fs::write(&plan, "[[move]]\nvm = \"vm-1\"\nto = \"host-b\"\n\n[[move]]\nvm = \"vm-2\"\nto = \"host-c\"\n")
+        .expect("write plan");
 
     let snapshot = || {
-        let xml: Vec<String> = ["host-a", "host-b", "host-c"].iter().map(|h| {
-            let names = lab.virsh(h, &["list", "--all", "--name"]);
-            names.split_whitespace().map(|vm| lab.virsh(h, &["dumpxml", vm])).collect::<Vec<_>>().join("\n")
-        }).collect();
+        let xml: Vec<String> = ["host-a", "host-b", "host-c"]
+            .iter()
+            .map(|h| {
+                let names = lab.virsh(h, &["list", "--all", "--name"]);
+                names.split_whitespace().map(|vm| lab.virsh(h, &["dumpxml", vm])).collect::<Vec<_>>().join("\n")
+            })
+            .collect();
         let status = lab.status_json();
-        let placement: Vec<(Value, Value, Value)> = status["vms"].as_array().expect("vms").iter().map(|v| (v["name"].clone(), v["running_on"].clone(), v["defined_on"].clone())).collect();
+        let placement: Vec<(Value, Value, Value)> = status["vms"]
+            .as_array()
+            .expect("vms")
+            .iter()
+            .map(|v| (v["name"].clone(), v["running_on"].clone(), v["defined_on"].clone()))
+            .collect();
         (xml, placement, lab.pool_files("host-a"), lab.pool_files("host-b"), lab.pool_files("host-c"))
     };
     let before = snapshot();
@@ -132,7 +185,8 @@ fn preview_on_the_lab_shows_the_impossible_move_and_changes_nothing() {
         "--output",
         "json",
     ]);
-    let preview: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let preview: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(out.status.code(), Some(1), "{preview:#}");
     assert_eq!(snapshot(), before, "preview changed something");
 
@@ -140,10 +194,14 @@ fn preview_on_the_lab_shows_the_impossible_move_and_changes_nothing() {
     let (fine, impossible) = (vm("vm-1"), vm("vm-2"));
     assert_eq!(fine["verdict"], json!("PASSED"), "{fine:#}");
     assert_eq!(impossible["verdict"], json!("FAILED"), "{impossible:#}");
-    let failed: Vec<&Value> = impossible["checks"].as_array().expect("checks").iter().filter(|c| c["outcome"] == "FAILED").collect();
+    let failed: Vec<&Value> =
+        impossible["checks"].as_array().expect("checks").iter().filter(|c| c["outcome"] == "FAILED").collect();
     assert_eq!(failed.len(), 1, "only memory fails: {impossible:#}");
     assert_eq!(failed[0]["name"], json!("memory"));
-    assert!(failed[0]["message"].as_str().is_some_and(|m| m.contains("not enough memory for vm-2: needs 128 MiB")), "{failed:?}");
+    assert!(
+        failed[0]["message"].as_str().is_some_and(|m| m.contains("not enough memory for vm-2: needs 128 MiB")),
+        "{failed:?}"
+    );
     // The estimate uses the dirty rate measured through libvirt.
     let estimate = &fine["estimate"];
     assert_eq!(estimate["dirty_measured"], json!(true), "{estimate:#}");

@@ -21,27 +21,13 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
-    let lab = TestLab::up(
-        "report-html",
-        31_000,
-        &["--hosts", "3", "--vms", "4", "--mem", "128"],
-    );
+    let lab = TestLab::up("report-html", 31_000, &["--hosts", "3", "--vms", "4", "--mem", "128"]);
     let state = lab.dir.join("journal.db");
     let cluster = lab.dir.join("cluster.toml");
     // vm-1 (host-a, host-local disk) cannot move to host-b: a volume of its name is there
     // already, and ferry never overwrites one. The check is waived so that it fails for
     // real, as an attempt.
-    lab.virsh(
-        "host-b",
-        &[
-            "vol-create-as",
-            "local",
-            "vm-1.qcow2",
-            "16M",
-            "--format",
-            "qcow2",
-        ],
-    );
+    lab.virsh("host-b", &["vol-create-as", "local", "vm-1.qcow2", "16M", "--format", "qcow2"]);
     let plan = lab.dir.join("night.toml");
     std::fs::write(
         &plan,
@@ -62,63 +48,27 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
         "2099-01-01T00:00:00Z",
         path_str(&plan),
     ]);
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "vm-1 fails: {text}");
-    let run = text
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .expect("a run id")
-        .trim()
-        .to_owned();
+    let run = text.lines().find_map(|l| l.strip_prefix("run ")).expect("a run id").trim().to_owned();
 
     let page = lab.dir.join("report.html");
-    let out = common::ferry(&[
-        "report",
-        &run,
-        "--format",
-        "html",
-        "-o",
-        path_str(&page),
-        "--state",
-        path_str(&state),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::ferry(&["report", &run, "--format", "html", "-o", path_str(&page), "--state", path_str(&state)]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 
     // What the journal holds.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let journal = runtime
-        .block_on(Journal::open_path(&state, &JournalConfig::default()))
-        .expect("the journal opens");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let journal = runtime.block_on(Journal::open_path(&state, &JournalConfig::default())).expect("the journal opens");
     let moves = runtime.block_on(journal.moves(&run)).expect("moves");
     let attempts = runtime.block_on(journal.attempts(&run)).expect("attempts");
     assert_eq!(moves.len(), 4);
     let vm1 = moves.iter().find(|m| m.vm == "vm-1").expect("vm-1");
     assert_eq!(vm1.status, Status::FailureInit, "{vm1:?}");
-    assert_eq!(
-        attempts.len(),
-        4,
-        "every move was tried once: {attempts:#?}"
-    );
+    assert_eq!(attempts.len(), 4, "every move was tried once: {attempts:#?}");
 
     // What Chromium made of the page.
     let dumped = dom::dump(&page, &lab.dir);
-    assert!(
-        dom::script_errors(&dumped.log).is_empty(),
-        "script errors:\n{}",
-        dumped.log
-    );
+    assert!(dom::script_errors(&dumped.log).is_empty(), "script errors:\n{}", dumped.log);
     let shown = dom::report_page(&dumped.html);
     assert!(shown.ready, "the page's script ran to its end");
 
@@ -132,8 +82,7 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
     let hosts = shown.data["h"].as_array().expect("hosts in the data");
     let statuses = shown.data["s"].as_array().expect("statuses in the data");
     let vm_of_row: Vec<&str> = shown.rows.iter().map(|r| r[0].as_str()).collect();
-    let by_vm: HashMap<&str, &ferry_journal::Move> =
-        moves.iter().map(|m| (m.vm.as_str(), m)).collect();
+    let by_vm: HashMap<&str, &ferry_journal::Move> = moves.iter().map(|m| (m.vm.as_str(), m)).collect();
     let mut bars_seen = 0;
     for (index, a) in page_attempts.iter().enumerate() {
         let vm = vm_of_row[a[0].as_u64().expect("a row") as usize];
@@ -143,14 +92,8 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
             .iter()
             .find(|j| j.uuid == m.uuid && j.number == number)
             .unwrap_or_else(|| panic!("{vm} attempt {number} is in the journal"));
-        assert_eq!(
-            hosts[a[6].as_u64().expect("a target") as usize],
-            journaled.target.as_str()
-        );
-        assert_eq!(
-            statuses[a[3].as_u64().expect("an outcome") as usize],
-            journaled.outcome.expect("ended").name()
-        );
+        assert_eq!(hosts[a[6].as_u64().expect("a target") as usize], journaled.target.as_str());
+        assert_eq!(statuses[a[3].as_u64().expect("an outcome") as usize], journaled.outcome.expect("ended").name());
         for (host, bars) in &shown.lanes {
             let here = bars.iter().filter(|&&b| b == index).count();
             let expected = usize::from(*host == m.source) + usize::from(*host == journaled.target);
@@ -162,10 +105,7 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
     assert_eq!((bars, bars_seen), (2 * attempts.len(), 2 * attempts.len()));
 
     // One row per VM, as the journal has it, failures first.
-    assert_eq!(
-        shown.header[..5],
-        ["VM", "Status", "Source", "Target", "Start"]
-    );
+    assert_eq!(shown.header[..5], ["VM", "Status", "Source", "Target", "Start"]);
     assert_eq!(shown.rows.len(), moves.len());
     for row in &shown.rows {
         let m = by_vm[row[0].as_str()];
@@ -177,11 +117,7 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
         assert!(row[11].starts_with(&m.message), "{row:?} {}", m.message);
     }
     assert_eq!(shown.rows[0][0], "vm-1", "the failure first");
-    assert!(
-        shown.rows[1..].iter().all(|r| r[1] == "SUCCESS"),
-        "{:?}",
-        shown.rows
-    );
+    assert!(shown.rows[1..].iter().all(|r| r[1] == "SUCCESS"), "{:?}", shown.rows);
     assert_eq!(shown.failures.len(), 1, "{:?}", shown.failures);
     assert!(
         shown.failures[0].contains("vm-1") && shown.failures[0].contains("already exists"),
@@ -198,20 +134,12 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
          return [+bar.getAttribute('data-a'), tip.hidden, tip.textContent]; })()",
     );
     let a = &page_attempts[hover[0].as_u64().expect("an index") as usize];
-    let (vm, outcome) = (
-        vm_of_row[a[0].as_u64().expect("a row") as usize],
-        &statuses[a[3].as_u64().expect("an outcome") as usize],
-    );
+    let (vm, outcome) =
+        (vm_of_row[a[0].as_u64().expect("a row") as usize], &statuses[a[3].as_u64().expect("an outcome") as usize]);
     let tip = hover[2].as_str().expect("the tip's text");
     assert_eq!(hover[1], false, "the tip shows");
-    assert!(
-        tip.starts_with(&format!("{vm} \u{b7} attempt {}, live", a[1])),
-        "{tip}"
-    );
-    assert!(
-        tip.contains(outcome.as_str().expect("a status")) && tip.contains(" UTC ("),
-        "{tip}"
-    );
+    assert!(tip.starts_with(&format!("{vm} \u{b7} attempt {}, live", a[1])), "{tip}");
+    assert!(tip.contains(outcome.as_str().expect("a status")) && tip.contains(" UTC ("), "{tip}");
     let sorted = browser.eval(
         "(function () { document.querySelectorAll('#vms th')[0].click(); \
          return Array.prototype.map.call(document.querySelectorAll('#vms tbody tr'), \
@@ -224,10 +152,7 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
     let png = lab.dir.join("report.png");
     dom::screenshot(&page, &png, &lab.dir, 1280, 1000);
     let size = std::fs::metadata(&png).expect("a screenshot").len();
-    assert!(
-        size > 20_000,
-        "a screenshot of a page, not of a blank: {size} bytes"
-    );
+    assert!(size > 20_000, "a screenshot of a page, not of a blank: {size} bytes");
 
     runtime.block_on(journal.close());
     lab.check_ok();
@@ -249,15 +174,7 @@ fn the_dom_reader_reads_what_chromium_writes() {
     assert_eq!(lanes[0].attr("data-host"), Some("h\"1"));
     assert_eq!(lanes[0].children_named("rect").len(), 1);
     let cells = doc.find_all(&|e| e.name == "td");
-    assert_eq!(
-        cells.iter().map(|c| c.text()).collect::<Vec<_>>(),
-        ["vm-1", "x"]
-    );
-    assert_eq!(
-        doc.find_all(&|e| e.name == "script")[0].text(),
-        "if (a</b) {}"
-    );
-    assert!(doc.find_all(&|e| e.name == "html")[0]
-        .attr("data-ready")
-        .is_some());
+    assert_eq!(cells.iter().map(|c| c.text()).collect::<Vec<_>>(), ["vm-1", "x"]);
+    assert_eq!(doc.find_all(&|e| e.name == "script")[0].text(), "if (a</b) {}");
+    assert!(doc.find_all(&|e| e.name == "html")[0].attr("data-ready").is_some());
 }

@@ -125,7 +125,10 @@ fn path_str(p: &Path) -> &str {
 }
 
 fn run_id(stdout: &str) -> Option<String> {
-    stdout.lines().find_map(|l| l.strip_prefix("run ")).map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
 }
 
 /// The most attempts in flight at once out of `host`, from the journal's timestamps.
@@ -150,10 +153,8 @@ fn peak_outbound(attempts: &[Attempt], moves: &[Move], host: &str) -> usize {
 
 /// Moves every guest onto host-a (the lab spreads them round-robin).
 fn gather_on_host_a(lab: &RunLab, vms: usize) {
-    let moves: String = (1..=vms)
-        .filter(|i| i % 3 != 1)
-        .map(|i| format!("[[move]]\nvm = \"vm-{i}\"\nto = \"host-a\"\n"))
-        .collect();
+    let moves: String =
+        (1..=vms).filter(|i| i % 3 != 1).map(|i| format!("[[move]]\nvm = \"vm-{i}\"\nto = \"host-a\"\n")).collect();
     // Source volumes deleted: a kept copy would stop a later move back to that host.
     let plan = lab.plan(
         "gather",
@@ -288,7 +289,10 @@ fn abort_from_another_terminal_leaves_every_vm_healthy_on_a_known_host() {
     assert_eq!(status.code(), Some(1));
     let moves = lab.moves(&run);
     assert!(moves.iter().all(|m| m.status == Status::Aborted), "{moves:#?}");
-    assert!(moves.iter().filter(|m| m.started_ms.is_some()).count() >= 1, "at least one was cut mid-transfer: {moves:#?}");
+    assert!(
+        moves.iter().filter(|m| m.started_ms.is_some()).count() >= 1,
+        "at least one was cut mid-transfer: {moves:#?}"
+    );
     lab.assert_where_journal_says(&run);
     lab.lab.check_ok();
 }
@@ -301,11 +305,15 @@ fn sigkill_at_any_point_then_resume_runs_every_vm_exactly_once() {
     // Each round moves every guest one host along; ferry is killed at a different point.
     for (round, point) in ["start", "transferring", "completed"].iter().enumerate() {
         let next: Vec<String> = here.iter().map(|h| next_host(h)).collect();
-        let moves: String = (0..3).map(|i| format!("[[move]]\nvm = \"vm-{}\"\nto = \"{}\"\n", i + 1, next[i])).collect();
-        let plan = lab.plan(&format!("round-{round}"), &format!(
+        let moves: String =
+            (0..3).map(|i| format!("[[move]]\nvm = \"vm-{}\"\nto = \"{}\"\n", i + 1, next[i])).collect();
+        let plan = lab.plan(
+            &format!("round-{round}"),
+            &format!(
             // Guests come back to hosts they left: their kept source volumes would be in the way.
             "[plan]\nname = \"round-{round}\"\n[limits]\ncluster = 1\n[policy]\ndelete_source_volumes = true\n{moves}"
-        ));
+        ),
+        );
         let failpoint = format!("{point}:vm-2");
         let mut child = lab.spawn_migrate(&plan, &cluster, &[("FERRY_FAILPOINT", &failpoint)]);
         let run = stdout_run_id(&mut child);

@@ -200,11 +200,7 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<MoveReport, MoveError>> + Send;
 
     /// ferry's metadata on a domain, if any.
-    fn metadata(
-        &self,
-        host: &str,
-        vm: &str,
-    ) -> impl Future<Output = Result<Option<Metadata>, DriverError>> + Send;
+    fn metadata(&self, host: &str, vm: &str) -> impl Future<Output = Result<Option<Metadata>, DriverError>> + Send;
 
     /// Writes ferry's metadata on a domain (live and persistent definition).
     fn set_metadata(

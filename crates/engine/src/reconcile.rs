@@ -86,7 +86,11 @@ async fn settle<D: Driver>(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     if started.elapsed() >= Duration::from_millis(500) && !abort_sent {
-        actions.push(format!("waited {:.1} s for the migration job still running on {}", started.elapsed().as_secs_f64(), m.source));
+        actions.push(format!(
+            "waited {:.1} s for the migration job still running on {}",
+            started.elapsed().as_secs_f64(),
+            m.source
+        ));
     }
 
     let (status, message) = match driver.locate(&m.uuid).await {
@@ -98,7 +102,8 @@ async fn settle<D: Driver>(
             let running: Vec<&Location> = locations.iter().filter(|l| l.state == VmState::Running).collect();
             match (running.as_slice(), target.as_deref()) {
                 ([only], Some(to)) if only.host == to => {
-                    let finalized = Metadata { run_id: m.run.clone(), original_host: m.source.clone(), phase: Phase::Finalized };
+                    let finalized =
+                        Metadata { run_id: m.run.clone(), original_host: m.source.clone(), phase: Phase::Finalized };
                     if driver.set_metadata(to, &m.uuid, Some(&finalized)).await.is_ok() {
                         actions.push(format!("marked it finalized on {to}"));
                     }
@@ -119,15 +124,14 @@ async fn settle<D: Driver>(
                             Err(e) => actions.push(format!("could not undo the interrupted move's preparation: {e}")),
                         }
                     }
-                    (Status::Pending, format!("re-queued: the move was interrupted and did not complete; it runs on {}", m.source))
+                    (
+                        Status::Pending,
+                        format!("re-queued: the move was interrupted and did not complete; it runs on {}", m.source),
+                    )
                 }
                 _ => (
                     Status::FailureLost,
-                    format!(
-                        "after a crash it was found {}; run `ferry cleanup --vm {}`",
-                        describe(&locations),
-                        m.vm
-                    ),
+                    format!("after a crash it was found {}; run `ferry cleanup --vm {}`", describe(&locations), m.vm),
                 ),
             }
         }

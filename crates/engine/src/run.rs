@@ -245,7 +245,8 @@ impl<D: Driver> Engine<D> {
 
         loop {
             let targets: Vec<Option<String>> = records.iter().map(|r| r.target.clone()).collect();
-            let decisions = scheduler.decide(self.clock.now(), |item, view| self.place(item, view, &targets, &statuses));
+            let decisions =
+                scheduler.decide(self.clock.now(), |item, view| self.place(item, view, &targets, &statuses));
             for ended in decisions.ended {
                 let spec = &self.moves[ended.item];
                 let record = &mut records[ended.item];
@@ -255,7 +256,11 @@ impl<D: Driver> Engine<D> {
                     .await?;
                 statuses[ended.item] = ended.status;
                 messages[ended.item] = ended.message.clone();
-                let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: ended.status, message: ended.message });
+                let _ = events.send(EngineEvent::Finished {
+                    vm: spec.vm.clone(),
+                    status: ended.status,
+                    message: ended.message,
+                });
             }
             for start in decisions.starts {
                 let spec = &self.moves[start.item];
@@ -311,9 +316,10 @@ impl<D: Driver> Engine<D> {
                 ));
             }
             for retune in decisions.retunes {
-                if let (Some(control), Some(b)) =
-                    (controls.get(&retune.item), cap(Some(retune.bandwidth_mib_s), self.settings.manual.bandwidth_mib_s))
-                {
+                if let (Some(control), Some(b)) = (
+                    controls.get(&retune.item),
+                    cap(Some(retune.bandwidth_mib_s), self.settings.manual.bandwidth_mib_s),
+                ) {
                     let _ = control.send(TaskControl::Bandwidth(b));
                 }
             }
@@ -438,7 +444,10 @@ impl<D: Driver> Engine<D> {
         Config {
             limits: self.settings.limits.clone(),
             links: self.cluster.hosts.iter().filter_map(|h| h.link_mib_s.map(|l| (h.name.clone(), l as f64))).collect(),
-            deadline: self.settings.deadline.map(|at| Deadline { at: at as f64, shown: ferry_plan::time::format_rfc3339(at) }),
+            deadline: self
+                .settings
+                .deadline
+                .map(|at| Deadline { at: at as f64, shown: ferry_plan::time::format_rfc3339(at) }),
             resume_from: self.settings.resume_from.clone(),
         }
     }
@@ -479,4 +488,3 @@ fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
         (a, b) => a.or(b),
     }
 }
-

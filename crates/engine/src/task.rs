@@ -245,7 +245,9 @@ async fn cold<D: Driver>(driver: &D, phases: &mut Phases, input: &TaskInput) -> 
 /// engine aborted the migration.
 fn failed(e: MoveError, why: Option<&str>) -> (Status, String, MoveReport) {
     match e {
-        MoveError::Init { reason } => (Status::FailureInit, format!("could not start: {reason}"), MoveReport::default()),
+        MoveError::Init { reason } => {
+            (Status::FailureInit, format!("could not start: {reason}"), MoveReport::default())
+        }
         MoveError::Transfer { reason, report, .. } => {
             let message = match why {
                 Some(why) => format!("{why}; the VM runs on its source ({reason})"),

@@ -65,14 +65,9 @@ pub struct DiskCheck {
 impl DiskCheck {
     /// Opens `path` for direct I/O and proves it works with one write and read.
     pub fn open(path: &Path) -> io::Result<DiskCheck> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)?;
+        let mut file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path)?;
         let size = file.seek(SeekFrom::End(0))?;
-        let blocks = usize::try_from(size.min(MAX_SPAN_BYTES) / BLOCK_BYTES as u64)
-            .expect("at most 4096 blocks");
+        let blocks = usize::try_from(size.min(MAX_SPAN_BYTES) / BLOCK_BYTES as u64).expect("at most 4096 blocks");
         if blocks == 0 {
             return Err(io::Error::other(format!("only {size} bytes")));
         }
@@ -127,9 +122,7 @@ impl DiskCheck {
                     self.written[index] = None;
                     problems.push(problem);
                 }
-                Err(e) => {
-                    problems.push(format!("disk block={index} read error={:?}", e.to_string()))
-                }
+                Err(e) => problems.push(format!("disk block={index} read error={:?}", e.to_string())),
             }
         }
         (verified, problems)
@@ -175,13 +168,11 @@ impl DiskCheck {
         let seq = self.next_seq;
         let index = usize::try_from(seq % self.written.len() as u64).expect("index < blocks");
         for word in 0..BLOCK_WORDS {
-            self.buf
-                .set_word(word, expected_word(index as u64, seq, word));
+            self.buf.set_word(word, expected_word(index as u64, seq, word));
         }
         // Forget the old content first: if the write fails half-way, nothing stale is expected.
         self.written[index] = None;
-        self.file
-            .write_all_at(&self.buf.0, (index * BLOCK_BYTES) as u64)?;
+        self.file.write_all_at(&self.buf.0, (index * BLOCK_BYTES) as u64)?;
         self.written[index] = Some(seq);
         self.next_seq += 1;
         Ok(index)
@@ -193,8 +184,7 @@ impl DiskCheck {
             return Ok(None);
         };
         self.buf.0.fill(0);
-        self.file
-            .read_exact_at(&mut self.buf.0, (index * BLOCK_BYTES) as u64)?;
+        self.file.read_exact_at(&mut self.buf.0, (index * BLOCK_BYTES) as u64)?;
         let wrong = (0..BLOCK_WORDS).find_map(|word| {
             let expected = expected_word(index as u64, seq, word);
             let got = self.buf.word(word);
@@ -212,11 +202,9 @@ impl DiskCheck {
     #[cfg(test)]
     fn scribble(&self, index: usize, word: usize, value: u64) -> io::Result<()> {
         let mut block = Box::new(Block([0; BLOCK_BYTES]));
-        self.file
-            .read_exact_at(&mut block.0, (index * BLOCK_BYTES) as u64)?;
+        self.file.read_exact_at(&mut block.0, (index * BLOCK_BYTES) as u64)?;
         block.set_word(word, value);
-        self.file
-            .write_all_at(&block.0, (index * BLOCK_BYTES) as u64)
+        self.file.write_all_at(&block.0, (index * BLOCK_BYTES) as u64)
     }
 }
 
@@ -253,22 +241,12 @@ mod tests {
             assert!(verified >= 1);
             assert_eq!(problems, Vec::<String>::new());
         }
-        let victim = disk
-            .written
-            .iter()
-            .position(|seq| seq.is_some())
-            .expect("a written block");
+        let victim = disk.written.iter().position(|seq| seq.is_some()).expect("a written block");
         disk.scribble(victim, 100, 42)?;
         let problems: Vec<String> = (0..2).flat_map(|_| disk.round().1).collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(
-            problems[0].starts_with(&format!("disk block={victim} expected=0x")),
-            "{problems:?}"
-        );
-        assert!(
-            problems[0].contains(" got=0x000000000000002a word=100 "),
-            "{problems:?}"
-        );
+        assert!(problems[0].starts_with(&format!("disk block={victim} expected=0x")), "{problems:?}");
+        assert!(problems[0].contains(" got=0x000000000000002a word=100 "), "{problems:?}");
         std::fs::remove_file(&path)
     }
 

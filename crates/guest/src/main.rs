@@ -160,20 +160,14 @@ fn open_disk(choice: &DiskChoice) -> Option<DiskCheck> {
             path.clone()
         }
         DiskChoice::Default => {
-            let found = DiskChoice::CANDIDATES
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists());
+            let found = DiskChoice::CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists());
             found?
         }
     };
     match DiskCheck::open(&path) {
         Ok(disk) => Some(disk),
         Err(e) => {
-            eprintln!(
-                "ferry-guest: running without a disk: {}: {e}",
-                path.display()
-            );
+            eprintln!("ferry-guest: running without a disk: {}: {e}", path.display());
             None
         }
     }
@@ -227,10 +221,7 @@ impl RateLimit {
 
     fn next_second(&mut self) {
         if self.suppressed > 0 {
-            say(format_args!(
-                "FERRY CORRUPT suppressed={} more lines",
-                self.suppressed
-            ));
+            say(format_args!("FERRY CORRUPT suppressed={} more lines", self.suppressed));
         }
         *self = RateLimit::default();
     }

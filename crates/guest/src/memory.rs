@@ -92,14 +92,7 @@ impl WorkingSet {
             .find(|&(word, &got)| got != word_value(base, word))
             .map(|(word, &got)| (word, got))?;
         let stale = got == word_value(page_base(page, generation.wrapping_sub(1)), word);
-        let mismatch = Mismatch {
-            page,
-            word,
-            generation,
-            expected: word_value(base, word),
-            got,
-            stale,
-        };
+        let mismatch = Mismatch { page, word, generation, expected: word_value(base, word), got, stale };
         self.rewrite(page);
         Some(mismatch)
     }
@@ -147,10 +140,7 @@ mod tests {
     use super::*;
 
     fn verify_all(set: &mut WorkingSet) -> Vec<String> {
-        (0..set.pages())
-            .filter_map(|_| set.verify_next())
-            .map(|m| m.describe())
-            .collect()
+        (0..set.pages()).filter_map(|_| set.verify_next()).map(|m| m.describe()).collect()
     }
 
     #[test]
@@ -168,14 +158,8 @@ mod tests {
         set.poke(3, 5, 0);
         let found = verify_all(&mut set);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(
-            found[0].starts_with("page=3 word=5 expected=0x"),
-            "{found:?}"
-        );
-        assert!(
-            found[0].ends_with(" got=0x0000000000000000 gen=0"),
-            "{found:?}"
-        );
+        assert!(found[0].starts_with("page=3 word=5 expected=0x"), "{found:?}");
+        assert!(found[0].ends_with(" got=0x0000000000000000 gen=0"), "{found:?}");
         assert_eq!(verify_all(&mut set), Vec::<String>::new());
     }
 

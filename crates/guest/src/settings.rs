@@ -33,11 +33,7 @@ impl DiskChoice {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            dirty_mib_s: 0.0,
-            wss_mib: 32,
-            disk: DiskChoice::Default,
-        }
+        Settings { dirty_mib_s: 0.0, wss_mib: 32, disk: DiskChoice::Default }
     }
 }
 
@@ -50,11 +46,7 @@ pub struct BadSetting {
 
 impl fmt::Display for BadSetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "bad kernel command line setting {}: {}",
-            self.word, self.reason
-        )
+        write!(f, "bad kernel command line setting {}: {}", self.word, self.reason)
     }
 }
 
@@ -69,13 +61,8 @@ impl Settings {
             let Some(setting) = word.strip_prefix("ferry.") else {
                 continue;
             };
-            let bad = |reason| BadSetting {
-                word: word.to_string(),
-                reason,
-            };
-            let (key, value) = setting
-                .split_once('=')
-                .ok_or_else(|| bad("expected key=value"))?;
+            let bad = |reason| BadSetting { word: word.to_string(), reason };
+            let (key, value) = setting.split_once('=').ok_or_else(|| bad("expected key=value"))?;
             match key {
                 "dirty" => {
                     let rate: f64 = value.parse().map_err(|_| bad("expected MiB/s"))?;
@@ -98,11 +85,7 @@ impl Settings {
                         path => DiskChoice::Path(PathBuf::from(path)),
                     }
                 }
-                _ => {
-                    return Err(bad(
-                        "unknown setting (known: ferry.dirty, ferry.wss, ferry.disk)",
-                    ))
-                }
+                _ => return Err(bad("unknown setting (known: ferry.dirty, ferry.wss, ferry.disk)")),
             }
         }
         Ok(settings)
@@ -115,10 +98,7 @@ mod tests {
 
     fn check(cmdline: &str, expect: &str) {
         let actual = match Settings::from_cmdline(cmdline) {
-            Ok(s) => format!(
-                "dirty={} wss={} disk={:?}",
-                s.dirty_mib_s, s.wss_mib, s.disk
-            ),
+            Ok(s) => format!("dirty={} wss={} disk={:?}", s.dirty_mib_s, s.wss_mib, s.disk),
             Err(e) => e.to_string(),
         };
         assert_eq!(actual, expect, "cmdline: {cmdline}");
@@ -127,34 +107,16 @@ mod tests {
     #[test]
     fn settings() {
         check("console=ttyS0 quiet", "dirty=0 wss=32 disk=Default");
-        check(
-            "console=ttyS0 panic=-1 quiet ferry.dirty=10 ferry.wss=64\n",
-            "dirty=10 wss=64 disk=Default",
-        );
-        check(
-            "ferry.dirty=2.5 ferry.disk=/dev/vdb",
-            "dirty=2.5 wss=32 disk=Path(\"/dev/vdb\")",
-        );
+        check("console=ttyS0 panic=-1 quiet ferry.dirty=10 ferry.wss=64\n", "dirty=10 wss=64 disk=Default");
+        check("ferry.dirty=2.5 ferry.disk=/dev/vdb", "dirty=2.5 wss=32 disk=Path(\"/dev/vdb\")");
         check("ferry.disk=none", "dirty=0 wss=32 disk=None");
-        check(
-            "ferry.dirty=fast",
-            "bad kernel command line setting ferry.dirty=fast: expected MiB/s",
-        );
-        check(
-            "ferry.dirty=-1",
-            "bad kernel command line setting ferry.dirty=-1: expected a rate of 0 or more MiB/s",
-        );
-        check(
-            "ferry.wss=0",
-            "bad kernel command line setting ferry.wss=0: the working set needs at least 1 MiB",
-        );
+        check("ferry.dirty=fast", "bad kernel command line setting ferry.dirty=fast: expected MiB/s");
+        check("ferry.dirty=-1", "bad kernel command line setting ferry.dirty=-1: expected a rate of 0 or more MiB/s");
+        check("ferry.wss=0", "bad kernel command line setting ferry.wss=0: the working set needs at least 1 MiB");
         check(
             "ferry.dirt=10",
             "bad kernel command line setting ferry.dirt=10: unknown setting (known: ferry.dirty, ferry.wss, ferry.disk)",
         );
-        check(
-            "ferry.wss",
-            "bad kernel command line setting ferry.wss: expected key=value",
-        );
+        check("ferry.wss", "bad kernel command line setting ferry.wss: expected key=value");
     }
 }

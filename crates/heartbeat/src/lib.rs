@@ -24,15 +24,8 @@ pub const TOKEN: &str = "FERRY ";
 
 /// Console substrings that mean the guest kernel is in trouble. "Out of memory" is the OOM
 /// killer, which would otherwise end the workload with nothing but a missing heartbeat to show.
-const KERNEL_TROUBLE: &[&str] = &[
-    "Kernel panic",
-    "Out of memory",
-    "Oops",
-    "BUG:",
-    "general protection fault",
-    "Call Trace:",
-    "segfault",
-];
+const KERNEL_TROUBLE: &[&str] =
+    &["Kernel panic", "Out of memory", "Oops", "BUG:", "general protection fault", "Call Trace:", "segfault"];
 
 /// The line the guest prints once, when its workload starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,11 +71,7 @@ impl fmt::Display for Heartbeat {
         write!(
             f,
             "{TOKEN}hb seq={} uptime_ms={} dirty_mib_s={:.1} verified={} disk_verified={}",
-            self.seq,
-            self.uptime_ms,
-            self.dirty_mib_s,
-            self.pages_verified,
-            self.disk_blocks_verified
+            self.seq, self.uptime_ms, self.dirty_mib_s, self.pages_verified, self.disk_blocks_verified
         )
     }
 }
@@ -144,9 +133,7 @@ fn parse_protocol(line: &str) -> Option<Event> {
 
 /// The value of `key=value` among whitespace-separated fields; the first one wins.
 fn field<'a>(fields: &'a str, key: &str) -> Option<&'a str> {
-    fields
-        .split_ascii_whitespace()
-        .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
+    fields.split_ascii_whitespace().find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
 }
 
 fn rate(text: &str) -> Option<f64> {
@@ -207,17 +194,11 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::UptimeWentBack { from_ms, to_ms } => write!(
-                f,
-                "uptime went back from {:.1} s to {:.1} s",
-                *from_ms as f64 / 1000.0,
-                *to_ms as f64 / 1000.0
-            ),
+            Problem::UptimeWentBack { from_ms, to_ms } => {
+                write!(f, "uptime went back from {:.1} s to {:.1} s", *from_ms as f64 / 1000.0, *to_ms as f64 / 1000.0)
+            }
             Problem::SequenceBroken { expected, got } => {
-                write!(
-                    f,
-                    "heartbeat sequence broken: expected seq={expected}, got seq={got}"
-                )
+                write!(f, "heartbeat sequence broken: expected seq={expected}, got seq={got}")
             }
             Problem::Restarted { boots } => write!(f, "guest restarted: booted {boots} times"),
             Problem::Corrupt(what) => write!(f, "guest saw corruption: {what}"),
@@ -235,10 +216,7 @@ pub fn analyze(log: &str) -> LogReport {
     // The sequence number due next: `None` until known (a log that starts mid-run), `Some(0)`
     // right after a boot line.
     let mut expected_seq: Option<u64> = None;
-    for line in log
-        .split_inclusive('\n')
-        .filter(|line| line.ends_with('\n'))
-    {
+    for line in log.split_inclusive('\n').filter(|line| line.ends_with('\n')) {
         match parse_line(line) {
             None => {}
             Some(Event::Boot(_)) => {
@@ -250,18 +228,12 @@ pub fn analyze(log: &str) -> LogReport {
                 if let Some(prev) = &report.last {
                     // Across a boot too: a reboot shows up here as well as in `Restarted`.
                     if hb.uptime_ms < prev.uptime_ms {
-                        report.problems.push(Problem::UptimeWentBack {
-                            from_ms: prev.uptime_ms,
-                            to_ms: hb.uptime_ms,
-                        });
+                        report.problems.push(Problem::UptimeWentBack { from_ms: prev.uptime_ms, to_ms: hb.uptime_ms });
                     }
                 }
                 if let Some(expected) = expected_seq {
                     if hb.seq != expected {
-                        report.problems.push(Problem::SequenceBroken {
-                            expected,
-                            got: hb.seq,
-                        });
+                        report.problems.push(Problem::SequenceBroken { expected, got: hb.seq });
                     }
                 }
                 expected_seq = Some(hb.seq.saturating_add(1));
@@ -274,9 +246,7 @@ pub fn analyze(log: &str) -> LogReport {
         }
     }
     if report.boots > 1 {
-        report.problems.push(Problem::Restarted {
-            boots: report.boots,
-        });
+        report.problems.push(Problem::Restarted { boots: report.boots });
     }
     report
 }
@@ -291,10 +261,7 @@ mod tests {
             "boots={} heartbeats={} last={} healthy={}\n",
             report.boots,
             report.heartbeats,
-            report
-                .last
-                .as_ref()
-                .map_or("none".to_string(), |hb| hb.seq.to_string()),
+            report.last.as_ref().map_or("none".to_string(), |hb| hb.seq.to_string()),
             report.healthy()
         );
         for problem in &report.problems {
@@ -306,30 +273,17 @@ mod tests {
     fn check(log: &str, expect: &str) {
         let actual = render(&analyze(log));
         let expect = unindent(expect);
-        assert_eq!(
-            actual, expect,
-            "\nlog:\n{log}\nactual:\n{actual}\nexpected:\n{expect}"
-        );
+        assert_eq!(actual, expect, "\nlog:\n{log}\nactual:\n{actual}\nexpected:\n{expect}");
     }
 
     fn unindent(text: &str) -> String {
-        text.lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-            .map(|line| format!("{line}\n"))
-            .collect()
+        text.lines().map(str::trim).filter(|line| !line.is_empty()).map(|line| format!("{line}\n")).collect()
     }
 
     const BOOT: &str = "FERRY boot wss_mib=32 dirty_mib_s=10 disk=/dev/vdb\n";
 
     fn hb(seq: u64, uptime_ms: u64) -> String {
-        let hb = Heartbeat {
-            seq,
-            uptime_ms,
-            dirty_mib_s: 9.8,
-            pages_verified: seq * 4096,
-            disk_blocks_verified: seq,
-        };
+        let hb = Heartbeat { seq, uptime_ms, dirty_mib_s: 9.8, pages_verified: seq * 4096, disk_blocks_verified: seq };
         format!("{hb}\n")
     }
 
@@ -354,10 +308,7 @@ mod tests {
 
     #[test]
     fn log_starting_mid_run() {
-        check(
-            &[hb(41, 42000), hb(42, 43000)].concat(),
-            "boots=0 heartbeats=2 last=42 healthy=true",
-        );
+        check(&[hb(41, 42000), hb(42, 43000)].concat(), "boots=0 heartbeats=2 last=42 healthy=true");
     }
 
     #[test]
@@ -381,14 +332,7 @@ mod tests {
     #[test]
     fn sequence_gap_and_repeat() {
         check(
-            &[
-                BOOT.to_string(),
-                hb(0, 1000),
-                hb(1, 2000),
-                hb(3, 4000),
-                hb(3, 4100),
-            ]
-            .concat(),
+            &[BOOT.to_string(), hb(0, 1000), hb(1, 2000), hb(3, 4000), hb(3, 4100)].concat(),
             "boots=1 heartbeats=4 last=3 healthy=false
              heartbeat sequence broken: expected seq=2, got seq=3
              heartbeat sequence broken: expected seq=4, got seq=3",
@@ -410,8 +354,7 @@ mod tests {
             &[
                 BOOT.to_string(),
                 hb(0, 1000),
-                "FERRY CORRUPT page=123 word=4 expected=0x00000000000000aa got=0x00000000000000bb\n"
-                    .to_string(),
+                "FERRY CORRUPT page=123 word=4 expected=0x00000000000000aa got=0x00000000000000bb\n".to_string(),
                 "FERRY CORRUPT disk block=7 expected=0x1 got=0x2\n".to_string(),
                 hb(1, 2000),
             ]
@@ -483,14 +426,7 @@ mod tests {
     #[test]
     fn restart() {
         check(
-            &[
-                BOOT.to_string(),
-                hb(0, 1000),
-                hb(1, 2000),
-                BOOT.to_string(),
-                hb(0, 900),
-            ]
-            .concat(),
+            &[BOOT.to_string(), hb(0, 1000), hb(1, 2000), BOOT.to_string(), hb(0, 900)].concat(),
             "boots=2 heartbeats=3 last=0 healthy=false
              uptime went back from 2.0 s to 0.9 s
              guest restarted: booted 2 times",
@@ -499,20 +435,13 @@ mod tests {
 
     #[test]
     fn truncated_last_line_is_ignored() {
-        let log = [
-            BOOT.to_string(),
-            hb(0, 11000),
-            hb(1, 12000),
-            "FERRY hb seq=2 uptime_ms=120".to_string(),
-        ]
-        .concat();
+        let log = [BOOT.to_string(), hb(0, 11000), hb(1, 12000), "FERRY hb seq=2 uptime_ms=120".to_string()].concat();
         check(&log, "boots=1 heartbeats=2 last=1 healthy=true");
         // Even when what has arrived so far happens to be a well-formed line.
         let log = [
             BOOT.to_string(),
             hb(0, 11000),
-            "FERRY hb seq=1 uptime_ms=12000 dirty_mib_s=9.8 verified=8192 disk_verified=4"
-                .to_string(),
+            "FERRY hb seq=1 uptime_ms=12000 dirty_mib_s=9.8 verified=8192 disk_verified=4".to_string(),
         ]
         .concat();
         check(&log, "boots=1 heartbeats=1 last=0 healthy=true");
@@ -520,39 +449,17 @@ mod tests {
 
     #[test]
     fn lines_round_trip() {
-        let boot = Boot {
-            wss_mib: 32,
-            dirty_mib_s: 10.0,
-            disk: Some("/dev/vdb".to_string()),
-        };
-        assert_eq!(
-            boot.to_string(),
-            "FERRY boot wss_mib=32 dirty_mib_s=10 disk=/dev/vdb"
-        );
+        let boot = Boot { wss_mib: 32, dirty_mib_s: 10.0, disk: Some("/dev/vdb".to_string()) };
+        assert_eq!(boot.to_string(), "FERRY boot wss_mib=32 dirty_mib_s=10 disk=/dev/vdb");
         assert_eq!(parse_line(&boot.to_string()), Some(Event::Boot(boot)));
 
-        let boot = Boot {
-            wss_mib: 16,
-            dirty_mib_s: 2.5,
-            disk: None,
-        };
-        assert_eq!(
-            boot.to_string(),
-            "FERRY boot wss_mib=16 dirty_mib_s=2.5 disk=none"
-        );
+        let boot = Boot { wss_mib: 16, dirty_mib_s: 2.5, disk: None };
+        assert_eq!(boot.to_string(), "FERRY boot wss_mib=16 dirty_mib_s=2.5 disk=none");
         assert_eq!(parse_line(&boot.to_string()), Some(Event::Boot(boot)));
 
-        let hb = Heartbeat {
-            seq: 12,
-            uptime_ms: 12034,
-            dirty_mib_s: 9.8,
-            pages_verified: 8192,
-            disk_blocks_verified: 40,
-        };
-        assert_eq!(
-            hb.to_string(),
-            "FERRY hb seq=12 uptime_ms=12034 dirty_mib_s=9.8 verified=8192 disk_verified=40"
-        );
+        let hb =
+            Heartbeat { seq: 12, uptime_ms: 12034, dirty_mib_s: 9.8, pages_verified: 8192, disk_blocks_verified: 40 };
+        assert_eq!(hb.to_string(), "FERRY hb seq=12 uptime_ms=12034 dirty_mib_s=9.8 verified=8192 disk_verified=40");
         assert_eq!(parse_line(&format!("{hb}\r\n")), Some(Event::Heartbeat(hb)));
     }
 

@@ -12,9 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ferry_journal::{
-    Durability, EventKind, Journal, JournalConfig, NewMove, NewRun, RunKind, FIRST_GENERATION,
-};
+use ferry_journal::{Durability, EventKind, Journal, JournalConfig, NewMove, NewRun, RunKind, FIRST_GENERATION};
 use ferry_model::Status;
 use serde_json::json;
 
@@ -62,29 +60,16 @@ async fn time_ops(journal: Journal, run: String, uuid: String, op: Op) -> Vec<Du
     let mut times = Vec::with_capacity(OPS);
     let mut generation = journal.move_of(&run, &uuid).await.expect("move").generation;
     for i in 0..OPS {
-        let status = if i % 2 == 0 {
-            Status::Queued
-        } else {
-            Status::Pending
-        };
+        let status = if i % 2 == 0 { Status::Queued } else { Status::Pending };
         let started = Instant::now();
         match op {
             Op::Status => {
-                generation = journal
-                    .set_status(&run, &uuid, generation, status, "bench")
-                    .await
-                    .expect("status update");
+                generation = journal.set_status(&run, &uuid, generation, status, "bench").await.expect("status update");
             }
             Op::Event => {
                 let data = json!({ "action": "wait", "remaining_mib": i });
                 journal
-                    .event(
-                        &run,
-                        Some(&uuid),
-                        EventKind::Decision,
-                        "wait: converging",
-                        Some(&data),
-                    )
+                    .event(&run, Some(&uuid), EventKind::Decision, "wait: converging", Some(&data))
                     .await
                     .expect("event");
             }
@@ -114,20 +99,14 @@ fn report(label: &str, mut times: Vec<Duration>, wall: Duration) {
 
 async fn bench_writes(dir: &std::path::Path, durability: Durability, name: &str) {
     let db = dir.join(format!("{name}.db")).display().to_string();
-    let config = JournalConfig {
-        durability,
-        ..JournalConfig::default()
-    };
+    let config = JournalConfig { durability, ..JournalConfig::default() };
     let a = Journal::open_with(&db, &config).await.expect("open a");
     let b = Journal::open_with(&db, &config).await.expect("open b");
     let run = run_with_moves(&a, 3).await;
     let uuid = |i| new_move(i).uuid;
     println!("synchronous = {name}");
 
-    for (op, label) in [
-        (Op::Status, "CAS status update"),
-        (Op::Event, "event insert"),
-    ] {
+    for (op, label) in [(Op::Status, "CAS status update"), (Op::Event, "event insert")] {
         let started = Instant::now();
         let times = time_ops(a.clone(), run.clone(), uuid(0), op).await;
         report(&format!("{label}, 1 writer"), times, started.elapsed());
@@ -149,47 +128,26 @@ async fn bench_bulk(dir: &std::path::Path) {
     println!("bulk (synchronous = FULL)");
     let started = Instant::now();
     let run = run_with_moves(&journal, BULK_MOVES).await;
-    println!(
-        "  add_moves({BULK_MOVES}), one transaction   {:>8.1} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    println!("  add_moves({BULK_MOVES}), one transaction   {:>8.1} ms", started.elapsed().as_secs_f64() * 1e3);
     let started = Instant::now();
     let moves = journal.moves(&run).await.expect("moves");
     assert_eq!(moves.len(), BULK_MOVES as usize);
-    println!(
-        "  moves() of {BULK_MOVES}                 {:>8.1} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    println!("  moves() of {BULK_MOVES}                 {:>8.1} ms", started.elapsed().as_secs_f64() * 1e3);
     for m in moves.iter().take(1_000) {
-        journal
-            .set_status(&run, &m.uuid, FIRST_GENERATION, Status::Queued, "")
-            .await
-            .expect("status");
+        journal.set_status(&run, &m.uuid, FIRST_GENERATION, Status::Queued, "").await.expect("status");
     }
     let started = Instant::now();
     let events = journal.events(&run, None).await.expect("events");
-    println!(
-        "  events() of {:<5}                   {:>8.1} ms",
-        events.len(),
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    println!("  events() of {:<5}                   {:>8.1} ms", events.len(), started.elapsed().as_secs_f64() * 1e3);
     journal.close().await;
 }
 
 fn main() {
-    let base = std::env::var_os("FERRY_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("FERRY_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("ferry-journal-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench directory");
-    println!(
-        "journal files in {}; {OPS} operations per line",
-        dir.display()
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    println!("journal files in {}; {OPS} operations per line", dir.display());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         bench_writes(&dir, Durability::Full, "FULL").await;
         bench_writes(&dir, Durability::Normal, "NORMAL").await;

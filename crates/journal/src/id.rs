@@ -5,12 +5,7 @@ pub(crate) fn run_id(ms: i64, suffix: u16) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "r-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{suffix:04x}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("r-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{suffix:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A random suffix for a run id.
@@ -54,18 +49,8 @@ mod tests {
 
     #[test]
     fn ids_sort_by_time() {
-        let times = [
-            0,
-            1000,
-            59_999,
-            86_400_000,
-            1_795_465_815_000,
-            4_102_444_799_999,
-        ];
-        let ids: Vec<String> = times
-            .iter()
-            .map(|&t| run_id(t, 0xffff - (t % 7) as u16))
-            .collect();
+        let times = [0, 1000, 59_999, 86_400_000, 1_795_465_815_000, 4_102_444_799_999];
+        let ids: Vec<String> = times.iter().map(|&t| run_id(t, 0xffff - (t % 7) as u16)).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);

@@ -8,15 +8,15 @@ use ferry_model::{Phase, Status};
 use serde_json::{json, Value};
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::error::{JournalError, Result};
 use crate::records::{
-    Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run,
-    RunDocuments, RunKind, RunState,
+    Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run, RunDocuments, RunKind,
+    RunState,
 };
 use crate::{id, schema};
 
@@ -113,17 +113,12 @@ impl Journal {
     /// [`Journal::open`] with a configuration.
     pub async fn open_with(location: &str, config: &JournalConfig) -> Result<Journal> {
         let options = if location.starts_with("sqlite:") {
-            let options =
-                SqliteConnectOptions::from_str(location).map_err(|source| JournalError::Open {
-                    location: location.to_owned(),
-                    source,
-                })?;
+            let options = SqliteConnectOptions::from_str(location)
+                .map_err(|source| JournalError::Open { location: location.to_owned(), source })?;
             create_parent(options.get_filename())?;
             options
         } else if location.contains("://") {
-            return Err(JournalError::UnsupportedLocation {
-                location: location.to_owned(),
-            });
+            return Err(JournalError::UnsupportedLocation { location: location.to_owned() });
         } else {
             create_parent(Path::new(location))?;
             SqliteConnectOptions::new().filename(location)
@@ -138,11 +133,7 @@ impl Journal {
         Journal::connect(path.display().to_string(), options, config).await
     }
 
-    async fn connect(
-        location: String,
-        options: SqliteConnectOptions,
-        config: &JournalConfig,
-    ) -> Result<Journal> {
+    async fn connect(location: String, options: SqliteConnectOptions, config: &JournalConfig) -> Result<Journal> {
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -162,14 +153,8 @@ impl Journal {
                     .max_connections(config.max_connections.max(1))
                     .connect_with(options.clone())
                     .await
-                    .map_err(|source| JournalError::Open {
-                        location: location.clone(),
-                        source,
-                    })?;
-                let journal = Journal {
-                    pool,
-                    location: location.clone(),
-                };
+                    .map_err(|source| JournalError::Open { location: location.clone(), source })?;
+                let journal = Journal { pool, location: location.clone() };
                 journal.migrate().await?;
                 Ok(journal)
             };
@@ -186,20 +171,13 @@ impl Journal {
     async fn migrate(&self) -> Result<()> {
         let migrate_error = |version: i64| {
             let location = self.location.clone();
-            move |source| JournalError::Migrate {
-                location,
-                version,
-                source,
-            }
+            move |source| JournalError::Migrate { location, version, source }
         };
         let mut tx = self.begin_write().await.map_err(|e| match e {
             JournalError::Database(source) => migrate_error(0)(source),
             other => other,
         })?;
-        sqlx::query(schema::SCHEMA_VERSION_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(migrate_error(0))?;
+        sqlx::query(schema::SCHEMA_VERSION_TABLE).execute(&mut *tx).await.map_err(migrate_error(0))?;
         let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
             .fetch_one(&mut *tx)
             .await
@@ -214,20 +192,15 @@ impl Journal {
         }
         for migration in schema::MIGRATIONS.iter().filter(|m| m.version > current) {
             for statement in migration.statements {
-                sqlx::query(*statement)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(migrate_error(migration.version))?;
+                sqlx::query(*statement).execute(&mut *tx).await.map_err(migrate_error(migration.version))?;
             }
-            sqlx::query(
-                "INSERT INTO schema_version (version, description, applied_ms) VALUES ($1, $2, $3)",
-            )
-            .bind(migration.version)
-            .bind(migration.description)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(migrate_error(migration.version))?;
+            sqlx::query("INSERT INTO schema_version (version, description, applied_ms) VALUES ($1, $2, $3)")
+                .bind(migration.version)
+                .bind(migration.description)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(migrate_error(migration.version))?;
         }
         tx.commit().await.map_err(migrate_error(schema::latest()))?;
         Ok(())
@@ -247,11 +220,7 @@ impl Journal {
 
     /// The schema versions applied to this file, oldest first.
     pub async fn applied_versions(&self) -> Result<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version").fetch_all(&self.pool).await?)
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at once, waiting for it
@@ -290,25 +259,18 @@ impl Journal {
             .execute(&mut *tx)
             .await;
             match inserted {
-                Err(sqlx::Error::Database(e))
-                    if e.kind() == ErrorKind::UniqueViolation && clashes < 8 =>
-                {
+                Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation && clashes < 8 => {
                     clashes += 1;
                     continue;
                 }
                 Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::ForeignKeyViolation => {
-                    return Err(JournalError::RunNotFound {
-                        run: new.parent.clone().unwrap_or_default(),
-                    });
+                    return Err(JournalError::RunNotFound { run: new.parent.clone().unwrap_or_default() });
                 }
                 Err(e) => return Err(e.into()),
                 Ok(_) => {}
             }
             let message = match &new.parent {
-                Some(parent) => format!(
-                    "{} run of plan {} created for run {parent}",
-                    new.kind, new.plan_name
-                ),
+                Some(parent) => format!("{} run of plan {} created for run {parent}", new.kind, new.plan_name),
                 None => format!("{} run of plan {} created", new.kind, new.plan_name),
             };
             insert_event(&mut tx, &run_id, None, now, EventKind::Run, &message, None).await?;
@@ -332,14 +294,10 @@ impl Journal {
 
     /// The run `id`.
     pub async fn run(&self, id: &str) -> Result<Run> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(row) => run_from_row(&row),
             None => Err(JournalError::RunNotFound { run: id.to_owned() }),
@@ -361,30 +319,22 @@ impl Journal {
 
     /// Every run, newest first.
     pub async fn runs(&self) -> Result<Vec<Run>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs ORDER BY created_ms DESC, id DESC"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(run_from_row)
-        .collect()
+        sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs ORDER BY created_ms DESC, id DESC"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect()
     }
 
     /// The newest run, if any.
     pub async fn latest_run(&self) -> Result<Option<Run>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs ORDER BY created_ms DESC, id DESC LIMIT 1"
-        ))
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(run_from_row)
-        .transpose()
+        sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs ORDER BY created_ms DESC, id DESC LIMIT 1"))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
     }
 
     /// Sets run `id`'s state if its generation is still `generation`; returns the new
@@ -454,19 +404,14 @@ impl Journal {
     pub async fn request_abort(&self, id: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
         let state: RunState = match state {
             Some(state) => parse_text(state, "runs", "state")?,
             None => return Err(JournalError::RunNotFound { run: id.to_owned() }),
         };
         if state.is_ended() {
-            return Err(JournalError::RunEnded {
-                run: id.to_owned(),
-                state,
-            });
+            return Err(JournalError::RunEnded { run: id.to_owned(), state });
         }
         let done = sqlx::query(
             "UPDATE runs SET abort_requested = 1, updated_ms = $2, generation = generation + 1 \
@@ -479,27 +424,17 @@ impl Journal {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        insert_event(
-            &mut tx,
-            id,
-            None,
-            now,
-            EventKind::Abort,
-            "abort requested",
-            None,
-        )
-        .await?;
+        insert_event(&mut tx, id, None, now, EventKind::Abort, "abort requested", None).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Whether run `id` was asked to stop. Cheap enough to poll every second.
     pub async fn abort_requested(&self, id: &str) -> Result<bool> {
-        let flag: Option<i64> =
-            sqlx::query_scalar("SELECT abort_requested FROM runs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let flag: Option<i64> = sqlx::query_scalar("SELECT abort_requested FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         match flag {
             Some(flag) => Ok(flag != 0),
             None => Err(JournalError::RunNotFound { run: id.to_owned() }),
@@ -512,14 +447,10 @@ impl Journal {
     pub async fn add_moves(&self, run: &str, moves: &[NewMove]) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
-            .bind(run)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE id = $1").bind(run).fetch_optional(&mut *tx).await?;
         if exists.is_none() {
-            return Err(JournalError::RunNotFound {
-                run: run.to_owned(),
-            });
+            return Err(JournalError::RunNotFound { run: run.to_owned() });
         }
         for m in moves {
             let inserted = sqlx::query(
@@ -544,10 +475,7 @@ impl Journal {
             .await;
             match inserted {
                 Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
-                    return Err(JournalError::DuplicateMove {
-                        run: run.to_owned(),
-                        uuid: m.uuid.clone(),
-                    });
+                    return Err(JournalError::DuplicateMove { run: run.to_owned(), uuid: m.uuid.clone() });
                 }
                 Err(e) => return Err(e.into()),
                 Ok(_) => {}
@@ -561,30 +489,22 @@ impl Journal {
 
     /// Run `run`'s moves in plan order (empty for an unknown run).
     pub async fn moves(&self, run: &str) -> Result<Vec<Move>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            move_columns!(),
-            " FROM moves WHERE run = $1 ORDER BY seq, uuid"
-        ))
-        .bind(run)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(move_from_row)
-        .collect()
+        sqlx::query(concat!("SELECT ", move_columns!(), " FROM moves WHERE run = $1 ORDER BY seq, uuid"))
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(move_from_row)
+            .collect()
     }
 
     /// The move of VM `uuid` in run `run`.
     pub async fn move_of(&self, run: &str, uuid: &str) -> Result<Move> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            move_columns!(),
-            " FROM moves WHERE run = $1 AND uuid = $2"
-        ))
-        .bind(run)
-        .bind(uuid)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(concat!("SELECT ", move_columns!(), " FROM moves WHERE run = $1 AND uuid = $2"))
+            .bind(run)
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(row) => move_from_row(&row),
             None => Err(move_not_found(run, uuid)),
@@ -594,13 +514,7 @@ impl Journal {
     /// Writes that the move enters `phase`, *before* its side effect: until
     /// [`Journal::end_phase`] the side effect may or may not have happened. Returns the new
     /// generation.
-    pub async fn begin_phase(
-        &self,
-        run: &str,
-        uuid: &str,
-        generation: i64,
-        phase: Phase,
-    ) -> Result<i64> {
+    pub async fn begin_phase(&self, run: &str, uuid: &str, generation: i64, phase: Phase) -> Result<i64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -619,16 +533,7 @@ impl Journal {
         }
         let message = format!("{phase}: begun");
         let data = json!({ "phase": phase.name(), "done": false });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Phase,
-            &message,
-            Some(&data),
-        )
-        .await?;
+        insert_event(&mut tx, run, Some(uuid), now, EventKind::Phase, &message, Some(&data)).await?;
         tx.commit().await?;
         Ok(generation + 1)
     }
@@ -636,13 +541,7 @@ impl Journal {
     /// Confirms, *after* its side effect, that the move's current phase `phase` is done.
     /// Returns the new generation; [`JournalError::PhaseMismatch`] when the move is not in
     /// `phase` or it was already confirmed.
-    pub async fn end_phase(
-        &self,
-        run: &str,
-        uuid: &str,
-        generation: i64,
-        phase: Phase,
-    ) -> Result<i64> {
+    pub async fn end_phase(&self, run: &str, uuid: &str, generation: i64, phase: Phase) -> Result<i64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -657,13 +556,11 @@ impl Journal {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            let row = sqlx::query(
-                "SELECT generation, phase, phase_done FROM moves WHERE run = $1 AND uuid = $2",
-            )
-            .bind(run)
-            .bind(uuid)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row = sqlx::query("SELECT generation, phase, phase_done FROM moves WHERE run = $1 AND uuid = $2")
+                .bind(run)
+                .bind(uuid)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some(row) = row else {
                 return Err(move_not_found(run, uuid));
             };
@@ -687,16 +584,7 @@ impl Journal {
         }
         let message = format!("{phase}: done");
         let data = json!({ "phase": phase.name(), "done": true });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Phase,
-            &message,
-            Some(&data),
-        )
-        .await?;
+        insert_event(&mut tx, run, Some(uuid), now, EventKind::Phase, &message, Some(&data)).await?;
         tx.commit().await?;
         Ok(generation + 1)
     }
@@ -732,35 +620,16 @@ impl Journal {
         if done.rows_affected() == 0 {
             return Err(move_conflict(&mut tx, run, uuid, generation).await);
         }
-        let text = if message.is_empty() {
-            status.name().to_owned()
-        } else {
-            format!("{status}: {message}")
-        };
+        let text = if message.is_empty() { status.name().to_owned() } else { format!("{status}: {message}") };
         let data = json!({ "status": status.name() });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Status,
-            &text,
-            Some(&data),
-        )
-        .await?;
+        insert_event(&mut tx, run, Some(uuid), now, EventKind::Status, &text, Some(&data)).await?;
         tx.commit().await?;
         Ok(generation + 1)
     }
 
     /// Sets the move's target host (placement of `ANY`, when the move starts); returns
     /// the new generation.
-    pub async fn set_target(
-        &self,
-        run: &str,
-        uuid: &str,
-        generation: i64,
-        target: &str,
-    ) -> Result<i64> {
+    pub async fn set_target(&self, run: &str, uuid: &str, generation: i64, target: &str) -> Result<i64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -779,16 +648,7 @@ impl Journal {
         }
         let message = format!("target {target}");
         let data = json!({ "target": target });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Target,
-            &message,
-            Some(&data),
-        )
-        .await?;
+        insert_event(&mut tx, run, Some(uuid), now, EventKind::Target, &message, Some(&data)).await?;
         tx.commit().await?;
         Ok(generation + 1)
     }
@@ -796,20 +656,14 @@ impl Journal {
     // ---------------------------------------------------------------- attempts
 
     /// Records that an attempt at moving VM `uuid` starts; returns its number (1, 2, …).
-    pub async fn record_attempt_start(
-        &self,
-        run: &str,
-        uuid: &str,
-        attempt: &NewAttempt,
-    ) -> Result<u32> {
+    pub async fn record_attempt_start(&self, run: &str, uuid: &str, attempt: &NewAttempt) -> Result<u32> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(number) FROM attempts WHERE run = $1 AND uuid = $2")
-                .bind(run)
-                .bind(uuid)
-                .fetch_one(&mut *tx)
-                .await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(number) FROM attempts WHERE run = $1 AND uuid = $2")
+            .bind(run)
+            .bind(uuid)
+            .fetch_one(&mut *tx)
+            .await?;
         let number = last.unwrap_or(0) + 1;
         let inserted = sqlx::query(
             "INSERT INTO attempts (run, uuid, number, kind, target, started_ms, ended_ms, outcome, \
@@ -832,34 +686,15 @@ impl Journal {
             Err(e) => return Err(e.into()),
             Ok(_) => {}
         }
-        let message = format!(
-            "attempt {number} ({}) to {} started",
-            attempt.kind, attempt.target
-        );
-        let data =
-            json!({ "number": number, "kind": attempt.kind.name(), "target": attempt.target });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Attempt,
-            &message,
-            Some(&data),
-        )
-        .await?;
+        let message = format!("attempt {number} ({}) to {} started", attempt.kind, attempt.target);
+        let data = json!({ "number": number, "kind": attempt.kind.name(), "target": attempt.target });
+        insert_event(&mut tx, run, Some(uuid), now, EventKind::Attempt, &message, Some(&data)).await?;
         tx.commit().await?;
         Ok(u32::try_from(number).unwrap_or(u32::MAX))
     }
 
     /// Records how attempt `number` of VM `uuid` ended, with its figures.
-    pub async fn record_attempt_end(
-        &self,
-        run: &str,
-        uuid: &str,
-        number: u32,
-        end: &AttemptEnd,
-    ) -> Result<()> {
+    pub async fn record_attempt_end(&self, run: &str, uuid: &str, number: u32, end: &AttemptEnd) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -881,14 +716,13 @@ impl Journal {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT number FROM attempts WHERE run = $1 AND uuid = $2 AND number = $3",
-            )
-            .bind(run)
-            .bind(uuid)
-            .bind(i64::from(number))
-            .fetch_optional(&mut *tx)
-            .await?;
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT number FROM attempts WHERE run = $1 AND uuid = $2 AND number = $3")
+                    .bind(run)
+                    .bind(uuid)
+                    .bind(i64::from(number))
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let (run, uuid) = (run.to_owned(), uuid.to_owned());
             return Err(match exists {
                 Some(_) => JournalError::AttemptEnded { run, uuid, number },
@@ -908,16 +742,7 @@ impl Journal {
             "bytes": end.bytes,
             "passes": end.passes,
         });
-        insert_event(
-            &mut tx,
-            run,
-            Some(uuid),
-            now,
-            EventKind::Attempt,
-            &message,
-            Some(&data),
-        )
-        .await?;
+        insert_event(&mut tx, run, Some(uuid), now, EventKind::Attempt, &message, Some(&data)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -951,14 +776,10 @@ impl Journal {
     ) -> Result<i64> {
         let mut conn = self.pool.acquire().await?;
         match insert_event(&mut conn, run, uuid, now_ms(), kind, message, data).await {
-            Err(JournalError::Database(sqlx::Error::Database(e)))
-                if e.kind() == ErrorKind::ForeignKeyViolation =>
-            {
+            Err(JournalError::Database(sqlx::Error::Database(e))) if e.kind() == ErrorKind::ForeignKeyViolation => {
                 Err(match uuid {
                     Some(uuid) => move_not_found(run, uuid),
-                    None => JournalError::RunNotFound {
-                        run: run.to_owned(),
-                    },
+                    None => JournalError::RunNotFound { run: run.to_owned() },
                 })
             }
             other => other,
@@ -980,14 +801,10 @@ impl Journal {
                 .await?
             }
             None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM events WHERE run = $1 ORDER BY id"
-                ))
-                .bind(run)
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE run = $1 ORDER BY id"))
+                    .bind(run)
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         rows.iter().map(event_from_row).collect()
@@ -1022,12 +839,7 @@ async fn insert_event(
 }
 
 /// The error for a failed compare-and-swap on a move, read inside the same transaction.
-async fn move_conflict(
-    conn: &mut SqliteConnection,
-    run: &str,
-    uuid: &str,
-    expected: i64,
-) -> JournalError {
+async fn move_conflict(conn: &mut SqliteConnection, run: &str, uuid: &str, expected: i64) -> JournalError {
     let row = sqlx::query("SELECT vm, generation FROM moves WHERE run = $1 AND uuid = $2")
         .bind(run)
         .bind(uuid)
@@ -1038,15 +850,10 @@ async fn move_conflict(
         Ok(None) => return move_not_found(run, uuid),
         Err(e) => return e.into(),
     };
-    match (
-        row.try_get::<String, _>("vm"),
-        row.try_get::<i64, _>("generation"),
-    ) {
-        (Ok(vm), Ok(found)) => JournalError::Conflict {
-            record: format!("VM {vm} ({uuid}) in run {run}"),
-            expected,
-            found,
-        },
+    match (row.try_get::<String, _>("vm"), row.try_get::<i64, _>("generation")) {
+        (Ok(vm), Ok(found)) => {
+            JournalError::Conflict { record: format!("VM {vm} ({uuid}) in run {run}"), expected, found }
+        }
         (Err(e), _) | (_, Err(e)) => e.into(),
     }
 }
@@ -1054,26 +861,16 @@ async fn move_conflict(
 /// The error for a failed compare-and-swap on a run, read inside the same transaction.
 async fn run_conflict(conn: &mut SqliteConnection, id: &str, expected: i64) -> JournalError {
     let found: std::result::Result<Option<i64>, _> =
-        sqlx::query_scalar("SELECT generation FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await;
+        sqlx::query_scalar("SELECT generation FROM runs WHERE id = $1").bind(id).fetch_optional(conn).await;
     match found {
-        Ok(Some(found)) => JournalError::Conflict {
-            record: format!("run {id}"),
-            expected,
-            found,
-        },
+        Ok(Some(found)) => JournalError::Conflict { record: format!("run {id}"), expected, found },
         Ok(None) => JournalError::RunNotFound { run: id.to_owned() },
         Err(e) => e.into(),
     }
 }
 
 fn move_not_found(run: &str, uuid: &str) -> JournalError {
-    JournalError::MoveNotFound {
-        run: run.to_owned(),
-        uuid: uuid.to_owned(),
-    }
+    JournalError::MoveNotFound { run: run.to_owned(), uuid: uuid.to_owned() }
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<Run> {
@@ -1105,9 +902,7 @@ fn move_from_row(row: &SqliteRow) -> Result<Move> {
         seq: row.try_get("seq")?,
         priority: row.try_get("priority")?,
         status: parse_text::<Status>(row.try_get("status")?, "moves", "status")?,
-        phase: phase
-            .map(|p| parse_text::<Phase>(p, "moves", "phase"))
-            .transpose()?,
+        phase: phase.map(|p| parse_text::<Phase>(p, "moves", "phase")).transpose()?,
         phase_done: row.try_get::<i64, _>("phase_done")? != 0,
         message: row.try_get("message")?,
         started_ms: row.try_get("started_ms")?,
@@ -1130,18 +925,14 @@ fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
         target: row.try_get("target")?,
         started_ms: row.try_get("started_ms")?,
         ended_ms: row.try_get("ended_ms")?,
-        outcome: outcome
-            .map(|o| parse_text::<Status>(o, "attempts", "outcome"))
-            .transpose()?,
+        outcome: outcome.map(|o| parse_text::<Status>(o, "attempts", "outcome")).transpose()?,
         message: row.try_get("message")?,
         wall_ms: optional_unsigned(row.try_get("wall_ms")?, "attempts", "wall_ms")?,
         job_ms: optional_unsigned(row.try_get("job_ms")?, "attempts", "job_ms")?,
         downtime_ms: optional_unsigned(row.try_get("downtime_ms")?, "attempts", "downtime_ms")?,
         bytes: optional_unsigned(row.try_get("bytes")?, "attempts", "bytes")?,
         passes: optional_unsigned(passes, "attempts", "passes")?,
-        estimate: estimate
-            .map(|e| parse_json(e, "attempts", "estimate"))
-            .transpose()?,
+        estimate: estimate.map(|e| parse_json(e, "attempts", "estimate")).transpose()?,
     })
 }
 
@@ -1159,27 +950,15 @@ fn event_from_row(row: &SqliteRow) -> Result<Event> {
 }
 
 fn parse_text<T: FromStr>(value: String, table: &'static str, column: &'static str) -> Result<T> {
-    value.parse().map_err(|_| JournalError::Corrupt {
-        table,
-        column,
-        value,
-    })
+    value.parse().map_err(|_| JournalError::Corrupt { table, column, value })
 }
 
 fn parse_json(value: String, table: &'static str, column: &'static str) -> Result<Value> {
-    serde_json::from_str(&value).map_err(|_| JournalError::Corrupt {
-        table,
-        column,
-        value,
-    })
+    serde_json::from_str(&value).map_err(|_| JournalError::Corrupt { table, column, value })
 }
 
 fn unsigned<T: TryFrom<i64>>(value: i64, table: &'static str, column: &'static str) -> Result<T> {
-    T::try_from(value).map_err(|_| JournalError::Corrupt {
-        table,
-        column,
-        value: value.to_string(),
-    })
+    T::try_from(value).map_err(|_| JournalError::Corrupt { table, column, value: value.to_string() })
 }
 
 fn optional_unsigned<T: TryFrom<i64>>(
@@ -1196,18 +975,14 @@ fn saturating_i64(value: u64) -> i64 {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn create_parent(file: &Path) -> Result<()> {
     match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
-            .map_err(|source| JournalError::CreateDir {
-                path: PathBuf::from(dir),
-                source,
-            }),
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir { path: PathBuf::from(dir), source })
+        }
         _ => Ok(()),
     }
 }
@@ -1221,10 +996,7 @@ fn is_busy(error: &JournalError) -> bool {
         _ => return false,
     };
     match source {
-        sqlx::Error::Database(e) => e
-            .code()
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|code| code & 0xff == 5),
+        sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|code| code & 0xff == 5),
         _ => false,
     }
 }

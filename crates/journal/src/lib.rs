@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 pub use error::{JournalError, Result};
 pub use journal::{Durability, Journal, JournalConfig, FIRST_GENERATION};
 pub use records::{
-    Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run,
-    RunDocuments, RunKind, RunState,
+    Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run, RunDocuments, RunKind,
+    RunState,
 };
 
 /// How recent an owner's heartbeat must be for its run to count as alive. The engine
@@ -60,12 +60,7 @@ pub fn default_path(xdg_state_home: Option<&OsStr>, home: Option<&OsStr>) -> Opt
     if let Some(state) = absolute(xdg_state_home) {
         return Some(state.join("ferry").join("journal.db"));
     }
-    absolute(home).map(|home| {
-        home.join(".local")
-            .join("state")
-            .join("ferry")
-            .join("journal.db")
-    })
+    absolute(home).map(|home| home.join(".local").join("state").join("ferry").join("journal.db"))
 }
 
 fn absolute(dir: Option<&OsStr>) -> Option<&Path> {
@@ -104,30 +99,14 @@ mod tests {
         let os = |s: &'static str| Some(OsStr::new(s));
         let cases: [(Option<&OsStr>, Option<&OsStr>, Option<&str>); 6] = [
             (os("/xdg"), os("/home/u"), Some("/xdg/ferry/journal.db")),
-            (
-                None,
-                os("/home/u"),
-                Some("/home/u/.local/state/ferry/journal.db"),
-            ),
-            (
-                os(""),
-                os("/home/u"),
-                Some("/home/u/.local/state/ferry/journal.db"),
-            ),
-            (
-                os("relative/dir"),
-                os("/home/u"),
-                Some("/home/u/.local/state/ferry/journal.db"),
-            ),
+            (None, os("/home/u"), Some("/home/u/.local/state/ferry/journal.db")),
+            (os(""), os("/home/u"), Some("/home/u/.local/state/ferry/journal.db")),
+            (os("relative/dir"), os("/home/u"), Some("/home/u/.local/state/ferry/journal.db")),
             (os("/xdg"), None, Some("/xdg/ferry/journal.db")),
             (None, os(""), None),
         ];
         for (xdg, home, want) in cases {
-            assert_eq!(
-                default_path(xdg, home),
-                want.map(PathBuf::from),
-                "{xdg:?} {home:?}"
-            );
+            assert_eq!(default_path(xdg, home), want.map(PathBuf::from), "{xdg:?} {home:?}");
         }
     }
 }

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ferry_journal::{
-    AttemptEnd, AttemptKind, EventKind, Journal, JournalError, NewAttempt, NewMove, NewRun,
-    RunKind, RunState, FIRST_GENERATION,
+    AttemptEnd, AttemptKind, EventKind, Journal, JournalError, NewAttempt, NewMove, NewRun, RunKind, RunState,
+    FIRST_GENERATION,
 };
 use ferry_model::{Phase, Status};
 use serde_json::json;
@@ -33,11 +33,7 @@ impl TempDir {
     }
 
     fn db(&self) -> String {
-        self.0
-            .join("state")
-            .join("journal.db")
-            .display()
-            .to_string()
+        self.0.join("state").join("journal.db").display().to_string()
     }
 }
 
@@ -62,11 +58,7 @@ fn new_move(i: u32) -> NewMove {
         vm: format!("vm-{i}"),
         uuid: format!("00000000-0000-0000-0000-{i:012}"),
         source: "host-a".to_owned(),
-        target: if i.is_multiple_of(2) {
-            Some("host-b".to_owned())
-        } else {
-            None
-        },
+        target: if i.is_multiple_of(2) { Some("host-b".to_owned()) } else { None },
         group: if i < 2 { Some("dns".to_owned()) } else { None },
         seq: i64::from(i),
         priority: i64::from(i % 3),
@@ -76,10 +68,7 @@ fn new_move(i: u32) -> NewMove {
 }
 
 async fn run_with_moves(journal: &Journal, n: u32) -> String {
-    let run = journal
-        .create_run(&new_run("plan"))
-        .await
-        .expect("create run");
+    let run = journal.create_run(&new_run("plan")).await.expect("create run");
     let moves: Vec<NewMove> = (0..n).map(new_move).collect();
     journal.add_moves(&run.id, &moves).await.expect("add moves");
     run.id
@@ -93,13 +82,8 @@ async fn opening_twice_applies_migrations_once() {
     first.close().await;
 
     let second = Journal::open(&dir.db()).await.expect("second open");
-    let third = Journal::open(&format!("sqlite://{}", dir.db()))
-        .await
-        .expect("open by URL");
-    assert_eq!(
-        second.applied_versions().await.expect("versions"),
-        vec![ferry_journal::schema_version()]
-    );
+    let third = Journal::open(&format!("sqlite://{}", dir.db())).await.expect("open by URL");
+    assert_eq!(second.applied_versions().await.expect("versions"), vec![ferry_journal::schema_version()]);
     assert_eq!(third.run(&run).await.expect("run").id, run);
     assert_eq!(second.moves(&run).await.expect("moves").len(), 1);
 }
@@ -114,10 +98,7 @@ async fn first_opens_at_the_same_moment_agree() {
     });
     for open in opens.collect::<Vec<_>>() {
         let journal = open.await.expect("join").expect("concurrent first open");
-        assert_eq!(
-            journal.applied_versions().await.expect("versions"),
-            vec![ferry_journal::schema_version()]
-        );
+        assert_eq!(journal.applied_versions().await.expect("versions"), vec![ferry_journal::schema_version()]);
     }
 }
 
@@ -128,9 +109,7 @@ async fn a_newer_schema_is_refused() {
     journal.close().await;
     {
         // Pretend a newer ferry migrated the file.
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.db()))
-            .await
-            .expect("raw open");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.db())).await.expect("raw open");
         sqlx::query("INSERT INTO schema_version (version, description, applied_ms) VALUES (999, 'future', 0)")
             .execute(&pool)
             .await
@@ -164,22 +143,12 @@ async fn a_stale_handle_gets_a_conflict() {
     // Both read generation 1; a writes first.
     let seen_by_b = b.move_of(&run, &uuid).await.expect("move").generation;
     assert_eq!(seen_by_b, FIRST_GENERATION);
-    let gen = a
-        .set_status(&run, &uuid, FIRST_GENERATION, Status::Queued, "")
-        .await
-        .expect("a writes");
+    let gen = a.set_status(&run, &uuid, FIRST_GENERATION, Status::Queued, "").await.expect("a writes");
     assert_eq!(gen, FIRST_GENERATION + 1);
 
-    let err = b
-        .set_status(&run, &uuid, seen_by_b, Status::Migrating, "")
-        .await
-        .expect_err("b is stale");
+    let err = b.set_status(&run, &uuid, seen_by_b, Status::Migrating, "").await.expect_err("b is stale");
     match &err {
-        JournalError::Conflict {
-            expected,
-            found,
-            record,
-        } => {
+        JournalError::Conflict { expected, found, record } => {
             assert_eq!((*expected, *found), (1, 2));
             assert!(record.contains("vm-0") && record.contains(&run), "{record}");
         }
@@ -190,42 +159,23 @@ async fn a_stale_handle_gets_a_conflict() {
         format!("VM vm-0 ({uuid}) in run {run} changed meanwhile: expected generation 1, found 2")
     );
     // Every move write is checked the same way; nothing was changed by the failed ones.
-    assert!(matches!(
-        b.begin_phase(&run, &uuid, 1, Phase::Prepared).await,
-        Err(JournalError::Conflict { .. })
-    ));
-    assert!(matches!(
-        b.set_target(&run, &uuid, 1, "host-c").await,
-        Err(JournalError::Conflict { .. })
-    ));
+    assert!(matches!(b.begin_phase(&run, &uuid, 1, Phase::Prepared).await, Err(JournalError::Conflict { .. })));
+    assert!(matches!(b.set_target(&run, &uuid, 1, "host-c").await, Err(JournalError::Conflict { .. })));
     let now = b.move_of(&run, &uuid).await.expect("move");
-    assert_eq!(
-        (now.status, now.generation, now.phase),
-        (Status::Queued, 2, None)
-    );
+    assert_eq!((now.status, now.generation, now.phase), (Status::Queued, 2, None));
 
     // Runs too.
     let run_gen = a.run(&run).await.expect("run").generation;
-    a.set_run_state(&run, run_gen, RunState::Stopped)
-        .await
-        .expect("a stops the run");
+    a.set_run_state(&run, run_gen, RunState::Stopped).await.expect("a stops the run");
     match b.set_run_state(&run, run_gen, RunState::Finished).await {
-        Err(JournalError::Conflict {
-            expected, found, ..
-        }) => assert_eq!(found, expected + 1),
+        Err(JournalError::Conflict { expected, found, .. }) => assert_eq!(found, expected + 1),
         other => panic!("expected Conflict, got {other:?}"),
     }
     assert_eq!(b.run(&run).await.expect("run").state, RunState::Stopped);
 
     // Unknown records are named, not conflicts.
-    assert!(matches!(
-        a.set_status(&run, "nope", 1, Status::Queued, "").await,
-        Err(JournalError::MoveNotFound { .. })
-    ));
-    assert!(matches!(
-        a.set_run_state("r-none", 1, RunState::Stopped).await,
-        Err(JournalError::RunNotFound { .. })
-    ));
+    assert!(matches!(a.set_status(&run, "nope", 1, Status::Queued, "").await, Err(JournalError::MoveNotFound { .. })));
+    assert!(matches!(a.set_run_state("r-none", 1, RunState::Stopped).await, Err(JournalError::RunNotFound { .. })));
 }
 
 #[tokio::test]
@@ -237,36 +187,21 @@ async fn phases_are_written_before_and_confirmed_after() {
 
     let mut gen = FIRST_GENERATION;
     for phase in [Phase::Prechecked, Phase::Prepared, Phase::Transferring] {
-        gen = journal
-            .begin_phase(&run, &uuid, gen, phase)
-            .await
-            .expect("begin");
+        gen = journal.begin_phase(&run, &uuid, gen, phase).await.expect("begin");
         let m = journal.move_of(&run, &uuid).await.expect("move");
         assert_eq!((m.phase, m.phase_done), (Some(phase), false));
-        gen = journal
-            .end_phase(&run, &uuid, gen, phase)
-            .await
-            .expect("end");
+        gen = journal.end_phase(&run, &uuid, gen, phase).await.expect("end");
         let m = journal.move_of(&run, &uuid).await.expect("move");
-        assert_eq!(
-            (m.phase, m.phase_done, m.generation),
-            (Some(phase), true, gen)
-        );
+        assert_eq!((m.phase, m.phase_done, m.generation), (Some(phase), true, gen));
     }
     // Confirming twice, or a phase that is not the current one, is refused.
-    match journal
-        .end_phase(&run, &uuid, gen, Phase::Transferring)
-        .await
-    {
+    match journal.end_phase(&run, &uuid, gen, Phase::Transferring).await {
         Err(JournalError::PhaseMismatch { found, .. }) => {
             assert_eq!(found, "in transferring, already confirmed")
         }
         other => panic!("expected PhaseMismatch, got {other:?}"),
     }
-    gen = journal
-        .begin_phase(&run, &uuid, gen, Phase::SwitchedOver)
-        .await
-        .expect("begin");
+    gen = journal.begin_phase(&run, &uuid, gen, Phase::SwitchedOver).await.expect("begin");
     match journal.end_phase(&run, &uuid, gen, Phase::Finalized).await {
         Err(e @ JournalError::PhaseMismatch { .. }) => assert_eq!(
             e.to_string(),
@@ -276,9 +211,7 @@ async fn phases_are_written_before_and_confirmed_after() {
     }
     // A stale generation is a conflict even when the phase matches.
     assert!(matches!(
-        journal
-            .end_phase(&run, &uuid, gen - 1, Phase::SwitchedOver)
-            .await,
+        journal.end_phase(&run, &uuid, gen - 1, Phase::SwitchedOver).await,
         Err(JournalError::Conflict { .. })
     ));
     let phases: Vec<String> = journal
@@ -309,41 +242,20 @@ async fn every_record_round_trips() {
     let journal = Journal::open(&dir.db()).await.expect("open");
     let new = new_run("rack12");
     let run = journal.create_run(&new).await.expect("create");
-    assert!(
-        run.id.starts_with("r-") && run.id.len() == "r-20261123-201500-ab12".len(),
-        "{}",
-        run.id
-    );
+    assert!(run.id.starts_with("r-") && run.id.len() == "r-20261123-201500-ab12".len(), "{}", run.id);
     assert_eq!(journal.run(&run.id).await.expect("run"), run);
     let docs = journal.run_documents(&run.id).await.expect("docs");
-    assert_eq!(
-        (docs.plan, docs.cluster),
-        (new.plan.clone(), new.cluster.clone())
-    );
+    assert_eq!((docs.plan, docs.cluster), (new.plan.clone(), new.cluster.clone()));
 
     // A rollback run points at its parent; an unknown parent is refused.
     let rollback = journal
-        .create_run(&NewRun {
-            kind: RunKind::Rollback,
-            parent: Some(run.id.clone()),
-            ..new.clone()
-        })
+        .create_run(&NewRun { kind: RunKind::Rollback, parent: Some(run.id.clone()), ..new.clone() })
         .await
         .expect("rollback run");
     let read = journal.run(&rollback.id).await.expect("run");
-    assert_eq!(
-        (read.kind, read.parent.as_deref()),
-        (RunKind::Rollback, Some(run.id.as_str()))
-    );
-    let orphan = NewRun {
-        kind: RunKind::Rollback,
-        parent: Some("r-none".into()),
-        ..new.clone()
-    };
-    assert!(matches!(
-        journal.create_run(&orphan).await,
-        Err(JournalError::RunNotFound { .. })
-    ));
+    assert_eq!((read.kind, read.parent.as_deref()), (RunKind::Rollback, Some(run.id.as_str())));
+    let orphan = NewRun { kind: RunKind::Rollback, parent: Some("r-none".into()), ..new.clone() };
+    assert!(matches!(journal.create_run(&orphan).await, Err(JournalError::RunNotFound { .. })));
 
     // Moves: every field, nullable ones both ways, initial terminal statuses.
     let mut moves: Vec<NewMove> = (0..4).map(new_move).collect();
@@ -354,50 +266,25 @@ async fn every_record_round_trips() {
     assert_eq!(read.len(), 4);
     for (m, r) in moves.iter().zip(&read) {
         assert_eq!(
-            (
-                &r.run, &r.vm, &r.uuid, &r.source, &r.target, &r.group, r.seq, r.priority,
-                r.status, &r.message
-            ),
-            (
-                &run.id, &m.vm, &m.uuid, &m.source, &m.target, &m.group, m.seq, m.priority,
-                m.status, &m.message
-            )
+            (&r.run, &r.vm, &r.uuid, &r.source, &r.target, &r.group, r.seq, r.priority, r.status, &r.message),
+            (&run.id, &m.vm, &m.uuid, &m.source, &m.target, &m.group, m.seq, m.priority, m.status, &m.message)
         );
-        assert_eq!(
-            (r.phase, r.phase_done, r.generation, r.started_ms),
-            (None, false, FIRST_GENERATION, None)
-        );
+        assert_eq!((r.phase, r.phase_done, r.generation, r.started_ms), (None, false, FIRST_GENERATION, None));
         assert_eq!(r.ended_ms.is_some(), m.status.is_terminal());
     }
 
     // Target, status timestamps.
     let uuid = &moves[1].uuid;
-    let mut gen = journal
-        .set_target(&run.id, uuid, FIRST_GENERATION, "host-c")
-        .await
-        .expect("target");
-    gen = journal
-        .set_status(&run.id, uuid, gen, Status::Migrating, "")
-        .await
-        .expect("migrating");
+    let mut gen = journal.set_target(&run.id, uuid, FIRST_GENERATION, "host-c").await.expect("target");
+    gen = journal.set_status(&run.id, uuid, gen, Status::Migrating, "").await.expect("migrating");
     let m = journal.move_of(&run.id, uuid).await.expect("move");
-    assert_eq!(
-        (m.target.as_deref(), m.status, m.ended_ms),
-        (Some("host-c"), Status::Migrating, None)
-    );
+    assert_eq!((m.target.as_deref(), m.status, m.ended_ms), (Some("host-c"), Status::Migrating, None));
     let started = m.started_ms.expect("start time set by MIGRATING");
 
     // Attempts: a live one that fails, a cold one that succeeds.
     let estimate = json!({ "transfer_s": 4.5, "downtime_ms": 120, "passes": 3 });
-    let live = NewAttempt {
-        kind: AttemptKind::Live,
-        target: "host-c".into(),
-        estimate: Some(estimate.clone()),
-    };
-    let one = journal
-        .record_attempt_start(&run.id, uuid, &live)
-        .await
-        .expect("attempt 1");
+    let live = NewAttempt { kind: AttemptKind::Live, target: "host-c".into(), estimate: Some(estimate.clone()) };
+    let one = journal.record_attempt_start(&run.id, uuid, &live).await.expect("attempt 1");
     let end = AttemptEnd {
         outcome: Status::FailureWait,
         message: "stalled for 40 s at 812 MiB remaining".into(),
@@ -407,10 +294,7 @@ async fn every_record_round_trips() {
         bytes: Some(6_000_000_000),
         passes: Some(17),
     };
-    journal
-        .record_attempt_end(&run.id, uuid, one, &end)
-        .await
-        .expect("end 1");
+    journal.record_attempt_end(&run.id, uuid, one, &end).await.expect("end 1");
     assert!(matches!(
         journal.record_attempt_end(&run.id, uuid, one, &end).await,
         Err(JournalError::AttemptEnded { number: 1, .. })
@@ -419,15 +303,8 @@ async fn every_record_round_trips() {
         journal.record_attempt_end(&run.id, uuid, 9, &end).await,
         Err(JournalError::AttemptNotFound { number: 9, .. })
     ));
-    let cold = NewAttempt {
-        kind: AttemptKind::Cold,
-        target: "host-c".into(),
-        estimate: None,
-    };
-    let two = journal
-        .record_attempt_start(&run.id, uuid, &cold)
-        .await
-        .expect("attempt 2");
+    let cold = NewAttempt { kind: AttemptKind::Cold, target: "host-c".into(), estimate: None };
+    let two = journal.record_attempt_start(&run.id, uuid, &cold).await.expect("attempt 2");
     assert_eq!((one, two), (1, 2));
     let cold_end = AttemptEnd {
         outcome: Status::SuccessCold,
@@ -438,10 +315,7 @@ async fn every_record_round_trips() {
         bytes: Some(u64::MAX),
         passes: None,
     };
-    journal
-        .record_attempt_end(&run.id, uuid, two, &cold_end)
-        .await
-        .expect("end 2");
+    journal.record_attempt_end(&run.id, uuid, two, &cold_end).await.expect("end 2");
     assert!(matches!(
         journal.record_attempt_start(&run.id, "nope", &cold).await,
         Err(JournalError::MoveNotFound { .. })
@@ -455,37 +329,19 @@ async fn every_record_round_trips() {
     );
     assert_eq!(
         (a.wall_ms, a.job_ms, a.downtime_ms, a.bytes, a.passes),
-        (
-            Some(41_250),
-            Some(40_100),
-            None,
-            Some(6_000_000_000),
-            Some(17)
-        )
+        (Some(41_250), Some(40_100), None, Some(6_000_000_000), Some(17))
     );
-    assert_eq!(
-        (a.message.as_str(), a.estimate.as_ref()),
-        (end.message.as_str(), Some(&estimate))
-    );
+    assert_eq!((a.message.as_str(), a.estimate.as_ref()), (end.message.as_str(), Some(&estimate)));
     assert!(a.started_ms >= started && a.ended_ms.is_some());
     assert_eq!(
         (b.number, b.kind, b.outcome, b.estimate.as_ref()),
         (2, AttemptKind::Cold, Some(Status::SuccessCold), None)
     );
     assert!(b.wall_ms.is_some(), "wall time defaults to the timestamps");
-    assert_eq!(
-        (b.downtime_ms, b.bytes, b.passes),
-        (Some(9_800), Some(i64::MAX as u64), None)
-    );
+    assert_eq!((b.downtime_ms, b.bytes, b.passes), (Some(9_800), Some(i64::MAX as u64), None));
 
     gen = journal
-        .set_status(
-            &run.id,
-            uuid,
-            gen,
-            Status::SuccessCold,
-            "moved cold after live stalled",
-        )
+        .set_status(&run.id, uuid, gen, Status::SuccessCold, "moved cold after live stalled")
         .await
         .expect("done");
     let m = journal.move_of(&run.id, uuid).await.expect("move");
@@ -508,37 +364,20 @@ async fn every_record_round_trips() {
         )
         .await
         .expect("event");
-    let run_note = journal
-        .event(
-            &run.id,
-            None,
-            EventKind::Message,
-            "deadline in 10 min",
-            None,
-        )
-        .await
-        .expect("event");
+    let run_note = journal.event(&run.id, None, EventKind::Message, "deadline in 10 min", None).await.expect("event");
     assert!(run_note > id);
     assert!(matches!(
-        journal
-            .event(&run.id, Some("nope"), EventKind::Message, "x", None)
-            .await,
+        journal.event(&run.id, Some("nope"), EventKind::Message, "x", None).await,
         Err(JournalError::MoveNotFound { .. })
     ));
     assert!(matches!(
-        journal
-            .event("r-none", None, EventKind::Message, "x", None)
-            .await,
+        journal.event("r-none", None, EventKind::Message, "x", None).await,
         Err(JournalError::RunNotFound { .. })
     ));
     let all = journal.events(&run.id, None).await.expect("events");
     let mine = journal.events(&run.id, Some(uuid)).await.expect("events");
-    assert!(all
-        .windows(2)
-        .all(|w| w[0].id < w[1].id && w[0].at_ms <= w[1].at_ms));
-    assert!(mine
-        .iter()
-        .all(|e| e.uuid.as_deref() == Some(uuid.as_str())));
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id && w[0].at_ms <= w[1].at_ms));
+    assert!(mine.iter().all(|e| e.uuid.as_deref() == Some(uuid.as_str())));
     let kinds: Vec<EventKind> = mine.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
@@ -556,26 +395,13 @@ async fn every_record_round_trips() {
     let last = mine.last().expect("decision event");
     assert_eq!(
         (last.id, last.message.as_str(), last.data.as_ref()),
-        (
-            id,
-            "raise downtime to 500 ms: pass 6 left 812 MiB",
-            Some(&decision)
-        )
+        (id, "raise downtime to 500 ms: pass 6 left 812 MiB", Some(&decision))
     );
     let note = all.iter().find(|e| e.id == run_note).expect("run event");
-    assert_eq!(
-        (note.uuid.as_ref(), note.kind, note.data.as_ref()),
-        (None, EventKind::Message, None)
-    );
+    assert_eq!((note.uuid.as_ref(), note.kind, note.data.as_ref()), (None, EventKind::Message, None));
     assert_eq!(mine[1].message, "MIGRATING");
-    assert_eq!(
-        mine[6].message,
-        "SUCCESS-COLD: moved cold after live stalled"
-    );
-    assert_eq!(
-        mine[3].data.as_ref().and_then(|d| d.get("bytes")),
-        Some(&json!(6_000_000_000u64))
-    );
+    assert_eq!(mine[6].message, "SUCCESS-COLD: moved cold after live stalled");
+    assert_eq!(mine[3].data.as_ref().and_then(|d| d.get("bytes")), Some(&json!(6_000_000_000u64)));
 }
 
 #[tokio::test]
@@ -590,10 +416,7 @@ async fn adding_moves_is_all_or_nothing() {
         other => panic!("expected DuplicateMove, got {other:?}"),
     }
     assert!(journal.moves(&run).await.expect("moves").is_empty());
-    assert!(matches!(
-        journal.add_moves("r-none", &moves[..1]).await,
-        Err(JournalError::RunNotFound { .. })
-    ));
+    assert!(matches!(journal.add_moves("r-none", &moves[..1]).await, Err(JournalError::RunNotFound { .. })));
 }
 
 #[tokio::test]
@@ -603,27 +426,13 @@ async fn runs_are_listed_newest_first() {
     assert_eq!(journal.latest_run().await.expect("latest"), None);
     let mut created = Vec::new();
     for i in 0..4 {
-        created.push(
-            journal
-                .create_run(&new_run(&format!("plan-{i}")))
-                .await
-                .expect("run"),
-        );
+        created.push(journal.create_run(&new_run(&format!("plan-{i}"))).await.expect("run"));
         // Ids and timestamps have millisecond (timestamps) and second (ids) resolution.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let listed: Vec<String> = journal
-        .runs()
-        .await
-        .expect("runs")
-        .into_iter()
-        .map(|r| r.plan_name)
-        .collect();
+    let listed: Vec<String> = journal.runs().await.expect("runs").into_iter().map(|r| r.plan_name).collect();
     assert_eq!(listed, ["plan-3", "plan-2", "plan-1", "plan-0"]);
-    assert_eq!(
-        journal.latest_run().await.expect("latest").map(|r| r.id),
-        Some(created[3].id.clone())
-    );
+    assert_eq!(journal.latest_run().await.expect("latest").map(|r| r.id), Some(created[3].id.clone()));
 }
 
 #[tokio::test]
@@ -631,90 +440,51 @@ async fn an_abort_request_is_seen_by_another_handle() {
     let dir = TempDir::new();
     let runner = Journal::open(&dir.db()).await.expect("runner");
     let run = runner.create_run(&new_run("plan")).await.expect("run");
-    let gen = runner
-        .claim(&run.id, run.generation, "host-a:4242")
-        .await
-        .expect("claim");
-    assert!(runner
-        .heartbeat(&run.id, "host-a:4242")
-        .await
-        .expect("heartbeat"));
-    assert!(!runner
-        .heartbeat(&run.id, "host-b:1")
-        .await
-        .expect("heartbeat of a non-owner"));
+    let gen = runner.claim(&run.id, run.generation, "host-a:4242").await.expect("claim");
+    assert!(runner.heartbeat(&run.id, "host-a:4242").await.expect("heartbeat"));
+    assert!(!runner.heartbeat(&run.id, "host-b:1").await.expect("heartbeat of a non-owner"));
     assert!(!runner.abort_requested(&run.id).await.expect("flag"));
 
     // `ferry abort` from another terminal.
     let other = Journal::open(&dir.db()).await.expect("other");
     assert!(other.request_abort(&run.id).await.expect("abort"));
-    assert!(
-        !other.request_abort(&run.id).await.expect("second abort"),
-        "already requested"
-    );
+    assert!(!other.request_abort(&run.id).await.expect("second abort"), "already requested");
     assert!(runner.abort_requested(&run.id).await.expect("flag"));
 
     // The runner cannot finish the run without having seen the request.
-    assert!(matches!(
-        runner.set_run_state(&run.id, gen, RunState::Finished).await,
-        Err(JournalError::Conflict { .. })
-    ));
+    assert!(matches!(runner.set_run_state(&run.id, gen, RunState::Finished).await, Err(JournalError::Conflict { .. })));
     let seen = runner.run(&run.id).await.expect("run");
     assert!(seen.abort_requested);
     assert_eq!(seen.owner.as_deref(), Some("host-a:4242"));
-    runner
-        .set_run_state(&run.id, seen.generation, RunState::Aborted)
-        .await
-        .expect("aborted");
+    runner.set_run_state(&run.id, seen.generation, RunState::Aborted).await.expect("aborted");
     let ended = other.run(&run.id).await.expect("run");
     assert_eq!(ended.state, RunState::Aborted);
     assert!(ended.finished_ms.is_some());
     match other.request_abort(&run.id).await {
-        Err(e @ JournalError::RunEnded { .. }) => assert_eq!(
-            e.to_string(),
-            format!("run {} has already ended (aborted)", run.id)
-        ),
+        Err(e @ JournalError::RunEnded { .. }) => {
+            assert_eq!(e.to_string(), format!("run {} has already ended (aborted)", run.id))
+        }
         other => panic!("expected RunEnded, got {other:?}"),
     }
-    assert!(matches!(
-        other.abort_requested("r-none").await,
-        Err(JournalError::RunNotFound { .. })
-    ));
+    assert!(matches!(other.abort_requested("r-none").await, Err(JournalError::RunNotFound { .. })));
 }
 
 /// Two writers bump the same move with compare-and-swap (re-reading on conflict) and
 /// write their own moves and events; returns how many conflicts it met.
 async fn writer(journal: Journal, run: String, shared: String, own: String, rounds: u32) -> u32 {
     let mut conflicts = 0;
-    let mut own_gen = journal
-        .move_of(&run, &own)
-        .await
-        .expect("own move")
-        .generation;
+    let mut own_gen = journal.move_of(&run, &own).await.expect("own move").generation;
     for i in 0..rounds {
         loop {
-            let gen = journal
-                .move_of(&run, &shared)
-                .await
-                .expect("shared move")
-                .generation;
-            match journal
-                .set_status(&run, &shared, gen, Status::Queued, &format!("{own} {i}"))
-                .await
-            {
+            let gen = journal.move_of(&run, &shared).await.expect("shared move").generation;
+            match journal.set_status(&run, &shared, gen, Status::Queued, &format!("{own} {i}")).await {
                 Ok(_) => break,
                 Err(JournalError::Conflict { .. }) => conflicts += 1,
                 Err(e) => panic!("shared write: {e}"),
             }
         }
-        own_gen = journal
-            .set_status(&run, &own, own_gen, Status::Queued, "")
-            .await
-            .expect("own write");
-        journal
-            .event(&run, Some(&own), EventKind::Message, "tick", None)
-            .await
-            .expect("event");
+        own_gen = journal.set_status(&run, &own, own_gen, Status::Queued, "").await.expect("own write");
+        journal.event(&run, Some(&own), EventKind::Message, "tick", None).await.expect("event");
     }
     conflicts
 }
@@ -727,20 +497,8 @@ async fn two_handles_write_at_once() {
     let run = run_with_moves(&a, 3).await;
     let [shared, mine, theirs] = [0, 1, 2].map(|i| new_move(i).uuid);
     let rounds = 100;
-    let ta = tokio::spawn(writer(
-        a.clone(),
-        run.clone(),
-        shared.clone(),
-        mine.clone(),
-        rounds,
-    ));
-    let tb = tokio::spawn(writer(
-        b,
-        run.clone(),
-        shared.clone(),
-        theirs.clone(),
-        rounds,
-    ));
+    let ta = tokio::spawn(writer(a.clone(), run.clone(), shared.clone(), mine.clone(), rounds));
+    let tb = tokio::spawn(writer(b, run.clone(), shared.clone(), theirs.clone(), rounds));
     let conflicts = ta.await.expect("writer a") + tb.await.expect("writer b");
     let generation = |uuid: String| {
         let a = a.clone();
@@ -748,15 +506,9 @@ async fn two_handles_write_at_once() {
         async move { a.move_of(&run, &uuid).await.expect("move").generation }
     };
     // No update was lost: each of the 2 × 100 shared writes took one generation.
-    assert_eq!(
-        generation(shared).await,
-        FIRST_GENERATION + 2 * i64::from(rounds)
-    );
+    assert_eq!(generation(shared).await, FIRST_GENERATION + 2 * i64::from(rounds));
     assert_eq!(generation(mine).await, FIRST_GENERATION + i64::from(rounds));
-    assert_eq!(
-        generation(theirs).await,
-        FIRST_GENERATION + i64::from(rounds)
-    );
+    assert_eq!(generation(theirs).await, FIRST_GENERATION + i64::from(rounds));
     let events = a.events(&run, None).await.expect("events");
     // 2 run events (created, moves added), then per writer and round: the shared
     // status, its own status, its own message.
@@ -773,12 +525,7 @@ struct ChildProcess {
 impl ChildProcess {
     fn spawn(mode: &str, db: &str, run: &str, uuid: &str) -> ChildProcess {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
             .env("FERRY_JOURNAL_CHILD", mode)
             .env("FERRY_JOURNAL_DB", db)
             .env("FERRY_JOURNAL_RUN", run)
@@ -787,10 +534,7 @@ impl ChildProcess {
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().expect("piped stdout");
-        ChildProcess {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        }
+        ChildProcess { child, lines: BufReader::new(stdout).lines() }
     }
 
     /// The rest of the first output line holding `marker` (libtest prints
@@ -820,11 +564,7 @@ async fn child_process() {
         return;
     };
     let var = |name: &str| std::env::var(name).expect("child environment");
-    let (db, run, uuid) = (
-        var("FERRY_JOURNAL_DB"),
-        var("FERRY_JOURNAL_RUN"),
-        var("FERRY_JOURNAL_UUID"),
-    );
+    let (db, run, uuid) = (var("FERRY_JOURNAL_DB"), var("FERRY_JOURNAL_RUN"), var("FERRY_JOURNAL_UUID"));
     let journal = Journal::open(&db).await.expect("child open");
     match mode.as_str() {
         "write" => {
@@ -834,14 +574,8 @@ async fn child_process() {
         }
         "phase-then-hang" => {
             let gen = journal.move_of(&run, &uuid).await.expect("move").generation;
-            let gen = journal
-                .begin_phase(&run, &uuid, gen, Phase::Transferring)
-                .await
-                .expect("phase");
-            journal
-                .set_status(&run, &uuid, gen, Status::Migrating, "")
-                .await
-                .expect("status");
+            let gen = journal.begin_phase(&run, &uuid, gen, Phase::Transferring).await.expect("phase");
+            journal.set_status(&run, &uuid, gen, Status::Migrating, "").await.expect("status");
             println!("CHILD-WRITTEN");
             // Wait to be killed with SIGKILL, the pool still open.
             tokio::time::sleep(std::time::Duration::from_secs(600)).await;
@@ -858,14 +592,7 @@ async fn two_processes_write_at_once() {
     let [shared, mine, theirs] = [0, 1, 2].map(|i| new_move(i).uuid);
     let mut child = ChildProcess::spawn("write", &dir.db(), &run, &theirs);
     child.wait_for("CHILD-READY");
-    let conflicts = writer(
-        journal.clone(),
-        run.clone(),
-        shared.clone(),
-        mine.clone(),
-        100,
-    )
-    .await;
+    let conflicts = writer(journal.clone(), run.clone(), shared.clone(), mine.clone(), 100).await;
     let done = tokio::task::spawn_blocking(move || {
         let conflicts = child.wait_for("CHILD-DONE");
         (conflicts, child.child.wait().expect("child exit"))
@@ -873,21 +600,9 @@ async fn two_processes_write_at_once() {
     .await
     .expect("join");
     assert!(done.1.success(), "child failed: {done:?}");
-    let shared_gen = journal
-        .move_of(&run, &shared)
-        .await
-        .expect("move")
-        .generation;
-    assert_eq!(
-        shared_gen,
-        FIRST_GENERATION + 200,
-        "no update lost across processes"
-    );
-    let theirs_gen = journal
-        .move_of(&run, &theirs)
-        .await
-        .expect("move")
-        .generation;
+    let shared_gen = journal.move_of(&run, &shared).await.expect("move").generation;
+    assert_eq!(shared_gen, FIRST_GENERATION + 200, "no update lost across processes");
+    let theirs_gen = journal.move_of(&run, &theirs).await.expect("move").generation;
     assert_eq!(theirs_gen, FIRST_GENERATION + 100);
     eprintln!("conflicts: {conflicts} here, {} in the child", done.0);
 }
@@ -898,20 +613,14 @@ async fn a_phase_survives_a_dropped_pool() {
     let journal = Journal::open(&dir.db()).await.expect("open");
     let run = run_with_moves(&journal, 1).await;
     let uuid = new_move(0).uuid;
-    journal
-        .begin_phase(&run, &uuid, FIRST_GENERATION, Phase::Transferring)
-        .await
-        .expect("phase");
+    journal.begin_phase(&run, &uuid, FIRST_GENERATION, Phase::Transferring).await.expect("phase");
     // No close, no destructor: connections stay open, the WAL is not checkpointed.
     std::mem::forget(journal);
     assert!(Path::new(&format!("{}-wal", dir.db())).exists());
 
     let reopened = Journal::open(&dir.db()).await.expect("reopen");
     let m = reopened.move_of(&run, &uuid).await.expect("move");
-    assert_eq!(
-        (m.phase, m.phase_done, m.generation),
-        (Some(Phase::Transferring), false, FIRST_GENERATION + 1)
-    );
+    assert_eq!((m.phase, m.phase_done, m.generation), (Some(Phase::Transferring), false, FIRST_GENERATION + 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -930,14 +639,8 @@ async fn a_phase_survives_kill_9() {
 
     let reopened = Journal::open(&dir.db()).await.expect("reopen after kill");
     let m = reopened.move_of(&run, &uuid).await.expect("move");
-    assert_eq!(
-        (m.phase, m.phase_done, m.status),
-        (Some(Phase::Transferring), false, Status::Migrating)
-    );
+    assert_eq!((m.phase, m.phase_done, m.status), (Some(Phase::Transferring), false, Status::Migrating));
     assert_eq!(m.generation, FIRST_GENERATION + 2);
     // And the file takes writes again at once.
-    reopened
-        .end_phase(&run, &uuid, m.generation, Phase::Transferring)
-        .await
-        .expect("write after kill");
+    reopened.end_phase(&run, &uuid, m.generation, Phase::Transferring).await.expect("write after kill");
 }

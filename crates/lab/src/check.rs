@@ -86,13 +86,8 @@ pub fn status(dir: &Path) -> Result<LabStatus, LabError> {
         .collect();
     for (i, host) in state.hosts.iter().enumerate() {
         let pid = process::read_pid(&layout.host(i).pid_file());
-        let mut status = HostStatus {
-            name: host.name.clone(),
-            uri: host.uri.clone(),
-            pid,
-            running: Vec::new(),
-            error: None,
-        };
+        let mut status =
+            HostStatus { name: host.name.clone(), uri: host.uri.clone(), pid, running: Vec::new(), error: None };
         match pid.ok_or_else(|| "libvirtd is not running".to_string()).and_then(|_| {
             let conn = connect(host).map_err(|e| e.to_string())?;
             conn.list_all_domains(0).map_err(|e| e.message().to_string())
@@ -225,10 +220,7 @@ pub fn check(dir: &Path, config: &CheckConfig) -> Result<Vec<VmCheck>, LabError>
 }
 
 fn read_reports(layout: &Layout, lab: &crate::LabStatus) -> Vec<LogReport> {
-    lab.vms
-        .iter()
-        .map(|vm| analyze(&fs::read_to_string(layout.serial_log(&vm.name)).unwrap_or_default()))
-        .collect()
+    lab.vms.iter().map(|vm| analyze(&fs::read_to_string(layout.serial_log(&vm.name)).unwrap_or_default())).collect()
 }
 
 fn log_age(path: &Path) -> Option<f64> {

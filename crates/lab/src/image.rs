@@ -128,10 +128,7 @@ pub enum ImageError {
 /// Returns the lab guest image in `cache_dir`, fetching the kernel and building the initrd first
 /// if needed. Safe to call concurrently from several processes sharing `cache_dir`.
 pub fn ensure_image(cache_dir: &Path) -> Result<GuestImage, ImageError> {
-    let cache_error = |source| ImageError::CacheDir {
-        path: cache_dir.to_path_buf(),
-        source,
-    };
+    let cache_error = |source| ImageError::CacheDir { path: cache_dir.to_path_buf(), source };
     fs::create_dir_all(cache_dir).map_err(cache_error)?;
     // Absolute, because libvirt reads these paths from another working directory.
     let cache_dir = fs::canonicalize(cache_dir).map_err(cache_error)?;
@@ -139,19 +136,13 @@ pub fn ensure_image(cache_dir: &Path) -> Result<GuestImage, ImageError> {
     remove_stale_temporaries(&cache_dir)?;
     let kernel = ensure_kernel(&cache_dir)?;
     let initrd = ensure_initrd(&cache_dir, &kernel)?;
-    Ok(GuestImage {
-        kernel: kernel.vmlinuz,
-        initrd,
-    })
+    Ok(GuestImage { kernel: kernel.vmlinuz, initrd })
 }
 
 /// Removes what a builder that died left behind. Only called under the lock, so nothing found is
 /// in use.
 fn remove_stale_temporaries(cache_dir: &Path) -> Result<(), ImageError> {
-    let read_error = |source| ImageError::Read {
-        path: cache_dir.to_path_buf(),
-        source,
-    };
+    let read_error = |source| ImageError::Read { path: cache_dir.to_path_buf(), source };
     for entry in fs::read_dir(cache_dir).map_err(read_error)? {
         let path = entry.map_err(read_error)?.path();
         let name = file_name(&path);
@@ -171,16 +162,8 @@ struct CacheLock {
 
 impl CacheLock {
     fn acquire(path: &Path) -> Result<CacheLock, ImageError> {
-        let lock_error = |source| ImageError::Lock {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(lock_error)?;
+        let lock_error = |source| ImageError::Lock { path: path.to_path_buf(), source };
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(lock_error)?;
         loop {
             // SAFETY: flock takes a file descriptor and an operation only; the descriptor is
             // open for the duration of the call because `file` is borrowed.
@@ -213,60 +196,38 @@ fn ensure_kernel(cache_dir: &Path) -> Result<Kernel, ImageError> {
     let modules = load
         .lines()
         .filter(|name| !name.is_empty())
-        .map(|name| {
-            (
-                name.to_string(),
-                dir.join("modules").join(format!("{name}.ko")),
-            )
-        })
+        .map(|name| (name.to_string(), dir.join("modules").join(format!("{name}.ko"))))
         .collect();
-    Ok(Kernel {
-        vmlinuz: dir.join("vmlinuz"),
-        modules,
-    })
+    Ok(Kernel { vmlinuz: dir.join("vmlinuz"), modules })
 }
 
 /// Downloads and unpacks the kernel package into `dest` (which must not exist).
 fn fetch_kernel(cache_dir: &Path, dest: &Path) -> Result<(), ImageError> {
     let output = run(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))?;
-    let package = kernel_package(&output).ok_or_else(|| ImageError::NoKernelPackage {
-        output: output.trim().to_string(),
-    })?;
+    let package =
+        kernel_package(&output).ok_or_else(|| ImageError::NoKernelPackage { output: output.trim().to_string() })?;
     tracing::info!(package, "fetching the lab guest kernel");
 
     let work = cache_dir.join(format!("kernel.tmp-{}", std::process::id()));
     remove_dir_if_present(&work)?;
     fs::create_dir_all(&work).map_err(|source| write_error(&work, source))?;
-    run(Command::new("apt-get")
-        .arg("download")
-        .arg(&package)
-        .current_dir(&work))?;
+    run(Command::new("apt-get").arg("download").arg(&package).current_dir(&work))?;
     let deb = single_entry(&work, "", ".deb")?;
     let root = work.join("root");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
 
     let boot = root.join("boot");
     let vmlinuz = single_entry(&boot, "vmlinuz-", "")?;
-    let version = file_name(&vmlinuz)
-        .trim_start_matches("vmlinuz-")
-        .to_string();
+    let version = file_name(&vmlinuz).trim_start_matches("vmlinuz-").to_string();
     let module_dir = ["lib/modules", "usr/lib/modules"]
         .iter()
         .map(|base| root.join(base).join(&version))
         .find(|dir| dir.is_dir())
-        .ok_or_else(|| ImageError::Missing {
-            what: format!("lib/modules/{version}"),
-            dir: root.clone(),
-        })?;
+        .ok_or_else(|| ImageError::Missing { what: format!("lib/modules/{version}"), dir: root.clone() })?;
     let builtin: HashSet<String> = match fs::read_to_string(module_dir.join("modules.builtin")) {
         Ok(text) => text.lines().map(module_name).collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
-        Err(source) => {
-            return Err(ImageError::Read {
-                path: module_dir.join("modules.builtin"),
-                source,
-            })
-        }
+        Err(source) => return Err(ImageError::Read { path: module_dir.join("modules.builtin"), source }),
     };
     let mut files = HashMap::new();
     index_modules(&module_dir.join("kernel"), &mut files)?;
@@ -279,21 +240,12 @@ fn fetch_kernel(cache_dir: &Path, dest: &Path) -> Result<(), ImageError> {
         if depends.contains_key(&name) || builtin.contains(&name) {
             continue;
         }
-        let path = files.get(&name).ok_or_else(|| ImageError::Missing {
-            what: format!("kernel module {name}.ko"),
-            dir: module_dir.clone(),
-        })?;
-        let bytes = fs::read(path).map_err(|source| ImageError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let path = files
+            .get(&name)
+            .ok_or_else(|| ImageError::Missing { what: format!("kernel module {name}.ko"), dir: module_dir.clone() })?;
+        let bytes = fs::read(path).map_err(|source| ImageError::Read { path: path.clone(), source })?;
         let deps: Vec<String> = modinfo(&bytes, "depends")
-            .map(|list| {
-                list.split(',')
-                    .filter(|d| !d.is_empty())
-                    .map(module_name)
-                    .collect()
-            })
+            .map(|list| list.split(',').filter(|d| !d.is_empty()).map(module_name).collect())
             .unwrap_or_default();
         let deps: Vec<String> = deps.into_iter().filter(|d| !builtin.contains(d)).collect();
         todo.extend(deps.iter().cloned());
@@ -321,21 +273,13 @@ fn fetch_kernel(cache_dir: &Path, dest: &Path) -> Result<(), ImageError> {
 
 fn ensure_initrd(cache_dir: &Path, kernel: &Kernel) -> Result<PathBuf, ImageError> {
     let busybox = Path::new(BUSYBOX);
-    let busybox_bytes = fs::read(busybox).map_err(|source| ImageError::Read {
-        path: busybox.to_path_buf(),
-        source,
-    })?;
+    let busybox_bytes = fs::read(busybox).map_err(|source| ImageError::Read { path: busybox.to_path_buf(), source })?;
     if has_interpreter(&busybox_bytes) != Some(false) {
-        return Err(ImageError::BusyboxNotStatic {
-            path: busybox.to_path_buf(),
-        });
+        return Err(ImageError::BusyboxNotStatic { path: busybox.to_path_buf() });
     }
     let mut modules = Vec::new();
     for (name, path) in &kernel.modules {
-        let bytes = fs::read(path).map_err(|source| ImageError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = fs::read(path).map_err(|source| ImageError::Read { path: path.clone(), source })?;
         modules.push((name.clone(), bytes));
     }
     let archive = initramfs(&busybox_bytes, GUEST_BINARY, &modules);
@@ -405,12 +349,7 @@ fn module_name(text: &str) -> String {
 /// Modules to load so that each comes after its dependencies; `depends` must hold every module
 /// reachable from `wanted` that is not built in (absent names are skipped as built in).
 fn load_order(wanted: &[&str], depends: &HashMap<String, Vec<String>>) -> Vec<String> {
-    fn visit(
-        name: &str,
-        depends: &HashMap<String, Vec<String>>,
-        seen: &mut HashSet<String>,
-        order: &mut Vec<String>,
-    ) {
+    fn visit(name: &str, depends: &HashMap<String, Vec<String>>, seen: &mut HashSet<String>, order: &mut Vec<String>) {
         let Some(deps) = depends.get(name) else {
             return;
         };
@@ -481,21 +420,15 @@ fn has_interpreter(elf: &[u8]) -> Option<bool> {
 }
 
 fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        bytes.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
+    Some(u16::from_le_bytes(bytes.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
+    Some(u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
+    Some(u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 /// A cpio archive in the "newc" format the kernel unpacks as initramfs. Deterministic: same
@@ -546,9 +479,7 @@ impl Cpio {
         let mut header = String::with_capacity(110);
         header.push_str("070701");
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-        for field in [
-            ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name_size, 0,
-        ] {
+        for field in [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name_size, 0] {
             let _ = write!(header, "{field:08x}");
         }
         self.out.extend_from_slice(header.as_bytes());
@@ -566,18 +497,13 @@ impl Cpio {
 /// FNV-1a, 64 bits: stable across Rust versions (unlike `DefaultHasher`), good enough to name
 /// cache files.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Runs a command, returning its standard output.
 fn run(command: &mut Command) -> Result<String, ImageError> {
     let line = command_line(command);
-    let output = command.output().map_err(|source| ImageError::Spawn {
-        command: line.clone(),
-        source,
-    })?;
+    let output = command.output().map_err(|source| ImageError::Spawn { command: line.clone(), source })?;
     if !output.status.success() {
         return Err(ImageError::Command {
             command: line,
@@ -598,16 +524,10 @@ fn command_line(command: &Command) -> String {
 
 /// Finds the only entry in `dir` named `prefix…suffix`.
 fn single_entry(dir: &Path, prefix: &str, suffix: &str) -> Result<PathBuf, ImageError> {
-    let entries = fs::read_dir(dir).map_err(|source| ImageError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = fs::read_dir(dir).map_err(|source| ImageError::Read { path: dir.to_path_buf(), source })?;
     let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| ImageError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| ImageError::Read { path: dir.to_path_buf(), source })?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with(prefix) && name.ends_with(suffix) {
@@ -629,10 +549,7 @@ fn single_entry(dir: &Path, prefix: &str, suffix: &str) -> Result<PathBuf, Image
 
 /// Maps module names to their `.ko` files under `dir`, recursively.
 fn index_modules(dir: &Path, index: &mut HashMap<String, PathBuf>) -> Result<(), ImageError> {
-    let read_error = |source| ImageError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let read_error = |source| ImageError::Read { path: dir.to_path_buf(), source };
     for entry in fs::read_dir(dir).map_err(read_error)? {
         let entry = entry.map_err(read_error)?;
         let path = entry.path();
@@ -646,16 +563,11 @@ fn index_modules(dir: &Path, index: &mut HashMap<String, PathBuf>) -> Result<(),
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn read_text(path: &Path) -> Result<String, ImageError> {
-    fs::read_to_string(path).map_err(|source| ImageError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| ImageError::Read { path: path.to_path_buf(), source })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
@@ -670,10 +582,7 @@ fn remove_dir_if_present(dir: &Path) -> Result<(), ImageError> {
 }
 
 fn write_error(path: &Path, source: io::Error) -> ImageError {
-    ImageError::Write {
-        path: path.to_path_buf(),
-        source,
-    }
+    ImageError::Write { path: path.to_path_buf(), source }
 }
 
 #[cfg(test)]
@@ -701,10 +610,7 @@ mod tests {
     fn module_load_order() {
         // Debian 12's cloud kernel, from the modules' own `depends=`.
         let depends: HashMap<String, Vec<String>> = [
-            (
-                "virtio_pci",
-                "virtio_ring,virtio_pci_modern_dev,virtio_pci_legacy_dev,virtio",
-            ),
+            ("virtio_pci", "virtio_ring,virtio_pci_modern_dev,virtio_pci_legacy_dev,virtio"),
             ("virtio_blk", "virtio,virtio_ring"),
             ("virtio", "virtio_ring"),
             ("virtio_ring", ""),
@@ -713,11 +619,7 @@ mod tests {
         ]
         .into_iter()
         .map(|(name, deps)| {
-            let deps = deps
-                .split(',')
-                .filter(|d| !d.is_empty())
-                .map(String::from)
-                .collect();
+            let deps = deps.split(',').filter(|d| !d.is_empty()).map(String::from).collect();
             (name.to_string(), deps)
         })
         .collect();
@@ -736,10 +638,7 @@ mod tests {
 
     #[test]
     fn module_names() {
-        assert_eq!(
-            module_name("kernel/drivers/char/hw_random/virtio-rng.ko"),
-            "virtio_rng"
-        );
+        assert_eq!(module_name("kernel/drivers/char/hw_random/virtio-rng.ko"), "virtio_rng");
         assert_eq!(module_name("virtio_pci"), "virtio_pci");
     }
 
@@ -752,9 +651,8 @@ mod tests {
         let bytes = cpio.finish();
         let text = String::from_utf8_lossy(&bytes);
         let expect = concat!(
-            "070701", "00000001", "000041ed", "00000000", "00000000", "00000002", "00000000",
-            "00000000", "00000000", "00000000", "00000000", "00000000", "00000004", "00000000",
-            "bin\0",
+            "070701", "00000001", "000041ed", "00000000", "00000000", "00000002", "00000000", "00000000", "00000000",
+            "00000000", "00000000", "00000000", "00000004", "00000000", "bin\0",
         );
         assert!(text.starts_with(expect), "{text:?}");
         // Every member starts 4-byte aligned: find each header magic.
@@ -762,14 +660,8 @@ mod tests {
         assert_eq!(starts.len(), 4, "{text:?}");
         assert!(starts.iter().all(|at| at % 4 == 0), "{starts:?}");
         assert!(text.contains(concat!("bin\0\0\0", "070701")), "{text:?}");
-        assert!(
-            text.contains(concat!("bin/x\0hello\0\0\0", "070701")),
-            "{text:?}"
-        );
-        assert!(
-            text.contains("00000005000000010000000c00000000dev/console\0"),
-            "{text:?}"
-        );
+        assert!(text.contains(concat!("bin/x\0hello\0\0\0", "070701")), "{text:?}");
+        assert!(text.contains("00000005000000010000000c00000000dev/console\0"), "{text:?}");
         assert!(text.ends_with("TRAILER!!!\0\0\0\0"), "{text:?}");
     }
 

@@ -379,7 +379,21 @@ impl Net {
             cmds.extend([
                 cmd(&["ip", "netns", "add", &ns]),
                 cmd(&["ip", "-n", &ns, "link", "set", "lo", "up"]),
-                cmd(&["ip", "-n", &net, "link", "add", &port, "type", "veth", "peer", "name", HOST_INTERFACE, "netns", &ns]),
+                cmd(&[
+                    "ip",
+                    "-n",
+                    &net,
+                    "link",
+                    "add",
+                    &port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    HOST_INTERFACE,
+                    "netns",
+                    &ns,
+                ]),
                 cmd(&["ip", "-n", &net, "link", "set", &port, "master", BRIDGE, "up"]),
                 cmd(&["ip", "-n", &ns, "addr", "add", &with(self.host_address(i)), "dev", HOST_INTERFACE]),
                 cmd(&["ip", "-n", &ns, "link", "set", HOST_INTERFACE, "up"]),
@@ -402,8 +416,21 @@ impl Net {
             .map(|i| {
                 let ns = self.host_namespace(i);
                 cmd(&[
-                    "tc", "-n", &ns, "qdisc", "replace", "dev", HOST_INTERFACE, "root", "tbf",
-                    "rate", &rate, "burst", &burst, "latency", "50ms",
+                    "tc",
+                    "-n",
+                    &ns,
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    HOST_INTERFACE,
+                    "root",
+                    "tbf",
+                    "rate",
+                    &rate,
+                    "burst",
+                    &burst,
+                    "latency",
+                    "50ms",
                 ])
             })
             .collect()
@@ -508,8 +535,13 @@ mod tests {
         let net = Layout { dir: "/tmp/lab".into(), port_base: 28_000 }.net(2, 32);
         let cmds = net.build_commands();
         let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
-        assert!(text.contains(&"ip link add ferry-28000-r type veth peer name root netns ferry-28000-net".to_string()), "{text:#?}");
-        assert!(text.contains(&"ip -n ferry-28000-net link add host-b type veth peer name eth0 netns ferry-28000-host-b".to_string()));
+        assert!(
+            text.contains(&"ip link add ferry-28000-r type veth peer name root netns ferry-28000-net".to_string()),
+            "{text:#?}"
+        );
+        assert!(text.contains(
+            &"ip -n ferry-28000-net link add host-b type veth peer name eth0 netns ferry-28000-host-b".to_string()
+        ));
         assert!(text.contains(&"ip -n ferry-28000-host-a addr add 10.237.96.1/24 dev eth0".to_string()));
         let shaping: Vec<&String> = text.iter().filter(|t| t.starts_with("tc ")).collect();
         assert_eq!(
@@ -541,10 +573,15 @@ mod tests {
              9: ferry-2800-r@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue\n",
         );
         assert_eq!(links, ["lo", "eth0", "ferry-28000-r", "ferry-2800-r"]);
-        let namespaces = parse_netns_list("ferry-28000-host-a (id: 2)\nferry-2800-net (id: 1)\nferry-28000-net\nblue\n");
+        let namespaces =
+            parse_netns_list("ferry-28000-host-a (id: 2)\nferry-2800-net (id: 1)\nferry-28000-net\nblue\n");
         assert_eq!(namespaces, ["ferry-28000-host-a", "ferry-2800-net", "ferry-28000-net", "blue"]);
-        let text: Vec<String> = teardown_commands("ferry-28000", &links, &namespaces).iter().map(|c| c.join(" ")).collect();
-        assert_eq!(text, ["ip link del ferry-28000-r", "ip netns del ferry-28000-host-a", "ip netns del ferry-28000-net"]);
+        let text: Vec<String> =
+            teardown_commands("ferry-28000", &links, &namespaces).iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            text,
+            ["ip link del ferry-28000-r", "ip netns del ferry-28000-host-a", "ip netns del ferry-28000-net"]
+        );
         assert!(teardown_commands("ferry-29000", &links, &namespaces).is_empty());
     }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use check::{check, CheckConfig, HostStatus, LabStatus, VmCheck, VmStatus, status};
+pub use check::{check, status, CheckConfig, HostStatus, LabStatus, VmCheck, VmStatus};
 pub use up::{down, up, UpConfig};
 
 /// Everything that can go wrong bringing a lab up or down.
@@ -45,7 +45,9 @@ pub enum LabError {
         ports: String,
     },
     /// An existing lab has another shape than asked for.
-    #[error("{dir} already holds a lab of {hosts} hosts and {vms} VMs; use another --dir or `ferry lab down --purge` first")]
+    #[error(
+        "{dir} already holds a lab of {hosts} hosts and {vms} VMs; use another --dir or `ferry lab down --purge` first"
+    )]
     ShapeMismatch {
         /// The lab directory.
         dir: PathBuf,
@@ -55,7 +57,9 @@ pub enum LabError {
         vms: usize,
     },
     /// An existing lab has another kind of network than asked for.
-    #[error("{dir} already holds a lab {has}; pass the same --link, use another --dir, or `ferry lab down --purge` first")]
+    #[error(
+        "{dir} already holds a lab {has}; pass the same --link, use another --dir, or `ferry lab down --purge` first"
+    )]
     LinkMismatch {
         /// The lab directory.
         dir: PathBuf,
@@ -250,9 +254,7 @@ impl LabState {
         let path = dir.join("lab.json");
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(LabError::NoLab(dir.to_path_buf()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LabError::NoLab(dir.to_path_buf())),
             Err(e) => return Err(LabError::State { path, reason: e.to_string() }),
         };
         serde_json::from_str(&text).map_err(|e| LabError::State { path, reason: e.to_string() })
@@ -289,9 +291,5 @@ pub(crate) fn connect(host: &LabHost) -> Result<virt::connect::Connect, LabError
 pub(crate) fn libvirt_err(host: &str, action: &str) -> impl Fn(virt::error::Error) -> LabError {
     let host = host.to_string();
     let action = action.to_string();
-    move |e| LabError::Libvirt {
-        host: host.clone(),
-        action: action.clone(),
-        message: e.message().to_string(),
-    }
+    move |e| LabError::Libvirt { host: host.clone(), action: action.clone(), message: e.message().to_string() }
 }

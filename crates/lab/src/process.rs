@@ -29,12 +29,7 @@ pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
     }
     wait_for_port(host.address, host.port, Duration::from_secs(20)).map_err(|()| LabError::DaemonFailed {
         host: host.name.clone(),
-        reason: format!(
-            "{}:{} did not answer within 20 s; see {}",
-            host.address,
-            host.port,
-            host.log_file().display()
-        ),
+        reason: format!("{}:{} did not answer within 20 s; see {}", host.address, host.port, host.log_file().display()),
     })?;
     read_pid(&host.pid_file()).ok_or_else(|| LabError::DaemonFailed {
         host: host.name.clone(),
@@ -104,11 +99,7 @@ pub fn export_name(image: &Path) -> String {
 
 /// Ports among `ports` that something already listens on or holds.
 pub fn ports_in_use(ports: &[u16]) -> Vec<u16> {
-    ports
-        .iter()
-        .copied()
-        .filter(|port| TcpListener::bind(("127.0.0.1", *port)).is_err())
-        .collect()
+    ports.iter().copied().filter(|port| TcpListener::bind(("127.0.0.1", *port)).is_err()).collect()
 }
 
 fn wait_for_port(address: Ipv4Addr, port: u16, timeout: Duration) -> Result<(), ()> {

@@ -14,8 +14,7 @@ use virt::storage_vol::StorageVol;
 use crate::layout::{self, Layout, Net, PRIVATE_DIRS};
 use crate::xml::{self, GuestDisk, GuestSpec};
 use crate::{
-    connect, image, libvirt_err, net, process, LabDisk, LabError, LabHost, LabState, LabVm,
-    DATA_DISK_MIB, LOCAL_POOL,
+    connect, image, libvirt_err, net, process, LabDisk, LabError, LabHost, LabState, LabVm, DATA_DISK_MIB, LOCAL_POOL,
 };
 
 /// What `lab up` builds.
@@ -99,11 +98,7 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
     };
     if let Some(state) = &existing {
         if state.hosts.len() != config.hosts || state.vms.len() != config.vms {
-            return Err(LabError::ShapeMismatch {
-                dir,
-                hosts: state.hosts.len(),
-                vms: state.vms.len(),
-            });
+            return Err(LabError::ShapeMismatch { dir, hosts: state.hosts.len(), vms: state.vms.len() });
         }
         // Guests' disks name the storage's address and daemons their namespace: a lab cannot
         // move between loopback and its own network (its link rate can change).
@@ -115,11 +110,8 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
             return Err(LabError::LinkMismatch { dir, has });
         }
     }
-    let port_base = existing
-        .as_ref()
-        .map(|s| s.port_base)
-        .or(config.port_base)
-        .unwrap_or_else(|| layout::default_port_base(&dir));
+    let port_base =
+        existing.as_ref().map(|s| s.port_base).or(config.port_base).unwrap_or_else(|| layout::default_port_base(&dir));
     let layout = Layout { dir: dir.clone(), port_base };
     let net = config.link_mib_s.map(|link| layout.net(config.hosts, link));
 
@@ -320,7 +312,10 @@ fn start_shared_storage(layout: &Layout, listen: &process::NbdListen, state: &La
         if let LabDisk::Shared { export } = &vm.disk {
             let image = shared_dir.join(format!("{export}.qcow2"));
             if !image.exists() {
-                run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&image).arg(format!("{DATA_DISK_MIB}M")))?;
+                run(Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2"])
+                    .arg(&image)
+                    .arg(format!("{DATA_DISK_MIB}M")))?;
             }
             images.push(image);
         }
@@ -339,8 +334,7 @@ fn prepare_host_dirs(host: &layout::HostLayout, host_uuid: &str) -> Result<(), L
     }
     fs::create_dir_all(&host.pool_dir).map_err(io_err("create a pool directory"))?;
     let etc = host.private_dir("etc");
-    fs::write(host.libvirtd_conf(), host.libvirtd_conf_text(host_uuid))
-        .map_err(io_err("write libvirtd.conf"))?;
+    fs::write(host.libvirtd_conf(), host.libvirtd_conf_text(host_uuid)).map_err(io_err("write libvirtd.conf"))?;
     fs::write(etc.join("qemu.conf"), host.qemu_conf_text()).map_err(io_err("write qemu.conf"))?;
     Ok(())
 }
@@ -427,9 +421,7 @@ fn ensure_running(
 }
 
 fn ensure_volume(conn: &Connect, host: &str, volume: &str) -> Result<PathBuf, LabError> {
-    let pool = conn
-        .lookup_storage_pool_by_name(LOCAL_POOL)
-        .map_err(libvirt_err(host, "find pool"))?;
+    let pool = conn.lookup_storage_pool_by_name(LOCAL_POOL).map_err(libvirt_err(host, "find pool"))?;
     let vol = match pool.lookup_storage_vol_by_name(volume) {
         Ok(vol) => vol,
         Err(_) => StorageVol::create_xml(&pool, &xml::qcow2_volume(volume, DATA_DISK_MIB), 0)

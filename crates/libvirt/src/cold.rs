@@ -20,14 +20,17 @@ use crate::metadata::{clear_metadata, write_metadata};
 use crate::volumes::{self, Handoff};
 
 /// Moves a VM cold. Blocking.
-pub(crate) fn run(cluster: Arc<ClusterSpec>, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+pub(crate) fn run(
+    cluster: Arc<ClusterSpec>,
+    request: MoveRequest,
+    options: ColdOptions,
+) -> Result<MoveReport, MoveError> {
     let started = Instant::now();
     let init = |reason: String| MoveError::Init { reason };
     let Endpoints { from, to, src, dst, domain } = endpoints(&cluster, &request).map_err(init)?;
     let was_running = domain.is_active().map_err(|e| init(msg(e)))?;
-    let xml = domain
-        .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_MIGRATABLE)
-        .map_err(|e| init(msg(e)))?;
+    let xml =
+        domain.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
     let desc = parse_domain(&xml).map_err(init)?;
     let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
     write_metadata(&domain, &metadata(Phase::Prepared)).map_err(|e| init(format!("could not write metadata: {e}")))?;
@@ -94,11 +97,16 @@ pub(crate) fn run(cluster: Arc<ClusterSpec>, request: MoveRequest, options: Cold
     if let Err(e) = domain.undefine() {
         messages.push(format!("could not undefine on {}: {}", from.name, msg(e)));
     }
-    let locations = locate(&cluster, &request.vm)
-        .map_err(|(h, e)| MoveError::Lost { reason: format!("moved, but {h} cannot be asked: {e}"), locations: vec![] })?;
+    let locations = locate(&cluster, &request.vm).map_err(|(h, e)| MoveError::Lost {
+        reason: format!("moved, but {h} cannot be asked: {e}"),
+        locations: vec![],
+    })?;
     let expected = if was_running { VmState::Running } else { VmState::ShutOff };
     if !matches!(locations.as_slice(), [only] if only.host == to.name && only.state == expected) {
-        return Err(MoveError::Lost { reason: format!("after the cold move the VM is {}", describe(&locations)), locations });
+        return Err(MoveError::Lost {
+            reason: format!("after the cold move the VM is {}", describe(&locations)),
+            locations,
+        });
     }
     let _ = write_metadata(&target, &metadata(Phase::Finalized));
     let mut report = MoveReport {

@@ -108,11 +108,7 @@ pub(crate) fn describe(locations: &[Location]) -> String {
     if locations.is_empty() {
         return "known to no host".into();
     }
-    locations
-        .iter()
-        .map(|l| format!("{} on {}", l.state, l.host))
-        .collect::<Vec<_>>()
-        .join(" and ")
+    locations.iter().map(|l| format!("{} on {}", l.state, l.host)).collect::<Vec<_>>().join(" and ")
 }
 
 /// The domain's job statistics. The `virt` crate's own wrapper builds a `Vec` from a null

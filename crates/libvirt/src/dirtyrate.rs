@@ -13,7 +13,11 @@ use crate::conn::{msg, open};
 
 /// Starts a calculation of `seconds` on every running VM in `uuids`, waits, and reads each
 /// result, MiB/s. VMs that could not be measured are absent, with a reason in the second map.
-pub(crate) fn measure(cluster: &ClusterSpec, uuids: &[String], seconds: u32) -> (HashMap<String, f64>, HashMap<String, String>) {
+pub(crate) fn measure(
+    cluster: &ClusterSpec,
+    uuids: &[String],
+    seconds: u32,
+) -> (HashMap<String, f64>, HashMap<String, String>) {
     let mut failed = HashMap::new();
     let mut started = Vec::new();
     for host in &cluster.hosts {

@@ -49,9 +49,7 @@ pub struct DiskXml {
 pub fn parse_domain(xml: &str) -> Result<DomainDesc, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
     let root = doc.root_element();
-    let child_text = |name: &str| {
-        root.children().find(|n| n.has_tag_name(name)).and_then(|n| n.text()).map(str::trim)
-    };
+    let child_text = |name: &str| root.children().find(|n| n.has_tag_name(name)).and_then(|n| n.text()).map(str::trim);
     let memory_kib = root
         .children()
         .find(|n| n.has_tag_name("memory"))
@@ -227,16 +225,14 @@ mod tests {
         assert_eq!(d.disks.len(), 2, "the CD-ROM is not a disk to move");
         assert_eq!(d.disks[0].path.as_deref(), Some("/lab/hosts/host-a/pool/vm-1.qcow2"));
         assert_eq!(d.disks[0].format, "qcow2");
-        assert_eq!(
-            d.disks[1].network,
-            Some(("nbd".into(), "vm-2".into(), vec!["127.0.0.1:20010".into()]))
-        );
+        assert_eq!(d.disks[1].network, Some(("nbd".into(), "vm-2".into(), vec!["127.0.0.1:20010".into()])));
         assert_eq!(d.nics, vec![("52:54:00:aa:bb:cc".into(), Some("default".into()))]);
     }
 
     #[test]
     fn rewrites_only_the_named_disk_path() {
-        let moves = vec![("/lab/hosts/host-a/pool/vm-1.qcow2".to_string(), "/lab/hosts/host-b/pool/vm-1.qcow2".to_string())];
+        let moves =
+            vec![("/lab/hosts/host-a/pool/vm-1.qcow2".to_string(), "/lab/hosts/host-b/pool/vm-1.qcow2".to_string())];
         let out = rewrite_disk_paths(XML, &moves).expect("rewrites");
         assert!(out.contains("<source file='/lab/hosts/host-b/pool/vm-1.qcow2'/>"));
         assert!(out.contains("/iso/x.iso"), "other sources untouched");

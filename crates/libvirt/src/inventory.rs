@@ -54,11 +54,9 @@ fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
             .iter()
             .map(|d| {
                 let source = match (&d.network, &d.path) {
-                    (Some((protocol, name, servers)), _) => DiskSource::Network {
-                        protocol: protocol.clone(),
-                        name: name.clone(),
-                        servers: servers.clone(),
-                    },
+                    (Some((protocol, name, servers)), _) => {
+                        DiskSource::Network { protocol: protocol.clone(), name: name.clone(), servers: servers.clone() }
+                    }
                     (None, Some(path)) if d.kind == "block" => DiskSource::Block { path: path.clone() },
                     (None, path) => DiskSource::File { path: path.clone().unwrap_or_default() },
                 };

@@ -20,7 +20,9 @@ mod volumes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_driver::{ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_driver::{
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+};
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 
 /// The libvirt driver for one cluster.
@@ -42,7 +44,11 @@ impl LibvirtDriver {
 
     /// Measures how fast each running VM in `uuids` dirties memory, MiB/s, over `seconds`
     /// (all at once). VMs that could not be measured are in the second map, with why.
-    pub async fn measure_dirty_rates(&self, uuids: Vec<String>, seconds: u32) -> (HashMap<String, f64>, HashMap<String, String>) {
+    pub async fn measure_dirty_rates(
+        &self,
+        uuids: Vec<String>,
+        seconds: u32,
+    ) -> (HashMap<String, f64>, HashMap<String, String>) {
         let cluster = self.cluster.clone();
         blocking(move || dirtyrate::measure(&cluster, &uuids, seconds)).await
     }
@@ -81,9 +87,11 @@ impl Driver for LibvirtDriver {
     async fn locate(&self, vm: &str) -> Result<Vec<Location>, DriverError> {
         let cluster = self.cluster.clone();
         let vm = vm.to_string();
-        blocking(move || conn::locate(&cluster, &vm))
-            .await
-            .map_err(|(host, message)| DriverError { host, action: "locate".into(), message })
+        blocking(move || conn::locate(&cluster, &vm)).await.map_err(|(host, message)| DriverError {
+            host,
+            action: "locate".into(),
+            message,
+        })
     }
 
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {

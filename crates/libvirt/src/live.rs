@@ -62,12 +62,11 @@ pub(crate) fn start(
             }
         }
     };
-    let prepared = write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| {
-        match options.max_downtime_ms {
+    let prepared =
+        write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| match options.max_downtime_ms {
             Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(msg),
             None => Ok(()),
-        }
-    });
+        });
     if let Err(e) = prepared {
         volumes::revert(&dst, &handoff);
         let _ = crate::metadata::clear_metadata(&domain);
@@ -187,10 +186,7 @@ impl Job {
         let locations = locate(&self.cluster, &self.request.vm)
             .map_err(|(host, e)| lost(format!("migration reported success but {host} cannot be asked: {e}"), vec![]))?;
         if !runs_only_on(&locations, &self.to.name) {
-            return Err(lost(
-                format!("migration reported success but the VM is {}", describe(&locations)),
-                locations,
-            ));
+            return Err(lost(format!("migration reported success but the VM is {}", describe(&locations)), locations));
         }
         let dst = open(&self.to).map_err(|e| lost(e, locations.clone()))?;
         let domain = dst.lookup_domain_by_uuid_string(&self.request.vm).map_err(|e| lost(msg(e), locations.clone()))?;
@@ -284,7 +280,8 @@ pub(crate) fn host<'a>(cluster: &'a ClusterSpec, name: &str) -> Result<&'a HostS
 /// `tcp://127.0.0.1[:port]` → `127.0.0.1`: the target binds its incoming migration there.
 fn listen_address(uri: &str) -> Option<String> {
     let rest = uri.split_once("://")?.1;
-    let host = rest.rsplit_once(':').map_or(rest, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { rest });
+    let host =
+        rest.rsplit_once(':').map_or(rest, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { rest });
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then(|| host.to_string())
 }

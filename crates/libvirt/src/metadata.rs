@@ -33,7 +33,8 @@ pub(crate) fn clear_metadata(domain: &Domain) -> Result<(), String> {
 /// Reads ferry's metadata element; none when the domain has none.
 pub(crate) fn read_metadata(domain: &Domain) -> Result<Option<Metadata>, String> {
     let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
-    let flags = if domain.is_active().unwrap_or(false) { sys::VIR_DOMAIN_AFFECT_LIVE } else { sys::VIR_DOMAIN_AFFECT_CONFIG };
+    let flags =
+        if domain.is_active().unwrap_or(false) { sys::VIR_DOMAIN_AFFECT_LIVE } else { sys::VIR_DOMAIN_AFFECT_CONFIG };
     match domain.metadata(kind, Some(METADATA_NS), flags) {
         Ok(xml) => parse_metadata(&xml).map(Some),
         Err(e) if e.code().is(virt::error::ErrorNumber::NoDomainMetadata) => Ok(None),

@@ -63,7 +63,9 @@ fn prepare_disk(
     if let Some((_, name, servers)) = &disk.network {
         // Network storage is shared by nature; the target must reach its servers.
         for server in servers {
-            reachable(server).map_err(|e| format!("disk {}: network storage {name} at {server} is not reachable: {e}", disk.target))?;
+            reachable(server).map_err(|e| {
+                format!("disk {}: network storage {name} at {server} is not reachable: {e}", disk.target)
+            })?;
         }
         return Ok(());
     }
@@ -109,10 +111,7 @@ fn prepare_disk(
     );
     let created = StorageVol::create_xml(&target_pool, &xml, 0)
         .map_err(|e| format!("disk {}: could not create {name} on {}: {}", disk.target, to.name, msg(e)))?;
-    handoff.copies.push(Copy {
-        source_path: path.clone(),
-        target_path: created.path().map_err(msg)?,
-    });
+    handoff.copies.push(Copy { source_path: path.clone(), target_path: created.path().map_err(msg)? });
     Ok(())
 }
 
@@ -142,11 +141,7 @@ pub(crate) fn release_source(src: &Connect, handoff: &Handoff) -> Result<Vec<Str
 
 fn reachable(server: &str) -> Result<(), String> {
     use std::net::{TcpStream, ToSocketAddrs};
-    let addr = server
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| "no address".to_string())?;
+    let addr = server.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or_else(|| "no address".to_string())?;
     TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).map(drop).map_err(|e| e.to_string())
 }
 

@@ -85,11 +85,7 @@ impl fmt::Display for Status {
 impl FromStr for Status {
     type Err = String;
     fn from_str(s: &str) -> Result<Status, String> {
-        NAMES
-            .iter()
-            .find(|(_, n)| *n == s)
-            .map(|(status, _)| *status)
-            .ok_or_else(|| format!("unknown status {s:?}"))
+        NAMES.iter().find(|(_, n)| *n == s).map(|(status, _)| *status).ok_or_else(|| format!("unknown status {s:?}"))
     }
 }
 

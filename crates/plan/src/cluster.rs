@@ -75,22 +75,38 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputErr
         if name.is_empty() {
             errors.push(error(host.name.span(), field("name"), "must not be empty".into()));
         } else if let Some(first) = seen.get(&name) {
-            errors.push(error(host.name.span(), field("name"), format!("{name:?} is already the name of host[{first}]")));
+            errors.push(error(
+                host.name.span(),
+                field("name"),
+                format!("{name:?} is already the name of host[{first}]"),
+            ));
         } else {
             seen.insert(name.clone(), i);
         }
         let uri = host.uri.get_ref();
         if !uri.contains(':') {
-            errors.push(error(host.uri.span(), field("uri"), format!("{uri:?} is not a libvirt URI (such as qemu+tcp://HOST/system)")));
+            errors.push(error(
+                host.uri.span(),
+                field("uri"),
+                format!("{uri:?} is not a libvirt URI (such as qemu+tcp://HOST/system)"),
+            ));
         }
         if let Some(m) = &host.migration_uri {
             if !m.get_ref().starts_with("tcp://") {
-                errors.push(error(m.span(), field("migration_uri"), format!("{:?} must look like tcp://ADDRESS", m.get_ref())));
+                errors.push(error(
+                    m.span(),
+                    field("migration_uri"),
+                    format!("{:?} must look like tcp://ADDRESS", m.get_ref()),
+                ));
             }
         }
         let link = match &host.link_mib_s {
             Some(l) if *l.get_ref() <= 0 => {
-                errors.push(error(l.span(), field("link_mib_s"), format!("{} must be a positive bandwidth in MiB/s", l.get_ref())));
+                errors.push(error(
+                    l.span(),
+                    field("link_mib_s"),
+                    format!("{} must be a positive bandwidth in MiB/s", l.get_ref()),
+                ));
                 None
             }
             Some(l) => u64::try_from(*l.get_ref()).ok(),
@@ -145,8 +161,11 @@ mod tests {
 
     #[test]
     fn a_good_file_parses_with_defaults() {
-        let c = parse_cluster("c.toml", "[[host]]\nname = \"a\"\nuri = \"qemu+tcp://127.0.0.1:1/system\"\nlink_mib_s = 100\n")
-            .expect("parses");
+        let c = parse_cluster(
+            "c.toml",
+            "[[host]]\nname = \"a\"\nuri = \"qemu+tcp://127.0.0.1:1/system\"\nlink_mib_s = 100\n",
+        )
+        .expect("parses");
         assert_eq!(c.hosts[0].group, "default");
         assert_eq!(c.hosts[0].link_mib_s, Some(100));
         assert_eq!(c.hosts[0].memory_overcommit, 1.0);

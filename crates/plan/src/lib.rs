@@ -11,8 +11,8 @@ pub mod time;
 use std::fmt;
 
 pub use cluster::parse_cluster;
-pub use resolve::{resolve, ResolvedMove};
 pub use plan::{parse_plan, parse_plan_csv, parse_plan_toml, Drain, Limits, Mode, Plan, PlannedMove, Policy, Target};
+pub use resolve::{resolve, ResolvedMove};
 
 /// One problem in an input file.
 #[derive(Debug, Clone, PartialEq, Eq)]

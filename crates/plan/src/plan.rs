@@ -341,12 +341,19 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
                 "live" => policy.mode = Mode::Live,
                 "cold" => policy.mode = Mode::Cold,
                 "live-or-cold" => policy.mode = Mode::LiveOrCold,
-                other => errors.at(mode.span(), "policy.mode", format!("{other:?} is not one of live, cold, live-or-cold")),
+                other => {
+                    errors.at(mode.span(), "policy.mode", format!("{other:?} is not one of live, cold, live-or-cold"))
+                }
             }
         }
         for (value, slot, name, min) in [
             (&p.max_downtime_ms, &mut policy.max_downtime_ms, "policy.max_downtime_ms", 1),
-            (&p.completion_timeout_per_gib_s, &mut policy.completion_timeout_per_gib_s, "policy.completion_timeout_per_gib_s", 1),
+            (
+                &p.completion_timeout_per_gib_s,
+                &mut policy.completion_timeout_per_gib_s,
+                "policy.completion_timeout_per_gib_s",
+                1,
+            ),
             (&p.stall_timeout_s, &mut policy.stall_timeout_s, "policy.stall_timeout_s", 1),
             (&p.shutdown_timeout_s, &mut policy.shutdown_timeout_s, "policy.shutdown_timeout_s", 0),
         ] {
@@ -398,7 +405,11 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
         let group = group.get_ref();
         let name = group.name.clone().unwrap_or_else(|| format!("group-{}", g + 1));
         if let Some(first) = group_names.insert(name.clone(), g) {
-            errors.at(span.clone(), format!("group[{g}].name"), format!("{name:?} is already the name of group[{first}]"));
+            errors.at(
+                span.clone(),
+                format!("group[{g}].name"),
+                format!("{name:?} is already the name of group[{first}]"),
+            );
         }
         if group.vms.get_ref().is_empty() {
             errors.at(group.vms.span(), format!("group[{g}].vms"), "an empty group: list at least one VM");
@@ -455,7 +466,13 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
                 errors.at(hook.span(), format!("drain[{i}].hook"), "an empty command");
             }
         }
-        drains.push(Drain { host, to, return_after: d.return_after, hook: d.hook.as_ref().map(|h| h.get_ref().clone()), line });
+        drains.push(Drain {
+            host,
+            to,
+            return_after: d.return_after,
+            hook: d.hook.as_ref().map(|h| h.get_ref().clone()),
+            line,
+        });
     }
     if moves.is_empty() && drains.is_empty() {
         errors.list.push(InputError {
@@ -491,7 +508,8 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
         field: field.map(String::from),
         message,
     };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).flexible(false).trim(csv::Trim::All).from_reader(text.as_bytes());
     let headers = match reader.headers() {
         Ok(h) => h.clone(),
         Err(e) => return Err(vec![err(Some(1), None, format!("unreadable header: {e}"))]),
@@ -504,7 +522,14 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
         }
     }
     let (Some(vm_col), Some(to_col)) = (column("vm"), column("to")) else {
-        errors.push(err(Some(1), None, format!("the header must name the columns vm and to (found {:?})", headers.iter().collect::<Vec<_>>().join(","))));
+        errors.push(err(
+            Some(1),
+            None,
+            format!(
+                "the header must name the columns vm and to (found {:?})",
+                headers.iter().collect::<Vec<_>>().join(",")
+            ),
+        ));
         return Err(errors);
     };
     let (group_col, order_col, priority_col) = (column("group"), column("order"), column("priority"));
@@ -550,7 +575,14 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
         }
         let priority = number(priority_col, "priority", &mut errors);
         let group = Some(get(group_col)).filter(|g| !g.is_empty());
-        moves.push(PlannedMove { vm, to: Target::parse(&to), group, order: usize::try_from(order).unwrap_or(0), priority, line });
+        moves.push(PlannedMove {
+            vm,
+            to: Target::parse(&to),
+            group,
+            order: usize::try_from(order).unwrap_or(0),
+            priority,
+            line,
+        });
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for m in &moves {
@@ -558,7 +590,11 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
             continue;
         }
         if let Some(first) = seen.insert(m.vm.clone(), m.line) {
-            errors.push(err(Some(m.line), Some("vm"), format!("{} is already planned on line {first}: a VM moves once per plan", m.vm)));
+            errors.push(err(
+                Some(m.line),
+                Some("vm"),
+                format!("{} is already planned on line {first}: a VM moves once per plan", m.vm),
+            ));
         }
     }
     // Within a group, members move in `order`; equal orders would be ambiguous.
@@ -566,7 +602,11 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
     for m in &moves {
         if let Some(g) = &m.group {
             if let Some(first) = orders.insert((g.clone(), m.order), m.line) {
-                errors.push(err(Some(m.line), Some("order"), format!("group {g} already has order {} on line {first}", m.order)));
+                errors.push(err(
+                    Some(m.line),
+                    Some("order"),
+                    format!("group {g} already has order {} on line {first}", m.order),
+                ));
             }
         }
     }
@@ -576,7 +616,9 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    moves.sort_by(|a, b| (a.group.is_none(), &a.group, a.order, a.line).cmp(&(b.group.is_none(), &b.group, b.order, b.line)));
+    moves.sort_by(|a, b| {
+        (a.group.is_none(), &a.group, a.order, a.line).cmp(&(b.group.is_none(), &b.group, b.order, b.line))
+    });
     Ok(Plan {
         file: file.to_string(),
         name: file_stem(file),

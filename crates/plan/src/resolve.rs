@@ -31,7 +31,11 @@ pub struct ResolvedMove {
 }
 
 /// Resolves every name of `plan`. All problems are reported at once.
-pub fn resolve(plan: &Plan, cluster: &ClusterSpec, inventory: &Inventory) -> Result<Vec<ResolvedMove>, Vec<InputError>> {
+pub fn resolve(
+    plan: &Plan,
+    cluster: &ClusterSpec,
+    inventory: &Inventory,
+) -> Result<Vec<ResolvedMove>, Vec<InputError>> {
     let mut errors = Vec::new();
     let error = |line: usize, field: &str, message: String| InputError {
         file: plan.file.clone(),
@@ -81,7 +85,13 @@ pub fn resolve(plan: &Plan, cluster: &ClusterSpec, inventory: &Inventory) -> Res
                 errors.push(error(
                     m.line,
                     "vm",
-                    format!("{} is known to {} hosts ({}): run `ferry cleanup --vm {}` first", m.vm, many.len(), hosts.join(", "), m.vm),
+                    format!(
+                        "{} is known to {} hosts ({}): run `ferry cleanup --vm {}` first",
+                        m.vm,
+                        many.len(),
+                        hosts.join(", "),
+                        m.vm
+                    ),
                 ));
             }
         }

@@ -33,7 +33,13 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
         }
         _ => return Err(format!("{text:?} has no time zone: end it with Z or an offset like +01:00")),
     };
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return Err(format!("{text:?} is not a valid date-time"));
     }
     Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)

@@ -47,11 +47,7 @@ fn fleet() -> (ClusterSpec, Inventory, Vec<Option<String>>) {
             maintenance: h % 97 == 96,
             shared_pools: vec![],
         });
-        let version = Version {
-            major: 9,
-            minor: if h.is_multiple_of(100) { 1 } else { 2 },
-            release: 0,
-        };
+        let version = Version { major: 9, minor: if h.is_multiple_of(100) { 1 } else { 2 }, release: 0 };
         inventory.hosts.push(Host {
             name: host_name(h),
             uri: format!("qemu+tcp://{}/system", host_name(h)),
@@ -75,11 +71,7 @@ fn fleet() -> (ClusterSpec, Inventory, Vec<Option<String>>) {
                 memory_mib: [1, 2, 4, 4, 8, 8, 16, 32][v % 8] * 1024,
                 cpu_model: None,
                 virt_type: "kvm".to_string(),
-                state: if v.is_multiple_of(23) {
-                    VmState::ShutOff
-                } else {
-                    VmState::Running
-                },
+                state: if v.is_multiple_of(23) { VmState::ShutOff } else { VmState::Running },
                 disks: vec![],
                 nics: vec![],
                 ferry: None,
@@ -88,9 +80,7 @@ fn fleet() -> (ClusterSpec, Inventory, Vec<Option<String>>) {
             // slots, pairs for odd ones, none for the last four slots.
             let rack_index = h / RACKS;
             groups.push(match s {
-                0..=5 if s.is_multiple_of(2) => {
-                    Some(format!("aa-{}-{s}-{}", h % RACKS, rack_index / 3))
-                }
+                0..=5 if s.is_multiple_of(2) => Some(format!("aa-{}-{s}-{}", h % RACKS, rack_index / 3)),
                 0..=5 => Some(format!("aa-{}-{s}-{}", h % RACKS, rack_index / 2)),
                 _ => None,
             });
@@ -124,11 +114,7 @@ fn main() {
         .vms
         .iter()
         .zip(&groups)
-        .map(|(vm, group)| Request {
-            vm: vm.name.clone(),
-            anti_affinity: group.clone(),
-            candidates: None,
-        })
+        .map(|(vm, group)| Request { vm: vm.name.clone(), anti_affinity: group.clone(), candidates: None })
         .collect();
 
     let drained: Vec<String> = (0..10).map(|h| host_name(h * 7 + 3)).collect();
@@ -137,20 +123,10 @@ fn main() {
         .iter()
         .zip(&groups)
         .filter(|(vm, _)| drained.contains(&vm.host))
-        .map(|(vm, group)| Request {
-            vm: vm.name.clone(),
-            anti_affinity: group.clone(),
-            candidates: None,
-        })
+        .map(|(vm, group)| Request { vm: vm.name.clone(), anti_affinity: group.clone(), candidates: None })
         .collect();
-    let draining = Constraints {
-        unavailable: drained.clone(),
-        ..Constraints::default()
-    };
-    let explaining = Constraints {
-        explain: true,
-        ..draining.clone()
-    };
+    let draining = Constraints { unavailable: drained.clone(), ..Constraints::default() };
+    let explaining = Constraints { explain: true, ..draining.clone() };
 
     println!(
         "placement: {} hosts, {} VMs ({} in anti-affinity groups), {} racks",
@@ -161,15 +137,9 @@ fn main() {
     );
     let placed = |d: &[Decision]| d.iter().filter(|d| d.host.is_some()).count();
     for policy in Policy::ALL {
-        let (a, da) = measure(5, || {
-            place(&cluster, &inventory, &fixed, &rebalance, &quiet, policy)
-        });
-        let (b, db) = measure(31, || {
-            place(&cluster, &inventory, &fixed, &drain, &draining, policy)
-        });
-        let (c, dc) = measure(11, || {
-            place(&cluster, &inventory, &fixed, &drain, &explaining, policy)
-        });
+        let (a, da) = measure(5, || place(&cluster, &inventory, &fixed, &rebalance, &quiet, policy));
+        let (b, db) = measure(31, || place(&cluster, &inventory, &fixed, &drain, &draining, policy));
+        let (c, dc) = measure(11, || place(&cluster, &inventory, &fixed, &drain, &explaining, policy));
         let reasons: usize = dc.iter().map(|d| d.rejected.len()).sum();
         println!(
             "{policy:>12}  (a) rebalance {:>5} VMs: {a:>8.2} ms median of 5, {:>5} placed  (goal < 1000 ms)",
@@ -181,8 +151,6 @@ fn main() {
             drain.len(),
             placed(&db)
         );
-        println!(
-            "{policy:>12}      drain --explain:     {c:>8.2} ms median of 11, {reasons} reasons",
-        );
+        println!("{policy:>12}      drain --explain:     {c:>8.2} ms median of 11, {reasons} reasons",);
     }
 }

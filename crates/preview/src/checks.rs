@@ -167,7 +167,8 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
         return checks;
     };
     let Some(target) = ctx.inventory.host(to) else {
-        let why = ctx.inventory.unreachable.iter().find(|(h, _)| h == to).map(|(_, w)| w.as_str()).unwrap_or("no answer");
+        let why =
+            ctx.inventory.unreachable.iter().find(|(h, _)| h == to).map(|(_, w)| w.as_str()).unwrap_or("no answer");
         checks.push(Check::new(CheckName::Target, Outcome::Failed, format!("{to} is unreachable: {why}")));
         return checks;
     };
@@ -199,17 +200,26 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
             Outcome::Passed,
             format!("QEMU {} on {to}, {} on {}", target.hypervisor_version, s.hypervisor_version, s.name),
         ),
-        None => Check::new(CheckName::HypervisorVersion, Outcome::Warning, format!("{} did not answer", candidate.from)),
+        None => {
+            Check::new(CheckName::HypervisorVersion, Outcome::Warning, format!("{} did not answer", candidate.from))
+        }
     });
     checks.push(if target_spec.group == source_spec.group {
         Check::new(CheckName::HostGroup, Outcome::Passed, format!("both in group {}", target_spec.group))
     } else if ctx.policy.allow_cross_group {
-        Check::new(CheckName::HostGroup, Outcome::Info, format!("crosses from group {} to {} (allowed by the plan)", source_spec.group, target_spec.group))
+        Check::new(
+            CheckName::HostGroup,
+            Outcome::Info,
+            format!("crosses from group {} to {} (allowed by the plan)", source_spec.group, target_spec.group),
+        )
     } else {
         Check::new(
             CheckName::HostGroup,
             Outcome::Failed,
-            format!("{to} is in group {}, {} in {}: set policy.allow_cross_group = true to cross", target_spec.group, candidate.from, source_spec.group),
+            format!(
+                "{to} is in group {}, {} in {}: set policy.allow_cross_group = true to cross",
+                target_spec.group, candidate.from, source_spec.group
+            ),
         )
     });
     checks.push(volumes(ctx, index, vm, target));
@@ -224,7 +234,11 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
         Check::new(
             CheckName::Direction,
             Outcome::Failed,
-            format!("{to} accepts VMs only from hosts tagged {}; {} has none of them", allowed.join(" or "), candidate.from),
+            format!(
+                "{to} accepts VMs only from hosts tagged {}; {} has none of them",
+                allowed.join(" or "),
+                candidate.from
+            ),
         )
     });
     checks
@@ -256,14 +270,20 @@ fn active_run(vm: &Vm) -> Check {
                 m.run_id, m.phase, m.original_host
             ),
         ),
-        Some(m) => Check::new(CheckName::ActiveRun, Outcome::Passed, format!("last moved by run {}, finished", m.run_id)),
+        Some(m) => {
+            Check::new(CheckName::ActiveRun, Outcome::Passed, format!("last moved by run {}, finished", m.run_id))
+        }
         None => Check::new(CheckName::ActiveRun, Outcome::Passed, "not part of any run"),
     }
 }
 
 fn vm_state(vm: &Vm, policy: &Policy) -> Check {
     match (vm.state, policy.mode) {
-        (_, Mode::Cold) => Check::new(CheckName::VmState, Outcome::Info, format!("{}: moves cold (policy.mode = cold); the guest restarts", vm.state)),
+        (_, Mode::Cold) => Check::new(
+            CheckName::VmState,
+            Outcome::Info,
+            format!("{}: moves cold (policy.mode = cold); the guest restarts", vm.state),
+        ),
         (VmState::Running, _) => Check::new(CheckName::VmState, Outcome::Passed, "running: moves live"),
         (VmState::Paused, _) => Check::new(CheckName::VmState, Outcome::Warning, "paused: moves live and stays paused"),
         (VmState::ShutOff, Mode::LiveOrCold) => {
@@ -274,13 +294,23 @@ fn vm_state(vm: &Vm, policy: &Policy) -> Check {
             Outcome::Failed,
             "shut off: a stopped VM can only move cold; set policy.mode = \"live-or-cold\" or \"cold\"",
         ),
-        (VmState::Other, _) => Check::new(CheckName::VmState, Outcome::Failed, "neither running, paused nor shut off: ferry will not touch it"),
+        (VmState::Other, _) => Check::new(
+            CheckName::VmState,
+            Outcome::Failed,
+            "neither running, paused nor shut off: ferry will not touch it",
+        ),
     }
 }
 
 /// Memory and vCPUs on the target: what runs there, plus every move planned into it up to
 /// and including this one, against its capacity times the overcommit ratios.
-fn capacity(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host, spec: &ferry_model::HostSpec) -> (Check, Check) {
+fn capacity(
+    ctx: &CheckContext<'_>,
+    index: usize,
+    vm: &Vm,
+    target: &Host,
+    spec: &ferry_model::HostSpec,
+) -> (Check, Check) {
     let running = ctx.inventory.vms_on(&target.name).filter(|v| matches!(v.state, VmState::Running | VmState::Paused));
     let (mut memory, mut vcpus) = running.fold((0u64, 0u64), |(m, c), v| (m + v.memory_mib, c + u64::from(v.vcpus)));
     let mut inbound = 0;
@@ -324,7 +354,11 @@ fn capacity(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host, spec: 
             ),
         )
     } else {
-        Check::new(CheckName::Vcpus, Outcome::Passed, format!("needs {}, {vcpu_free} free on {}{before}", vm.vcpus, target.name))
+        Check::new(
+            CheckName::Vcpus,
+            Outcome::Passed,
+            format!("needs {}, {vcpu_free} free on {}{before}", vm.vcpus, target.name),
+        )
     };
     (memory_check, vcpu_check)
 }
@@ -335,14 +369,21 @@ fn cpu_model(vm: &Vm, source: Option<&Host>, target: &Host) -> Check {
         (Some(model), None) => Check::new(
             CheckName::CpuModel,
             Outcome::Warning,
-            format!("{} did not list its usable CPU models for {} guests; {model} unverified", target.name, vm.virt_type),
+            format!(
+                "{} did not list its usable CPU models for {} guests; {model} unverified",
+                target.name, vm.virt_type
+            ),
         ),
-        (Some(model), Some(models)) if models.iter().any(|m| m == model) => {
-            Check::new(CheckName::CpuModel, Outcome::Passed, format!("{} can run CPU model {model} ({})", target.name, vm.virt_type))
-        }
-        (Some(model), Some(_)) => {
-            Check::new(CheckName::CpuModel, Outcome::Failed, format!("{} cannot run CPU model {model} ({})", target.name, vm.virt_type))
-        }
+        (Some(model), Some(models)) if models.iter().any(|m| m == model) => Check::new(
+            CheckName::CpuModel,
+            Outcome::Passed,
+            format!("{} can run CPU model {model} ({})", target.name, vm.virt_type),
+        ),
+        (Some(model), Some(_)) => Check::new(
+            CheckName::CpuModel,
+            Outcome::Failed,
+            format!("{} cannot run CPU model {model} ({})", target.name, vm.virt_type),
+        ),
         // No named model: the guest sees the host's CPU, which must then be the same.
         (None, _) => match source {
             Some(s) if s.cpu_model == target.cpu_model => {
@@ -351,7 +392,10 @@ fn cpu_model(vm: &Vm, source: Option<&Host>, target: &Host) -> Check {
             Some(s) => Check::new(
                 CheckName::CpuModel,
                 Outcome::Warning,
-                format!("the guest uses the host CPU: {} on {}, {} on {}", s.cpu_model, s.name, target.cpu_model, target.name),
+                format!(
+                    "the guest uses the host CPU: {} on {}, {} on {}",
+                    s.cpu_model, s.name, target.cpu_model, target.name
+                ),
             ),
             None => Check::new(CheckName::CpuModel, Outcome::Warning, "the source did not answer"),
         },
@@ -382,7 +426,11 @@ fn volumes(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host) -> Chec
             (Locality::Shared, None) => notes.push(format!("{}: shared ({}), not copied", disk.target, disk.source)),
             (Locality::Shared, Some(pool)) => {
                 if !target.pools.iter().any(|p| &p.name == pool && p.shared) {
-                    return Check::new(CheckName::Volumes, Outcome::Failed, format!("{}: shared pool {pool} is not declared on {}", disk.target, target.name));
+                    return Check::new(
+                        CheckName::Volumes,
+                        Outcome::Failed,
+                        format!("{}: shared pool {pool} is not declared on {}", disk.target, target.name),
+                    );
                 }
                 notes.push(format!("{}: in shared pool {pool}, not copied", disk.target));
             }
@@ -390,12 +438,19 @@ fn volumes(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host) -> Chec
                 return Check::new(
                     CheckName::Volumes,
                     Outcome::Failed,
-                    format!("{} ({}) is in no storage pool: ferry cannot create its copy on {}", disk.target, disk.source, target.name),
+                    format!(
+                        "{} ({}) is in no storage pool: ferry cannot create its copy on {}",
+                        disk.target, disk.source, target.name
+                    ),
                 )
             }
             (Locality::HostLocal, Some(pool)) => {
                 let Some(target_pool) = target.pools.iter().find(|p| &p.name == pool) else {
-                    return Check::new(CheckName::Volumes, Outcome::Failed, format!("{}: {} has no storage pool {pool} to copy into", disk.target, target.name));
+                    return Check::new(
+                        CheckName::Volumes,
+                        Outcome::Failed,
+                        format!("{}: {} has no storage pool {pool} to copy into", disk.target, target.name),
+                    );
                 };
                 let size = disk.capacity.unwrap_or(0);
                 let taken = promised.get(pool.as_str()).copied().unwrap_or(0);
@@ -404,11 +459,22 @@ fn volumes(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host) -> Chec
                     return Check::new(
                         CheckName::Volumes,
                         Outcome::Failed,
-                        format!("{}: pool {pool} on {} has {} MiB free, the copy needs {} MiB", disk.target, target.name, free >> 20, size >> 20),
+                        format!(
+                            "{}: pool {pool} on {} has {} MiB free, the copy needs {} MiB",
+                            disk.target,
+                            target.name,
+                            free >> 20,
+                            size >> 20
+                        ),
                     );
                 }
                 *promised.entry(pool.as_str()).or_default() += size;
-                notes.push(format!("{}: copies {} MiB into pool {pool} ({} MiB free)", disk.target, size >> 20, free >> 20));
+                notes.push(format!(
+                    "{}: copies {} MiB into pool {pool} ({} MiB free)",
+                    disk.target,
+                    size >> 20,
+                    free >> 20
+                ));
             }
         }
     }
@@ -423,7 +489,11 @@ fn networks(vm: &Vm, target: &Host) -> Check {
         .filter(|net| !target.networks.iter().any(|t| t == net))
         .collect();
     if !missing.is_empty() {
-        return Check::new(CheckName::Networks, Outcome::Failed, format!("{} has no network {}", target.name, missing.join(", ")));
+        return Check::new(
+            CheckName::Networks,
+            Outcome::Failed,
+            format!("{} has no network {}", target.name, missing.join(", ")),
+        );
     }
     if vm.nics.is_empty() {
         Check::new(CheckName::Networks, Outcome::Passed, "no network interfaces")
@@ -447,8 +517,14 @@ fn anti_affinity(ctx: &CheckContext<'_>, index: usize, vm: &Vm) -> Option<Check>
     Some(match clash {
         Some((_, other)) => {
             let name = ctx.inventory.vms.iter().find(|v| v.uuid == other.uuid).map(|v| v.name.as_str()).unwrap_or("?");
-            Check::new(CheckName::AntiAffinity, Outcome::Failed, format!("{} and {name} of group {group} would both be on {to}", vm.name))
+            Check::new(
+                CheckName::AntiAffinity,
+                Outcome::Failed,
+                format!("{} and {name} of group {group} would both be on {to}", vm.name),
+            )
         }
-        None => Check::new(CheckName::AntiAffinity, Outcome::Passed, format!("no other member of group {group} on {to}")),
+        None => {
+            Check::new(CheckName::AntiAffinity, Outcome::Passed, format!("no other member of group {group} on {to}"))
+        }
     })
 }

@@ -266,9 +266,7 @@ pub fn estimate_live(input: &LiveInput) -> LiveEstimate {
     let post_total = JOB_SETUP_S + disk_s + post_s + POSTCOPY_SWITCHOVER_MS / 1000.0;
     options.push(format!("post-copy would finish in {post_total:.1} s"));
     if advice.is_none() {
-        advice = Some(format!(
-            "allow post-copy: est. {post_total:.1} s (a failure after the switch loses the VM)"
-        ));
+        advice = Some(format!("allow post-copy: est. {post_total:.1} s (a failure after the switch loses the VM)"));
     }
     if let Some(needed) = bandwidth_to_converge(input) {
         options.push(format!("raise bandwidth to ≥ {} MiB/s", needed.ceil()));
@@ -477,7 +475,12 @@ fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> Precopy {
         first = false;
         if pending <= threshold {
             // The final pause syncs once more.
-            return Precopy { outcome: Outcome::Converged { pause_mib: pending_data }, passes: passes + 1, memory_s, max_throttle };
+            return Precopy {
+                outcome: Outcome::Converged { pause_mib: pending_data },
+                passes: passes + 1,
+                memory_s,
+                max_throttle,
+            };
         }
         let stalled = dirtied >= STALL_RATIO * sent;
         let give_up = if throttle {
@@ -588,7 +591,13 @@ mod tests {
             ("idle 1 GiB at 100", plain(1024.0, 0.0, 100.0), 3, JOB_SETUP_S + 9.99 + 0.27, 250.0 + SWITCHOVER_MS),
             // Pass 1 dirtied 49.95 MiB: 25 + 49.95 > 30, send 49.95 (0.4995 s), which dirties
             // 2.4975: 25 + 2.4975 ≤ 30, paused.
-            ("5 MiB/s, 1 GiB at 100", plain(1024.0, 5.0, 100.0), 4, JOB_SETUP_S + 10.4895 + 0.294975, 274.975 + SWITCHOVER_MS),
+            (
+                "5 MiB/s, 1 GiB at 100",
+                plain(1024.0, 5.0, 100.0),
+                4,
+                JOB_SETUP_S + 10.4895 + 0.294975,
+                274.975 + SWITCHOVER_MS,
+            ),
             // The same with a faster link: only the pause changes.
             (
                 "5 MiB/s, 1 GiB at 100, link 1000",
@@ -671,7 +680,12 @@ mod tests {
             (
                 "lab notes: 60 MiB/s under a 32 MiB/s cap",
                 lab_guest(60.0, 32.0),
-                vec!["does not converge: dirties 60 MiB/s, 32 MiB/s available", "auto_converge would throttle it", "post-copy would finish in", "raise bandwidth to ≥"],
+                vec![
+                    "does not converge: dirties 60 MiB/s, 32 MiB/s available",
+                    "auto_converge would throttle it",
+                    "post-copy would finish in",
+                    "raise bandwidth to ≥",
+                ],
             ),
             (
                 "dirtier than the link, all memory",
@@ -717,7 +731,11 @@ mod tests {
             ("throttling helps", lab_guest(60.0, 32.0), "request auto_converge: est. "),
             // Auto-converge already on and no pause allowed at all: even a guest throttled to
             // 99 % dirties something, so only post-copy ends it.
-            ("nothing but post-copy", LiveInput { auto_converge: true, max_downtime_ms: 0.0, ..lab_guest(60.0, 32.0) }, "allow post-copy: est. "),
+            (
+                "nothing but post-copy",
+                LiveInput { auto_converge: true, max_downtime_ms: 0.0, ..lab_guest(60.0, 32.0) },
+                "allow post-copy: est. ",
+            ),
         ];
         for (case, input, start) in cases {
             let e = estimate_live(&input);
@@ -797,7 +815,8 @@ mod tests {
             (1000.0, 0.0, 5.0, f64::INFINITY),
         ];
         for (disk, bandwidth, shutdown, want) in cases {
-            let got = estimate_cold(&ColdInput { disk_copy_mib: disk, bandwidth_mib_s: bandwidth, shutdown_s: shutdown });
+            let got =
+                estimate_cold(&ColdInput { disk_copy_mib: disk, bandwidth_mib_s: bandwidth, shutdown_s: shutdown });
             assert_eq!(got, want, "{disk} MiB at {bandwidth} MiB/s");
         }
     }
@@ -812,9 +831,12 @@ mod tests {
 
     #[test]
     fn makespan_with_each_limit_binding() {
-        let spread = || vec![mv("a", "x", 10.0, 1.0), mv("b", "y", 10.0, 1.0), mv("c", "z", 10.0, 1.0), mv("d", "w", 10.0, 1.0)];
-        let one_source = || vec![mv("a", "x", 10.0, 1.0), mv("a", "y", 10.0, 1.0), mv("a", "z", 10.0, 1.0), mv("a", "w", 10.0, 1.0)];
-        let one_target = || vec![mv("a", "x", 10.0, 1.0), mv("b", "x", 10.0, 1.0), mv("c", "x", 10.0, 1.0), mv("d", "x", 10.0, 1.0)];
+        let spread =
+            || vec![mv("a", "x", 10.0, 1.0), mv("b", "y", 10.0, 1.0), mv("c", "z", 10.0, 1.0), mv("d", "w", 10.0, 1.0)];
+        let one_source =
+            || vec![mv("a", "x", 10.0, 1.0), mv("a", "y", 10.0, 1.0), mv("a", "z", 10.0, 1.0), mv("a", "w", 10.0, 1.0)];
+        let one_target =
+            || vec![mv("a", "x", 10.0, 1.0), mv("b", "x", 10.0, 1.0), mv("c", "x", 10.0, 1.0), mv("d", "x", 10.0, 1.0)];
         // (case, moves, limits, want)
         let cases: Vec<(&str, Vec<PlannedMove>, MakespanLimits, f64)> = vec![
             ("nothing to do", vec![], limits(4, 4, 4), 0.0),
@@ -827,7 +849,13 @@ mod tests {
             // Sliding window, not waves: with 2 slots, 10+2+2+2+2 finishes at 10, not 12.
             (
                 "a freed slot starts the next move at once",
-                vec![mv("a", "x", 10.0, 5.0), mv("b", "y", 2.0, 4.0), mv("c", "z", 2.0, 3.0), mv("d", "w", 2.0, 2.0), mv("e", "v", 2.0, 1.0)],
+                vec![
+                    mv("a", "x", 10.0, 5.0),
+                    mv("b", "y", 2.0, 4.0),
+                    mv("c", "z", 2.0, 3.0),
+                    mv("d", "w", 2.0, 2.0),
+                    mv("e", "v", 2.0, 1.0),
+                ],
                 limits(2, 2, 2),
                 10.0,
             ),
@@ -870,7 +898,12 @@ mod tests {
     #[test]
     fn bandwidth_shares() {
         // (link, concurrent, want)
-        let cases = [(Some(120.0), 3, Some(40.0)), (Some(120.0), 1, Some(120.0)), (Some(120.0), 0, Some(120.0)), (None, 2, None)];
+        let cases = [
+            (Some(120.0), 3, Some(40.0)),
+            (Some(120.0), 1, Some(120.0)),
+            (Some(120.0), 0, Some(120.0)),
+            (None, 2, None),
+        ];
         for (link, concurrent, want) in cases {
             assert_eq!(bandwidth_share(link, concurrent), want, "{link:?} / {concurrent}");
         }

@@ -70,12 +70,9 @@ impl Policy {
         match self {
             Policy::BestFit => format!("{} MiB left after (of {})", fit.free_after, fit.capacity),
             Policy::Spread => format!("{} VMs after placing", fit.vms_after),
-            Policy::LeastLoaded => format!(
-                "{}% of memory free after ({} of {} MiB)",
-                fit.percent_free(),
-                fit.free_after,
-                fit.capacity
-            ),
+            Policy::LeastLoaded => {
+                format!("{}% of memory free after ({} of {} MiB)", fit.percent_free(), fit.free_after, fit.capacity)
+            }
         }
     }
 
@@ -92,11 +89,7 @@ impl Policy {
             Policy::Spread => format!("which would have {}", chosen.vms_after),
             Policy::LeastLoaded => format!("with {}% free", chosen.percent_free()),
         };
-        format!(
-            "{}; {} prefers {chosen_name}, {theirs}",
-            self.score(fit),
-            policy_words(self)
-        )
+        format!("{}; {} prefers {chosen_name}, {theirs}", self.score(fit), policy_words(self))
     }
 }
 
@@ -110,10 +103,7 @@ impl FromStr for Policy {
     type Err = UnknownPolicy;
 
     fn from_str(s: &str) -> Result<Policy, UnknownPolicy> {
-        Policy::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownPolicy(s.to_string()))
+        Policy::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| UnknownPolicy(s.to_string()))
     }
 }
 
@@ -223,11 +213,7 @@ pub fn place(
             world.hosts[t].charge(vm);
         }
         if let Some(group) = &f.anti_affinity {
-            let at = if moves || vm.is_none() {
-                target
-            } else {
-                current
-            };
+            let at = if moves || vm.is_none() { target } else { current };
             groups.join(group, &f.vm, at, moves);
         }
     }
@@ -243,10 +229,7 @@ pub fn place(
     }
     // The hard ones first: a large VM placed last finds only crumbs.
     todo.sort_by(|a, b| {
-        b.vm.memory_mib
-            .cmp(&a.vm.memory_mib)
-            .then_with(|| a.vm.name.cmp(&b.vm.name))
-            .then(a.index.cmp(&b.index))
+        b.vm.memory_mib.cmp(&a.vm.memory_mib).then_with(|| a.vm.name.cmp(&b.vm.name)).then(a.index.cmp(&b.index))
     });
     for req in &todo {
         decisions.push((req.index, world.place_one(req, &mut groups, policy)));
@@ -256,12 +239,7 @@ pub fn place(
 }
 
 fn refused(request: &Request, why: String) -> Decision {
-    Decision {
-        vm: request.vm.clone(),
-        host: None,
-        why,
-        rejected: Vec::new(),
-    }
+    Decision { vm: request.vm.clone(), host: None, why, rejected: Vec::new() }
 }
 
 /// How a host that can take a VM would look after taking it.
@@ -393,21 +371,11 @@ struct Member<'a> {
 }
 
 impl<'a> Groups<'a> {
-    fn join(
-        &mut self,
-        group: &'a str,
-        vm: &'a str,
-        at: Option<usize>,
-        moved: bool,
-    ) -> (usize, usize) {
+    fn join(&mut self, group: &'a str, vm: &'a str, at: Option<usize>, moved: bool) -> (usize, usize) {
         let next = self.groups.len();
         let g = *self.index.entry(group).or_insert(next);
         if g == next {
-            self.groups.push(Group {
-                name: group,
-                members: Vec::new(),
-                at: HashMap::new(),
-            });
+            self.groups.push(Group { name: group, members: Vec::new(), at: HashMap::new() });
         }
         let group = &mut self.groups[g];
         if let Some(h) = at {
@@ -456,11 +424,7 @@ struct World<'a> {
 }
 
 impl<'a> World<'a> {
-    fn new(
-        cluster: &'a ClusterSpec,
-        inventory: &'a Inventory,
-        constraints: &'a Constraints,
-    ) -> World<'a> {
+    fn new(cluster: &'a ClusterSpec, inventory: &'a Inventory, constraints: &'a Constraints) -> World<'a> {
         let mut union: BTreeMap<&str, (Option<&HostSpec>, Option<&Host>)> = BTreeMap::new();
         for spec in &cluster.hosts {
             let entry = union.entry(&spec.name).or_default();
@@ -470,13 +434,9 @@ impl<'a> World<'a> {
             let entry = union.entry(&host.name).or_default();
             entry.1 = entry.1.or(Some(host));
         }
-        let unreachable: HashMap<&str, &str> = inventory
-            .unreachable
-            .iter()
-            .map(|(h, why)| (h.as_str(), why.as_str()))
-            .collect();
-        let unavailable: HashSet<&str> =
-            constraints.unavailable.iter().map(String::as_str).collect();
+        let unreachable: HashMap<&str, &str> =
+            inventory.unreachable.iter().map(|(h, why)| (h.as_str(), why.as_str())).collect();
+        let unavailable: HashSet<&str> = constraints.unavailable.iter().map(String::as_str).collect();
         let mut group_ids: HashMap<&str, usize> = HashMap::new();
         let mut group_names = Vec::new();
 
@@ -503,18 +463,7 @@ impl<'a> World<'a> {
                     ),
                     _ => (0, 0),
                 };
-                Target {
-                    name,
-                    spec,
-                    host,
-                    barred,
-                    group,
-                    vcpu_capacity,
-                    memory_capacity,
-                    vcpus: 0,
-                    memory: 0,
-                    vms: 0,
-                }
+                Target { name, spec, host, barred, group, vcpu_capacity, memory_capacity, vcpus: 0, memory: 0, vms: 0 }
             })
             .collect();
         let by_name = hosts.iter().enumerate().map(|(i, t)| (t.name, i)).collect();
@@ -553,38 +502,21 @@ impl<'a> World<'a> {
         groups: &mut Groups<'a>,
     ) -> Result<Req<'a>, String> {
         if !requested.insert(&request.vm) {
-            return Err(format!(
-                "{} is requested more than once; placed once only",
-                request.vm
-            ));
+            return Err(format!("{} is requested more than once; placed once only", request.vm));
         }
         if let Some(to) = fixed_to.get(request.vm.as_str()) {
-            return Err(format!(
-                "{} already moves to {to}, which the plan names",
-                request.vm
-            ));
+            return Err(format!("{} already moves to {to}, which the plan names", request.vm));
         }
-        let vm = vms
-            .get(request.vm.as_str())
-            .ok_or_else(|| format!("{} is not in the inventory", request.vm))?;
+        let vm = vms.get(request.vm.as_str()).ok_or_else(|| format!("{} is not in the inventory", request.vm))?;
         let source = self.index(&vm.host).ok_or_else(|| {
-            format!(
-                "{} is on {}, which is neither in the cluster file nor in the inventory",
-                vm.name, vm.host
-            )
+            format!("{} is on {}, which is neither in the cluster file nor in the inventory", vm.name, vm.host)
         })?;
         let host = &self.hosts[source];
         if host.spec.is_none() {
-            return Err(format!(
-                "{} is on {}, which is not in the cluster file",
-                vm.name, vm.host
-            ));
+            return Err(format!("{} is on {}, which is not in the cluster file", vm.name, vm.host));
         }
         if host.host.is_none() {
-            return Err(format!(
-                "{} is on {}, which is not in the inventory",
-                vm.name, vm.host
-            ));
+            return Err(format!("{} is on {}, which is not in the inventory", vm.name, vm.host));
         }
         let (candidates, unknown) = match &request.candidates {
             None => (None, Vec::new()),
@@ -604,18 +536,8 @@ impl<'a> World<'a> {
                 (Some(known), unknown)
             }
         };
-        let member = request
-            .anti_affinity
-            .as_deref()
-            .map(|g| groups.join(g, &vm.name, Some(source), false));
-        Ok(Req {
-            index,
-            vm,
-            source,
-            member,
-            candidates,
-            unknown,
-        })
+        let member = request.anti_affinity.as_deref().map(|g| groups.join(g, &vm.name, Some(source), false));
+        Ok(Req { index, vm, source, member, candidates, unknown })
     }
 
     /// The hard constraints for one host; a fit or the first reason it fails.
@@ -628,8 +550,7 @@ impl<'a> World<'a> {
         if let Some(barred) = target.barred {
             return Err(Reject::Barred(barred));
         }
-        let (Some(spec), Some(host), Some(source_host)) =
-            (target.spec, target.host, self.hosts[req.source].host)
+        let (Some(spec), Some(host), Some(source_host)) = (target.spec, target.host, self.hosts[req.source].host)
         else {
             // Not barred means both are known; a source without them was refused in `resolve`.
             return Err(Reject::Barred(Barred::NotInCluster));
@@ -648,15 +569,11 @@ impl<'a> World<'a> {
         }
         let vcpus = u64::from(req.vm.vcpus);
         if target.vcpus + vcpus > target.vcpu_capacity {
-            return Err(Reject::Vcpus {
-                free: target.vcpu_capacity.saturating_sub(target.vcpus),
-            });
+            return Err(Reject::Vcpus { free: target.vcpu_capacity.saturating_sub(target.vcpus) });
         }
         let memory = req.vm.memory_mib;
         if target.memory + memory > target.memory_capacity {
-            return Err(Reject::Memory {
-                free: target.memory_capacity.saturating_sub(target.memory),
-            });
+            return Err(Reject::Memory { free: target.memory_capacity.saturating_sub(target.memory) });
         }
         Ok(Fit {
             free_after: target.memory_capacity - target.memory - memory,
@@ -674,9 +591,7 @@ impl<'a> World<'a> {
                 }
             }
         }
-        let source = self.hosts[req.source]
-            .spec
-            .expect("resolve() refuses sources outside the cluster file");
+        let source = self.hosts[req.source].spec.expect("resolve() refuses sources outside the cluster file");
 
         let mut best: Option<(usize, Fit)> = None;
         let mut consider = |t: usize, fit: Fit| {
@@ -700,12 +615,7 @@ impl<'a> World<'a> {
 
         let (why, rejected) = match best {
             Some((t, fit)) => {
-                let why = format!(
-                    "{}: {}, {}",
-                    self.hosts[t].name,
-                    policy_words(policy),
-                    policy.score(&fit)
-                );
+                let why = format!("{}: {}, {}", self.hosts[t].name, policy_words(policy), policy.score(&fit));
                 let rejected = if self.explain {
                     self.explain_all(req, source, groups, policy, Some((t, fit)))
                 } else {
@@ -715,11 +625,8 @@ impl<'a> World<'a> {
             }
             None => {
                 let why = self.no_fit(req, source, groups);
-                let rejected = if self.explain {
-                    self.explain_all(req, source, groups, policy, None)
-                } else {
-                    Vec::new()
-                };
+                let rejected =
+                    if self.explain { self.explain_all(req, source, groups, policy, None) } else { Vec::new() };
                 (why, rejected)
             }
         };
@@ -729,18 +636,11 @@ impl<'a> World<'a> {
                 groups.relocate(member, t);
             }
         }
-        Decision {
-            vm: req.vm.name.clone(),
-            host: best.map(|(t, _)| self.hosts[t].name.to_string()),
-            why,
-            rejected,
-        }
+        Decision { vm: req.vm.name.clone(), host: best.map(|(t, _)| self.hosts[t].name.to_string()), why, rejected }
     }
 
     fn is_candidate(&self, req: &Req, t: usize) -> bool {
-        req.candidates
-            .as_ref()
-            .is_none_or(|list| list.binary_search(&t).is_ok())
+        req.candidates.as_ref().is_none_or(|list| list.binary_search(&t).is_ok())
     }
 
     /// "no host fits: " and the hosts that came closest, with their reasons.
@@ -757,12 +657,7 @@ impl<'a> World<'a> {
             .map(|&(_, t, r)| format!("{} {}", self.hosts[t].name, self.words(req, groups, t, r)))
             .collect();
         let room = SHOWN.saturating_sub(parts.len());
-        parts.extend(
-            req.unknown
-                .iter()
-                .take(room)
-                .map(|name| format!("{name} {UNKNOWN}")),
-        );
+        parts.extend(req.unknown.iter().take(room).map(|name| format!("{name} {UNKNOWN}")));
         let more = closest.len() + req.unknown.len() - parts.len();
         if parts.is_empty() {
             return "no host fits: the move has no candidate hosts".to_string();
@@ -794,10 +689,7 @@ impl<'a> World<'a> {
             };
             match result {
                 Ok(fit) => fits.push((t, fit)),
-                Err(r) => filtered.push((
-                    self.hosts[t].name.to_string(),
-                    self.words(req, groups, t, r),
-                )),
+                Err(r) => filtered.push((self.hosts[t].name.to_string(), self.words(req, groups, t, r))),
             }
         }
         fits.sort_by(|a, b| policy.prefer(&a.1, &b.1).then(a.0.cmp(&b.0)));
@@ -805,21 +697,12 @@ impl<'a> World<'a> {
             Some((c, chosen)) => fits
                 .iter()
                 .filter(|(t, _)| *t != c)
-                .map(|(t, fit)| {
-                    (
-                        self.hosts[*t].name.to_string(),
-                        policy.lost(fit, self.hosts[c].name, &chosen),
-                    )
-                })
+                .map(|(t, fit)| (self.hosts[*t].name.to_string(), policy.lost(fit, self.hosts[c].name, &chosen)))
                 .collect(),
             None => Vec::new(),
         };
         rejected.extend(filtered);
-        rejected.extend(
-            req.unknown
-                .iter()
-                .map(|name| (name.to_string(), UNKNOWN.to_string())),
-        );
+        rejected.extend(req.unknown.iter().map(|name| (name.to_string(), UNKNOWN.to_string())));
         rejected
     }
 
@@ -843,18 +726,9 @@ impl<'a> World<'a> {
             Reject::Direction => {
                 let classes: Vec<&str> = target
                     .spec
-                    .map(|s| {
-                        s.tags
-                            .iter()
-                            .filter_map(|t| t.strip_prefix("allow-from:"))
-                            .collect()
-                    })
+                    .map(|s| s.tags.iter().filter_map(|t| t.strip_prefix("allow-from:")).collect())
                     .unwrap_or_default();
-                format!(
-                    "accepts VMs only from hosts tagged {}; {} is not",
-                    classes.join(" or "),
-                    source.name
-                )
+                format!("accepts VMs only from hosts tagged {}; {} is not", classes.join(" or "), source.name)
             }
             Reject::OlderHypervisor => match (target.host, source.host) {
                 (Some(t), Some(s)) => {
@@ -865,33 +739,20 @@ impl<'a> World<'a> {
                 }
                 _ => "hypervisor older than the source's".to_string(),
             },
-            Reject::AntiAffinity => match req
-                .member
-                .and_then(|m| groups.blocker(m, t).map(|b| (m, b)))
-            {
+            Reject::AntiAffinity => match req.member.and_then(|m| groups.blocker(m, t).map(|b| (m, b))) {
                 Some(((g, _), blocker)) => format!(
                     "anti-affinity group {}: {} {}",
                     groups.groups[g].name,
                     blocker.vm,
-                    if blocker.moved {
-                        "is planned to move there"
-                    } else {
-                        "is there"
-                    }
+                    if blocker.moved { "is planned to move there" } else { "is there" }
                 ),
                 None => "anti-affinity: another member of the group is there".to_string(),
             },
             Reject::Vcpus { free } => {
-                format!(
-                    "not enough vCPUs: needs {}, {free} free after planned moves",
-                    req.vm.vcpus
-                )
+                format!("not enough vCPUs: needs {}, {free} free after planned moves", req.vm.vcpus)
             }
             Reject::Memory { free } => {
-                format!(
-                    "not enough memory: needs {} MiB, {free} MiB free after planned moves",
-                    req.vm.memory_mib
-                )
+                format!("not enough memory: needs {} MiB, {free} MiB free after planned moves", req.vm.memory_mib)
             }
         }
     }
@@ -963,17 +824,10 @@ mod tests {
                 let (key, value) = word.split_once('=').unwrap_or((word, ""));
                 attrs.insert(key, value);
             }
-            let get =
-                |key: &str, default: &str| attrs.get(key).copied().unwrap_or(default).to_string();
-            let num =
-                |key: &str, default: &str| get(key, default).parse::<f64>().expect("a number");
+            let get = |key: &str, default: &str| attrs.get(key).copied().unwrap_or(default).to_string();
+            let num = |key: &str, default: &str| get(key, default).parse::<f64>().expect("a number");
             let list = |key: &str| -> Option<Vec<String>> {
-                attrs.get(key).map(|v| {
-                    v.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
+                attrs.get(key).map(|v| v.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
             };
             match kind {
                 "host" => {
@@ -992,20 +846,12 @@ mod tests {
                         });
                     }
                     if attrs.contains_key("down") {
-                        case.inventory
-                            .unreachable
-                            .push((name, "connection refused".to_string()));
+                        case.inventory.unreachable.push((name, "connection refused".to_string()));
                         continue;
                     }
-                    let qemu: Vec<u32> = get("qemu", "9.0.0")
-                        .split('.')
-                        .map(|p| p.parse().expect("a version part"))
-                        .collect();
-                    let version = Version {
-                        major: qemu[0],
-                        minor: qemu[1],
-                        release: qemu[2],
-                    };
+                    let qemu: Vec<u32> =
+                        get("qemu", "9.0.0").split('.').map(|p| p.parse().expect("a version part")).collect();
+                    let version = Version { major: qemu[0], minor: qemu[1], release: qemu[2] };
                     case.inventory.hosts.push(Host {
                         name: name.clone(),
                         uri: format!("test:///{name}"),
@@ -1028,11 +874,7 @@ mod tests {
                     memory_mib: num("mem", "1024") as u64,
                     cpu_model: None,
                     virt_type: "kvm".to_string(),
-                    state: if attrs.contains_key("off") {
-                        VmState::ShutOff
-                    } else {
-                        VmState::Running
-                    },
+                    state: if attrs.contains_key("off") { VmState::ShutOff } else { VmState::Running },
                     disks: vec![],
                     nics: vec![],
                     ferry: None,
@@ -1058,25 +900,13 @@ mod tests {
     }
 
     fn run(case: &Case) -> Vec<Decision> {
-        place(
-            &case.cluster,
-            &case.inventory,
-            &case.fixed,
-            &case.requests,
-            &case.constraints,
-            case.policy,
-        )
+        place(&case.cluster, &case.inventory, &case.fixed, &case.requests, &case.constraints, case.policy)
     }
 
     fn render(decisions: &[Decision]) -> String {
         let mut out = String::new();
         for d in decisions {
-            out.push_str(&format!(
-                "{} -> {}: {}\n",
-                d.vm,
-                d.host.as_deref().unwrap_or("none"),
-                d.why
-            ));
+            out.push_str(&format!("{} -> {}: {}\n", d.vm, d.host.as_deref().unwrap_or("none"), d.why));
             for (host, why) in &d.rejected {
                 out.push_str(&format!("  {host}: {why}\n"));
             }
@@ -1096,10 +926,7 @@ mod tests {
                 None => format!("{l}\n"),
             })
             .collect();
-        assert_eq!(
-            actual, expect,
-            "\ninput:\n{input}\nactual:\n{actual}\nexpected:\n{expect}"
-        );
+        assert_eq!(actual, expect, "\ninput:\n{input}\nactual:\n{actual}\nexpected:\n{expect}");
     }
 
     #[test]
@@ -1271,10 +1098,7 @@ mod tests {
             vm web1 on=b
             vm web2 on=a
         ";
-        check(
-            &format!("{fleet} move web2"),
-            "web2 -> b: b: best fit, 6144 MiB left after (of 8192)",
-        );
+        check(&format!("{fleet} move web2"), "web2 -> b: b: best fit, 6144 MiB left after (of 8192)");
         // A fixed move to the current host declares a member that stays, and adds no load.
         check(
             &format!("{fleet} fixed web1 to=b aa=web \n move web2 aa=web \n explain"),

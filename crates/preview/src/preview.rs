@@ -118,7 +118,13 @@ pub struct Preview {
 }
 
 /// Previews `moves` (the plan resolved against the inventory).
-pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves: &[ResolvedMove], config: &PreviewConfig) -> Preview {
+pub fn preview(
+    cluster: &ClusterSpec,
+    inventory: &Inventory,
+    plan: &Plan,
+    moves: &[ResolvedMove],
+    config: &PreviewConfig,
+) -> Preview {
     let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
     let placements = place_any(cluster, inventory, plan, moves, &unavailable, config.explain);
     let candidates: Vec<Candidate> = moves
@@ -164,8 +170,11 @@ pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves:
         };
         let estimate = match (vm, &candidates[i].to) {
             (Some(vm), Some(to)) => {
-                let bandwidth = share(&m.from, outbound[m.from.as_str()], plan.limits.per_source)
-                    .min(share(to, inbound[to.as_str()], plan.limits.per_target));
+                let bandwidth = share(&m.from, outbound[m.from.as_str()], plan.limits.per_source).min(share(
+                    to,
+                    inbound[to.as_str()],
+                    plan.limits.per_target,
+                ));
                 let measured = config.dirty_rates.get(&m.uuid).copied();
                 let dirty = measured.unwrap_or(0.0);
                 let disk_mib = vm.local_disks().map(|d| d.capacity.unwrap_or(0) as f64 / 1_048_576.0).sum::<f64>();
@@ -203,7 +212,11 @@ pub fn preview(cluster: &ClusterSpec, inventory: &Inventory, plan: &Plan, moves:
             estimate,
         });
     }
-    let limits = MakespanLimits { cluster: plan.limits.cluster, per_source: plan.limits.per_source, per_target: plan.limits.per_target };
+    let limits = MakespanLimits {
+        cluster: plan.limits.cluster,
+        per_source: plan.limits.per_source,
+        per_target: plan.limits.per_target,
+    };
     Preview {
         plan: plan.name.clone(),
         moves: vms.len(),
@@ -268,7 +281,10 @@ fn cold_view(disk_mib: f64, bandwidth: f64, plan: &Plan) -> EstimateView {
         downtime_ms: seconds * 1000.0,
         passes: 0,
         converges: true,
-        note: format!("cold: the guest is down while it shuts down (up to {} s) and {disk_mib:.0} MiB of disks copy", plan.policy.shutdown_timeout_s),
+        note: format!(
+            "cold: the guest is down while it shuts down (up to {} s) and {disk_mib:.0} MiB of disks copy",
+            plan.policy.shutdown_timeout_s
+        ),
         advice: None,
     }
 }
@@ -294,7 +310,8 @@ fn place_any(
         .filter(|m| m.to == Target::Any)
         .map(|m| Request { vm: m.vm.clone(), anti_affinity: m.group.clone(), candidates: None })
         .collect();
-    let constraints = Constraints { allow_cross_group: plan.policy.allow_cross_group, unavailable: unavailable.to_vec(), explain };
+    let constraints =
+        Constraints { allow_cross_group: plan.policy.allow_cross_group, unavailable: unavailable.to_vec(), explain };
     let policy = plan.policy.placement.parse().expect("the plan parser accepts only known placement policies");
     let mut decisions = placement::place(cluster, inventory, &fixed, &requests, &constraints, policy).into_iter();
     moves.iter().map(|m| if m.to == Target::Any { decisions.next() } else { None }).collect()

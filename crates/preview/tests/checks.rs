@@ -27,15 +27,29 @@ fn host(name: &str) -> Host {
         name: name.into(),
         uri: format!("qemu+tcp://{name}/system"),
         cpu_model: "Skylake-Client".into(),
-        cpu_models: [("kvm".to_string(), vec!["qemu64".to_string(), "Skylake-Client".to_string()])].into_iter().collect(),
+        cpu_models: [("kvm".to_string(), vec!["qemu64".to_string(), "Skylake-Client".to_string()])]
+            .into_iter()
+            .collect(),
         cpus: 4,
         memory_mib: 8192,
         free_memory_mib: 8000,
         hypervisor_version: Version { major: 10, minor: 0, release: 2 },
         libvirt_version: Version { major: 11, minor: 3, release: 0 },
         pools: vec![
-            Pool { name: "local".into(), path: Some(format!("/pool/{name}")), capacity: 100 << 30, available: 10 << 30, shared: false },
-            Pool { name: "nfs".into(), path: Some("/nfs".into()), capacity: 100 << 30, available: 50 << 30, shared: true },
+            Pool {
+                name: "local".into(),
+                path: Some(format!("/pool/{name}")),
+                capacity: 100 << 30,
+                available: 10 << 30,
+                shared: false,
+            },
+            Pool {
+                name: "nfs".into(),
+                path: Some("/nfs".into()),
+                capacity: 100 << 30,
+                available: 50 << 30,
+                shared: true,
+            },
         ],
         networks: vec!["default".into()],
     }
@@ -88,7 +102,13 @@ fn world() -> World {
 
 /// Runs the checks on move 0 (or the last move) and returns the one named.
 fn outcome_of(w: &World, index: usize, name: CheckName, ignore: &[CheckName]) -> (Outcome, String) {
-    let ctx = CheckContext { cluster: &w.cluster, inventory: &w.inventory, policy: &w.policy, moves: &w.moves, unavailable: &w.unavailable };
+    let ctx = CheckContext {
+        cluster: &w.cluster,
+        inventory: &w.inventory,
+        policy: &w.policy,
+        moves: &w.moves,
+        unavailable: &w.unavailable,
+    };
     let mut checks = check_move(&ctx, index);
     waive(&mut checks, ignore);
     let check = checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no {name} check in {checks:#?}"));
@@ -101,69 +121,201 @@ type Mutation = fn(&mut World);
 fn every_check_passes_fails_and_can_be_waived() {
     let cases: Vec<(&str, CheckName, Mutation, Outcome, &str)> = vec![
         ("running moves live", CheckName::VmState, |_| {}, Outcome::Passed, "moves live"),
-        ("stopped under live", CheckName::VmState, |w| w.inventory.vms[0].state = VmState::ShutOff, Outcome::Failed, "only move cold"),
-        ("stopped under live-or-cold", CheckName::VmState, |w| {
-            w.inventory.vms[0].state = VmState::ShutOff;
-            w.policy.mode = Mode::LiveOrCold;
-        }, Outcome::Info, "moves cold"),
+        (
+            "stopped under live",
+            CheckName::VmState,
+            |w| w.inventory.vms[0].state = VmState::ShutOff,
+            Outcome::Failed,
+            "only move cold",
+        ),
+        (
+            "stopped under live-or-cold",
+            CheckName::VmState,
+            |w| {
+                w.inventory.vms[0].state = VmState::ShutOff;
+                w.policy.mode = Mode::LiveOrCold;
+            },
+            Outcome::Info,
+            "moves cold",
+        ),
         ("target answers", CheckName::Target, |_| {}, Outcome::Passed, "b answers"),
-        ("target is the source", CheckName::Target, |w| w.moves[0].to = Some("a".into()), Outcome::Failed, "already on a"),
+        (
+            "target is the source",
+            CheckName::Target,
+            |w| w.moves[0].to = Some("a".into()),
+            Outcome::Failed,
+            "already on a",
+        ),
         ("target drained", CheckName::Target, |w| w.unavailable = vec!["b".into()], Outcome::Failed, "being drained"),
-        ("target unreachable", CheckName::Target, |w| {
-            w.inventory.hosts.retain(|h| h.name != "b");
-            w.inventory.unreachable.push(("b".into(), "connection refused".into()));
-        }, Outcome::Failed, "b is unreachable: connection refused"),
+        (
+            "target unreachable",
+            CheckName::Target,
+            |w| {
+                w.inventory.hosts.retain(|h| h.name != "b");
+                w.inventory.unreachable.push(("b".into(), "connection refused".into()));
+            },
+            Outcome::Failed,
+            "b is unreachable: connection refused",
+        ),
         ("no placement", CheckName::Target, |w| w.moves[0].to = None, Outcome::Failed, "placement found no host"),
         ("not in maintenance", CheckName::Maintenance, |_| {}, Outcome::Passed, "not in maintenance"),
-        ("in maintenance", CheckName::Maintenance, |w| w.cluster.hosts[1].maintenance = true, Outcome::Failed, "b is in maintenance"),
+        (
+            "in maintenance",
+            CheckName::Maintenance,
+            |w| w.cluster.hosts[1].maintenance = true,
+            Outcome::Failed,
+            "b is in maintenance",
+        ),
         ("memory fits", CheckName::Memory, |_| {}, Outcome::Passed, "needs 2048 MiB, 4096 MiB free"),
-        ("memory short", CheckName::Memory, |w| w.inventory.vms[0].memory_mib = 6000, Outcome::Failed, "needs 6000 MiB, 4096 MiB free"),
-        ("memory overcommit allows", CheckName::Memory, |w| {
-            w.inventory.vms[0].memory_mib = 6000;
-            w.cluster.hosts[1].memory_overcommit = 1.5;
-        }, Outcome::Passed, "needs 6000 MiB"),
+        (
+            "memory short",
+            CheckName::Memory,
+            |w| w.inventory.vms[0].memory_mib = 6000,
+            Outcome::Failed,
+            "needs 6000 MiB, 4096 MiB free",
+        ),
+        (
+            "memory overcommit allows",
+            CheckName::Memory,
+            |w| {
+                w.inventory.vms[0].memory_mib = 6000;
+                w.cluster.hosts[1].memory_overcommit = 1.5;
+            },
+            Outcome::Passed,
+            "needs 6000 MiB",
+        ),
         ("vcpus fit", CheckName::Vcpus, |_| {}, Outcome::Passed, "needs 2, 2 free"),
         ("vcpus short", CheckName::Vcpus, |w| w.inventory.vms[0].vcpus = 3, Outcome::Failed, "needs 3, 2 free"),
         ("cpu model usable", CheckName::CpuModel, |_| {}, Outcome::Passed, "can run CPU model qemu64"),
-        ("cpu model unusable", CheckName::CpuModel, |w| { w.inventory.hosts[1].cpu_models.insert("kvm".into(), vec!["Haswell".into()]); }, Outcome::Failed, "cannot run CPU model qemu64"),
-        ("host cpu differs", CheckName::CpuModel, |w| {
-            w.inventory.vms[0].cpu_model = None;
-            w.inventory.hosts[1].cpu_model = "EPYC".into();
-        }, Outcome::Warning, "uses the host CPU"),
+        (
+            "cpu model unusable",
+            CheckName::CpuModel,
+            |w| {
+                w.inventory.hosts[1].cpu_models.insert("kvm".into(), vec!["Haswell".into()]);
+            },
+            Outcome::Failed,
+            "cannot run CPU model qemu64",
+        ),
+        (
+            "host cpu differs",
+            CheckName::CpuModel,
+            |w| {
+                w.inventory.vms[0].cpu_model = None;
+                w.inventory.hosts[1].cpu_model = "EPYC".into();
+            },
+            Outcome::Warning,
+            "uses the host CPU",
+        ),
         ("same hypervisor", CheckName::HypervisorVersion, |_| {}, Outcome::Passed, "QEMU 10.0.2 on b"),
-        ("older hypervisor", CheckName::HypervisorVersion, |w| w.inventory.hosts[1].hypervisor_version = Version { major: 7, minor: 2, release: 0 }, Outcome::Failed, "older than 10.0.2"),
+        (
+            "older hypervisor",
+            CheckName::HypervisorVersion,
+            |w| w.inventory.hosts[1].hypervisor_version = Version { major: 7, minor: 2, release: 0 },
+            Outcome::Failed,
+            "older than 10.0.2",
+        ),
         ("same group", CheckName::HostGroup, |_| {}, Outcome::Passed, "both in group g1"),
-        ("other group", CheckName::HostGroup, |w| w.moves[0].to = Some("c".into()), Outcome::Failed, "allow_cross_group"),
-        ("other group allowed", CheckName::HostGroup, |w| {
-            w.moves[0].to = Some("c".into());
-            w.policy.allow_cross_group = true;
-        }, Outcome::Info, "allowed by the plan"),
+        (
+            "other group",
+            CheckName::HostGroup,
+            |w| w.moves[0].to = Some("c".into()),
+            Outcome::Failed,
+            "allow_cross_group",
+        ),
+        (
+            "other group allowed",
+            CheckName::HostGroup,
+            |w| {
+                w.moves[0].to = Some("c".into());
+                w.policy.allow_cross_group = true;
+            },
+            Outcome::Info,
+            "allowed by the plan",
+        ),
         ("local disk copied", CheckName::Volumes, |_| {}, Outcome::Passed, "copies 1024 MiB into pool local"),
-        ("no room for the copy", CheckName::Volumes, |w| w.inventory.hosts[1].pools[0].available = 100 << 20, Outcome::Failed, "has 100 MiB free, the copy needs 1024 MiB"),
-        ("no such pool", CheckName::Volumes, |w| { w.inventory.hosts[1].pools.remove(0); }, Outcome::Failed, "has no storage pool local"),
-        ("shared pool", CheckName::Volumes, |w| {
-            w.inventory.vms[0].disks[0].locality = Locality::Shared;
-            w.inventory.vms[0].disks[0].pool = Some("nfs".into());
-        }, Outcome::Passed, "shared pool nfs, not copied"),
-        ("shared pool missing", CheckName::Volumes, |w| {
-            w.inventory.vms[0].disks[0].locality = Locality::Shared;
-            w.inventory.vms[0].disks[0].pool = Some("nfs".into());
-            w.inventory.hosts[1].pools.remove(1);
-        }, Outcome::Failed, "shared pool nfs is not declared on b"),
+        (
+            "no room for the copy",
+            CheckName::Volumes,
+            |w| w.inventory.hosts[1].pools[0].available = 100 << 20,
+            Outcome::Failed,
+            "has 100 MiB free, the copy needs 1024 MiB",
+        ),
+        (
+            "no such pool",
+            CheckName::Volumes,
+            |w| {
+                w.inventory.hosts[1].pools.remove(0);
+            },
+            Outcome::Failed,
+            "has no storage pool local",
+        ),
+        (
+            "shared pool",
+            CheckName::Volumes,
+            |w| {
+                w.inventory.vms[0].disks[0].locality = Locality::Shared;
+                w.inventory.vms[0].disks[0].pool = Some("nfs".into());
+            },
+            Outcome::Passed,
+            "shared pool nfs, not copied",
+        ),
+        (
+            "shared pool missing",
+            CheckName::Volumes,
+            |w| {
+                w.inventory.vms[0].disks[0].locality = Locality::Shared;
+                w.inventory.vms[0].disks[0].pool = Some("nfs".into());
+                w.inventory.hosts[1].pools.remove(1);
+            },
+            Outcome::Failed,
+            "shared pool nfs is not declared on b",
+        ),
         ("network present", CheckName::Networks, |_| {}, Outcome::Passed, "every network"),
-        ("network missing", CheckName::Networks, |w| w.inventory.hosts[1].networks.clear(), Outcome::Failed, "b has no network default"),
-        ("direction allowed", CheckName::Direction, |w| {
-            w.cluster.hosts[1].tags = vec!["allow-from:old".into()];
-            w.cluster.hosts[0].tags = vec!["old".into()];
-        }, Outcome::Passed, "accepts VMs from a"),
+        (
+            "network missing",
+            CheckName::Networks,
+            |w| w.inventory.hosts[1].networks.clear(),
+            Outcome::Failed,
+            "b has no network default",
+        ),
+        (
+            "direction allowed",
+            CheckName::Direction,
+            |w| {
+                w.cluster.hosts[1].tags = vec!["allow-from:old".into()];
+                w.cluster.hosts[0].tags = vec!["old".into()];
+            },
+            Outcome::Passed,
+            "accepts VMs from a",
+        ),
         ("no run", CheckName::ActiveRun, |_| {}, Outcome::Passed, "not part of any run"),
-        ("finished run", CheckName::ActiveRun, |w| {
-            w.inventory.vms[0].ferry = Some(Metadata { run_id: "r-1".into(), original_host: "c".into(), phase: Phase::Finalized });
-        }, Outcome::Passed, "last moved by run r-1"),
-        ("run in flight", CheckName::ActiveRun, |w| {
-            w.inventory.vms[0].ferry = Some(Metadata { run_id: "r-2".into(), original_host: "a".into(), phase: Phase::Transferring });
-        }, Outcome::Failed, "run r-2 is moving it (phase transferring, from a)"),
-        ("direction refused", CheckName::Direction, |w| w.cluster.hosts[1].tags = vec!["allow-from:old".into()], Outcome::Failed, "only from hosts tagged old"),
+        (
+            "finished run",
+            CheckName::ActiveRun,
+            |w| {
+                w.inventory.vms[0].ferry =
+                    Some(Metadata { run_id: "r-1".into(), original_host: "c".into(), phase: Phase::Finalized });
+            },
+            Outcome::Passed,
+            "last moved by run r-1",
+        ),
+        (
+            "run in flight",
+            CheckName::ActiveRun,
+            |w| {
+                w.inventory.vms[0].ferry =
+                    Some(Metadata { run_id: "r-2".into(), original_host: "a".into(), phase: Phase::Transferring });
+            },
+            Outcome::Failed,
+            "run r-2 is moving it (phase transferring, from a)",
+        ),
+        (
+            "direction refused",
+            CheckName::Direction,
+            |w| w.cluster.hosts[1].tags = vec!["allow-from:old".into()],
+            Outcome::Failed,
+            "only from hosts tagged old",
+        ),
     ];
     for (what, name, mutate, expect, text) in cases {
         let mut w = world();

@@ -23,14 +23,7 @@ struct Fleet {
 
 impl Fleet {
     fn place(&self) -> Vec<Decision> {
-        place(
-            &self.cluster,
-            &self.inventory,
-            &self.fixed,
-            &self.requests,
-            &self.constraints,
-            self.policy,
-        )
+        place(&self.cluster, &self.inventory, &self.fixed, &self.requests, &self.constraints, self.policy)
     }
 }
 
@@ -38,24 +31,9 @@ impl Fleet {
 type HostSeed = (usize, u32, u64, f64, f64, bool, usize, u32, bool);
 /// host, vcpus, memory (× 256 MiB), state, role (0 stays, 1 request, 2 fixed), anti-affinity
 /// group (0: none), candidates, fixed target
-type VmSeed = (
-    usize,
-    u32,
-    u64,
-    usize,
-    usize,
-    usize,
-    Option<Vec<usize>>,
-    usize,
-);
+type VmSeed = (usize, u32, u64, usize, usize, usize, Option<Vec<usize>>, usize);
 
-const TAGS: [&[&str]; 5] = [
-    &[],
-    &["old"],
-    &["new"],
-    &["allow-from:old"],
-    &["new", "allow-from:new"],
-];
+const TAGS: [&[&str]; 5] = [&[], &["old"], &["new"], &["allow-from:old"], &["new", "allow-from:new"]];
 
 fn host_seed() -> impl Strategy<Value = HostSeed> {
     (
@@ -98,14 +76,7 @@ fn fleet() -> impl Strategy<Value = Fleet> {
         })
 }
 
-fn build(
-    hosts: &[HostSeed],
-    vms: &[VmSeed],
-    cross: bool,
-    unavailable: u8,
-    explain: bool,
-    policy: Policy,
-) -> Fleet {
+fn build(hosts: &[HostSeed], vms: &[VmSeed], cross: bool, unavailable: u8, explain: bool, policy: Policy) -> Fleet {
     let name = |i: usize| {
         if i < hosts.len() {
             format!("h{i}")
@@ -120,17 +91,12 @@ fn build(
         requests: Vec::new(),
         constraints: Constraints {
             allow_cross_group: cross,
-            unavailable: (0..hosts.len())
-                .filter(|i| unavailable & (1 << i) != 0 && i % 3 == 0)
-                .map(name)
-                .collect(),
+            unavailable: (0..hosts.len()).filter(|i| unavailable & (1 << i) != 0 && i % 3 == 0).map(name).collect(),
             explain,
         },
         policy,
     };
-    for (i, &(group, cpus, gib, cpu_oc, mem_oc, maintenance, tags, minor, answers)) in
-        hosts.iter().enumerate()
-    {
+    for (i, &(group, cpus, gib, cpu_oc, mem_oc, maintenance, tags, minor, answers)) in hosts.iter().enumerate() {
         fleet.cluster.hosts.push(HostSpec {
             name: name(i),
             uri: format!("test:///h{i}"),
@@ -144,11 +110,7 @@ fn build(
             shared_pools: vec![],
         });
         if answers {
-            let version = Version {
-                major: 9,
-                minor,
-                release: 0,
-            };
+            let version = Version { major: 9, minor, release: 0 };
             fleet.inventory.hosts.push(Host {
                 name: name(i),
                 uri: format!("test:///h{i}"),
@@ -163,15 +125,10 @@ fn build(
                 networks: vec![],
             });
         } else {
-            fleet
-                .inventory
-                .unreachable
-                .push((name(i), "connection refused".to_string()));
+            fleet.inventory.unreachable.push((name(i), "connection refused".to_string()));
         }
     }
-    for (i, (host, vcpus, quarters, state, role, group, candidates, to)) in
-        vms.iter().cloned().enumerate()
-    {
+    for (i, (host, vcpus, quarters, state, role, group, candidates, to)) in vms.iter().cloned().enumerate() {
         let vm = format!("vm{i}");
         fleet.inventory.vms.push(Vm {
             uuid: format!("uuid-{i}"),
@@ -191,14 +148,9 @@ fn build(
             1 => fleet.requests.push(Request {
                 vm,
                 anti_affinity,
-                candidates: candidates
-                    .map(|list| list.into_iter().map(|h| name(h.min(hosts.len()))).collect()),
+                candidates: candidates.map(|list| list.into_iter().map(|h| name(h.min(hosts.len()))).collect()),
             }),
-            2 => fleet.fixed.push(Fixed {
-                vm,
-                to: name(to % hosts.len()),
-                anti_affinity,
-            }),
+            2 => fleet.fixed.push(Fixed { vm, to: name(to % hosts.len()), anti_affinity }),
             _ => {}
         }
     }
@@ -210,19 +162,10 @@ fn capacity(amount: u64, ratio: f64) -> u64 {
     (amount as f64 * ratio).floor() as u64
 }
 
-fn placed<'a>(
-    fleet: &'a Fleet,
-    decisions: &'a [Decision],
-) -> impl Iterator<Item = (&'a Vm, &'a str)> + 'a {
+fn placed<'a>(fleet: &'a Fleet, decisions: &'a [Decision]) -> impl Iterator<Item = (&'a Vm, &'a str)> + 'a {
     decisions.iter().filter_map(move |d| {
         let host = d.host.as_deref()?;
-        Some((
-            fleet
-                .inventory
-                .vm(&d.vm)
-                .expect("a placed VM is in the inventory"),
-            host,
-        ))
+        Some((fleet.inventory.vm(&d.vm).expect("a placed VM is in the inventory"), host))
     })
 }
 
@@ -239,10 +182,7 @@ fn never_overfilled(fleet: &Fleet, decisions: &[Decision]) -> Result<(), TestCas
         }
     }
     for f in &fleet.fixed {
-        let vm = fleet
-            .inventory
-            .vm(&f.vm)
-            .expect("fixed VMs are in the inventory");
+        let vm = fleet.inventory.vm(&f.vm).expect("fixed VMs are in the inventory");
         if vm.host != f.to {
             add(&f.to, vm);
         }
@@ -254,14 +194,8 @@ fn never_overfilled(fleet: &Fleet, decisions: &[Decision]) -> Result<(), TestCas
         })
         .collect();
     for host in targets {
-        let spec = fleet
-            .cluster
-            .host(host)
-            .expect("a target is in the cluster file");
-        let real = fleet
-            .inventory
-            .host(host)
-            .expect("a target is in the inventory");
+        let spec = fleet.cluster.host(host).expect("a target is in the cluster file");
+        let real = fleet.inventory.host(host).expect("a target is in the inventory");
         let (vcpus, memory) = load[host];
         prop_assert!(
             vcpus <= capacity(u64::from(real.cpus), spec.cpu_overcommit),
@@ -284,15 +218,8 @@ fn anti_affinity_kept(fleet: &Fleet, decisions: &[Decision]) -> Result<(), TestC
     let mut members: Vec<(&str, &str, &str)> = Vec::new(); // group, vm, final host
     for (request, decision) in fleet.requests.iter().zip(decisions) {
         if let Some(group) = &request.anti_affinity {
-            let vm = fleet
-                .inventory
-                .vm(&request.vm)
-                .expect("requested VMs are in the inventory");
-            members.push((
-                group,
-                &request.vm,
-                decision.host.as_deref().unwrap_or(&vm.host),
-            ));
+            let vm = fleet.inventory.vm(&request.vm).expect("requested VMs are in the inventory");
+            members.push((group, &request.vm, decision.host.as_deref().unwrap_or(&vm.host)));
         }
     }
     for f in &fleet.fixed {
@@ -320,56 +247,19 @@ fn hard_constraints_kept(fleet: &Fleet, decisions: &[Decision]) -> Result<(), Te
         let Some(host) = decision.host.as_deref() else {
             continue;
         };
-        let vm = fleet
-            .inventory
-            .vm(&request.vm)
-            .expect("a placed VM is in the inventory");
-        let target = fleet
-            .cluster
-            .host(host)
-            .expect("a target is in the cluster file");
-        let source = fleet
-            .cluster
-            .host(&vm.host)
-            .expect("a source is in the cluster file");
-        let target_version = fleet
-            .inventory
-            .host(host)
-            .expect("a target answered")
-            .hypervisor_version;
-        let source_version = fleet
-            .inventory
-            .host(&vm.host)
-            .expect("a source answered")
-            .hypervisor_version;
+        let vm = fleet.inventory.vm(&request.vm).expect("a placed VM is in the inventory");
+        let target = fleet.cluster.host(host).expect("a target is in the cluster file");
+        let source = fleet.cluster.host(&vm.host).expect("a source is in the cluster file");
+        let target_version = fleet.inventory.host(host).expect("a target answered").hypervisor_version;
+        let source_version = fleet.inventory.host(&vm.host).expect("a source answered").hypervisor_version;
         prop_assert_ne!(host, vm.host.as_str(), "{} placed on its own host", vm.name);
-        prop_assert!(
-            !target.maintenance,
-            "{} placed on {host}, in maintenance",
-            vm.name
-        );
-        prop_assert!(
-            !fleet.constraints.unavailable.iter().any(|u| u == host),
-            "{host} is unavailable"
-        );
-        prop_assert!(
-            fleet.constraints.allow_cross_group || target.group == source.group,
-            "group crossed"
-        );
-        prop_assert!(
-            target.accepts_from(source),
-            "{host} does not accept from {}",
-            source.name
-        );
-        prop_assert!(
-            target_version >= source_version,
-            "{host} runs an older hypervisor"
-        );
+        prop_assert!(!target.maintenance, "{} placed on {host}, in maintenance", vm.name);
+        prop_assert!(!fleet.constraints.unavailable.iter().any(|u| u == host), "{host} is unavailable");
+        prop_assert!(fleet.constraints.allow_cross_group || target.group == source.group, "group crossed");
+        prop_assert!(target.accepts_from(source), "{host} does not accept from {}", source.name);
+        prop_assert!(target_version >= source_version, "{host} runs an older hypervisor");
         if let Some(candidates) = &request.candidates {
-            prop_assert!(
-                candidates.iter().any(|c| c == host),
-                "{host} is not a candidate"
-            );
+            prop_assert!(candidates.iter().any(|c| c == host), "{host} is not a candidate");
         }
     }
     Ok(())
@@ -388,9 +278,7 @@ fn every_request_answered(fleet: &Fleet, decisions: &[Decision]) -> Result<(), T
         prop_assert_eq!(&decision.vm, &request.vm);
         prop_assert!(!decision.why.is_empty(), "{} has no reason", request.vm);
         if decision.host.is_none() {
-            prop_assert!(
-                decision.why.contains(&request.vm) || decision.why.starts_with("no host fits: ")
-            );
+            prop_assert!(decision.why.contains(&request.vm) || decision.why.starts_with("no host fits: "));
         }
         if fleet.constraints.explain {
             // Every other host is accounted for.
@@ -400,11 +288,7 @@ fn every_request_answered(fleet: &Fleet, decisions: &[Decision]) -> Result<(), T
             let looked = decision.host.is_some() || decision.why.starts_with("no host fits");
             for host in &hosts {
                 if looked && Some(*host) != decision.host.as_deref() {
-                    prop_assert!(
-                        named.contains(host),
-                        "{}: {host} missing from rejected",
-                        request.vm
-                    );
+                    prop_assert!(named.contains(host), "{}: {host} missing from rejected", request.vm);
                 }
             }
         } else {

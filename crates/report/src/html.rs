@@ -65,11 +65,7 @@ pub fn render(report: &Report) -> String {
 
 fn header(report: &Report, out: &mut String) {
     let run = &report.run;
-    let parent = run
-        .parent
-        .as_deref()
-        .map(|p| format!(" of run {}", esc(p)))
-        .unwrap_or_default();
+    let parent = run.parent.as_deref().map(|p| format!(" of run {}", esc(p))).unwrap_or_default();
     let _ = writeln!(
         out,
         "<header><h1>Run {} <span class=\"plan\">plan {}</span></h1>\
@@ -88,10 +84,7 @@ fn summary(report: &Report, out: &mut String) {
     let mut item = |term: &str, definition: String| {
         let _ = write!(out, "<div><dt>{term}</dt><dd>{definition}</dd></div>");
     };
-    let finished = run
-        .finished_ms
-        .map(|f| format!(", ended {}", utc(f)))
-        .unwrap_or_default();
+    let finished = run.finished_ms.map(|f| format!(", ended {}", utc(f))).unwrap_or_default();
     item("Run", format!("created {}{finished}", utc(run.created_ms)));
     let window = match (s.first_start_ms, s.last_end_ms) {
         (Some(first), Some(last)) => format!("{} \u{2192} {}", utc(first), utc(last)),
@@ -102,38 +95,21 @@ fn summary(report: &Report, out: &mut String) {
     let makespan = match (s.makespan_ms, report.planned.estimated_makespan_ms) {
         (Some(actual), Some(estimate)) if estimate > 0 => {
             let off = (actual - estimate) as f64 / estimate as f64 * 100.0;
-            format!(
-                "{} <span class=\"note\">estimated {}, {off:+.0} %</span>",
-                duration(actual),
-                duration(estimate)
-            )
+            format!("{} <span class=\"note\">estimated {}, {off:+.0} %</span>", duration(actual), duration(estimate))
         }
-        (Some(actual), _) => format!(
-            "{} <span class=\"note\">no estimate</span>",
-            duration(actual)
-        ),
-        (None, Some(estimate)) => format!(
-            "- <span class=\"note\">estimated {}</span>",
-            duration(estimate)
-        ),
+        (Some(actual), _) => format!("{} <span class=\"note\">no estimate</span>", duration(actual)),
+        (None, Some(estimate)) => format!("- <span class=\"note\">estimated {}</span>", duration(estimate)),
         (None, None) => "-".to_owned(),
     };
     item("Makespan", makespan);
     let mut counts = String::new();
     for (status, n) in &s.counts.0 {
-        let _ = write!(
-            counts,
-            "<span class=\"chip {}\">{n} {status}</span> ",
-            status_class(*status)
-        );
+        let _ = write!(counts, "<span class=\"chip {}\">{n} {status}</span> ", status_class(*status));
     }
     if counts.is_empty() {
         counts.push_str("none");
     }
-    item(
-        &format!("{} moves, {} attempts", s.moves, s.attempts),
-        counts,
-    );
+    item(&format!("{} moves, {} attempts", s.moves, s.attempts), counts);
     let worst = match (s.worst_downtime_ms, &s.worst_downtime_vm) {
         (Some(ms), Some(vm)) => format!("{ms} ms <span class=\"note\">{}</span>", esc(vm)),
         _ => "-".to_owned(),
@@ -141,11 +117,7 @@ fn summary(report: &Report, out: &mut String) {
     item("Worst downtime", worst);
     item("Moved", bytes(s.bytes));
     if let Some(deadline) = report.planned.deadline_ms {
-        let skipped = report
-            .moves
-            .iter()
-            .filter(|m| m.status == Status::SkippedTimeout)
-            .count();
+        let skipped = report.moves.iter().filter(|m| m.status == Status::SkippedTimeout).count();
         let mut note = match s.last_end_ms {
             Some(last) if last <= deadline => {
                 format!("last move ended {} before it", duration(deadline - last))
@@ -159,10 +131,7 @@ fn summary(report: &Report, out: &mut String) {
             }
             let _ = write!(note, "{skipped} not started in time");
         }
-        item(
-            "Deadline",
-            format!("{} <span class=\"note\">{note}</span>", utc(deadline)),
-        );
+        item("Deadline", format!("{} <span class=\"note\">{note}</span>", utc(deadline)));
     }
     out.push_str("</dl></section>\n");
 }
@@ -186,35 +155,18 @@ fn meaning(status: Status) -> &'static str {
 }
 
 fn failures(report: &Report, out: &mut String) {
-    let failed: Vec<(usize, &MoveReport)> = report
-        .moves
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| !m.status.is_success())
-        .collect();
+    let failed: Vec<(usize, &MoveReport)> =
+        report.moves.iter().enumerate().filter(|(_, m)| !m.status.is_success()).collect();
     if failed.is_empty() {
-        let all = if report.moves.is_empty() {
-            "The run has no moves."
-        } else {
-            "No failures: every move succeeded."
-        };
-        let _ = writeln!(
-            out,
-            "<section id=\"failures\"><h2>Failures</h2><p class=\"none\">{all}</p></section>"
-        );
+        let all = if report.moves.is_empty() { "The run has no moves." } else { "No failures: every move succeeded." };
+        let _ = writeln!(out, "<section id=\"failures\"><h2>Failures</h2><p class=\"none\">{all}</p></section>");
         return;
     }
-    let _ = write!(
-        out,
-        "<section id=\"failures\"><h2>Failures <span class=\"count\">{}</span></h2><ol>",
-        failed.len()
-    );
+    let _ = write!(out, "<section id=\"failures\"><h2>Failures <span class=\"count\">{}</span></h2><ol>", failed.len());
     for (i, m) in failed {
         let last_attempt = m.attempts.last().map(|a| a.message.as_str()).unwrap_or("");
-        let reason = [m.message.as_str(), last_attempt]
-            .into_iter()
-            .find(|r| !r.is_empty())
-            .unwrap_or("no reason was journaled");
+        let reason =
+            [m.message.as_str(), last_attempt].into_iter().find(|r| !r.is_empty()).unwrap_or("no reason was journaled");
         let _ = write!(
             out,
             "<li data-m=\"{i}\"><b>{}</b> <span class=\"chip {}\">{}</span> {} \u{2192} {} \
@@ -274,10 +226,7 @@ fn column_widths() -> String {
     for (i, (_, _, width)) in COLUMNS.iter().enumerate() {
         if *width > 0 {
             let n = i + 1;
-            let _ = write!(
-                css,
-                "#vms th:nth-child({n}),#vms td:nth-child({n}){{width:{width}px}}"
-            );
+            let _ = write!(css, "#vms th:nth-child({n}),#vms td:nth-child({n}){{width:{width}px}}");
         }
     }
     css
@@ -304,10 +253,7 @@ fn table(report: &Report, out: &mut String) {
     }
     out.push_str("</tr></thead></table>\n");
     // Times sort by ms since the first start; they read as UTC clock times.
-    let origin = report
-        .summary
-        .first_start_ms
-        .unwrap_or(report.run.created_ms);
+    let origin = report.summary.first_start_ms.unwrap_or(report.run.created_ms);
     for (i, m) in report.moves.iter().enumerate() {
         if i % BLOCK == 0 {
             if i > 0 {
@@ -322,11 +268,7 @@ fn table(report: &Report, out: &mut String) {
             );
         }
         let last = m.attempts.last();
-        let bytes: Option<u64> = m
-            .attempts
-            .iter()
-            .filter_map(|a| a.bytes)
-            .reduce(|a, b| a + b);
+        let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.bytes).reduce(|a, b| a + b);
         // Optional end tags and quotes left out: the same DOM, a fifth fewer bytes.
         let _ = write!(
             out,
@@ -386,25 +328,13 @@ fn table(report: &Report, out: &mut String) {
 /// not measured null, the message empty when it repeats the move's. Indices and whole
 /// numbers keep it near 45 bytes an attempt.
 fn data(report: &Report, hosts: &[String]) -> String {
-    let t0 = report
-        .summary
-        .first_start_ms
-        .unwrap_or(report.run.created_ms);
-    let host_index: HashMap<&str, usize> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.as_str(), i))
-        .collect();
+    let t0 = report.summary.first_start_ms.unwrap_or(report.run.created_ms);
+    let host_index: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect();
     let mut statuses: Vec<&str> = Vec::new();
     let mut attempts = Vec::new();
     for (i, m) in report.moves.iter().enumerate() {
         for a in &m.attempts {
-            let estimate = |key: &str| {
-                a.estimate
-                    .as_ref()
-                    .and_then(|e| e.get(key))
-                    .and_then(Value::as_f64)
-            };
+            let estimate = |key: &str| a.estimate.as_ref().and_then(|e| e.get(key)).and_then(Value::as_f64);
             let outcome = a.outcome.map(|o| {
                 let name = o.name();
                 statuses.iter().position(|s| *s == name).unwrap_or_else(|| {
@@ -412,19 +342,11 @@ fn data(report: &Report, hosts: &[String]) -> String {
                     statuses.len() - 1
                 })
             });
-            let message = if a.message == m.message {
-                ""
-            } else {
-                &a.message
-            };
+            let message = if a.message == m.message { "" } else { &a.message };
             attempts.push(json!([
                 i,
                 a.number,
-                if a.kind == AttemptKind::Live {
-                    "l"
-                } else {
-                    "c"
-                },
+                if a.kind == AttemptKind::Live { "l" } else { "c" },
                 outcome,
                 a.started_ms - t0,
                 a.ended_ms.map(|e| e - t0),
@@ -461,10 +383,9 @@ fn whole(v: f64) -> Value {
 /// The CSS class of a status: the colour of its chip (a move never started is grey).
 fn status_class(status: Status) -> &'static str {
     match status {
-        Status::PrecheckFailed
-        | Status::SkippedTimeout
-        | Status::SkippedDependency
-        | Status::SkippedNoPrevStatus => "skip",
+        Status::PrecheckFailed | Status::SkippedTimeout | Status::SkippedDependency | Status::SkippedNoPrevStatus => {
+            "skip"
+        }
         status => outcome_class(Some(status)),
     }
 }

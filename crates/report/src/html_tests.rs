@@ -22,14 +22,7 @@ struct Records {
 }
 
 impl Records {
-    fn vm(
-        &mut self,
-        vm: &str,
-        from: &str,
-        to: &str,
-        status: Status,
-        message: &str,
-    ) -> &mut Records {
+    fn vm(&mut self, vm: &str, from: &str, to: &str, status: Status, message: &str) -> &mut Records {
         self.moves.push(Move {
             run: RUN.into(),
             uuid: format!("u-{vm}"),
@@ -52,21 +45,10 @@ impl Records {
     }
 
     /// An attempt of the last VM, `start`..`end` seconds after T0.
-    fn attempt(
-        &mut self,
-        to: &str,
-        (start, end): (f64, Option<f64>),
-        outcome: Option<Status>,
-    ) -> &mut Records {
+    fn attempt(&mut self, to: &str, (start, end): (f64, Option<f64>), outcome: Option<Status>) -> &mut Records {
         let m = self.moves.last_mut().expect("a VM first");
         // A VM's attempts are made one after the other.
-        let number = self
-            .attempts
-            .iter()
-            .rev()
-            .take_while(|a| a.uuid == m.uuid)
-            .count() as u32
-            + 1;
+        let number = self.attempts.iter().rev().take_while(|a| a.uuid == m.uuid).count() as u32 + 1;
         let at = |s: f64| T0 + (s * 1000.0) as i64;
         m.started_ms = m.started_ms.or(Some(at(start)));
         if m.status.is_terminal() {
@@ -76,11 +58,7 @@ impl Records {
             run: RUN.into(),
             uuid: m.uuid.clone(),
             number,
-            kind: if number == 1 {
-                AttemptKind::Live
-            } else {
-                AttemptKind::Cold
-            },
+            kind: if number == 1 { AttemptKind::Live } else { AttemptKind::Cold },
             target: to.into(),
             started_ms: at(start),
             ended_ms: end.map(at),
@@ -97,13 +75,7 @@ impl Records {
     }
 
     /// An event about the last VM, `at` seconds after T0.
-    fn event(
-        &mut self,
-        at: f64,
-        kind: EventKind,
-        message: &str,
-        data: Option<Value>,
-    ) -> &mut Records {
+    fn event(&mut self, at: f64, kind: EventKind, message: &str, data: Option<Value>) -> &mut Records {
         let uuid = self.moves.last().expect("a VM first").uuid.clone();
         self.events.push(Event {
             id: self.events.len() as i64 + 1,
@@ -132,68 +104,28 @@ impl Records {
             finished_ms: state.is_ended().then_some(T0 + 100_000),
             generation: 3,
         };
-        build_report(
-            &run,
-            &self.moves,
-            &self.attempts,
-            &self.events,
-            planned,
-            T0 + 100_000,
-        )
+        build_report(&run, &self.moves, &self.attempts, &self.events, planned, T0 + 100_000)
     }
 }
 
 fn hosts(names: &[&str]) -> Planned {
-    Planned {
-        hosts: names.iter().map(|h| h.to_string()).collect(),
-        ..Planned::default()
-    }
+    Planned { hosts: names.iter().map(|h| h.to_string()).collect(), ..Planned::default() }
 }
 
 /// (host, attempt, inbound, row) of every bar, lane by lane.
 fn bars(t: &Timeline) -> Vec<(String, usize, bool, usize)> {
-    t.lanes
-        .iter()
-        .flat_map(|l| {
-            l.bars
-                .iter()
-                .map(|b| (l.host.clone(), b.attempt, b.inbound, b.row))
-        })
-        .collect()
+    t.lanes.iter().flat_map(|l| l.bars.iter().map(|b| (l.host.clone(), b.attempt, b.inbound, b.row))).collect()
 }
 
 fn sample() -> Records {
     let mut r = Records::default();
-    r.vm(
-        "web-1",
-        "host-a",
-        "host-b",
-        Status::Success,
-        "moved live to host-b",
-    )
-    .attempt("host-b", (1.0, Some(11.0)), Some(Status::Success))
-    .event(
-        6.0,
-        EventKind::Decision,
-        "raised downtime to 150 ms: flat for 2 passes",
-        None,
-    );
-    r.vm(
-        "web-2",
-        "host-a",
-        "host-c",
-        Status::SuccessCold,
-        "moved cold to host-c",
-    )
-    .attempt("host-c", (2.0, Some(20.0)), Some(Status::FailureWait))
-    .attempt("host-c", (20.5, Some(30.0)), Some(Status::SuccessCold));
-    r.vm(
-        "db-1",
-        "host-b",
-        "host-a",
-        Status::PrecheckFailed,
-        "memory: host-a has 1024 MiB free",
-    );
+    r.vm("web-1", "host-a", "host-b", Status::Success, "moved live to host-b")
+        .attempt("host-b", (1.0, Some(11.0)), Some(Status::Success))
+        .event(6.0, EventKind::Decision, "raised downtime to 150 ms: flat for 2 passes", None);
+    r.vm("web-2", "host-a", "host-c", Status::SuccessCold, "moved cold to host-c")
+        .attempt("host-c", (2.0, Some(20.0)), Some(Status::FailureWait))
+        .attempt("host-c", (20.5, Some(30.0)), Some(Status::SuccessCold));
+    r.vm("db-1", "host-b", "host-a", Status::PrecheckFailed, "memory: host-a has 1024 MiB free");
     r
 }
 
@@ -201,10 +133,7 @@ fn sample() -> Records {
 fn lanes_follow_the_cluster_then_the_hosts_moves_name() {
     let r = sample();
     let cases = [
-        (
-            hosts(&["host-c", "host-b", "host-a", "host-d"]),
-            vec!["host-c", "host-b", "host-a", "host-d"],
-        ),
+        (hosts(&["host-c", "host-b", "host-a", "host-d"]), vec!["host-c", "host-b", "host-a", "host-d"]),
         // No cluster document: the hosts in the order the report's moves name them
         // (failures first: db-1's hosts before web-1's).
         (Planned::default(), vec!["host-b", "host-a", "host-c"]),
@@ -260,15 +189,8 @@ fn decisions_and_fallbacks_are_marked_on_both_lanes() {
     let t = layout(&r.report(RunState::Finished, hosts(&["host-a", "host-b", "host-c"])));
     // (lane, kind, attempt): web-1's decision (attempt 0), web-2's fallback to its cold
     // attempt (2), app-1's switch to post-copy (3), each on its source's and target's lane.
-    let marks: Vec<(&str, MarkKind, usize)> = t
-        .lanes
-        .iter()
-        .flat_map(|l| {
-            l.marks
-                .iter()
-                .map(move |m| (l.host.as_str(), m.kind, m.attempt))
-        })
-        .collect();
+    let marks: Vec<(&str, MarkKind, usize)> =
+        t.lanes.iter().flat_map(|l| l.marks.iter().map(move |m| (l.host.as_str(), m.kind, m.attempt))).collect();
     assert_eq!(
         marks,
         [
@@ -282,11 +204,7 @@ fn decisions_and_fallbacks_are_marked_on_both_lanes() {
     );
     // Each at its instant: web-2's cold attempt started at 20.5 s, on the bar's row.
     let fallback = &t.lanes[0].marks[1];
-    let cold = t.lanes[0]
-        .bars
-        .iter()
-        .find(|b| b.attempt == 2)
-        .expect("the cold bar");
+    let cold = t.lanes[0].bars.iter().find(|b| b.attempt == 2).expect("the cold bar");
     assert_eq!((fallback.x, fallback.row), (cold.x, cold.row));
 }
 
@@ -294,31 +212,16 @@ fn decisions_and_fallbacks_are_marked_on_both_lanes() {
 fn lines_within_reach_widen_the_axis_and_others_point_off_it() {
     let r = sample();
     let at = |deadline_s: i64, state| {
-        let planned = Planned {
-            deadline_ms: Some(T0 + deadline_s * 1000),
-            ..hosts(&["host-a", "host-b", "host-c"])
-        };
+        let planned = Planned { deadline_ms: Some(T0 + deadline_s * 1000), ..hosts(&["host-a", "host-b", "host-c"]) };
         let t = layout(&r.report(state, planned));
         (t.lines[0].at, t.t0 < T0, t.t1 > T0 + 40_000)
     };
     // The moves span 1-30 s.
-    assert!(matches!(
-        at(25, RunState::Finished),
-        (At::Inside(_), false, false)
-    ));
+    assert!(matches!(at(25, RunState::Finished), (At::Inside(_), false, false)));
     // 40 s: within one run length after the last end, so the axis grows to show it.
-    assert!(matches!(
-        at(40, RunState::Finished),
-        (At::Inside(_), false, true)
-    ));
-    assert!(matches!(
-        at(3_600, RunState::Finished),
-        (At::After, false, false)
-    ));
-    assert!(matches!(
-        at(-3_600, RunState::Finished),
-        (At::Before, false, false)
-    ));
+    assert!(matches!(at(40, RunState::Finished), (At::Inside(_), false, true)));
+    assert!(matches!(at(3_600, RunState::Finished), (At::After, false, false)));
+    assert!(matches!(at(-3_600, RunState::Finished), (At::Before, false, false)));
     // A run still going has a "now" line too.
     let t = layout(&r.report(RunState::Running, Planned::default()));
     assert_eq!(t.lines.iter().map(|l| l.class).collect::<Vec<_>>(), ["now"]);
@@ -327,8 +230,7 @@ fn lines_within_reach_widen_the_axis_and_others_point_off_it() {
 #[test]
 fn open_attempts_end_at_the_report_or_at_the_run_end() {
     let mut r = Records::default();
-    r.vm("web-1", "host-a", "host-b", Status::Migrating, "")
-        .attempt("host-b", (1.0, None), None);
+    r.vm("web-1", "host-a", "host-b", Status::Migrating, "").attempt("host-b", (1.0, None), None);
     for state in [RunState::Running, RunState::Stopped] {
         let t = layout(&r.report(state, Planned::default()));
         let bar = &t.lanes[0].bars[0];
@@ -343,30 +245,17 @@ fn open_attempts_end_at_the_report_or_at_the_run_end() {
 fn ticks_are_round_and_about_ten() {
     // (run length s, tick labels): the axis starts a little before T0 = 20:30:15.
     let cases: [(f64, &[&str]); 3] = [
-        (
-            30.0,
-            &[
-                "20:30:15", "20:30:20", "20:30:25", "20:30:30", "20:30:35", "20:30:40", "20:30:45",
-            ],
-        ),
-        (
-            600.0,
-            &[
-                "20:31", "20:32", "20:33", "20:34", "20:35", "20:36", "20:37", "20:38", "20:39",
-                "20:40",
-            ],
-        ),
-        (
-            7_200.0,
-            &[
-                "20:30", "20:45", "21:00", "21:15", "21:30", "21:45", "22:00", "22:15", "22:30",
-            ],
-        ),
+        (30.0, &["20:30:15", "20:30:20", "20:30:25", "20:30:30", "20:30:35", "20:30:40", "20:30:45"]),
+        (600.0, &["20:31", "20:32", "20:33", "20:34", "20:35", "20:36", "20:37", "20:38", "20:39", "20:40"]),
+        (7_200.0, &["20:30", "20:45", "21:00", "21:15", "21:30", "21:45", "22:00", "22:15", "22:30"]),
     ];
     for (length, want) in cases {
         let mut r = Records::default();
-        r.vm("web-1", "host-a", "host-b", Status::Success, "")
-            .attempt("host-b", (0.0, Some(length)), Some(Status::Success));
+        r.vm("web-1", "host-a", "host-b", Status::Success, "").attempt(
+            "host-b",
+            (0.0, Some(length)),
+            Some(Status::Success),
+        );
         let t = layout(&r.report(RunState::Finished, Planned::default()));
         let labels: Vec<&str> = t.ticks.iter().map(|t| t.label.as_str()).collect();
         assert_eq!(labels, want, "{length}");
@@ -379,25 +268,13 @@ fn the_page_tells_failures_first_with_their_reasons() {
     let failures = &page[page.find("<section id=\"failures\">").expect("failures")..];
     let failures = &failures[..failures.find("</section>").expect("end")];
     assert!(
-        failures.contains(
-            "<b>db-1</b> <span class=\"chip skip\">PRECHECK-FAILED</span> host-b \u{2192} host-a"
-        ),
+        failures.contains("<b>db-1</b> <span class=\"chip skip\">PRECHECK-FAILED</span> host-b \u{2192} host-a"),
         "{failures}"
     );
-    assert!(
-        failures.contains("not started: a check failed</span><br>memory: host-a has 1024 MiB free"),
-        "{failures}"
-    );
-    assert!(
-        !failures.contains("web-"),
-        "successes are not failures: {failures}"
-    );
+    assert!(failures.contains("not started: a check failed</span><br>memory: host-a has 1024 MiB free"), "{failures}");
+    assert!(!failures.contains("web-"), "successes are not failures: {failures}");
     // Rows: failures first, in the report's order.
-    let rows: Vec<&str> = page
-        .split("<tr><td>")
-        .skip(1)
-        .map(|r| &r[..r.find('<').expect("cell")])
-        .collect();
+    let rows: Vec<&str> = page.split("<tr><td>").skip(1).map(|r| &r[..r.find('<').expect("cell")]).collect();
     assert_eq!(rows, ["db-1", "web-1", "web-2"]);
     for part in [
         "<g class=\"lane\" data-host=\"host-a\"",
@@ -410,9 +287,11 @@ fn the_page_tells_failures_first_with_their_reasons() {
     }
 
     let mut clean = Records::default();
-    clean
-        .vm("web-1", "host-a", "host-b", Status::Success, "")
-        .attempt("host-b", (1.0, Some(5.0)), Some(Status::Success));
+    clean.vm("web-1", "host-a", "host-b", Status::Success, "").attempt(
+        "host-b",
+        (1.0, Some(5.0)),
+        Some(Status::Success),
+    );
     let page = render(&clean.report(RunState::Finished, Planned::default()));
     assert!(page.contains("No failures: every move succeeded."));
 }
@@ -420,22 +299,11 @@ fn the_page_tells_failures_first_with_their_reasons() {
 #[test]
 fn the_page_escapes_what_the_journal_says() {
     let mut r = Records::default();
-    r.vm(
-        "<b>&\"vm'</b>",
-        "host-<a>",
-        "host-b",
-        Status::FailureWait,
-        "</script><script>alert(1)</script>",
-    )
-    .attempt("host-b", (1.0, Some(5.0)), Some(Status::FailureWait))
-    .event(2.0, EventKind::Decision, "<!-- decision -->", None);
+    r.vm("<b>&\"vm'</b>", "host-<a>", "host-b", Status::FailureWait, "</script><script>alert(1)</script>")
+        .attempt("host-b", (1.0, Some(5.0)), Some(Status::FailureWait))
+        .event(2.0, EventKind::Decision, "<!-- decision -->", None);
     let page = render(&r.report(RunState::Finished, Planned::default()));
-    for raw in [
-        "<b>&\"vm'",
-        "host-<a>",
-        "</script><script>alert",
-        "<!-- decision",
-    ] {
+    for raw in ["<b>&\"vm'", "host-<a>", "</script><script>alert", "<!-- decision"] {
         assert!(!page.contains(raw), "{raw} is escaped");
     }
     assert!(page.contains("&lt;b&gt;&amp;&quot;vm&#39;&lt;/b&gt;"));
@@ -451,10 +319,7 @@ fn the_page_escapes_what_the_journal_says() {
 fn a_fleet_report_stays_under_five_mib() {
     let mut r = Records::default();
     for i in 0..10_000 {
-        let (from, to) = (
-            format!("host-{:04}", i % 1000),
-            format!("host-{:04}", (i * 7 + 3) % 1000),
-        );
+        let (from, to) = (format!("host-{:04}", i % 1000), format!("host-{:04}", (i * 7 + 3) % 1000));
         let start = (i / 100) as f64 * 30.0;
         if i % 20 == 0 {
             r.vm(
@@ -465,20 +330,13 @@ fn a_fleet_report_stays_under_five_mib() {
                 &format!("moved cold to {to} (the guest restarted)"),
             )
             .attempt(&to, (start, Some(start + 20.0)), Some(Status::FailureWait))
-            .attempt(
-                &to,
-                (start + 20.5, Some(start + 29.0)),
-                Some(Status::SuccessCold),
-            );
+            .attempt(&to, (start + 20.5, Some(start + 29.0)), Some(Status::SuccessCold));
         } else {
-            r.vm(
-                &format!("vm-{i:05}"),
-                &from,
+            r.vm(&format!("vm-{i:05}"), &from, &to, Status::Success, &format!("moved live to {to}")).attempt(
                 &to,
-                Status::Success,
-                &format!("moved live to {to}"),
-            )
-            .attempt(&to, (start, Some(start + 25.0)), Some(Status::Success));
+                (start, Some(start + 25.0)),
+                Some(Status::Success),
+            );
         }
         if i % 10 == 0 {
             r.event(

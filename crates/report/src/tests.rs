@@ -1,17 +1,12 @@
 //! The views and their text, table-driven.
 
-use ferry_journal::{
-    Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState,
-};
+use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState};
 use ferry_model::{Phase, Status};
 use serde_json::{json, Value};
 
 use crate::text::{format_report, format_status, report_csv, state_text, table};
 use crate::units::{duration, rfc3339, utc};
-use crate::view::{
-    attempt_report, build_report, planned, run_view, status_view, Comparison, Counts, Planned,
-    Report,
-};
+use crate::view::{attempt_report, build_report, planned, run_view, status_view, Comparison, Counts, Planned, Report};
 
 /// 2026-11-23 20:30:15 UTC.
 const T0: i64 = 1_795_465_815_000;
@@ -48,11 +43,7 @@ fn mv(vm: &str, seq: i64, status: Status, message: &str, span: Option<(i64, i64)
         phase_done: true,
         message: message.into(),
         started_ms: span.map(|(s, _)| T0 + s),
-        ended_ms: if status.is_terminal() {
-            Some(T0 + span.map_or(100, |(_, e)| e))
-        } else {
-            None
-        },
+        ended_ms: if status.is_terminal() { Some(T0 + span.map_or(100, |(_, e)| e)) } else { None },
         updated_ms: T0,
         generation: 5,
     }
@@ -104,15 +95,7 @@ fn counts_follow_the_status_table() {
     let cases: &[(&[Status], &str, Value)] = &[
         (&[], "no moves", json!({})),
         (
-            &[
-                FailureWait,
-                Success,
-                Success,
-                Success,
-                Success,
-                Success,
-                Success,
-            ],
+            &[FailureWait, Success, Success, Success, Success, Success, Success],
             "6 SUCCESS, 1 FAILURE-WAIT",
             json!({ "SUCCESS": 6, "FAILURE-WAIT": 1 }),
         ),
@@ -128,11 +111,7 @@ fn counts_follow_the_status_table() {
         assert_eq!(serde_json::to_value(&counts).expect("serialises"), *json);
         // serde_json's map sorts keys; the order is checked on the text.
         let ordered = serde_json::to_string(&counts).expect("serialises");
-        let keys: Vec<usize> = counts
-            .0
-            .iter()
-            .map(|(s, _)| ordered.find(s.name()).expect("key"))
-            .collect();
+        let keys: Vec<usize> = counts.0.iter().map(|(s, _)| ordered.find(s.name()).expect("key")).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{ordered}");
     }
 }
@@ -160,24 +139,12 @@ fn durations_for_people() {
 fn timestamps_in_utc() {
     let cases = [
         (0, "1970-01-01 00:00:00 UTC", "1970-01-01T00:00:00.000Z"),
-        (
-            T0 + 123,
-            "2026-11-23 20:30:15 UTC",
-            "2026-11-23T20:30:15.123Z",
-        ),
-        (
-            951_782_400_999,
-            "2000-02-29 00:00:00 UTC",
-            "2000-02-29T00:00:00.999Z",
-        ),
+        (T0 + 123, "2026-11-23 20:30:15 UTC", "2026-11-23T20:30:15.123Z"),
+        (951_782_400_999, "2000-02-29 00:00:00 UTC", "2000-02-29T00:00:00.999Z"),
         (-1, "1969-12-31 23:59:59 UTC", "1969-12-31T23:59:59.999Z"),
     ];
     for (ms, text, rfc) in cases {
-        assert_eq!(
-            (utc(ms).as_str(), rfc3339(ms).as_str()),
-            (text, rfc),
-            "{ms}"
-        );
+        assert_eq!((utc(ms).as_str(), rfc3339(ms).as_str()), (text, rfc), "{ms}");
     }
 }
 
@@ -185,36 +152,15 @@ fn timestamps_in_utc() {
 fn a_run_state_says_what_to_do() {
     let now = T0 + 100_000;
     let id = "r-20261123-203015-ab12";
-    let aborting = Run {
-        abort_requested: true,
-        ..run(RunState::Running, Some(now - 1_000))
-    };
-    let aborted = Run {
-        abort_requested: true,
-        ..run(RunState::Aborted, None)
-    };
+    let aborting = Run { abort_requested: true, ..run(RunState::Running, Some(now - 1_000)) };
+    let aborted = Run { abort_requested: true, ..run(RunState::Aborted, None) };
     let cases = [
-        (
-            run(RunState::Running, Some(now - 3_000)),
-            "running (owner ctl:42, alive)".to_owned(),
-        ),
-        (
-            run(RunState::Running, Some(now - 20_000)),
-            format!("running (owner gone: `ferry resume {id}`)"),
-        ),
-        (
-            run(RunState::Running, None),
-            format!("running (owner gone: `ferry resume {id}`)"),
-        ),
-        (
-            run(RunState::Stopped, Some(now - 3_000)),
-            format!("stopped (resumable: `ferry resume {id}`)"),
-        ),
+        (run(RunState::Running, Some(now - 3_000)), "running (owner ctl:42, alive)".to_owned()),
+        (run(RunState::Running, Some(now - 20_000)), format!("running (owner gone: `ferry resume {id}`)")),
+        (run(RunState::Running, None), format!("running (owner gone: `ferry resume {id}`)")),
+        (run(RunState::Stopped, Some(now - 3_000)), format!("stopped (resumable: `ferry resume {id}`)")),
         (run(RunState::Finished, None), "finished".to_owned()),
-        (
-            aborting,
-            "running (owner ctl:42, alive), abort requested".to_owned(),
-        ),
+        (aborting, "running (owner ctl:42, alive), abort requested".to_owned()),
         (aborted, "aborted".to_owned()),
     ];
     for (run, want) in cases {
@@ -229,11 +175,7 @@ fn tables_align_columns() {
     let rows = vec![
         vec!["VM".to_owned(), "STATUS".to_owned(), "MESSAGE".to_owned()],
         vec!["web-10".to_owned(), "SUCCESS".to_owned(), String::new()],
-        vec![
-            "db".to_owned(),
-            "FAILURE-WAIT".to_owned(),
-            "did not converge".to_owned(),
-        ],
+        vec!["db".to_owned(), "FAILURE-WAIT".to_owned(), "did not converge".to_owned()],
     ];
     assert_eq!(
         table(&rows),
@@ -250,47 +192,18 @@ fn status_shows_the_latest_word_and_the_phase_in_flight() {
     migrating.phase = Some(Phase::Transferring);
     migrating.phase_done = false;
     let moves = [
-        mv(
-            "web-1",
-            1,
-            Status::Success,
-            "live migration completed",
-            Some((1_000, 4_000)),
-        ),
+        mv("web-1", 1, Status::Success, "live migration completed", Some((1_000, 4_000))),
         migrating,
         mv("web-3", 3, Status::Pending, "", None),
     ];
     let events = [
-        ev(
-            1,
-            "web-1",
-            2_000,
-            EventKind::Decision,
-            "raised downtime to 200 ms",
-        ),
-        ev(
-            2,
-            "web-1",
-            4_000,
-            EventKind::Status,
-            "SUCCESS: live migration completed",
-        ),
+        ev(1, "web-1", 2_000, EventKind::Decision, "raised downtime to 200 ms"),
+        ev(2, "web-1", 4_000, EventKind::Status, "SUCCESS: live migration completed"),
         ev(3, "web-2", 1_000, EventKind::Status, "MIGRATING"),
-        ev(
-            4,
-            "web-2",
-            5_000,
-            EventKind::Message,
-            "dirty rate 310 MiB/s above the link",
-        ),
+        ev(4, "web-2", 5_000, EventKind::Message, "dirty rate 310 MiB/s above the link"),
         ev(5, "web-2", 6_000, EventKind::Phase, "transferring: begun"),
     ];
-    let view = status_view(
-        &run(RunState::Running, Some(now - 2_000)),
-        &moves,
-        &events,
-        now,
-    );
+    let view = status_view(&run(RunState::Running, Some(now - 2_000)), &moves, &events, now);
     assert_eq!(view.elapsed_ms, 30_000);
     assert_eq!(
         format_status(&view),
@@ -307,98 +220,36 @@ fn status_shows_the_latest_word_and_the_phase_in_flight() {
 }
 
 fn sample_report() -> Report {
-    let mut failed = mv(
-        "web-2",
-        2,
-        Status::FailureWait,
-        "did not converge",
-        Some((1_000, 21_500)),
-    );
+    let mut failed = mv("web-2", 2, Status::FailureWait, "did not converge", Some((1_000, 21_500)));
     failed.phase = Some(Phase::Transferring);
     let moves = [
-        mv(
-            "web-1",
-            1,
-            Status::Success,
-            "live migration completed",
-            Some((900, 4_500)),
-        ),
+        mv("web-1", 1, Status::Success, "live migration completed", Some((900, 4_500))),
         failed,
-        mv(
-            "db-1",
-            3,
-            Status::PrecheckFailed,
-            "memory: host-b has 1024 MiB free, db-1 needs 4096 MiB",
-            None,
-        ),
+        mv("db-1", 3, Status::PrecheckFailed, "memory: host-b has 1024 MiB free, db-1 needs 4096 MiB", None),
     ];
     let mut live = att(
         "web-1",
         1,
         AttemptKind::Live,
         Status::Success,
-        Figures {
-            wall: 3_200,
-            job: Some(3_000),
-            downtime: Some(180),
-            mib: 512,
-            passes: Some(4),
-        },
+        Figures { wall: 3_200, job: Some(3_000), downtime: Some(180), mib: 512, passes: Some(4) },
     );
-    live.estimate =
-        Some(json!({ "downtime_ms": 120.0, "total_s": 8.0, "transfer_s": null, "note": "x" }));
+    live.estimate = Some(json!({ "downtime_ms": 120.0, "total_s": 8.0, "transfer_s": null, "note": "x" }));
     let mut stuck = att(
         "web-2",
         1,
         AttemptKind::Live,
         Status::FailureWait,
-        Figures {
-            wall: 20_000,
-            job: Some(19_500),
-            downtime: None,
-            mib: 1024,
-            passes: Some(30),
-        },
+        Figures { wall: 20_000, job: Some(19_500), downtime: None, mib: 1024, passes: Some(30) },
     );
     stuck.message = "did not converge after 30 passes".into();
     let events = [
-        ev(
-            1,
-            "web-1",
-            2_400,
-            EventKind::Decision,
-            "raised downtime to 200 ms: 3 passes without converging",
-        ),
-        ev(
-            2,
-            "web-1",
-            4_500,
-            EventKind::Status,
-            "SUCCESS: live migration completed",
-        ),
-        ev(
-            3,
-            "web-2",
-            1_000,
-            EventKind::Attempt,
-            "attempt 1 (live) to host-b started",
-        ),
-        ev(
-            4,
-            "web-2",
-            21_500,
-            EventKind::Status,
-            "FAILURE-WAIT: did not converge",
-        ),
+        ev(1, "web-1", 2_400, EventKind::Decision, "raised downtime to 200 ms: 3 passes without converging"),
+        ev(2, "web-1", 4_500, EventKind::Status, "SUCCESS: live migration completed"),
+        ev(3, "web-2", 1_000, EventKind::Attempt, "attempt 1 (live) to host-b started"),
+        ev(4, "web-2", 21_500, EventKind::Status, "FAILURE-WAIT: did not converge"),
     ];
-    build_report(
-        &run(RunState::Finished, None),
-        &moves,
-        &[live, stuck],
-        &events,
-        Planned::default(),
-        T0 + 90_000,
-    )
+    build_report(&run(RunState::Finished, None), &moves, &[live, stuck], &events, Planned::default(), T0 + 90_000)
 }
 
 #[test]
@@ -408,29 +259,15 @@ fn a_report_puts_failures_first_and_sums_up() {
     assert_eq!(order, ["web-2", "db-1", "web-1"]);
     let s = &report.summary;
     assert_eq!((s.moves, s.attempts, s.all_succeeded), (3, 2, false));
-    assert_eq!(
-        (s.first_start_ms, s.last_end_ms, s.makespan_ms),
-        (Some(T0 + 900), Some(T0 + 21_500), Some(20_600))
-    );
-    assert_eq!(
-        (s.worst_downtime_ms, s.worst_downtime_vm.as_deref()),
-        (Some(180), Some("web-1"))
-    );
+    assert_eq!((s.first_start_ms, s.last_end_ms, s.makespan_ms), (Some(T0 + 900), Some(T0 + 21_500), Some(20_600)));
+    assert_eq!((s.worst_downtime_ms, s.worst_downtime_vm.as_deref()), (Some(180), Some("web-1")));
     assert_eq!(s.bytes, 1536 << 20);
     // Only the figures the estimate has (a null one is an impossible estimate) are compared.
     assert_eq!(
         report.moves[2].attempts[0].estimate_vs_actual,
         [
-            Comparison {
-                figure: "downtime_ms",
-                estimate: 120.0,
-                actual: Some(180.0)
-            },
-            Comparison {
-                figure: "total_s",
-                estimate: 8.0,
-                actual: Some(3.2)
-            },
+            Comparison { figure: "downtime_ms", estimate: 120.0, actual: Some(180.0) },
+            Comparison { figure: "total_s", estimate: 8.0, actual: Some(3.2) },
         ]
     );
     assert_eq!(
@@ -475,30 +312,16 @@ fn a_report_as_csv() {
 
 #[test]
 fn an_estimate_without_figures_compares_nothing() {
-    for estimate in [
-        None,
-        Some(json!("fast")),
-        Some(json!({})),
-        Some(json!({ "downtime_ms": "low" })),
-    ] {
+    for estimate in [None, Some(json!("fast")), Some(json!({})), Some(json!({ "downtime_ms": "low" }))] {
         let mut a = att(
             "web-1",
             1,
             AttemptKind::Cold,
             Status::SuccessCold,
-            Figures {
-                wall: 1_000,
-                job: None,
-                downtime: None,
-                mib: 1,
-                passes: None,
-            },
+            Figures { wall: 1_000, job: None, downtime: None, mib: 1, passes: None },
         );
         a.estimate = estimate.clone();
-        assert!(
-            attempt_report(&a).estimate_vs_actual.is_empty(),
-            "{estimate:?}"
-        );
+        assert!(attempt_report(&a).estimate_vs_actual.is_empty(), "{estimate:?}");
     }
 }
 
@@ -538,21 +361,14 @@ fn what_the_documents_say() {
             estimated_makespan_ms: Some(12_500),
         }
     );
-    let foreign = RunDocuments {
-        plan: json!({ "name": "old" }),
-        cluster: json!([]),
-    };
+    let foreign = RunDocuments { plan: json!({ "name": "old" }), cluster: json!([]) };
     assert_eq!(planned(&foreign, &moves), Planned::default());
 }
 
 #[test]
 fn the_text_report_names_the_estimate_and_the_deadline() {
     let mut report = sample_report();
-    report.planned = Planned {
-        deadline_ms: Some(T0 + 3_600_000),
-        hosts: vec![],
-        estimated_makespan_ms: Some(12_500),
-    };
+    report.planned = Planned { deadline_ms: Some(T0 + 3_600_000), hosts: vec![], estimated_makespan_ms: Some(12_500) };
     let text = format_report(&report);
     assert!(
         text.contains(

@@ -10,11 +10,7 @@ pub fn format_runs(runs: &[RunView]) -> String {
     if runs.is_empty() {
         return "no runs\n".to_owned();
     }
-    let mut rows = vec![[
-        "RUN", "PLAN", "KIND", "STATE", "CREATED", "FINISHED", "MOVES",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut rows = vec![["RUN", "PLAN", "KIND", "STATE", "CREATED", "FINISHED", "MOVES"].map(String::from).to_vec()];
     for run in runs {
         rows.push(vec![
             run.id.clone(),
@@ -32,10 +28,7 @@ pub fn format_runs(runs: &[RunView]) -> String {
 /// A run's state in words, with what to do about a run nobody is running.
 pub(crate) fn state_text(run: &RunView) -> String {
     let mut text = match (run.state, run.owner_alive) {
-        (RunState::Running, Some(true)) => format!(
-            "running (owner {}, alive)",
-            run.owner.as_deref().unwrap_or("?")
-        ),
+        (RunState::Running, Some(true)) => format!("running (owner {}, alive)", run.owner.as_deref().unwrap_or("?")),
         (RunState::Running, _) => format!("running (owner gone: `ferry resume {}`)", run.id),
         (RunState::Stopped, _) => format!("stopped (resumable: `ferry resume {}`)", run.id),
         (state, _) => state.to_string(),
@@ -48,15 +41,8 @@ pub(crate) fn state_text(run: &RunView) -> String {
 
 /// The header shared by `status` and `report`.
 fn format_header(run: &RunView, out: &mut String) {
-    let parent = run
-        .parent
-        .as_deref()
-        .map(|p| format!(" of run {p}"))
-        .unwrap_or_default();
-    out.push_str(&format!(
-        "run {}  plan {}  ({}{parent})\n",
-        run.id, run.plan, run.kind
-    ));
+    let parent = run.parent.as_deref().map(|p| format!(" of run {p}")).unwrap_or_default();
+    out.push_str(&format!("run {}  plan {}  ({}{parent})\n", run.id, run.plan, run.kind));
     out.push_str(&format!("state    {}\n", state_text(run)));
 }
 
@@ -76,9 +62,7 @@ pub fn format_status(view: &StatusView) -> String {
         return out;
     }
     out.push('\n');
-    let mut rows = vec![["VM", "MOVE", "STATUS", "PHASE", "MESSAGE"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![["VM", "MOVE", "STATUS", "PHASE", "MESSAGE"].map(String::from).to_vec()];
     for vm in &view.vms {
         // A phase says where a move is while it is under way; after, the status does.
         let phase = match vm.phase {
@@ -106,26 +90,17 @@ pub fn format_report(report: &Report) -> String {
     let s = &report.summary;
     let mut out = String::new();
     format_header(run, &mut out);
-    let finished = run
-        .finished_ms
-        .map(|f| format!(", finished {}", utc(f)))
-        .unwrap_or_default();
+    let finished = run.finished_ms.map(|f| format!(", finished {}", utc(f))).unwrap_or_default();
     out.push_str(&format!("created  {}{finished}\n", utc(run.created_ms)));
-    out.push_str(&format!(
-        "moves    {}: {}; {} attempts\n",
-        s.moves, s.counts, s.attempts
-    ));
+    out.push_str(&format!("moves    {}: {}; {} attempts\n", s.moves, s.counts, s.attempts));
     let makespan = match (s.makespan_ms, s.first_start_ms, s.last_end_ms) {
         (Some(span), Some(first), Some(last)) => {
             format!("{} ({} to {})", duration(span), utc(first), utc(last))
         }
         _ => "-".to_owned(),
     };
-    let estimated = report
-        .planned
-        .estimated_makespan_ms
-        .map(|e| format!(", estimated {}", duration(e)))
-        .unwrap_or_default();
+    let estimated =
+        report.planned.estimated_makespan_ms.map(|e| format!(", estimated {}", duration(e))).unwrap_or_default();
     out.push_str(&format!("makespan {makespan}{estimated}\n"));
     if let Some(deadline) = report.planned.deadline_ms {
         out.push_str(&format!("deadline {}\n", utc(deadline)));
@@ -144,31 +119,17 @@ pub fn format_report(report: &Report) -> String {
 }
 
 fn format_move(m: &MoveReport, out: &mut String) {
-    let group = m
-        .group
-        .as_deref()
-        .map(|g| format!("  group {g}"))
-        .unwrap_or_default();
-    out.push_str(&format!(
-        "{}  {}  {}{group}\n",
-        m.vm,
-        m.status,
-        route(&m.source, m.target.as_deref())
-    ));
+    let group = m.group.as_deref().map(|g| format!("  group {g}")).unwrap_or_default();
+    out.push_str(&format!("{}  {}  {}{group}\n", m.vm, m.status, route(&m.source, m.target.as_deref())));
     match (m.started_ms, m.ended_ms) {
-        (Some(start), Some(end)) => out.push_str(&format!(
-            "  start {}  end {}  ({})\n",
-            utc(start),
-            utc(end),
-            duration(end - start)
-        )),
+        (Some(start), Some(end)) => {
+            out.push_str(&format!("  start {}  end {}  ({})\n", utc(start), utc(end), duration(end - start)))
+        }
         (Some(start), None) => out.push_str(&format!("  start {}  not ended\n", utc(start))),
         (None, _) => out.push_str("  not started\n"),
     }
     for a in &m.attempts {
-        let outcome = a
-            .outcome
-            .map_or_else(|| "not ended".to_owned(), |o| o.to_string());
+        let outcome = a.outcome.map_or_else(|| "not ended".to_owned(), |o| o.to_string());
         let figures = [
             a.wall_ms.map(|v| format!("wall {}", duration(to_i64(v)))),
             a.job_ms.map(|v| format!("job {}", duration(to_i64(v)))),
@@ -180,28 +141,18 @@ fn format_move(m: &MoveReport, out: &mut String) {
         .flatten()
         .collect::<Vec<_>>()
         .join(", ");
-        out.push_str(&format!(
-            "  attempt {}  {} -> {}  {outcome}  {figures}\n",
-            a.number, a.kind, a.target
-        ));
+        out.push_str(&format!("  attempt {}  {} -> {}  {outcome}  {figures}\n", a.number, a.kind, a.target));
         if !a.message.is_empty() {
             out.push_str(&format!("    {}\n", a.message));
         }
         if !a.estimate_vs_actual.is_empty() {
             let compared: Vec<String> = a.estimate_vs_actual.iter().map(comparison).collect();
-            out.push_str(&format!(
-                "    estimate vs actual: {}\n",
-                compared.join(", ")
-            ));
+            out.push_str(&format!("    estimate vs actual: {}\n", compared.join(", ")));
         }
     }
     let mut told = false;
     for e in m.events.iter().filter(|e| is_vm_message(e.kind)) {
-        out.push_str(&format!(
-            "  {}: {}\n",
-            duration(e.since_start_ms),
-            e.message
-        ));
+        out.push_str(&format!("  {}: {}\n", duration(e.since_start_ms), e.message));
         told = true;
     }
     // A move given its final status when it was added (a failed check) has no status
@@ -241,11 +192,7 @@ pub fn report_csv(report: &Report) -> Result<String, csv::Error> {
     let text = |v: Option<String>| v.unwrap_or_default();
     for m in &report.moves {
         let last = m.attempts.last();
-        let bytes: Option<u64> = m
-            .attempts
-            .iter()
-            .filter_map(|a| a.bytes)
-            .reduce(|a, b| a + b);
+        let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.bytes).reduce(|a, b| a + b);
         writer.write_record([
             m.vm.clone(),
             m.uuid.clone(),
@@ -277,13 +224,7 @@ fn to_i64(v: u64) -> i64 {
 pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {

@@ -210,9 +210,7 @@ pub(crate) fn hosts(report: &Report) -> Vec<String> {
     let mut hosts = report.planned.hosts.clone();
     let mut known: std::collections::HashSet<String> = hosts.iter().cloned().collect();
     for m in &report.moves {
-        let named = std::iter::once(&m.source)
-            .chain(m.target.iter())
-            .chain(m.attempts.iter().map(|a| &a.target));
+        let named = std::iter::once(&m.source).chain(m.target.iter()).chain(m.attempts.iter().map(|a| &a.target));
         for host in named {
             if known.insert(host.clone()) {
                 hosts.push(host.clone());
@@ -236,40 +234,24 @@ fn span(report: &Report, start: i64, end: Option<i64>) -> (i64, i64) {
 /// Lays the report out.
 pub(crate) fn layout(report: &Report) -> Timeline {
     let hosts = hosts(report);
-    let spans: Vec<(i64, i64)> = report
-        .moves
-        .iter()
-        .flat_map(|m| &m.attempts)
-        .map(|a| span(report, a.started_ms, a.ended_ms))
-        .collect();
+    let spans: Vec<(i64, i64)> =
+        report.moves.iter().flat_map(|m| &m.attempts).map(|a| span(report, a.started_ms, a.ended_ms)).collect();
     let first = spans.iter().map(|s| s.0).min();
     let last = spans.iter().map(|s| s.1).max();
     let (first, last) = match (first, last) {
         (Some(first), Some(last)) => (first, last),
         // Nothing started: the run's own life is the axis.
-        _ => (
-            report.run.created_ms,
-            report.run.finished_ms.unwrap_or(report.generated_ms),
-        ),
+        _ => (report.run.created_ms, report.run.finished_ms.unwrap_or(report.generated_ms)),
     };
     let length = (last - first).max(1_000);
     // Lines within reach widen the axis; further ones become arrows at its edge.
-    let reach = (
-        first - (length as f64 * REACH) as i64,
-        last + (length as f64 * REACH) as i64,
-    );
-    let estimate_end = report
-        .planned
-        .estimated_makespan_ms
-        .zip(report.summary.first_start_ms)
-        .map(|(span, start)| start + span);
+    let reach = (first - (length as f64 * REACH) as i64, last + (length as f64 * REACH) as i64);
+    let estimate_end =
+        report.planned.estimated_makespan_ms.zip(report.summary.first_start_ms).map(|(span, start)| start + span);
     let now = (!report.run.state.is_ended()).then_some(report.generated_ms);
     let mut t0 = first;
     let mut t1 = first + length;
-    for t in [report.planned.deadline_ms, estimate_end, now]
-        .into_iter()
-        .flatten()
-    {
+    for t in [report.planned.deadline_ms, estimate_end, now].into_iter().flatten() {
         if t >= reach.0 && t <= reach.1 {
             t0 = t0.min(t);
             t1 = t1.max(t);
@@ -277,16 +259,9 @@ pub(crate) fn layout(report: &Report) -> Timeline {
     }
     // A little air on both sides.
     let pad = (t1 - t0) / 50;
-    let scale = Scale {
-        t0: t0 - pad,
-        t1: t1 + pad,
-    };
+    let scale = Scale { t0: t0 - pad, t1: t1 + pad };
 
-    let lane_of: HashMap<&str, usize> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.as_str(), i))
-        .collect();
+    let lane_of: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect();
     // Every bar, by lane, before packing: (start x, end x, bar).
     let mut pending: Vec<Vec<(f64, f64, Bar)>> = vec![Vec::new(); hosts.len()];
     let mut index = 0;
@@ -315,13 +290,7 @@ pub(crate) fn layout(report: &Report) -> Timeline {
         .zip(pending)
         .map(|(host, mut bars)| {
             let rows = pack(&mut bars);
-            Lane {
-                host,
-                y: 0.0,
-                rows,
-                bars: bars.into_iter().map(|(_, _, bar)| bar).collect(),
-                marks: Vec::new(),
-            }
+            Lane { host, y: 0.0, rows, bars: bars.into_iter().map(|(_, _, bar)| bar).collect(), marks: Vec::new() }
         })
         .collect();
     mark(report, &scale, &mut lanes);
@@ -334,11 +303,7 @@ pub(crate) fn layout(report: &Report) -> Timeline {
     }
     let mut lines = Vec::new();
     if let Some(deadline) = report.planned.deadline_ms {
-        lines.push(Line {
-            at: scale.at(deadline),
-            class: "deadline",
-            label: format!("deadline {}", utc(deadline)),
-        });
+        lines.push(Line { at: scale.at(deadline), class: "deadline", label: format!("deadline {}", utc(deadline)) });
     }
     if let (Some(end), Some(span)) = (estimate_end, report.planned.estimated_makespan_ms) {
         lines.push(Line {
@@ -348,22 +313,9 @@ pub(crate) fn layout(report: &Report) -> Timeline {
         });
     }
     if let Some(now) = now {
-        lines.push(Line {
-            at: scale.at(now),
-            class: "now",
-            label: format!("now {}", utc(now)),
-        });
+        lines.push(Line { at: scale.at(now), class: "now", label: format!("now {}", utc(now)) });
     }
-    Timeline {
-        t0: scale.t0,
-        t1: scale.t1,
-        ticks: ticks(&scale),
-        lanes,
-        bar,
-        pitch,
-        height: y.max(1.0),
-        lines,
-    }
+    Timeline { t0: scale.t0, t1: scale.t1, ticks: ticks(&scale), lanes, bar, pitch, height: y.max(1.0), lines }
 }
 
 /// Puts each bar in the first row free at its start (bars sorted by start); returns the
@@ -390,11 +342,7 @@ fn pack(bars: &mut [(f64, f64, Bar)]) -> usize {
 /// Marks the convergence decisions and fallbacks on the bars of the attempts they
 /// happened in, on both lanes.
 fn mark(report: &Report, scale: &Scale, lanes: &mut [Lane]) {
-    let lane_of: HashMap<String, usize> = lanes
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.host.clone(), i))
-        .collect();
+    let lane_of: HashMap<String, usize> = lanes.iter().enumerate().map(|(i, l)| (l.host.clone(), i)).collect();
     let mut index = 0;
     for m in &report.moves {
         let first = index;
@@ -409,18 +357,8 @@ fn mark(report: &Report, scale: &Scale, lanes: &mut [Lane]) {
                 let Some(lane) = lane_of.get(host.as_str()).map(|&i| &mut lanes[i]) else {
                     continue;
                 };
-                if let Some(row) = lane
-                    .bars
-                    .iter()
-                    .find(|b| b.attempt == attempt)
-                    .map(|b| b.row)
-                {
-                    lane.marks.push(Mark {
-                        x: scale.x(at),
-                        row,
-                        kind,
-                        attempt,
-                    });
+                if let Some(row) = lane.bars.iter().find(|b| b.attempt == attempt).map(|b| b.row) {
+                    lane.marks.push(Mark { x: scale.x(at), row, kind, attempt });
                 }
             }
         }
@@ -431,20 +369,14 @@ fn mark(report: &Report, scale: &Scale, lanes: &mut [Lane]) {
 fn marks_of(m: &MoveReport) -> Vec<(MarkKind, i64)> {
     let mut marks = Vec::new();
     for e in m.events.iter().filter(|e| e.kind == EventKind::Decision) {
-        let decision = e
-            .data
-            .as_ref()
-            .and_then(|d| d.get("decision"))
-            .and_then(|d| d.as_str())
-            .unwrap_or("");
-        let kind =
-            if decision == "start-post-copy" || e.message.starts_with("switched to post-copy") {
-                MarkKind::Fallback
-            } else if decision == "abort" || e.message.starts_with("aborted") {
-                MarkKind::Abort
-            } else {
-                MarkKind::Decision
-            };
+        let decision = e.data.as_ref().and_then(|d| d.get("decision")).and_then(|d| d.as_str()).unwrap_or("");
+        let kind = if decision == "start-post-copy" || e.message.starts_with("switched to post-copy") {
+            MarkKind::Fallback
+        } else if decision == "abort" || e.message.starts_with("aborted") {
+            MarkKind::Abort
+        } else {
+            MarkKind::Decision
+        };
         marks.push((kind, e.at_ms));
     }
     // A new attempt after one that failed falls back (to a cold move, to another target).
@@ -487,10 +419,7 @@ fn ticks(scale: &Scale) -> Vec<Tick> {
         24 * H,
     ];
     let length = scale.t1 - scale.t0;
-    let step = steps
-        .into_iter()
-        .find(|s| length / s <= 10)
-        .unwrap_or(24 * H);
+    let step = steps.into_iter().find(|s| length / s <= 10).unwrap_or(24 * H);
     let mut t = scale.t0.div_euclid(step) * step;
     if t < scale.t0 {
         t += step;
@@ -498,14 +427,7 @@ fn ticks(scale: &Scale) -> Vec<Tick> {
     let mut ticks = Vec::new();
     while t <= scale.t1 {
         let time = clock(t);
-        ticks.push(Tick {
-            x: scale.x(t),
-            label: if step >= M {
-                time[..5].to_owned()
-            } else {
-                time
-            },
-        });
+        ticks.push(Tick { x: scale.x(t), label: if step >= M { time[..5].to_owned() } else { time } });
         t += step;
     }
     ticks
@@ -522,13 +444,7 @@ pub(crate) fn svg(t: &Timeline, out: &mut String) {
          text-anchor=\"middle\">"
     );
     for tick in &t.ticks {
-        let _ = write!(
-            out,
-            "<text x=\"{:.0}\" y=\"{}\">{}</text>",
-            tick.x,
-            AXIS - 4.0,
-            tick.label
-        );
+        let _ = write!(out, "<text x=\"{:.0}\" y=\"{}\">{}</text>", tick.x, AXIS - 4.0, tick.label);
     }
     let mut labels: Vec<(f64, &Line)> = t
         .lines
@@ -601,32 +517,18 @@ pub(crate) fn svg(t: &Timeline, out: &mut String) {
         );
         // Bars grouped by colour (and side): the class is written once per group, not
         // once per bar. Integer units: a 1000-unit plot needs no more.
-        let mut groups: Vec<(&str, bool)> =
-            lane.bars.iter().map(|b| (b.class, b.inbound)).collect();
+        let mut groups: Vec<(&str, bool)> = lane.bars.iter().map(|b| (b.class, b.inbound)).collect();
         groups.sort_unstable();
         groups.dedup();
         for (class, inbound) in groups {
-            let _ = write!(
-                out,
-                "<g class=\"{class}{}\">",
-                if inbound { " in" } else { "" }
-            );
-            for bar in lane
-                .bars
-                .iter()
-                .filter(|b| b.class == class && b.inbound == inbound)
-            {
+            let _ = write!(out, "<g class=\"{class}{}\">", if inbound { " in" } else { "" });
+            for bar in lane.bars.iter().filter(|b| b.class == class && b.inbound == inbound) {
                 let _ = write!(out, "<rect x=\"{:.0}\"", bar.x);
                 if bar.row > 0 {
                     let _ = write!(out, " y=\"{:.0}\"", bar.row as f64 * t.pitch);
                 }
                 // One unit short, so that back-to-back bars in a row stay apart.
-                let _ = write!(
-                    out,
-                    " width=\"{:.0}\" data-a=\"{}\"/>",
-                    (bar.w - 1.0).max(1.0),
-                    bar.attempt
-                );
+                let _ = write!(out, " width=\"{:.0}\" data-a=\"{}\"/>", (bar.w - 1.0).max(1.0), bar.attempt);
             }
             out.push_str("</g>");
         }

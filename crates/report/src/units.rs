@@ -10,20 +10,10 @@ pub(crate) fn duration(ms: i64) -> String {
     }
     if tenths < 36_000 {
         let secs = tenths % 600;
-        return format!(
-            "{sign}{} min {:02}.{} s",
-            tenths / 600,
-            secs / 10,
-            secs % 10
-        );
+        return format!("{sign}{} min {:02}.{} s", tenths / 600, secs / 10, secs % 10);
     }
     let secs = (ms + 500) / 1000;
-    format!(
-        "{sign}{} h {:02} min {:02} s",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{sign}{} h {:02} min {:02} s", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// Bytes in MiB with one decimal.
@@ -34,19 +24,13 @@ pub(crate) fn mib(bytes: u64) -> String {
 /// `2026-11-23 20:30:15 UTC`.
 pub(crate) fn utc(ms: i64) -> String {
     let t = civil(ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
 /// `2026-11-23T20:30:15.123Z`.
 pub(crate) fn rfc3339(ms: i64) -> String {
     let t = civil(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli)
 }
 
 struct Civil {

@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use ferry_journal::{
-    Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState,
-};
+use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState};
 use ferry_model::{Phase, Status};
 use ferry_preview::estimate::{makespan, MakespanLimits, PlannedMove};
 use serde::ser::{SerializeMap, Serializer};
@@ -86,10 +84,7 @@ pub(crate) fn severity(status: Status) -> u8 {
     match status {
         Status::FailureLost | Status::RollbackFailed => 0,
         Status::FailureWait | Status::FailureInit | Status::PrecheckFailed => 1,
-        Status::Aborted
-        | Status::SkippedTimeout
-        | Status::SkippedDependency
-        | Status::SkippedNoPrevStatus => 2,
+        Status::Aborted | Status::SkippedTimeout | Status::SkippedDependency | Status::SkippedNoPrevStatus => 2,
         Status::Migrating | Status::Queued | Status::Pending => 3,
         Status::Success | Status::SuccessCold | Status::RolledBack => 4,
     }
@@ -137,8 +132,7 @@ pub fn run_view(run: &Run, statuses: impl IntoIterator<Item = Status>, now_ms: i
         parent: run.parent.clone(),
         state: run.state,
         owner: run.owner.clone(),
-        owner_alive: (run.state == RunState::Running)
-            .then(|| ferry_journal::owner_alive(run.heartbeat_ms, now_ms)),
+        owner_alive: (run.state == RunState::Running).then(|| ferry_journal::owner_alive(run.heartbeat_ms, now_ms)),
         heartbeat_ms: run.heartbeat_ms,
         abort_requested: run.abort_requested,
         created_ms: run.created_ms,
@@ -219,10 +213,7 @@ pub fn status_view(run: &Run, moves: &[Move], events: &[Event], now_ms: i64) -> 
 
 /// The events a report tells as a VM's story.
 pub(crate) fn is_vm_message(kind: EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Message | EventKind::Decision | EventKind::Status
-    )
+    matches!(kind, EventKind::Message | EventKind::Decision | EventKind::Status)
 }
 
 /// `ferry report`: everything the journal knows about a run.
@@ -258,18 +249,9 @@ pub fn planned(documents: &RunDocuments, moves: &[Move]) -> Planned {
     let plan = &documents.plan;
     let hosts = documents.cluster["hosts"]
         .as_array()
-        .map(|hosts| {
-            hosts
-                .iter()
-                .filter_map(|h| h["name"].as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|hosts| hosts.iter().filter_map(|h| h["name"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    let limit = |name: &str| {
-        plan["plan"]["limits"][name]
-            .as_u64()
-            .and_then(|v| usize::try_from(v).ok())
-    };
+    let limit = |name: &str| plan["plan"]["limits"][name].as_u64().and_then(|v| usize::try_from(v).ok());
     let by_uuid: HashMap<&str, &Move> = moves.iter().map(|m| (m.uuid.as_str(), m)).collect();
     let batch: Vec<PlannedMove> = plan["moves"]
         .as_array()
@@ -294,23 +276,13 @@ pub fn planned(documents: &RunDocuments, moves: &[Move]) -> Planned {
         .unwrap_or_default();
     let estimated_makespan_ms = match (limit("cluster"), limit("per_source"), limit("per_target")) {
         (Some(cluster), Some(per_source), Some(per_target)) if !batch.is_empty() => {
-            let limits = MakespanLimits {
-                cluster,
-                per_source,
-                per_target,
-            };
+            let limits = MakespanLimits { cluster, per_source, per_target };
             let seconds = makespan(&batch, &limits);
-            seconds
-                .is_finite()
-                .then(|| (seconds * 1000.0).round() as i64)
+            seconds.is_finite().then(|| (seconds * 1000.0).round() as i64)
         }
         _ => None,
     };
-    Planned {
-        deadline_ms: plan["plan"]["deadline"].as_i64().map(|s| s * 1000),
-        hosts,
-        estimated_makespan_ms,
-    }
+    Planned { deadline_ms: plan["plan"]["deadline"].as_i64().map(|s| s * 1000), hosts, estimated_makespan_ms }
 }
 
 /// One VM's move in a report.
@@ -488,13 +460,7 @@ pub fn build_report(
     reports.sort_by_key(|(seq, m)| (severity(m.status), *seq));
     let moves: Vec<MoveReport> = reports.into_iter().map(|(_, m)| m).collect();
     let summary = summarize(&moves);
-    Report {
-        run: run_view(run, moves.iter().map(|m| m.status), now_ms),
-        moves,
-        summary,
-        planned,
-        generated_ms: now_ms,
-    }
+    Report { run: run_view(run, moves.iter().map(|m| m.status), now_ms), moves, summary, planned, generated_ms: now_ms }
 }
 
 pub(crate) fn attempt_report(a: &Attempt) -> AttemptReport {
@@ -502,21 +468,13 @@ pub(crate) fn attempt_report(a: &Attempt) -> AttemptReport {
         Some(Value::Object(estimate)) => {
             let ms = |v: Option<u64>| v.map(|v| v as f64);
             let s = |v: Option<u64>| v.map(|v| v as f64 / 1000.0);
-            [
-                ("downtime_ms", ms(a.downtime_ms)),
-                ("total_s", s(a.wall_ms)),
-                ("transfer_s", s(a.job_ms)),
-            ]
-            .into_iter()
-            .filter_map(|(figure, actual)| {
-                let estimate = estimate.get(figure)?.as_f64()?;
-                Some(Comparison {
-                    figure,
-                    estimate,
-                    actual,
+            [("downtime_ms", ms(a.downtime_ms)), ("total_s", s(a.wall_ms)), ("transfer_s", s(a.job_ms))]
+                .into_iter()
+                .filter_map(|(figure, actual)| {
+                    let estimate = estimate.get(figure)?.as_f64()?;
+                    Some(Comparison { figure, estimate, actual })
                 })
-            })
-            .collect()
+                .collect()
         }
         _ => Vec::new(),
     };
@@ -541,11 +499,7 @@ pub(crate) fn attempt_report(a: &Attempt) -> AttemptReport {
 fn summarize(moves: &[MoveReport]) -> Summary {
     let first_start_ms = moves.iter().filter_map(|m| m.started_ms).min();
     // Only moves that started count: a move refused by its checks ends without starting.
-    let last_end_ms = moves
-        .iter()
-        .filter(|m| m.started_ms.is_some())
-        .filter_map(|m| m.ended_ms)
-        .max();
+    let last_end_ms = moves.iter().filter(|m| m.started_ms.is_some()).filter_map(|m| m.ended_ms).max();
     let worst = moves
         .iter()
         .flat_map(|m| m.attempts.iter().map(move |a| (a.downtime_ms, &m.vm)))
@@ -564,10 +518,6 @@ fn summarize(moves: &[MoveReport]) -> Summary {
         },
         worst_downtime_ms: worst.map(|(d, _)| d),
         worst_downtime_vm: worst.map(|(_, vm)| vm.clone()),
-        bytes: moves
-            .iter()
-            .flat_map(|m| &m.attempts)
-            .filter_map(|a| a.bytes)
-            .sum(),
+        bytes: moves.iter().flat_map(|m| &m.attempts).filter_map(|a| a.bytes).sum(),
     }
 }

@@ -43,16 +43,8 @@ pub fn dump(page: &Path, scratch: &Path) -> Dumped {
     let took = started.elapsed();
     let _ = std::fs::remove_dir_all(&profile);
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "chromium failed ({:?}):\n{log}",
-        out.status
-    );
-    Dumped {
-        html: String::from_utf8_lossy(&out.stdout).into_owned(),
-        log,
-        took,
-    }
+    assert!(out.status.success(), "chromium failed ({:?}):\n{log}", out.status);
+    Dumped { html: String::from_utf8_lossy(&out.stdout).into_owned(), log, took }
 }
 
 /// Takes a PNG screenshot of `page` at `width`×`height` CSS pixels.
@@ -60,13 +52,7 @@ pub fn screenshot(page: &Path, png: &Path, scratch: &Path, width: u32, height: u
     let profile = scratch.join(format!("chromium-shot-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--window-size={width},{height}"))
         .arg(format!("--screenshot={}", png.display()))
@@ -74,18 +60,12 @@ pub fn screenshot(page: &Path, png: &Path, scratch: &Path, width: u32, height: u
         .output()
         .expect("chromium runs");
     let _ = std::fs::remove_dir_all(&profile);
-    assert!(
-        out.status.success(),
-        "chromium --screenshot failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "chromium --screenshot failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The page's script errors, from Chromium's log.
 pub fn script_errors(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error")))
-        .collect()
+    log.lines().filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error"))).collect()
 }
 
 /// An element: its name, attributes and children.
@@ -108,24 +88,18 @@ pub enum Node {
     Text(String),
 }
 
-const VOID: [&str; 14] = [
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
-    "track", "wbr",
-];
+const VOID: [&str; 14] =
+    ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"];
 
 impl Element {
     /// The value of attribute `name`.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Whether the element's `class` attribute lists `class`.
     pub fn has_class(&self, class: &str) -> bool {
-        self.attr("class")
-            .is_some_and(|c| c.split_whitespace().any(|c| c == class))
+        self.attr("class").is_some_and(|c| c.split_whitespace().any(|c| c == class))
     }
 
     /// Every element under this one (depth first, document order) for which `pred` holds.
@@ -148,9 +122,7 @@ impl Element {
 
     /// The first element with `id`.
     pub fn by_id(&self, id: &str) -> Option<&Element> {
-        self.find_all(&|e| e.attr("id") == Some(id))
-            .into_iter()
-            .next()
+        self.find_all(&|e| e.attr("id") == Some(id)).into_iter().next()
     }
 
     /// Child elements named `name`.
@@ -183,10 +155,7 @@ impl Element {
 
 /// Reads Chromium's serialization of a document.
 pub fn parse(html: &str) -> Element {
-    let mut stack: Vec<Element> = vec![Element {
-        name: "#document".into(),
-        ..Element::default()
-    }];
+    let mut stack: Vec<Element> = vec![Element { name: "#document".into(), ..Element::default() }];
     let mut rest = html;
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix("<!--") {
@@ -201,27 +170,18 @@ pub fn parse(html: &str) -> Element {
             if stack.iter().skip(1).any(|e| e.name == name) {
                 while let Some(element) = stack.pop() {
                     let done = element.name == name;
-                    stack
-                        .last_mut()
-                        .expect("the document stays")
-                        .children
-                        .push(Node::Element(element));
+                    stack.last_mut().expect("the document stays").children.push(Node::Element(element));
                     if done {
                         break;
                     }
                 }
             }
-        } else if rest.starts_with('<') && rest[1..].starts_with(|c: char| c.is_ascii_alphabetic())
-        {
+        } else if rest.starts_with('<') && rest[1..].starts_with(|c: char| c.is_ascii_alphabetic()) {
             let (element, self_closing, after) = start_tag(&rest[1..]);
             rest = after;
             let raw = element.name == "script" || element.name == "style";
             if VOID.contains(&element.name.as_str()) || self_closing {
-                stack
-                    .last_mut()
-                    .expect("the document stays")
-                    .children
-                    .push(Node::Element(element));
+                stack.last_mut().expect("the document stays").children.push(Node::Element(element));
             } else if raw {
                 let close = format!("</{}", element.name);
                 let end = rest.find(&close).unwrap_or(rest.len());
@@ -229,45 +189,28 @@ pub fn parse(html: &str) -> Element {
                 element.children.push(Node::Text(rest[..end].to_string()));
                 rest = &rest[end..];
                 rest = rest.find('>').map_or("", |e| &rest[e + 1..]);
-                stack
-                    .last_mut()
-                    .expect("the document stays")
-                    .children
-                    .push(Node::Element(element));
+                stack.last_mut().expect("the document stays").children.push(Node::Element(element));
             } else {
                 stack.push(element);
             }
         } else {
             let first = rest.chars().next().map_or(1, char::len_utf8);
             let end = rest[first..].find('<').map_or(rest.len(), |i| i + first);
-            stack
-                .last_mut()
-                .expect("the document stays")
-                .children
-                .push(Node::Text(decode(&rest[..end])));
+            stack.last_mut().expect("the document stays").children.push(Node::Text(decode(&rest[..end])));
             rest = &rest[end..];
         }
     }
     while stack.len() > 1 {
         let element = stack.pop().expect("more than one");
-        stack
-            .last_mut()
-            .expect("the document stays")
-            .children
-            .push(Node::Element(element));
+        stack.last_mut().expect("the document stays").children.push(Node::Element(element));
     }
     stack.pop().expect("the document")
 }
 
 /// A start tag after its `<`: the element, whether it closed itself, the rest.
 fn start_tag(s: &str) -> (Element, bool, &str) {
-    let name_end = s
-        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
-        .unwrap_or(s.len());
-    let mut element = Element {
-        name: s[..name_end].to_ascii_lowercase(),
-        ..Element::default()
-    };
+    let name_end = s.find(|c: char| c.is_whitespace() || c == '>' || c == '/').unwrap_or(s.len());
+    let mut element = Element { name: s[..name_end].to_ascii_lowercase(), ..Element::default() };
     let mut rest = &s[name_end..];
     loop {
         rest = rest.trim_start();
@@ -280,9 +223,7 @@ fn start_tag(s: &str) -> (Element, bool, &str) {
         if rest.is_empty() {
             return (element, false, rest);
         }
-        let end = rest
-            .find(|c: char| c == '=' || c == '>' || c.is_whitespace() || c == '/')
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| c == '=' || c == '>' || c.is_whitespace() || c == '/').unwrap_or(rest.len());
         let name = rest[..end].to_string();
         rest = &rest[end..];
         if let Some(after) = rest.strip_prefix("=\"") {
@@ -290,9 +231,7 @@ fn start_tag(s: &str) -> (Element, bool, &str) {
             element.attrs.push((name, decode(&after[..close])));
             rest = after.get(close + 1..).unwrap_or("");
         } else if let Some(after) = rest.strip_prefix('=') {
-            let close = after
-                .find(|c: char| c.is_whitespace() || c == '>')
-                .unwrap_or(after.len());
+            let close = after.find(|c: char| c.is_whitespace() || c == '>').unwrap_or(after.len());
             element.attrs.push((name, decode(&after[..close])));
             rest = &after[close..];
         } else {
@@ -367,69 +306,35 @@ pub struct ReportPage {
 /// Reads a report page from Chromium's DOM dump.
 pub fn report_page(html: &str) -> ReportPage {
     let doc = parse(html);
-    let ready = doc
-        .find_all(&|e| e.name == "html")
-        .first()
-        .is_some_and(|h| h.attr("data-ready").is_some());
+    let ready = doc.find_all(&|e| e.name == "html").first().is_some_and(|h| h.attr("data-ready").is_some());
     let lanes = doc
         .find_all(&|e| e.name == "g" && e.has_class("lane"))
         .into_iter()
         .map(|lane| {
-            let host = lane
-                .attr("data-host")
-                .expect("a lane names its host")
-                .to_string();
+            let host = lane.attr("data-host").expect("a lane names its host").to_string();
             let bars = lane
                 .find_all(&|e| e.name == "rect")
                 .into_iter()
-                .map(|r| {
-                    r.attr("data-a")
-                        .and_then(|a| a.parse().ok())
-                        .expect("a bar names its attempt")
-                })
+                .map(|r| r.attr("data-a").and_then(|a| a.parse().ok()).expect("a bar names its attempt"))
                 .collect();
             (host, bars)
         })
         .collect();
     let table = doc.by_id("vms").expect("the VM table");
-    let header = table
-        .find_all(&|e| e.name == "th")
-        .into_iter()
-        .map(Element::text)
-        .collect();
+    let header = table.find_all(&|e| e.name == "th").into_iter().map(Element::text).collect();
     let rows = table
         .find_all(&|e| e.name == "tbody")
         .into_iter()
         .flat_map(|body| body.children_named("tr"))
-        .map(|tr| {
-            tr.children_named("td")
-                .into_iter()
-                .map(Element::text)
-                .collect()
-        })
+        .map(|tr| tr.children_named("td").into_iter().map(Element::text).collect())
         .collect();
-    let data = doc
-        .by_id("data")
-        .map(Element::text)
-        .expect("the script's data");
+    let data = doc.by_id("data").map(Element::text).expect("the script's data");
     let data = serde_json::from_str(&data).expect("the data is JSON");
     let failures = doc
         .by_id("failures")
-        .map(|f| {
-            f.find_all(&|e| e.name == "li")
-                .into_iter()
-                .map(Element::text)
-                .collect()
-        })
+        .map(|f| f.find_all(&|e| e.name == "li").into_iter().map(Element::text).collect())
         .unwrap_or_default();
-    ReportPage {
-        ready,
-        lanes,
-        header,
-        rows,
-        data,
-        failures,
-    }
+    ReportPage { ready, lanes, header, rows, data, failures }
 }
 
 /// A page open in headless Chromium, driven through the DevTools protocol on a pipe
@@ -459,13 +364,7 @@ impl Browser {
         let _ = std::fs::remove_dir_all(&profile);
         let mut command = Command::new("chromium");
         command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-pipe",
-            ])
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-pipe"])
             .arg("--window-size=1280,900")
             .arg(format!("--user-data-dir={}", profile.display()))
             .stdout(std::process::Stdio::null())
@@ -480,39 +379,20 @@ impl Browser {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .expect("chromium runs (scripts/setup installs it)");
+        let child = command.spawn().expect("chromium runs (scripts/setup installs it)");
         drop((chromium_reads, chromium_writes));
-        let mut browser = Browser {
-            child,
-            to,
-            from: std::io::BufReader::new(from),
-            next_id: 0,
-            session: String::new(),
-            profile,
-        };
-        let target = browser.call(
-            "Target.createTarget",
-            serde_json::json!({ "url": "about:blank" }),
-            None,
-        );
+        let mut browser =
+            Browser { child, to, from: std::io::BufReader::new(from), next_id: 0, session: String::new(), profile };
+        let target = browser.call("Target.createTarget", serde_json::json!({ "url": "about:blank" }), None);
         let attached = browser.call(
             "Target.attachToTarget",
             serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
             None,
         );
-        browser.session = attached["sessionId"]
-            .as_str()
-            .expect("a session")
-            .to_owned();
+        browser.session = attached["sessionId"].as_str().expect("a session").to_owned();
         browser.call("Page.enable", serde_json::json!({}), None);
         let url = format!("file://{}", page.display());
-        browser.call(
-            "Page.navigate",
-            serde_json::json!({ "url": url }),
-            Some("Page.loadEventFired"),
-        );
+        browser.call("Page.navigate", serde_json::json!({ "url": url }), Some("Page.loadEventFired"));
         browser
     }
 
@@ -523,26 +403,17 @@ impl Browser {
             serde_json::json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
             None,
         );
-        assert!(
-            result.get("exceptionDetails").is_none(),
-            "{expression}: {result}"
-        );
+        assert!(result.get("exceptionDetails").is_none(), "{expression}: {result}");
         result["result"]["value"].clone()
     }
 
     /// Sends one command (to the page's session once there is one) and reads until its
     /// answer and, if given, the event `wait_for` (which may come first).
-    fn call(
-        &mut self,
-        method: &str,
-        params: serde_json::Value,
-        wait_for: Option<&str>,
-    ) -> serde_json::Value {
+    fn call(&mut self, method: &str, params: serde_json::Value, wait_for: Option<&str>) -> serde_json::Value {
         use std::io::{BufRead, Write};
 
         self.next_id += 1;
-        let mut message =
-            serde_json::json!({ "id": self.next_id, "method": method, "params": params });
+        let mut message = serde_json::json!({ "id": self.next_id, "method": method, "params": params });
         if !self.session.is_empty() {
             message["sessionId"] = serde_json::json!(self.session);
         }
@@ -552,10 +423,7 @@ impl Browser {
         let (mut answer, mut event) = (None, wait_for.is_none());
         while answer.is_none() || !event {
             let mut raw = Vec::new();
-            let n = self
-                .from
-                .read_until(0, &mut raw)
-                .expect("read from chromium");
+            let n = self.from.read_until(0, &mut raw).expect("read from chromium");
             assert!(n > 0, "chromium closed the pipe");
             raw.pop();
             let reply: serde_json::Value = serde_json::from_slice(&raw).expect("a JSON message");
