@@ -1,13 +1,18 @@
 //! `ferry`: the command line. A thin layer: parses arguments, calls the library crates,
 //! prints results, maps outcomes to exit codes (0 success, 1 something failed, 2 bad input).
 
+mod cleanup;
 mod cluster;
+mod drain;
+mod hooks;
+mod inputs;
 mod inventory;
 mod lab;
 mod moving;
 mod preview;
 mod progress;
 mod report;
+mod rollback;
 mod runs;
 mod show;
 mod state;
@@ -63,6 +68,17 @@ enum Command {
     /// Abort a run from another terminal: running migrations are cancelled, their VMs stay
     /// on their sources, nothing new starts.
     Abort(runs::AbortArgs),
+    /// Empty a host: every VM moves off (never onto it), then, with --return-after CMD,
+    /// CMD runs and every VM comes back. Runs and journals like `ferry migrate`.
+    Drain(drain::DrainArgs),
+    /// Undo a run: every VM it moved goes back to where it was when the run started, as a
+    /// new run of kind rollback (ROLLED-BACK / ROLLBACK-FAILED). Idempotent; with
+    /// --from-hypervisor it needs no journal.
+    Rollback(rollback::RollbackArgs),
+    /// Reconcile: find where each VM of a run (or --vm) really runs; remove stale copies,
+    /// migration jobs nobody owns, volumes of failed moves and stale metadata. Every action
+    /// is printed first; --dry-run only prints.
+    Cleanup(cleanup::CleanupArgs),
     /// Every run in the journal: plan, state (and whether its owner is alive), moves per
     /// status.
     Runs(report::RunsArgs),
@@ -105,6 +121,9 @@ fn main() -> ExitCode {
         Command::Migrate(args) => runtime().block_on(runs::migrate(args, cli.output)),
         Command::Resume(args) => runtime().block_on(runs::resume(args, cli.output)),
         Command::Abort(args) => runtime().block_on(runs::abort(args, cli.output)),
+        Command::Drain(args) => runtime().block_on(drain::drain(args, cli.output)),
+        Command::Rollback(args) => runtime().block_on(rollback::rollback(args, cli.output)),
+        Command::Cleanup(args) => runtime().block_on(cleanup::cleanup(args, cli.output)),
         Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),
         Command::Status(args) => runtime().block_on(report::status(args, cli.output)),
         Command::Report(args) => runtime().block_on(report::report(args, cli.output)),

@@ -8,8 +8,8 @@ use ferry_driver::{Driver, MoveReport};
 use ferry_engine::{Command, Manual, MoveSpec, RunSettings};
 use ferry_journal::{NewMove, NewRun, RunKind};
 use ferry_libvirt::LibvirtDriver;
-use ferry_model::{Location, Status, Vm, VmState};
-use ferry_plan::{Limits, Mode, Plan, PlannedMove, Policy, Target};
+use ferry_model::{Location, Status, Vm};
+use ferry_plan::{Hooks, Limits, Mode, Plan, PlannedMove, Policy, Target};
 use serde::Serialize;
 
 use crate::cluster::ClusterArg;
@@ -129,6 +129,7 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         postcopy: args.postcopy,
         delete_source_volumes: args.delete_source_volumes,
         shutdown_timeout_s: args.shutdown_timeout,
+        max_downtime_ms: args.max_downtime.unwrap_or(Policy::default().max_downtime_ms),
         ..Policy::default()
     };
     let manual = Manual {
@@ -150,21 +151,13 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
             order: 0,
             priority: 0,
             line: 0,
+            pre_hook: None,
+            post_hook: None,
         }],
         drains: Vec::new(),
+        hooks: Hooks::default(),
     };
-    let specs = vec![MoveSpec {
-        vm: vm.name.clone(),
-        uuid: vm.uuid.clone(),
-        from: vm.host.clone(),
-        to: Target::Host(args.to.clone()),
-        group: None,
-        order: 0,
-        priority: 0,
-        memory_mib: vm.memory_mib,
-        running: vm.state == VmState::Running,
-        estimate: None,
-    }];
+    let specs = vec![MoveSpec::to_host(&vm, &args.to)];
     let document =
         RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
     let new_run = NewRun {

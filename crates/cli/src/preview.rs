@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use ferry_driver::Driver;
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::Inventory;
-use ferry_preview::checks::{CheckName, Outcome};
+use ferry_preview::checks::Outcome;
 use ferry_preview::{Preview, PreviewConfig};
 
 use crate::cluster::ClusterArg;
+use crate::inputs::Inputs;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// `ferry preview` arguments.
@@ -45,29 +46,10 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         eprintln!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     };
-    let mut problems = Vec::new();
-    let ignore: Vec<CheckName> = args
-        .ignore
-        .iter()
-        .filter_map(|name| name.parse().map_err(|e: String| problems.push(format!("--ignore: {e}"))).ok())
-        .collect();
-    let plan_name = args.plan.display().to_string();
-    let plan = match std::fs::read_to_string(&args.plan) {
-        Ok(text) => ferry_plan::parse_plan(&plan_name, &text)
-            .map_err(|errors| problems.extend(errors.iter().map(ToString::to_string)))
-            .ok(),
-        Err(e) => {
-            problems.push(format!("{plan_name}: {e}"));
-            None
-        }
+    let Inputs { plan, cluster, ignore, .. } = match crate::inputs::load(&args.plan, &args.cluster, &args.ignore) {
+        Ok(inputs) => inputs,
+        Err(e) => return bad(e),
     };
-    let cluster = args.cluster.load().map_err(|e| problems.push(e)).ok();
-    let (Some(plan), Some((_, cluster))) = (plan, cluster) else {
-        return bad(problems.join("\n"));
-    };
-    if !problems.is_empty() {
-        return bad(problems.join("\n"));
-    }
     let driver = LibvirtDriver::new(cluster.clone());
     let inventory: Inventory = match &args.inventory {
         Some(path) => {

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_journal::{Journal, JournalError, Run};
 use ferry_report::{
-    build_report, format_report, format_runs, format_status, html, planned, report_csv, run_view, status_view,
+    build_report, format_report, format_runs, format_status, html, legs, planned, report_csv, run_view, status_view,
 };
 use serde::Serialize;
 
@@ -173,7 +173,16 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let attempts = journal.attempts(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
         let planned = planned(&journal.run_documents(&run.id).await?, &moves);
-        let report = build_report(&run, &moves, &attempts, &events, planned, now_ms());
+        let mut report = build_report(&run, &moves, &attempts, &events, planned, now_ms());
+        let all = journal.runs().await?;
+        let mut linked = std::collections::HashMap::new();
+        for r in all
+            .iter()
+            .filter(|r| r.parent.as_deref() == Some(run.id.as_str()) || run.parent.as_deref() == Some(r.id.as_str()))
+        {
+            linked.insert(r.id.clone(), journal.moves(&r.id).await?);
+        }
+        report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), now_ms());
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_driver::Driver;
@@ -11,13 +11,15 @@ use ferry_engine::{Command, Engine, Manual, MoveSpec, RunEnd, RunSettings};
 use ferry_journal::{Journal, JournalError, NewMove, NewRun, Run, RunKind, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{ClusterSpec, Status, VmState};
-use ferry_plan::{Plan, Target};
+use ferry_plan::{OnFailure, Plan, Target};
 use ferry_preview::checks::{CheckName, Outcome};
 use ferry_preview::PreviewConfig;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cluster::ClusterArg;
+use crate::hooks::{self, Hooked};
+use crate::inputs::Inputs;
 use crate::state::{owner_alive, StateArg};
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -83,45 +85,56 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         eprintln!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     };
-    let mut problems = Vec::new();
-    let ignore: Vec<CheckName> = args
-        .ignore
-        .iter()
-        .filter_map(|name| name.parse().map_err(|e: String| problems.push(format!("--ignore: {e}"))).ok())
-        .collect();
-    let deadline = args
-        .deadline
-        .as_deref()
-        .map(|d| ferry_plan::time::parse_rfc3339(d).map_err(|e| problems.push(format!("--deadline: {e}"))).ok());
-    let plan_name = args.plan.display().to_string();
-    let plan = match std::fs::read_to_string(&args.plan) {
-        Ok(text) => ferry_plan::parse_plan(&plan_name, &text)
-            .map_err(|errors| problems.extend(errors.iter().map(ToString::to_string)))
-            .ok(),
-        Err(e) => {
-            problems.push(format!("{plan_name}: {e}"));
-            None
+    let deadline = args.deadline.as_deref().map(ferry_plan::time::parse_rfc3339).transpose();
+    let inputs = crate::inputs::load(&args.plan, &args.cluster, &args.ignore);
+    let (deadline, Inputs { mut plan, cluster, ignore, .. }) = match (deadline, inputs) {
+        (Ok(deadline), Ok(inputs)) => (deadline, inputs),
+        (deadline, inputs) => {
+            let problems: Vec<String> =
+                [deadline.err().map(|e| format!("--deadline: {e}")), inputs.err()].into_iter().flatten().collect();
+            return bad(problems.join("\n"));
         }
     };
-    let cluster = args.cluster.load().map_err(|e| problems.push(e)).ok();
-    let (Some(mut plan), Some((_, cluster))) = (plan, cluster) else {
-        return bad(problems.join("\n"));
-    };
-    if !problems.is_empty() {
-        return bad(problems.join("\n"));
+    if deadline.is_some() {
+        plan.deadline = deadline;
     }
-    if let Some(Some(d)) = deadline {
-        plan.deadline = Some(d);
-    }
-    let journal = match args.state.open().await {
-        Ok(j) => j,
-        Err(e) => return bad(format!("--state: {e}")),
+    start(Start { plan, cluster, state: &args.state, ignore, measure: args.measure }, output).await
+}
+
+/// A plan about to run: `ferry migrate`'s, or the one `ferry drain` makes.
+pub struct Start<'a> {
+    /// The plan, validated.
+    pub plan: Plan,
+    /// The hosts.
+    pub cluster: ClusterSpec,
+    /// Where the run goes: the journal is opened (created) only once the plan proved good.
+    pub state: &'a StateArg,
+    /// Checks whose failures are waived.
+    pub ignore: Vec<CheckName>,
+    /// Measure dirty rates before estimating.
+    pub measure: bool,
+}
+
+/// Runs a plan: previews it, journals the run, runs its pre-run hook, its moves (with their
+/// hooks), then, for each drained host, its hook and the return of its VMs, then its
+/// post-run hook. Exit 0 when every move succeeded and no hook failed under `fail`.
+pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
+    let bad = |e: String| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_BAD_INPUT)
     };
+    let Start { plan, cluster, state, ignore, measure } = start;
+    let plan_name = plan.file.clone();
     let driver = Arc::new(LibvirtDriver::new(cluster.clone()));
     let inventory = driver.inventory().await;
     let resolved = match ferry_plan::resolve(&plan, &cluster, &inventory) {
         Ok(moves) => moves,
         Err(errors) => return bad(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+    };
+    // The journal is opened (created) only once the plan proved good.
+    let journal = match state.open().await {
+        Ok(j) => j,
+        Err(e) => return bad(format!("--state: {e}")),
     };
     let resume_from = match &plan.resume_from {
         Some(previous) => match previous_statuses(&journal, previous).await {
@@ -131,7 +144,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         None => None,
     };
     let mut config = PreviewConfig { ignore, ..PreviewConfig::default() };
-    if args.measure {
+    if measure {
         let uuids = resolved.iter().map(|m| m.uuid.clone()).collect();
         config.dirty_rates = driver.measure_dirty_rates(uuids, 3).await.0;
     }
@@ -176,6 +189,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
             priority: m.priority,
             memory_mib: vm.map_or(0, |v| v.memory_mib),
             running: vm.is_some_and(|v| v.state == VmState::Running),
+            dirty_mib_s: p.estimate.as_ref().filter(|e| e.dirty_measured).map(|e| e.dirty_mib_s),
             estimate: p.estimate.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         });
     }
@@ -209,6 +223,29 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
             );
         }
     }
+    let quiet = output == Output::Json;
+    let timeout = Duration::from_secs(plan.hooks.timeout_s);
+    if let Some(command) = &plan.hooks.pre_run {
+        let ran =
+            hooks::run_for_run(&journal, &run.id, "pre-run", "pre-run hook", command, plan_env(&plan), timeout, quiet)
+                .await;
+        if !ran.ok() && plan.hooks.on_failure == OnFailure::Fail {
+            return match end_unstarted(&journal, &run.id, "not started: the pre-run hook failed (on_failure = fail)")
+                .await
+            {
+                Ok(()) => {
+                    if !quiet {
+                        println!("run {} finished: the pre-run hook failed; nothing moved", run.id);
+                    }
+                    ExitCode::from(EXIT_FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+        }
+    }
     let settings = RunSettings {
         run_id: run.id.clone(),
         owner: owner(),
@@ -219,7 +256,59 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         unavailable,
         manual: Manual::default(),
     };
-    execute(driver, journal, cluster, inventory, settings, specs, run.generation, output).await
+    let mut ok = execute(
+        driver.clone(),
+        journal.clone(),
+        cluster.clone(),
+        inventory,
+        settings,
+        specs,
+        run.generation,
+        &plan,
+        output,
+    )
+    .await;
+    ok &= crate::drain::after(&driver, &journal, &run.id, &plan, &cluster, output).await;
+    if let Some(command) = &plan.hooks.post_run {
+        let ran = hooks::run_for_run(
+            &journal,
+            &run.id,
+            "post-run",
+            "post-run hook",
+            command,
+            plan_env(&plan),
+            timeout,
+            quiet,
+        )
+        .await;
+        ok &= ran.ok() || plan.hooks.on_failure == OnFailure::Warn;
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// The environment of a run-level hook besides the run id.
+fn plan_env(plan: &Plan) -> Vec<(String, String)> {
+    vec![("FERRY_PLAN".into(), plan.name.clone())]
+}
+
+/// Ends every move of the run that has not ended with FAILURE-INIT and `message`, and the
+/// run as finished.
+async fn end_unstarted(journal: &Journal, run_id: &str, message: &str) -> Result<(), String> {
+    for m in journal.moves(run_id).await.map_err(|e| e.to_string())? {
+        if !m.status.is_terminal() {
+            journal
+                .set_status(run_id, &m.uuid, m.generation, Status::FailureInit, message)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let run = journal.run(run_id).await.map_err(|e| e.to_string())?;
+    journal.set_run_state(run_id, run.generation, RunState::Finished).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Creates a run and its moves in the journal.
@@ -240,12 +329,8 @@ async fn previous_statuses(journal: &Journal, id: &str) -> Result<HashMap<String
 
 /// Runs `ferry resume`.
 pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
-    let journal = match args.state.open_existing().await {
-        Ok(j) => j,
-        Err(e) => return bad_input(e),
-    };
-    let run = match find_run(&journal, &args.run).await {
-        Ok(run) => run,
+    let (journal, run) = match open_run(&args.state, &args.run).await {
+        Ok(opened) => opened,
         Err(e) => return bad_input(e),
     };
     if run.state.is_ended() {
@@ -306,19 +391,33 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         unavailable: document.unavailable.clone(),
         manual: document.manual.clone(),
     };
-    execute(driver, journal, cluster, inventory, settings, document.moves, generation, output).await
+    let mut ok = execute(
+        driver.clone(),
+        journal.clone(),
+        cluster.clone(),
+        inventory,
+        settings,
+        document.moves,
+        generation,
+        &document.plan,
+        output,
+    )
+    .await;
+    // A drained host's hook and the return of its VMs, if the run stopped before them.
+    ok &= crate::drain::after(&driver, &journal, &run.id, &document.plan, &cluster, output).await;
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
 }
 
 /// Runs `ferry abort`: asks the process running the run to abort it, and waits for it;
 /// when no process runs it (it died), aborts it here: jobs still running are cancelled,
 /// moves in flight are settled against the hypervisors, the rest end ABORTED.
 pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
-    let journal = match args.state.open_existing().await {
-        Ok(j) => j,
-        Err(e) => return bad_input(e),
-    };
-    let run = match find_run(&journal, &args.run).await {
-        Ok(run) => run,
+    let (journal, run) = match open_run(&args.state, &args.run).await {
+        Ok(opened) => opened,
         Err(e) => return bad_input(e),
     };
     if run.state.is_ended() {
@@ -368,7 +467,7 @@ pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
     }
 }
 
-async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &str) -> Result<(), String> {
+pub(crate) async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &str) -> Result<(), String> {
     let settled = ferry_engine::reconcile(driver, journal, run_id, Duration::ZERO).await.map_err(|e| e.to_string())?;
     for r in settled {
         println!("{}: {}: {}", r.vm, r.status, r.message);
@@ -386,9 +485,10 @@ async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &st
     Ok(())
 }
 
-/// Runs the engine with Ctrl-C handling and progress, then prints the outcome.
+/// Runs the engine with Ctrl-C handling, progress and the plan's per-VM hooks, then prints
+/// the outcome. True when every move succeeded and no hook failed under `fail`.
 #[allow(clippy::too_many_arguments, reason = "one call site per command; a struct would only rename them")]
-async fn execute(
+pub async fn execute(
     driver: Arc<LibvirtDriver>,
     journal: Journal,
     cluster: ClusterSpec,
@@ -396,30 +496,31 @@ async fn execute(
     settings: RunSettings,
     specs: Vec<MoveSpec>,
     generation: i64,
+    plan: &Plan,
     output: Output,
-) -> ExitCode {
+) -> bool {
     let run_id = settings.run_id.clone();
-    let run = Drive { driver, journal, cluster, inventory, settings, specs, generation };
+    let failed = Arc::new(Mutex::new(None));
+    let uuids: Vec<(String, String)> = specs.iter().map(|s| (s.uuid.clone(), s.vm.clone())).collect();
+    let hooked = Hooked::new(driver, plan, &uuids, journal.clone(), &run_id, failed.clone(), output == Output::Json);
+    let run = Drive { driver: Arc::new(hooked), journal, cluster, inventory, settings, specs, generation };
     match run.drive(&[Command::Stop, Command::Abort], output).await {
         Ok(end) => {
             print_end(&run_id, &end, output);
-            if end.moves.iter().all(|m| m.status.is_success()) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILURE)
-            }
+            let hook_failed = failed.lock().map(|f| f.is_some()).unwrap_or(true);
+            end.moves.iter().all(|m| m.status.is_success()) && !hook_failed
         }
         Err(e) => {
             eprintln!("ferry: {e}");
-            ExitCode::from(EXIT_FAILURE)
+            false
         }
     }
 }
 
 /// A run ready to go: the engine's inputs and the run's generation in the journal.
-pub struct Drive {
+pub struct Drive<D> {
     /// The hosts.
-    pub driver: Arc<LibvirtDriver>,
+    pub driver: Arc<D>,
     /// The journal holding the run.
     pub journal: Journal,
     /// The cluster file.
@@ -434,7 +535,7 @@ pub struct Drive {
     pub generation: i64,
 }
 
-impl Drive {
+impl<D: Driver> Drive<D> {
     /// Takes the run's lease and runs the engine, showing progress on stderr. Each Ctrl-C
     /// sends the next of `interrupts` to the engine.
     pub async fn drive(self, interrupts: &[Command], output: Output) -> Result<RunEnd, String> {
@@ -486,7 +587,14 @@ fn print_end(run_id: &str, end: &RunEnd, output: Output) {
     println!("details: ferry report {run_id}");
 }
 
-async fn find_run(journal: &Journal, id: &str) -> Result<Run, String> {
+/// The journal and run `id` in it.
+async fn open_run(state: &StateArg, id: &str) -> Result<(Journal, Run), String> {
+    let journal = state.open_existing().await?;
+    let run = find_run(&journal, id).await?;
+    Ok((journal, run))
+}
+
+pub(crate) async fn find_run(journal: &Journal, id: &str) -> Result<Run, String> {
     match journal.run(id).await {
         Ok(run) => Ok(run),
         Err(JournalError::RunNotFound { .. }) => {
@@ -500,7 +608,7 @@ async fn find_run(journal: &Journal, id: &str) -> Result<Run, String> {
     }
 }
 
-async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterSpec), String> {
+pub(crate) async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterSpec), String> {
     let docs = journal.run_documents(id).await.map_err(|e| e.to_string())?;
     let document: RunDocument = serde_json::from_value(docs.plan)
         .map_err(|e| format!("run {id}: its plan in the journal is unreadable: {e}"))?;
@@ -510,21 +618,21 @@ async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterS
 }
 
 /// 0 when every move of the run succeeded, 1 otherwise.
-async fn exit_for(journal: &Journal, id: &str) -> ExitCode {
+pub(crate) async fn exit_for(journal: &Journal, id: &str) -> ExitCode {
     match journal.moves(id).await {
         Ok(moves) if moves.iter().all(|m| m.status.is_success()) => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_FAILURE),
     }
 }
 
-fn bad_input(e: String) -> ExitCode {
+pub(crate) fn bad_input(e: String) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
 /// Whether another process holds the run: its owner beat recently, and, when it ran on
 /// this machine, its process still exists (a killed ferry is known dead at once).
-fn held_by_another(run: &Run, me: &str) -> bool {
+pub(crate) fn held_by_another(run: &Run, me: &str) -> bool {
     let Some(owner) = run.owner.as_deref() else { return false };
     if owner == me || !owner_alive(run.heartbeat_ms, now_ms()) {
         return false;
@@ -540,6 +648,6 @@ pub fn owner() -> String {
     format!("{}:{}", host.trim(), std::process::id())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -97,6 +97,12 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
         ),
         ("empty-resume.toml", "cluster.toml", &["empty-resume.toml:2: plan.resume_from: must name a run id"]),
         (
+            "bad-hook-policy.toml",
+            "cluster.toml",
+            &["bad-hook-policy.toml:2: hooks.on_failure: \"ignore\" is not one of fail, warn"],
+        ),
+        ("empty-hook.toml", "cluster.toml", &["empty-hook.toml:4: move[0].post_hook: an empty command"]),
+        (
             "many-errors.toml",
             "cluster.toml",
             &["many-errors.toml:2: limits.cluster", "many-errors.toml:3: limits.per_source"],
@@ -142,6 +148,32 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
         other => panic!("a host was contacted: {other:?}"),
     }
+    drop(listener);
+
+    // `ferry migrate` reads the same files the same way: the same errors, exit 2, no run
+    // started, not even a journal created. (It asks the hosts for their VMs to check names;
+    // with the sentinel closed they are unreachable.)
+    let state = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("corpus-journal.db");
+    let _ = std::fs::remove_file(&state);
+    for (plan, cluster, expect) in cases {
+        let out = ferry(&[
+            "migrate",
+            corpus(plan).to_str().expect("utf-8"),
+            "--cluster",
+            corpus(cluster).to_str().expect("utf-8"),
+            "--state",
+            state.to_str().expect("utf-8"),
+        ]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "migrate {plan} with {cluster}:\n{stdout}{stderr}");
+        assert!(stdout.is_empty(), "migrate {plan}: no run id on bad input: {stdout}");
+        for e in *expect {
+            // The hosts are unreachable here, so a VM name gets no suggestion.
+            let e = e.split(" on any host").next().unwrap_or(e);
+            assert!(stderr.contains(e), "migrate {plan} with {cluster}: expected {e:?} in:\n{stderr}");
+        }
+    }
+    assert!(!state.exists(), "no journal was created");
 }
 
 #[test]

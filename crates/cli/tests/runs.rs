@@ -339,3 +339,117 @@ fn next_host(host: &str) -> String {
     }
     .to_string()
 }
+
+/// A plan moving vm-2 (shared disk) from host-b to host-a with `policy` lines.
+fn one_move(lab: &RunLab, name: &str, policy: &str) -> PathBuf {
+    lab.plan(
+        name,
+        &format!("[plan]\nname = \"{name}\"\n[policy]\n{policy}\n[[move]]\nvm = \"vm-2\"\nto = \"host-a\"\n"),
+    )
+}
+
+/// The decisions journaled for a run's VM, in words.
+fn decisions(lab: &RunLab, run: &str) -> Vec<String> {
+    let (rt, journal) = lab.journal();
+    let events = rt.block_on(journal.events(run, None)).expect("events");
+    events.into_iter().filter(|e| e.kind == ferry_journal::EventKind::Decision).map(|e| e.message).collect()
+}
+
+/// Moves vm-2 back to host-b with plain virsh (no cap), so the next case starts the same.
+fn put_back(lab: &RunLab) {
+    let out = Command::new("virsh")
+        .args(["-c", &lab.lab.uri("host-a"), "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "vm-2"])
+        .arg(lab.lab.uri("host-b"))
+        .args(["--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
+        .output()
+        .expect("virsh runs");
+    assert!(out.status.success(), "virsh migrate back: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+// A guest dirtying 24 MiB/s over a 28 MiB working set, behind a 12 MiB/s link: every pass
+// resends the whole working set, so pre-copy alone never converges.
+const BUSY: [&str; 8] = ["--hosts", "2", "--vms", "2", "--mem", "128", "--dirty", "24"];
+
+#[test]
+fn a_guest_too_busy_for_its_link_converges_with_auto_converge_or_post_copy_where_virsh_does_not() {
+    let lab = RunLab::up("conv-help", 7_000, &BUSY);
+    let cluster = lab.cluster_with_link(12);
+
+    // Baseline: virsh with the same cap and libvirt's defaults, for the 60 s completion
+    // timeout ferry's plan gives a 128 MiB guest.
+    let started = Instant::now();
+    let mut virsh = Command::new("virsh")
+        .args(["-c", &lab.lab.uri("host-b"), "migrate", "--live", "--p2p", "--persistent", "--undefinesource"])
+        .args(["--bandwidth", "12", "vm-2"])
+        .arg(lab.lab.uri("host-a"))
+        .args(["--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("virsh runs");
+    while started.elapsed() < Duration::from_secs(60) && virsh.try_wait().expect("wait").is_none() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(virsh.try_wait().expect("wait").is_none(), "virsh finished within 60 s: the guest is not busy enough");
+    lab.lab.virsh("host-b", &["domjobabort", "vm-2"]);
+    assert!(!virsh.wait().expect("virsh ends").success(), "the aborted virsh migration failed");
+    lab.lab.check_ok();
+
+    for (name, policy) in [
+        ("auto-converge", "auto_converge = true\npostcopy = false\nmax_downtime_ms = 300\nstall_timeout_s = 30"),
+        ("post-copy", "auto_converge = false\npostcopy = true\nmax_downtime_ms = 300\nstall_timeout_s = 30"),
+    ] {
+        let plan = one_move(&lab, name, policy);
+        let (code, run, text) = lab.migrate(&plan, &cluster, &[]);
+        let attempts = lab.attempts(&run);
+        let said = decisions(&lab, &run);
+        assert_eq!(code, Some(0), "{name}: {text}\n{said:#?}");
+        assert_eq!(attempts.len(), 1, "{name}: {attempts:#?}");
+        // 300 ms allowed; the switch-over itself (device state, TCG) adds its own time.
+        // After post-copy libvirt reports no downtime figure (the pause is milliseconds).
+        match attempts[0].downtime_ms {
+            Some(downtime) => assert!(downtime <= 300 + 200, "{name}: downtime {downtime} ms\n{said:#?}"),
+            None => assert_eq!(name, "post-copy", "{name}: no downtime measured: {attempts:#?}\n{said:#?}"),
+        }
+        assert!(
+            attempts[0].wall_ms.is_some_and(|w| w < 60_000),
+            "{name}: within the completion timeout: {attempts:#?}"
+        );
+        assert!(said.iter().any(|d| d.contains("raised downtime")), "{name}: {said:#?}");
+        if name == "post-copy" {
+            assert!(said.iter().any(|d| d.contains("switched to post-copy")), "{said:#?}");
+        }
+        lab.assert_where_journal_says(&run);
+        lab.lab.check_ok();
+        put_back(&lab);
+    }
+}
+
+#[test]
+fn without_help_it_fails_wait_after_the_stall_timeout_and_live_or_cold_moves_it_cold() {
+    let lab = RunLab::up("conv-none", 8_000, &BUSY);
+    let cluster = lab.cluster_with_link(12);
+    let no_help = "auto_converge = false\npostcopy = false\nstall_timeout_s = 15";
+
+    let plan = one_move(&lab, "live-only", &format!("mode = \"live\"\n{no_help}"));
+    let (code, run, text) = lab.migrate(&plan, &cluster, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    let moves = lab.moves(&run);
+    assert_eq!(moves[0].status, Status::FailureWait, "{moves:#?}");
+    assert!(moves[0].message.contains("stall timeout"), "{moves:#?}");
+    let (_, report) = lab.ferry("report", &run);
+    assert!(report.contains("stall timeout"), "the reason is in the report:\n{report}");
+    lab.assert_where_journal_says(&run);
+    lab.lab.check_ok();
+
+    let plan = one_move(&lab, "live-or-cold", &format!("mode = \"live-or-cold\"\nshutdown_timeout_s = 5\n{no_help}"));
+    let (code, run, text) = lab.migrate(&plan, &cluster, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let moves = lab.moves(&run);
+    assert_eq!(moves[0].status, Status::SuccessCold, "{moves:#?}");
+    let attempts = lab.attempts(&run);
+    let kinds: Vec<(String, Option<Status>)> = attempts.iter().map(|a| (a.kind.to_string(), a.outcome)).collect();
+    assert_eq!(kinds, vec![("live".into(), Some(Status::FailureWait)), ("cold".into(), Some(Status::SuccessCold))]);
+    lab.assert_where_journal_says(&run);
+    lab.lab.check_ok_with(&["--allow-restart", "vm-2"]);
+}

@@ -39,6 +39,12 @@ pub struct LiveOptions {
     pub bandwidth_mib_s: Option<u64>,
     /// Initial downtime limit, ms; none means the hypervisor's default.
     pub max_downtime_ms: Option<u64>,
+    /// Auto-converge's first throttle, percent of guest CPU; none: the hypervisor's default.
+    #[serde(default)]
+    pub auto_converge_initial: Option<u32>,
+    /// Auto-converge's throttle step per pass that fails to keep up, percent.
+    #[serde(default)]
+    pub auto_converge_increment: Option<u32>,
 }
 
 /// How a cold move runs.
@@ -222,4 +228,58 @@ pub trait Driver: Send + Sync + 'static {
     /// metadata on the source. Acts only when the source's metadata names `request.run_id`
     /// (the preparation was this run's); returns what it removed, in words.
     fn discard_prepared(&self, request: &MoveRequest) -> impl Future<Output = Result<Vec<String>, DriverError>> + Send;
+
+    /// The volumes of `host`'s host-local pools (shared pools are never listed), each with
+    /// the UUIDs of the domains on `host` whose disks use it. How `cleanup` finds volumes
+    /// left by failed moves and source copies kept after successful ones.
+    fn volumes(&self, host: &str) -> impl Future<Output = Result<Vec<Volume>, DriverError>> + Send {
+        unsupported(host, "list volumes")
+    }
+
+    /// Deletes volume `name` of pool `pool` on `host`. Refuses a volume of a shared pool and
+    /// one a domain on `host` uses.
+    fn delete_volume(
+        &self,
+        host: &str,
+        pool: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = (pool, name);
+        unsupported(host, "delete a volume")
+    }
+
+    /// Removes the copy of VM `vm` defined on `host` (powered off if active, then
+    /// undefined; its volumes are left alone). Refuses unless the VM runs on exactly one
+    /// other host: never the last copy. Returns what it did, in words.
+    fn remove_copy(&self, host: &str, vm: &str) -> impl Future<Output = Result<String, DriverError>> + Send {
+        let _ = vm;
+        unsupported(host, "remove a copy of a VM")
+    }
+}
+
+/// A volume in one of a host's host-local pools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Host.
+    pub host: String,
+    /// Storage pool.
+    pub pool: String,
+    /// Volume name within the pool.
+    pub name: String,
+    /// Path on the host.
+    pub path: String,
+    /// Virtual size, bytes.
+    pub capacity: u64,
+    /// UUIDs of the domains on this host whose disks use it.
+    pub used_by: Vec<String>,
+}
+
+/// What a driver that cannot do something answers.
+fn unsupported<T: Send>(host: &str, action: &str) -> impl Future<Output = Result<T, DriverError>> + Send {
+    let error = DriverError {
+        host: host.to_string(),
+        action: action.to_string(),
+        message: "not supported by this driver".into(),
+    };
+    std::future::ready(Err(error))
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{Driver, MoveRequest};
-use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, Move};
+use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, Move, RunKind};
 use ferry_model::{Location, Metadata, Phase, Status, VmState};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -16,8 +16,8 @@ use crate::run::EngineError;
 pub struct Reconciled {
     /// VM name.
     pub vm: String,
-    /// Its status now: SUCCESS or SUCCESS-COLD (adopted), PENDING (re-queued), or
-    /// FAILURE-LOST.
+    /// Its status now: SUCCESS or SUCCESS-COLD (adopted; ROLLED-BACK in a rollback run),
+    /// PENDING (re-queued), or FAILURE-LOST.
     pub status: Status,
     /// Why, in words.
     pub message: String,
@@ -43,6 +43,7 @@ pub async fn reconcile<D: Driver>(
     wait: Duration,
 ) -> Result<Vec<Reconciled>, EngineError> {
     let attempts = journal.attempts(run_id).await?;
+    let kind = journal.run(run_id).await?.kind;
     let mut settling = JoinSet::new();
     for m in journal.moves(run_id).await? {
         if m.status != Status::Migrating {
@@ -50,7 +51,7 @@ pub async fn reconcile<D: Driver>(
         }
         let attempt = attempts.iter().filter(|a| a.uuid == m.uuid).max_by_key(|a| a.number).cloned();
         let (driver, journal) = (driver.clone(), journal.clone());
-        settling.spawn(async move { settle(&*driver, &journal, m, attempt, wait).await });
+        settling.spawn(async move { settle(&*driver, &journal, m, attempt, kind, wait).await });
     }
     let mut settled = Vec::new();
     while let Some(joined) = settling.join_next().await {
@@ -68,6 +69,7 @@ async fn settle<D: Driver>(
     journal: &Journal,
     m: Move,
     attempt: Option<ferry_journal::Attempt>,
+    run_kind: RunKind,
     wait: Duration,
 ) -> Result<Reconciled, EngineError> {
     let mut actions = Vec::new();
@@ -155,6 +157,7 @@ async fn settle<D: Driver>(
     for action in &actions {
         journal.event(&m.run, Some(&m.uuid), EventKind::Message, action, None).await?;
     }
+    let status = crate::run::status_in(run_kind, status);
     journal.set_status(&m.run, &m.uuid, m.generation, status, &message).await?;
     Ok(Reconciled { vm: m.vm, status, message, actions })
 }

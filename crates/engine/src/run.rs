@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{Driver, MoveReport, Progress};
-use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, JournalError, NewAttempt, RunState};
+use ferry_journal::{AttemptKind, Journal, JournalError, NewAttempt, RunKind, RunState};
 use ferry_model::{ClusterSpec, Inventory, Status};
 use ferry_plan::{Limits, Policy, Target};
 use ferry_preview::placement::{self, Constraints, Fixed, Request};
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::task::{self, TaskControl, TaskDone, TaskInput};
+use crate::task::{self, Channels, TaskControl, TaskDone, TaskInput, TaskSignal};
 
 /// One VM's move as the engine runs it (kept in the journal's plan document, so that
 /// `resume` needs no files).
@@ -40,8 +40,31 @@ pub struct MoveSpec {
     pub memory_mib: u64,
     /// Whether the VM runs (a stopped VM can only move cold).
     pub running: bool,
+    /// Its measured dirty rate, MiB/s, when the preview measured it.
+    #[serde(default)]
+    pub dirty_mib_s: Option<f64>,
     /// The preview's estimate, kept with the attempt to compare with what happens.
     pub estimate: Option<Value>,
+}
+
+impl MoveSpec {
+    /// A single move of `vm`, as inventoried, to host `to`: no group, no priority, no
+    /// estimate (`ferry move`, rollbacks).
+    pub fn to_host(vm: &ferry_model::Vm, to: &str) -> MoveSpec {
+        MoveSpec {
+            vm: vm.name.clone(),
+            uuid: vm.uuid.clone(),
+            from: vm.host.clone(),
+            to: Target::Host(to.to_string()),
+            group: None,
+            order: 0,
+            priority: 0,
+            memory_mib: vm.memory_mib,
+            running: vm.state == ferry_model::VmState::Running,
+            dirty_mib_s: None,
+            estimate: None,
+        }
+    }
 }
 
 /// Everything about a run but its moves.
@@ -174,7 +197,6 @@ pub struct Engine<D> {
 struct Record {
     generation: i64,
     target: Option<String>,
-    attempt: Option<u32>,
 }
 
 impl<D: Driver> Engine<D> {
@@ -198,14 +220,16 @@ impl<D: Driver> Engine<D> {
     }
 
     /// Runs every move to its end. Returns when every move has a final status, or with an
-    /// error when the journal fails (moves in flight are aborted first, so that every VM is
-    /// where the journal last said or on its source).
+    /// error when the journal fails. Then the run stops where the journal says: migrations
+    /// already in flight go on in libvirt (their moves are `MIGRATING` in the journal), and
+    /// `ferry resume` settles them against what the hosts report, as after a crash.
     pub async fn run(
         self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<EngineEvent>,
     ) -> Result<RunEnd, EngineError> {
         let run_id = self.settings.run_id.clone();
+        let kind = self.journal.run(&run_id).await?.kind;
         let journaled: HashMap<String, ferry_journal::Move> =
             self.journal.moves(&run_id).await?.into_iter().map(|m| (m.uuid.clone(), m)).collect();
         let mut records = Vec::with_capacity(self.moves.len());
@@ -219,7 +243,7 @@ impl<D: Driver> Engine<D> {
                     spec.vm
                 )));
             }
-            records.push((m.status, Record { generation: m.generation, target: m.target.clone(), attempt: None }));
+            records.push((m.status, Record { generation: m.generation, target: m.target.clone() }));
         }
 
         let mut scheduler = Scheduler::new(self.items(), self.config());
@@ -236,6 +260,7 @@ impl<D: Driver> Engine<D> {
         let mut reports: Vec<Option<MoveReport>> = vec![None; self.moves.len()];
 
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TaskDone>();
+        let (signal_tx, mut signal_rx) = mpsc::unbounded_channel::<TaskSignal>();
         let mut controls: HashMap<usize, mpsc::UnboundedSender<TaskControl>> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut stopped = false;
@@ -281,7 +306,7 @@ impl<D: Driver> Engine<D> {
                     .set_status(&run_id, &spec.uuid, record.generation, Status::Migrating, &message)
                     .await?;
                 let attempt = NewAttempt { kind, target: start.to.clone(), estimate: spec.estimate.clone() };
-                record.attempt = Some(self.journal.record_attempt_start(&run_id, &spec.uuid, &attempt).await?);
+                let attempt = self.journal.record_attempt_start(&run_id, &spec.uuid, &attempt).await?;
                 statuses[start.item] = Status::Migrating;
                 let _ = events.send(EngineEvent::Started {
                     vm: spec.vm.clone(),
@@ -300,20 +325,20 @@ impl<D: Driver> Engine<D> {
                     spec: spec.clone(),
                     to: start.to,
                     kind,
+                    attempt,
                     bandwidth_mib_s: cap(start.bandwidth_mib_s, self.settings.manual.bandwidth_mib_s),
                     max_downtime_ms: self.settings.manual.max_downtime_ms,
                     completion_timeout: self.settings.manual.completion_timeout,
                     policy: self.settings.policy.clone(),
                     generation: record.generation,
                 };
-                tasks.spawn(task::run(
-                    self.driver.clone(),
-                    self.journal.clone(),
-                    input,
-                    control_rx,
-                    done_tx.clone(),
-                    events.clone(),
-                ));
+                let channels = Channels {
+                    controls: control_rx,
+                    signals: signal_tx.clone(),
+                    done: done_tx.clone(),
+                    events: events.clone(),
+                };
+                tasks.spawn(task::run(self.driver.clone(), self.journal.clone(), input, channels));
             }
             for retune in decisions.retunes {
                 if let (Some(control), Some(b)) = (
@@ -333,31 +358,19 @@ impl<D: Driver> Engine<D> {
                     let spec = &self.moves[done.item];
                     let record = &mut records[done.item];
                     controls.remove(&done.item);
-                    if let Some(number) = record.attempt.take() {
-                        let end = AttemptEnd {
-                            outcome: done.status,
-                            message: done.message.clone(),
-                            wall_ms: Some(done.report.wall_ms),
-                            job_ms: done.report.job_ms,
-                            downtime_ms: done.report.downtime_ms,
-                            bytes: Some(done.report.transferred_bytes),
-                            passes: u32::try_from(done.report.memory_passes).ok(),
-                        };
-                        self.journal.record_attempt_end(&run_id, &spec.uuid, number, &end).await?;
-                    }
-                    // What the driver did, in words ("created … on host-b for …"), for the report.
-                    for text in &done.report.messages {
-                        self.journal.event(&run_id, Some(&spec.uuid), EventKind::Message, text, None).await?;
-                    }
+                    let status = status_in(kind, done.status);
                     record.generation = self
                         .journal
-                        .set_status(&run_id, &spec.uuid, done.generation, done.status, &done.message)
+                        .set_status(&run_id, &spec.uuid, done.generation, status, &done.message)
                         .await?;
-                    statuses[done.item] = done.status;
+                    statuses[done.item] = status;
                     messages[done.item] = done.message.clone();
                     reports[done.item] = Some(done.report);
-                    scheduler.finished(done.item, done.status);
-                    let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status: done.status, message: done.message });
+                    scheduler.finished(done.item, status);
+                    let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status, message: done.message });
+                }
+                Some(TaskSignal::Sending(item, sending)) = signal_rx.recv() => {
+                    scheduler.set_sending(item, sending);
                 }
                 command = commands.recv(), if !aborted => {
                     match command {
@@ -452,23 +465,24 @@ impl<D: Driver> Engine<D> {
         }
     }
 
-    /// Places an `ANY` move against live capacity: every move that succeeded or is in flight
+    /// Places an `ANY` move against live capacity: every move in flight (as the scheduler
+    /// sees it, including those started in this very decision) and every move that succeeded
     /// counts on its target, every pending move with a fixed target on that target.
     fn place(&self, item: &Item, view: &View, targets: &[Option<String>], statuses: &[Status]) -> Option<String> {
-        let fixed: Vec<Fixed> = self
-            .moves
-            .iter()
-            .zip(targets.iter().zip(statuses))
-            .filter(|(m, _)| m.vm != item.vm)
-            .filter_map(|(m, (target, status))| {
+        let mut fixed: Vec<Fixed> = view
+            .running()
+            .map(|(m, to)| Fixed { vm: m.vm.clone(), to: to.to_string(), anti_affinity: m.group.clone() })
+            .collect();
+        fixed.extend(self.moves.iter().zip(targets.iter().zip(statuses)).filter(|(m, _)| m.vm != item.vm).filter_map(
+            |(m, (target, status))| {
                 let to = match (status, target, &m.to) {
-                    (s, Some(t), _) if s.is_success() || *s == Status::Migrating => t.clone(),
+                    (s, Some(t), _) if s.is_success() => t.clone(),
                     (Status::Pending, _, Target::Host(h)) => h.clone(),
                     _ => return None,
                 };
                 Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
-            })
-            .collect();
+            },
+        ));
         let request = Request { vm: item.vm.clone(), anti_affinity: item.group.clone(), candidates: None };
         let constraints = Constraints {
             allow_cross_group: self.settings.policy.allow_cross_group,
@@ -481,10 +495,43 @@ impl<D: Driver> Engine<D> {
     }
 }
 
+/// A move's status in a run of `kind`: a rollback's moves that return their VM are
+/// ROLLED-BACK, those that could not start or complete ROLLBACK-FAILED (the VM stays where
+/// it is); FAILURE-LOST and ABORTED say more than ROLLBACK-FAILED and are kept.
+pub(crate) fn status_in(kind: RunKind, status: Status) -> Status {
+    match (kind, status) {
+        (RunKind::Rollback, Status::Success | Status::SuccessCold) => Status::RolledBack,
+        (RunKind::Rollback, Status::FailureInit | Status::FailureWait) => Status::RollbackFailed,
+        _ => status,
+    }
+}
+
 /// The lower of the link share and the operator's cap.
 fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
     match (share, manual) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollback_run_names_its_outcomes() {
+        let cases = [
+            (RunKind::Rollback, Status::Success, Status::RolledBack),
+            (RunKind::Rollback, Status::SuccessCold, Status::RolledBack),
+            (RunKind::Rollback, Status::FailureInit, Status::RollbackFailed),
+            (RunKind::Rollback, Status::FailureWait, Status::RollbackFailed),
+            (RunKind::Rollback, Status::FailureLost, Status::FailureLost),
+            (RunKind::Rollback, Status::Aborted, Status::Aborted),
+            (RunKind::Migrate, Status::Success, Status::Success),
+            (RunKind::Drain, Status::FailureWait, Status::FailureWait),
+        ];
+        for (kind, status, want) in cases {
+            assert_eq!(status_in(kind, status), want, "{kind} {status}");
+        }
     }
 }

@@ -1,17 +1,24 @@
-//! One move of a run: its phases journaled around the driver's work, its migration watched.
+//! One move of a run: its attempts, their phases journaled around the driver's work, each
+//! live migration driven by the convergence policy; a cold fallback and bounded retries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_converge::{Bounds, Converger, Decision, StartInput};
 use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, MoveError, MoveReport, MoveRequest};
-use ferry_journal::{AttemptKind, Journal};
+use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, NewAttempt};
 use ferry_model::{Phase, Status};
-use ferry_plan::Policy;
+use ferry_plan::{Mode, Policy};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
 
 use crate::run::{EngineEvent, MoveSpec};
+
+/// Retries of a transiently failed attempt, and the wait before the first (doubling).
+const RETRIES: u32 = 2;
+const RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the engine tells a running move.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +36,10 @@ pub(crate) struct TaskInput {
     pub spec: MoveSpec,
     pub to: String,
     pub kind: AttemptKind,
+    /// The attempt the engine journaled as started.
+    pub attempt: u32,
     pub bandwidth_mib_s: Option<f64>,
+    /// First downtime limit, instead of the convergence policy's.
     pub max_downtime_ms: Option<u64>,
     /// Instead of the policy's per-GiB completion timeout.
     pub completion_timeout: Option<Duration>,
@@ -39,7 +49,7 @@ pub(crate) struct TaskInput {
     pub generation: i64,
 }
 
-/// How a move ended.
+/// How a move ended. Its attempts are already journaled.
 pub(crate) struct TaskDone {
     pub item: usize,
     pub status: Status,
@@ -48,43 +58,96 @@ pub(crate) struct TaskDone {
     pub generation: i64,
 }
 
+/// How one attempt ended.
+struct Outcome {
+    status: Status,
+    message: String,
+    report: MoveReport,
+    /// Aborted by the convergence policy (not by the operator): a cold move may follow.
+    by_policy: bool,
+    /// Worth trying again: the failure says nothing about the VM or the target.
+    transient: bool,
+}
+
+/// What a running move tells the engine before it ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum TaskSignal {
+    /// Move `item`'s migration started (`true`) or stopped (`false`) sending data: its
+    /// setup and finish use no link, so others may have it meanwhile.
+    Sending(usize, bool),
+}
+
+/// The channels between a task and the engine.
+pub(crate) struct Channels {
+    pub controls: mpsc::UnboundedReceiver<TaskControl>,
+    pub signals: mpsc::UnboundedSender<TaskSignal>,
+    pub done: mpsc::UnboundedSender<TaskDone>,
+    pub events: mpsc::UnboundedSender<EngineEvent>,
+}
+
 /// Runs one move and reports its end on `done`.
-pub(crate) async fn run<D: Driver>(
-    driver: Arc<D>,
-    journal: Journal,
-    input: TaskInput,
-    controls: mpsc::UnboundedReceiver<TaskControl>,
-    done: mpsc::UnboundedSender<TaskDone>,
-    events: mpsc::UnboundedSender<EngineEvent>,
-) {
-    let item = input.item;
-    let mut phases = Phases {
+pub(crate) async fn run<D: Driver>(driver: Arc<D>, journal: Journal, input: TaskInput, channels: Channels) {
+    let Channels { mut controls, signals, done, events } = channels;
+    let mut move_ = Move {
         journal,
         run_id: input.run_id.clone(),
         uuid: input.spec.uuid.clone(),
         vm: input.spec.vm.clone(),
         generation: input.generation,
         events: events.clone(),
+        started: Instant::now(),
     };
-    let (status, message, report) = match input.kind {
-        AttemptKind::Live => live(&*driver, &mut phases, &input, controls, &events).await,
-        AttemptKind::Cold => cold(&*driver, &mut phases, &input).await,
+    let mut kind = input.kind;
+    let mut attempt = input.attempt;
+    let mut retries = 0;
+    let outcome = loop {
+        let outcome = match kind {
+            AttemptKind::Live => live(&*driver, &mut move_, &input, &mut controls, &signals).await,
+            AttemptKind::Cold => cold(&*driver, &mut move_, &input).await,
+        };
+        move_.end_attempt(attempt, &outcome).await;
+        let next = if outcome.by_policy && kind == AttemptKind::Live && input.policy.mode == Mode::LiveOrCold {
+            move_
+                .note(&format!("falling back to a cold move to {}: the live migration could not complete", input.to))
+                .await;
+            AttemptKind::Cold
+        } else if outcome.transient && retries < RETRIES {
+            let wait = RETRY_BACKOFF * 2u32.pow(retries);
+            retries += 1;
+            move_.note(&format!("retry {retries} of {RETRIES} in {} s: {}", wait.as_secs(), outcome.message)).await;
+            tokio::time::sleep(wait).await;
+            kind
+        } else {
+            break outcome;
+        };
+        kind = next;
+        match move_.start_attempt(kind, &input.to, &input.spec).await {
+            Some(n) => attempt = n,
+            None => break outcome,
+        }
     };
-    let _ = done.send(TaskDone { item, status, message, report, generation: phases.generation });
+    let _ = done.send(TaskDone {
+        item: input.item,
+        status: outcome.status,
+        message: outcome.message,
+        report: outcome.report,
+        generation: move_.generation,
+    });
 }
 
-/// The move's phases in the journal. Each is begun before its side effect; a failure to
-/// write one before the driver acts stops the move before it starts.
-struct Phases {
+/// One move's record in the journal while its task runs. Each phase is begun before its
+/// side effect; a failure to write one before the driver acts stops the move before it starts.
+struct Move {
     journal: Journal,
     run_id: String,
     uuid: String,
     vm: String,
     generation: i64,
     events: mpsc::UnboundedSender<EngineEvent>,
+    started: Instant,
 }
 
-impl Phases {
+impl Move {
     async fn begin(&mut self, phase: Phase) -> Result<(), String> {
         match self.journal.begin_phase(&self.run_id, &self.uuid, self.generation, phase).await {
             Ok(g) => {
@@ -104,6 +167,55 @@ impl Phases {
             Err(e) => warn!(uuid = %self.uuid, %phase, "could not confirm phase: {e}"),
         }
     }
+
+    /// Journals a convergence decision; `at` (seconds since the migration started) goes
+    /// with its figures, the journal's own timestamp dates it.
+    async fn decision(&self, at: f64, text: &str, data: serde_json::Value) {
+        let data = json!({ "at_s": at, "decision": data });
+        if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Decision, text, Some(&data)).await
+        {
+            warn!(uuid = %self.uuid, "could not journal a decision: {e}");
+        }
+        let _ = self.events.send(EngineEvent::Note(format!("{}: {text}", self.vm)));
+    }
+
+    async fn note(&self, text: &str) {
+        if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Message, text, None).await {
+            warn!(uuid = %self.uuid, "could not journal a message: {e}");
+        }
+        let _ = self.events.send(EngineEvent::Note(format!("{}: {text}", self.vm)));
+    }
+
+    async fn start_attempt(&self, kind: AttemptKind, to: &str, spec: &MoveSpec) -> Option<u32> {
+        let attempt = NewAttempt { kind, target: to.to_string(), estimate: spec.estimate.clone() };
+        match self.journal.record_attempt_start(&self.run_id, &self.uuid, &attempt).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!(uuid = %self.uuid, "could not journal an attempt; not starting it: {e}");
+                None
+            }
+        }
+    }
+
+    async fn end_attempt(&self, number: u32, outcome: &Outcome) {
+        let r = &outcome.report;
+        let end = AttemptEnd {
+            outcome: outcome.status,
+            message: outcome.message.clone(),
+            wall_ms: Some(r.wall_ms),
+            job_ms: r.job_ms,
+            downtime_ms: r.downtime_ms,
+            bytes: Some(r.transferred_bytes),
+            passes: u32::try_from(r.memory_passes).ok(),
+        };
+        if let Err(e) = self.journal.record_attempt_end(&self.run_id, &self.uuid, number, &end).await {
+            warn!(uuid = %self.uuid, "could not journal the end of attempt {number}: {e}");
+        }
+        // What the driver did, in words ("created … on host-b for …"), for the report.
+        for text in &r.messages {
+            let _ = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Message, text, None).await;
+        }
+    }
 }
 
 fn request(input: &TaskInput) -> MoveRequest {
@@ -116,60 +228,74 @@ fn request(input: &TaskInput) -> MoveRequest {
     }
 }
 
-/// The longest a live migration may take: the plan's seconds per GiB of memory, at least
-/// a minute.
-fn completion_timeout(policy: &Policy, memory_mib: u64) -> Duration {
-    let seconds = policy.completion_timeout_per_gib_s as f64 * memory_mib as f64 / 1024.0;
-    Duration::from_secs_f64(seconds.max(60.0))
-}
-
 async fn live<D: Driver>(
     driver: &D,
-    phases: &mut Phases,
+    record: &mut Move,
     input: &TaskInput,
-    mut controls: mpsc::UnboundedReceiver<TaskControl>,
-    events: &mpsc::UnboundedSender<EngineEvent>,
-) -> (Status, String, MoveReport) {
+    controls: &mut mpsc::UnboundedReceiver<TaskControl>,
+    signals: &mpsc::UnboundedSender<TaskSignal>,
+) -> Outcome {
     let vm = &input.spec.vm;
+    let mut sending = false;
     crate::failpoint::reach("start", vm).await;
-    if let Err(e) = phases.begin(Phase::Prepared).await {
-        return (Status::FailureInit, e, MoveReport::default());
+    if let Err(e) = record.begin(Phase::Prepared).await {
+        return failure(Status::FailureInit, e);
     }
+    let start = ferry_converge::start(
+        &input.policy,
+        &StartInput {
+            memory_mib: input.spec.memory_mib,
+            dirty_mib_s: input.spec.dirty_mib_s,
+            bandwidth_mib_s: input.bandwidth_mib_s,
+        },
+    );
+    let downtime_ms = input.max_downtime_ms.unwrap_or(start.downtime_ms);
     let options = LiveOptions {
-        auto_converge: input.policy.auto_converge,
-        postcopy: input.policy.postcopy,
-        bandwidth_mib_s: input.bandwidth_mib_s.map(mib_s),
-        max_downtime_ms: input.max_downtime_ms,
+        auto_converge: start.auto_converge,
+        postcopy: start.postcopy,
+        bandwidth_mib_s: start.bandwidth_mib_s.map(mib_s),
+        max_downtime_ms: Some(downtime_ms),
+        auto_converge_initial: start.throttle.map(|t| t.0),
+        auto_converge_increment: start.throttle.map(|t| t.1),
     };
-    let mut migration = match driver.migrate_live(request(input), options).await {
+    let bounds = Bounds::of(&input.policy, input.spec.memory_mib, input.completion_timeout.map(|t| t.as_secs_f64()));
+    let mut converger = Converger::new(bounds, &start);
+    let mut migration = match driver.migrate_live(request(input), options.clone()).await {
         Ok(m) => m,
         Err(e) => return failed(e, None),
     };
-    phases.end(Phase::Prepared).await;
-    if let Err(e) = phases.begin(Phase::Transferring).await {
+    let started = Instant::now();
+    record.decision(0.0, &format!("started live to {}: {}", input.to, start.reason), json!(options)).await;
+    record.end(Phase::Prepared).await;
+    if let Err(e) = record.begin(Phase::Transferring).await {
         warn!(%vm, "{e}");
     }
     crate::failpoint::reach("transferring", vm).await;
 
-    let timeout = input.completion_timeout.unwrap_or_else(|| completion_timeout(&input.policy, input.spec.memory_mib));
-    let stall = Duration::from_secs(input.policy.stall_timeout_s.max(1));
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut watch = tokio::time::interval(Duration::from_secs(1));
-    let mut last_progress = (0u64, Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut abort: Option<String> = None;
     let mut by_operator = false;
     let mut sampling = true;
     let result = loop {
-        tokio::select! {
+        let decision = tokio::select! {
             sample = migration.progress.recv(), if sampling => match sample {
                 Some(sample) => {
-                    if sample.transferred_bytes > last_progress.0 {
-                        last_progress = (sample.transferred_bytes, Instant::now());
+                    if !sending && sample.transferred_bytes > 0 {
+                        sending = true;
+                        let _ = signals.send(TaskSignal::Sending(input.item, true));
                     }
-                    let _ = events.send(EngineEvent::Sample { vm: vm.clone(), progress: sample });
+                    let _ = record.events.send(EngineEvent::Sample { vm: vm.clone(), progress: sample.clone() });
+                    converger.observe(started.elapsed().as_secs_f64(), &sample)
                 }
-                None => sampling = false,
+                None => {
+                    // The job is over (switch-over done, or failed): its link is free.
+                    sampling = false;
+                    if sending {
+                        sending = false;
+                        let _ = signals.send(TaskSignal::Sending(input.item, false));
+                    }
+                    None
+                }
             },
             outcome = &mut migration.outcome => {
                 break outcome.unwrap_or_else(|_| Err(MoveError::Init {
@@ -178,89 +304,127 @@ async fn live<D: Driver>(
             }
             control = controls.recv() => match control {
                 Some(TaskControl::Bandwidth(b)) => {
+                    converger.bandwidth_changed(b);
                     let _ = migration.controls.send(Control::SetBandwidth(mib_s(b)));
+                    let at = started.elapsed().as_secs_f64();
+                    record.decision(at, &format!("bandwidth set to {} MiB/s: its share of the hosts' links changed", mib_s(b)), json!({ "bandwidth_mib_s": mib_s(b) })).await;
+                    None
                 }
                 Some(TaskControl::Abort) if abort.is_none() => {
                     abort = Some("aborted by the operator".into());
                     by_operator = true;
                     let _ = migration.controls.send(Control::Abort);
+                    None
                 }
-                _ => {}
+                _ => None,
             },
-            _ = &mut deadline, if abort.is_none() => {
-                abort = Some(match input.completion_timeout {
-                    Some(t) => format!("aborted: not complete within the {} s completion timeout", t.as_secs()),
-                    None => format!(
-                        "aborted: not complete within {} s ({} s per GiB of memory, at least 60 s)",
-                        timeout.as_secs(),
-                        input.policy.completion_timeout_per_gib_s
-                    ),
-                });
-                let _ = migration.controls.send(Control::Abort);
-            }
-            _ = watch.tick(), if abort.is_none() => {
-                if last_progress.1.elapsed() >= stall {
-                    abort = Some(format!("aborted: no progress for {} s (stall timeout)", stall.as_secs()));
-                    let _ = migration.controls.send(Control::Abort);
-                }
-            }
+            _ = tick.tick(), if abort.is_none() => converger.tick(started.elapsed().as_secs_f64()),
+        };
+        let Some(decision) = decision else { continue };
+        if abort.is_some() {
+            continue;
         }
+        let control = match &decision {
+            Decision::RaiseDowntime { ms, .. } => Control::SetMaxDowntime(*ms),
+            Decision::StartPostCopy { .. } => Control::StartPostCopy,
+            Decision::Abort { reason } => {
+                abort = Some(format!("aborted: {reason}"));
+                Control::Abort
+            }
+        };
+        let _ = migration.controls.send(control);
+        let at = started.elapsed().as_secs_f64();
+        record.decision(at, &decision.describe(), json!(decision)).await;
     };
+    if sending {
+        let _ = signals.send(TaskSignal::Sending(input.item, false));
+    }
     match result {
         Ok(report) => {
             crate::failpoint::reach("completed", vm).await;
-            phases.end(Phase::Transferring).await;
-            if phases.begin(Phase::Finalized).await.is_ok() {
-                phases.end(Phase::Finalized).await;
+            record.end(Phase::Transferring).await;
+            if record.begin(Phase::Finalized).await.is_ok() {
+                record.end(Phase::Finalized).await;
             }
-            let message = format!("moved live to {}", input.to);
-            (Status::Success, message, report)
+            let elapsed = record.started.elapsed().as_secs_f64();
+            Outcome {
+                status: Status::Success,
+                message: format!("moved live to {} in {elapsed:.1} s", input.to),
+                report,
+                by_policy: false,
+                transient: false,
+            }
         }
         Err(e) => {
-            let (status, message, report) = failed(e, abort.as_deref());
-            let status = if by_operator && status == Status::FailureWait { Status::Aborted } else { status };
-            (status, message, report)
+            let policy_abort = abort.is_some() && !by_operator;
+            let mut outcome = failed(e, abort.as_deref());
+            if by_operator && outcome.status == Status::FailureWait {
+                outcome.status = Status::Aborted;
+            }
+            outcome.by_policy = policy_abort && outcome.status == Status::FailureWait;
+            // A job that failed by itself, not asked to stop, may succeed next time.
+            outcome.transient &= abort.is_none();
+            outcome
         }
     }
 }
 
-async fn cold<D: Driver>(driver: &D, phases: &mut Phases, input: &TaskInput) -> (Status, String, MoveReport) {
-    if let Err(e) = phases.begin(Phase::Transferring).await {
-        return (Status::FailureInit, e, MoveReport::default());
+async fn cold<D: Driver>(driver: &D, record: &mut Move, input: &TaskInput) -> Outcome {
+    if let Err(e) = record.begin(Phase::Transferring).await {
+        return failure(Status::FailureInit, e);
     }
     let options = ColdOptions { shutdown_timeout: Duration::from_secs(input.policy.shutdown_timeout_s) };
     match driver.move_cold(request(input), options).await {
         Ok(report) => {
-            phases.end(Phase::Transferring).await;
-            if phases.begin(Phase::Finalized).await.is_ok() {
-                phases.end(Phase::Finalized).await;
+            record.end(Phase::Transferring).await;
+            if record.begin(Phase::Finalized).await.is_ok() {
+                record.end(Phase::Finalized).await;
             }
-            (Status::SuccessCold, format!("moved cold to {} (the guest restarted)", input.to), report)
+            Outcome {
+                status: Status::SuccessCold,
+                message: format!("moved cold to {} (the guest restarted)", input.to),
+                report,
+                by_policy: false,
+                transient: false,
+            }
         }
         Err(e) => failed(e, None),
     }
 }
 
-/// A driver failure as a status and a message; `why` is the abort's reason when the
-/// engine aborted the migration.
-fn failed(e: MoveError, why: Option<&str>) -> (Status, String, MoveReport) {
+fn failure(status: Status, message: String) -> Outcome {
+    Outcome { status, message, report: MoveReport::default(), by_policy: false, transient: false }
+}
+
+/// A driver failure as an outcome; `why` is the abort's reason when the engine aborted the
+/// migration.
+fn failed(e: MoveError, why: Option<&str>) -> Outcome {
     match e {
-        MoveError::Init { reason } => {
-            (Status::FailureInit, format!("could not start: {reason}"), MoveReport::default())
-        }
-        MoveError::Transfer { reason, report, .. } => {
+        MoveError::Init { reason } => Outcome {
+            transient: is_transient(&reason),
+            ..failure(Status::FailureInit, format!("could not start: {reason}"))
+        },
+        MoveError::Transfer { reason, report, aborted } => {
             let message = match why {
                 Some(why) => format!("{why}; the VM runs on its source ({reason})"),
                 None => format!("did not complete: {reason}; the VM runs on its source"),
             };
-            (Status::FailureWait, message, *report)
+            Outcome { status: Status::FailureWait, message, report: *report, by_policy: false, transient: !aborted }
         }
-        MoveError::Lost { reason, locations } => (
-            Status::FailureLost,
-            format!("{reason}; run `ferry cleanup --vm`"),
-            MoveReport { locations, ..MoveReport::default() },
-        ),
+        MoveError::Lost { reason, locations } => Outcome {
+            report: MoveReport { locations, ..MoveReport::default() },
+            ..failure(Status::FailureLost, format!("{reason}; run `ferry cleanup --vm`"))
+        },
     }
+}
+
+/// Whether a start failure is about the connection rather than the VM or the target's
+/// state (a volume in the way, a stopped VM): those fail the same way every time.
+fn is_transient(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    ["unreachable", "timed out", "connection reset", "broken pipe", "cannot recv data", "end of file"]
+        .iter()
+        .any(|needle| reason.contains(needle))
 }
 
 fn mib_s(b: f64) -> u64 {

@@ -12,6 +12,7 @@ mod conn;
 mod dirtyrate;
 pub mod domxml;
 mod inventory;
+mod leftovers;
 mod live;
 mod metadata;
 mod recover;
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 
@@ -136,5 +137,25 @@ impl Driver for LibvirtDriver {
         blocking(move || recover::discard_prepared(&cluster, &request))
             .await
             .map_err(driver_error(&host, "discard an interrupted move's preparation"))
+    }
+
+    async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
+        let (cluster, name) = (self.cluster.clone(), host.to_string());
+        blocking(move || leftovers::volumes(&cluster, &name)).await.map_err(driver_error(host, "list volumes"))
+    }
+
+    async fn delete_volume(&self, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
+        let (cluster, host_name, pool, name) =
+            (self.cluster.clone(), host.to_string(), pool.to_string(), name.to_string());
+        blocking(move || leftovers::delete_volume(&cluster, &host_name, &pool, &name))
+            .await
+            .map_err(driver_error(host, "delete a volume"))
+    }
+
+    async fn remove_copy(&self, host: &str, vm: &str) -> Result<String, DriverError> {
+        let (cluster, host_name, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
+        blocking(move || leftovers::remove_copy(&cluster, &host_name, &vm))
+            .await
+            .map_err(driver_error(host, "remove a copy of a VM"))
     }
 }

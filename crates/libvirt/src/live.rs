@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_driver::{Control, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
 use ferry_model::{runs_only_on, ClusterSpec, HostSpec, Metadata, Phase};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info};
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
@@ -50,28 +50,28 @@ pub(crate) fn start(
     for copy in &handoff.copies {
         messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.source_path));
     }
-    let dest_xml = if handoff.copies.is_empty() {
-        None
-    } else {
-        match rewrite_disk_paths(&xml, &handoff.path_moves()) {
-            Ok(x) => Some(x),
-            Err(e) => {
-                volumes::revert(&dst, &handoff);
-                let _ = crate::metadata::clear_metadata(&domain);
-                return Err(init(e));
-            }
-        }
-    };
     let prepared =
         write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| match options.max_downtime_ms {
             Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(msg),
             None => Ok(()),
         });
-    if let Err(e) = prepared {
-        volumes::revert(&dst, &handoff);
-        let _ = crate::metadata::clear_metadata(&domain);
-        return Err(init(format!("could not prepare {}: {e}", desc.name)));
-    }
+    // The destination XML is read after the metadata is written, so that the target's
+    // definition carries it: a move that completes while ferry is gone is still ferry's.
+    let dest_xml = prepared.and_then(|()| {
+        if handoff.copies.is_empty() {
+            return Ok(None);
+        }
+        let current = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(msg)?;
+        rewrite_disk_paths(&current, &handoff.path_moves()).map(Some)
+    });
+    let dest_xml = match dest_xml {
+        Ok(x) => x,
+        Err(e) => {
+            volumes::revert(&dst, &handoff);
+            let _ = crate::metadata::clear_metadata(&domain);
+            return Err(init(format!("could not prepare {}: {e}", desc.name)));
+        }
+    };
 
     let mut flags = sys::VIR_MIGRATE_LIVE
         | sys::VIR_MIGRATE_PEER2PEER
@@ -90,6 +90,8 @@ pub(crate) fn start(
         dest_xml: dest_xml.clone(),
         persist_xml: dest_xml,
         bandwidth: options.bandwidth_mib_s,
+        auto_converge_initial: options.auto_converge_initial.and_then(|p| i32::try_from(p).ok()),
+        auto_converge_increment: options.auto_converge_increment.and_then(|p| i32::try_from(p).ok()),
         uri: to.migration_uri.clone(),
         listen_address: to.migration_uri.as_deref().and_then(listen_address),
         ..MigrateParameters::default()
@@ -175,7 +177,9 @@ impl Job {
         match result {
             Ok(()) => self.messages.push(format!("{at:.1} s: applied {control:?}")),
             Err(e) => {
-                warn!(vm = %self.request.vm, ?control, error = %e, "control failed");
+                // Usually a control that arrived as the job was switching over: the report
+                // keeps it; it is not worth a warning on the operator's terminal.
+                debug!(vm = %self.request.vm, ?control, error = %e, "control failed");
                 self.messages.push(format!("{at:.1} s: {control:?} failed: {e}"));
             }
         }

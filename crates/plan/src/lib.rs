@@ -11,7 +11,10 @@ pub mod time;
 use std::fmt;
 
 pub use cluster::parse_cluster;
-pub use plan::{parse_plan, parse_plan_csv, parse_plan_toml, Drain, Limits, Mode, Plan, PlannedMove, Policy, Target};
+pub use plan::{
+    parse_plan, parse_plan_csv, parse_plan_toml, Drain, Hooks, Limits, Mode, OnFailure, Plan, PlannedMove, Policy,
+    Target,
+};
 pub use resolve::{resolve, ResolvedMove};
 
 /// One problem in an input file.

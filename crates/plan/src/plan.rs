@@ -33,8 +33,16 @@
 //! [[drain]]
 //! host = "host-a"
 //! to = "ANY"
-//! return = true
+//! return = true                       # after the hook, every VM comes back to host-a
 //! hook = "ssh host-a sudo apt-get -y upgrade"
+//!
+//! [hooks]                             # commands run by `sh -c`, output journaled
+//! pre_run = "notify start"            # once, before the first move
+//! post_run = "notify done"            # once, after the last (and after any return)
+//! pre_move = "check-app $FERRY_VM"    # before each VM's move ([[move]] pre_hook replaces it)
+//! post_move = "check-app $FERRY_VM"   # after each VM's successful move (post_hook replaces it)
+//! on_failure = "fail"                 # fail | warn
+//! timeout_s = 600
 //! ```
 
 use std::collections::HashMap;
@@ -145,6 +153,51 @@ impl Default for Policy {
     }
 }
 
+/// What a failing hook does to its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// The hook's failure fails what it guards and stops the run: after a failed
+    /// `pre_run` nothing moves; after a failed `pre_move` that VM stays where it is; after
+    /// either per-VM hook no new move starts (those not started end FAILURE-INIT, those
+    /// under way finish). The run exits 1.
+    Fail,
+    /// The failure is journaled and reported; the run goes on.
+    Warn,
+}
+
+/// Commands run around a run and around each VM's move, by `sh -c`, with the run and the
+/// VM in their environment; their output goes to the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hooks {
+    /// Once, before the first move.
+    pub pre_run: Option<String>,
+    /// Once, after the last move (and after the return of drained VMs).
+    pub post_run: Option<String>,
+    /// Before each VM's move, unless the move has its own `pre_hook`.
+    pub pre_move: Option<String>,
+    /// After each VM's successful move, unless the move has its own `post_hook`.
+    pub post_move: Option<String>,
+    /// What a failing hook does.
+    pub on_failure: OnFailure,
+    /// A hook still running after this many seconds is killed, and has failed.
+    pub timeout_s: u64,
+}
+
+impl Default for Hooks {
+    fn default() -> Hooks {
+        Hooks {
+            pre_run: None,
+            post_run: None,
+            pre_move: None,
+            post_move: None,
+            on_failure: OnFailure::Fail,
+            timeout_s: 600,
+        }
+    }
+}
+
 /// One VM's planned move, wherever in the file it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedMove {
@@ -160,6 +213,12 @@ pub struct PlannedMove {
     pub priority: i64,
     /// Line of the file that asked for it.
     pub line: usize,
+    /// Run before this VM's move instead of the plan's `pre_move` hook.
+    #[serde(default)]
+    pub pre_hook: Option<String>,
+    /// Run after this VM's successful move instead of the plan's `post_move` hook.
+    #[serde(default)]
+    pub post_hook: Option<String>,
 }
 
 /// A host to empty.
@@ -196,6 +255,9 @@ pub struct Plan {
     pub moves: Vec<PlannedMove>,
     /// Hosts to empty.
     pub drains: Vec<Drain>,
+    /// Commands run around the run and each move.
+    #[serde(default)]
+    pub hooks: Hooks,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +272,18 @@ struct RawPlan {
     groups: Vec<Spanned<RawGroup>>,
     #[serde(default, rename = "drain")]
     drains: Vec<Spanned<RawDrain>>,
+    hooks: Option<RawHooks>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    pre_run: Option<Spanned<String>>,
+    post_run: Option<Spanned<String>>,
+    pre_move: Option<Spanned<String>>,
+    post_move: Option<Spanned<String>>,
+    on_failure: Option<Spanned<String>>,
+    timeout_s: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +324,8 @@ struct RawMove {
     to: Spanned<String>,
     #[serde(default)]
     priority: i64,
+    pre_hook: Option<Spanned<String>>,
+    post_hook: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +336,8 @@ struct RawGroup {
     to: Spanned<String>,
     #[serde(default)]
     priority: i64,
+    pre_hook: Option<Spanned<String>>,
+    post_hook: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +475,8 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             order: 0,
             priority: m.priority,
             line,
+            pre_hook: command(&mut errors, &m.pre_hook, &format!("move[{i}].pre_hook")),
+            post_hook: command(&mut errors, &m.post_hook, &format!("move[{i}].post_hook")),
         });
     }
     let mut group_names: HashMap<String, usize> = HashMap::new();
@@ -417,6 +497,8 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
         if group.to.get_ref().trim().is_empty() {
             errors.at(group.to.span(), format!("group[{g}].to"), "must name a host or ANY");
         }
+        let pre_hook = command(&mut errors, &group.pre_hook, &format!("group[{g}].pre_hook"));
+        let post_hook = command(&mut errors, &group.post_hook, &format!("group[{g}].post_hook"));
         for (order, vm) in group.vms.get_ref().iter().enumerate() {
             moves.push(PlannedMove {
                 vm: vm.get_ref().trim().to_string(),
@@ -425,6 +507,8 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
                 order,
                 priority: group.priority,
                 line: line_of(text, vm.span().start),
+                pre_hook: pre_hook.clone(),
+                post_hook: post_hook.clone(),
             });
         }
     }
@@ -474,6 +558,31 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             line,
         });
     }
+    let mut hooks = Hooks::default();
+    if let Some(h) = &raw.hooks {
+        hooks.pre_run = command(&mut errors, &h.pre_run, "hooks.pre_run");
+        hooks.post_run = command(&mut errors, &h.post_run, "hooks.post_run");
+        hooks.pre_move = command(&mut errors, &h.pre_move, "hooks.pre_move");
+        hooks.post_move = command(&mut errors, &h.post_move, "hooks.post_move");
+        if let Some(policy) = &h.on_failure {
+            match policy.get_ref().as_str() {
+                "fail" => hooks.on_failure = OnFailure::Fail,
+                "warn" => hooks.on_failure = OnFailure::Warn,
+                other => errors.at(policy.span(), "hooks.on_failure", format!("{other:?} is not one of fail, warn")),
+            }
+        }
+        if let Some(t) = &h.timeout_s {
+            match u64::try_from(*t.get_ref()) {
+                Ok(n) if n > 0 => hooks.timeout_s = n,
+                _ => errors.at(
+                    t.span(),
+                    "hooks.timeout_s",
+                    format!("{} must be a positive number of seconds", t.get_ref()),
+                ),
+            }
+        }
+    }
+
     if moves.is_empty() && drains.is_empty() {
         errors.list.push(InputError {
             file: file.to_string(),
@@ -493,10 +602,21 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             policy,
             moves,
             drains,
+            hooks,
         })
     } else {
         Err(errors.list)
     }
+}
+
+/// A hook's command: none when absent, an error when blank.
+fn command(errors: &mut Errors<'_>, value: &Option<Spanned<String>>, field: &str) -> Option<String> {
+    let value = value.as_ref()?;
+    if value.get_ref().trim().is_empty() {
+        errors.at(value.span(), field, "an empty command");
+        return None;
+    }
+    Some(value.get_ref().clone())
 }
 
 /// Parses and validates a CSV plan: a header naming at least `vm` and `to`, optionally
@@ -582,6 +702,8 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
             order: usize::try_from(order).unwrap_or(0),
             priority,
             line,
+            pre_hook: None,
+            post_hook: None,
         });
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -628,6 +750,7 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
         policy: Policy::default(),
         moves,
         drains: Vec::new(),
+        hooks: Hooks::default(),
     })
 }
 

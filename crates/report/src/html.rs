@@ -19,7 +19,7 @@ use ferry_journal::{AttemptKind, EventKind};
 use ferry_model::Status;
 use serde_json::{json, Value};
 
-use crate::text::state_text;
+use crate::text::{hook_output, state_text};
 use crate::timeline::{self, outcome_class};
 use crate::units::{duration, utc};
 use crate::view::{MoveReport, Report};
@@ -46,6 +46,7 @@ pub fn render(report: &Report) -> String {
     header(report, &mut out);
     summary(report, &mut out);
     failures(report, &mut out);
+    notes_and_legs(report, &mut out);
     let hosts = timeline(report, &mut out);
     table(report, &mut out);
     let _ = writeln!(
@@ -181,6 +182,53 @@ fn failures(report: &Report, out: &mut String) {
         );
     }
     out.push_str("</ol></section>\n");
+}
+
+/// What happened to the run as a whole (hooks, with the end of their output; drained hosts)
+/// and the runs linked to it; nothing when there is neither.
+fn notes_and_legs(report: &Report, out: &mut String) {
+    if report.notes.is_empty() && report.legs.is_empty() {
+        return;
+    }
+    out.push_str("<section id=\"run\"><h2>The run</h2>");
+    if !report.notes.is_empty() {
+        out.push_str("<ul class=\"notes\">");
+        for n in &report.notes {
+            let _ = write!(out, "<li><span class=\"note\">{}</span> {}", duration(n.since_start_ms), esc(&n.message));
+            let output = hook_output(n.data.as_ref(), "");
+            if !output.is_empty() {
+                let _ = write!(out, "<pre>{}</pre>", esc(&output));
+            }
+            out.push_str("</li>");
+        }
+        out.push_str("</ul>");
+    }
+    for leg in &report.legs {
+        let what = if leg.relation == "undoes" { "Undoes" } else { "Undone by" };
+        let run = &leg.run;
+        let _ = write!(
+            out,
+            "<p class=\"leg\">{what} run <b>{}</b> ({}): {}, {}</p><ul class=\"notes\">",
+            esc(&run.id),
+            run.kind,
+            esc(&state_text(run)),
+            esc(&run.counts.to_string())
+        );
+        for m in &leg.moves {
+            let _ = write!(
+                out,
+                "<li><b>{}</b> {} \u{2192} {} <span class=\"chip {}\">{}</span> {}</li>",
+                esc(&m.vm),
+                esc(&m.source),
+                esc(m.target.as_deref().unwrap_or("?")),
+                status_class(m.status),
+                m.status,
+                esc(&m.message)
+            );
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</section>\n");
 }
 
 /// Writes the timeline section; returns its lanes' hosts, in order.

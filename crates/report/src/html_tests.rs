@@ -297,6 +297,27 @@ fn the_page_tells_failures_first_with_their_reasons() {
 }
 
 #[test]
+fn the_page_tells_the_runs_hooks_with_their_output() {
+    let mut r = sample();
+    r.events.push(Event {
+        id: 99,
+        run: RUN.into(),
+        uuid: None,
+        at_ms: T0 + 40_000,
+        kind: EventKind::Message,
+        message: "drain hook on host-a: `upgrade` exited 1 after 2.0 s".into(),
+        data: Some(json!({"hook": "drain", "stdout": "<b>done</b>\n", "stderr": ""})),
+    });
+    let page = render(&r.report(RunState::Finished, Planned::default()));
+    let run = &page[page.find("<section id=\"run\">").expect("the run's section")..];
+    let run = &run[..run.find("</section>").expect("end")];
+    assert!(run.contains("40.0 s</span> drain hook on host-a: `upgrade` exited 1 after 2.0 s"), "{run}");
+    assert!(run.contains("<pre>out | &lt;b&gt;done&lt;/b&gt;\n</pre>"), "{run}");
+    // Without notes or linked runs, no such section.
+    assert!(!render(&sample().report(RunState::Finished, Planned::default())).contains("<section id=\"run\">"));
+}
+
+#[test]
 fn the_page_escapes_what_the_journal_says() {
     let mut r = Records::default();
     r.vm("<b>&\"vm'</b>", "host-<a>", "host-b", Status::FailureWait, "</script><script>alert(1)</script>")

@@ -17,8 +17,8 @@ pub mod view;
 
 pub use text::{format_report, format_runs, format_status, report_csv};
 pub use view::{
-    build_report, planned, run_view, status_view, AttemptReport, Comparison, Counts, EventView, MoveReport, Planned,
-    Report, RunView, StatusView, Summary, VmStatus,
+    build_report, legs, planned, run_view, status_view, AttemptReport, Comparison, Counts, EventView, Leg, MoveReport,
+    Planned, Report, RunView, StatusView, Summary, VmStatus,
 };
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 
 use crate::text::{format_report, format_status, report_csv, state_text, table};
 use crate::units::{duration, rfc3339, utc};
-use crate::view::{attempt_report, build_report, planned, run_view, status_view, Comparison, Counts, Planned, Report};
+use crate::view::{
+    attempt_report, build_report, legs, planned, run_view, status_view, Comparison, Counts, Planned, Report,
+};
 
 /// 2026-11-23 20:30:15 UTC.
 const T0: i64 = 1_795_465_815_000;
@@ -377,4 +379,31 @@ fn the_text_report_names_the_estimate_and_the_deadline() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn a_report_tells_the_runs_hooks_with_their_output_and_its_legs() {
+    let drain = Run { kind: RunKind::Drain, ..run(RunState::Finished, None) };
+    let moves = [mv("web-1", 0, Status::Success, "moved live to host-b", Some((0, 4_000)))];
+    let mut hook = ev(1, "web-1", 5_000, EventKind::Message, "drain hook on host-a: `upgrade` exited 0 after 1.0 s");
+    hook.uuid = None;
+    hook.data = Some(json!({"hook": "drain", "stdout": "a\nb\nc\nd\ne\nf\n", "stderr": "warning: x\n"}));
+    let mut report = build_report(&drain, &moves, &[], &[hook], Planned::default(), T0 + 60_000);
+    let back = Run {
+        id: "r-20261123-203021-cd34".into(),
+        kind: RunKind::Rollback,
+        parent: Some(drain.id.clone()),
+        ..run(RunState::Finished, None)
+    };
+    let returned = Move {
+        run: back.id.clone(),
+        source: "host-b".into(),
+        target: Some("host-a".into()),
+        ..mv("web-1", 0, Status::RolledBack, "moved live to host-a", Some((0, 4_000)))
+    };
+    report.legs = legs(&drain, &[drain.clone(), back.clone()], |_| vec![returned.clone()], T0 + 60_000);
+    let text = format_report(&report);
+    let expect = "\nrun\n  5.0 s: drain hook on host-a: `upgrade` exited 0 after 1.0 s\n    out | … 1 lines before\n    out | b\n    out | c\n    out | d\n    out | e\n    out | f\n    err | warning: x\n\nundone by run r-20261123-203021-cd34 (rollback): finished, 1 ROLLED-BACK\n  web-1  host-b -> host-a  ROLLED-BACK  moved live to host-a\n";
+    assert!(text.contains(expect), "{text}");
+    assert_eq!(report.legs[0].relation, "undone-by");
 }

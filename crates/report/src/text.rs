@@ -1,6 +1,7 @@
 //! Views as text: `ferry runs`, `ferry status` and `ferry report` (table and CSV).
 
 use ferry_journal::RunState;
+use serde_json::Value;
 
 use crate::units::{duration, mib, rfc3339, utc};
 use crate::view::{is_vm_message, Comparison, MoveReport, Report, RunView, StatusView};
@@ -111,6 +112,31 @@ pub fn format_report(report: &Report) -> String {
     };
     out.push_str(&format!("downtime worst {worst}\n"));
     out.push_str(&format!("bytes    {} transferred\n", mib(s.bytes)));
+    if !report.notes.is_empty() {
+        out.push_str("\nrun\n");
+        for n in &report.notes {
+            out.push_str(&format!("  {}: {}\n", duration(n.since_start_ms), n.message));
+            out.push_str(&hook_output(n.data.as_ref(), "    "));
+        }
+    }
+    for leg in &report.legs {
+        let what = if leg.relation == "undoes" { "undoes" } else { "undone by" };
+        let run = &leg.run;
+        out.push_str(&format!("\n{what} run {} ({}): {}, {}\n", run.id, run.kind, state_text(run), run.counts));
+        let rows: Vec<Vec<String>> = leg
+            .moves
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("  {}", m.vm),
+                    route(&m.source, m.target.as_deref()),
+                    m.status.to_string(),
+                    m.message.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows));
+    }
     for m in &report.moves {
         out.push('\n');
         format_move(m, &mut out);
@@ -153,6 +179,7 @@ fn format_move(m: &MoveReport, out: &mut String) {
     let mut told = false;
     for e in m.events.iter().filter(|e| is_vm_message(e.kind)) {
         out.push_str(&format!("  {}: {}\n", duration(e.since_start_ms), e.message));
+        out.push_str(&hook_output(e.data.as_ref(), "    "));
         told = true;
     }
     // A move given its final status when it was added (a failed check) has no status
@@ -210,6 +237,27 @@ pub fn report_csv(report: &Report) -> Result<String, csv::Error> {
     }
     let bytes = writer.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The end of a hook's output, from its event's data: the last lines of each stream,
+/// prefixed `out |` and `err |`.
+pub(crate) fn hook_output(data: Option<&Value>, indent: &str) -> String {
+    const LINES: usize = 5;
+    let Some(data) = data.filter(|d| d.get("hook").is_some()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (stream, tag) in [("stdout", "out"), ("stderr", "err")] {
+        let text = data.get(stream).and_then(Value::as_str).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.len() > LINES {
+            out.push_str(&format!("{indent}{tag} | … {} lines before\n", lines.len() - LINES));
+        }
+        for line in &lines[lines.len().saturating_sub(LINES)..] {
+            out.push_str(&format!("{indent}{tag} | {line}\n"));
+        }
+    }
+    out
 }
 
 fn route(source: &str, target: Option<&str>) -> String {

@@ -229,6 +229,43 @@ pub struct Report {
     pub planned: Planned,
     /// When the report was made, ms since the epoch: attempts still open end here.
     pub generated_ms: i64,
+    /// What happened to the run as a whole, in words: hooks (with their output in
+    /// `data`), drained hosts, returns.
+    pub notes: Vec<EventView>,
+    /// Runs linked to this one: the run it undoes, and the rollbacks (returns) of it.
+    pub legs: Vec<Leg>,
+}
+
+/// A run linked to the reported one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leg {
+    /// `undoes` (this run is a rollback of it) or `undone-by` (a rollback of this run).
+    pub relation: &'static str,
+    /// The run.
+    pub run: RunView,
+    /// Its moves, in plan order.
+    pub moves: Vec<VmStatus>,
+}
+
+/// The legs of `run` among `runs`, with each leg's moves (`moves_of` reads them).
+pub fn legs(run: &Run, runs: &[Run], mut moves_of: impl FnMut(&str) -> Vec<Move>, now_ms: i64) -> Vec<Leg> {
+    runs.iter()
+        .filter_map(|r| {
+            let relation = if run.parent.as_deref() == Some(r.id.as_str()) {
+                "undoes"
+            } else if r.parent.as_deref() == Some(run.id.as_str()) {
+                "undone-by"
+            } else {
+                return None;
+            };
+            let moves = moves_of(&r.id);
+            Some(Leg {
+                relation,
+                run: run_view(r, moves.iter().map(|m| m.status), now_ms),
+                moves: status_view(r, &moves, &[], now_ms).vms,
+            })
+        })
+        .collect()
 }
 
 /// What a run's documents (its plan and cluster as journaled) say that its records do not.
@@ -445,13 +482,7 @@ pub fn build_report(
                     .remove(m.uuid.as_str())
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|e| EventView {
-                        at_ms: e.at_ms,
-                        since_start_ms: e.at_ms - run.created_ms,
-                        kind: e.kind,
-                        message: e.message.clone(),
-                        data: e.data.clone(),
-                    })
+                    .map(|e| event_view(run, e))
                     .collect(),
             };
             (m.seq, report)
@@ -460,7 +491,30 @@ pub fn build_report(
     reports.sort_by_key(|(seq, m)| (severity(m.status), *seq));
     let moves: Vec<MoveReport> = reports.into_iter().map(|(_, m)| m).collect();
     let summary = summarize(&moves);
-    Report { run: run_view(run, moves.iter().map(|m| m.status), now_ms), moves, summary, planned, generated_ms: now_ms }
+    let notes = events
+        .iter()
+        .filter(|e| e.uuid.is_none() && e.kind == EventKind::Message)
+        .map(|e| event_view(run, e))
+        .collect();
+    Report {
+        run: run_view(run, moves.iter().map(|m| m.status), now_ms),
+        moves,
+        summary,
+        planned,
+        generated_ms: now_ms,
+        notes,
+        legs: Vec::new(),
+    }
+}
+
+fn event_view(run: &Run, e: &Event) -> EventView {
+    EventView {
+        at_ms: e.at_ms,
+        since_start_ms: e.at_ms - run.created_ms,
+        kind: e.kind,
+        message: e.message.clone(),
+        data: e.data.clone(),
+    }
 }
 
 pub(crate) fn attempt_report(a: &Attempt) -> AttemptReport {

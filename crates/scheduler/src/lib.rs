@@ -11,8 +11,12 @@
 //!   per target host (inbound). A limit of 0 counts as 1 (plans reject 0).
 //! - **Links**: a host's `link_mib_s` is shared by its migrations, one way for outbound and
 //!   the other for inbound (links are full duplex). Each migration is capped at
-//!   `min(source link / source's outbound count, target link / target's inbound count)`, and
-//!   the caps follow as migrations start and end ([`Decisions::retunes`]).
+//!   `min(source link / source's sending count, target link / target's sending count)`, and
+//!   the caps follow as migrations start, end, and start or stop sending
+//!   ([`Scheduler::set_sending`], [`Decisions::retunes`]): a migration's setup and finish
+//!   (seconds each: connection, destination start, switch-over) use no link, so the
+//!   migrations that are sending meanwhile get it. One that is not sending yet is counted as
+//!   if it were, so that its first cap is the share it will have.
 //! - **Eligible**: a pending move that is not in a group, or the first unfinished member of
 //!   its group (members move one at a time, in `order`). A member that does not succeed ends
 //!   the rest of its group as SKIPPED-DEPENDENCY, naming it.
@@ -196,6 +200,8 @@ pub struct Scheduler {
     last_source: Option<usize>,
     unfinished: usize,
     ended: Vec<Ended>,
+    /// Per item: whether it is sending data now (see [`Scheduler::set_sending`]).
+    sending: Vec<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +210,9 @@ struct Host {
     link: Option<f64>,
     outbound: usize,
     inbound: usize,
+    /// Moves in flight from (to) this host that are sending data.
+    sending_out: usize,
+    sending_in: usize,
     /// Eligible moves from this host, best first.
     queue: BTreeSet<Key>,
 }
@@ -274,6 +283,7 @@ impl Scheduler {
             last_source: None,
             unfinished: items.len(),
             ended: Vec::new(),
+            sending: vec![false; items.len()],
             items: Vec::new(),
         };
         let mut group_ids = HashMap::new();
@@ -387,6 +397,7 @@ impl Scheduler {
         let State::Running { to, .. } = self.state[item] else {
             return;
         };
+        self.set_sending(item, false);
         self.hosts[self.slots[item].from].outbound -= 1;
         self.hosts[to].inbound -= 1;
         self.running.retain(|&r| r != item);
@@ -404,6 +415,27 @@ impl Scheduler {
     pub fn adopt(&mut self, item: usize, to: &str) {
         if self.state[item] == State::Pending {
             self.start(item, to);
+        }
+    }
+
+    /// A move in flight started (`true`) or stopped (`false`) sending data: the link shares
+    /// of its hosts' other migrations follow with the next [`Scheduler::decide`]. Ignored
+    /// unless the move is in flight.
+    pub fn set_sending(&mut self, item: usize, sending: bool) {
+        let State::Running { to, .. } = self.state[item] else {
+            return;
+        };
+        if self.sending[item] == sending {
+            return;
+        }
+        self.sending[item] = sending;
+        let from = self.slots[item].from;
+        if sending {
+            self.hosts[from].sending_out += 1;
+            self.hosts[to].sending_in += 1;
+        } else {
+            self.hosts[from].sending_out -= 1;
+            self.hosts[to].sending_in -= 1;
         }
     }
 
@@ -481,8 +513,9 @@ impl Scheduler {
             return None;
         };
         let (from, to) = (&self.hosts[self.slots[item].from], &self.hosts[to]);
-        let out = from.link.map(|l| l / from.outbound as f64);
-        let inb = to.link.map(|l| l / to.inbound as f64);
+        let waiting = usize::from(!self.sending[item]);
+        let out = from.link.map(|l| l / (from.sending_out + waiting) as f64);
+        let inb = to.link.map(|l| l / (to.sending_in + waiting) as f64);
         match (out, inb) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -566,7 +599,15 @@ impl Scheduler {
         if let Some(&h) = self.host_ids.get(name) {
             return h;
         }
-        self.hosts.push(Host { name: name.to_string(), link: None, outbound: 0, inbound: 0, queue: BTreeSet::new() });
+        self.hosts.push(Host {
+            name: name.to_string(),
+            link: None,
+            outbound: 0,
+            inbound: 0,
+            sending_out: 0,
+            sending_in: 0,
+            queue: BTreeSet::new(),
+        });
         self.host_ids.insert(name.to_string(), self.hosts.len() - 1);
         self.hosts.len() - 1
     }

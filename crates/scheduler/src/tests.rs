@@ -86,6 +86,8 @@ fn check(input: &str, expect: &str) {
                     }
                     "finish" => s.finished(index(words[1]), words[2].parse().expect("a status")),
                     "stop" => s.stop_starting(),
+                    "send" => s.set_sending(index(words[1]), true),
+                    "quiet" => s.set_sending(index(words[1]), false),
                     "adopt" => s.adopt(index(words[1]), words[2]),
                     other => panic!("unknown line {other:?}"),
                 }
@@ -388,7 +390,8 @@ fn resume_from_moves_successes_only() {
 
 #[test]
 fn links_are_shared_and_reshared() {
-    // h1 sends at 100, h2 receives at 60; h3 and h4 have no link.
+    // h1 sends at 100, h2 receives at 60; h3 and h4 have no link. A migration not sending
+    // yet is capped as if it were; only those sending share a link with it.
     check(
         "
         limits 8 2 4
@@ -400,19 +403,61 @@ fn links_are_shared_and_reshared() {
         vm d h1 h3 prio=-1
         vm e h4 h3
         decide 0
+        send a
+        send b
+        send c
+        send e
+        decide 0.5
         finish a SUCCESS
         decide 1
+        send d
+        decide 1.5
         finish b SUCCESS
         decide 2
         ",
         "
-        0 start a h2 @30
-        0 start c h2 @30
-        0 start b h3 @50
+        0 start a h2 @60
+        0 start c h2 @60
+        0 start b h3 @100
         0 start e h3
+        0.5 retune a @30
+        0.5 retune c @30
+        0.5 retune b @50
         1 start d h3 @50
         1 retune c @60
+        1 retune b @100
+        1.5 retune b @50
         2 retune d @100
+        ",
+    );
+}
+
+#[test]
+fn a_migration_in_setup_or_finishing_leaves_the_link_to_those_sending() {
+    // Two migrations out of h1 (link 64): while one sets up or finishes, the other gets it all.
+    check(
+        "
+        limits 8 2 2
+        link h1 64
+        vm a h1 h2
+        vm b h1 h3
+        decide 0
+        send a
+        decide 1
+        send b
+        decide 2
+        quiet a
+        decide 3
+        finish a SUCCESS
+        decide 4
+        ",
+        "
+        0 start a h2 @64
+        0 start b h3 @64
+        1 retune b @32
+        2 retune a @32
+        3 retune b @64
+        4 -
         ",
     );
 }

@@ -94,6 +94,8 @@ struct Books<'a> {
     outbound: Vec<usize>,
     inbound: Vec<usize>,
     status: Vec<Option<Status>>,
+    /// Moves in flight that are sending data.
+    sending: std::collections::HashSet<usize>,
 }
 
 impl Books<'_> {
@@ -128,11 +130,16 @@ impl Books<'_> {
         &members[..members.iter().position(|&m| m == i).unwrap_or(0)]
     }
 
+    /// Links shared by the moves sending; one not sending yet counts itself.
     fn cap(&self, i: usize) -> Option<f64> {
         let (to, _) = self.running[&i];
         let from = self.case.items[i].0;
-        let out = self.case.links[from].map(|l| f64::from(l) / self.outbound[from] as f64);
-        let inb = self.case.links[to].map(|l| f64::from(l) / self.inbound[to] as f64);
+        let waiting = usize::from(!self.sending.contains(&i));
+        let sending = |host: usize, end: fn(&Books, usize) -> usize| {
+            self.sending.iter().filter(|&&j| end(self, j) == host).count() + waiting
+        };
+        let out = self.case.links[from].map(|l| f64::from(l) / sending(from, |b, j| b.case.items[j].0) as f64);
+        let inb = self.case.links[to].map(|l| f64::from(l) / sending(to, |b, j| b.running[&j].0) as f64);
         match (out, inb) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -270,6 +277,7 @@ fn simulate(case: &Case) -> Result<(), TestCaseError> {
         outbound: vec![0; case.hosts],
         inbound: vec![0; case.hosts],
         status: vec![None; n],
+        sending: Default::default(),
     };
     let mut rng = case.seed | 1;
     let mut next = move |bound: usize| {
@@ -330,6 +338,14 @@ fn simulate(case: &Case) -> Result<(), TestCaseError> {
         in_flight.sort_unstable();
         let i = in_flight[next(in_flight.len())];
         let status = OUTCOMES[next(OUTCOMES.len())];
+        // Some move in flight starts or stops sending data.
+        let j = in_flight[next(in_flight.len())];
+        let now_sending = !books.sending.remove(&j);
+        if now_sending {
+            books.sending.insert(j);
+        }
+        scheduler.set_sending(j, now_sending);
+        books.sending.remove(&i);
         let (to, _) = books.running.remove(&i).expect("in flight");
         books.outbound[case.items[i].0] -= 1;
         books.inbound[to] -= 1;

@@ -1,0 +1,246 @@
+//! `ferry drain`, and what follows a drain in any run: once the host is verified empty, its
+//! hook runs; when the hook succeeds (or there is none) and the drain returns, every VM
+//! that left comes back in a rollback run linked to the drain's run. A failed hook leaves
+//! the VMs where they are; `ferry rollback RUN` returns them later.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_back::rollback::Origin;
+use ferry_driver::Driver;
+use ferry_journal::{EventKind, Journal, RunKind};
+use ferry_libvirt::LibvirtDriver;
+use ferry_model::{ClusterSpec, Status};
+use ferry_plan::{Drain, Hooks, Limits, Plan, Policy, Target};
+use ferry_preview::checks::CheckName;
+use serde_json::Value;
+
+use crate::cluster::ClusterArg;
+use crate::hooks;
+use crate::rollback::{self, Returned};
+use crate::runs::{self, Start};
+use crate::state::StateArg;
+use crate::{Output, EXIT_BAD_INPUT};
+
+/// `ferry drain` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// The host to empty.
+    pub host: String,
+    /// Where its VMs go: a host, or ANY (placement decides, never the drained host).
+    #[arg(long, default_value = "ANY", value_name = "HOST|ANY")]
+    pub to: String,
+    /// Once the host is empty, run CMD (by `sh -c`, with FERRY_RUN_ID, FERRY_HOST and
+    /// FERRY_VMS in its environment), then bring every VM back. If CMD fails, the VMs stay
+    /// where they are; `ferry rollback RUN` returns them later.
+    #[arg(long, value_name = "CMD")]
+    pub return_after: Option<String>,
+    /// Bring every VM back as soon as the host is empty, with no command in between.
+    #[arg(long = "return", conflicts_with = "return_after")]
+    pub return_at_once: bool,
+    /// Seconds the command may run before it is killed (and has failed).
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub hook_timeout: u64,
+    /// Concurrent migrations out of the host.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub per_source: usize,
+    /// Waive a check: its failures become warnings and the move runs. Repeatable.
+    #[arg(long = "ignore", value_name = "CHECK")]
+    pub ignore: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// Runs `ferry drain`: a plan of one `[[drain]]`, run like `ferry migrate`'s.
+pub async fn drain(args: DrainArgs, output: Output) -> ExitCode {
+    let bad = |e: String| {
+        eprintln!("ferry drain: {e}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    };
+    let cluster = match args.cluster.load() {
+        Ok((_, c)) => c,
+        Err(e) => return bad(e),
+    };
+    let names = || cluster.hosts.iter().map(|h| h.name.as_str());
+    for (flag, name) in [("HOST", args.host.as_str()), ("--to", args.to.as_str())] {
+        if name.eq_ignore_ascii_case("any") && flag == "--to" {
+            continue;
+        }
+        if cluster.host(name).is_none() {
+            let hint = ferry_plan::closest(name, names()).map(|c| format!("; did you mean {c}?")).unwrap_or_default();
+            return bad(format!("{flag} {name}: no such host in the cluster{hint}"));
+        }
+    }
+    if args.to == args.host {
+        return bad(format!("cannot drain {} onto itself", args.host));
+    }
+    if args.per_source == 0 {
+        return bad("--per-source must be at least 1".into());
+    }
+    let mut ignore = Vec::new();
+    for name in &args.ignore {
+        match name.parse::<CheckName>() {
+            Ok(c) => ignore.push(c),
+            Err(e) => return bad(format!("--ignore: {e}")),
+        }
+    }
+    let to = if args.to.eq_ignore_ascii_case("any") { Target::Any } else { Target::Host(args.to.clone()) };
+    let plan = Plan {
+        file: "ferry drain".into(),
+        name: format!("drain {}", args.host),
+        deadline: None,
+        resume_from: None,
+        limits: Limits { per_source: args.per_source, ..Limits::default() },
+        policy: Policy::default(),
+        moves: Vec::new(),
+        drains: vec![Drain {
+            host: args.host.clone(),
+            to,
+            return_after: args.return_after.is_some() || args.return_at_once,
+            hook: args.return_after.clone(),
+            line: 0,
+        }],
+        hooks: Hooks { timeout_s: args.hook_timeout.max(1), ..Hooks::default() },
+    };
+    runs::start(Start { plan, cluster, state: &args.state, ignore, measure: false }, output).await
+}
+
+/// After run `run_id`'s moves: for each drain of `plan` with a hook or a return, verifies
+/// the host is empty, runs its hook, and returns its VMs. Idempotent, so that `resume`
+/// calls it too: a hook that already ran is not run again, and a run already returned is
+/// not returned again. True when everything that had to happen did.
+pub async fn after(
+    driver: &Arc<LibvirtDriver>,
+    journal: &Journal,
+    run_id: &str,
+    plan: &Plan,
+    cluster: &ClusterSpec,
+    output: Output,
+) -> bool {
+    let drains: Vec<&Drain> = plan.drains.iter().filter(|d| d.hook.is_some() || d.return_after).collect();
+    if drains.is_empty() {
+        return true;
+    }
+    let quiet = output == Output::Json;
+    let note = |text: String| async move {
+        if !quiet {
+            println!("{text}");
+        }
+        if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, None).await {
+            eprintln!("ferry: could not journal: {e}");
+        }
+    };
+    let events = journal.events(run_id, None).await.unwrap_or_default();
+    let moves = journal.moves(run_id).await.unwrap_or_default();
+    let returned = journal
+        .runs()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .any(|r| r.parent.as_deref() == Some(run_id) && r.kind == RunKind::Rollback);
+    let inventory = driver.inventory().await;
+    let mut ok = true;
+    let mut returning = Vec::new();
+    for d in drains {
+        let earlier = events.iter().rev().find(|e| {
+            e.data.as_ref().is_some_and(|data| {
+                data["hook"] == "drain" && data["env"]["FERRY_HOST"] == Value::String(d.host.clone())
+            })
+        });
+        if let Some(e) = earlier {
+            if e.data
+                .as_ref()
+                .is_some_and(|data| data["exit_code"] != 0 || data["timed_out"] == true || !data["error"].is_null())
+            {
+                ok = false;
+                note(format!(
+                    "{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                    d.host
+                ))
+                .await;
+                continue;
+            }
+        } else {
+            if inventory.host(&d.host).is_none() {
+                ok = false;
+                note(format!(
+                    "{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns",
+                    d.host
+                ))
+                .await;
+                continue;
+            }
+            let left: Vec<String> = inventory.vms_on(&d.host).map(|v| format!("{} ({})", v.name, v.state)).collect();
+            if !left.is_empty() {
+                ok = false;
+                note(format!(
+                    "{} is not empty ({}): its hook did not run and nothing returns; `ferry rollback {run_id}` returns the VMs that left",
+                    d.host,
+                    left.join(", ")
+                ))
+                .await;
+                continue;
+            }
+            if let Some(command) = &d.hook {
+                let gone: Vec<&str> = moves
+                    .iter()
+                    .filter(|m| m.source == d.host && m.status.is_success())
+                    .map(|m| m.vm.as_str())
+                    .collect();
+                let env = vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
+                let label = format!("drain hook on {}", d.host);
+                let timeout = Duration::from_secs(plan.hooks.timeout_s);
+                let ran = hooks::run_for_run(journal, run_id, "drain", &label, command, env, timeout, quiet).await;
+                if !ran.ok() {
+                    ok = false;
+                    note(format!(
+                        "{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                        d.host
+                    ))
+                    .await;
+                    continue;
+                }
+            }
+        }
+        if d.return_after {
+            returning.push(d.host.clone());
+        }
+    }
+    if returning.is_empty() || returned {
+        return ok;
+    }
+    let origins: Vec<Origin> = moves
+        .iter()
+        .filter(|m| returning.contains(&m.source) && m.status != Status::PrecheckFailed)
+        .map(|m| Origin { vm: m.vm.clone(), uuid: m.uuid.clone(), host: m.source.clone() })
+        .collect();
+    note(format!("returning the VMs of {} to where they were", returning.join(", "))).await;
+    let request = rollback::Request {
+        journal,
+        parent: Some(run_id.to_string()),
+        undoes: run_id.to_string(),
+        origins,
+        cluster: cluster.clone(),
+        policy: plan.policy.clone(),
+        limits: plan.limits.clone(),
+        dry_run: false,
+    };
+    match rollback::roll_back(request, output).await {
+        Ok(Returned::Ran { run, all_back }) => {
+            note(format!(
+                "return: run {run} {}",
+                if all_back { "brought every VM back" } else { "did not bring every VM back" }
+            ))
+            .await;
+            ok && all_back
+        }
+        Ok(_) => ok,
+        Err(e) => {
+            note(format!("the return could not start: {e}; `ferry rollback {run_id}` returns the VMs")).await;
+            false
+        }
+    }
+}

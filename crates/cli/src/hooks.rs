@@ -1,0 +1,439 @@
+//! Hooks: operators' commands run around a run, around each VM's move, and on a drained
+//! host. Each runs by `sh -c` in its own process group with the run (and VM, or host) in
+//! its environment, is killed after its timeout, and its exit status and output go to the
+//! journal (an event of the run, or of the VM), where `ferry report` shows them.
+//!
+//! Per-VM hooks run inside the move, through [`Hooked`], a [`Driver`] that wraps the real
+//! one: the engine knows nothing of hooks.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_driver::{
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, Volume,
+};
+use ferry_journal::{EventKind, Journal};
+use ferry_model::{Inventory, Location, Metadata};
+use ferry_plan::{OnFailure, Plan};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// Output kept per stream: the end, where the reason usually is.
+const KEEP_BYTES: usize = 16 * 1024;
+
+/// How one hook ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookRun {
+    /// The command.
+    pub command: String,
+    /// Its exit code; `None` when it could not start, was killed, or died of a signal.
+    pub code: Option<i32>,
+    /// Killed after its timeout.
+    pub timed_out: bool,
+    /// Why it could not start.
+    pub error: Option<String>,
+    /// Wall time.
+    pub duration: Duration,
+    /// The end of its standard output.
+    pub stdout: String,
+    /// The end of its standard error.
+    pub stderr: String,
+}
+
+impl HookRun {
+    /// Whether it exited 0 in time.
+    pub fn ok(&self) -> bool {
+        self.code == Some(0) && !self.timed_out && self.error.is_none()
+    }
+
+    /// What happened, in words: "`touch x` exited 0 after 0.1 s".
+    pub fn summary(&self) -> String {
+        let took = self.duration.as_secs_f64();
+        let what = match (&self.error, self.timed_out, self.code) {
+            (Some(e), _, _) => format!("could not start: {e}"),
+            (None, true, _) => format!("was killed after its {took:.0} s timeout"),
+            (None, false, Some(code)) => format!("exited {code} after {took:.1} s"),
+            (None, false, None) => format!("was killed by a signal after {took:.1} s"),
+        };
+        let last_of = |text: &'_ str| text.lines().rfind(|l| !l.trim().is_empty()).map(str::to_string);
+        let last = last_of(&self.stderr).or_else(|| last_of(&self.stdout));
+        match last {
+            Some(line) if !self.ok() => format!("`{}` {what}: {}", self.command, line.trim()),
+            _ => format!("`{}` {what}", self.command),
+        }
+    }
+
+    /// The figures and output, for the journal.
+    pub fn data(&self, hook: &str) -> Value {
+        json!({
+            "hook": hook,
+            "command": self.command,
+            "exit_code": self.code,
+            "timed_out": self.timed_out,
+            "error": self.error,
+            "duration_ms": u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+        })
+    }
+}
+
+/// Runs `command` by `sh -c` with `env`, killing its whole process group after `timeout`.
+pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration) -> HookRun {
+    let command = command.to_string();
+    tokio::task::spawn_blocking(move || run_blocking(&command, &env, timeout)).await.unwrap_or_else(|e| HookRun {
+        command: String::new(),
+        code: None,
+        timed_out: false,
+        error: Some(format!("the hook's thread failed: {e}")),
+        duration: Duration::ZERO,
+        stdout: String::new(),
+        stderr: String::new(),
+    })
+}
+
+fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration) -> HookRun {
+    let started = Instant::now();
+    let mut result = HookRun {
+        command: command.to_string(),
+        code: None,
+        timed_out: false,
+        error: None,
+        duration: Duration::ZERO,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let spawned = Process::new("sh")
+        .arg("-c")
+        .arg(command)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            result.error = Some(e.to_string());
+            return result;
+        }
+    };
+    let reader = |stream: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut s) = stream {
+                let _ = s.read_to_end(&mut bytes);
+            }
+            let _ = tx.send(bytes);
+        });
+        rx
+    };
+    let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let pid = child.id();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                result.code = status.code();
+                break;
+            }
+            Ok(None) if started.elapsed() >= timeout => {
+                kill_group(pid);
+                let _ = child.wait();
+                result.timed_out = true;
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                result.error = Some(e.to_string());
+                kill_group(pid);
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+    // Whatever it left running in the background must not keep the output open forever.
+    let grace = Duration::from_secs(2);
+    let (stdout, stderr) = (out.recv_timeout(grace).unwrap_or_default(), err.recv_timeout(grace).unwrap_or_default());
+    result.stdout = tail(&stdout);
+    result.stderr = tail(&stderr);
+    result.duration = started.elapsed();
+    result
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a negative pid signals the process group the child leads
+        // (it was started with process_group(0)); it touches no memory.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(KEEP_BYTES);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Runs a run-level hook (`pre-run`, `post-run`, `drain`) and journals it as an event of
+/// the run, its environment in the event's data; prints "`label`: what happened" unless
+/// `quiet`. Returns how it ran.
+#[allow(clippy::too_many_arguments, reason = "a hook's whole context; one call per hook kind")]
+pub async fn run_for_run(
+    journal: &Journal,
+    run_id: &str,
+    hook: &str,
+    label: &str,
+    command: &str,
+    mut env: Vec<(String, String)>,
+    timeout: Duration,
+    quiet: bool,
+) -> HookRun {
+    env.push(("FERRY_RUN_ID".into(), run_id.into()));
+    env.push(("FERRY_HOOK".into(), hook.into()));
+    let ran = run(command, env.clone(), timeout).await;
+    let text = format!("{label}: {}", ran.summary());
+    if !quiet {
+        println!("{text}");
+    }
+    let mut data = ran.data(hook);
+    data["env"] = env.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<_, _>>().into();
+    if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
+        eprintln!("ferry: could not journal the {hook} hook's result: {e}");
+    }
+    ran
+}
+
+/// One VM's hooks.
+#[derive(Debug, Clone, Default)]
+struct VmHooks {
+    name: String,
+    pre: Option<String>,
+    post: Option<String>,
+}
+
+/// What every per-VM hook needs, shared with the tasks that wait for migrations' ends.
+struct Context {
+    journal: Journal,
+    run_id: String,
+    on_failure: OnFailure,
+    timeout: Duration,
+    failed: Arc<Mutex<Option<String>>>,
+    quiet: bool,
+}
+
+impl Context {
+    /// The hook whose failure under `fail` stops the run, if one did.
+    fn failed(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs one VM's hook; `Err` with the reason when it failed and the policy is `fail`
+    /// (the run is then told to start nothing new).
+    async fn hook(&self, stage: &str, command: &str, vm: &VmHooks, request: &MoveRequest) -> Result<(), String> {
+        let env = vec![
+            ("FERRY_RUN_ID".to_string(), self.run_id.clone()),
+            ("FERRY_HOOK".to_string(), stage.to_string()),
+            ("FERRY_VM".to_string(), vm.name.clone()),
+            ("FERRY_VM_UUID".to_string(), request.vm.clone()),
+            ("FERRY_FROM".to_string(), request.from.clone()),
+            ("FERRY_TO".to_string(), request.to.clone()),
+        ];
+        let ran = run(command, env, self.timeout).await;
+        let mut text = format!("{stage} hook: {}", ran.summary());
+        let failed = !ran.ok() && self.on_failure == OnFailure::Fail;
+        if failed {
+            text.push_str("; on_failure = fail: no new move starts");
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{stage} hook of {}", vm.name));
+        } else if !ran.ok() {
+            text.push_str("; on_failure = warn: the run goes on");
+        }
+        if !self.quiet && !ran.ok() {
+            eprintln!("{}: {text}", vm.name);
+        }
+        if let Err(e) =
+            self.journal.event(&self.run_id, Some(&request.vm), EventKind::Message, &text, Some(&ran.data(stage))).await
+        {
+            eprintln!("ferry: could not journal {}'s {stage} hook: {e}", vm.name);
+        }
+        if failed {
+            Err(text)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A driver that runs each VM's pre-move hook before its move starts (once per VM, however
+/// many attempts) and its post-move hook after a verified move. Under `on_failure = fail`,
+/// a failed hook stops the run: that VM's move (for a pre-move hook) and every move not yet
+/// started end FAILURE-INIT before anything is touched; moves under way finish.
+pub struct Hooked<D> {
+    inner: Arc<D>,
+    vms: HashMap<String, VmHooks>,
+    context: Arc<Context>,
+    started: Mutex<HashSet<String>>,
+}
+
+impl<D: Driver> Hooked<D> {
+    /// Wraps `inner` with the hooks of `plan` for run `run_id`, for the VMs `uuids` (UUID,
+    /// name). A hook failing under `fail` is named in `failed`.
+    pub fn new(
+        inner: Arc<D>,
+        plan: &Plan,
+        uuids: &[(String, String)],
+        journal: Journal,
+        run_id: &str,
+        failed: Arc<Mutex<Option<String>>>,
+        quiet: bool,
+    ) -> Hooked<D> {
+        let vms = uuids
+            .iter()
+            .map(|(uuid, name)| {
+                let own = plan.moves.iter().find(|m| m.vm == *name || m.vm == *uuid);
+                let hooks = VmHooks {
+                    name: name.clone(),
+                    pre: own.and_then(|m| m.pre_hook.clone()).or_else(|| plan.hooks.pre_move.clone()),
+                    post: own.and_then(|m| m.post_hook.clone()).or_else(|| plan.hooks.post_move.clone()),
+                };
+                (uuid.clone(), hooks)
+            })
+            .collect();
+        let context = Context {
+            journal,
+            run_id: run_id.to_string(),
+            on_failure: plan.hooks.on_failure,
+            timeout: Duration::from_secs(plan.hooks.timeout_s),
+            failed,
+            quiet,
+        };
+        Hooked { inner, vms, context: Arc::new(context), started: Mutex::new(HashSet::new()) }
+    }
+
+    async fn before(&self, request: &MoveRequest) -> Result<(), MoveError> {
+        if let Some(which) = self.context.failed() {
+            return Err(MoveError::Init { reason: format!("not started: the {which} failed (on_failure = fail)") });
+        }
+        let Some(vm) = self.vms.get(&request.vm) else { return Ok(()) };
+        let Some(pre) = &vm.pre else { return Ok(()) };
+        let first = self.started.lock().map(|mut s| s.insert(request.vm.clone())).unwrap_or(true);
+        if !first {
+            return Ok(());
+        }
+        self.context.hook("pre-move", pre, vm, request).await.map_err(|reason| MoveError::Init { reason })
+    }
+}
+
+impl<D: Driver> Driver for Hooked<D> {
+    async fn inventory(&self) -> Inventory {
+        self.inner.inventory().await
+    }
+
+    async fn locate(&self, vm: &str) -> Result<Vec<Location>, DriverError> {
+        self.inner.locate(vm).await
+    }
+
+    async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
+        self.before(&request).await?;
+        let mut migration = self.inner.migrate_live(request.clone(), options).await?;
+        let Some(vm) = self.vms.get(&request.vm).filter(|v| v.post.is_some()).cloned() else { return Ok(migration) };
+        // The post-move hook runs between the driver's verified outcome and the engine's.
+        let (tx, rx) = oneshot::channel();
+        let outcome = std::mem::replace(&mut migration.outcome, rx);
+        let context = self.context.clone();
+        tokio::spawn(async move {
+            let Ok(outcome) = outcome.await else { return };
+            if outcome.is_ok() {
+                if let Some(post) = &vm.post {
+                    let _ = context.hook("post-move", post, &vm, &request).await;
+                }
+            }
+            let _ = tx.send(outcome);
+        });
+        Ok(migration)
+    }
+
+    async fn move_cold(&self, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+        self.before(&request).await?;
+        let report = self.inner.move_cold(request.clone(), options).await?;
+        if let Some(vm) = self.vms.get(&request.vm) {
+            if let Some(post) = &vm.post {
+                let _ = self.context.hook("post-move", post, vm, &request).await;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {
+        self.inner.metadata(host, vm).await
+    }
+
+    async fn set_metadata(&self, host: &str, vm: &str, metadata: Option<&Metadata>) -> Result<(), DriverError> {
+        self.inner.set_metadata(host, vm, metadata).await
+    }
+
+    async fn job(&self, host: &str, vm: &str) -> Result<Option<Progress>, DriverError> {
+        self.inner.job(host, vm).await
+    }
+
+    async fn abort_job(&self, host: &str, vm: &str) -> Result<(), DriverError> {
+        self.inner.abort_job(host, vm).await
+    }
+
+    async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
+        self.inner.discard_prepared(request).await
+    }
+
+    async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
+        self.inner.volumes(host).await
+    }
+
+    async fn delete_volume(&self, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
+        self.inner.delete_volume(host, pool, name).await
+    }
+
+    async fn remove_copy(&self, host: &str, vm: &str) -> Result<String, DriverError> {
+        self.inner.remove_copy(host, vm).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_now(command: &str, timeout: Duration) -> HookRun {
+        run_blocking(command, &[("FERRY_HOST".into(), "host-a".into())], timeout)
+    }
+
+    #[test]
+    fn a_hook_sees_its_environment_and_its_output_is_kept() {
+        let ran = run_now("echo \"host $FERRY_HOST\"; echo oops >&2; exit 3", Duration::from_secs(10));
+        assert_eq!(ran.code, Some(3));
+        assert!(!ran.ok());
+        assert_eq!(ran.stdout, "host host-a\n");
+        assert_eq!(ran.stderr, "oops\n");
+        assert!(ran.summary().starts_with("`echo"), "{}", ran.summary());
+        assert!(ran.summary().ends_with("exited 3 after 0.0 s: oops"), "{}", ran.summary());
+    }
+
+    #[test]
+    fn a_hook_past_its_timeout_is_killed_with_its_children() {
+        let started = Instant::now();
+        let ran = run_now("sleep 30 & sleep 30; true", Duration::from_millis(300));
+        assert!(ran.timed_out && !ran.ok(), "{ran:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(ran.summary().contains("was killed after its"), "{}", ran.summary());
+    }
+
+    #[test]
+    fn a_quick_successful_hook() {
+        let ran = run_now("true", Duration::from_secs(10));
+        assert!(ran.ok(), "{ran:?}");
+        assert!(ran.summary().starts_with("`true` exited 0 after"), "{}", ran.summary());
+    }
+}

@@ -1,0 +1,150 @@
+//! What `cleanup` removes: stale copies of a VM and volumes nobody uses. Each call checks
+//! again, on the hosts, what makes the removal safe; the caller's plan is not trusted.
+
+use std::collections::HashMap;
+
+use ferry_driver::Volume;
+use ferry_model::{ClusterSpec, VmState};
+use virt::connect::Connect;
+use virt::sys;
+
+use crate::conn::{describe, locate, msg, open, vm_state};
+use crate::domxml::parse_domain;
+use crate::live::host;
+
+/// Who uses what on a host.
+#[derive(Default)]
+struct Users {
+    /// Volume path → UUIDs of the domains whose disks use it.
+    by_path: HashMap<String, Vec<String>>,
+    /// UUIDs of domains whose definition cannot be read now (libvirt holds an incoming
+    /// migration's domain locked): their volumes are unknown.
+    unreadable: Vec<String>,
+}
+
+/// The volume paths the domains of a host use.
+fn users(conn: &Connect) -> Result<Users, String> {
+    let mut used: HashMap<String, Vec<String>> = HashMap::new();
+    let mut unreadable = Vec::new();
+    for domain in conn.list_all_domains(0).map_err(msg)? {
+        let desc = domain.xml_desc(0).map_err(msg).and_then(|xml| parse_domain(&xml));
+        let Ok(desc) = desc else {
+            unreadable.push(domain.uuid_string().unwrap_or_else(|_| "?".into()));
+            continue;
+        };
+        for path in desc.disks.iter().filter_map(|d| d.path.clone()) {
+            used.entry(path).or_default().push(desc.uuid.clone());
+        }
+    }
+    Ok(Users { by_path: used, unreadable })
+}
+
+/// The volumes of a host's host-local pools, with their users.
+pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, String> {
+    let spec = host(cluster, name)?;
+    let conn = open(spec)?;
+    let used = users(&conn)?.by_path;
+    let mut found = Vec::new();
+    for pool in conn.list_all_storage_pools(0).map_err(msg)? {
+        let pool_name = pool.name().map_err(msg)?;
+        if spec.shared_pools.contains(&pool_name) || !pool.is_active().unwrap_or(false) {
+            continue;
+        }
+        // Files may have appeared behind libvirt's back (a crashed copy): look again.
+        let _ = pool.refresh(0);
+        for volume in pool.list_all_volumes(0).map_err(msg)? {
+            let path = volume.path().map_err(msg)?;
+            found.push(Volume {
+                host: spec.name.clone(),
+                pool: pool_name.clone(),
+                name: volume.name().map_err(msg)?,
+                capacity: volume.info().map(|i| i.capacity).unwrap_or(0),
+                used_by: used.get(&path).cloned().unwrap_or_default(),
+                path,
+            });
+        }
+    }
+    found.sort_by(|a, b| (&a.pool, &a.name).cmp(&(&b.pool, &b.name)));
+    Ok(found)
+}
+
+/// Deletes a volume of a host-local pool that no domain on the host uses.
+pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volume: &str) -> Result<(), String> {
+    let spec = host(cluster, name)?;
+    if spec.shared_pools.iter().any(|p| p == pool) {
+        return Err(format!("pool {pool} is shared: ferry never deletes shared storage"));
+    }
+    let conn = open(spec)?;
+    let found = conn
+        .lookup_storage_pool_by_name(pool)
+        .map_err(|e| format!("no pool {pool}: {}", msg(e)))?
+        .lookup_storage_vol_by_name(volume)
+        .map_err(|e| format!("no volume {volume} in pool {pool}: {}", msg(e)))?;
+    let path = found.path().map_err(msg)?;
+    let Users { by_path: used, unreadable } = users(&conn)?;
+    if let Some(uuids) = used.get(&path) {
+        return Err(format!("{path} is in use by {}", uuids.join(", ")));
+    }
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "the definition of {} on {} cannot be read now (a migration in progress?), so {path} may be in use; try again",
+            unreadable.join(", "),
+            spec.name
+        ));
+    }
+    found.delete(0).map_err(|e| format!("could not delete {path}: {}", msg(e)))
+}
+
+/// Powers off and undefines the copy of `vm` on `name`, when the VM runs on exactly one
+/// other host.
+pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result<String, String> {
+    let spec = host(cluster, name)?;
+    let locations = locate(cluster, vm).map_err(|(h, e)| format!("{h} cannot be asked where {vm} runs: {e}"))?;
+    let elsewhere: Vec<_> = locations.iter().filter(|l| l.host != spec.name && l.state == VmState::Running).collect();
+    if !locations.iter().any(|l| l.host == spec.name) {
+        return Ok(format!("no copy left on {}", spec.name));
+    }
+    if elsewhere.len() != 1 {
+        return Err(format!(
+            "refusing to remove the copy on {}: the VM is {}, and a copy is removed only when it runs on exactly one other host",
+            spec.name,
+            describe(&locations)
+        ));
+    }
+    let conn = open(spec)?;
+    let domain = conn.lookup_domain_by_uuid_string(vm).map_err(msg)?;
+    let state = vm_state(&domain);
+    let mut done = Vec::new();
+    if domain.is_active().map_err(msg)? {
+        // A copy being torn down by libvirt (an aborted incoming migration) is locked for a
+        // moment, and may vanish by itself.
+        let mut tries = 0;
+        loop {
+            match domain.destroy() {
+                Ok(()) => break,
+                Err(_) if conn.lookup_domain_by_uuid_string(vm).is_err() => {
+                    return Ok(format!("the {state} copy on {} went away by itself", spec.name));
+                }
+                Err(e) if tries >= 20 => {
+                    return Err(format!("could not power off the {state} copy on {}: {}", spec.name, msg(e)));
+                }
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+        done.push(format!("powered off the {state} copy on {}", spec.name));
+    }
+    // The definition may have gone with the power-off (a transient copy).
+    if let Ok(domain) = conn.lookup_domain_by_uuid_string(vm) {
+        let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
+        domain
+            .undefine_flags(flags)
+            .map_err(|e| format!("could not undefine the copy on {}: {}", spec.name, msg(e)))?;
+        done.push(format!("undefined it on {}", spec.name));
+    }
+    Ok(format!("{} (the VM runs on {})", done.join(", "), elsewhere[0].host))
+}
