@@ -5,17 +5,8 @@ use std::path::{Path, PathBuf};
 
 use ferry_journal::{Durability, Journal, JournalClock, JournalConfig};
 
-/// How recent an owner's heartbeat must be for its run to count as alive. The engine
-/// beats every second, so fifteen seconds of silence is a dead or hung process, not a
-/// slow journal write.
-pub const OWNER_ALIVE_WITHIN_MS: i64 = 15_000;
-
-/// Whether a run's owner looks alive at `now_ms`: it has beaten within
-/// [`OWNER_ALIVE_WITHIN_MS`]. A heartbeat from the future (another host's clock ahead of
-/// ours) counts as alive.
-pub fn owner_alive(heartbeat_ms: Option<i64>, now_ms: i64) -> bool {
-    heartbeat_ms.is_some_and(|beat| now_ms.saturating_sub(beat) <= OWNER_ALIVE_WITHIN_MS)
-}
+/// The lease rule lives with the lease, in the journal.
+pub use ferry_journal::owner_alive;
 
 /// The `--state` flag shared by every command that reads or writes the journal.
 #[derive(Debug, clap::Args)]
@@ -113,22 +104,6 @@ pub fn chain(error: &dyn Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owner_is_alive_within_fifteen_seconds() {
-        let now = 1_000_000;
-        let cases = [
-            (None, false),
-            (Some(now), true),
-            (Some(now - 15_000), true),
-            (Some(now - 15_001), false),
-            (Some(now + 5_000), true),
-            (Some(i64::MIN), false),
-        ];
-        for (beat, want) in cases {
-            assert_eq!(owner_alive(beat, now), want, "{beat:?}");
-        }
-    }
 
     #[test]
     fn database_file_of_paths_and_urls() {

@@ -73,10 +73,26 @@ fn live_moves_keep_uuid_copy_local_disks_and_take_several_passes_under_a_cap() {
 }
 
 #[test]
-fn cold_move_keeps_uuid_and_a_dead_target_changes_nothing() {
-    let lab = TestLab::up("move-cold", 16_000, &["--hosts", "2", "--vms", "2"]);
+fn cold_move_keeps_uuid_a_dead_target_changes_nothing_and_a_dead_bystander_does_not_matter() {
+    let lab = TestLab::up("move-cold", 16_000, &["--hosts", "3", "--vms", "3"]);
     lab.check_ok();
     let uuid1 = lab.vm_status("vm-1")["uuid"].clone();
+    let restart_daemons = || {
+        let out = common::ferry(&["lab", "up", "--dir", lab.dir_str(), "--hosts", "3", "--vms", "3"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // A host that is neither source nor target being down does not fail a move: it is
+    // noted as not asked where the VM runs.
+    assert_eq!(lab.vm_status("vm-2")["running_on"], json!(["host-b"]));
+    let host_c_pid = lab.status_json()["hosts"][2]["pid"].as_u64().expect("host-c runs");
+    common::kill9(u32::try_from(host_c_pid).expect("pid"));
+    let (code, summary) = lab.ferry_move(&["vm-2", "--to", "host-a"]);
+    assert_eq!(code, Some(0), "{summary:#}");
+    assert_eq!(summary["status"], json!("SUCCESS"));
+    assert!(summary.to_string().contains("not asked where the VM runs (unreachable): host-c"), "{summary:#}");
+    restart_daemons();
+    assert_eq!(lab.vm_status("vm-2")["running_on"], json!(["host-a"]));
 
     // Target daemon down: FAILURE-INIT, nothing changed anywhere.
     let xml_before = lab.virsh("host-a", &["dumpxml", "vm-1"]);
@@ -90,8 +106,7 @@ fn cold_move_keeps_uuid_and_a_dead_target_changes_nothing() {
     assert_eq!(lab.virsh("host-a", &["dumpxml", "vm-1"]), xml_before, "domain untouched");
     assert_eq!((lab.pool_files("host-a"), lab.pool_files("host-b")), pools_before, "no volume created");
     // Bring host-b back (its guest kept running without its daemon).
-    let out = common::ferry(&["lab", "up", "--dir", lab.dir_str(), "--hosts", "2", "--vms", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    restart_daemons();
 
     // Cold move: the guest shuts down (powered off after the timeout), its disk is copied
     // through libvirt streams, and it starts on host-b with the same UUID.

@@ -433,6 +433,29 @@ async fn runs_status_and_report_tell_what_the_journal_holds() {
     assert_eq!((&web1[8], &web1[10]), ("180", "4"));
     assert!(web1[5].ends_with('Z') && web1[5].contains('T'), "{}", &web1[5]);
 
+    // ferry report, HTML to a file: one self-contained page, nothing on stdout.
+    let page = dir.join("mixed.html");
+    let page_arg = page.to_str().expect("utf-8 path");
+    let out = ferry(&state, &["report", &sample.mixed, "--format", "html", "-o", page_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("wrote"), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).expect("the page was written");
+    assert!(html.starts_with("<!doctype html>"), "{}", &html[..80]);
+    for m in &moves {
+        assert!(html.contains(&format!("<tr><td>{}<td", m.vm)), "{}", m.vm);
+    }
+    // Nothing to fetch: no links, no sources, no imports.
+    for fetch in ["src=", "href=", "url(", "@import"] {
+        assert!(!html.contains(fetch), "{fetch}");
+    }
+    // To stdout without -o; contradicting --output json is bad input.
+    let out = ferry(&state, &["report", &sample.clean, "--format", "html"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("<!doctype html>"));
+    let out = ferry(&state, &["report", &sample.clean, "--format", "html", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
     // Exit 0 when every move succeeded.
     let out = ferry(&state, &["report", &sample.clean]);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));

@@ -48,7 +48,8 @@ fn plan(dir: &Path) -> PathBuf {
 }
 
 /// Runs the plan on the fleet with a journal of its own; returns the run id and
-/// `ferry report --format json` with the run id replaced.
+/// `ferry report --format json` with the run id replaced and without the time the report was
+/// generated (the wall clock's, not the run's).
 fn run(dir: &Path, fleet: &Path, plan: &Path, name: &str) -> (String, String) {
     let state = dir.join(format!("{name}.db"));
     let cluster = format!("sim:{}", path(fleet));
@@ -63,7 +64,9 @@ fn run(dir: &Path, fleet: &Path, plan: &Path, name: &str) -> (String, String) {
         .to_string();
     let out = ferry(&["report", &id, "--state", path(&state), "--format", "json"]);
     assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
-    (id.clone(), String::from_utf8_lossy(&out.stdout).replace(&id, "RUN"))
+    let mut report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    report.as_object_mut().expect("an object").remove("generated_ms");
+    (id.clone(), serde_json::to_string_pretty(&report).expect("json").replace(&id, "RUN"))
 }
 
 #[test]
@@ -215,6 +218,13 @@ fn drain_return_and_rollback_run_on_a_simulated_fleet_and_cleanup_refuses_it() {
         "the rollback's virtual clock goes on from the run's end: {}",
         report["run"]
     );
+    // The HTML report of a simulated run, like any other's.
+    let page = dir.join("rollback.html");
+    let out = ferry(&["report", id, "--state", path(&state), "--format", "html", "-o", path(&page)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = std::fs::read_to_string(&page).expect("a page");
+    assert!(html.contains("<html") && html.contains("ROLLED-BACK"), "{}", &html[..html.len().min(400)]);
+
     // Idempotent: the world rebuilt now includes the rollback.
     let out = ferry(&["rollback", &migrate, "--cluster", &cluster, "--state", path(&state)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -13,7 +13,7 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
-use crate::conn::{describe, endpoints, locate, msg, Endpoints};
+use crate::conn::{describe, endpoints, locate_among, msg, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
 use crate::live::millis;
 use crate::metadata::{clear_metadata, write_metadata};
@@ -97,10 +97,14 @@ pub(crate) fn run(
     if let Err(e) = domain.undefine() {
         messages.push(format!("could not undefine on {}: {}", from.name, msg(e)));
     }
-    let locations = locate(&cluster, &request.vm).map_err(|(h, e)| MoveError::Lost {
+    let sighting = locate_among(&cluster, &request.vm, &[&from.name, &to.name]).map_err(|(h, e)| MoveError::Lost {
         reason: format!("moved, but {h} cannot be asked: {e}"),
         locations: vec![],
     })?;
+    if !sighting.unasked.is_empty() {
+        messages.push(format!("not asked where the VM runs (unreachable): {}", sighting.unasked.join(", ")));
+    }
+    let locations = sighting.locations;
     let expected = if was_running { VmState::Running } else { VmState::ShutOff };
     if !matches!(locations.as_slice(), [only] if only.host == to.name && only.state == expected) {
         return Err(MoveError::Lost {

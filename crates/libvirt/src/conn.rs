@@ -89,18 +89,40 @@ pub(crate) fn vm_state(domain: &Domain) -> VmState {
 /// Every host of the cluster that knows `uuid`, and in what state. Fails when any host
 /// cannot be asked: "nowhere" must never be concluded from a silent host.
 pub(crate) fn locate(cluster: &ClusterSpec, uuid: &str) -> Result<Vec<Location>, (String, String)> {
-    let mut found = Vec::new();
+    let names: Vec<&str> = cluster.hosts.iter().map(|h| h.name.as_str()).collect();
+    locate_among(cluster, uuid, &names).map(|sighting| sighting.locations)
+}
+
+/// Where `uuid` runs as far as the cluster can say: the hosts it was seen on, and the hosts
+/// that could not be asked.
+pub(crate) struct Sighting {
+    pub locations: Vec<Location>,
+    pub unasked: Vec<String>,
+}
+
+/// Like [`locate`], but only the `required` hosts must answer (a move's source and target:
+/// one host down elsewhere in a large cluster must not fail every move's verification).
+/// The others are asked when they can be and listed in `unasked` when they cannot.
+pub(crate) fn locate_among(cluster: &ClusterSpec, uuid: &str, required: &[&str]) -> Result<Sighting, (String, String)> {
+    let mut sighting = Sighting { locations: Vec::new(), unasked: Vec::new() };
     for host in &cluster.hosts {
-        let conn = open(host).map_err(|e| (host.name.clone(), e))?;
+        let conn = match open(host) {
+            Ok(conn) => conn,
+            Err(e) if required.contains(&host.name.as_str()) => return Err((host.name.clone(), e)),
+            Err(_) => {
+                sighting.unasked.push(host.name.clone());
+                continue;
+            }
+        };
         if let Ok(domain) = conn.lookup_domain_by_uuid_string(uuid) {
-            found.push(Location {
+            sighting.locations.push(Location {
                 host: host.name.clone(),
                 state: vm_state(&domain),
                 persistent: domain.is_persistent().unwrap_or(false),
             });
         }
     }
-    Ok(found)
+    Ok(sighting)
 }
 
 /// `where` in words: "running on host-b", "running on host-a and paused on host-b".

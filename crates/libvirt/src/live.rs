@@ -13,7 +13,7 @@ use tracing::{debug, info};
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
-use crate::conn::{abort_job, describe, endpoints, job_stats, locate, msg, open, start_postcopy, Endpoints};
+use crate::conn::{abort_job, describe, endpoints, job_stats, locate_among, msg, open, start_postcopy, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
 use crate::metadata::write_metadata;
 use crate::volumes::{self, Handoff};
@@ -187,7 +187,8 @@ impl Job {
 
     /// The migration call returned success: observe where the VM runs before believing it.
     fn finalize(mut self, last: Progress) -> Result<MoveReport, MoveError> {
-        let locations = locate(&self.cluster, &self.request.vm)
+        let locations = self
+            .locate()
             .map_err(|(host, e)| lost(format!("migration reported success but {host} cannot be asked: {e}"), vec![]))?;
         if !runs_only_on(&locations, &self.to.name) {
             return Err(lost(format!("migration reported success but the VM is {}", describe(&locations)), locations));
@@ -231,10 +232,20 @@ impl Job {
         Ok(report)
     }
 
+    /// Where the VM runs; the source and target must answer, the other hosts are asked when
+    /// they can be, and those that cannot are noted in the report.
+    fn locate(&mut self) -> Result<Vec<ferry_model::Location>, (String, String)> {
+        let sighting = locate_among(&self.cluster, &self.request.vm, &[&self.from.name, &self.to.name])?;
+        if !sighting.unasked.is_empty() {
+            self.messages.push(format!("not asked where the VM runs (unreachable): {}", sighting.unasked.join(", ")));
+        }
+        Ok(sighting.locations)
+    }
+
     /// The migration call failed: find where the VM is, undo the preparation if it is safely
     /// on its source, and say so.
     fn after_failure(mut self, error: String, aborted: bool, last: Progress) -> Result<MoveReport, MoveError> {
-        let locations = match locate(&self.cluster, &self.request.vm) {
+        let locations = match self.locate() {
             Ok(l) => l,
             Err((host, e)) => {
                 return Err(lost(format!("migration failed ({error}) and {host} cannot be asked: {e}"), vec![]))

@@ -442,6 +442,20 @@ impl World {
         })
     }
 
+    /// Where VM `i` runs as a move's verification sees it, like the libvirt driver's: the
+    /// `required` hosts (its source and target) must answer; the others are asked when they
+    /// are up, and those that are down are returned by name (one host down elsewhere in a
+    /// fleet must not make every move's outcome unknown).
+    fn locate_among(&self, i: usize, required: &[usize]) -> Result<(Vec<Location>, Vec<String>), (String, String)> {
+        if let Some(&h) = required.iter().find(|&&h| !self.hosts[h].up) {
+            return Err((self.hosts[h].name.clone(), "cannot connect: the host is down (simulated fault)".into()));
+        }
+        let unasked = self.hosts.iter().filter(|h| !h.up).map(|h| h.name.clone()).collect();
+        let mut found = self.locations(i);
+        found.retain(|l| self.host_ids.get(&l.host).is_some_and(|&h| self.hosts[h].up));
+        Ok((found, unasked))
+    }
+
     fn locations(&self, i: usize) -> Vec<Location> {
         let v = &self.vms[i];
         let mut found = vec![Location { host: self.hosts[v.at].name.clone(), state: v.state, persistent: true }];
@@ -988,7 +1002,12 @@ impl World {
         let end = flow.end.take().unwrap_or(End::Lost { reason: "the move ended without an outcome".into() });
         let vm = flow.vm;
         self.vms[vm].flow = None;
-        let located = self.locate(&self.vms[vm].uuid.clone());
+        let located = self.locate_among(vm, &[flow.from, flow.to]).map(|(locations, unasked)| {
+            if !unasked.is_empty() {
+                flow.messages.push(format!("not asked where the VM runs (unreachable): {}", unasked.join(", ")));
+            }
+            locations
+        });
         let passes = flow.precopy.as_ref().map_or(0, |p| u64::from(p.passes()));
         let name = self.vms[vm].name.clone();
         let disk = self.vms[vm].disk_mib > 0;

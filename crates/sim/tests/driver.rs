@@ -490,12 +490,10 @@ fn a_cold_copy_cut_short_by_its_target_going_down_leaves_the_link_to_the_others(
             Err(MoveError::Lost { reason, .. }) => assert!(reason.contains("b went down"), "{reason}"),
             other => panic!("{other:?}"),
         }
-        // w's migration went on at the whole link and arrived (its outcome cannot be verified
-        // while b cannot be asked, as with libvirt).
-        match live {
-            Err(MoveError::Lost { reason, .. }) => assert!(reason.contains("reported success"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
+        // w's migration went on at the whole link and arrived; as with libvirt, its
+        // verification needs only its source and target, and notes b.
+        let report = live.expect("w moved");
+        assert!(report.messages.iter().any(|m| m.contains("(unreachable): b")), "{:?}", report.messages);
         let inventory = driver.inventory().await;
         assert_eq!(inventory.vms.iter().find(|v| v.name == "w").map(|v| v.host.as_str()), Some("c"));
     });
