@@ -253,8 +253,14 @@ impl Converger {
         }
     }
 
-    /// The scheduler changed the migration's bandwidth cap.
+    /// The scheduler changed the migration's bandwidth cap. A larger cap starts the count of
+    /// flat passes afresh: passes sent on a smaller share (a younger migration, while an
+    /// older one on its link finishes) say nothing about what this one can do, and raising
+    /// the downtime limit for them would only lengthen its pause later.
     pub fn bandwidth_changed(&mut self, mib_s: f64) {
+        if self.cap_mib_s.is_some_and(|old| mib_s > old) {
+            self.raised_at_pass = self.pass_starts.len();
+        }
         self.cap_mib_s = Some(mib_s);
     }
 

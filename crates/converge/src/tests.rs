@@ -110,6 +110,35 @@ fn flat_passes_raise_the_limit_to_the_smallest_step_covering_the_expected_downti
 }
 
 #[test]
+fn a_larger_share_starts_the_count_of_flat_passes_afresh() {
+    let policy = policy(300, false);
+    let plan = start(&policy, &StartInput { memory_mib: 256, dirty_mib_s: None, bandwidth_mib_s: Some(21.0) });
+    let mut c = Converger::new(Bounds::of(&policy, 256, None), &plan);
+    let samples = passes(&[120, 60, 60, 60, 60], 1.0, 21, Some(120));
+    let mut decided = Vec::new();
+    for (t, s) in &samples {
+        if *t == 2.5 {
+            // Just before pass 3, an older migration on the link finishes.
+            c.bandwidth_changed(32.0);
+        }
+        decided.extend(c.observe(*t, s).map(|d| (*t, d)));
+    }
+    // Without the change the limit would rise at 3.5 s (pass 4); with it, the passes
+    // counted start with pass 3, the first on the larger share, and it rises at pass 5.
+    assert_eq!(decided.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![4.5], "{decided:#?}");
+    // A smaller share does not.
+    let mut c = Converger::new(Bounds::of(&policy, 256, None), &plan);
+    let mut decided = Vec::new();
+    for (t, s) in &samples {
+        if *t == 2.5 {
+            c.bandwidth_changed(10.0);
+        }
+        decided.extend(c.observe(*t, s).map(|d| (*t, d)));
+    }
+    assert_eq!(decided.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![3.5], "{decided:#?}");
+}
+
+#[test]
 fn still_flat_after_the_maximum_switches_to_post_copy_on_a_healthy_link() {
     let decisions = run(&policy(300, true), &passes(&[120, 60, 60, 60, 60, 60, 60, 60], 1.0, 64, Some(900)));
     let kinds: Vec<String> = decisions.iter().map(|(t, d)| format!("{t}: {}", d.describe())).collect();

@@ -89,6 +89,11 @@ pub struct Progress {
     pub throttle_percent: Option<u32>,
     /// Whether the migration switched to post-copy.
     pub postcopy_active: bool,
+    /// The hypervisor stopped answering while it switches the VM over (it holds the domain
+    /// from the final pause to the end): the rest of the sample repeats the last one, and no
+    /// more data is sent at the migration's cap, so its link share is free.
+    #[serde(default)]
+    pub switching_over: bool,
 }
 
 /// A change to a running migration.

@@ -282,12 +282,18 @@ async fn live<D: Driver>(
             biased;
             sample = migration.progress.recv(), if sampling => match sample {
                 Some(sample) => {
-                    if !sending && sample.transferred_bytes > 0 {
-                        sending = true;
-                        let _ = signals.send(TaskSignal::Sending(input.item, true));
+                    // Sending from the first byte until the switch-over (or the job's end).
+                    let sends = sample.transferred_bytes > 0 && !sample.switching_over;
+                    if sends != sending {
+                        sending = sends;
+                        let _ = signals.send(TaskSignal::Sending(input.item, sends));
                     }
-                    let _ = record.events.send(EngineEvent::Sample { vm: vm.clone(), progress: sample.clone() });
-                    converger.observe(started.elapsed().as_secs_f64(), &sample)
+                    if sample.switching_over {
+                        None
+                    } else {
+                        let _ = record.events.send(EngineEvent::Sample { vm: vm.clone(), progress: sample.clone() });
+                        converger.observe(started.elapsed().as_secs_f64(), &sample)
+                    }
                 }
                 None => {
                     // The job is over (switch-over done, or failed): its link is free.

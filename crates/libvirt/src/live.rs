@@ -21,6 +21,9 @@ use crate::volumes::{self, Handoff};
 /// How often job statistics are polled: the convergence policy sees a sample at least
 /// this often.
 const POLL: Duration = Duration::from_millis(250);
+/// A job-statistics poll unanswered this long means libvirt holds the domain for the
+/// switch-over (queries answer in milliseconds otherwise).
+const SWITCHING_OVER: Duration = Duration::from_millis(600);
 
 /// Prepares and starts a live migration. Blocking: run on a blocking thread.
 pub(crate) fn start(
@@ -136,19 +139,37 @@ impl Job {
         thread::spawn(move || {
             let _ = done_tx.send(migrating.migrate_to_uri3(Some(&dconn_uri), params, flags).map_err(msg));
         });
+        // Job statistics on a thread of their own: libvirt holds the domain from the
+        // switch-over's pause to the end of the migration call, and a query then waits
+        // seconds. A poll that does not answer within SWITCHING_OVER says so.
+        let (stats_tx, stats) = std::sync::mpsc::channel();
+        let polled = self.domain.clone();
+        thread::spawn(move || loop {
+            let sample = job_stats(&polled, 0).ok().filter(|s| s.r#type != 0);
+            if stats_tx.send(sample).is_err() {
+                break;
+            }
+            thread::sleep(POLL);
+        });
         let aborted = AtomicBool::new(false);
         let mut last = Progress::default();
+        let mut answered = Instant::now();
         let job_started = Instant::now();
         // Wake on the migration's end at once, not at the next poll.
         let result = loop {
             while let Ok(control) = controls.try_recv() {
                 self.apply(&control, &aborted, job_started);
             }
-            if let Ok(stats) = job_stats(&self.domain, 0) {
-                if stats.r#type != 0 {
-                    last = progress_of(&stats, job_started);
+            while let Ok(sample) = stats.try_recv() {
+                answered = Instant::now();
+                if let Some(sample) = sample {
+                    last = progress_of(&sample, job_started);
                     let _ = progress.send(last.clone());
                 }
+            }
+            if !last.switching_over && last.transferred_bytes > 0 && answered.elapsed() > SWITCHING_OVER {
+                last.switching_over = true;
+                let _ = progress.send(last.clone());
             }
             match done.recv_timeout(POLL) {
                 Ok(result) => break result,
@@ -156,6 +177,9 @@ impl Job {
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Err("migration thread panicked".into()),
             }
         };
+        // The copy is over: closing the progress stream tells the engine this migration's
+        // link share is free while it is verified and finalized.
+        drop(progress);
         let aborted = aborted.load(Ordering::SeqCst);
         match result {
             Ok(()) => self.finalize(last),
@@ -316,6 +340,7 @@ pub(crate) fn progress_of(stats: &virt::domain::JobStats, started: Instant) -> P
         expected_downtime_ms: stats.downtime,
         throttle_percent: stats.auto_converge_throttle.and_then(|t| u32::try_from(t).ok()),
         postcopy_active: stats.mem_postcopy_reqs.is_some_and(|r| r > 0),
+        switching_over: false,
     }
 }
 

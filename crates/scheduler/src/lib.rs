@@ -10,9 +10,10 @@
 //! - **Limits**: migrations in flight in the run (`cluster`), per source host (outbound) and
 //!   per target host (inbound). A limit of 0 counts as 1 (plans reject 0).
 //! - **Links**: a host's `link_mib_s` is shared by its migrations, one way for outbound and
-//!   the other for inbound (links are full duplex). Each migration is capped at
-//!   `min(source link / source's sending count, target link / target's sending count)`, and
-//!   the caps follow as migrations start, end, and start or stop sending
+//!   the other for inbound (links are full duplex), by age: each migration's share is twice
+//!   the next younger one's (two: 2/3 and 1/3), so that they finish one after another and the
+//!   link stays busy while one finishes and the next sets up. Each migration is capped at the
+//!   smaller of its shares of its source's and its target's link, and the caps follow as migrations start, end, and start or stop sending
 //!   ([`Scheduler::set_sending`], [`Decisions::retunes`]): a migration's setup and finish
 //!   (seconds each: connection, destination start, switch-over) use no link, so the
 //!   migrations that are sending meanwhile get it. One that is not sending yet is counted as
@@ -507,18 +508,47 @@ impl Scheduler {
         self.last_source = Some(from);
     }
 
-    /// The bandwidth share of a move in flight.
+    /// The bandwidth share of a move in flight: the smaller of its weighted shares of its
+    /// source's outbound link and its target's inbound link.
     fn share(&self, item: usize) -> Option<f64> {
         let State::Running { to, .. } = self.state[item] else {
             return None;
         };
-        let (from, to) = (&self.hosts[self.slots[item].from], &self.hosts[to]);
-        let waiting = usize::from(!self.sending[item]);
-        let out = from.link.map(|l| l / (from.sending_out + waiting) as f64);
-        let inb = to.link.map(|l| l / (to.sending_in + waiting) as f64);
+        let from = self.slots[item].from;
+        let out = self.hosts[from].link.map(|l| l * self.weight_share(item, |j| self.slots[j].from == from));
+        let inb = self.hosts[to]
+            .link
+            .map(|l| l * self.weight_share(item, |j| matches!(self.state[j], State::Running { to: t, .. } if t == to)));
         match (out, inb) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// `item`'s fraction of a link shared by the migrations in flight that `on_link` selects
+    /// and that are sending (and `item` itself, sending or not, so that its first cap is the
+    /// share it will have). Weighted by age: each migration gets twice the next younger one's
+    /// share. Equal shares make migrations of one size finish together and then set up
+    /// together, leaving the link idle for seconds each time; unequal ones let the oldest
+    /// converge sooner (fewer passes) and the others use the link while it finishes and the
+    /// next one sets up.
+    fn weight_share(&self, item: usize, on_link: impl Fn(usize) -> bool) -> f64 {
+        let mut total = 0.0;
+        let mut mine = 0.0;
+        let mut weight = 1.0;
+        for &j in &self.running {
+            if on_link(j) && (self.sending[j] || j == item) {
+                if j == item {
+                    mine = weight;
+                }
+                total += weight;
+                weight /= 2.0;
+            }
+        }
+        if total > 0.0 {
+            mine / total
+        } else {
+            1.0
         }
     }
 

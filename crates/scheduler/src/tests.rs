@@ -391,7 +391,8 @@ fn resume_from_moves_successes_only() {
 #[test]
 fn links_are_shared_and_reshared() {
     // h1 sends at 100, h2 receives at 60; h3 and h4 have no link. A migration not sending
-    // yet is capped as if it were; only those sending share a link with it.
+    // yet is capped as if it were (the youngest); only those sending share a link with it,
+    // each twice the next younger one's share.
     check(
         "
         limits 8 2 4
@@ -420,13 +421,13 @@ fn links_are_shared_and_reshared() {
         0 start c h2 @60
         0 start b h3 @100
         0 start e h3
-        0.5 retune a @30
-        0.5 retune c @30
-        0.5 retune b @50
-        1 start d h3 @50
+        0.5 retune a @40
+        0.5 retune c @20
+        0.5 retune b @33.3
+        1 start d h3 @33.3
         1 retune c @60
         1 retune b @100
-        1.5 retune b @50
+        1.5 retune b @66.7
         2 retune d @100
         ",
     );
@@ -434,7 +435,8 @@ fn links_are_shared_and_reshared() {
 
 #[test]
 fn a_migration_in_setup_or_finishing_leaves_the_link_to_those_sending() {
-    // Two migrations out of h1 (link 64): while one sets up or finishes, the other gets it all.
+    // Two migrations out of h1 (link 64): while one sets up or finishes, the other gets it
+    // all; while both send, the older gets two thirds.
     check(
         "
         limits 8 2 2
@@ -454,8 +456,8 @@ fn a_migration_in_setup_or_finishing_leaves_the_link_to_those_sending() {
         "
         0 start a h2 @64
         0 start b h3 @64
-        1 retune b @32
-        2 retune a @32
+        1 retune b @21.3
+        2 retune a @42.7
         3 retune b @64
         4 -
         ",

@@ -96,6 +96,8 @@ struct Books<'a> {
     status: Vec<Option<Status>>,
     /// Moves in flight that are sending data.
     sending: std::collections::HashSet<usize>,
+    /// Moves in flight, in the order they started.
+    order: Vec<usize>,
 }
 
 impl Books<'_> {
@@ -130,16 +132,25 @@ impl Books<'_> {
         &members[..members.iter().position(|&m| m == i).unwrap_or(0)]
     }
 
-    /// Links shared by the moves sending; one not sending yet counts itself.
+    /// Links shared by the moves sending, oldest first, each with twice the next one's
+    /// share; one not sending yet counts itself, as the youngest.
     fn cap(&self, i: usize) -> Option<f64> {
         let (to, _) = self.running[&i];
         let from = self.case.items[i].0;
-        let waiting = usize::from(!self.sending.contains(&i));
-        let sending = |host: usize, end: fn(&Books, usize) -> usize| {
-            self.sending.iter().filter(|&&j| end(self, j) == host).count() + waiting
+        let share = |host: usize, end: fn(&Books, usize) -> usize| {
+            let sharing: Vec<usize> = self
+                .order
+                .iter()
+                .copied()
+                .filter(|&j| end(self, j) == host && (self.sending.contains(&j) || j == i))
+                .collect();
+            let rank = sharing.iter().position(|&j| j == i).expect("counts itself");
+            // Weights 1, 1/2, 1/4, ...: rank r gets 2^-r / (2 - 2^(1-n)).
+            let total = 2.0 - 2f64.powi(1 - sharing.len() as i32);
+            2f64.powi(-(rank as i32)) / total
         };
-        let out = self.case.links[from].map(|l| f64::from(l) / sending(from, |b, j| b.case.items[j].0) as f64);
-        let inb = self.case.links[to].map(|l| f64::from(l) / sending(to, |b, j| b.running[&j].0) as f64);
+        let out = self.case.links[from].map(|l| f64::from(l) * share(from, |b, j| b.case.items[j].0));
+        let inb = self.case.links[to].map(|l| f64::from(l) * share(to, |b, j| b.running[&j].0));
         match (out, inb) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -174,6 +185,7 @@ impl Books<'_> {
             let from = self.case.items[i].0;
             self.started[i] = true;
             self.running.insert(i, (to, start.bandwidth_mib_s));
+            self.order.push(i);
             self.outbound[from] += 1;
             self.inbound[to] += 1;
             if self.running.len() > limits.cluster
@@ -278,6 +290,7 @@ fn simulate(case: &Case) -> Result<(), TestCaseError> {
         inbound: vec![0; case.hosts],
         status: vec![None; n],
         sending: Default::default(),
+        order: Vec::new(),
     };
     let mut rng = case.seed | 1;
     let mut next = move |bound: usize| {
@@ -347,6 +360,7 @@ fn simulate(case: &Case) -> Result<(), TestCaseError> {
         scheduler.set_sending(j, now_sending);
         books.sending.remove(&i);
         let (to, _) = books.running.remove(&i).expect("in flight");
+        books.order.retain(|&k| k != i);
         books.outbound[case.items[i].0] -= 1;
         books.inbound[to] -= 1;
         books.status[i] = Some(status);

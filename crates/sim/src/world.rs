@@ -1215,6 +1215,9 @@ impl World {
                 .then(|| (memory_left / flow.rate * 1000.0).round() as u64),
             throttle_percent: precopy.map(|p| (p.throttle() * 100.0).round() as u32).filter(|t| *t > 0),
             postcopy_active: flow.postcopy_active,
+            // Like libvirt, which holds the domain from the final pause to the end of the
+            // switch-over and answers no job statistics meanwhile: no data at the cap any more.
+            switching_over: matches!(flow.stage, Stage::Pause | Stage::PostcopySwitch),
         }
     }
 

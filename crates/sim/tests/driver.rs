@@ -498,3 +498,16 @@ fn a_cold_copy_cut_short_by_its_target_going_down_leaves_the_link_to_the_others(
         assert_eq!(inventory.vms.iter().find(|v| v.name == "w").map(|v| v.host.as_str()), Some("c"));
     });
 }
+
+#[test]
+fn samples_during_the_final_pause_say_the_switch_over_is_under_way() {
+    // A slow link and a generous downtime limit: the final pause lasts seconds.
+    let (outcome, samples) = sim(async {
+        let driver = SimDriver::new(&fleet(vec![host("a", 10), host("b", 10)], vec![lab_vm("v", "a", 5.0)]));
+        live(&driver, request(0, "a", "b"), LiveOptions { max_downtime_ms: Some(3000), ..LiveOptions::default() }).await
+    });
+    let report = outcome.expect("moves");
+    assert!(report.downtime_ms.is_some_and(|d| d > 1000), "{report:?}");
+    let first = samples.iter().position(|s| s.switching_over).expect("a sample during the pause");
+    assert!(first > 0 && samples[first..].iter().all(|s| s.switching_over), "{samples:?}");
+}
