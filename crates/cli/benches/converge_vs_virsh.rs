@@ -51,6 +51,9 @@ const GOAL_PCT: f64 = 25.0;
 const LAB_BASE_NONZERO_MIB: f64 = 68.0;
 /// How fast QEMU sends the final pause's pages in the lab, uncapped (bench estimate_vs_real).
 const LAB_LINK_MIB_S: f64 = 1000.0;
+/// How much missed work the lab's guest makes up after its vCPU was stopped, s: it dirties to
+/// a clock, catching up at most 50 ms (`crates/guest`, `MAX_BACKLOG`).
+const LAB_CATCH_UP_S: f64 = 0.05;
 
 /// The two ferry rows: name and `[policy]` lines (the rest is the default policy).
 const FERRY_ROWS: [(&str, &str); 2] =
@@ -268,7 +271,24 @@ fn predict(dirty: f64, options: Options, lab: bool) -> LiveEstimate {
         postcopy: options.postcopy,
         ..LiveInput::default()
     };
+    if options.auto_converge || options.postcopy {
+        // ferry's policy, as the engine applies it: the downtime steps, and the throttle it
+        // asks for a guest whose dirty rate it was not told.
+        let policy = Policy { auto_converge: options.auto_converge, postcopy: options.postcopy, ..Policy::default() };
+        let start = ferry_converge::start(
+            &policy,
+            &ferry_converge::StartInput {
+                memory_mib: MEM_MIB,
+                dirty_mib_s: None,
+                bandwidth_mib_s: Some(f64::from(LINK_MIB_S)),
+            },
+        );
+        input.downtime_steps_ms =
+            ferry_converge::schedule(policy.max_downtime_ms).into_iter().map(|s| s as f64).collect();
+        input.throttle = start.throttle.map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0));
+    }
     if lab {
+        input.catch_up_s = Some(LAB_CATCH_UP_S);
         input.nonzero_mib = Some(LAB_BASE_NONZERO_MIB + wss);
         input.working_set_mib = Some(wss);
         input.link_mib_s = Some(LAB_LINK_MIB_S);

@@ -154,6 +154,7 @@ fn predict(dirty: f64, bandwidth: Option<f64>) -> LiveEstimate {
         nonzero_mib: Some(LAB_BASE_NONZERO_MIB + wss),
         working_set_mib: Some(wss),
         link_mib_s: Some(LAB_LINK_MIB_S),
+        ..LiveInput::default()
     })
 }
 

@@ -258,6 +258,16 @@ fn live_view(
     disk_mib: f64,
     plan: &Plan,
 ) -> EstimateView {
+    // The policy the engine will apply: its downtime steps, and the throttle it asks for
+    // (which depends on whether the dirty rate is known).
+    let start = ferry_converge::start(
+        &plan.policy,
+        &ferry_converge::StartInput {
+            memory_mib: memory_mib as u64,
+            dirty_mib_s: measured.then_some(dirty),
+            bandwidth_mib_s: Some(bandwidth),
+        },
+    );
     let e = estimate::estimate_live(&LiveInput {
         memory_mib,
         nonzero_mib: profile.nonzero_mib,
@@ -268,6 +278,11 @@ fn live_view(
         disk_copy_mib: disk_mib,
         auto_converge: plan.policy.auto_converge,
         postcopy: plan.policy.postcopy,
+        downtime_steps_ms: ferry_converge::schedule(plan.policy.max_downtime_ms)
+            .into_iter()
+            .map(|s| s as f64)
+            .collect(),
+        throttle: start.throttle.map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0)),
         ..LiveInput::default()
     });
     let mut note = e.note;
