@@ -4,7 +4,7 @@
 pub(crate) fn run_id(ms: i64, suffix: u16) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = ferry_model::calendar::civil_from_days(days);
     format!("r-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{suffix:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
@@ -12,22 +12,6 @@ pub(crate) fn run_id(ms: i64, suffix: u16) -> String {
 pub(crate) fn random_suffix() -> u16 {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     u16::from_le_bytes([bytes[0], bytes[1]])
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01; Howard
-/// Hinnant's `civil_from_days`, exact for every i64 day a timestamp can give.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // d in 1..=31 and m in 1..=12 by construction.
-    (y, m as u32, d as u32)
 }
 
 #[cfg(test)]

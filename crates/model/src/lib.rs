@@ -3,6 +3,7 @@
 //!
 //! Pure data: no IO, so nothing here can fail for reasons outside its arguments.
 
+pub mod calendar;
 mod status;
 
 use std::fmt;

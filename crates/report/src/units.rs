@@ -43,25 +43,10 @@ struct Civil {
     milli: i64,
 }
 
-/// The UTC calendar time `ms` since the epoch (Howard Hinnant's `civil_from_days`).
+/// The UTC calendar time `ms` since the epoch.
 fn civil(ms: i64) -> Civil {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    Civil {
-        year: yoe + era * 400 + i64::from(month <= 2),
-        month,
-        day,
-        hour: rem / 3600,
-        minute: rem % 3600 / 60,
-        second: rem % 60,
-        milli,
-    }
+    let (year, month, day) = ferry_model::calendar::civil_from_days(days);
+    Civil { year, month, day, hour: rem / 3600, minute: rem % 3600 / 60, second: rem % 60, milli }
 }
