@@ -77,6 +77,14 @@ pub fn schedule(max_downtime_ms: u64) -> Vec<u64> {
     steps
 }
 
+/// Whether what was left at the starts of the last [`FLAT_PASSES`] passes of `starts` stopped
+/// shrinking: none fell by [`SHRINK`] from the one before. The rule the converger raises the
+/// limit by, and the estimate models.
+pub fn stopped_shrinking(starts: &[f64]) -> bool {
+    starts.len() > FLAT_PASSES
+        && starts[starts.len() - FLAT_PASSES - 1..].windows(2).all(|w| w[1] > w[0] * (1.0 - SHRINK))
+}
+
 /// Chooses how a migration starts.
 pub fn start(policy: &Policy, input: &StartInput) -> StartPlan {
     let steps = schedule(policy.max_downtime_ms);
@@ -378,11 +386,8 @@ impl Converger {
     /// memory still to send.
     fn flat(&self) -> bool {
         let fresh = &self.pass_starts[self.raised_at_pass.min(self.pass_starts.len())..];
-        if fresh.len() < FLAT_PASSES + 1 {
-            return false;
-        }
-        let window = &fresh[fresh.len() - FLAT_PASSES - 1..];
-        window.windows(2).all(|w| (w[1] as f64) > (w[0] as f64) * (1.0 - SHRINK))
+        let recent: Vec<f64> = fresh.iter().rev().take(FLAT_PASSES + 1).rev().map(|&b| b as f64).collect();
+        stopped_shrinking(&recent)
     }
 
     /// The recent sent rate, MiB/s, when the link looks healthy; why not otherwise.

@@ -178,8 +178,10 @@ impl Job {
             }
         };
         // The copy is over: closing the progress stream tells the engine this migration's
-        // link share is free while it is verified and finalized.
+        // link share is free while it is verified and finalized; closing the statistics
+        // stream ends their poller.
         drop(progress);
+        drop(stats);
         let aborted = aborted.load(Ordering::SeqCst);
         match result {
             Ok(()) => self.finalize(last),

@@ -38,7 +38,7 @@
 
 use std::fmt::Write as _;
 
-use ferry_converge::{FLAT_PASSES, SHRINK};
+use ferry_converge::stopped_shrinking;
 
 /// Seconds a live migration costs outside the hypervisor's copy job: connecting to both
 /// hosts, preparing the target, starting the destination QEMU, finding and finalizing the VM
@@ -674,8 +674,8 @@ impl PrecopyLoop {
 /// to post-copy, or it is declared stuck.
 ///
 /// The schedule is followed as ferry's convergence policy follows it: when what is pending
-/// at the start of each of [`FLAT_PASSES`] passes since the last raise did not shrink by
-/// [`SHRINK`], the limit goes to the smallest step covering the pause QEMU would expect
+/// at the start of each pass stopped shrinking ([`stopped_shrinking`], counted from the last
+/// raise), the limit goes to the smallest step covering the pause QEMU would expect
 /// (pending ÷ bandwidth), and past the last step to post-copy when allowed.
 fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> PrecopyRun {
     let steps =
@@ -700,7 +700,7 @@ fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> PrecopyRun {
         };
         starts.push(sync.pending_mib);
         let last = step + 1 == steps.len();
-        if policy_driven && flat(&starts) {
+        if policy_driven && stopped_shrinking(&starts) {
             if !last {
                 let expected_ms = sync.pending_mib / bandwidth * 1000.0;
                 step = (step + 1..steps.len()).find(|&i| steps[i] >= expected_ms).unwrap_or(steps.len() - 1);
@@ -721,12 +721,6 @@ fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> PrecopyRun {
         period_s = data_mib / bandwidth;
         memory_s += period_s;
     }
-}
-
-/// Whether the last [`FLAT_PASSES`] passes of `starts` did not shrink what was pending.
-fn flat(starts: &[f64]) -> bool {
-    starts.len() > FLAT_PASSES
-        && starts[starts.len() - FLAT_PASSES - 1..].windows(2).all(|w| w[1] > w[0] * (1.0 - SHRINK))
 }
 
 /// Post-copy: the first pass, the switch, then what the first pass left dirty, fetched

@@ -260,14 +260,13 @@ fn live_view(
 ) -> EstimateView {
     // The policy the engine will apply: its downtime steps, and the throttle it asks for
     // (which depends on whether the dirty rate is known).
-    let start = ferry_converge::start(
-        &plan.policy,
-        &ferry_converge::StartInput {
+    let throttle = plan.policy.auto_converge.then(|| {
+        ferry_converge::throttle(&ferry_converge::StartInput {
             memory_mib: memory_mib as u64,
             dirty_mib_s: measured.then_some(dirty),
             bandwidth_mib_s: Some(bandwidth),
-        },
-    );
+        })
+    });
     let e = estimate::estimate_live(&LiveInput {
         memory_mib,
         nonzero_mib: profile.nonzero_mib,
@@ -282,7 +281,7 @@ fn live_view(
             .into_iter()
             .map(|s| s as f64)
             .collect(),
-        throttle: start.throttle.map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0)),
+        throttle: throttle.flatten().map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0)),
         ..LiveInput::default()
     });
     let mut note = e.note;
