@@ -21,7 +21,7 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
-    let lab = TestLab::up("report-html", 31_000, &["--hosts", "3", "--vms", "4", "--mem", "128"]);
+    let lab = TestLab::up("report-html", 5_000, &["--hosts", "3", "--vms", "4", "--mem", "128"]);
     let state = lab.dir.join("journal.db");
     let cluster = lab.dir.join("cluster.toml");
     // vm-1 (host-a, host-local disk) cannot move to host-b: a volume of its name is there
