@@ -30,6 +30,9 @@ use serde::Serialize;
 pub const FLAT_PASSES: usize = 2;
 /// A pass "shrank" the remainder when it fell by at least this fraction.
 pub const SHRINK: f64 = 0.10;
+/// The shortest time over which the remainder must have stopped shrinking, s: about eight
+/// samples, so that passes shorter than a sample are judged on several of them.
+pub const FLAT_WINDOW_S: f64 = 2.0;
 /// A new low of the remaining bytes counts as progress when it is this much lower.
 pub const PROGRESS_BYTES: u64 = 1 << 20;
 /// The link is healthy when it delivered at least this share of the cap recently.
@@ -77,12 +80,43 @@ pub fn schedule(max_downtime_ms: u64) -> Vec<u64> {
     steps
 }
 
-/// Whether what was left at the starts of the last [`FLAT_PASSES`] passes of `starts` stopped
-/// shrinking: none fell by [`SHRINK`] from the one before. The rule the converger raises the
-/// limit by, and the estimate models.
-pub fn stopped_shrinking(starts: &[f64]) -> bool {
-    starts.len() > FLAT_PASSES
-        && starts[starts.len() - FLAT_PASSES - 1..].windows(2).all(|w| w[1] > w[0] * (1.0 - SHRINK))
+/// A spell of passes whose starts did not shrink: how many, over how long, and the lowest
+/// start in it and before it (the unit of `starts`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlatSpell {
+    /// Passes in the spell.
+    pub passes: usize,
+    /// From the first pass start in the spell to now, s.
+    pub seconds: f64,
+    /// The lowest start in the spell.
+    pub low: f64,
+    /// The lowest start before it.
+    pub low_before: f64,
+}
+
+/// Whether what was left at pass starts stopped shrinking by `now`: over the last
+/// [`FLAT_PASSES`] passes, and over at least [`FLAT_WINDOW_S`], no pass started [`SHRINK`]
+/// below the lowest start before them. `starts` are `(seconds, amount)`, oldest first. The
+/// rule the converger raises the limit by, and the estimate models.
+///
+/// Judged on lows, over time: when passes are shorter than the sampling, each pass's start
+/// is read at a random point of the pass, and a rule comparing one pass with the next sees
+/// a drop somewhere in every few passes however flat the memory really is.
+pub fn stopped_shrinking(starts: &[(f64, f64)], now: f64) -> Option<FlatSpell> {
+    if starts.len() <= FLAT_PASSES {
+        return None;
+    }
+    let by_passes = starts.len() - FLAT_PASSES;
+    let by_time = starts.partition_point(|&(t, _)| t <= now - FLAT_WINDOW_S);
+    let split = by_passes.min(by_time);
+    let low = |s: &[(f64, f64)]| s.iter().map(|&(_, v)| v).fold(f64::INFINITY, f64::min);
+    let spell = FlatSpell {
+        passes: starts.len() - split,
+        seconds: now - starts[split].0,
+        low: low(&starts[split..]),
+        low_before: low(&starts[..split]),
+    };
+    (split > 0 && spell.low > spell.low_before * (1.0 - SHRINK)).then_some(spell)
 }
 
 /// Chooses how a migration starts.
@@ -229,8 +263,8 @@ pub struct Converger {
     cap_mib_s: Option<f64>,
     /// Lowest remaining bytes seen, and when.
     low: Option<(u64, f64)>,
-    /// Memory remaining at the start of each pass seen, in order.
-    pass_starts: Vec<u64>,
+    /// Memory remaining at the start of each pass seen, and when, in order.
+    pass_starts: Vec<(f64, u64)>,
     pass: u64,
     /// Passes seen when the limit was last raised.
     raised_at_pass: usize,
@@ -304,12 +338,12 @@ impl Converger {
         }
         if sample.memory_passes > self.pass && sample.disk_remaining_bytes == 0 {
             self.pass = sample.memory_passes;
-            self.pass_starts.push(sample.memory_remaining_bytes);
+            self.pass_starts.push((at, sample.memory_remaining_bytes));
         }
         if sample.postcopy_active {
             self.postcopy_started = true;
         }
-        self.bounded(at).or_else(|| self.unstick(sample))
+        self.bounded(at).or_else(|| self.unstick(at, sample))
     }
 
     /// Time passed without a sample (a migration whose link died sends none).
@@ -346,12 +380,18 @@ impl Converger {
     }
 
     /// Raise the limit, or switch to post-copy, when the passes stopped shrinking.
-    fn unstick(&mut self, sample: &Progress) -> Option<Decision> {
-        if self.postcopy_started || !self.flat() {
+    fn unstick(&mut self, at: f64, sample: &Progress) -> Option<Decision> {
+        if self.postcopy_started {
             return None;
         }
-        let flat_mib = self.pass_starts.last().map_or(0.0, |&b| b as f64 / MIB);
-        let why = format!("remaining memory flat for {FLAT_PASSES} passes (~{flat_mib:.1} MiB at each pass start)");
+        let spell = self.flat(at)?;
+        let why = format!(
+            "remaining memory flat: none of the last {} passes ({:.1} s) started {:.0} % below ~{:.1} MiB, the lowest start before them",
+            spell.passes,
+            spell.seconds,
+            SHRINK * 100.0,
+            spell.low_before / MIB,
+        );
         if self.step + 1 < self.bounds.steps.len() {
             // The smallest step that covers what QEMU expects the pause to take.
             let expected = sample.expected_downtime_ms.unwrap_or(0);
@@ -382,12 +422,12 @@ impl Converger {
         None
     }
 
-    /// Whether the last [`FLAT_PASSES`] passes, since the last raise, did not shrink the
-    /// memory still to send.
-    fn flat(&self) -> bool {
+    /// Whether the memory still to send stopped shrinking since the limit was last raised
+    /// (or the share last grew).
+    fn flat(&self, at: f64) -> Option<FlatSpell> {
         let fresh = &self.pass_starts[self.raised_at_pass.min(self.pass_starts.len())..];
-        let recent: Vec<f64> = fresh.iter().rev().take(FLAT_PASSES + 1).rev().map(|&b| b as f64).collect();
-        stopped_shrinking(&recent)
+        let starts: Vec<(f64, f64)> = fresh.iter().map(|&(t, b)| (t, b as f64)).collect();
+        stopped_shrinking(&starts, at)
     }
 
     /// The recent sent rate, MiB/s, when the link looks healthy; why not otherwise.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_driver::{Control, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
 use ferry_model::{runs_only_on, ClusterSpec, HostSpec, Metadata, Phase};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
@@ -103,6 +103,7 @@ pub(crate) fn start(
     let (progress_tx, progress) = mpsc::unbounded_channel();
     let (controls, control_rx) = mpsc::unbounded_channel();
     let (outcome_tx, outcome) = oneshot::channel();
+    debug!(vm = %request.vm, prepared_ms = millis(started.elapsed()), "migration prepared");
     let job = Job { cluster, request, from, to, domain, handoff, messages, started };
     thread::Builder::new()
         .name(format!("migrate {}", desc.name))
@@ -164,6 +165,16 @@ impl Job {
                 answered = Instant::now();
                 if let Some(sample) = sample {
                     last = progress_of(&sample, job_started);
+                    trace!(
+                        vm = %self.request.vm,
+                        at_ms = last.elapsed_ms,
+                        pass = last.memory_passes,
+                        remaining = last.memory_remaining_bytes,
+                        mib_s = last.bandwidth_bytes_s / (1 << 20),
+                        dirty_mib_s = last.dirty_rate_bytes_s / (1 << 20),
+                        expected_downtime_ms = ?last.expected_downtime_ms,
+                        "job sample"
+                    );
                     let _ = progress.send(last.clone());
                 }
             }
@@ -182,6 +193,7 @@ impl Job {
         // stream ends their poller.
         drop(progress);
         drop(stats);
+        debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), ok = result.is_ok(), "migration call returned");
         let aborted = aborted.load(Ordering::SeqCst);
         match result {
             Ok(()) => self.finalize(last),

@@ -683,7 +683,7 @@ fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> PrecopyRun {
     let policy_driven = !input.downtime_steps_ms.is_empty();
     let mut step = 0;
     // What is pending at each pass start since the limit was last raised, MiB.
-    let mut starts: Vec<f64> = Vec::new();
+    let mut starts: Vec<(f64, f64)> = Vec::new();
     let (mut state, first) =
         PrecopyLoop::start(&LiveInput { max_downtime_ms: steps[0], ..input.clone() }, bandwidth, throttle);
     let mut period_s = first.data_mib / bandwidth + first.zero_s;
@@ -698,9 +698,9 @@ fn precopy(input: &LiveInput, bandwidth: f64, throttle: bool) -> PrecopyRun {
             Next::Pause { data_mib } => return run(Outcome::Converged { pause_mib: data_mib }),
             Next::Send { data_mib } => data_mib,
         };
-        starts.push(sync.pending_mib);
+        starts.push((memory_s, sync.pending_mib));
         let last = step + 1 == steps.len();
-        if policy_driven && stopped_shrinking(&starts) {
+        if policy_driven && stopped_shrinking(&starts, memory_s).is_some() {
             if !last {
                 let expected_ms = sync.pending_mib / bandwidth * 1000.0;
                 step = (step + 1..steps.len()).find(|&i| steps[i] >= expected_ms).unwrap_or(steps.len() - 1);
