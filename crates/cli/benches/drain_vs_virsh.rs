@@ -6,10 +6,14 @@
 //! makespan to the two others'. Then, on a second lab whose hosts' outbound links are really
 //! shaped (`ferry lab up --link 32`, when this `ferry` has it), ferry's makespan against the
 //! link bound: the bytes sent out of the drained host ÷ the link rate. For every ferry run,
-//! ferry's own overhead per move from its journal: a slot freed → the next migration started.
+//! ferry's own overhead per move from its journal: a slot freed (at a move's switch-over, when
+//! its VM runs on the target) → the next migration started.
 //!
 //! Each migration costs about 1.7 s here outside its copy job (connection, destination QEMU
-//! start, prepare/finish): that is what concurrency can hide.
+//! start, prepare/finish): that is what concurrency can hide. Most of it comes after the
+//! switch-over: the target runs the VM 1.4–2.0 s before `virsh migrate` returns (libvirt
+//! tearing the source's copy down; target state polled with `virsh domstate --reason`).
+//! ferry gives a move's slot to the next one at its switch-over; a virsh window cannot.
 //!
 //! `cargo bench -p ferry --bench drain_vs_virsh [-- REPS [a|b]]` (root, a machine set up by
 //! `scripts/setup`; REPS runs of each contender, default 2; REPS = 1 took 6 minutes, 2 took 11-14
@@ -30,7 +34,7 @@ use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use ferry_journal::{Journal, JournalConfig};
+use ferry_journal::{Attempt, Event, Journal, JournalConfig};
 use ferry_model::{ClusterSpec, Status};
 
 /// The host being drained; the lab's guests are gathered on it before every measured run.
@@ -219,7 +223,7 @@ fn print_a(reps: usize, capped: &Capped) {
         let alone = median(runs.iter().filter_map(|r| r.alone_s).collect());
         println!(
             "ferry: makespan is the `ferry migrate` process (inventory, preview, journal included); first migration start to \
-             last end in the journal {span:.2} s; one migration alone in flight (its cap then {LINK_A_MIB_S} MiB/s) {alone:.2} s"
+             last end in the journal {span:.2} s; one migration alone holding a slot (its cap then {LINK_A_MIB_S} MiB/s) {alone:.2} s"
         );
         print_overheads(runs);
     }
@@ -274,7 +278,7 @@ fn print_overheads(runs: &[Drained]) {
     }
     let max = gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     println!(
-        "ferry overhead per move (journal: a move's end freeing a slot → the next migration from that source started), \
+        "ferry overhead per move (journal: a move's switch-over freeing a slot → the next migration from that source started), \
          {} moves: median {:.0} ms, max {max:.0} ms  (goal: median < 20 ms)",
         gaps.len(),
         median(gaps.clone())
@@ -520,7 +524,8 @@ impl Lab {
             .ok_or_else(|| format!("ferry migrate printed no run id first: {stdout}"))?
             .trim()
             .to_string();
-        let (moves, attempts) = read_journal(&self.journal(), &run)?;
+        let (moves, attempts, events) = read_journal(&self.journal(), &run)?;
+        let mut last_end = 0;
         if moves.len() != VMS {
             return Err(format!("run {run}: {} moves in the journal, expected {VMS}", moves.len()));
         }
@@ -545,7 +550,11 @@ impl Lab {
                     a.message
                 ));
             }
-            spans.push((source[a.uuid.as_str()].to_string(), a.started_ms, ended));
+            // A move holds its slot until its switch-over: the source's teardown that follows
+            // overlaps the next migration.
+            let freed = a.slot_freed_ms(&events).unwrap_or(ended);
+            spans.push((source[a.uuid.as_str()].to_string(), a.started_ms, freed));
+            last_end = last_end.max(ended);
             measured.push(Move {
                 vm: name[a.uuid.as_str()].to_string(),
                 to: a.target.clone(),
@@ -560,11 +569,10 @@ impl Lab {
         }
         measured.sort_by(|a, b| a.vm.cmp(&b.vm));
         let first = spans.iter().map(|s| s.1).min().unwrap_or(0);
-        let last = spans.iter().map(|s| s.2).max().unwrap_or(0);
         Ok(Drained {
             makespan_s,
             moves: measured,
-            journal_span_s: Some((last - first) as f64 / 1000.0),
+            journal_span_s: Some((last_end - first) as f64 / 1000.0),
             alone_s: Some(alone_s(&spans)),
             overheads_ms: slot_overheads(&spans, PER_SOURCE),
         })
@@ -790,7 +798,7 @@ impl Inventory {
 }
 
 /// For each move that took a slot freed by an earlier move from the same source: its start
-/// minus the end that freed the slot, ms. With `per_source` slots, the k-th start from a
+/// minus the switch-over (or end) that freed the slot, ms. With `per_source` slots, the k-th start from a
 /// source (k >= per_source, in start order) takes the slot of its (k - per_source)-th end.
 fn slot_overheads(spans: &[(String, i64, i64)], per_source: usize) -> Vec<f64> {
     let mut by_source: HashMap<&str, (Vec<i64>, Vec<i64>)> = HashMap::new();
@@ -826,15 +834,19 @@ fn alone_s(spans: &[(String, i64, i64)]) -> f64 {
     alone_ms as f64 / 1000.0
 }
 
-fn read_journal(path: &Path, run: &str) -> Result<(Vec<ferry_journal::Move>, Vec<ferry_journal::Attempt>), String> {
+/// A run's moves, attempts and events, from its journal.
+type RunRecords = (Vec<ferry_journal::Move>, Vec<Attempt>, Vec<Event>);
+
+fn read_journal(path: &Path, run: &str) -> Result<RunRecords, String> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {
         let journal = Journal::open_path(path, &JournalConfig::default()).await.map_err(|e| format!("journal: {e}"))?;
         let moves = journal.moves(run).await.map_err(|e| format!("journal: {e}"))?;
         let attempts = journal.attempts(run).await.map_err(|e| format!("journal: {e}"))?;
+        let events = journal.events(run, None).await.map_err(|e| format!("journal: {e}"))?;
         journal.close().await;
-        Ok((moves, attempts))
+        Ok((moves, attempts, events))
     })
 }
 

@@ -141,6 +141,13 @@ impl Driver for AnyDriver {
         }
     }
 
+    async fn release_source(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.release_source(request).await,
+            AnyDriver::Sim(d) => d.release_source(request).await,
+        }
+    }
+
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
         match self {
             AnyDriver::Libvirt(d) => d.volumes(host).await,

@@ -389,6 +389,10 @@ impl<D: Driver> Driver for Hooked<D> {
         self.inner.discard_prepared(request).await
     }
 
+    async fn release_source(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
+        self.inner.release_source(request).await
+    }
+
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
         self.inner.volumes(host).await
     }

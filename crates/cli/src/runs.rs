@@ -365,7 +365,8 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
     };
     let driver = Arc::new(AnyDriver::Libvirt(LibvirtDriver::new(cluster.clone())));
     let wait = Duration::from_secs(document.plan.policy.completion_timeout_per_gib_s.max(60));
-    match ferry_engine::reconcile(driver.clone(), &journal, &run.id, wait).await {
+    let release = document.plan.policy.delete_source_volumes;
+    match ferry_engine::reconcile(driver.clone(), &journal, &run.id, wait, release).await {
         Ok(settled) => {
             for r in settled {
                 if output == Output::Text {
@@ -485,7 +486,9 @@ pub(crate) async fn abort_here(cluster: &ClusterSpec, journal: &Journal, run_id:
 }
 
 pub(crate) async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &str) -> Result<(), String> {
-    let settled = ferry_engine::reconcile(driver, journal, run_id, Duration::ZERO).await.map_err(|e| e.to_string())?;
+    let release = documents(journal, run_id).await.is_ok_and(|(d, _)| d.plan.policy.delete_source_volumes);
+    let settled =
+        ferry_engine::reconcile(driver, journal, run_id, Duration::ZERO, release).await.map_err(|e| e.to_string())?;
     for r in settled {
         println!("{}: {}: {}", r.vm, r.status, r.message);
     }

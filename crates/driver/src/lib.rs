@@ -94,6 +94,11 @@ pub struct Progress {
     /// more data is sent at the migration's cap, so its link share is free.
     #[serde(default)]
     pub switching_over: bool,
+    /// The VM runs on the target, the copy complete (not in post-copy): what is left is the
+    /// source's teardown of its copy, which loads neither link nor target. Observed on the
+    /// target, never assumed; the move is verified when the migration ends.
+    #[serde(default)]
+    pub switched_over: bool,
 }
 
 /// A change to a running migration.
@@ -233,6 +238,12 @@ pub trait Driver: Send + Sync + 'static {
     /// metadata on the source. Acts only when the source's metadata names `request.run_id`
     /// (the preparation was this run's); returns what it removed, in words.
     fn discard_prepared(&self, request: &MoveRequest) -> impl Future<Output = Result<Vec<String>, DriverError>> + Send;
+
+    /// After a move of `request` completed while ferry was away (the VM runs on `request.to`
+    /// only): deletes the source's copies of the VM's host-local disks, as the move itself
+    /// would have with `delete_source_volumes`. A volume a domain on the source still uses is
+    /// kept. Returns what it deleted, in words.
+    fn release_source(&self, request: &MoveRequest) -> impl Future<Output = Result<Vec<String>, DriverError>> + Send;
 
     /// The volumes of `host`'s host-local pools (shared pools are never listed), each with
     /// the UUIDs of the domains on `host` whose disks use it. How `cleanup` finds volumes

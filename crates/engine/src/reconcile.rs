@@ -35,12 +35,16 @@ pub struct Reconciled {
 ///   target is removed and the move is re-queued (PENDING);
 /// - anything else (nowhere, or more than one host): FAILURE-LOST, with where it was seen.
 ///
+/// An adopted live move's source copies of host-local disks are deleted when
+/// `delete_source_volumes` (the plan's policy), as the move would have done.
+///
 /// Moves are settled concurrently. Runs nothing else: the caller then runs the engine.
 pub async fn reconcile<D: Driver>(
     driver: Arc<D>,
     journal: &Journal,
     run_id: &str,
     wait: Duration,
+    delete_source_volumes: bool,
 ) -> Result<Vec<Reconciled>, EngineError> {
     let attempts = journal.attempts(run_id).await?;
     let kind = journal.run(run_id).await?.kind;
@@ -51,7 +55,8 @@ pub async fn reconcile<D: Driver>(
         }
         let attempt = attempts.iter().filter(|a| a.uuid == m.uuid).max_by_key(|a| a.number).cloned();
         let (driver, journal) = (driver.clone(), journal.clone());
-        settling.spawn(async move { settle(&*driver, &journal, m, attempt, kind, wait).await });
+        let release = delete_source_volumes;
+        settling.spawn(async move { settle(&*driver, &journal, m, attempt, kind, wait, release).await });
     }
     let mut settled = Vec::new();
     while let Some(joined) = settling.join_next().await {
@@ -71,6 +76,7 @@ async fn settle<D: Driver>(
     attempt: Option<ferry_journal::Attempt>,
     run_kind: RunKind,
     wait: Duration,
+    delete_source_volumes: bool,
 ) -> Result<Reconciled, EngineError> {
     let mut actions = Vec::new();
     let kind = attempt.as_ref().map_or(AttemptKind::Live, |a| a.kind);
@@ -109,19 +115,18 @@ async fn settle<D: Driver>(
                     if driver.set_metadata(to, &m.uuid, Some(&finalized)).await.is_ok() {
                         actions.push(format!("marked it finalized on {to}"));
                     }
+                    if delete_source_volumes && kind == AttemptKind::Live {
+                        match driver.release_source(&request(&m, to)).await {
+                            Ok(done) => actions.extend(done),
+                            Err(e) => actions.push(format!("source volumes kept: {e}")),
+                        }
+                    }
                     let status = if kind == AttemptKind::Cold { Status::SuccessCold } else { Status::Success };
                     (status, format!("adopted: the move completed on {to} while ferry was not running"))
                 }
                 ([only], _) if only.host == m.source && locations.len() == 1 => {
                     if let Some(to) = &target {
-                        let request = MoveRequest {
-                            vm: m.uuid.clone(),
-                            from: m.source.clone(),
-                            to: to.clone(),
-                            run_id: m.run.clone(),
-                            delete_source_volumes: false,
-                        };
-                        match driver.discard_prepared(&request).await {
+                        match driver.discard_prepared(&request(&m, to)).await {
                             Ok(done) => actions.extend(done),
                             Err(e) => actions.push(format!("could not undo the interrupted move's preparation: {e}")),
                         }
@@ -160,6 +165,17 @@ async fn settle<D: Driver>(
     let status = crate::run::status_in(run_kind, status);
     journal.set_status(&m.run, &m.uuid, m.generation, status, &message).await?;
     Ok(Reconciled { vm: m.vm, status, message, actions })
+}
+
+/// The move `m` to `to`, as the driver's recovery calls take it.
+fn request(m: &Move, to: &str) -> MoveRequest {
+    MoveRequest {
+        vm: m.uuid.clone(),
+        from: m.source.clone(),
+        to: to.to_string(),
+        run_id: m.run.clone(),
+        delete_source_volumes: false,
+    }
 }
 
 fn describe(locations: &[Location]) -> String {

@@ -375,9 +375,10 @@ impl<D: Driver> Engine<D> {
                     scheduler.finished(done.item, status);
                     let _ = events.send(EngineEvent::Finished { vm: spec.vm.clone(), status, message: done.message });
                 }
-                Some(TaskSignal::Sending(item, sending)) = signal_rx.recv() => {
-                    scheduler.set_sending(item, sending);
-                }
+                Some(signal) = signal_rx.recv() => match signal {
+                    TaskSignal::Sending(item, sending) => scheduler.set_sending(item, sending),
+                    TaskSignal::SwitchedOver(item) => scheduler.switched_over(item),
+                },
                 command = commands.recv(), if !aborted => {
                     match command {
                         Some(Command::Stop) if !stopped => {

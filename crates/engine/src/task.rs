@@ -75,6 +75,9 @@ pub(crate) enum TaskSignal {
     /// Move `item`'s migration started (`true`) or stopped (`false`) sending data: its
     /// setup and finish use no link, so others may have it meanwhile.
     Sending(usize, bool),
+    /// Move `item`'s VM runs on its target: its slots may go to the next moves while the
+    /// source tears its copy down.
+    SwitchedOver(usize),
 }
 
 /// The channels between a task and the engine.
@@ -276,6 +279,7 @@ async fn live<D: Driver>(
     let mut abort: Option<String> = None;
     let mut by_operator = false;
     let mut sampling = true;
+    let mut switched = false;
     let result = loop {
         // Biased, like the dispatcher's: the same run takes the same turns (the simulator).
         let decision = tokio::select! {
@@ -287,6 +291,12 @@ async fn live<D: Driver>(
                     if sends != sending {
                         sending = sends;
                         let _ = signals.send(TaskSignal::Sending(input.item, sends));
+                    }
+                    if sample.switched_over && !switched {
+                        // Journaled first: the next move may start on the slot it frees.
+                        switched = true;
+                        switched_over(record).await;
+                        let _ = signals.send(TaskSignal::SwitchedOver(input.item));
                     }
                     if sample.switching_over {
                         None
@@ -326,7 +336,7 @@ async fn live<D: Driver>(
                 }
                 _ => None,
             },
-            _ = tick.tick(), if abort.is_none() => converger.tick(started.elapsed().as_secs_f64()),
+            _ = tick.tick(), if abort.is_none() && !switched => converger.tick(started.elapsed().as_secs_f64()),
         };
         let Some(decision) = decision else { continue };
         if abort.is_some() {
@@ -350,7 +360,9 @@ async fn live<D: Driver>(
     match result {
         Ok(report) => {
             crate::failpoint::reach("completed", vm).await;
-            record.end(Phase::Transferring).await;
+            if !switched {
+                switched_over(record).await;
+            }
             if record.begin(Phase::Finalized).await.is_ok() {
                 record.end(Phase::Finalized).await;
             }
@@ -374,6 +386,14 @@ async fn live<D: Driver>(
             outcome.transient &= abort.is_none();
             outcome
         }
+    }
+}
+
+/// Journals the switch-over, observed (the VM runs on the target): the transfer is done.
+async fn switched_over(record: &mut Move) {
+    record.end(Phase::Transferring).await;
+    if record.begin(Phase::SwitchedOver).await.is_ok() {
+        record.end(Phase::SwitchedOver).await;
     }
 }
 

@@ -307,3 +307,18 @@ pub struct Event {
     /// Figures, for reports and benchmarks.
     pub data: Option<Value>,
 }
+
+impl Attempt {
+    /// When the attempt stopped holding its slots (cluster, source, target): at the
+    /// switch-over its `events` record, or at its end. `None` while it runs.
+    pub fn slot_freed_ms(&self, events: &[Event]) -> Option<i64> {
+        let switched = events.iter().find(|e| {
+            e.kind == EventKind::Phase
+                && e.uuid.as_deref() == Some(self.uuid.as_str())
+                && e.at_ms >= self.started_ms
+                && self.ended_ms.is_none_or(|end| e.at_ms <= end)
+                && e.data.as_ref().is_some_and(|d| d["phase"] == Phase::SwitchedOver.name() && d["done"] == false)
+        });
+        switched.map(|e| e.at_ms).or(self.ended_ms)
+    }
+}

@@ -139,6 +139,14 @@ impl Driver for LibvirtDriver {
             .map_err(driver_error(&host, "discard an interrupted move's preparation"))
     }
 
+    async fn release_source(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
+        let (cluster, request) = (self.cluster.clone(), request.clone());
+        let host = request.from.clone();
+        blocking(move || recover::release_source(&cluster, &request))
+            .await
+            .map_err(driver_error(&host, "delete the source's copies of a moved VM's disks"))
+    }
+
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
         let (cluster, name) = (self.cluster.clone(), host.to_string());
         blocking(move || leftovers::volumes(&cluster, &name)).await.map_err(driver_error(host, "list volumes"))

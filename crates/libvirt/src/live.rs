@@ -152,6 +152,8 @@ impl Job {
             }
             thread::sleep(POLL);
         });
+        // The target's view: the VM resumed there after a complete copy is the switch-over.
+        let mut target = Target::new(&self.to, &self.request.vm);
         let aborted = AtomicBool::new(false);
         let mut last = Progress::default();
         let mut answered = Instant::now();
@@ -180,6 +182,12 @@ impl Job {
             }
             if !last.switching_over && last.transferred_bytes > 0 && answered.elapsed() > SWITCHING_OVER {
                 last.switching_over = true;
+                let _ = progress.send(last.clone());
+            }
+            if !last.switched_over && last.transferred_bytes > 0 && target.resumed_after_copy() {
+                last.switching_over = true;
+                last.switched_over = true;
+                debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), "runs on the target");
                 let _ = progress.send(last.clone());
             }
             match done.recv_timeout(POLL) {
@@ -322,6 +330,37 @@ impl Job {
     }
 }
 
+/// The migration's target, asked whether the VM runs there. Its state answers at once even
+/// while the source holds the domain for the switch-over and its teardown.
+struct Target {
+    host: HostSpec,
+    uuid: String,
+    conn: Option<virt::connect::Connect>,
+    domain: Option<Domain>,
+}
+
+impl Target {
+    fn new(host: &HostSpec, uuid: &str) -> Target {
+        Target { host: host.clone(), uuid: uuid.to_string(), conn: None, domain: None }
+    }
+
+    /// Whether the VM runs on the target, resumed by a completed migration (not running in
+    /// post-copy, which still fetches pages from the source). Any failure to ask is a no.
+    fn resumed_after_copy(&mut self) -> bool {
+        if self.conn.is_none() {
+            self.conn = open(&self.host).ok();
+        }
+        if self.domain.is_none() {
+            // The target's domain exists from the migration's prepare step on.
+            self.domain = self.conn.as_ref().and_then(|c| c.lookup_domain_by_uuid_string(&self.uuid).ok());
+        }
+        let Some(domain) = &self.domain else { return false };
+        use virt::domain::{DomainRunningReason, DomainStateReason};
+        let Ok((_, reason)) = domain.state() else { return false };
+        matches!(reason, virt::enumutil::Enum::Known(DomainStateReason::Running(why)) if why.is(DomainRunningReason::Migrated))
+    }
+}
+
 fn lost(reason: String, locations: Vec<ferry_model::Location>) -> MoveError {
     MoveError::Lost { reason, locations }
 }
@@ -355,6 +394,7 @@ pub(crate) fn progress_of(stats: &virt::domain::JobStats, started: Instant) -> P
         throttle_percent: stats.auto_converge_throttle.and_then(|t| u32::try_from(t).ok()),
         postcopy_active: stats.mem_postcopy_reqs.is_some_and(|r| r > 0),
         switching_over: false,
+        switched_over: false,
     }
 }
 

@@ -59,3 +59,35 @@ pub(crate) fn discard_prepared(cluster: &ClusterSpec, request: &MoveRequest) -> 
     removed.push(format!("cleared ferry's metadata on {}", from.name));
     Ok(removed)
 }
+
+/// After a move of `request` completed while ferry was away: deletes the source's copies of
+/// the VM's host-local disks, as the move would have with `delete_source_volumes`. Volumes are
+/// matched by pool and name, as `volumes::prepare` creates them; nothing is touched unless the
+/// VM runs on the target and the source has no domain with its UUID, and a source volume some
+/// domain there still uses is kept.
+pub(crate) fn release_source(cluster: &ClusterSpec, request: &MoveRequest) -> Result<Vec<String>, String> {
+    let (from, to) = (host(cluster, &request.from)?, host(cluster, &request.to)?);
+    let src = conn::open(from)?;
+    if src.lookup_domain_by_uuid_string(&request.vm).is_ok() {
+        return Err(format!("{} still has a domain with this UUID: that is cleanup's to judge", from.name));
+    }
+    let dst = conn::open(to)?;
+    let domain = dst
+        .lookup_domain_by_uuid_string(&request.vm)
+        .map_err(|e| format!("{} is not on {}: {}", request.vm, to.name, msg(e)))?;
+    let desc = parse_domain(&domain.xml_desc(0).map_err(msg)?)?;
+    let on_source = crate::leftovers::volumes(cluster, &from.name)?;
+    let mut deleted = Vec::new();
+    for disk in &desc.disks {
+        let Some(path) = &disk.path else { continue };
+        let Ok(volume) = dst.lookup_storage_vol_by_path(path) else { continue };
+        let pool = volume.lookup_storage_pool().map_err(msg)?.name().map_err(msg)?;
+        let name = volume.name().map_err(msg)?;
+        let unused = on_source.iter().find(|v| v.pool == pool && v.name == name && v.used_by.is_empty());
+        if let Some(copy) = unused {
+            crate::leftovers::delete_volume(cluster, &from.name, &pool, &name)?;
+            deleted.push(format!("deleted the source volume {} on {}", copy.path, from.name));
+        }
+    }
+    Ok(deleted)
+}

@@ -203,6 +203,10 @@ pub struct Scheduler {
     ended: Vec<Ended>,
     /// Per item: whether it is sending data now (see [`Scheduler::set_sending`]).
     sending: Vec<bool>,
+    /// Per item: switched over, its slots given back (see [`Scheduler::switched_over`]).
+    released: Vec<bool>,
+    /// Moves in flight holding slots: `running` less the released ones.
+    holding: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +289,8 @@ impl Scheduler {
             unfinished: items.len(),
             ended: Vec::new(),
             sending: vec![false; items.len()],
+            released: vec![false; items.len()],
+            holding: 0,
             items: Vec::new(),
         };
         let mut group_ids = HashMap::new();
@@ -380,6 +386,9 @@ impl Scheduler {
         }
         for k in 0..self.running.len() {
             let item = self.running[k];
+            if self.released[item] {
+                continue;
+            }
             let cap = self.share(item);
             if let (Some(new), State::Running { cap: old, .. }) = (cap, self.state[item]) {
                 if old != cap {
@@ -395,18 +404,42 @@ impl Scheduler {
     /// but a success is a failure); ignored unless the move is in flight. Call
     /// [`Scheduler::decide`] next: a slot is free.
     pub fn finished(&mut self, item: usize, status: Status) {
-        let State::Running { to, .. } = self.state[item] else {
+        if !matches!(self.state[item], State::Running { .. }) {
             return;
-        };
-        self.set_sending(item, false);
-        self.hosts[self.slots[item].from].outbound -= 1;
-        self.hosts[to].inbound -= 1;
+        }
+        self.release(item);
         self.running.retain(|&r| r != item);
         self.state[item] = State::Done(status);
         self.unfinished -= 1;
         if let Some(g) = self.slots[item].group {
             self.settle(g);
         }
+    }
+
+    /// A move in flight switched over: its VM runs on the target, and what is left — the
+    /// source's teardown of its copy, verification — sends nothing. Its slots (cluster,
+    /// source, target) go to the next moves at once; it stays in flight for placement (its
+    /// VM's memory is on the target) until [`Scheduler::finished`]. Ignored unless the move
+    /// is in flight.
+    pub fn switched_over(&mut self, item: usize) {
+        if matches!(self.state[item], State::Running { .. }) {
+            self.release(item);
+        }
+    }
+
+    /// Gives back a move's slots and link share, once.
+    fn release(&mut self, item: usize) {
+        let State::Running { to, .. } = self.state[item] else {
+            return;
+        };
+        if self.released[item] {
+            return;
+        }
+        self.set_sending(item, false);
+        self.released[item] = true;
+        self.holding -= 1;
+        self.hosts[self.slots[item].from].outbound -= 1;
+        self.hosts[to].inbound -= 1;
     }
 
     /// Records a pending move as already in flight to `to`, as `resume` finds it after a
@@ -426,7 +459,7 @@ impl Scheduler {
         let State::Running { to, .. } = self.state[item] else {
             return;
         };
-        if self.sending[item] == sending {
+        if self.sending[item] == sending || (sending && self.released[item]) {
             return;
         }
         self.sending[item] = sending;
@@ -466,7 +499,7 @@ impl Scheduler {
         refused: &mut HashSet<usize>,
         place: &mut impl FnMut(&Item, &View) -> Option<String>,
     ) -> Option<(usize, String)> {
-        if self.running.len() >= self.limits.cluster {
+        if self.holding >= self.limits.cluster {
             return None;
         }
         let n = self.hosts.len();
@@ -505,6 +538,7 @@ impl Scheduler {
         self.hosts[to].inbound += 1;
         self.state[item] = State::Running { to, cap: None };
         self.running.push(item);
+        self.holding += 1;
         self.last_source = Some(from);
     }
 

@@ -15,6 +15,7 @@ use super::*;
 /// place VM HOST ... [blind]                 # ANY: the first candidate with room
 ///                                           # (blind: the first, room or not); none: nowhere
 /// decide NOW | finish VM STATUS | stop | adopt VM HOST     # the script
+/// send VM | quiet VM | switched VM
 /// ```
 ///
 /// Trace: `NOW start VM HOST [@MiB/s]`, `NOW retune VM @MiB/s`, `NOW end VM STATUS: message`,
@@ -88,6 +89,7 @@ fn check(input: &str, expect: &str) {
                     "stop" => s.stop_starting(),
                     "send" => s.set_sending(index(words[1]), true),
                     "quiet" => s.set_sending(index(words[1]), false),
+                    "switched" => s.switched_over(index(words[1])),
                     "adopt" => s.adopt(index(words[1]), words[2]),
                     other => panic!("unknown line {other:?}"),
                 }
@@ -511,6 +513,43 @@ fn adopted_moves_count_and_their_group_follows() {
         0 start d h3
         0 retune a @100
         1 start b h2 @100
+        ",
+    );
+}
+
+#[test]
+fn a_switched_over_move_gives_its_slots_back_before_it_ends() {
+    // a switched over at 1: b starts from h1 and to h2 although a has not ended, and the
+    // cluster limit of 2 counts b and c only. a's late end frees nothing twice.
+    check(
+        "
+        limits 2 1 1
+        link h1 64
+        vm a h1 h2
+        vm b h1 h2
+        vm c h3 h4
+        vm d h3 h4
+        decide 0
+        send a
+        switched a
+        send a
+        decide 1
+        finish a SUCCESS
+        decide 2
+        finish b SUCCESS
+        finish c SUCCESS
+        decide 3
+        finish d SUCCESS
+        decide 4
+        ",
+        "
+        0 start a h2 @64
+        0 start c h4
+        1 start b h2 @64
+        2 -
+        3 start d h4
+        4 -
+        done
         ",
     );
 }

@@ -98,9 +98,16 @@ struct Books<'a> {
     sending: std::collections::HashSet<usize>,
     /// Moves in flight, in the order they started.
     order: Vec<usize>,
+    /// Moves in flight that switched over: they hold no slot.
+    released: std::collections::HashSet<usize>,
 }
 
 impl Books<'_> {
+    /// Moves in flight that hold slots.
+    fn holding(&self) -> usize {
+        self.running.len() - self.released.len()
+    }
+
     fn fail(&self, what: String) -> TestCaseError {
         TestCaseError::fail(what)
     }
@@ -188,13 +195,13 @@ impl Books<'_> {
             self.order.push(i);
             self.outbound[from] += 1;
             self.inbound[to] += 1;
-            if self.running.len() > limits.cluster
+            if self.holding() > limits.cluster
                 || self.outbound[from] > limits.per_source
                 || self.inbound[to] > limits.per_target
             {
                 return Err(self.fail(format!(
-                    "limits exceeded by starting {i}: {} in flight, h{from} sends {}, h{to} receives {}",
-                    self.running.len(),
+                    "limits exceeded by starting {i}: {} holding slots, h{from} sends {}, h{to} receives {}",
+                    self.holding(),
                     self.outbound[from],
                     self.inbound[to]
                 )));
@@ -220,14 +227,14 @@ impl Books<'_> {
             self.status[i] = Some(ended.status);
         }
         // Caps as the links say, for every move in flight.
-        for (&i, &(_, cap)) in &self.running {
+        for (&i, &(_, cap)) in self.running.iter().filter(|(i, _)| !self.released.contains(i)) {
             let expected = self.cap(i);
             if cap != expected {
                 return Err(self.fail(format!("{i} capped at {cap:?}, links say {expected:?}")));
             }
         }
         // No idle slot.
-        if self.running.len() < limits.cluster {
+        if self.holding() < limits.cluster {
             for i in 0..self.items.len() {
                 if self.started[i] || self.status[i].is_some() || !self.group_allows(i) {
                     continue;
@@ -291,6 +298,7 @@ fn simulate(case: &Case) -> Result<(), TestCaseError> {
         status: vec![None; n],
         sending: Default::default(),
         order: Vec::new(),
+        released: Default::default(),
     };
     let mut rng = case.seed | 1;
     let mut next = move |bound: usize| {
@@ -357,12 +365,26 @@ fn simulate(case: &Case) -> Result<(), TestCaseError> {
         if now_sending {
             books.sending.insert(j);
         }
-        scheduler.set_sending(j, now_sending);
+        if !books.released.contains(&j) {
+            scheduler.set_sending(j, now_sending);
+        } else {
+            books.sending.remove(&j);
+        }
+        // Some move in flight switches over: its slots are free before it ends.
+        let k = in_flight[next(in_flight.len())];
+        if next(2) == 0 && books.released.insert(k) {
+            books.sending.remove(&k);
+            books.outbound[case.items[k].0] -= 1;
+            books.inbound[books.running[&k].0] -= 1;
+            scheduler.switched_over(k);
+        }
         books.sending.remove(&i);
         let (to, _) = books.running.remove(&i).expect("in flight");
         books.order.retain(|&k| k != i);
-        books.outbound[case.items[i].0] -= 1;
-        books.inbound[to] -= 1;
+        if !books.released.remove(&i) {
+            books.outbound[case.items[i].0] -= 1;
+            books.inbound[to] -= 1;
+        }
         books.status[i] = Some(status);
         scheduler.finished(i, status);
     }

@@ -179,6 +179,11 @@ impl Driver for SimDriver {
         self.world().discard_prepared(request)
     }
 
+    /// The simulator keeps no source copies (see `World::volumes`): nothing to delete.
+    async fn release_source(&self, _request: &MoveRequest) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
+
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
         self.world().volumes(host)
     }

@@ -1218,6 +1218,7 @@ impl World {
             // Like libvirt, which holds the domain from the final pause to the end of the
             // switch-over and answers no job statistics meanwhile: no data at the cap any more.
             switching_over: matches!(flow.stage, Stage::Pause | Stage::PostcopySwitch),
+            switched_over: false,
         }
     }
 
