@@ -974,6 +974,10 @@ impl World {
         let flow = self.flows.get_mut(&id).expect("a live flow");
         flow.job_end = Some(now);
         flow.end = Some(end);
+        // The copy is over: like the libvirt driver, the progress stream closes now, not
+        // when the VM has been found and finalized, so the engine knows at once that this
+        // migration's link share is free.
+        flow.progress = None;
         self.set_stage(id, Stage::Finishing, Work::Wait(FINISH_S));
     }
 

@@ -511,3 +511,21 @@ fn samples_during_the_final_pause_say_the_switch_over_is_under_way() {
     let first = samples.iter().position(|s| s.switching_over).expect("a sample during the pause");
     assert!(first > 0 && samples[first..].iter().all(|s| s.switching_over), "{samples:?}");
 }
+
+#[test]
+fn the_progress_stream_closes_when_the_copy_ends_not_when_the_move_does() {
+    // Like the libvirt driver: the stream ends with the job, and the VM is found and
+    // finalized after it (the second half of the fixed cost), when the link is free.
+    let (stream_end, outcome_at, report) = sim(async {
+        let driver = SimDriver::new(&fleet(vec![host("a", 1000), host("b", 1000)], vec![lab_vm("v", "a", 5.0)]));
+        let started = tokio::time::Instant::now();
+        let mut m = driver.migrate_live(request(0, "a", "b"), capped(96)).await.expect("starts");
+        while m.progress.recv().await.is_some() {}
+        let stream_end = started.elapsed().as_secs_f64();
+        let report = m.outcome.await.expect("an outcome").expect("moves");
+        (stream_end, started.elapsed().as_secs_f64(), report)
+    });
+    let job_end = ferry_sim::PREPARE_S + report.job_ms.expect("a job time") as f64 / 1000.0;
+    assert!(close(stream_end, job_end, 0.002), "stream closed at {stream_end} s, job ended at {job_end} s");
+    assert!(close(outcome_at - stream_end, ferry_sim::FINISH_S, 0.002), "{outcome_at} - {stream_end}");
+}
