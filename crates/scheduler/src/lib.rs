@@ -121,6 +121,17 @@ const MIN_URGENCY_S: f64 = 1e-3;
 /// and each retune is a call to the hypervisor and a line in the journal.
 pub const RETUNE_MIN_CHANGE: f64 = 0.02;
 
+/// `urgency` rounded down to a power of [`URGENCY_STEP`]: a host's remaining load shrinks
+/// with every move that ends there, and an exact weight would shift the shares of every link
+/// connected to it each time (a retune storm on a fleet of 1,000 hosts, each retune a
+/// hypervisor call and a journal line) for a change of a few per cent.
+fn coarse(urgency: f64) -> f64 {
+    URGENCY_STEP.powf((urgency.ln() / URGENCY_STEP.ln()).floor())
+}
+
+/// The grid urgencies are rounded to (see [`coarse`]).
+pub const URGENCY_STEP: f64 = std::f64::consts::SQRT_2;
+
 /// Whether `new` is within [`RETUNE_MIN_CHANGE`] of `old`.
 fn about(old: f64, new: f64) -> bool {
     (new - old).abs() <= RETUNE_MIN_CHANGE * old
@@ -579,7 +590,7 @@ impl Scheduler {
                 }
             }
             let rank = older_sending.entry(from).or_default();
-            let weight = urgency.max(MIN_URGENCY_S) * SENIORITY.powi(-*rank);
+            let weight = coarse(urgency.max(MIN_URGENCY_S)) * SENIORITY.powi(-*rank);
             if self.sending[item] {
                 *rank += 1;
             }

@@ -517,17 +517,18 @@ fn adopted_moves_count_and_their_group_follows() {
 
 #[test]
 fn a_host_with_more_left_to_send_gets_more_of_a_shared_link() {
-    // h1 and h2 (links 100) send into h3 (150). h1 has 3 GiB left to send (30.7 s of its
-    // link), h2 1 GiB (10.2 s), h3 4 GiB to receive (27.3 s): b weighs 30.7, c 27.3 (its
-    // target's), and b gets more of h3. Once b ends, a and c weigh the same (h3's 13.7 s).
+    // h1 and h2 (links 100) send into h3 (150). h1 has 8 GiB left to send (81.9 s of its
+    // link, 64 on the grid of powers of √2), h2 1 GiB (10.2 s), h3 9 GiB to receive (61.4
+    // s, 45.3 on the grid): b weighs 64, c 45.3 (its target's), and b gets more of h3. Once
+    // b ends, a and c weigh the same (32: h1's 41 s, h3's 34.1 s).
     check(
         "
         limits 8 1 4
         link h1 100
         link h2 100
         link h3 150
-        vm a h1 h3 mem=1024
-        vm b h1 h3 mem=2048
+        vm a h1 h3 mem=4095
+        vm b h1 h3 mem=4096
         vm c h2 h3 mem=1024
         decide 0
         send b
@@ -539,8 +540,8 @@ fn a_host_with_more_left_to_send_gets_more_of_a_shared_link() {
         "
         0 start b h3 @100
         0 start c h3 @100
-        1 retune b @79.4
-        1 retune c @70.6
+        1 retune b @87.9
+        1 retune c @62.1
         2 start a h3 @75
         2 retune c @100
         ",
@@ -548,10 +549,10 @@ fn a_host_with_more_left_to_send_gets_more_of_a_shared_link() {
 }
 
 #[test]
-fn small_changes_of_a_share_are_not_retuned() {
-    // a and b share h1's link (100). b's target also expects f (19,200 MiB): b weighs 20.2
-    // s to a's 20, 50.2 to 49.8. Once f ends they weigh the same, 50 each: within 2 % of
-    // the caps they have, not worth a call to the hypervisor and a line in the journal.
+fn small_changes_of_urgency_change_no_share() {
+    // a and b share h1's link (100). b's target also expects f (19,200 MiB): b's urgency is
+    // 20.2 s to a's 20, the same step of the grid (16): even shares. f's end changes no
+    // weight, so no cap: not worth a call to the hypervisor and a line in the journal.
     check(
         "
         limits 8 2 4
@@ -572,10 +573,19 @@ fn small_changes_of_a_share_are_not_retuned() {
         0 start a h2 @100
         0 start f h3 @1000
         0 start b h3 @100
-        1 retune a @49.8
+        1 retune a @50
         1 retune f @500
-        1 retune b @50.2
+        1 retune b @50
         2 -
         ",
     );
+}
+
+#[test]
+fn urgency_is_rounded_to_its_grid_and_a_small_change_of_a_cap_is_no_retune() {
+    assert!((crate::coarse(20.0) - 16.0).abs() < 1e-9);
+    assert!((crate::coarse(20.2) - 16.0).abs() < 1e-9);
+    assert!((crate::coarse(23.0) - 22.627).abs() < 0.001);
+    assert!(crate::about(100.0, 101.9) && crate::about(100.0, 98.1));
+    assert!(!crate::about(100.0, 102.5) && !crate::about(100.0, 97.0));
 }
