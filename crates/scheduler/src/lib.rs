@@ -106,7 +106,7 @@ pub const STOPPED: &str = "not started: run stopped by the operator";
 /// How many times the next younger migration's weight a migration sending from the same
 /// source gets (see [`Scheduler::decide`]'s caps). 1: none. Measured on bench `scheduler`
 /// (100-host fleets, 2 out and 2 in, makespans of host drain / rack drain / rebalance), once
-/// caps filled the links: 1 gave 59.3 / 160.9 / 157.0 s, 2 gave 61.6 / 162.7 / 155.9 s, 8
+/// caps filled the links, with urgency not yet rounded: 1 gave 59.3 / 160.9 / 157.0 s, 2 gave 61.6 / 162.7 / 155.9 s, 8
 /// gave 58.1 / 167.3 / 164.0 s. Seniority staggers one source's migrations, but it is one
 /// weight per migration, so it also decides who gets a shared target's link, where it
 /// favours the older migration over the source with more left to send.
