@@ -261,7 +261,7 @@ fn print_b(runs: &[Drained]) {
     let rates: Vec<f64> = runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::copy_mib_s)).collect();
     let outside = median(runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::outside_job_s)).collect());
     println!(
-        "copy MiB/s per migration {} (ferry's caps: shares of {LINK_B_MIB_S} among the migrations sending from {DRAINED}, the oldest twice the next); outside job per move, median \
+        "copy MiB/s per migration {} (ferry's caps: shares of {LINK_B_MIB_S} among the migrations sending from {DRAINED}, filling the links); outside job per move, median \
          {outside:.2} s; worst downtime {} ms",
         range(&rates),
         runs.iter().filter_map(Drained::worst_downtime_ms).max().map_or("unknown".to_string(), |d| d.to_string())

@@ -392,9 +392,9 @@ fn resume_from_moves_successes_only() {
 
 #[test]
 fn links_are_shared_and_reshared() {
-    // h1 sends at 100, h2 receives at 60; h3 and h4 have no link. A migration not sending
-    // yet is capped as if it were (the youngest); only those sending share a link with it,
-    // each twice the next younger one's share.
+    // h1 sends at 100, h2 receives at 60; h3 and h4 have no link. Those sending fill the
+    // links (h2 is full first: a and c 30 each; b gets the 70 a leaves on h1); a migration
+    // not sending yet is capped at the share it will have against those sending.
     check(
         "
         limits 8 2 4
@@ -423,13 +423,13 @@ fn links_are_shared_and_reshared() {
         0 start c h2 @60
         0 start b h3 @100
         0 start e h3
-        0.5 retune a @40
-        0.5 retune c @20
-        0.5 retune b @33.3
-        1 start d h3 @33.3
+        0.5 retune a @30
+        0.5 retune c @30
+        0.5 retune b @70
+        1 start d h3 @50
         1 retune c @60
         1 retune b @100
-        1.5 retune b @66.7
+        1.5 retune b @50
         2 retune d @100
         ",
     );
@@ -438,7 +438,7 @@ fn links_are_shared_and_reshared() {
 #[test]
 fn a_migration_in_setup_or_finishing_leaves_the_link_to_those_sending() {
     // Two migrations out of h1 (link 64): while one sets up or finishes, the other gets it
-    // all; while both send, the older gets two thirds.
+    // all; while both send, they share it.
     check(
         "
         limits 8 2 2
@@ -458,8 +458,8 @@ fn a_migration_in_setup_or_finishing_leaves_the_link_to_those_sending() {
         "
         0 start a h2 @64
         0 start b h3 @64
-        1 retune b @21.3
-        2 retune a @42.7
+        1 retune b @32
+        2 retune a @32
         3 retune b @64
         4 -
         ",
@@ -552,4 +552,79 @@ fn a_switched_over_move_gives_its_slots_back_before_it_ends() {
         done
         ",
     );
+}
+
+#[test]
+fn a_host_with_more_left_to_send_gets_more_of_a_shared_link() {
+    // h1 and h2 (links 100) send into h3 (150). h1 has 8 GiB left to send (81.9 s of its
+    // link, 64 on the grid of powers of √2), h2 1 GiB (10.2 s), h3 9 GiB to receive (61.4
+    // s, 45.3 on the grid): b weighs 64, c 45.3 (its target's), and b gets more of h3. Once
+    // b ends, a and c weigh the same (32: h1's 41 s, h3's 34.1 s).
+    check(
+        "
+        limits 8 1 4
+        link h1 100
+        link h2 100
+        link h3 150
+        vm a h1 h3 mem=4095
+        vm b h1 h3 mem=4096
+        vm c h2 h3 mem=1024
+        decide 0
+        send b
+        send c
+        decide 1
+        finish b SUCCESS
+        decide 2
+        ",
+        "
+        0 start b h3 @100
+        0 start c h3 @100
+        1 retune b @87.9
+        1 retune c @62.1
+        2 start a h3 @75
+        2 retune c @100
+        ",
+    );
+}
+
+#[test]
+fn small_changes_of_urgency_change_no_share() {
+    // a and b share h1's link (100). b's target also expects f (19,200 MiB): b's urgency is
+    // 20.2 s to a's 20, the same step of the grid (16): even shares. f's end changes no
+    // weight, so no cap: not worth a call to the hypervisor and a line in the journal.
+    check(
+        "
+        limits 8 2 4
+        link h1 100
+        link h2 1000
+        link h3 1000
+        vm a h1 h2 mem=1000
+        vm b h1 h3 mem=1000
+        vm f h4 h3 mem=19200
+        decide 0
+        send a
+        send b
+        decide 1
+        finish f SUCCESS
+        decide 2
+        ",
+        "
+        0 start a h2 @100
+        0 start f h3 @1000
+        0 start b h3 @100
+        1 retune a @50
+        1 retune f @500
+        1 retune b @50
+        2 -
+        ",
+    );
+}
+
+#[test]
+fn urgency_is_rounded_to_its_grid_and_a_small_change_of_a_cap_is_no_retune() {
+    assert!((crate::coarse(20.0) - 16.0).abs() < 1e-9);
+    assert!((crate::coarse(20.2) - 16.0).abs() < 1e-9);
+    assert!((crate::coarse(23.0) - 22.627).abs() < 0.001);
+    assert!(crate::about(100.0, 101.9) && crate::about(100.0, 98.1));
+    assert!(!crate::about(100.0, 102.5) && !crate::about(100.0, 97.0));
 }

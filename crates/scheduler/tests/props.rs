@@ -139,29 +139,48 @@ impl Books<'_> {
         &members[..members.iter().position(|&m| m == i).unwrap_or(0)]
     }
 
-    /// Links shared by the moves sending, oldest first, each with twice the next one's
-    /// share; one not sending yet counts itself, as the youngest.
-    fn cap(&self, i: usize) -> Option<f64> {
-        let (to, _) = self.running[&i];
-        let from = self.case.items[i].0;
-        let share = |host: usize, end: fn(&Books, usize) -> usize| {
-            let sharing: Vec<usize> = self
-                .order
-                .iter()
-                .copied()
-                .filter(|&j| end(self, j) == host && (self.sending.contains(&j) || j == i))
-                .collect();
-            let rank = sharing.iter().position(|&j| j == i).expect("counts itself");
-            // Weights 1, 1/2, 1/4, ...: rank r gets 2^-r / (2 - 2^(1-n)).
-            let total = 2.0 - 2f64.powi(1 - sharing.len() as i32);
-            2f64.powi(-(rank as i32)) / total
-        };
-        let out = self.case.links[from].map(|l| f64::from(l) * share(from, |b, j| b.case.items[j].0));
-        let inb = self.case.links[to].map(|l| f64::from(l) * share(to, |b, j| b.running[&j].0));
-        match (out, inb) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// Caps as the links allow: a move crossing a link with a speed has a cap, no higher than
+    /// its slowest link; the caps of the moves sending on a link add up to no more than it;
+    /// and each move sending is held by a link those sending fill (none capped below what its
+    /// links could give it). Within the scheduler's retune tolerance.
+    fn check_caps(&self) -> Result<(), TestCaseError> {
+        let tolerance = ferry_scheduler::RETUNE_MIN_CHANGE + 1e-9;
+        let speed = |h: usize| self.case.links[h].map(f64::from);
+        let ends = |i: usize| (self.case.items[i].0, self.running[&i].0);
+        let mut load: HashMap<(usize, bool), f64> = HashMap::new();
+        for (&i, &(_, cap)) in &self.running {
+            let (from, to) = ends(i);
+            let slowest = [speed(from), speed(to)].into_iter().flatten().min_by(f64::total_cmp);
+            match (slowest, cap) {
+                (None, None) => {}
+                (Some(s), Some(c)) if c > 0.0 && c <= s * (1.0 + tolerance) => {}
+                _ => return Err(self.fail(format!("{i} capped at {cap:?}, its slowest link is {slowest:?}"))),
+            }
+            if self.sending.contains(&i) {
+                if let Some(c) = cap {
+                    *load.entry((from, true)).or_default() += c;
+                    *load.entry((to, false)).or_default() += c;
+                }
+            }
         }
+        let full = |h: usize, out: bool| {
+            speed(h).is_some_and(|s| load.get(&(h, out)).copied().unwrap_or(0.0) >= s * (1.0 - 2.0 * tolerance))
+        };
+        for (&(h, out), &l) in &load {
+            if let Some(s) = speed(h) {
+                if l > s * (1.0 + 2.0 * tolerance) {
+                    return Err(self.fail(format!("h{h} carries {l} MiB/s of caps on a {s} MiB/s link")));
+                }
+            }
+            let _ = out;
+        }
+        for &i in self.running.keys().filter(|i| self.sending.contains(i)) {
+            let (from, to) = ends(i);
+            if (speed(from).is_some() || speed(to).is_some()) && !full(from, true) && !full(to, false) {
+                return Err(self.fail(format!("{i} sends under a cap no full link explains: {load:?}")));
+            }
+        }
+        Ok(())
     }
 
     fn apply(&mut self, d: &Decisions, now: f64, in_flight_before: usize) -> Result<(), TestCaseError> {
@@ -226,13 +245,8 @@ impl Books<'_> {
             }
             self.status[i] = Some(ended.status);
         }
-        // Caps as the links say, for every move in flight.
-        for (&i, &(_, cap)) in self.running.iter().filter(|(i, _)| !self.released.contains(i)) {
-            let expected = self.cap(i);
-            if cap != expected {
-                return Err(self.fail(format!("{i} capped at {cap:?}, links say {expected:?}")));
-            }
-        }
+        // Caps as the links allow, for every move in flight.
+        self.check_caps()?;
         // No idle slot.
         if self.holding() < limits.cluster {
             for i in 0..self.items.len() {

@@ -54,12 +54,15 @@ pub(crate) type Nanos = u64;
 pub const SAMPLE_EVERY_S: f64 = 0.5;
 
 /// Seconds a live migration spends before its copy job: connecting, preparing the target,
-/// writing metadata. Half of [`PER_MIGRATION_OVERHEAD_S`].
-pub const PREPARE_S: f64 = PER_MIGRATION_OVERHEAD_S / 2.0;
+/// writing metadata. The lab's driver logs 12–44 ms for it (`RUST_LOG=ferry_libvirt=debug`,
+/// "migration prepared"); the target's QEMU starts inside the job ([`JOB_SETUP_S`]).
+pub const PREPARE_S: f64 = 0.1;
 
-/// Seconds after the copy job: finding the VM on every host, finalizing or reverting.
-/// The other half of [`PER_MIGRATION_OVERHEAD_S`].
-pub const FINISH_S: f64 = PER_MIGRATION_OVERHEAD_S / 2.0;
+/// Seconds after the switch-over: libvirt tearing the source's copy down, then finding the
+/// VM on every host and finalizing. The rest of [`PER_MIGRATION_OVERHEAD_S`]: in the lab the
+/// target runs the VM 1.4–2.0 s before `virsh migrate` returns (target polled with
+/// `virsh domstate --reason`).
+pub const FINISH_S: f64 = PER_MIGRATION_OVERHEAD_S - PREPARE_S;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -973,6 +976,17 @@ impl World {
         let now = self.now;
         let flow = self.flows.get_mut(&id).expect("a live flow");
         flow.job_end = Some(now);
+        // The copy is over: like the libvirt driver, the progress stream closes now, not
+        // when the VM has been found and finalized, so the engine knows at once that this
+        // migration's link share is free; a move that switched over says so first, as the
+        // libvirt driver does when the target runs the VM.
+        if let (End::Moved, Some(tx)) = (&end, flow.progress.take()) {
+            let mut last = self.progress(id);
+            last.switching_over = true;
+            last.switched_over = true;
+            let _ = tx.send(last);
+        }
+        let flow = self.flows.get_mut(&id).expect("a live flow");
         flow.end = Some(end);
         self.set_stage(id, Stage::Finishing, Work::Wait(FINISH_S));
     }

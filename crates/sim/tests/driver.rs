@@ -145,9 +145,12 @@ fn alone_on_its_link_a_migration_takes_what_the_estimate_says() {
             "{dirty} at {cap}: {downtime} ms, estimate {}",
             estimate.downtime_ms
         );
-        // A sample every half second of the job, the last before it ends.
-        assert_eq!(samples.len() as f64, (job / 0.5).floor(), "{dirty} at {cap}");
-        for (k, s) in samples.iter().enumerate() {
+        // A sample every half second of the job, then one as it ends saying the VM runs on
+        // the target.
+        let (last, periodic) = samples.split_last().expect("samples");
+        assert!(last.switched_over && periodic.iter().all(|s| !s.switched_over), "{dirty} at {cap}");
+        assert_eq!(periodic.len() as f64, (job / 0.5).floor(), "{dirty} at {cap}");
+        for (k, s) in periodic.iter().enumerate() {
             assert_eq!(s.elapsed_ms, 500 * (k as u64 + 1));
         }
         assert!(samples.windows(2).all(|w| w[0].transferred_bytes <= w[1].transferred_bytes));
@@ -431,11 +434,11 @@ fn a_migration_given_up_while_it_is_prepared_leaves_nothing_behind() {
         let big = VmDesc { memory_mib: 40000, working_set_mib: None, nonzero_mib: None, ..lab_vm("big", "a", 0.0) };
         let driver = SimDriver::new(&fleet(vec![host("a", 100), host("b", 100)], vec![big]));
         let given_up = tokio::time::timeout(
-            Duration::from_millis(100),
+            Duration::from_secs_f64(ferry_sim::PREPARE_S / 2.0),
             driver.migrate_live(request(0, "a", "b"), LiveOptions::default()),
         )
         .await;
-        assert!(given_up.is_err(), "still preparing after 100 ms");
+        assert!(given_up.is_err(), "still preparing halfway through");
         assert_eq!(driver.inventory().await.vms[0].ferry, None, "its metadata is gone");
         // The target's memory and the VM are free again: the same move starts.
         let (outcome, _) = live(&driver, request(0, "a", "b"), LiveOptions::default()).await;
@@ -510,4 +513,22 @@ fn samples_during_the_final_pause_say_the_switch_over_is_under_way() {
     assert!(report.downtime_ms.is_some_and(|d| d > 1000), "{report:?}");
     let first = samples.iter().position(|s| s.switching_over).expect("a sample during the pause");
     assert!(first > 0 && samples[first..].iter().all(|s| s.switching_over), "{samples:?}");
+}
+
+#[test]
+fn the_progress_stream_closes_when_the_copy_ends_not_when_the_move_does() {
+    // Like the libvirt driver: the stream ends with the job, and the VM is found and
+    // finalized after it (the second half of the fixed cost), when the link is free.
+    let (stream_end, outcome_at, report) = sim(async {
+        let driver = SimDriver::new(&fleet(vec![host("a", 1000), host("b", 1000)], vec![lab_vm("v", "a", 5.0)]));
+        let started = tokio::time::Instant::now();
+        let mut m = driver.migrate_live(request(0, "a", "b"), capped(96)).await.expect("starts");
+        while m.progress.recv().await.is_some() {}
+        let stream_end = started.elapsed().as_secs_f64();
+        let report = m.outcome.await.expect("an outcome").expect("moves");
+        (stream_end, started.elapsed().as_secs_f64(), report)
+    });
+    let job_end = ferry_sim::PREPARE_S + report.job_ms.expect("a job time") as f64 / 1000.0;
+    assert!(close(stream_end, job_end, 0.002), "stream closed at {stream_end} s, job ended at {job_end} s");
+    assert!(close(outcome_at - stream_end, ferry_sim::FINISH_S, 0.002), "{outcome_at} - {stream_end}");
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferry_driver::Driver;
 use ferry_engine::{Clock, Engine, EngineEvent, Manual, MoveSpec, RunEnd, RunSettings};
 use ferry_journal::{Journal, JournalClock, JournalConfig, NewMove, NewRun, RunKind};
-use ferry_model::{Status, VmState};
+use ferry_model::{Phase, Status, VmState};
 use ferry_plan::{Limits, Mode, Policy, Target};
 use ferry_sim::{Fault, Fleet, HostDesc, Rng, Settings, SimDriver, VmDesc};
 use proptest::prelude::*;
@@ -242,7 +242,8 @@ fn run(case: &Case) -> Outcome {
                     peak_source = peak_source.max(flying.values().filter(|(f, _)| f == from).count());
                     peak_target = peak_target.max(flying.values().filter(|(_, t)| t == to).count());
                 }
-                EngineEvent::Finished { vm, .. } => {
+                // A move holds its slots until its switch-over (or its end).
+                EngineEvent::Phase { vm, phase: Phase::SwitchedOver } | EngineEvent::Finished { vm, .. } => {
                     flying.remove(vm);
                 }
                 _ => {}
