@@ -317,8 +317,10 @@ impl Converger {
             return None;
         }
         let remaining = sample.memory_remaining_bytes + sample.disk_remaining_bytes;
-        // The first sample often comes before QEMU has sized the job: nothing to judge yet.
-        if sample.total_bytes > 0 {
+        // The first samples often come before QEMU has sized the job, and a storage copy's
+        // first samples may count nothing left at all: nothing to judge yet. A low of zero
+        // would never be beaten, and the stall timeout would abort a migration that moves.
+        if sample.total_bytes > 0 && remaining > 0 {
             match self.low {
                 Some((low, _)) if remaining + PROGRESS_BYTES > low => {}
                 _ => self.low = Some((remaining, at)),

@@ -238,3 +238,15 @@ fn passes_shorter_than_the_sampling_are_judged_over_a_window() {
     assert_eq!(*t, 3.0, "2 s after the first 20 MiB start: {reason}");
     assert!(reason.contains("below ~20.0 MiB, the lowest start before them"), "{reason}");
 }
+
+#[test]
+fn samples_counting_nothing_left_before_the_copy_starts_are_no_progress_to_beat() {
+    // A storage copy's first samples: sized, nothing left counted. Then memory goes down
+    // slowly but steadily for longer than the stall timeout (20 s): no abort.
+    let mut samples: Vec<(f64, Progress)> = (1..=3).map(|k| (k as f64 * 0.5, sample(0, 0, 12, None))).collect();
+    for k in 0..60u64 {
+        samples.push((2.0 + k as f64 * 0.5, sample(1, 250 - 4 * k, 12, None)));
+    }
+    let decisions = run(&policy(300, false), &samples);
+    assert!(decisions.iter().all(|(_, d)| !matches!(d, Decision::Abort { .. })), "{decisions:#?}");
+}

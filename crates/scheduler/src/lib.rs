@@ -104,13 +104,16 @@ pub const NO_HOST: &str = "not started: no host can take it, and no move in flig
 pub const STOPPED: &str = "not started: run stopped by the operator";
 
 /// How many times the next younger migration's weight a migration sending from the same
-/// source gets (see [`Scheduler::decide`]'s caps). 1: none. Measured on bench `scheduler`
-/// (100-host fleets, 2 out and 2 in, makespans of host drain / rack drain / rebalance), once
-/// caps filled the links, with urgency not yet rounded: 1 gave 59.3 / 160.9 / 157.0 s, 2 gave 61.6 / 162.7 / 155.9 s, 8
-/// gave 58.1 / 167.3 / 164.0 s. Seniority staggers one source's migrations, but it is one
-/// weight per migration, so it also decides who gets a shared target's link, where it
-/// favours the older migration over the source with more left to send.
-pub const SENIORITY: f64 = 1.0;
+/// source gets (see [`Scheduler::decide`]'s caps). The lab decides, not the simulator: on
+/// bench `drain_vs_virsh` (b) (six guests dirtying 10 MiB/s each, leaving one host over a
+/// 32 MiB/s link, two at a time), 2 gave makespans of 56.8 / 57.0 s for 1,530 MiB sent;
+/// 1 (equal shares) gave 71.9 s for 1,978 MiB: at 16 MiB/s each, a guest dirtying 10
+/// converges slowly and re-sends much more than at 21. The simulator's fleets dirty little
+/// against their 10 GbE links and barely tell (bench `scheduler`, 100-host fleets, host
+/// drain / rack drain / rebalance, urgency not yet rounded: 1 gave 59.3 / 160.9 / 157.0 s,
+/// 2 gave 61.6 / 162.7 / 155.9 s). Being one weight per migration, it also decides who gets
+/// a shared target's link, where it favours the older migration.
+pub const SENIORITY: f64 = 2.0;
 
 /// The least urgency a migration weighs with, seconds: a host with nothing left but the
 /// moves in flight still has them to finish.

@@ -426,10 +426,10 @@ fn links_are_shared_and_reshared() {
         0.5 retune a @30
         0.5 retune c @30
         0.5 retune b @70
-        1 start d h3 @50
+        1 start d h3 @33.3
         1 retune c @60
         1 retune b @100
-        1.5 retune b @50
+        1.5 retune b @66.7
         2 retune d @100
         ",
     );
@@ -438,7 +438,7 @@ fn links_are_shared_and_reshared() {
 #[test]
 fn a_migration_in_setup_or_finishing_leaves_the_link_to_those_sending() {
     // Two migrations out of h1 (link 64): while one sets up or finishes, the other gets it
-    // all; while both send, they share it.
+    // all; while both send, the older gets twice the younger's share (SENIORITY).
     check(
         "
         limits 8 2 2
@@ -458,8 +458,9 @@ fn a_migration_in_setup_or_finishing_leaves_the_link_to_those_sending() {
         "
         0 start a h2 @64
         0 start b h3 @64
-        1 retune b @32
-        2 retune a @32
+        1 retune b @21.3
+        2 retune a @42.7
+        3 retune a @32
         3 retune b @64
         4 -
         ",
@@ -590,8 +591,9 @@ fn a_host_with_more_left_to_send_gets_more_of_a_shared_link() {
 #[test]
 fn small_changes_of_urgency_change_no_share() {
     // a and b share h1's link (100). b's target also expects f (19,200 MiB): b's urgency is
-    // 20.2 s to a's 20, the same step of the grid (16): even shares. f's end changes no
-    // weight, so no cap: not worth a call to the hypervisor and a line in the journal.
+    // 20.2 s to a's 20, the same step of the grid (16): the shares are as seniority alone
+    // makes them. f's end changes no weight, so no cap: not worth a call to the hypervisor
+    // and a line in the journal.
     check(
         "
         limits 8 2 4
@@ -612,9 +614,9 @@ fn small_changes_of_urgency_change_no_share() {
         0 start a h2 @100
         0 start f h3 @1000
         0 start b h3 @100
-        1 retune a @50
-        1 retune f @500
-        1 retune b @50
+        1 retune a @66.7
+        1 retune f @666.7
+        1 retune b @33.3
         2 -
         ",
     );
