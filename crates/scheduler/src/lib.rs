@@ -604,11 +604,12 @@ impl Scheduler {
     /// there (by memory), so that a host with more left to carry gets more of a link it
     /// shares and every host finishes about when the busiest one must. Seniority:
     /// [`SENIORITY`] times the weight of the next younger migration sending from the same
-    /// source.
+    /// source or into the same target (the larger count of older ones decides), so that
+    /// migrations gathering on one host finish one after another, as those leaving one do.
     fn caps(&self) -> Vec<Option<f64>> {
         let mut speeds: Vec<f64> = Vec::new();
         let mut ids: HashMap<(usize, bool), usize> = HashMap::new();
-        let mut older_sending: HashMap<usize, i32> = HashMap::new();
+        let mut older_sending: HashMap<(usize, bool), i32> = HashMap::new();
         let mut flows = Vec::with_capacity(self.running.len());
         for &item in &self.running {
             let State::Running { to, .. } = self.state[item] else { continue };
@@ -626,10 +627,12 @@ impl Scheduler {
                     urgency = urgency.max(left / speed);
                 }
             }
-            let rank = older_sending.entry(from).or_default();
-            let weight = coarse(urgency.max(MIN_URGENCY_S)) * SENIORITY.powi(-*rank);
+            let older = |end| older_sending.get(&end).copied().unwrap_or(0);
+            let rank = older((from, true)).max(older((to, false)));
+            let weight = coarse(urgency.max(MIN_URGENCY_S)) * SENIORITY.powi(-rank);
             if self.sending[item] {
-                *rank += 1;
+                *older_sending.entry((from, true)).or_default() += 1;
+                *older_sending.entry((to, false)).or_default() += 1;
             }
             flows.push(share::Flow { links, weight, sending: self.sending[item] });
         }

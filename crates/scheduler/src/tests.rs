@@ -393,8 +393,9 @@ fn resume_from_moves_successes_only() {
 #[test]
 fn links_are_shared_and_reshared() {
     // h1 sends at 100, h2 receives at 60; h3 and h4 have no link. Those sending fill the
-    // links (h2 is full first: a and c 30 each; b gets the 70 a leaves on h1); a migration
-    // not sending yet is capped at the share it will have against those sending.
+    // links (h2 is full first: a, older into h2, 40 and c 20; b gets the 60 a leaves on h1);
+    // a migration not sending yet is capped at the share it will have against those
+    // sending (d: a fifth of h1, being the third sending into h3, a quarter of b's weight).
     check(
         "
         limits 8 2 4
@@ -423,13 +424,13 @@ fn links_are_shared_and_reshared() {
         0 start c h2 @60
         0 start b h3 @100
         0 start e h3
-        0.5 retune a @30
-        0.5 retune c @30
-        0.5 retune b @70
-        1 start d h3 @33.3
+        0.5 retune a @40
+        0.5 retune c @20
+        0.5 retune b @60
+        1 start d h3 @20
         1 retune c @60
         1 retune b @100
-        1.5 retune b @66.7
+        1.5 retune b @80
         2 retune d @100
         ",
     );
@@ -556,11 +557,12 @@ fn a_switched_over_move_gives_its_slots_back_before_it_ends() {
 }
 
 #[test]
-fn a_host_with_more_left_to_send_gets_more_of_a_shared_link() {
+fn urgency_and_seniority_weigh_a_shared_link() {
     // h1 and h2 (links 100) send into h3 (150). h1 has 8 GiB left to send (81.9 s of its
     // link, 64 on the grid of powers of √2), h2 1 GiB (10.2 s), h3 9 GiB to receive (61.4
-    // s, 45.3 on the grid): b weighs 64, c 45.3 (its target's), and b gets more of h3. Once
-    // b ends, a and c weigh the same (32: h1's 41 s, h3's 34.1 s).
+    // s, 45.3 on the grid): b weighs 64, c 45.3 (its target's) halved, being younger into
+    // h3: b gets all of h1's 100, c the 50 left of h3. Once b ends, a and c weigh the same
+    // (32: h1's 41 s, h3's 34.1 s), halved for the younger into h3, a: a gets 50, c 100.
     check(
         "
         limits 8 1 4
@@ -580,9 +582,8 @@ fn a_host_with_more_left_to_send_gets_more_of_a_shared_link() {
         "
         0 start b h3 @100
         0 start c h3 @100
-        1 retune b @87.9
-        1 retune c @62.1
-        2 start a h3 @75
+        1 retune c @50
+        2 start a h3 @50
         2 retune c @100
         ",
     );
