@@ -249,6 +249,10 @@ pub struct Scheduler {
     released: Vec<bool>,
     /// Moves in flight holding slots: `running` less the released ones.
     holding: usize,
+    /// `ANY` moves placement found no host with room for, not asked again until a move
+    /// frees room (switches over or ends): on a large fleet, asking again after every
+    /// progress signal was most of a run's time.
+    refused: HashSet<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -334,6 +338,7 @@ impl Scheduler {
             sending: vec![false; items.len()],
             released: vec![false; items.len()],
             holding: 0,
+            refused: HashSet::new(),
             items: Vec::new(),
         };
         let mut group_ids = HashMap::new();
@@ -408,11 +413,12 @@ impl Scheduler {
             }
         }
         let mut started = Vec::new();
-        let mut refused = HashSet::new();
+        let mut refused = std::mem::take(&mut self.refused);
         while let Some((i, to)) = self.pick(&mut refused, &mut place) {
             self.start(i, &to);
             started.push((i, to));
         }
+        self.refused = refused;
         if self.running.is_empty() {
             // Nothing in flight, so nothing will ever free a slot or capacity: what waits
             // (placement found no host for it) never starts. Its group's rest is skipped.
@@ -489,6 +495,7 @@ impl Scheduler {
         self.set_sending(item, false);
         self.released[item] = true;
         self.holding -= 1;
+        self.refused.clear();
         let (from, memory) = (self.slots[item].from, self.items[item].memory_mib as f64);
         self.hosts[from].outbound -= 1;
         self.hosts[from].left_out -= memory;

@@ -631,3 +631,32 @@ fn urgency_is_rounded_to_its_grid_and_a_small_change_of_a_cap_is_no_retune() {
     assert!(crate::about(100.0, 101.9) && crate::about(100.0, 98.1));
     assert!(!crate::about(100.0, 102.5) && !crate::about(100.0, 97.0));
 }
+
+#[test]
+fn placement_is_asked_again_only_once_a_move_frees_room() {
+    let item = |vm: &str, to: Target| Item {
+        vm: vm.into(),
+        from: "h1".into(),
+        to,
+        group: None,
+        order: 0,
+        priority: 0,
+        memory_mib: 1024,
+    };
+    let items = vec![item("a", Target::Host("h2".into())), item("b", Target::Any)];
+    let mut s = Scheduler::new(items, Config::default());
+    let asked = std::cell::Cell::new(0);
+    let place = |_: &Item, _: &View| {
+        asked.set(asked.get() + 1);
+        None
+    };
+    for now in 0..3 {
+        s.decide(f64::from(now), place);
+    }
+    s.set_sending(0, true);
+    s.decide(3.0, place);
+    assert_eq!(asked.get(), 1, "b refused once, not at every decision");
+    s.switched_over(0);
+    s.decide(4.0, place);
+    assert_eq!(asked.get(), 2, "asked again once a switch-over freed room");
+}
