@@ -14,12 +14,12 @@
 //! Prints predicted / measured medians (copy job, wall time, downtime, passes; makespan for
 //! the plan) and the error of each prediction. Goal: within 25 % on times. No assertions.
 //!
-//! Last run (2026-11-25, a shared 2-core machine, 3 runs a cell): copy-job and wall-time errors
-//! −22 % to +6 % for single capped moves (the worst, −22 %, is the short 96 MiB/s cell whose
-//! lab pause is longer than modelled, as `estimate_vs_real` also finds), −7 % to −10 % for two
-//! moves sharing a 64 MiB/s shaped link, and −6 % to −14 % on the plan's makespan (the shaped
-//! link carries a little less than its nominal rate of guest memory); passes within one.
-//! Downtime is predicted 2–4× too short wherever the lab's pause exceeds ~50 ms.
+//! Last run (2026-11-25, third session, 1 run a cell, after the sim's fixed cost moved to
+//! 0.1 s before the job and 1.6 s after the switch-over): copy-job and wall-time errors −9 %
+//! to +15 % (the worst, +15 %, the short 96 MiB/s cell's wall time), −4 % / −8 % for two
+//! moves sharing a 64 MiB/s shaped link, −9 % on the plan's makespan; passes within two.
+//! Downtime is still off by up to 2–3× either way (18 vs 28 ms, 135 vs 42 ms on the plan):
+//! the lab's pause of a few tens of ms varies more than the model does.
 //!
 //! `cargo bench -p ferry --bench sim_vs_lab [-- RUNS]` (root, a machine set up by
 //! `scripts/setup`; RUNS per cell, default 3). Its labs use port base 30000, one at a time,
