@@ -166,7 +166,13 @@ impl Job {
             while let Ok(sample) = stats.try_recv() {
                 answered = Instant::now();
                 if let Some(sample) = sample {
-                    last = progress_of(&sample, job_started);
+                    // A switch-over seen on the target stays seen.
+                    let switched = last.switched_over;
+                    last = Progress {
+                        switching_over: switched,
+                        switched_over: switched,
+                        ..progress_of(&sample, job_started)
+                    };
                     trace!(
                         vm = %self.request.vm,
                         at_ms = last.elapsed_ms,
