@@ -263,8 +263,8 @@ pub struct Converger {
     cap_mib_s: Option<f64>,
     /// Lowest remaining bytes seen, and when.
     low: Option<(u64, f64)>,
-    /// Memory remaining at the start of each pass seen, and when, in order.
-    pass_starts: Vec<(f64, u64)>,
+    /// Memory remaining at the start of each pass seen (bytes), and when, in order.
+    pass_starts: Vec<(f64, f64)>,
     pass: u64,
     /// Passes seen when the limit was last raised.
     raised_at_pass: usize,
@@ -340,7 +340,7 @@ impl Converger {
         }
         if sample.memory_passes > self.pass && sample.disk_remaining_bytes == 0 {
             self.pass = sample.memory_passes;
-            self.pass_starts.push((at, sample.memory_remaining_bytes));
+            self.pass_starts.push((at, sample.memory_remaining_bytes as f64));
         }
         if sample.postcopy_active {
             self.postcopy_started = true;
@@ -427,9 +427,7 @@ impl Converger {
     /// Whether the memory still to send stopped shrinking since the limit was last raised
     /// (or the share last grew).
     fn flat(&self, at: f64) -> Option<FlatSpell> {
-        let fresh = &self.pass_starts[self.raised_at_pass.min(self.pass_starts.len())..];
-        let starts: Vec<(f64, f64)> = fresh.iter().map(|&(t, b)| (t, b as f64)).collect();
-        stopped_shrinking(&starts, at)
+        stopped_shrinking(&self.pass_starts[self.raised_at_pass.min(self.pass_starts.len())..], at)
     }
 
     /// The recent sent rate, MiB/s, when the link looks healthy; why not otherwise.

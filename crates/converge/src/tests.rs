@@ -113,29 +113,25 @@ fn flat_passes_raise_the_limit_to_the_smallest_step_covering_the_expected_downti
 fn a_larger_share_starts_the_count_of_flat_passes_afresh() {
     let policy = policy(300, false);
     let plan = start(&policy, &StartInput { memory_mib: 256, dirty_mib_s: None, bandwidth_mib_s: Some(21.0) });
-    let mut c = Converger::new(Bounds::of(&policy, 256, None), &plan);
     let samples = passes(&[120, 60, 60, 60, 60], 1.0, 21, Some(120));
-    let mut decided = Vec::new();
-    for (t, s) in &samples {
-        if *t == 2.5 {
-            // Just before pass 3, an older migration on the link finishes.
-            c.bandwidth_changed(32.0);
+    // When decisions come if the cap becomes `cap` just before pass 3.
+    let decided_at = |cap: f64| {
+        let mut c = Converger::new(Bounds::of(&policy, 256, None), &plan);
+        let mut decided = Vec::new();
+        for (t, s) in &samples {
+            if *t == 2.5 {
+                c.bandwidth_changed(cap);
+            }
+            decided.extend(c.observe(*t, s).map(|_| *t));
         }
-        decided.extend(c.observe(*t, s).map(|d| (*t, d)));
-    }
-    // Without the change the limit would rise at 3.5 s (pass 4); with it, the passes
-    // counted start with pass 3, the first on the larger share, and it rises at pass 5.
-    assert_eq!(decided.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![4.5], "{decided:#?}");
+        decided
+    };
+    // An older migration on the link finishes: without the change the limit would rise at
+    // 3.5 s (pass 4); with it, the passes counted start with pass 3, the first on the larger
+    // share, and it rises at pass 5.
+    assert_eq!(decided_at(32.0), vec![4.5]);
     // A smaller share does not.
-    let mut c = Converger::new(Bounds::of(&policy, 256, None), &plan);
-    let mut decided = Vec::new();
-    for (t, s) in &samples {
-        if *t == 2.5 {
-            c.bandwidth_changed(10.0);
-        }
-        decided.extend(c.observe(*t, s).map(|d| (*t, d)));
-    }
-    assert_eq!(decided.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![3.5], "{decided:#?}");
+    assert_eq!(decided_at(10.0), vec![3.5]);
 }
 
 #[test]

@@ -55,8 +55,7 @@ pub async fn reconcile<D: Driver>(
         }
         let attempt = attempts.iter().filter(|a| a.uuid == m.uuid).max_by_key(|a| a.number).cloned();
         let (driver, journal) = (driver.clone(), journal.clone());
-        let release = delete_source_volumes;
-        settling.spawn(async move { settle(&*driver, &journal, m, attempt, kind, wait, release).await });
+        settling.spawn(async move { settle(&*driver, &journal, m, attempt, kind, wait, delete_source_volumes).await });
     }
     let mut settled = Vec::new();
     while let Some(joined) = settling.join_next().await {
