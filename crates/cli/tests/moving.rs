@@ -169,7 +169,7 @@ fn an_aborted_live_move_leaves_the_guest_on_its_source_and_removes_the_target_vo
     std::thread::sleep(Duration::from_millis(1500));
     let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
-    let out = child.wait_with_output().expect("ferry ends");
+    let out = common::wait_or_fail(child, "ferry move (interrupted)");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
     assert_eq!(out.status.code(), Some(1), "{summary:#}");
     assert_eq!(summary["status"], json!("ABORTED"), "{summary:#}");

@@ -298,7 +298,7 @@ fn abort_from_another_terminal_leaves_every_vm_healthy_on_a_known_host() {
     std::thread::sleep(Duration::from_secs(3));
     let (code, text) = lab.ferry("abort", &run);
     assert_eq!(code, Some(1), "not every move succeeded: {text}");
-    let status = child.wait().expect("ferry migrate ends");
+    let status = common::wait_or_fail(child, "ferry migrate (aborted)").status;
     assert_eq!(status.code(), Some(1));
     let moves = lab.moves(&run);
     assert!(moves.iter().all(|m| m.status == Status::Aborted), "{moves:#?}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_driver::{Control, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
 use ferry_model::{runs_only_on, ClusterSpec, HostSpec, Metadata, Phase};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, trace};
+use tracing::{debug, info, trace, warn};
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
@@ -24,6 +24,13 @@ const POLL: Duration = Duration::from_millis(250);
 /// A job-statistics poll unanswered this long means libvirt holds the domain for the
 /// switch-over (queries answer in milliseconds otherwise).
 const SWITCHING_OVER: Duration = Duration::from_millis(600);
+/// How long the migration call may go on after the VM resumed on the target before ferry
+/// asks where the VM runs. The source's teardown takes 1.4–2 s in the lab.
+const TEARDOWN_PATIENCE: Duration = Duration::from_secs(60);
+/// How often it asks then.
+const ASK_WHERE_EVERY: Duration = Duration::from_secs(10);
+/// Past this after the switch-over, a call still blocked ends the move with where the VM is.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(300);
 
 /// Prepares and starts a live migration. Blocking: run on a blocking thread.
 pub(crate) fn start(
@@ -152,8 +159,13 @@ impl Job {
             }
             thread::sleep(POLL);
         });
-        // The target's view: the VM resumed there after a complete copy is the switch-over.
-        let mut target = Target::new(&self.to, &self.request.vm);
+        // The target's view, on a thread of its own too, so that a target slow to answer
+        // never holds up the controls: the VM resumed there after a complete copy is the
+        // switch-over.
+        let watching = Arc::new(AtomicBool::new(true));
+        let resumed = Target::new(&self.to, &self.request.vm).watch(Arc::clone(&watching));
+        let mut seen_on_target: Option<Instant> = None;
+        let mut asked_where: Option<Instant> = None;
         let aborted = AtomicBool::new(false);
         let mut last = Progress::default();
         let mut answered = Instant::now();
@@ -190,11 +202,24 @@ impl Job {
                 last.switching_over = true;
                 let _ = progress.send(last.clone());
             }
-            if !last.switched_over && last.transferred_bytes > 0 && target.resumed_after_copy() {
+            if seen_on_target.is_none() && resumed.try_recv().is_ok() {
+                seen_on_target = Some(Instant::now());
+            }
+            if !last.switched_over && last.transferred_bytes > 0 && seen_on_target.is_some() {
                 last.switching_over = true;
                 last.switched_over = true;
                 debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), "runs on the target");
                 let _ = progress.send(last.clone());
+            }
+            if let Some(since) = seen_on_target.filter(|since| since.elapsed() > TEARDOWN_PATIENCE) {
+                // The call has not returned long after the switch-over: libvirt is stuck
+                // tearing down the source. Where the VM runs decides, not the call.
+                if asked_where.is_none_or(|at| at.elapsed() > ASK_WHERE_EVERY) {
+                    asked_where = Some(Instant::now());
+                    if let Some(stuck) = self.stuck_after_switch_over(since.elapsed()) {
+                        break stuck;
+                    }
+                }
             }
             match done.recv_timeout(POLL) {
                 Ok(result) => break result,
@@ -204,7 +229,8 @@ impl Job {
         };
         // The copy is over: closing the progress stream tells the engine this migration's
         // link share is free while it is verified and finalized; closing the statistics
-        // stream ends their poller.
+        // stream and clearing the flag end their pollers.
+        watching.store(false, Ordering::SeqCst);
         drop(progress);
         drop(stats);
         debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), ok = result.is_ok(), "migration call returned");
@@ -212,6 +238,34 @@ impl Job {
         match result {
             Ok(()) => self.finalize(last),
             Err(e) => self.after_failure(e, aborted, last),
+        }
+    }
+
+    /// The migration call still blocks `waited` after the VM resumed on the target. The
+    /// VM running on the target alone makes the move done (the source's copy is gone);
+    /// past [`TEARDOWN_LIMIT`] the move ends with where the VM is, for `cleanup` to settle.
+    /// `None`: wait on.
+    fn stuck_after_switch_over(&mut self, waited: Duration) -> Option<Result<(), String>> {
+        let located = self.locate();
+        let note = format!(
+            "the migration call had not returned {:.0} s after the VM resumed on {}",
+            waited.as_secs_f64(),
+            self.to.name
+        );
+        match located {
+            Ok(locations) if runs_only_on(&locations, &self.to.name) => {
+                warn!(vm = %self.request.vm, "{note}; it runs on {} alone: done", self.to.name);
+                self.messages.push(format!("{note}; it runs there alone, so the move is done"));
+                Some(Ok(()))
+            }
+            Ok(locations) if waited > TEARDOWN_LIMIT => {
+                Some(Err(format!("{note}; the VM is {}", describe(&locations))))
+            }
+            Err((host, e)) if waited > TEARDOWN_LIMIT => Some(Err(format!("{note}; {host} cannot be asked: {e}"))),
+            _ => {
+                warn!(vm = %self.request.vm, "{note}; waiting for the source's teardown");
+                None
+            }
         }
     }
 
@@ -348,6 +402,22 @@ struct Target {
 impl Target {
     fn new(host: &HostSpec, uuid: &str) -> Target {
         Target { host: host.clone(), uuid: uuid.to_string(), conn: None, domain: None }
+    }
+
+    /// Asks every [`POLL`] while `watching` holds; the receiver hears once, when the VM
+    /// resumed on the target.
+    fn watch(mut self, watching: Arc<AtomicBool>) -> std::sync::mpsc::Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            while watching.load(Ordering::SeqCst) {
+                if self.resumed_after_copy() {
+                    let _ = tx.send(());
+                    break;
+                }
+                thread::sleep(POLL);
+            }
+        });
+        rx
     }
 
     /// Whether the VM runs on the target, resumed by a completed migration (not running in

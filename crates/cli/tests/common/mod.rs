@@ -1,19 +1,71 @@
 //! Shared by the integration tests: running the `ferry` binary and owning a lab.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-/// Runs the ferry binary built for these tests.
+/// Runs the ferry binary built for these tests, under a watchdog: a ferry that hangs fails
+/// its test with its threads' stacks instead of stalling the whole suite.
 pub fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .env("FERRY_LAB_CACHE", cache_dir())
         // Runs are journaled; tests never write to the user's state directory.
         .env("FERRY_STATE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("journal.db"))
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("the ferry binary runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ferry binary runs");
+    wait_or_fail(child, &format!("ferry {}", args.join(" ")))
+}
+
+/// The longest any one command of a test may take; `FERRY_TEST_TIMEOUT_S` overrides it.
+fn command_timeout() -> Duration {
+    let seconds = std::env::var("FERRY_TEST_TIMEOUT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    Duration::from_secs(seconds)
+}
+
+/// Waits for a child whose output is piped; past [`command_timeout`] it is killed and the
+/// test fails with what it printed and, when gdb is there, where each of its threads was.
+pub fn wait_or_fail(mut child: Child, what: &str) -> Output {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + command_timeout();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let stacks = Command::new("gdb")
+                .args(["-batch", "-p", &child.id().to_string(), "-ex", "thread apply all bt"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_else(|e| format!("(no gdb: {e})"));
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+            panic!(
+                "{what} still ran after {:?}; killed.\nstdout:\n{}\nstderr:\n{}\nstacks:\n{stacks}",
+                command_timeout(),
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
 }
 
 /// The guest image cache shared by every test lab, so the kernel is fetched once.
