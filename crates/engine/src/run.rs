@@ -446,6 +446,9 @@ impl<D: Driver> Engine<D> {
     }
 
     fn items(&self) -> Vec<Item> {
+        // Disks as the inventory saw them at the start.
+        let disks: HashMap<&str, f64> =
+            self.inventory.vms.iter().map(|v| (v.uuid.as_str(), v.local_disk_mib())).collect();
         self.moves
             .iter()
             .map(|m| Item {
@@ -456,6 +459,7 @@ impl<D: Driver> Engine<D> {
                 order: m.order,
                 priority: m.priority,
                 memory_mib: m.memory_mib,
+                disk_mib: disks.get(m.uuid.as_str()).map_or(0, |d| d.round() as u64),
             })
             .collect()
     }

@@ -163,6 +163,11 @@ impl Vm {
     pub fn local_disks(&self) -> impl Iterator<Item = &Disk> {
         self.disks.iter().filter(|d| d.locality == Locality::HostLocal)
     }
+
+    /// What a move copies of its disks, MiB: the virtual size of its host-local disks.
+    pub fn local_disk_mib(&self) -> f64 {
+        self.local_disks().map(|d| d.capacity.unwrap_or(0) as f64 / 1_048_576.0).sum()
+    }
 }
 
 /// A domain's run state.

@@ -361,8 +361,8 @@ pub struct PlannedMove {
     pub target: String,
     /// How long the move takes, s (its estimate's `total_s`).
     pub seconds: f64,
-    /// Guest memory, MiB: larger moves start first.
-    pub memory_mib: f64,
+    /// Guest memory and the host-local disks copied with it, MiB: larger moves start first.
+    pub load_mib: f64,
 }
 
 /// The run's concurrency limits. A limit of 0 is read as 1, so that every schedule ends.
@@ -377,7 +377,7 @@ pub struct MakespanLimits {
 }
 
 /// The makespan of a batch, s, as ferry's scheduler runs it: a sliding window, not waves (a
-/// slot that frees starts the next eligible move at once), larger memory first (ties keep the
+/// slot that frees starts the next eligible move at once), larger first (ties keep the
 /// given order), never more than the limits allow in flight. A move whose seconds are not
 /// finite makes the makespan infinite.
 pub fn makespan(moves: &[PlannedMove], limits: &MakespanLimits) -> f64 {
@@ -385,7 +385,7 @@ pub fn makespan(moves: &[PlannedMove], limits: &MakespanLimits) -> f64 {
     let per_source = limits.per_source.max(1);
     let per_target = limits.per_target.max(1);
     let mut pending: Vec<&PlannedMove> = moves.iter().collect();
-    pending.sort_by(|a, b| b.memory_mib.total_cmp(&a.memory_mib));
+    pending.sort_by(|a, b| b.load_mib.total_cmp(&a.load_mib));
     let mut running: Vec<(f64, &PlannedMove)> = Vec::new();
     let mut now = 0.0_f64;
     let mut end = 0.0_f64;
@@ -1114,7 +1114,7 @@ mod tests {
     }
 
     fn mv(source: &str, target: &str, seconds: f64, memory: f64) -> PlannedMove {
-        PlannedMove { source: source.into(), target: target.into(), seconds, memory_mib: memory }
+        PlannedMove { source: source.into(), target: target.into(), seconds, load_mib: memory }
     }
 
     fn limits(cluster: usize, per_source: usize, per_target: usize) -> MakespanLimits {
@@ -1151,9 +1151,9 @@ mod tests {
                 limits(2, 2, 2),
                 10.0,
             ),
-            // Larger memory first: the long big move starts at 0 even though listed last.
+            // Larger first: the long big move starts at 0 even though listed last.
             (
-                "larger memory first",
+                "larger first",
                 vec![mv("a", "x", 1.0, 1.0), mv("a", "x", 1.0, 1.0), mv("a", "x", 8.0, 64.0)],
                 limits(1, 1, 1),
                 10.0,

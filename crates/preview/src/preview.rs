@@ -189,7 +189,7 @@ pub fn preview(
                 ));
                 let measured = config.dirty_rates.get(&m.uuid).copied();
                 let dirty = measured.unwrap_or(0.0);
-                let disk_mib = vm.local_disks().map(|d| d.capacity.unwrap_or(0) as f64 / 1_048_576.0).sum::<f64>();
+                let disk_mib = vm.local_disk_mib();
                 let profile = config.memory.get(&m.uuid).copied().unwrap_or_default();
                 Some(match kind {
                     Kind::Live => {
@@ -207,7 +207,7 @@ pub fn preview(
                         source: m.from.clone(),
                         target: to.clone(),
                         seconds: e.total_s,
-                        memory_mib: vm.map(|v| v.memory_mib as f64).unwrap_or(0.0),
+                        load_mib: vm.map_or(0.0, |v| v.memory_mib as f64 + v.local_disk_mib()),
                     });
                 }
             }

@@ -305,7 +305,8 @@ pub fn planned(documents: &RunDocuments, moves: &[Move]) -> Planned {
                         target: m.target.clone()?,
                         // Infinite estimates are stored as null: such a move never ends.
                         seconds: spec["estimate"]["total_s"].as_f64()?,
-                        memory_mib: spec["memory_mib"].as_f64().unwrap_or(0.0),
+                        // The spec keeps the memory, not the disks: the order is about right.
+                        load_mib: spec["memory_mib"].as_f64().unwrap_or(0.0),
                     })
                 })
                 .collect()

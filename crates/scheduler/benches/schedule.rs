@@ -41,6 +41,7 @@ fn main() {
                 order: k,
                 priority: 0,
                 memory_mib: 512 << next(6),
+                disk_mib: 0,
             });
         }
     }

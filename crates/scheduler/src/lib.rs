@@ -27,8 +27,8 @@
 //!   the rest of its group as SKIPPED-DEPENDENCY, naming it.
 //! - **Order**: higher priority first; within a priority, sources take turns (round-robin,
 //!   starting after the source that started last) so that one host's queue cannot starve
-//!   another's; within a source, larger memory first (empties the host fastest), then
-//!   plan order.
+//!   another's; within a source, larger first (empties the host fastest): memory and the
+//!   host-local disks copied with it, what its links carry; then plan order.
 //! - **`ANY`**: placed when the move starts, by the caller's placement against a [`View`] of
 //!   what is in flight. A move that cannot be placed waits. When nothing is in flight and
 //!   nothing could start, nothing will ever change: every move still waiting ends
@@ -62,6 +62,7 @@
 //!     order: 0,
 //!     priority: 0,
 //!     memory_mib: 1024,
+//!     disk_mib: 0,
 //! };
 //! let mut scheduler = Scheduler::new(vec![item("web-1"), item("web-2")], Config::default());
 //! let mut now = 0.0;
@@ -155,8 +156,18 @@ pub struct Item {
     pub order: usize,
     /// Higher moves first.
     pub priority: i64,
-    /// Memory, MiB: larger moves first within a source.
+    /// Memory, MiB.
     pub memory_mib: u64,
+    /// Host-local disks copied with it, MiB. With the memory, what the move's links carry:
+    /// larger moves first within a source.
+    pub disk_mib: u64,
+}
+
+impl Item {
+    /// What the move's links carry, about: memory and copied disks, MiB.
+    fn load_mib(&self) -> u64 {
+        self.memory_mib + self.disk_mib
+    }
 }
 
 /// No new move starts once this time is reached.
@@ -261,15 +272,15 @@ struct Host {
     link: Option<f64>,
     outbound: usize,
     inbound: usize,
-    /// Memory of the moves from (to) this host that have not ended, MiB: what its link
-    /// still has to carry, about.
+    /// Load (memory and copied disks) of the moves from (to) this host that have not ended,
+    /// MiB: what its link still has to carry, about.
     left_out: f64,
     left_in: f64,
     /// Eligible moves from this host, best first.
     queue: BTreeSet<Key>,
 }
 
-/// Priority (higher first), memory (larger first), item.
+/// Priority (higher first), load (larger first), item.
 type Key = (Reverse<i64>, Reverse<u64>, usize);
 
 #[derive(Debug, Clone, Copy)]
@@ -358,9 +369,9 @@ impl Scheduler {
                 s.groups[g].push(i);
             }
             s.slots.push(Slot { from, to, group });
-            s.hosts[from].left_out += item.memory_mib as f64;
+            s.hosts[from].left_out += item.load_mib() as f64;
             if let Some(to) = to {
-                s.hosts[to].left_in += item.memory_mib as f64;
+                s.hosts[to].left_in += item.load_mib() as f64;
             }
         }
         // Hosts are numbered in plan order, which sets the sources' first turns.
@@ -496,11 +507,11 @@ impl Scheduler {
         self.released[item] = true;
         self.holding -= 1;
         self.refused.clear();
-        let (from, memory) = (self.slots[item].from, self.items[item].memory_mib as f64);
+        let (from, load) = (self.slots[item].from, self.items[item].load_mib() as f64);
         self.hosts[from].outbound -= 1;
-        self.hosts[from].left_out -= memory;
+        self.hosts[from].left_out -= load;
         self.hosts[to].inbound -= 1;
-        self.hosts[to].left_in -= memory;
+        self.hosts[to].left_in -= load;
     }
 
     /// Records a pending move as already in flight to `to`, as `resume` finds it after a
@@ -588,11 +599,11 @@ impl Scheduler {
         self.dequeue(item);
         let from = self.slots[item].from;
         if self.slots[item].to != Some(to) {
-            let memory = self.items[item].memory_mib as f64;
+            let load = self.items[item].load_mib() as f64;
             if let Some(fixed) = self.slots[item].to {
-                self.hosts[fixed].left_in -= memory;
+                self.hosts[fixed].left_in -= load;
             }
-            self.hosts[to].left_in += memory;
+            self.hosts[to].left_in += load;
         }
         self.hosts[from].outbound += 1;
         self.hosts[to].inbound += 1;
@@ -607,7 +618,7 @@ impl Scheduler {
     ///
     /// A move's weight is its hosts' urgency times its seniority. Urgency: the seconds its
     /// busier link (source outbound or target inbound) still needs for the moves not ended
-    /// there (by memory), so that a host with more left to carry gets more of a link it
+    /// there (by load), so that a host with more left to carry gets more of a link it
     /// shares and every host finishes about when the busiest one must. Seniority:
     /// [`SENIORITY`] times the weight of the next younger migration sending from the same
     /// source or into the same target (the larger count of older ones decides), so that
@@ -690,10 +701,10 @@ impl Scheduler {
     /// Ends a move that never started (its group is the caller's to settle).
     fn end(&mut self, item: usize, status: Status, message: String) {
         self.dequeue(item);
-        let (from, memory) = (self.slots[item].from, self.items[item].memory_mib as f64);
-        self.hosts[from].left_out -= memory;
+        let (from, load) = (self.slots[item].from, self.items[item].load_mib() as f64);
+        self.hosts[from].left_out -= load;
         if let Some(to) = self.slots[item].to {
-            self.hosts[to].left_in -= memory;
+            self.hosts[to].left_in -= load;
         }
         self.state[item] = State::Done(status);
         self.unfinished -= 1;
@@ -720,7 +731,7 @@ impl Scheduler {
     }
 
     fn key(&self, item: usize) -> Key {
-        (Reverse(self.items[item].priority), Reverse(self.items[item].memory_mib), item)
+        (Reverse(self.items[item].priority), Reverse(self.items[item].load_mib()), item)
     }
 
     fn intern(&mut self, name: &str) -> usize {

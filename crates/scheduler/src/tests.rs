@@ -11,7 +11,7 @@ use super::*;
 /// link HOST MIB_S
 /// deadline AT SHOWN
 /// gate [VM=STATUS ...]                      # resume_from; VMs not listed are absent
-/// vm NAME FROM TO|ANY [mem=MiB] [prio=N] [group=G order=N]
+/// vm NAME FROM TO|ANY [mem=MiB] [disk=MiB] [prio=N] [group=G order=N]
 /// place VM HOST ... [blind]                 # ANY: the first candidate with room
 ///                                           # (blind: the first, room or not); none: nowhere
 /// decide NOW | finish VM STATUS | stop | adopt VM HOST     # the script
@@ -54,6 +54,7 @@ fn check(input: &str, expect: &str) {
                 order: num("order", 0) as usize,
                 priority: num("prio", 0),
                 memory_mib: num("mem", 1024) as u64,
+                disk_mib: num("disk", 0) as u64,
             }),
             "place" => {
                 let blind = words.last() == Some(&"blind");
@@ -209,6 +210,33 @@ fn sources_take_turns() {
         1 start a2 t
         2 start b2 t
         3 start a3 t
+        ",
+    );
+}
+
+#[test]
+fn larger_first_counts_the_disks_a_move_copies() {
+    // b's memory is smaller, but with its host-local disk it carries the most.
+    check(
+        "
+        limits 1 1 9
+        vm a h1 t mem=8192
+        vm b h1 t mem=2048 disk=20480
+        vm c h1 t mem=4096
+        decide 0
+        finish b SUCCESS
+        decide 1
+        finish a SUCCESS
+        decide 2
+        finish c SUCCESS
+        decide 3
+        ",
+        "
+        0 start b t
+        1 start a t
+        2 start c t
+        3 -
+        done
         ",
     );
 }
@@ -642,6 +670,7 @@ fn placement_is_asked_again_only_once_a_move_frees_room() {
         order: 0,
         priority: 0,
         memory_mib: 1024,
+        disk_mib: 0,
     };
     let items = vec![item("a", Target::Host("h2".into())), item("b", Target::Any)];
     let mut s = Scheduler::new(items, Config::default());

@@ -280,6 +280,7 @@ fn simulate(case: &Case) -> Result<(), TestCaseError> {
             order: *order,
             priority: *priority,
             memory_mib: memory * 512,
+            disk_mib: 0,
         })
         .collect();
     let mut groups: HashMap<String, Vec<usize>> = HashMap::new();

@@ -64,6 +64,8 @@ struct Mv {
     from: String,
     to: String,
     memory_mib: u64,
+    /// Host-local disks copied with it, MiB.
+    disk_mib: u64,
     /// Dirty rate, MiB/s: measured, as `ferry migrate` on a fleet gives it to the engine.
     dirty_mib_s: f64,
     /// What must cross the link at least: non-zero memory and host-local disks, MiB.
@@ -169,6 +171,7 @@ fn mv(fleet: &Fleet, i: usize, to: &str) -> Mv {
         from: v.host.clone(),
         to: to.to_string(),
         memory_mib: v.memory_mib,
+        disk_mib: v.disk_mib,
         dirty_mib_s: v.dirty_mib_s,
         min_mib: v.nonzero_mib.unwrap_or(v.memory_mib as f64) + v.disk_mib as f64,
     }
@@ -432,6 +435,7 @@ fn run_baseline(s: &Scenario, policy: Baseline) -> Figures {
                 order: 0,
                 priority: 0,
                 memory_mib: m.memory_mib,
+                disk_mib: m.disk_mib,
             })
             .collect();
         let config = ferry_scheduler::Config {

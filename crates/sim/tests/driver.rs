@@ -189,10 +189,11 @@ fn migrations_leaving_one_host_share_its_link_and_links_are_full_duplex() {
     assert!(close(job(&back), 0.35 + 9.99 + 0.27, 0.002), "{back:?}");
     assert_eq!(back.memory_passes, 3);
     // Two on one link: 19.98 s at 50 MiB/s each; QEMU then measures 50 MiB/s, so only 15 MiB
-    // fit a 300 ms pause: one more period sends 12.5 MiB (0.25 s), and the pause sends the
-    // last 12.5 MiB at the link's speed (125 + 20 ms).
+    // fit a 300 ms pause: one more period sends 12.5 MiB (0.25 s), and both pauses send the
+    // last 12.5 MiB at the same time, sharing the link (250 + 20 ms).
     for r in [&one, &two] {
-        assert!(close(job(r), 0.35 + 19.98 + 0.25 + 0.145, 0.002), "{r:?}");
+        assert!(close(job(r), 0.35 + 19.98 + 0.25 + 0.27, 0.002), "{r:?}");
+        assert_eq!(r.downtime_ms, Some(270));
         assert_eq!(r.memory_passes, 4);
     }
 }
@@ -211,12 +212,13 @@ fn a_move_that_stops_sending_leaves_the_link_to_the_others() {
         let (r1, r2) = tokio::join!(finish(m1.expect("starts")), finish(m2.expect("starts")));
         (r1.0.expect("v1 moves"), r2.0.expect("v2 moves"))
     });
-    // Both send at 50 MiB/s: v1's pass 1 (231 MiB, 4.62 s) and one more period (12.5 MiB,
-    // 0.25 s; see above), then its pause; v2 has sent 243.5 MiB by then and sends its other
-    // 1779.5 MiB alone at 100 MiB/s, converging at once at that rate.
+    // Both send at 50 MiB/s: v1's pass 1 (231 MiB, 4.62 s), one more period (12.5 MiB,
+    // 0.25 s; see above) and its pause (12.5 MiB, 0.25 s, + 20 ms); v2 has sent 256 MiB by
+    // the pause's end and sends its other 1767 MiB alone at 100 MiB/s, converging at once
+    // at that rate.
     let job = |r: &MoveReport| r.job_ms.expect("job") as f64 / 1000.0;
-    assert!(close(job(&r1), 0.35 + 4.62 + 0.25 + 0.145, 0.002), "{r1:?}");
-    assert!(close(job(&r2), 0.35 + 4.87 + 17.795 + 0.27, 0.002), "{r2:?}");
+    assert!(close(job(&r1), 0.35 + 4.62 + 0.25 + 0.27, 0.002), "{r1:?}");
+    assert!(close(job(&r2), 0.35 + 4.87 + 0.25 + 17.67 + 0.27, 0.002), "{r2:?}");
 }
 
 #[test]
