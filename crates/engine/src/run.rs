@@ -8,7 +8,7 @@ use ferry_driver::{Driver, MoveReport, Progress};
 use ferry_journal::{AttemptKind, Journal, JournalError, NewAttempt, RunKind, RunState};
 use ferry_model::{ClusterSpec, Inventory, Status};
 use ferry_plan::{Limits, Policy, Target};
-use ferry_preview::placement::{self, Constraints, Fixed, Request};
+use ferry_preview::placement::{self, Constraints, Fixed, Placer, Request};
 use ferry_scheduler::{Config, Deadline, Item, Scheduler, View};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -247,6 +247,7 @@ impl<D: Driver> Engine<D> {
         }
 
         let mut scheduler = Scheduler::new(self.items(), self.config());
+        let placer = Placer::new(&self.cluster, &self.inventory);
         for (i, (status, record)) in records.iter().enumerate() {
             if status.is_terminal() {
                 let at = record.target.clone().unwrap_or_else(|| self.moves[i].from.clone());
@@ -271,9 +272,8 @@ impl<D: Driver> Engine<D> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
-            let targets: Vec<Option<String>> = records.iter().map(|r| r.target.clone()).collect();
             let decisions =
-                scheduler.decide(self.clock.now(), |item, view| self.place(item, view, &targets, &statuses));
+                scheduler.decide(self.clock.now(), |item, view| self.place(&placer, item, view, &records, &statuses));
             for ended in decisions.ended {
                 let spec = &self.moves[ended.item];
                 let record = &mut records[ended.item];
@@ -479,21 +479,32 @@ impl<D: Driver> Engine<D> {
     /// Places an `ANY` move against live capacity: every move in flight (as the scheduler
     /// sees it, including those started in this very decision) and every move that succeeded
     /// counts on its target, every pending move with a fixed target on that target.
-    fn place(&self, item: &Item, view: &View, targets: &[Option<String>], statuses: &[Status]) -> Option<String> {
+    fn place(
+        &self,
+        placer: &Placer,
+        item: &Item,
+        view: &View,
+        records: &[Record],
+        statuses: &[Status],
+    ) -> Option<String> {
         let mut fixed: Vec<Fixed> = view
             .running()
             .map(|(m, to)| Fixed { vm: m.vm.clone(), to: to.to_string(), anti_affinity: m.group.clone() })
             .collect();
-        fixed.extend(self.moves.iter().zip(targets.iter().zip(statuses)).filter(|(m, _)| m.vm != item.vm).filter_map(
-            |(m, (target, status))| {
-                let to = match (status, target, &m.to) {
-                    (s, Some(t), _) if s.is_success() => t.clone(),
-                    (Status::Pending, _, Target::Host(h)) => h.clone(),
-                    _ => return None,
-                };
-                Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
-            },
-        ));
+        fixed.extend(
+            self.moves
+                .iter()
+                .zip(records.iter().map(|r| &r.target).zip(statuses))
+                .filter(|(m, _)| m.vm != item.vm)
+                .filter_map(|(m, (target, status))| {
+                    let to = match (status, target, &m.to) {
+                        (s, Some(t), _) if s.is_success() => t.clone(),
+                        (Status::Pending, _, Target::Host(h)) => h.clone(),
+                        _ => return None,
+                    };
+                    Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
+                }),
+        );
         let request = Request { vm: item.vm.clone(), anti_affinity: item.group.clone(), candidates: None };
         // Hosts without a free inbound slot are out for now: placement's best host may be
         // full (best-fit packs the same host again and again), and the move should then go
@@ -503,7 +514,7 @@ impl<D: Driver> Engine<D> {
         let constraints =
             Constraints { allow_cross_group: self.settings.policy.allow_cross_group, unavailable, explain: false };
         let policy = self.settings.policy.placement.parse().unwrap_or(placement::Policy::BestFit);
-        let decision = placement::place(&self.cluster, &self.inventory, &fixed, &[request], &constraints, policy);
+        let decision = placer.place(&fixed, &[request], &constraints, policy);
         decision.into_iter().next().and_then(|d| d.host).filter(|h| view.has_room(h))
     }
 }

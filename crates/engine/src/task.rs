@@ -18,6 +18,9 @@ use crate::run::{EngineEvent, MoveSpec};
 
 /// Retries of a transiently failed attempt, and the wait before the first (doubling).
 const RETRIES: u32 = 2;
+/// A migration whose bytes grow slower than this share of its cap sends too little to keep
+/// its share of the links: it scans zero pages, syncs its dirty bitmap, or starts its copy.
+const SENDING_MIN_FRACTION: f64 = 0.1;
 const RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the engine tells a running move.
@@ -240,6 +243,8 @@ async fn live<D: Driver>(
 ) -> Outcome {
     let vm = &input.spec.vm;
     let mut sending = false;
+    let mut watch = SendWatch::default();
+    let mut cap = input.bandwidth_mib_s;
     crate::failpoint::reach("start", vm).await;
     if let Err(e) = record.begin(Phase::Prepared).await {
         return failure(Status::FailureInit, e);
@@ -286,8 +291,7 @@ async fn live<D: Driver>(
             biased;
             sample = migration.progress.recv(), if sampling => match sample {
                 Some(sample) => {
-                    // Sending from the first byte until the switch-over (or the job's end).
-                    let sends = sample.transferred_bytes > 0 && !sample.switching_over;
+                    let sends = watch.sends(&sample, cap);
                     if sends != sending {
                         sending = sends;
                         let _ = signals.send(TaskSignal::Sending(input.item, sends));
@@ -322,6 +326,7 @@ async fn live<D: Driver>(
             }
             control = controls.recv() => match control {
                 Some(TaskControl::Bandwidth(b)) => {
+                    cap = Some(b);
                     converger.bandwidth_changed(b);
                     let _ = migration.controls.send(Control::SetBandwidth(mib_s(b)));
                     let at = started.elapsed().as_secs_f64();
@@ -455,6 +460,72 @@ fn is_transient(reason: &str) -> bool {
         .any(|needle| reason.contains(needle))
 }
 
+/// Whether a migration is sending, judged from its progress samples: from its first byte
+/// to its switch-over, as long as its bytes grow at [`SENDING_MIN_FRACTION`] of its cap. While
+/// it sends less (a large guest's zero pages take seconds), its share of the links goes to
+/// the migrations beside it.
+#[derive(Debug, Default)]
+struct SendWatch {
+    /// The last sample's job time, ms, and bytes sent.
+    last: Option<(u64, u64)>,
+    sending: bool,
+}
+
+impl SendWatch {
+    fn sends(&mut self, sample: &ferry_driver::Progress, cap_mib_s: Option<f64>) -> bool {
+        let now = (sample.elapsed_ms, sample.transferred_bytes);
+        self.sending = match self.last {
+            _ if sample.switching_over || sample.transferred_bytes == 0 => false,
+            None | Some((_, 0)) => true,
+            Some((at, bytes)) if now.0 > at => {
+                let mib_s = now.1.saturating_sub(bytes) as f64 / (1 << 20) as f64 / ((now.0 - at) as f64 / 1000.0);
+                cap_mib_s.is_none_or(|cap| mib_s >= SENDING_MIN_FRACTION * cap)
+            }
+            // The same moment again: no news.
+            Some(_) => self.sending,
+        };
+        self.last = Some(now);
+        self.sending
+    }
+}
+
 fn mib_s(b: f64) -> u64 {
     b.floor().max(1.0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_driver::Progress;
+
+    use super::SendWatch;
+
+    fn sample(ms: u64, mib: u64) -> Progress {
+        Progress { elapsed_ms: ms, transferred_bytes: mib << 20, ..Progress::default() }
+    }
+
+    #[test]
+    fn sending_follows_the_rate_of_the_bytes_against_the_cap() {
+        let mut watch = SendWatch::default();
+        let cap = Some(400.0);
+        let seen: Vec<bool> = [
+            sample(0, 0),      // setting up
+            sample(500, 100),  // the first bytes
+            sample(1000, 300), // 400 MiB/s
+            sample(1500, 310), // 20 MiB/s: zero pages
+            sample(1500, 310), // the same moment again
+            sample(2000, 350), // 80 MiB/s: at 20 % of the cap
+            Progress { switching_over: true, ..sample(2500, 360) },
+        ]
+        .iter()
+        .map(|s| watch.sends(s, cap))
+        .collect();
+        assert_eq!(seen, [false, true, true, false, false, true, false]);
+    }
+
+    #[test]
+    fn without_a_cap_any_byte_counts() {
+        let mut watch = SendWatch::default();
+        assert!(watch.sends(&sample(500, 1), None));
+        assert!(watch.sends(&sample(1000, 2), None));
+    }
 }

@@ -195,8 +195,42 @@ pub fn place(
     constraints: &Constraints,
     policy: Policy,
 ) -> Vec<Decision> {
-    let mut world = World::new(cluster, inventory, constraints);
-    let vms: HashMap<&str, &Vm> = inventory.vms.iter().map(|v| (v.name.as_str(), v)).collect();
+    Placer::new(cluster, inventory).place(fixed, requests, constraints, policy)
+}
+
+/// The cluster and the inventory indexed once, for many calls: a run asks for one `ANY` move
+/// at a time, and indexing 10,000 VMs for each was most of the cost of placing one.
+pub struct Placer<'a> {
+    base: World<'a>,
+    vms: HashMap<&'a str, &'a Vm>,
+}
+
+impl<'a> Placer<'a> {
+    /// Indexes `cluster` and `inventory`.
+    pub fn new(cluster: &'a ClusterSpec, inventory: &'a Inventory) -> Placer<'a> {
+        let vms = inventory.vms.iter().map(|v| (v.name.as_str(), v)).collect();
+        Placer { base: World::new(cluster, inventory), vms }
+    }
+
+    /// [`place`] on the indexed cluster and inventory.
+    pub fn place(
+        &self,
+        fixed: &[Fixed],
+        requests: &[Request],
+        constraints: &Constraints,
+        policy: Policy,
+    ) -> Vec<Decision> {
+        place_in(self.base.constrained(constraints), &self.vms, fixed, requests, policy)
+    }
+}
+
+fn place_in<'a>(
+    mut world: World<'a>,
+    vms: &HashMap<&'a str, &'a Vm>,
+    fixed: &'a [Fixed],
+    requests: &'a [Request],
+    policy: Policy,
+) -> Vec<Decision> {
     let mut groups = Groups::default();
 
     let mut fixed_to: HashMap<&str, &str> = HashMap::new();
@@ -222,7 +256,7 @@ pub fn place(
     let mut todo: Vec<Req> = Vec::with_capacity(requests.len());
     let mut requested: HashSet<&str> = HashSet::new();
     for (index, request) in requests.iter().enumerate() {
-        match world.resolve(index, request, &vms, &fixed_to, &mut requested, &mut groups) {
+        match world.resolve(index, request, vms, &fixed_to, &mut requested, &mut groups) {
             Ok(req) => todo.push(req),
             Err(why) => decisions.push((index, refused(request, why))),
         }
@@ -314,6 +348,7 @@ impl Reject<'_> {
 }
 
 /// A host as placement sees it: the union of the cluster file and the inventory.
+#[derive(Clone)]
 struct Target<'a> {
     name: &'a str,
     spec: Option<&'a HostSpec>,
@@ -411,6 +446,7 @@ impl<'a> Groups<'a> {
     }
 }
 
+#[derive(Clone)]
 struct World<'a> {
     /// Sorted by name, so that index order is the tie-break order.
     hosts: Vec<Target<'a>>,
@@ -424,7 +460,9 @@ struct World<'a> {
 }
 
 impl<'a> World<'a> {
-    fn new(cluster: &'a ClusterSpec, inventory: &'a Inventory, constraints: &'a Constraints) -> World<'a> {
+    /// Every host of the cluster file and the inventory, charged with the VMs running there;
+    /// no constraint applied yet.
+    fn new(cluster: &'a ClusterSpec, inventory: &'a Inventory) -> World<'a> {
         let mut union: BTreeMap<&str, (Option<&HostSpec>, Option<&Host>)> = BTreeMap::new();
         for spec in &cluster.hosts {
             let entry = union.entry(&spec.name).or_default();
@@ -436,7 +474,6 @@ impl<'a> World<'a> {
         }
         let unreachable: HashMap<&str, &str> =
             inventory.unreachable.iter().map(|(h, why)| (h.as_str(), why.as_str())).collect();
-        let unavailable: HashSet<&str> = constraints.unavailable.iter().map(String::as_str).collect();
         let mut group_ids: HashMap<&str, usize> = HashMap::new();
         let mut group_names = Vec::new();
 
@@ -447,7 +484,6 @@ impl<'a> World<'a> {
                     (None, _) => Some(Barred::NotInCluster),
                     (Some(_), None) => Some(Barred::Unreachable(unreachable.get(name).copied())),
                     (Some(spec), Some(_)) if spec.maintenance => Some(Barred::Maintenance),
-                    _ if unavailable.contains(name) => Some(Barred::Unavailable),
                     _ => None,
                 };
                 let group = spec.map_or(usize::MAX, |spec| {
@@ -468,15 +504,8 @@ impl<'a> World<'a> {
             .collect();
         let by_name = hosts.iter().enumerate().map(|(i, t)| (t.name, i)).collect();
         let blocked = vec![0; hosts.len()];
-        let mut world = World {
-            hosts,
-            by_name,
-            group_names,
-            allow_cross_group: constraints.allow_cross_group,
-            explain: constraints.explain,
-            blocked,
-            serial: 0,
-        };
+        let mut world =
+            World { hosts, by_name, group_names, allow_cross_group: false, explain: false, blocked, serial: 0 };
         for vm in &inventory.vms {
             if matches!(vm.state, VmState::Running | VmState::Paused) {
                 if let Some(h) = world.index(&vm.host) {
@@ -484,6 +513,19 @@ impl<'a> World<'a> {
                 }
             }
         }
+        world
+    }
+
+    /// A copy of this world under `constraints`.
+    fn constrained(&self, constraints: &Constraints) -> World<'a> {
+        let mut world = self.clone();
+        for name in &constraints.unavailable {
+            if let Some(h) = world.index(name) {
+                world.hosts[h].barred.get_or_insert(Barred::Unavailable);
+            }
+        }
+        world.allow_cross_group = constraints.allow_cross_group;
+        world.explain = constraints.explain;
         world
     }
 

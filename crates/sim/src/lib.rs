@@ -13,7 +13,7 @@
 //!   makes one of any size.
 //! - [`SimDriver`]: the [`Driver`](ferry_driver::Driver). Live migrations prepare, copy
 //!   disks, run QEMU's pre-copy loop at the bandwidth their links give them, pause, and
-//!   finish; they report progress every half second of virtual time and obey
+//!   finish; they report progress every 250 ms of virtual time and obey
 //!   `SetBandwidth`, `SetMaxDowntime`, `StartPostCopy` and `Abort`. Cold moves shut down,
 //!   copy and start. Faults: hosts going down at a given time, and a chance that a live
 //!   migration's stream breaks.

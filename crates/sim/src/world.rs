@@ -49,9 +49,10 @@ use crate::rng::Rng;
 /// Nanoseconds since the simulation started.
 pub(crate) type Nanos = u64;
 
-/// Seconds between two progress samples of a migration, as the libvirt driver's engine
-/// sees them at most.
-pub const SAMPLE_EVERY_S: f64 = 0.5;
+/// Seconds between two progress samples of a migration: the libvirt driver's poll (250 ms),
+/// so that the engine sees a migration stop sending (zero pages, the switch-over) as soon
+/// here as there.
+pub const SAMPLE_EVERY_S: f64 = 0.25;
 
 /// Seconds a live migration spends before its copy job: connecting, preparing the target,
 /// writing metadata. The lab's driver logs 12–44 ms for it (`RUST_LOG=ferry_libvirt=debug`,

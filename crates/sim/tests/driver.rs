@@ -10,7 +10,7 @@ use ferry_driver::{
 };
 use ferry_model::VmState;
 use ferry_preview::estimate::{estimate_live, LiveInput, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS};
-use ferry_sim::{derived_uuid, Fault, Fleet, HostDesc, Settings, SimDriver, VmDesc};
+use ferry_sim::{derived_uuid, Fault, Fleet, HostDesc, Settings, SimDriver, VmDesc, SAMPLE_EVERY_S};
 
 /// Runs `f` on a current-thread runtime with paused time: virtual time, as `ferry` runs
 /// simulations.
@@ -145,13 +145,13 @@ fn alone_on_its_link_a_migration_takes_what_the_estimate_says() {
             "{dirty} at {cap}: {downtime} ms, estimate {}",
             estimate.downtime_ms
         );
-        // A sample every half second of the job, then one as it ends saying the VM runs on
+        // A sample every SAMPLE_EVERY_S of the job, then one as it ends saying the VM runs on
         // the target.
         let (last, periodic) = samples.split_last().expect("samples");
         assert!(last.switched_over && periodic.iter().all(|s| !s.switched_over), "{dirty} at {cap}");
-        assert_eq!(periodic.len() as f64, (job / 0.5).floor(), "{dirty} at {cap}");
+        assert_eq!(periodic.len() as f64, (job / SAMPLE_EVERY_S).floor(), "{dirty} at {cap}");
         for (k, s) in periodic.iter().enumerate() {
-            assert_eq!(s.elapsed_ms, 500 * (k as u64 + 1));
+            assert_eq!(s.elapsed_ms, (SAMPLE_EVERY_S * 1000.0) as u64 * (k as u64 + 1));
         }
         assert!(samples.windows(2).all(|w| w[0].transferred_bytes <= w[1].transferred_bytes));
         assert_eq!(report.locations.len(), 1);
