@@ -7,10 +7,13 @@
 //! - **host drain**: every VM of one host to other hosts;
 //! - **rack drain**: every VM of a rack of 20 hosts to the other racks;
 //! - **rebalance**: half the hosts hold every VM (the fleet at 30 %, so they are 60 % full);
-//!   half of each full host's VMs go to the empty hosts, round-robin.
+//!   half of each full host's VMs go to the empty hosts: round-robin for the baselines; ferry
+//!   places each when it starts (`to = "ANY"`, `placement = "spread"`, as an operator would
+//!   write a rebalance), against the inbound slots free at that moment.
 //!
-//! Every policy moves the same VMs to the same targets (placed once by ferry's placement,
-//! `spread`), except Proxmox's, which by definition sends one host's VMs to one target; and
+//! Every policy moves the same VMs; in the drains to the same targets (placed once by ferry's
+//! placement, `spread`), except Proxmox's, which by definition sends one host's VMs to one
+//! target (in the rebalance too); and
 //! every migration runs with the same options (auto-converge, 300 ms downtime limit, a
 //! completion timeout of 150 s per GiB): only *what starts when*, and with which bandwidth
 //! cap, differs.
@@ -32,8 +35,8 @@
 //!   what starts (2 out, 2 in, sliding window, larger first, sources in turn), its
 //!   migrations sharing links like the baselines', without caps.
 //! - **lower bound**: the most any host's link must carry (non-zero memory and disks of the
-//!   moves out of it, or into it) at its speed, or the longest single move alone, whichever
-//!   is larger. No schedule beats it; pre-copy's re-sends and each migration's fixed cost
+//!   moves out of it, or into it; out of it only when the targets are not fixed, as in the
+//!   rebalance) at its speed, or the longest single move alone, whichever is larger. No schedule beats it; pre-copy's re-sends and each migration's fixed cost
 //!   make it unreachable.
 //!
 //! Figures: makespan (virtual time from the first start to the last end), the worst
@@ -78,6 +81,8 @@ struct Scenario {
     moves: Vec<Mv>,
     /// Hosts being emptied (never targets).
     drained: Vec<String>,
+    /// ferry places the moves itself when each starts (`to = "ANY"`, `spread`).
+    ferry_places: bool,
 }
 
 /// What one policy's run gave.
@@ -102,7 +107,7 @@ fn main() {
         scenarios.push(rack_drain(hosts, vms));
         scenarios.push(rebalance(hosts, vms));
     }
-    println!("Scheduling policies on simulated fleets (virtual time; same moves, targets and migration options)");
+    println!("Scheduling policies on simulated fleets (virtual time; same moves and migration options; targets as the bench's doc says)");
     println!(
         "{:<36} {:<30} {:>11} {:>7} {:>10} {:>11} {:>8} {:>11} {:>8}",
         "scenario", "policy", "makespan", "× LB", "worst dt", "sent GiB", "failed", "ferry/this", "wall"
@@ -189,7 +194,7 @@ fn drain(name: String, fleet: Fleet, drained: Vec<String>) -> Scenario {
     let constraints = Constraints { allow_cross_group: false, unavailable: drained.clone(), explain: false };
     let decisions = placement::place(&cluster, &inventory, &[], &requests, &constraints, placement::Policy::Spread);
     let moves = leaving.iter().zip(decisions).filter_map(|(&i, d)| d.host.map(|h| mv(&fleet, i, &h))).collect();
-    Scenario { name, fleet, moves, drained }
+    Scenario { name, fleet, moves, drained, ferry_places: false }
 }
 
 fn host_drain(hosts: usize, vms: usize) -> Scenario {
@@ -225,7 +230,7 @@ fn rebalance(hosts: usize, vms: usize) -> Scenario {
             moves.push(mv(&f, i, &f.hosts[to].name.clone()));
         }
     }
-    Scenario { name: format!("rebalance, {hosts} hosts"), fleet: f, moves, drained: Vec::new() }
+    Scenario { name: format!("rebalance, {hosts} hosts"), fleet: f, moves, drained: Vec::new(), ferry_places: true }
 }
 
 /// The fleet's inventory at the start, from a simulator (which needs a runtime).
@@ -241,7 +246,9 @@ fn lower_bound(s: &Scenario) -> f64 {
     let mut longest = 0.0_f64;
     for m in &s.moves {
         *out.entry(&m.from).or_default() += m.min_mib;
-        *inb.entry(&m.to).or_default() += m.min_mib;
+        if !s.ferry_places {
+            *inb.entry(&m.to).or_default() += m.min_mib;
+        }
         let path = link[m.from.as_str()].min(link[m.to.as_str()]);
         longest = longest.max(PER_MIGRATION_OVERHEAD_S + JOB_SETUP_S + m.min_mib / path);
     }
@@ -285,7 +292,7 @@ fn run_ferry(s: &Scenario, per_host: usize) -> Figures {
                 vm: m.vm.clone(),
                 uuid: m.uuid.clone(),
                 from: m.from.clone(),
-                to: Target::Host(m.to.clone()),
+                to: if s.ferry_places { Target::Any } else { Target::Host(m.to.clone()) },
                 group: None,
                 order: i,
                 priority: 0,
@@ -301,7 +308,10 @@ fn run_ferry(s: &Scenario, per_host: usize) -> Figures {
                 vm: m.vm.clone(),
                 uuid: m.uuid.clone(),
                 source: m.from.clone(),
-                target: Some(m.to.to_string()),
+                target: match &m.to {
+                    Target::Host(h) => Some(h.clone()),
+                    Target::Any => None,
+                },
                 group: None,
                 seq: m.order as i64,
                 priority: 0,
@@ -313,7 +323,11 @@ fn run_ferry(s: &Scenario, per_host: usize) -> Figures {
         let settings = RunSettings {
             run_id: run.id.clone(),
             owner: "bench".into(),
-            policy: Policy { completion_timeout_per_gib_s: COMPLETION_S_PER_GIB as u64, ..Policy::default() },
+            policy: Policy {
+                completion_timeout_per_gib_s: COMPLETION_S_PER_GIB as u64,
+                placement: if s.ferry_places { "spread".into() } else { Policy::default().placement },
+                ..Policy::default()
+            },
             limits: Limits { cluster: 100_000, per_source: per_host, per_target: per_host },
             deadline: None,
             resume_from: None,
