@@ -26,3 +26,4 @@ mod task;
 pub use clock::Clock;
 pub use reconcile::{reconcile, Reconciled};
 pub use run::{Command, Engine, EngineError, EngineEvent, Manual, MoveEnd, MoveSpec, RunEnd, RunSettings};
+pub use task::live_options;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_converge::{Bounds, Converger, Decision, StartInput};
+use ferry_converge::{Bounds, Converger, Decision, StartInput, StartPlan};
 use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, MoveError, MoveReport, MoveRequest};
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, NewAttempt};
 use ferry_model::{Phase, Status};
@@ -257,15 +257,7 @@ async fn live<D: Driver>(
             bandwidth_mib_s: input.bandwidth_mib_s,
         },
     );
-    let downtime_ms = input.max_downtime_ms.unwrap_or(start.downtime_ms);
-    let options = LiveOptions {
-        auto_converge: start.auto_converge,
-        postcopy: start.postcopy,
-        bandwidth_mib_s: start.bandwidth_mib_s.map(mib_s),
-        max_downtime_ms: Some(downtime_ms),
-        auto_converge_initial: start.throttle.map(|t| t.0),
-        auto_converge_increment: start.throttle.map(|t| t.1),
-    };
+    let options = live_options(&start, input.max_downtime_ms);
     let bounds = Bounds::of(&input.policy, input.spec.memory_mib, input.completion_timeout.map(|t| t.as_secs_f64()));
     let mut converger = Converger::new(bounds, &start);
     let mut migration = match driver.migrate_live(request(input), options.clone()).await {
@@ -458,6 +450,19 @@ fn is_transient(reason: &str) -> bool {
     ["unreachable", "timed out", "connection reset", "broken pipe", "cannot recv data", "end of file"]
         .iter()
         .any(|needle| reason.contains(needle))
+}
+
+/// What a live migration starts with: the convergence policy's start, and the operator's
+/// downtime limit when there is one.
+pub fn live_options(start: &StartPlan, max_downtime_ms: Option<u64>) -> LiveOptions {
+    LiveOptions {
+        auto_converge: start.auto_converge,
+        postcopy: start.postcopy,
+        bandwidth_mib_s: start.bandwidth_mib_s.map(mib_s),
+        max_downtime_ms: Some(max_downtime_ms.unwrap_or(start.downtime_ms)),
+        auto_converge_initial: start.throttle.map(|t| t.0),
+        auto_converge_increment: start.throttle.map(|t| t.1),
+    }
 }
 
 /// Whether a migration is sending, judged from its progress samples: from its first byte

@@ -166,6 +166,11 @@ pub struct VmDesc {
     /// All of memory when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonzero_mib: Option<f64>,
+    /// How much work the guest makes up after auto-converge stopped its vCPU, seconds, when
+    /// it works to a clock (requests, or the lab's guest, 0.05) rather than as fast as it
+    /// can. Absent: CPU-bound, its dirtying falls with its CPU time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_s: Option<f64>,
     /// Host-local disk copied on a move, MiB; 0: the disk is on shared storage.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub disk_mib: u64,

@@ -76,6 +76,7 @@ pub fn generate(options: &GenOptions) -> Fleet {
                 dirty_mib_s: round1(dirty),
                 working_set_mib: Some((m * rng.range(0.1, 0.5)).round()),
                 nonzero_mib: Some((m * rng.range(0.5, 0.95)).round()),
+                catch_up_s: None,
                 disk_mib,
                 running: true,
                 shutdown_s: 10.0,

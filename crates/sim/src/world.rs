@@ -122,6 +122,7 @@ struct SimVm {
     dirty_mib_s: f64,
     working_set_mib: Option<f64>,
     nonzero_mib: Option<f64>,
+    catch_up_s: Option<f64>,
     disk_mib: u64,
     shutdown_s: f64,
     /// The host of its domain.
@@ -306,6 +307,7 @@ impl World {
                 vcpus: v.vcpus,
                 dirty_mib_s: v.dirty_mib_s,
                 working_set_mib: v.working_set_mib,
+                catch_up_s: v.catch_up_s,
                 nonzero_mib: v.nonzero_mib,
                 disk_mib: v.disk_mib,
                 shutdown_s: v.shutdown_s,
@@ -921,6 +923,7 @@ impl World {
             postcopy: flow.options.postcopy,
             nonzero_mib: v.nonzero_mib,
             working_set_mib: v.working_set_mib,
+            catch_up_s: v.catch_up_s,
             link_mib_s: Some(path),
             ..LiveInput::default()
         };

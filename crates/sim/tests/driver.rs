@@ -48,6 +48,7 @@ fn lab_vm(name: &str, on: &str, dirty: f64) -> VmDesc {
         dirty_mib_s: dirty,
         working_set_mib: Some(64.0),
         nonzero_mib: Some(132.0),
+        catch_up_s: None,
         disk_mib: 0,
         running: true,
         shutdown_s: 10.0,

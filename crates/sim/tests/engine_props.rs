@@ -64,6 +64,7 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
             dirty_mib_s: [0.0, 5.0, 40.0, 300.0][rng.below(4)],
             working_set_mib: Some(m * rng.range(0.1, 0.6)),
             nonzero_mib: Some(m * rng.range(0.3, 1.0)),
+            catch_up_s: None,
             disk_mib: if rng.unit() < 0.2 { 1024 } else { 0 },
             running: rng.unit() < 0.9,
             shutdown_s: rng.range(0.0, 90.0),
