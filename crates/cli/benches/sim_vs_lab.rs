@@ -15,13 +15,15 @@
 //! the plan) and the error of each prediction. Goal: within 25 % on times. No assertions.
 //!
 //! The simulated moves start as `ferry move` starts them (the plan's default policy through the
-//! convergence policy: auto-converge, a first downtime limit of 75 ms), and the simulated
-//! guest makes up 50 ms of work after each throttle stop, as the lab's does.
+//! convergence policy: auto-converge, a first downtime limit of 75 ms); the simulated guest
+//! makes up 50 ms of work after each throttle stop, as the lab's does; the shaped links queue
+//! 50 ms (`ferry_lab::LINK_QUEUE_MS`), which a final pause waits out.
 //!
-//! Last run (2026-11-26, 3 runs a cell): copy-job and wall-time errors −15 % to +17 % (the
-//! worst, +17 %, the short 96 MiB/s cell's wall time); passes within one but in the
-//! auto-converge cell (10 vs 21). Downtime: 21–27 ms predicted for single moves against
-//! 14–17 measured; 54–60 ms for moves sharing a shaped link against 92–116 measured.
+//! Last run (2026-11-26, 3 runs a cell): copy-job and wall-time errors −19 % to +16 %; passes
+//! within one but in the auto-converge cell (10 vs 20). Downtime on the shaped link 110 ms
+//! predicted against 110–136 measured; single moves on the unshaped lab 21–27 ms against
+//! 13–17: the fixed part of a pause ([`ferry_preview::estimate::SWITCHOVER_MS`], 20 ms,
+//! measured 18–22 ms on 2026-11-23) was 12–14 ms in this run's 32 MiB/s cells.
 //!
 //! `cargo bench -p ferry --bench sim_vs_lab [-- RUNS]` (root, a machine set up by
 //! `scripts/setup`; RUNS per cell, default 3). Its labs use port base 30000, one at a time,
@@ -175,8 +177,10 @@ fn guest(name: &str, host: &str, dirty: f64) -> VmDesc {
     }
 }
 
-fn host(name: &str, link: u64) -> HostDesc {
+/// A lab host; `queue_ms`: its shaped link's queue, 0 when not shaped.
+fn host(name: &str, link: u64, queue_ms: u32) -> HostDesc {
     HostDesc {
+        link_queue_ms: f64::from(queue_ms),
         name: name.into(),
         group: "default".into(),
         tags: Vec::new(),
@@ -211,7 +215,10 @@ fn lab_fleet(lab: &Lab, dirty: f64) -> Fleet {
         .collect();
     Fleet {
         sim: Settings::default(),
-        hosts: vec![host("host-a", SHAPED_MIB_S), host("host-b", SHAPED_MIB_S)],
+        hosts: vec![
+            host("host-a", SHAPED_MIB_S, ferry_lab::LINK_QUEUE_MS),
+            host("host-b", SHAPED_MIB_S, ferry_lab::LINK_QUEUE_MS),
+        ],
         vms,
         faults: Vec::new(),
     }
@@ -243,7 +250,7 @@ async fn finish(m: Migration) -> Measured {
 fn simulate_single(dirty: f64, cap: u64) -> Vec<Measured> {
     let fleet = Fleet {
         sim: Settings::default(),
-        hosts: vec![host("host-a", LAB_LINK_MIB_S), host("host-b", LAB_LINK_MIB_S)],
+        hosts: vec![host("host-a", LAB_LINK_MIB_S, 0), host("host-b", LAB_LINK_MIB_S, 0)],
         vms: vec![guest("vm-2", "host-a", dirty)],
         faults: Vec::new(),
     };

@@ -430,7 +430,7 @@ impl Net {
                     "burst",
                     &burst,
                     "latency",
-                    "50ms",
+                    &format!("{}ms", crate::LINK_QUEUE_MS),
                 ])
             })
             .collect()

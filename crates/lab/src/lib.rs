@@ -243,6 +243,9 @@ pub enum LabDisk {
     },
 }
 
+/// How long a shaped link's queue holds packets (`tc tbf latency`), ms: with `--link`, a
+/// migration's last pages wait about this long behind the others' while the link is full.
+pub const LINK_QUEUE_MS: u32 = 50;
 /// Size of each guest's data disk.
 pub const DATA_DISK_MIB: u64 = 16;
 /// Name of each host's local storage pool.

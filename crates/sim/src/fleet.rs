@@ -108,6 +108,11 @@ pub struct HostDesc {
     /// Migration link, MiB/s, each way: outbound migrations share it, inbound ones share
     /// another of the same speed.
     pub link_mib_s: u64,
+    /// How long its outbound link's queue holds data while migrations fill it, ms: a final
+    /// pause waits that long more for its last pages. The lab's shaped links queue 50 ms
+    /// (`tc tbf latency`); a data-centre switch port, far less.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub link_queue_ms: f64,
     /// vCPUs allowed per CPU.
     #[serde(default = "default_cpu_overcommit")]
     pub cpu_overcommit: f64,
@@ -184,6 +189,10 @@ pub struct VmDesc {
 
 fn default_vcpus() -> u32 {
     2
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -106,6 +106,7 @@ pub fn generate(options: &GenOptions) -> Fleet {
         sim: Settings { seed: options.seed, start: DEFAULT_START.into(), migration_error_rate: 0.0 },
         hosts: (0..hosts)
             .map(|i| HostDesc {
+                link_queue_ms: 0.0,
                 name: host_name(i, hosts),
                 group: "default".into(),
                 tags: vec![format!("rack-{:02}", i / RACK + 1)],

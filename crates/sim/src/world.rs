@@ -107,6 +107,8 @@ struct SimHost {
     uri: String,
     up: bool,
     link: f64,
+    /// Seconds its outbound link's queue adds to a final pause.
+    queue_s: f64,
     cpus: u32,
     memory_mib: u64,
     /// Memory of the VMs defined here and of those arriving, MiB.
@@ -166,7 +168,8 @@ enum Stage {
     /// it with the other migrations on it (in the lab, three migrations sharing a shaped link
     /// took three times longer to pause).
     Pause,
-    /// Then the fixed part of the switch-over ([`SWITCHOVER_MS`]).
+    /// Then the last pages' wait in the link's queue and the fixed part of the switch-over
+    /// ([`SWITCHOVER_MS`]).
     Switching,
     PostcopySwitch,
     Postcopy,
@@ -274,6 +277,7 @@ impl World {
                 uri: format!("{}{}", crate::fleet::SIM_URI_PREFIX, h.name),
                 up: true,
                 link: h.link_mib_s as f64,
+                queue_s: h.link_queue_ms.max(0.0) / 1000.0,
                 cpus: h.cpus,
                 memory_mib: h.memory_mib,
                 used_mib: 0,
@@ -863,7 +867,10 @@ impl World {
                     self.sync(id);
                 }
             }
-            Stage::Pause => self.set_stage(id, Stage::Switching, Work::Wait(SWITCHOVER_MS / 1000.0)),
+            Stage::Pause => {
+                let queue = self.hosts[flow.from].queue_s;
+                self.set_stage(id, Stage::Switching, Work::Wait(queue + SWITCHOVER_MS / 1000.0));
+            }
             Stage::Switching => {
                 flow.downtime_ms = Some(secs(now - flow.period_start) * 1000.0);
                 self.switch_over(id);

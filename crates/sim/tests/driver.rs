@@ -25,6 +25,7 @@ fn sim<F: Future>(f: F) -> F::Output {
 
 fn host(name: &str, link: u64) -> HostDesc {
     HostDesc {
+        link_queue_ms: 0.0,
         name: name.into(),
         group: "default".into(),
         tags: Vec::new(),
@@ -197,6 +198,22 @@ fn migrations_leaving_one_host_share_its_link_and_links_are_full_duplex() {
         assert_eq!(r.downtime_ms, Some(270));
         assert_eq!(r.memory_passes, 4);
     }
+}
+
+#[test]
+fn a_full_link_queue_lengthens_the_pause_by_its_latency() {
+    // The lab's shaped links hold 50 ms of data in their queue: the last pages wait that long.
+    let moved = |queue_ms: f64| {
+        sim(async {
+            let source = HostDesc { link_queue_ms: queue_ms, ..host("a", 100) };
+            let driver = SimDriver::new(&fleet(vec![source, host("b", 100)], vec![lab_vm("v", "a", 5.0)]));
+            let m = driver.migrate_live(request(0, "a", "b"), LiveOptions::default()).await.expect("starts");
+            finish(m).await.0.expect("moves")
+        })
+    };
+    let (plain, queued) = (moved(0.0), moved(50.0));
+    assert_eq!(queued.downtime_ms.expect("a pause"), plain.downtime_ms.expect("a pause") + 50);
+    assert_eq!(queued.job_ms.expect("a job"), plain.job_ms.expect("a job") + 50);
 }
 
 #[test]

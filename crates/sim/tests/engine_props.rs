@@ -31,6 +31,7 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
     let mut rng = Rng::new(seed);
     let hosts: Vec<HostDesc> = (0..hosts)
         .map(|h| HostDesc {
+            link_queue_ms: 0.0,
             name: format!("h{h}"),
             group: "default".into(),
             tags: Vec::new(),
