@@ -18,10 +18,10 @@ use crate::run::{EngineEvent, MoveSpec};
 
 /// Retries of a transiently failed attempt, and the wait before the first (doubling).
 const RETRIES: u32 = 2;
+const RETRY_BACKOFF: Duration = Duration::from_secs(2);
 /// A migration whose bytes grow slower than this share of its cap sends too little to keep
 /// its share of the links: it scans zero pages, syncs its dirty bitmap, or starts its copy.
 const SENDING_MIN_FRACTION: f64 = 0.1;
-const RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the engine tells a running move.
 #[derive(Debug, Clone, Copy, PartialEq)]
