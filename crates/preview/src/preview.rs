@@ -249,6 +249,36 @@ pub fn preview(
     }
 }
 
+/// A live move as the engine will run it under `policy`: its downtime steps, auto-converge
+/// and post-copy as the policy says, and the throttle it asks for (which depends on whether
+/// the dirty rate is `measured`). The guest's memory profile and disks are the caller's.
+pub fn policy_live_input(
+    policy: &ferry_plan::Policy,
+    memory_mib: f64,
+    dirty: f64,
+    measured: bool,
+    bandwidth: f64,
+) -> LiveInput {
+    let throttle = policy.auto_converge.then(|| {
+        ferry_converge::throttle(&ferry_converge::StartInput {
+            memory_mib: memory_mib as u64,
+            dirty_mib_s: measured.then_some(dirty),
+            bandwidth_mib_s: Some(bandwidth),
+        })
+    });
+    LiveInput {
+        memory_mib,
+        dirty_mib_s: dirty,
+        bandwidth_mib_s: bandwidth,
+        max_downtime_ms: policy.max_downtime_ms as f64,
+        auto_converge: policy.auto_converge,
+        postcopy: policy.postcopy,
+        downtime_steps_ms: ferry_converge::schedule(policy.max_downtime_ms).into_iter().map(|s| s as f64).collect(),
+        throttle: throttle.flatten().map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0)),
+        ..LiveInput::default()
+    }
+}
+
 fn live_view(
     memory_mib: f64,
     profile: MemoryProfile,
@@ -258,32 +288,13 @@ fn live_view(
     disk_mib: f64,
     plan: &Plan,
 ) -> EstimateView {
-    // The policy the engine will apply: its downtime steps, and the throttle it asks for
-    // (which depends on whether the dirty rate is known).
-    let throttle = plan.policy.auto_converge.then(|| {
-        ferry_converge::throttle(&ferry_converge::StartInput {
-            memory_mib: memory_mib as u64,
-            dirty_mib_s: measured.then_some(dirty),
-            bandwidth_mib_s: Some(bandwidth),
-        })
-    });
-    let e = estimate::estimate_live(&LiveInput {
-        memory_mib,
+    let input = LiveInput {
         nonzero_mib: profile.nonzero_mib,
         working_set_mib: profile.working_set_mib,
-        dirty_mib_s: dirty,
-        bandwidth_mib_s: bandwidth,
-        max_downtime_ms: plan.policy.max_downtime_ms as f64,
         disk_copy_mib: disk_mib,
-        auto_converge: plan.policy.auto_converge,
-        postcopy: plan.policy.postcopy,
-        downtime_steps_ms: ferry_converge::schedule(plan.policy.max_downtime_ms)
-            .into_iter()
-            .map(|s| s as f64)
-            .collect(),
-        throttle: throttle.flatten().map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0)),
-        ..LiveInput::default()
-    });
+        ..policy_live_input(&plan.policy, memory_mib, dirty, measured, bandwidth)
+    };
+    let e = estimate::estimate_live(&input);
     let mut note = e.note;
     if !measured {
         note.push_str(" (dirty rate not measured: assumed idle; --measure measures it)");
