@@ -180,13 +180,13 @@ fn guest(name: &str, host: &str, dirty: f64) -> VmDesc {
 /// A lab host; `queue_ms`: its shaped link's queue, 0 when not shaped.
 fn host(name: &str, link: u64, queue_ms: u32) -> HostDesc {
     HostDesc {
-        link_queue_ms: f64::from(queue_ms),
         name: name.into(),
         group: "default".into(),
         tags: Vec::new(),
         cpus: 2,
         memory_mib: 16384,
         link_mib_s: link,
+        link_queue_ms: f64::from(queue_ms),
         cpu_overcommit: 4.0,
         memory_overcommit: 1.0,
         maintenance: false,

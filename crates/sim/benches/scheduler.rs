@@ -36,8 +36,9 @@
 //!   migrations sharing links like the baselines', without caps.
 //! - **lower bound**: the most any host's link must carry (non-zero memory and disks of the
 //!   moves out of it, or into it; out of it only when the targets are not fixed, as in the
-//!   rebalance) at its speed, or the longest single move alone, whichever is larger. No schedule beats it; pre-copy's re-sends and each migration's fixed cost
-//!   make it unreachable.
+//!   rebalance) at its speed, or the longest single move alone, whichever is larger. No
+//!   schedule beats it; pre-copy's re-sends and each migration's fixed cost make it
+//!   unreachable.
 //!
 //! Figures: makespan (virtual time from the first start to the last end), the worst
 //! downtime, the bytes sent, the moves that did not succeed, and ratios.

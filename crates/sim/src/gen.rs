@@ -106,13 +106,13 @@ pub fn generate(options: &GenOptions) -> Fleet {
         sim: Settings { seed: options.seed, start: DEFAULT_START.into(), migration_error_rate: 0.0 },
         hosts: (0..hosts)
             .map(|i| HostDesc {
-                link_queue_ms: 0.0,
                 name: host_name(i, hosts),
                 group: "default".into(),
                 tags: vec![format!("rack-{:02}", i / RACK + 1)],
                 cpus,
                 memory_mib,
                 link_mib_s: options.link_mib_s,
+                link_queue_ms: 0.0,
                 cpu_overcommit: 4.0,
                 memory_overcommit: 1.0,
                 maintenance: false,

@@ -25,8 +25,8 @@
 //! period's data at the bandwidth of the moment, a dirty-bitmap sync at the end of each
 //! period with the bandwidth and downtime limit of that moment, the guest dirtying memory
 //! (throttled by auto-converge) in the meantime. Then the pause: its pages at the link's
-//! share (not the cap), plus [`SWITCHOVER_MS`]; or, once post-copy is started, a [`POSTCOPY_SWITCHOVER_MS`]
-//! pause and the rest fetched without a cap. The other half of the fixed cost is spent
+//! share (not the cap), the source link's queue, and [`SWITCHOVER_MS`]; or, once post-copy is
+//! started, a [`POSTCOPY_SWITCHOVER_MS`] pause and the rest fetched without a cap. The other half of the fixed cost is spent
 //! finding and finalizing the VM. Alone on a link at a constant cap, a migration takes what
 //! the estimate says.
 
@@ -165,8 +165,7 @@ enum Stage {
     ZeroPages,
     Period,
     /// The guest is paused while its last dirty pages cross the link, uncapped but sharing
-    /// it with the other migrations on it (in the lab, three migrations sharing a shaped link
-    /// took three times longer to pause).
+    /// it with the other migrations on it, as on the lab's shaped links.
     Pause,
     /// Then the last pages' wait in the link's queue and the fixed part of the switch-over
     /// ([`SWITCHOVER_MS`]).

@@ -25,13 +25,13 @@ fn sim<F: Future>(f: F) -> F::Output {
 
 fn host(name: &str, link: u64) -> HostDesc {
     HostDesc {
-        link_queue_ms: 0.0,
         name: name.into(),
         group: "default".into(),
         tags: Vec::new(),
         cpus: 64,
         memory_mib: 65536,
         link_mib_s: link,
+        link_queue_ms: 0.0,
         cpu_overcommit: 4.0,
         memory_overcommit: 1.0,
         maintenance: false,

@@ -31,13 +31,13 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
     let mut rng = Rng::new(seed);
     let hosts: Vec<HostDesc> = (0..hosts)
         .map(|h| HostDesc {
-            link_queue_ms: 0.0,
             name: format!("h{h}"),
             group: "default".into(),
             tags: Vec::new(),
             cpus: 16,
             memory_mib: [8192, 16384, 32768][rng.below(3)],
             link_mib_s: [50, 200, 1000][rng.below(3)],
+            link_queue_ms: 0.0,
             cpu_overcommit: 4.0,
             memory_overcommit: 1.0,
             maintenance: false,

@@ -31,17 +31,7 @@ fn command_timeout() -> Duration {
 /// Waits for a child whose output is piped; past [`command_timeout`] it is killed and the
 /// test fails with what it printed and, when gdb is there, where each of its threads was.
 pub fn wait_or_fail(mut child: Child, what: &str) -> Output {
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + command_timeout();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the child") {
@@ -66,6 +56,18 @@ pub fn wait_or_fail(mut child: Child, what: &str) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     };
     Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
+}
+
+/// Reads a child's pipe to its end on a thread of its own, so that the child never blocks
+/// on a full pipe while the caller waits; nothing when the pipe was taken before.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// The guest image cache shared by every test lab, so the kernel is fetched once.
