@@ -49,7 +49,9 @@ const GOAL_PCT: f64 = 25.0;
 /// initramfs and its unpacked copy, page tables): bench estimate_vs_real's figure for
 /// 256 MiB guests; the 128 MiB guests boot the same image.
 const LAB_BASE_NONZERO_MIB: f64 = 68.0;
-/// How fast QEMU sends the final pause's pages in the lab, uncapped (bench estimate_vs_real).
+/// How fast QEMU sends pages without the cap in the lab: here mostly post-copy's, which the
+/// destination never had and which cross slower than a pause's resent ones (2000 MiB/s in
+/// bench estimate_vs_real); the figure this bench's rows were measured against.
 const LAB_LINK_MIB_S: f64 = 1000.0;
 /// How much missed work the lab's guest makes up after its vCPU was stopped, s: it dirties to
 /// a clock, catching up at most 50 ms (`crates/guest`, `MAX_BACKLOG`).

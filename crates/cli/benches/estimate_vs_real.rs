@@ -8,9 +8,11 @@
 //! the model's constants. The model predicts the move `ferry move` makes (the default policy:
 //! auto-converge, downtime steps from 75 ms), for a guest paced by a clock like the lab's.
 //!
-//! Last run (2026-11-26, 3 runs a cell): transfer within 14 % with a cap; downtime 21–27 ms
-//! predicted against 14–23 measured with a cap; passes as measured but the auto-converge cell
-//! (10 vs 20: the model's throttle slows this guest more than QEMU's does here).
+//! Last run (2026-11-26, 5 runs a cell): transfer within 12 % with a cap; downtime 17–20 ms
+//! predicted against 15–20 measured with a cap (−6 % to +13 %); passes as measured but the
+//! auto-converge cell (10 vs 21: the model's throttle slows this guest more than QEMU's does
+//! here). Without a cap, a move that converges right after pass 1 pauses longer than the model
+//! says (31 vs 17 ms): its pause carries pages the destination never had (see `LAB_LINK_MIB_S`).
 //!
 //! `cargo bench -p ferry --bench estimate_vs_real [-- RUNS]` (root, a machine set up by
 //! `scripts/setup`; RUNS per cell, default 3). Brings up its own labs (ports 26000 and 27000)
@@ -36,9 +38,12 @@ const BANDWIDTHS: [Option<f64>; 3] = [Some(32.0), Some(96.0), None];
 /// 2026-11-23); when the thread is starved, uncapped jobs take 2–4 s.
 const LAB_UNCAPPED_MIB_S: f64 = 250.0;
 /// The lab's "link": how fast QEMU sends the final pause's pages, without the cap and with the
-/// guest's vCPU stopped. Pauses after later passes left 8–26 MiB and took 20–31 ms
-/// (2026-11-23), so at least ~1000 MiB/s.
-const LAB_LINK_MIB_S: f64 = 1000.0;
+/// guest's vCPU stopped, when the destination had them before (a pause after later passes).
+/// Measured 2026-11-26 at a 32 MiB/s cap with downtime limits of 75, 300 and 600 ms: 0.53 ms
+/// more a MiB of the model's pause (see [`ferry_preview::estimate::SWITCHOVER_MS`]). Pages the
+/// destination never had cross at ~350 MiB/s: a pause carrying all 128 MiB of a guest's data
+/// (limit 10 s) took 362–412 ms; the model does not tell them apart.
+const LAB_LINK_MIB_S: f64 = 2000.0;
 /// Memory of a 256 MiB lab guest that is neither zero nor the workload's working set, MiB:
 /// the kernel, the initramfs and its unpacked copy, page tables. Uncapped moves of a guest
 /// dirtying 5 MiB/s sent 133.7–135 MiB (the `sent` column), of which ~2.5 MiB dirtied during

@@ -9,7 +9,9 @@ use ferry_driver::{
     ColdOptions, Control, Driver, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
 };
 use ferry_model::VmState;
-use ferry_preview::estimate::{estimate_live, LiveInput, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS};
+use ferry_preview::estimate::{
+    estimate_live, LiveInput, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS, SWITCHOVER_MS,
+};
 use ferry_sim::{derived_uuid, Fault, Fleet, HostDesc, Settings, SimDriver, VmDesc, SAMPLE_EVERY_S};
 
 /// Runs `f` on a current-thread runtime with paused time: virtual time, as `ferry` runs
@@ -186,16 +188,18 @@ fn migrations_leaving_one_host_share_its_link_and_links_are_full_duplex() {
         (r1.0.expect("v1 moves"), r2.0.expect("v2 moves"), r3.0.expect("v3 moves"))
     });
     // After 0.35 s of job setup, pass 1 sends 999 MiB, leaving 25 MiB: what a 300 ms pause
-    // takes at the link's 100 MiB/s. Alone, that is 9.99 s, then the pause (250 + 20 ms).
+    // takes at the link's 100 MiB/s. Alone, that is 9.99 s, then the pause (250 ms + the fixed
+    // switch-over).
     let job = |r: &MoveReport| r.job_ms.expect("job") as f64 / 1000.0;
-    assert!(close(job(&back), 0.35 + 9.99 + 0.27, 0.002), "{back:?}");
+    let pause_s = 0.25 + SWITCHOVER_MS / 1000.0;
+    assert!(close(job(&back), 0.35 + 9.99 + pause_s, 0.002), "{back:?}");
     assert_eq!(back.memory_passes, 3);
     // Two on one link: 19.98 s at 50 MiB/s each; QEMU then measures 50 MiB/s, so only 15 MiB
     // fit a 300 ms pause: one more period sends 12.5 MiB (0.25 s), and both pauses send the
-    // last 12.5 MiB at the same time, sharing the link (250 + 20 ms).
+    // last 12.5 MiB at the same time, sharing the link (the same pause).
     for r in [&one, &two] {
-        assert!(close(job(r), 0.35 + 19.98 + 0.25 + 0.27, 0.002), "{r:?}");
-        assert_eq!(r.downtime_ms, Some(270));
+        assert!(close(job(r), 0.35 + 19.98 + 0.25 + pause_s, 0.002), "{r:?}");
+        assert_eq!(r.downtime_ms, Some((pause_s * 1000.0).round() as u64));
         assert_eq!(r.memory_passes, 4);
     }
 }
@@ -231,12 +235,13 @@ fn a_move_that_stops_sending_leaves_the_link_to_the_others() {
         (r1.0.expect("v1 moves"), r2.0.expect("v2 moves"))
     });
     // Both send at 50 MiB/s: v1's pass 1 (231 MiB, 4.62 s), one more period (12.5 MiB,
-    // 0.25 s; see above) and its pause (12.5 MiB, 0.25 s, + 20 ms); v2 has sent 256 MiB by
+    // 0.25 s; see above) and its pause (12.5 MiB, 0.25 s, + the switch-over); v2 has sent 256 MiB by
     // the pause's end and sends its other 1767 MiB alone at 100 MiB/s, converging at once
     // at that rate.
     let job = |r: &MoveReport| r.job_ms.expect("job") as f64 / 1000.0;
-    assert!(close(job(&r1), 0.35 + 4.62 + 0.25 + 0.27, 0.002), "{r1:?}");
-    assert!(close(job(&r2), 0.35 + 4.87 + 0.25 + 17.67 + 0.27, 0.002), "{r2:?}");
+    let pause_s = 0.25 + SWITCHOVER_MS / 1000.0;
+    assert!(close(job(&r1), 0.35 + 4.62 + 0.25 + pause_s, 0.002), "{r1:?}");
+    assert!(close(job(&r2), 0.35 + 4.87 + 0.25 + 17.67 + pause_s, 0.002), "{r2:?}");
 }
 
 #[test]
