@@ -19,11 +19,13 @@
 //! makes up 50 ms of work after each throttle stop, as the lab's does; the shaped links queue
 //! 50 ms (`ferry_lab::LINK_QUEUE_MS`), which a final pause waits out.
 //!
-//! Last run (2026-11-26, 5 runs a cell): copy-job and wall-time errors −17 % to +3 %; passes
-//! within one but in the auto-converge cell (10 vs 21). Downtime: single moves 17–20 ms
-//! predicted against medians of 14–23 (−13 % to +21 %), a pause that resends pages costing
-//! [`ferry_preview::estimate::SWITCHOVER_MS`] and their time at 2000 MiB/s; the shared link's
-//! 106 ms against 96–114 per run, the drain's against 109–142 (medians of its three moves).
+//! Last runs (2026-11-26, twice 5 runs a cell): copy-job and wall-time errors −17 % to +3 %;
+//! passes within one but in the auto-converge cell (10 vs 20–21). Downtime, over both runs'
+//! moves: single moves 17–20 ms predicted against medians of 15.5–20.5 (−12 % to +11 %), a
+//! pause that resends pages costing [`ferry_preview::estimate::SWITCHOVER_MS`] and their time
+//! at 2000 MiB/s; the shared link's 106 ms against a median of 105 (+1 %), the drain's against
+//! 126 (−16 %). A single run's medians scatter more: up to −28 % on a single move, −32 % on
+//! the shared link; the lab's pauses vary with the machine's load.
 //!
 //! `cargo bench -p ferry --bench sim_vs_lab [-- RUNS]` (root, a machine set up by
 //! `scripts/setup`; RUNS per cell, default 3). Its labs use port base 30000, one at a time,
