@@ -45,17 +45,10 @@ const LINK_MIB_S: u32 = 12;
 const PORT_BASE: u16 = 6000;
 /// Goal for the prediction of the total time, %.
 const GOAL_PCT: f64 = 25.0;
-/// Memory of a lab guest that is neither zero nor the workload's working set, MiB (kernel,
-/// initramfs and its unpacked copy, page tables): bench estimate_vs_real's figure for
-/// 256 MiB guests; the 128 MiB guests boot the same image.
-const LAB_BASE_NONZERO_MIB: f64 = 68.0;
 /// How fast QEMU sends pages without the cap in the lab: here mostly post-copy's, which the
 /// destination never had and which cross slower than a pause's resent ones (2000 MiB/s in
 /// bench estimate_vs_real); the figure this bench's rows were measured against.
 const LAB_LINK_MIB_S: f64 = 1000.0;
-/// How much missed work the lab's guest makes up after its vCPU was stopped, s: it dirties to
-/// a clock, catching up at most 50 ms (`crates/guest`, `MAX_BACKLOG`).
-const LAB_CATCH_UP_S: f64 = 0.05;
 
 /// The two ferry rows: name and `[policy]` lines (the rest is the default policy).
 const FERRY_ROWS: [(&str, &str); 2] =
@@ -119,7 +112,7 @@ fn main() -> ExitCode {
     println!(
         "predicted / measured; total s error of the prediction (goal within {GOAL_PCT:.0} %): \"preview\" = estimate_live as ferry preview calls it, \
          \"lab model\" = with the lab guest's non-zero memory ({:.0} MiB), working set ({:.0} MiB) and uncapped switch-over",
-        LAB_BASE_NONZERO_MIB + lab_working_set(MEM_MIB as f64),
+        ferry_lab::GUEST_BASE_NONZERO_MIB + lab_working_set(MEM_MIB as f64),
         lab_working_set(MEM_MIB as f64)
     );
     println!(
@@ -290,8 +283,8 @@ fn predict(dirty: f64, options: Options, lab: bool) -> LiveEstimate {
         input.throttle = start.throttle.map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0));
     }
     if lab {
-        input.catch_up_s = Some(LAB_CATCH_UP_S);
-        input.nonzero_mib = Some(LAB_BASE_NONZERO_MIB + wss);
+        input.catch_up_s = Some(ferry_lab::GUEST_CATCH_UP_S);
+        input.nonzero_mib = Some(ferry_lab::GUEST_BASE_NONZERO_MIB + wss);
         input.working_set_mib = Some(wss);
         input.link_mib_s = Some(LAB_LINK_MIB_S);
     }
@@ -342,10 +335,9 @@ fn ms(v: f64) -> String {
     }
 }
 
-/// `ferry lab up`'s working set: a quarter of memory, at most half of what the kernel and
-/// initramfs leave.
+/// `ferry lab up`'s working set for its guests of `mem` MiB.
 fn lab_working_set(mem: f64) -> f64 {
-    (mem / 4.0).floor().min(((mem - 72.0) / 2.0).floor()).max(8.0)
+    ferry_lab::guest_working_set_mib(mem as u64) as f64
 }
 
 /// Signed error of a prediction against a measurement, %.

@@ -27,8 +27,6 @@ use ferry_preview::policy_live_input;
 
 /// Guest memory, MiB.
 const MEM_MIB: f64 = 256.0;
-/// What the lab's guest makes up after auto-converge stopped its vCPU, s (`crates/guest`).
-const LAB_CATCH_UP_S: f64 = 0.05;
 /// Guest dirty rates, MiB/s, each with its own lab and port block.
 const LABS: [(f64, u16); 2] = [(5.0, 26000), (25.0, 27000)];
 /// Bandwidth caps, MiB/s; `None` moves without a cap, at what the lab gives.
@@ -41,15 +39,10 @@ const LAB_UNCAPPED_MIB_S: f64 = 250.0;
 /// guest's vCPU stopped, when the destination had them before (a pause after later passes).
 /// Measured 2026-11-26 at a 32 MiB/s cap with downtime limits of 75, 300 and 600 ms: 0.53 ms
 /// more a MiB of the model's pause, ~1900 MiB/s, rounded to 2000 (see
-/// [`ferry_preview::estimate::SWITCHOVER_MS`]). Pages the
-/// destination never had cross at ~350 MiB/s: a pause carrying all 128 MiB of a guest's data
-/// (limit 10 s) took 362–412 ms; the model does not tell them apart.
+/// [`ferry_preview::estimate::SWITCHOVER_MS`]). Pages the destination never had cross at
+/// ~350 MiB/s: a pause carrying all 128 MiB of a guest's data (limit 10 s) took 362–412 ms;
+/// the model does not tell them apart.
 const LAB_LINK_MIB_S: f64 = 2000.0;
-/// Memory of a 256 MiB lab guest that is neither zero nor the workload's working set, MiB:
-/// the kernel, the initramfs and its unpacked copy, page tables. Uncapped moves of a guest
-/// dirtying 5 MiB/s sent 133.7–135 MiB (the `sent` column), of which ~2.5 MiB dirtied during
-/// the pass and 64 MiB working set (2026-11-23).
-const LAB_BASE_NONZERO_MIB: f64 = 68.0;
 
 fn main() {
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3);
@@ -145,7 +138,7 @@ fn main() {
     println!(
         "model inputs: working set {} MiB, non-zero {} MiB, link {LAB_LINK_MIB_S} MiB/s; bw none predicted at {LAB_UNCAPPED_MIB_S} MiB/s",
         lab_working_set(MEM_MIB),
-        LAB_BASE_NONZERO_MIB + lab_working_set(MEM_MIB)
+        ferry_lab::GUEST_BASE_NONZERO_MIB + lab_working_set(MEM_MIB)
     );
 }
 
@@ -160,18 +153,17 @@ fn predict(dirty: f64, bandwidth: Option<f64>) -> LiveEstimate {
     let wss = lab_working_set(MEM_MIB);
     let bandwidth = bandwidth.unwrap_or(LAB_UNCAPPED_MIB_S);
     estimate_live(&LiveInput {
-        nonzero_mib: Some(LAB_BASE_NONZERO_MIB + wss),
+        nonzero_mib: Some(ferry_lab::GUEST_BASE_NONZERO_MIB + wss),
         working_set_mib: Some(wss),
         link_mib_s: Some(LAB_LINK_MIB_S),
-        catch_up_s: Some(LAB_CATCH_UP_S),
+        catch_up_s: Some(ferry_lab::GUEST_CATCH_UP_S),
         ..policy_live_input(&Policy::default(), MEM_MIB, dirty, false, bandwidth)
     })
 }
 
-/// `ferry lab up`'s working set: a quarter of memory, at most half of what the kernel and
-/// initramfs leave.
+/// `ferry lab up`'s working set for its guests of `mem` MiB.
 fn lab_working_set(mem: f64) -> f64 {
-    (mem / 4.0).floor().min(((mem - 72.0) / 2.0).floor()).max(8.0)
+    ferry_lab::guest_working_set_mib(mem as u64) as f64
 }
 
 /// Signed error of a prediction against a measurement, %.

@@ -41,14 +41,10 @@ use serde_json::Value;
 
 /// Guest memory, MiB.
 const MEM_MIB: u64 = 256;
-/// The lab's working set for 256 MiB guests: a quarter of memory.
-const WSS_MIB: f64 = 64.0;
-/// What is not zero in a lab guest: kernel, initramfs, page tables (68 MiB, see
-/// `estimate_vs_real`) and the working set.
-const NONZERO_MIB: f64 = 68.0 + WSS_MIB;
-/// What the lab's guest makes up after auto-converge stopped its vCPU, s (`crates/guest`:
-/// it dirties to a clock and catches up at most 50 ms).
-const LAB_CATCH_UP_S: f64 = 0.05;
+/// The lab's working set for these guests.
+const WSS_MIB: f64 = ferry_lab::guest_working_set_mib(MEM_MIB) as f64;
+/// What is not zero in a lab guest: kernel, initramfs, page tables, and the working set.
+const NONZERO_MIB: f64 = ferry_lab::GUEST_BASE_NONZERO_MIB + WSS_MIB;
 /// How fast the lab sends a pause's resent pages without a shaped link (`estimate_vs_real`).
 const LAB_LINK_MIB_S: u64 = 2000;
 /// The shaped link of parts 2 and 3, MiB/s.
@@ -173,7 +169,7 @@ fn guest(name: &str, host: &str, dirty: f64) -> VmDesc {
         dirty_mib_s: dirty,
         working_set_mib: Some(WSS_MIB),
         nonzero_mib: Some(NONZERO_MIB),
-        catch_up_s: Some(LAB_CATCH_UP_S),
+        catch_up_s: Some(ferry_lab::GUEST_CATCH_UP_S),
         disk_mib: 0,
         running: true,
         shutdown_s: 10.0,

@@ -77,12 +77,6 @@ impl UpConfig {
             Err(LabError::BadInput(errors.join("; ")))
         }
     }
-
-    /// The working set each guest dirties and verifies: a quarter of its memory, and never
-    /// more than half of what the kernel and initramfs leave (about 72 MiB go to them).
-    fn wss_mib(&self) -> u64 {
-        (self.mem_mib / 4).min(self.mem_mib.saturating_sub(72) / 2).max(8)
-    }
 }
 
 /// Brings the lab up, or completes one that is partly up: starts what is not running,
@@ -201,7 +195,7 @@ fn new_state(config: &UpConfig, layout: &Layout, net: Option<&Net>, kernel: Path
                 home: hosts[i % hosts.len()].name.clone(),
                 mem_mib: config.mem_mib,
                 dirty_mib_s: config.dirty_mib_s,
-                wss_mib: config.wss_mib(),
+                wss_mib: crate::guest_working_set_mib(config.mem_mib),
                 disk,
                 name,
             }

@@ -111,7 +111,7 @@ pub struct HostDesc {
     /// How long its outbound link's queue holds data while migrations fill it, ms: a final
     /// pause waits that long more for its last pages. The lab's shaped links queue 50 ms
     /// (`tc tbf latency`); a data-centre switch port, far less.
-    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub link_queue_ms: f64,
     /// vCPUs allowed per CPU.
     #[serde(default = "default_cpu_overcommit")]
@@ -177,7 +177,7 @@ pub struct VmDesc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_s: Option<f64>,
     /// Host-local disk copied on a move, MiB; 0: the disk is on shared storage.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub disk_mib: u64,
     /// Whether it runs (a stopped VM moves cold).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
@@ -191,12 +191,9 @@ fn default_vcpus() -> u32 {
     2
 }
 
-fn is_zero_f64(v: &f64) -> bool {
-    *v == 0.0
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
+/// A field left at its default is not written: fleet files stay as short as `sim gen` can make them.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn yes() -> bool {

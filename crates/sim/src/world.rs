@@ -26,9 +26,9 @@
 //! period with the bandwidth and downtime limit of that moment, the guest dirtying memory
 //! (throttled by auto-converge) in the meantime. Then the pause: its pages at the link's
 //! share (not the cap), the source link's queue, and [`SWITCHOVER_MS`]; or, once post-copy is
-//! started, a [`POSTCOPY_SWITCHOVER_MS`] pause and the rest fetched without a cap. The other half of the fixed cost is spent
-//! finding and finalizing the VM. Alone on a link at a constant cap, a migration takes what
-//! the estimate says.
+//! started, a [`POSTCOPY_SWITCHOVER_MS`] pause and the rest fetched without a cap. The other
+//! half of the fixed cost is spent finding and finalizing the VM. Alone on a link at a
+//! constant cap, a migration takes what the estimate says.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
