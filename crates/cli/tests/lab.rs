@@ -69,8 +69,17 @@ fn up_is_idempotent_and_restarts_what_died() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let after = lab.status_json();
     assert_eq!(before["hosts"][0]["pid"], after["hosts"][0]["pid"], "a running daemon must be kept");
-    assert_eq!(before["vms"], serde_json::json!(before["vms"]));
+    // The running guest is kept: the same domain, on the same host, not booted again.
+    assert_eq!(after["vms"][0]["uuid"], before["vms"][0]["uuid"]);
+    assert_eq!(before["vms"][0]["running_on"], serde_json::json!(["host-a"]));
     assert_eq!(after["vms"][0]["running_on"], serde_json::json!(["host-a"]));
+    let uptime = |status: &serde_json::Value| status["vms"][0]["uptime_s"].as_f64();
+    assert!(
+        uptime(&after).zip(uptime(&before)).is_some_and(|(a, b)| a >= b),
+        "the guest kept running: uptime {:?} -> {:?}",
+        uptime(&before),
+        uptime(&after)
+    );
 
     // A different shape in the same directory is refused, not silently merged.
     let out = ferry(&["lab", "up", "--dir", lab.dir_str(), "--hosts", "2", "--vms", "1"]);
