@@ -27,6 +27,7 @@ mod id;
 mod journal;
 mod records;
 mod schema;
+mod steps;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

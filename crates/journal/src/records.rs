@@ -108,6 +108,8 @@ text_enum! {
         Message => "message",
         /// A convergence decision (downtime, bandwidth, post-copy, abort) and its reason.
         Decision => "decision",
+        /// A step of a move's saga, begun (before its effect) or ended (after it).
+        Step => "step",
     }
 }
 

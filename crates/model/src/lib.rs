@@ -5,12 +5,14 @@
 
 pub mod calendar;
 mod status;
+mod step;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 pub use status::{Phase, Status};
+pub use step::{created_volumes, Step, StepRecord, StepState};
 
 /// A host as the cluster file declares it: how to reach it and what the operator says
 /// about it.
