@@ -261,6 +261,7 @@ fn simulate_single(dirty: f64, cap: u64) -> Vec<Measured> {
             to: "host-b".into(),
             run_id: "bench".into(),
             delete_source_volumes: false,
+            copies: Vec::new(),
         };
         vec![finish(driver.migrate_live(request, ferry_options(Some(cap))).await.expect("starts")).await]
     })
@@ -282,6 +283,7 @@ fn simulate_pair(fleet: &Fleet, lab: &Lab, from: &str, to: &str) -> Vec<Measured
                 to: to.into(),
                 run_id: "bench".into(),
                 delete_source_volumes: false,
+                copies: Vec::new(),
             }
         };
         // Each `ferry move` is a run of its own, whose scheduler gives it the whole link.

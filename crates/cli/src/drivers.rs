@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, Volume,
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
+    TargetVolume, Volume,
 };
 use ferry_engine::Clock;
 use ferry_journal::JournalClock;
@@ -92,6 +93,20 @@ impl Driver for AnyDriver {
         }
     }
 
+    async fn plan_volumes(&self, request: &MoveRequest) -> Result<Vec<TargetVolume>, MoveError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.plan_volumes(request).await,
+            AnyDriver::Sim(d) => d.plan_volumes(request).await,
+        }
+    }
+
+    async fn create_volume(&self, volume: &TargetVolume) -> Result<String, DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.create_volume(volume).await,
+            AnyDriver::Sim(d) => d.create_volume(volume).await,
+        }
+    }
+
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
         match self {
             AnyDriver::Libvirt(d) => d.migrate_live(request, options).await,
@@ -99,10 +114,22 @@ impl Driver for AnyDriver {
         }
     }
 
-    async fn move_cold(&self, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+    async fn move_cold(
+        &self,
+        request: MoveRequest,
+        options: ColdOptions,
+        steps: StepGate,
+    ) -> Result<MoveReport, MoveError> {
         match self {
-            AnyDriver::Libvirt(d) => d.move_cold(request, options).await,
-            AnyDriver::Sim(d) => d.move_cold(request, options).await,
+            AnyDriver::Libvirt(d) => d.move_cold(request, options, steps).await,
+            AnyDriver::Sim(d) => d.move_cold(request, options, steps).await,
+        }
+    }
+
+    async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.start(host, vm).await,
+            AnyDriver::Sim(d) => d.start(host, vm).await,
         }
     }
 
@@ -131,20 +158,6 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Libvirt(d) => d.abort_job(host, vm).await,
             AnyDriver::Sim(d) => d.abort_job(host, vm).await,
-        }
-    }
-
-    async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        match self {
-            AnyDriver::Libvirt(d) => d.discard_prepared(request).await,
-            AnyDriver::Sim(d) => d.discard_prepared(request).await,
-        }
-    }
-
-    async fn release_source(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        match self {
-            AnyDriver::Libvirt(d) => d.release_source(request).await,
-            AnyDriver::Sim(d) => d.release_source(request).await,
         }
     }
 

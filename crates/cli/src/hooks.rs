@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, Volume,
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
+    TargetVolume, Volume,
 };
 use ferry_journal::{EventKind, Journal};
 use ferry_model::{Inventory, Location, Metadata};
@@ -338,6 +339,16 @@ impl<D: Driver> Driver for Hooked<D> {
         self.inner.locate(vm).await
     }
 
+    /// The first step of every move: the pre-move hook runs before it.
+    async fn plan_volumes(&self, request: &MoveRequest) -> Result<Vec<TargetVolume>, MoveError> {
+        self.before(request).await?;
+        self.inner.plan_volumes(request).await
+    }
+
+    async fn create_volume(&self, volume: &TargetVolume) -> Result<String, DriverError> {
+        self.inner.create_volume(volume).await
+    }
+
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
         self.before(&request).await?;
         let mut migration = self.inner.migrate_live(request.clone(), options).await?;
@@ -358,9 +369,14 @@ impl<D: Driver> Driver for Hooked<D> {
         Ok(migration)
     }
 
-    async fn move_cold(&self, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+    async fn move_cold(
+        &self,
+        request: MoveRequest,
+        options: ColdOptions,
+        steps: StepGate,
+    ) -> Result<MoveReport, MoveError> {
         self.before(&request).await?;
-        let report = self.inner.move_cold(request.clone(), options).await?;
+        let report = self.inner.move_cold(request.clone(), options, steps).await?;
         if let Some(vm) = self.vms.get(&request.vm) {
             if let Some(post) = &vm.post {
                 let _ = self.context.hook("post-move", post, vm, &request).await;
@@ -385,12 +401,8 @@ impl<D: Driver> Driver for Hooked<D> {
         self.inner.abort_job(host, vm).await
     }
 
-    async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        self.inner.discard_prepared(request).await
-    }
-
-    async fn release_source(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        self.inner.release_source(request).await
+    async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
+        self.inner.start(host, vm).await
     }
 
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use ferry_model::{Inventory, Location, Metadata};
+use ferry_model::{Inventory, Location, Metadata, Step};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,6 +25,86 @@ pub struct MoveRequest {
     pub run_id: String,
     /// Delete the source's copy of host-local volumes after a verified move (kept otherwise).
     pub delete_source_volumes: bool,
+    /// The volumes created on the target for the VM's host-local disks (the engine creates
+    /// them through [`Driver::create_volume`] before the move starts); empty when it has none.
+    pub copies: Vec<VolumeCopy>,
+}
+
+/// A volume a move needs on its target: the copy of one of the VM's host-local disks, in
+/// the pool of the same name, with the same name, format and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetVolume {
+    /// Host to create it on (the move's target).
+    pub host: String,
+    /// Storage pool (the same name on the source).
+    pub pool: String,
+    /// Volume name (the same on the source).
+    pub name: String,
+    /// Virtual size, bytes.
+    pub capacity: u64,
+    /// Format (`qcow2`, `raw`).
+    pub format: String,
+    /// The disk's path on the source.
+    pub source_path: String,
+}
+
+/// A target volume created for a move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeCopy {
+    /// What was created.
+    pub volume: TargetVolume,
+    /// Its path on the target.
+    pub target_path: String,
+}
+
+/// What a driver tells the engine around each step of a cold move.
+#[derive(Debug)]
+pub enum StepEvent {
+    /// About to do the step: the answer says whether it was journaled (do it) or not (stop).
+    Before(Step, oneshot::Sender<bool>),
+    /// The step ended: what it did, or why it failed.
+    After(Step, Result<String, String>),
+}
+
+/// How a driver asks the engine to journal each step of a cold move before doing it, and
+/// tells it how each ended: the saga's record lives in the engine's journal, not the driver.
+#[derive(Debug, Clone, Default)]
+pub struct StepGate {
+    tx: Option<mpsc::UnboundedSender<StepEvent>>,
+}
+
+impl StepGate {
+    /// A gate and the engine's end of it.
+    pub fn new() -> (StepGate, mpsc::UnboundedReceiver<StepEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (StepGate { tx: Some(tx) }, rx)
+    }
+
+    /// A gate that journals nothing and lets every step through: for a driver's own tests.
+    pub fn unjournaled() -> StepGate {
+        StepGate { tx: None }
+    }
+
+    /// Asks to do `step`, from a blocking thread; false: it was not journaled, do not act.
+    pub fn before_blocking(&self, step: &Step) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let (answer, heard) = oneshot::channel();
+        tx.send(StepEvent::Before(step.clone(), answer)).is_ok() && heard.blocking_recv().unwrap_or(false)
+    }
+
+    /// Asks to do `step`; false: it was not journaled, do not act.
+    pub async fn before(&self, step: &Step) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let (answer, heard) = oneshot::channel();
+        tx.send(StepEvent::Before(step.clone(), answer)).is_ok() && heard.await.unwrap_or(false)
+    }
+
+    /// Says how `step` ended.
+    pub fn after(&self, step: &Step, result: Result<String, String>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(StepEvent::After(step.clone(), result));
+        }
+    }
 }
 
 /// How a live migration runs. Auto-converge and post-copy can only be chosen here: libvirt
@@ -199,21 +279,40 @@ pub trait Driver: Send + Sync + 'static {
     /// Every host that knows this UUID, and in what state.
     fn locate(&self, vm: &str) -> impl Future<Output = Result<Vec<Location>, DriverError>> + Send;
 
-    /// Starts a live migration; the returned handle reports progress and the outcome.
-    /// Fails at once (as `MoveError::Init`) when it cannot start.
+    /// Checks every disk of the VM for a move of `request` (shared storage reachable from
+    /// the target, the target's pools, their room, no volume of the same name there) and
+    /// returns the volumes the target needs for its host-local disks. Changes nothing; fails
+    /// as `MoveError::Init`.
+    fn plan_volumes(&self, request: &MoveRequest) -> impl Future<Output = Result<Vec<TargetVolume>, MoveError>> + Send;
+
+    /// Creates `volume` (empty) on its host; returns its path there. Refuses a volume that
+    /// already exists: ferry never overwrites one.
+    fn create_volume(&self, volume: &TargetVolume) -> impl Future<Output = Result<String, DriverError>> + Send;
+
+    /// Starts a live migration into the volumes `request.copies` (created beforehand); the
+    /// returned handle reports progress and the outcome, verified where the VM runs. Fails at
+    /// once (as `MoveError::Init`) when it cannot start. It creates and deletes no volume:
+    /// after a failure, the caller removes the copies it created.
     fn migrate_live(
         &self,
         request: MoveRequest,
         options: LiveOptions,
     ) -> impl Future<Output = Result<Migration, MoveError>> + Send;
 
-    /// Moves a VM cold: shut down, copy host-local volumes, define and start on the target,
-    /// undefine on the source.
+    /// Moves a VM cold into the volumes `request.copies`: shut down, copy each volume,
+    /// define and start on the target, undefine on the source; each step asked of `steps`
+    /// before it is done and reported after. A failure before the VM started on the target
+    /// undoes the steps (the target's definition removed, the VM started again on its
+    /// source if it ran) but not the volumes: the caller removes the copies it created.
     fn move_cold(
         &self,
         request: MoveRequest,
         options: ColdOptions,
+        steps: StepGate,
     ) -> impl Future<Output = Result<MoveReport, MoveError>> + Send;
+
+    /// Starts the VM's domain on `host` (after a crash, a cold move's VM left shut off).
+    fn start(&self, host: &str, vm: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
 
     /// ferry's metadata on a domain, if any.
     fn metadata(&self, host: &str, vm: &str) -> impl Future<Output = Result<Option<Metadata>, DriverError>> + Send;
@@ -233,18 +332,6 @@ pub trait Driver: Send + Sync + 'static {
     /// Cancels the job running on the VM's domain on `host`; the VM stays there.
     fn abort_job(&self, host: &str, vm: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
 
-    /// Undoes what an interrupted live move of `request` prepared, when the VM runs on
-    /// `request.from` and nowhere else: the volumes created on the target for it and ferry's
-    /// metadata on the source. Acts only when the source's metadata names `request.run_id`
-    /// (the preparation was this run's); returns what it removed, in words.
-    fn discard_prepared(&self, request: &MoveRequest) -> impl Future<Output = Result<Vec<String>, DriverError>> + Send;
-
-    /// After a move of `request` completed while ferry was away (the VM runs on `request.to`
-    /// only): deletes the source's copies of the VM's host-local disks, as the move itself
-    /// would have with `delete_source_volumes`. A volume a domain on the source still uses is
-    /// kept. Returns what it deleted, in words.
-    fn release_source(&self, request: &MoveRequest) -> impl Future<Output = Result<Vec<String>, DriverError>> + Send;
-
     /// The volumes of `host`'s host-local pools (shared pools are never listed), each with
     /// the UUIDs of the domains on `host` whose disks use it. How `cleanup` finds volumes
     /// left by failed moves and source copies kept after successful ones.
@@ -253,7 +340,8 @@ pub trait Driver: Send + Sync + 'static {
     }
 
     /// Deletes volume `name` of pool `pool` on `host`. Refuses a volume of a shared pool and
-    /// one a domain on `host` uses.
+    /// one a domain on `host` uses; a volume already gone is no error (undo tolerates steps
+    /// that never happened).
     fn delete_volume(
         &self,
         host: &str,

@@ -20,7 +20,9 @@
 mod clock;
 mod failpoint;
 mod reconcile;
+mod recovery;
 mod run;
+mod saga;
 mod task;
 
 pub use clock::Clock;

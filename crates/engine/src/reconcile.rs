@@ -3,13 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_driver::{Driver, MoveRequest};
+use ferry_driver::{Driver, MoveRequest, TargetVolume, VolumeCopy};
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, Move, RunKind};
-use ferry_model::{Location, Metadata, Phase, Status, VmState};
+use ferry_model::{created_volumes, Location, Status, Step, StepRecord};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::recovery::{decide, describe, Recovery};
 use crate::run::EngineError;
+use crate::saga::Steps;
 
 /// What reconciliation did with one move that was in flight.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,18 +27,21 @@ pub struct Reconciled {
     pub actions: Vec<String>,
 }
 
-/// Settles every move of run `run_id` that the journal has in flight (`MIGRATING`):
+/// Settles every move of run `run_id` that the journal has in flight (`MIGRATING`), from
+/// the steps its journal recorded and where the hosts say the VM is (`recovery::decide`):
 ///
 /// - a migration job still running on the source is waited out, up to `wait` (then
 ///   aborted): its own end decides;
-/// - the VM runs on its target only: the move completed while ferry was away; adopted
-///   (SUCCESS, or SUCCESS-COLD for a cold move), ferry's metadata there finalized;
-/// - the VM runs on its source only: the move did not happen; what it prepared on the
-///   target is removed and the move is re-queued (PENDING);
-/// - anything else (nowhere, or more than one host): FAILURE-LOST, with where it was seen.
-///
-/// An adopted live move's source copies of host-local disks are deleted when
-/// `delete_source_volumes` (the plan's policy), as the move would have done.
+/// - past its point of no return (a live VM running on its target alone; a cold move's VM
+///   defined on its target, its copies finished) the move is finished: the cold VM started
+///   there and undefined on its source if those steps had not happened, ferry's metadata
+///   finalized, the source's copies deleted when `delete_source_volumes` (the plan's policy);
+///   adopted (SUCCESS, or SUCCESS-COLD for a cold move);
+/// - short of it (the VM on its source only) the move is undone: a cold move's guest started
+///   again on its source, the volumes the journal says the move created deleted (no others),
+///   ferry's metadata of this run cleared; re-queued (PENDING);
+/// - anything else (nowhere, on another host, running beside a copy): FAILURE-LOST, with
+///   where it was seen.
 ///
 /// Moves are settled concurrently. Runs nothing else: the caller then runs the engine.
 pub async fn reconcile<D: Driver>(
@@ -105,42 +110,31 @@ async fn settle<D: Driver>(
             Status::FailureLost,
             format!("could not find where it runs after a crash ({e}); run `ferry cleanup --vm {}`", m.vm),
         ),
-        Ok(locations) => {
-            let running: Vec<&Location> = locations.iter().filter(|l| l.state == VmState::Running).collect();
-            match (running.as_slice(), target.as_deref()) {
-                ([only], Some(to)) if only.host == to => {
-                    let finalized =
-                        Metadata { run_id: m.run.clone(), original_host: m.source.clone(), phase: Phase::Finalized };
-                    if driver.set_metadata(to, &m.uuid, Some(&finalized)).await.is_ok() {
-                        actions.push(format!("marked it finalized on {to}"));
-                    }
-                    if delete_source_volumes && kind == AttemptKind::Live {
-                        match driver.release_source(&request(&m, to)).await {
-                            Ok(done) => actions.extend(done),
-                            Err(e) => actions.push(format!("source volumes kept: {e}")),
-                        }
-                    }
-                    let status = if kind == AttemptKind::Cold { Status::SuccessCold } else { Status::Success };
-                    (status, format!("adopted: the move completed on {to} while ferry was not running"))
-                }
-                ([only], _) if only.host == m.source && locations.len() == 1 => {
-                    if let Some(to) = &target {
-                        match driver.discard_prepared(&request(&m, to)).await {
-                            Ok(done) => actions.extend(done),
-                            Err(e) => actions.push(format!("could not undo the interrupted move's preparation: {e}")),
-                        }
-                    }
-                    (
-                        Status::Pending,
-                        format!("re-queued: the move was interrupted and did not complete; it runs on {}", m.source),
-                    )
-                }
-                _ => (
-                    Status::FailureLost,
-                    format!("after a crash it was found {}; run `ferry cleanup --vm {}`", describe(&locations), m.vm),
+        Ok(locations) => match &target {
+            None => (
+                Status::FailureLost,
+                format!(
+                    "after a crash it was found {}, and the journal names no target; run `ferry cleanup --vm {}`",
+                    describe(&locations),
+                    m.vm
                 ),
+            ),
+            Some(to) => {
+                let steps = journal.steps(&m.run, &m.uuid).await?;
+                let number = attempt.as_ref().map_or(0, |a| a.number);
+                let latest = crate::saga::of_attempt(&steps, number);
+                let recovery = decide(kind, &latest, &locations, &m.source, to);
+                let recovering = Steps {
+                    journal: journal.clone(),
+                    run_id: m.run.clone(),
+                    uuid: m.uuid.clone(),
+                    vm: m.vm.clone(),
+                    attempt: number,
+                };
+                let request = request(&m, to, &steps, delete_source_volumes);
+                recover(driver, &recovering, &request, kind, recovery, &steps, &locations, &mut actions).await
             }
-        }
+        },
     };
 
     if let Some(a) = &attempt {
@@ -166,20 +160,105 @@ async fn settle<D: Driver>(
     Ok(Reconciled { vm: m.vm, status, message, actions })
 }
 
-/// The move `m` to `to`, as the driver's recovery calls take it.
-fn request(m: &Move, to: &str) -> MoveRequest {
+/// Carries out `recovery`; returns the move's status and why, in words, and says what it
+/// did in `actions`.
+#[allow(clippy::too_many_arguments)]
+async fn recover<D: Driver>(
+    driver: &D,
+    steps: &Steps,
+    request: &MoveRequest,
+    kind: AttemptKind,
+    recovery: Recovery,
+    all_steps: &[StepRecord],
+    locations: &[Location],
+    actions: &mut Vec<String>,
+) -> (Status, String) {
+    let (vm, from, to) = (&steps.vm, &request.from, &request.to);
+    match recovery {
+        Recovery::Adopt { start_target, undefine_source } => {
+            if start_target {
+                if let Err(e) = restart(driver, steps, to, &request.vm, actions).await {
+                    return (Status::FailureLost, format!("its cold move was defined on {to} but could not start there ({e}); run `ferry cleanup --vm {vm}`"));
+                }
+            }
+            if undefine_source {
+                let step = Step::Undefine { host: from.clone() };
+                let result = match steps.begin(&step).await {
+                    Ok(()) => driver.remove_copy(from, &request.vm).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                steps.end(&step, &result).await;
+                match result {
+                    Ok(done) => actions.push(done),
+                    Err(e) => actions.push(format!("its definition on {from} was kept: {e}")),
+                }
+            }
+            let (said, _) = steps.finalize(driver, request).await;
+            actions.extend(said);
+            let status = if kind == AttemptKind::Cold { Status::SuccessCold } else { Status::Success };
+            (status, format!("adopted: the move completed on {to} while ferry was not running"))
+        }
+        Recovery::Undo { start_source } => {
+            if start_source {
+                if let Err(e) = restart(driver, steps, from, &request.vm, actions).await {
+                    return (Status::FailureLost, format!("its cold move was undone but it could not start again on {from} ({e}); run `ferry cleanup --vm {vm}`"));
+                }
+            }
+            for (host, pool, name) in created_volumes(all_steps) {
+                actions.push(steps.delete_volume(driver, &host, &pool, &name).await);
+            }
+            match driver.metadata(from, &request.vm).await {
+                Ok(Some(m)) if m.run_id == request.run_id => match driver.set_metadata(from, &request.vm, None).await {
+                    Ok(()) => actions.push(format!("cleared ferry's metadata on {from}")),
+                    Err(e) => actions.push(format!("could not clear ferry's metadata on {from}: {e}")),
+                },
+                _ => {}
+            }
+            (Status::Pending, format!("re-queued: the move was interrupted and did not complete; it runs on {from}"))
+        }
+        Recovery::Lost(why) => (
+            Status::FailureLost,
+            format!("after a crash it was found {} ({why}); run `ferry cleanup --vm {vm}`", describe(locations)),
+        ),
+    }
+}
+
+/// Starts the VM on `host` again, journaled.
+async fn restart<D: Driver>(
+    driver: &D,
+    steps: &Steps,
+    host: &str,
+    uuid: &str,
+    actions: &mut Vec<String>,
+) -> Result<(), String> {
+    let step = Step::Start { host: host.to_string() };
+    let result = match steps.begin(&step).await {
+        Ok(()) => driver.start(host, uuid).await.map(|()| format!("started it on {host}")).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    steps.end(&step, &result).await;
+    let done = result?;
+    actions.push(done);
+    Ok(())
+}
+
+/// The move `m` to `to`, as the recovery's steps take it: the copies its journal says it
+/// created (what the source would release), and the policy's deletion of source copies.
+fn request(m: &Move, to: &str, steps: &[StepRecord], delete_source_volumes: bool) -> MoveRequest {
+    let copies = created_volumes(steps)
+        .into_iter()
+        .filter(|(host, _, _)| host == to)
+        .map(|(host, pool, name)| VolumeCopy {
+            volume: TargetVolume { host, pool, name, capacity: 0, format: String::new(), source_path: String::new() },
+            target_path: String::new(),
+        })
+        .collect();
     MoveRequest {
         vm: m.uuid.clone(),
         from: m.source.clone(),
         to: to.to_string(),
         run_id: m.run.clone(),
-        delete_source_volumes: false,
+        delete_source_volumes,
+        copies,
     }
-}
-
-fn describe(locations: &[Location]) -> String {
-    if locations.is_empty() {
-        return "on no host".into();
-    }
-    locations.iter().map(|l| format!("{} on {}", l.state, l.host)).collect::<Vec<_>>().join(", ")
 }

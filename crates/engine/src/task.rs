@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_converge::{Bounds, Converger, Decision, StartInput, StartPlan};
-use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, MoveError, MoveReport, MoveRequest};
+use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, MoveError, MoveReport, MoveRequest, StepGate};
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, NewAttempt};
 use ferry_model::{Phase, Status};
 use ferry_plan::{Mode, Policy};
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::run::{EngineEvent, MoveSpec};
+use crate::saga::Steps;
 
 /// Retries of a transiently failed attempt, and the wait before the first (doubling).
 const RETRIES: u32 = 2;
@@ -107,9 +108,10 @@ pub(crate) async fn run<D: Driver>(driver: Arc<D>, journal: Journal, input: Task
     let mut attempt = input.attempt;
     let mut retries = 0;
     let outcome = loop {
+        let steps = move_.steps(attempt);
         let outcome = match kind {
-            AttemptKind::Live => live(&*driver, &mut move_, &input, &mut controls, &signals).await,
-            AttemptKind::Cold => cold(&*driver, &mut move_, &input).await,
+            AttemptKind::Live => live(&*driver, &mut move_, &steps, &input, &mut controls, &signals).await,
+            AttemptKind::Cold => cold(&*driver, &mut move_, &steps, &input, &signals).await,
         };
         move_.end_attempt(attempt, &outcome).await;
         let next = if outcome.by_policy && kind == AttemptKind::Live && input.policy.mode == Mode::LiveOrCold {
@@ -154,6 +156,16 @@ struct Move {
 }
 
 impl Move {
+    fn steps(&self, attempt: u32) -> Steps {
+        Steps {
+            journal: self.journal.clone(),
+            run_id: self.run_id.clone(),
+            uuid: self.uuid.clone(),
+            vm: self.vm.clone(),
+            attempt,
+        }
+    }
+
     async fn begin(&mut self, phase: Phase) -> Result<(), String> {
         match self.journal.begin_phase(&self.run_id, &self.uuid, self.generation, phase).await {
             Ok(g) => {
@@ -231,12 +243,68 @@ fn request(input: &TaskInput) -> MoveRequest {
         to: input.to.clone(),
         run_id: input.run_id.clone(),
         delete_source_volumes: input.policy.delete_source_volumes,
+        copies: Vec::new(),
     }
+}
+
+/// The reversible preparation of either kind of move: its disks checked and the target's
+/// volumes created, each journaled first. Returns the request with its copies.
+async fn prepare<D: Driver>(
+    driver: &D,
+    record: &mut Move,
+    steps: &Steps,
+    input: &TaskInput,
+) -> Result<MoveRequest, Outcome> {
+    record.begin(Phase::Prepared).await.map_err(|e| failure(Status::FailureInit, e))?;
+    let mut request = request(input);
+    let needed = driver.plan_volumes(&request).await.map_err(|e| failed(e, None))?;
+    request.copies = steps.create_volumes(driver, &needed).await.map_err(|e| Outcome {
+        transient: is_transient(&e),
+        ..failure(Status::FailureInit, format!("could not start: {e}"))
+    })?;
+    record.end(Phase::Prepared).await;
+    Ok(request)
+}
+
+/// After a move that did not complete with its VM on its source: the volumes it created
+/// are deleted, and the outcome says so.
+async fn undo<D: Driver>(driver: &D, steps: &Steps, request: &MoveRequest, mut outcome: Outcome) -> Outcome {
+    if matches!(outcome.status, Status::FailureInit | Status::FailureWait | Status::Aborted) {
+        let said = steps.delete_copies(driver, &request.copies).await;
+        outcome.report.messages.extend(said);
+    }
+    outcome
+}
+
+/// After a verified move: finalized, source copies deleted when the policy says, the
+/// report's volumes filled in.
+async fn finalize<D: Driver>(
+    driver: &D,
+    record: &mut Move,
+    steps: &Steps,
+    request: &MoveRequest,
+    report: &mut MoveReport,
+) {
+    if record.begin(Phase::Finalized).await.is_err() {
+        report
+            .messages
+            .push("the finalized phase could not be journaled: metadata and source copies left as they are".into());
+        return;
+    }
+    crate::failpoint::reach("finalize", &record.vm).await;
+    let (said, deleted) = steps.finalize(driver, request).await;
+    report.messages.extend(said);
+    if !request.copies.is_empty() {
+        report.created_volumes = request.copies.iter().map(|c| c.target_path.clone()).collect();
+        report.deleted_volumes = deleted;
+    }
+    record.end(Phase::Finalized).await;
 }
 
 async fn live<D: Driver>(
     driver: &D,
     record: &mut Move,
+    steps: &Steps,
     input: &TaskInput,
     controls: &mut mpsc::UnboundedReceiver<TaskControl>,
     signals: &mpsc::UnboundedSender<TaskSignal>,
@@ -246,9 +314,10 @@ async fn live<D: Driver>(
     let mut watch = SendWatch::default();
     let mut cap = input.bandwidth_mib_s;
     crate::failpoint::reach("start", vm).await;
-    if let Err(e) = record.begin(Phase::Prepared).await {
-        return failure(Status::FailureInit, e);
-    }
+    let request = match prepare(driver, record, steps, input).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
+    };
     let start = ferry_converge::start(
         &input.policy,
         &StartInput {
@@ -260,16 +329,17 @@ async fn live<D: Driver>(
     let options = live_options(&start, input.max_downtime_ms);
     let bounds = Bounds::of(&input.policy, input.spec.memory_mib, input.completion_timeout.map(|t| t.as_secs_f64()));
     let mut converger = Converger::new(bounds, &start);
-    let mut migration = match driver.migrate_live(request(input), options.clone()).await {
+    // The job's intent is journaled before it starts: a crash from here on finds the move
+    // transferring and asks the hosts.
+    if let Err(e) = record.begin(Phase::Transferring).await {
+        return undo(driver, steps, &request, failure(Status::FailureInit, e)).await;
+    }
+    let mut migration = match driver.migrate_live(request.clone(), options.clone()).await {
         Ok(m) => m,
-        Err(e) => return failed(e, None),
+        Err(e) => return undo(driver, steps, &request, failed(e, None)).await,
     };
     let started = Instant::now();
     record.decision(0.0, &format!("started live to {}: {}", input.to, start.reason), json!(options)).await;
-    record.end(Phase::Prepared).await;
-    if let Err(e) = record.begin(Phase::Transferring).await {
-        warn!(%vm, "{e}");
-    }
     crate::failpoint::reach("transferring", vm).await;
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -355,14 +425,12 @@ async fn live<D: Driver>(
         let _ = signals.send(TaskSignal::Sending(input.item, false));
     }
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
             crate::failpoint::reach("completed", vm).await;
             if !switched {
                 switched_over(record).await;
             }
-            if record.begin(Phase::Finalized).await.is_ok() {
-                record.end(Phase::Finalized).await;
-            }
+            finalize(driver, record, steps, &request, &mut report).await;
             let elapsed = record.started.elapsed().as_secs_f64();
             Outcome {
                 status: Status::Success,
@@ -381,7 +449,7 @@ async fn live<D: Driver>(
             outcome.by_policy = policy_abort && outcome.status == Status::FailureWait;
             // A job that failed by itself, not asked to stop, may succeed next time.
             outcome.transient &= abort.is_none();
-            outcome
+            undo(driver, steps, &request, outcome).await
         }
     }
 }
@@ -394,17 +462,58 @@ async fn switched_over(record: &mut Move) {
     }
 }
 
-async fn cold<D: Driver>(driver: &D, record: &mut Move, input: &TaskInput) -> Outcome {
+async fn cold<D: Driver>(
+    driver: &D,
+    record: &mut Move,
+    steps: &Steps,
+    input: &TaskInput,
+    signals: &mpsc::UnboundedSender<TaskSignal>,
+) -> Outcome {
+    let request = match prepare(driver, record, steps, input).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
+    };
     if let Err(e) = record.begin(Phase::Transferring).await {
-        return failure(Status::FailureInit, e);
+        return undo(driver, steps, &request, failure(Status::FailureInit, e)).await;
     }
     let options = ColdOptions { shutdown_timeout: Duration::from_secs(input.policy.shutdown_timeout_s) };
-    match driver.move_cold(request(input), options).await {
-        Ok(report) => {
-            record.end(Phase::Transferring).await;
-            if record.begin(Phase::Finalized).await.is_ok() {
-                record.end(Phase::Finalized).await;
+    let (gate, asks) = StepGate::new();
+    let (started_tx, mut started_on_target) = mpsc::unbounded_channel();
+    let moving = driver.move_cold(request.clone(), options, gate);
+    let journaling = steps.gate(asks, &input.to, started_tx);
+    tokio::pin!(moving, journaling);
+    let mut journal_open = true;
+    let mut switched = false;
+    let result = loop {
+        tokio::select! {
+            biased;
+            () = &mut journaling, if journal_open => journal_open = false,
+            Some(()) = started_on_target.recv(), if !switched => {
+                // The VM started on the target: the cold move's point of no return.
+                switched = true;
+                switched_over(record).await;
+                let _ = signals.send(TaskSignal::SwitchedOver(input.item));
             }
+            result = &mut moving => break result,
+        }
+    };
+    // The driver dropped its gate with its last step: journal what is still queued.
+    if journal_open {
+        journaling.await;
+    }
+    while let Ok(()) = started_on_target.try_recv() {
+        if !switched {
+            switched = true;
+            switched_over(record).await;
+            let _ = signals.send(TaskSignal::SwitchedOver(input.item));
+        }
+    }
+    match result {
+        Ok(mut report) => {
+            if !switched {
+                switched_over(record).await;
+            }
+            finalize(driver, record, steps, &request, &mut report).await;
             Outcome {
                 status: Status::SuccessCold,
                 message: format!("moved cold to {} (the guest restarted)", input.to),
@@ -413,7 +522,7 @@ async fn cold<D: Driver>(driver: &D, record: &mut Move, input: &TaskInput) -> Ou
                 transient: false,
             }
         }
-        Err(e) => failed(e, None),
+        Err(e) => undo(driver, steps, &request, failed(e, None)).await,
     }
 }
 

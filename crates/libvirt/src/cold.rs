@@ -1,15 +1,17 @@
-//! A cold move: shut the guest down (forcing it off after a timeout), copy its host-local
-//! volumes through libvirt storage streams, define it on the target with the same UUID,
-//! start it there, undefine it on the source.
+//! A cold move, step by step: shut the guest down (forcing it off after a timeout), copy each
+//! host-local volume into the copy the engine created through libvirt storage streams,
+//! define the VM on the target with the same UUID, start it there (the point of no return),
+//! undefine it on the source. Each step is asked of the engine's [`StepGate`] (journaled)
+//! before it is done and reported after; a failure before the point of no return undoes the
+//! steps done, so the VM runs on its source again.
 
 use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use ferry_driver::{ColdOptions, MoveError, MoveReport, MoveRequest};
-use ferry_model::{ClusterSpec, Metadata, Phase, VmState};
+use ferry_driver::{ColdOptions, MoveError, MoveReport, MoveRequest, StepGate};
+use ferry_model::{ClusterSpec, Metadata, Phase, Step, VmState};
 use tracing::info;
-use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
@@ -17,13 +19,14 @@ use crate::conn::{describe, endpoints, locate_among, msg, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
 use crate::live::millis;
 use crate::metadata::{clear_metadata, write_metadata};
-use crate::volumes::{self, Handoff};
+use crate::volumes;
 
 /// Moves a VM cold. Blocking.
 pub(crate) fn run(
     cluster: Arc<ClusterSpec>,
     request: MoveRequest,
     options: ColdOptions,
+    steps: StepGate,
 ) -> Result<MoveReport, MoveError> {
     let started = Instant::now();
     let init = |reason: String| MoveError::Init { reason };
@@ -31,72 +34,71 @@ pub(crate) fn run(
     let was_running = domain.is_active().map_err(|e| init(msg(e)))?;
     let xml =
         domain.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
-    let desc = parse_domain(&xml).map_err(init)?;
+    parse_domain(&xml).map_err(init)?;
+    let target_xml = rewrite_disk_paths(&xml, &volumes::path_moves(&request.copies)).map_err(init)?;
     let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
-    write_metadata(&domain, &metadata(Phase::Prepared)).map_err(|e| init(format!("could not write metadata: {e}")))?;
-    let undo = |handoff: &Handoff| {
-        volumes::revert(&dst, handoff);
-        let _ = clear_metadata(&domain);
-    };
-    let handoff = volumes::prepare(&src, &dst, &from, &to, &desc.disks).map_err(|e| {
-        undo(&Handoff::default());
-        init(e)
-    })?;
-    let target_xml = match rewrite_disk_paths(&xml, &handoff.path_moves()) {
-        Ok(x) => x,
-        Err(e) => {
-            undo(&handoff);
-            return Err(init(e));
-        }
-    };
-    if let Err(e) = write_metadata(&domain, &metadata(Phase::Transferring)) {
-        undo(&handoff);
-        return Err(init(format!("could not write metadata: {e}")));
-    }
+    write_metadata(&domain, &metadata(Phase::Transferring))
+        .map_err(|e| init(format!("could not write metadata: {e}")))?;
 
-    let mut messages: Vec<String> = handoff
-        .copies
-        .iter()
-        .map(|c| format!("created {} on {} for {}", c.target_path, to.name, c.source_path))
-        .collect();
+    let mut cold = Cold {
+        steps,
+        messages: Vec::new(),
+        defined: None,
+        source: domain,
+        from: from.name.clone(),
+        to: to.name.clone(),
+        was_running,
+        started,
+    };
     let down_since = Instant::now();
     if was_running {
-        messages.push(stop(&domain, options.shutdown_timeout).map_err(|e| {
-            revert(&dst, &domain, &handoff, false);
-            MoveError::Transfer { reason: e, aborted: false, report: Box::default() }
-        })?);
+        let timeout = options.shutdown_timeout;
+        let source = cold.source.clone();
+        cold.step(Step::ShutDown { host: from.name.clone() }, || stop(&source, timeout))?;
     }
-    let failed = |reason: String, messages: Vec<String>| {
-        revert(&dst, &domain, &handoff, was_running);
-        MoveError::Transfer {
-            reason,
-            aborted: false,
-            report: Box::new(MoveReport { wall_ms: millis(started.elapsed()), messages, ..MoveReport::default() }),
-        }
-    };
-    let copied = match volumes::copy_through_streams(&src, &dst, &handoff) {
-        Ok(bytes) => bytes,
-        Err(e) => return Err(failed(format!("copying volumes: {e}"), messages)),
-    };
-    if !handoff.copies.is_empty() {
-        messages.push(format!("copied {} MiB of volumes through libvirt streams", copied >> 20));
+    let mut copied = 0u64;
+    for copy in &request.copies {
+        let step = Step::CopyVolume {
+            from: from.name.clone(),
+            to: to.name.clone(),
+            pool: copy.volume.pool.clone(),
+            name: copy.volume.name.clone(),
+        };
+        cold.step(step, || {
+            let bytes = volumes::copy(&src, &dst, copy)?;
+            copied += bytes;
+            Ok(format!("copied {} MiB into {} through libvirt streams", bytes >> 20, copy.target_path))
+        })?;
     }
-    let target = match dst.define_domain_xml(&target_xml) {
-        Ok(d) => d,
-        Err(e) => return Err(failed(format!("defining on {}: {}", to.name, msg(e)), messages)),
-    };
+    let mut defined = None;
+    cold.step(Step::Define { host: to.name.clone() }, || {
+        let target = dst.define_domain_xml(&target_xml).map_err(msg)?;
+        // From here the target's copy carries the move's metadata, as a live move's does.
+        let _ = write_metadata(&target, &metadata(Phase::Transferring));
+        defined = Some(target);
+        Ok(format!("defined on {}", to.name))
+    })?;
+    cold.defined = defined;
     if was_running {
-        if let Err(e) = target.create() {
-            let _ = target.undefine();
-            return Err(failed(format!("starting on {}: {}", to.name, msg(e)), messages));
-        }
+        let target = cold.defined.clone().expect("defined just above");
+        cold.step(Step::Start { host: to.name.clone() }, || {
+            target.create().map(|_| format!("started on {}", to.name)).map_err(msg)
+        })?;
     }
+    // The point of no return: the target's copy is the VM.
     let downtime = millis(down_since.elapsed());
-    // The switch-over: from here the target's copy is the VM.
-    let _ = write_metadata(&target, &metadata(Phase::SwitchedOver));
-    if let Err(e) = domain.undefine() {
-        messages.push(format!("could not undefine on {}: {}", from.name, msg(e)));
+    let Cold { steps, mut messages, source, .. } = cold;
+    let undefine = Step::Undefine { host: from.name.clone() };
+    if steps.before_blocking(&undefine) {
+        let result = source.undefine().map(|()| format!("undefined on {}", from.name)).map_err(msg);
+        if let Err(e) = &result {
+            messages.push(format!("could not undefine on {}: {e}", from.name));
+        }
+        steps.after(&undefine, result);
+    } else {
+        messages.push(format!("left defined on {}: the step could not be journaled", from.name));
     }
+
     let sighting = locate_among(&cluster, &request.vm, &[&from.name, &to.name]).map_err(|(h, e)| MoveError::Lost {
         reason: format!("moved, but {h} cannot be asked: {e}"),
         locations: vec![],
@@ -112,30 +114,81 @@ pub(crate) fn run(
             locations,
         });
     }
-    let _ = write_metadata(&target, &metadata(Phase::Finalized));
     let mut report = MoveReport {
         downtime_ms: was_running.then_some(downtime),
         transferred_bytes: copied,
-        created_volumes: handoff.copies.iter().map(|c| c.target_path.clone()).collect(),
         locations,
         messages,
         ..MoveReport::default()
     };
-    if request.delete_source_volumes && !handoff.copies.is_empty() {
-        match volumes::release_source(&src, &handoff) {
-            Ok(deleted) => {
-                for path in &deleted {
-                    report.messages.push(format!("deleted the source volume {path} on {}", from.name));
-                }
-                report.deleted_volumes = deleted;
-            }
-            Err(e) => report.messages.push(format!("source volumes kept: {e}")),
-        }
-    }
     report.wall_ms = millis(started.elapsed());
     report.messages.push(format!("runs on {}, verified", to.name));
     info!(vm = %request.vm, to = %to.name, wall_ms = report.wall_ms, "cold move verified");
     Ok(report)
+}
+
+/// A cold move before its point of no return: what to undo if a step fails.
+struct Cold {
+    steps: StepGate,
+    messages: Vec<String>,
+    /// The target's definition, once the `Define` step did it.
+    defined: Option<Domain>,
+    /// The VM's domain on its source.
+    source: Domain,
+    /// Source and target host names.
+    from: String,
+    to: String,
+    was_running: bool,
+    started: Instant,
+}
+
+impl Cold {
+    /// Does `step` once the engine journaled it; a refusal or a failure undoes the move.
+    fn step(&mut self, step: Step, effect: impl FnOnce() -> Result<String, String>) -> Result<(), MoveError> {
+        if !self.steps.before_blocking(&step) {
+            return Err(self.undo(format!("could not journal the step \"{step}\"; not done")));
+        }
+        let result = effect();
+        self.steps.after(&step, result.clone());
+        match result {
+            Ok(done) => {
+                self.messages.push(done);
+                Ok(())
+            }
+            Err(e) => Err(self.undo(format!("could not {step}: {e}"))),
+        }
+    }
+
+    /// Puts the VM back as it was on its source: the target's definition removed, metadata
+    /// cleared, started again if it was running. Each undo step is asked of the gate too, but
+    /// done even when the journal refuses it: a VM left off is worse than an unjournaled start.
+    fn undo(&mut self, reason: String) -> MoveError {
+        if let Some(target) = self.defined.take() {
+            let step = Step::Undefine { host: self.to.clone() };
+            self.steps.before_blocking(&step);
+            let result = target.undefine().map(|()| "undefined the target's copy".to_string()).map_err(msg);
+            self.steps.after(&step, result);
+        }
+        let _ = clear_metadata(&self.source);
+        if self.was_running && !self.source.is_active().unwrap_or(true) {
+            let step = Step::Start { host: self.from.clone() };
+            self.steps.before_blocking(&step);
+            let result = self.source.create().map(|_| "started again on its source".to_string()).map_err(msg);
+            if let Err(e) = &result {
+                self.messages.push(format!("could not start it again on its source: {e}"));
+            }
+            self.steps.after(&step, result);
+        }
+        MoveError::Transfer {
+            reason,
+            aborted: false,
+            report: Box::new(MoveReport {
+                wall_ms: millis(self.started.elapsed()),
+                messages: std::mem::take(&mut self.messages),
+                ..MoveReport::default()
+            }),
+        }
+    }
 }
 
 /// Asks the guest to shut down; powers it off when it has not after `timeout`.
@@ -153,14 +206,4 @@ fn stop(domain: &Domain, timeout: Duration) -> Result<String, String> {
         domain.destroy().map_err(|e| format!("could not power off: {}", msg(e)))?;
     }
     Ok(format!("powered off after {:.1} s without a shutdown by the guest", asked.elapsed().as_secs_f64()))
-}
-
-/// Puts the VM back as it was on its source: target volumes deleted, metadata cleared,
-/// started again if it was running.
-fn revert(dst: &Connect, domain: &Domain, handoff: &Handoff, restart: bool) {
-    volumes::revert(dst, handoff);
-    let _ = clear_metadata(domain);
-    if restart && !domain.is_active().unwrap_or(true) {
-        let _ = domain.create();
-    }
 }

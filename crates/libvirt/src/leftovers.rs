@@ -68,18 +68,24 @@ pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, 
     Ok(found)
 }
 
-/// Deletes a volume of a host-local pool that no domain on the host uses.
+/// Deletes a volume of a host-local pool that no domain on the host uses; one already gone
+/// is no error.
 pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volume: &str) -> Result<(), String> {
     let spec = host(cluster, name)?;
     if spec.shared_pools.iter().any(|p| p == pool) {
         return Err(format!("pool {pool} is shared: ferry never deletes shared storage"));
     }
     let conn = open(spec)?;
-    let found = conn
+    let found = match conn
         .lookup_storage_pool_by_name(pool)
         .map_err(|e| format!("no pool {pool}: {}", msg(e)))?
         .lookup_storage_vol_by_name(volume)
-        .map_err(|e| format!("no volume {volume} in pool {pool}: {}", msg(e)))?;
+    {
+        Ok(found) => found,
+        // Already gone: what was to be deleted is not there.
+        Err(e) if e.code().is(virt::error::ErrorNumber::NoStorageVolume) => return Ok(()),
+        Err(e) => return Err(format!("no volume {volume} in pool {pool}: {}", msg(e))),
+    };
     let path = found.path().map_err(msg)?;
     let Users { by_path: used, unreadable } = users(&conn)?;
     if let Some(uuids) = used.get(&path) {

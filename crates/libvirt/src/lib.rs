@@ -22,7 +22,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, Volume,
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
+    TargetVolume, Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 
@@ -95,14 +96,55 @@ impl Driver for LibvirtDriver {
         })
     }
 
+    async fn plan_volumes(&self, request: &MoveRequest) -> Result<Vec<TargetVolume>, MoveError> {
+        let (cluster, request) = (self.cluster.clone(), request.clone());
+        blocking(move || {
+            let conn::Endpoints { from, to, src, dst, domain } = conn::endpoints(&cluster, &request)?;
+            let xml = domain.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).map_err(conn::msg)?;
+            let desc = domxml::parse_domain(&xml)?;
+            volumes::plan(&src, &dst, &from, &to, &desc.disks)
+        })
+        .await
+        .map_err(|reason| MoveError::Init { reason })
+    }
+
+    async fn create_volume(&self, volume: &TargetVolume) -> Result<String, DriverError> {
+        let (cluster, volume) = (self.cluster.clone(), volume.clone());
+        let err = driver_error(&volume.host, "create a volume");
+        blocking(move || {
+            let conn = conn::open(live::host(&cluster, &volume.host)?)?;
+            volumes::create(&conn, &volume)
+        })
+        .await
+        .map_err(err)
+    }
+
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
         let cluster = self.cluster.clone();
         blocking(move || live::start(cluster, request, options)).await
     }
 
-    async fn move_cold(&self, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+    async fn move_cold(
+        &self,
+        request: MoveRequest,
+        options: ColdOptions,
+        steps: StepGate,
+    ) -> Result<MoveReport, MoveError> {
         let cluster = self.cluster.clone();
-        blocking(move || cold::run(cluster, request, options)).await
+        blocking(move || cold::run(cluster, request, options, steps)).await
+    }
+
+    async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
+        let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
+        blocking(move || {
+            with_domain(&cluster, &host, &vm, "start", |d| {
+                if d.is_active().map_err(conn::msg)? {
+                    return Ok(());
+                }
+                d.create().map(drop).map_err(conn::msg)
+            })
+        })
+        .await
     }
 
     async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {
@@ -129,22 +171,6 @@ impl Driver for LibvirtDriver {
     async fn abort_job(&self, host: &str, vm: &str) -> Result<(), DriverError> {
         let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
         blocking(move || with_domain(&cluster, &host, &vm, "abort job", conn::abort_job)).await
-    }
-
-    async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        let (cluster, request) = (self.cluster.clone(), request.clone());
-        let host = request.to.clone();
-        blocking(move || recover::discard_prepared(&cluster, &request))
-            .await
-            .map_err(driver_error(&host, "discard an interrupted move's preparation"))
-    }
-
-    async fn release_source(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        let (cluster, request) = (self.cluster.clone(), request.clone());
-        let host = request.from.clone();
-        blocking(move || recover::release_source(&cluster, &request))
-            .await
-            .map_err(driver_error(&host, "delete the source's copies of a moved VM's disks"))
     }
 
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {

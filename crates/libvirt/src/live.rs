@@ -1,5 +1,6 @@
-//! One live migration: prepare (reversible), transfer (watched and steerable), switch-over
-//! (the point of no return, observed, never assumed), finalize.
+//! One live migration: prepare (metadata, destination XML; reversible), transfer (watched and
+//! steerable), switch-over (the point of no return, observed, never assumed), verified where
+//! the VM runs. The engine creates the target volumes before and finalizes after.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use virt::sys;
 use crate::conn::{abort_job, describe, endpoints, job_stats, locate_among, msg, open, start_postcopy, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
 use crate::metadata::write_metadata;
-use crate::volumes::{self, Handoff};
+use crate::volumes;
 
 /// How often job statistics are polled: the convergence policy sees a sample at least
 /// this often.
@@ -32,7 +33,8 @@ const ASK_WHERE_EVERY: Duration = Duration::from_secs(10);
 /// Past this after the switch-over, a call still blocked ends the move with where the VM is.
 const TEARDOWN_LIMIT: Duration = Duration::from_secs(300);
 
-/// Prepares and starts a live migration. Blocking: run on a blocking thread.
+/// Prepares (metadata, destination XML into `request.copies`) and starts a live migration.
+/// Blocking: run on a blocking thread.
 pub(crate) fn start(
     cluster: Arc<ClusterSpec>,
     request: MoveRequest,
@@ -40,7 +42,7 @@ pub(crate) fn start(
 ) -> Result<Migration, MoveError> {
     let started = Instant::now();
     let init = |reason: String| MoveError::Init { reason };
-    let Endpoints { from, to, src, dst, domain } = endpoints(&cluster, &request).map_err(init)?;
+    let Endpoints { from, to, domain, .. } = endpoints(&cluster, &request).map_err(init)?;
     if !domain.is_active().map_err(|e| init(msg(e)))? {
         return Err(init(format!("not running on {}: a stopped VM can only move cold", from.name)));
     }
@@ -49,16 +51,10 @@ pub(crate) fn start(
 
     let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
     write_metadata(&domain, &metadata(Phase::Prepared)).map_err(|e| init(format!("could not write metadata: {e}")))?;
-    let handoff = match volumes::prepare(&src, &dst, &from, &to, &desc.disks) {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = crate::metadata::clear_metadata(&domain);
-            return Err(init(e));
-        }
-    };
+    let copies = request.copies.clone();
     let mut messages = Vec::new();
-    for copy in &handoff.copies {
-        messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.source_path));
+    for copy in &copies {
+        messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.volume.source_path));
     }
     let prepared =
         write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| match options.max_downtime_ms {
@@ -68,16 +64,15 @@ pub(crate) fn start(
     // The destination XML is read after the metadata is written, so that the target's
     // definition carries it: a move that completes while ferry is gone is still ferry's.
     let dest_xml = prepared.and_then(|()| {
-        if handoff.copies.is_empty() {
+        if copies.is_empty() {
             return Ok(None);
         }
         let current = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(msg)?;
-        rewrite_disk_paths(&current, &handoff.path_moves()).map(Some)
+        rewrite_disk_paths(&current, &volumes::path_moves(&copies)).map(Some)
     });
     let dest_xml = match dest_xml {
         Ok(x) => x,
         Err(e) => {
-            volumes::revert(&dst, &handoff);
             let _ = crate::metadata::clear_metadata(&domain);
             return Err(init(format!("could not prepare {}: {e}", desc.name)));
         }
@@ -87,7 +82,7 @@ pub(crate) fn start(
         | sys::VIR_MIGRATE_PEER2PEER
         | sys::VIR_MIGRATE_PERSIST_DEST
         | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
-    if !handoff.copies.is_empty() {
+    if !copies.is_empty() {
         flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
     }
     if options.auto_converge {
@@ -111,7 +106,7 @@ pub(crate) fn start(
     let (controls, control_rx) = mpsc::unbounded_channel();
     let (outcome_tx, outcome) = oneshot::channel();
     debug!(vm = %request.vm, prepared_ms = millis(started.elapsed()), "migration prepared");
-    let job = Job { cluster, request, from, to, domain, handoff, messages, started };
+    let job = Job { cluster, request, from, to, domain, messages, started };
     thread::Builder::new()
         .name(format!("migrate {}", desc.name))
         .spawn(move || {
@@ -128,7 +123,6 @@ struct Job {
     from: HostSpec,
     to: HostSpec,
     domain: Domain,
-    handoff: Handoff,
     messages: Vec<String>,
     started: Instant,
 }
@@ -302,36 +296,17 @@ impl Job {
         let dst = open(&self.to).map_err(|e| lost(e, locations.clone()))?;
         let domain = dst.lookup_domain_by_uuid_string(&self.request.vm).map_err(|e| lost(msg(e), locations.clone()))?;
         let completed = job_stats(&domain, sys::VIR_DOMAIN_JOB_STATS_COMPLETED).ok();
-        let metadata = Metadata {
-            run_id: self.request.run_id.clone(),
-            original_host: self.from.name.clone(),
-            phase: Phase::Finalized,
-        };
-        if let Err(e) = write_metadata(&domain, &metadata) {
-            self.messages.push(format!("could not record the finalized phase on {}: {e}", self.to.name));
-        }
         let mut report = MoveReport {
             wall_ms: 0,
             job_ms: completed.as_ref().and_then(|s| s.time_elapsed),
             downtime_ms: completed.as_ref().and_then(|s| s.downtime),
             transferred_bytes: completed.as_ref().and_then(|s| s.data_processed).unwrap_or(last.transferred_bytes),
             memory_passes: completed.as_ref().and_then(|s| s.mem_iteration).unwrap_or(last.memory_passes),
-            created_volumes: self.handoff.copies.iter().map(|c| c.target_path.clone()).collect(),
+            created_volumes: Vec::new(),
             deleted_volumes: Vec::new(),
             locations,
             messages: std::mem::take(&mut self.messages),
         };
-        if self.request.delete_source_volumes && !self.handoff.copies.is_empty() {
-            match open(&self.from).and_then(|src| volumes::release_source(&src, &self.handoff)) {
-                Ok(deleted) => {
-                    for path in &deleted {
-                        report.messages.push(format!("deleted the source volume {path} on {}", self.from.name));
-                    }
-                    report.deleted_volumes = deleted;
-                }
-                Err(e) => report.messages.push(format!("source volumes kept: {e}")),
-            }
-        }
         report.wall_ms = millis(self.started.elapsed());
         report.messages.push(format!("runs on {}, verified", self.to.name));
         info!(vm = %self.request.vm, to = %self.to.name, wall_ms = report.wall_ms, "live migration verified");
@@ -365,11 +340,6 @@ impl Job {
         }
         if !runs_only_on(&locations, &self.from.name) {
             return Err(lost(format!("migration failed ({error}) and the VM is {}", describe(&locations)), locations));
-        }
-        if let Ok(dst) = open(&self.to) {
-            for path in volumes::revert(&dst, &self.handoff) {
-                self.messages.push(format!("deleted {path} on {}", self.to.name));
-            }
         }
         if let Ok(src) = open(&self.from) {
             if let Ok(domain) = src.lookup_domain_by_uuid_string(&self.request.vm) {

@@ -1,7 +1,8 @@
-//! Volume handoff around a move, in the shape of a volume driver's migration hooks: check
-//! and prepare on the source, prepare on the target, release on the source after success,
-//! and a revert that tolerates steps that never happened.
+//! The volumes of a move, in the shape of a volume driver's migration hooks: check every disk
+//! and say which target volumes a move needs (`plan`), create one (`create`), copy one
+//! (`copy`). Which volumes were created, and so may be deleted, is the engine's record.
 
+use ferry_driver::{TargetVolume, VolumeCopy};
 use ferry_model::HostSpec;
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
@@ -9,57 +10,37 @@ use virt::storage_vol::StorageVol;
 use crate::conn::msg;
 use crate::domxml::DiskXml;
 
-/// A host-local disk copied to a volume created for it on the target.
-#[derive(Debug, Clone)]
-pub(crate) struct Copy {
-    /// Disk path on the source.
-    pub source_path: String,
-    /// Path of the volume created on the target.
-    pub target_path: String,
+/// (source path, target path) of each copy, for the destination XML.
+pub(crate) fn path_moves(copies: &[VolumeCopy]) -> Vec<(String, String)> {
+    copies.iter().map(|c| (c.volume.source_path.clone(), c.target_path.clone())).collect()
 }
 
-/// What was prepared for a move: volumes to copy into (created on the target).
-#[derive(Debug, Default)]
-pub(crate) struct Handoff {
-    /// Host-local disks and the target volumes created for them.
-    pub copies: Vec<Copy>,
-}
-
-impl Handoff {
-    /// (source path, target path) for the destination XML.
-    pub fn path_moves(&self) -> Vec<(String, String)> {
-        self.copies.iter().map(|c| (c.source_path.clone(), c.target_path.clone())).collect()
-    }
-}
-
-/// Checks every disk and creates a target volume for each host-local one, in the target's
+/// Checks every disk and lists a target volume for each host-local one, in the target's
 /// pool of the same name, with the same format and size. Shared disks are checked, never
-/// copied. On failure, removes what it created and says why.
-pub(crate) fn prepare(
+/// copied. Changes nothing.
+pub(crate) fn plan(
     src: &Connect,
     dst: &Connect,
     from: &HostSpec,
     to: &HostSpec,
     disks: &[DiskXml],
-) -> Result<Handoff, String> {
-    let mut handoff = Handoff::default();
+) -> Result<Vec<TargetVolume>, String> {
+    let mut needed = Vec::new();
     for disk in disks {
-        if let Err(e) = prepare_disk(src, dst, from, to, disk, &mut handoff) {
-            revert(dst, &handoff);
-            return Err(e);
+        if let Some(volume) = plan_disk(src, dst, from, to, disk)? {
+            needed.push(volume);
         }
     }
-    Ok(handoff)
+    Ok(needed)
 }
 
-fn prepare_disk(
+fn plan_disk(
     src: &Connect,
     dst: &Connect,
     from: &HostSpec,
     to: &HostSpec,
     disk: &DiskXml,
-    handoff: &mut Handoff,
-) -> Result<(), String> {
+) -> Result<Option<TargetVolume>, String> {
     if let Some((_, name, servers)) = &disk.network {
         // Network storage is shared by nature; the target must reach its servers.
         for server in servers {
@@ -67,7 +48,7 @@ fn prepare_disk(
                 format!("disk {}: network storage {name} at {server} is not reachable: {e}", disk.target)
             })?;
         }
-        return Ok(());
+        return Ok(None);
     }
     let Some(path) = &disk.path else {
         return Err(format!("disk {}: a {} disk ferry cannot move", disk.target, disk.kind));
@@ -82,7 +63,7 @@ fn prepare_disk(
         dst.lookup_storage_vol_by_path(path).map_err(|_| {
             format!("disk {}: pool {pool_name} is declared shared but {} does not see {path}", disk.target, to.name)
         })?;
-        return Ok(());
+        return Ok(None);
     }
     let info = volume.info().map_err(msg)?;
     let name = volume.name().map_err(msg)?;
@@ -105,38 +86,30 @@ fn prepare_disk(
             info.capacity >> 20
         ));
     }
+    Ok(Some(TargetVolume {
+        host: to.name.clone(),
+        pool: pool_name,
+        name,
+        capacity: info.capacity,
+        format: disk.format.clone(),
+        source_path: path.clone(),
+    }))
+}
+
+/// Creates `volume`, empty, on its host (`dst`); returns its path. Refuses an existing one.
+pub(crate) fn create(dst: &Connect, volume: &TargetVolume) -> Result<String, String> {
+    let TargetVolume { host, pool, name, capacity, format, .. } = volume;
+    let target_pool =
+        dst.lookup_storage_pool_by_name(pool).map_err(|e| format!("{host} has no storage pool {pool}: {}", msg(e)))?;
+    if target_pool.lookup_storage_vol_by_name(name).is_ok() {
+        return Err(format!("volume {name} already exists in pool {pool} on {host}; refusing to overwrite it"));
+    }
     let xml = format!(
-        "<volume><name>{name}</name><capacity unit='bytes'>{}</capacity><target><format type='{}'/></target></volume>",
-        info.capacity, disk.format
+        "<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity><target><format type='{format}'/></target></volume>"
     );
     let created = StorageVol::create_xml(&target_pool, &xml, 0)
-        .map_err(|e| format!("disk {}: could not create {name} on {}: {}", disk.target, to.name, msg(e)))?;
-    handoff.copies.push(Copy { source_path: path.clone(), target_path: created.path().map_err(msg)? });
-    Ok(())
-}
-
-/// Deletes every volume created on the target. Volumes already gone are fine.
-pub(crate) fn revert(dst: &Connect, handoff: &Handoff) -> Vec<String> {
-    let mut deleted = Vec::new();
-    for copy in &handoff.copies {
-        if let Ok(volume) = dst.lookup_storage_vol_by_path(&copy.target_path) {
-            if volume.delete(0).is_ok() {
-                deleted.push(copy.target_path.clone());
-            }
-        }
-    }
-    deleted
-}
-
-/// After a verified move: deletes the source's copies when asked.
-pub(crate) fn release_source(src: &Connect, handoff: &Handoff) -> Result<Vec<String>, String> {
-    let mut deleted = Vec::new();
-    for copy in &handoff.copies {
-        let volume = src.lookup_storage_vol_by_path(&copy.source_path).map_err(msg)?;
-        volume.delete(0).map_err(|e| format!("could not delete {}: {}", copy.source_path, msg(e)))?;
-        deleted.push(copy.source_path.clone());
-    }
-    Ok(deleted)
+        .map_err(|e| format!("could not create {name} in pool {pool} on {host}: {}", msg(e)))?;
+    created.path().map_err(msg)
 }
 
 fn reachable(server: &str) -> Result<(), String> {
@@ -145,34 +118,33 @@ fn reachable(server: &str) -> Result<(), String> {
     TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).map(drop).map_err(|e| e.to_string())
 }
 
-/// Copies each source volume's bytes into its target volume through libvirt storage
-/// streams, so that it works between real machines (cold moves).
-pub(crate) fn copy_through_streams(src: &Connect, dst: &Connect, handoff: &Handoff) -> Result<u64, String> {
+/// Copies a source volume's bytes into its target volume through libvirt storage streams, so
+/// that it works between real machines (cold moves). Returns the bytes copied.
+pub(crate) fn copy(src: &Connect, dst: &Connect, copy: &VolumeCopy) -> Result<u64, String> {
     use virt::stream::Stream;
+    let source_path = &copy.volume.source_path;
+    let from = src.lookup_storage_vol_by_path(source_path).map_err(msg)?;
+    let to = dst.lookup_storage_vol_by_path(&copy.target_path).map_err(msg)?;
+    let down = Stream::new(src, 0).map_err(msg)?;
+    let up = Stream::new(dst, 0).map_err(msg)?;
+    from.download(&down, 0, 0, 0).map_err(|e| format!("download {source_path}: {}", msg(e)))?;
+    to.upload(&up, 0, 0, 0).map_err(|e| format!("upload {}: {}", copy.target_path, msg(e)))?;
+    let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
-    for copy in &handoff.copies {
-        let from = src.lookup_storage_vol_by_path(&copy.source_path).map_err(msg)?;
-        let to = dst.lookup_storage_vol_by_path(&copy.target_path).map_err(msg)?;
-        let down = Stream::new(src, 0).map_err(msg)?;
-        let up = Stream::new(dst, 0).map_err(msg)?;
-        from.download(&down, 0, 0, 0).map_err(|e| format!("download {}: {}", copy.source_path, msg(e)))?;
-        to.upload(&up, 0, 0, 0).map_err(|e| format!("upload {}: {}", copy.target_path, msg(e)))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = down.recv(&mut buf).map_err(msg)?;
-            if n <= 0 {
-                break;
-            }
-            let n = usize::try_from(n).expect("positive");
-            let mut sent = 0;
-            while sent < n {
-                let m = up.send(&buf[sent..n]).map_err(msg)?;
-                sent += usize::try_from(m).map_err(|_| "stream send failed".to_string())?;
-            }
-            total += n as u64;
+    loop {
+        let n = down.recv(&mut buf).map_err(msg)?;
+        if n <= 0 {
+            break;
         }
-        down.finish().map_err(msg)?;
-        up.finish().map_err(|e| format!("upload {}: {}", copy.target_path, msg(e)))?;
+        let n = usize::try_from(n).expect("positive");
+        let mut sent = 0;
+        while sent < n {
+            let m = up.send(&buf[sent..n]).map_err(msg)?;
+            sent += usize::try_from(m).map_err(|_| "stream send failed".to_string())?;
+        }
+        total += n as u64;
     }
+    down.finish().map_err(msg)?;
+    up.finish().map_err(|e| format!("upload {}: {}", copy.target_path, msg(e)))?;
     Ok(total)
 }

@@ -541,6 +541,7 @@ async fn migrate(driver: &SimDriver, m: &Mv) -> Result<MoveReport, MoveError> {
         to: m.to.clone(),
         run_id: "bench".into(),
         delete_source_volumes: false,
+        copies: Vec::new(),
     };
     let options = LiveOptions { auto_converge: true, ..LiveOptions::default() };
     let mut migration = driver.migrate_live(request, options).await?;

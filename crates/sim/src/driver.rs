@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferry_driver::{
     ColdOptions, Control, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
-    Volume,
+    StepGate, TargetVolume, Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -124,6 +124,21 @@ impl Driver for SimDriver {
         self.world().locate(vm).map_err(|(host, message)| DriverError { host, action: "locate".into(), message })
     }
 
+    /// The simulator keeps no volume objects (see `World::volumes`): a move accounts for its
+    /// VM's disk itself (its copy's time on the links, the report's created and deleted
+    /// volumes), so none is planned for the engine to create.
+    async fn plan_volumes(&self, _request: &MoveRequest) -> Result<Vec<TargetVolume>, MoveError> {
+        Ok(Vec::new())
+    }
+
+    async fn create_volume(&self, volume: &TargetVolume) -> Result<String, DriverError> {
+        Err(DriverError {
+            host: volume.host.clone(),
+            action: "create a volume".into(),
+            message: "the simulator keeps no volumes".into(),
+        })
+    }
+
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
         let id = self.world().prepare_live(&request, &options)?;
         // Dropped before the job starts (the caller gave up): the preparation is undone.
@@ -150,7 +165,14 @@ impl Driver for SimDriver {
         Ok(Migration { progress, controls, outcome })
     }
 
-    async fn move_cold(&self, request: MoveRequest, options: ColdOptions) -> Result<MoveReport, MoveError> {
+    /// The world moves the VM through its stages by itself; a simulated run is never resumed,
+    /// so its steps are not journaled one by one.
+    async fn move_cold(
+        &self,
+        request: MoveRequest,
+        options: ColdOptions,
+        _steps: StepGate,
+    ) -> Result<MoveReport, MoveError> {
         let (outcome_tx, outcome) = oneshot::channel();
         self.world().start_cold(&request, &options, outcome_tx)?;
         self.shared.wake.notify_one();
@@ -175,13 +197,8 @@ impl Driver for SimDriver {
         result
     }
 
-    async fn discard_prepared(&self, request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        self.world().discard_prepared(request)
-    }
-
-    /// The simulator keeps no source copies (see `World::volumes`): nothing to delete.
-    async fn release_source(&self, _request: &MoveRequest) -> Result<Vec<String>, DriverError> {
-        Ok(Vec::new())
+    async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
+        self.world().start_vm(host, vm)
     }
 
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {

@@ -572,16 +572,15 @@ impl World {
         }
     }
 
-    /// What an interrupted move of `request` left: in the simulator a move that ended undid
-    /// its preparation already, so only ferry's metadata of that run is cleared.
-    pub(crate) fn discard_prepared(&mut self, request: &MoveRequest) -> Result<Vec<String>, ferry_driver::DriverError> {
-        let i = self.domain(&request.from, &request.vm, "discard an interrupted move's preparation")?;
+    /// Starts a VM that is shut off on `host`; one running there already is left alone.
+    pub(crate) fn start_vm(&mut self, host: &str, uuid: &str) -> Result<(), ferry_driver::DriverError> {
+        let i = self.domain(host, uuid, "start")?;
+        let here = self.host_ids[host];
         let v = &mut self.vms[i];
-        if v.flow.is_none() && v.metadata.as_ref().is_some_and(|m| m.run_id == request.run_id) {
-            v.metadata = None;
-            return Ok(vec![format!("cleared ferry's metadata of {} on {}", v.name, request.from)]);
+        if v.at == here && v.flow.is_none() && v.state == VmState::ShutOff {
+            v.state = VmState::Running;
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// Each running VM's dirty rate, MiB/s, by UUID (what a measurement finds).

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use ferry_driver::{
-    ColdOptions, Control, Driver, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+    ColdOptions, Control, Driver, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
 };
 use ferry_model::VmState;
 use ferry_preview::estimate::{
@@ -69,6 +69,7 @@ fn request(i: usize, from: &str, to: &str) -> MoveRequest {
         to: to.into(),
         run_id: "r-test".into(),
         delete_source_volumes: false,
+        copies: Vec::new(),
     }
 }
 
@@ -327,7 +328,10 @@ fn a_cold_move_shuts_down_copies_and_starts() {
     let with_disk = VmDesc { disk_mib: 1000, shutdown_s: 4.0, ..lab_vm("v", "a", 5.0) };
     let report = sim(async {
         let driver = SimDriver::new(&fleet(vec![host("a", 100), host("b", 100)], vec![with_disk]));
-        let report = driver.move_cold(request(0, "a", "b"), ColdOptions::default()).await.expect("moves cold");
+        let report = driver
+            .move_cold(request(0, "a", "b"), ColdOptions::default(), StepGate::unjournaled())
+            .await
+            .expect("moves cold");
         let inventory = driver.inventory().await;
         assert_eq!(inventory.vms[0].host, "b");
         assert_eq!(inventory.vms[0].state, VmState::Running);
@@ -420,6 +424,7 @@ fn the_same_fleet_and_calls_give_the_same_story() {
                     to,
                     run_id: "r".into(),
                     delete_source_volumes: false,
+                    copies: Vec::new(),
                 };
                 let driver = driver.clone();
                 // All at once: they share links, and each one's pace depends on the others'.
@@ -510,7 +515,7 @@ fn a_cold_copy_cut_short_by_its_target_going_down_leaves_the_link_to_the_others(
     f.faults.push(Fault { host: "b".into(), down_at_s: 10.0 });
     sim(async {
         let driver = SimDriver::new(&f);
-        let cold = driver.move_cold(request(0, "a", "b"), ColdOptions::default());
+        let cold = driver.move_cold(request(0, "a", "b"), ColdOptions::default(), StepGate::unjournaled());
         let live = live(&driver, request(1, "a", "c"), LiveOptions::default());
         let both = tokio::time::timeout(Duration::from_secs(3600), async { tokio::join!(cold, live) });
         let (cold, (live, _)) = both.await.expect("both end");
