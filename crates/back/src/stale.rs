@@ -164,12 +164,6 @@ pub(crate) fn unused_copies<'v>(disks: &[LocalDisk], volumes: &'v [Volume]) -> V
         .collect()
 }
 
-/// The command that removes a VM's attributed earlier copies, and only copies of its disks
-/// on hosts it does not run on (each re-checked unused on its host).
-pub fn removal_command(vm: &str) -> String {
-    format!("ferry cleanup --vm {vm} --source-volumes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
