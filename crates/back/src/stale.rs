@@ -150,7 +150,7 @@ pub fn earlier_copies(disks: &[LocalDisk], volumes_at_target: &[Volume], history
 }
 
 /// The volumes named like `disks` (pool and name, and size when known) that no domain uses.
-pub(crate) fn unused_copies<'v>(disks: &[LocalDisk], volumes: &'v [Volume]) -> Vec<&'v Volume> {
+pub fn unused_copies<'v>(disks: &[LocalDisk], volumes: &'v [Volume]) -> Vec<&'v Volume> {
     disks
         .iter()
         .filter_map(|d| {
@@ -202,7 +202,11 @@ mod tests {
                 History { departures: vec![deleted("r-1", 1), kept("r-2", 2)], metadata: None },
                 Some("run r-2 moved it away from there and kept this copy"),
             ),
-            ("deleted by the latest", History { departures: vec![kept("r-1", 1), deleted("r-2", 2)], metadata: None }, None),
+            (
+                "deleted by the latest",
+                History { departures: vec![kept("r-1", 1), deleted("r-2", 2)], metadata: None },
+                None,
+            ),
             (
                 "deleted by the latest, whose metadata cannot overrule it",
                 History { departures: vec![deleted("r-2", 2)], metadata: metadata("r-2", "host-b", Phase::Finalized) },
@@ -230,7 +234,10 @@ mod tests {
             ),
             (
                 "metadata of another journal's later move, after ours deleted",
-                History { departures: vec![deleted("r-1", 1)], metadata: metadata("r-9", "host-b", Phase::SwitchedOver) },
+                History {
+                    departures: vec![deleted("r-1", 1)],
+                    metadata: metadata("r-9", "host-b", Phase::SwitchedOver),
+                },
                 Some("ferry's metadata on the VM says run r-9 moved it away from there"),
             ),
             (

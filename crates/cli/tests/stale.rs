@@ -52,7 +52,8 @@ impl StaleLab {
     /// `ferry preview PLAN --output json`: (exit code, preview).
     fn preview(&self, plan: &Path) -> (Option<i32>, Value) {
         let (code, out, err) = self.ferry(&["preview", path_str(plan), "--output", "json"]);
-        let preview = serde_json::from_str(&out).unwrap_or_else(|e| panic!("preview printed no JSON ({e}):\n{out}\n{err}"));
+        let preview =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("preview printed no JSON ({e}):\n{out}\n{err}"));
         (code, preview)
     }
 
@@ -133,8 +134,7 @@ fn volumes_check(preview: &Value, vm: &str) -> (String, String) {
 #[test]
 fn a_drain_meeting_the_copies_its_vms_left_fails_its_preview_or_replaces_them_by_policy() {
     let lab = StaleLab { lab: TestLab::up("stale", 25_000, &["--hosts", "2", "--vms", "3", "--mem", "96"]) };
-    let on_a: Vec<String> =
-        lab.placement().into_iter().filter(|(_, h)| h == &["host-a"]).map(|(vm, _)| vm).collect();
+    let on_a: Vec<String> = lab.placement().into_iter().filter(|(_, h)| h == &["host-a"]).map(|(vm, _)| vm).collect();
     assert_eq!(on_a, ["vm-1", "vm-3"], "the lab puts two guests with host-local disks on host-a");
 
     // 1. Drain host-a onto host-b, source copies kept (the default).

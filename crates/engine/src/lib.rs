@@ -30,6 +30,6 @@ mod task;
 
 pub use clock::Clock;
 pub use reconcile::{reconcile, Reconciled};
-pub use stale::departures;
 pub use run::{Command, Engine, EngineError, EngineEvent, Manual, MoveEnd, MoveSpec, RunEnd, RunSettings};
+pub use stale::departures;
 pub use task::live_options;

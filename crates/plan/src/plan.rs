@@ -485,11 +485,9 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             match stale.get_ref().as_str() {
                 "refuse" => policy.stale_copies = StaleCopies::Refuse,
                 "replace" => policy.stale_copies = StaleCopies::Replace,
-                other => errors.at(
-                    stale.span(),
-                    "policy.stale_copies",
-                    format!("{other:?} is not one of refuse, replace"),
-                ),
+                other => {
+                    errors.at(stale.span(), "policy.stale_copies", format!("{other:?} is not one of refuse, replace"))
+                }
             }
         }
         policy.auto_converge = p.auto_converge.unwrap_or(policy.auto_converge);
