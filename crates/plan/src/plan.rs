@@ -804,3 +804,23 @@ pub fn parse_plan(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
 fn file_stem(file: &str) -> String {
     std::path::Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plan".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_copies_are_refused_unless_the_plan_says_replace() {
+        let drain = "[[drain]]\nhost = \"host-a\"\n";
+        let default = parse_plan_toml("p.toml", drain).expect("a good plan");
+        assert_eq!(default.policy.stale_copies, StaleCopies::Refuse);
+        let replace =
+            parse_plan_toml("p.toml", &format!("[policy]\nstale_copies = \"replace\"\n{drain}")).expect("a good plan");
+        assert_eq!(replace.policy.stale_copies, StaleCopies::Replace);
+        // A run journaled before the key existed reads back as refusing.
+        let mut old = toml::Table::try_from(&default.policy).expect("serialises");
+        assert!(old.remove("stale_copies").is_some());
+        let read: Policy = old.try_into().expect("reads without the key");
+        assert_eq!(read.stale_copies, StaleCopies::Refuse);
+    }
+}
