@@ -12,9 +12,13 @@
 //! metadata. [`cleanup::plan`] is pure, so `--dry-run` prints exactly what
 //! [`cleanup::apply`] would do; `apply` acts through the [`Driver`](ferry_driver::Driver),
 //! whose removals check again on the hosts that they are safe.
+//!
+//! [`stale`] recognises, on a move's target, the copies of the moving VM's disks that ferry
+//! left there (source copies kept by an earlier move away), and says how ferry knows.
 
 pub mod cleanup;
 pub mod rollback;
+pub mod stale;
 
 use ferry_model::{Disk, DiskSource, Locality};
 

@@ -4,7 +4,7 @@ use ferry_driver::Volume;
 use ferry_model::{Inventory, Phase, Vm};
 use serde::Serialize;
 
-use crate::local_volume;
+use crate::stale::{local_disks, unused_copies};
 
 /// Where a VM was when a run started: where a rollback of that run returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,17 +111,12 @@ pub fn returns(origins: &[Origin], inventory: &Inventory) -> Vec<Return> {
 }
 
 /// Volumes on a returning VM's original host that would stop it from coming back: the
-/// copies of its host-local disks that the move away kept there (same pool, same name, used
-/// by no domain). A live move never overwrites a volume, and these copies are older than
-/// the disks the VM runs on, so the rollback deletes them first.
+/// copies of its host-local disks that the move away kept there (same pool, same name, same
+/// size, used by no domain; [`crate::stale`]'s match). A live move never overwrites a
+/// volume, and these copies are older than the disks the VM runs on, so the rollback deletes
+/// them first: it is returning the VM from where that very run took it.
 pub fn stale_copies<'a>(vm: &Vm, volumes_at_origin: &'a [Volume]) -> Vec<&'a Volume> {
-    vm.disks
-        .iter()
-        .filter_map(local_volume)
-        .filter_map(|(pool, name)| {
-            volumes_at_origin.iter().find(|v| v.pool == pool && v.name == name && v.used_by.is_empty())
-        })
-        .collect()
+    unused_copies(&local_disks(vm), volumes_at_origin)
 }
 
 #[cfg(test)]

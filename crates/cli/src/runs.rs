@@ -147,6 +147,7 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         None => None,
     };
     let mut config = PreviewConfig { ignore, memory: drivers::memory_profiles(&source), ..PreviewConfig::default() };
+    config.earlier_copies = crate::preview::earlier_copies(&driver, Some(&journal), &inventory, &resolved).await;
     if measure || driver.is_sim() {
         let uuids = resolved.iter().map(|m| m.uuid.clone()).collect();
         config.dirty_rates = driver.measure_dirty_rates(uuids, 3).await.0;

@@ -83,6 +83,11 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
             &["bad-mode.toml:2: policy.mode: \"warp\" is not one of live, cold, live-or-cold"],
         ),
         ("bad-placement.toml", "cluster.toml", &["bad-placement.toml:2: policy.placement: \"random\" is not one of"]),
+        (
+            "bad-stale-copies.toml",
+            "cluster.toml",
+            &["bad-stale-copies.toml:2: policy.stale_copies: \"overwrite\" is not one of refuse, replace"],
+        ),
         ("empty-group.toml", "cluster.toml", &["empty-group.toml:3: group[0].vms: an empty group"]),
         ("drain-unknown.toml", "cluster.toml", &["drain-unknown.toml:2: drain.host: no host host-z in the cluster"]),
         ("drain-self.toml", "cluster.toml", &["drain-self.toml:3: drain[0].to: cannot drain host-a onto itself"]),

@@ -15,6 +15,10 @@
 //! not (its preparation undone), FAILURE-LOST only when the VM runs nowhere or twice. The
 //! engine then finishes the run.
 //!
+//! Just before a move prepares its target, [`stale`](departures) settles the earlier copies
+//! of the VM's disks that ferry left there: refused by default, deleted (journaled first)
+//! under `policy.stale_copies = "replace"`, never touched when ferry cannot say it left them.
+//!
 //! The engine knows nothing of terminals: it reports [`EngineEvent`]s on a channel.
 
 mod clock;
@@ -23,9 +27,11 @@ mod reconcile;
 mod recovery;
 mod run;
 mod saga;
+mod stale;
 mod task;
 
 pub use clock::Clock;
 pub use reconcile::{reconcile, Reconciled};
 pub use run::{Command, Engine, EngineError, EngineEvent, Manual, MoveEnd, MoveSpec, RunEnd, RunSettings};
+pub use stale::departures;
 pub use task::live_options;

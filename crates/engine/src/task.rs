@@ -109,9 +109,12 @@ pub(crate) async fn run<D: Driver>(driver: Arc<D>, journal: Journal, input: Task
     let mut retries = 0;
     let outcome = loop {
         let steps = move_.steps(attempt);
-        let outcome = match kind {
-            AttemptKind::Live => live(&*driver, &mut move_, &steps, &input, &mut controls, &signals).await,
-            AttemptKind::Cold => cold(&*driver, &mut move_, &steps, &input, &signals).await,
+        let outcome = match crate::stale::settle(&*driver, &move_.journal, &events, &input).await {
+            Err(reason) => failure(Status::FailureInit, format!("could not start: {reason}")),
+            Ok(()) => match kind {
+                AttemptKind::Live => live(&*driver, &mut move_, &steps, &input, &mut controls, &signals).await,
+                AttemptKind::Cold => cold(&*driver, &mut move_, &steps, &input, &signals).await,
+            },
         };
         move_.end_attempt(attempt, &outcome).await;
         let next = if outcome.by_policy && kind == AttemptKind::Live && input.policy.mode == Mode::LiveOrCold {

@@ -13,7 +13,7 @@ use std::fmt;
 pub use cluster::parse_cluster;
 pub use plan::{
     parse_plan, parse_plan_csv, parse_plan_toml, Drain, Hooks, Limits, Mode, OnFailure, Plan, PlannedMove, Policy,
-    Target,
+    StaleCopies, Target,
 };
 pub use resolve::{resolve, ResolvedMove};
 

@@ -20,6 +20,7 @@
 //! stall_timeout_s = 40
 //! placement = "best-fit"              # best-fit | spread | least-loaded
 //! allow_cross_group = false
+//! stale_copies = "refuse"             # refuse | replace: earlier copies ferry left on a target
 //!
 //! [[move]]
 //! vm = "web-1"
@@ -111,6 +112,28 @@ impl Default for Limits {
     }
 }
 
+/// What a move does with an earlier copy of its VM's disk that ferry left on its target
+/// (a source copy kept by an earlier move away from that host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StaleCopies {
+    /// The `volumes` check fails naming the copy and the command that removes it; the move
+    /// does not start.
+    #[default]
+    Refuse,
+    /// The move deletes the copy (journaled first) just before it prepares the target.
+    Replace,
+}
+
+impl std::fmt::Display for StaleCopies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StaleCopies::Refuse => "refuse",
+            StaleCopies::Replace => "replace",
+        })
+    }
+}
+
 /// How each migration is driven.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
@@ -134,6 +157,10 @@ pub struct Policy {
     pub delete_source_volumes: bool,
     /// Seconds a guest gets to shut down by itself in a cold move.
     pub shutdown_timeout_s: u64,
+    /// Earlier copies ferry left on a target: refused (default) or replaced. Absent from
+    /// the documents of runs journaled before it existed: those refused.
+    #[serde(default)]
+    pub stale_copies: StaleCopies,
 }
 
 impl Default for Policy {
@@ -149,6 +176,7 @@ impl Default for Policy {
             allow_cross_group: false,
             delete_source_volumes: false,
             shutdown_timeout_s: 60,
+            stale_copies: StaleCopies::Refuse,
         }
     }
 }
@@ -315,6 +343,7 @@ struct RawPolicy {
     allow_cross_group: Option<bool>,
     delete_source_volumes: Option<bool>,
     shutdown_timeout_s: Option<Spanned<i64>>,
+    stale_copies: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +479,15 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
                     "policy.placement",
                     format!("{other:?} is not one of best-fit, spread, least-loaded"),
                 ),
+            }
+        }
+        if let Some(stale) = &p.stale_copies {
+            match stale.get_ref().as_str() {
+                "refuse" => policy.stale_copies = StaleCopies::Refuse,
+                "replace" => policy.stale_copies = StaleCopies::Replace,
+                other => {
+                    errors.at(stale.span(), "policy.stale_copies", format!("{other:?} is not one of refuse, replace"))
+                }
             }
         }
         policy.auto_converge = p.auto_converge.unwrap_or(policy.auto_converge);
@@ -765,4 +803,24 @@ pub fn parse_plan(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
 
 fn file_stem(file: &str) -> String {
     std::path::Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plan".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_copies_are_refused_unless_the_plan_says_replace() {
+        let drain = "[[drain]]\nhost = \"host-a\"\n";
+        let default = parse_plan_toml("p.toml", drain).expect("a good plan");
+        assert_eq!(default.policy.stale_copies, StaleCopies::Refuse);
+        let replace =
+            parse_plan_toml("p.toml", &format!("[policy]\nstale_copies = \"replace\"\n{drain}")).expect("a good plan");
+        assert_eq!(replace.policy.stale_copies, StaleCopies::Replace);
+        // A run journaled before the key existed reads back as refusing.
+        let mut old = toml::Table::try_from(&default.policy).expect("serialises");
+        assert!(old.remove("stale_copies").is_some());
+        let read: Policy = old.try_into().expect("reads without the key");
+        assert_eq!(read.stale_copies, StaleCopies::Refuse);
+    }
 }

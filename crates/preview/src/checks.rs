@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use ferry_model::{ClusterSpec, Host, Inventory, Locality, Phase, Vm, VmState};
-use ferry_plan::{Mode, Policy};
+use ferry_plan::{Mode, Policy, StaleCopies};
 use serde::{Deserialize, Serialize};
 
 /// A check's verdict.
@@ -136,6 +136,28 @@ pub struct Candidate {
     pub group: Option<String>,
 }
 
+/// A volume on a host named like one of a VM's host-local disks (same pool, name and size)
+/// and used by no domain there: a copy the move would meet on that host, which it never
+/// overwrites. Found by the caller (IO), judged by `ferry_back::stale`'s rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlierCopy {
+    /// The host.
+    pub host: String,
+    /// Storage pool.
+    pub pool: String,
+    /// Volume name.
+    pub name: String,
+    /// How ferry knows it left this copy there (an earlier move away kept it), in words;
+    /// `None` when it cannot say: then nothing of ferry's ever touches it.
+    pub left_by_ferry: Option<String>,
+}
+
+/// The command that removes the copies of `vm`'s disks kept on hosts it does not run on
+/// (each re-checked unused on its host before it goes).
+pub fn removal_command(vm: &str) -> String {
+    format!("ferry cleanup --vm {vm} --source-volumes")
+}
+
 /// Everything the checks look at.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckContext<'a> {
@@ -149,6 +171,8 @@ pub struct CheckContext<'a> {
     pub moves: &'a [Candidate],
     /// Hosts being drained: never targets.
     pub unavailable: &'a [String],
+    /// By VM UUID, the copies of its disks found on other hosts (any host may be a target).
+    pub earlier_copies: &'a HashMap<String, Vec<EarlierCopy>>,
 }
 
 /// Runs every check on move `index` of `ctx.moves`.
@@ -406,6 +430,43 @@ fn volumes(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host) -> Chec
     if vm.disks.is_empty() {
         return Check::new(CheckName::Volumes, Outcome::Passed, "no disks");
     }
+    let copies = ctx.earlier_copies.get(&vm.uuid).into_iter().flatten().filter(|c| c.host == target.name);
+    let mut replaced = Vec::new();
+    for copy in copies {
+        let at = format!("{}/{} on {}", copy.pool, copy.name, copy.host);
+        let Some(why) = &copy.left_by_ferry else {
+            return Check::new(
+                CheckName::Volumes,
+                Outcome::Failed,
+                format!(
+                    "{at} has the name and size of {}'s disk, but ferry did not leave it there (no move of this \
+                     journal kept it, and {}'s metadata names no move from {}): ferry will not touch it; remove it \
+                     by hand once you know whose it is (`virsh vol-delete --pool {} {}` on {}), or choose another \
+                     target",
+                    vm.name, vm.name, copy.host, copy.pool, copy.name, copy.host
+                ),
+            );
+        };
+        match ctx.policy.stale_copies {
+            StaleCopies::Refuse => {
+                return Check::new(
+                    CheckName::Volumes,
+                    Outcome::Failed,
+                    format!(
+                        "{at} is an earlier copy of {}'s disk ({why}); the move will not overwrite it: `{}` deletes \
+                         it, or set policy.stale_copies = \"replace\" to delete it as the move starts",
+                        vm.name,
+                        removal_command(&vm.name)
+                    ),
+                );
+            }
+            StaleCopies::Replace => replaced.push(format!(
+                "deletes {at}, an earlier copy of {}'s disk ({why}), just before preparing the target \
+                 (policy.stale_copies = replace)",
+                vm.name
+            )),
+        }
+    }
     // Space already promised in each target pool to earlier moves' copies.
     let mut promised: HashMap<&str, u64> = HashMap::new();
     for earlier in &ctx.moves[..index] {
@@ -478,7 +539,12 @@ fn volumes(ctx: &CheckContext<'_>, index: usize, vm: &Vm, target: &Host) -> Chec
             }
         }
     }
-    Check::new(CheckName::Volumes, Outcome::Passed, notes.join("; "))
+    if replaced.is_empty() {
+        Check::new(CheckName::Volumes, Outcome::Passed, notes.join("; "))
+    } else {
+        replaced.extend(notes);
+        Check::new(CheckName::Volumes, Outcome::Warning, replaced.join("; "))
+    }
 }
 
 fn networks(vm: &Vm, target: &Host) -> Check {

@@ -7,7 +7,7 @@ use ferry_model::{ClusterSpec, Inventory, VmState};
 use ferry_plan::{Mode, Plan, ResolvedMove, Target};
 use serde::Serialize;
 
-use crate::checks::{check_move, verdict, waive, Candidate, Check, CheckContext, CheckName, Outcome};
+use crate::checks::{check_move, verdict, waive, Candidate, Check, CheckContext, CheckName, EarlierCopy, Outcome};
 use crate::estimate::{self, ColdInput, LiveInput, MakespanLimits, PlannedMove};
 use crate::placement::{self, Constraints, Fixed, Request};
 
@@ -26,6 +26,9 @@ pub struct PreviewConfig {
     /// What is known of each VM's memory beyond its size, by UUID (a simulated fleet
     /// declares it); unknown, all of memory counts.
     pub memory: HashMap<String, MemoryProfile>,
+    /// By VM UUID, the copies of its host-local disks found unused on other hosts, each
+    /// judged ferry's or not (`ferry_back::stale`); empty when the hosts were not asked.
+    pub earlier_copies: HashMap<String, Vec<EarlierCopy>>,
 }
 
 /// What is known of a VM's memory beyond its size.
@@ -152,7 +155,14 @@ pub fn preview(
             group: m.group.clone(),
         })
         .collect();
-    let ctx = CheckContext { cluster, inventory, policy: &plan.policy, moves: &candidates, unavailable: &unavailable };
+    let ctx = CheckContext {
+        cluster,
+        inventory,
+        policy: &plan.policy,
+        moves: &candidates,
+        unavailable: &unavailable,
+        earlier_copies: &config.earlier_copies,
+    };
 
     // Concurrency each host's link is shared by: its moves, up to the plan's limits.
     let mut outbound: HashMap<&str, usize> = HashMap::new();

@@ -5,7 +5,10 @@ use ferry_model::{
     VmState,
 };
 use ferry_plan::{Mode, Policy};
-use ferry_preview::checks::{check_move, waive, Candidate, CheckContext, CheckName, Outcome};
+use std::collections::HashMap;
+
+use ferry_plan::StaleCopies;
+use ferry_preview::checks::{check_move, waive, Candidate, CheckContext, CheckName, EarlierCopy, Outcome};
 
 fn spec(name: &str, group: &str) -> HostSpec {
     HostSpec {
@@ -84,6 +87,7 @@ struct World {
     policy: Policy,
     moves: Vec<Candidate>,
     unavailable: Vec<String>,
+    earlier_copies: HashMap<String, Vec<EarlierCopy>>,
 }
 
 fn world() -> World {
@@ -97,7 +101,18 @@ fn world() -> World {
         policy: Policy::default(),
         moves: vec![Candidate { uuid: "uuid-web-1".into(), from: "a".into(), to: Some("b".into()), group: None }],
         unavailable: vec![],
+        earlier_copies: HashMap::new(),
     }
+}
+
+/// web-1's disk, unused on `host`; `left_by_ferry` says how ferry knows it left it there.
+fn copy_of_web_1(w: &mut World, host: &str, left_by_ferry: Option<&str>) {
+    w.earlier_copies.entry("uuid-web-1".into()).or_default().push(EarlierCopy {
+        host: host.into(),
+        pool: "local".into(),
+        name: "web-1.qcow2".into(),
+        left_by_ferry: left_by_ferry.map(String::from),
+    });
 }
 
 /// Runs the checks on move 0 (or the last move) and returns the one named.
@@ -108,6 +123,7 @@ fn outcome_of(w: &World, index: usize, name: CheckName, ignore: &[CheckName]) ->
         policy: &w.policy,
         moves: &w.moves,
         unavailable: &w.unavailable,
+        earlier_copies: &w.earlier_copies,
     };
     let mut checks = check_move(&ctx, index);
     waive(&mut checks, ignore);
@@ -269,6 +285,42 @@ fn every_check_passes_fails_and_can_be_waived() {
             },
             Outcome::Failed,
             "shared pool nfs is not declared on b",
+        ),
+        (
+            "an earlier copy ferry left is refused by default, naming the command",
+            CheckName::Volumes,
+            |w| copy_of_web_1(w, "b", Some("run r-1 moved it away from there and kept this copy")),
+            Outcome::Failed,
+            "local/web-1.qcow2 on b is an earlier copy of web-1's disk (run r-1 moved it away from there and kept \
+             this copy); the move will not overwrite it: `ferry cleanup --vm web-1 --source-volumes` deletes it",
+        ),
+        (
+            "an earlier copy ferry left is replaced when the policy says so",
+            CheckName::Volumes,
+            |w| {
+                copy_of_web_1(w, "b", Some("run r-1 moved it away from there and kept this copy"));
+                w.policy.stale_copies = StaleCopies::Replace;
+            },
+            Outcome::Warning,
+            "deletes local/web-1.qcow2 on b, an earlier copy of web-1's disk (run r-1 moved it away from there and \
+             kept this copy), just before preparing the target (policy.stale_copies = replace); vda: copies 1024 MiB",
+        ),
+        (
+            "a copy ferry cannot attribute is never replaced",
+            CheckName::Volumes,
+            |w| {
+                copy_of_web_1(w, "b", None);
+                w.policy.stale_copies = StaleCopies::Replace;
+            },
+            Outcome::Failed,
+            "local/web-1.qcow2 on b has the name and size of web-1's disk, but ferry did not leave it there",
+        ),
+        (
+            "a copy on another host is not in the way",
+            CheckName::Volumes,
+            |w| copy_of_web_1(w, "c", None),
+            Outcome::Passed,
+            "copies 1024 MiB into pool local",
         ),
         ("network present", CheckName::Networks, |_| {}, Outcome::Passed, "every network"),
         (
