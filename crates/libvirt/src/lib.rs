@@ -138,10 +138,15 @@ impl Driver for LibvirtDriver {
         let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
         blocking(move || {
             with_domain(&cluster, &host, &vm, "start", |d| {
-                if d.is_active().map_err(conn::msg)? {
-                    return Ok(());
+                if !d.is_active().map_err(conn::msg)? {
+                    return d.create().map(drop).map_err(conn::msg);
                 }
-                d.create().map(drop).map_err(conn::msg)
+                // A start cut short (its ferry killed) can leave QEMU paused before the
+                // guest's first instruction.
+                match conn::vm_state(d) {
+                    ferry_model::VmState::Paused => d.resume().map_err(conn::msg),
+                    _ => Ok(()),
+                }
             })
         })
         .await
