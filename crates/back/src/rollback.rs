@@ -153,6 +153,7 @@ mod tests {
                 run_id: run.into(),
                 original_host: original.into(),
                 phase,
+                claim: None,
             }),
         }
     }

@@ -109,8 +109,12 @@ async fn settle<D: Driver>(
             let running: Vec<&Location> = locations.iter().filter(|l| l.state == VmState::Running).collect();
             match (running.as_slice(), target.as_deref()) {
                 ([only], Some(to)) if only.host == to => {
-                    let finalized =
-                        Metadata { run_id: m.run.clone(), original_host: m.source.clone(), phase: Phase::Finalized };
+                    let finalized = Metadata {
+                        run_id: m.run.clone(),
+                        original_host: m.source.clone(),
+                        phase: Phase::Finalized,
+                        claim: None,
+                    };
                     if driver.set_metadata(to, &m.uuid, Some(&finalized)).await.is_ok() {
                         actions.push(format!("marked it finalized on {to}"));
                     }

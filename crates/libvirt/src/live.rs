@@ -47,8 +47,9 @@ pub(crate) fn start(
     let xml = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
     let desc = parse_domain(&xml).map_err(init)?;
 
-    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
-    write_metadata(&domain, &metadata(Phase::Prepared)).map_err(|e| init(format!("could not write metadata: {e}")))?;
+    let metadata =
+        |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
+    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to).map_err(init)?;
     let handoff = match volumes::prepare(&src, &dst, &from, &to, &desc.disks) {
         Ok(h) => h,
         Err(e) => {
@@ -306,6 +307,7 @@ impl Job {
             run_id: self.request.run_id.clone(),
             original_host: self.from.name.clone(),
             phase: Phase::Finalized,
+            claim: None,
         };
         if let Err(e) = write_metadata(&domain, &metadata) {
             self.messages.push(format!("could not record the finalized phase on {}: {e}", self.to.name));

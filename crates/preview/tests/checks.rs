@@ -293,8 +293,12 @@ fn every_check_passes_fails_and_can_be_waived() {
             "finished run",
             CheckName::ActiveRun,
             |w| {
-                w.inventory.vms[0].ferry =
-                    Some(Metadata { run_id: "r-1".into(), original_host: "c".into(), phase: Phase::Finalized });
+                w.inventory.vms[0].ferry = Some(Metadata {
+                    run_id: "r-1".into(),
+                    original_host: "c".into(),
+                    phase: Phase::Finalized,
+                    claim: None,
+                });
             },
             Outcome::Passed,
             "last moved by run r-1",
@@ -303,8 +307,12 @@ fn every_check_passes_fails_and_can_be_waived() {
             "run in flight",
             CheckName::ActiveRun,
             |w| {
-                w.inventory.vms[0].ferry =
-                    Some(Metadata { run_id: "r-2".into(), original_host: "a".into(), phase: Phase::Transferring });
+                w.inventory.vms[0].ferry = Some(Metadata {
+                    run_id: "r-2".into(),
+                    original_host: "a".into(),
+                    phase: Phase::Transferring,
+                    claim: None,
+                });
             },
             Outcome::Failed,
             "run r-2 is moving it (phase transferring, from a)",
