@@ -75,6 +75,7 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         ignore,
         explain: args.explain,
         memory: crate::drivers::memory_profiles(&source),
+        now_ms: Some(crate::runs::now_ms()),
         ..PreviewConfig::default()
     };
     if args.measure || (driver.is_sim() && args.inventory.is_none()) {

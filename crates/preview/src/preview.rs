@@ -26,6 +26,10 @@ pub struct PreviewConfig {
     /// What is known of each VM's memory beyond its size, by UUID (a simulated fleet
     /// declares it); unknown, all of memory counts.
     pub memory: HashMap<String, MemoryProfile>,
+    /// Now, Unix ms, to judge claims in ferry's metadata (see `CheckContext::now_ms`).
+    pub now_ms: Option<i64>,
+    /// Runs whose owners are alive in the journal.
+    pub live_runs: Vec<String>,
 }
 
 /// What is known of a VM's memory beyond its size.
@@ -152,7 +156,15 @@ pub fn preview(
             group: m.group.clone(),
         })
         .collect();
-    let ctx = CheckContext { cluster, inventory, policy: &plan.policy, moves: &candidates, unavailable: &unavailable };
+    let ctx = CheckContext {
+        cluster,
+        inventory,
+        policy: &plan.policy,
+        moves: &candidates,
+        unavailable: &unavailable,
+        now_ms: config.now_ms,
+        live_runs: &config.live_runs,
+    };
 
     // Concurrency each host's link is shared by: its moves, up to the plan's limits.
     let mut outbound: HashMap<&str, usize> = HashMap::new();

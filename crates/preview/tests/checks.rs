@@ -1,7 +1,7 @@
 //! Every precheck, table-driven: passing, failing, and waived.
 
 use ferry_model::{
-    ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Metadata, Nic, Phase, Pool, Version, Vm,
+    Claim, ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Metadata, Nic, Phase, Pool, Version, Vm,
     VmState,
 };
 use ferry_plan::{Mode, Policy};
@@ -84,7 +84,11 @@ struct World {
     policy: Policy,
     moves: Vec<Candidate>,
     unavailable: Vec<String>,
+    live_runs: Vec<String>,
 }
+
+/// The preview's clock in these tests, Unix ms.
+const NOW_MS: i64 = 1_796_500_000_000;
 
 fn world() -> World {
     World {
@@ -97,6 +101,7 @@ fn world() -> World {
         policy: Policy::default(),
         moves: vec![Candidate { uuid: "uuid-web-1".into(), from: "a".into(), to: Some("b".into()), group: None }],
         unavailable: vec![],
+        live_runs: vec![],
     }
 }
 
@@ -108,6 +113,8 @@ fn outcome_of(w: &World, index: usize, name: CheckName, ignore: &[CheckName]) ->
         policy: &w.policy,
         moves: &w.moves,
         unavailable: &w.unavailable,
+        now_ms: Some(NOW_MS),
+        live_runs: &w.live_runs,
     };
     let mut checks = check_move(&ctx, index);
     waive(&mut checks, ignore);
@@ -374,4 +381,49 @@ fn anti_affinity_sees_where_every_member_ends() {
         outcome_of(&w, 1, CheckName::AntiAffinity, &[CheckName::AntiAffinity])
     };
     assert_eq!(waived, Outcome::Warning);
+}
+
+#[test]
+fn a_live_runs_claim_fails_active_run_and_no_ignore_waives_it() {
+    let claimed = |run: &'static str, refreshed_ms: Option<i64>| {
+        move |w: &mut World| {
+            w.inventory.vms[0].ferry = Some(Metadata {
+                run_id: run.into(),
+                original_host: "a".into(),
+                phase: Phase::Transferring,
+                claim: refreshed_ms.map(|refreshed_ms| Claim { owner: "ops-2:77".into(), refreshed_ms }),
+            });
+        }
+    };
+    // (case, mutation, held: not waivable)
+    let cases: Vec<(&str, Box<dyn Fn(&mut World)>, bool)> = vec![
+        ("claim refreshed 5 s ago", Box::new(claimed("r-9", Some(NOW_MS - 5_000))), true),
+        ("claim a minute old, its ferry gone", Box::new(claimed("r-9", Some(NOW_MS - 60_000))), false),
+        (
+            "claim a minute old, its run alive in the journal",
+            Box::new(|w: &mut World| {
+                claimed("r-9", Some(NOW_MS - 60_000))(w);
+                w.live_runs = vec!["r-9".into()];
+            }),
+            true,
+        ),
+        ("metadata from before claims", Box::new(claimed("r-9", None)), false),
+    ];
+    for (what, mutate, held) in cases {
+        let mut w = world();
+        mutate(&mut w);
+        let (outcome, message) = outcome_of(&w, 0, CheckName::ActiveRun, &[CheckName::ActiveRun]);
+        if held {
+            assert_eq!(outcome, Outcome::Failed, "{what}: {message}");
+            assert_eq!(
+                message,
+                "being moved by run r-9 (host a, owner ops-2:77); wait for it, or `ferry abort r-9` \
+                 (a live run's lock: --ignore cannot waive it)",
+                "{what}"
+            );
+        } else {
+            assert_eq!(outcome, Outcome::Warning, "{what}: {message}");
+            assert!(message.starts_with("waived (--ignore active-run): run r-9 is moving it"), "{what}: {message}");
+        }
+    }
 }
