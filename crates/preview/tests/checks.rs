@@ -385,33 +385,22 @@ fn anti_affinity_sees_where_every_member_ends() {
 
 #[test]
 fn a_live_runs_claim_fails_active_run_and_no_ignore_waives_it() {
-    let claimed = |run: &'static str, refreshed_ms: Option<i64>| {
-        move |w: &mut World| {
-            w.inventory.vms[0].ferry = Some(Metadata {
-                run_id: run.into(),
-                original_host: "a".into(),
-                phase: Phase::Transferring,
-                claim: refreshed_ms.map(|refreshed_ms| Claim { owner: "ops-2:77".into(), refreshed_ms }),
-            });
-        }
-    };
-    // (case, mutation, held: not waivable)
-    let cases: Vec<(&str, Box<dyn Fn(&mut World)>, bool)> = vec![
-        ("claim refreshed 5 s ago", Box::new(claimed("r-9", Some(NOW_MS - 5_000))), true),
-        ("claim a minute old, its ferry gone", Box::new(claimed("r-9", Some(NOW_MS - 60_000))), false),
-        (
-            "claim a minute old, its run alive in the journal",
-            Box::new(|w: &mut World| {
-                claimed("r-9", Some(NOW_MS - 60_000))(w);
-                w.live_runs = vec!["r-9".into()];
-            }),
-            true,
-        ),
-        ("metadata from before claims", Box::new(claimed("r-9", None)), false),
+    // (case, claim refreshed at, runs alive in the journal, held: not waivable)
+    let cases: [(&str, Option<i64>, &[&str], bool); 4] = [
+        ("claim refreshed 5 s ago", Some(NOW_MS - 5_000), &[], true),
+        ("claim a minute old, its ferry gone", Some(NOW_MS - 60_000), &[], false),
+        ("claim a minute old, its run alive in the journal", Some(NOW_MS - 60_000), &["r-9"], true),
+        ("metadata from before claims", None, &[], false),
     ];
-    for (what, mutate, held) in cases {
+    for (what, refreshed_ms, live_runs, held) in cases {
         let mut w = world();
-        mutate(&mut w);
+        w.inventory.vms[0].ferry = Some(Metadata {
+            run_id: "r-9".into(),
+            original_host: "a".into(),
+            phase: Phase::Transferring,
+            claim: refreshed_ms.map(|refreshed_ms| Claim { owner: "ops-2:77".into(), refreshed_ms }),
+        });
+        w.live_runs = live_runs.iter().map(|r| r.to_string()).collect();
         let (outcome, message) = outcome_of(&w, 0, CheckName::ActiveRun, &[CheckName::ActiveRun]);
         if held {
             assert_eq!(outcome, Outcome::Failed, "{what}: {message}");
