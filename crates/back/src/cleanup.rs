@@ -427,6 +427,7 @@ mod tests {
                 run_id: "r-1".into(),
                 original_host: original.into(),
                 phase,
+                claim: None,
             }),
         }
     }

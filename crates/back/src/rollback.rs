@@ -148,6 +148,7 @@ mod tests {
                 run_id: run.into(),
                 original_host: original.into(),
                 phase,
+                claim: None,
             }),
         }
     }

@@ -184,7 +184,7 @@ mod tests {
     }
 
     fn metadata(run: &str, original: &str, phase: Phase) -> Option<Metadata> {
-        Some(Metadata { run_id: run.into(), original_host: original.into(), phase })
+        Some(Metadata { run_id: run.into(), original_host: original.into(), phase, claim: None })
     }
 
     fn judged(history: &History) -> Option<String> {

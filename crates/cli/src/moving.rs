@@ -1,14 +1,16 @@
 //! `ferry move`: one VM, live by default, as a run of one move, with progress and a summary.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{Driver, MoveReport};
 use ferry_engine::{Command, Manual, MoveSpec, RunSettings};
-use ferry_journal::{NewMove, NewRun, RunKind};
-use ferry_model::{Location, Status, Vm};
+use ferry_journal::{Journal, NewMove, NewRun, RunKind};
+use ferry_model::{ClusterSpec, Inventory, Location, Status, Vm};
 use ferry_plan::{Hooks, Limits, Mode, Plan, PlannedMove, Policy, Target};
+use ferry_preview::checks::{check_move, verdict, waive, Candidate, CheckContext, CheckName, Outcome};
 use serde::Serialize;
 
 use crate::cluster::ClusterArg;
@@ -50,6 +52,10 @@ pub struct MoveArgs {
     /// Delete the source's copy of host-local volumes after a verified move.
     #[arg(long)]
     pub delete_source_volumes: bool,
+    /// Waive a failed precheck (as `ferry preview --ignore`); repeatable. A VM that a live
+    /// run is moving stays refused whatever is waived.
+    #[arg(long, value_name = "CHECK")]
+    pub ignore: Vec<CheckName>,
     #[command(flatten)]
     pub cluster: ClusterArg,
     #[command(flatten)]
@@ -72,8 +78,9 @@ struct Summary {
 }
 
 /// Runs `ferry move`: a run of one move, journaled like any other (`ferry report`,
-/// `ferry resume` work on it). No prechecks: the driver refuses what it cannot do, and the
-/// VM stays untouched. Ctrl-C aborts the migration (the VM stays on its source).
+/// `ferry resume` work on it). It goes through preview's prechecks first (a failure is
+/// FAILURE-INIT, exit 1, nothing journaled or touched), then the driver's claim on the VM.
+/// Ctrl-C aborts the migration (the VM stays on its source).
 pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
     let bad = |e: String| {
         eprintln!("ferry move: {e}");
@@ -134,6 +141,11 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         max_downtime_ms: args.max_downtime.unwrap_or(Policy::default().max_downtime_ms),
         ..Policy::default()
     };
+    if let Some(refusal) = precheck(&args, &vm, &spec, &inventory, &policy, &journal).await {
+        let report = MoveReport { messages: refusal.clone(), ..MoveReport::default() };
+        print_summary(&summary(None, Status::FailureInit, Some(refusal.join("; ")), report), output);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let manual = Manual {
         bandwidth_mib_s: args.bandwidth.map(|b| b as f64),
         max_downtime_ms: args.max_downtime,
@@ -224,6 +236,47 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Preview's checks for this one move, with `--ignore` applied: the failures in words, and
+/// what to do, when any failed. Another run's live claim on the VM fails however waived.
+async fn precheck(
+    args: &MoveArgs,
+    vm: &Vm,
+    cluster: &ClusterSpec,
+    inventory: &Inventory,
+    policy: &Policy,
+    journal: &Journal,
+) -> Option<Vec<String>> {
+    let live_runs = runs::live_runs(journal).await;
+    // Earlier copies on the target are judged when the move starts (the engine's `stale`).
+    let earlier_copies = HashMap::new();
+    let candidates =
+        [Candidate { uuid: vm.uuid.clone(), from: vm.host.clone(), to: Some(args.to.clone()), group: None }];
+    let ctx = CheckContext {
+        cluster,
+        inventory,
+        policy,
+        moves: &candidates,
+        unavailable: &[],
+        earlier_copies: &earlier_copies,
+        now_ms: Some(runs::now_ms()),
+        live_runs: &live_runs,
+    };
+    let mut checks = check_move(&ctx, 0);
+    waive(&mut checks, &args.ignore);
+    if verdict(&checks) != Outcome::Failed {
+        return None;
+    }
+    let failed = checks.iter().filter(|c| c.outcome == Outcome::Failed);
+    let mut refusal: Vec<String> = failed.map(|c| format!("{}: {}", c.name, c.message)).collect();
+    let waivable = checks.iter().any(|c| c.outcome == Outcome::Failed && !c.held);
+    refusal.push(if waivable {
+        "fix what failed, or waive a check with --ignore CHECK (`ferry preview` shows every check)".to_string()
+    } else {
+        "nothing was started".to_string()
+    });
+    Some(refusal)
 }
 
 /// 150 s per GiB of memory (the design's default completion timeout), at least 60 s.

@@ -84,6 +84,7 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         ignore,
         explain: args.explain,
         memory: crate::drivers::memory_profiles(&source),
+        now_ms: Some(crate::runs::now_ms()),
         ..PreviewConfig::default()
     };
     if args.inventory.is_none() {

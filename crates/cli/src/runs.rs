@@ -146,7 +146,13 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         },
         None => None,
     };
-    let mut config = PreviewConfig { ignore, memory: drivers::memory_profiles(&source), ..PreviewConfig::default() };
+    let mut config = PreviewConfig {
+        ignore,
+        memory: drivers::memory_profiles(&source),
+        now_ms: Some(now_ms()),
+        live_runs: live_runs(&journal).await,
+        ..PreviewConfig::default()
+    };
     config.earlier_copies = crate::preview::earlier_copies(&driver, Some(&journal), &inventory, &resolved).await;
     if measure || driver.is_sim() {
         let uuids = resolved.iter().map(|m| m.uuid.clone()).collect();
@@ -674,6 +680,15 @@ pub(crate) fn held_by_another(run: &Run, me: &str) -> bool {
     let (host, pid) = owner.rsplit_once(':').unwrap_or((owner, ""));
     let local = me.rsplit_once(':').is_some_and(|(my_host, _)| my_host == host);
     !local || std::path::Path::new("/proc").join(pid).exists()
+}
+
+/// The runs of the journal that another live process holds: their claims on VMs hold
+/// however old (the active-run check). A journal that cannot be read gives none: the
+/// driver still refuses a VM whose claim is fresh or whose job runs.
+pub(crate) async fn live_runs(journal: &Journal) -> Vec<String> {
+    let me = owner();
+    let runs = journal.runs().await.unwrap_or_default();
+    runs.into_iter().filter(|r| !r.state.is_ended() && held_by_another(r, &me)).map(|r| r.id).collect()
 }
 
 /// `host:pid`, the journal lease's owner.

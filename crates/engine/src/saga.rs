@@ -102,8 +102,12 @@ impl Steps {
     /// Returns what it did, in words, and the deleted paths.
     pub async fn finalize<D: Driver>(&self, driver: &D, request: &MoveRequest) -> (Vec<String>, Vec<String>) {
         let mut said = Vec::new();
-        let finalized =
-            Metadata { run_id: request.run_id.clone(), original_host: request.from.clone(), phase: Phase::Finalized };
+        let finalized = Metadata {
+            run_id: request.run_id.clone(),
+            original_host: request.from.clone(),
+            phase: Phase::Finalized,
+            claim: None,
+        };
         if let Err(e) = driver.set_metadata(&request.to, &request.vm, Some(&finalized)).await {
             said.push(format!("could not record the finalized phase on {}: {e}", request.to));
         }

@@ -36,9 +36,13 @@ pub(crate) fn run(
         domain.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
     parse_domain(&xml).map_err(init)?;
     let target_xml = rewrite_disk_paths(&xml, &volumes::path_moves(&request.copies)).map_err(init)?;
-    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
-    write_metadata(&domain, &metadata(Phase::Transferring))
-        .map_err(|e| init(format!("could not write metadata: {e}")))?;
+    let metadata =
+        |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
+    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to).map_err(init)?;
+    if let Err(e) = write_metadata(&domain, &metadata(Phase::Transferring)) {
+        let _ = clear_metadata(&domain);
+        return Err(init(format!("could not write metadata: {e}")));
+    }
 
     let mut cold = Cold {
         steps,

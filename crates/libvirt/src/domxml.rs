@@ -1,6 +1,6 @@
 //! Reading and rewriting libvirt domain XML, and ferry's metadata element. Pure text.
 
-use ferry_model::{Metadata, Phase};
+use ferry_model::{Claim, Metadata, Phase};
 
 /// The namespace of ferry's metadata element in domain XML.
 pub const METADATA_NS: &str = "urn:ferry:metadata:1";
@@ -163,24 +163,37 @@ pub fn rewrite_disk_paths(xml: &str, moves: &[(String, String)]) -> Result<Strin
 }
 
 /// ferry's metadata element, as `virDomainSetMetadata` takes it (libvirt adds the namespace).
+/// The claim, when there is one, is two more attributes.
 pub fn metadata_xml(metadata: &Metadata) -> String {
+    let claim = metadata.claim.as_ref().map_or(String::new(), |c| {
+        format!(" claim-owner='{}' claim-refreshed-ms='{}'", escape(&c.owner), c.refreshed_ms)
+    });
     format!(
-        "<run id='{}' original-host='{}' phase='{}'/>",
+        "<run id='{}' original-host='{}' phase='{}'{claim}/>",
         escape(&metadata.run_id),
         escape(&metadata.original_host),
         metadata.phase.name()
     )
 }
 
-/// Parses ferry's metadata element as `virDomainGetMetadata` returns it.
+/// Parses ferry's metadata element as `virDomainGetMetadata` returns it. Metadata written
+/// before claims existed has no claim.
 pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| format!("ferry metadata: {e}"))?;
     let run = doc.root_element();
     let attr = |name: &str| run.attribute(name).ok_or_else(|| format!("ferry metadata: no {name}"));
+    let claim = match (run.attribute("claim-owner"), run.attribute("claim-refreshed-ms")) {
+        (Some(owner), Some(ms)) => Some(Claim {
+            owner: owner.to_string(),
+            refreshed_ms: ms.parse().map_err(|e| format!("ferry metadata: claim-refreshed-ms {ms:?}: {e}"))?,
+        }),
+        _ => None,
+    };
     Ok(Metadata {
         run_id: attr("id")?.to_string(),
         original_host: attr("original-host")?.to_string(),
         phase: attr("phase")?.parse::<Phase>()?,
+        claim,
     })
 }
 
@@ -244,9 +257,25 @@ mod tests {
     }
 
     #[test]
-    fn metadata_round_trips() {
-        let m = Metadata { run_id: "r-1".into(), original_host: "host-a".into(), phase: Phase::Transferring };
-        let xml = metadata_xml(&m).replace("<run ", &format!("<run xmlns='{METADATA_NS}' "));
-        assert_eq!(parse_metadata(&xml), Ok(m));
+    fn metadata_round_trips_with_and_without_a_claim() {
+        let old =
+            Metadata { run_id: "r-1".into(), original_host: "host-a".into(), phase: Phase::Transferring, claim: None };
+        let claimed = Metadata {
+            claim: Some(Claim { owner: "ops-1:4242".into(), refreshed_ms: 1_796_500_565_891 }),
+            ..old.clone()
+        };
+        for m in [old, claimed] {
+            let xml = metadata_xml(&m).replace("<run ", &format!("<run xmlns='{METADATA_NS}' "));
+            assert_eq!(parse_metadata(&xml), Ok(m));
+        }
+    }
+
+    #[test]
+    fn metadata_written_before_claims_existed_still_parses() {
+        let xml = format!("<run xmlns='{METADATA_NS}' id='r-0' original-host='host-b' phase='finalized'/>");
+        let m = parse_metadata(&xml).expect("old metadata parses");
+        assert_eq!((m.run_id.as_str(), m.phase, m.claim), ("r-0", Phase::Finalized, None));
+        let bad = xml.replace("/>", " claim-owner='x:1' claim-refreshed-ms='soon'/>");
+        assert!(parse_metadata(&bad).is_err(), "a claim's time must be a number");
     }
 }

@@ -49,8 +49,9 @@ pub(crate) fn start(
     let xml = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
     let desc = parse_domain(&xml).map_err(init)?;
 
-    let metadata = |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase };
-    write_metadata(&domain, &metadata(Phase::Prepared)).map_err(|e| init(format!("could not write metadata: {e}")))?;
+    let metadata =
+        |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
+    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to).map_err(init)?;
     let copies = request.copies.clone();
     let mut messages = Vec::new();
     for copy in &copies {

@@ -1,12 +1,24 @@
-//! ferry's metadata on a domain (run id, original host, phase), written on the live domain
-//! and its persistent definition so that libvirt itself knows what ferry is doing.
+//! ferry's metadata on a domain (run id, original host, phase, and the claim of the ferry
+//! moving it), written on the live domain and its persistent definition so that libvirt
+//! itself knows what ferry is doing — and so that two ferries never move one VM at once.
 
-use ferry_model::Metadata;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use ferry_model::{blocking_claim, claim_refusal, Claim, ClaimFacts, HostSpec, Metadata, Phase, CLAIM_REFRESH_MS};
+use tracing::{debug, warn};
 use virt::domain::Domain;
 use virt::sys;
 
-use crate::conn::msg;
+use crate::conn::{job_stats, msg, open};
 use crate::domxml::{metadata_xml, parse_metadata, METADATA_NS, METADATA_PREFIX};
+
+/// How long a claim is left before it is read back. Two ferries that both read "free"
+/// write one after the other within a libvirt round trip (milliseconds in the lab); the
+/// later write wins, and after this pause both read the winner.
+const CLAIM_SETTLE: Duration = Duration::from_millis(500);
 
 fn affect(domain: &Domain) -> u32 {
     let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
@@ -16,12 +28,44 @@ fn affect(domain: &Domain) -> u32 {
     flags
 }
 
-/// Writes ferry's metadata element.
-pub(crate) fn write_metadata(domain: &Domain, metadata: &Metadata) -> Result<(), String> {
+/// One lock per VM (by UUID) for this process's read-modify-writes of its metadata: the
+/// claim's refresher never writes between a move's own writes.
+fn vm_lock(uuid: &str) -> Arc<Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    locks.entry(uuid.to_string()).or_default().clone()
+}
+
+fn hold(lock: &Mutex<()>) -> MutexGuard<'_, ()> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The claims this process holds and refreshes, as (UUID, run id).
+static HELD: LazyLock<Mutex<HashSet<(String, String)>>> = LazyLock::new(Default::default);
+
+fn held_here(uuid: &str, run_id: &str) -> bool {
+    HELD.lock().unwrap_or_else(PoisonError::into_inner).contains(&(uuid.to_string(), run_id.to_string()))
+}
+
+fn set_metadata_raw(domain: &Domain, metadata: &Metadata) -> Result<(), String> {
     let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
     domain
         .set_metadata(kind, Some(&metadata_xml(metadata)), Some(METADATA_PREFIX), Some(METADATA_NS), affect(domain))
         .map_err(msg)
+}
+
+/// Writes ferry's metadata element. Metadata without a claim keeps the claim already on the
+/// domain when both name the same run: a move's later phases stay claimed.
+pub(crate) fn write_metadata(domain: &Domain, metadata: &Metadata) -> Result<(), String> {
+    let uuid = domain.uuid_string().map_err(msg)?;
+    let lock = vm_lock(&uuid);
+    let _held = hold(&lock);
+    let mut metadata = metadata.clone();
+    if metadata.claim.is_none() {
+        metadata.claim =
+            read_metadata(domain).ok().flatten().filter(|m| m.run_id == metadata.run_id).and_then(|m| m.claim);
+    }
+    set_metadata_raw(domain, &metadata)
 }
 
 /// Removes ferry's metadata element.
@@ -40,4 +84,127 @@ pub(crate) fn read_metadata(domain: &Domain) -> Result<Option<Metadata>, String>
         Err(e) if e.code().is(virt::error::ErrorNumber::NoDomainMetadata) => Ok(None),
         Err(e) => Err(msg(e)),
     }
+}
+
+/// Claims the VM for the move that `prepared` (its metadata, phase `prepared`) describes,
+/// before anything is changed: refuses when another run holds it alive
+/// ([`ferry_model::blocking_claim`]), writes this ferry's claim, reads it back after
+/// [`CLAIM_SETTLE`] (a racing writer loses) and keeps it fresh on a thread of its own until
+/// the move's metadata is finalized, cleared or taken. The error is the refusal, in words.
+pub(crate) fn claim(domain: &Domain, prepared: &Metadata, from: &HostSpec, to: &HostSpec) -> Result<(), String> {
+    let uuid = domain.uuid_string().map_err(msg)?;
+    let me = owner();
+    let claimed = Metadata { claim: Some(Claim { owner: me.clone(), refreshed_ms: now_ms() }), ..prepared.clone() };
+    {
+        let lock = vm_lock(&uuid);
+        let _held = hold(&lock);
+        let found = read_metadata(domain).map_err(|e| format!("could not read metadata: {e}"))?;
+        // A job holds the domain: libvirt refuses metadata writes then, so a claim cannot be
+        // refreshed during a migration and the job itself is the lock.
+        let job_running = job_stats(domain, 0).is_ok_and(|s| s.r#type != 0);
+        let facts = ClaimFacts {
+            run_id: &prepared.run_id,
+            now_ms: now_ms(),
+            live_runs: &[],
+            owner_running: found.as_ref().is_some_and(|m| owner_running(m, &uuid, &me)),
+            job_running,
+        };
+        if let Some(holder) = blocking_claim(found.as_ref(), &facts) {
+            return Err(claim_refusal(holder, &from.name));
+        }
+        if job_running {
+            return Err(format!(
+                "a libvirt job already runs on it on {} (no ferry run holds it); wait for the job to end",
+                from.name
+            ));
+        }
+        set_metadata_raw(domain, &claimed).map_err(|e| format!("could not write metadata: {e}"))?;
+    }
+    thread::sleep(CLAIM_SETTLE);
+    let now = read_metadata(domain).map_err(|e| format!("could not read back metadata: {e}"))?;
+    if now.as_ref() != Some(&claimed) {
+        return Err(match &now {
+            Some(m) if m.run_id != prepared.run_id || m.claim != claimed.claim => claim_refusal(m, &from.name),
+            _ => format!("ferry's metadata on {} changed while it was claimed; try again", from.name),
+        });
+    }
+    debug!(vm = %uuid, run = %prepared.run_id, owner = %me, "claimed");
+    HELD.lock().unwrap_or_else(PoisonError::into_inner).insert((uuid.clone(), prepared.run_id.clone()));
+    let (from, to, run_id) = (from.clone(), to.clone(), prepared.run_id.clone());
+    let refresher = thread::Builder::new().name(format!("claim {uuid}")).spawn(move || {
+        refresh_until_released(&uuid, &run_id, &me, &[from, to]);
+        HELD.lock().unwrap_or_else(PoisonError::into_inner).remove(&(uuid, run_id));
+    });
+    if let Err(e) = refresher {
+        // The claim still stands for the lease time; the job then holds the domain.
+        warn!("could not start the claim's refresher: {e}");
+    }
+    Ok(())
+}
+
+/// Rewrites the claim every [`CLAIM_REFRESH_MS`] on whichever of `hosts` has the domain,
+/// while it names this run and this owner and is not finalized. Skips a round while a job
+/// holds the domain (the write would wait for the job's end).
+fn refresh_until_released(uuid: &str, run_id: &str, me: &str, hosts: &[HostSpec]) {
+    let every = Duration::from_millis(u64::try_from(CLAIM_REFRESH_MS).expect("positive constant"));
+    loop {
+        thread::sleep(every);
+        let domain = hosts.iter().find_map(|h| open(h).ok()?.lookup_domain_by_uuid_string(uuid).ok());
+        let Some(domain) = domain else {
+            debug!(vm = %uuid, "claim: the domain is on neither host; stop refreshing");
+            return;
+        };
+        let lock = vm_lock(uuid);
+        let _held = hold(&lock);
+        let current = match read_metadata(&domain) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(vm = %uuid, "claim: could not read metadata: {e}");
+                continue;
+            }
+        };
+        let ours = current.filter(|m| {
+            m.run_id == run_id && m.phase != Phase::Finalized && m.claim.as_ref().is_some_and(|c| c.owner == me)
+        });
+        let Some(mut metadata) = ours else {
+            debug!(vm = %uuid, run = %run_id, "claim released");
+            return;
+        };
+        if job_stats(&domain, 0).is_ok_and(|s| s.r#type != 0) {
+            continue;
+        }
+        metadata.claim = Some(Claim { owner: me.to_string(), refreshed_ms: now_ms() });
+        if let Err(e) = set_metadata_raw(&domain, &metadata) {
+            debug!(vm = %uuid, "claim: could not refresh: {e}");
+        }
+    }
+}
+
+/// Whether the ferry named in `metadata`'s claim runs: this process while it still
+/// refreshes that claim, or a `ferry` process with that pid on this machine.
+fn owner_running(metadata: &Metadata, uuid: &str, me: &str) -> bool {
+    let Some(claim) = &metadata.claim else { return false };
+    if claim.owner == me {
+        return held_here(uuid, &metadata.run_id);
+    }
+    let (host, pid) = claim.owner.rsplit_once(':').unwrap_or((claim.owner.as_str(), ""));
+    let local = me.rsplit_once(':').is_some_and(|(my_host, _)| my_host == host);
+    // The command name guards against a dead ferry's pid reused by another program.
+    local
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim().starts_with("ferry"))
+}
+
+/// This process as a claim's owner: `host:pid`, like a journal lease's owner.
+fn owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

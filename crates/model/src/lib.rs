@@ -322,6 +322,70 @@ pub struct Metadata {
     pub original_host: String,
     /// Phase of its move.
     pub phase: Phase,
+    /// Which ferry holds the VM for the move, and since when: the lock that keeps two runs
+    /// (from two journals, two operators) from moving one VM. None in metadata written
+    /// before claims existed, and where no move holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+}
+
+/// A ferry's hold on a VM for one move, written in the domain's metadata with its run id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The ferry process driving the move: `host:pid`, like a journal lease's owner.
+    pub owner: String,
+    /// When the owner last wrote it, Unix ms. The owner rewrites it every
+    /// [`CLAIM_REFRESH_MS`] while no libvirt job holds the domain.
+    pub refreshed_ms: i64,
+}
+
+/// How often a moving ferry rewrites its claim (libvirt refuses metadata writes while a
+/// migration job holds the domain; the job is then the lock).
+pub const CLAIM_REFRESH_MS: i64 = 5_000;
+
+/// How recent a claim must be to count as held: the journal's lease time
+/// (`ferry_journal::OWNER_ALIVE_WITHIN_MS`), so a claim and a lease die alike.
+pub const CLAIM_ALIVE_WITHIN_MS: i64 = 15_000;
+
+/// What a ferry about to move a VM knows besides the VM's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimFacts<'a> {
+    /// The run about to move the VM.
+    pub run_id: &'a str,
+    /// Now, Unix ms.
+    pub now_ms: i64,
+    /// Runs whose owners are alive in this ferry's journal.
+    pub live_runs: &'a [String],
+    /// Whether the claim's owner is known to run: a ferry process on this machine (or this
+    /// process, still refreshing that claim).
+    pub owner_running: bool,
+    /// Whether a libvirt job (a migration) holds the domain now.
+    pub job_running: bool,
+}
+
+/// The claim that stops `facts.run_id` from moving a VM, if any: metadata naming another
+/// run whose move is not finalized and whose holder is alive — alive in our journal, its
+/// owner running, a job on the domain, or its claim refreshed within
+/// [`CLAIM_ALIVE_WITHIN_MS`] (a claim from the future, another host's clock ahead, counts).
+/// A stale claim of a dead ferry is no lock: its run awaits `ferry resume` or
+/// `ferry cleanup`, which preview's active-run check reports.
+pub fn blocking_claim<'m>(metadata: Option<&'m Metadata>, facts: &ClaimFacts<'_>) -> Option<&'m Metadata> {
+    let m = metadata?;
+    if m.run_id == facts.run_id || m.phase == Phase::Finalized {
+        return None;
+    }
+    let fresh = m.claim.as_ref().is_some_and(|c| facts.now_ms.saturating_sub(c.refreshed_ms) <= CLAIM_ALIVE_WITHIN_MS);
+    let alive = facts.live_runs.contains(&m.run_id) || facts.job_running || fresh || facts.owner_running;
+    alive.then_some(m)
+}
+
+/// Why a move is refused while another run holds its VM, and what to do.
+pub fn claim_refusal(metadata: &Metadata, host: &str) -> String {
+    let owner = metadata.claim.as_ref().map_or("unknown", |c| c.owner.as_str());
+    format!(
+        "being moved by run {} (host {host}, owner {owner}); wait for it, or `ferry abort {}`",
+        metadata.run_id, metadata.run_id
+    )
 }
 
 #[cfg(test)]
@@ -363,5 +427,102 @@ mod tests {
         assert!(!runs_only_on(&[at("b", VmState::Running), at("a", VmState::ShutOff)], "b"));
         assert!(!runs_only_on(&[at("b", VmState::Paused)], "b"));
         assert!(!runs_only_on(&[], "b"));
+    }
+
+    #[test]
+    fn a_claim_blocks_only_while_another_run_holds_it_alive() {
+        const NOW: i64 = 1_000_000;
+        let meta = |run: &str, phase, refreshed_ms: Option<i64>| Metadata {
+            run_id: run.into(),
+            original_host: "host-a".into(),
+            phase,
+            claim: refreshed_ms.map(|refreshed_ms| Claim { owner: "ops-1:42".into(), refreshed_ms }),
+        };
+        let live = vec!["r-live".to_string()];
+        let no_runs: Vec<String> = Vec::new();
+        let facts = |live_runs, owner_running, job_running| ClaimFacts {
+            run_id: "r-me",
+            now_ms: NOW,
+            live_runs,
+            owner_running,
+            job_running,
+        };
+        let stale = Some(NOW - CLAIM_ALIVE_WITHIN_MS - 1);
+        let fresh = Some(NOW - CLAIM_ALIVE_WITHIN_MS);
+        // (case, metadata, facts, blocked)
+        let cases: Vec<(&str, Option<Metadata>, ClaimFacts<'_>, bool)> = vec![
+            ("no metadata", None, facts(&no_runs, false, false), false),
+            (
+                "other run, refreshed at the lease's edge",
+                Some(meta("r-x", Phase::Transferring, fresh)),
+                facts(&no_runs, false, false),
+                true,
+            ),
+            (
+                "other run, stale claim, owner gone",
+                Some(meta("r-x", Phase::Transferring, stale)),
+                facts(&no_runs, false, false),
+                false,
+            ),
+            (
+                "other run, claim from a clock ahead",
+                Some(meta("r-x", Phase::Prepared, Some(NOW + 60_000))),
+                facts(&no_runs, false, false),
+                true,
+            ),
+            (
+                "other run, stale claim, owner running",
+                Some(meta("r-x", Phase::Prepared, stale)),
+                facts(&no_runs, true, false),
+                true,
+            ),
+            (
+                "other run, stale claim, its job runs",
+                Some(meta("r-x", Phase::Transferring, stale)),
+                facts(&no_runs, false, true),
+                true,
+            ),
+            (
+                "other run alive in our journal, old metadata",
+                Some(meta("r-live", Phase::Transferring, None)),
+                facts(&live, false, false),
+                true,
+            ),
+            (
+                "other run, old metadata, nothing alive",
+                Some(meta("r-x", Phase::Transferring, None)),
+                facts(&live, false, false),
+                false,
+            ),
+            (
+                "own run, fresh claim",
+                Some(meta("r-me", Phase::Transferring, fresh)),
+                facts(&no_runs, true, true),
+                false,
+            ),
+            (
+                "other run, finalized, fresh claim",
+                Some(meta("r-live", Phase::Finalized, fresh)),
+                facts(&live, true, false),
+                false,
+            ),
+        ];
+        for (case, metadata, facts, blocked) in cases {
+            assert_eq!(blocking_claim(metadata.as_ref(), &facts).is_some(), blocked, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_run_its_host_and_owner_and_what_to_do() {
+        let m = Metadata {
+            run_id: "r-7".into(),
+            original_host: "host-a".into(),
+            phase: Phase::Transferring,
+            claim: Some(Claim { owner: "ops-1:42".into(), refreshed_ms: 0 }),
+        };
+        assert_eq!(
+            claim_refusal(&m, "host-a"),
+            "being moved by run r-7 (host host-a, owner ops-1:42); wait for it, or `ferry abort r-7`"
+        );
     }
 }

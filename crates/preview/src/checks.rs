@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use ferry_model::{ClusterSpec, Host, Inventory, Locality, Phase, Vm, VmState};
+use ferry_model::{
+    blocking_claim, claim_refusal, ClaimFacts, ClusterSpec, Host, Inventory, Locality, Phase, Vm, VmState,
+};
 use ferry_plan::{Mode, Policy, StaleCopies};
 use serde::{Deserialize, Serialize};
 
@@ -115,11 +117,15 @@ pub struct Check {
     pub outcome: Outcome,
     /// Why, with the numbers.
     pub message: String,
+    /// A live run holds the VM (its claim in ferry's metadata): no `--ignore` waives this
+    /// failure, since the driver would refuse the move anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl Check {
     fn new(name: CheckName, outcome: Outcome, message: impl Into<String>) -> Check {
-        Check { name, outcome, message: message.into() }
+        Check { name, outcome, message: message.into(), held: false }
     }
 }
 
@@ -173,6 +179,11 @@ pub struct CheckContext<'a> {
     pub unavailable: &'a [String],
     /// By VM UUID, the copies of its disks found on other hosts (any host may be a target).
     pub earlier_copies: &'a HashMap<String, Vec<EarlierCopy>>,
+    /// Now, Unix ms, to judge whether a claim in ferry's metadata is fresh; none: every
+    /// claim counts as fresh.
+    pub now_ms: Option<i64>,
+    /// Runs whose owners are alive in the journal: their claims hold however old.
+    pub live_runs: &'a [String],
 }
 
 /// Runs every check on move `index` of `ctx.moves`.
@@ -181,7 +192,7 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
     let Some(vm) = ctx.inventory.vms.iter().find(|v| v.uuid == candidate.uuid) else {
         return vec![Check::new(CheckName::VmState, Outcome::Failed, "the VM is not in the inventory")];
     };
-    let mut checks = vec![vm_state(vm, ctx.policy), active_run(vm)];
+    let mut checks = vec![vm_state(vm, ctx.policy), active_run(vm, ctx)];
     let Some(to) = &candidate.to else {
         checks.push(Check::new(CheckName::Target, Outcome::Failed, "no target: placement found no host"));
         return checks;
@@ -268,9 +279,10 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
     checks
 }
 
-/// Turns failures of the named checks into warnings that say they were waived.
+/// Turns failures of the named checks into warnings that say they were waived; never a
+/// failure because a live run holds the VM.
 pub fn waive(checks: &mut [Check], ignore: &[CheckName]) {
-    for check in checks.iter_mut().filter(|c| c.outcome == Outcome::Failed && ignore.contains(&c.name)) {
+    for check in checks.iter_mut().filter(|c| c.outcome == Outcome::Failed && !c.held && ignore.contains(&c.name)) {
         check.outcome = Outcome::Warning;
         check.message = format!("waived (--ignore {}): {}", check.name, check.message);
     }
@@ -283,8 +295,20 @@ pub fn verdict(checks: &[Check]) -> Outcome {
 
 /// The hypervisor knows which run moves a VM: ferry writes its metadata on the domain before
 /// each phase and leaves `finalized` behind. Any other phase means a move is in flight, or
-/// was interrupted and awaits `ferry resume` or `ferry cleanup`.
-fn active_run(vm: &Vm) -> Check {
+/// was interrupted and awaits `ferry resume` or `ferry cleanup`. A move in flight whose run
+/// is alive (`ferry_model::blocking_claim`) holds the VM: that failure cannot be waived.
+fn active_run(vm: &Vm, ctx: &CheckContext<'_>) -> Check {
+    let facts = ClaimFacts {
+        run_id: "",
+        now_ms: ctx.now_ms.unwrap_or(i64::MIN),
+        live_runs: ctx.live_runs,
+        owner_running: false,
+        job_running: false,
+    };
+    if let Some(holder) = blocking_claim(vm.ferry.as_ref(), &facts) {
+        let message = format!("{} (a live run's lock: --ignore cannot waive it)", claim_refusal(holder, &vm.host));
+        return Check { held: true, ..Check::new(CheckName::ActiveRun, Outcome::Failed, message) };
+    }
     match &vm.ferry {
         Some(m) if m.phase != Phase::Finalized => Check::new(
             CheckName::ActiveRun,

@@ -29,6 +29,10 @@ pub struct PreviewConfig {
     /// By VM UUID, the copies of its host-local disks found unused on other hosts, each
     /// judged ferry's or not (`ferry_back::stale`); empty when the hosts were not asked.
     pub earlier_copies: HashMap<String, Vec<EarlierCopy>>,
+    /// Now, Unix ms, to judge claims in ferry's metadata (see `CheckContext::now_ms`).
+    pub now_ms: Option<i64>,
+    /// Runs whose owners are alive in the journal.
+    pub live_runs: Vec<String>,
 }
 
 /// What is known of a VM's memory beyond its size.
@@ -162,6 +166,8 @@ pub fn preview(
         moves: &candidates,
         unavailable: &unavailable,
         earlier_copies: &config.earlier_copies,
+        now_ms: config.now_ms,
+        live_runs: &config.live_runs,
     };
 
     // Concurrency each host's link is shared by: its moves, up to the plan's limits.

@@ -1,7 +1,7 @@
 //! Every precheck, table-driven: passing, failing, and waived.
 
 use ferry_model::{
-    ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Metadata, Nic, Phase, Pool, Version, Vm,
+    Claim, ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Metadata, Nic, Phase, Pool, Version, Vm,
     VmState,
 };
 use ferry_plan::{Mode, Policy};
@@ -88,7 +88,11 @@ struct World {
     moves: Vec<Candidate>,
     unavailable: Vec<String>,
     earlier_copies: HashMap<String, Vec<EarlierCopy>>,
+    live_runs: Vec<String>,
 }
+
+/// The preview's clock in these tests, Unix ms.
+const NOW_MS: i64 = 1_796_500_000_000;
 
 fn world() -> World {
     World {
@@ -102,6 +106,7 @@ fn world() -> World {
         moves: vec![Candidate { uuid: "uuid-web-1".into(), from: "a".into(), to: Some("b".into()), group: None }],
         unavailable: vec![],
         earlier_copies: HashMap::new(),
+        live_runs: vec![],
     }
 }
 
@@ -124,6 +129,8 @@ fn outcome_of(w: &World, index: usize, name: CheckName, ignore: &[CheckName]) ->
         moves: &w.moves,
         unavailable: &w.unavailable,
         earlier_copies: &w.earlier_copies,
+        now_ms: Some(NOW_MS),
+        live_runs: &w.live_runs,
     };
     let mut checks = check_move(&ctx, index);
     waive(&mut checks, ignore);
@@ -345,8 +352,12 @@ fn every_check_passes_fails_and_can_be_waived() {
             "finished run",
             CheckName::ActiveRun,
             |w| {
-                w.inventory.vms[0].ferry =
-                    Some(Metadata { run_id: "r-1".into(), original_host: "c".into(), phase: Phase::Finalized });
+                w.inventory.vms[0].ferry = Some(Metadata {
+                    run_id: "r-1".into(),
+                    original_host: "c".into(),
+                    phase: Phase::Finalized,
+                    claim: None,
+                });
             },
             Outcome::Passed,
             "last moved by run r-1",
@@ -355,8 +366,12 @@ fn every_check_passes_fails_and_can_be_waived() {
             "run in flight",
             CheckName::ActiveRun,
             |w| {
-                w.inventory.vms[0].ferry =
-                    Some(Metadata { run_id: "r-2".into(), original_host: "a".into(), phase: Phase::Transferring });
+                w.inventory.vms[0].ferry = Some(Metadata {
+                    run_id: "r-2".into(),
+                    original_host: "a".into(),
+                    phase: Phase::Transferring,
+                    claim: None,
+                });
             },
             Outcome::Failed,
             "run r-2 is moving it (phase transferring, from a)",
@@ -418,4 +433,38 @@ fn anti_affinity_sees_where_every_member_ends() {
         outcome_of(&w, 1, CheckName::AntiAffinity, &[CheckName::AntiAffinity])
     };
     assert_eq!(waived, Outcome::Warning);
+}
+
+#[test]
+fn a_live_runs_claim_fails_active_run_and_no_ignore_waives_it() {
+    // (case, claim refreshed at, runs alive in the journal, held: not waivable)
+    let cases: [(&str, Option<i64>, &[&str], bool); 4] = [
+        ("claim refreshed 5 s ago", Some(NOW_MS - 5_000), &[], true),
+        ("claim a minute old, its ferry gone", Some(NOW_MS - 60_000), &[], false),
+        ("claim a minute old, its run alive in the journal", Some(NOW_MS - 60_000), &["r-9"], true),
+        ("metadata from before claims", None, &[], false),
+    ];
+    for (what, refreshed_ms, live_runs, held) in cases {
+        let mut w = world();
+        w.inventory.vms[0].ferry = Some(Metadata {
+            run_id: "r-9".into(),
+            original_host: "a".into(),
+            phase: Phase::Transferring,
+            claim: refreshed_ms.map(|refreshed_ms| Claim { owner: "ops-2:77".into(), refreshed_ms }),
+        });
+        w.live_runs = live_runs.iter().map(|r| r.to_string()).collect();
+        let (outcome, message) = outcome_of(&w, 0, CheckName::ActiveRun, &[CheckName::ActiveRun]);
+        if held {
+            assert_eq!(outcome, Outcome::Failed, "{what}: {message}");
+            assert_eq!(
+                message,
+                "being moved by run r-9 (host a, owner ops-2:77); wait for it, or `ferry abort r-9` \
+                 (a live run's lock: --ignore cannot waive it)",
+                "{what}"
+            );
+        } else {
+            assert_eq!(outcome, Outcome::Warning, "{what}: {message}");
+            assert!(message.starts_with("waived (--ignore active-run): run r-9 is moving it"), "{what}: {message}");
+        }
+    }
 }

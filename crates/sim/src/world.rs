@@ -35,7 +35,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use ferry_driver::{ColdOptions, Control, LiveOptions, MoveError, MoveReport, MoveRequest, Progress, Volume};
 use ferry_model::{
-    Disk, DiskSource, Host, Inventory, Locality, Location, Metadata, Nic, Phase, Pool, Version, Vm, VmState,
+    blocking_claim, claim_refusal, Claim, ClaimFacts, Disk, DiskSource, Host, Inventory, Locality, Location, Metadata,
+    Nic, Phase, Pool, Version, Vm, VmState,
 };
 use ferry_preview::estimate::{
     LiveInput, Next, PrecopyLoop, JOB_SETUP_S, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS, SWITCHOVER_MS,
@@ -48,6 +49,14 @@ use crate::rng::Rng;
 
 /// Nanoseconds since the simulation started.
 pub(crate) type Nanos = u64;
+
+/// The owner a simulated move's claim names: the world lives in one process.
+const SIM_OWNER: &str = "simulation";
+
+/// A claim's time in the simulation: virtual ms since the fleet's start.
+fn virtual_ms(now: Nanos) -> i64 {
+    i64::try_from(now / 1_000_000).unwrap_or(i64::MAX)
+}
 
 /// Seconds between two progress samples of a migration: the libvirt driver's poll (250 ms),
 /// so that the engine sees a migration stop sending (zero pages, the switch-over) as soon
@@ -631,6 +640,19 @@ impl World {
         if v.at != from {
             return Err(init(format!("{} is not on {} (it is on {})", v.name, request.from, self.hosts[v.at].name)));
         }
+        // The world's flows are its live moves: a flow of another run holds the VM as a
+        // libvirt job would, and its claim names that run.
+        let live_runs: Vec<String> = self.flows.values().map(|f| f.run_id.clone()).collect();
+        let facts = ClaimFacts {
+            run_id: &request.run_id,
+            now_ms: virtual_ms(self.now),
+            live_runs: &live_runs,
+            owner_running: false,
+            job_running: v.flow.is_some(),
+        };
+        if let Some(holder) = blocking_claim(v.metadata.as_ref(), &facts) {
+            return Err(init(claim_refusal(holder, &request.from)));
+        }
         if v.flow.is_some() {
             return Err(init(format!("{}: a job is already running on the domain", v.name)));
         }
@@ -660,6 +682,7 @@ impl World {
             run_id: request.run_id.clone(),
             original_host: request.from.clone(),
             phase: Phase::Prepared,
+            claim: Some(Claim { owner: SIM_OWNER.into(), refreshed_ms: virtual_ms(self.now) }),
         });
         self.flows.insert(
             id,
