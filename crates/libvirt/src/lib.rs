@@ -66,6 +66,27 @@ fn driver_error(host: &str, action: &str) -> impl Fn(String) -> DriverError {
     move |message| DriverError { host: host.clone(), action: action.clone(), message }
 }
 
+/// Starts a domain and waits until it runs. A start cut short (its ferry killed mid-call)
+/// goes on in libvirtd, or leaves QEMU paused before the guest's first instruction: both are
+/// waited out or resumed rather than taken for failures.
+fn start_domain(domain: &virt::domain::Domain) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let attempt = match conn::vm_state(domain) {
+            ferry_model::VmState::Running => return Ok(()),
+            ferry_model::VmState::Paused => domain.resume().map_err(conn::msg),
+            ferry_model::VmState::ShutOff => domain.create().map(drop).map_err(conn::msg),
+            ferry_model::VmState::Other => Err("in a state that cannot start".to_string()),
+        };
+        match attempt {
+            Ok(()) if conn::vm_state(domain) == ferry_model::VmState::Running => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            _ if std::time::Instant::now() >= deadline => return Err("it did not come to run".into()),
+            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
 fn with_domain<T>(
     cluster: &ClusterSpec,
     host: &str,
@@ -136,20 +157,7 @@ impl Driver for LibvirtDriver {
 
     async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
         let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
-        blocking(move || {
-            with_domain(&cluster, &host, &vm, "start", |d| {
-                if !d.is_active().map_err(conn::msg)? {
-                    return d.create().map(drop).map_err(conn::msg);
-                }
-                // A start cut short (its ferry killed) can leave QEMU paused before the
-                // guest's first instruction.
-                match conn::vm_state(d) {
-                    ferry_model::VmState::Paused => d.resume().map_err(conn::msg),
-                    _ => Ok(()),
-                }
-            })
-        })
-        .await
+        blocking(move || with_domain(&cluster, &host, &vm, "start", start_domain)).await
     }
 
     async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {
