@@ -466,3 +466,118 @@ fn without_help_it_fails_wait_after_the_stall_timeout_and_live_or_cold_moves_it_
     lab.assert_where_journal_says(&run);
     lab.lab.check_ok_with(&["--allow-restart", "vm-2"]);
 }
+
+/// Every guest runs once and is defined once; every volume is a running guest's disk (the
+/// plans delete source copies, so nothing else may be left).
+fn assert_each_vm_once_and_no_stray_volume(lab: &RunLab, run: &str) {
+    lab.lab.assert_each_vm_once_and_no_stray_volume(&[], &|| lab.ferry("report", run).1);
+}
+
+/// Where the reconciliation of `vm` in `run` left it, from its journaled status messages.
+fn reconciled(lab: &RunLab, run: &str, vm: &str) -> Vec<String> {
+    let uuid = lab.moves(run).into_iter().find(|m| m.vm == vm).expect("move").uuid;
+    lab.events(run)
+        .into_iter()
+        .filter(|e| e.uuid.as_deref() == Some(uuid.as_str()) && e.kind == ferry_journal::EventKind::Status)
+        .map(|e| e.message)
+        .filter(|m| m.contains("re-queued") || m.contains("adopted"))
+        .collect()
+}
+
+#[test]
+fn a_cold_move_killed_at_each_of_its_steps_resumes_to_every_vm_running_once() {
+    let lab = RunLab::up("saga-cold", 27_000, &["--hosts", "3", "--vms", "3", "--mem", "96"]);
+    let mut here: Vec<String> = vec!["host-a".into(), "host-b".into()];
+    // Before the target's definition the move is undone (the guest started again on its
+    // source) and re-queued; from it on, the move goes forward.
+    let points = [
+        ("shut-down", "re-queued"),
+        ("copy-volume", "re-queued"),
+        ("define", "re-queued"),
+        ("start-vm", "adopted"),
+        ("undefine", "adopted"),
+        ("finalize", "adopted"),
+    ];
+    for (round, (point, recovery)) in points.iter().enumerate() {
+        let next: Vec<String> = here.iter().map(|h| next_host(h)).collect();
+        let name = format!("cold-{round}");
+        // vm-1's disk is host-local (copied), vm-2's shared; both move at once, so the kill
+        // also cuts vm-2's move wherever it is.
+        let plan = lab.plan(
+            &name,
+            &format!(
+                "[plan]\nname = \"{name}\"\n[limits]\ncluster = 2\n[policy]\nmode = \"cold\"\nshutdown_timeout_s = 2\n\
+                 delete_source_volumes = true\n[[move]]\nvm = \"vm-1\"\nto = \"{}\"\n[[move]]\nvm = \"vm-2\"\nto = \"{}\"\n",
+                next[0], next[1]
+            ),
+        );
+        let failpoint = format!("{point}:vm-1");
+        let mut child = lab.spawn_migrate(&plan, &lab.cluster(), &[("FERRY_FAILPOINT", &failpoint)]);
+        let run = stdout_run_id(&mut child);
+        wait_for_line(&mut child, &format!("failpoint {point} vm-1"), Duration::from_secs(120));
+        common::kill9(child.id());
+        let _ = child.wait();
+
+        let (code, text) = lab.ferry("resume", &run);
+        let report = lab.ferry("report", &run).1;
+        assert_eq!(code, Some(0), "{point}: {text}\n{report}");
+        let moves = lab.moves(&run);
+        assert!(moves.iter().all(|m| m.status == Status::SuccessCold), "{point}: {moves:#?}\n{text}");
+        let said = reconciled(&lab, &run, "vm-1");
+        assert!(said.iter().any(|m| m.contains(recovery)), "{point}: expected {recovery}: {said:#?}\n{report}");
+        lab.assert_where_journal_says(&run);
+        assert_each_vm_once_and_no_stray_volume(&lab, &run);
+        lab.lab.check_ok_with(&["--allow-restart", "vm-1", "--allow-restart", "vm-2"]);
+        here = next;
+    }
+}
+
+#[test]
+fn a_live_move_killed_as_it_creates_or_finalizes_resumes_and_never_deletes_a_volume_it_did_not_create() {
+    let lab = RunLab::up("saga-live", 19_000, &["--hosts", "3", "--vms", "3", "--mem", "96"]);
+    let cluster = lab.cluster_with_link(32);
+    let plan = |name: &str, to: &str| {
+        lab.plan(
+            name,
+            &format!(
+                "[plan]\nname = \"{name}\"\n[policy]\ndelete_source_volumes = true\n[[move]]\nvm = \"vm-1\"\nto = \"{to}\"\n"
+            ),
+        )
+    };
+    let mut at = "host-a".to_string();
+    for point in ["create-volume", "finalize"] {
+        let to = next_host(&at);
+        let mut child =
+            lab.spawn_migrate(&plan(point, &to), &cluster, &[("FERRY_FAILPOINT", &format!("{point}:vm-1"))]);
+        let run = stdout_run_id(&mut child);
+        wait_for_line(&mut child, &format!("failpoint {point} vm-1"), Duration::from_secs(120));
+        common::kill9(child.id());
+        let _ = child.wait();
+        let (code, text) = lab.ferry("resume", &run);
+        assert_eq!(code, Some(0), "{point}: {text}\n{}", lab.ferry("report", &run).1);
+        assert_eq!(lab.moves(&run)[0].status, Status::Success, "{point}: {text}");
+        lab.assert_where_journal_says(&run);
+        assert_each_vm_once_and_no_stray_volume(&lab, &run);
+        lab.lab.check_ok();
+        at = to;
+    }
+
+    // A volume in the way on the target that no move of this journal created: the move is
+    // refused, and neither it nor the recovery after a kill before its start touches it.
+    let to = next_host(&at);
+    let foreign = lab.lab.dir.join("hosts").join(&to).join("pool").join("vm-1.qcow2");
+    lab.lab.virsh(&to, &["vol-create-as", "local", "vm-1.qcow2", "1M", "--format", "qcow2"]);
+    let mut child = lab.spawn_migrate(&plan("foreign", &to), &cluster, &[("FERRY_FAILPOINT", "start:vm-1")]);
+    let run = stdout_run_id(&mut child);
+    wait_for_line(&mut child, "failpoint start vm-1", Duration::from_secs(120));
+    common::kill9(child.id());
+    let _ = child.wait();
+    let (code, text) = lab.ferry("resume", &run);
+    assert_eq!(code, Some(1), "{text}");
+    let moves = lab.moves(&run);
+    assert_eq!(moves[0].status, Status::FailureInit, "{moves:#?}");
+    assert!(moves[0].message.contains("already exists"), "{moves:#?}");
+    assert!(foreign.exists(), "the volume ferry did not create is still there");
+    lab.assert_where_journal_says(&run);
+    lab.lab.check_ok();
+}

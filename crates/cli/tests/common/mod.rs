@@ -247,3 +247,44 @@ impl TestLab {
         );
     }
 }
+
+impl TestLab {
+    /// Every guest runs on exactly one host and is defined on no other; every volume in a
+    /// host's local pool is the disk of a guest running there, except those `kept` names as
+    /// (host, file). `context` (a report, a seed) is printed with any failure.
+    pub fn assert_each_vm_once_and_no_stray_volume(&self, kept: &[(String, String)], context: &dyn Fn() -> String) {
+        let status = self.status_json();
+        let mut disks: Vec<(String, String)> = kept.to_vec();
+        for vm in status["vms"].as_array().expect("vms") {
+            let name = vm["name"].as_str().expect("name");
+            let running: Vec<String> = serde_json::from_value(vm["running_on"].clone()).expect("running_on");
+            let defined: Vec<String> = serde_json::from_value(vm["defined_on"].clone()).expect("defined_on");
+            assert_eq!(running.len(), 1, "{name} runs on {running:?}\n{}", context());
+            assert!(defined.is_empty(), "{name} runs on {running:?} and is also defined on {defined:?}\n{}", context());
+            disks.push((running[0].clone(), format!("{name}.qcow2")));
+        }
+        let hosts: Vec<String> = status["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .map(|h| h["name"].as_str().expect("host name").to_string())
+            .collect();
+        for host in hosts {
+            for file in self.pool_files(&host) {
+                assert!(
+                    disks.contains(&(host.clone(), file.clone())),
+                    "{file} on {host} is the disk of no guest there\n{}",
+                    context()
+                );
+            }
+        }
+    }
+}
+
+/// The run id a ferry command printed (`run ID …`).
+pub fn printed_run_id(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
+}
