@@ -237,7 +237,12 @@ async fn settle<D: Driver>(
 /// already runs on the target) is waited to its end. Returns why the move must end
 /// FAILURE-LOST when the job outlived its abort by `patience.after_abort`, `None` once no
 /// job runs (or the source cannot be asked: where the VM runs decides then).
-async fn wait_out_job<D: Driver>(driver: &D, m: &Move, patience: &Patience, actions: &mut Vec<String>) -> Option<String> {
+async fn wait_out_job<D: Driver>(
+    driver: &D,
+    m: &Move,
+    patience: &Patience,
+    actions: &mut Vec<String>,
+) -> Option<String> {
     let started = Instant::now();
     let mut aborted_at: Option<Instant> = None;
     let mut post_copy = false;
