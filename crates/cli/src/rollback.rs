@@ -472,7 +472,10 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
             generation: run.generation,
             clock: request.clock,
         };
-        runs::execute(drive, &plan, output).await.map_err(|lost| lost.to_string())?
+        match runs::execute(drive, &plan, output).await {
+            Ok(ok) => ok,
+            Err(lost) => runs::lost_exit(&lost),
+        }
     };
     if new_moves.iter().all(|m| m.status == Status::RollbackFailed) {
         // Nothing for the engine to run: the run ends here.

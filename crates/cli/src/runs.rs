@@ -242,7 +242,7 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
             hooks::run_for_run(&journal, &lease, "pre-run", "pre-run hook", command, plan_env(&plan), timeout, quiet)
                 .await;
         if let Some(holder) = ran.lost_to {
-            return lost_exit(&Lost { run: run.id.clone(), holder });
+            lost_exit(&Lost { run: run.id.clone(), holder });
         }
         if !ran.ok() && plan.hooks.on_failure == OnFailure::Fail {
             return match end_unstarted(&journal, &run.id, "not started: the pre-run hook failed (on_failure = fail)")
@@ -286,18 +286,18 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
     };
     let mut ok = match execute(drive, &plan, output).await {
         Ok(ok) => ok,
-        Err(lost) => return lost_exit(&lost),
+        Err(lost) => lost_exit(&lost),
     };
     ok &= match crate::drain::after(&driver, &journal, &lease, &plan, &cluster, clock, output).await {
         Ok(ok) => ok,
-        Err(lost) => return lost_exit(&lost),
+        Err(lost) => lost_exit(&lost),
     };
     if let Some(command) = &plan.hooks.post_run {
         let ran =
             hooks::run_for_run(&journal, &lease, "post-run", "post-run hook", command, plan_env(&plan), timeout, quiet)
                 .await;
         if let Some(holder) = ran.lost_to {
-            return lost_exit(&Lost { run: run.id.clone(), holder });
+            lost_exit(&Lost { run: run.id.clone(), holder });
         }
         ok &= ran.ok() || plan.hooks.on_failure == OnFailure::Warn;
     }
@@ -436,13 +436,13 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
     };
     let mut ok = match execute(drive, &document.plan, output).await {
         Ok(ok) => ok,
-        Err(lost) => return lost_exit(&lost),
+        Err(lost) => lost_exit(&lost),
     };
     // A drained host's hook and the return of its VMs, if the run stopped before them.
     ok &= match crate::drain::after(&driver, &journal, &lease, &document.plan, &cluster, Clock::system(), output).await
     {
         Ok(ok) => ok,
-        Err(lost) => return lost_exit(&lost),
+        Err(lost) => lost_exit(&lost),
     };
     if ok {
         ExitCode::SUCCESS
@@ -530,7 +530,10 @@ pub(crate) async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, 
     let (events, _ignored) = mpsc::unbounded_channel();
     let settled = ferry_engine::reconcile(driver, journal, lease, &Waits::abort_at_once(), release, &events)
         .await
-        .map_err(|e| Lost::from_engine(run_id, &e).map_or_else(|| e.to_string(), |lost| lost.to_string()))?;
+        .map_err(|e| match Lost::from_engine(run_id, &e) {
+            Some(lost) => lost_exit(&lost),
+            None => e.to_string(),
+        })?;
     for r in settled {
         println!("{}: {}: {}", r.vm, r.status, r.message);
     }
@@ -634,10 +637,18 @@ impl std::fmt::Display for Lost {
     }
 }
 
-/// Says that this ferry lost the lease and exits 1.
-pub(crate) fn lost_exit(lost: &Lost) -> ExitCode {
+/// Says that this ferry lost the lease and ends the process at once with exit 1. At once,
+/// not by returning: the driver's blocking calls (a migration waited for in libvirt, its
+/// finalization or undo after it) cannot be cancelled, and the runtime would wait for them
+/// on its way out, then let them act on a run another process now drives. Ending the
+/// process closes their connections as `kill -9` would: the migrations go on in libvirt,
+/// for the new holder to settle.
+pub(crate) fn lost_exit(lost: &Lost) -> ! {
+    use std::io::Write;
     eprintln!("ferry: {lost}");
-    ExitCode::from(EXIT_FAILURE)
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(i32::from(EXIT_FAILURE))
 }
 
 /// Why a drive ended without the run's end.
@@ -719,7 +730,7 @@ impl<D: Driver> Drive<D> {
         let end = engine.run(command_rx, event_tx).await;
         let _ = show.await;
         end.map_err(|e| match Lost::from_engine(&run_id, &e) {
-            Some(lost) => DriveError::Lost(lost),
+            Some(lost) => lost_exit(&lost),
             None => DriveError::Failed(format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it")),
         })
     }
