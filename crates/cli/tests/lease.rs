@@ -1,5 +1,6 @@
 //! Leases that bind, on real labs: of two `ferry resume` of one run started at once, one
-//! drives it and the other is refused naming it; a ferry stopped (SIGSTOP) past its lease
+//! drives it and the other is refused naming it, also while the holder waits out a job
+//! that outlived its ferry; a ferry stopped (SIGSTOP) past its lease
 //! finds, once continued, that another took the run, and starts nothing more.
 //!
 //! Port blocks 24000 and 30000, one lab each.
@@ -45,13 +46,35 @@ impl LeaseLab {
     /// A plan moving each of the three guests one host along (vm-1 from host-a to host-b,
     /// …), one migration at a time.
     fn one_along(&self) -> PathBuf {
-        let moves = [("vm-1", "host-b"), ("vm-2", "host-c"), ("vm-3", "host-a")]
-            .iter()
-            .map(|(vm, to)| format!("[[move]]\nvm = \"{vm}\"\nto = \"{to}\"\n"))
-            .collect::<String>();
-        let path = self.lab.dir.join("along.toml");
-        std::fs::write(&path, format!("[plan]\nname = \"along\"\n[limits]\ncluster = 1\n{moves}")).expect("plan");
+        self.plan("along", &[("vm-1", "host-b"), ("vm-2", "host-c"), ("vm-3", "host-a")])
+    }
+
+    /// A plan of `moves` (VM, target), one migration at a time.
+    fn plan(&self, name: &str, moves: &[(&str, &str)]) -> PathBuf {
+        let moves =
+            moves.iter().map(|(vm, to)| format!("[[move]]\nvm = \"{vm}\"\nto = \"{to}\"\n")).collect::<String>();
+        let path = self.lab.dir.join(format!("{name}.toml"));
+        std::fs::write(&path, format!("[plan]\nname = \"{name}\"\n[limits]\ncluster = 1\n{moves}")).expect("plan");
         path
+    }
+
+    /// `ferry migrate PLAN` killed (-9) at the failpoint `transferring` of vm-2, its
+    /// migration left running in libvirt; the run's id.
+    fn migrate_killed_in_flight(&self, plan: &Path, cluster: &Path) -> String {
+        let mut migrate = self.spawn(
+            &["migrate", path_str(plan), "--cluster", path_str(cluster)],
+            &[("FERRY_FAILPOINT", "transferring:vm-2")],
+        );
+        let run = stdout_run_id(&mut migrate);
+        wait_for_line(&mut migrate, "failpoint transferring vm-2", Duration::from_secs(180));
+        common::kill9(migrate.id());
+        let _ = migrate.wait();
+        run
+    }
+
+    /// The journal's status of `vm` in `run`.
+    fn status_of(&self, run: &str, vm: &str) -> Status {
+        self.moves(run).into_iter().find(|m| m.vm == vm).map(|m| m.status).expect("a move of the VM")
     }
 
     /// `ferry COMMAND ARGS --state` in the background, both streams piped.
@@ -165,15 +188,7 @@ fn text(out: &std::process::Output) -> String {
 fn of_two_resumes_at_once_one_drives_the_run_and_the_other_names_it() {
     let lab = LeaseLab::up("lease-two", 24_000);
     let cluster = lab.cluster_with_link(32);
-    let plan = lab.one_along();
-    let mut migrate = lab.spawn(
-        &["migrate", path_str(&plan), "--cluster", path_str(&cluster)],
-        &[("FERRY_FAILPOINT", "transferring:vm-2")],
-    );
-    let run = stdout_run_id(&mut migrate);
-    wait_for_line(&mut migrate, "failpoint transferring vm-2", Duration::from_secs(180));
-    common::kill9(migrate.id());
-    let _ = migrate.wait();
+    let run = lab.migrate_killed_in_flight(&lab.one_along(), &cluster);
 
     let first = lab.spawn(&["resume", &run], &[]);
     let second = lab.spawn(&["resume", &run], &[]);
@@ -196,6 +211,33 @@ fn of_two_resumes_at_once_one_drives_the_run_and_the_other_names_it() {
     // Only the winner moved anything: vm-2's interrupted attempt, then one each for the rest.
     let attempts = lab.attempts(&run);
     assert_eq!(attempts.len(), 3, "{attempts:#?}\n{all}");
+    lab.lab.check_ok();
+
+    // The holder keeps its lease while it waits out a migration that outlived its ferry:
+    // at 4 MiB/s vm-2's 128 MiB take over 30 s, and a resume tried past the lease time
+    // while the first still waits for that job is refused.
+    let slow = lab.cluster_with_link(4);
+    let plan = lab.plan("along-again", &[("vm-1", "host-c"), ("vm-2", "host-a"), ("vm-3", "host-b")]);
+    let run = lab.migrate_killed_in_flight(&plan, &slow);
+    let waiting = lab.spawn(&["resume", &run], &[]);
+    let holder_now = holder(waiting.id());
+    let started = Instant::now();
+    while lab.run(&run).owner.as_deref() != Some(holder_now.as_str()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the resume never claimed the run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let claimed = Instant::now();
+    std::thread::sleep(Duration::from_millis(u64::try_from(OWNER_ALIVE_WITHIN_MS).expect("positive") + 2_000));
+    assert_eq!(lab.status_of(&run, "vm-2"), Status::Migrating, "the job should still be waited out");
+    let out = common::ferry(&["resume", &run, "--state", path_str(&lab.state())]);
+    let still_waiting = lab.status_of(&run, "vm-2") == Status::Migrating;
+    assert_eq!(out.status.code(), Some(1), "{:?} after the claim: {}", claimed.elapsed(), text(&out));
+    assert!(text(&out).contains(&format!("run {run} is being driven by {holder_now}")), "{}", text(&out));
+    assert!(still_waiting, "the refusal should come while the job is waited out");
+    let out = common::wait_or_fail(waiting, "the resume waiting out vm-2's job");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    lab.assert_all_moved_where_journal_says(&run, &text(&out));
+    assert_eq!(lab.attempts(&run).len(), 3);
     lab.lab.check_ok();
 }
 
