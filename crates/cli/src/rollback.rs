@@ -472,10 +472,7 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
             generation: run.generation,
             clock: request.clock,
         };
-        match runs::execute(drive, &plan, output).await {
-            Ok(ok) => ok,
-            Err(lost) => runs::lost_exit(&lost),
-        }
+        runs::execute(drive, &plan, output).await
     };
     if new_moves.iter().all(|m| m.status == Status::RollbackFailed) {
         // Nothing for the engine to run: the run ends here.

@@ -284,10 +284,7 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         generation: run.generation,
         clock,
     };
-    let mut ok = match execute(drive, &plan, output).await {
-        Ok(ok) => ok,
-        Err(lost) => lost_exit(&lost),
-    };
+    let mut ok = execute(drive, &plan, output).await;
     ok &= match crate::drain::after(&driver, &journal, &lease, &plan, &cluster, clock, output).await {
         Ok(ok) => ok,
         Err(lost) => lost_exit(&lost),
@@ -434,10 +431,7 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         generation: run.generation,
         clock: Clock::system(),
     };
-    let mut ok = match execute(drive, &document.plan, output).await {
-        Ok(ok) => ok,
-        Err(lost) => lost_exit(&lost),
-    };
+    let mut ok = execute(drive, &document.plan, output).await;
     // A drained host's hook and the return of its VMs, if the run stopped before them.
     ok &= match crate::drain::after(&driver, &journal, &lease, &document.plan, &cluster, Clock::system(), output).await
     {
@@ -571,17 +565,16 @@ pub(crate) fn owner_of(driver: &AnyDriver) -> String {
 }
 
 /// Runs the engine with Ctrl-C handling, progress and the plan's per-VM hooks, then prints
-/// the outcome. True when every move succeeded and no hook failed under `fail`;
-/// [`Lost`] when another process took the run meanwhile (nothing more may be started).
-pub async fn execute<D: Driver>(run: Drive<D>, plan: &Plan, output: Output) -> Result<bool, Lost> {
+/// the outcome. True when every move succeeded and no hook failed under `fail`. A lost
+/// lease ends the process ([`lost_exit`]).
+pub async fn execute<D: Driver>(run: Drive<D>, plan: &Plan, output: Output) -> bool {
     let Drive { driver, journal, cluster, inventory, settings, specs, generation, clock } = run;
     let run_id = settings.run_id.clone();
     let lease = match lease_for(&journal, &run_id, generation, &settings.owner).await {
         Ok(lease) => lease,
-        Err(DriveError::Lost(lost)) => return Err(lost),
         Err(e) => {
             eprintln!("ferry: {e}");
-            return Ok(false);
+            return false;
         }
     };
     let failed = Arc::new(Mutex::new(None));
@@ -592,12 +585,11 @@ pub async fn execute<D: Driver>(run: Drive<D>, plan: &Plan, output: Output) -> R
         Ok(end) => {
             print_end(&run_id, &end, output);
             let hook_failed = failed.lock().map(|f| f.is_some()).unwrap_or(true);
-            Ok(end.moves.iter().all(|m| m.status.is_success()) && !hook_failed)
+            end.moves.iter().all(|m| m.status.is_success()) && !hook_failed
         }
-        Err(DriveError::Lost(lost)) => Err(lost),
         Err(e) => {
             eprintln!("ferry: {e}");
-            Ok(false)
+            false
         }
     }
 }
@@ -651,37 +643,14 @@ pub(crate) fn lost_exit(lost: &Lost) -> ! {
     std::process::exit(i32::from(EXIT_FAILURE))
 }
 
-/// Why a drive ended without the run's end.
-#[derive(Debug)]
-pub enum DriveError {
-    /// Another process took the run.
-    Lost(Lost),
-    /// The journal failed, or the lease could not be taken; in words.
-    Failed(String),
-}
-
-impl std::fmt::Display for DriveError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DriveError::Lost(lost) => lost.fmt(f),
-            DriveError::Failed(text) => f.write_str(text),
-        }
-    }
-}
-
 /// The lease this process holds on run `run_id`, or a new claim of it at `generation` (a
 /// run this process just created).
-async fn lease_for(journal: &Journal, run_id: &str, generation: i64, owner: &str) -> Result<Lease, DriveError> {
+async fn lease_for(journal: &Journal, run_id: &str, generation: i64, owner: &str) -> Result<Lease, String> {
     if let Some(lease) = journal.lease(run_id) {
         return Ok(lease);
     }
-    match journal.claim(run_id, generation, owner).await {
-        Ok(_) => journal
-            .lease(run_id)
-            .ok_or_else(|| DriveError::Failed(format!("run {run_id}: claimed, but the journal kept no lease"))),
-        Err(JournalError::LeaseHeld { holder, .. }) => Err(DriveError::Lost(Lost { run: run_id.to_string(), holder })),
-        Err(e) => Err(DriveError::Failed(format!("could not take run {run_id}: {e}"))),
-    }
+    journal.claim(run_id, generation, owner).await.map_err(|e| format!("could not take run {run_id}: {e}"))?;
+    journal.lease(run_id).ok_or_else(|| format!("run {run_id}: claimed, but the journal kept no lease"))
 }
 
 /// A run ready to go: the engine's inputs and the run's generation in the journal.
@@ -707,8 +676,9 @@ pub struct Drive<D> {
 impl<D: Driver> Drive<D> {
     /// Runs the engine under the run's lease (the one this process holds, or a claim of it
     /// at `generation`), showing progress on stderr. Each Ctrl-C sends the next of
-    /// `interrupts` to the engine.
-    pub async fn drive(self, interrupts: &[Command], output: Output) -> Result<RunEnd, DriveError> {
+    /// `interrupts` to the engine. When the lease is lost, the process ends
+    /// ([`lost_exit`]).
+    pub async fn drive(self, interrupts: &[Command], output: Output) -> Result<RunEnd, String> {
         let run_id = self.settings.run_id.clone();
         let lease = lease_for(&self.journal, &run_id, self.generation, &self.settings.owner).await?;
         let (command_tx, command_rx) = mpsc::unbounded_channel();
@@ -731,7 +701,7 @@ impl<D: Driver> Drive<D> {
         let _ = show.await;
         end.map_err(|e| match Lost::from_engine(&run_id, &e) {
             Some(lost) => lost_exit(&lost),
-            None => DriveError::Failed(format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it")),
+            None => format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it"),
         })
     }
 }
