@@ -257,9 +257,11 @@ async fn wait_out_job<D: Driver>(
         }
         if noted.elapsed() >= NOTE_EVERY {
             noted = Instant::now();
-            let sent = progress.transferred_bytes as f64 * 100.0 / progress.total_bytes.max(1) as f64;
+            // What is left, not a share of the total: pre-copy resends dirtied pages, so the
+            // bytes sent overtake the estimated total.
+            let left_mib = progress.remaining_bytes as f64 / (1024.0 * 1024.0);
             let _ = patience.events.send(EngineEvent::Note(format!(
-                "{}: waiting for its migration job on {}{} ({sent:.0} % sent, {:.0} s so far)",
+                "{}: waiting for its migration job on {}{} ({left_mib:.0} MiB left, {:.0} s so far)",
                 m.vm,
                 m.source,
                 if post_copy { ", in post-copy" } else { "" },
