@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_back::rollback::Origin;
 use ferry_driver::Driver;
 use ferry_engine::Clock;
-use ferry_journal::{EventKind, Journal, RunKind};
+use ferry_journal::{EventKind, Journal, JournalError, Lease, RunKind};
 use ferry_model::{ClusterSpec, Status};
 use ferry_plan::{Drain, Hooks, Limits, Plan, Policy, Target};
 use ferry_preview::checks::CheckName;
@@ -20,7 +20,7 @@ use crate::cluster::ClusterArg;
 use crate::drivers::AnyDriver;
 use crate::hooks;
 use crate::rollback::{self, Returned};
-use crate::runs::{self, Start};
+use crate::runs::{self, Lost, Start};
 use crate::state::StateArg;
 use crate::{Output, EXIT_BAD_INPUT};
 
@@ -113,20 +113,23 @@ pub async fn drain(args: DrainArgs, output: Output) -> ExitCode {
 /// After run `run_id`'s moves: for each drain of `plan` with a hook or a return, verifies
 /// the host is empty, runs its hook, and returns its VMs. Idempotent, so that `resume`
 /// calls it too: a hook that already ran is not run again, and a run already returned is
-/// not returned again. True when everything that had to happen did. The return runs on
-/// `driver` (a simulation's world goes on) with the run's `clock`.
+/// not returned again. True when everything that had to happen did; [`Lost`] when another
+/// process took the run meanwhile (then nothing more is started). The return runs on
+/// `driver` (a simulation's world goes on) with the run's `clock`, while the run's `lease`
+/// is kept.
 pub async fn after(
     driver: &Arc<AnyDriver>,
     journal: &Journal,
-    run_id: &str,
+    lease: &Lease,
     plan: &Plan,
     cluster: &ClusterSpec,
     clock: Clock,
     output: Output,
-) -> bool {
+) -> Result<bool, Lost> {
+    let run_id = lease.run();
     let drains: Vec<&Drain> = plan.drains.iter().filter(|d| d.hook.is_some() || d.return_after).collect();
     if drains.is_empty() {
-        return true;
+        return Ok(true);
     }
     let quiet = output == Output::Json;
     let note = |text: String| async move {
@@ -197,7 +200,10 @@ pub async fn after(
                 let env = vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
                 let label = format!("drain hook on {}", d.host);
                 let timeout = Duration::from_secs(plan.hooks.timeout_s);
-                let ran = hooks::run_for_run(journal, run_id, "drain", &label, command, env, timeout, quiet).await;
+                let ran = hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, quiet).await;
+                if let Some(holder) = ran.lost_to {
+                    return Err(Lost { run: run_id.to_string(), holder });
+                }
                 if !ran.ok() {
                     ok = false;
                     note(format!(
@@ -214,7 +220,11 @@ pub async fn after(
         }
     }
     if returning.is_empty() || returned {
-        return ok;
+        return Ok(ok);
+    }
+    // Before the return starts: a lease lost during the checks above starts nothing.
+    if let Err(JournalError::LeaseLost { holder, .. }) = lease.keep().await {
+        return Err(Lost { run: run_id.to_string(), holder });
     }
     let origins: Vec<Origin> = moves
         .iter()
@@ -234,7 +244,15 @@ pub async fn after(
         limits: plan.limits.clone(),
         dry_run: false,
     };
-    match rollback::roll_back(request, output).await {
+    // The return is a run of its own, under its own lease; the drain's is kept meanwhile, so
+    // that a `ferry resume` of the drain does not take it while its VMs come back. (Not in a
+    // simulation: its runs cannot be resumed, and its virtual clock runs on its events only.)
+    let keeping = (!driver.is_sim()).then(|| tokio::spawn(keep(lease.clone())));
+    let returned = rollback::roll_back(request, output).await;
+    if let Some(keeping) = keeping {
+        keeping.abort();
+    }
+    Ok(match returned {
         Ok(Returned::Ran { run, all_back }) => {
             note(format!(
                 "return: run {run} {}",
@@ -247,6 +265,16 @@ pub async fn after(
         Err(e) => {
             note(format!("the return could not start: {e}; `ferry rollback {run_id}` returns the VMs")).await;
             false
+        }
+    })
+}
+
+/// Keeps `lease` every second until it is lost or the task is aborted.
+async fn keep(lease: Lease) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(JournalError::LeaseLost { .. }) = lease.keep().await {
+            return;
         }
     }
 }

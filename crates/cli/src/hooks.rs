@@ -5,11 +5,16 @@
 //!
 //! Per-VM hooks run inside the move, through [`Hooked`], a [`Driver`] that wraps the real
 //! one: the engine knows nothing of hooks.
+//!
+//! A hook may run for an hour: the run's lease is kept every second while it runs. When the
+//! lease is found lost (another ferry took the run), the hook is killed, as at its timeout,
+//! and its result says so ([`HookRun::lost_to`]): the new holder decides what runs next.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command as Process, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +22,7 @@ use ferry_driver::{
     ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
     TargetVolume, Volume,
 };
-use ferry_journal::{EventKind, Journal};
+use ferry_journal::{EventKind, Journal, JournalError, Lease};
 use ferry_model::{Inventory, Location, Metadata};
 use ferry_plan::{OnFailure, Plan};
 use serde_json::{json, Value};
@@ -43,18 +48,24 @@ pub struct HookRun {
     pub stdout: String,
     /// The end of its standard error.
     pub stderr: String,
+    /// Killed because this ferry lost the run's lease to this holder (`host:pid`).
+    pub lost_to: Option<String>,
 }
 
 impl HookRun {
     /// Whether it exited 0 in time.
     pub fn ok(&self) -> bool {
-        self.code == Some(0) && !self.timed_out && self.error.is_none()
+        self.code == Some(0) && !self.timed_out && self.error.is_none() && self.lost_to.is_none()
     }
 
     /// What happened, in words: "`touch x` exited 0 after 0.1 s".
     pub fn summary(&self) -> String {
         let took = self.duration.as_secs_f64();
         let what = match (&self.error, self.timed_out, self.code) {
+            _ if self.lost_to.is_some() => format!(
+                "was killed after {took:.1} s: this ferry lost the run's lease to {}",
+                self.lost_to.as_deref().unwrap_or_default()
+            ),
             (Some(e), _, _) => format!("could not start: {e}"),
             (None, true, _) => format!("was killed after its {took:.0} s timeout"),
             (None, false, Some(code)) => format!("exited {code} after {took:.1} s"),
@@ -79,14 +90,37 @@ impl HookRun {
             "duration_ms": u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
             "stdout": self.stdout,
             "stderr": self.stderr,
+            "lost_to": self.lost_to,
         })
     }
 }
 
-/// Runs `command` by `sh -c` with `env`, killing its whole process group after `timeout`.
-pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration) -> HookRun {
+/// Runs `command` by `sh -c` with `env`, killing its whole process group after `timeout`,
+/// keeping `lease` every second meanwhile; killed too once the lease is found lost.
+pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration, lease: &Lease) -> HookRun {
     let command = command.to_string();
-    tokio::task::spawn_blocking(move || run_blocking(&command, &env, timeout)).await.unwrap_or_else(|e| HookRun {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let mut hook = tokio::task::spawn_blocking(move || run_blocking(&command, &env, timeout, &stopping));
+    let mut lost_to = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let joined = loop {
+        tokio::select! {
+            joined = &mut hook => break joined,
+            _ = tick.tick(), if lost_to.is_none() => match lease.keep().await {
+                Err(JournalError::LeaseLost { holder, .. }) => {
+                    lost_to = Some(holder);
+                    stop.store(true, Ordering::SeqCst);
+                }
+                // A journal that does not answer for a moment is no reason to kill the
+                // hook: the next beat tries again, and the engine stops on a lasting fault.
+                Err(e) => tracing::warn!("could not keep the lease of run {} during a hook: {e}", lease.run()),
+                Ok(()) => {}
+            },
+        }
+    };
+    let mut ran = joined.unwrap_or_else(|e| HookRun {
         command: String::new(),
         code: None,
         timed_out: false,
@@ -94,10 +128,14 @@ pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration) -
         duration: Duration::ZERO,
         stdout: String::new(),
         stderr: String::new(),
-    })
+        lost_to: None,
+    });
+    ran.lost_to = lost_to;
+    ran
 }
 
-fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration) -> HookRun {
+/// Runs the hook to its end, its timeout, or until `stop` is set (killed then).
+fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop: &AtomicBool) -> HookRun {
     let started = Instant::now();
     let mut result = HookRun {
         command: command.to_string(),
@@ -107,6 +145,7 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration) -> H
         duration: Duration::ZERO,
         stdout: String::new(),
         stderr: String::new(),
+        lost_to: None,
     };
     let spawned = Process::new("sh")
         .arg("-c")
@@ -142,6 +181,11 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration) -> H
         match child.try_wait() {
             Ok(Some(status)) => {
                 result.code = status.code();
+                break;
+            }
+            Ok(None) if stop.load(Ordering::SeqCst) => {
+                kill_group(pid);
+                let _ = child.wait();
                 break;
             }
             Ok(None) if started.elapsed() >= timeout => {
@@ -181,13 +225,13 @@ fn tail(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-/// Runs a run-level hook (`pre-run`, `post-run`, `drain`) and journals it as an event of
-/// the run, its environment in the event's data; prints "`label`: what happened" unless
-/// `quiet`. Returns how it ran.
+/// Runs a run-level hook (`pre-run`, `post-run`, `drain`) of the run `lease` holds and
+/// journals it as an event of the run, its environment in the event's data; prints
+/// "`label`: what happened" unless `quiet`. Returns how it ran.
 #[allow(clippy::too_many_arguments, reason = "a hook's whole context; one call per hook kind")]
 pub async fn run_for_run(
     journal: &Journal,
-    run_id: &str,
+    lease: &Lease,
     hook: &str,
     label: &str,
     command: &str,
@@ -195,9 +239,10 @@ pub async fn run_for_run(
     timeout: Duration,
     quiet: bool,
 ) -> HookRun {
+    let run_id = lease.run();
     env.push(("FERRY_RUN_ID".into(), run_id.into()));
     env.push(("FERRY_HOOK".into(), hook.into()));
-    let ran = run(command, env.clone(), timeout).await;
+    let ran = run(command, env.clone(), timeout, lease).await;
     let text = format!("{label}: {}", ran.summary());
     if !quiet {
         println!("{text}");
@@ -221,6 +266,7 @@ struct VmHooks {
 /// What every per-VM hook needs, shared with the tasks that wait for migrations' ends.
 struct Context {
     journal: Journal,
+    lease: Lease,
     run_id: String,
     on_failure: OnFailure,
     timeout: Duration,
@@ -245,13 +291,16 @@ impl Context {
             ("FERRY_FROM".to_string(), request.from.clone()),
             ("FERRY_TO".to_string(), request.to.clone()),
         ];
-        let ran = run(command, env, self.timeout).await;
+        let ran = run(command, env, self.timeout, &self.lease).await;
         let mut text = format!("{stage} hook: {}", ran.summary());
-        let failed = !ran.ok() && self.on_failure == OnFailure::Fail;
+        // A hook killed because the lease is lost stops the move whatever the policy: this
+        // ferry starts nothing more.
+        let lost = ran.lost_to.is_some();
+        let failed = !lost && !ran.ok() && self.on_failure == OnFailure::Fail;
         if failed {
             text.push_str("; on_failure = fail: no new move starts");
             *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{stage} hook of {}", vm.name));
-        } else if !ran.ok() {
+        } else if !ran.ok() && !lost {
             text.push_str("; on_failure = warn: the run goes on");
         }
         if !self.quiet && !ran.ok() {
@@ -262,7 +311,7 @@ impl Context {
         {
             eprintln!("ferry: could not journal {}'s {stage} hook: {e}", vm.name);
         }
-        if failed {
+        if failed || lost {
             Err(text)
         } else {
             Ok(())
@@ -282,14 +331,14 @@ pub struct Hooked<D> {
 }
 
 impl<D: Driver> Hooked<D> {
-    /// Wraps `inner` with the hooks of `plan` for run `run_id`, for the VMs `uuids` (UUID,
-    /// name). A hook failing under `fail` is named in `failed`.
+    /// Wraps `inner` with the hooks of `plan` for the run `lease` holds, for the VMs
+    /// `uuids` (UUID, name). A hook failing under `fail` is named in `failed`.
     pub fn new(
         inner: Arc<D>,
         plan: &Plan,
         uuids: &[(String, String)],
         journal: Journal,
-        run_id: &str,
+        lease: Lease,
         failed: Arc<Mutex<Option<String>>>,
         quiet: bool,
     ) -> Hooked<D> {
@@ -307,7 +356,8 @@ impl<D: Driver> Hooked<D> {
             .collect();
         let context = Context {
             journal,
-            run_id: run_id.to_string(),
+            run_id: lease.run().to_string(),
+            lease,
             on_failure: plan.hooks.on_failure,
             timeout: Duration::from_secs(plan.hooks.timeout_s),
             failed,
@@ -423,7 +473,7 @@ mod tests {
     use super::*;
 
     fn run_now(command: &str, timeout: Duration) -> HookRun {
-        run_blocking(command, &[("FERRY_HOST".into(), "host-a".into())], timeout)
+        run_blocking(command, &[("FERRY_HOST".into(), "host-a".into())], timeout, &AtomicBool::new(false))
     }
 
     #[test]
@@ -444,6 +494,22 @@ mod tests {
         assert!(ran.timed_out && !ran.ok(), "{ran:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         assert!(ran.summary().contains("was killed after its"), "{}", ran.summary());
+    }
+
+    #[test]
+    fn a_hook_is_killed_with_its_children_when_told_to_stop() {
+        let started = Instant::now();
+        let ran = run_blocking("sleep 30 & sleep 30; true", &[], Duration::from_secs(60), &AtomicBool::new(true));
+        assert!(!ran.ok() && !ran.timed_out, "{ran:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_hook_killed_for_a_lost_lease_says_who_took_the_run() {
+        let mut ran = run_now("true", Duration::from_secs(10));
+        ran.lost_to = Some("ctl-2:77".into());
+        assert!(ran.summary().contains("this ferry lost the run's lease to ctl-2:77"), "{}", ran.summary());
+        assert_eq!(ran.data("drain")["lost_to"], "ctl-2:77");
     }
 
     #[test]

@@ -97,9 +97,13 @@ pub async fn rollback(args: RollbackArgs, output: Output) -> ExitCode {
     };
     let found = match found {
         Ok(found) => found,
-        Err(e) => {
+        Err(Refused::BadInput(e)) => {
             eprintln!("ferry rollback: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
+        }
+        Err(Refused::Failed(e)) => {
+            eprintln!("ferry rollback: {e}");
+            return ExitCode::from(EXIT_FAILURE);
         }
     };
     let request = Request {
@@ -125,6 +129,20 @@ pub async fn rollback(args: RollbackArgs, output: Output) -> ExitCode {
     }
 }
 
+/// Why a rollback did not start.
+enum Refused {
+    /// The arguments or the journal do not name something to roll back (exit 2).
+    BadInput(String),
+    /// Another process drives the run, or settling it failed (exit 1).
+    Failed(String),
+}
+
+impl From<String> for Refused {
+    fn from(e: String) -> Refused {
+        Refused::BadInput(e)
+    }
+}
+
 /// What a rollback starts from: where each VM goes back to, and where to run it.
 struct Found {
     journal: Journal,
@@ -138,27 +156,27 @@ struct Found {
 }
 
 /// `--from-hypervisor`: the run's VMs by ferry's metadata on the domains of --cluster.
-async fn from_hypervisor(args: &RollbackArgs, quiet: bool) -> Result<Found, String> {
+async fn from_hypervisor(args: &RollbackArgs, quiet: bool) -> Result<Found, Refused> {
     let cluster = match args.cluster.cluster()? {
         Cluster::Hosts(spec) => spec,
         Cluster::Sim(_) => {
-            return Err(format!(
+            return Err(Refused::BadInput(format!(
                 "--from-hypervisor reads ferry's metadata on real domains, and a simulated fleet starts without any; \
                  `ferry rollback {} --cluster sim:FILE` rolls a simulated run back from the journal",
                 args.run
-            ))
+            )))
         }
     };
     let journal = args.state.open_with_clock(JournalClock::System).await.map_err(|e| format!("--state: {e}"))?;
     let parent = journal.run(&args.run).await.ok();
     if let Some(run) = &parent {
         if runs::held_by_another(run, &runs::owner()) {
-            return Err(format!(
-                "run {} is being run by {}; `ferry abort {}` first",
+            return Err(Refused::Failed(format!(
+                "run {} is being driven by {}; this ferry starts nothing: `ferry abort {}` first",
                 run.id,
                 run.owner.as_deref().unwrap_or("?"),
                 run.id
-            ));
+            )));
         }
     }
     let (policy, limits) = match &parent {
@@ -187,7 +205,7 @@ async fn from_hypervisor(args: &RollbackArgs, quiet: bool) -> Result<Found, Stri
 }
 
 /// From the journal, on the real hosts the run ran on.
-async fn from_journal(args: &RollbackArgs, quiet: bool) -> Result<Found, String> {
+async fn from_journal(args: &RollbackArgs, quiet: bool) -> Result<Found, Refused> {
     let journal = args
         .state
         .open_existing()
@@ -196,13 +214,13 @@ async fn from_journal(args: &RollbackArgs, quiet: bool) -> Result<Found, String>
     let run = runs::find_run(&journal, &args.run).await?;
     let (document, cluster) = runs::documents(&journal, &run.id).await?;
     if runs::simulated(&cluster) {
-        return Err(format!(
+        return Err(Refused::BadInput(format!(
             "run {} was simulated: its world lived in the process that ran it; \
              `ferry rollback {} --cluster sim:FILE`, with the fleet file it ran on, rebuilds it and rolls the run back there",
             run.id, run.id
-        ));
+        )));
     }
-    settle_unfinished(&journal, &run.id, &cluster, args.dry_run, quiet).await?;
+    settle_unfinished(&journal, &run.id, &cluster, args.dry_run, quiet).await.map_err(Refused::Failed)?;
     let origins = origins(&journal, &run).await?;
     let driver = Arc::new(AnyDriver::Libvirt(LibvirtDriver::new(cluster.clone())));
     let (policy, limits) = (document.plan.policy, document.plan.limits);
@@ -211,9 +229,9 @@ async fn from_journal(args: &RollbackArgs, quiet: bool) -> Result<Found, String>
 
 /// From the journal, for a simulated run: its world, rebuilt from the fleet file of
 /// --cluster and the journal ([`crate::sim::continued`]), goes on in virtual time.
-async fn from_simulation(args: &RollbackArgs, quiet: bool) -> Result<Found, String> {
+async fn from_simulation(args: &RollbackArgs, quiet: bool) -> Result<Found, Refused> {
     let Cluster::Sim(fleet) = args.cluster.cluster()? else {
-        return Err("--cluster: not a simulated fleet".into());
+        return Err(Refused::BadInput("--cluster: not a simulated fleet".into()));
     };
     // This runtime's time is paused: the journal runs on virtual time too, first from the
     // fleet's start (only read), then from where the run's world goes on.
@@ -222,20 +240,23 @@ async fn from_simulation(args: &RollbackArgs, quiet: bool) -> Result<Found, Stri
     let run = runs::find_run(&journal, &args.run).await?;
     let (document, cluster) = runs::documents(&journal, &run.id).await?;
     if !runs::simulated(&cluster) {
-        return Err(format!(
+        return Err(Refused::BadInput(format!(
             "run {} ran on real hosts, not on a simulated fleet: roll it back without --cluster sim:FILE",
             run.id
-        ));
+        )));
     }
     if cluster != fleet.cluster() {
-        return Err(format!("run {} was simulated on another fleet: its hosts are not this file's", run.id));
+        return Err(Refused::BadInput(format!(
+            "run {} was simulated on another fleet: its hosts are not this file's",
+            run.id
+        )));
     }
     let world = crate::sim::continued(&fleet, &journal, &run).await?;
     drop(journal);
     let source = Cluster::Sim(Box::new(world));
     let (clock, journal_clock) = drivers::clocks(&source);
     let journal = args.state.open_existing_with_clock(journal_clock).await?;
-    settle_unfinished(&journal, &run.id, &cluster, args.dry_run, quiet).await?;
+    settle_unfinished(&journal, &run.id, &cluster, args.dry_run, quiet).await.map_err(Refused::Failed)?;
     let origins = origins(&journal, &run).await?;
     let driver = Arc::new(AnyDriver::new(&source));
     let (policy, limits) = (document.plan.policy, document.plan.limits);
@@ -252,9 +273,9 @@ async fn origins(journal: &Journal, run: &Run) -> Result<Vec<Origin>, String> {
 }
 
 /// A run that did not finish, or an earlier rollback of it that did not, is settled first
-/// when no live process holds it (as `ferry abort` would): migrations still running are
-/// cancelled, moves in flight are judged by where their VMs run. One held by a live
-/// process is refused. (A simulated run's heartbeats are on virtual time and its world is
+/// when no live process holds it (as `ferry abort` would, under the run's lease): migrations
+/// still running are cancelled, moves in flight are judged by where their VMs run. One held
+/// by a live process is refused, naming it. (A simulated run's heartbeats are on virtual time and its world is
 /// gone with its process: it is only closed, its moves not over ABORTED.)
 async fn settle_unfinished(
     journal: &Journal,
@@ -272,7 +293,7 @@ async fn settle_unfinished(
         }
         if !runs::simulated(cluster) && runs::held_by_another(&run, &me) {
             return Err(format!(
-                "run {} is being run by {}; `ferry abort {}` first",
+                "run {} is being driven by {}; this ferry starts nothing: `ferry abort {}` first",
                 run.id,
                 run.owner.as_deref().unwrap_or("?"),
                 run.id

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_driver::Driver;
-use ferry_engine::{Clock, Command, Engine, Manual, MoveSpec, RunEnd, RunSettings};
-use ferry_journal::{Journal, JournalError, NewMove, NewRun, Run, RunKind, RunState};
+use ferry_engine::{Clock, Command, Engine, EngineError, EngineEvent, Manual, MoveSpec, RunEnd, RunSettings, Waits};
+use ferry_journal::{Journal, JournalError, Lease, NewMove, NewRun, Run, RunKind, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{ClusterSpec, Status, VmState};
 use ferry_plan::{OnFailure, Plan, Target};
@@ -233,12 +233,24 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
             );
         }
     }
+    // The lease from the start: the pre-run hook may run for an hour, and a `ferry resume`
+    // meanwhile must find the run alive.
+    let lease = match journal.claim_lease(&run, &owner_of(&driver)).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            eprintln!("ferry: could not take run {}: {e}", run.id);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let quiet = output == Output::Json;
     let timeout = Duration::from_secs(plan.hooks.timeout_s);
     if let Some(command) = &plan.hooks.pre_run {
         let ran =
-            hooks::run_for_run(&journal, &run.id, "pre-run", "pre-run hook", command, plan_env(&plan), timeout, quiet)
+            hooks::run_for_run(&journal, &lease, "pre-run", "pre-run hook", command, plan_env(&plan), timeout, quiet)
                 .await;
+        if let Some(holder) = ran.lost_to {
+            lost_exit(&Lost { run: run.id.clone(), holder });
+        }
         if !ran.ok() && plan.hooks.on_failure == OnFailure::Fail {
             return match end_unstarted(&journal, &run.id, "not started: the pre-run hook failed (on_failure = fail)")
                 .await
@@ -249,10 +261,13 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
                     }
                     ExitCode::from(EXIT_FAILURE)
                 }
-                Err(e) => {
-                    eprintln!("ferry: {e}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
+                Err(e) => match Lost::from_journal(&e) {
+                    Some(lost) => lost_exit(&lost),
+                    None => {
+                        eprintln!("ferry: {e}");
+                        ExitCode::from(EXIT_FAILURE)
+                    }
+                },
             };
         }
     }
@@ -277,19 +292,17 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         clock,
     };
     let mut ok = execute(drive, &plan, output).await;
-    ok &= crate::drain::after(&driver, &journal, &run.id, &plan, &cluster, clock, output).await;
+    ok &= match crate::drain::after(&driver, &journal, &lease, &plan, &cluster, clock, output).await {
+        Ok(ok) => ok,
+        Err(lost) => lost_exit(&lost),
+    };
     if let Some(command) = &plan.hooks.post_run {
-        let ran = hooks::run_for_run(
-            &journal,
-            &run.id,
-            "post-run",
-            "post-run hook",
-            command,
-            plan_env(&plan),
-            timeout,
-            quiet,
-        )
-        .await;
+        let ran =
+            hooks::run_for_run(&journal, &lease, "post-run", "post-run hook", command, plan_env(&plan), timeout, quiet)
+                .await;
+        if let Some(holder) = ran.lost_to {
+            lost_exit(&Lost { run: run.id.clone(), holder });
+        }
         ok &= ran.ok() || plan.hooks.on_failure == OnFailure::Warn;
     }
     if ok {
@@ -306,17 +319,14 @@ fn plan_env(plan: &Plan) -> Vec<(String, String)> {
 
 /// Ends every move of the run that has not ended with FAILURE-INIT and `message`, and the
 /// run as finished.
-async fn end_unstarted(journal: &Journal, run_id: &str, message: &str) -> Result<(), String> {
-    for m in journal.moves(run_id).await.map_err(|e| e.to_string())? {
+async fn end_unstarted(journal: &Journal, run_id: &str, message: &str) -> Result<(), JournalError> {
+    for m in journal.moves(run_id).await? {
         if !m.status.is_terminal() {
-            journal
-                .set_status(run_id, &m.uuid, m.generation, Status::FailureInit, message)
-                .await
-                .map_err(|e| e.to_string())?;
+            journal.set_status(run_id, &m.uuid, m.generation, Status::FailureInit, message).await?;
         }
     }
-    let run = journal.run(run_id).await.map_err(|e| e.to_string())?;
-    journal.set_run_state(run_id, run.generation, RunState::Finished).await.map_err(|e| e.to_string())?;
+    let run = journal.run(run_id).await?;
+    journal.set_run_state(run_id, run.generation, RunState::Finished).await?;
     Ok(())
 }
 
@@ -346,16 +356,6 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         println!("run {} is already {}: nothing to resume", run.id, run.state);
         return exit_for(&journal, &run.id).await;
     }
-    let me = owner();
-    if held_by_another(&run, &me) {
-        return bad_input(format!(
-            "run {} is being run by {} (its last sign of life was {} s ago); `ferry abort {}` stops it",
-            run.id,
-            run.owner.as_deref().unwrap_or("?"),
-            (now_ms() - run.heartbeat_ms.unwrap_or(0)) / 1000,
-            run.id
-        ));
-    }
     let (document, cluster) = match documents(&journal, &run.id).await {
         Ok(d) => d,
         Err(e) => return bad_input(e),
@@ -366,14 +366,30 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
             run.id
         ));
     }
-    let generation = match journal.claim(&run.id, run.generation, &me).await {
-        Ok(g) => g,
-        Err(e) => return bad_input(format!("could not take run {}: {e}", run.id)),
+    let me = owner();
+    let lease = match take_lease(&journal, &run.id, &me).await {
+        Ok(lease) => lease,
+        Err(refused) => {
+            eprintln!("ferry resume: {refused}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
     };
     let driver = Arc::new(AnyDriver::Libvirt(LibvirtDriver::new(cluster.clone())));
-    let wait = Duration::from_secs(document.plan.policy.completion_timeout_per_gib_s.max(60));
+    let waits = waits(&document);
     let release = document.plan.policy.delete_source_volumes;
-    match ferry_engine::reconcile(driver.clone(), &journal, &run.id, wait, release).await {
+    let (note_tx, mut notes) = mpsc::unbounded_channel();
+    let text = output == Output::Text;
+    let printing = tokio::spawn(async move {
+        while let Some(event) = notes.recv().await {
+            if let (EngineEvent::Note(note), true) = (event, text) {
+                println!("{note}");
+            }
+        }
+    });
+    let reconciled = ferry_engine::reconcile(driver.clone(), &journal, &lease, &waits, release, &note_tx).await;
+    drop(note_tx);
+    let _ = printing.await;
+    match reconciled {
         Ok(settled) => {
             for r in settled {
                 if output == Output::Text {
@@ -385,8 +401,13 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("ferry resume: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            return match Lost::from_engine(&run.id, &e) {
+                Some(lost) => lost_exit(&lost),
+                None => {
+                    eprintln!("ferry resume: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
         }
     }
     if output == Output::Text {
@@ -414,12 +435,16 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         inventory,
         settings,
         specs: document.moves,
-        generation,
+        generation: run.generation,
         clock: Clock::system(),
     };
     let mut ok = execute(drive, &document.plan, output).await;
     // A drained host's hook and the return of its VMs, if the run stopped before them.
-    ok &= crate::drain::after(&driver, &journal, &run.id, &document.plan, &cluster, Clock::system(), output).await;
+    ok &= match crate::drain::after(&driver, &journal, &lease, &document.plan, &cluster, Clock::system(), output).await
+    {
+        Ok(ok) => ok,
+        Err(lost) => lost_exit(&lost),
+    };
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -481,21 +506,35 @@ pub async fn abort(args: AbortArgs, _output: Output) -> ExitCode {
     }
 }
 
-/// Aborts run `run_id`, which no process runs, on `cluster`: a run on real hosts is settled
-/// against them first ([`abort_offline`]); a simulated run's world ended with the process
-/// that ran it, so there is nothing to settle, and its moves not over end ABORTED.
+/// Aborts run `run_id`, which no process runs, on `cluster`, under its lease (refused,
+/// naming the holder, when another process took it meanwhile): a run on real hosts is
+/// settled against them first ([`abort_offline`]); a simulated run's world ended with the
+/// process that ran it, so there is nothing to settle, and its moves not over end ABORTED.
 pub(crate) async fn abort_here(cluster: &ClusterSpec, journal: &Journal, run_id: &str) -> Result<(), String> {
     if simulated(cluster) {
+        // Its heartbeats are on virtual time: no process can be told alive by them, and the
+        // world it ran in is gone.
+        let run = journal.run(run_id).await.map_err(|e| e.to_string())?;
+        journal.claim_lease(&run, &owner()).await.map_err(|e| format!("could not take run {run_id}: {e}"))?;
         close_run(journal, run_id).await
     } else {
-        abort_offline(Arc::new(LibvirtDriver::new(cluster.clone())), journal, run_id).await
+        let lease = take_lease(journal, run_id, &owner()).await?;
+        abort_offline(Arc::new(LibvirtDriver::new(cluster.clone())), journal, &lease).await
     }
 }
 
-pub(crate) async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, run_id: &str) -> Result<(), String> {
+/// Settles the run `lease` holds against the hosts, its running jobs aborted at once (a
+/// post-copy job, which cannot be, waited out), then ends it ABORTED.
+pub(crate) async fn abort_offline<D: Driver>(driver: Arc<D>, journal: &Journal, lease: &Lease) -> Result<(), String> {
+    let run_id = lease.run();
     let release = documents(journal, run_id).await.is_ok_and(|(d, _)| d.plan.policy.delete_source_volumes);
-    let settled =
-        ferry_engine::reconcile(driver, journal, run_id, Duration::ZERO, release).await.map_err(|e| e.to_string())?;
+    let (events, _ignored) = mpsc::unbounded_channel();
+    let settled = ferry_engine::reconcile(driver, journal, lease, &Waits::abort_at_once(), release, &events)
+        .await
+        .map_err(|e| match Lost::from_engine(run_id, &e) {
+            Some(lost) => lost_exit(&lost),
+            None => e.to_string(),
+        })?;
     for r in settled {
         println!("{}: {}: {}", r.vm, r.status, r.message);
     }
@@ -533,13 +572,21 @@ pub(crate) fn owner_of(driver: &AnyDriver) -> String {
 }
 
 /// Runs the engine with Ctrl-C handling, progress and the plan's per-VM hooks, then prints
-/// the outcome. True when every move succeeded and no hook failed under `fail`.
+/// the outcome. True when every move succeeded and no hook failed under `fail`. A lost
+/// lease ends the process ([`lost_exit`]).
 pub async fn execute<D: Driver>(run: Drive<D>, plan: &Plan, output: Output) -> bool {
     let Drive { driver, journal, cluster, inventory, settings, specs, generation, clock } = run;
     let run_id = settings.run_id.clone();
+    let lease = match lease_for(&journal, &run_id, generation, &settings.owner).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return false;
+        }
+    };
     let failed = Arc::new(Mutex::new(None));
     let uuids: Vec<(String, String)> = specs.iter().map(|s| (s.uuid.clone(), s.vm.clone())).collect();
-    let hooked = Hooked::new(driver, plan, &uuids, journal.clone(), &run_id, failed.clone(), output == Output::Json);
+    let hooked = Hooked::new(driver, plan, &uuids, journal.clone(), lease, failed.clone(), output == Output::Json);
     let run = Drive { driver: Arc::new(hooked), journal, cluster, inventory, settings, specs, generation, clock };
     match run.drive(&[Command::Stop, Command::Abort], output).await {
         Ok(end) => {
@@ -552,6 +599,65 @@ pub async fn execute<D: Driver>(run: Drive<D>, plan: &Plan, output: Output) -> b
             false
         }
     }
+}
+
+/// This ferry lost a run's lease: another process claimed the run and drives it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// The run.
+    pub run: String,
+    /// Who drives it now (`host:pid`).
+    pub holder: String,
+}
+
+impl Lost {
+    /// The lease loss a journal error reports, if it is one.
+    pub fn from_journal(e: &JournalError) -> Option<Lost> {
+        match e {
+            JournalError::LeaseLost { run, holder } => Some(Lost { run: run.clone(), holder: holder.clone() }),
+            _ => None,
+        }
+    }
+
+    /// The lease loss an engine error reports, if it is one.
+    pub fn from_engine(run: &str, e: &EngineError) -> Option<Lost> {
+        e.lost_to().map(|holder| Lost { run: run.to_string(), holder: holder.to_string() })
+    }
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} is now driven by {}; this ferry stopped starting moves (migrations it started go on in \
+             libvirt, and {} settles them; `ferry status {}` follows the run)",
+            self.run, self.holder, self.holder, self.run
+        )
+    }
+}
+
+/// Says that this ferry lost the lease and ends the process at once with exit 1. At once,
+/// not by returning: the driver's blocking calls (a migration waited for in libvirt, its
+/// finalization or undo after it) cannot be cancelled, and the runtime would wait for them
+/// on its way out, then let them act on a run another process now drives. Ending the
+/// process closes their connections as `kill -9` would: the migrations go on in libvirt,
+/// for the new holder to settle.
+pub(crate) fn lost_exit(lost: &Lost) -> ! {
+    use std::io::Write;
+    eprintln!("ferry: {lost}");
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(i32::from(EXIT_FAILURE))
+}
+
+/// The lease this process holds on run `run_id`, or a new claim of it at `generation` (a
+/// run this process just created).
+async fn lease_for(journal: &Journal, run_id: &str, generation: i64, owner: &str) -> Result<Lease, String> {
+    if let Some(lease) = journal.lease(run_id) {
+        return Ok(lease);
+    }
+    journal.claim(run_id, generation, owner).await.map_err(|e| format!("could not take run {run_id}: {e}"))?;
+    journal.lease(run_id).ok_or_else(|| format!("run {run_id}: claimed, but the journal kept no lease"))
 }
 
 /// A run ready to go: the engine's inputs and the run's generation in the journal.
@@ -568,22 +674,20 @@ pub struct Drive<D> {
     pub settings: RunSettings,
     /// Its moves.
     pub specs: Vec<MoveSpec>,
-    /// The run's generation, to take its lease.
+    /// The run's generation, to take its lease when this process does not hold it yet.
     pub generation: i64,
     /// The engine's clock: virtual time in a simulation.
     pub clock: Clock,
 }
 
 impl<D: Driver> Drive<D> {
-    /// Takes the run's lease and runs the engine, showing progress on stderr. Each Ctrl-C
-    /// sends the next of `interrupts` to the engine.
+    /// Runs the engine under the run's lease (the one this process holds, or a claim of it
+    /// at `generation`), showing progress on stderr. Each Ctrl-C sends the next of
+    /// `interrupts` to the engine. When the lease is lost, the process ends
+    /// ([`lost_exit`]).
     pub async fn drive(self, interrupts: &[Command], output: Output) -> Result<RunEnd, String> {
         let run_id = self.settings.run_id.clone();
-        if let Err(e) = self.journal.claim(&run_id, self.generation, &self.settings.owner).await {
-            if !matches!(e, JournalError::Conflict { .. }) {
-                return Err(format!("could not take run {run_id}: {e}"));
-            }
-        }
+        let lease = lease_for(&self.journal, &run_id, self.generation, &self.settings.owner).await?;
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let interrupts = interrupts.to_vec();
@@ -598,10 +702,14 @@ impl<D: Driver> Drive<D> {
         let memory: Vec<(String, u64)> = self.specs.iter().map(|s| (s.vm.clone(), s.memory_mib)).collect();
         let show = tokio::spawn(crate::show::events(event_rx, memory, output));
         let engine = Engine::new(self.driver, self.journal, self.cluster, self.inventory, self.settings, self.specs)
-            .with_clock(self.clock);
+            .with_clock(self.clock)
+            .with_lease(lease);
         let end = engine.run(command_rx, event_tx).await;
         let _ = show.await;
-        end.map_err(|e| format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it"))
+        end.map_err(|e| match Lost::from_engine(&run_id, &e) {
+            Some(lost) => lost_exit(&lost),
+            None => format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it"),
+        })
     }
 }
 
@@ -668,6 +776,47 @@ pub(crate) async fn exit_for(journal: &Journal, id: &str) -> ExitCode {
 pub(crate) fn bad_input(e: String) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// Takes run `id`'s lease for `me`, unless another process holds it: refused then, in words
+/// that name the holder and what to do (the caller exits 1). A claim that loses a race
+/// to another process is refused the same way; one that meets another change (an abort
+/// request) reads the run again and decides again.
+pub(crate) async fn take_lease(journal: &Journal, id: &str, me: &str) -> Result<Lease, String> {
+    for _ in 0..8 {
+        let run = journal.run(id).await.map_err(|e| format!("run {id}: {e}"))?;
+        if held_by_another(&run, me) {
+            let since = (now_ms() - run.heartbeat_ms.unwrap_or(0)) / 1000;
+            return Err(refusal(id, run.owner.as_deref().unwrap_or("another ferry"), Some(since)));
+        }
+        match journal.claim_lease(&run, me).await {
+            Ok(lease) => return Ok(lease),
+            Err(JournalError::LeaseHeld { holder, .. }) => return Err(refusal(id, &holder, None)),
+            Err(JournalError::Conflict { .. }) => continue,
+            Err(e) => return Err(format!("could not take run {id}: {e}")),
+        }
+    }
+    Err(format!("could not take run {id}: it kept changing while this ferry tried; try again"))
+}
+
+/// Another process drives run `id`: what to say, and what to do instead.
+fn refusal(id: &str, holder: &str, silent_s: Option<i64>) -> String {
+    let since = silent_s.map(|s| format!(" (its last sign of life was {s} s ago)")).unwrap_or_default();
+    format!(
+        "run {id} is being driven by {holder}{since}; this ferry starts nothing. `ferry status {id}` follows it; \
+         `ferry abort {id}` stops it"
+    )
+}
+
+/// How long `resume` waits for each job that outlived its ferry: the completion timeout the
+/// run's moves had (per GiB of each VM's memory, or `ferry move`'s hand-set one).
+fn waits(document: &RunDocument) -> Waits {
+    let memory = document.moves.iter().map(|m| (m.uuid.clone(), m.memory_mib)).collect();
+    let waits = Waits::per_gib(document.plan.policy.completion_timeout_per_gib_s, memory);
+    match document.manual.completion_timeout {
+        Some(fixed) => Waits { fixed: Some(fixed), ..waits },
+        None => waits,
+    }
 }
 
 /// Whether another process holds the run: its owner beat recently, and, when it ran on

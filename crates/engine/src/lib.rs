@@ -31,7 +31,7 @@ mod stale;
 mod task;
 
 pub use clock::Clock;
-pub use reconcile::{reconcile, Reconciled};
+pub use reconcile::{reconcile, Reconciled, Waits, AFTER_ABORT, WAIT_AT_LEAST};
 pub use run::{Command, Engine, EngineError, EngineEvent, Manual, MoveEnd, MoveSpec, RunEnd, RunSettings};
 pub use stale::departures;
 pub use task::live_options;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{Driver, MoveReport, Progress};
-use ferry_journal::{AttemptKind, Journal, JournalError, NewAttempt, RunKind, RunState};
+use ferry_journal::{AttemptKind, Journal, JournalError, Lease, NewAttempt, RunKind, RunState};
 use ferry_model::{ClusterSpec, Inventory, Status};
 use ferry_plan::{Limits, Policy, Target};
 use ferry_preview::placement::{self, Constraints, Fixed, Placer, Request};
@@ -182,6 +182,16 @@ pub enum EngineError {
     Inconsistent(String),
 }
 
+impl EngineError {
+    /// Who holds the run now, when the error is that this process lost its lease.
+    pub fn lost_to(&self) -> Option<&str> {
+        match self {
+            EngineError::Journal(JournalError::LeaseLost { holder, .. }) => Some(holder),
+            _ => None,
+        }
+    }
+}
+
 /// The dispatcher of one run.
 pub struct Engine<D> {
     driver: Arc<D>,
@@ -191,6 +201,7 @@ pub struct Engine<D> {
     settings: RunSettings,
     moves: Vec<MoveSpec>,
     clock: Clock,
+    lease: Option<Lease>,
 }
 
 /// The journal's view of one move while the run goes on.
@@ -210,7 +221,19 @@ impl<D: Driver> Engine<D> {
         settings: RunSettings,
         moves: Vec<MoveSpec>,
     ) -> Engine<D> {
-        Engine { driver, journal, cluster, inventory, settings, moves, clock: Clock::system() }
+        Engine { driver, journal, cluster, inventory, settings, moves, clock: Clock::system(), lease: None }
+    }
+
+    /// Runs under `lease`, the run's lease held by this process: kept every second, and
+    /// the moment it is found lost (another process claimed the run), the engine starts
+    /// nothing more and returns [`JournalError::LeaseLost`] naming the holder, leaving the
+    /// migrations in flight to libvirt (not aborted: the new holder settles them). Its
+    /// journal writes are fenced by the lease too, so a write after the loss fails the same
+    /// way before its side effect. Without a lease the engine only writes the owner's
+    /// heartbeat (a run nobody claimed has no lease to lose).
+    pub fn with_lease(mut self, lease: Lease) -> Engine<D> {
+        self.lease = Some(lease);
+        self
     }
 
     /// Runs on `clock` instead of the wall clock (the simulator's virtual time).
@@ -220,7 +243,7 @@ impl<D: Driver> Engine<D> {
     }
 
     /// Runs every move to its end. Returns when every move has a final status, or with an
-    /// error when the journal fails. Then the run stops where the journal says: migrations
+    /// error when the journal fails or the lease is lost. Then the run stops where the journal says: migrations
     /// already in flight go on in libvirt (their moves are `MIGRATING` in the journal), and
     /// `ferry resume` settles them against what the hosts report, as after a crash.
     pub async fn run(
@@ -229,6 +252,9 @@ impl<D: Driver> Engine<D> {
         events: mpsc::UnboundedSender<EngineEvent>,
     ) -> Result<RunEnd, EngineError> {
         let run_id = self.settings.run_id.clone();
+        if let Some(lease) = &self.lease {
+            lease.keep().await?;
+        }
         let kind = self.journal.run(&run_id).await?.kind;
         let journaled: HashMap<String, ferry_journal::Move> =
             self.journal.moves(&run_id).await?.into_iter().map(|m| (m.uuid.clone(), m)).collect();
@@ -397,7 +423,12 @@ impl<D: Driver> Engine<D> {
                 }
                 _ = tick.tick() => {
                     // The lease says this process is alive; the abort flag is `ferry abort` from elsewhere.
-                    self.journal.heartbeat(&run_id, &self.settings.owner).await?;
+                    match &self.lease {
+                        Some(lease) => lease.keep().await?,
+                        None => {
+                            self.journal.heartbeat(&run_id, &self.settings.owner).await?;
+                        }
+                    }
                     if !aborted && self.journal.abort_requested(&run_id).await? {
                         aborted = true;
                         self.abort_all(&mut scheduler, &controls, &events, "`ferry abort` received: running migrations are cancelled; their VMs stay on their sources").await;

@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 
 /// An error from the journal. Every variant names the run, VM or file it is about.
+///
+/// A cause from below (SQLite, the file system) is part of the message, not a `source()`:
+/// every caller prints the message, and the cause is what tells the operator what to fix
+/// ("cannot open the journal at j.db: unable to open database file").
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// The state directory could not be found: neither `XDG_STATE_HOME` nor `HOME` is set.
@@ -15,29 +19,26 @@ pub enum JournalError {
         location: String,
     },
     /// The journal's own runtime (for virtual time) could not be started.
-    #[error("cannot start the journal's runtime")]
+    #[error("cannot start the journal's runtime: {cause}")]
     Runtime {
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The directory that holds the journal file could not be created.
-    #[error("cannot create the journal directory {}", path.display())]
+    #[error("cannot create the journal directory {}: {cause}", path.display())]
     CreateDir {
         /// The directory.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The database could not be opened.
-    #[error("cannot open the journal at {location}")]
+    #[error("cannot open the journal at {location}: {cause}")]
     Open {
         /// The location as given.
         location: String,
         /// Why.
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// The journal was written by a newer ferry.
     #[error("journal at {location} has schema version {found}; this ferry knows up to {known}")]
@@ -50,19 +51,35 @@ pub enum JournalError {
         known: i64,
     },
     /// A schema migration failed; the journal is unchanged.
-    #[error("cannot migrate the journal at {location} to schema version {version}")]
+    #[error("cannot migrate the journal at {location} to schema version {version}: {cause}")]
     Migrate {
         /// The location as given.
         location: String,
         /// The version being applied.
         version: i64,
         /// Why.
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// A query failed.
-    #[error("journal query failed")]
-    Database(#[from] sqlx::Error),
+    #[error("journal query failed: {0}")]
+    Database(sqlx::Error),
+    /// Another process took run `run`'s lease after this one did: this process's writes to
+    /// the run are refused (fencing), and it must start nothing more.
+    #[error("run {run} is now driven by {holder}: this process lost its lease")]
+    LeaseLost {
+        /// The run id.
+        run: String,
+        /// Who holds the lease now (`host:pid`).
+        holder: String,
+    },
+    /// Another process holds run `run`'s lease: a claim was refused.
+    #[error("run {run} is being driven by {holder}")]
+    LeaseHeld {
+        /// The run id.
+        run: String,
+        /// Who holds the lease (`host:pid`).
+        holder: String,
+    },
     /// No run has this id.
     #[error("no run {run} in the journal")]
     RunNotFound {
@@ -146,6 +163,12 @@ pub enum JournalError {
         /// The value as stored.
         value: String,
     },
+}
+
+impl From<sqlx::Error> for JournalError {
+    fn from(cause: sqlx::Error) -> JournalError {
+        JournalError::Database(cause)
+    }
 }
 
 /// The journal's result type.

@@ -1,9 +1,10 @@
 //! Opening the journal, and every read and write.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::error::{JournalError, Result};
+use crate::lease::Lease;
 use crate::records::{
     Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run, RunDocuments, RunKind,
     RunState,
@@ -89,11 +91,20 @@ impl Default for JournalConfig {
 
 /// A handle on a journal. Cheap to clone; every clone shares one connection pool.
 /// Several processes may open the same file at once.
+///
+/// Clones also share the leases claimed through any of them: once a handle claimed a run,
+/// its state-changing writes to that run (run state, move status, phase and target,
+/// attempts, moves added) are fenced: each checks, in its own transaction, that the run's
+/// lease epoch is still the one claimed, and fails with [`JournalError::LeaseLost`]
+/// otherwise. Writes to runs the handle never claimed are not checked (a run being
+/// created, `ferry abort`'s request, events).
 #[derive(Debug, Clone)]
 pub struct Journal {
     pool: SqlitePool,
     location: String,
     time: Time,
+    /// Run id → (epoch, owner) of the leases claimed through this handle or its clones.
+    leases: Arc<Mutex<HashMap<String, (i64, String)>>>,
 }
 
 /// A journal's clock, and where its operations run.
@@ -234,7 +245,7 @@ impl Journal {
     pub async fn open_with(location: &str, config: &JournalConfig) -> Result<Journal> {
         let options = if location.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(location)
-                .map_err(|source| JournalError::Open { location: location.to_owned(), source })?;
+                .map_err(|cause| JournalError::Open { location: location.to_owned(), cause })?;
             create_parent(options.get_filename())?;
             options
         } else if location.contains("://") {
@@ -254,7 +265,7 @@ impl Journal {
     }
 
     async fn connect(location: String, options: SqliteConnectOptions, config: &JournalConfig) -> Result<Journal> {
-        let time = Time::new(config.clock).map_err(|source| JournalError::Runtime { source })?;
+        let time = Time::new(config.clock).map_err(|cause| JournalError::Runtime { cause })?;
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -276,8 +287,9 @@ impl Journal {
                         .max_connections(config.max_connections.max(1))
                         .connect_with(options.clone())
                         .await
-                        .map_err(|source| JournalError::Open { location: location.clone(), source })?;
-                    let journal = Journal { pool, location: location.clone(), time: time.clone() };
+                        .map_err(|cause| JournalError::Open { location: location.clone(), cause })?;
+                    let journal =
+                        Journal { pool, location: location.clone(), time: time.clone(), leases: Arc::default() };
                     journal.migrate(now).await?;
                     Ok(journal)
                 };
@@ -302,10 +314,10 @@ impl Journal {
     async fn migrate(&self, now: i64) -> Result<()> {
         let migrate_error = |version: i64| {
             let location = self.location.clone();
-            move |source| JournalError::Migrate { location, version, source }
+            move |cause| JournalError::Migrate { location, version, cause }
         };
         let mut tx = self.begin_write().await.map_err(|e| match e {
-            JournalError::Database(source) => migrate_error(0)(source),
+            JournalError::Database(cause) => migrate_error(0)(cause),
             other => other,
         })?;
         sqlx::query(schema::SCHEMA_VERSION_TABLE).execute(&mut *tx).await.map_err(migrate_error(0))?;
@@ -491,6 +503,7 @@ impl Journal {
     pub async fn set_run_state(&self, id: &str, generation: i64, state: RunState) -> Result<i64> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, id).await?;
             let done = sqlx::query(
                 "UPDATE runs SET state = $3, finished_ms = $4, updated_ms = $5, \
                  generation = generation + 1 WHERE id = $1 AND generation = $2",
@@ -514,29 +527,85 @@ impl Journal {
 
     /// Takes the lease on run `id` for `owner` (e.g. `host:pid`) if its generation is
     /// still `generation`; returns the new generation. The caller decides beforehand
-    /// whether a previous owner is gone (see [`Run::heartbeat_ms`]).
+    /// whether a previous owner is gone (see [`Run::heartbeat_ms`]). Like
+    /// [`Journal::claim_lease`], it bumps the run's lease epoch and fences this handle's
+    /// later writes to the run.
     pub async fn claim(&self, id: &str, generation: i64, owner: &str) -> Result<i64> {
-        self.hold(|now| async move {
-            let mut tx = self.begin_write().await?;
-            let done = sqlx::query(
-                "UPDATE runs SET owner = $3, heartbeat_ms = $4, updated_ms = $4, \
-                 generation = generation + 1 WHERE id = $1 AND generation = $2",
-            )
-            .bind(id)
-            .bind(generation)
-            .bind(owner)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Err(run_conflict(&mut tx, id, generation).await);
-            }
-            let message = format!("claimed by {owner}");
-            insert_event(&mut tx, id, None, now, EventKind::Run, &message, None).await?;
-            tx.commit().await?;
-            Ok(generation + 1)
+        Ok(self.claim_at(id, generation, None, owner).await?.1)
+    }
+
+    /// Takes the lease on run `seen` for `owner` (`host:pid`), if the run has not changed
+    /// since it was read as `seen`. The caller decides beforehand, from `seen`, that no
+    /// other process holds it (its owner is gone or silent). When another process claimed
+    /// the run since: [`JournalError::LeaseHeld`] naming it; when the run changed otherwise
+    /// (an abort request): [`JournalError::Conflict`], to read it again and decide again.
+    ///
+    /// The run's lease epoch is bumped: whoever held the lease before has its writes to the
+    /// run refused from now on, and this handle's (and its clones') are checked against the
+    /// new epoch.
+    pub async fn claim_lease(&self, seen: &Run, owner: &str) -> Result<Lease> {
+        let (epoch, _) = self.claim_at(&seen.id, seen.generation, Some(seen.owner.as_deref()), owner).await?;
+        Ok(Lease { journal: self.clone(), run: seen.id.clone(), owner: owner.to_owned(), epoch })
+    }
+
+    /// The lease this handle (or a clone) claimed on run `id`, if any; it may have been
+    /// lost since ([`Lease::keep`] says).
+    pub fn lease(&self, id: &str) -> Option<Lease> {
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases.get(id).map(|(epoch, owner)| Lease {
+            journal: self.clone(),
+            run: id.to_owned(),
+            owner: owner.clone(),
+            epoch: *epoch,
         })
-        .await
+    }
+
+    /// A claim: (epoch, generation). `seen_owner`, the owner the caller read with
+    /// `generation` when it knows it, tells a lost race (another owner now) from another
+    /// change.
+    async fn claim_at(
+        &self,
+        id: &str,
+        generation: i64,
+        seen_owner: Option<Option<&str>>,
+        owner: &str,
+    ) -> Result<(i64, i64)> {
+        let epoch = self
+            .hold(|now| async move {
+                let mut tx = self.begin_write().await?;
+                let epoch: Option<i64> = sqlx::query_scalar(
+                    "UPDATE runs SET owner = $3, heartbeat_ms = $4, updated_ms = $4, \
+                     lease_epoch = lease_epoch + 1, generation = generation + 1 \
+                     WHERE id = $1 AND generation = $2 RETURNING lease_epoch",
+                )
+                .bind(id)
+                .bind(generation)
+                .bind(owner)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(epoch) = epoch else {
+                    let current: Option<Option<String>> = sqlx::query_scalar("SELECT owner FROM runs WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(match (current, seen_owner) {
+                        (None, _) => JournalError::RunNotFound { run: id.to_owned() },
+                        // Someone else claimed it since the caller read it.
+                        (Some(Some(holder)), Some(seen)) if holder != owner && seen != Some(holder.as_str()) => {
+                            JournalError::LeaseHeld { run: id.to_owned(), holder }
+                        }
+                        _ => run_conflict(&mut tx, id, generation).await,
+                    });
+                };
+                let message = format!("claimed by {owner} (lease {epoch})");
+                insert_event(&mut tx, id, None, now, EventKind::Run, &message, None).await?;
+                tx.commit().await?;
+                Ok(epoch)
+            })
+            .await?;
+        self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), (epoch, owner.to_owned()));
+        Ok((epoch, generation + 1))
     }
 
     /// Records that `owner` still holds run `id`. Not a state change: the generation
@@ -552,6 +621,46 @@ impl Journal {
             Ok(done.rows_affected() == 1)
         })
         .await
+    }
+
+    /// [`Lease::keep`]: the heartbeat of `lease`'s holder, written only while its epoch is
+    /// the run's.
+    pub(crate) async fn keep_lease(&self, lease: &Lease) -> Result<()> {
+        self.hold(|now| async move {
+            let mut conn = self.pool.acquire().await?;
+            let done =
+                sqlx::query("UPDATE runs SET heartbeat_ms = $4 WHERE id = $1 AND owner = $2 AND lease_epoch = $3")
+                    .bind(&lease.run)
+                    .bind(&lease.owner)
+                    .bind(lease.epoch)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+            if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(lease_lost(&mut conn, &lease.run).await)
+            }
+        })
+        .await
+    }
+
+    /// Checks, inside the write transaction `conn`, that this handle still holds run
+    /// `run`'s lease when it claimed one. The no-op update is the check: on PostgreSQL it
+    /// also locks the run's row until the transaction ends, so no claim slips in between
+    /// the check and the write (SQLite's `BEGIN IMMEDIATE` already excludes every writer).
+    async fn fence(&self, conn: &mut SqliteConnection, run: &str) -> Result<()> {
+        let epoch = self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(run).map(|(epoch, _)| *epoch);
+        let Some(epoch) = epoch else { return Ok(()) };
+        let done = sqlx::query("UPDATE runs SET lease_epoch = lease_epoch WHERE id = $1 AND lease_epoch = $2")
+            .bind(run)
+            .bind(epoch)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(lease_lost(conn, run).await);
+        }
+        Ok(())
     }
 
     /// Asks run `id` to stop (`ferry abort`, from any process). Returns false when it was
@@ -608,6 +717,7 @@ impl Journal {
     pub async fn add_moves(&self, run: &str, moves: &[NewMove]) -> Result<()> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
             let exists: Option<String> =
                 sqlx::query_scalar("SELECT id FROM runs WHERE id = $1").bind(run).fetch_optional(&mut *tx).await?;
             if exists.is_none() {
@@ -686,6 +796,7 @@ impl Journal {
     pub async fn begin_phase(&self, run: &str, uuid: &str, generation: i64, phase: Phase) -> Result<i64> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
             let done = sqlx::query(
                 "UPDATE moves SET phase = $4, phase_done = 0, updated_ms = $5, \
                  generation = generation + 1 WHERE run = $1 AND uuid = $2 AND generation = $3",
@@ -715,6 +826,7 @@ impl Journal {
     pub async fn end_phase(&self, run: &str, uuid: &str, generation: i64, phase: Phase) -> Result<i64> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
             let done = sqlx::query(
                 "UPDATE moves SET phase_done = 1, updated_ms = $5, generation = generation + 1 \
                  WHERE run = $1 AND uuid = $2 AND generation = $3 AND phase = $4 AND phase_done = 0",
@@ -775,6 +887,7 @@ impl Journal {
     ) -> Result<i64> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
             let done = sqlx::query(
                 "UPDATE moves SET status = $4, message = $5, started_ms = COALESCE(started_ms, $6), \
                  ended_ms = $7, updated_ms = $8, generation = generation + 1 \
@@ -807,6 +920,7 @@ impl Journal {
     pub async fn set_target(&self, run: &str, uuid: &str, generation: i64, target: &str) -> Result<i64> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
             let done = sqlx::query(
                 "UPDATE moves SET target = $4, updated_ms = $5, generation = generation + 1 \
                  WHERE run = $1 AND uuid = $2 AND generation = $3",
@@ -836,6 +950,7 @@ impl Journal {
     pub async fn record_attempt_start(&self, run: &str, uuid: &str, attempt: &NewAttempt) -> Result<u32> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
             let last: Option<i64> = sqlx::query_scalar("SELECT MAX(number) FROM attempts WHERE run = $1 AND uuid = $2")
                 .bind(run)
                 .bind(uuid)
@@ -876,6 +991,7 @@ impl Journal {
     pub async fn record_attempt_end(&self, run: &str, uuid: &str, number: u32, end: &AttemptEnd) -> Result<()> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
             let done = sqlx::query(
                 "UPDATE attempts SET ended_ms = $4, outcome = $5, message = $6, \
                  wall_ms = COALESCE($7, $4 - started_ms), job_ms = $8, downtime_ms = $9, bytes = $10, \
@@ -1059,6 +1175,19 @@ async fn run_conflict(conn: &mut SqliteConnection, id: &str, expected: i64) -> J
     }
 }
 
+/// The error for a write or heartbeat of a lease no longer held: who holds it now.
+async fn lease_lost(conn: &mut SqliteConnection, run: &str) -> JournalError {
+    let holder: std::result::Result<Option<Option<String>>, _> =
+        sqlx::query_scalar("SELECT owner FROM runs WHERE id = $1").bind(run).fetch_optional(conn).await;
+    match holder {
+        Ok(Some(holder)) => {
+            JournalError::LeaseLost { run: run.to_owned(), holder: holder.unwrap_or_else(|| "no process".to_owned()) }
+        }
+        Ok(None) => JournalError::RunNotFound { run: run.to_owned() },
+        Err(e) => e.into(),
+    }
+}
+
 fn move_not_found(run: &str, uuid: &str) -> JournalError {
     JournalError::MoveNotFound { run: run.to_owned(), uuid: uuid.to_owned() }
 }
@@ -1171,7 +1300,7 @@ fn now_ms() -> i64 {
 fn create_parent(file: &Path) -> Result<()> {
     match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
-            std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir { path: PathBuf::from(dir), source })
+            std::fs::create_dir_all(dir).map_err(|cause| JournalError::CreateDir { path: PathBuf::from(dir), cause })
         }
         _ => Ok(()),
     }
@@ -1181,8 +1310,8 @@ fn create_parent(file: &Path) -> Result<()> {
 /// codes), which a retry can cure.
 fn is_busy(error: &JournalError) -> bool {
     let source = match error {
-        JournalError::Open { source, .. } | JournalError::Migrate { source, .. } => source,
-        JournalError::Database(source) => source,
+        JournalError::Open { cause, .. } | JournalError::Migrate { cause, .. } => cause,
+        JournalError::Database(cause) => cause,
         _ => return false,
     };
     match source {

@@ -10,7 +10,10 @@
 //!
 //! Every change to a move or to a run's state is a compare-and-swap on the record's
 //! generation: the caller passes the generation it read and gets the next one back, or
-//! [`JournalError::Conflict`] when someone else changed the record meanwhile. A move's
+//! [`JournalError::Conflict`] when someone else changed the record meanwhile. A run's
+//! lease ([`Journal::claim_lease`], [`Lease`]) says which process drives it; each claim bumps
+//! the run's fencing epoch, and a handle that claimed a run has its state-changing writes
+//! to it refused ([`JournalError::LeaseLost`]) once another process claimed it. A move's
 //! phase is written with [`Journal::begin_phase`] before its side effect and confirmed
 //! with [`Journal::end_phase`] after it, so that after a crash the journal says which side
 //! effects may have happened.
@@ -25,6 +28,7 @@
 mod error;
 mod id;
 mod journal;
+mod lease;
 mod records;
 mod schema;
 mod steps;
@@ -34,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{JournalError, Result};
 pub use journal::{Durability, Journal, JournalClock, JournalConfig, FIRST_GENERATION};
+pub use lease::Lease;
 pub use records::{
     Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run, RunDocuments, RunKind,
     RunState,

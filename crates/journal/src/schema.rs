@@ -29,14 +29,15 @@ CREATE TABLE IF NOT EXISTS schema_version (
 )";
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "runs, moves, attempts, events",
-    statements: &[
-        // One row per run. `plan` and `cluster` are the JSON documents the run started
-        // from, so that resume, rollback and cleanup need no files. `owner` and
-        // `heartbeat_ms` are the lease: who runs it, and when they last said so.
-        "CREATE TABLE runs (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "runs, moves, attempts, events",
+        statements: &[
+            // One row per run. `plan` and `cluster` are the JSON documents the run started
+            // from, so that resume, rollback and cleanup need no files. `owner` and
+            // `heartbeat_ms` are the lease: who runs it, and when they last said so.
+            "CREATE TABLE runs (
             id              TEXT PRIMARY KEY,
             plan_name       TEXT NOT NULL,
             plan            TEXT NOT NULL,
@@ -52,11 +53,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             finished_ms     BIGINT,
             generation      BIGINT NOT NULL
         )",
-        "CREATE INDEX runs_by_created ON runs (created_ms, id)",
-        // One row per VM per run. `status` is a ferry_model::Status name, `phase` a
-        // ferry_model::Phase name; `phase_done` is 0 from the moment a phase is written
-        // (before its side effect) until it is confirmed (after it).
-        "CREATE TABLE moves (
+            "CREATE INDEX runs_by_created ON runs (created_ms, id)",
+            // One row per VM per run. `status` is a ferry_model::Status name, `phase` a
+            // ferry_model::Phase name; `phase_done` is 0 from the moment a phase is written
+            // (before its side effect) until it is confirmed (after it).
+            "CREATE TABLE moves (
             run         TEXT NOT NULL REFERENCES runs (id),
             uuid        TEXT NOT NULL,
             vm          TEXT NOT NULL,
@@ -75,8 +76,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             generation  BIGINT NOT NULL,
             PRIMARY KEY (run, uuid)
         )",
-        // One row per try at moving a VM (a live attempt, then maybe a cold one).
-        "CREATE TABLE attempts (
+            // One row per try at moving a VM (a live attempt, then maybe a cold one).
+            "CREATE TABLE attempts (
             run         TEXT NOT NULL,
             uuid        TEXT NOT NULL,
             number      BIGINT NOT NULL,
@@ -95,9 +96,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (run, uuid, number),
             FOREIGN KEY (run, uuid) REFERENCES moves (run, uuid)
         )",
-        // The history: every phase, status, target and attempt change, per-VM messages
-        // and convergence decisions. `uuid` is NULL for the run's own events.
-        "CREATE TABLE events (
+            // The history: every phase, status, target and attempt change, per-VM messages
+            // and convergence decisions. `uuid` is NULL for the run's own events.
+            "CREATE TABLE events (
             id      BIGINT PRIMARY KEY,
             run     TEXT NOT NULL REFERENCES runs (id),
             uuid    TEXT,
@@ -107,9 +108,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             data    TEXT,
             FOREIGN KEY (run, uuid) REFERENCES moves (run, uuid)
         )",
-        "CREATE INDEX events_by_run ON events (run, uuid, id)",
-    ],
-}];
+            "CREATE INDEX events_by_run ON events (run, uuid, id)",
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "lease epochs",
+        statements: &[
+            // The fencing token of a run's lease: bumped by every claim, so that a process
+            // which held an earlier lease (stopped, then continued) has its writes refused.
+            "ALTER TABLE runs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0",
+        ],
+    },
+];
 
 /// The newest schema version this build knows.
 pub(crate) fn latest() -> i64 {

@@ -44,6 +44,11 @@ impl Drop for TempDir {
     }
 }
 
+/// Every schema version this build knows, oldest first.
+fn every_version() -> Vec<i64> {
+    (1..=ferry_journal::schema_version()).collect()
+}
+
 fn new_run(name: &str) -> NewRun {
     NewRun {
         plan_name: name.to_owned(),
@@ -84,7 +89,7 @@ async fn opening_twice_applies_migrations_once() {
 
     let second = Journal::open(&dir.db()).await.expect("second open");
     let third = Journal::open(&format!("sqlite://{}", dir.db())).await.expect("open by URL");
-    assert_eq!(second.applied_versions().await.expect("versions"), vec![ferry_journal::schema_version()]);
+    assert_eq!(second.applied_versions().await.expect("versions"), every_version());
     assert_eq!(third.run(&run).await.expect("run").id, run);
     assert_eq!(second.moves(&run).await.expect("moves").len(), 1);
 }
@@ -99,7 +104,7 @@ async fn first_opens_at_the_same_moment_agree() {
     });
     for open in opens.collect::<Vec<_>>() {
         let journal = open.await.expect("join").expect("concurrent first open");
-        assert_eq!(journal.applied_versions().await.expect("versions"), vec![ferry_journal::schema_version()]);
+        assert_eq!(journal.applied_versions().await.expect("versions"), every_version());
     }
 }
 
@@ -683,4 +688,102 @@ fn virtual_time_is_recorded_and_never_advances_during_an_operation() {
         assert_eq!(finished.finished_ms, Some(start_ms + 3_600_000));
         journal.close().await;
     });
+}
+
+#[tokio::test]
+async fn a_claim_lost_to_another_process_names_the_holder() {
+    let dir = TempDir::new();
+    let first = Journal::open(&dir.db()).await.expect("first");
+    let second = Journal::open(&dir.db()).await.expect("second");
+    let run = run_with_moves(&first, 1).await;
+    // Both read the run ownerless and decide to take it; the first claim wins.
+    let seen_by_first = first.run(&run).await.expect("run");
+    let seen_by_second = second.run(&run).await.expect("run");
+    let lease = first.claim_lease(&seen_by_first, "host-a:1").await.expect("first claim");
+    assert_eq!((lease.run(), lease.owner()), (run.as_str(), "host-a:1"));
+    match second.claim_lease(&seen_by_second, "host-b:2").await {
+        Err(JournalError::LeaseHeld { run: r, holder }) => {
+            assert_eq!((r.as_str(), holder.as_str()), (run.as_str(), "host-a:1"));
+        }
+        other => panic!("expected LeaseHeld naming host-a:1, got {other:?}"),
+    }
+    let refused = second.claim_lease(&seen_by_second, "host-b:2").await.expect_err("still refused");
+    assert!(refused.to_string().contains("host-a:1"), "{refused}");
+    lease.keep().await.expect("the winner still holds it");
+
+    // A change that is not a claim (an abort request) is a conflict to read again, not a holder.
+    let seen = second.run(&run).await.expect("run");
+    assert!(first.request_abort(&run).await.expect("abort"));
+    assert!(matches!(second.claim_lease(&seen, "host-b:2").await, Err(JournalError::Conflict { .. })));
+}
+
+#[tokio::test]
+async fn a_stale_holders_writes_are_refused_after_another_claimed() {
+    let dir = TempDir::new();
+    let stale = Journal::open(&dir.db()).await.expect("stale holder");
+    let run = run_with_moves(&stale, 2).await;
+    let lease = stale.claim_lease(&stale.run(&run).await.expect("run"), "host-a:1").await.expect("claim");
+    let moves = stale.moves(&run).await.expect("moves");
+    let (vm1, vm2) = (&moves[0], &moves[1]);
+    let g1 = stale.set_target(&run, &vm1.uuid, vm1.generation, "host-b").await.expect("holder writes");
+
+    // The holder stops answering; another process takes the run.
+    let next = Journal::open(&dir.db()).await.expect("new holder");
+    let taken = next.claim_lease(&next.run(&run).await.expect("run"), "host-b:2").await.expect("takeover");
+    assert!(taken.epoch() > lease.epoch());
+
+    let lost = |result: Result<i64, JournalError>, what: &str| match result {
+        Err(JournalError::LeaseLost { run: r, holder }) => {
+            assert_eq!((r.as_str(), holder.as_str()), (run.as_str(), "host-b:2"), "{what}");
+        }
+        other => panic!("{what}: expected LeaseLost naming host-b:2, got {other:?}"),
+    };
+    lost(stale.set_status(&run, &vm1.uuid, g1, Status::Migrating, "started").await, "set_status");
+    lost(stale.begin_phase(&run, &vm1.uuid, g1, Phase::Transferring).await, "begin_phase");
+    lost(stale.set_target(&run, &vm2.uuid, vm2.generation, "host-b").await, "set_target");
+    let attempt = NewAttempt { kind: AttemptKind::Live, target: "host-b".into(), estimate: None };
+    lost(stale.record_attempt_start(&run, &vm1.uuid, &attempt).await.map(i64::from), "record_attempt_start");
+    let run_generation = stale.run(&run).await.expect("run").generation;
+    lost(stale.set_run_state(&run, run_generation, RunState::Finished).await, "set_run_state");
+    lost(stale.add_moves(&run, &[new_move(9)]).await.map(|()| 0), "add_moves");
+    lost(lease.keep().await.map(|()| 0), "keep");
+    // A clone of the stale handle is fenced too: the lease belongs to the process.
+    lost(stale.clone().set_status(&run, &vm1.uuid, g1, Status::Migrating, "").await, "a clone");
+
+    // Nothing the stale holder tried is in the journal; the new holder writes as usual.
+    let now = next.move_of(&run, &vm1.uuid).await.expect("move");
+    assert_eq!((now.status, now.generation, now.phase), (Status::Pending, g1, None));
+    assert!(next.attempts(&run).await.expect("attempts").is_empty());
+    assert_eq!(next.moves(&run).await.expect("moves").len(), 2);
+    next.set_status(&run, &vm1.uuid, g1, Status::Migrating, "started").await.expect("the holder writes");
+    taken.keep().await.expect("the new holder keeps it");
+    assert_eq!(next.lease(&run).map(|l| l.epoch()), Some(taken.epoch()));
+}
+
+#[tokio::test]
+async fn a_heartbeat_by_a_non_holder_is_refused() {
+    let dir = TempDir::new();
+    let journal = Journal::open(&dir.db()).await.expect("open");
+    let run = run_with_moves(&journal, 1).await;
+    let first = journal.claim_lease(&journal.run(&run).await.expect("run"), "host-a:1").await.expect("claim");
+    assert!(journal.heartbeat(&run, "host-a:1").await.expect("heartbeat"));
+    assert!(!journal.heartbeat(&run, "host-c:3").await.expect("a stranger's heartbeat"));
+    let other = Journal::open(&dir.db()).await.expect("other");
+    other.claim_lease(&other.run(&run).await.expect("run"), "host-b:2").await.expect("takeover");
+    assert!(!journal.heartbeat(&run, "host-a:1").await.expect("the old holder's heartbeat"));
+    let beat = other.run(&run).await.expect("run").heartbeat_ms;
+    assert!(matches!(first.keep().await, Err(JournalError::LeaseLost { .. })));
+    assert_eq!(other.run(&run).await.expect("run").heartbeat_ms, beat, "a refused beat writes nothing");
+}
+
+#[tokio::test]
+async fn a_journal_error_names_its_cause() {
+    let dir = TempDir::new();
+    // A directory where the journal file should be: SQLite cannot open it.
+    let path = dir.0.join("journal.db");
+    std::fs::create_dir_all(&path).expect("dir");
+    let e = Journal::open(path.to_str().expect("utf-8")).await.expect_err("cannot open a directory");
+    let text = e.to_string();
+    assert!(text.starts_with(&format!("cannot open the journal at {}: ", path.display())), "{text}");
+    assert!(text.len() > format!("cannot open the journal at {}: ", path.display()).len() + 3, "{text}");
 }
