@@ -14,7 +14,7 @@ use ferry_journal::{EventKind, Journal, JournalError, Lease, RunKind};
 use ferry_model::{ClusterSpec, Status};
 use ferry_plan::{Drain, Hooks, Limits, Plan, Policy, Target};
 use ferry_preview::checks::CheckName;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::cluster::ClusterArg;
 use crate::drivers::AnyDriver;
@@ -123,9 +123,9 @@ pub async fn after(
     lease: &Lease,
     plan: &Plan,
     cluster: &ClusterSpec,
-    clock: Clock,
-    output: Output,
+    how: After,
 ) -> Result<bool, Lost> {
+    let After { clock, hook_done, output } = how;
     let run_id = lease.run();
     let drains: Vec<&Drain> = plan.drains.iter().filter(|d| d.hook.is_some() || d.return_after).collect();
     if drains.is_empty() {
@@ -152,16 +152,8 @@ pub async fn after(
     let mut ok = true;
     let mut returning = Vec::new();
     for d in drains {
-        let earlier = events.iter().rev().find(|e| {
-            e.data.as_ref().is_some_and(|data| {
-                data["hook"] == "drain" && data["env"]["FERRY_HOST"] == Value::String(d.host.clone())
-            })
-        });
-        if let Some(e) = earlier {
-            if e.data
-                .as_ref()
-                .is_some_and(|data| data["exit_code"] != 0 || data["timed_out"] == true || !data["error"].is_null())
-            {
+        match last_hook(&events, &d.host) {
+            Some(HookRecord::Ended(failed)) if failed => {
                 ok = false;
                 note(format!(
                     "{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them",
@@ -170,48 +162,97 @@ pub async fn after(
                 .await;
                 continue;
             }
-        } else {
-            if inventory.host(&d.host).is_none() {
+            Some(HookRecord::Ended(_)) => {}
+            Some(HookRecord::Begun) if !plan.hooks.rerun_hooks && hook_done => {
+                // The operator finished what the interrupted hook was doing.
+                let data =
+                    json!({ "hook": "drain", "env": { "FERRY_HOST": d.host }, "exit_code": 0, "by_operator": true });
+                let text = format!("drain hook on {}: marked done by the operator (--hook-done)", d.host);
+                if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
+                    eprintln!("ferry: could not journal: {e}");
+                    ok = false;
+                    continue;
+                }
+                if !quiet {
+                    println!("{text}");
+                }
+            }
+            Some(HookRecord::Begun) if !plan.hooks.rerun_hooks => {
                 ok = false;
                 note(format!(
-                    "{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns",
+                    "{}: its hook was interrupted when ferry stopped, and may have done part of its work: the VMs \
+                     stay where they are. Once the hook's work is done, `ferry resume {run_id} --hook-done` brings \
+                     them back; `ferry rollback {run_id}` returns them now; `rerun_hooks = true` in the plan's \
+                     [hooks] runs an interrupted hook again",
                     d.host
                 ))
                 .await;
                 continue;
             }
-            let left: Vec<String> = inventory.vms_on(&d.host).map(|v| format!("{} ({})", v.name, v.state)).collect();
-            if !left.is_empty() {
-                ok = false;
-                note(format!(
+            // Not run yet, or interrupted and safe to run again (rerun_hooks).
+            hook @ (None | Some(HookRecord::Begun)) => {
+                if hook.is_some() {
+                    note(format!(
+                        "{}: its hook was interrupted when ferry stopped: running it again (rerun_hooks)",
+                        d.host
+                    ))
+                    .await;
+                }
+                if inventory.host(&d.host).is_none() {
+                    ok = false;
+                    note(format!(
+                        "{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns",
+                        d.host
+                    ))
+                    .await;
+                    continue;
+                }
+                let left: Vec<String> =
+                    inventory.vms_on(&d.host).map(|v| format!("{} ({})", v.name, v.state)).collect();
+                if !left.is_empty() {
+                    ok = false;
+                    note(format!(
                     "{} is not empty ({}): its hook did not run and nothing returns; `ferry rollback {run_id}` returns the VMs that left",
                     d.host,
                     left.join(", ")
                 ))
                 .await;
-                continue;
-            }
-            if let Some(command) = &d.hook {
-                let gone: Vec<&str> = moves
-                    .iter()
-                    .filter(|m| m.source == d.host && m.status.is_success())
-                    .map(|m| m.vm.as_str())
-                    .collect();
-                let env = vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
-                let label = format!("drain hook on {}", d.host);
-                let timeout = Duration::from_secs(plan.hooks.timeout_s);
-                let ran = hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, quiet).await;
-                if let Some(holder) = ran.lost_to {
-                    return Err(Lost { run: run_id.to_string(), holder });
-                }
-                if !ran.ok() {
-                    ok = false;
-                    note(format!(
-                        "{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them",
-                        d.host
-                    ))
-                    .await;
                     continue;
+                }
+                if let Some(command) = &d.hook {
+                    let gone: Vec<&str> = moves
+                        .iter()
+                        .filter(|m| m.source == d.host && m.status.is_success())
+                        .map(|m| m.vm.as_str())
+                        .collect();
+                    let env =
+                        vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
+                    let label = format!("drain hook on {}", d.host);
+                    let timeout = Duration::from_secs(plan.hooks.timeout_s);
+                    // Its intent first: a crash while it runs is then known, not taken for "never ran".
+                    let begun = json!({ "hook": HOOK_BEGUN, "env": { "FERRY_HOST": d.host } });
+                    let text = format!("{label}: starting `{command}`");
+                    if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&begun)).await {
+                        ok = false;
+                        note(format!("{}: its hook was not started: it could not be journaled ({e})", d.host)).await;
+                        continue;
+                    }
+                    if !quiet {
+                        println!("{text}");
+                    }
+                    let ran = hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, quiet).await;
+                    if let Some(holder) = ran.lost_to {
+                        return Err(Lost { run: run_id.to_string(), holder });
+                    }
+                    if !ran.ok() {
+                        ok = false;
+                        note(format!(
+                            "{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                            d.host
+                        ))
+                        .await;
+                        continue;
+                    }
                 }
             }
         }
@@ -276,5 +317,89 @@ async fn keep(lease: Lease) {
         if let Err(JournalError::LeaseLost { .. }) = lease.keep().await {
             return;
         }
+    }
+}
+
+/// How [`after`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct After {
+    /// The run's clock (virtual in a simulation), for the return.
+    pub clock: Clock,
+    /// The operator says an interrupted hook's work is done (`ferry resume --hook-done`).
+    pub hook_done: bool,
+    /// How to print.
+    pub output: Output,
+}
+
+/// The event data's `hook` of a drain hook's intent, journaled before it runs.
+const HOOK_BEGUN: &str = "drain-begun";
+
+/// What the journal last says of a drained host's hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookRecord {
+    /// It was started and never ended: ferry stopped while it ran.
+    Begun,
+    /// It ended; `true` when it failed.
+    Ended(bool),
+}
+
+/// The last record of `host`'s drain hook among a run's `events`.
+fn last_hook(events: &[ferry_journal::Event], host: &str) -> Option<HookRecord> {
+    events.iter().rev().find_map(|e| {
+        let data = e.data.as_ref()?;
+        if data["env"]["FERRY_HOST"] != Value::String(host.to_string()) {
+            return None;
+        }
+        match data["hook"].as_str()? {
+            HOOK_BEGUN => Some(HookRecord::Begun),
+            "drain" => {
+                let failed = data["exit_code"] != 0 || data["timed_out"] == true || !data["error"].is_null();
+                Some(HookRecord::Ended(failed))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The return run of drain run `run_id` when one was started and has not ended (ferry
+/// stopped while the VMs came back): `resume` finishes it before anything else.
+pub async fn unfinished_return(journal: &Journal, run_id: &str) -> Option<String> {
+    let runs = journal.runs().await.ok()?;
+    runs.into_iter()
+        .find(|r| r.parent.as_deref() == Some(run_id) && r.kind == RunKind::Rollback && !r.state.is_ended())
+        .map(|r| r.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(data: serde_json::Value) -> ferry_journal::Event {
+        ferry_journal::Event {
+            id: 1,
+            run: "r".into(),
+            uuid: None,
+            at_ms: 0,
+            kind: EventKind::Message,
+            message: String::new(),
+            data: Some(data),
+        }
+    }
+
+    #[test]
+    fn a_hook_begun_and_never_ended_is_told_from_one_that_ran() {
+        let begun = event(json!({ "hook": HOOK_BEGUN, "env": { "FERRY_HOST": "host-a" } }));
+        let ended = |code: i64| {
+            event(json!({ "hook": "drain", "env": { "FERRY_HOST": "host-a" }, "exit_code": code, "timed_out": false }))
+        };
+        let other_host = event(json!({ "hook": "drain", "env": { "FERRY_HOST": "host-b" }, "exit_code": 0 }));
+        assert_eq!(last_hook(&[], "host-a"), None);
+        assert_eq!(last_hook(std::slice::from_ref(&begun), "host-a"), Some(HookRecord::Begun));
+        assert_eq!(last_hook(&[begun.clone(), other_host.clone()], "host-a"), Some(HookRecord::Begun));
+        assert_eq!(last_hook(&[begun.clone(), ended(0)], "host-a"), Some(HookRecord::Ended(false)));
+        assert_eq!(last_hook(&[begun.clone(), ended(3)], "host-a"), Some(HookRecord::Ended(true)));
+        // Run again after an interruption (rerun_hooks): the latest record counts.
+        assert_eq!(last_hook(&[begun.clone(), ended(3), begun], "host-a"), Some(HookRecord::Begun));
+        assert_eq!(last_hook(&[other_host], "host-a"), None);
     }
 }

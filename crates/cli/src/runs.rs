@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, ClusterArg};
+use crate::drain::After;
 use crate::drivers::{self, AnyDriver, SIM_OWNER};
 use crate::hooks::{self, Hooked};
 use crate::inputs::Inputs;
@@ -50,6 +51,10 @@ pub struct MigrateArgs {
 pub struct ResumeArgs {
     /// The run to finish.
     pub run: String,
+    /// A drain's hook was interrupted when ferry stopped, and the operator has finished its
+    /// work by hand: take it as done and bring the VMs back.
+    #[arg(long)]
+    pub hook_done: bool,
     #[command(flatten)]
     pub state: StateArg,
 }
@@ -292,24 +297,42 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         clock,
     };
     let mut ok = execute(drive, &plan, output).await;
-    ok &= match crate::drain::after(&driver, &journal, &lease, &plan, &cluster, clock, output).await {
+    ok &= match crate::drain::after(
+        &driver,
+        &journal,
+        &lease,
+        &plan,
+        &cluster,
+        After { clock, hook_done: false, output },
+    )
+    .await
+    {
         Ok(ok) => ok,
         Err(lost) => lost_exit(&lost),
     };
-    if let Some(command) = &plan.hooks.post_run {
-        let ran =
-            hooks::run_for_run(&journal, &lease, "post-run", "post-run hook", command, plan_env(&plan), timeout, quiet)
-                .await;
-        if let Some(holder) = ran.lost_to {
-            lost_exit(&Lost { run: run.id.clone(), holder });
-        }
-        ok &= ran.ok() || plan.hooks.on_failure == OnFailure::Warn;
-    }
+    ok &= post_run(&journal, &lease, &plan, quiet).await;
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)
     }
+}
+
+/// The plan's post-run hook, once per run: after a crash, `resume` runs it when the journal
+/// has no result of it. True unless it failed under `on_failure = "fail"`.
+async fn post_run(journal: &Journal, lease: &Lease, plan: &Plan, quiet: bool) -> bool {
+    let Some(command) = &plan.hooks.post_run else { return true };
+    let events = journal.events(lease.run(), None).await.unwrap_or_default();
+    if events.iter().any(|e| e.data.as_ref().is_some_and(|d| d["hook"] == "post-run")) {
+        return true;
+    }
+    let timeout = Duration::from_secs(plan.hooks.timeout_s);
+    let ran =
+        hooks::run_for_run(journal, lease, "post-run", "post-run hook", command, plan_env(plan), timeout, quiet).await;
+    if let Some(holder) = ran.lost_to {
+        lost_exit(&Lost { run: lease.run().to_string(), holder });
+    }
+    ran.ok() || plan.hooks.on_failure == OnFailure::Warn
 }
 
 /// The environment of a run-level hook besides the run id.
@@ -346,25 +369,38 @@ async fn previous_statuses(journal: &Journal, id: &str) -> Result<HashMap<String
     Ok(moves.into_iter().map(|m| (m.vm, m.status)).collect())
 }
 
-/// Runs `ferry resume`.
+/// Runs `ferry resume`: the run's moves in flight settled and the rest run, then what
+/// follows them (a drain's hook and return, the post-run hook), also for a run whose moves
+/// had all ended when ferry stopped.
 pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
     let (journal, run) = match open_run(&args.state, &args.run).await {
         Ok(opened) => opened,
         Err(e) => return bad_input(e),
     };
-    if run.state.is_ended() {
-        println!("run {} is already {}: nothing to resume", run.id, run.state);
-        return exit_for(&journal, &run.id).await;
-    }
     let (document, cluster) = match documents(&journal, &run.id).await {
         Ok(d) => d,
         Err(e) => return bad_input(e),
     };
+    let plan = &document.plan;
+    let follows = plan.hooks.post_run.is_some() || plan.drains.iter().any(|d| d.hook.is_some() || d.return_after);
+    if run.state.is_ended() && !follows {
+        println!("run {} is already {}: nothing to resume", run.id, run.state);
+        return exit_for(&journal, &run.id).await;
+    }
     if simulated(&cluster) {
         return bad_input(format!(
             "run {} was simulated (--cluster sim:FILE): its world lived in the process that ran it; run the plan again",
             run.id
         ));
+    }
+    // A drain's return that ferry left unfinished is a run of its own: it goes first.
+    let mut ok = true;
+    if let Some(child) = crate::drain::unfinished_return(&journal, &run.id).await {
+        if output == Output::Text {
+            println!("run {}: finishing its return, run {child}", run.id);
+        }
+        let child_args = ResumeArgs { run: child, hook_done: false, state: args.state.clone() };
+        ok &= Box::pin(resume(child_args, output)).await == ExitCode::SUCCESS;
     }
     let me = owner();
     let lease = match take_lease(&journal, &run.id, &me).await {
@@ -374,6 +410,17 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    if run.state.is_ended() {
+        let driver = Arc::new(AnyDriver::Libvirt(LibvirtDriver::new(cluster.clone())));
+        ok &= exit_for(&journal, &run.id).await == ExitCode::SUCCESS;
+        let how = After { clock: Clock::system(), hook_done: args.hook_done, output };
+        ok &= match crate::drain::after(&driver, &journal, &lease, plan, &cluster, how).await {
+            Ok(ok) => ok,
+            Err(lost) => lost_exit(&lost),
+        };
+        ok &= post_run(&journal, &lease, plan, output == Output::Json).await;
+        return if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) };
+    }
     let driver = Arc::new(AnyDriver::Libvirt(LibvirtDriver::new(cluster.clone())));
     let waits = waits(&document);
     let release = document.plan.policy.delete_source_volumes;
@@ -439,12 +486,14 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
         clock: Clock::system(),
     };
     let mut ok = execute(drive, &document.plan, output).await;
-    // A drained host's hook and the return of its VMs, if the run stopped before them.
-    ok &= match crate::drain::after(&driver, &journal, &lease, &document.plan, &cluster, Clock::system(), output).await
-    {
+    // A drained host's hook and the return of its VMs, and the post-run hook, if the run
+    // stopped before them.
+    let how = After { clock: Clock::system(), hook_done: args.hook_done, output };
+    ok &= match crate::drain::after(&driver, &journal, &lease, &document.plan, &cluster, how).await {
         Ok(ok) => ok,
         Err(lost) => lost_exit(&lost),
     };
+    ok &= post_run(&journal, &lease, &document.plan, output == Output::Json).await;
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -9,7 +9,7 @@ use ferry_journal::{Durability, Journal, JournalClock, JournalConfig};
 pub use ferry_journal::owner_alive;
 
 /// The `--state` flag shared by every command that reads or writes the journal.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct StateArg {
     /// Journal file (SQLite). Default: $XDG_STATE_HOME/ferry/journal.db or
     /// ~/.local/state/ferry/journal.db.

@@ -581,3 +581,94 @@ fn a_live_move_killed_as_it_creates_or_finalizes_resumes_and_never_deletes_a_vol
     lab.assert_where_journal_says(&run);
     lab.lab.check_ok();
 }
+
+/// Where each guest runs, by name.
+fn placement(lab: &RunLab) -> Vec<(String, Vec<String>)> {
+    let status = lab.lab.status_json();
+    status["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| {
+            let running = serde_json::from_value(v["running_on"].clone()).expect("running_on");
+            (v["name"].as_str().expect("name").to_string(), running)
+        })
+        .collect()
+}
+
+/// Starts `ferry migrate PLAN` and kills it once its stdout shows `needle`; returns the run.
+fn kill_when_printed(lab: &RunLab, plan: &Path, needle: &str) -> String {
+    let mut child = lab.spawn_migrate(plan, &lab.cluster(), &[]);
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut lines = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(180) {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read stdout") == 0 {
+            break;
+        }
+        let found = line.contains(needle);
+        lines.push(line);
+        if found {
+            common::kill9(child.id());
+            let _ = child.wait();
+            return run_id(&lines.concat()).expect("a run id");
+        }
+    }
+    common::kill9(child.id());
+    let _ = child.wait();
+    panic!("no line with {needle:?}:\n{}", lines.concat());
+}
+
+#[test]
+fn a_drain_killed_in_its_hook_or_its_return_is_finished_by_resume() {
+    let lab = RunLab::up("drain-resume", 31_000, &["--hosts", "3", "--vms", "4", "--mem", "96"]);
+    let home = placement(&lab);
+    let mark = lab.lab.dir.join("hook-ran");
+    let hook = format!("sleep 3; echo ran >> {}", path_str(&mark));
+    let drain = |name: &str, extra: &str| {
+        lab.plan(
+            name,
+            &format!(
+                "[plan]\nname = \"{name}\"\n[hooks]\n{extra}\n[policy]\ndelete_source_volumes = true\n\
+                 [[drain]]\nhost = \"host-a\"\nreturn = true\nhook = \"{hook}\"\n"
+            ),
+        )
+    };
+    let hook_runs = || std::fs::read_to_string(&mark).map(|t| t.lines().count()).unwrap_or(0);
+
+    // Killed while its hook runs: resume does not guess whether the hook's work was done.
+    let run = kill_when_printed(&lab, &drain("hook-killed", ""), "drain hook on host-a: starting");
+    std::thread::sleep(Duration::from_secs(4)); // the orphaned hook ends by itself
+    let (code, text) = lab.ferry("resume", &run);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("was interrupted") && text.contains(&format!("ferry resume {run} --hook-done")), "{text}");
+    assert!(placement(&lab).iter().all(|(_, on)| on != &["host-a"]), "host-a stays empty: {:?}", placement(&lab));
+    let out = common::ferry(&["resume", &run, "--hook-done", "--state", path_str(&lab.state())]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("marked done by the operator"), "{text}");
+    assert_eq!(placement(&lab), home, "every guest returned");
+    assert_eq!(hook_runs(), 1, "the hook ran once, before the kill");
+    assert_each_vm_once_and_no_stray_volume(&lab, &run);
+    lab.lab.check_ok();
+
+    // With rerun_hooks, resume runs an interrupted hook again, then returns the guests.
+    let run = kill_when_printed(&lab, &drain("hook-rerun", "rerun_hooks = true"), "drain hook on host-a: starting");
+    let (code, text) = lab.ferry("resume", &run);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("running it again"), "{text}");
+    assert_eq!(placement(&lab), home, "every guest returned");
+    assert_eq!(hook_runs(), 3, "the killed run's hook and its rerun");
+    assert_each_vm_once_and_no_stray_volume(&lab, &run);
+    lab.lab.check_ok();
+
+    // Killed while the guests come back (the return run has started): resume finishes it.
+    let run = kill_when_printed(&lab, &drain("return-killed", ""), "(rollback of run");
+    let (code, text) = lab.ferry("resume", &run);
+    assert_eq!(code, Some(0), "{text}\n{}", lab.ferry("report", &run).1);
+    assert!(text.contains("finishing its return"), "{text}");
+    assert_eq!(placement(&lab), home, "every guest returned");
+    assert_each_vm_once_and_no_stray_volume(&lab, &run);
+    lab.lab.check_ok();
+}

@@ -44,6 +44,7 @@
 //! post_move = "check-app $FERRY_VM"   # after each VM's successful move (post_hook replaces it)
 //! on_failure = "fail"                 # fail | warn
 //! timeout_s = 600
+//! rerun_hooks = false                 # after a crash in a drain's hook, resume runs it again
 //! ```
 
 use std::collections::HashMap;
@@ -211,6 +212,9 @@ pub struct Hooks {
     pub on_failure: OnFailure,
     /// A hook still running after this many seconds is killed, and has failed.
     pub timeout_s: u64,
+    /// After a crash during a drain's hook, `ferry resume` runs the hook again (it must be
+    /// safe to repeat); otherwise resume stops and asks the operator (`--hook-done`).
+    pub rerun_hooks: bool,
 }
 
 impl Default for Hooks {
@@ -222,6 +226,7 @@ impl Default for Hooks {
             post_move: None,
             on_failure: OnFailure::Fail,
             timeout_s: 600,
+            rerun_hooks: false,
         }
     }
 }
@@ -312,6 +317,7 @@ struct RawHooks {
     post_move: Option<Spanned<String>>,
     on_failure: Option<Spanned<String>>,
     timeout_s: Option<Spanned<i64>>,
+    rerun_hooks: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -609,6 +615,7 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
                 other => errors.at(policy.span(), "hooks.on_failure", format!("{other:?} is not one of fail, warn")),
             }
         }
+        hooks.rerun_hooks = h.rerun_hooks.unwrap_or(false);
         if let Some(t) = &h.timeout_s {
             match u64::try_from(*t.get_ref()) {
                 Ok(n) if n > 0 => hooks.timeout_s = n,
