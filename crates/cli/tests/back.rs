@@ -472,6 +472,7 @@ fn hooks_run_around_the_run_and_each_move_and_their_failure_policy_holds() {
         "warned",
         &format!(
             "[plan]\nname = \"warned\"\n[limits]\ncluster = 1\n\
+             [policy]\ndelete_source_volumes = true\n\
              [hooks]\npre_run = \"echo pre-run $FERRY_RUN_ID >> {log}\"\npost_run = \"echo post-run >> {log}\"\n\
              pre_move = \"echo pre-move $FERRY_VM $FERRY_FROM $FERRY_TO >> {log}\"\npost_move = \"echo post-move $FERRY_VM >> {log}\"\n\
              on_failure = \"warn\"\n\
@@ -501,6 +502,7 @@ fn hooks_run_around_the_run_and_each_move_and_their_failure_policy_holds() {
     );
 
     // Under fail, a failed pre-move hook keeps its VM and every later one where they are.
+    // (vm-1 goes back to host-a: the first plan deleted the copy it left there.)
     let plan = lab.plan(
         "failing",
         "[plan]\nname = \"failing\"\n[limits]\ncluster = 1\n[hooks]\non_failure = \"fail\"\n\
