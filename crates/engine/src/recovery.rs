@@ -154,7 +154,11 @@ mod tests {
             (vec![step(copy(), Begun)], at("a", ShutOff), Recovery::Undo { start_source: false }),
         ];
         for (steps, source, want) in cases {
-            assert_eq!(decide(AttemptKind::Cold, &steps, &[source.clone()], "a", "b"), want, "{steps:?} {source:?}");
+            assert_eq!(
+                decide(AttemptKind::Cold, &steps, std::slice::from_ref(&source), "a", "b"),
+                want,
+                "{steps:?} {source:?}"
+            );
         }
     }
 
