@@ -368,7 +368,8 @@ impl<D: Driver> Hooked<D> {
 
     async fn before(&self, request: &MoveRequest) -> Result<(), MoveError> {
         if let Some(which) = self.context.failed() {
-            return Err(MoveError::Init { reason: format!("not started: the {which} failed (on_failure = fail)") });
+            let reason = format!("not started: the {which} failed (on_failure = fail)");
+            return Err(MoveError::init(ferry_driver::ErrorKind::Other, reason));
         }
         let Some(vm) = self.vms.get(&request.vm) else { return Ok(()) };
         let Some(pre) = &vm.pre else { return Ok(()) };
@@ -376,7 +377,11 @@ impl<D: Driver> Hooked<D> {
         if !first {
             return Ok(());
         }
-        self.context.hook("pre-move", pre, vm, request).await.map_err(|reason| MoveError::Init { reason })
+        // A hook's failure is the operator's refusal: no retry.
+        self.context
+            .hook("pre-move", pre, vm, request)
+            .await
+            .map_err(|reason| MoveError::init(ferry_driver::ErrorKind::Other, reason))
     }
 }
 

@@ -217,12 +217,59 @@ pub struct MoveReport {
     pub messages: Vec<String>,
 }
 
+/// What kind of failure a driver met, as data beside its message (which is for people):
+/// the engine decides retries by kind, never by searching the message. The libvirt driver
+/// takes it from libvirt's error code and domain; ferry's own refusals set it explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// No connection to the host, or it was lost (an RPC failure).
+    Unreachable,
+    /// The host did not answer in time.
+    TimedOut,
+    /// The host refused the operation: invalid in the object's state, denied, not
+    /// authorized; or ferry refused it (a stopped VM cannot move live).
+    Refused,
+    /// No such thing: host, domain, pool or volume.
+    NotFound,
+    /// It is in the way: already exists, already running, held by another job or run.
+    Conflict,
+    /// The hypervisor failed.
+    Internal,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    /// Whether trying again may succeed: the failure was about reaching the host, not about
+    /// the VM, the target or their state, which fail the same way every time.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Unreachable | ErrorKind::TimedOut)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::TimedOut => "timed out",
+            ErrorKind::Refused => "refused",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Other => "other",
+        })
+    }
+}
+
 /// Why a move did not happen. Every variant says where the VM is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MoveError {
     /// It could not start: nothing changed; the VM is untouched on its source.
     #[error("could not start: {reason}")]
     Init {
+        /// What kind of failure.
+        kind: ErrorKind,
         /// Why.
         reason: String,
     },
@@ -230,6 +277,8 @@ pub enum MoveError {
     /// was removed.
     #[error("did not complete: {reason}")]
     Transfer {
+        /// What kind of failure.
+        kind: ErrorKind,
         /// Why.
         reason: String,
         /// Whether it ended because it was asked to abort.
@@ -245,6 +294,22 @@ pub enum MoveError {
         /// Where it was seen.
         locations: Vec<Location>,
     },
+}
+
+impl MoveError {
+    /// A move that could not start, for `reason` of `kind`.
+    pub fn init(kind: ErrorKind, reason: impl Into<String>) -> MoveError {
+        MoveError::Init { kind, reason: reason.into() }
+    }
+
+    /// The kind of failure; none for a lost VM, which is no failure to retry but a state
+    /// to clean up.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            MoveError::Init { kind, .. } | MoveError::Transfer { kind, .. } => Some(*kind),
+            MoveError::Lost { .. } => None,
+        }
+    }
 }
 
 /// A running live migration: its progress samples, its controls, and its outcome.
@@ -266,8 +331,22 @@ pub struct DriverError {
     pub host: String,
     /// What was asked.
     pub action: String,
+    /// What kind of failure.
+    pub kind: ErrorKind,
     /// What went wrong.
     pub message: String,
+}
+
+impl DriverError {
+    /// `action` on `host` failed with `message` of `kind`.
+    pub fn new(
+        host: impl Into<String>,
+        action: impl Into<String>,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        DriverError { host: host.into(), action: action.into(), kind, message: message.into() }
+    }
 }
 
 /// What the engine needs from the world.
@@ -380,10 +459,50 @@ pub struct Volume {
 
 /// What a driver that cannot do something answers.
 fn unsupported<T: Send>(host: &str, action: &str) -> impl Future<Output = Result<T, DriverError>> + Send {
-    let error = DriverError {
-        host: host.to_string(),
-        action: action.to_string(),
-        message: "not supported by this driver".into(),
-    };
-    std::future::ready(Err(error))
+    // The driver refuses what it cannot do: asking again changes nothing.
+    std::future::ready(Err(DriverError::new(host, action, ErrorKind::Refused, "not supported by this driver")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DriverError, ErrorKind, MoveError, MoveReport};
+
+    #[test]
+    fn only_unreachable_and_timed_out_are_transient() {
+        for (kind, transient) in [
+            (ErrorKind::Unreachable, true),
+            (ErrorKind::TimedOut, true),
+            (ErrorKind::Refused, false),
+            (ErrorKind::NotFound, false),
+            (ErrorKind::Conflict, false),
+            (ErrorKind::Internal, false),
+            (ErrorKind::Other, false),
+        ] {
+            assert_eq!(kind.is_transient(), transient, "{kind}");
+        }
+    }
+
+    #[test]
+    fn kinds_serialize_in_kebab_case() {
+        let json = serde_json::to_string(&[ErrorKind::TimedOut, ErrorKind::NotFound]).expect("plain enum");
+        assert_eq!(json, r#"["timed-out","not-found"]"#);
+    }
+
+    #[test]
+    fn display_is_the_message_alone() {
+        let e = DriverError::new("host-b", "locate", ErrorKind::Unreachable, "host-b unreachable: no route");
+        assert_eq!(e.to_string(), "host-b: locate: host-b unreachable: no route");
+        let e = MoveError::init(ErrorKind::Conflict, "volume vm-1.qcow2 already exists");
+        assert_eq!(e.to_string(), "could not start: volume vm-1.qcow2 already exists");
+        assert_eq!(e.kind(), Some(ErrorKind::Conflict));
+        let e = MoveError::Transfer {
+            kind: ErrorKind::Internal,
+            reason: "migration failed".into(),
+            aborted: false,
+            report: Box::new(MoveReport::default()),
+        };
+        assert_eq!(e.to_string(), "did not complete: migration failed");
+        assert_eq!(e.kind(), Some(ErrorKind::Internal));
+        assert_eq!(MoveError::Lost { reason: "gone".into(), locations: vec![] }.kind(), None);
+    }
 }

@@ -4,11 +4,19 @@
 //! them), and journaling the steps a cold move's driver asks for. Only what this move's
 //! journal records as created is ever deleted by it.
 
-use ferry_driver::{Driver, MoveRequest, StepEvent, TargetVolume, VolumeCopy};
+use ferry_driver::{Driver, ErrorKind, MoveRequest, StepEvent, TargetVolume, VolumeCopy};
 use ferry_journal::Journal;
 use ferry_model::{Metadata, Phase, Step, StepRecord, StepState};
 use tokio::sync::mpsc;
 use tracing::warn;
+
+/// Why creating the target's volumes failed: the driver's kind of failure (`Other` when the
+/// journal refused the step) and its message. The kind decides whether to retry.
+#[derive(Debug)]
+pub(crate) struct StepFailure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
 
 /// One move's attempt as far as its steps are concerned: where they are journaled.
 pub(crate) struct Steps {
@@ -49,16 +57,18 @@ impl Steps {
         &self,
         driver: &D,
         needed: &[TargetVolume],
-    ) -> Result<Vec<VolumeCopy>, String> {
+    ) -> Result<Vec<VolumeCopy>, StepFailure> {
         let mut copies = Vec::new();
         for volume in needed {
             let step =
                 Step::CreateVolume { host: volume.host.clone(), pool: volume.pool.clone(), name: volume.name.clone() };
             let created = match self.begin(&step).await {
-                Ok(()) => driver.create_volume(volume).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Ok(()) => {
+                    driver.create_volume(volume).await.map_err(|e| StepFailure { kind: e.kind, message: e.to_string() })
+                }
+                Err(message) => Err(StepFailure { kind: ErrorKind::Other, message }),
             };
-            let result = created.as_ref().map(|path| format!("created {path}")).map_err(Clone::clone);
+            let result = created.as_ref().map(|path| format!("created {path}")).map_err(|e| e.message.clone());
             self.end(&step, &result).await;
             match created {
                 Ok(target_path) => copies.push(VolumeCopy { volume: volume.clone(), target_path }),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_converge::{Bounds, Converger, Decision, StartInput, StartPlan};
-use ferry_driver::{ColdOptions, Control, Driver, LiveOptions, MoveError, MoveReport, MoveRequest, StepGate};
+use ferry_driver::{
+    ColdOptions, Control, Driver, ErrorKind, LiveOptions, MoveError, MoveReport, MoveRequest, StepGate,
+};
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, NewAttempt};
 use ferry_model::{Phase, Status};
 use ferry_plan::{Mode, Policy};
@@ -262,8 +264,8 @@ async fn prepare<D: Driver>(
     let mut request = request(input);
     let needed = driver.plan_volumes(&request).await.map_err(|e| failed(e, None))?;
     request.copies = steps.create_volumes(driver, &needed).await.map_err(|e| Outcome {
-        transient: is_transient(&e),
-        ..failure(Status::FailureInit, format!("could not start: {e}"))
+        transient: e.kind.is_transient(),
+        ..failure(Status::FailureInit, format!("could not start: {}", e.message))
     })?;
     record.end(Phase::Prepared).await;
     Ok(request)
@@ -385,9 +387,10 @@ async fn live<D: Driver>(
                 }
             },
             outcome = &mut migration.outcome => {
-                break outcome.unwrap_or_else(|_| Err(MoveError::Init {
-                    reason: "the migration thread ended without an outcome".into(),
-                }));
+                break outcome.unwrap_or_else(|_| Err(MoveError::init(
+                    ErrorKind::Internal,
+                    "the migration thread ended without an outcome",
+                )));
             }
             control = controls.recv() => match control {
                 Some(TaskControl::Bandwidth(b)) => {
@@ -534,34 +537,29 @@ fn failure(status: Status, message: String) -> Outcome {
 }
 
 /// A driver failure as an outcome; `why` is the abort's reason when the engine aborted the
-/// migration.
+/// migration. Worth retrying only when its kind says the host could not be reached or did not
+/// answer in time, and it was not asked to stop.
 fn failed(e: MoveError, why: Option<&str>) -> Outcome {
     match e {
-        MoveError::Init { reason } => Outcome {
-            transient: is_transient(&reason),
+        MoveError::Init { kind, reason } => Outcome {
+            transient: kind.is_transient(),
             ..failure(Status::FailureInit, format!("could not start: {reason}"))
         },
-        MoveError::Transfer { reason, report, aborted } => {
+        MoveError::Transfer { kind, reason, report, aborted } => {
             let message = match why {
                 Some(why) => format!("{why}; the VM runs on its source ({reason})"),
                 None => format!("did not complete: {reason}; the VM runs on its source"),
             };
-            Outcome { status: Status::FailureWait, message, report: *report, by_policy: false, transient: !aborted }
+            // A job that failed by itself (QEMU reports a broken stream as an internal
+            // failure) may succeed next time; one the host refused will not.
+            let transient = !aborted && (kind.is_transient() || kind == ErrorKind::Internal);
+            Outcome { status: Status::FailureWait, message, report: *report, by_policy: false, transient }
         }
         MoveError::Lost { reason, locations } => Outcome {
             report: MoveReport { locations, ..MoveReport::default() },
             ..failure(Status::FailureLost, format!("{reason}; run `ferry cleanup --vm`"))
         },
     }
-}
-
-/// Whether a start failure is about the connection rather than the VM or the target's
-/// state (a volume in the way, a stopped VM): those fail the same way every time.
-fn is_transient(reason: &str) -> bool {
-    let reason = reason.to_lowercase();
-    ["unreachable", "timed out", "connection reset", "broken pipe", "cannot recv data", "end of file"]
-        .iter()
-        .any(|needle| reason.contains(needle))
 }
 
 /// What a live migration starts with: the convergence policy's start, and the operator's
@@ -612,9 +610,43 @@ fn mib_s(b: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use ferry_driver::Progress;
+    use ferry_driver::ErrorKind::{self, *};
+    use ferry_driver::{MoveError, MoveReport, Progress};
+    use ferry_model::Status;
 
-    use super::SendWatch;
+    use super::{failed, SendWatch};
+
+    #[test]
+    fn a_failure_is_retried_by_its_kind_never_its_words() {
+        // The messages say "unreachable" where the kind does not, and the reverse: the old
+        // search of the text would have decided the other way.
+        // (kind, message, a start retried, a transfer that failed by itself retried)
+        let table: &[(ErrorKind, &str, bool, bool)] = &[
+            (Unreachable, "host-b: Cannot recv data: Connection reset by peer", true, true),
+            (TimedOut, "cannot acquire state change lock", true, true),
+            (Refused, "not running on host-a: a stopped VM can only move cold", false, false),
+            (NotFound, "no host host-z in the cluster (unreachable?)", false, false),
+            (Conflict, "volume vm-1.qcow2 already exists in pool local on host-a", false, false),
+            (Internal, "operation failed: migration out job: unexpectedly failed", false, true),
+            (Other, "the run timed out waiting for a slot", false, false),
+        ];
+        for &(kind, reason, retried, transfer_retried) in table {
+            let init = failed(MoveError::init(kind, reason), None);
+            assert_eq!((init.status, init.transient), (Status::FailureInit, retried), "start, {kind}");
+            let transfer = |aborted| MoveError::Transfer {
+                kind,
+                reason: reason.into(),
+                aborted,
+                report: Box::new(MoveReport::default()),
+            };
+            let done = failed(transfer(false), None);
+            assert_eq!((done.status, done.transient), (Status::FailureWait, transfer_retried), "transfer, {kind}");
+            // Asked to stop: not retried, whatever the kind.
+            assert!(!failed(transfer(true), None).transient, "aborted transfer, {kind}");
+        }
+        let lost = failed(MoveError::Lost { reason: "unreachable".into(), locations: vec![] }, None);
+        assert_eq!((lost.status, lost.transient), (Status::FailureLost, false));
+    }
 
     fn sample(ms: u64, mib: u64) -> Progress {
         Progress { elapsed_ms: ms, transferred_bytes: mib << 20, ..Progress::default() }

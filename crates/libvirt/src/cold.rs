@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use ferry_driver::{ColdOptions, MoveError, MoveReport, MoveRequest, StepGate};
+use ferry_driver::{ColdOptions, ErrorKind, MoveError, MoveReport, MoveRequest, StepGate};
 use ferry_model::{ClusterSpec, Metadata, Phase, Step, VmState};
 use tracing::info;
 use virt::domain::Domain;
@@ -17,6 +17,7 @@ use virt::sys;
 
 use crate::conn::{describe, endpoints, locate_among, msg, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
+use crate::error::Failure;
 use crate::live::millis;
 use crate::metadata::{clear_metadata, write_metadata};
 use crate::volumes;
@@ -29,19 +30,22 @@ pub(crate) fn run(
     steps: StepGate,
 ) -> Result<MoveReport, MoveError> {
     let started = Instant::now();
-    let init = |reason: String| MoveError::Init { reason };
-    let Endpoints { from, to, src, dst, domain } = endpoints(&cluster, &request).map_err(init)?;
-    let was_running = domain.is_active().map_err(|e| init(msg(e)))?;
-    let xml =
-        domain.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
+    let init = |reason: String| MoveError::init(ErrorKind::Other, reason);
+    let Endpoints { from, to, src, dst, domain } = endpoints(&cluster, &request).map_err(Failure::init)?;
+    let was_running = domain.is_active().map_err(|e| Failure::from(e).init())?;
+    let xml = domain
+        .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_MIGRATABLE)
+        .map_err(|e| Failure::from(e).init())?;
     parse_domain(&xml).map_err(init)?;
     let target_xml = rewrite_disk_paths(&xml, &volumes::path_moves(&request.copies)).map_err(init)?;
     let metadata =
         |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
-    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to).map_err(init)?;
+    // A refused claim: another run or job holds the VM.
+    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to)
+        .map_err(|reason| MoveError::init(ErrorKind::Conflict, reason))?;
     if let Err(e) = write_metadata(&domain, &metadata(Phase::Transferring)) {
         let _ = clear_metadata(&domain);
-        return Err(init(format!("could not write metadata: {e}")));
+        return Err(e.reworded(|e| format!("could not write metadata: {e}")).init());
     }
 
     let mut cold = Cold {
@@ -76,7 +80,7 @@ pub(crate) fn run(
     }
     let mut defined = None;
     cold.step(Step::Define { host: to.name.clone() }, || {
-        let target = dst.define_domain_xml(&target_xml).map_err(msg)?;
+        let target = dst.define_domain_xml(&target_xml)?;
         // From here the target's copy carries the move's metadata, as a live move's does.
         let _ = write_metadata(&target, &metadata(Phase::Transferring));
         defined = Some(target);
@@ -86,7 +90,7 @@ pub(crate) fn run(
     if was_running {
         let target = cold.defined.clone().expect("defined just above");
         cold.step(Step::Start { host: to.name.clone() }, || {
-            target.create().map(|_| format!("started on {}", to.name)).map_err(msg)
+            target.create().map(|_| format!("started on {}", to.name)).map_err(Failure::from)
         })?;
     }
     // The point of no return: the target's copy is the VM.
@@ -148,25 +152,26 @@ struct Cold {
 
 impl Cold {
     /// Does `step` once the engine journaled it; a refusal or a failure undoes the move.
-    fn step(&mut self, step: Step, effect: impl FnOnce() -> Result<String, String>) -> Result<(), MoveError> {
+    fn step(&mut self, step: Step, effect: impl FnOnce() -> Result<String, Failure>) -> Result<(), MoveError> {
         if !self.steps.before_blocking(&step) {
-            return Err(self.undo(format!("could not journal the step \"{step}\"; not done")));
+            let refused = Failure::new(ErrorKind::Other, format!("could not journal the step \"{step}\"; not done"));
+            return Err(self.undo(refused));
         }
         let result = effect();
-        self.steps.after(&step, result.clone());
+        self.steps.after(&step, result.clone().map_err(String::from));
         match result {
             Ok(done) => {
                 self.messages.push(done);
                 Ok(())
             }
-            Err(e) => Err(self.undo(format!("could not {step}: {e}"))),
+            Err(e) => Err(self.undo(e.reworded(|e| format!("could not {step}: {e}")))),
         }
     }
 
     /// Puts the VM back as it was on its source: the target's definition removed, metadata
     /// cleared, started again if it was running. Each undo step is asked of the gate too, but
     /// done even when the journal refuses it: a VM left off is worse than an unjournaled start.
-    fn undo(&mut self, reason: String) -> MoveError {
+    fn undo(&mut self, failure: Failure) -> MoveError {
         if let Some(target) = self.defined.take() {
             let step = Step::Undefine { host: self.to.clone() };
             self.steps.before_blocking(&step);
@@ -184,7 +189,8 @@ impl Cold {
             self.steps.after(&step, result);
         }
         MoveError::Transfer {
-            reason,
+            kind: failure.kind,
+            reason: failure.message,
             aborted: false,
             report: Box::new(MoveReport {
                 wall_ms: millis(self.started.elapsed()),
@@ -196,18 +202,18 @@ impl Cold {
 }
 
 /// Asks the guest to shut down; powers it off when it has not after `timeout`.
-fn stop(domain: &Domain, timeout: Duration) -> Result<String, String> {
+fn stop(domain: &Domain, timeout: Duration) -> Result<String, Failure> {
     let asked = Instant::now();
     if domain.shutdown().is_ok() {
         while asked.elapsed() < timeout {
-            if !domain.is_active().map_err(msg)? {
+            if !domain.is_active()? {
                 return Ok(format!("shut down by the guest in {:.1} s", asked.elapsed().as_secs_f64()));
             }
             sleep(Duration::from_millis(100));
         }
     }
-    if domain.is_active().map_err(msg)? {
-        domain.destroy().map_err(|e| format!("could not power off: {}", msg(e)))?;
+    if domain.is_active()? {
+        domain.destroy().map_err(|e| Failure::from(e).reworded(|m| format!("could not power off: {m}")))?;
     }
     Ok(format!("powered off after {:.1} s without a shutdown by the guest", asked.elapsed().as_secs_f64()))
 }

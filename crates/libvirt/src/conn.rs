@@ -1,16 +1,25 @@
 //! Connections, libvirt errors in words, and the calls the `virt` crate only exposes raw.
 
-use ferry_driver::MoveRequest;
+use ferry_driver::{ErrorKind, MoveRequest};
 use ferry_model::{ClusterSpec, HostSpec, Location, VmState};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
+use crate::error::Failure;
+
 /// Opens a connection to `host`. libvirt's own printing of errors to stderr is switched off:
-/// ferry reports every error itself, with context.
-pub(crate) fn open(host: &HostSpec) -> Result<Connect, String> {
+/// ferry reports every error itself, with context. A failure whose code says nothing more
+/// specific (an unauthorized one is refused) is the host being unreachable.
+pub(crate) fn open(host: &HostSpec) -> Result<Connect, Failure> {
     virt::error::clear_error_callback();
-    Connect::open(Some(&host.uri)).map_err(|e| format!("{} unreachable: {}", host.name, e.message()))
+    Connect::open(Some(&host.uri)).map_err(|e| {
+        let failure = Failure::from(e).reworded(|m| format!("{} unreachable: {m}", host.name));
+        match failure.kind {
+            ErrorKind::Other | ErrorKind::Internal => Failure { kind: ErrorKind::Unreachable, ..failure },
+            _ => failure,
+        }
+    })
 }
 
 /// Both ends of a move, connected, and the domain on the source.
@@ -30,19 +39,20 @@ pub(crate) struct Endpoints {
 /// Connects both ends of a move and finds the VM on its source. Any failure here means
 /// nothing was touched. A domain with the same UUID already on the target (a leftover of an
 /// earlier failure) stops the move: it is cleanup's to judge.
-pub(crate) fn endpoints(cluster: &ClusterSpec, request: &MoveRequest) -> Result<Endpoints, String> {
-    let host = |name: &str| cluster.host(name).cloned().ok_or_else(|| format!("no host {name} in the cluster"));
-    let (from, to) = (host(&request.from)?, host(&request.to)?);
+pub(crate) fn endpoints(cluster: &ClusterSpec, request: &MoveRequest) -> Result<Endpoints, Failure> {
+    let (from, to) =
+        (crate::live::host(cluster, &request.from)?.clone(), crate::live::host(cluster, &request.to)?.clone());
     if from.name == to.name {
-        return Err(format!("{} is already on {}", request.vm, to.name));
+        return Err(Failure::new(ErrorKind::Conflict, format!("{} is already on {}", request.vm, to.name)));
     }
     let src = open(&from)?;
     let dst = open(&to)?;
     let domain = src
         .lookup_domain_by_uuid_string(&request.vm)
-        .map_err(|e| format!("{} is not on {}: {}", request.vm, from.name, msg(e)))?;
+        .map_err(|e| Failure::from(e).reworded(|m| format!("{} is not on {}: {m}", request.vm, from.name)))?;
     if dst.lookup_domain_by_uuid_string(&request.vm).is_ok() {
-        return Err(format!("{} already has a domain with this UUID; run `ferry cleanup`", to.name));
+        let reason = format!("{} already has a domain with this UUID; run `ferry cleanup`", to.name);
+        return Err(Failure::new(ErrorKind::Conflict, reason));
     }
     Ok(Endpoints { from, to, src, dst, domain })
 }
@@ -53,23 +63,23 @@ pub(crate) fn msg(e: virt::error::Error) -> String {
 }
 
 /// Cancels the domain's running job (the migration). The `virt` crate has no safe wrapper.
-pub(crate) fn abort_job(domain: &Domain) -> Result<(), String> {
+pub(crate) fn abort_job(domain: &Domain) -> Result<(), Failure> {
     // SAFETY: the pointer comes from a live `Domain`, which keeps its reference until drop;
     // virDomainAbortJob only reads it.
     let rc = unsafe { sys::virDomainAbortJob(domain.as_ptr()) };
     if rc < 0 {
-        Err(virt::error::Error::last_error().message().to_string())
+        Err(virt::error::Error::last_error().into())
     } else {
         Ok(())
     }
 }
 
 /// Switches a migration started with VIR_MIGRATE_POSTCOPY to post-copy.
-pub(crate) fn start_postcopy(domain: &Domain) -> Result<(), String> {
+pub(crate) fn start_postcopy(domain: &Domain) -> Result<(), Failure> {
     // SAFETY: as in `abort_job`; flags must be 0.
     let rc = unsafe { sys::virDomainMigrateStartPostCopy(domain.as_ptr(), 0) };
     if rc < 0 {
-        Err(virt::error::Error::last_error().message().to_string())
+        Err(virt::error::Error::last_error().into())
     } else {
         Ok(())
     }
@@ -88,7 +98,7 @@ pub(crate) fn vm_state(domain: &Domain) -> VmState {
 
 /// Every host of the cluster that knows `uuid`, and in what state. Fails when any host
 /// cannot be asked: "nowhere" must never be concluded from a silent host.
-pub(crate) fn locate(cluster: &ClusterSpec, uuid: &str) -> Result<Vec<Location>, (String, String)> {
+pub(crate) fn locate(cluster: &ClusterSpec, uuid: &str) -> Result<Vec<Location>, (String, Failure)> {
     let names: Vec<&str> = cluster.hosts.iter().map(|h| h.name.as_str()).collect();
     locate_among(cluster, uuid, &names).map(|sighting| sighting.locations)
 }
@@ -103,7 +113,11 @@ pub(crate) struct Sighting {
 /// Like [`locate`], but only the `required` hosts must answer (a move's source and target:
 /// one host down elsewhere in a large cluster must not fail every move's verification).
 /// The others are asked when they can be and listed in `unasked` when they cannot.
-pub(crate) fn locate_among(cluster: &ClusterSpec, uuid: &str, required: &[&str]) -> Result<Sighting, (String, String)> {
+pub(crate) fn locate_among(
+    cluster: &ClusterSpec,
+    uuid: &str,
+    required: &[&str],
+) -> Result<Sighting, (String, Failure)> {
     let mut sighting = Sighting { locations: Vec::new(), unasked: Vec::new() };
     for host in &cluster.hosts {
         let conn = match open(host) {
@@ -136,14 +150,14 @@ pub(crate) fn describe(locations: &[Location]) -> String {
 /// The domain's job statistics. The `virt` crate's own wrapper builds a `Vec` from a null
 /// pointer when no job runs (libvirt then returns no parameters); this one copies the
 /// parameters and frees libvirt's array with libvirt's own function.
-pub(crate) fn job_stats(domain: &Domain, flags: u32) -> Result<virt::domain::JobStats, String> {
+pub(crate) fn job_stats(domain: &Domain, flags: u32) -> Result<virt::domain::JobStats, Failure> {
     let mut kind: std::os::raw::c_int = 0;
     let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
     let mut count: std::os::raw::c_int = 0;
     // SAFETY: the domain pointer is live for the call; libvirt fills the three out-pointers.
     let rc = unsafe { sys::virDomainGetJobStats(domain.as_ptr(), &mut kind, &mut params, &mut count, flags) };
     if rc < 0 {
-        return Err(virt::error::Error::last_error().message().to_string());
+        return Err(virt::error::Error::last_error().into());
     }
     let copied = match usize::try_from(count) {
         Ok(n) if n > 0 && !params.is_null() => {

@@ -48,7 +48,7 @@ pub(crate) fn measure(
             Ok(c) => c,
             Err(e) => {
                 for uuid in mine {
-                    failed.insert(uuid.clone(), e.clone());
+                    failed.insert(uuid.clone(), e.message.clone());
                 }
                 continue;
             }

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 
-use ferry_driver::Volume;
+use ferry_driver::{ErrorKind, Volume};
 use ferry_model::{ClusterSpec, VmState};
 use virt::connect::Connect;
 use virt::sys;
 
 use crate::conn::{describe, locate, msg, open, vm_state};
 use crate::domxml::parse_domain;
+use crate::error::Failure;
 use crate::live::host;
 
 /// Who uses what on a host.
@@ -23,10 +24,10 @@ struct Users {
 }
 
 /// The volume paths the domains of a host use.
-fn users(conn: &Connect) -> Result<Users, String> {
+fn users(conn: &Connect) -> Result<Users, Failure> {
     let mut used: HashMap<String, Vec<String>> = HashMap::new();
     let mut unreadable = Vec::new();
-    for domain in conn.list_all_domains(0).map_err(msg)? {
+    for domain in conn.list_all_domains(0)? {
         let desc = domain.xml_desc(0).map_err(msg).and_then(|xml| parse_domain(&xml));
         let Ok(desc) = desc else {
             unreadable.push(domain.uuid_string().unwrap_or_else(|_| "?".into()));
@@ -40,24 +41,24 @@ fn users(conn: &Connect) -> Result<Users, String> {
 }
 
 /// The volumes of a host's host-local pools, with their users.
-pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, String> {
+pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, Failure> {
     let spec = host(cluster, name)?;
     let conn = open(spec)?;
     let used = users(&conn)?.by_path;
     let mut found = Vec::new();
-    for pool in conn.list_all_storage_pools(0).map_err(msg)? {
-        let pool_name = pool.name().map_err(msg)?;
+    for pool in conn.list_all_storage_pools(0)? {
+        let pool_name = pool.name()?;
         if spec.shared_pools.contains(&pool_name) || !pool.is_active().unwrap_or(false) {
             continue;
         }
         // Files may have appeared behind libvirt's back (a crashed copy): look again.
         let _ = pool.refresh(0);
-        for volume in pool.list_all_volumes(0).map_err(msg)? {
-            let path = volume.path().map_err(msg)?;
+        for volume in pool.list_all_volumes(0)? {
+            let path = volume.path()?;
             found.push(Volume {
                 host: spec.name.clone(),
                 pool: pool_name.clone(),
-                name: volume.name().map_err(msg)?,
+                name: volume.name()?,
                 capacity: volume.info().map(|i| i.capacity).unwrap_or(0),
                 used_by: used.get(&path).cloned().unwrap_or_default(),
                 path,
@@ -70,58 +71,61 @@ pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, 
 
 /// Deletes a volume of a host-local pool that no domain on the host uses; one already gone
 /// is no error.
-pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volume: &str) -> Result<(), String> {
+pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volume: &str) -> Result<(), Failure> {
     let spec = host(cluster, name)?;
     if spec.shared_pools.iter().any(|p| p == pool) {
-        return Err(format!("pool {pool} is shared: ferry never deletes shared storage"));
+        let reason = format!("pool {pool} is shared: ferry never deletes shared storage");
+        return Err(Failure::new(ErrorKind::Refused, reason));
     }
     let conn = open(spec)?;
     let found = match conn
         .lookup_storage_pool_by_name(pool)
-        .map_err(|e| format!("no pool {pool}: {}", msg(e)))?
+        .map_err(|e| Failure::from(e).reworded(|m| format!("no pool {pool}: {m}")))?
         .lookup_storage_vol_by_name(volume)
     {
         Ok(found) => found,
         // Already gone: what was to be deleted is not there.
         Err(e) if e.code().is(virt::error::ErrorNumber::NoStorageVolume) => return Ok(()),
-        Err(e) => return Err(format!("no volume {volume} in pool {pool}: {}", msg(e))),
+        Err(e) => return Err(Failure::from(e).reworded(|m| format!("no volume {volume} in pool {pool}: {m}"))),
     };
-    let path = found.path().map_err(msg)?;
+    let path = found.path()?;
     let Users { by_path: used, unreadable } = users(&conn)?;
     if let Some(uuids) = used.get(&path) {
-        return Err(format!("{path} is in use by {}", uuids.join(", ")));
+        return Err(Failure::new(ErrorKind::Conflict, format!("{path} is in use by {}", uuids.join(", "))));
     }
     if !unreadable.is_empty() {
-        return Err(format!(
+        // libvirt holds the definitions during a migration: it may pass.
+        return Err(Failure::new(ErrorKind::Conflict, format!(
             "the definition of {} on {} cannot be read now (a migration in progress?), so {path} may be in use; try again",
             unreadable.join(", "),
             spec.name
-        ));
+        )));
     }
-    found.delete(0).map_err(|e| format!("could not delete {path}: {}", msg(e)))
+    found.delete(0).map_err(|e| Failure::from(e).reworded(|m| format!("could not delete {path}: {m}")))
 }
 
 /// Powers off and undefines the copy of `vm` on `name`, when the VM runs on exactly one
 /// other host.
-pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result<String, String> {
+pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result<String, Failure> {
     let spec = host(cluster, name)?;
-    let locations = locate(cluster, vm).map_err(|(h, e)| format!("{h} cannot be asked where {vm} runs: {e}"))?;
+    let locations =
+        locate(cluster, vm).map_err(|(h, e)| e.reworded(|e| format!("{h} cannot be asked where {vm} runs: {e}")))?;
     let elsewhere: Vec<_> = locations.iter().filter(|l| l.host != spec.name && l.state == VmState::Running).collect();
     if !locations.iter().any(|l| l.host == spec.name) {
         return Ok(format!("no copy left on {}", spec.name));
     }
     if elsewhere.len() != 1 {
-        return Err(format!(
+        return Err(Failure::new(ErrorKind::Refused, format!(
             "refusing to remove the copy on {}: the VM is {}, and a copy is removed only when it runs on exactly one other host",
             spec.name,
             describe(&locations)
-        ));
+        )));
     }
     let conn = open(spec)?;
-    let domain = conn.lookup_domain_by_uuid_string(vm).map_err(msg)?;
+    let domain = conn.lookup_domain_by_uuid_string(vm)?;
     let state = vm_state(&domain);
     let mut done = Vec::new();
-    if domain.is_active().map_err(msg)? {
+    if domain.is_active()? {
         // A copy being torn down by libvirt (an aborted incoming migration) is locked for a
         // moment, and may vanish by itself.
         let mut tries = 0;
@@ -132,7 +136,8 @@ pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result
                     return Ok(format!("the {state} copy on {} went away by itself", spec.name));
                 }
                 Err(e) if tries >= 20 => {
-                    return Err(format!("could not power off the {state} copy on {}: {}", spec.name, msg(e)));
+                    let reason = |m: &str| format!("could not power off the {state} copy on {}: {m}", spec.name);
+                    return Err(Failure::from(e).reworded(reason));
                 }
                 Err(_) => {
                     tries += 1;
@@ -149,7 +154,7 @@ pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result
             | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
         domain
             .undefine_flags(flags)
-            .map_err(|e| format!("could not undefine the copy on {}: {}", spec.name, msg(e)))?;
+            .map_err(|e| Failure::from(e).reworded(|m| format!("could not undefine the copy on {}: {m}", spec.name)))?;
         done.push(format!("undefined it on {}", spec.name));
     }
     Ok(format!("{} (the VM runs on {})", done.join(", "), elsewhere[0].host))

@@ -11,6 +11,7 @@ mod cold;
 mod conn;
 mod dirtyrate;
 pub mod domxml;
+mod error;
 mod inventory;
 mod leftovers;
 mod live;
@@ -22,10 +23,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
-    TargetVolume, Volume,
+    ColdOptions, Driver, DriverError, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+    StepGate, TargetVolume, Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
+
+use crate::error::Failure;
 
 /// The libvirt driver for one cluster.
 #[derive(Debug, Clone)]
@@ -60,28 +63,30 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("libvirt calls do not panic")
 }
 
-fn driver_error(host: &str, action: &str) -> impl Fn(String) -> DriverError {
+fn driver_error(host: &str, action: &str) -> impl Fn(Failure) -> DriverError {
     let host = host.to_string();
     let action = action.to_string();
-    move |message| DriverError { host: host.clone(), action: action.clone(), message }
+    move |failure| failure.on(&host, &action)
 }
 
 /// Starts a domain and waits until it runs. A start cut short (its ferry killed mid-call)
 /// goes on in libvirtd, or leaves QEMU paused before the guest's first instruction: both are
 /// waited out or resumed rather than taken for failures.
-fn start_domain(domain: &virt::domain::Domain) -> Result<(), String> {
+fn start_domain(domain: &virt::domain::Domain) -> Result<(), Failure> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let attempt = match conn::vm_state(domain) {
             ferry_model::VmState::Running => return Ok(()),
-            ferry_model::VmState::Paused => domain.resume().map_err(conn::msg),
-            ferry_model::VmState::ShutOff => domain.create().map(drop).map_err(conn::msg),
-            ferry_model::VmState::Other => Err("in a state that cannot start".to_string()),
+            ferry_model::VmState::Paused => domain.resume().map_err(Failure::from),
+            ferry_model::VmState::ShutOff => domain.create().map(drop).map_err(Failure::from),
+            ferry_model::VmState::Other => Err(Failure::new(ErrorKind::Refused, "in a state that cannot start")),
         };
         match attempt {
             Ok(()) if conn::vm_state(domain) == ferry_model::VmState::Running => return Ok(()),
             Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-            _ if std::time::Instant::now() >= deadline => return Err("it did not come to run".into()),
+            _ if std::time::Instant::now() >= deadline => {
+                return Err(Failure::new(ErrorKind::TimedOut, "it did not come to run"))
+            }
             _ => std::thread::sleep(std::time::Duration::from_millis(500)),
         }
     }
@@ -92,12 +97,12 @@ fn with_domain<T>(
     host: &str,
     vm: &str,
     action: &str,
-    f: impl FnOnce(&virt::domain::Domain) -> Result<T, String>,
+    f: impl FnOnce(&virt::domain::Domain) -> Result<T, Failure>,
 ) -> Result<T, DriverError> {
     let err = driver_error(host, action);
     let spec = live::host(cluster, host).map_err(&err)?;
     let conn = conn::open(spec).map_err(&err)?;
-    let domain = conn.lookup_domain_by_uuid_string(vm).map_err(|e| err(conn::msg(e)))?;
+    let domain = conn.lookup_domain_by_uuid_string(vm).map_err(|e| err(e.into()))?;
     f(&domain).map_err(err)
 }
 
@@ -110,23 +115,19 @@ impl Driver for LibvirtDriver {
     async fn locate(&self, vm: &str) -> Result<Vec<Location>, DriverError> {
         let cluster = self.cluster.clone();
         let vm = vm.to_string();
-        blocking(move || conn::locate(&cluster, &vm)).await.map_err(|(host, message)| DriverError {
-            host,
-            action: "locate".into(),
-            message,
-        })
+        blocking(move || conn::locate(&cluster, &vm)).await.map_err(|(host, failure)| failure.on(&host, "locate"))
     }
 
     async fn plan_volumes(&self, request: &MoveRequest) -> Result<Vec<TargetVolume>, MoveError> {
         let (cluster, request) = (self.cluster.clone(), request.clone());
         blocking(move || {
             let conn::Endpoints { from, to, src, dst, domain } = conn::endpoints(&cluster, &request)?;
-            let xml = domain.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).map_err(conn::msg)?;
-            let desc = domxml::parse_domain(&xml)?;
+            let xml = domain.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)?;
+            let desc = domxml::parse_domain(&xml).map_err(|e| Failure::new(ErrorKind::Other, e))?;
             volumes::plan(&src, &dst, &from, &to, &desc.disks)
         })
         .await
-        .map_err(|reason| MoveError::Init { reason })
+        .map_err(Failure::init)
     }
 
     async fn create_volume(&self, volume: &TargetVolume) -> Result<String, DriverError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_driver::{Control, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
+use ferry_driver::{Control, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
 use ferry_model::{runs_only_on, ClusterSpec, HostSpec, Metadata, Phase};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
@@ -16,6 +16,7 @@ use virt::sys;
 
 use crate::conn::{abort_job, describe, endpoints, job_stats, locate_among, msg, open, start_postcopy, Endpoints};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
+use crate::error::Failure;
 use crate::metadata::write_metadata;
 use crate::volumes;
 
@@ -41,17 +42,20 @@ pub(crate) fn start(
     options: LiveOptions,
 ) -> Result<Migration, MoveError> {
     let started = Instant::now();
-    let init = |reason: String| MoveError::Init { reason };
-    let Endpoints { from, to, domain, .. } = endpoints(&cluster, &request).map_err(init)?;
-    if !domain.is_active().map_err(|e| init(msg(e)))? {
-        return Err(init(format!("not running on {}: a stopped VM can only move cold", from.name)));
+    let init = |reason: String| MoveError::init(ErrorKind::Other, reason);
+    let Endpoints { from, to, domain, .. } = endpoints(&cluster, &request).map_err(Failure::init)?;
+    if !domain.is_active().map_err(|e| Failure::from(e).init())? {
+        let reason = format!("not running on {}: a stopped VM can only move cold", from.name);
+        return Err(MoveError::init(ErrorKind::Refused, reason));
     }
-    let xml = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| init(msg(e)))?;
+    let xml = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| Failure::from(e).init())?;
     let desc = parse_domain(&xml).map_err(init)?;
 
     let metadata =
         |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
-    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to).map_err(init)?;
+    // A refused claim: another run or job holds the VM.
+    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to)
+        .map_err(|reason| MoveError::init(ErrorKind::Conflict, reason))?;
     let copies = request.copies.clone();
     let mut messages = Vec::new();
     for copy in &copies {
@@ -59,7 +63,7 @@ pub(crate) fn start(
     }
     let prepared =
         write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| match options.max_downtime_ms {
-            Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(msg),
+            Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(Failure::from),
             None => Ok(()),
         });
     // The destination XML is read after the metadata is written, so that the target's
@@ -68,14 +72,16 @@ pub(crate) fn start(
         if copies.is_empty() {
             return Ok(None);
         }
-        let current = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(msg)?;
-        rewrite_disk_paths(&current, &volumes::path_moves(&copies)).map(Some)
+        let current = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE)?;
+        rewrite_disk_paths(&current, &volumes::path_moves(&copies))
+            .map(Some)
+            .map_err(|e| Failure::new(ErrorKind::Other, e))
     });
     let dest_xml = match dest_xml {
         Ok(x) => x,
         Err(e) => {
             let _ = crate::metadata::clear_metadata(&domain);
-            return Err(init(format!("could not prepare {}: {e}", desc.name)));
+            return Err(e.reworded(|e| format!("could not prepare {}: {e}", desc.name)).init());
         }
     };
 
@@ -114,7 +120,7 @@ pub(crate) fn start(
             let result = job.run(params, flags, progress_tx, control_rx);
             let _ = outcome_tx.send(result);
         })
-        .map_err(|e| init(format!("could not start a thread: {e}")))?;
+        .map_err(|e| MoveError::init(ErrorKind::Internal, format!("could not start a thread: {e}")))?;
     Ok(Migration { progress, controls, outcome })
 }
 
@@ -140,7 +146,7 @@ impl Job {
         let migrating = self.domain.clone();
         let (done_tx, done) = std::sync::mpsc::channel();
         thread::spawn(move || {
-            let _ = done_tx.send(migrating.migrate_to_uri3(Some(&dconn_uri), params, flags).map_err(msg));
+            let _ = done_tx.send(migrating.migrate_to_uri3(Some(&dconn_uri), params, flags).map_err(Failure::from));
         });
         // Job statistics on a thread of their own: libvirt holds the domain from the
         // switch-over's pause to the end of the migration call, and a query then waits
@@ -219,7 +225,9 @@ impl Job {
             match done.recv_timeout(POLL) {
                 Ok(result) => break result,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Err("migration thread panicked".into()),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(Failure::new(ErrorKind::Internal, "migration thread panicked"))
+                }
             }
         };
         // The copy is over: closing the progress stream tells the engine this migration's
@@ -240,7 +248,7 @@ impl Job {
     /// VM running on the target alone makes the move done (the source's copy is gone);
     /// past [`TEARDOWN_LIMIT`] the move ends with where the VM is, for `cleanup` to settle.
     /// `None`: wait on.
-    fn stuck_after_switch_over(&mut self, waited: Duration) -> Option<Result<(), String>> {
+    fn stuck_after_switch_over(&mut self, waited: Duration) -> Option<Result<(), Failure>> {
         let located = self.locate();
         let note = format!(
             "the migration call had not returned {:.0} s after the VM resumed on {}",
@@ -253,10 +261,13 @@ impl Job {
                 self.messages.push(format!("{note}; it runs there alone, so the move is done"));
                 Some(Ok(()))
             }
+            // Past the limit the call is taken as timed out, whatever it says later.
             Ok(locations) if waited > TEARDOWN_LIMIT => {
-                Some(Err(format!("{note}; the VM is {}", describe(&locations))))
+                Some(Err(Failure::new(ErrorKind::TimedOut, format!("{note}; the VM is {}", describe(&locations)))))
             }
-            Err((host, e)) if waited > TEARDOWN_LIMIT => Some(Err(format!("{note}; {host} cannot be asked: {e}"))),
+            Err((host, e)) if waited > TEARDOWN_LIMIT => {
+                Some(Err(Failure::new(ErrorKind::TimedOut, format!("{note}; {host} cannot be asked: {e}"))))
+            }
             _ => {
                 warn!(vm = %self.request.vm, "{note}; waiting for the source's teardown");
                 None
@@ -267,8 +278,8 @@ impl Job {
     fn apply(&mut self, control: &Control, aborted: &AtomicBool, job_started: Instant) {
         let at = job_started.elapsed().as_secs_f64();
         let result = match control {
-            Control::SetMaxDowntime(ms) => self.domain.migrate_set_max_downtime(*ms, 0).map_err(msg),
-            Control::SetBandwidth(mib_s) => self.domain.migrate_set_max_speed(*mib_s, 0).map_err(msg),
+            Control::SetMaxDowntime(ms) => self.domain.migrate_set_max_downtime(*ms, 0).map_err(Failure::from),
+            Control::SetBandwidth(mib_s) => self.domain.migrate_set_max_speed(*mib_s, 0).map_err(Failure::from),
             Control::StartPostCopy => start_postcopy(&self.domain),
             Control::Abort => {
                 aborted.store(true, Ordering::SeqCst);
@@ -294,7 +305,7 @@ impl Job {
         if !runs_only_on(&locations, &self.to.name) {
             return Err(lost(format!("migration reported success but the VM is {}", describe(&locations)), locations));
         }
-        let dst = open(&self.to).map_err(|e| lost(e, locations.clone()))?;
+        let dst = open(&self.to).map_err(|e| lost(e.message, locations.clone()))?;
         let domain = dst.lookup_domain_by_uuid_string(&self.request.vm).map_err(|e| lost(msg(e), locations.clone()))?;
         let completed = job_stats(&domain, sys::VIR_DOMAIN_JOB_STATS_COMPLETED).ok();
         let mut report = MoveReport {
@@ -316,7 +327,7 @@ impl Job {
 
     /// Where the VM runs; the source and target must answer, the other hosts are asked when
     /// they can be, and those that cannot are noted in the report.
-    fn locate(&mut self) -> Result<Vec<ferry_model::Location>, (String, String)> {
+    fn locate(&mut self) -> Result<Vec<ferry_model::Location>, (String, Failure)> {
         let sighting = locate_among(&self.cluster, &self.request.vm, &[&self.from.name, &self.to.name])?;
         if !sighting.unasked.is_empty() {
             self.messages.push(format!("not asked where the VM runs (unreachable): {}", sighting.unasked.join(", ")));
@@ -326,7 +337,7 @@ impl Job {
 
     /// The migration call failed: find where the VM is, undo the preparation if it is safely
     /// on its source, and say so.
-    fn after_failure(mut self, error: String, aborted: bool, last: Progress) -> Result<MoveReport, MoveError> {
+    fn after_failure(mut self, error: Failure, aborted: bool, last: Progress) -> Result<MoveReport, MoveError> {
         let locations = match self.locate() {
             Ok(l) => l,
             Err((host, e)) => {
@@ -357,7 +368,7 @@ impl Job {
             messages: self.messages,
             ..MoveReport::default()
         };
-        Err(MoveError::Transfer { reason: error, aborted, report: Box::new(report) })
+        Err(MoveError::Transfer { kind: error.kind, reason: error.message, aborted, report: Box::new(report) })
     }
 }
 
@@ -412,8 +423,8 @@ fn lost(reason: String, locations: Vec<ferry_model::Location>) -> MoveError {
     MoveError::Lost { reason, locations }
 }
 
-pub(crate) fn host<'a>(cluster: &'a ClusterSpec, name: &str) -> Result<&'a HostSpec, String> {
-    cluster.host(name).ok_or_else(|| format!("no host {name} in the cluster"))
+pub(crate) fn host<'a>(cluster: &'a ClusterSpec, name: &str) -> Result<&'a HostSpec, Failure> {
+    cluster.host(name).ok_or_else(|| Failure::new(ErrorKind::NotFound, format!("no host {name} in the cluster")))
 }
 
 /// `tcp://127.0.0.1[:port]` → `127.0.0.1`: the target binds its incoming migration there.

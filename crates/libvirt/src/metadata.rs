@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
+use ferry_driver::ErrorKind;
 use ferry_model::{blocking_claim, claim_refusal, Claim, ClaimFacts, HostSpec, Metadata, Phase, CLAIM_REFRESH_MS};
 use tracing::{debug, warn};
 use virt::domain::Domain;
@@ -14,6 +15,7 @@ use virt::sys;
 
 use crate::conn::{job_stats, msg, open};
 use crate::domxml::{metadata_xml, parse_metadata, METADATA_NS, METADATA_PREFIX};
+use crate::error::Failure;
 
 /// How long a claim is left before it is read back. Two ferries that both read "free"
 /// write one after the other within a libvirt round trip (milliseconds in the lab); the
@@ -47,17 +49,17 @@ fn held_here(uuid: &str, run_id: &str) -> bool {
     HELD.lock().unwrap_or_else(PoisonError::into_inner).contains(&(uuid.to_string(), run_id.to_string()))
 }
 
-fn set_metadata_raw(domain: &Domain, metadata: &Metadata) -> Result<(), String> {
+fn set_metadata_raw(domain: &Domain, metadata: &Metadata) -> Result<(), Failure> {
     let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
     domain
         .set_metadata(kind, Some(&metadata_xml(metadata)), Some(METADATA_PREFIX), Some(METADATA_NS), affect(domain))
-        .map_err(msg)
+        .map_err(Failure::from)
 }
 
 /// Writes ferry's metadata element. Metadata without a claim keeps the claim already on the
 /// domain when both name the same run: a move's later phases stay claimed.
-pub(crate) fn write_metadata(domain: &Domain, metadata: &Metadata) -> Result<(), String> {
-    let uuid = domain.uuid_string().map_err(msg)?;
+pub(crate) fn write_metadata(domain: &Domain, metadata: &Metadata) -> Result<(), Failure> {
+    let uuid = domain.uuid_string()?;
     let lock = vm_lock(&uuid);
     let _held = hold(&lock);
     let mut metadata = metadata.clone();
@@ -69,20 +71,21 @@ pub(crate) fn write_metadata(domain: &Domain, metadata: &Metadata) -> Result<(),
 }
 
 /// Removes ferry's metadata element.
-pub(crate) fn clear_metadata(domain: &Domain) -> Result<(), String> {
+pub(crate) fn clear_metadata(domain: &Domain) -> Result<(), Failure> {
     let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
-    domain.set_metadata(kind, None, None, Some(METADATA_NS), affect(domain)).map_err(msg)
+    domain.set_metadata(kind, None, None, Some(METADATA_NS), affect(domain)).map_err(Failure::from)
 }
 
 /// Reads ferry's metadata element; none when the domain has none.
-pub(crate) fn read_metadata(domain: &Domain) -> Result<Option<Metadata>, String> {
+pub(crate) fn read_metadata(domain: &Domain) -> Result<Option<Metadata>, Failure> {
     let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
     let flags =
         if domain.is_active().unwrap_or(false) { sys::VIR_DOMAIN_AFFECT_LIVE } else { sys::VIR_DOMAIN_AFFECT_CONFIG };
     match domain.metadata(kind, Some(METADATA_NS), flags) {
-        Ok(xml) => parse_metadata(&xml).map(Some),
+        // Metadata ferry cannot parse is no failure of the host.
+        Ok(xml) => parse_metadata(&xml).map(Some).map_err(|e| Failure::new(ErrorKind::Other, e)),
         Err(e) if e.code().is(virt::error::ErrorNumber::NoDomainMetadata) => Ok(None),
-        Err(e) => Err(msg(e)),
+        Err(e) => Err(e.into()),
     }
 }
 

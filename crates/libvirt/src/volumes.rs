@@ -2,13 +2,13 @@
 //! and say which target volumes a move needs (`plan`), create one (`create`), copy one
 //! (`copy`). Which volumes were created, and so may be deleted, is the engine's record.
 
-use ferry_driver::{TargetVolume, VolumeCopy};
+use ferry_driver::{ErrorKind, TargetVolume, VolumeCopy};
 use ferry_model::HostSpec;
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
 
-use crate::conn::msg;
 use crate::domxml::DiskXml;
+use crate::error::Failure;
 
 /// (source path, target path) of each copy, for the destination XML.
 pub(crate) fn path_moves(copies: &[VolumeCopy]) -> Vec<(String, String)> {
@@ -24,7 +24,7 @@ pub(crate) fn plan(
     from: &HostSpec,
     to: &HostSpec,
     disks: &[DiskXml],
-) -> Result<Vec<TargetVolume>, String> {
+) -> Result<Vec<TargetVolume>, Failure> {
     let mut needed = Vec::new();
     for disk in disks {
         if let Some(volume) = plan_disk(src, dst, from, to, disk)? {
@@ -40,50 +40,61 @@ fn plan_disk(
     from: &HostSpec,
     to: &HostSpec,
     disk: &DiskXml,
-) -> Result<Option<TargetVolume>, String> {
+) -> Result<Option<TargetVolume>, Failure> {
     if let Some((_, name, servers)) = &disk.network {
         // Network storage is shared by nature; the target must reach its servers.
         for server in servers {
             reachable(server).map_err(|e| {
-                format!("disk {}: network storage {name} at {server} is not reachable: {e}", disk.target)
+                let reason = format!("disk {}: network storage {name} at {server} is not reachable: {e}", disk.target);
+                Failure::new(ErrorKind::Unreachable, reason)
             })?;
         }
         return Ok(None);
     }
     let Some(path) = &disk.path else {
-        return Err(format!("disk {}: a {} disk ferry cannot move", disk.target, disk.kind));
+        let reason = format!("disk {}: a {} disk ferry cannot move", disk.target, disk.kind);
+        return Err(Failure::new(ErrorKind::Refused, reason));
     };
-    let volume = src
-        .lookup_storage_vol_by_path(path)
-        .map_err(|e| format!("disk {} ({path}) is in no storage pool on {}: {}", disk.target, from.name, msg(e)))?;
-    let pool = volume.lookup_storage_pool().map_err(msg)?;
-    let pool_name = pool.name().map_err(msg)?;
+    let volume = src.lookup_storage_vol_by_path(path).map_err(|e| {
+        Failure::from(e)
+            .reworded(|m| format!("disk {} ({path}) is in no storage pool on {}: {m}", disk.target, from.name))
+    })?;
+    let pool = volume.lookup_storage_pool()?;
+    let pool_name = pool.name()?;
     if from.shared_pools.contains(&pool_name) {
         // Declared shared: the target must see the very same volume.
-        dst.lookup_storage_vol_by_path(path).map_err(|_| {
-            format!("disk {}: pool {pool_name} is declared shared but {} does not see {path}", disk.target, to.name)
+        dst.lookup_storage_vol_by_path(path).map_err(|e| {
+            let reason = format!(
+                "disk {}: pool {pool_name} is declared shared but {} does not see {path}",
+                disk.target, to.name
+            );
+            Failure::from(e).reworded(|_| reason)
         })?;
         return Ok(None);
     }
-    let info = volume.info().map_err(msg)?;
-    let name = volume.name().map_err(msg)?;
-    let target_pool = dst.lookup_storage_pool_by_name(&pool_name).map_err(|_| {
-        format!("disk {}: {} has no storage pool {pool_name} to copy {name} into", disk.target, to.name)
+    let info = volume.info()?;
+    let name = volume.name()?;
+    let target_pool = dst.lookup_storage_pool_by_name(&pool_name).map_err(|e| {
+        let reason = format!("disk {}: {} has no storage pool {pool_name} to copy {name} into", disk.target, to.name);
+        Failure::from(e).reworded(|_| reason)
     })?;
     if target_pool.lookup_storage_vol_by_name(&name).is_ok() {
-        return Err(format!(
+        return Err(Failure::new(ErrorKind::Conflict, format!(
             "disk {}: volume {name} already exists in pool {pool_name} on {}; refusing to overwrite it (run `ferry cleanup` if it is a leftover)",
             disk.target, to.name
-        ));
+        )));
     }
-    let pool_info = target_pool.info().map_err(msg)?;
+    let pool_info = target_pool.info()?;
     if pool_info.available < info.capacity {
-        return Err(format!(
-            "disk {}: pool {pool_name} on {} has {} MiB free, {name} needs up to {} MiB",
-            disk.target,
-            to.name,
-            pool_info.available >> 20,
-            info.capacity >> 20
+        return Err(Failure::new(
+            ErrorKind::Refused,
+            format!(
+                "disk {}: pool {pool_name} on {} has {} MiB free, {name} needs up to {} MiB",
+                disk.target,
+                to.name,
+                pool_info.available >> 20,
+                info.capacity >> 20
+            ),
         ));
     }
     Ok(Some(TargetVolume {
@@ -97,19 +108,21 @@ fn plan_disk(
 }
 
 /// Creates `volume`, empty, on its host (`dst`); returns its path. Refuses an existing one.
-pub(crate) fn create(dst: &Connect, volume: &TargetVolume) -> Result<String, String> {
+pub(crate) fn create(dst: &Connect, volume: &TargetVolume) -> Result<String, Failure> {
     let TargetVolume { host, pool, name, capacity, format, .. } = volume;
-    let target_pool =
-        dst.lookup_storage_pool_by_name(pool).map_err(|e| format!("{host} has no storage pool {pool}: {}", msg(e)))?;
+    let target_pool = dst
+        .lookup_storage_pool_by_name(pool)
+        .map_err(|e| Failure::from(e).reworded(|m| format!("{host} has no storage pool {pool}: {m}")))?;
     if target_pool.lookup_storage_vol_by_name(name).is_ok() {
-        return Err(format!("volume {name} already exists in pool {pool} on {host}; refusing to overwrite it"));
+        let reason = format!("volume {name} already exists in pool {pool} on {host}; refusing to overwrite it");
+        return Err(Failure::new(ErrorKind::Conflict, reason));
     }
     let xml = format!(
         "<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity><target><format type='{format}'/></target></volume>"
     );
     let created = StorageVol::create_xml(&target_pool, &xml, 0)
-        .map_err(|e| format!("could not create {name} in pool {pool} on {host}: {}", msg(e)))?;
-    created.path().map_err(msg)
+        .map_err(|e| Failure::from(e).reworded(|m| format!("could not create {name} in pool {pool} on {host}: {m}")))?;
+    Ok(created.path()?)
 }
 
 fn reachable(server: &str) -> Result<(), String> {
@@ -120,31 +133,32 @@ fn reachable(server: &str) -> Result<(), String> {
 
 /// Copies a source volume's bytes into its target volume through libvirt storage streams, so
 /// that it works between real machines (cold moves). Returns the bytes copied.
-pub(crate) fn copy(src: &Connect, dst: &Connect, copy: &VolumeCopy) -> Result<u64, String> {
+pub(crate) fn copy(src: &Connect, dst: &Connect, copy: &VolumeCopy) -> Result<u64, Failure> {
     use virt::stream::Stream;
     let source_path = &copy.volume.source_path;
-    let from = src.lookup_storage_vol_by_path(source_path).map_err(msg)?;
-    let to = dst.lookup_storage_vol_by_path(&copy.target_path).map_err(msg)?;
-    let down = Stream::new(src, 0).map_err(msg)?;
-    let up = Stream::new(dst, 0).map_err(msg)?;
-    from.download(&down, 0, 0, 0).map_err(|e| format!("download {source_path}: {}", msg(e)))?;
-    to.upload(&up, 0, 0, 0).map_err(|e| format!("upload {}: {}", copy.target_path, msg(e)))?;
+    let from = src.lookup_storage_vol_by_path(source_path)?;
+    let to = dst.lookup_storage_vol_by_path(&copy.target_path)?;
+    let down = Stream::new(src, 0)?;
+    let up = Stream::new(dst, 0)?;
+    from.download(&down, 0, 0, 0).map_err(|e| Failure::from(e).reworded(|m| format!("download {source_path}: {m}")))?;
+    let upload = |e: virt::error::Error| Failure::from(e).reworded(|m| format!("upload {}: {m}", copy.target_path));
+    to.upload(&up, 0, 0, 0).map_err(upload)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = down.recv(&mut buf).map_err(msg)?;
+        let n = down.recv(&mut buf)?;
         if n <= 0 {
             break;
         }
         let n = usize::try_from(n).expect("positive");
         let mut sent = 0;
         while sent < n {
-            let m = up.send(&buf[sent..n]).map_err(msg)?;
-            sent += usize::try_from(m).map_err(|_| "stream send failed".to_string())?;
+            let m = up.send(&buf[sent..n])?;
+            sent += usize::try_from(m).map_err(|_| Failure::new(ErrorKind::Internal, "stream send failed"))?;
         }
         total += n as u64;
     }
-    down.finish().map_err(msg)?;
-    up.finish().map_err(|e| format!("upload {}: {}", copy.target_path, msg(e)))?;
+    down.finish()?;
+    up.finish().map_err(upload)?;
     Ok(total)
 }

@@ -553,7 +553,7 @@ async fn migrate(driver: &SimDriver, m: &Mv) -> Result<MoveReport, MoveError> {
         tokio::select! {
             biased;
             outcome = &mut migration.outcome => {
-                return outcome.unwrap_or_else(|_| Err(MoveError::Init { reason: "no outcome".into() }));
+                return outcome.unwrap_or_else(|_| Err(MoveError::init(ferry_driver::ErrorKind::Internal, "no outcome")));
             }
             sample = migration.progress.recv(), if sampling => sampling = sample.is_some(),
             _ = &mut deadline => {

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use ferry_driver::{
-    ColdOptions, Control, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
-    StepGate, TargetVolume, Volume,
+    ColdOptions, Control, Driver, DriverError, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest,
+    Progress, StepGate, TargetVolume, Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -121,7 +121,10 @@ impl Driver for SimDriver {
     }
 
     async fn locate(&self, vm: &str) -> Result<Vec<Location>, DriverError> {
-        self.world().locate(vm).map_err(|(host, message)| DriverError { host, action: "locate".into(), message })
+        // The world fails a locate only for a host that is down.
+        self.world()
+            .locate(vm)
+            .map_err(|(host, message)| DriverError::new(host, "locate", ErrorKind::Unreachable, message))
     }
 
     /// The simulator keeps no volume objects (see `World::volumes`): a move accounts for its
@@ -132,11 +135,7 @@ impl Driver for SimDriver {
     }
 
     async fn create_volume(&self, volume: &TargetVolume) -> Result<String, DriverError> {
-        Err(DriverError {
-            host: volume.host.clone(),
-            action: "create a volume".into(),
-            message: "the simulator keeps no volumes".into(),
-        })
+        Err(DriverError::new(&volume.host, "create a volume", ErrorKind::Refused, "the simulator keeps no volumes"))
     }
 
     async fn migrate_live(&self, request: MoveRequest, options: LiveOptions) -> Result<Migration, MoveError> {
@@ -176,7 +175,9 @@ impl Driver for SimDriver {
         let (outcome_tx, outcome) = oneshot::channel();
         self.world().start_cold(&request, &options, outcome_tx)?;
         self.shared.wake.notify_one();
-        outcome.await.unwrap_or_else(|_| Err(MoveError::Init { reason: "the simulation ended before the move".into() }))
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(MoveError::init(ErrorKind::Internal, "the simulation ended before the move")))
     }
 
     async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {

@@ -33,7 +33,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
-use ferry_driver::{ColdOptions, Control, LiveOptions, MoveError, MoveReport, MoveRequest, Progress, Volume};
+use ferry_driver::{
+    ColdOptions, Control, DriverError, ErrorKind, LiveOptions, MoveError, MoveReport, MoveRequest, Progress, Volume,
+};
 use ferry_model::{
     blocking_claim, claim_refusal, Claim, ClaimFacts, Disk, DiskSource, Host, Inventory, Locality, Location, Metadata,
     Nic, Phase, Pool, Version, Vm, VmState,
@@ -206,7 +208,7 @@ impl Stage {
 #[derive(Debug, Clone)]
 enum End {
     Moved,
-    Failed { reason: String, aborted: bool },
+    Failed { kind: ErrorKind, reason: String, aborted: bool },
     Lost { reason: String },
 }
 
@@ -489,33 +491,35 @@ impl World {
         found
     }
 
-    fn host_error(&self, host: &str, action: &str) -> Option<ferry_driver::DriverError> {
-        let error =
-            |message: String| Some(ferry_driver::DriverError { host: host.into(), action: action.into(), message });
+    fn host_error(&self, host: &str, action: &str) -> Option<DriverError> {
+        let error = |kind, message: String| Some(DriverError::new(host, action, kind, message));
         match self.host_ids.get(host) {
-            None => error(format!("no host {host} in the fleet")),
-            Some(&h) if !self.hosts[h].up => error("cannot connect: the host is down (simulated fault)".into()),
+            None => error(ErrorKind::NotFound, format!("no host {host} in the fleet")),
+            Some(&h) if !self.hosts[h].up => {
+                error(ErrorKind::Unreachable, "cannot connect: the host is down (simulated fault)".into())
+            }
             Some(_) => None,
         }
     }
 
     /// The VM `uuid` whose domain is on `host`.
-    fn domain(&self, host: &str, uuid: &str, action: &str) -> Result<usize, ferry_driver::DriverError> {
+    fn domain(&self, host: &str, uuid: &str, action: &str) -> Result<usize, DriverError> {
         if let Some(e) = self.host_error(host, action) {
             return Err(e);
         }
         let h = self.host_ids[host];
         match self.vm_ids.get(uuid) {
             Some(&i) if self.vms[i].at == h || self.vms[i].shadow.is_some_and(|(s, _)| s == h) => Ok(i),
-            _ => Err(ferry_driver::DriverError {
-                host: host.into(),
-                action: action.into(),
-                message: format!("Domain not found: no domain with matching uuid '{uuid}'"),
-            }),
+            _ => Err(DriverError::new(
+                host,
+                action,
+                ErrorKind::NotFound,
+                format!("Domain not found: no domain with matching uuid '{uuid}'"),
+            )),
         }
     }
 
-    pub(crate) fn metadata(&self, host: &str, uuid: &str) -> Result<Option<Metadata>, ferry_driver::DriverError> {
+    pub(crate) fn metadata(&self, host: &str, uuid: &str) -> Result<Option<Metadata>, DriverError> {
         let i = self.domain(host, uuid, "read metadata")?;
         Ok(self.vms[i].metadata.clone())
     }
@@ -525,7 +529,7 @@ impl World {
         host: &str,
         uuid: &str,
         metadata: Option<&Metadata>,
-    ) -> Result<(), ferry_driver::DriverError> {
+    ) -> Result<(), DriverError> {
         let i = self.domain(host, uuid, "write metadata")?;
         self.vms[i].metadata = metadata.cloned();
         Ok(())
@@ -534,7 +538,7 @@ impl World {
     /// The volumes of `host`'s host-local pool: the disk of each VM with a domain there (the
     /// incoming one of a move too), used by it. The world keeps no other copies: a move's
     /// source copy is not modelled, so no volume is ever unused.
-    pub(crate) fn volumes(&self, host: &str) -> Result<Vec<Volume>, ferry_driver::DriverError> {
+    pub(crate) fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {
         if let Some(e) = self.host_error(host, "list volumes") {
             return Err(e);
         }
@@ -554,7 +558,7 @@ impl World {
             .collect())
     }
 
-    pub(crate) fn job(&mut self, host: &str, uuid: &str) -> Result<Option<Progress>, ferry_driver::DriverError> {
+    pub(crate) fn job(&mut self, host: &str, uuid: &str) -> Result<Option<Progress>, DriverError> {
         let i = self.domain(host, uuid, "read job")?;
         let Some(id) = self.vms[i].flow else { return Ok(None) };
         let now = self.now;
@@ -566,23 +570,25 @@ impl World {
         Ok(Some(self.progress(id)))
     }
 
-    pub(crate) fn abort_job(&mut self, host: &str, uuid: &str) -> Result<(), ferry_driver::DriverError> {
+    pub(crate) fn abort_job(&mut self, host: &str, uuid: &str) -> Result<(), DriverError> {
         let i = self.domain(host, uuid, "abort job")?;
         match self.vms[i].flow {
             Some(id) if self.flows[&id].kind == Kind::Live && self.flows[&id].stage.revocable() => {
                 self.control(id, &Control::Abort);
                 Ok(())
             }
-            _ => Err(ferry_driver::DriverError {
-                host: host.into(),
-                action: "abort job".into(),
-                message: "Requested operation is not valid: no job is active on the domain".into(),
-            }),
+            // libvirt's VIR_ERR_OPERATION_INVALID.
+            _ => Err(DriverError::new(
+                host,
+                "abort job",
+                ErrorKind::Refused,
+                "Requested operation is not valid: no job is active on the domain",
+            )),
         }
     }
 
     /// Starts a VM that is shut off on `host`; one running there already is left alone.
-    pub(crate) fn start_vm(&mut self, host: &str, uuid: &str) -> Result<(), ferry_driver::DriverError> {
+    pub(crate) fn start_vm(&mut self, host: &str, uuid: &str) -> Result<(), DriverError> {
         let i = self.domain(host, uuid, "start")?;
         let here = self.host_ids[host];
         let v = &mut self.vms[i];
@@ -620,25 +626,29 @@ impl World {
     /// Checks a move and reserves the target's memory for it: the preparation of a live
     /// migration (the job starts with [`World::start_job`]) or the start of a cold move.
     fn reserve(&mut self, request: &MoveRequest, kind: Kind) -> Result<u64, MoveError> {
-        let init = |reason: String| MoveError::Init { reason };
-        let &i = self.vm_ids.get(&request.vm).ok_or_else(|| init(format!("no VM {} on any host", request.vm)))?;
-        let from =
-            *self.host_ids.get(&request.from).ok_or_else(|| init(format!("no host {} in the fleet", request.from)))?;
-        let to = *self.host_ids.get(&request.to).ok_or_else(|| init(format!("no host {} in the fleet", request.to)))?;
+        use ErrorKind::{Conflict, NotFound, Refused, Unreachable};
+        let init = MoveError::init;
+        let &i =
+            self.vm_ids.get(&request.vm).ok_or_else(|| init(NotFound, format!("no VM {} on any host", request.vm)))?;
+        let host = |name: &str| {
+            self.host_ids.get(name).copied().ok_or_else(|| init(NotFound, format!("no host {name} in the fleet")))
+        };
+        let (from, to) = (host(&request.from)?, host(&request.to)?);
         for h in [from, to] {
             if !self.hosts[h].up {
-                return Err(init(format!(
-                    "{}: cannot connect: the host is down (simulated fault)",
-                    self.hosts[h].name
-                )));
+                return Err(init(
+                    Unreachable,
+                    format!("{}: cannot connect: the host is down (simulated fault)", self.hosts[h].name),
+                ));
             }
         }
         let v = &self.vms[i];
         if from == to {
-            return Err(init(format!("{} is already on {}", v.name, request.to)));
+            return Err(init(Conflict, format!("{} is already on {}", v.name, request.to)));
         }
         if v.at != from {
-            return Err(init(format!("{} is not on {} (it is on {})", v.name, request.from, self.hosts[v.at].name)));
+            let reason = format!("{} is not on {} (it is on {})", v.name, request.from, self.hosts[v.at].name);
+            return Err(init(NotFound, reason));
         }
         // The world's flows are its live moves: a flow of another run holds the VM as a
         // libvirt job would, and its claim names that run.
@@ -651,24 +661,27 @@ impl World {
             job_running: v.flow.is_some(),
         };
         if let Some(holder) = blocking_claim(v.metadata.as_ref(), &facts) {
-            return Err(init(claim_refusal(holder, &request.from)));
+            return Err(init(Conflict, claim_refusal(holder, &request.from)));
         }
         if v.flow.is_some() {
-            return Err(init(format!("{}: a job is already running on the domain", v.name)));
+            return Err(init(Conflict, format!("{}: a job is already running on the domain", v.name)));
         }
         if kind == Kind::Live && v.state != VmState::Running {
-            return Err(init(format!("not running on {}: a stopped VM can only move cold", request.from)));
+            return Err(init(Refused, format!("not running on {}: a stopped VM can only move cold", request.from)));
         }
         let target = &self.hosts[to];
         let free = target.capacity_mib - target.used_mib as f64;
         if v.memory_mib as f64 > free {
-            return Err(init(format!(
-                "{}: not enough memory for {}: needs {} MiB, {:.0} MiB free",
-                target.name,
-                v.name,
-                v.memory_mib,
-                free.max(0.0)
-            )));
+            return Err(init(
+                Refused,
+                format!(
+                    "{}: not enough memory for {}: needs {} MiB, {:.0} MiB free",
+                    target.name,
+                    v.name,
+                    v.memory_mib,
+                    free.max(0.0)
+                ),
+            ));
         }
         let id = self.next_flow;
         self.next_flow += 1;
@@ -754,7 +767,7 @@ impl World {
             if !self.hosts[h].up {
                 let reason = format!("{}: cannot connect: the host is down (simulated fault)", self.hosts[h].name);
                 self.release(id);
-                return Err(MoveError::Init { reason });
+                return Err(MoveError::init(ErrorKind::Unreachable, reason));
             }
         }
         let now = self.now;
@@ -883,7 +896,8 @@ impl World {
             }
             Stage::Period => {
                 if flow.first_pass && flow.doomed.is_some() {
-                    self.fail(id, "simulated fault: the migration stream broke during the first pass".into(), false);
+                    let reason = "simulated fault: the migration stream broke during the first pass";
+                    self.fail(id, ErrorKind::Unreachable, reason.into(), false);
                 } else {
                     self.sync(id);
                 }
@@ -1028,14 +1042,14 @@ impl World {
     }
 
     /// The job failed before the switch-over: the VM runs on, on its source.
-    fn fail(&mut self, id: u64, reason: String, aborted: bool) {
+    fn fail(&mut self, id: u64, kind: ErrorKind, reason: String, aborted: bool) {
         let flow = &self.flows[&id];
         let (vm, to) = (flow.vm, flow.to);
         self.hosts[to].used_mib -= self.vms[vm].memory_mib;
         let v = &mut self.vms[vm];
         v.shadow = None;
         v.state = VmState::Running;
-        self.end_job(id, End::Failed { reason, aborted });
+        self.end_job(id, End::Failed { kind, reason, aborted });
     }
 
     /// The move is over: the outcome, as the libvirt driver would report it after asking
@@ -1105,7 +1119,7 @@ impl World {
                 report.messages.push(format!("runs on {to}, verified"));
                 Ok(report)
             }
-            (End::Failed { reason, aborted }, Ok(locations)) => {
+            (End::Failed { kind, reason, aborted }, Ok(locations)) => {
                 if self.vms[vm].metadata.as_ref().is_some_and(|m| m.run_id == flow.run_id) {
                     self.vms[vm].metadata = None;
                 }
@@ -1114,7 +1128,7 @@ impl World {
                 }
                 report.messages.push(format!("still runs on {from}, verified"));
                 report.locations = locations;
-                Err(MoveError::Transfer { reason, aborted, report: Box::new(report) })
+                Err(MoveError::Transfer { kind, reason, aborted, report: Box::new(report) })
             }
         };
         if let Some(outcome) = flow.outcome.take() {
@@ -1173,7 +1187,13 @@ impl World {
             Control::Abort => {
                 if flow.stage.revocable() {
                     flow.messages.push(applied);
-                    self.fail(id, "operation aborted: migration job: canceled by client".into(), true);
+                    // libvirt's VIR_ERR_OPERATION_ABORTED.
+                    self.fail(
+                        id,
+                        ErrorKind::Other,
+                        "operation aborted: migration job: canceled by client".into(),
+                        true,
+                    );
                 } else {
                     flow.messages.push(format!("{at:.1} s: {control:?} failed: the migration is past its switch-over"));
                 }
@@ -1193,7 +1213,7 @@ impl World {
                 Stage::Preparing | Stage::Finishing => {}
                 Stage::Setup | Stage::Disk | Stage::ZeroPages | Stage::Period if flow.to == h => {
                     let reason = format!("migration failed: the connection to {name} was lost");
-                    self.fail(id, reason, false);
+                    self.fail(id, ErrorKind::Unreachable, reason, false);
                 }
                 stage => {
                     let reason = format!("{name} went down while {vm} was moving (simulated fault)");

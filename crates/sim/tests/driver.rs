@@ -6,7 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use ferry_driver::{
-    ColdOptions, Control, Driver, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
+    ColdOptions, Control, Driver, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
+    StepGate,
 };
 use ferry_model::VmState;
 use ferry_preview::estimate::{
@@ -354,16 +355,21 @@ fn moves_that_cannot_start_leave_everything_as_it_was() {
         f.faults.push(Fault { host: "b".into(), down_at_s: 100.0 });
         let driver = SimDriver::new(&f);
         let init = |r: Result<Migration, MoveError>| match r {
-            Err(MoveError::Init { reason }) => reason,
+            Err(MoveError::Init { kind, reason }) => (kind, reason),
             other => panic!("expected Init, got {other:?}"),
         };
-        let reason = init(driver.migrate_live(request(0, "a", "b"), LiveOptions::default()).await);
+        let (kind, reason) = init(driver.migrate_live(request(0, "a", "b"), LiveOptions::default()).await);
         assert!(reason.starts_with("b: not enough memory for big: needs 60000 MiB, 5536 MiB free"), "{reason}");
-        let reason = init(driver.migrate_live(request(0, "b", "a"), LiveOptions::default()).await);
+        assert_eq!(kind, ErrorKind::Refused);
+        let (kind, reason) = init(driver.migrate_live(request(0, "b", "a"), LiveOptions::default()).await);
         assert!(reason.contains("big is not on b (it is on a)"), "{reason}");
+        assert_eq!(kind, ErrorKind::NotFound);
         tokio::time::sleep(Duration::from_secs(100)).await;
-        let reason = init(driver.migrate_live(request(0, "a", "b"), LiveOptions::default()).await);
+        let (kind, reason) = init(driver.migrate_live(request(0, "a", "b"), LiveOptions::default()).await);
         assert!(reason.contains("b: cannot connect: the host is down"), "{reason}");
+        assert_eq!(kind, ErrorKind::Unreachable);
+        let located = driver.locate(&derived_uuid(0)).await.expect_err("b cannot be asked");
+        assert_eq!((located.host.as_str(), located.kind), ("b", ErrorKind::Unreachable));
         let inventory = driver.inventory().await;
         assert_eq!(inventory.unreachable.len(), 1);
         assert_eq!(inventory.vms.len(), 1);
@@ -378,8 +384,10 @@ fn faults_break_migrations_where_the_seed_says() {
     sim(async {
         let driver = SimDriver::new(&f);
         match live(&driver, request(0, "a", "b"), LiveOptions::default()).await.0 {
-            Err(MoveError::Transfer { aborted: false, reason, .. }) => {
-                assert!(reason.contains("stream broke"), "{reason}")
+            Err(MoveError::Transfer { aborted: false, kind, reason, .. }) => {
+                assert!(reason.contains("stream broke"), "{reason}");
+                // A broken stream is the connection's failure: worth retrying.
+                assert_eq!(kind, ErrorKind::Unreachable);
             }
             other => panic!("{other:?}"),
         }
