@@ -1089,6 +1089,27 @@ impl Journal {
         .await
     }
 
+    /// Appends an event as [`Journal::event`] does, but only while this handle still holds
+    /// run `run`'s lease (when it claimed one): the intent of a step that changes a host, which
+    /// a process that lost its lease must neither record nor, so, do.
+    pub(crate) async fn fenced_event(
+        &self,
+        run: &str,
+        uuid: Option<&str>,
+        kind: EventKind,
+        message: &str,
+        data: Option<&Value>,
+    ) -> Result<i64> {
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            self.fence(&mut tx, run).await?;
+            let id = insert_event(&mut tx, run, uuid, now, kind, message, data).await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+        .await
+    }
+
     /// Run `run`'s events, oldest first: all of them, or those about VM `uuid`.
     pub async fn events(&self, run: &str, uuid: Option<&str>) -> Result<Vec<Event>> {
         self.hold(|_| async move {

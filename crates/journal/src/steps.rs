@@ -9,10 +9,12 @@ use crate::{Journal, Result};
 
 impl Journal {
     /// Records that attempt `attempt` of VM `uuid` is about to do `step`. The caller acts
-    /// only once this returned: a step not journaled is never done.
+    /// only once this returned: a step not journaled is never done. Fenced: a handle whose
+    /// lease on the run was taken by another process is refused (`LeaseLost`).
     pub async fn begin_step(&self, run: &str, uuid: &str, attempt: u32, step: &Step) -> Result<()> {
         let data = step_data(attempt, step, StepState::Begun);
-        self.event(run, Some(uuid), EventKind::Step, &format!("about to {step}"), Some(&data)).await.map(drop)
+        let message = format!("about to {step}");
+        self.fenced_event(run, Some(uuid), EventKind::Step, &message, Some(&data)).await.map(drop)
     }
 
     /// Records how a step begun with [`Journal::begin_step`] ended; `note` says more (why it

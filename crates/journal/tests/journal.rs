@@ -747,6 +747,9 @@ async fn a_stale_holders_writes_are_refused_after_another_claimed() {
     lost(stale.set_run_state(&run, run_generation, RunState::Finished).await, "set_run_state");
     lost(stale.add_moves(&run, &[new_move(9)]).await.map(|()| 0), "add_moves");
     lost(lease.keep().await.map(|()| 0), "keep");
+    // The intent of a step that would change a host: refused, so the step is not done.
+    let step = ferry_model::Step::ShutDown { host: "host-a".into() };
+    lost(stale.begin_step(&run, &vm1.uuid, 1, &step).await.map(|()| 0), "begin_step");
     // A clone of the stale handle is fenced too: the lease belongs to the process.
     lost(stale.clone().set_status(&run, &vm1.uuid, g1, Status::Migrating, "").await, "a clone");
 
@@ -754,6 +757,7 @@ async fn a_stale_holders_writes_are_refused_after_another_claimed() {
     let now = next.move_of(&run, &vm1.uuid).await.expect("move");
     assert_eq!((now.status, now.generation, now.phase), (Status::Pending, g1, None));
     assert!(next.attempts(&run).await.expect("attempts").is_empty());
+    assert!(next.steps(&run, &vm1.uuid).await.expect("steps").is_empty());
     assert_eq!(next.moves(&run).await.expect("moves").len(), 2);
     next.set_status(&run, &vm1.uuid, g1, Status::Migrating, "started").await.expect("the holder writes");
     taken.keep().await.expect("the new holder keeps it");
