@@ -169,24 +169,46 @@ impl Cold {
     }
 
     /// Puts the VM back as it was on its source: the target's definition removed, metadata
-    /// cleared, started again if it was running. Each undo step is asked of the gate too, but
-    /// done even when the journal refuses it: a VM left off is worse than an unjournaled start.
+    /// cleared, started again if it was running. When a step of this undo cannot be journaled
+    /// or fails, the move ends `Lost`, for `ferry resume` (or `cleanup`) to settle.
     fn undo(&mut self, failure: Failure) -> MoveError {
+        // Each undo step is journaled first like any other: one the journal refuses (its
+        // lease lost to another ferry, which now settles this move) is left to that ferry.
+        let mut undone = true;
         if let Some(target) = self.defined.take() {
             let step = Step::Undefine { host: self.to.clone() };
-            self.steps.before_blocking(&step);
-            let result = target.undefine().map(|()| "undefined the target's copy".to_string()).map_err(msg);
-            self.steps.after(&step, result);
-        }
-        let _ = clear_metadata(&self.source);
-        if self.was_running && !self.source.is_active().unwrap_or(true) {
-            let step = Step::Start { host: self.from.clone() };
-            self.steps.before_blocking(&step);
-            let result = self.source.create().map(|_| "started again on its source".to_string()).map_err(msg);
-            if let Err(e) = &result {
-                self.messages.push(format!("could not start it again on its source: {e}"));
+            if self.steps.before_blocking(&step) {
+                let result = target.undefine().map(|()| "undefined the target's copy".to_string()).map_err(msg);
+                undone &= result.is_ok();
+                self.steps.after(&step, result);
+            } else {
+                undone = false;
             }
-            self.steps.after(&step, result);
+        }
+        // The source is started again only once no copy is defined on the target.
+        if undone {
+            let _ = clear_metadata(&self.source);
+        }
+        if undone && self.was_running && !self.source.is_active().unwrap_or(true) {
+            let step = Step::Start { host: self.from.clone() };
+            if self.steps.before_blocking(&step) {
+                let result = self.source.create().map(|_| "started again on its source".to_string()).map_err(msg);
+                if let Err(e) = &result {
+                    self.messages.push(format!("could not start it again on its source: {e}"));
+                }
+                self.steps.after(&step, result);
+            } else {
+                undone = false;
+            }
+        }
+        if !undone {
+            return MoveError::Lost {
+                reason: format!(
+                    "{} and the cold move could not be undone: `ferry resume` of the run settles it",
+                    failure.message
+                ),
+                locations: Vec::new(),
+            };
         }
         MoveError::Transfer {
             kind: failure.kind,
