@@ -8,13 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::TestLab;
+use common::{path_str, wait_for_line, TestLab};
 use ferry_journal::{Journal, JournalConfig, Move, Run, RunKind};
 use ferry_model::Status;
 
@@ -120,37 +119,11 @@ impl BackLab {
     }
 }
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 fn run_id(text: &str) -> String {
     text.lines()
         .find_map(|l| l.strip_prefix("run "))
         .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
         .unwrap_or_else(|| panic!("no run id printed:\n{text}"))
-}
-
-/// Waits for a line on `child`'s stderr containing `needle`; keeps draining it after.
-fn wait_for_line(child: &mut Child, needle: &str, timeout: Duration) {
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut lines = Vec::new();
-    while started.elapsed() < timeout {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if line.contains(needle) {
-                return;
-            }
-            lines.push(line);
-        }
-    }
-    panic!("no line with {needle:?} within {timeout:?}:\n{}", lines.join("\n"));
 }
 
 fn status_of(moves: &[Move], vm: &str) -> Move {

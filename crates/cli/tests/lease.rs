@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestLab;
+use common::{path_str, stdout_run_id, wait_for_line, TestLab};
 use ferry_journal::{Attempt, Journal, JournalConfig, Move, Run, OWNER_ALIVE_WITHIN_MS};
 use ferry_model::Status;
 
@@ -124,45 +123,10 @@ impl LeaseLab {
     }
 }
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 /// `host:PID`, as ferry names a lease's holder.
 fn holder(pid: u32) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     format!("{}:{pid}", host.trim())
-}
-
-/// The run id from the first line of a child's stdout (`run ID`); the rest is drained.
-fn stdout_run_id(child: &mut Child) -> String {
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    line.strip_prefix("run ").and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{line:?}")).into()
-}
-
-/// Reads a child's stderr until a line contains `needle`; the rest is drained.
-fn wait_for_line(child: &mut Child, needle: &str, timeout: Duration) {
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut lines = Vec::new();
-    while started.elapsed() < timeout {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) if line.contains(needle) => return,
-            Ok(line) => lines.push(line),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?} within {timeout:?}:\n{}", lines.join("\n"));
 }
 
 /// A child's stderr, read to its end on a thread of its own.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestLab;
+use common::{path_str, printed_run_id, stdout_run_id, wait_for_line, TestLab};
 use ferry_journal::{Attempt, Event, Journal, JournalConfig, Move};
 use ferry_model::Status;
 
@@ -70,7 +70,7 @@ impl RunLab {
         let out = common::ferry(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let text = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        (out.status.code(), run_id(&stdout).unwrap_or_else(|| panic!("no run id printed:\n{text}")), text)
+        (out.status.code(), printed_run_id(&stdout).unwrap_or_else(|| panic!("no run id printed:\n{text}")), text)
     }
 
     /// `ferry migrate PLAN` in the background, stderr piped, with extra environment.
@@ -123,17 +123,6 @@ impl RunLab {
             assert_eq!(running, vec![expected], "{} ({}: {}) runs on {running:?}", m.vm, m.status, m.message);
         }
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn run_id(stdout: &str) -> Option<String> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
 }
 
 /// The most attempts in flight at once out of `host`, from the journal's timestamps.
@@ -239,44 +228,6 @@ fn a_failed_group_member_skips_the_next_and_a_past_deadline_skips_everything() {
     assert!(lab.attempts(&run).is_empty(), "nothing started");
     lab.assert_where_journal_says(&run);
     lab.lab.check_ok();
-}
-
-/// Waits for a line on `child`'s stderr containing `needle`; returns the lines read.
-fn wait_for_line(child: &mut Child, needle: &str, timeout: Duration) -> Vec<String> {
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let started = Instant::now();
-    let mut lines = Vec::new();
-    while started.elapsed() < timeout {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let found = line.contains(needle);
-                lines.push(line);
-                if found {
-                    return lines;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?} within {timeout:?}:\n{}", lines.join("\n"));
-}
-
-fn stdout_run_id(child: &mut Child) -> String {
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    // Keep reading, so that ferry never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    run_id(&line).unwrap_or_else(|| panic!("no run id: {line:?}"))
 }
 
 #[test]
@@ -612,7 +563,7 @@ fn kill_when_printed(lab: &RunLab, plan: &Path, needle: &str) -> String {
         if found {
             common::kill9(child.id());
             let _ = child.wait();
-            return run_id(&lines.concat()).expect("a run id");
+            return printed_run_id(&lines.concat()).expect("a run id");
         }
     }
     common::kill9(child.id());

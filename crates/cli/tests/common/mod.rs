@@ -1,7 +1,7 @@
 //! Shared by the integration tests: running the `ferry` binary and owning a lab.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -287,4 +287,47 @@ pub fn printed_run_id(stdout: &str) -> Option<String> {
         .lines()
         .find_map(|l| l.strip_prefix("run "))
         .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+/// A path as the `&str` a command line takes.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Reads `child`'s stderr until a line contains `needle`; the rest is drained on a thread of
+/// its own, so that the child never blocks on a full pipe. Returns the lines read so far.
+pub fn wait_for_line(child: &mut Child, needle: &str, timeout: Duration) -> Vec<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    while started.elapsed() < timeout {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                lines.push(line);
+                if found {
+                    return lines;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?} within {timeout:?}:\n{}", lines.join("\n"));
+}
+
+/// The run id on the first line `child` prints (`run ID …`); the rest of its stdout is
+/// drained, so that it never writes into a closed pipe.
+pub fn stdout_run_id(child: &mut Child) -> String {
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("first line");
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    printed_run_id(&line).unwrap_or_else(|| panic!("no run id: {line:?}"))
 }
