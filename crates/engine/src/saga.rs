@@ -19,6 +19,7 @@ pub(crate) struct StepFailure {
 }
 
 /// One move's attempt as far as its steps are concerned: where they are journaled.
+#[derive(Clone)]
 pub(crate) struct Steps {
     pub journal: Journal,
     pub run_id: String,
@@ -139,9 +140,9 @@ impl Steps {
     /// sender is dropped). A step that cannot be journaled is refused: the driver does not do
     /// it. `switched_over` hears when the VM started on `target`.
     pub async fn gate(
-        &self,
+        self,
         mut asks: mpsc::UnboundedReceiver<StepEvent>,
-        target: &str,
+        target: String,
         switched_over: mpsc::UnboundedSender<()>,
     ) {
         while let Some(event) = asks.recv().await {
@@ -155,7 +156,7 @@ impl Steps {
                 }
                 StepEvent::After(step, result) => {
                     self.end(&step, &result).await;
-                    if result.is_ok() && matches!(&step, Step::Start { host } if host == target) {
+                    if result.is_ok() && matches!(&step, Step::Start { host } if *host == target) {
                         let _ = switched_over.send(());
                     }
                 }

@@ -485,15 +485,16 @@ async fn cold<D: Driver>(
     let options = ColdOptions { shutdown_timeout: Duration::from_secs(input.policy.shutdown_timeout_s) };
     let (gate, asks) = StepGate::new();
     let (started_tx, mut started_on_target) = mpsc::unbounded_channel();
+    // The steps are journaled on a task of their own: a step's fenced write holds the
+    // journal's write lock until it commits, and this task's own writes (the switch-over's
+    // phase) must not wait for a transaction only this task could drive to its commit.
+    let journaling = tokio::spawn(steps.clone().gate(asks, input.to.clone(), started_tx));
     let moving = driver.move_cold(request.clone(), options, gate);
-    let journaling = steps.gate(asks, &input.to, started_tx);
-    tokio::pin!(moving, journaling);
-    let mut journal_open = true;
+    tokio::pin!(moving);
     let mut switched = false;
     let result = loop {
         tokio::select! {
             biased;
-            () = &mut journaling, if journal_open => journal_open = false,
             Some(()) = started_on_target.recv(), if !switched => {
                 // The VM started on the target: the cold move's point of no return.
                 switched = true;
@@ -503,9 +504,9 @@ async fn cold<D: Driver>(
             result = &mut moving => break result,
         }
     };
-    // The driver dropped its gate with its last step: journal what is still queued.
-    if journal_open {
-        journaling.await;
+    // The driver dropped its gate with its last step: the steps still queued are journaled.
+    if let Err(e) = journaling.await {
+        warn!(vm = %input.spec.vm, "the step journal of a cold move ended abnormally: {e}");
     }
     while let Ok(()) = started_on_target.try_recv() {
         if !switched {
