@@ -120,7 +120,7 @@ fn the_html_report_of_a_lab_run_shows_every_host_attempt_and_vm() {
     assert!(shown.rows[1..].iter().all(|r| r[1] == "SUCCESS"), "{:?}", shown.rows);
     assert_eq!(shown.failures.len(), 1, "{:?}", shown.failures);
     assert!(
-        shown.failures[0].contains("vm-1") && shown.failures[0].contains("already exists"),
+        shown.failures[0].contains("vm-1") && shown.failures[0].contains("ferry did not leave it there"),
         "the failure with its reason: {:?}",
         shown.failures
     );
