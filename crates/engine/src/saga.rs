@@ -4,10 +4,13 @@
 //! them), and journaling the steps a cold move's driver asks for. Only what this move's
 //! journal records as created is ever deleted by it.
 
-use ferry_driver::{Driver, ErrorKind, MoveRequest, StepEvent, TargetVolume, VolumeCopy};
+use std::time::Duration;
+
+use ferry_driver::{Driver, DriverError, ErrorKind, MoveRequest, StepEvent, TargetVolume, VolumeCopy};
 use ferry_journal::Journal;
 use ferry_model::{Metadata, Phase, Step, StepRecord, StepState};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::warn;
 
 /// Why creating the target's volumes failed: the driver's kind of failure (`Other` when the
@@ -97,8 +100,7 @@ impl Steps {
     pub async fn delete_volume<D: Driver>(&self, driver: &D, host: &str, pool: &str, name: &str) -> String {
         let step = Step::DeleteVolume { host: host.into(), pool: pool.into(), name: name.into() };
         let result = match self.begin(&step).await {
-            Ok(()) => driver
-                .delete_volume(host, pool, name)
+            Ok(()) => delete_when_free(driver, host, pool, name)
                 .await
                 .map(|()| format!("deleted {name} from pool {pool} on {host}"))
                 .map_err(|e| e.to_string()),
@@ -161,6 +163,25 @@ impl Steps {
                     }
                 }
             }
+        }
+    }
+}
+
+/// How long a deletion refused as a conflict is tried again: libvirt holds a migration's
+/// source domain for its teardown (1.4–2 s on the lab, longer on a busy host), and while it
+/// does, no domain there may be judged not to use the volume.
+const DELETE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Deletes a volume, trying again while the host refuses it as a conflict (a domain's
+/// definition locked for a moment, or the volume in use) for up to [`DELETE_PATIENCE`].
+async fn delete_when_free<D: Driver>(driver: &D, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
+    let started = Instant::now();
+    loop {
+        match driver.delete_volume(host, pool, name).await {
+            Err(e) if e.kind == ErrorKind::Conflict && started.elapsed() < DELETE_PATIENCE => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
         }
     }
 }
