@@ -198,8 +198,9 @@ fn a_drain_with_per_source_2_never_has_more_than_2_outbound_migrations() {
 fn a_failed_group_member_skips_the_next_and_a_past_deadline_skips_everything() {
     let lab = RunLab::up("run-group", 21_000, &["--hosts", "3", "--vms", "4", "--mem", "96"]);
     // vm-1 (host-a) has a host-local disk; a volume of the same name already in the other
-    // hosts' pools makes its move fail at the start (ferry never overwrites a volume). The
-    // preview sees it too; waiving the check lets the move start and fail for real.
+    // hosts' pools makes its move fail at the start (ferry never overwrites a volume, nor
+    // deletes one it cannot attribute). The preview sees it too; waiving the check lets the
+    // move start and fail for real.
     for host in ["host-b", "host-c"] {
         lab.lab.virsh(host, &["vol-create-as", "local", "vm-1.qcow2", "16M", "--format", "qcow2"]);
     }
@@ -210,7 +211,8 @@ fn a_failed_group_member_skips_the_next_and_a_past_deadline_skips_everything() {
     let moves = lab.moves(&run);
     let status = |vm: &str| moves.iter().find(|m| m.vm == vm).expect("move").clone();
     assert_eq!(status("vm-1").status, Status::FailureInit, "{moves:#?}");
-    assert!(status("vm-1").message.contains("already exists"), "{moves:#?}");
+    // The volume has the disk's name and size but ferry did not leave it: never touched.
+    assert!(status("vm-1").message.contains("ferry did not leave it there"), "{moves:#?}");
     assert_eq!(status("vm-4").status, Status::SkippedDependency, "{moves:#?}");
     assert!(status("vm-4").message.contains("vm-1"), "names the member that failed: {moves:#?}");
     lab.assert_where_journal_says(&run);
