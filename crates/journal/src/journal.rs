@@ -1076,15 +1076,9 @@ impl Journal {
     ) -> Result<i64> {
         self.hold(|now| async move {
             let mut conn = self.pool.acquire().await?;
-            match insert_event(&mut conn, run, uuid, now, kind, message, data).await {
-                Err(JournalError::Database(sqlx::Error::Database(e))) if e.kind() == ErrorKind::ForeignKeyViolation => {
-                    Err(match uuid {
-                        Some(uuid) => move_not_found(run, uuid),
-                        None => JournalError::RunNotFound { run: run.to_owned() },
-                    })
-                }
-                other => other,
-            }
+            insert_event(&mut conn, run, uuid, now, kind, message, data)
+                .await
+                .map_err(|e| unknown_event_owner(e, run, uuid))
         })
         .await
     }
@@ -1103,7 +1097,8 @@ impl Journal {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
             self.fence(&mut tx, run).await?;
-            let id = insert_event(&mut tx, run, uuid, now, kind, message, data).await?;
+            let inserted = insert_event(&mut tx, run, uuid, now, kind, message, data).await;
+            let id = inserted.map_err(|e| unknown_event_owner(e, run, uuid))?;
             tx.commit().await?;
             Ok(id)
         })
@@ -1163,6 +1158,19 @@ async fn insert_event(
     .bind(data.map(Value::to_string))
     .fetch_one(conn)
     .await?)
+}
+
+/// An event's insert refused for its run or move: which one is not in the journal.
+fn unknown_event_owner(e: JournalError, run: &str, uuid: Option<&str>) -> JournalError {
+    match e {
+        JournalError::Database(sqlx::Error::Database(db)) if db.kind() == ErrorKind::ForeignKeyViolation => {
+            match uuid {
+                Some(uuid) => move_not_found(run, uuid),
+                None => JournalError::RunNotFound { run: run.to_owned() },
+            }
+        }
+        other => other,
+    }
 }
 
 /// The error for a failed compare-and-swap on a move, read inside the same transaction.
