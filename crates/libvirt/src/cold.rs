@@ -41,7 +41,7 @@ pub(crate) fn run(
     let metadata =
         |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
     // A refused claim: another run or job holds the VM.
-    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to)
+    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to, crate::metadata::Hold::Refreshed)
         .map_err(|reason| MoveError::init(ErrorKind::Conflict, reason))?;
     if let Err(e) = write_metadata(&domain, &metadata(Phase::Transferring)) {
         let _ = clear_metadata(&domain);

@@ -54,7 +54,7 @@ pub(crate) fn start(
     let metadata =
         |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
     // A refused claim: another run or job holds the VM.
-    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to)
+    crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to, crate::metadata::Hold::ByJob)
         .map_err(|reason| MoveError::init(ErrorKind::Conflict, reason))?;
     let copies = request.copies.clone();
     let mut messages = Vec::new();

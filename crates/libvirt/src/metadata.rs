@@ -90,12 +90,31 @@ pub(crate) fn read_metadata(domain: &Domain) -> Result<Option<Metadata>, Failure
     }
 }
 
+/// How a claim stays alive while its move runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// A live migration's job, started right after the claim, holds the domain: libvirt's
+    /// job is the lock, and a refresher beside it slowed the migrations (a drain of six
+    /// guests took 15.9 s instead of 11.0).
+    ByJob,
+    /// A cold move holds no job while the guest shuts down and its disks are copied: a
+    /// thread keeps the claim fresh.
+    Refreshed,
+}
+
 /// Claims the VM for the move that `prepared` (its metadata, phase `prepared`) describes,
 /// before anything is changed: refuses when another run holds it alive
 /// ([`ferry_model::blocking_claim`]), writes this ferry's claim, reads it back after
-/// [`CLAIM_SETTLE`] (a racing writer loses) and keeps it fresh on a thread of its own until
-/// the move's metadata is finalized, cleared or taken. The error is the refusal, in words.
-pub(crate) fn claim(domain: &Domain, prepared: &Metadata, from: &HostSpec, to: &HostSpec) -> Result<(), String> {
+/// [`CLAIM_SETTLE`] (a racing writer loses) and, when `kept` says so, keeps it fresh on a
+/// thread of its own until the move's metadata is finalized, cleared or taken. The error is
+/// the refusal, in words.
+pub(crate) fn claim(
+    domain: &Domain,
+    prepared: &Metadata,
+    from: &HostSpec,
+    to: &HostSpec,
+    kept: Hold,
+) -> Result<(), String> {
     let uuid = domain.uuid_string().map_err(msg)?;
     let me = owner();
     let claimed = Metadata { claim: Some(Claim { owner: me.clone(), refreshed_ms: now_ms() }), ..prepared.clone() };
@@ -133,6 +152,9 @@ pub(crate) fn claim(domain: &Domain, prepared: &Metadata, from: &HostSpec, to: &
         });
     }
     debug!(vm = %uuid, run = %prepared.run_id, owner = %me, "claimed");
+    if kept == Hold::ByJob {
+        return Ok(());
+    }
     HELD.lock().unwrap_or_else(PoisonError::into_inner).insert((uuid.clone(), prepared.run_id.clone()));
     let (from, to, run_id) = (from.clone(), to.clone(), prepared.run_id.clone());
     let refresher = thread::Builder::new().name(format!("claim {uuid}")).spawn(move || {
