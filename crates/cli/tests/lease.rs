@@ -120,6 +120,16 @@ impl LeaseLab {
             let running: Vec<String> = serde_json::from_value(status["running_on"].clone()).expect("running_on");
             assert_eq!(running, vec![m.target.clone().expect("a target")], "{} runs on {running:?}", m.vm);
         }
+        // Defined once, and no volume left but the source copies the policy keeps (of every
+        // run in this journal: a guest moved twice left one on each host it left).
+        let (rt, journal) = self.journal();
+        let runs = rt.block_on(journal.runs()).expect("runs");
+        let kept: Vec<(String, String)> = runs
+            .iter()
+            .flat_map(|r| rt.block_on(journal.moves(&r.id)).expect("moves"))
+            .map(|m| (m.source, format!("{}.qcow2", m.vm)))
+            .collect();
+        self.lab.assert_each_vm_once_and_no_stray_volume(&kept, &|| context.to_string());
     }
 }
 
