@@ -549,8 +549,9 @@ fn placement(lab: &RunLab) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// Starts `ferry migrate PLAN` and kills it once its stdout shows `needle`; returns the run.
-fn kill_when_printed(lab: &RunLab, plan: &Path, needle: &str) -> String {
+/// Starts `ferry migrate PLAN` and kills it once its stdout shows `needle` and `ready` says so;
+/// returns the run.
+fn kill_when_printed(lab: &RunLab, plan: &Path, needle: &str, ready: impl Fn() -> bool) -> String {
     let mut child = lab.spawn_migrate(plan, &lab.cluster(), &[]);
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
     let mut lines = Vec::new();
@@ -563,6 +564,11 @@ fn kill_when_printed(lab: &RunLab, plan: &Path, needle: &str) -> String {
         let found = line.contains(needle);
         lines.push(line);
         if found {
+            // The line can come before the effect it announces (a hook is spawned after it).
+            let announced = Instant::now();
+            while !ready() && announced.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             common::kill9(child.id());
             let _ = child.wait();
             return printed_run_id(&lines.concat()).expect("a run id");
@@ -578,7 +584,8 @@ fn a_drain_killed_in_its_hook_or_its_return_is_finished_by_resume() {
     let lab = RunLab::up("drain-resume", 31_000, &["--hosts", "3", "--vms", "4", "--mem", "96"]);
     let home = placement(&lab);
     let mark = lab.lab.dir.join("hook-ran");
-    let hook = format!("sleep 3; echo ran >> {}", path_str(&mark));
+    let begun = lab.lab.dir.join("hook-begun");
+    let hook = format!("echo begun >> {}; sleep 3; echo ran >> {}", path_str(&begun), path_str(&mark));
     let drain = |name: &str, extra: &str| {
         lab.plan(
             name,
@@ -588,10 +595,15 @@ fn a_drain_killed_in_its_hook_or_its_return_is_finished_by_resume() {
             ),
         )
     };
-    let hook_runs = || std::fs::read_to_string(&mark).map(|t| t.lines().count()).unwrap_or(0);
+    let lines_of = |file: &Path| std::fs::read_to_string(file).map(|t| t.lines().count()).unwrap_or(0);
+    let hook_runs = || lines_of(&mark);
+    let hook_begun = |times: usize| {
+        let begun = begun.as_path();
+        move || lines_of(begun) == times
+    };
 
     // Killed while its hook runs: resume does not guess whether the hook's work was done.
-    let run = kill_when_printed(&lab, &drain("hook-killed", ""), "drain hook on host-a: starting");
+    let run = kill_when_printed(&lab, &drain("hook-killed", ""), "drain hook on host-a: starting", hook_begun(1));
     std::thread::sleep(Duration::from_secs(4)); // the orphaned hook ends by itself
     let (code, text) = lab.ferry("resume", &run);
     assert_eq!(code, Some(1), "{text}");
@@ -607,7 +619,12 @@ fn a_drain_killed_in_its_hook_or_its_return_is_finished_by_resume() {
     lab.lab.check_ok();
 
     // With rerun_hooks, resume runs an interrupted hook again, then returns the guests.
-    let run = kill_when_printed(&lab, &drain("hook-rerun", "rerun_hooks = true"), "drain hook on host-a: starting");
+    let run = kill_when_printed(
+        &lab,
+        &drain("hook-rerun", "rerun_hooks = true"),
+        "drain hook on host-a: starting",
+        hook_begun(2),
+    );
     let (code, text) = lab.ferry("resume", &run);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("running it again"), "{text}");
@@ -617,7 +634,7 @@ fn a_drain_killed_in_its_hook_or_its_return_is_finished_by_resume() {
     lab.lab.check_ok();
 
     // Killed while the guests come back (the return run has started): resume finishes it.
-    let run = kill_when_printed(&lab, &drain("return-killed", ""), "(rollback of run");
+    let run = kill_when_printed(&lab, &drain("return-killed", ""), "(rollback of run", || true);
     let (code, text) = lab.ferry("resume", &run);
     assert_eq!(code, Some(0), "{text}\n{}", lab.ferry("report", &run).1);
     assert!(text.contains("finishing its return"), "{text}");
