@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::cluster::ClusterArg;
 use crate::drivers::{self, AnyDriver};
-use crate::runs::{self, Drive, RunDocument};
+use ferry_document::RunDocument;
+
+use crate::runs::{self, Drive};
 use crate::state::StateArg;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -172,12 +174,15 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
         hooks: Hooks::default(),
     };
     let specs = vec![MoveSpec::to_host(&vm, &args.to)];
-    let document =
-        RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: manual.clone() };
+    let document = RunDocument::new(plan.clone(), specs.clone(), Vec::new(), manual.clone());
+    let stored = match document.to_documents(&spec) {
+        Ok(stored) => stored,
+        Err(e) => return bad(crate::state::chain(&e)),
+    };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
-        plan: serde_json::to_value(&document).unwrap_or_default(),
-        cluster: serde_json::to_value(&spec).unwrap_or_default(),
+        plan: stored.plan,
+        cluster: stored.cluster,
         kind: RunKind::Migrate,
         parent: None,
     };

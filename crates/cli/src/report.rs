@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ferry_document::RunDocument;
 use ferry_journal::{Journal, JournalError, Run};
 use ferry_report::{
     build_report, format_report, format_runs, format_status, html, legs, planned, report_csv, run_view, status_view,
@@ -172,7 +173,10 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let moves = journal.moves(&run.id).await?;
         let attempts = journal.attempts(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
-        let planned = planned(&journal.run_documents(&run.id).await?, &moves);
+        // A document this ferry cannot read leaves out what only it says; the records still tell the run.
+        let planned = RunDocument::read(&run.id, &journal.run_documents(&run.id).await?)
+            .map(|(document, cluster)| planned(&document, &cluster, &moves))
+            .unwrap_or_default();
         let mut report = build_report(&run, &moves, &attempts, &events, planned, now_ms());
         let all = journal.runs().await?;
         let mut linked = std::collections::HashMap::new();

@@ -16,7 +16,9 @@ use serde_json::json;
 
 use crate::cluster::{Cluster, ClusterArg};
 use crate::drivers::{self, AnyDriver};
-use crate::runs::{self, Drive, RunDocument};
+use ferry_document::RunDocument;
+
+use crate::runs::{self, Drive};
 use crate::state::StateArg;
 use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -423,12 +425,12 @@ pub async fn roll_back(request: Request<'_>, output: Output) -> Result<Returned,
         drains: Vec::new(),
         hooks: Hooks::default(),
     };
-    let document =
-        RunDocument { plan: plan.clone(), moves: specs.clone(), unavailable: Vec::new(), manual: Manual::default() };
+    let document = RunDocument::new(plan.clone(), specs.clone(), Vec::new(), Manual::default());
+    let stored = document.to_documents(&request.cluster).map_err(|e| crate::state::chain(&e))?;
     let new_run = NewRun {
         plan_name: plan.name.clone(),
-        plan: serde_json::to_value(&document).map_err(|e| e.to_string())?,
-        cluster: serde_json::to_value(&request.cluster).map_err(|e| e.to_string())?,
+        plan: stored.plan,
+        cluster: stored.cluster,
         kind: RunKind::Rollback,
         parent: request.parent.clone(),
     };

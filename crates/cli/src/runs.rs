@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_document::RunDocument;
 use ferry_driver::Driver;
 use ferry_engine::{Clock, Command, Engine, EngineError, EngineEvent, Manual, MoveSpec, RunEnd, RunSettings, Waits};
 use ferry_journal::{Journal, JournalError, Lease, NewMove, NewRun, Run, RunKind, RunState};
@@ -14,7 +15,6 @@ use ferry_model::{ClusterSpec, Status, VmState};
 use ferry_plan::{OnFailure, Plan, Target};
 use ferry_preview::checks::{CheckName, Outcome};
 use ferry_preview::PreviewConfig;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, ClusterArg};
@@ -69,20 +69,6 @@ pub struct AbortArgs {
     /// Seconds to wait for the process running it to finish aborting.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub wait: u64,
-}
-
-/// What a run keeps in the journal besides its cluster: enough to resume with no files.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RunDocument {
-    /// The plan as parsed (a one-move plan for `ferry move`).
-    pub plan: Plan,
-    /// Every move, as the engine runs it.
-    pub moves: Vec<MoveSpec>,
-    /// Hosts being drained: never targets.
-    pub unavailable: Vec<String>,
-    /// `ferry move`'s hand-set options.
-    #[serde(default)]
-    pub manual: Manual,
 }
 
 /// Runs `ferry migrate`.
@@ -209,16 +195,15 @@ pub async fn start(start: Start<'_>, output: Output) -> ExitCode {
         });
     }
     let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
-    let document = RunDocument {
-        plan: plan.clone(),
-        moves: specs.clone(),
-        unavailable: unavailable.clone(),
-        manual: Manual::default(),
+    let document = RunDocument::new(plan.clone(), specs.clone(), unavailable.clone(), Manual::default());
+    let stored = match document.to_documents(&cluster) {
+        Ok(stored) => stored,
+        Err(e) => return bad(format!("ferry migrate: {}", crate::state::chain(&e))),
     };
     let new_run = NewRun {
         plan_name: plan.name.clone(),
-        plan: serde_json::to_value(&document).unwrap_or_default(),
-        cluster: serde_json::to_value(&cluster).unwrap_or_default(),
+        plan: stored.plan,
+        cluster: stored.cluster,
         kind: if plan.drains.is_empty() { RunKind::Migrate } else { RunKind::Drain },
         parent: None,
     };
@@ -806,12 +791,8 @@ pub(crate) async fn find_run(journal: &Journal, id: &str) -> Result<Run, String>
 }
 
 pub(crate) async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterSpec), String> {
-    let docs = journal.run_documents(id).await.map_err(|e| e.to_string())?;
-    let document: RunDocument = serde_json::from_value(docs.plan)
-        .map_err(|e| format!("run {id}: its plan in the journal is unreadable: {e}"))?;
-    let cluster: ClusterSpec = serde_json::from_value(docs.cluster)
-        .map_err(|e| format!("run {id}: its cluster in the journal is unreadable: {e}"))?;
-    Ok((document, cluster))
+    let stored = journal.run_documents(id).await.map_err(|e| e.to_string())?;
+    RunDocument::read(id, &stored).map_err(|e| crate::state::chain(&e))
 }
 
 /// 0 when every move of the run succeeded, 1 otherwise.

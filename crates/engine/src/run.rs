@@ -10,62 +10,13 @@ use ferry_model::{ClusterSpec, Inventory, Status};
 use ferry_plan::{Limits, Policy, Target};
 use ferry_preview::placement::{self, Constraints, Fixed, Placer, Request};
 use ferry_scheduler::{Config, Deadline, Item, Scheduler, View};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+pub use ferry_document::{Manual, MoveSpec};
+
 use crate::clock::Clock;
 use crate::task::{self, Channels, TaskControl, TaskDone, TaskInput, TaskSignal};
-
-/// One VM's move as the engine runs it (kept in the journal's plan document, so that
-/// `resume` needs no files).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MoveSpec {
-    /// VM name.
-    pub vm: String,
-    /// VM UUID: its key in the journal.
-    pub uuid: String,
-    /// Host it runs on when the run starts.
-    pub from: String,
-    /// Target host, or `ANY` (placed when the move starts).
-    pub to: Target,
-    /// Group whose members move one at a time.
-    pub group: Option<String>,
-    /// Turn within the group.
-    pub order: usize,
-    /// Higher moves first.
-    pub priority: i64,
-    /// Memory, MiB.
-    pub memory_mib: u64,
-    /// Whether the VM runs (a stopped VM can only move cold).
-    pub running: bool,
-    /// Its measured dirty rate, MiB/s, when the preview measured it.
-    #[serde(default)]
-    pub dirty_mib_s: Option<f64>,
-    /// The preview's estimate, kept with the attempt to compare with what happens.
-    pub estimate: Option<Value>,
-}
-
-impl MoveSpec {
-    /// A single move of `vm`, as inventoried, to host `to`: no group, no priority, no
-    /// estimate (`ferry move`, rollbacks).
-    pub fn to_host(vm: &ferry_model::Vm, to: &str) -> MoveSpec {
-        MoveSpec {
-            vm: vm.name.clone(),
-            uuid: vm.uuid.clone(),
-            from: vm.host.clone(),
-            to: Target::Host(to.to_string()),
-            group: None,
-            order: 0,
-            priority: 0,
-            memory_mib: vm.memory_mib,
-            running: vm.state == ferry_model::VmState::Running,
-            dirty_mib_s: None,
-            estimate: None,
-        }
-    }
-}
 
 /// Everything about a run but its moves.
 #[derive(Debug, Clone)]
@@ -86,17 +37,6 @@ pub struct RunSettings {
     pub unavailable: Vec<String>,
     /// For one-off moves (`ferry move`): what the operator set by hand instead of the plan.
     pub manual: Manual,
-}
-
-/// Settings an operator gives one move by hand (`ferry move`); a plan's runs leave them unset.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Manual {
-    /// Bandwidth cap of every migration, MiB/s (the lower of it and the link share applies).
-    pub bandwidth_mib_s: Option<f64>,
-    /// Initial downtime limit, ms.
-    pub max_downtime_ms: Option<u64>,
-    /// Completion timeout of every live migration, instead of the plan's per-GiB one.
-    pub completion_timeout: Option<Duration>,
 }
 
 /// What the operator asks of a running run (Ctrl-C once, twice).

@@ -9,6 +9,7 @@
 //! domain uses the volume.
 
 use ferry_back::stale::{disks_in_use, earlier_copies, unused_copies, Departure, EarlierCopy, History};
+use ferry_document::RunDocument;
 use ferry_driver::Driver;
 use ferry_journal::{EventKind, Journal, JournalError};
 use ferry_plan::StaleCopies;
@@ -30,8 +31,8 @@ pub async fn departures(journal: &Journal, uuid: &str) -> Result<Vec<Departure>,
         let Ok(m) = journal.move_of(&run.id, uuid).await else { continue };
         let succeeded = m.status.is_success();
         let kept_copies = if succeeded {
-            let documents = journal.run_documents(&run.id).await?;
-            documents.plan.pointer("/plan/policy/delete_source_volumes").and_then(|v| v.as_bool()).map(|d| !d)
+            let stored = journal.run_documents(&run.id).await?;
+            RunDocument::read(&run.id, &stored).ok().map(|(document, _)| document.keeps_source_copies())
         } else {
             None
         };

@@ -1,7 +1,9 @@
 //! The views and their text, table-driven.
 
-use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState};
+use ferry_document::{Manual, MoveSpec, RunDocument};
+use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunKind, RunState};
 use ferry_model::{Phase, Status};
+use ferry_plan::{Limits, Target};
 use serde_json::{json, Value};
 
 use crate::text::{format_report, format_status, report_csv, state_text, table};
@@ -335,27 +337,40 @@ fn what_the_documents_say() {
         mv("db-1", 3, Status::PrecheckFailed, "memory", None),
         mv("db-2", 4, Status::FailureWait, "", Some((0, 10_000))),
     ];
-    let spec = |vm: &str, total_s: Value| json!({ "vm": vm, "uuid": format!("u-{vm}"), "memory_mib": 1024, "estimate": { "total_s": total_s } });
-    let documents = RunDocuments {
-        plan: json!({
-            "plan": {
-                "name": "web-tier",
-                "deadline": 1_795_470_000,
-                "limits": { "cluster": 8, "per_source": 1, "per_target": 2 },
-            },
-            "moves": [
-                spec("web-1", json!(8.0)),
-                spec("web-2", json!(4.5)),
-                // Failed its checks: not run, not estimated.
-                spec("db-1", json!(100.0)),
-                // Never converges: stored as null, left out as the preview leaves it out.
-                spec("db-2", Value::Null),
-            ],
-        }),
-        cluster: json!({ "hosts": [{ "name": "host-b" }, { "name": "host-a" }] }),
+    let spec = |vm: &str, total_s: Value| MoveSpec {
+        vm: vm.into(),
+        uuid: format!("u-{vm}"),
+        from: "host-a".into(),
+        to: Target::Any,
+        group: None,
+        order: 0,
+        priority: 0,
+        memory_mib: 1024,
+        running: true,
+        dirty_mib_s: None,
+        estimate: Some(json!({ "total_s": total_s })),
     };
+    let mut plan =
+        ferry_plan::parse_plan("web.toml", "[plan]\nname = \"web-tier\"\n[[move]]\nvm = \"web-1\"\nto = \"ANY\"\n")
+            .expect("a plan");
+    plan.deadline = Some(1_795_470_000);
+    plan.limits = Limits { cluster: 8, per_source: 1, per_target: 2 };
+    let moves_planned = vec![
+        spec("web-1", json!(8.0)),
+        spec("web-2", json!(4.5)),
+        // Failed its checks: not run, not estimated.
+        spec("db-1", json!(100.0)),
+        // Never converges: stored as null, left out as the preview leaves it out.
+        spec("db-2", Value::Null),
+    ];
+    let document = RunDocument::new(plan, moves_planned, vec![], Manual::default());
+    let cluster = ferry_plan::parse_cluster(
+        "cluster.toml",
+        "[[host]]\nname = \"host-b\"\nuri = \"qemu+tcp://b/system\"\n[[host]]\nname = \"host-a\"\nuri = \"qemu+tcp://a/system\"\n",
+    )
+    .expect("a cluster");
     assert_eq!(
-        planned(&documents, &moves),
+        planned(&document, &cluster, &moves),
         Planned {
             deadline_ms: Some(1_795_470_000_000),
             hosts: vec!["host-b".into(), "host-a".into()],
@@ -363,8 +378,8 @@ fn what_the_documents_say() {
             estimated_makespan_ms: Some(12_500),
         }
     );
-    let foreign = RunDocuments { plan: json!({ "name": "old" }), cluster: json!([]) };
-    assert_eq!(planned(&foreign, &moves), Planned::default());
+    let unestimated = RunDocument { moves: vec![spec("web-1", Value::Null)], ..document };
+    assert_eq!(planned(&unestimated, &cluster, &moves).estimated_makespan_ms, None);
 }
 
 #[test]

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunDocuments, RunKind, RunState};
-use ferry_model::{Phase, Status};
+use ferry_document::RunDocument;
+use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunKind, RunState};
+use ferry_model::{ClusterSpec, Phase, Status};
 use ferry_preview::estimate::{makespan, MakespanLimits, PlannedMove};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -280,47 +281,42 @@ pub struct Planned {
     pub estimated_makespan_ms: Option<i64>,
 }
 
-/// Reads a run's documents leniently: a field that is missing or of another shape (a
-/// journal written by another version of ferry) is left out, never an error.
-pub fn planned(documents: &RunDocuments, moves: &[Move]) -> Planned {
-    let plan = &documents.plan;
-    let hosts = documents.cluster["hosts"]
-        .as_array()
-        .map(|hosts| hosts.iter().filter_map(|h| h["name"].as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    let limit = |name: &str| plan["plan"]["limits"][name].as_u64().and_then(|v| usize::try_from(v).ok());
+/// What run documents say beyond the records: the deadline, the cluster's hosts and the
+/// preview's makespan of the moves that passed their checks and could be estimated.
+pub fn planned(document: &RunDocument, cluster: &ClusterSpec, moves: &[Move]) -> Planned {
+    let hosts = cluster.hosts.iter().map(|h| h.name.clone()).collect();
     let by_uuid: HashMap<&str, &Move> = moves.iter().map(|m| (m.uuid.as_str(), m)).collect();
-    let batch: Vec<PlannedMove> = plan["moves"]
-        .as_array()
-        .map(|specs| {
-            specs
-                .iter()
-                .filter_map(|spec| {
-                    let m = by_uuid.get(spec["uuid"].as_str()?)?;
-                    if m.status == Status::PrecheckFailed {
-                        return None;
-                    }
-                    Some(PlannedMove {
-                        source: m.source.clone(),
-                        target: m.target.clone()?,
-                        // Infinite estimates are stored as null: such a move never ends.
-                        seconds: spec["estimate"]["total_s"].as_f64()?,
-                        // The spec keeps the memory, not the disks: the order is about right.
-                        load_mib: spec["memory_mib"].as_f64().unwrap_or(0.0),
-                    })
-                })
-                .collect()
+    let batch: Vec<PlannedMove> = document
+        .moves
+        .iter()
+        .filter_map(|spec| {
+            let m = by_uuid.get(spec.uuid.as_str())?;
+            if m.status == Status::PrecheckFailed {
+                return None;
+            }
+            Some(PlannedMove {
+                source: m.source.clone(),
+                target: m.target.clone()?,
+                // A move not expected to end has no total: left out, as the preview leaves it.
+                seconds: spec.estimated_total_s()?,
+                // The spec keeps the memory, not the disks: the order is about right.
+                load_mib: spec.memory_mib as f64,
+            })
         })
-        .unwrap_or_default();
-    let estimated_makespan_ms = match (limit("cluster"), limit("per_source"), limit("per_target")) {
-        (Some(cluster), Some(per_source), Some(per_target)) if !batch.is_empty() => {
-            let limits = MakespanLimits { cluster, per_source, per_target };
-            let seconds = makespan(&batch, &limits);
-            seconds.is_finite().then(|| (seconds * 1000.0).round() as i64)
-        }
-        _ => None,
-    };
-    Planned { deadline_ms: plan["plan"]["deadline"].as_i64().map(|s| s * 1000), hosts, estimated_makespan_ms }
+        .collect();
+    let limits = &document.plan.limits;
+    let estimated_makespan_ms = (!batch.is_empty())
+        .then(|| {
+            let limits = MakespanLimits {
+                cluster: limits.cluster,
+                per_source: limits.per_source,
+                per_target: limits.per_target,
+            };
+            makespan(&batch, &limits)
+        })
+        .filter(|seconds| seconds.is_finite())
+        .map(|seconds| (seconds * 1000.0).round() as i64);
+    Planned { deadline_ms: document.plan.deadline.map(|s| s * 1000), hosts, estimated_makespan_ms }
 }
 
 /// One VM's move in a report.
