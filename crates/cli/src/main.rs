@@ -11,7 +11,6 @@ mod inventory;
 mod lab;
 mod moving;
 mod preview;
-mod progress;
 mod report;
 mod rollback;
 mod runs;

@@ -9,7 +9,7 @@ use ferry_preview::Kind;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::progress::{Board, Planned, Terminal};
+use ferry_progress::{Board, Planned, Terminal};
 use crate::Output;
 
 /// Draws the engine's events until the engine drops its sender: one bar per migration and
