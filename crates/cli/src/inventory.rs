@@ -5,13 +5,14 @@ use std::process::ExitCode;
 use ferry_driver::Driver;
 use ferry_model::{Inventory, Locality};
 
+use ferry_runs::drivers::AnyDriver;
+
 use crate::cluster::ClusterArg;
-use crate::drivers::AnyDriver;
-use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// Prints hosts and their VMs as libvirt reports them.
 pub async fn run(cluster: &ClusterArg, output: Output) -> ExitCode {
-    let cluster = match cluster.cluster() {
+    let cluster = match ferry_runs::cluster::read(cluster.location()) {
         Ok(cluster) => cluster,
         Err(e) => {
             eprintln!("ferry inventory: {e}");

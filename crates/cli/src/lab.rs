@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use ferry_lab::{CheckConfig, LabError, UpConfig};
 
-use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// Lab subcommands.
 #[derive(Debug, Subcommand)]

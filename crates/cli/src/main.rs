@@ -4,9 +4,6 @@
 mod cleanup;
 mod cluster;
 mod drain;
-mod drivers;
-mod hooks;
-mod inputs;
 mod inventory;
 mod lab;
 mod moving;
@@ -20,7 +17,9 @@ mod state;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+use crate::show::{Output, EXIT_BAD_INPUT};
 
 /// Moves fleets of running virtual machines between KVM/QEMU hosts through libvirt.
 #[derive(Debug, Parser)]
@@ -32,15 +31,6 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
-}
-
-/// Output format of commands that print data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Aligned text for people.
-    Text,
-    /// JSON for programs.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,11 +86,6 @@ enum Command {
         command: sim::SimCommand,
     },
 }
-
-/// Exit code for bad input: nothing was started or changed.
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code when something failed.
-pub const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

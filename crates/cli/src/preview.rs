@@ -1,22 +1,18 @@
 //! `ferry preview`: every move's checks, placement and estimates, before anything is touched.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ferry_back::stale::{local_disks, unused_copies, History};
-use ferry_driver::{Driver, Volume};
-use ferry_journal::Journal;
+use ferry_driver::Driver;
 use ferry_model::Inventory;
-use ferry_plan::ResolvedMove;
-use ferry_preview::checks::{EarlierCopy, Outcome};
+use ferry_preview::checks::Outcome;
 use ferry_preview::{Preview, PreviewConfig};
+use ferry_runs::drivers::AnyDriver;
+use ferry_runs::inputs::Inputs;
 
 use crate::cluster::ClusterArg;
-use crate::drivers::AnyDriver;
-use crate::inputs::Inputs;
+use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::state::StateArg;
-use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// `ferry preview` arguments.
 #[derive(Debug, clap::Args)]
@@ -57,7 +53,7 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         ExitCode::from(EXIT_BAD_INPUT)
     };
     let Inputs { plan, cluster: source, ignore, .. } =
-        match crate::inputs::load(&args.plan, &args.cluster, &args.ignore) {
+        match ferry_runs::inputs::load(&args.plan, args.cluster.location(), &args.ignore) {
             Ok(inputs) => inputs,
             Err(e) => return bad(e),
         };
@@ -83,13 +79,15 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
     let mut config = PreviewConfig {
         ignore,
         explain: args.explain,
-        memory: crate::drivers::memory_profiles(&source),
-        now_ms: Some(crate::runs::now_ms()),
+        memory: ferry_runs::drivers::memory_profiles(&source),
+        now_ms: Some(ferry_runs::owners::now_ms()),
         ..PreviewConfig::default()
     };
     if args.inventory.is_none() {
         let journal = args.state.open_existing().await.ok();
-        config.earlier_copies = earlier_copies(&driver, journal.as_ref(), &inventory, &moves).await;
+        let events = crate::show::events(output);
+        config.earlier_copies =
+            ferry_runs::preview::earlier_copies(&driver, journal.as_ref(), &inventory, &moves, &events).await;
     }
     if args.measure || (driver.is_sim() && args.inventory.is_none()) {
         if args.inventory.is_some() {
@@ -113,64 +111,6 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// For each moving VM, the unused copies of its host-local disks on the other hosts (any of
-/// them may become its target), each judged ferry's or not by `ferry_back::stale`'s rule
-/// from the journal (when there is one) and the VM's metadata. A host that cannot list its
-/// volumes is skipped with a note: the move's driver still refuses any volume in its way.
-/// A simulated fleet keeps no copies.
-pub async fn earlier_copies(
-    driver: &AnyDriver,
-    journal: Option<&Journal>,
-    inventory: &Inventory,
-    moves: &[ResolvedMove],
-) -> HashMap<String, Vec<EarlierCopy>> {
-    let mut found: HashMap<String, Vec<EarlierCopy>> = HashMap::new();
-    let moving: Vec<_> = moves
-        .iter()
-        .filter_map(|m| inventory.vms.iter().find(|v| v.uuid == m.uuid))
-        .map(|vm| (vm, local_disks(vm)))
-        .filter(|(_, disks)| !disks.is_empty())
-        .collect();
-    if driver.is_sim() || moving.is_empty() {
-        return found;
-    }
-    let mut volumes: Vec<(String, Vec<Volume>)> = Vec::new();
-    for host in &inventory.hosts {
-        match driver.volumes(&host.name).await {
-            Ok(v) => volumes.push((host.name.clone(), v)),
-            Err(e) => eprintln!("ferry preview: {e}: copies left there are not looked for"),
-        }
-    }
-    for (vm, disks) in moving {
-        let mut history: Option<History> = None;
-        for (host, at_host) in volumes.iter().filter(|(h, _)| *h != vm.host) {
-            if unused_copies(&disks, at_host).is_empty() {
-                continue;
-            }
-            if history.is_none() {
-                let departures = match journal {
-                    Some(j) => ferry_engine::departures(j, &vm.uuid).await.unwrap_or_else(|e| {
-                        eprintln!("ferry preview: journal: {e}: {}'s moves there are not known", vm.name);
-                        Vec::new()
-                    }),
-                    None => Vec::new(),
-                };
-                history = Some(History { departures, metadata: vm.ferry.clone() });
-            }
-            let history = history.as_ref().expect("set just above");
-            for copy in ferry_back::stale::earlier_copies(&disks, at_host, history) {
-                found.entry(vm.uuid.clone()).or_default().push(EarlierCopy {
-                    host: host.clone(),
-                    pool: copy.volume.pool,
-                    name: copy.volume.name,
-                    left_by_ferry: copy.attribution.map(|a| a.to_string()),
-                });
-            }
-        }
-    }
-    found
 }
 
 fn print_text(p: &Preview) {

@@ -15,8 +15,8 @@ use ferry_report::{
 };
 use serde::Serialize;
 
-use crate::state::{self, StateArg};
-use crate::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::state::StateArg;
 
 // ------------------------------------------------------------------ arguments
 
@@ -109,7 +109,7 @@ impl Failure {
 
 impl From<JournalError> for Failure {
     fn from(e: JournalError) -> Failure {
-        Failure::Failed(state::chain(&e))
+        Failure::Failed(ferry_runs::journals::chain(&e))
     }
 }
 

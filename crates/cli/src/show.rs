@@ -1,49 +1,115 @@
-//! Showing a run as it goes: the engine's events drawn on the progress board, on stderr.
+//! Showing what the application layer tells: lines for people on stdout, warnings on
+//! stderr, and a run's progress drawn on its board on stderr — bars on a terminal,
+//! timestamped lines otherwise, nothing with `--output json` but each run's end.
 
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_engine::EngineEvent;
-use ferry_journal::AttemptKind;
+use ferry_engine::{EngineEvent, RunEnd};
+use ferry_journal::{AttemptKind, RunKind};
+use ferry_model::Status;
 use ferry_preview::Kind;
-use tokio::sync::mpsc;
+use ferry_progress::{Board, Planned, Terminal};
+use ferry_runs::{Error, Event, Events};
 use tokio::time::Instant;
 
-use ferry_progress::{Board, Planned, Terminal};
-use crate::Output;
+/// Output format of commands that print data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned text for people.
+    Text,
+    /// JSON for programs.
+    Json,
+}
 
-/// Draws the engine's events until the engine drops its sender: one bar per migration and
-/// an overall bar on a terminal, timestamped lines otherwise, nothing with `--output json`.
-pub async fn events(mut rx: mpsc::UnboundedReceiver<EngineEvent>, memory: Vec<(String, u64)>, output: Output) {
-    let tty = std::io::stderr().is_terminal();
-    // tokio's clock: virtual time when the run is simulated.
-    let started = Instant::now();
-    let planned = memory.into_iter().map(|(vm, mib)| Planned { vm, memory_bytes: mib << 20 }).collect();
-    let mut board = Board::new(planned, Terminal { tty, width: terminal_width() });
-    let mut redraw = tokio::time::interval(Duration::from_millis(if tty { 250 } else { 500 }));
-    loop {
-        tokio::select! {
-            biased;
-            event = rx.recv() => {
-                let Some(event) = event else { break };
-                let now = started.elapsed().as_secs_f64();
-                match event {
-                    EngineEvent::Started { vm, from, to, kind } => board.started(&vm, &from, &to, kind_of(kind), now),
-                    EngineEvent::Phase { vm, phase } => board.phase(&vm, phase, now),
-                    EngineEvent::Sample { vm, progress } => board.sample(&vm, &progress, now),
-                    EngineEvent::Finished { vm, status, message } => board.finished(&vm, status, &message, now),
-                    EngineEvent::Note(text) => board.note(&text, now),
+/// Exit code for bad input: nothing was started or changed.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code when something failed.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// The board of the run being driven, and when it started (tokio's clock: virtual time when
+/// the run is simulated).
+struct Screen {
+    board: Option<(Board, Instant)>,
+}
+
+/// The [`Events`] of a command: shown as `output` says.
+pub fn events(output: Output) -> Events {
+    let screen = Arc::new(Mutex::new(Screen { board: None }));
+    Events::to(move |event| show(&screen, output, event))
+}
+
+fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
+    let text = output == Output::Text;
+    match event {
+        Event::Created { run, kind, parent, moves, failing } if text => {
+            if kind == RunKind::Rollback {
+                let of = parent.map(|p| format!(" of run {p}")).unwrap_or_default();
+                println!("run {run} (rollback{of})");
+            } else {
+                println!("run {run}");
+            }
+            if failing > 0 {
+                println!(
+                    "{failing} of {moves} moves fail their prechecks and will not start (see `ferry report {run}`)"
+                );
+            }
+        }
+        Event::Driving { vms, .. } => {
+            let tty = std::io::stderr().is_terminal();
+            let planned = vms.into_iter().map(|(vm, mib)| Planned { vm, memory_bytes: mib << 20 }).collect();
+            let board = Board::new(planned, Terminal { tty, width: terminal_width() });
+            lock(screen).board = Some((board, Instant::now()));
+            if text {
+                tokio::spawn(redraw(screen.clone(), Duration::from_millis(if tty { 250 } else { 500 })));
+            }
+        }
+        Event::Engine(event) => {
+            let mut screen = lock(screen);
+            let Some((board, started)) = screen.board.as_mut() else { return };
+            let now = started.elapsed().as_secs_f64();
+            match event {
+                EngineEvent::Started { vm, from, to, kind } => board.started(&vm, &from, &to, kind_of(kind), now),
+                EngineEvent::Phase { vm, phase } => board.phase(&vm, phase, now),
+                EngineEvent::Sample { vm, progress } => board.sample(&vm, &progress, now),
+                EngineEvent::Finished { vm, status, message } => board.finished(&vm, status, &message, now),
+                EngineEvent::Note(note) => board.note(&note, now),
+            }
+            if text {
+                draw(board, now);
+            }
+        }
+        Event::Driven { .. } => {
+            if let Some((mut board, started)) = lock(screen).board.take() {
+                if text {
+                    draw(&mut board, started.elapsed().as_secs_f64());
                 }
             }
-            _ = redraw.tick() => {}
         }
-        if output != Output::Json {
-            draw(&mut board, started.elapsed().as_secs_f64());
-        }
+        Event::Finished { run, end } => print_end(&run, &end, output),
+        Event::Said(line) if text => println!("{line}"),
+        Event::Warning(line) => eprintln!("ferry: {line}"),
+        Event::Created { .. } | Event::Said(_) => {}
     }
-    if output != Output::Json {
-        draw(&mut board, started.elapsed().as_secs_f64());
+}
+
+/// Redraws the board every `every` until it is gone: bars and the ETA move between events.
+async fn redraw(screen: Arc<Mutex<Screen>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let mut screen = lock(&screen);
+        let Some((board, started)) = screen.board.as_mut() else { return };
+        let now = started.elapsed().as_secs_f64();
+        draw(board, now);
     }
+}
+
+fn lock(screen: &Mutex<Screen>) -> std::sync::MutexGuard<'_, Screen> {
+    screen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn draw(board: &mut Board, now: f64) {
@@ -59,6 +125,28 @@ fn draw(board: &mut Board, now: f64) {
     let _ = err.flush();
 }
 
+fn print_end(run_id: &str, end: &RunEnd, output: Output) {
+    if output == Output::Json {
+        let moves: Vec<_> = end
+            .moves
+            .iter()
+            .map(|m| serde_json::json!({"vm": m.vm, "status": m.status, "message": m.message}))
+            .collect();
+        println!("{}", serde_json::json!({ "run": run_id, "state": end.state.name(), "moves": moves }));
+        return;
+    }
+    let mut counts: Vec<(Status, usize)> = Vec::new();
+    for m in &end.moves {
+        match counts.iter_mut().find(|(s, _)| *s == m.status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((m.status, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("run {run_id} {}: {}", end.state, counts.join(", "));
+    println!("details: ferry report {run_id}");
+}
+
 fn kind_of(kind: AttemptKind) -> Kind {
     match kind {
         AttemptKind::Live => Kind::Live,
@@ -68,4 +156,41 @@ fn kind_of(kind: AttemptKind) -> Kind {
 
 fn terminal_width() -> usize {
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+}
+
+/// The exit code of an operation: 0 when it did all it had to, 1 when something failed or
+/// was refused, 2 for bad input (nothing started). Bad input is printed after `bad_prefix`
+/// (commands that read files print the file's own `file:line:` first), a failure after
+/// `ferry COMMAND: `. A lost lease ends the process at once ([`lost_exit`]).
+pub fn exit(command: &str, bad_prefix: bool, result: Result<bool, Error>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Err(Error::BadInput(e)) if bad_prefix => {
+            eprintln!("ferry {command}: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(Error::BadInput(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(Error::Failed(e)) => {
+            eprintln!("ferry {command}: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(Error::Lost(lost)) => lost_exit(&lost),
+    }
+}
+
+/// Says that this ferry lost the lease and ends the process at once with exit 1. At once,
+/// not by returning: the driver's blocking calls (a migration waited for in libvirt, its
+/// finalization or undo after it) cannot be cancelled, and the runtime would wait for them
+/// on its way out, then let them act on a run another process now drives. Ending the
+/// process closes their connections as `kill -9` would: the migrations go on in libvirt,
+/// for the new holder to settle.
+fn lost_exit(lost: &ferry_runs::Lost) -> ! {
+    eprintln!("ferry: {lost}");
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(i32::from(EXIT_FAILURE))
 }

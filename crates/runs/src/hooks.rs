@@ -28,6 +28,8 @@ use ferry_plan::{OnFailure, Plan};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use crate::events::Events;
+
 /// Output kept per stream: the end, where the reason usually is.
 const KEEP_BYTES: usize = 16 * 1024;
 
@@ -226,8 +228,8 @@ fn tail(bytes: &[u8]) -> String {
 }
 
 /// Runs a run-level hook (`pre-run`, `post-run`, `drain`) of the run `lease` holds and
-/// journals it as an event of the run, its environment in the event's data; prints
-/// "`label`: what happened" unless `quiet`. Returns how it ran.
+/// journals it as an event of the run, its environment in the event's data; says
+/// "`label`: what happened". Returns how it ran.
 #[allow(clippy::too_many_arguments, reason = "a hook's whole context; one call per hook kind")]
 pub async fn run_for_run(
     journal: &Journal,
@@ -237,20 +239,18 @@ pub async fn run_for_run(
     command: &str,
     mut env: Vec<(String, String)>,
     timeout: Duration,
-    quiet: bool,
+    events: &Events,
 ) -> HookRun {
     let run_id = lease.run();
     env.push(("FERRY_RUN_ID".into(), run_id.into()));
     env.push(("FERRY_HOOK".into(), hook.into()));
     let ran = run(command, env.clone(), timeout, lease).await;
     let text = format!("{label}: {}", ran.summary());
-    if !quiet {
-        println!("{text}");
-    }
+    events.say(&text);
     let mut data = ran.data(hook);
     data["env"] = env.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<_, _>>().into();
     if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
-        eprintln!("ferry: could not journal the {hook} hook's result: {e}");
+        events.warn(format!("could not journal the {hook} hook's result: {e}"));
     }
     ran
 }
@@ -271,7 +271,7 @@ struct Context {
     on_failure: OnFailure,
     timeout: Duration,
     failed: Arc<Mutex<Option<String>>>,
-    quiet: bool,
+    events: Events,
 }
 
 impl Context {
@@ -303,13 +303,13 @@ impl Context {
         } else if !ran.ok() && !lost {
             text.push_str("; on_failure = warn: the run goes on");
         }
-        if !self.quiet && !ran.ok() {
-            eprintln!("{}: {text}", vm.name);
+        if !ran.ok() {
+            self.events.warn(format!("{}: {text}", vm.name));
         }
         if let Err(e) =
             self.journal.event(&self.run_id, Some(&request.vm), EventKind::Message, &text, Some(&ran.data(stage))).await
         {
-            eprintln!("ferry: could not journal {}'s {stage} hook: {e}", vm.name);
+            self.events.warn(format!("could not journal {}'s {stage} hook: {e}", vm.name));
         }
         if failed || lost {
             Err(text)
@@ -340,7 +340,7 @@ impl<D: Driver> Hooked<D> {
         journal: Journal,
         lease: Lease,
         failed: Arc<Mutex<Option<String>>>,
-        quiet: bool,
+        events: Events,
     ) -> Hooked<D> {
         let vms = uuids
             .iter()
@@ -361,7 +361,7 @@ impl<D: Driver> Hooked<D> {
             on_failure: plan.hooks.on_failure,
             timeout: Duration::from_secs(plan.hooks.timeout_s),
             failed,
-            quiet,
+            events,
         };
         Hooked { inner, vms, context: Arc::new(context), started: Mutex::new(HashSet::new()) }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use ferry_plan::Plan;
 use ferry_preview::checks::CheckName;
 
-use crate::cluster::{Cluster, ClusterArg};
+use crate::cluster::{self, Cluster};
 
 /// A plan and what it runs against.
 pub struct Inputs {
@@ -19,7 +19,7 @@ pub struct Inputs {
 
 /// Reads the plan file and the cluster, and parses the `--ignore` names. On any problem,
 /// all of them, one per line (each naming file, line and field where there is one).
-pub fn load(plan: &Path, cluster: &ClusterArg, ignore: &[String]) -> Result<Inputs, String> {
+pub fn load(plan: &Path, cluster: Option<&Path>, ignore: &[String]) -> Result<Inputs, String> {
     let mut problems = Vec::new();
     let ignore: Vec<CheckName> = ignore
         .iter()
@@ -35,7 +35,7 @@ pub fn load(plan: &Path, cluster: &ClusterArg, ignore: &[String]) -> Result<Inpu
             None
         }
     };
-    let cluster = cluster.cluster().map_err(|e| problems.push(e)).ok();
+    let cluster = cluster::read(cluster).map_err(|e| problems.push(e)).ok();
     match (plan, cluster) {
         (Some(plan), Some(cluster)) if problems.is_empty() => Ok(Inputs { plan, cluster, ignore }),
         _ => Err(problems.join("\n")),

@@ -1,0 +1,360 @@
+//! What follows a drain in any run: once the host is verified empty, its hook runs; when
+//! the hook succeeds (or there is none) and the drain returns, every VM that left comes
+//! back in a rollback run linked to the drain's run. A failed hook leaves the VMs where
+//! they are; `ferry rollback RUN` returns them later. Also the plan `ferry drain` runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_back::rollback::Origin;
+use ferry_driver::Driver;
+use ferry_engine::Clock;
+use ferry_journal::{EventKind, Journal, JournalError, Lease, RunKind};
+use ferry_model::{ClusterSpec, Status};
+use ferry_plan::{Drain, Hooks, Limits, Plan, Policy, Target};
+use serde_json::{json, Value};
+
+use crate::cluster::unknown_host;
+use crate::drivers::AnyDriver;
+use crate::events::{Error, Events};
+use crate::hooks;
+use crate::owners::Lost;
+use crate::rollback::{self, Returned};
+
+/// What `ferry drain` asks.
+#[derive(Debug, Clone)]
+pub struct DrainAsk {
+    /// The host to empty.
+    pub host: String,
+    /// Where its VMs go: a host, or `ANY`.
+    pub to: String,
+    /// The command to run once the host is empty, before the VMs come back.
+    pub return_after: Option<String>,
+    /// Bring every VM back as soon as the host is empty.
+    pub return_at_once: bool,
+    /// Seconds the command may run.
+    pub hook_timeout_s: u64,
+    /// Concurrent migrations out of the host.
+    pub per_source: usize,
+}
+
+/// The plan of one `[[drain]]` that `ferry drain` runs, or what is wrong with the ask.
+pub fn plan(ask: &DrainAsk, cluster: &ClusterSpec) -> Result<Plan, Error> {
+    let any = ask.to.eq_ignore_ascii_case("any");
+    if cluster.host(&ask.host).is_none() {
+        return Err(Error::BadInput(unknown_host("HOST", &ask.host, cluster)));
+    }
+    if !any && cluster.host(&ask.to).is_none() {
+        return Err(Error::BadInput(unknown_host("--to", &ask.to, cluster)));
+    }
+    if ask.to == ask.host {
+        return Err(Error::BadInput(format!("cannot drain {} onto itself", ask.host)));
+    }
+    if ask.per_source == 0 {
+        return Err(Error::BadInput("--per-source must be at least 1".into()));
+    }
+    Ok(Plan {
+        file: "ferry drain".into(),
+        name: format!("drain {}", ask.host),
+        deadline: None,
+        resume_from: None,
+        limits: Limits { per_source: ask.per_source, ..Limits::default() },
+        policy: Policy::default(),
+        moves: Vec::new(),
+        drains: vec![Drain {
+            host: ask.host.clone(),
+            to: if any { Target::Any } else { Target::Host(ask.to.clone()) },
+            return_after: ask.return_after.is_some() || ask.return_at_once,
+            hook: ask.return_after.clone(),
+            line: 0,
+        }],
+        hooks: Hooks { timeout_s: ask.hook_timeout_s.max(1), ..Hooks::default() },
+    })
+}
+
+/// After run `run_id`'s moves: for each drain of `plan` with a hook or a return, verifies
+/// the host is empty, runs its hook, and returns its VMs. Idempotent, so that `resume`
+/// calls it too: a hook that already ran is not run again, and a run already returned is
+/// not returned again. True when everything that had to happen did; [`Lost`] when another
+/// process took the run meanwhile (then nothing more is started). The return runs on
+/// `driver` (a simulation's world goes on) with the run's `clock`, while the run's `lease`
+/// is kept.
+pub async fn after(
+    driver: &Arc<AnyDriver>,
+    journal: &Journal,
+    lease: &Lease,
+    plan: &Plan,
+    cluster: &ClusterSpec,
+    how: After,
+    events: &Events,
+) -> Result<bool, Lost> {
+    let After { clock, hook_done } = how;
+    let run_id = lease.run();
+    let drains: Vec<&Drain> = plan.drains.iter().filter(|d| d.hook.is_some() || d.return_after).collect();
+    if drains.is_empty() {
+        return Ok(true);
+    }
+    let note = |text: String| async move {
+        events.say(&text);
+        if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, None).await {
+            events.warn(format!("could not journal: {e}"));
+        }
+    };
+    let journaled = journal.events(run_id, None).await.unwrap_or_default();
+    let moves = journal.moves(run_id).await.unwrap_or_default();
+    let returned = journal
+        .runs()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .any(|r| r.parent.as_deref() == Some(run_id) && r.kind == RunKind::Rollback);
+    let inventory = driver.inventory().await;
+    let mut ok = true;
+    let mut returning = Vec::new();
+    for d in drains {
+        match last_hook(&journaled, &d.host) {
+            Some(HookRecord::Ended(failed)) if failed => {
+                ok = false;
+                note(format!(
+                    "{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                    d.host
+                ))
+                .await;
+                continue;
+            }
+            Some(HookRecord::Ended(_)) => {}
+            Some(HookRecord::Begun) if !plan.hooks.rerun_hooks && hook_done => {
+                // The operator finished what the interrupted hook was doing.
+                let data =
+                    json!({ "hook": "drain", "env": { "FERRY_HOST": d.host }, "exit_code": 0, "by_operator": true });
+                let text = format!("drain hook on {}: marked done by the operator (--hook-done)", d.host);
+                if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
+                    events.warn(format!("could not journal: {e}"));
+                    ok = false;
+                    continue;
+                }
+                events.say(text);
+            }
+            Some(HookRecord::Begun) if !plan.hooks.rerun_hooks => {
+                ok = false;
+                note(format!(
+                    "{}: its hook was interrupted when ferry stopped, and may have done part of its work: the VMs \
+                     stay where they are. Once the hook's work is done, `ferry resume {run_id} --hook-done` brings \
+                     them back; `ferry rollback {run_id}` returns them now; `rerun_hooks = true` in the plan's \
+                     [hooks] runs an interrupted hook again",
+                    d.host
+                ))
+                .await;
+                continue;
+            }
+            // Not run yet, or interrupted and safe to run again (rerun_hooks).
+            hook @ (None | Some(HookRecord::Begun)) => {
+                if hook.is_some() {
+                    note(format!(
+                        "{}: its hook was interrupted when ferry stopped: running it again (rerun_hooks)",
+                        d.host
+                    ))
+                    .await;
+                }
+                if inventory.host(&d.host).is_none() {
+                    ok = false;
+                    note(format!(
+                        "{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns",
+                        d.host
+                    ))
+                    .await;
+                    continue;
+                }
+                let left: Vec<String> =
+                    inventory.vms_on(&d.host).map(|v| format!("{} ({})", v.name, v.state)).collect();
+                if !left.is_empty() {
+                    ok = false;
+                    note(format!(
+                    "{} is not empty ({}): its hook did not run and nothing returns; `ferry rollback {run_id}` returns the VMs that left",
+                    d.host,
+                    left.join(", ")
+                ))
+                .await;
+                    continue;
+                }
+                if let Some(command) = &d.hook {
+                    let gone: Vec<&str> = moves
+                        .iter()
+                        .filter(|m| m.source == d.host && m.status.is_success())
+                        .map(|m| m.vm.as_str())
+                        .collect();
+                    let env =
+                        vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
+                    let label = format!("drain hook on {}", d.host);
+                    let timeout = Duration::from_secs(plan.hooks.timeout_s);
+                    // Its intent first: a crash while it runs is then known, not taken for "never ran".
+                    let begun = json!({ "hook": HOOK_BEGUN, "env": { "FERRY_HOST": d.host } });
+                    let text = format!("{label}: starting `{command}`");
+                    if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&begun)).await {
+                        ok = false;
+                        note(format!("{}: its hook was not started: it could not be journaled ({e})", d.host)).await;
+                        continue;
+                    }
+                    events.say(text);
+                    let ran = hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, events).await;
+                    if let Some(holder) = ran.lost_to {
+                        return Err(Lost { run: run_id.to_string(), holder });
+                    }
+                    if !ran.ok() {
+                        ok = false;
+                        note(format!(
+                            "{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                            d.host
+                        ))
+                        .await;
+                        continue;
+                    }
+                }
+            }
+        }
+        if d.return_after {
+            returning.push(d.host.clone());
+        }
+    }
+    if returning.is_empty() || returned {
+        return Ok(ok);
+    }
+    // Before the return starts: a lease lost during the checks above starts nothing.
+    if let Err(JournalError::LeaseLost { holder, .. }) = lease.keep().await {
+        return Err(Lost { run: run_id.to_string(), holder });
+    }
+    let origins: Vec<Origin> = moves
+        .iter()
+        .filter(|m| returning.contains(&m.source) && m.status != Status::PrecheckFailed)
+        .map(|m| Origin { vm: m.vm.clone(), uuid: m.uuid.clone(), host: m.source.clone() })
+        .collect();
+    note(format!("returning the VMs of {} to where they were", returning.join(", "))).await;
+    let request = rollback::Request {
+        journal,
+        driver: driver.clone(),
+        clock,
+        parent: Some(run_id.to_string()),
+        undoes: run_id.to_string(),
+        origins,
+        cluster: cluster.clone(),
+        policy: plan.policy.clone(),
+        limits: plan.limits.clone(),
+        dry_run: false,
+    };
+    // The return is a run of its own, under its own lease; the drain's is kept meanwhile, so
+    // that a `ferry resume` of the drain does not take it while its VMs come back. (Not in a
+    // simulation: its runs cannot be resumed, and its virtual clock runs on its events only.)
+    let keeping = (!driver.is_sim()).then(|| tokio::spawn(keep(lease.clone())));
+    let returned = rollback::roll_back(request, events).await;
+    if let Some(keeping) = keeping {
+        keeping.abort();
+    }
+    Ok(match returned {
+        Ok(Returned::Ran { run, all_back }) => {
+            note(format!(
+                "return: run {run} {}",
+                if all_back { "brought every VM back" } else { "did not bring every VM back" }
+            ))
+            .await;
+            ok && all_back
+        }
+        Ok(_) => ok,
+        Err(Error::Lost(lost)) => return Err(lost),
+        Err(e) => {
+            note(format!("the return could not start: {e}; `ferry rollback {run_id}` returns the VMs")).await;
+            false
+        }
+    })
+}
+
+/// Keeps `lease` every second until it is lost or the task is aborted.
+async fn keep(lease: Lease) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(JournalError::LeaseLost { .. }) = lease.keep().await {
+            return;
+        }
+    }
+}
+
+/// How [`after`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct After {
+    /// The run's clock (virtual in a simulation), for the return.
+    pub clock: Clock,
+    /// The operator says an interrupted hook's work is done (`ferry resume --hook-done`).
+    pub hook_done: bool,
+}
+
+/// The event data's `hook` of a drain hook's intent, journaled before it runs.
+const HOOK_BEGUN: &str = "drain-begun";
+
+/// What the journal last says of a drained host's hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookRecord {
+    /// It was started and never ended: ferry stopped while it ran.
+    Begun,
+    /// It ended; `true` when it failed.
+    Ended(bool),
+}
+
+/// The last record of `host`'s drain hook among a run's `events`.
+fn last_hook(events: &[ferry_journal::Event], host: &str) -> Option<HookRecord> {
+    events.iter().rev().find_map(|e| {
+        let data = e.data.as_ref()?;
+        if data["env"]["FERRY_HOST"] != Value::String(host.to_string()) {
+            return None;
+        }
+        match data["hook"].as_str()? {
+            HOOK_BEGUN => Some(HookRecord::Begun),
+            "drain" => {
+                let failed = data["exit_code"] != 0 || data["timed_out"] == true || !data["error"].is_null();
+                Some(HookRecord::Ended(failed))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The return run of drain run `run_id` when one was started and has not ended (ferry
+/// stopped while the VMs came back): `resume` finishes it before anything else.
+pub async fn unfinished_return(journal: &Journal, run_id: &str) -> Option<String> {
+    let runs = journal.runs().await.ok()?;
+    runs.into_iter()
+        .find(|r| r.parent.as_deref() == Some(run_id) && r.kind == RunKind::Rollback && !r.state.is_ended())
+        .map(|r| r.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(data: serde_json::Value) -> ferry_journal::Event {
+        ferry_journal::Event {
+            id: 1,
+            run: "r".into(),
+            uuid: None,
+            at_ms: 0,
+            kind: EventKind::Message,
+            message: String::new(),
+            data: Some(data),
+        }
+    }
+
+    #[test]
+    fn a_hook_begun_and_never_ended_is_told_from_one_that_ran() {
+        let begun = event(json!({ "hook": HOOK_BEGUN, "env": { "FERRY_HOST": "host-a" } }));
+        let ended = |code: i64| {
+            event(json!({ "hook": "drain", "env": { "FERRY_HOST": "host-a" }, "exit_code": code, "timed_out": false }))
+        };
+        let other_host = event(json!({ "hook": "drain", "env": { "FERRY_HOST": "host-b" }, "exit_code": 0 }));
+        assert_eq!(last_hook(&[], "host-a"), None);
+        assert_eq!(last_hook(std::slice::from_ref(&begun), "host-a"), Some(HookRecord::Begun));
+        assert_eq!(last_hook(&[begun.clone(), other_host.clone()], "host-a"), Some(HookRecord::Begun));
+        assert_eq!(last_hook(&[begun.clone(), ended(0)], "host-a"), Some(HookRecord::Ended(false)));
+        assert_eq!(last_hook(&[begun.clone(), ended(3)], "host-a"), Some(HookRecord::Ended(true)));
+        // Run again after an interruption (rerun_hooks): the latest record counts.
+        assert_eq!(last_hook(&[begun.clone(), ended(3), begun], "host-a"), Some(HookRecord::Begun));
+        assert_eq!(last_hook(&[other_host], "host-a"), None);
+    }
+}

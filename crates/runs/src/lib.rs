@@ -1,0 +1,32 @@
+//! ferry's application layer, between the binary and the engine.
+//!
+//! It builds runs ([`RunBuilder`]: a plan, a single move, a rollback, a drain's return),
+//! starts them, resumes, aborts (from another process, or here when no process runs them),
+//! rolls back and cleans up, and runs the operators' hooks. It returns outcomes and tells
+//! what happens through [`Events`]; it never prints. The binary parses arguments, prints
+//! and draws the progress.
+//!
+//! Its modules only look down: `execute` ← `rollback` ← `drain` ← `start`.
+
+pub mod abort;
+mod build;
+pub mod cleanup;
+pub mod cluster;
+pub mod drain;
+pub mod drivers;
+mod events;
+mod execute;
+pub mod hooks;
+pub mod inputs;
+pub mod journals;
+pub mod moving;
+pub mod owners;
+pub mod preview;
+pub mod rollback;
+pub mod sim;
+pub mod start;
+
+pub use build::{Built, RunBuilder};
+pub use events::{Error, Event, Events};
+pub use execute::Drive;
+pub use owners::Lost;

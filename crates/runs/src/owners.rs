@@ -1,0 +1,172 @@
+//! Who drives a run: the journal lease's owner (`host:pid`), whether another live process
+//! holds a run, taking a run's lease, and what this process does when it loses one.
+
+use ferry_document::RunDocument;
+use ferry_engine::EngineError;
+use ferry_journal::{Journal, JournalError, Lease, Run};
+use ferry_model::ClusterSpec;
+
+/// The lease rule lives with the lease, in the journal.
+pub use ferry_journal::owner_alive;
+
+use crate::drivers::{AnyDriver, SIM_OWNER};
+use crate::events::Error;
+
+/// `host:pid`, the journal lease's owner.
+pub fn owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// The owner a run on `driver` is journaled under: `host:pid`, or, for a simulation, the
+/// same name every time (the same simulation writes the same journal).
+pub fn owner_of(driver: &AnyDriver) -> String {
+    if driver.is_sim() {
+        SIM_OWNER.to_string()
+    } else {
+        owner()
+    }
+}
+
+/// Now, ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Whether another process holds the run: its owner beat recently, and, when it ran on
+/// this machine, its process still exists (a killed ferry is known dead at once).
+pub fn held_by_another(run: &Run, me: &str) -> bool {
+    let Some(owner) = run.owner.as_deref() else { return false };
+    if owner == me || !owner_alive(run.heartbeat_ms, now_ms()) {
+        return false;
+    }
+    let (host, pid) = owner.rsplit_once(':').unwrap_or((owner, ""));
+    let local = me.rsplit_once(':').is_some_and(|(my_host, _)| my_host == host);
+    !local || std::path::Path::new("/proc").join(pid).exists()
+}
+
+/// The runs of the journal that another live process holds: their claims on VMs hold
+/// however old (the active-run check). A journal that cannot be read gives none: the
+/// driver still refuses a VM whose claim is fresh or whose job runs.
+pub async fn live_runs(journal: &Journal) -> Vec<String> {
+    let me = owner();
+    let runs = journal.runs().await.unwrap_or_default();
+    runs.into_iter().filter(|r| !r.state.is_ended() && held_by_another(r, &me)).map(|r| r.id).collect()
+}
+
+/// Takes run `id`'s lease for `me`, unless another process holds it: refused then, in words
+/// that name the holder and what to do. A claim that loses a race to another process is
+/// refused the same way; one that meets another change (an abort request) reads the run
+/// again and decides again.
+pub async fn take_lease(journal: &Journal, id: &str, me: &str) -> Result<Lease, Error> {
+    for _ in 0..8 {
+        let run = journal.run(id).await.map_err(|e| Error::Failed(format!("run {id}: {e}")))?;
+        if held_by_another(&run, me) {
+            let since = (now_ms() - run.heartbeat_ms.unwrap_or(0)) / 1000;
+            return Err(Error::Failed(refusal(id, run.owner.as_deref().unwrap_or("another ferry"), Some(since))));
+        }
+        match journal.claim_lease(&run, me).await {
+            Ok(lease) => return Ok(lease),
+            Err(JournalError::LeaseHeld { holder, .. }) => return Err(Error::Failed(refusal(id, &holder, None))),
+            Err(JournalError::Conflict { .. }) => continue,
+            Err(e) => return Err(Error::Failed(format!("could not take run {id}: {e}"))),
+        }
+    }
+    Err(Error::Failed(format!("could not take run {id}: it kept changing while this ferry tried; try again")))
+}
+
+/// Another process drives run `id`: what to say, and what to do instead.
+fn refusal(id: &str, holder: &str, silent_s: Option<i64>) -> String {
+    let since = silent_s.map(|s| format!(" (its last sign of life was {s} s ago)")).unwrap_or_default();
+    format!(
+        "run {id} is being driven by {holder}{since}; this ferry starts nothing. `ferry status {id}` follows it; \
+         `ferry abort {id}` stops it"
+    )
+}
+
+/// Refused when another live process drives `run`, naming it and what to do first.
+pub fn refuse_if_driven(run: &Run) -> Result<(), Error> {
+    if held_by_another(run, &owner()) {
+        return Err(Error::Failed(format!(
+            "run {} is being driven by {}; this ferry starts nothing: `ferry abort {}` first",
+            run.id,
+            run.owner.as_deref().unwrap_or("?"),
+            run.id
+        )));
+    }
+    Ok(())
+}
+
+/// The lease this process holds on run `run_id`, or a new claim of it at `generation` (a
+/// run this process just created).
+pub(crate) async fn lease_for(journal: &Journal, run_id: &str, generation: i64, owner: &str) -> Result<Lease, String> {
+    if let Some(lease) = journal.lease(run_id) {
+        return Ok(lease);
+    }
+    journal.claim(run_id, generation, owner).await.map_err(|e| format!("could not take run {run_id}: {e}"))?;
+    journal.lease(run_id).ok_or_else(|| format!("run {run_id}: claimed, but the journal kept no lease"))
+}
+
+/// This ferry lost a run's lease: another process claimed the run and drives it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// The run.
+    pub run: String,
+    /// Who drives it now (`host:pid`).
+    pub holder: String,
+}
+
+impl Lost {
+    /// The lease loss a journal error reports, if it is one.
+    pub fn from_journal(e: &JournalError) -> Option<Lost> {
+        match e {
+            JournalError::LeaseLost { run, holder } => Some(Lost { run: run.clone(), holder: holder.clone() }),
+            _ => None,
+        }
+    }
+
+    /// The lease loss an engine error reports, if it is one.
+    pub fn from_engine(run: &str, e: &EngineError) -> Option<Lost> {
+        e.lost_to().map(|holder| Lost { run: run.to_string(), holder: holder.to_string() })
+    }
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} is now driven by {}; this ferry stopped starting moves (migrations it started go on in \
+             libvirt, and {} settles them; `ferry status {}` follows the run)",
+            self.run, self.holder, self.holder, self.run
+        )
+    }
+}
+
+/// Run `id`, or bad input naming the closest id the journal has.
+pub async fn find_run(journal: &Journal, id: &str) -> Result<Run, Error> {
+    match journal.run(id).await {
+        Ok(run) => Ok(run),
+        Err(JournalError::RunNotFound { .. }) => {
+            let runs = journal.runs().await.unwrap_or_default();
+            let mut text = format!("no run {id} in the journal at {}", journal.location());
+            match ferry_plan::closest(id, runs.iter().map(|r| r.id.as_str())) {
+                Some(near) => text.push_str(&format!("; did you mean {near}?")),
+                None if runs.is_empty() => text.push_str(": it holds no runs"),
+                None => text.push_str("; `ferry runs` lists them"),
+            }
+            Err(Error::BadInput(text))
+        }
+        Err(e) => Err(Error::failed(&e)),
+    }
+}
+
+/// Run `id`'s document and cluster, as journaled.
+pub async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, ClusterSpec), Error> {
+    let stored = journal.run_documents(id).await.map_err(|e| Error::failed(&e))?;
+    RunDocument::read(id, &stored).map_err(|e| Error::BadInput(crate::journals::chain(&e)))
+}
+
+/// Whether every move of run `id` succeeded.
+pub async fn all_succeeded(journal: &Journal, id: &str) -> bool {
+    journal.moves(id).await.is_ok_and(|moves| moves.iter().all(|m| m.status.is_success()))
+}

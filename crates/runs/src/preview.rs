@@ -1,0 +1,72 @@
+//! What a preview needs from the hosts and the journal besides the inventory.
+
+use std::collections::HashMap;
+
+use ferry_back::stale::{local_disks, unused_copies, History};
+use ferry_driver::{Driver, Volume};
+use ferry_journal::Journal;
+use ferry_model::Inventory;
+use ferry_plan::ResolvedMove;
+use ferry_preview::checks::EarlierCopy;
+
+use crate::drivers::AnyDriver;
+use crate::events::Events;
+
+/// For each moving VM, the unused copies of its host-local disks on the other hosts (any of
+/// them may become its target), each judged ferry's or not by `ferry_back::stale`'s rule
+/// from the journal (when there is one) and the VM's metadata. A host that cannot list its
+/// volumes is skipped with a note: the move's driver still refuses any volume in its way.
+/// A simulated fleet keeps no copies.
+pub async fn earlier_copies(
+    driver: &AnyDriver,
+    journal: Option<&Journal>,
+    inventory: &Inventory,
+    moves: &[ResolvedMove],
+    events: &Events,
+) -> HashMap<String, Vec<EarlierCopy>> {
+    let mut found: HashMap<String, Vec<EarlierCopy>> = HashMap::new();
+    let moving: Vec<_> = moves
+        .iter()
+        .filter_map(|m| inventory.vms.iter().find(|v| v.uuid == m.uuid))
+        .map(|vm| (vm, local_disks(vm)))
+        .filter(|(_, disks)| !disks.is_empty())
+        .collect();
+    if driver.is_sim() || moving.is_empty() {
+        return found;
+    }
+    let mut volumes: Vec<(String, Vec<Volume>)> = Vec::new();
+    for host in &inventory.hosts {
+        match driver.volumes(&host.name).await {
+            Ok(v) => volumes.push((host.name.clone(), v)),
+            Err(e) => events.warn(format!("{e}: copies left there are not looked for")),
+        }
+    }
+    for (vm, disks) in moving {
+        let mut history: Option<History> = None;
+        for (host, at_host) in volumes.iter().filter(|(h, _)| *h != vm.host) {
+            if unused_copies(&disks, at_host).is_empty() {
+                continue;
+            }
+            if history.is_none() {
+                let departures = match journal {
+                    Some(j) => ferry_engine::departures(j, &vm.uuid).await.unwrap_or_else(|e| {
+                        events.warn(format!("journal: {e}: {}'s moves there are not known", vm.name));
+                        Vec::new()
+                    }),
+                    None => Vec::new(),
+                };
+                history = Some(History { departures, metadata: vm.ferry.clone() });
+            }
+            let history = history.as_ref().expect("set just above");
+            for copy in ferry_back::stale::earlier_copies(&disks, at_host, history) {
+                found.entry(vm.uuid.clone()).or_default().push(EarlierCopy {
+                    host: host.clone(),
+                    pool: copy.volume.pool,
+                    name: copy.volume.name,
+                    left_by_ferry: copy.attribution.map(|a| a.to_string()),
+                });
+            }
+        }
+    }
+    found
+}
