@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use ferry_lab::{CheckConfig, LabError, UpConfig};
+use ferry_lab::{CheckConfig, LabError, MemoryMix, UpConfig};
 
 use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
@@ -29,6 +29,10 @@ pub enum LabCommand {
         /// Memory each guest dirties per second, MiB/s.
         #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
         dirty: f64,
+        /// What each new guest's working set holds: percent of pages all zero, of text
+        /// (compresses 3-4x with zstd) and random (incompressible); they must add up to 100.
+        #[arg(long, value_name = "ZERO:TEXT:RANDOM", default_value_t = MemoryMix::DEFAULT)]
+        memory_mix: MemoryMix,
         /// First of the 1000 ports the lab uses, on 127.0.0.1 or, with --link, in its own
         /// namespaces, whose addresses derive from it too (default: derived from --dir).
         #[arg(long)]
@@ -84,13 +88,14 @@ impl DirArg {
 /// Runs a lab subcommand.
 pub fn run(command: LabCommand, output: Output) -> ExitCode {
     let result = match command {
-        LabCommand::Up { dir, hosts, vms, mem, dirty, port_base, cache, link } => {
+        LabCommand::Up { dir, hosts, vms, mem, dirty, memory_mix, port_base, cache, link } => {
             let config = UpConfig {
                 dir: dir.path(),
                 hosts,
                 vms,
                 mem_mib: mem,
                 dirty_mib_s: dirty,
+                memory_mix,
                 port_base,
                 cache_dir: cache,
                 boot_timeout: Duration::from_secs(120),

@@ -1,13 +1,15 @@
 //! `ferry-guest`: the workload inside ferry's lab guests.
 //!
 //! Runs from the initramfs `/init` of a lab guest (see `ferry_lab::image`) and never exits on its
-//! own. It keeps a working set of pages whose content is a function of (page, generation, word),
-//! rewrites pages at the dirty rate asked for on the kernel command line, re-verifies every page
-//! every couple of seconds, writes and re-reads a disk block a second with direct I/O, and prints
-//! the `ferry-heartbeat` protocol on its stdout, the serial console.
+//! own. It keeps a working set of pages whose content is a function of (page, generation, word)
+//! and of the page's class (zero, text or random, mixed as asked: `memory.rs`), rewrites pages
+//! at the dirty rate asked for on the kernel command line, re-verifies every page every couple
+//! of seconds, writes and re-reads a disk block a second with direct I/O, and prints the
+//! `ferry-heartbeat` protocol on its stdout, the serial console.
 //!
 //! Settings come from `/proc/cmdline` (`ferry.dirty=MiB/s`, `ferry.wss=MiB`, `ferry.disk=PATH`
-//! or `none`); the `FERRY_CMDLINE` environment variable replaces it for running natively.
+//! or `none`, `ferry.mix=ZERO:TEXT:RANDOM` percent of pages); the `FERRY_CMDLINE` environment
+//! variable replaces it for running natively.
 //!
 //! Architecture invariant: std and libc only. The binary is linked statically and runs with
 //! nothing else around it but busybox.
@@ -71,13 +73,18 @@ fn main() -> ExitCode {
 fn run(settings: &Settings) -> ! {
     let started = Instant::now();
     let pages = usize::try_from(settings.wss_mib * PAGES_PER_MIB).expect("working set fits memory");
-    let mut memory = WorkingSet::new(pages);
+    let filling = Instant::now();
+    let mut memory = WorkingSet::new(pages, settings.memory_mix);
+    let fill_ms = filling.elapsed().as_millis() as u64;
 
     let disk = open_disk(&settings.disk);
     say(Boot {
         wss_mib: settings.wss_mib,
         dirty_mib_s: settings.dirty_mib_s,
         disk: disk.as_ref().map(|d| d.path().display().to_string()),
+        memory_mix: Some(settings.memory_mix),
+        pages_by_class: Some(memory.pages_by_class()),
+        fill_ms: Some(fill_ms),
     });
     let disk_verified = Arc::new(AtomicU64::new(0));
     if let Some(disk) = disk {

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use ferry_heartbeat::MemoryMix;
+
 /// What the workload does, from `ferry.*` words on the kernel command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -12,6 +14,8 @@ pub struct Settings {
     pub wss_mib: u64,
     /// `ferry.disk=`: which block device to write and verify.
     pub disk: DiskChoice,
+    /// `ferry.mix=ZERO:TEXT:RANDOM`: percent of working-set pages of each class.
+    pub memory_mix: MemoryMix,
 }
 
 /// Which disk the workload checks.
@@ -33,7 +37,7 @@ impl DiskChoice {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { dirty_mib_s: 0.0, wss_mib: 32, disk: DiskChoice::Default }
+        Settings { dirty_mib_s: 0.0, wss_mib: 32, disk: DiskChoice::Default, memory_mix: MemoryMix::DEFAULT }
     }
 }
 
@@ -41,7 +45,7 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadSetting {
     word: String,
-    reason: &'static str,
+    reason: String,
 }
 
 impl fmt::Display for BadSetting {
@@ -61,7 +65,7 @@ impl Settings {
             let Some(setting) = word.strip_prefix("ferry.") else {
                 continue;
             };
-            let bad = |reason| BadSetting { word: word.to_string(), reason };
+            let bad = |reason: &str| BadSetting { word: word.to_string(), reason: reason.to_string() };
             let (key, value) = setting.split_once('=').ok_or_else(|| bad("expected key=value"))?;
             match key {
                 "dirty" => {
@@ -85,7 +89,8 @@ impl Settings {
                         path => DiskChoice::Path(PathBuf::from(path)),
                     }
                 }
-                _ => return Err(bad("unknown setting (known: ferry.dirty, ferry.wss, ferry.disk)")),
+                "mix" => settings.memory_mix = value.parse().map_err(|e: ferry_heartbeat::BadMix| bad(&e.0))?,
+                _ => return Err(bad("unknown setting (known: ferry.dirty, ferry.wss, ferry.disk, ferry.mix)")),
             }
         }
         Ok(settings)
@@ -98,7 +103,7 @@ mod tests {
 
     fn check(cmdline: &str, expect: &str) {
         let actual = match Settings::from_cmdline(cmdline) {
-            Ok(s) => format!("dirty={} wss={} disk={:?}", s.dirty_mib_s, s.wss_mib, s.disk),
+            Ok(s) => format!("dirty={} wss={} disk={:?} mix={}", s.dirty_mib_s, s.wss_mib, s.disk, s.memory_mix),
             Err(e) => e.to_string(),
         };
         assert_eq!(actual, expect, "cmdline: {cmdline}");
@@ -106,16 +111,23 @@ mod tests {
 
     #[test]
     fn settings() {
-        check("console=ttyS0 quiet", "dirty=0 wss=32 disk=Default");
-        check("console=ttyS0 panic=-1 quiet ferry.dirty=10 ferry.wss=64\n", "dirty=10 wss=64 disk=Default");
-        check("ferry.dirty=2.5 ferry.disk=/dev/vdb", "dirty=2.5 wss=32 disk=Path(\"/dev/vdb\")");
-        check("ferry.disk=none", "dirty=0 wss=32 disk=None");
+        check("console=ttyS0 quiet", "dirty=0 wss=32 disk=Default mix=25:50:25");
+        check(
+            "console=ttyS0 panic=-1 quiet ferry.dirty=10 ferry.wss=64\n",
+            "dirty=10 wss=64 disk=Default mix=25:50:25",
+        );
+        check("ferry.dirty=2.5 ferry.disk=/dev/vdb", "dirty=2.5 wss=32 disk=Path(\"/dev/vdb\") mix=25:50:25");
+        check("ferry.disk=none ferry.mix=10:20:70", "dirty=0 wss=32 disk=None mix=10:20:70");
+        check(
+            "ferry.mix=10:20:30",
+            "bad kernel command line setting ferry.mix=10:20:30: \"10:20:30\": the percentages add up to 60, not 100",
+        );
         check("ferry.dirty=fast", "bad kernel command line setting ferry.dirty=fast: expected MiB/s");
         check("ferry.dirty=-1", "bad kernel command line setting ferry.dirty=-1: expected a rate of 0 or more MiB/s");
         check("ferry.wss=0", "bad kernel command line setting ferry.wss=0: the working set needs at least 1 MiB");
         check(
             "ferry.dirt=10",
-            "bad kernel command line setting ferry.dirt=10: unknown setting (known: ferry.dirty, ferry.wss, ferry.disk)",
+            "bad kernel command line setting ferry.dirt=10: unknown setting (known: ferry.dirty, ferry.wss, ferry.disk, ferry.mix)",
         );
         check("ferry.wss", "bad kernel command line setting ferry.wss: expected key=value");
     }

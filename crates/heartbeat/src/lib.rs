@@ -3,7 +3,7 @@
 //! The guest (`ferry-guest`) prints one line per event on its serial console:
 //!
 //! ```text
-//! FERRY boot wss_mib=32 dirty_mib_s=10 disk=/dev/vdb
+//! FERRY boot wss_mib=32 dirty_mib_s=10 disk=/dev/vdb mix=25:50:25 pages=2048:4096:2048 fill_ms=310
 //! FERRY hb seq=12 uptime_ms=12034 dirty_mib_s=9.8 verified=8192 disk_verified=40
 //! FERRY CORRUPT page=123 word=4 expected=0x… got=0x…
 //! FERRY CORRUPT disk block=7 expected=0x… got=0x…
@@ -27,6 +27,70 @@ pub const TOKEN: &str = "FERRY ";
 const KERNEL_TROUBLE: &[&str] =
     &["Kernel panic", "Out of memory", "Oops", "BUG:", "general protection fault", "Call Trace:", "segfault"];
 
+/// What a guest's working set holds, in percent of its pages: all-zero pages, pages of text,
+/// and pages of random bytes. Written `ZERO:TEXT:RANDOM` (`25:50:25`) on `ferry lab up`, on
+/// the guest's kernel command line and in its boot line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryMix {
+    /// Percent of pages that are all zero.
+    pub zero: u8,
+    /// Percent of pages of plausible text.
+    pub text: u8,
+    /// Percent of pages of random, incompressible bytes.
+    pub random: u8,
+}
+
+impl MemoryMix {
+    /// A quarter zero, half text, a quarter random: memory that compresses about as much as a
+    /// busy server's, neither to nothing nor not at all.
+    pub const DEFAULT: MemoryMix = MemoryMix { zero: 25, text: 50, random: 25 };
+}
+
+impl Default for MemoryMix {
+    fn default() -> Self {
+        MemoryMix::DEFAULT
+    }
+}
+
+impl fmt::Display for MemoryMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.zero, self.text, self.random)
+    }
+}
+
+/// Why a `ZERO:TEXT:RANDOM` text is not a memory mix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadMix(pub String);
+
+impl fmt::Display for BadMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadMix {}
+
+impl std::str::FromStr for MemoryMix {
+    type Err = BadMix;
+
+    fn from_str(text: &str) -> Result<MemoryMix, BadMix> {
+        let bad = |why: &str| BadMix(format!("{text:?}: {why}"));
+        let parts: Vec<&str> = text.split(':').collect();
+        let [zero, text_part, random] = parts.as_slice() else {
+            return Err(bad("expected ZERO:TEXT:RANDOM percentages of pages, such as 25:50:25"));
+        };
+        let percent = |part: &str| part.trim().parse::<u8>().ok().filter(|p| *p <= 100);
+        let (Some(zero), Some(text_pct), Some(random)) = (percent(zero), percent(text_part), percent(random)) else {
+            return Err(bad("each part must be a whole percentage from 0 to 100"));
+        };
+        let sum = u16::from(zero) + u16::from(text_pct) + u16::from(random);
+        if sum != 100 {
+            return Err(bad(&format!("the percentages add up to {sum}, not 100")));
+        }
+        Ok(MemoryMix { zero, text: text_pct, random })
+    }
+}
+
 /// The line the guest prints once, when its workload starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Boot {
@@ -36,6 +100,12 @@ pub struct Boot {
     pub dirty_mib_s: f64,
     /// The block device the guest writes and verifies, or `None` when it runs without a disk.
     pub disk: Option<String>,
+    /// The mix of its working set; `None` from a guest that predates mixes.
+    pub memory_mix: Option<MemoryMix>,
+    /// Pages of each class the guest built, zero, text and random, counted from its pages.
+    pub pages_by_class: Option<[u64; 3]>,
+    /// How long filling the working set took, in milliseconds.
+    pub fill_ms: Option<u64>,
 }
 
 impl fmt::Display for Boot {
@@ -46,7 +116,17 @@ impl fmt::Display for Boot {
             self.wss_mib,
             self.dirty_mib_s,
             self.disk.as_deref().unwrap_or("none")
-        )
+        )?;
+        if let Some(mix) = self.memory_mix {
+            write!(f, " mix={mix}")?;
+        }
+        if let Some([zero, text, random]) = self.pages_by_class {
+            write!(f, " pages={zero}:{text}:{random}")?;
+        }
+        if let Some(ms) = self.fill_ms {
+            write!(f, " fill_ms={ms}")?;
+        }
+        Ok(())
     }
 }
 
@@ -113,10 +193,22 @@ fn parse_protocol(line: &str) -> Option<Event> {
     match kind {
         "boot" => {
             let disk = field(fields, "disk")?;
+            // The mix fields are optional (older guests do not print them), but a malformed one
+            // makes the line unreadable rather than silently mix-less.
+            let pages_by_class = match field(fields, "pages") {
+                None => None,
+                Some(text) => {
+                    let counts: Vec<u64> = text.split(':').map(|n| n.parse().ok()).collect::<Option<_>>()?;
+                    Some(<[u64; 3]>::try_from(counts).ok()?)
+                }
+            };
             Some(Event::Boot(Boot {
                 wss_mib: field(fields, "wss_mib")?.parse().ok()?,
                 dirty_mib_s: rate(field(fields, "dirty_mib_s")?)?,
                 disk: (disk != "none").then(|| disk.to_string()),
+                memory_mix: field(fields, "mix").map(str::parse).transpose().ok()?,
+                pages_by_class,
+                fill_ms: field(fields, "fill_ms").map(str::parse).transpose().ok()?,
             }))
         }
         "hb" => Some(Event::Heartbeat(Heartbeat {
@@ -146,6 +238,8 @@ fn rate(text: &str) -> Option<f64> {
 pub struct LogReport {
     /// Boot lines seen.
     pub boots: u32,
+    /// The last boot line seen.
+    pub boot: Option<Boot>,
     /// Heartbeat lines seen.
     pub heartbeats: u64,
     /// The last heartbeat seen.
@@ -219,8 +313,9 @@ pub fn analyze(log: &str) -> LogReport {
     for line in log.split_inclusive('\n').filter(|line| line.ends_with('\n')) {
         match parse_line(line) {
             None => {}
-            Some(Event::Boot(_)) => {
+            Some(Event::Boot(boot)) => {
                 report.boots += 1;
+                report.boot = Some(boot);
                 expected_seq = Some(0);
             }
             Some(Event::Heartbeat(hb)) => {
@@ -449,18 +544,63 @@ mod tests {
 
     #[test]
     fn lines_round_trip() {
-        let boot = Boot { wss_mib: 32, dirty_mib_s: 10.0, disk: Some("/dev/vdb".to_string()) };
+        let boot = Boot {
+            wss_mib: 32,
+            dirty_mib_s: 10.0,
+            disk: Some("/dev/vdb".to_string()),
+            memory_mix: None,
+            pages_by_class: None,
+            fill_ms: None,
+        };
         assert_eq!(boot.to_string(), "FERRY boot wss_mib=32 dirty_mib_s=10 disk=/dev/vdb");
         assert_eq!(parse_line(&boot.to_string()), Some(Event::Boot(boot)));
 
-        let boot = Boot { wss_mib: 16, dirty_mib_s: 2.5, disk: None };
-        assert_eq!(boot.to_string(), "FERRY boot wss_mib=16 dirty_mib_s=2.5 disk=none");
+        let boot = Boot {
+            wss_mib: 16,
+            dirty_mib_s: 2.5,
+            disk: None,
+            memory_mix: Some(MemoryMix { zero: 10, text: 0, random: 90 }),
+            pages_by_class: Some([410, 0, 3686]),
+            fill_ms: Some(1234),
+        };
+        assert_eq!(
+            boot.to_string(),
+            "FERRY boot wss_mib=16 dirty_mib_s=2.5 disk=none mix=10:0:90 pages=410:0:3686 fill_ms=1234"
+        );
         assert_eq!(parse_line(&boot.to_string()), Some(Event::Boot(boot)));
 
         let hb =
             Heartbeat { seq: 12, uptime_ms: 12034, dirty_mib_s: 9.8, pages_verified: 8192, disk_blocks_verified: 40 };
         assert_eq!(hb.to_string(), "FERRY hb seq=12 uptime_ms=12034 dirty_mib_s=9.8 verified=8192 disk_verified=40");
         assert_eq!(parse_line(&format!("{hb}\r\n")), Some(Event::Heartbeat(hb)));
+    }
+
+    #[test]
+    fn memory_mixes() {
+        let parse = |text: &str| text.parse::<MemoryMix>().map(|m| m.to_string()).unwrap_or_else(|e| e.to_string());
+        assert_eq!(parse("25:50:25"), "25:50:25");
+        assert_eq!(parse("0:0:100"), "0:0:100");
+        assert_eq!(parse("100:0:0"), "100:0:0");
+        assert_eq!(parse("25:50:20"), "\"25:50:20\": the percentages add up to 95, not 100");
+        assert_eq!(parse("25:75"), "\"25:75\": expected ZERO:TEXT:RANDOM percentages of pages, such as 25:50:25");
+        assert_eq!(parse("25:50:x"), "\"25:50:x\": each part must be a whole percentage from 0 to 100");
+        assert_eq!(parse("-5:55:50"), "\"-5:55:50\": each part must be a whole percentage from 0 to 100");
+        assert_eq!(parse("101:0:0"), "\"101:0:0\": each part must be a whole percentage from 0 to 100");
+        assert_eq!(MemoryMix::default(), MemoryMix { zero: 25, text: 50, random: 25 });
+    }
+
+    #[test]
+    fn the_last_boot_line_is_kept() {
+        let log = [
+            "FERRY boot wss_mib=32 dirty_mib_s=10 disk=none mix=25:50:25 pages=2048:4096:2048 fill_ms=300\n"
+                .to_string(),
+            hb(0, 1000),
+        ]
+        .concat();
+        let boot = analyze(&log).boot.expect("a boot line");
+        assert_eq!(boot.memory_mix, Some(MemoryMix::DEFAULT));
+        assert_eq!(boot.pages_by_class, Some([2048, 4096, 2048]));
+        assert_eq!(boot.fill_ms, Some(300));
     }
 
     #[test]
@@ -473,6 +613,8 @@ mod tests {
             "FERRY hb seq=x uptime_ms=1 dirty_mib_s=1 verified=1 disk_verified=1",
             "FERRY hb seq=1 uptime_ms=1 dirty_mib_s=nan verified=1 disk_verified=1",
             "FERRY boot wss_mib=32 dirty_mib_s=10",
+            "FERRY boot wss_mib=32 dirty_mib_s=10 disk=none mix=50:50:1",
+            "FERRY boot wss_mib=32 dirty_mib_s=10 disk=none pages=1:2",
             "FERRY hello",
             "FERRYhb seq=1",
             "[    0.5] Run /init as init process",

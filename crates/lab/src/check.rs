@@ -47,6 +47,8 @@ pub struct VmStatus {
     pub uptime_s: Option<f64>,
     /// Seconds since the serial log last changed.
     pub log_age_s: Option<f64>,
+    /// The memory mix its boot line reports (`ZERO:TEXT:RANDOM` percent of pages).
+    pub memory_mix: Option<String>,
 }
 
 /// The whole lab as `lab status` shows it.
@@ -81,6 +83,7 @@ pub fn status(dir: &Path) -> Result<LabStatus, LabError> {
                 last_seq: report.last.as_ref().map(|h| h.seq),
                 uptime_s: report.last.as_ref().map(|h| h.uptime_ms as f64 / 1000.0),
                 log_age_s: log_age(&layout.serial_log(&vm.name)),
+                memory_mix: report.boot.and_then(|boot| boot.memory_mix).map(|mix| mix.to_string()),
             }
         })
         .collect();

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use check::{check, status, CheckConfig, HostStatus, LabStatus, VmCheck, VmStatus};
+pub use ferry_heartbeat::MemoryMix;
 pub use up::{down, up, UpConfig};
 
 /// Everything that can go wrong bringing a lab up or down.
@@ -223,8 +224,26 @@ pub struct LabVm {
     pub dirty_mib_s: f64,
     /// Working set, MiB.
     pub wss_mib: u64,
+    /// What its working set holds (`ZERO:TEXT:RANDOM` percent of pages); labs from before
+    /// mixes get the default when a guest is defined again.
+    #[serde(default, with = "mix_text")]
+    pub memory_mix: MemoryMix,
     /// Its data disk.
     pub disk: LabDisk,
+}
+
+/// A memory mix in `lab.json` as it is written everywhere else, `25:50:25`.
+mod mix_text {
+    use ferry_heartbeat::MemoryMix;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mix: &MemoryMix, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(mix)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MemoryMix, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A lab guest's data disk.
@@ -261,6 +280,12 @@ pub const fn guest_working_set_mib(mem_mib: u64) -> u64 {
 /// 5 MiB/s sent 133.7–135 MiB, of which ~2.5 MiB dirtied during the pass and 64 MiB working
 /// set (bench estimate_vs_real, 2026-11-23); 128 MiB guests boot the same image.
 pub const GUEST_BASE_NONZERO_MIB: f64 = 68.0;
+/// Memory of a lab guest of `mem_mib` with `mix` that is not zero, MiB: what a migration sends
+/// in full, the zero pages of its working set being sent as headers alone.
+pub fn guest_nonzero_mib(mem_mib: u64, mix: MemoryMix) -> f64 {
+    let working_set = guest_working_set_mib(mem_mib) as f64;
+    GUEST_BASE_NONZERO_MIB + working_set * f64::from(100 - mix.zero) / 100.0
+}
 /// How much missed work a lab guest makes up after auto-converge stopped its vCPU, s: it
 /// dirties to a clock and catches up at most 50 ms (`crates/guest`, `MAX_BACKLOG`).
 pub const GUEST_CATCH_UP_S: f64 = 0.05;
@@ -320,7 +345,7 @@ pub(crate) fn libvirt_err(host: &str, action: &str) -> impl Fn(virt::error::Erro
 
 #[cfg(test)]
 mod tests {
-    use super::guest_working_set_mib;
+    use super::{guest_nonzero_mib, guest_working_set_mib, MemoryMix};
 
     #[test]
     fn a_guest_works_on_a_quarter_of_its_memory_within_half_of_what_the_kernel_leaves() {
@@ -328,5 +353,12 @@ mod tests {
         assert_eq!(guest_working_set_mib(128), 28);
         assert_eq!(guest_working_set_mib(96), 12);
         assert_eq!(guest_working_set_mib(80), 8);
+    }
+
+    #[test]
+    fn the_zero_pages_of_the_mix_are_not_sent_in_full() {
+        assert_eq!(guest_nonzero_mib(256, MemoryMix::DEFAULT), 68.0 + 48.0);
+        assert_eq!(guest_nonzero_mib(256, MemoryMix { zero: 0, text: 0, random: 100 }), 68.0 + 64.0);
+        assert_eq!(guest_nonzero_mib(256, MemoryMix { zero: 100, text: 0, random: 0 }), 68.0);
     }
 }

@@ -14,7 +14,8 @@ use virt::storage_vol::StorageVol;
 use crate::layout::{self, Layout, Net, PRIVATE_DIRS};
 use crate::xml::{self, GuestDisk, GuestSpec};
 use crate::{
-    connect, image, libvirt_err, net, process, LabDisk, LabError, LabHost, LabState, LabVm, DATA_DISK_MIB, LOCAL_POOL,
+    connect, image, libvirt_err, net, process, LabDisk, LabError, LabHost, LabState, LabVm, MemoryMix, DATA_DISK_MIB,
+    LOCAL_POOL,
 };
 
 /// What `lab up` builds.
@@ -30,6 +31,8 @@ pub struct UpConfig {
     pub mem_mib: u64,
     /// Memory each guest dirties per second, MiB.
     pub dirty_mib_s: f64,
+    /// What each new guest's working set holds, in percent of its pages.
+    pub memory_mix: MemoryMix,
     /// First port of the lab's block of ports; derived from the directory when absent.
     pub port_base: Option<u16>,
     /// Where the guest kernel and initramfs are cached; `DIR/cache` when absent.
@@ -196,6 +199,7 @@ fn new_state(config: &UpConfig, layout: &Layout, net: Option<&Net>, kernel: Path
                 mem_mib: config.mem_mib,
                 dirty_mib_s: config.dirty_mib_s,
                 wss_mib: crate::guest_working_set_mib(config.mem_mib),
+                memory_mix: config.memory_mix,
                 disk,
                 name,
             }
@@ -393,6 +397,7 @@ fn ensure_running(
                 mem_mib: vm.mem_mib,
                 dirty_mib_s: vm.dirty_mib_s,
                 wss_mib: vm.wss_mib,
+                memory_mix: vm.memory_mix,
                 kernel: &state.kernel,
                 initrd: &state.initrd,
                 serial_log: &serial,

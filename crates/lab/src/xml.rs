@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use ferry_heartbeat::MemoryMix;
+
 /// What a lab guest looks like.
 #[derive(Debug, Clone)]
 pub struct GuestSpec<'a> {
@@ -17,6 +19,8 @@ pub struct GuestSpec<'a> {
     pub dirty_mib_s: f64,
     /// Working set the guest dirties and verifies, MiB.
     pub wss_mib: u64,
+    /// What the working set holds, percent of pages zero, text and random.
+    pub memory_mix: MemoryMix,
     /// Guest kernel.
     pub kernel: &'a Path,
     /// Guest initramfs (busybox and the guest workload).
@@ -82,7 +86,7 @@ pub fn domain(spec: &GuestSpec<'_>) -> String {
          \x20   <type arch='x86_64' machine='pc'>hvm</type>\n\
          \x20   <kernel>{kernel}</kernel>\n\
          \x20   <initrd>{initrd}</initrd>\n\
-         \x20   <cmdline>console=ttyS0 panic=-1 quiet ferry.dirty={dirty} ferry.wss={wss} ferry.disk=/dev/vda</cmdline>\n\
+         \x20   <cmdline>console=ttyS0 panic=-1 quiet ferry.dirty={dirty} ferry.wss={wss} ferry.mix={mix} ferry.disk=/dev/vda</cmdline>\n\
          \x20 </os>\n\
          \x20 <features><acpi/></features>\n\
          \x20 <on_poweroff>destroy</on_poweroff>\n\
@@ -105,6 +109,7 @@ pub fn domain(spec: &GuestSpec<'_>) -> String {
         initrd = escape(&spec.initrd.display().to_string()),
         dirty = spec.dirty_mib_s,
         wss = spec.wss_mib,
+        mix = spec.memory_mix,
         serial = escape(&spec.serial_log.display().to_string()),
     );
     xml
@@ -156,12 +161,13 @@ mod tests {
             mem_mib: 128,
             dirty_mib_s: 10.0,
             wss_mib: 32,
+            memory_mix: MemoryMix { zero: 10, text: 60, random: 30 },
             kernel: Path::new("/lab/vmlinuz"),
             initrd: Path::new("/lab/initrd"),
             serial_log: Path::new("/lab/a&b/serial.log"),
             disk: GuestDisk::Shared { export: "vm-1", address: Ipv4Addr::new(10, 237, 96, 200), port: 20010 },
         });
-        assert!(xml.contains("ferry.dirty=10 ferry.wss=32"));
+        assert!(xml.contains("ferry.dirty=10 ferry.wss=32 ferry.mix=10:60:30 "));
         assert!(xml.contains("/lab/a&amp;b/serial.log"));
         assert!(xml.contains("<acpi/>"));
         assert!(xml.contains("protocol='nbd' name='vm-1'"));
