@@ -165,7 +165,7 @@ fn failures(report: &Report, out: &mut String) {
     }
     let _ = write!(out, "<section id=\"failures\"><h2>Failures <span class=\"count\">{}</span></h2><ol>", failed.len());
     for (i, m) in failed {
-        let last_attempt = m.attempts.last().map(|a| a.message.as_str()).unwrap_or("");
+        let last_attempt = m.attempts.last().map(|a| a.attempt.message.as_str()).unwrap_or("");
         let reason =
             [m.message.as_str(), last_attempt].into_iter().find(|r| !r.is_empty()).unwrap_or("no reason was journaled");
         let _ = write!(
@@ -316,7 +316,7 @@ fn table(report: &Report, out: &mut String) {
             );
         }
         let last = m.attempts.last();
-        let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.bytes).reduce(|a, b| a + b);
+        let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.attempt.bytes).reduce(|a, b| a + b);
         // Optional end tags and quotes left out: the same DOM, a fifth fewer bytes.
         let _ = write!(
             out,
@@ -343,9 +343,9 @@ fn table(report: &Report, out: &mut String) {
         let _ = write!(
             out,
             "<td>{took}<td>{}<td>{}<td>{}<td>{}",
-            cell(last.and_then(|a| a.downtime_ms).map(|v| v.to_string())),
+            cell(last.and_then(|a| a.attempt.downtime_ms).map(|v| v.to_string())),
             cell(bytes.map(|b| (b >> 20).to_string())),
-            cell(last.and_then(|a| a.passes).map(|v| v.to_string())),
+            cell(last.and_then(|a| a.attempt.passes).map(|v| v.to_string())),
             m.attempts.len()
         );
         // Its story in one cell: why it ended as it did, the convergence decisions
@@ -382,27 +382,27 @@ fn data(report: &Report, hosts: &[String]) -> String {
     let mut attempts = Vec::new();
     for (i, m) in report.moves.iter().enumerate() {
         for a in &m.attempts {
-            let estimate = |key: &str| a.estimate.as_ref().and_then(|e| e.get(key)).and_then(Value::as_f64);
-            let outcome = a.outcome.map(|o| {
+            let estimate = |key: &str| a.attempt.estimate.as_ref().and_then(|e| e.get(key)).and_then(Value::as_f64);
+            let outcome = a.attempt.outcome.map(|o| {
                 let name = o.name();
                 statuses.iter().position(|s| *s == name).unwrap_or_else(|| {
                     statuses.push(name);
                     statuses.len() - 1
                 })
             });
-            let message = if a.message == m.message { "" } else { &a.message };
+            let message = if a.attempt.message == m.message { "" } else { &a.attempt.message };
             attempts.push(json!([
                 i,
-                a.number,
-                if a.kind == AttemptKind::Live { "l" } else { "c" },
+                a.attempt.number,
+                if a.attempt.kind == AttemptKind::Live { "l" } else { "c" },
                 outcome,
-                a.started_ms - t0,
-                a.ended_ms.map(|e| e - t0),
-                host_index.get(a.target.as_str()),
-                a.wall_ms,
-                a.downtime_ms,
-                a.bytes.map(|b| b >> 20),
-                a.passes,
+                a.attempt.started_ms - t0,
+                a.attempt.ended_ms.map(|e| e - t0),
+                host_index.get(a.attempt.target.as_str()),
+                a.attempt.wall_ms,
+                a.attempt.downtime_ms,
+                a.attempt.bytes.map(|b| b >> 20),
+                a.attempt.passes,
                 message,
                 estimate("total_s").map(|s| whole((s * 10.0).round() / 10.0)),
                 estimate("downtime_ms").map(|ms| whole(ms.round())),

@@ -155,21 +155,24 @@ fn format_move(m: &MoveReport, out: &mut String) {
         (None, _) => out.push_str("  not started\n"),
     }
     for a in &m.attempts {
-        let outcome = a.outcome.map_or_else(|| "not ended".to_owned(), |o| o.to_string());
+        let outcome = a.attempt.outcome.map_or_else(|| "not ended".to_owned(), |o| o.to_string());
         let figures = [
-            a.wall_ms.map(|v| format!("wall {}", duration(to_i64(v)))),
-            a.job_ms.map(|v| format!("job {}", duration(to_i64(v)))),
-            a.downtime_ms.map(|v| format!("downtime {v} ms")),
-            a.bytes.map(mib),
-            a.passes.map(|p| format!("{p} passes")),
+            a.attempt.wall_ms.map(|v| format!("wall {}", duration(to_i64(v)))),
+            a.attempt.job_ms.map(|v| format!("job {}", duration(to_i64(v)))),
+            a.attempt.downtime_ms.map(|v| format!("downtime {v} ms")),
+            a.attempt.bytes.map(mib),
+            a.attempt.passes.map(|p| format!("{p} passes")),
         ]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>()
         .join(", ");
-        out.push_str(&format!("  attempt {}  {} -> {}  {outcome}  {figures}\n", a.number, a.kind, a.target));
-        if !a.message.is_empty() {
-            out.push_str(&format!("    {}\n", a.message));
+        out.push_str(&format!(
+            "  attempt {}  {} -> {}  {outcome}  {figures}\n",
+            a.attempt.number, a.attempt.kind, a.attempt.target
+        ));
+        if !a.attempt.message.is_empty() {
+            out.push_str(&format!("    {}\n", a.attempt.message));
         }
         if !a.estimate_vs_actual.is_empty() {
             let compared: Vec<String> = a.estimate_vs_actual.iter().map(comparison).collect();
@@ -219,7 +222,7 @@ pub fn report_csv(report: &Report) -> Result<String, csv::Error> {
     let text = |v: Option<String>| v.unwrap_or_default();
     for m in &report.moves {
         let last = m.attempts.last();
-        let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.bytes).reduce(|a, b| a + b);
+        let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.attempt.bytes).reduce(|a, b| a + b);
         writer.write_record([
             m.vm.clone(),
             m.uuid.clone(),
@@ -229,9 +232,9 @@ pub fn report_csv(report: &Report) -> Result<String, csv::Error> {
             text(m.started_ms.map(rfc3339)),
             text(m.ended_ms.map(rfc3339)),
             m.attempts.len().to_string(),
-            text(last.and_then(|a| a.downtime_ms).map(|v| v.to_string())),
+            text(last.and_then(|a| a.attempt.downtime_ms).map(|v| v.to_string())),
             text(bytes.map(|v| v.to_string())),
-            text(last.and_then(|a| a.passes).map(|v| v.to_string())),
+            text(last.and_then(|a| a.attempt.passes).map(|v| v.to_string())),
             m.message.clone(),
         ])?;
     }

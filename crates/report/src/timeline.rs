@@ -210,7 +210,8 @@ pub(crate) fn hosts(report: &Report) -> Vec<String> {
     let mut hosts = report.planned.hosts.clone();
     let mut known: std::collections::HashSet<String> = hosts.iter().cloned().collect();
     for m in &report.moves {
-        let named = std::iter::once(&m.source).chain(m.target.iter()).chain(m.attempts.iter().map(|a| &a.target));
+        let named =
+            std::iter::once(&m.source).chain(m.target.iter()).chain(m.attempts.iter().map(|a| &a.attempt.target));
         for host in named {
             if known.insert(host.clone()) {
                 hosts.push(host.clone());
@@ -234,8 +235,12 @@ fn span(report: &Report, start: i64, end: Option<i64>) -> (i64, i64) {
 /// Lays the report out.
 pub(crate) fn layout(report: &Report) -> Timeline {
     let hosts = hosts(report);
-    let spans: Vec<(i64, i64)> =
-        report.moves.iter().flat_map(|m| &m.attempts).map(|a| span(report, a.started_ms, a.ended_ms)).collect();
+    let spans: Vec<(i64, i64)> = report
+        .moves
+        .iter()
+        .flat_map(|m| &m.attempts)
+        .map(|a| span(report, a.attempt.started_ms, a.attempt.ended_ms))
+        .collect();
     let first = spans.iter().map(|s| s.0).min();
     let last = spans.iter().map(|s| s.1).max();
     let (first, last) = match (first, last) {
@@ -267,17 +272,17 @@ pub(crate) fn layout(report: &Report) -> Timeline {
     let mut index = 0;
     for m in &report.moves {
         for a in &m.attempts {
-            let (start, end) = span(report, a.started_ms, a.ended_ms);
+            let (start, end) = span(report, a.attempt.started_ms, a.attempt.ended_ms);
             let (x0, x1) = (scale.x(start), scale.x(end));
             let bar = |inbound| Bar {
                 attempt: index,
                 row: 0,
                 x: x0,
                 w: (x1 - x0).max(1.0),
-                class: outcome_class(a.outcome),
+                class: outcome_class(a.attempt.outcome),
                 inbound,
             };
-            for (host, inbound) in [(m.source.as_str(), false), (a.target.as_str(), true)] {
+            for (host, inbound) in [(m.source.as_str(), false), (a.attempt.target.as_str(), true)] {
                 if let Some(&lane) = lane_of.get(host) {
                     pending[lane].push((x0, x0 + (x1 - x0).max(1.0), bar(inbound)));
                 }
@@ -349,11 +354,11 @@ fn mark(report: &Report, scale: &Scale, lanes: &mut [Lane]) {
         index += m.attempts.len();
         for (kind, at) in marks_of(m) {
             // The attempt it happened in: the last one started by then.
-            let Some(k) = m.attempts.iter().rposition(|a| a.started_ms <= at) else {
+            let Some(k) = m.attempts.iter().rposition(|a| a.attempt.started_ms <= at) else {
                 continue;
             };
             let attempt = first + k;
-            for host in [&m.source, &m.attempts[k].target] {
+            for host in [&m.source, &m.attempts[k].attempt.target] {
                 let Some(lane) = lane_of.get(host.as_str()).map(|&i| &mut lanes[i]) else {
                     continue;
                 };
@@ -381,8 +386,8 @@ fn marks_of(m: &MoveReport) -> Vec<(MarkKind, i64)> {
     }
     // A new attempt after one that failed falls back (to a cold move, to another target).
     for pair in m.attempts.windows(2) {
-        if !pair[0].outcome.is_some_and(Status::is_success) {
-            marks.push((MarkKind::Fallback, pair[1].started_ms));
+        if !pair[0].attempt.outcome.is_some_and(Status::is_success) {
+            marks.push((MarkKind::Fallback, pair[1].attempt.started_ms));
         }
     }
     marks

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use ferry_document::RunDocument;
-use ferry_journal::{Attempt, AttemptKind, Event, EventKind, Move, Run, RunKind, RunState};
+use ferry_journal::{Attempt, Event, EventKind, Move, Run, RunKind, RunState};
 use ferry_model::{ClusterSpec, Phase, Status};
 use ferry_preview::estimate::{makespan, MakespanLimits, PlannedMove};
 use serde::ser::{SerializeMap, Serializer};
@@ -349,35 +349,12 @@ pub struct MoveReport {
     pub events: Vec<EventView>,
 }
 
-/// One attempt in a report.
+/// One attempt in a report: the journal's record, and its estimate beside what happened.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptReport {
-    /// 1, 2, … within the move.
-    pub number: u32,
-    /// Live or cold.
-    pub kind: AttemptKind,
-    /// Where it moved the VM to.
-    pub target: String,
-    /// ms since the epoch.
-    pub started_ms: i64,
-    /// ms since the epoch; `None` while it runs (or if ferry died during it).
-    pub ended_ms: Option<i64>,
-    /// The status it gave the VM; `None` while it runs.
-    pub outcome: Option<Status>,
-    /// What happened, in words.
-    pub message: String,
-    /// Wall time.
-    pub wall_ms: Option<u64>,
-    /// Hypervisor job time.
-    pub job_ms: Option<u64>,
-    /// Downtime.
-    pub downtime_ms: Option<u64>,
-    /// Bytes transferred.
-    pub bytes: Option<u64>,
-    /// Memory passes.
-    pub passes: Option<u32>,
-    /// The preview's estimate, as journaled.
-    pub estimate: Option<Value>,
+    /// The attempt as journaled.
+    #[serde(flatten)]
+    pub attempt: Attempt,
     /// The estimate's figures beside what happened.
     pub estimate_vs_actual: Vec<Comparison>,
 }
@@ -529,22 +506,7 @@ pub(crate) fn attempt_report(a: &Attempt) -> AttemptReport {
         }
         _ => Vec::new(),
     };
-    AttemptReport {
-        number: a.number,
-        kind: a.kind,
-        target: a.target.clone(),
-        started_ms: a.started_ms,
-        ended_ms: a.ended_ms,
-        outcome: a.outcome,
-        message: a.message.clone(),
-        wall_ms: a.wall_ms,
-        job_ms: a.job_ms,
-        downtime_ms: a.downtime_ms,
-        bytes: a.bytes,
-        passes: a.passes,
-        estimate: a.estimate.clone(),
-        estimate_vs_actual,
-    }
+    AttemptReport { attempt: a.clone(), estimate_vs_actual }
 }
 
 fn summarize(moves: &[MoveReport]) -> Summary {
@@ -553,7 +515,7 @@ fn summarize(moves: &[MoveReport]) -> Summary {
     let last_end_ms = moves.iter().filter(|m| m.started_ms.is_some()).filter_map(|m| m.ended_ms).max();
     let worst = moves
         .iter()
-        .flat_map(|m| m.attempts.iter().map(move |a| (a.downtime_ms, &m.vm)))
+        .flat_map(|m| m.attempts.iter().map(move |a| (a.attempt.downtime_ms, &m.vm)))
         .filter_map(|(downtime, vm)| downtime.map(|d| (d, vm)))
         .max_by_key(|(downtime, _)| *downtime);
     Summary {
@@ -569,6 +531,6 @@ fn summarize(moves: &[MoveReport]) -> Summary {
         },
         worst_downtime_ms: worst.map(|(d, _)| d),
         worst_downtime_vm: worst.map(|(_, vm)| vm.clone()),
-        bytes: moves.iter().flat_map(|m| &m.attempts).filter_map(|a| a.bytes).sum(),
+        bytes: moves.iter().flat_map(|m| &m.attempts).filter_map(|a| a.attempt.bytes).sum(),
     }
 }
