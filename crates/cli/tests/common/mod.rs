@@ -147,7 +147,11 @@ impl TestLab {
 
 impl Drop for TestLab {
     fn drop(&mut self) {
-        let _ = ferry(&["lab", "down", "--purge", "--dir", self.dir_str()]);
+        // FERRY_KEEP_FAILED_LABS=1 keeps a failed test's lab directory (serial logs, daemon
+        // logs, journal) for a look after; its processes stop either way.
+        let keep = std::thread::panicking() && std::env::var_os("FERRY_KEEP_FAILED_LABS").is_some();
+        let down: &[&str] = if keep { &["lab", "down", "--dir"] } else { &["lab", "down", "--purge", "--dir"] };
+        let _ = ferry(&[down, &[self.dir_str()]].concat());
     }
 }
 
