@@ -229,7 +229,12 @@ fn lab_fleet(lab: &Lab, dirty: f64) -> Fleet {
 fn ferry_options(cap: Option<u64>) -> LiveOptions {
     let input =
         ferry_converge::StartInput { memory_mib: MEM_MIB, dirty_mib_s: None, bandwidth_mib_s: cap.map(|c| c as f64) };
-    ferry_engine::live_options(&ferry_converge::start(&ferry_plan::Policy::default(), &input), None)
+    ferry_engine::live_options(
+        &ferry_converge::start(&ferry_plan::Policy::default(), &input),
+        None,
+        false,
+        ferry_model::StreamOptions::default(),
+    )
 }
 
 fn simulate<F: std::future::Future>(f: F) -> F::Output {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ferry_model::Location;
+use ferry_model::{Compression, Location, StreamOptions};
 use ferry_preview::checks::CheckName;
 use ferry_runs::moving::{MoveAsk, Moved};
 
@@ -43,6 +43,24 @@ pub struct MoveArgs {
     /// Delete the source's copy of host-local volumes after a verified move.
     #[arg(long)]
     pub delete_source_volumes: bool,
+    /// Encrypt the migration stream with TLS (default: when both hosts' URIs use TLS).
+    #[arg(long, conflicts_with = "no_tls")]
+    pub tls: bool,
+    /// Send the migration stream in plain text, even between TLS hosts.
+    #[arg(long)]
+    pub no_tls: bool,
+    /// Parallel connections (QEMU multifd channels); 0: one stream.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub parallel: u32,
+    /// Compress the multifd channels: none, zstd or zlib (needs --parallel).
+    #[arg(long, value_name = "NAME", default_value = "none")]
+    pub compression: Compression,
+    /// Compression level: zstd 1-20, zlib 1-9.
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
+    /// Zero-copy sends (needs --parallel, no compression, no TLS, the guest's memory locked).
+    #[arg(long)]
+    pub zerocopy: bool,
     /// Waive a failed precheck (as `ferry preview --ignore`); repeatable. A VM that a live
     /// run is moving stays refused whatever is waived.
     #[arg(long, value_name = "CHECK")]
@@ -68,6 +86,19 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
             timeout_s: args.timeout,
             shutdown_timeout_s: args.shutdown_timeout,
             delete_source_volumes: args.delete_source_volumes,
+            tls: if args.tls {
+                Some(true)
+            } else if args.no_tls {
+                Some(false)
+            } else {
+                None
+            },
+            stream: StreamOptions {
+                parallel_connections: args.parallel,
+                compression: args.compression,
+                compression_level: args.compression_level,
+                zerocopy: args.zerocopy,
+            },
             ignore: args.ignore,
             cluster: args.cluster.location().map(Into::into),
         };

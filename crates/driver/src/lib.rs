@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use ferry_model::{Inventory, Location, Metadata, Step};
+use ferry_model::{Inventory, Location, Metadata, Step, StreamOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -125,6 +125,12 @@ pub struct LiveOptions {
     /// Auto-converge's throttle step per pass that fails to keep up, percent.
     #[serde(default)]
     pub auto_converge_increment: Option<u32>,
+    /// Encrypt the stream with TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Parallel connections, compression, zero-copy.
+    #[serde(default)]
+    pub stream: StreamOptions,
 }
 
 /// How a cold move runs.

@@ -287,6 +287,7 @@ impl<D: Driver> Engine<D> {
                     let _ = control_tx.send(TaskControl::Abort);
                 }
                 controls.insert(start.item, control_tx);
+                let pair = self.cluster.host(&spec.from).zip(self.cluster.host(&start.to));
                 let input = TaskInput {
                     item: start.item,
                     run_id: run_id.clone(),
@@ -298,6 +299,10 @@ impl<D: Driver> Engine<D> {
                     max_downtime_ms: self.settings.manual.max_downtime_ms,
                     completion_timeout: self.settings.manual.completion_timeout,
                     policy: self.settings.policy.clone(),
+                    tls: pair.is_some_and(|(from, to)| self.settings.policy.tls_between(from, to)),
+                    stream: pair.map_or(self.settings.policy.stream, |(from, to)| {
+                        self.settings.policy.stream_between(from, to)
+                    }),
                     generation: record.generation,
                 };
                 let channels = Channels {

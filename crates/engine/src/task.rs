@@ -9,7 +9,7 @@ use ferry_driver::{
     ColdOptions, Control, Driver, ErrorKind, LiveOptions, MoveError, MoveReport, MoveRequest, StepGate,
 };
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, NewAttempt};
-use ferry_model::{Phase, Status};
+use ferry_model::{Phase, Status, StreamOptions};
 use ferry_plan::{Mode, Policy};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -50,6 +50,10 @@ pub(crate) struct TaskInput {
     /// Instead of the policy's per-GiB completion timeout.
     pub completion_timeout: Option<Duration>,
     pub policy: Policy,
+    /// Whether the stream is encrypted, and its options, for this pair of hosts.
+    pub tls: bool,
+    /// Parallel connections, compression, zero-copy.
+    pub stream: StreamOptions,
     /// The move's journal generation when the task starts; the task owns the record until
     /// it reports back.
     pub generation: i64,
@@ -331,7 +335,7 @@ async fn live<D: Driver>(
             bandwidth_mib_s: input.bandwidth_mib_s,
         },
     );
-    let options = live_options(&start, input.max_downtime_ms);
+    let options = live_options(&start, input.max_downtime_ms, input.tls, input.stream);
     let bounds = Bounds::of(&input.policy, input.spec.memory_mib, input.completion_timeout.map(|t| t.as_secs_f64()));
     let mut converger = Converger::new(bounds, &start);
     // The job's intent is journaled before it starts: a crash from here on finds the move
@@ -563,9 +567,9 @@ fn failed(e: MoveError, why: Option<&str>) -> Outcome {
     }
 }
 
-/// What a live migration starts with: the convergence policy's start, and the operator's
-/// downtime limit when there is one.
-pub fn live_options(start: &StartPlan, max_downtime_ms: Option<u64>) -> LiveOptions {
+/// What a live migration starts with: the convergence policy's start, the operator's
+/// downtime limit when there is one, and the stream the pair of hosts uses.
+pub fn live_options(start: &StartPlan, max_downtime_ms: Option<u64>, tls: bool, stream: StreamOptions) -> LiveOptions {
     LiveOptions {
         auto_converge: start.auto_converge,
         postcopy: start.postcopy,
@@ -573,6 +577,8 @@ pub fn live_options(start: &StartPlan, max_downtime_ms: Option<u64>) -> LiveOpti
         max_downtime_ms: Some(max_downtime_ms.unwrap_or(start.downtime_ms)),
         auto_converge_initial: start.throttle.map(|t| t.0),
         auto_converge_increment: start.throttle.map(|t| t.1),
+        tls,
+        stream,
     }
 }
 

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_driver::{Control, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress};
-use ferry_model::{runs_only_on, ClusterSpec, HostSpec, Metadata, Phase};
+use ferry_model::{runs_only_on, ClusterSpec, Compression, HostSpec, Metadata, Phase, StreamOptions};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 use virt::domain::{Domain, MigrateParameters};
@@ -98,6 +98,7 @@ pub(crate) fn start(
     if options.postcopy {
         flags |= sys::VIR_MIGRATE_POSTCOPY;
     }
+    flags |= stream_flags(options.tls, &options.stream);
     let params = MigrateParameters {
         dest_xml: dest_xml.clone(),
         persist_xml: dest_xml,
@@ -106,7 +107,7 @@ pub(crate) fn start(
         auto_converge_increment: options.auto_converge_increment.and_then(|p| i32::try_from(p).ok()),
         uri: to.migration_uri.clone(),
         listen_address: to.migration_uri.as_deref().and_then(listen_address),
-        ..MigrateParameters::default()
+        ..stream_parameters(&options.stream)
     };
 
     let (progress_tx, progress) = mpsc::unbounded_channel();
@@ -122,6 +123,36 @@ pub(crate) fn start(
         })
         .map_err(|e| MoveError::init(ErrorKind::Internal, format!("could not start a thread: {e}")))?;
     Ok(Migration { progress, controls, outcome })
+}
+
+/// The flags of a stream: TLS, multifd, its compression, zero-copy sends.
+fn stream_flags(tls: bool, stream: &StreamOptions) -> u32 {
+    let mut flags = 0;
+    if tls {
+        flags |= sys::VIR_MIGRATE_TLS;
+    }
+    if stream.multifd() {
+        flags |= sys::VIR_MIGRATE_PARALLEL;
+    }
+    if stream.compression != Compression::None {
+        flags |= sys::VIR_MIGRATE_COMPRESSED;
+    }
+    if stream.zerocopy {
+        flags |= sys::VIR_MIGRATE_ZEROCOPY;
+    }
+    flags
+}
+
+/// The parameters of a stream: how many connections, which compression at which level.
+fn stream_parameters(stream: &StreamOptions) -> MigrateParameters {
+    let level = stream.compression_level.and_then(|l| i32::try_from(l).ok());
+    MigrateParameters {
+        parallel_connections: stream.multifd().then(|| i32::try_from(stream.parallel_connections).unwrap_or(i32::MAX)),
+        compression: (stream.compression != Compression::None).then(|| stream.compression.name().to_string()),
+        compression_zstd_level: level.filter(|_| stream.compression == Compression::Zstd),
+        compression_zlib_level: level.filter(|_| stream.compression == Compression::Zlib),
+        ..MigrateParameters::default()
+    }
 }
 
 struct Job {

@@ -6,6 +6,7 @@
 pub mod calendar;
 mod status;
 mod step;
+mod stream;
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use status::{Phase, Status};
 pub use step::{created_volumes, Step, StepRecord, StepState};
+pub use stream::{Compression, Needs, StreamOptions};
 
 /// A host as the cluster file declares it: how to reach it and what the operator says
 /// about it.

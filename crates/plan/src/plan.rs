@@ -21,6 +21,11 @@
 //! placement = "best-fit"              # best-fit | spread | least-loaded
 //! allow_cross_group = false
 //! stale_copies = "refuse"             # refuse | replace: earlier copies ferry left on a target
+//! tls = true                          # encrypt migration streams (default: when both hosts' URIs use TLS)
+//! parallel_connections = 4            # multifd channels (default 0: one stream)
+//! compression = "zstd"                # none | zstd | zlib (needs parallel_connections)
+//! compression_level = 1               # zstd 1-20, zlib 1-9
+//! zerocopy = false                    # zero-copy sends (multifd, no compression, no TLS)
 //!
 //! [[move]]
 //! vm = "web-1"
@@ -49,6 +54,7 @@
 
 use std::collections::HashMap;
 
+use ferry_model::{Compression, HostSpec, StreamOptions};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -162,6 +168,27 @@ pub struct Policy {
     /// the documents of runs journaled before it existed: those refused.
     #[serde(default)]
     pub stale_copies: StaleCopies,
+    /// Encrypt migration streams with TLS; `None`: when both hosts' URIs use TLS.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// Parallel connections, compression, zero-copy.
+    #[serde(default)]
+    pub stream: StreamOptions,
+}
+
+impl Policy {
+    /// Whether migrations from `from` to `to` are encrypted: as the policy says, else when
+    /// both hosts are reached over TLS (hosts set up for TLS migrations usually refuse any
+    /// other: QEMU's `migrate_tls_force`).
+    pub fn tls_between(&self, from: &HostSpec, to: &HostSpec) -> bool {
+        let tls = |h: &HostSpec| h.uri.starts_with("qemu+tls:");
+        self.tls.unwrap_or_else(|| tls(from) && tls(to))
+    }
+
+    /// The stream options of migrations from `from` to `to`.
+    pub fn stream_between(&self, _from: &HostSpec, _to: &HostSpec) -> StreamOptions {
+        self.stream
+    }
 }
 
 impl Default for Policy {
@@ -178,6 +205,8 @@ impl Default for Policy {
             delete_source_volumes: false,
             shutdown_timeout_s: 60,
             stale_copies: StaleCopies::Refuse,
+            tls: None,
+            stream: StreamOptions::default(),
         }
     }
 }
@@ -350,6 +379,11 @@ struct RawPolicy {
     delete_source_volumes: Option<bool>,
     shutdown_timeout_s: Option<Spanned<i64>>,
     stale_copies: Option<Spanned<String>>,
+    tls: Option<bool>,
+    parallel_connections: Option<Spanned<i64>>,
+    compression: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i64>>,
+    zerocopy: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +425,49 @@ fn any() -> Spanned<String> {
 }
 
 /// Collects located errors for one file.
+/// The stream options of `[policy]` into `policy`: each value checked, then the
+/// combination (an impossible one is named at the option that makes it so).
+fn stream_policy(p: &RawPolicy, policy: &mut Policy, errors: &mut Errors<'_>) {
+    policy.tls = p.tls;
+    let stream = &mut policy.stream;
+    if let Some(n) = &p.parallel_connections {
+        match u32::try_from(*n.get_ref()) {
+            Ok(n) if n <= 64 => stream.parallel_connections = n,
+            _ => errors.at(n.span(), "policy.parallel_connections", format!("{} is not in 0–64", n.get_ref())),
+        }
+    }
+    if let Some(name) = &p.compression {
+        match name.get_ref().parse::<Compression>() {
+            Ok(c) => stream.compression = c,
+            Err(e) => errors.at(name.span(), "policy.compression", e),
+        }
+    }
+    if let Some(level) = &p.compression_level {
+        match u32::try_from(*level.get_ref()) {
+            Ok(l) => stream.compression_level = Some(l),
+            Err(_) => errors.at(level.span(), "policy.compression_level", format!("{} is negative", level.get_ref())),
+        }
+    }
+    if let Some(zerocopy) = &p.zerocopy {
+        stream.zerocopy = *zerocopy.get_ref();
+    }
+    // Where to point at: the option the problem starts with, else the first one given.
+    let span_of = |problem: &str| {
+        let spans = [
+            ("compression_level", p.compression_level.as_ref().map(Spanned::span)),
+            ("compression", p.compression.as_ref().map(Spanned::span)),
+            ("zerocopy", p.zerocopy.as_ref().map(Spanned::span)),
+        ];
+        let named = spans.iter().find(|(name, span)| problem.starts_with(name) && span.is_some());
+        let any = spans.iter().find(|(_, span)| span.is_some());
+        named.or(any).and_then(|(_, span)| span.clone()).unwrap_or(0..0)
+    };
+    for problem in stream.problems(policy.tls == Some(true)) {
+        let field = problem.split(' ').next().unwrap_or("compression").to_string();
+        errors.at(span_of(&problem), format!("policy.{field}"), problem);
+    }
+}
+
 struct Errors<'a> {
     file: &'a str,
     text: &'a str,
@@ -496,6 +573,7 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
                 }
             }
         }
+        stream_policy(p, &mut policy, &mut errors);
         policy.auto_converge = p.auto_converge.unwrap_or(policy.auto_converge);
         policy.postcopy = p.postcopy.unwrap_or(policy.postcopy);
         policy.allow_cross_group = p.allow_cross_group.unwrap_or(policy.allow_cross_group);
@@ -815,6 +893,51 @@ fn file_stem(file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_options_are_read_and_impossible_ones_named_with_their_line() {
+        let drain = "[[drain]]\nhost = \"host-a\"\n";
+        let good =
+            format!("[policy]\nparallel_connections = 4\ncompression = \"zstd\"\ncompression_level = 3\n{drain}");
+        let plan = parse_plan_toml("p.toml", &good).expect("a good plan");
+        let want = StreamOptions {
+            parallel_connections: 4,
+            compression: Compression::Zstd,
+            compression_level: Some(3),
+            zerocopy: false,
+        };
+        assert_eq!((plan.policy.stream, plan.policy.tls), (want, None));
+        let cases = [
+            ("compression = \"lz4\"\n", 3, "policy.compression", "\"lz4\" is not one of none, zstd, zlib"),
+            ("compression = \"zstd\"\n", 3, "policy.compression", "compression zstd needs parallel_connections"),
+            (
+                "parallel_connections = 2\ncompression = \"zlib\"\ncompression_level = 12\n",
+                5,
+                "policy.compression_level",
+                "compression_level 12 is not in 1–9",
+            ),
+            (
+                "tls = true\nparallel_connections = 2\nzerocopy = true\n",
+                5,
+                "policy.zerocopy",
+                "zerocopy cannot be combined with TLS",
+            ),
+            ("parallel_connections = -1\n", 3, "policy.parallel_connections", "-1 is not in 0–64"),
+        ];
+        for (policy, line, field, message) in cases {
+            let text = format!("[plan]\nname = \"p\"\n[policy]\n{policy}{drain}");
+            let errors = parse_plan_toml("p.toml", &text).expect_err("an impossible stream");
+            assert_eq!(errors.len(), 1, "{policy}: {errors:?}");
+            let e = &errors[0];
+            assert_eq!((e.line, e.field.as_deref()), (Some(line + 1), Some(field)), "{policy}: {e:?}");
+            assert!(e.message.starts_with(message), "{policy}: {e:?}");
+        }
+        // A run journaled before the options existed reads back with none of them.
+        let mut old = toml::Table::try_from(&plan.policy).expect("serialises");
+        assert!(old.remove("stream").is_some() && old.remove("tls").is_none());
+        let read: Policy = old.try_into().expect("reads without the keys");
+        assert_eq!(read.stream, StreamOptions::default());
+    }
 
     #[test]
     fn stale_copies_are_refused_unless_the_plan_says_replace() {

@@ -7,7 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use ferry_model::{
-    blocking_claim, claim_refusal, ClaimFacts, ClusterSpec, Host, Inventory, Locality, Phase, Vm, VmState,
+    blocking_claim, claim_refusal, ClaimFacts, ClusterSpec, Compression, Host, HostSpec, Inventory, Locality, Phase,
+    Vm, VmState,
 };
 use ferry_plan::{Mode, Policy, StaleCopies};
 use serde::{Deserialize, Serialize};
@@ -67,9 +68,12 @@ pub enum CheckName {
     Direction,
     /// The VM is not being moved by another run (ferry's metadata on the domain).
     ActiveRun,
+    /// Both hosts' QEMU and libvirt can carry the stream the policy asks (TLS, parallel
+    /// connections, compression, zero-copy) for a live move.
+    Stream,
 }
 
-const NAMES: [(CheckName, &str); 13] = [
+const NAMES: [(CheckName, &str); 14] = [
     (CheckName::VmState, "vm-state"),
     (CheckName::Target, "target"),
     (CheckName::Maintenance, "maintenance"),
@@ -83,6 +87,7 @@ const NAMES: [(CheckName, &str); 13] = [
     (CheckName::AntiAffinity, "anti-affinity"),
     (CheckName::Direction, "direction"),
     (CheckName::ActiveRun, "active-run"),
+    (CheckName::Stream, "stream"),
 ];
 
 impl CheckName {
@@ -259,6 +264,9 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
     });
     checks.push(volumes(ctx, index, vm, target));
     checks.push(networks(vm, target));
+    if ctx.policy.mode != Mode::Cold {
+        checks.push(stream(ctx.policy, (source_spec, source), (target_spec, target)));
+    }
     if let Some(check) = anti_affinity(ctx, index, vm) {
         checks.push(check);
     }
@@ -277,6 +285,73 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
         )
     });
     checks
+}
+
+/// Whether both hosts can carry the stream the policy asks between them: every feature it
+/// uses against each host's QEMU and libvirt, and what the versions cannot tell (TLS needs
+/// migration certificates on both hosts; zero-copy needs the guest's memory locked).
+fn stream(policy: &Policy, from: (&HostSpec, Option<&Host>), to: (&HostSpec, &Host)) -> Check {
+    let tls = policy.tls_between(from.0, to.0);
+    let options = policy.stream_between(from.0, to.0);
+    let mut used: Vec<String> = Vec::new();
+    if tls {
+        used.push("TLS".into());
+    }
+    if options.multifd() {
+        used.push(format!("{} connections", options.parallel_connections));
+    }
+    if options.compression != Compression::None {
+        let level = options.compression_level.map(|l| format!(" level {l}")).unwrap_or_default();
+        used.push(format!("{}{level}", options.compression));
+    }
+    if options.zerocopy {
+        used.push("zero-copy".into());
+    }
+    if used.is_empty() {
+        return Check::new(CheckName::Stream, Outcome::Passed, "one plain stream");
+    }
+    let hosts = [Some(to.1), from.1];
+    let mut refused = Vec::new();
+    for needs in options.needs(tls, policy.postcopy) {
+        for host in hosts.iter().flatten() {
+            if host.hypervisor_version < needs.qemu {
+                refused.push(format!(
+                    "{} needs QEMU {} or later; {} runs {}",
+                    needs.what, needs.qemu, host.name, host.hypervisor_version
+                ));
+            }
+            if host.libvirt_version < needs.libvirt {
+                refused.push(format!(
+                    "{} needs libvirt {} or later; {} runs {}",
+                    needs.what, needs.libvirt, host.name, host.libvirt_version
+                ));
+            }
+        }
+    }
+    refused.extend(options.problems(tls));
+    if !refused.is_empty() {
+        return Check::new(CheckName::Stream, Outcome::Failed, refused.join("; "));
+    }
+    let mut unknown = Vec::new();
+    let plain: Vec<&str> =
+        [from.0, to.0].iter().filter(|h| !h.uri.starts_with("qemu+tls:")).map(|h| h.name.as_str()).collect();
+    if tls && !plain.is_empty() {
+        unknown.push(format!(
+            "{} reached without TLS: its QEMU needs migration certificates (migrate_tls_x509_cert_dir)",
+            plain.join(" and ")
+        ));
+    }
+    if options.zerocopy {
+        unknown.push("zero-copy needs the guest's memory locked (<memoryBacking><locked/>)".into());
+    }
+    if from.1.is_none() {
+        unknown.push(format!("{} did not answer: its versions are not known", from.0.name));
+    }
+    if unknown.is_empty() {
+        Check::new(CheckName::Stream, Outcome::Passed, used.join(", "))
+    } else {
+        Check::new(CheckName::Stream, Outcome::Warning, format!("{}; {}", used.join(", "), unknown.join("; ")))
+    }
 }
 
 /// Turns failures of the named checks into warnings that say they were waived; never a

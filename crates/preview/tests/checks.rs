@@ -1,8 +1,8 @@
 //! Every precheck, table-driven: passing, failing, and waived.
 
 use ferry_model::{
-    Claim, ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Metadata, Nic, Phase, Pool, Version, Vm,
-    VmState,
+    Claim, ClusterSpec, Compression, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Metadata, Nic, Phase, Pool,
+    Version, Vm, VmState,
 };
 use ferry_plan::{Mode, Policy};
 use std::collections::HashMap;
@@ -236,6 +236,66 @@ fn every_check_passes_fails_and_can_be_waived() {
             |w| w.inventory.hosts[1].hypervisor_version = Version { major: 7, minor: 2, release: 0 },
             Outcome::Failed,
             "older than 10.0.2",
+        ),
+        ("plain stream", CheckName::Stream, |_| {}, Outcome::Passed, "one plain stream"),
+        (
+            "zstd over four connections",
+            CheckName::Stream,
+            |w| {
+                w.policy.stream.parallel_connections = 4;
+                w.policy.stream.compression = Compression::Zstd;
+            },
+            Outcome::Passed,
+            "4 connections, zstd",
+        ),
+        (
+            "zstd on an old libvirt",
+            CheckName::Stream,
+            |w| {
+                w.policy.stream.parallel_connections = 2;
+                w.policy.stream.compression = Compression::Zstd;
+                w.inventory.hosts[1].libvirt_version = Version { major: 9, minor: 0, release: 0 };
+            },
+            Outcome::Failed,
+            "multifd compression needs libvirt 9.4.0 or later; b runs 9.0.0",
+        ),
+        (
+            "post-copy after multifd on QEMU 10.0",
+            CheckName::Stream,
+            |w| {
+                w.policy.stream.parallel_connections = 2;
+                w.policy.postcopy = true;
+            },
+            Outcome::Failed,
+            "post-copy with parallel connections needs QEMU 10.1.0 or later; b runs 10.0.2",
+        ),
+        (
+            "TLS asked of hosts reached over TCP",
+            CheckName::Stream,
+            |w| w.policy.tls = Some(true),
+            Outcome::Warning,
+            "TLS; a and b reached without TLS",
+        ),
+        (
+            "TLS by default between TLS hosts",
+            CheckName::Stream,
+            |w| {
+                for h in &mut w.cluster.hosts {
+                    h.uri = format!("qemu+tls://{}/system", h.name);
+                }
+            },
+            Outcome::Passed,
+            "TLS",
+        ),
+        (
+            "zero-copy asks for locked memory",
+            CheckName::Stream,
+            |w| {
+                w.policy.stream.parallel_connections = 2;
+                w.policy.stream.zerocopy = true;
+            },
+            Outcome::Warning,
+            "zero-copy needs the guest's memory locked",
         ),
         ("same group", CheckName::HostGroup, |_| {}, Outcome::Passed, "both in group g1"),
         (

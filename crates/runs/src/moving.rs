@@ -10,7 +10,7 @@ use ferry_document::{Manual, MoveSpec};
 use ferry_driver::{Driver, MoveReport};
 use ferry_engine::Command;
 use ferry_journal::Journal;
-use ferry_model::{ClusterSpec, Inventory, Status, Vm};
+use ferry_model::{ClusterSpec, Inventory, Status, StreamOptions, Vm};
 use ferry_plan::{Mode, Policy};
 use ferry_preview::checks::{check_move, verdict, waive, Candidate, CheckContext, CheckName, Outcome};
 use serde::Serialize;
@@ -46,6 +46,10 @@ pub struct MoveAsk {
     pub shutdown_timeout_s: u64,
     /// Delete the source's copies of host-local volumes after a verified move.
     pub delete_source_volumes: bool,
+    /// Encrypt the stream: `None`, when both hosts' URIs use TLS.
+    pub tls: Option<bool>,
+    /// Parallel connections, compression, zero-copy.
+    pub stream: StreamOptions,
     /// Checks waived.
     pub ignore: Vec<CheckName>,
     /// The cluster argument.
@@ -81,6 +85,10 @@ pub struct Moved {
 /// journaled or touched), then the driver's claim on the VM. Ctrl-C aborts the migration
 /// (the VM stays on its source).
 pub async fn move_vm(ask: &MoveAsk, journal: &JournalAt, events: &Events) -> Result<Moved, Error> {
+    let problems = ask.stream.problems(ask.tls == Some(true));
+    if !problems.is_empty() {
+        return Err(Error::BadInput(problems.join("; ")));
+    }
     let source = cluster::read(ask.cluster.as_deref()).map_err(Error::BadInput)?;
     let spec = source.spec();
     if spec.host(&ask.to).is_none() {
@@ -123,6 +131,8 @@ pub async fn move_vm(ask: &MoveAsk, journal: &JournalAt, events: &Events) -> Res
         delete_source_volumes: ask.delete_source_volumes,
         shutdown_timeout_s: ask.shutdown_timeout_s,
         max_downtime_ms: ask.max_downtime_ms.unwrap_or(Policy::default().max_downtime_ms),
+        tls: ask.tls,
+        stream: ask.stream,
         ..Policy::default()
     };
     if let Some(refusal) = precheck(ask, &vm, &spec, &inventory, &policy, &journal).await {
