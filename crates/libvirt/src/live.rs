@@ -98,6 +98,12 @@ pub(crate) fn start(
     if options.postcopy {
         flags |= sys::VIR_MIGRATE_POSTCOPY;
     }
+    // Hosts reached over TLS have migration certificates too; one with `migrate_tls_force`
+    // refuses a plaintext stream.
+    if from.migrates_tls_to(&to) {
+        flags |= sys::VIR_MIGRATE_TLS;
+        messages.push("migration stream over TLS".to_string());
+    }
     let params = MigrateParameters {
         dest_xml: dest_xml.clone(),
         persist_xml: dest_xml,
