@@ -34,7 +34,7 @@ pub enum Transport {
     /// `qemu+tls://` with the lab's own CA: each libvirtd verifies its clients'
     /// certificates, and QEMU refuses any migration stream that is not TLS.
     Tls,
-    /// `qemu+libssh://` to an sshd per host, with a lab key and known-hosts file.
+    /// `qemu+libssh2://` to an sshd per host, with a lab key and known-hosts file.
     Ssh,
 }
 
@@ -260,10 +260,13 @@ impl HostLayout {
             Transport::Tls => {
                 format!("qemu+tls://{address}:{port}/system?pkipath={}", crate::pki::client_dir(&self.lab_dir).display())
             }
-            // libssh rather than the ssh binary: only the library transports take a
-            // known-hosts file, and the binary's is ~/.ssh/known_hosts, outside the lab.
+            // A library transport rather than the ssh binary: only those take a known-hosts
+            // file (the binary's is ~/.ssh/known_hosts, outside the lab). libssh2 rather
+            // than libssh: over libssh, a reply of 64 KiB or more (domain capabilities)
+            // never arrived in a process without a libvirt event loop, as ferry is (libvirt
+            // 11.3).
             Transport::Ssh => format!(
-                "qemu+libssh://root@{address}:{port}/system?keyfile={}&known_hosts={}&known_hosts_verify=normal&sshauth=privkey",
+                "qemu+libssh2://root@{address}:{port}/system?keyfile={}&known_hosts={}&known_hosts_verify=normal&sshauth=privkey",
                 ssh_key(&self.lab_dir).display(),
                 known_hosts(&self.lab_dir).display(),
             ),

@@ -550,6 +550,14 @@ fn write_cluster_file(layout: &Layout, net: Option<&Net>, state: &LabState) -> R
             net.link_mib_s
         )),
     }
+    text.push_str(match state.transport {
+        Transport::Tls => {
+            "# Hosts are reached over TLS with the lab's own CA (pkipath); they accept TLS\n\
+                           # migration streams only.\n"
+        }
+        Transport::Ssh => "# Hosts are reached over ssh (an sshd per host) with the lab key and known-hosts file.\n",
+        Transport::Tcp => "# Hosts are reached over plaintext TCP without authentication.\n",
+    });
     text.push_str("# Every host sees the machine's few CPUs: its tiny guests are overcommitted.\n");
     let link = state.link_mib_s.unwrap_or(LAB_LINK_MIB_S);
     for (i, host) in state.hosts.iter().enumerate() {
