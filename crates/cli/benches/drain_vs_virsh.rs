@@ -385,6 +385,9 @@ impl Lab {
             &dirty,
             "--port-base",
             &port,
+            // Plain streams: virsh's plain migrate would be refused by a TLS lab.
+            "--transport",
+            "tcp",
         ];
         let link = link.map(|l| l.to_string());
         if let Some(link) = &link {

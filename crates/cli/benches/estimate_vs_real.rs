@@ -229,6 +229,9 @@ impl Lab {
             &dirty,
             "--port-base",
             &port,
+            // Plain streams, as the estimate's constants were calibrated.
+            "--transport",
+            "tcp",
         ]);
         assert!(out.status.success(), "lab up: {}\n{}", text(&out.stdout), text(&out.stderr));
         lab

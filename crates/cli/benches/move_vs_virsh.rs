@@ -15,7 +15,21 @@ fn main() {
     let dir_s = dir.to_str().expect("utf-8 path").to_string();
     let _ = Command::new(ferry).args(["lab", "down", "--purge", "--dir", &dir_s]).status();
     let up = Command::new(ferry)
-        .args(["lab", "up", "--dir", &dir_s, "--hosts", "2", "--vms", "2", "--port-base", "25000"])
+        // Plain streams: virsh's plain migrate would be refused by a TLS lab.
+        .args([
+            "lab",
+            "up",
+            "--dir",
+            &dir_s,
+            "--hosts",
+            "2",
+            "--vms",
+            "2",
+            "--port-base",
+            "25000",
+            "--transport",
+            "tcp",
+        ])
         .env("RUST_LOG", "warn")
         .output()
         .expect("ferry runs");

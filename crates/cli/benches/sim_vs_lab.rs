@@ -472,7 +472,9 @@ impl Lab {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-sim-{name}"));
         let lab = Lab { dir };
         let _ = ferry(&["lab", "down", "--purge", "--dir", lab.dir_str()]);
-        let mut full = vec!["lab", "up", "--dir", lab.dir_str(), "--mem", "256", "--port-base", PORT_BASE];
+        // Plain streams, as the simulator's constants were calibrated.
+        let mut full =
+            vec!["lab", "up", "--dir", lab.dir_str(), "--mem", "256", "--port-base", PORT_BASE, "--transport", "tcp"];
         full.extend(args);
         let out = ferry(&full);
         assert!(out.status.success(), "lab up: {}\n{}", text(&out.stdout), text(&out.stderr));

@@ -45,6 +45,12 @@ pub enum LabCommand {
         /// on 127.0.0.1, unshaped).
         #[arg(long, value_name = "MIB_S")]
         link: Option<u64>,
+        /// How ferry, virsh and the hosts reach each libvirtd: `tls` (the lab's own CA,
+        /// client certificates verified, migration streams TLS-only), `ssh` (an sshd per
+        /// host, a lab key and known-hosts file) or `tcp` (plaintext, no authentication).
+        /// Default: an existing lab's, else tls.
+        #[arg(long, value_name = "tls|ssh|tcp")]
+        transport: Option<ferry_lab::Transport>,
     },
     /// Hosts (pid, port, guests) and guests (host, state, last heartbeat).
     Status {
@@ -88,7 +94,7 @@ impl DirArg {
 /// Runs a lab subcommand.
 pub fn run(command: LabCommand, output: Output) -> ExitCode {
     let result = match command {
-        LabCommand::Up { dir, hosts, vms, mem, dirty, memory_mix, port_base, cache, link } => {
+        LabCommand::Up { dir, hosts, vms, mem, dirty, memory_mix, port_base, cache, link, transport } => {
             let config = UpConfig {
                 dir: dir.path(),
                 hosts,
@@ -100,6 +106,7 @@ pub fn run(command: LabCommand, output: Output) -> ExitCode {
                 cache_dir: cache,
                 boot_timeout: Duration::from_secs(120),
                 link_mib_s: link,
+                transport,
             };
             ferry_lab::up(&config).and_then(|_| print_status(&config.dir, output))
         }

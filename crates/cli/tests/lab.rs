@@ -18,7 +18,8 @@ fn a_capped_multi_pass_live_migration_with_virsh_leaves_the_guest_intact() {
     let src = lab.uri("host-b");
     let dst = lab.uri("host-a");
     let out = Command::new("virsh")
-        .args(["-c", &src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource"])
+        // The lab's hosts refuse plaintext migration streams (TLS, its default transport).
+        .args(["-c", &src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--tls"])
         .args(["--bandwidth", "64", "vm-2", &dst])
         .args(["--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
         .output()

@@ -91,7 +91,8 @@ fn a_linked_lab_shapes_a_migration_keeps_its_guests_and_leaves_no_namespace() {
             .split("[[host]]")
             .find(|b| b.contains(&format!("name = \"{host}\"")))
             .unwrap_or_else(|| panic!("{host} in the cluster file:\n{cluster}"));
-        assert!(block.contains(&format!("uri = \"qemu+tcp://10.237.96.{n}:2800{i}/system\"")), "{block}");
+        // TLS, the lab's default: the host's certificate names its namespace address.
+        assert!(block.contains(&format!("uri = \"qemu+tls://10.237.96.{n}:2800{i}/system?pkipath=")), "{block}");
         assert!(block.contains(&format!("migration_uri = \"tcp://10.237.96.{n}\"")), "{block}");
         assert!(block.contains("link_mib_s = 32\n"), "{block}");
     }

@@ -324,7 +324,9 @@ fn decisions(lab: &RunLab, run: &str) -> Vec<String> {
 /// Moves vm-2 back to host-b with plain virsh (no cap), so the next case starts the same.
 fn put_back(lab: &RunLab) {
     let out = Command::new("virsh")
-        .args(["-c", &lab.lab.uri("host-a"), "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "vm-2"])
+        // The lab's hosts refuse plaintext migration streams (TLS, its default transport).
+        .args(["-c", &lab.lab.uri("host-a"), "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--tls"])
+        .arg("vm-2")
         .arg(lab.lab.uri("host-b"))
         .args(["--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
         .output()
@@ -345,7 +347,7 @@ fn a_guest_too_busy_for_its_link_converges_with_auto_converge_or_post_copy_where
     // timeout ferry's plan gives a 128 MiB guest.
     let started = Instant::now();
     let mut virsh = Command::new("virsh")
-        .args(["-c", &lab.lab.uri("host-b"), "migrate", "--live", "--p2p", "--persistent", "--undefinesource"])
+        .args(["-c", &lab.lab.uri("host-b"), "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--tls"])
         .args(["--bandwidth", "12", "vm-2"])
         .arg(lab.lab.uri("host-a"))
         .args(["--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])

@@ -66,7 +66,7 @@ pub struct LabStatus {
 pub fn status(dir: &Path) -> Result<LabStatus, LabError> {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let state = LabState::load(&dir)?;
-    let layout = Layout { dir: dir.clone(), port_base: state.port_base };
+    let layout = Layout { dir: dir.clone(), port_base: state.port_base, transport: state.transport };
     let mut hosts = Vec::new();
     let mut vms: Vec<VmStatus> = state
         .vms
@@ -160,7 +160,7 @@ impl VmCheck {
 pub fn check(dir: &Path, config: &CheckConfig) -> Result<Vec<VmCheck>, LabError> {
     let lab = status(dir)?;
     let state = LabState::load(Path::new(&lab.dir))?;
-    let layout = Layout { dir: lab.dir.clone().into(), port_base: state.port_base };
+    let layout = Layout { dir: lab.dir.clone().into(), port_base: state.port_base, transport: state.transport };
     let mut verdicts: Vec<VmCheck> = Vec::new();
     for vm in &lab.vms {
         let mut problems = Vec::new();

@@ -5,6 +5,8 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 /// Most hosts one lab runs: each host takes one libvirtd port and one migration port range.
 pub const MAX_HOSTS: usize = 9;
 /// Ports each host's migration range spans (memory stream plus one NBD port per disk copy).
@@ -17,6 +19,47 @@ pub struct Layout {
     pub dir: PathBuf,
     /// First port of the lab's block of 1000 ports on 127.0.0.1.
     pub port_base: u16,
+    /// How ferry, virsh and the daemons reach each host's libvirtd.
+    pub transport: Transport,
+}
+
+/// How the lab's hosts are reached (`ferry lab up --transport`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `qemu+tcp://`, no authentication, plaintext migration streams: what labs were before
+    /// transports (a state file without the field is one of these).
+    #[default]
+    Tcp,
+    /// `qemu+tls://` with the lab's own CA: each libvirtd verifies its clients'
+    /// certificates, and QEMU refuses any migration stream that is not TLS.
+    Tls,
+    /// `qemu+libssh2://` to an sshd per host, with a lab key and known-hosts file.
+    Ssh,
+}
+
+impl Transport {
+    /// The name `--transport` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ssh => "ssh",
+        }
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Transport, String> {
+        match s {
+            "tcp" => Ok(Transport::Tcp),
+            "tls" => Ok(Transport::Tls),
+            "ssh" => Ok(Transport::Ssh),
+            other => Err(format!("{other:?} is not a transport: tls, ssh or tcp")),
+        }
+    }
 }
 
 /// One host's directories and ports.
@@ -26,7 +69,7 @@ pub struct HostLayout {
     pub name: String,
     /// Root of this host's private directories.
     pub root: PathBuf,
-    /// libvirtd's TCP port on 127.0.0.1.
+    /// The host's port: libvirtd's TCP or TLS listener, or its sshd (`--transport ssh`).
     pub port: u16,
     /// First and last port of the migration range.
     pub migration_ports: (u16, u16),
@@ -37,6 +80,10 @@ pub struct HostLayout {
     pub address: Ipv4Addr,
     /// The host's network namespace (`--link`); `None`: the machine's own network.
     pub netns: Option<String>,
+    /// How it is reached.
+    pub transport: Transport,
+    /// The lab directory (credentials shared by every host live there).
+    pub lab_dir: PathBuf,
 }
 
 /// The directories each host daemon sees at the system paths, bind-mounted in its own
@@ -105,6 +152,8 @@ impl Layout {
             migration_ports: (first, first + MIGRATION_PORTS_PER_HOST - 1),
             address: net.map_or(Ipv4Addr::LOCALHOST, |n| n.host_address(index)),
             netns: net.map(|n| n.host_namespace(index)),
+            transport: self.transport,
+            lab_dir: self.dir.clone(),
         }
     }
 
@@ -138,6 +187,22 @@ impl Layout {
         }
         ports
     }
+}
+
+/// The lab's ssh key (`--transport ssh`): every host authorizes it; its public half is
+/// beside it, `.pub`.
+pub fn ssh_key(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("ssh").join("id_ed25519")
+}
+
+/// The lab's known-hosts file: every host's key at its address and port.
+pub fn known_hosts(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("ssh").join("known_hosts")
+}
+
+/// The keys every host's sshd accepts: the lab key.
+pub fn authorized_keys(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("ssh").join("authorized_keys")
 }
 
 /// `host-a`, `host-b`, ... for index 0, 1, ...
@@ -185,9 +250,60 @@ impl HostLayout {
         self.root.join("log").join("libvirtd.log")
     }
 
-    /// The URI ferry uses to reach this host.
+    /// The URI ferry uses to reach this host. Credentials are named in the URI (libvirt
+    /// would look for them at fixed paths under /etc and ~/.ssh otherwise), so that ferry,
+    /// virsh and each libvirtd's peer-to-peer connection all use the lab's own.
     pub fn uri(&self) -> String {
-        format!("qemu+tcp://{}:{}/system", self.address, self.port)
+        let (address, port) = (self.address, self.port);
+        match self.transport {
+            Transport::Tcp => format!("qemu+tcp://{address}:{port}/system"),
+            Transport::Tls => {
+                format!("qemu+tls://{address}:{port}/system?pkipath={}", crate::pki::client_dir(&self.lab_dir).display())
+            }
+            // A library transport rather than the ssh binary: only those take a known-hosts
+            // file (the binary's is ~/.ssh/known_hosts, outside the lab). libssh2 rather
+            // than libssh: over libssh, a reply of 64 KiB or more (domain capabilities)
+            // never arrived in a process without a libvirt event loop, as ferry is (libvirt
+            // 11.3).
+            Transport::Ssh => format!(
+                "qemu+libssh2://root@{address}:{port}/system?keyfile={}&known_hosts={}&known_hosts_verify=normal&sshauth=privkey",
+                ssh_key(&self.lab_dir).display(),
+                known_hosts(&self.lab_dir).display(),
+            ),
+        }
+    }
+
+    /// The host's sshd files: host key, config, pid file, log (`--transport ssh`).
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.root.join("ssh")
+    }
+
+    /// sshd's config: key-only root login on the host's own address and port, its host key,
+    /// the lab key as the only authorized one; no PAM (there is no login session to set up).
+    pub fn sshd_config_text(&self) -> String {
+        let ssh = self.ssh_dir();
+        format!(
+            "ListenAddress {address}:{port}\n\
+             HostKey {key}\n\
+             PidFile {pid}\n\
+             AuthorizedKeysFile {authorized}\n\
+             PermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             LogLevel ERROR\n",
+            address = self.address,
+            port = self.port,
+            key = ssh.join("ssh_host_ed25519_key").display(),
+            pid = self.sshd_pid_file().display(),
+            authorized = authorized_keys(&self.lab_dir).display(),
+        )
+    }
+
+    /// sshd's pid file.
+    pub fn sshd_pid_file(&self) -> PathBuf {
+        self.ssh_dir().join("sshd.pid")
     }
 
     /// Where the host receives migration streams, for the cluster file.
@@ -195,22 +311,44 @@ impl HostLayout {
         format!("tcp://{}", self.address)
     }
 
-    /// libvirtd.conf: TCP on the host's address without auth, a unique host UUID (libvirt
-    /// decides "same host" by it alone), logs to a file.
+    /// libvirtd.conf: on the host's address, TCP without auth or TLS verifying every
+    /// client's certificate against the lab CA (nothing with ssh: sshd has the port and
+    /// sessions reach the daemon's UNIX socket); a unique host UUID (libvirt decides "same
+    /// host" by it alone), logs to a file.
     pub fn libvirtd_conf_text(&self, host_uuid: &str) -> String {
+        let listen = match self.transport {
+            Transport::Tcp => {
+                format!("listen_tls = 0\nlisten_tcp = 1\ntcp_port = \"{}\"\nauth_tcp = \"none\"\n", self.port)
+            }
+            Transport::Tls => {
+                let pki = crate::pki::host_dir(&self.lab_dir, &self.name);
+                format!(
+                    "listen_tls = 1\n\
+                     listen_tcp = 0\n\
+                     tls_port = \"{port}\"\n\
+                     auth_tls = \"none\"\n\
+                     key_file = \"{key}\"\n\
+                     cert_file = \"{cert}\"\n\
+                     ca_file = \"{ca}\"\n\
+                     tls_no_verify_certificate = 0\n\
+                     tls_no_sanity_certificate = 0\n",
+                    port = self.port,
+                    key = pki.join("serverkey.pem").display(),
+                    cert = pki.join("servercert.pem").display(),
+                    ca = pki.join("cacert.pem").display(),
+                )
+            }
+            Transport::Ssh => "listen_tls = 0\nlisten_tcp = 0\n".to_string(),
+        };
         format!(
-            "listen_tls = 0\n\
-             listen_tcp = 1\n\
+            "{listen}\
              listen_addr = \"{address}\"\n\
-             tcp_port = \"{port}\"\n\
-             auth_tcp = \"none\"\n\
              auth_unix_rw = \"none\"\n\
              auth_unix_ro = \"none\"\n\
              host_uuid = \"{host_uuid}\"\n\
              log_level = 3\n\
              log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n",
             address = self.address,
-            port = self.port,
         )
     }
 
@@ -228,6 +366,21 @@ impl HostLayout {
                 self.private_dir(sub).display()
             ));
         }
+        if self.transport == Transport::Ssh {
+            // sshd in the daemon's namespaces, so that a session's virt-ssh-helper finds this
+            // host's libvirt socket; one already running (the daemon alone was restarted)
+            // serves the new daemon's socket through the same directory.
+            let ssh = self.ssh_dir();
+            script.push_str(&format!(
+                "mkdir -p /run/sshd\nmount --bind '{privsep}' /run/sshd\n\
+                 if ! kill -0 \"$(cat '{pid}' 2>/dev/null)\" 2>/dev/null; then\n\
+                 /usr/sbin/sshd -f '{config}' -E '{log}'\nfi\n",
+                privsep = ssh.join("privsep").display(),
+                pid = self.sshd_pid_file().display(),
+                config = ssh.join("sshd_config").display(),
+                log = ssh.join("sshd.log").display(),
+            ));
+        }
         script.push_str(&format!(
             "exec libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p '{}'\n",
             self.pid_file().display()
@@ -242,8 +395,20 @@ impl HostLayout {
     /// a lab on one machine needs), console output to files without virtlogd, and this host's
     /// own migration port range. (libvirt refuses loopback as `migration_host` or
     /// `migration_address`, so migrations name the target address in their URI instead.)
+    /// With TLS, migration streams are TLS with client certificates verified, and QEMU
+    /// refuses any other (`migrate_tls_force`), as on a hardened fleet.
     pub fn qemu_conf_text(&self) -> String {
-        format!(
+        let tls = match self.transport {
+            Transport::Tls => format!(
+                "default_tls_x509_verify = 1\n\
+                 migrate_tls_x509_cert_dir = \"{}\"\n\
+                 migrate_tls_x509_verify = 1\n\
+                 migrate_tls_force = 1\n",
+                crate::pki::migration_dir(&self.lab_dir, &self.name).display()
+            ),
+            Transport::Tcp | Transport::Ssh => String::new(),
+        };
+        tls + &format!(
             "stdio_handler = \"file\"\n\
              user = \"root\"\n\
              group = \"root\"\n\
@@ -483,7 +648,7 @@ mod tests {
 
     #[test]
     fn hosts_get_disjoint_ports() {
-        let layout = Layout { dir: "/tmp/lab".into(), port_base: 20_000 };
+        let layout = Layout { dir: "/tmp/lab".into(), port_base: 20_000, transport: Transport::Tcp };
         let mut ports = layout.all_ports(MAX_HOSTS);
         let count = ports.len();
         ports.sort_unstable();
@@ -496,7 +661,7 @@ mod tests {
 
     #[test]
     fn a_linked_host_lives_in_its_namespace_at_its_address() {
-        let layout = Layout { dir: "/tmp/lab".into(), port_base: 28_000 };
+        let layout = Layout { dir: "/tmp/lab".into(), port_base: 28_000, transport: Transport::Tcp };
         let net = layout.net(3, 32);
         let host = layout.host_in(1, Some(&net));
         assert_eq!(net.subnet, [10, 237, 96]);
@@ -517,7 +682,7 @@ mod tests {
     fn every_port_base_gets_its_own_subnet_and_short_names() {
         let mut subnets = std::collections::HashSet::new();
         for base in 1024..=31_000 {
-            let net = Layout { dir: "/tmp/lab".into(), port_base: base }.net(MAX_HOSTS, 1);
+            let net = Layout { dir: "/tmp/lab".into(), port_base: base, transport: Transport::Tcp }.net(MAX_HOSTS, 1);
             assert!(subnets.insert(net.subnet), "{base}: subnet {:?} used twice", net.subnet);
             assert!(net.subnet[1] >= 128, "{base}: {:?}", net.subnet);
             assert!(net.root_link().len() <= 15, "{}: longer than IFNAMSIZ", net.root_link());
@@ -532,7 +697,7 @@ mod tests {
 
     #[test]
     fn build_commands_shape_every_host_and_name_only_the_labs_things() {
-        let net = Layout { dir: "/tmp/lab".into(), port_base: 28_000 }.net(2, 32);
+        let net = Layout { dir: "/tmp/lab".into(), port_base: 28_000, transport: Transport::Tcp }.net(2, 32);
         let cmds = net.build_commands();
         let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
         assert!(

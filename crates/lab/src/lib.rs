@@ -8,7 +8,9 @@
 pub mod image;
 pub mod layout;
 pub mod net;
+pub mod pki;
 pub mod process;
+mod ssh;
 pub mod xml;
 
 mod check;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{check, status, CheckConfig, HostStatus, LabStatus, VmCheck, VmStatus};
 pub use ferry_heartbeat::MemoryMix;
+pub use layout::Transport;
 pub use up::{down, up, UpConfig};
 
 /// Everything that can go wrong bringing a lab up or down.
@@ -66,6 +69,16 @@ pub enum LabError {
         dir: PathBuf,
         /// What it has: "with --link N MiB/s" or "without --link".
         has: String,
+    },
+    /// An existing lab reaches its hosts another way than asked for.
+    #[error(
+        "{dir} already holds a lab with --transport {has}; pass --transport {has}, use another --dir, or `ferry lab down --purge` first"
+    )]
+    TransportMismatch {
+        /// The lab directory.
+        dir: PathBuf,
+        /// The transport it has.
+        has: &'static str,
     },
     /// The lab's network namespaces hold processes that are not the lab's.
     #[error("network namespaces {namespaces} hold processes of another lab ({pids}); choose another --port-base")]
@@ -161,6 +174,7 @@ impl LabError {
                 | LabError::PortsInUse { .. }
                 | LabError::ShapeMismatch { .. }
                 | LabError::LinkMismatch { .. }
+                | LabError::TransportMismatch { .. }
                 | LabError::NetworkInUse { .. }
                 | LabError::SubnetTaken { .. }
                 | LabError::NoLab(_)
@@ -184,6 +198,9 @@ pub struct LabState {
     /// Each host's outbound link, MiB/s, when hosts have their own network (`--link`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_mib_s: Option<u64>,
+    /// How its hosts are reached; a state file written before transports is a TCP lab.
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 /// One lab host.

@@ -136,14 +136,16 @@ pub fn alive(pid: u32) -> bool {
 pub fn lab_processes(dir: &Path, guest_uuids: &[String]) -> Vec<u32> {
     let mut needles: Vec<Vec<u8>> = vec![dir.as_os_str().as_encoded_bytes().to_vec()];
     needles.extend(guest_uuids.iter().map(|u| format!("-uuid\0{u}\0").into_bytes()));
-    let me = std::process::id();
+    // This process and whatever started it (`timeout … ferry lab up --dir D`, a shell) name
+    // the directory too, and are not the lab's.
+    let mine = ancestry(std::process::id());
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     let mut pids = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == me {
+        if mine.contains(&pid) {
             continue;
         }
         let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
@@ -153,6 +155,23 @@ pub fn lab_processes(dir: &Path, guest_uuids: &[String]) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// `pid` and its ancestors, up to init.
+fn ancestry(pid: u32) -> Vec<u32> {
+    let mut chain = vec![pid];
+    let mut current = pid;
+    while let Some(parent) = parent_of(current).filter(|p| *p > 1 && !chain.contains(p)) {
+        chain.push(parent);
+        current = parent;
+    }
+    chain
+}
+
+/// The parent of `pid`, from /proc/PID/stat (the field after the state letter).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Sends `signal` to `pid`; a process already gone is not an error.
@@ -179,5 +198,29 @@ pub fn terminate(pids: &[u32], grace: Duration) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) && pids.iter().any(|p| alive(*p)) {
         sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_and_its_parents_are_never_the_labs() {
+        let me = std::process::id();
+        let chain = ancestry(me);
+        assert_eq!(chain[0], me);
+        assert_eq!(chain.get(1).copied(), parent_of(me).filter(|p| *p > 1), "{chain:?}");
+        // A process this one started, naming a directory, is found; this one, whose own
+        // command line names it too, is not.
+        let dir = std::env::temp_dir().join(format!("ferry-ancestry-{me}"));
+        let mut child =
+            std::process::Command::new("sleep").args(["30", &dir.display().to_string()]).spawn().expect("sleep runs");
+        let found = lab_processes(&dir, &[]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, [child.id()]);
+        let exe = std::env::current_exe().expect("the test binary");
+        assert!(!lab_processes(&exe, &[]).contains(&me));
     }
 }

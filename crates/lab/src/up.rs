@@ -11,7 +11,7 @@ use tracing::info;
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
 
-use crate::layout::{self, Layout, Net, PRIVATE_DIRS};
+use crate::layout::{self, Layout, Net, Transport, PRIVATE_DIRS};
 use crate::xml::{self, GuestDisk, GuestSpec};
 use crate::{
     connect, image, libvirt_err, net, process, LabDisk, LabError, LabHost, LabState, LabVm, MemoryMix, DATA_DISK_MIB,
@@ -42,6 +42,9 @@ pub struct UpConfig {
     /// Each host's outbound link, MiB/s: when given, every host runs in its own network
     /// namespace behind a shaped veth; when absent, every host is on 127.0.0.1, unshaped.
     pub link_mib_s: Option<u64>,
+    /// How ferry, virsh and the daemons reach each host's libvirtd, and whether migration
+    /// streams must be TLS; when absent, an existing lab's, else TLS.
+    pub transport: Option<Transport>,
 }
 
 impl UpConfig {
@@ -106,10 +109,15 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
             };
             return Err(LabError::LinkMismatch { dir, has });
         }
+        // Daemon configs, URIs and guests' migration settings all follow the transport.
+        if config.transport.is_some_and(|t| t != state.transport) {
+            return Err(LabError::TransportMismatch { dir, has: state.transport.name() });
+        }
     }
     let port_base =
         existing.as_ref().map(|s| s.port_base).or(config.port_base).unwrap_or_else(|| layout::default_port_base(&dir));
-    let layout = Layout { dir: dir.clone(), port_base };
+    let transport = existing.as_ref().map(|s| s.transport).or(config.transport).unwrap_or(Transport::Tls);
+    let layout = Layout { dir: dir.clone(), port_base, transport };
     let net = config.link_mib_s.map(|link| layout.net(config.hosts, link));
 
     let uuids: Vec<String> = existing.iter().flat_map(|s| s.vms.iter().map(|v| v.uuid.clone())).collect();
@@ -143,6 +151,7 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
     let state = LabState { kernel: image.kernel, initrd: image.initrd, link_mib_s: config.link_mib_s, ..state };
     // Written before the network exists, so that `down` always finds its port base.
     write_state(&layout, &state)?;
+    ensure_credentials(&layout, net.as_ref(), &state)?;
 
     if let Some(net) = &net {
         if !running.is_empty() && !net::is_complete(net) {
@@ -205,7 +214,30 @@ fn new_state(config: &UpConfig, layout: &Layout, net: Option<&Net>, kernel: Path
             }
         })
         .collect();
-    LabState { port_base: layout.port_base, hosts, vms, kernel, initrd, link_mib_s: config.link_mib_s }
+    LabState {
+        port_base: layout.port_base,
+        hosts,
+        vms,
+        kernel,
+        initrd,
+        link_mib_s: config.link_mib_s,
+        transport: layout.transport,
+    }
+}
+
+/// The transport's credentials, made once and kept: TLS certificates from the lab's CA, or
+/// ssh keys and the known-hosts file.
+fn ensure_credentials(layout: &Layout, net: Option<&Net>, state: &LabState) -> Result<(), LabError> {
+    let hosts: Vec<_> = (0..state.hosts.len()).map(|i| layout.host_in(i, net)).collect();
+    match layout.transport {
+        Transport::Tcp => Ok(()),
+        Transport::Tls => {
+            let hosts: Vec<_> =
+                hosts.iter().map(|h| crate::pki::PkiHost { name: h.name.clone(), address: h.address }).collect();
+            crate::pki::ensure(&layout.dir, &hosts)
+        }
+        Transport::Ssh => crate::ssh::ensure(&layout.dir, &hosts),
+    }
 }
 
 /// Where the shared storage listens: on loopback, or on the bridge in the lab's own network
@@ -484,7 +516,7 @@ pub fn down(dir: &Path, purge: bool) -> Result<usize, LabError> {
     // The state file is written before any network exists; without one, the port base
     // could only be the default one, and a network found there may be another lab's.
     let port_base = state.as_ref().map_or_else(|| layout::default_port_base(&dir), |s| s.port_base);
-    let prefix = Layout { dir: dir.clone(), port_base }.net_prefix();
+    let prefix = Layout { dir: dir.clone(), port_base, transport: Transport::Tcp }.net_prefix();
     match &state {
         Some(state) if state.link_mib_s.is_none() => {}
         Some(_) => net::remove(&prefix)?,
@@ -523,6 +555,14 @@ fn write_cluster_file(layout: &Layout, net: Option<&Net>, state: &LabState) -> R
             net.link_mib_s
         )),
     }
+    text.push_str(match state.transport {
+        Transport::Tls => {
+            "# Hosts are reached over TLS with the lab's own CA (pkipath); they accept TLS\n\
+                           # migration streams only.\n"
+        }
+        Transport::Ssh => "# Hosts are reached over ssh (an sshd per host) with the lab key and known-hosts file.\n",
+        Transport::Tcp => "# Hosts are reached over plaintext TCP without authentication.\n",
+    });
     text.push_str("# Every host sees the machine's few CPUs: its tiny guests are overcommitted.\n");
     let link = state.link_mib_s.unwrap_or(LAB_LINK_MIB_S);
     for (i, host) in state.hosts.iter().enumerate() {

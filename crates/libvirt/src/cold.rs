@@ -75,7 +75,12 @@ pub(crate) fn run(
         cold.step(step, || {
             let bytes = volumes::copy(&src, &dst, copy)?;
             copied += bytes;
-            Ok(format!("copied {} MiB into {} through libvirt streams", bytes >> 20, copy.target_path))
+            Ok(format!(
+                "copied {} MiB into {} through libvirt streams ({} connections)",
+                bytes >> 20,
+                copy.target_path,
+                from.transport().name()
+            ))
         })?;
     }
     let mut defined = None;

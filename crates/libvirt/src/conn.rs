@@ -12,6 +12,7 @@ use crate::error::Failure;
 /// ferry reports every error itself, with context. A failure whose code says nothing more
 /// specific (an unauthorized one is refused) is the host being unreachable.
 pub(crate) fn open(host: &HostSpec) -> Result<Connect, Failure> {
+    crate::transport::check_credentials(host)?;
     virt::error::clear_error_callback();
     Connect::open(Some(&host.uri)).map_err(|e| {
         let failure = Failure::from(e).reworded(|m| format!("{} unreachable: {m}", host.name));

@@ -17,6 +17,7 @@ mod leftovers;
 mod live;
 mod metadata;
 mod recover;
+mod transport;
 mod volumes;
 
 use std::collections::HashMap;

@@ -98,7 +98,12 @@ pub(crate) fn start(
     if options.postcopy {
         flags |= sys::VIR_MIGRATE_POSTCOPY;
     }
+    // Hosts reached over TLS have migration certificates too; one with `migrate_tls_force`
+    // refuses a plaintext stream. The engine decides (`Policy::tls_between`).
     flags |= stream_flags(options.tls, &options.stream);
+    if options.tls {
+        messages.push("migration stream over TLS".to_string());
+    }
     let params = MigrateParameters {
         dest_xml: dest_xml.clone(),
         persist_xml: dest_xml,

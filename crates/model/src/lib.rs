@@ -50,7 +50,69 @@ pub struct ClusterSpec {
     pub hosts: Vec<HostSpec>,
 }
 
+/// How ferry and the other hosts' libvirtd reach a host's libvirtd: the transport of its
+/// URI (`qemu+TRANSPORT://`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `qemu+tls://`, or `qemu://HOST/` (libvirt's default for a remote host): TLS with
+    /// certificates.
+    Tls,
+    /// `qemu+ssh://`, `qemu+libssh://`, `qemu+libssh2://`: through an ssh session.
+    Ssh,
+    /// `qemu+tcp://`: plaintext.
+    Tcp,
+    /// `qemu:///…` or `qemu+unix://`: this machine's own daemon.
+    Unix,
+    /// `qemu+ext://`: an external program makes the connection.
+    Ext,
+}
+
+impl Transport {
+    /// The transport a libvirt URI names, or why it names none ferry knows.
+    pub fn of_uri(uri: &str) -> Result<Transport, String> {
+        let (scheme, rest) = uri.split_once("://").ok_or_else(|| format!("{uri:?} has no scheme://"))?;
+        let has_host = !rest.starts_with('/');
+        match scheme.split_once('+').map(|(_, t)| t) {
+            None if has_host => Ok(Transport::Tls),
+            None => Ok(Transport::Unix),
+            Some("tls") => Ok(Transport::Tls),
+            Some("ssh" | "libssh" | "libssh2") => Ok(Transport::Ssh),
+            Some("tcp") => Ok(Transport::Tcp),
+            Some("unix") => Ok(Transport::Unix),
+            Some("ext") => Ok(Transport::Ext),
+            Some(other) => {
+                Err(format!("{other:?} is not a libvirt transport (tls, ssh, libssh, libssh2, tcp, unix or ext)"))
+            }
+        }
+    }
+
+    /// Its name in words and files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tls => "tls",
+            Transport::Ssh => "ssh",
+            Transport::Tcp => "tcp",
+            Transport::Unix => "unix",
+            Transport::Ext => "ext",
+        }
+    }
+}
+
 impl HostSpec {
+    /// The transport of the host's URI (a URI that names none ferry knows is refused when
+    /// the cluster file is read; such a spec counts as plaintext here).
+    pub fn transport(&self) -> Transport {
+        Transport::of_uri(&self.uri).unwrap_or(Transport::Tcp)
+    }
+
+    /// Whether a migration from `self` to `target` goes over TLS (`VIR_MIGRATE_TLS`): when
+    /// both hosts' URIs use TLS, as a fleet that runs libvirt over TLS has migration
+    /// certificates too (and a host with `migrate_tls_force` refuses anything else).
+    pub fn migrates_tls_to(&self, target: &HostSpec) -> bool {
+        self.transport() == Transport::Tls && target.transport() == Transport::Tls
+    }
+
     /// Migration-direction rule, after Ganeti's migration tags: a host tagged
     /// `allow-from:CLASS` accepts VMs only from hosts tagged `CLASS`; a host without such
     /// tags accepts VMs from anywhere.
@@ -393,6 +455,42 @@ pub fn claim_refusal(metadata: &Metadata, host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uri_names_its_transport_and_tls_migrates_only_between_tls_hosts() {
+        for (uri, expect) in [
+            ("qemu+tls://10.0.0.1/system?pkipath=/etc/pki/ferry", Ok(Transport::Tls)),
+            ("qemu://10.0.0.1/system", Ok(Transport::Tls)),
+            ("qemu+ssh://root@h/system?keyfile=/k", Ok(Transport::Ssh)),
+            ("qemu+libssh://root@h:2222/system", Ok(Transport::Ssh)),
+            ("qemu+libssh2://h/system", Ok(Transport::Ssh)),
+            ("qemu+tcp://127.0.0.1:16509/system", Ok(Transport::Tcp)),
+            ("qemu:///system", Ok(Transport::Unix)),
+            ("qemu+unix:///system", Ok(Transport::Unix)),
+            ("qemu+ext:///system?command=/bin/x", Ok(Transport::Ext)),
+        ] {
+            assert_eq!(Transport::of_uri(uri), expect, "{uri}");
+        }
+        assert!(Transport::of_uri("qemu+tsl://h/system").is_err_and(|e| e.contains("\"tsl\" is not")));
+        assert!(Transport::of_uri("nope").is_err());
+        let spec = |uri: &str| HostSpec {
+            name: "h".into(),
+            uri: uri.into(),
+            migration_uri: None,
+            group: "g".into(),
+            tags: vec![],
+            link_mib_s: None,
+            cpu_overcommit: 1.0,
+            memory_overcommit: 1.0,
+            maintenance: false,
+            shared_pools: vec![],
+        };
+        let (tls, tcp) = (spec("qemu+tls://a/system"), spec("qemu+tcp://b/system"));
+        assert!(tls.migrates_tls_to(&spec("qemu://c/system")));
+        assert!(!tls.migrates_tls_to(&tcp));
+        assert!(!tcp.migrates_tls_to(&tls));
+        assert!(!spec("qemu+ssh://a/system").migrates_tls_to(&spec("qemu+ssh://b/system")));
+    }
 
     #[test]
     fn direction_rules_follow_allow_from_tags() {

@@ -3,7 +3,7 @@
 //! ```toml
 //! [[host]]
 //! name = "host-a"
-//! uri = "qemu+tcp://10.0.0.1/system"
+//! uri = "qemu+tls://10.0.0.1/system?pkipath=/etc/pki/ferry"   # qemu+tls, qemu+ssh, qemu+tcp, ...
 //! migration_uri = "tcp://10.0.0.1"   # where the target listens for migration streams
 //! group = "rack12"
 //! tags = ["ssd"]
@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use ferry_model::{ClusterSpec, HostSpec};
+use ferry_model::{ClusterSpec, HostSpec, Transport};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -48,7 +48,9 @@ struct RawHost {
     shared_pools: Vec<String>,
 }
 
-/// Parses and validates a cluster file. All problems are returned at once.
+/// Parses and validates a cluster file. All problems are returned at once. Each host's
+/// transport is its URI's (`HostSpec::transport`): one libvirt does not know is refused, and
+/// so is a TLS host whose migration URI names no address.
 pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputError>> {
     let raw: RawCluster = toml::from_str(text).map_err(|e| vec![toml_error(file, text, &e)])?;
     let mut errors = Vec::new();
@@ -84,20 +86,40 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputErr
             seen.insert(name.clone(), i);
         }
         let uri = host.uri.get_ref();
-        if !uri.contains(':') {
-            errors.push(error(
+        let transport = if uri.contains("://") {
+            Transport::of_uri(uri).map_err(|e| error(host.uri.span(), field("uri"), e))
+        } else {
+            Err(error(
                 host.uri.span(),
                 field("uri"),
-                format!("{uri:?} is not a libvirt URI (such as qemu+tcp://HOST/system)"),
-            ));
+                format!("{uri:?} is not a libvirt URI (such as qemu+tls://HOST/system)"),
+            ))
+        };
+        let transport = transport.map_err(|e| errors.push(e)).ok();
+        if let Some(pkipath) = query_param(uri, "pkipath") {
+            if !pkipath.starts_with('/') {
+                errors.push(error(
+                    host.uri.span(),
+                    field("uri"),
+                    format!("pkipath {pkipath:?} must be absolute: every host's libvirtd reads it too"),
+                ));
+            }
         }
         if let Some(m) = &host.migration_uri {
-            if !m.get_ref().starts_with("tcp://") {
-                errors.push(error(
+            match m.get_ref().strip_prefix("tcp://") {
+                None => errors.push(error(
                     m.span(),
                     field("migration_uri"),
                     format!("{:?} must look like tcp://ADDRESS", m.get_ref()),
-                ));
+                )),
+                // QEMU checks the target's certificate against the address it connects to.
+                Some("") if transport == Some(Transport::Tls) => errors.push(error(
+                    m.span(),
+                    field("migration_uri"),
+                    "must name the address (tcp://ADDRESS): a TLS migration checks the target's certificate against it"
+                        .into(),
+                )),
+                Some(_) => {}
             }
         }
         let link = match &host.link_mib_s {
@@ -140,6 +162,12 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputErr
     } else {
         Err(errors)
     }
+}
+
+/// The value of `name` in a URI's query (`?a=1&name=VALUE`), as written.
+fn query_param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
+    let query = uri.split_once('?')?.1;
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 #[cfg(test)]
@@ -185,5 +213,32 @@ mod tests {
         check("[[host]\n", &["c.toml:1:"]);
         check("", &["c.toml: host: no hosts"]);
         check("[[host]]\nname = \"a\"\nuri = 3\n", &["c.toml:3:"]);
+    }
+
+    #[test]
+    fn a_transport_is_one_libvirt_knows_and_tls_names_its_migration_address() {
+        let host = |uri: &str, migration: &str| {
+            format!("[[host]]\nname = \"a\"\nuri = \"{uri}\"\nmigration_uri = \"{migration}\"\n")
+        };
+        check(&host("qemu+tls://10.0.0.1/system?pkipath=/etc/pki/ferry", "tcp://10.0.0.1"), &[]);
+        check(&host("qemu+libssh://root@10.0.0.1:22/system?keyfile=/k", "tcp://10.0.0.1"), &[]);
+        check(
+            &host("qemu+tsl://10.0.0.1/system", "tcp://10.0.0.1"),
+            &["c.toml:3: host[0].uri: \"tsl\" is not a libvirt transport"],
+        );
+        check(
+            &host("qemu+tls://h/system?pkipath=pki", "tcp://h"),
+            &["c.toml:3: host[0].uri: pkipath \"pki\" must be absolute"],
+        );
+        check(&host("qemu+tls://h/system", "tcp://"), &["c.toml:4: host[0].migration_uri: must name the address"]);
+        check(&host("qemu+tcp://h/system", "tcp://"), &[]);
+        check(
+            &host("qemu+tls://h/system", "tls://h"),
+            &["c.toml:4: host[0].migration_uri: \"tls://h\" must look like tcp://ADDRESS"],
+        );
+        let parsed = parse_cluster("c.toml", &host("qemu+tls://h:16514/system", "tcp://h")).expect("parses");
+        assert_eq!(parsed.hosts[0].transport(), Transport::Tls);
+        assert_eq!(query_param("q+tls://h/s?a=1&pkipath=/p&b=2", "pkipath"), Some("/p"));
+        assert_eq!(query_param("q+tls://h/s?xpkipath=/p", "pkipath"), None);
     }
 }

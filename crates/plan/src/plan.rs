@@ -181,8 +181,7 @@ impl Policy {
     /// both hosts are reached over TLS (hosts set up for TLS migrations usually refuse any
     /// other: QEMU's `migrate_tls_force`).
     pub fn tls_between(&self, from: &HostSpec, to: &HostSpec) -> bool {
-        let tls = |h: &HostSpec| h.uri.starts_with("qemu+tls:");
-        self.tls.unwrap_or_else(|| tls(from) && tls(to))
+        self.tls.unwrap_or_else(|| from.migrates_tls_to(to))
     }
 
     /// The stream options of migrations from `from` to `to`.

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use ferry_model::{
     blocking_claim, claim_refusal, ClaimFacts, ClusterSpec, Compression, Host, HostSpec, Inventory, Locality, Phase,
-    Vm, VmState,
+    Transport, Vm, VmState,
 };
 use ferry_plan::{Mode, Policy, StaleCopies};
 use serde::{Deserialize, Serialize};
@@ -334,7 +334,7 @@ fn stream(policy: &Policy, from: (&HostSpec, Option<&Host>), to: (&HostSpec, &Ho
     }
     let mut unknown = Vec::new();
     let plain: Vec<&str> =
-        [from.0, to.0].iter().filter(|h| !h.uri.starts_with("qemu+tls:")).map(|h| h.name.as_str()).collect();
+        [from.0, to.0].iter().filter(|h| h.transport() != Transport::Tls).map(|h| h.name.as_str()).collect();
     if tls && !plain.is_empty() {
         unknown.push(format!(
             "{} reached without TLS: its QEMU needs migration certificates (migrate_tls_x509_cert_dir)",
