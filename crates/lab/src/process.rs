@@ -216,6 +216,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ferry-ancestry-{me}"));
         let mut child =
             std::process::Command::new("sleep").args(["30", &dir.display().to_string()]).spawn().expect("sleep runs");
+        // Until it has exec'd, the child's command line is this test binary's.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let named = std::time::Instant::now();
+        while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sleep"))
+            && named.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let found = lab_processes(&dir, &[]);
         let _ = child.kill();
         let _ = child.wait();
