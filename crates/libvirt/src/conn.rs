@@ -242,9 +242,12 @@ pub(crate) fn locate_among(
     uuid: &str,
     required: &[&str],
 ) -> Result<Sighting, (String, Failure)> {
+    // Every host at once; the answers are read in the cluster's order, as they were asked
+    // one after another before.
+    let answers = crate::pool::ask_each(&cluster.hosts, |host| read(host, |conn| sighted(conn, host, uuid)));
     let mut sighting = Sighting { locations: Vec::new(), unasked: Vec::new() };
-    for host in &cluster.hosts {
-        match read(host, |conn| sighted(conn, host, uuid)) {
+    for (host, answer) in cluster.hosts.iter().zip(answers) {
+        match answer {
             Ok(Some(location)) => sighting.locations.push(location),
             Ok(None) => {}
             Err(e) if required.contains(&host.name.as_str()) => return Err((host.name.clone(), e)),

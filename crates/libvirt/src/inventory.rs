@@ -6,12 +6,15 @@ use virt::connect::Connect;
 use crate::conn::{read, vm_state};
 use crate::domxml::parse_domain;
 use crate::error::Failure;
+use crate::pool::ask_each;
 
-/// Asks every host. A host that does not answer is listed as unreachable.
+/// Asks every host, all at once; the hosts and VMs come in the cluster's order. A host that
+/// does not answer is listed as unreachable.
 pub(crate) fn inventory(cluster: &ClusterSpec) -> Inventory {
+    let answers = ask_each(&cluster.hosts, |spec| read(spec, |conn| host_inventory(conn, spec)));
     let mut inventory = Inventory::default();
-    for spec in &cluster.hosts {
-        match read(spec, |conn| host_inventory(conn, spec)) {
+    for (spec, answer) in cluster.hosts.iter().zip(answers) {
+        match answer {
             Ok((host, vms)) => {
                 inventory.hosts.push(host);
                 inventory.vms.extend(vms);

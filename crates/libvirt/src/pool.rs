@@ -78,13 +78,43 @@ impl<C: Connection> Pool<C> {
     }
 }
 
+/// At most this many hosts are asked at once: a thousand-host cluster must not start a
+/// thousand threads for one question.
+const ASK_AT_ONCE: usize = 32;
+
+/// `ask` of every host, the hosts asked at once (at most [`ASK_AT_ONCE`] at a time), the
+/// answers in the hosts' order.
+pub(crate) fn ask_each<H: Sync, T: Send>(hosts: &[H], ask: impl Fn(&H) -> T + Sync) -> Vec<T> {
+    if hosts.len() <= 1 {
+        return hosts.iter().map(&ask).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut answers: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..hosts.len().min(ASK_AT_ONCE))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(host) = hosts.get(index) else { return mine };
+                        mine.push((index, ask(host)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("asking a host does not panic")).collect()
+    });
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use super::{Connection, Pool};
+    use super::{ask_each, Connection, Pool, ASK_AT_ONCE};
 
     /// A connection as the pool sees it: an identity and a liveness flag shared by its clones.
     #[derive(Clone, Debug)]
@@ -183,5 +213,27 @@ mod tests {
         });
         assert_eq!(ids, vec![1; 8]);
         assert_eq!(opener.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn every_host_is_asked_at_once_and_answers_come_in_the_hosts_order() {
+        let hosts: Vec<usize> = (0..ASK_AT_ONCE + 8).collect();
+        let (active, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answers = ask_each(&hosts, |&host| {
+            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            // Hold on until the first round of hosts is being asked together (asked one by
+            // one, each would wait out the deadline instead).
+            while most.load(Ordering::SeqCst) < ASK_AT_ONCE && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+            host * 10
+        });
+        assert_eq!(most.load(Ordering::SeqCst), ASK_AT_ONCE, "never more, and no fewer, at once");
+        assert_eq!(answers, hosts.iter().map(|h| h * 10).collect::<Vec<_>>());
+        assert_eq!(ask_each(&[7usize], |&h| h + 1), vec![8]);
+        assert_eq!(ask_each(&Vec::<usize>::new(), |&h| h), Vec::<usize>::new());
     }
 }
