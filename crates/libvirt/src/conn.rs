@@ -1,26 +1,141 @@
 //! Connections, libvirt errors in words, and the calls the `virt` crate only exposes raw.
+//!
+//! Every call goes through the process's one connection per host ([`connect`], [`read`]),
+//! kept by [`crate::pool`]; a live migration's own call alone has a connection of its own
+//! ([`open_for_migration`]).
+
+use std::sync::{LazyLock, Once};
+use std::thread;
+use std::time::Duration;
 
 use ferry_driver::{ErrorKind, MoveRequest};
 use ferry_model::{ClusterSpec, HostSpec, Location, VmState};
+use tracing::{debug, warn};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
 use crate::error::Failure;
+use crate::pool::{Connection, Pool, Pooled};
 
-/// Opens a connection to `host`. libvirt's own printing of errors to stderr is switched off:
-/// ferry reports every error itself, with context. A failure whose code says nothing more
-/// specific (an unauthorized one is refused) is the host being unreachable.
-pub(crate) fn open(host: &HostSpec) -> Result<Connect, Failure> {
+/// libvirt's keepalive on every connection: a ping after this many seconds of silence...
+const KEEPALIVE_INTERVAL_S: i32 = 5;
+/// ...and the connection closed after this many unanswered ones: a host silent for
+/// 5 × (3 + 1) = 20 s is taken as gone, and its connection is reopened at the next call.
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// The process's connections, one per host URI.
+static POOL: LazyLock<Pool<Connect>> = LazyLock::new(Pool::default);
+
+impl Connection for Connect {
+    fn alive(&self) -> bool {
+        // A local check in libvirt's client: no round trip to the host.
+        self.is_alive().unwrap_or(false)
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        // SAFETY: both handles are live; the pointers are compared, never dereferenced.
+        unsafe { self.as_ptr() == other.as_ptr() }
+    }
+}
+
+/// Runs libvirt's default event loop on a thread of its own, once per process. Keepalive
+/// needs it, and with it a client notices at once when a host's socket closes (its daemon
+/// died or restarted), so that `is_alive` says so before the next call fails on it.
+fn start_event_loop() {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        if let Err(e) = virt::event::event_register_default_impl() {
+            warn!("no libvirt event loop ({}): no keepalive; a lost host is found at its next call", msg(e));
+            return;
+        }
+        let spawned = thread::Builder::new().name("libvirt events".into()).spawn(|| loop {
+            if let Err(e) = virt::event::event_run_default_impl() {
+                debug!("libvirt event loop: {}", msg(e));
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        if let Err(e) = spawned {
+            warn!("could not start libvirt's event loop thread ({e}): keepalive will not run");
+        }
+    });
+}
+
+/// Opens a new connection to `host`, with keepalive. libvirt's own printing of errors to
+/// stderr is switched off: ferry reports every error itself, with context. A failure whose
+/// code says nothing more specific (an unauthorized one is refused) is the host being
+/// unreachable.
+fn open(host: &HostSpec) -> Result<Connect, Failure> {
     crate::transport::check_credentials(host)?;
+    start_event_loop();
     virt::error::clear_error_callback();
-    Connect::open(Some(&host.uri)).map_err(|e| {
+    let conn = Connect::open(Some(&host.uri)).map_err(|e| {
         let failure = Failure::from(e).reworded(|m| format!("{} unreachable: {m}", host.name));
         match failure.kind {
             ErrorKind::Other | ErrorKind::Internal => Failure { kind: ErrorKind::Unreachable, ..failure },
             _ => failure,
         }
-    })
+    })?;
+    // A driver without keepalive (a local one) still works; it just cannot notice silence.
+    if let Err(e) = conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) {
+        debug!(host = %host.name, "no keepalive: {}", msg(e));
+    }
+    Ok(conn)
+}
+
+fn pooled(host: &HostSpec) -> Result<Pooled<Connect>, Failure> {
+    let pooled = POOL.get(&host.uri, || open(host))?;
+    if pooled.fresh {
+        debug!(host = %host.name, uri = %host.uri, opened = POOL.opened(), "opened a libvirt connection");
+    }
+    Ok(pooled)
+}
+
+/// The process's connection to `host`: the pooled one, or one opened now when there is none
+/// or it died.
+pub(crate) fn connect(host: &HostSpec) -> Result<Connect, Failure> {
+    pooled(host).map(|pooled| pooled.conn)
+}
+
+/// Runs `f` on the connection to `host`. When it finds the host unreachable, the connection
+/// is dropped from the pool; `f` is a read, so on a connection that was reused (it may have
+/// died since its last call, before libvirt noticed) it is run once more on a new one.
+pub(crate) fn read<T>(host: &HostSpec, f: impl Fn(&Connect) -> Result<T, Failure>) -> Result<T, Failure> {
+    let first = pooled(host)?;
+    let result = f(&first.conn);
+    if first.fresh || !unreachable(&result) {
+        return settled(host, &first.conn, result);
+    }
+    POOL.discard(&host.uri, &first.conn);
+    debug!(host = %host.name, "a reused connection failed; asking again on a new one");
+    let again = pooled(host)?;
+    let result = f(&again.conn);
+    settled(host, &again.conn, result)
+}
+
+/// Reports `result` of a call on `conn` to the pool: a connection whose call found the host
+/// unreachable is dropped, so that the next call opens a new one. Returns `result`.
+pub(crate) fn settled<T>(host: &HostSpec, conn: &Connect, result: Result<T, Failure>) -> Result<T, Failure> {
+    if unreachable(&result) {
+        POOL.discard(&host.uri, conn);
+    }
+    result
+}
+
+fn unreachable<T>(result: &Result<T, Failure>) -> bool {
+    result.as_ref().is_err_and(|e| e.kind == ErrorKind::Unreachable)
+}
+
+/// A connection to `host` for one live migration alone, not pooled. The migration call
+/// blocks for the whole copy, and its job-statistics polls block through the switch-over;
+/// libvirtd serves at most `max_client_requests` (5 by default) calls of one connection at
+/// once and stops reading it meanwhile, so on the shared connection a few migrations from
+/// one source would hold up every other call there (an abort among them) and, with
+/// keepalive unanswered, get the connection closed under them.
+pub(crate) fn open_for_migration(host: &HostSpec) -> Result<Connect, Failure> {
+    let conn = open(host)?;
+    debug!(host = %host.name, uri = %host.uri, "opened a connection for one migration");
+    Ok(conn)
 }
 
 /// Both ends of a move, connected, and the domain on the source.
@@ -46,12 +161,21 @@ pub(crate) fn endpoints(cluster: &ClusterSpec, request: &MoveRequest) -> Result<
     if from.name == to.name {
         return Err(Failure::new(ErrorKind::Conflict, format!("{} is already on {}", request.vm, to.name)));
     }
-    let src = open(&from)?;
-    let dst = open(&to)?;
-    let domain = src
-        .lookup_domain_by_uuid_string(&request.vm)
-        .map_err(|e| Failure::from(e).reworded(|m| format!("{} is not on {}: {m}", request.vm, from.name)))?;
-    if dst.lookup_domain_by_uuid_string(&request.vm).is_ok() {
+    let (src, domain) = read(&from, |conn| {
+        let domain = conn
+            .lookup_domain_by_uuid_string(&request.vm)
+            .map_err(|e| Failure::from(e).reworded(|m| format!("{} is not on {}: {m}", request.vm, from.name)))?;
+        Ok((conn.clone(), domain))
+    })?;
+    // Only "no such domain" says the target is free; a target that cannot say stops the move.
+    let (dst, leftover) = read(&to, |conn| match conn.lookup_domain_by_uuid_string(&request.vm) {
+        Ok(_) => Ok((conn.clone(), true)),
+        Err(e) => match Failure::from(e) {
+            failure if failure.kind == ErrorKind::NotFound => Ok((conn.clone(), false)),
+            failure => Err(failure.reworded(|m| format!("{} cannot be asked about {}: {m}", to.name, request.vm))),
+        },
+    })?;
+    if leftover {
         let reason = format!("{} already has a domain with this UUID; run `ferry cleanup`", to.name);
         return Err(Failure::new(ErrorKind::Conflict, reason));
     }
@@ -119,25 +243,36 @@ pub(crate) fn locate_among(
     uuid: &str,
     required: &[&str],
 ) -> Result<Sighting, (String, Failure)> {
+    // Every host at once; the answers are read in the cluster's order, as they were asked
+    // one after another before.
+    let answers = crate::pool::ask_each(&cluster.hosts, |host| read(host, |conn| sighted(conn, host, uuid)));
     let mut sighting = Sighting { locations: Vec::new(), unasked: Vec::new() };
-    for host in &cluster.hosts {
-        let conn = match open(host) {
-            Ok(conn) => conn,
+    for (host, answer) in cluster.hosts.iter().zip(answers) {
+        match answer {
+            Ok(Some(location)) => sighting.locations.push(location),
+            Ok(None) => {}
             Err(e) if required.contains(&host.name.as_str()) => return Err((host.name.clone(), e)),
-            Err(_) => {
-                sighting.unasked.push(host.name.clone());
-                continue;
-            }
-        };
-        if let Ok(domain) = conn.lookup_domain_by_uuid_string(uuid) {
-            sighting.locations.push(Location {
-                host: host.name.clone(),
-                state: vm_state(&domain),
-                persistent: domain.is_persistent().unwrap_or(false),
-            });
+            Err(_) => sighting.unasked.push(host.name.clone()),
         }
     }
     Ok(sighting)
+}
+
+/// Whether `host` knows `uuid`, and how. Only libvirt's "no such domain" is a no: any other
+/// failure means the host could not say.
+fn sighted(conn: &Connect, host: &HostSpec, uuid: &str) -> Result<Option<Location>, Failure> {
+    let domain = match conn.lookup_domain_by_uuid_string(uuid) {
+        Ok(domain) => domain,
+        Err(e) => {
+            let failure = Failure::from(e);
+            return if failure.kind == ErrorKind::NotFound { Ok(None) } else { Err(failure) };
+        }
+    };
+    Ok(Some(Location {
+        host: host.name.clone(),
+        state: vm_state(&domain),
+        persistent: domain.is_persistent().unwrap_or(false),
+    }))
 }
 
 /// `where` in words: "running on host-b", "running on host-a and paused on host-b".

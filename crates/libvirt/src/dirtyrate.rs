@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferry_model::ClusterSpec;
 use virt::sys;
 
-use crate::conn::{msg, open};
+use crate::conn::{connect, msg};
 
 /// Starts a calculation of `seconds` on every running VM in `uuids`, waits, and reads each
 /// result, MiB/s. VMs that could not be measured are absent, with a reason in the second map.
@@ -21,7 +21,7 @@ pub(crate) fn measure(
     let mut failed = HashMap::new();
     let mut started = Vec::new();
     for host in &cluster.hosts {
-        let Ok(conn) = open(host) else { continue };
+        let Ok(conn) = connect(host) else { continue };
         for uuid in uuids {
             let Ok(domain) = conn.lookup_domain_by_uuid_string(uuid) else { continue };
             if !domain.is_active().unwrap_or(false) {
@@ -44,7 +44,7 @@ pub(crate) fn measure(
         if mine.is_empty() {
             continue;
         }
-        let conn = match open(host) {
+        let conn = match connect(host) {
             Ok(c) => c,
             Err(e) => {
                 for uuid in mine {

@@ -3,33 +3,36 @@
 use ferry_model::{ClusterSpec, Disk, DiskSource, Host, HostSpec, Inventory, Locality, Nic, Pool, Version, Vm};
 use virt::connect::Connect;
 
-use crate::conn::{msg, open, vm_state};
+use crate::conn::{read, vm_state};
 use crate::domxml::parse_domain;
+use crate::error::Failure;
+use crate::pool::ask_each;
 
-/// Asks every host. A host that does not answer is listed as unreachable.
+/// Asks every host, all at once; the hosts and VMs come in the cluster's order. A host that
+/// does not answer is listed as unreachable.
 pub(crate) fn inventory(cluster: &ClusterSpec) -> Inventory {
+    let answers = ask_each(&cluster.hosts, |spec| read(spec, |conn| host_inventory(conn, spec)));
     let mut inventory = Inventory::default();
-    for spec in &cluster.hosts {
-        match host_inventory(spec) {
+    for (spec, answer) in cluster.hosts.iter().zip(answers) {
+        match answer {
             Ok((host, vms)) => {
                 inventory.hosts.push(host);
                 inventory.vms.extend(vms);
             }
-            Err(e) => inventory.unreachable.push((spec.name.clone(), e)),
+            Err(e) => inventory.unreachable.push((spec.name.clone(), e.message)),
         }
     }
     inventory
 }
 
-fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
-    let conn = open(spec)?;
-    let node = conn.get_node_info_compat()?;
-    let capabilities = conn.capabilities().map_err(msg)?;
-    let pools = pools(&conn, spec)?;
+fn host_inventory(conn: &Connect, spec: &HostSpec) -> Result<(Host, Vec<Vm>), Failure> {
+    let node = conn.node_info()?;
+    let capabilities = conn.capabilities()?;
+    let pools = pools(conn, spec)?;
     let host = Host {
         name: spec.name.clone(),
         uri: spec.uri.clone(),
-        cpu_model: host_cpu_model(&capabilities).unwrap_or_else(|| node.0.clone()),
+        cpu_model: host_cpu_model(&capabilities).unwrap_or_else(|| node.model.clone()),
         cpu_models: ["kvm", "qemu"]
             .into_iter()
             .filter_map(|virt_type| {
@@ -37,16 +40,16 @@ fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
                 Some((virt_type.to_string(), usable_cpu_models(&xml)))
             })
             .collect(),
-        cpus: node.1,
-        memory_mib: node.2 / 1024,
-        free_memory_mib: conn.free_memory().map_err(msg)? >> 20,
-        hypervisor_version: Version::from_libvirt(conn.hyp_version().map_err(msg)?),
-        libvirt_version: Version::from_libvirt(conn.lib_version().map_err(msg)?),
+        cpus: node.cpus,
+        memory_mib: node.memory / 1024,
+        free_memory_mib: conn.free_memory()? >> 20,
+        hypervisor_version: Version::from_libvirt(conn.hyp_version()?),
+        libvirt_version: Version::from_libvirt(conn.lib_version()?),
         networks: conn.list_networks().unwrap_or_default(),
         pools,
     };
     let mut vms = Vec::new();
-    for domain in conn.list_all_domains(0).map_err(msg)? {
+    for domain in conn.list_all_domains(0)? {
         let Ok(xml) = domain.xml_desc(0) else { continue };
         let Ok(desc) = parse_domain(&xml) else { continue };
         let disks = desc
@@ -90,11 +93,11 @@ fn host_inventory(spec: &HostSpec) -> Result<(Host, Vec<Vm>), String> {
     Ok((host, vms))
 }
 
-fn pools(conn: &Connect, spec: &HostSpec) -> Result<Vec<Pool>, String> {
+fn pools(conn: &Connect, spec: &HostSpec) -> Result<Vec<Pool>, Failure> {
     let mut pools = Vec::new();
-    for pool in conn.list_all_storage_pools(0).map_err(msg)? {
-        let name = pool.name().map_err(msg)?;
-        let info = pool.info().map_err(msg)?;
+    for pool in conn.list_all_storage_pools(0)? {
+        let name = pool.name()?;
+        let info = pool.info()?;
         let xml = pool.xml_desc(0).unwrap_or_default();
         let path = roxmltree::Document::parse(&xml).ok().and_then(|doc| {
             doc.descendants().find(|n| n.has_tag_name("path")).and_then(|n| n.text()).map(String::from)
@@ -126,16 +129,4 @@ fn usable_cpu_models(capabilities: &str) -> Vec<String> {
         .flat_map(|mode| mode.children().filter(|m| m.has_tag_name("model") && m.attribute("usable") == Some("yes")))
         .filter_map(|m| m.text().map(String::from))
         .collect()
-}
-
-/// (CPU model, CPUs, memory KiB) from virNodeGetInfo.
-trait NodeInfoCompat {
-    fn get_node_info_compat(&self) -> Result<(String, u32, u64), String>;
-}
-
-impl NodeInfoCompat for Connect {
-    fn get_node_info_compat(&self) -> Result<(String, u32, u64), String> {
-        let info = self.node_info().map_err(msg)?;
-        Ok((info.model, info.cpus, info.memory))
-    }
 }

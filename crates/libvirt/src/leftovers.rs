@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use ferry_driver::{ErrorKind, Volume};
 use ferry_model::{ClusterSpec, VmState};
 use virt::connect::Connect;
+use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::conn::{describe, locate, msg, open, vm_state};
+use crate::conn::{connect, describe, locate, msg, vm_state};
 use crate::domxml::parse_domain;
 use crate::error::Failure;
 use crate::live::host;
@@ -43,7 +44,7 @@ fn users(conn: &Connect) -> Result<Users, Failure> {
 /// The volumes of a host's host-local pools, with their users.
 pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, Failure> {
     let spec = host(cluster, name)?;
-    let conn = open(spec)?;
+    let conn = connect(spec)?;
     let used = users(&conn)?.by_path;
     let mut found = Vec::new();
     for pool in conn.list_all_storage_pools(0)? {
@@ -77,7 +78,7 @@ pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volum
         let reason = format!("pool {pool} is shared: ferry never deletes shared storage");
         return Err(Failure::new(ErrorKind::Refused, reason));
     }
-    let conn = open(spec)?;
+    let conn = connect(spec)?;
     let found = match conn
         .lookup_storage_pool_by_name(pool)
         .map_err(|e| Failure::from(e).reworded(|m| format!("no pool {pool}: {m}")))?
@@ -85,7 +86,7 @@ pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volum
     {
         Ok(found) => found,
         // Already gone: what was to be deleted is not there.
-        Err(e) if e.code().is(virt::error::ErrorNumber::NoStorageVolume) => return Ok(()),
+        Err(e) if e.code().is(ErrorNumber::NoStorageVolume) => return Ok(()),
         Err(e) => return Err(Failure::from(e).reworded(|m| format!("no volume {volume} in pool {pool}: {m}"))),
     };
     let path = found.path()?;
@@ -121,7 +122,7 @@ pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result
             describe(&locations)
         )));
     }
-    let conn = open(spec)?;
+    let conn = connect(spec)?;
     let domain = conn.lookup_domain_by_uuid_string(vm)?;
     let state = vm_state(&domain);
     let mut done = Vec::new();
@@ -132,7 +133,8 @@ pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result
         loop {
             match domain.destroy() {
                 Ok(()) => break,
-                Err(_) if conn.lookup_domain_by_uuid_string(vm).is_err() => {
+                // Only "no such domain" says it went: a connection lost meanwhile says nothing.
+                Err(_) if conn.lookup_domain_by_uuid_string(vm).is_err_and(|e| e.code().is(ErrorNumber::NoDomain)) => {
                     return Ok(format!("the {state} copy on {} went away by itself", spec.name));
                 }
                 Err(e) if tries >= 20 => {
@@ -148,7 +150,14 @@ pub(crate) fn remove_copy(cluster: &ClusterSpec, name: &str, vm: &str) -> Result
         done.push(format!("powered off the {state} copy on {}", spec.name));
     }
     // The definition may have gone with the power-off (a transient copy).
-    if let Ok(domain) = conn.lookup_domain_by_uuid_string(vm) {
+    let defined = match conn.lookup_domain_by_uuid_string(vm) {
+        Ok(domain) => Some(domain),
+        Err(e) if e.code().is(ErrorNumber::NoDomain) => None,
+        Err(e) => {
+            return Err(Failure::from(e).reworded(|m| format!("could not look for the copy on {}: {m}", spec.name)))
+        }
+    };
+    if let Some(domain) = defined {
         let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;

@@ -5,7 +5,10 @@
 //! same UUID, bound to the target's migration address; host-local disks are copied into
 //! volumes ferry creates on the target (storage copy with a destination XML), shared ones are
 //! checked and never copied, and libvirt's "unsafe" flag is never passed. After every move
-//! the driver asks every host where the VM runs before it reports an outcome.
+//! the driver asks every host (all at once) where the VM runs before it reports an outcome.
+//!
+//! The process keeps one connection per host, with keepalive, shared by every call and
+//! reopened when it dies; a live migration's own call alone has one of its own.
 
 mod cold;
 mod conn;
@@ -16,6 +19,7 @@ mod inventory;
 mod leftovers;
 mod live;
 mod metadata;
+mod pool;
 mod recover;
 mod transport;
 mod volumes;
@@ -102,9 +106,9 @@ fn with_domain<T>(
 ) -> Result<T, DriverError> {
     let err = driver_error(host, action);
     let spec = live::host(cluster, host).map_err(&err)?;
-    let conn = conn::open(spec).map_err(&err)?;
-    let domain = conn.lookup_domain_by_uuid_string(vm).map_err(|e| err(e.into()))?;
-    f(&domain).map_err(err)
+    let (conn, domain) =
+        conn::read(spec, |conn| Ok((conn.clone(), conn.lookup_domain_by_uuid_string(vm)?))).map_err(&err)?;
+    conn::settled(spec, &conn, f(&domain)).map_err(err)
 }
 
 impl Driver for LibvirtDriver {
@@ -135,8 +139,9 @@ impl Driver for LibvirtDriver {
         let (cluster, volume) = (self.cluster.clone(), volume.clone());
         let err = driver_error(&volume.host, "create a volume");
         blocking(move || {
-            let conn = conn::open(live::host(&cluster, &volume.host)?)?;
-            volumes::create(&conn, &volume)
+            let spec = live::host(&cluster, &volume.host)?;
+            let conn = conn::connect(spec)?;
+            conn::settled(spec, &conn, volumes::create(&conn, &volume))
         })
         .await
         .map_err(err)

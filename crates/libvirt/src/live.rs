@@ -14,7 +14,10 @@ use tracing::{debug, info, trace, warn};
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
-use crate::conn::{abort_job, describe, endpoints, job_stats, locate_among, msg, open, start_postcopy, Endpoints};
+use crate::conn::{
+    abort_job, connect, describe, endpoints, job_stats, locate_among, open_for_migration, read, start_postcopy,
+    Endpoints,
+};
 use crate::domxml::{parse_domain, rewrite_disk_paths};
 use crate::error::Failure;
 use crate::metadata::write_metadata;
@@ -50,6 +53,10 @@ pub(crate) fn start(
     }
     let xml = domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| Failure::from(e).init())?;
     let desc = parse_domain(&xml).map_err(init)?;
+    // The migration's own connection (see `open_for_migration`), opened before anything is
+    // touched: the migration call, its statistics and its controls go through it.
+    let own = open_for_migration(&from).map_err(Failure::init)?;
+    let migrating = own.lookup_domain_by_uuid_string(&request.vm).map_err(|e| Failure::from(e).init())?;
 
     let metadata =
         |phase| Metadata { run_id: request.run_id.clone(), original_host: from.name.clone(), phase, claim: None };
@@ -119,7 +126,7 @@ pub(crate) fn start(
     let (controls, control_rx) = mpsc::unbounded_channel();
     let (outcome_tx, outcome) = oneshot::channel();
     debug!(vm = %request.vm, prepared_ms = millis(started.elapsed()), "migration prepared");
-    let job = Job { cluster, request, from, to, domain, messages, started };
+    let job = Job { cluster, request, from, to, domain: migrating, _own: own, messages, started };
     thread::Builder::new()
         .name(format!("migrate {}", desc.name))
         .spawn(move || {
@@ -165,7 +172,10 @@ struct Job {
     request: MoveRequest,
     from: HostSpec,
     to: HostSpec,
+    /// The VM on the source, through the migration's own connection.
     domain: Domain,
+    /// That connection, held for the job's life (the domain holds it too; this says so).
+    _own: virt::connect::Connect,
     messages: Vec<String>,
     started: Instant,
 }
@@ -341,8 +351,8 @@ impl Job {
         if !runs_only_on(&locations, &self.to.name) {
             return Err(lost(format!("migration reported success but the VM is {}", describe(&locations)), locations));
         }
-        let dst = open(&self.to).map_err(|e| lost(e.message, locations.clone()))?;
-        let domain = dst.lookup_domain_by_uuid_string(&self.request.vm).map_err(|e| lost(msg(e), locations.clone()))?;
+        let domain = read(&self.to, |dst| Ok(dst.lookup_domain_by_uuid_string(&self.request.vm)?))
+            .map_err(|e| lost(e.message, locations.clone()))?;
         let completed = job_stats(&domain, sys::VIR_DOMAIN_JOB_STATS_COMPLETED).ok();
         let mut report = MoveReport {
             wall_ms: 0,
@@ -389,7 +399,7 @@ impl Job {
         if !runs_only_on(&locations, &self.from.name) {
             return Err(lost(format!("migration failed ({error}) and the VM is {}", describe(&locations)), locations));
         }
-        if let Ok(src) = open(&self.from) {
+        if let Ok(src) = connect(&self.from) {
             if let Ok(domain) = src.lookup_domain_by_uuid_string(&self.request.vm) {
                 let _ = crate::metadata::clear_metadata(&domain);
             }
@@ -439,18 +449,25 @@ impl Target {
     }
 
     /// Whether the VM runs on the target, resumed by a completed migration (not running in
-    /// post-copy, which still fetches pages from the source). Any failure to ask is a no.
+    /// post-copy, which still fetches pages from the source). Any failure to ask is a no; the
+    /// next poll asks the pool again (a connection lost meanwhile is reopened there).
     fn resumed_after_copy(&mut self) -> bool {
         if self.conn.is_none() {
-            self.conn = open(&self.host).ok();
+            self.conn = connect(&self.host).ok();
         }
         if self.domain.is_none() {
             // The target's domain exists from the migration's prepare step on.
             self.domain = self.conn.as_ref().and_then(|c| c.lookup_domain_by_uuid_string(&self.uuid).ok());
         }
-        let Some(domain) = &self.domain else { return false };
+        let Some(domain) = &self.domain else {
+            self.conn = None;
+            return false;
+        };
         use virt::domain::{DomainRunningReason, DomainStateReason};
-        let Ok((_, reason)) = domain.state() else { return false };
+        let Ok((_, reason)) = domain.state() else {
+            (self.conn, self.domain) = (None, None);
+            return false;
+        };
         matches!(reason, virt::enumutil::Enum::Known(DomainStateReason::Running(why)) if why.is(DomainRunningReason::Migrated))
     }
 }

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use virt::domain::Domain;
 use virt::sys;
 
-use crate::conn::{job_stats, msg, open};
+use crate::conn::{connect, job_stats, msg};
 use crate::domxml::{metadata_xml, parse_metadata, METADATA_NS, METADATA_PREFIX};
 use crate::error::Failure;
 
@@ -175,7 +175,7 @@ fn refresh_until_released(uuid: &str, run_id: &str, me: &str, hosts: &[HostSpec]
     let every = Duration::from_millis(u64::try_from(CLAIM_REFRESH_MS).expect("positive constant"));
     loop {
         thread::sleep(every);
-        let domain = hosts.iter().find_map(|h| open(h).ok()?.lookup_domain_by_uuid_string(uuid).ok());
+        let domain = hosts.iter().find_map(|h| connect(h).ok()?.lookup_domain_by_uuid_string(uuid).ok());
         let Some(domain) = domain else {
             debug!(vm = %uuid, "claim: the domain is on neither host; stop refreshing");
             return;
