@@ -89,6 +89,7 @@ mod tests {
             memory_overcommit: 1.0,
             maintenance: false,
             shared_pools: vec![],
+            stream: Default::default(),
         };
         let failure = check_credentials(&host).expect_err("no key");
         assert_eq!(failure.kind, ErrorKind::Refused);

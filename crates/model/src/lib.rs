@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use status::{Phase, Status};
 pub use step::{created_volumes, Step, StepRecord, StepState};
-pub use stream::{Compression, Needs, StreamOptions};
+pub use stream::{Compression, Needs, StreamLimits, StreamOptions};
 
 /// A host as the cluster file declares it: how to reach it and what the operator says
 /// about it.
@@ -41,6 +41,9 @@ pub struct HostSpec {
     pub maintenance: bool,
     /// Storage pools whose storage every host of the cluster reaches.
     pub shared_pools: Vec<String>,
+    /// What this host allows of migration streams.
+    #[serde(default)]
+    pub stream: StreamLimits,
 }
 
 /// The hosts of a cluster, from its cluster file.
@@ -484,6 +487,7 @@ mod tests {
             memory_overcommit: 1.0,
             maintenance: false,
             shared_pools: vec![],
+            stream: Default::default(),
         };
         let (tls, tcp) = (spec("qemu+tls://a/system"), spec("qemu+tcp://b/system"));
         assert!(tls.migrates_tls_to(&spec("qemu://c/system")));
@@ -505,6 +509,7 @@ mod tests {
             memory_overcommit: 1.0,
             maintenance: false,
             shared_pools: vec![],
+            stream: Default::default(),
         };
         assert!(host(&[]).accepts_from(&host(&["old"])));
         assert!(host(&["allow-from:old"]).accepts_from(&host(&["old"])));

@@ -124,6 +124,50 @@ impl StreamOptions {
     }
 }
 
+/// What one host allows of a stream, from its cluster file entry: a host whose QEMU lacks
+/// zstd, or whose CPU is spoken for, says so once instead of every plan. Each field set
+/// bounds the migrations the host takes part in, as source or target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamLimits {
+    /// At most this many parallel connections (0: one plain stream).
+    pub parallel_connections: Option<u32>,
+    /// Only this compression (`none`: no compression).
+    pub compression: Option<Compression>,
+    /// At most this compression level.
+    pub compression_level: Option<u32>,
+    /// `false`: no zero-copy sends.
+    pub zerocopy: Option<bool>,
+}
+
+impl StreamLimits {
+    /// `options` within these limits: fewer connections, no compression or another one
+    /// refused, a lower level, no zero-copy.
+    pub fn bound(&self, mut options: StreamOptions) -> StreamOptions {
+        if let Some(max) = self.parallel_connections {
+            options.parallel_connections = options.parallel_connections.min(max);
+        }
+        if self.compression.is_some_and(|only| only != options.compression) {
+            options.compression = Compression::None;
+        }
+        if let (Some(max), Some(level)) = (self.compression_level, options.compression_level) {
+            options.compression_level = Some(level.min(max));
+        }
+        if self.zerocopy == Some(false) {
+            options.zerocopy = false;
+        }
+        // What the bounds took away takes its dependents with it.
+        if !options.multifd() {
+            options.compression = Compression::None;
+            options.zerocopy = false;
+        }
+        if options.compression == Compression::None {
+            options.compression_level = None;
+        }
+        options
+    }
+}
+
 /// The oldest QEMU and libvirt that can do a stream feature, with its name for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Needs {
@@ -214,6 +258,31 @@ mod tests {
         assert_eq!(what, ["TLS", "parallel connections", "multifd compression", "post-copy with parallel connections"]);
         assert_eq!(all[2].libvirt, version(9, 4));
         assert!(options(0, Compression::None, None, false).needs(false, true).is_empty());
+    }
+
+    #[test]
+    fn a_host_bounds_the_stream_it_takes_part_in() {
+        let asked = options(8, Compression::Zstd, Some(5), false);
+        let cases = [
+            (StreamLimits::default(), asked),
+            (
+                StreamLimits { parallel_connections: Some(2), compression_level: Some(3), ..StreamLimits::default() },
+                options(2, Compression::Zstd, Some(3), false),
+            ),
+            (
+                StreamLimits { compression: Some(Compression::Zlib), ..StreamLimits::default() },
+                options(8, Compression::None, None, false),
+            ),
+            (
+                StreamLimits { parallel_connections: Some(0), ..StreamLimits::default() },
+                options(0, Compression::None, None, false),
+            ),
+        ];
+        for (limits, want) in cases {
+            let bounded = limits.bound(asked);
+            assert_eq!(bounded, want, "{limits:?}");
+            assert!(bounded.problems(false).is_empty(), "{bounded:?}");
+        }
     }
 
     #[test]

@@ -12,11 +12,15 @@
 //! memory_overcommit = 1.0
 //! maintenance = false
 //! shared_pools = ["nfs"]
+//! parallel_connections = 4           # at most this many in its migrations (0: one stream)
+//! compression = "zstd"                # the only compression its migrations may use
+//! compression_level = 3               # at most this level
+//! zerocopy = false                    # no zero-copy sends
 //! ```
 
 use std::collections::HashMap;
 
-use ferry_model::{ClusterSpec, HostSpec, Transport};
+use ferry_model::{ClusterSpec, Compression, HostSpec, StreamLimits, Transport};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -46,6 +50,10 @@ struct RawHost {
     maintenance: bool,
     #[serde(default)]
     shared_pools: Vec<String>,
+    parallel_connections: Option<Spanned<i64>>,
+    compression: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i64>>,
+    zerocopy: Option<bool>,
 }
 
 /// Parses and validates a cluster file. All problems are returned at once. Each host's
@@ -144,6 +152,26 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputErr
         };
         let cpu_overcommit = ratio(&host.cpu_overcommit, "cpu_overcommit");
         let memory_overcommit = ratio(&host.memory_overcommit, "memory_overcommit");
+        let count = |value: &Option<Spanned<i64>>, name: &str, errors: &mut Vec<InputError>| {
+            let v = value.as_ref()?;
+            let n = u32::try_from(*v.get_ref()).ok();
+            if n.is_none() {
+                errors.push(error(v.span(), field(name), format!("{} is negative", v.get_ref())));
+            }
+            n
+        };
+        let mut stream = StreamLimits {
+            parallel_connections: count(&host.parallel_connections, "parallel_connections", &mut errors),
+            compression_level: count(&host.compression_level, "compression_level", &mut errors),
+            zerocopy: host.zerocopy,
+            compression: None,
+        };
+        if let Some(c) = &host.compression {
+            match c.get_ref().parse::<Compression>() {
+                Ok(c) => stream.compression = Some(c),
+                Err(e) => errors.push(error(c.span(), field("compression"), e)),
+            }
+        }
         hosts.push(HostSpec {
             name,
             uri: uri.clone(),
@@ -155,6 +183,7 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputErr
             memory_overcommit,
             maintenance: host.maintenance,
             shared_pools: host.shared_pools.clone(),
+            stream,
         });
     }
     if errors.is_empty() {
@@ -213,6 +242,36 @@ mod tests {
         check("[[host]\n", &["c.toml:1:"]);
         check("", &["c.toml: host: no hosts"]);
         check("[[host]]\nname = \"a\"\nuri = 3\n", &["c.toml:3:"]);
+        check(
+            "[[host]]\nname = \"a\"\nuri = \"qemu:///system\"\ncompression = \"lz4\"\nparallel_connections = -2\n",
+            &[
+                "c.toml:5: host[0].parallel_connections: -2 is negative",
+                "c.toml:4: host[0].compression: \"lz4\" is not one of none, zstd, zlib",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_host_bounds_the_streams_of_its_migrations() {
+        let c = parse_cluster(
+            "c.toml",
+            "[[host]]\nname = \"a\"\nuri = \"qemu:///system\"\nparallel_connections = 2\ncompression = \"none\"\n\
+             [[host]]\nname = \"b\"\nuri = \"qemu+tcp://b/system\"\n",
+        )
+        .expect("parses");
+        let limits = c.hosts[0].stream;
+        assert_eq!((limits.parallel_connections, limits.compression), (Some(2), Some(Compression::None)));
+        let policy = crate::Policy {
+            stream: ferry_model::StreamOptions {
+                parallel_connections: 8,
+                compression: Compression::Zstd,
+                ..Default::default()
+            },
+            ..crate::Policy::default()
+        };
+        let between = policy.stream_between(&c.hosts[1], &c.hosts[0]);
+        assert_eq!((between.parallel_connections, between.compression), (2, Compression::None));
+        assert_eq!(policy.stream_between(&c.hosts[1], &c.hosts[1]), policy.stream);
     }
 
     #[test]

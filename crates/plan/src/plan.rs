@@ -184,9 +184,10 @@ impl Policy {
         self.tls.unwrap_or_else(|| from.migrates_tls_to(to))
     }
 
-    /// The stream options of migrations from `from` to `to`.
-    pub fn stream_between(&self, _from: &HostSpec, _to: &HostSpec) -> StreamOptions {
-        self.stream
+    /// The stream options of migrations from `from` to `to`: the policy's, within what
+    /// each host allows.
+    pub fn stream_between(&self, from: &HostSpec, to: &HostSpec) -> StreamOptions {
+        to.stream.bound(from.stream.bound(self.stream))
     }
 }
 

@@ -46,6 +46,7 @@ fn fleet() -> (ClusterSpec, Inventory, Vec<Option<String>>) {
             memory_overcommit: 1.0,
             maintenance: h % 97 == 96,
             shared_pools: vec![],
+            stream: Default::default(),
         });
         let version = Version { major: 9, minor: if h.is_multiple_of(100) { 1 } else { 2 }, release: 0 };
         inventory.hosts.push(Host {

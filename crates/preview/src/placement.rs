@@ -885,6 +885,7 @@ mod tests {
                             memory_overcommit: num("mem-oc", "1"),
                             maintenance: attrs.contains_key("maintenance"),
                             shared_pools: vec![],
+                            stream: Default::default(),
                         });
                     }
                     if attrs.contains_key("down") {

@@ -22,6 +22,7 @@ fn spec(name: &str, group: &str) -> HostSpec {
         memory_overcommit: 1.0,
         maintenance: false,
         shared_pools: vec!["nfs".into()],
+        stream: Default::default(),
     }
 }
 

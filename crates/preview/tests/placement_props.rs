@@ -108,6 +108,7 @@ fn build(hosts: &[HostSeed], vms: &[VmSeed], cross: bool, unavailable: u8, expla
             memory_overcommit: mem_oc,
             maintenance,
             shared_pools: vec![],
+            stream: Default::default(),
         });
         if answers {
             let version = Version { major: 9, minor, release: 0 };

@@ -292,6 +292,7 @@ impl Fleet {
                     memory_overcommit: h.memory_overcommit,
                     maintenance: h.maintenance,
                     shared_pools: vec![SHARED_POOL.into()],
+                    stream: Default::default(),
                 })
                 .collect(),
         }
