@@ -37,20 +37,11 @@ fn ferry_in(lab: &TestLab, cluster: &Path, args: &[&str]) -> (Option<i32>, Strin
     (out.status.code(), format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
-/// `ferry move VM ... --output json` with a cluster file: (exit code, summary).
+/// `ferry move VM ... --output json` with a cluster file and the lab's journal: (exit code,
+/// summary).
 fn move_with(lab: &TestLab, cluster: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let state = lab.dir.join("journal.db");
-    let mut full = vec!["move", "--cluster", path_str(cluster), "--state", path_str(&state), "--output", "json"];
-    full.extend(args);
-    let out = common::ferry(&full);
-    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ferry move printed no JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), summary)
+    lab.ferry_move_with(cluster, &["--state", path_str(&state)], args)
 }
 
 fn run_id(text: &str) -> String {

@@ -190,8 +190,13 @@ pub fn kill9(pid: u32) {
 impl TestLab {
     /// `ferry move ... --output json` against this lab; returns (exit code, summary).
     pub fn ferry_move(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-        let cluster = self.dir.join("cluster.toml");
-        let mut full = vec!["move", "--cluster", cluster.to_str().expect("utf-8"), "--output", "json"];
+        self.ferry_move_with(&self.dir.join("cluster.toml"), &[], args)
+    }
+
+    /// `ferry move ... --output json` with `cluster` and `extra` options (a `--state`).
+    pub fn ferry_move_with(&self, cluster: &Path, extra: &[&str], args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut full = vec!["move", "--cluster", path_str(cluster), "--output", "json"];
+        full.extend(extra);
         full.extend(args);
         let out = ferry(&full);
         let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
