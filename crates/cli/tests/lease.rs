@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{path_str, stdout_run_id, wait_for_line, TestLab};
-use ferry_journal::{Attempt, Journal, JournalConfig, Move, Run, OWNER_ALIVE_WITHIN_MS};
+use ferry_journal::{Attempt, EventKind, Journal, JournalConfig, Move, Run, OWNER_ALIVE_WITHIN_MS};
 use ferry_model::Status;
 
 /// A lab with its journal and plans in its directory.
@@ -94,6 +94,16 @@ impl LeaseLab {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let journal = rt.block_on(Journal::open_path(&self.state(), &JournalConfig::default())).expect("journal opens");
         (rt, journal)
+    }
+
+    /// Whether another process can write the journal now: it journals a message on `run`.
+    fn writable(&self, run: &str) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let config = JournalConfig { busy_timeout: Duration::from_secs(2), ..JournalConfig::default() };
+        rt.block_on(async {
+            let journal = Journal::open_path(&self.state(), &config).await.expect("journal opens");
+            journal.event(run, None, EventKind::Message, "test: the journal takes a write", None).await.is_ok()
+        })
     }
 
     fn run(&self, id: &str) -> Run {
@@ -233,7 +243,17 @@ fn a_ferry_stopped_past_its_lease_starts_nothing_once_continued() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(1));
-    signal(migrate.id(), "-STOP");
+    // Stopped outside a journal transaction: one stopped inside holds SQLite's write lock
+    // for as long as it is stopped, and no other ferry could write (readers still can).
+    for attempt in 1.. {
+        signal(migrate.id(), "-STOP");
+        if lab.writable(&run) {
+            break;
+        }
+        assert!(attempt < 5, "ferry was stopped inside a write {attempt} times");
+        signal(migrate.id(), "-CONT");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let stopped_run = lab.run(&run);
     assert_eq!(stopped_run.owner.as_deref(), Some(stale.as_str()));
 

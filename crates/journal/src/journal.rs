@@ -316,6 +316,14 @@ impl Journal {
             let location = self.location.clone();
             move |cause| JournalError::Migrate { location, version, cause }
         };
+        // A journal already at this schema is opened without the write lock: a reader
+        // (`ferry status`, a resume that will be refused) must not wait on a writer, not
+        // even on one that was stopped (SIGSTOP) inside its transaction.
+        let found: std::result::Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&self.pool).await;
+        if found.is_ok_and(|v| v == Some(schema::latest())) {
+            return Ok(());
+        }
         let mut tx = self.begin_write().await.map_err(|e| match e {
             JournalError::Database(cause) => migrate_error(0)(cause),
             other => other,
@@ -1346,5 +1354,34 @@ fn is_busy(error: &JournalError) -> bool {
     match source {
         sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|code| code & 0xff == 5),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_journal_at_its_schema_opens_while_another_holds_the_write_lock() {
+        let dir = std::env::temp_dir().join(format!("ferry-journal-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("journal.db");
+        let config = JournalConfig { busy_timeout: Duration::from_millis(300), ..JournalConfig::default() };
+        let writer = Journal::open_path(&path, &config).await.expect("a new journal");
+        // As a ferry stopped (SIGSTOP) inside one of its transactions leaves it.
+        let held = writer.begin_write().await.expect("the write lock");
+        let reader = Journal::open_path(&path, &config).await.expect("opens without the write lock");
+        assert!(reader.runs().await.expect("reads").is_empty());
+        let new = NewRun {
+            plan_name: "p".into(),
+            plan: serde_json::json!({}),
+            cluster: serde_json::json!({}),
+            kind: RunKind::Migrate,
+            parent: None,
+        };
+        assert!(reader.create_run(&new).await.is_err(), "a write waits for the lock, then fails");
+        drop(held);
+        assert!(reader.create_run(&new).await.is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
