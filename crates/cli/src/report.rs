@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_document::RunDocument;
 use ferry_journal::{Journal, JournalError, Run};
@@ -117,7 +116,7 @@ impl From<JournalError> for Failure {
 pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
     let listed = async {
         let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
-        let now = now_ms();
+        let now = ferry_runs::owners::now_ms();
         let mut views = Vec::new();
         for run in journal.runs().await? {
             let moves = journal.moves(&run.id).await?;
@@ -150,7 +149,7 @@ pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
         };
         let moves = journal.moves(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
-        Ok::<_, Failure>(status_view(&run, &moves, &events, now_ms()))
+        Ok::<_, Failure>(status_view(&run, &moves, &events, ferry_runs::owners::now_ms()))
     };
     match read.await {
         Ok(view) => {
@@ -177,7 +176,7 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         let planned = RunDocument::read(&run.id, &journal.run_documents(&run.id).await?)
             .map(|(document, cluster)| planned(&document, &cluster, &moves))
             .unwrap_or_default();
-        let mut report = build_report(&run, &moves, &attempts, &events, planned, now_ms());
+        let mut report = build_report(&run, &moves, &attempts, &events, planned, ferry_runs::owners::now_ms());
         let all = journal.runs().await?;
         let mut linked = std::collections::HashMap::new();
         for r in all
@@ -186,7 +185,7 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         {
             linked.insert(r.id.clone(), journal.moves(&r.id).await?);
         }
-        report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), now_ms());
+        report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), ferry_runs::owners::now_ms());
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),
@@ -219,28 +218,14 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
 
 /// The run `id`, or bad input naming the closest id the journal has.
 async fn find_run(journal: &Journal, id: &str) -> Result<Run, Failure> {
-    match journal.run(id).await {
-        Ok(run) => Ok(run),
-        Err(JournalError::RunNotFound { .. }) => {
-            let ids: Vec<String> = journal.runs().await?.into_iter().map(|r| r.id).collect();
-            let mut text = format!("no run {id} in the journal at {}", journal.location());
-            match ferry_plan::closest(id, ids.iter().map(String::as_str)) {
-                Some(near) => text.push_str(&format!("; did you mean {near}?")),
-                None if ids.is_empty() => text.push_str(": it holds no runs"),
-                None => text.push_str("; `ferry runs` lists them"),
-            }
-            Err(Failure::BadInput(text))
-        }
-        Err(e) => Err(e.into()),
-    }
+    ferry_runs::owners::find_run(journal, id).await.map_err(|e| match e {
+        ferry_runs::Error::BadInput(text) => Failure::BadInput(text),
+        other => Failure::Failed(other.to_string()),
+    })
 }
 
 fn to_json(value: &impl Serialize) -> String {
     serde_json::to_string_pretty(value).expect("views are plain data and serialise")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
