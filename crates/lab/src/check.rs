@@ -129,8 +129,11 @@ pub fn status(dir: &Path) -> Result<LabStatus, LabError> {
 pub struct CheckConfig {
     /// Guests allowed to have restarted (a cold move restarts its guest on purpose).
     pub allow_restart: Vec<String>,
-    /// How long to wait for a fresh heartbeat from each guest.
+    /// How long to wait for a fresh heartbeat from a guest that kept running.
     pub fresh_within: Duration,
+    /// How long to wait for one from a guest allowed to have restarted: it may still be
+    /// booting, and a TCG boot on a busy machine takes several times its idle 6 s.
+    pub boot_within: Duration,
 }
 
 /// One guest's verdict.
@@ -192,11 +195,20 @@ pub fn check(dir: &Path, config: &CheckConfig) -> Result<Vec<VmCheck>, LabError>
     // A heartbeat newer than the one seen at the start proves the guest is alive now.
     let start = Instant::now();
     let seen: Vec<u64> = read_reports(&layout, &lab).iter().map(|r| r.heartbeats).collect();
+    let waits: Vec<Duration> = lab
+        .vms
+        .iter()
+        .map(|vm| if config.allow_restart.contains(&vm.name) { config.boot_within } else { config.fresh_within })
+        .collect();
     let mut reports: Vec<LogReport>;
     loop {
         reports = read_reports(&layout, &lab);
-        let all_fresh = reports.iter().zip(&seen).all(|(r, seen)| r.heartbeats > *seen);
-        if all_fresh || start.elapsed() >= config.fresh_within {
+        let waiting = reports
+            .iter()
+            .zip(&seen)
+            .zip(&waits)
+            .any(|((r, seen), wait)| r.heartbeats <= *seen && start.elapsed() < *wait);
+        if !waiting {
             break;
         }
         sleep(Duration::from_millis(250));
