@@ -301,7 +301,11 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
                 }
                 let estimate = (number == 1).then(|| json!({ "total_s": v.estimate_s, "downtime_ms": 120.0 }));
                 journal
-                    .record_attempt_start(id, &v.uuid, &NewAttempt { kind, target: host(v.target), estimate })
+                    .record_attempt_start(
+                        id,
+                        &v.uuid,
+                        &NewAttempt { kind, target: host(v.target), estimate, compression: None },
+                    )
                     .await
                     .expect("attempt starts");
                 attempts += 1;
@@ -364,6 +368,8 @@ async fn fill(path: &Path, moves: usize, hosts: usize, seconds: u64) -> Filled {
                     downtime_ms: live.then_some(40 + (v.first_ms % 260)),
                     bytes: (v.fate != Fate::Init).then_some((gib * 1.3 * 1024.0) as u64 * MIB),
                     passes: live.then_some(2 + (v.first_ms % 5) as u32),
+                    memory_bytes: None,
+                    memory_sent_bytes: None,
                 };
                 journal.record_attempt_end(id, &v.uuid, number, &end).await.expect("attempt ends");
                 if final_status {

@@ -109,7 +109,17 @@ async fn attempt(
 
 fn end(outcome: Status, message: &str, figures: [Option<u64>; 4], passes: Option<u32>) -> AttemptEnd {
     let [wall_ms, job_ms, downtime_ms, bytes] = figures;
-    AttemptEnd { outcome, message: message.to_owned(), wall_ms, job_ms, downtime_ms, bytes, passes }
+    AttemptEnd {
+        outcome,
+        message: message.to_owned(),
+        wall_ms,
+        job_ms,
+        downtime_ms,
+        bytes,
+        passes,
+        memory_bytes: None,
+        memory_sent_bytes: None,
+    }
 }
 
 async fn fill(path: &Path) -> Sample {
@@ -145,6 +155,7 @@ async fn fill(path: &Path) -> Sample {
             kind: AttemptKind::Live,
             target: "host-b".into(),
             estimate: Some(json!({ "downtime_ms": 120.0, "total_s": 8.0, "transfer_s": 7.5, "note": "x" })),
+            compression: None,
         },
         end(Status::Success, "", [Some(3200), Some(3000), Some(180), Some(512 * MIB)], Some(4)),
         Some("raised downtime to 200 ms: 3 passes without converging"),
@@ -161,7 +172,7 @@ async fn fill(path: &Path) -> Sample {
         &run.id,
         "u-web-2",
         g,
-        NewAttempt { kind: AttemptKind::Live, target: "host-b".into(), estimate: None },
+        NewAttempt { kind: AttemptKind::Live, target: "host-b".into(), estimate: None, compression: None },
         end(
             Status::FailureWait,
             "did not converge after 30 passes",
@@ -180,7 +191,7 @@ async fn fill(path: &Path) -> Sample {
         &run.id,
         "u-web-2",
         g,
-        NewAttempt { kind: AttemptKind::Cold, target: "host-c".into(), estimate: None },
+        NewAttempt { kind: AttemptKind::Cold, target: "host-c".into(), estimate: None, compression: None },
         end(Status::FailureWait, "host-c refused the volume", [Some(900), None, None, Some(10 * MIB)], None),
         None,
     )
@@ -215,7 +226,7 @@ async fn fill(path: &Path) -> Sample {
             &run.id,
             uuid,
             g,
-            NewAttempt { kind, target: "host-b".into(), estimate: None },
+            NewAttempt { kind, target: "host-b".into(), estimate: None, compression: None },
             end(status, "", [Some(1000), Some(900), Some(50), Some(100 * MIB)], Some(2)),
             None,
         )

@@ -213,6 +213,11 @@ pub struct MoveReport {
     pub transferred_bytes: u64,
     /// Memory passes.
     pub memory_passes: u64,
+    /// Guest memory the migration carried (normal pages' bytes), when the hypervisor says.
+    pub memory_bytes: Option<u64>,
+    /// Bytes sent for that memory, when the hypervisor says: below `memory_bytes` when the
+    /// stream compresses it.
+    pub memory_sent_bytes: Option<u64>,
     /// Volumes created on the target.
     pub created_volumes: Vec<String>,
     /// Source volumes deleted after the move.

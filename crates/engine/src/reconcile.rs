@@ -214,6 +214,8 @@ async fn settle<D: Driver>(
                 downtime_ms: None,
                 bytes: None,
                 passes: None,
+                memory_bytes: None,
+                memory_sent_bytes: None,
             };
             journal.record_attempt_end(&m.run, &m.uuid, a.number, &end).await?;
         }

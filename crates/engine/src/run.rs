@@ -273,7 +273,15 @@ impl<D: Driver> Engine<D> {
                     .journal
                     .set_status(&run_id, &spec.uuid, record.generation, Status::Migrating, &message)
                     .await?;
-                let attempt = NewAttempt { kind, target: start.to.clone(), estimate: spec.estimate.clone() };
+                let pair = self.cluster.host(&spec.from).zip(self.cluster.host(&start.to));
+                let stream = pair
+                    .map_or(self.settings.policy.stream, |(from, to)| self.settings.policy.stream_between(from, to));
+                let attempt = NewAttempt {
+                    kind,
+                    target: start.to.clone(),
+                    estimate: spec.estimate.clone(),
+                    compression: crate::task::compression_of(kind, &stream),
+                };
                 let attempt = self.journal.record_attempt_start(&run_id, &spec.uuid, &attempt).await?;
                 statuses[start.item] = Status::Migrating;
                 let _ = events.send(EngineEvent::Started {
@@ -287,7 +295,6 @@ impl<D: Driver> Engine<D> {
                     let _ = control_tx.send(TaskControl::Abort);
                 }
                 controls.insert(start.item, control_tx);
-                let pair = self.cluster.host(&spec.from).zip(self.cluster.host(&start.to));
                 let input = TaskInput {
                     item: start.item,
                     run_id: run_id.clone(),
@@ -300,9 +307,7 @@ impl<D: Driver> Engine<D> {
                     completion_timeout: self.settings.manual.completion_timeout,
                     policy: self.settings.policy.clone(),
                     tls: pair.is_some_and(|(from, to)| self.settings.policy.tls_between(from, to)),
-                    stream: pair.map_or(self.settings.policy.stream, |(from, to)| {
-                        self.settings.policy.stream_between(from, to)
-                    }),
+                    stream,
                     generation: record.generation,
                 };
                 let channels = Channels {

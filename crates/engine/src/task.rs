@@ -9,7 +9,7 @@ use ferry_driver::{
     ColdOptions, Control, Driver, ErrorKind, LiveOptions, MoveError, MoveReport, MoveRequest, StepGate,
 };
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, NewAttempt};
-use ferry_model::{Phase, Status, StreamOptions};
+use ferry_model::{Compression, Phase, Status, StreamOptions};
 use ferry_plan::{Mode, Policy};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -138,7 +138,7 @@ pub(crate) async fn run<D: Driver>(driver: Arc<D>, journal: Journal, input: Task
             break outcome;
         };
         kind = next;
-        match move_.start_attempt(kind, &input.to, &input.spec).await {
+        match move_.start_attempt(kind, &input.to, &input.spec, compression_of(kind, &input.stream)).await {
             Some(n) => attempt = n,
             None => break outcome,
         }
@@ -213,8 +213,14 @@ impl Move {
         let _ = self.events.send(EngineEvent::Note(format!("{}: {text}", self.vm)));
     }
 
-    async fn start_attempt(&self, kind: AttemptKind, to: &str, spec: &MoveSpec) -> Option<u32> {
-        let attempt = NewAttempt { kind, target: to.to_string(), estimate: spec.estimate.clone() };
+    async fn start_attempt(
+        &self,
+        kind: AttemptKind,
+        to: &str,
+        spec: &MoveSpec,
+        compression: Option<Compression>,
+    ) -> Option<u32> {
+        let attempt = NewAttempt { kind, target: to.to_string(), estimate: spec.estimate.clone(), compression };
         match self.journal.record_attempt_start(&self.run_id, &self.uuid, &attempt).await {
             Ok(n) => Some(n),
             Err(e) => {
@@ -234,6 +240,8 @@ impl Move {
             downtime_ms: r.downtime_ms,
             bytes: Some(r.transferred_bytes),
             passes: u32::try_from(r.memory_passes).ok(),
+            memory_bytes: r.memory_bytes,
+            memory_sent_bytes: r.memory_sent_bytes,
         };
         if let Err(e) = self.journal.record_attempt_end(&self.run_id, &self.uuid, number, &end).await {
             warn!(uuid = %self.uuid, "could not journal the end of attempt {number}: {e}");
@@ -243,6 +251,11 @@ impl Move {
             let _ = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Message, text, None).await;
         }
     }
+}
+
+/// The compression an attempt's stream uses: a live one's, when it compresses.
+pub(crate) fn compression_of(kind: AttemptKind, stream: &StreamOptions) -> Option<Compression> {
+    (kind == AttemptKind::Live && stream.compression != Compression::None).then_some(stream.compression)
 }
 
 fn request(input: &TaskInput) -> MoveRequest {

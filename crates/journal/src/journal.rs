@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ferry_model::{Phase, Status};
+use ferry_model::{Compression, Phase, Status};
 use serde_json::{json, Value};
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::{
@@ -222,7 +222,7 @@ macro_rules! move_columns {
 macro_rules! attempt_columns {
     () => {
         "run, uuid, number, kind, target, started_ms, ended_ms, outcome, message, wall_ms, \
-         job_ms, downtime_ms, bytes, passes, estimate"
+         job_ms, downtime_ms, bytes, passes, estimate, compression, memory_bytes, memory_sent_bytes"
     };
 }
 
@@ -967,8 +967,8 @@ impl Journal {
             let number = last.unwrap_or(0) + 1;
             let inserted = sqlx::query(
                 "INSERT INTO attempts (run, uuid, number, kind, target, started_ms, ended_ms, outcome, \
-                 message, wall_ms, job_ms, downtime_ms, bytes, passes, estimate) \
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, $7)",
+                 message, wall_ms, job_ms, downtime_ms, bytes, passes, estimate, compression) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, $7, $8)",
             )
             .bind(run)
             .bind(uuid)
@@ -977,6 +977,7 @@ impl Journal {
             .bind(&attempt.target)
             .bind(now)
             .bind(attempt.estimate.as_ref().map(Value::to_string))
+            .bind(attempt.compression.filter(|c| *c != Compression::None).map(Compression::name))
             .execute(&mut *tx)
             .await;
             match inserted {
@@ -1003,7 +1004,8 @@ impl Journal {
             let done = sqlx::query(
                 "UPDATE attempts SET ended_ms = $4, outcome = $5, message = $6, \
                  wall_ms = COALESCE($7, $4 - started_ms), job_ms = $8, downtime_ms = $9, bytes = $10, \
-                 passes = $11 WHERE run = $1 AND uuid = $2 AND number = $3 AND ended_ms IS NULL",
+                 passes = $11, memory_bytes = $12, memory_sent_bytes = $13 \
+                 WHERE run = $1 AND uuid = $2 AND number = $3 AND ended_ms IS NULL",
             )
             .bind(run)
             .bind(uuid)
@@ -1016,6 +1018,8 @@ impl Journal {
             .bind(end.downtime_ms.map(saturating_i64))
             .bind(end.bytes.map(saturating_i64))
             .bind(end.passes.map(i64::from))
+            .bind(end.memory_bytes.map(saturating_i64))
+            .bind(end.memory_sent_bytes.map(saturating_i64))
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
@@ -1044,6 +1048,8 @@ impl Journal {
                 "downtime_ms": end.downtime_ms,
                 "bytes": end.bytes,
                 "passes": end.passes,
+                "memory_bytes": end.memory_bytes,
+                "memory_sent_bytes": end.memory_sent_bytes,
             });
             insert_event(&mut tx, run, Some(uuid), now, EventKind::Attempt, &message, Some(&data)).await?;
             tx.commit().await?;
@@ -1066,6 +1072,26 @@ impl Journal {
             .iter()
             .map(attempt_from_row)
             .collect()
+        })
+        .await
+    }
+
+    /// VM `uuid`'s latest finished attempt, in any run, whose stream was compressed and whose
+    /// memory figures were recorded: what the next preview expects its memory to compress to.
+    pub async fn last_compressed_attempt(&self, uuid: &str) -> Result<Option<Attempt>> {
+        self.hold(|_| async move {
+            sqlx::query(concat!(
+                "SELECT ",
+                attempt_columns!(),
+                " FROM attempts WHERE uuid = $1 AND compression IS NOT NULL AND ended_ms IS NOT NULL \
+                 AND memory_bytes > 0 AND memory_sent_bytes > 0 ORDER BY ended_ms DESC, run DESC LIMIT 1"
+            ))
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(attempt_from_row)
+            .transpose()
         })
         .await
     }
@@ -1273,6 +1299,7 @@ fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
     let estimate: Option<String> = row.try_get("estimate")?;
     let number: i64 = row.try_get("number")?;
     let passes: Option<i64> = row.try_get("passes")?;
+    let compression: Option<String> = row.try_get("compression")?;
     Ok(Attempt {
         run: row.try_get("run")?,
         uuid: row.try_get("uuid")?,
@@ -1289,6 +1316,9 @@ fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
         bytes: optional_unsigned(row.try_get("bytes")?, "attempts", "bytes")?,
         passes: optional_unsigned(passes, "attempts", "passes")?,
         estimate: estimate.map(|e| parse_json(e, "attempts", "estimate")).transpose()?,
+        compression: compression.map(|c| parse_text::<Compression>(c, "attempts", "compression")).transpose()?,
+        memory_bytes: optional_unsigned(row.try_get("memory_bytes")?, "attempts", "memory_bytes")?,
+        memory_sent_bytes: optional_unsigned(row.try_get("memory_sent_bytes")?, "attempts", "memory_sent_bytes")?,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ferry_model::{Phase, Status};
+use ferry_model::{Compression, Phase, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -235,6 +235,8 @@ pub struct NewAttempt {
     pub target: String,
     /// The preview's estimate for it, to compare with what happened.
     pub estimate: Option<Value>,
+    /// How its migration stream is compressed; `None` for a plain stream or a cold move.
+    pub compression: Option<Compression>,
 }
 
 /// How an attempt ended.
@@ -254,6 +256,10 @@ pub struct AttemptEnd {
     pub bytes: Option<u64>,
     /// Memory passes.
     pub passes: Option<u32>,
+    /// Guest memory the migration carried (normal pages' bytes), when the hypervisor said.
+    pub memory_bytes: Option<u64>,
+    /// Bytes it sent for that memory, when the hypervisor said.
+    pub memory_sent_bytes: Option<u64>,
 }
 
 /// One attempt to move a VM, as journaled.
@@ -289,6 +295,22 @@ pub struct Attempt {
     pub passes: Option<u32>,
     /// The estimate it started with.
     pub estimate: Option<Value>,
+    /// How its stream was compressed; `None`: plain or cold.
+    pub compression: Option<Compression>,
+    /// Guest memory the migration carried.
+    pub memory_bytes: Option<u64>,
+    /// Bytes sent for that memory.
+    pub memory_sent_bytes: Option<u64>,
+}
+
+impl Attempt {
+    /// Guest memory carried per byte sent, when both figures are known and not zero.
+    pub fn memory_per_byte_sent(&self) -> Option<f64> {
+        match (self.memory_bytes, self.memory_sent_bytes) {
+            (Some(carried), Some(sent)) if carried > 0 && sent > 0 => Some(carried as f64 / sent as f64),
+            _ => None,
+        }
+    }
 }
 
 /// One line of a run's history.

@@ -120,6 +120,18 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE runs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0",
         ],
     },
+    Migration {
+        version: 3,
+        description: "compression of attempts' streams",
+        statements: &[
+            // The stream's compression (a ferry_model::Compression name; NULL: none), the
+            // guest memory the migration carried (normal pages' bytes) and the bytes it sent
+            // for it: their ratio is what the next preview of the VM expects.
+            "ALTER TABLE attempts ADD COLUMN compression TEXT",
+            "ALTER TABLE attempts ADD COLUMN memory_bytes BIGINT",
+            "ALTER TABLE attempts ADD COLUMN memory_sent_bytes BIGINT",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.

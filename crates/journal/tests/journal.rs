@@ -14,7 +14,7 @@ use ferry_journal::{
     AttemptEnd, AttemptKind, EventKind, Journal, JournalClock, JournalConfig, JournalError, NewAttempt, NewMove,
     NewRun, RunKind, RunState, FIRST_GENERATION,
 };
-use ferry_model::{Phase, Status};
+use ferry_model::{Compression, Phase, Status};
 use serde_json::json;
 
 /// A directory removed when dropped.
@@ -289,7 +289,12 @@ async fn every_record_round_trips() {
 
     // Attempts: a live one that fails, a cold one that succeeds.
     let estimate = json!({ "transfer_s": 4.5, "downtime_ms": 120, "passes": 3 });
-    let live = NewAttempt { kind: AttemptKind::Live, target: "host-c".into(), estimate: Some(estimate.clone()) };
+    let live = NewAttempt {
+        kind: AttemptKind::Live,
+        target: "host-c".into(),
+        estimate: Some(estimate.clone()),
+        compression: Some(Compression::Zstd),
+    };
     let one = journal.record_attempt_start(&run.id, uuid, &live).await.expect("attempt 1");
     let end = AttemptEnd {
         outcome: Status::FailureWait,
@@ -299,6 +304,8 @@ async fn every_record_round_trips() {
         downtime_ms: None,
         bytes: Some(6_000_000_000),
         passes: Some(17),
+        memory_bytes: Some(9_000_000_000),
+        memory_sent_bytes: Some(4_000_000_000),
     };
     journal.record_attempt_end(&run.id, uuid, one, &end).await.expect("end 1");
     assert!(matches!(
@@ -309,7 +316,7 @@ async fn every_record_round_trips() {
         journal.record_attempt_end(&run.id, uuid, 9, &end).await,
         Err(JournalError::AttemptNotFound { number: 9, .. })
     ));
-    let cold = NewAttempt { kind: AttemptKind::Cold, target: "host-c".into(), estimate: None };
+    let cold = NewAttempt { kind: AttemptKind::Cold, target: "host-c".into(), estimate: None, compression: None };
     let two = journal.record_attempt_start(&run.id, uuid, &cold).await.expect("attempt 2");
     assert_eq!((one, two), (1, 2));
     let cold_end = AttemptEnd {
@@ -320,6 +327,8 @@ async fn every_record_round_trips() {
         downtime_ms: Some(9_800),
         bytes: Some(u64::MAX),
         passes: None,
+        memory_bytes: None,
+        memory_sent_bytes: None,
     };
     journal.record_attempt_end(&run.id, uuid, two, &cold_end).await.expect("end 2");
     assert!(matches!(
@@ -338,6 +347,12 @@ async fn every_record_round_trips() {
         (Some(41_250), Some(40_100), None, Some(6_000_000_000), Some(17))
     );
     assert_eq!((a.message.as_str(), a.estimate.as_ref()), (end.message.as_str(), Some(&estimate)));
+    assert_eq!((a.compression, a.memory_per_byte_sent()), (Some(Compression::Zstd), Some(2.25)));
+    assert_eq!((b.compression, b.memory_per_byte_sent()), (None, None));
+    // The VM's latest compressed attempt, whatever run it was in; none for another VM.
+    let last = journal.last_compressed_attempt(uuid).await.expect("query").expect("one");
+    assert_eq!((last.run.as_str(), last.number), (run.id.as_str(), 1));
+    assert_eq!(journal.last_compressed_attempt(&moves[0].uuid).await.expect("query"), None);
     assert!(a.started_ms >= started && a.ended_ms.is_some());
     assert_eq!(
         (b.number, b.kind, b.outcome, b.estimate.as_ref()),
@@ -741,7 +756,7 @@ async fn a_stale_holders_writes_are_refused_after_another_claimed() {
     lost(stale.set_status(&run, &vm1.uuid, g1, Status::Migrating, "started").await, "set_status");
     lost(stale.begin_phase(&run, &vm1.uuid, g1, Phase::Transferring).await, "begin_phase");
     lost(stale.set_target(&run, &vm2.uuid, vm2.generation, "host-b").await, "set_target");
-    let attempt = NewAttempt { kind: AttemptKind::Live, target: "host-b".into(), estimate: None };
+    let attempt = NewAttempt { kind: AttemptKind::Live, target: "host-b".into(), estimate: None, compression: None };
     lost(stale.record_attempt_start(&run, &vm1.uuid, &attempt).await.map(i64::from), "record_attempt_start");
     let run_generation = stale.run(&run).await.expect("run").generation;
     lost(stale.set_run_state(&run, run_generation, RunState::Finished).await, "set_run_state");

@@ -360,6 +360,8 @@ impl Job {
             downtime_ms: completed.as_ref().and_then(|s| s.downtime),
             transferred_bytes: completed.as_ref().and_then(|s| s.data_processed).unwrap_or(last.transferred_bytes),
             memory_passes: completed.as_ref().and_then(|s| s.mem_iteration).unwrap_or(last.memory_passes),
+            memory_bytes: completed.as_ref().and_then(|s| s.mem_normal_bytes),
+            memory_sent_bytes: completed.as_ref().and_then(|s| s.mem_processed),
             created_volumes: Vec::new(),
             deleted_volumes: Vec::new(),
             locations,

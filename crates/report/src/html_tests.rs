@@ -70,6 +70,9 @@ impl Records {
             bytes: Some(512 << 20),
             passes: Some(3),
             estimate: Some(json!({ "total_s": 9.0, "downtime_ms": 100.0 })),
+            compression: None,
+            memory_bytes: None,
+            memory_sent_bytes: None,
         });
         self
     }

@@ -78,6 +78,9 @@ fn att(vm: &str, number: u32, kind: AttemptKind, outcome: Status, f: Figures) ->
         bytes: Some(f.mib << 20),
         passes: f.passes,
         estimate: None,
+        compression: None,
+        memory_bytes: None,
+        memory_sent_bytes: None,
     }
 }
 

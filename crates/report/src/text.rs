@@ -162,6 +162,10 @@ fn format_move(m: &MoveReport, out: &mut String) {
             a.attempt.downtime_ms.map(|v| format!("downtime {v} ms")),
             a.attempt.bytes.map(mib),
             a.attempt.passes.map(|p| format!("{p} passes")),
+            a.attempt.compression.map(|c| match a.attempt.memory_per_byte_sent() {
+                Some(ratio) => format!("{c} memory {ratio:.2}:1"),
+                None => format!("{c} (ratio not reported)"),
+            }),
         ]
         .into_iter()
         .flatten()

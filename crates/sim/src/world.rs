@@ -1082,6 +1082,8 @@ impl World {
             downtime_ms: flow.downtime_ms.map(|d| d.round() as u64),
             transferred_bytes: bytes(flow.transferred),
             memory_passes: passes,
+            memory_bytes: None,
+            memory_sent_bytes: None,
             created_volumes: Vec::new(),
             deleted_volumes: Vec::new(),
             locations: Vec::new(),
