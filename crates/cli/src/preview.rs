@@ -83,9 +83,12 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         now_ms: Some(ferry_runs::owners::now_ms()),
         ..PreviewConfig::default()
     };
+    let journal = args.state.open_existing().await.ok();
+    let events = crate::show::events(output);
+    if let Some(journal) = &journal {
+        config.compression = ferry_runs::preview::observed_compression(journal, &moves, &events).await;
+    }
     if args.inventory.is_none() {
-        let journal = args.state.open_existing().await.ok();
-        let events = crate::show::events(output);
         config.earlier_copies =
             ferry_runs::preview::earlier_copies(&driver, journal.as_ref(), &inventory, &moves, &events).await;
     }

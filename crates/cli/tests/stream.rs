@@ -5,6 +5,7 @@
 mod common;
 
 use common::TestLab;
+use ferry_journal::{Attempt, Journal, JournalConfig};
 use serde_json::json;
 
 fn host_of(lab: &TestLab, vm: &str) -> String {
@@ -19,10 +20,14 @@ fn zstd_over_parallel_connections_sends_fewer_bytes_and_the_guest_survives() {
     let other = |host: &str| if host == "host-a" { "host-b" } else { "host-a" }.to_string();
 
     // vm-2's disk is on shared storage: only its memory crosses, in both moves.
+    let state = lab.dir.join("journal.db");
+    let state_arg = ["--state", state.to_str().expect("utf-8")];
+    let cluster = lab.dir.join("cluster.toml");
     let from = host_of(&lab, "vm-2");
-    let (code, plain) = lab.ferry_move(&["vm-2", "--to", &other(&from)]);
+    let (code, plain) = lab.ferry_move_with(&cluster, &state_arg, &["vm-2", "--to", &other(&from)]);
     assert_eq!((code, &plain["status"]), (Some(0), &json!("SUCCESS")), "{plain:#}");
-    let (code, zstd) = lab.ferry_move(&["vm-2", "--to", &from, "--parallel", "4", "--compression", "zstd"]);
+    let (code, zstd) =
+        lab.ferry_move_with(&cluster, &state_arg, &["vm-2", "--to", &from, "--parallel", "4", "--compression", "zstd"]);
     assert_eq!((code, &zstd["status"]), (Some(0), &json!("SUCCESS")), "{zstd:#}");
     let bytes = |summary: &serde_json::Value| summary["transferred_bytes"].as_u64().expect("bytes sent");
     let ratio = bytes(&zstd) as f64 / bytes(&plain) as f64;
@@ -31,6 +36,34 @@ fn zstd_over_parallel_connections_sends_fewer_bytes_and_the_guest_survives() {
     assert!(ratio < 0.7, "zstd sent {ratio:.2} of the plain move's bytes");
     assert_eq!(host_of(&lab, "vm-2"), from);
     lab.check_ok();
+
+    // The journal keeps how vm-2's memory compressed; the plain move is no observation.
+    let uuid = lab.vm_status("vm-2")["uuid"].as_str().expect("uuid").to_string();
+    let seen = last_compressed(&state, &uuid).expect("the zstd move's attempt");
+    let learnt = seen.memory_per_byte_sent().expect("memory figures journaled");
+    eprintln!("journaled: {:?} B of memory in {:?} B: {learnt:.2}:1", seen.memory_bytes, seen.memory_sent_bytes);
+    assert!(learnt > 1.4, "zstd carried {learnt:.2} B of memory per byte sent");
+    assert!(seen.memory_sent_bytes <= Some(bytes(&zstd)), "{seen:?}");
+
+    // The next preview of a zstd move expects that ratio, and says where it comes from.
+    let plan = lab.dir.join("back.toml");
+    let text = format!(
+        "[plan]\nname = \"back\"\n[policy]\nparallel_connections = 4\ncompression = \"zstd\"\n\
+         [[move]]\nvm = \"vm-2\"\nto = \"{}\"\n",
+        other(&from)
+    );
+    std::fs::write(&plan, text).expect("write plan");
+    let mut args = vec!["preview", plan.to_str().expect("utf-8"), "--cluster", cluster.to_str().expect("utf-8")];
+    args.extend(state_arg);
+    args.extend(["--output", "json"]);
+    let out = common::ferry(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let preview: serde_json::Value = serde_json::from_slice(&out.stdout).expect("preview json");
+    let estimate = &preview["vms"][0]["estimate"];
+    let expected = estimate["memory_per_byte_sent"].as_f64().expect("a ratio");
+    assert!((expected - learnt).abs() < 1e-9, "{estimate:#}");
+    assert!(estimate["note"].as_str().expect("note").contains(&seen.run), "{estimate:#}");
+    assert_eq!(host_of(&lab, "vm-2"), from, "preview moved nothing");
 
     // Compression without multifd is refused before anything starts.
     let out = common::ferry(&[
@@ -47,4 +80,10 @@ fn zstd_over_parallel_connections_sends_fewer_bytes_and_the_guest_survives() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("compression zstd needs parallel_connections"));
     assert_eq!(host_of(&lab, "vm-2"), from, "nothing moved");
     lab.check_ok();
+}
+
+fn last_compressed(state: &std::path::Path, uuid: &str) -> Option<Attempt> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let journal = rt.block_on(Journal::open_path(state, &JournalConfig::default())).expect("journal opens");
+    rt.block_on(journal.last_compressed_attempt(uuid)).expect("journal answers")
 }

@@ -9,6 +9,6 @@ pub mod placement;
 mod preview;
 
 pub use preview::{
-    policy_live_input, preview, EstimateView, Kind, MemoryProfile, PlacementView, Preview, PreviewConfig, VmPreview,
-    ASSUMED_LINK_MIB_S,
+    policy_live_input, preview, EstimateView, Kind, MemoryProfile, ObservedCompression, PlacementView, Preview,
+    PreviewConfig, VmPreview, ASSUMED_LINK_MIB_S,
 };

@@ -2,8 +2,9 @@
 //! run's makespan. Changes nothing; knows nothing of IO.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
-use ferry_model::{ClusterSpec, Inventory, VmState};
+use ferry_model::{ClusterSpec, Compression, Inventory, VmState};
 use ferry_plan::{Mode, Plan, ResolvedMove, Target};
 use serde::Serialize;
 
@@ -33,6 +34,18 @@ pub struct PreviewConfig {
     pub now_ms: Option<i64>,
     /// Runs whose owners are alive in the journal.
     pub live_runs: Vec<String>,
+    /// By VM UUID, how its memory compressed the last time a compressed stream carried it
+    /// (the journal's latest such attempt); a VM not here is assumed not to compress.
+    pub compression: HashMap<String, ObservedCompression>,
+}
+
+/// A compression ratio seen on a VM's earlier migration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedCompression {
+    /// Guest memory carried per byte sent.
+    pub ratio: f64,
+    /// The run it was seen in.
+    pub run: String,
 }
 
 /// What is known of a VM's memory beyond its size.
@@ -86,6 +99,9 @@ pub struct EstimateView {
     pub note: String,
     /// What policy would save it, when it is not expected to converge.
     pub advice: Option<String>,
+    /// Guest memory carried per byte sent that the estimate assumed, when the stream
+    /// compresses: the VM's last observed ratio, else 1.0 (the note says which).
+    pub memory_per_byte_sent: Option<f64>,
 }
 
 /// One VM's preview.
@@ -207,10 +223,20 @@ pub fn preview(
                 let dirty = measured.unwrap_or(0.0);
                 let disk_mib = vm.local_disk_mib();
                 let profile = config.memory.get(&m.uuid).copied().unwrap_or_default();
+                let compression = cluster
+                    .host(&m.from)
+                    .zip(cluster.host(to))
+                    .map(|(from, to)| plan.policy.stream_between(from, to).compression)
+                    .filter(|c| *c != Compression::None)
+                    .map(|c| (c, config.compression.get(&m.uuid)));
                 Some(match kind {
-                    Kind::Live => {
-                        live_view(vm.memory_mib as f64, profile, dirty, measured.is_some(), bandwidth, disk_mib, plan)
-                    }
+                    Kind::Live => live_view(
+                        LiveGuest { memory_mib: vm.memory_mib as f64, profile, dirty, measured: measured.is_some() },
+                        bandwidth,
+                        disk_mib,
+                        compression,
+                        plan,
+                    ),
                     Kind::Cold => cold_view(disk_mib, bandwidth, plan),
                 })
             }
@@ -295,25 +321,44 @@ pub fn policy_live_input(
     }
 }
 
-fn live_view(
+/// What a live estimate knows of the guest.
+struct LiveGuest {
     memory_mib: f64,
     profile: MemoryProfile,
+    /// Dirty rate, MiB/s, and whether it was measured (else assumed).
     dirty: f64,
     measured: bool,
+}
+
+fn live_view(
+    guest: LiveGuest,
     bandwidth: f64,
     disk_mib: f64,
+    compression: Option<(Compression, Option<&ObservedCompression>)>,
     plan: &Plan,
 ) -> EstimateView {
+    let LiveGuest { memory_mib, profile, dirty, measured } = guest;
+    let ratio = compression.map(|(_, seen)| seen.map_or(1.0, |s| s.ratio));
     let input = LiveInput {
         nonzero_mib: profile.nonzero_mib,
         working_set_mib: profile.working_set_mib,
         disk_copy_mib: disk_mib,
+        compression_ratio: ratio,
         ..policy_live_input(&plan.policy, memory_mib, dirty, measured, bandwidth)
     };
     let e = estimate::estimate_live(&input);
     let mut note = e.note;
     if !measured {
         note.push_str(" (dirty rate not measured: assumed idle; --measure measures it)");
+    }
+    match compression {
+        Some((method, Some(seen))) => {
+            let _ = write!(note, "; memory compresses {:.2}:1 with {method} (seen in run {})", seen.ratio, seen.run);
+        }
+        Some((method, None)) => {
+            let _ = write!(note, "; {method} compression assumed to gain nothing (1:1): never observed on this VM");
+        }
+        None => {}
     }
     if !e.converges && plan.policy.mode == Mode::LiveOrCold {
         note.push_str("; falls back to a cold move (policy.mode = live-or-cold)");
@@ -329,6 +374,7 @@ fn live_view(
         converges: e.converges,
         note,
         advice: e.advice,
+        memory_per_byte_sent: ratio,
     }
 }
 
@@ -352,6 +398,7 @@ fn cold_view(disk_mib: f64, bandwidth: f64, plan: &Plan) -> EstimateView {
             plan.policy.shutdown_timeout_s
         ),
         advice: None,
+        memory_per_byte_sent: None,
     }
 }
 
@@ -381,4 +428,36 @@ fn place_any(
     let policy = plan.policy.placement.parse().expect("the plan parser accepts only known placement policies");
     let mut decisions = placement::place(cluster, inventory, &fixed, &requests, &constraints, policy).into_iter();
     moves.iter().map(|m| if m.to == Target::Any { decisions.next() } else { None }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(policy: &str) -> Plan {
+        let text = format!("[plan]\nname = \"p\"\n[policy]\n{policy}\n[[move]]\nvm = \"vm-1\"\nto = \"host-b\"\n");
+        ferry_plan::parse_plan("p.toml", &text).expect("plan parses")
+    }
+
+    fn view(compression: Option<(Compression, Option<&ObservedCompression>)>, plan: &Plan) -> EstimateView {
+        let guest = LiveGuest { memory_mib: 1024.0, profile: MemoryProfile::default(), dirty: 0.0, measured: true };
+        live_view(guest, 32.0, 0.0, compression, plan)
+    }
+
+    #[test]
+    fn a_compressed_stream_is_estimated_at_the_ratio_last_seen_and_says_so() {
+        let plan = plan("parallel_connections = 4\ncompression = \"zstd\"");
+        let seen = ObservedCompression { ratio: 2.5, run: "r-1".into() };
+        let plain = view(None, &plan);
+        let never = view(Some((Compression::Zstd, None)), &plan);
+        let learnt = view(Some((Compression::Zstd, Some(&seen))), &plan);
+        assert_eq!((plain.memory_per_byte_sent, never.memory_per_byte_sent), (None, Some(1.0)));
+        assert_eq!(never.transfer_s, plain.transfer_s);
+        assert!(never.note.contains("never observed"), "{}", never.note);
+        assert_eq!(learnt.memory_per_byte_sent, Some(2.5));
+        assert!(learnt.note.contains("2.50:1 with zstd (seen in run r-1)"), "{}", learnt.note);
+        // 1024 MiB at 32 MiB/s: 32 s of memory plain, 12.8 s at 2.5:1.
+        let memory = |v: &EstimateView| v.transfer_s - estimate::JOB_SETUP_S;
+        assert!((memory(&plain) - 32.0).abs() < 0.1 && (memory(&learnt) - 12.8).abs() < 0.1, "{plain:?} {learnt:?}");
+    }
 }

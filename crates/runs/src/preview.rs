@@ -8,6 +8,7 @@ use ferry_journal::Journal;
 use ferry_model::Inventory;
 use ferry_plan::ResolvedMove;
 use ferry_preview::checks::EarlierCopy;
+use ferry_preview::ObservedCompression;
 
 use crate::drivers::AnyDriver;
 use crate::events::Events;
@@ -69,4 +70,26 @@ pub async fn earlier_copies(
         }
     }
     found
+}
+
+/// For each moving VM, how its memory compressed on its latest compressed migration in the
+/// journal. A journal that cannot be read is a warning: the estimate then assumes 1:1.
+pub async fn observed_compression(
+    journal: &Journal,
+    moves: &[ResolvedMove],
+    events: &Events,
+) -> HashMap<String, ObservedCompression> {
+    let mut seen = HashMap::new();
+    for m in moves {
+        match journal.last_compressed_attempt(&m.uuid).await {
+            Ok(Some(attempt)) => {
+                if let Some(ratio) = attempt.memory_per_byte_sent() {
+                    seen.insert(m.uuid.clone(), ObservedCompression { ratio, run: attempt.run });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => events.warn(format!("journal: {e}: {}'s compression ratio is not known", m.vm)),
+        }
+    }
+    seen
 }
