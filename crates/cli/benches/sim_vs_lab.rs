@@ -173,6 +173,7 @@ fn guest(name: &str, host: &str, dirty: f64) -> VmDesc {
         disk_mib: 0,
         running: true,
         shutdown_s: 10.0,
+        compression_ratio: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn host(name: &str, link: u64, queue_ms: u32) -> HostDesc {
         cpu_overcommit: 4.0,
         memory_overcommit: 1.0,
         maintenance: false,
+        compress_cpu_ms_per_mib: None,
     }
 }
 

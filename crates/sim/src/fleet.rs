@@ -17,6 +17,8 @@
 //! cpus = 64
 //! memory_mib = 524288
 //! link_mib_s = 1250                 # migration link, each way (full duplex)
+//! compress_cpu_ms_per_mib = 2.5     # CPU ms a core spends compressing a MiB of memory
+//!                                   # (default: 2.5 for zstd, 12.5 for zlib; assumed)
 //!
 //! [[vm]]
 //! name = "vm-00001"
@@ -27,6 +29,7 @@
 //! working_set_mib = 2048            # what it keeps rewriting (default: all of memory)
 //! nonzero_mib = 6144                # memory that is not zero pages (default: all of memory)
 //! disk_mib = 0                      # host-local disk copied on a move; 0: shared storage
+//! compression_ratio = 2.08          # memory per byte sent when compressed (default 1.0)
 //! ```
 //!
 //! A file whose name ends in `.json` is read as JSON with the same fields (`host`, `vm` and
@@ -122,6 +125,12 @@ pub struct HostDesc {
     /// In maintenance: never a target.
     #[serde(default, skip_serializing_if = "is_false")]
     pub maintenance: bool,
+    /// CPU ms one of its cores spends compressing a MiB of guest memory, when a migration
+    /// leaving it compresses (each multifd channel is a thread on a core). Absent: the
+    /// compression's assumed default ([`crate::ZSTD_CPU_MS_PER_MIB`],
+    /// [`crate::ZLIB_CPU_MS_PER_MIB`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress_cpu_ms_per_mib: Option<f64>,
 }
 
 fn default_group() -> String {
@@ -185,6 +194,11 @@ pub struct VmDesc {
     /// Seconds the guest takes to shut down when asked.
     #[serde(default = "default_shutdown", skip_serializing_if = "is_default_shutdown")]
     pub shutdown_s: f64,
+    /// Guest memory carried per byte sent when a migration compresses its memory (zstd or
+    /// zlib on multifd channels), as the lab measures it (`memory / bytes sent`). Absent:
+    /// [`crate::DEFAULT_COMPRESSION_RATIO`], no gain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_ratio: Option<f64>,
 }
 
 fn default_vcpus() -> u32 {
@@ -363,6 +377,9 @@ impl Fleet {
                     error(line, field(name), format!("{v} must be a positive ratio"));
                 }
             }
+            if let Some(ms) = h.compress_cpu_ms_per_mib.filter(|ms| !(*ms > 0.0 && ms.is_finite())) {
+                error(line, field("compress_cpu_ms_per_mib"), format!("{ms} must be a positive time in ms"));
+            }
         }
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut uuids: HashMap<String, usize> = HashMap::new();
@@ -403,6 +420,9 @@ impl Fleet {
                         );
                     }
                 }
+            }
+            if let Some(r) = v.compression_ratio.filter(|r| !(*r > 0.0 && r.is_finite())) {
+                error(line, field("compression_ratio"), format!("{r} must be a positive ratio (memory per byte sent)"));
             }
             if !(v.shutdown_s >= 0.0 && v.shutdown_s.is_finite()) {
                 error(line, field("shutdown_s"), format!("{} must be 0 or more seconds", v.shutdown_s));
@@ -489,10 +509,17 @@ mod tests {
         assert_eq!(fleet.hosts[0].group, "default");
         assert_eq!(fleet.vms[0].vcpus, 2);
         assert!(fleet.vms[0].running);
+        assert_eq!((fleet.vms[0].compression_ratio, fleet.hosts[0].compress_cpu_ms_per_mib), (None, None));
         assert_eq!(fleet.uuid(0), "5e1f0000-0000-4000-8000-000000000001");
         assert_eq!(Fleet::parse("f.toml", &fleet.to_toml()).expect("round trip"), fleet);
         let json = serde_json::to_string(&fleet).expect("json");
         assert_eq!(Fleet::parse("f.json", &json).expect("json parses"), fleet);
+        let mut compressing = fleet.clone();
+        compressing.vms[0].compression_ratio = Some(2.08);
+        compressing.hosts[0].compress_cpu_ms_per_mib = Some(4.0);
+        let text = compressing.to_toml();
+        assert!(text.contains("compression_ratio = 2.08") && text.contains("compress_cpu_ms_per_mib = 4.0"), "{text}");
+        assert_eq!(Fleet::parse("f.toml", &text).expect("round trip"), compressing);
         let cluster = fleet.cluster();
         assert_eq!(cluster.hosts[1].uri, "sim:///b");
         assert_eq!(cluster.hosts[1].link_mib_s, Some(100));
@@ -502,21 +529,27 @@ mod tests {
     fn every_problem_is_reported_with_line_and_field() {
         check(
             "f.toml",
-            "[sim]\nmigration_error_rate = 2\n\n[[host]]\nname = \"a\"\nmemory_mib = 1024\nlink_mib_s = 0\n\n[[host]]\nname = \"a\"\nmemory_mib = 1024\nlink_mib_s = 10\n\n[[vm]]\nname = \"v\"\nhost = \"b\"\nmemory_mib = 512\n\n[[vm]]\nname = \"w\"\nhost = \"a\"\nmemory_mib = 2048\nworking_set_mib = 4096\n\n[[fault]]\nhost = \"z\"\ndown_at_s = 5\n",
+            "[sim]\nmigration_error_rate = 2\n\n[[host]]\nname = \"a\"\nmemory_mib = 1024\nlink_mib_s = 0\n\n[[host]]\nname = \"a\"\nmemory_mib = 1024\nlink_mib_s = 10\n\n[[vm]]\nname = \"v\"\nhost = \"b\"\nmemory_mib = 512\n\n[[vm]]\nname = \"w\"\nhost = \"a\"\nmemory_mib = 2048\nworking_set_mib = 4096\ncompression_ratio = 0\n\n[[fault]]\nhost = \"z\"\ndown_at_s = 5\n",
             &[
                 "f.toml: sim.migration_error_rate: 2 must be a chance",
                 "f.toml:4: host[0].link_mib_s: must be a positive",
                 "f.toml:9: host[1].name: \"a\" is already the name of host[0]",
                 "f.toml:14: vm[0].host: no host \"b\" in the fleet",
                 "f.toml:19: vm[1].working_set_mib: 4096 must be between 0 and the VM's memory",
+                "f.toml:19: vm[1].compression_ratio: 0 must be a positive ratio",
                 "f.toml:9: host[1].memory_mib: a: its VMs need 2048 MiB, it has 1024 MiB",
-                "f.toml:25: fault[0].host: no host \"z\"",
+                "f.toml:26: fault[0].host: no host \"z\"",
             ],
         );
         check(
             "f.toml",
             "[[host]]\nname = \"a\"\nmemory_mib = 1\nlink_mib_s = 1\ncolour = 1\n",
             &["f.toml:5: unknown field `colour`"],
+        );
+        check(
+            "f.toml",
+            "[[host]]\nname = \"a\"\nmemory_mib = 1\nlink_mib_s = 1\ncompress_cpu_ms_per_mib = -2\n",
+            &["f.toml:1: host[0].compress_cpu_ms_per_mib: -2 must be a positive time"],
         );
         check("f.toml", "[sim]\n", &["f.toml: host: no hosts"]);
         check("f.json", "{\"sim\": {}, \"host\": [}", &["f.json:1:"]);

@@ -80,6 +80,7 @@ pub fn generate(options: &GenOptions) -> Fleet {
                 disk_mib,
                 running: true,
                 shutdown_s: 10.0,
+                compression_ratio: None,
             }
         })
         .collect();
@@ -116,6 +117,7 @@ pub fn generate(options: &GenOptions) -> Fleet {
                 cpu_overcommit: 4.0,
                 memory_overcommit: 1.0,
                 maintenance: false,
+                compress_cpu_ms_per_mib: None,
             })
             .collect(),
         vms,

@@ -9,8 +9,8 @@
 //! moment, controls applied mid-flight, faults.
 //!
 //! - [`Fleet`]: the fleet file (hosts with memory and a full-duplex migration link, VMs with
-//!   memory, dirty rate and working set, faults, the seed), parsed and validated; [`generate`]
-//!   makes one of any size.
+//!   memory, dirty rate, working set and how well its memory compresses, faults, the seed),
+//!   parsed and validated; [`generate`] makes one of any size.
 //! - [`SimDriver`]: the [`Driver`](ferry_driver::Driver). Live migrations prepare, copy
 //!   disks, run QEMU's pre-copy loop at the bandwidth their links give them, pause, and
 //!   finish; they report progress every 250 ms of virtual time and obey
@@ -25,12 +25,14 @@
 //! **Architecture invariant:** no IO and no wall clock. The only time is tokio's; the only
 //! randomness is the seed's.
 
+mod compress;
 mod driver;
 mod fleet;
 mod gen;
 mod rng;
 mod world;
 
+pub use compress::{DEFAULT_COMPRESSION_RATIO, ZLIB_CPU_MS_PER_MIB, ZSTD_CPU_MS_PER_MIB};
 pub use driver::SimDriver;
 pub use fleet::{derived_uuid, Fault, Fleet, HostDesc, Settings, VmDesc, DEFAULT_START, SHARED_POOL, SIM_URI_PREFIX};
 pub use gen::{generate, host_name, vm_name, GenOptions, RACK};

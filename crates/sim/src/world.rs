@@ -29,6 +29,18 @@
 //! started, a [`POSTCOPY_SWITCHOVER_MS`] pause and the rest fetched without a cap. The other
 //! half of the fixed cost is spent finding and finalizing the VM. Alone on a link at a
 //! constant cap, a migration takes what the estimate says.
+//!
+//! # Compressed streams
+//!
+//! When the move's stream compresses (zstd or zlib on multifd channels), each byte of memory
+//! sent carries the VM's `compression_ratio` of guest memory, as the estimate has it: the
+//! pre-copy loop counts guest memory at the link's rate times the ratio, and its passes, the
+//! pause and post-copy put a ratio-th of their memory on the links. Disks are not
+//! compressed. The source's channels (no more than its CPUs) compress at most
+//! `1000 / compress_cpu_ms_per_mib` MiB/s each, a cap on the memory stages besides the
+//! bandwidth cap. Migrations leaving one host at once do not compete for its cores: a host's
+//! CPUs bound each migration's channels, not their sum. Flows count bytes sent (`remaining`,
+//! `rate`, `transferred`); progress reports memory left as guest memory.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -46,6 +58,7 @@ use ferry_preview::estimate::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::compress::{compressed, Compressed};
 use crate::fleet::{Fleet, SHARED_POOL};
 use crate::rng::Rng;
 
@@ -121,6 +134,8 @@ struct SimHost {
     /// Seconds its outbound link's queue adds to a final pause.
     queue_s: f64,
     cpus: u32,
+    /// CPU ms a core spends compressing a MiB of memory; `None`: the compression's default.
+    compress_cpu_ms_per_mib: Option<f64>,
     memory_mib: u64,
     /// Memory of the VMs defined here and of those arriving, MiB.
     used_mib: u64,
@@ -136,6 +151,8 @@ struct SimVm {
     working_set_mib: Option<f64>,
     nonzero_mib: Option<f64>,
     catch_up_s: Option<f64>,
+    /// Memory per byte sent when compressed; `None`: the default.
+    compression_ratio: Option<f64>,
     disk_mib: u64,
     shutdown_s: f64,
     /// The host of its domain.
@@ -194,6 +211,11 @@ impl Stage {
         matches!(self, Stage::Disk | Stage::Period | Stage::Pause | Stage::Postcopy | Stage::ColdCopy)
     }
 
+    /// Sends guest memory (through the stream's compression, if any), not disks.
+    fn sends_memory(self) -> bool {
+        matches!(self, Stage::Period | Stage::Pause | Stage::Postcopy)
+    }
+
     /// Before the switch-over: an abort still leaves the VM on its source.
     fn revocable(self) -> bool {
         matches!(self, Stage::Setup | Stage::Disk | Stage::ZeroPages | Stage::Period)
@@ -225,12 +247,16 @@ struct Flow {
     stage: Stage,
     version: u64,
     cap: Option<f64>,
+    /// MiB/s on the links.
     rate: f64,
-    /// MiB left to send in a sending stage.
+    /// MiB left to send in a sending stage, as sent on the links (memory compressed).
     remaining: f64,
     /// Time up to which `remaining` and `transferred` are counted.
     updated: Nanos,
+    /// MiB sent, memory and disks.
     transferred: f64,
+    /// How the stream compresses memory; `None`: it sends it as it is.
+    compressed: Option<Compressed>,
     options: LiveOptions,
     max_downtime_ms: f64,
     precopy: Option<PrecopyLoop>,
@@ -251,10 +277,35 @@ struct Flow {
 }
 
 impl Flow {
+    /// The most this move may send now, MiB/s on the links: its bandwidth cap while the
+    /// cap applies, and what the source's CPUs compress while it sends compressed memory.
     fn cap(&self) -> f64 {
-        match self.stage {
+        let cap = match self.stage {
             Stage::Disk | Stage::Period => self.cap.unwrap_or(f64::INFINITY),
             _ => f64::INFINITY,
+        };
+        match self.compressed {
+            Some(c) if self.stage.sends_memory() => cap.min(c.wire_cap()),
+            _ => cap,
+        }
+    }
+
+    /// Guest memory a byte sent carries: the stream's ratio when it compresses.
+    fn ratio(&self) -> f64 {
+        self.compressed.map_or(1.0, |c| c.ratio)
+    }
+
+    /// What sending `memory_mib` of guest memory puts on the links, MiB.
+    fn wire(&self, memory_mib: f64) -> f64 {
+        memory_mib / self.ratio()
+    }
+
+    /// How fast memory moves when the links give the move `link_mib_s`: compressed, as fast
+    /// as the source's CPUs allow. What QEMU's pre-copy loop counts with.
+    fn memory_speed(&self, link_mib_s: f64) -> f64 {
+        match self.compressed {
+            Some(c) => (link_mib_s * c.ratio).min(c.memory_mib_s),
+            None => link_mib_s,
         }
     }
 
@@ -289,6 +340,7 @@ impl World {
                 link: h.link_mib_s as f64,
                 queue_s: h.link_queue_ms.max(0.0) / 1000.0,
                 cpus: h.cpus,
+                compress_cpu_ms_per_mib: h.compress_cpu_ms_per_mib,
                 memory_mib: h.memory_mib,
                 used_mib: 0,
                 capacity_mib: h.memory_mib as f64 * h.memory_overcommit,
@@ -323,6 +375,7 @@ impl World {
                 working_set_mib: v.working_set_mib,
                 catch_up_s: v.catch_up_s,
                 nonzero_mib: v.nonzero_mib,
+                compression_ratio: v.compression_ratio,
                 disk_mib: v.disk_mib,
                 shutdown_s: v.shutdown_s,
                 at,
@@ -716,6 +769,7 @@ impl World {
                 remaining: 0.0,
                 updated: self.now,
                 transferred: 0.0,
+                compressed: None,
                 options: LiveOptions::default(),
                 max_downtime_ms: ferry_preview::estimate::QEMU_DEFAULT_MAX_DOWNTIME_MS,
                 precopy: None,
@@ -741,6 +795,13 @@ impl World {
         let id = self.reserve(request, Kind::Live)?;
         let flow = self.flows.get_mut(&id).expect("just inserted");
         flow.options = options.clone();
+        let source = &self.hosts[flow.from];
+        flow.compressed = compressed(
+            &options.stream,
+            self.vms[flow.vm].compression_ratio,
+            source.compress_cpu_ms_per_mib,
+            source.cpus,
+        );
         flow.cap = options.bandwidth_mib_s.map(|b| b as f64);
         if let Some(ms) = options.max_downtime_ms {
             flow.max_downtime_ms = ms as f64;
@@ -891,7 +952,7 @@ impl World {
             }
             Stage::Disk => self.first_pass(id),
             Stage::ZeroPages => {
-                let data = flow.first_data * flow.doomed.unwrap_or(1.0);
+                let data = flow.wire(flow.first_data * flow.doomed.unwrap_or(1.0));
                 self.set_stage(id, Stage::Period, Work::Send(data));
             }
             Stage::Period => {
@@ -915,7 +976,7 @@ impl World {
                 self.switch_over(id);
                 let flow = self.flows.get_mut(&id).expect("a live flow");
                 let (vm, from) = (flow.vm, flow.from);
-                let rest = flow.postcopy_rest;
+                let rest = flow.wire(flow.postcopy_rest);
                 // The source keeps the pages not fetched yet until post-copy ends.
                 self.hosts[from].used_mib += self.vms[vm].memory_mib;
                 self.vms[vm].shadow = Some((from, VmState::Paused));
@@ -955,7 +1016,8 @@ impl World {
         let flow = self.flows.get_mut(&id).expect("a live flow");
         let v = &self.vms[flow.vm];
         let path = self.hosts[flow.from].link.min(self.hosts[flow.to].link);
-        let bandwidth = flow.cap.unwrap_or(path).min(path);
+        // The loop counts in guest memory: a compressed stream's bandwidth carries more.
+        let bandwidth = flow.memory_speed(flow.cap.unwrap_or(path).min(path));
         let input = LiveInput {
             memory_mib: v.memory_mib as f64,
             dirty_mib_s: v.dirty_mib_s,
@@ -966,7 +1028,7 @@ impl World {
             nonzero_mib: v.nonzero_mib,
             working_set_mib: v.working_set_mib,
             catch_up_s: v.catch_up_s,
-            link_mib_s: Some(path),
+            link_mib_s: Some(flow.memory_speed(path)),
             ..LiveInput::default()
         };
         let (precopy, first) = PrecopyLoop::start(&input, bandwidth, flow.options.auto_converge);
@@ -983,7 +1045,7 @@ impl World {
         if first.zero_s > 0.0 {
             self.set_stage(id, Stage::ZeroPages, Work::Wait(first.zero_s));
         } else {
-            let data = first.data_mib * flow.doomed.unwrap_or(1.0);
+            let data = flow.wire(first.data_mib * flow.doomed.unwrap_or(1.0));
             self.set_stage(id, Stage::Period, Work::Send(data));
         }
     }
@@ -994,7 +1056,7 @@ impl World {
         let flow = self.flows.get_mut(&id).expect("a live flow");
         let path = self.hosts[flow.from].link.min(self.hosts[flow.to].link);
         // QEMU's threshold uses the bandwidth it measured; a starved migration measured none.
-        let bandwidth = if flow.rate > 0.0 { flow.rate } else { flow.cap.unwrap_or(path).min(path) };
+        let bandwidth = flow.memory_speed(if flow.rate > 0.0 { flow.rate } else { flow.cap.unwrap_or(path).min(path) });
         let period = secs(now - flow.period_start);
         let max_downtime = flow.max_downtime_ms;
         let precopy = flow.precopy.as_mut().expect("a period follows the first pass");
@@ -1002,11 +1064,15 @@ impl World {
         flow.first_pass = false;
         flow.period_start = now;
         match next {
-            Next::Send { data_mib } => self.set_stage(id, Stage::Period, Work::Send(data_mib)),
+            Next::Send { data_mib } => {
+                let data = flow.wire(data_mib);
+                self.set_stage(id, Stage::Period, Work::Send(data));
+            }
             Next::Pause { data_mib } => {
                 // The downtime counts from here (`period_start`) to the switch-over's end.
+                let data = flow.wire(data_mib);
                 self.vms[flow.vm].state = VmState::Paused;
-                self.set_stage(id, Stage::Pause, Work::Send(data_mib));
+                self.set_stage(id, Stage::Pause, Work::Send(data));
             }
         }
     }
@@ -1171,7 +1237,7 @@ impl World {
                     return;
                 }
                 let unsent = match flow.stage {
-                    Stage::Period => flow.remaining,
+                    Stage::Period => flow.remaining * flow.ratio(),
                     Stage::ZeroPages => flow.first_data,
                     _ => {
                         flow.messages.push(format!("{at:.1} s: {control:?} failed: not in the memory phase"));
@@ -1262,11 +1328,12 @@ impl World {
             Stage::Disk => flow.remaining,
             _ => 0.0,
         };
+        // Memory left is guest memory; what is left of a stage is counted as sent.
         let memory_left = match (flow.stage, &flow.precopy) {
             (Stage::Setup | Stage::Disk, _) => v.nonzero_mib.unwrap_or(memory),
             (Stage::ZeroPages, _) => flow.first_data,
-            (Stage::Period, Some(p)) => flow.remaining + p.left_mib(),
-            (Stage::Postcopy, _) => flow.remaining,
+            (Stage::Period, Some(p)) => flow.remaining * flow.ratio() + p.left_mib(),
+            (Stage::Postcopy, _) => flow.remaining * flow.ratio(),
             _ => 0.0,
         };
         let precopy = flow.precopy.as_ref();
@@ -1284,7 +1351,7 @@ impl World {
             bandwidth_bytes_s: bytes(flow.rate),
             memory_passes: precopy.map_or(0, |p| u64::from(p.passes())),
             expected_downtime_ms: (flow.rate > 0.0 && synced)
-                .then(|| (memory_left / flow.rate * 1000.0).round() as u64),
+                .then(|| (flow.wire(memory_left) / flow.rate * 1000.0).round() as u64),
             throttle_percent: precopy.map(|p| (p.throttle() * 100.0).round() as u32).filter(|t| *t > 0),
             postcopy_active: flow.postcopy_active,
             // Like libvirt, which holds the domain from the final pause to the end of the

@@ -9,9 +9,9 @@ use ferry_driver::{
     ColdOptions, Control, Driver, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
     StepGate,
 };
-use ferry_model::VmState;
+use ferry_model::{Compression, StreamOptions, VmState};
 use ferry_preview::estimate::{
-    estimate_live, LiveInput, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS, SWITCHOVER_MS,
+    estimate_live, LiveInput, JOB_SETUP_S, PER_MIGRATION_OVERHEAD_S, POSTCOPY_SWITCHOVER_MS, SWITCHOVER_MS,
 };
 use ferry_sim::{derived_uuid, Fault, Fleet, HostDesc, Settings, SimDriver, VmDesc, SAMPLE_EVERY_S};
 
@@ -38,6 +38,7 @@ fn host(name: &str, link: u64) -> HostDesc {
         cpu_overcommit: 4.0,
         memory_overcommit: 1.0,
         maintenance: false,
+        compress_cpu_ms_per_mib: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn lab_vm(name: &str, on: &str, dirty: f64) -> VmDesc {
         disk_mib: 0,
         running: true,
         shutdown_s: 10.0,
+        compression_ratio: None,
     }
 }
 
@@ -569,4 +571,141 @@ fn the_progress_stream_closes_when_the_copy_ends_not_when_the_move_does() {
     let job_end = ferry_sim::PREPARE_S + report.job_ms.expect("a job time") as f64 / 1000.0;
     assert!(close(stream_end, job_end, 0.002), "stream closed at {stream_end} s, job ended at {job_end} s");
     assert!(close(outcome_at - stream_end, ferry_sim::FINISH_S, 0.002), "{outcome_at} - {stream_end}");
+}
+
+// ---------------------------------------------------------------------- compressed streams
+
+/// A stream of `channels` multifd channels compressing with zstd.
+fn zstd(channels: u32) -> LiveOptions {
+    let stream = StreamOptions { parallel_connections: channels, compression: Compression::Zstd, ..Default::default() };
+    LiveOptions { stream, ..LiveOptions::default() }
+}
+
+/// An idle guest of `memory` MiB, none of it zero pages, whose memory compresses `ratio`:1.
+fn idle_vm(memory: u64, ratio: Option<f64>) -> VmDesc {
+    VmDesc {
+        memory_mib: memory,
+        working_set_mib: None,
+        nonzero_mib: None,
+        compression_ratio: ratio,
+        ..lab_vm("v", "a", 0.0)
+    }
+}
+
+/// Hosts a and b on links of `link` MiB/s whose cores compress a MiB in `cpu_ms`.
+fn compressing_hosts(link: u64, cpu_ms: f64, cpus: u32) -> Vec<HostDesc> {
+    ["a", "b"]
+        .into_iter()
+        .map(|name| HostDesc { cpus, compress_cpu_ms_per_mib: Some(cpu_ms), ..host(name, link) })
+        .collect()
+}
+
+/// One move of VM 0 from a to b, alone.
+fn move_alone(fleet: &Fleet, options: LiveOptions) -> (MoveReport, Vec<Progress>) {
+    let (outcome, samples) = sim(async {
+        let driver = SimDriver::new(fleet);
+        live(&driver, request(0, "a", "b"), options).await
+    });
+    (outcome.expect("moves"), samples)
+}
+
+/// Seconds the job spent on memory: all of it but its setup and the switch-over's fixed part.
+fn memory_s(report: &MoveReport) -> f64 {
+    report.job_ms.expect("a job time") as f64 / 1000.0 - JOB_SETUP_S - SWITCHOVER_MS / 1000.0
+}
+
+/// A sample taken while memory was on its way: after the job's setup, before the pause.
+fn sending(s: &Progress) -> bool {
+    s.elapsed_ms as f64 / 1000.0 > JOB_SETUP_S && !s.switching_over
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+#[test]
+fn a_guest_compressing_3_to_1_sends_a_third_of_its_memory_in_a_third_of_the_time() {
+    // 1 GiB over 100 MiB/s, the link the bound: 4 channels at 0.5 ms a MiB would compress
+    // 8000 MiB/s.
+    let world = fleet(compressing_hosts(100, 0.5, 64), vec![idle_vm(1024, Some(3.0))]);
+    let plain_stream = LiveOptions {
+        stream: StreamOptions { parallel_connections: 4, ..Default::default() },
+        ..LiveOptions::default()
+    };
+    let (plain, _) = move_alone(&world, plain_stream);
+    let (zstd, samples) = move_alone(&world, zstd(4));
+    assert!(close(mib(plain.transferred_bytes), 1024.0, 0.01), "{plain:?}");
+    assert!(close(mib(zstd.transferred_bytes), 1024.0 / 3.0, 0.01), "{zstd:?}");
+    assert!(close(memory_s(&plain), 1024.0 / 100.0, 0.003), "{plain:?}");
+    assert!(close(memory_s(&zstd), memory_s(&plain) / 3.0, 0.003), "{zstd:?}");
+    // The samples count bytes sent, and guest memory left; the link is full throughout.
+    let periodic: Vec<&Progress> = samples.iter().filter(|s| sending(s)).collect();
+    assert!(periodic.iter().all(|s| s.bandwidth_bytes_s == 100 << 20), "{periodic:?}");
+    for s in &periodic {
+        let carried = mib(s.memory_total_bytes - s.memory_remaining_bytes);
+        assert!(close(mib(s.transferred_bytes) * 3.0, carried, 0.01), "{s:?}");
+    }
+    let last = samples.last().expect("samples");
+    assert_eq!(last.transferred_bytes, zstd.transferred_bytes);
+}
+
+#[test]
+fn a_compressed_stream_goes_no_faster_than_the_source_compresses() {
+    // 2 channels at 20 ms a MiB compress 100 MiB/s of memory: a third of that on the link,
+    // which could carry 1000 MiB/s (3000 MiB/s of memory).
+    let two_cpus = fleet(compressing_hosts(1000, 20.0, 64), vec![idle_vm(1024, Some(3.0))]);
+    let (report, samples) = move_alone(&two_cpus, zstd(2));
+    assert!(close(memory_s(&report), 1024.0 / 100.0, 0.003), "{report:?}");
+    assert!(close(mib(report.transferred_bytes), 1024.0 / 3.0, 0.01), "{report:?}");
+    let rates: Vec<f64> = samples.iter().filter(|s| sending(s)).map(|s| mib(s.bandwidth_bytes_s)).collect();
+    assert!(rates.iter().all(|r| close(*r, 100.0 / 3.0, 0.01)), "{rates:?}");
+    // A source with one CPU runs one channel: half as fast.
+    let one_cpu = fleet(compressing_hosts(1000, 20.0, 1), vec![idle_vm(1024, Some(3.0))]);
+    let (report, _) = move_alone(&one_cpu, zstd(2));
+    assert!(close(memory_s(&report), 1024.0 / 50.0, 0.003), "{report:?}");
+}
+
+#[test]
+fn a_stream_that_does_not_compress_ignores_the_ratio() {
+    // The same moves, the same story, whatever the VM's ratio, when nothing compresses.
+    let options = [
+        LiveOptions::default(),
+        capped(32),
+        LiveOptions { stream: StreamOptions { parallel_connections: 4, ..Default::default() }, ..capped(32) },
+    ];
+    for options in options {
+        let story = |ratio| {
+            let vm = VmDesc { compression_ratio: ratio, ..lab_vm("v", "a", 25.0) };
+            move_alone(&fleet(compressing_hosts(100, 20.0, 64), vec![vm]), options.clone())
+        };
+        assert_eq!(story(Some(3.0)), story(None), "{options:?}");
+    }
+}
+
+#[test]
+fn compressed_and_alone_on_its_link_a_migration_takes_what_the_estimate_says() {
+    // The lab's cells again, at its guest's measured 2.08:1, on cores too fast to matter.
+    for (dirty, cap) in [(5.0, 32), (25.0, 32), (25.0, 96), (0.0, 200), (60.0, 96)] {
+        let estimate = estimate_live(&LiveInput {
+            memory_mib: 256.0,
+            dirty_mib_s: dirty,
+            bandwidth_mib_s: cap as f64,
+            nonzero_mib: Some(132.0),
+            working_set_mib: Some(64.0),
+            link_mib_s: Some(1000.0),
+            compression_ratio: Some(2.08),
+            ..LiveInput::default()
+        });
+        assert!(estimate.converges, "{dirty} at {cap}: {estimate:?}");
+        let vm = VmDesc { compression_ratio: Some(2.08), ..lab_vm("v", "a", dirty) };
+        let (report, _) = move_alone(
+            &fleet(compressing_hosts(1000, 0.1, 64), vec![vm]),
+            LiveOptions { bandwidth_mib_s: Some(cap), ..zstd(4) },
+        );
+        let job = report.job_ms.expect("a job time") as f64 / 1000.0;
+        assert!(close(job, estimate.transfer_s, 0.002), "{dirty} at {cap}: job {job} s, estimate {estimate:?}");
+        assert_eq!(report.memory_passes, u64::from(estimate.passes), "{dirty} at {cap}");
+        let downtime = report.downtime_ms.expect("a downtime") as f64;
+        assert!(close(downtime, estimate.downtime_ms, 1.0), "{dirty} at {cap}: {downtime} ms, {estimate:?}");
+    }
 }

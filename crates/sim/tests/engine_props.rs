@@ -41,6 +41,7 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
             cpu_overcommit: 4.0,
             memory_overcommit: 1.0,
             maintenance: false,
+            compress_cpu_ms_per_mib: None,
         })
         .collect();
     let mut used = vec![0u64; hosts.len()];
@@ -69,6 +70,7 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
             disk_mib: if rng.unit() < 0.2 { 1024 } else { 0 },
             running: rng.unit() < 0.9,
             shutdown_s: rng.range(0.0, 90.0),
+            compression_ratio: None,
         });
     }
     let mut fleet = Fleet {
