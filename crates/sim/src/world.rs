@@ -251,10 +251,12 @@ struct Flow {
     rate: f64,
     /// MiB left to send in a sending stage, as sent on the links (memory compressed).
     remaining: f64,
-    /// Time up to which `remaining` and `transferred` are counted.
+    /// Time up to which `remaining`, `transferred` and `memory_sent` are counted.
     updated: Nanos,
     /// MiB sent, memory and disks.
     transferred: f64,
+    /// MiB of them that carried memory.
+    memory_sent: f64,
     /// How the stream compresses memory; `None`: it sends it as it is.
     compressed: Option<Compressed>,
     options: LiveOptions,
@@ -315,6 +317,9 @@ impl Flow {
             let sent = (self.rate * secs(now - self.updated)).min(self.remaining);
             self.remaining -= sent;
             self.transferred += sent;
+            if self.stage.sends_memory() {
+                self.memory_sent += sent;
+            }
         }
         self.updated = self.updated.max(now);
     }
@@ -769,6 +774,7 @@ impl World {
                 remaining: 0.0,
                 updated: self.now,
                 transferred: 0.0,
+                memory_sent: 0.0,
                 compressed: None,
                 options: LiveOptions::default(),
                 max_downtime_ms: ferry_preview::estimate::QEMU_DEFAULT_MAX_DOWNTIME_MS,
@@ -1142,14 +1148,17 @@ impl World {
         let name = self.vms[vm].name.clone();
         let disk = self.vms[vm].disk_mib > 0;
         let (from, to) = (self.hosts[flow.from].name.clone(), self.hosts[flow.to].name.clone());
+        let live = flow.kind == Kind::Live;
         let mut report = MoveReport {
             wall_ms: millis(now - flow.requested),
             job_ms: flow.job_end.map(|e| millis(e - flow.job_start)),
             downtime_ms: flow.downtime_ms.map(|d| d.round() as u64),
             transferred_bytes: bytes(flow.transferred),
             memory_passes: passes,
-            memory_bytes: None,
-            memory_sent_bytes: None,
+            // What libvirt's job statistics say of a live job: its memory pages' bytes and
+            // what was sent for them (fewer when the stream compresses).
+            memory_bytes: live.then(|| bytes(flow.memory_sent * flow.ratio())),
+            memory_sent_bytes: live.then(|| bytes(flow.memory_sent)),
             created_volumes: Vec::new(),
             deleted_volumes: Vec::new(),
             locations: Vec::new(),

@@ -647,6 +647,14 @@ fn a_guest_compressing_3_to_1_sends_a_third_of_its_memory_in_a_third_of_the_time
     }
     let last = samples.last().expect("samples");
     assert_eq!(last.transferred_bytes, zstd.transferred_bytes);
+    // The report says what the memory cost, as libvirt's job statistics do.
+    let carried = |r: &MoveReport| r.memory_bytes.map(mib);
+    let sent = |r: &MoveReport| r.memory_sent_bytes.map(mib);
+    assert!(close(carried(&zstd).expect("memory carried"), 1024.0, 0.01), "{zstd:?}");
+    assert!(close(sent(&zstd).expect("memory sent"), 1024.0 / 3.0, 0.01), "{zstd:?}");
+    assert_eq!(zstd.memory_sent_bytes, Some(zstd.transferred_bytes), "no disk: all of it was memory");
+    assert_eq!(plain.memory_bytes, plain.memory_sent_bytes);
+    assert!(close(sent(&plain).expect("memory sent"), 1024.0, 0.01), "{plain:?}");
 }
 
 #[test]
