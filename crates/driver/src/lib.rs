@@ -442,6 +442,11 @@ pub trait Driver: Send + Sync + 'static {
         unsupported(host, "delete a volume")
     }
 
+    /// Cores of `host` idle now (measured over a fraction of a second): whether it has CPU
+    /// to spare for compressing a migration stream. No default: a wrapper that forgot to
+    /// pass it on would make every `auto` choice a plain stream without a word.
+    fn idle_cpus(&self, host: &str) -> impl Future<Output = Result<f64, DriverError>> + Send;
+
     /// Removes the copy of VM `vm` defined on `host` (powered off if active, then
     /// undefined; its volumes are left alone). Refuses unless the VM runs on exactly one
     /// other host: never the last copy. Returns what it did, in words.

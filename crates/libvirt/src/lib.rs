@@ -12,6 +12,7 @@
 
 mod cold;
 mod conn;
+mod cpu;
 mod dirtyrate;
 pub mod domxml;
 mod error;
@@ -191,6 +192,13 @@ impl Driver for LibvirtDriver {
     async fn abort_job(&self, host: &str, vm: &str) -> Result<(), DriverError> {
         let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
         blocking(move || with_domain(&cluster, &host, &vm, "abort job", conn::abort_job)).await
+    }
+
+    async fn idle_cpus(&self, host: &str) -> Result<f64, DriverError> {
+        let (cluster, name) = (self.cluster.clone(), host.to_string());
+        blocking(move || live::host(&cluster, &name).and_then(cpu::idle_cpus))
+            .await
+            .map_err(driver_error(host, "tell its idle CPU"))
     }
 
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {

@@ -175,6 +175,13 @@ impl Driver for AnyDriver {
         }
     }
 
+    async fn idle_cpus(&self, host: &str) -> Result<f64, DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.idle_cpus(host).await,
+            AnyDriver::Sim(d) => d.idle_cpus(host).await,
+        }
+    }
+
     async fn remove_copy(&self, host: &str, vm: &str) -> Result<String, DriverError> {
         match self {
             AnyDriver::Libvirt(d) => d.remove_copy(host, vm).await,

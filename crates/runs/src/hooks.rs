@@ -468,6 +468,10 @@ impl<D: Driver> Driver for Hooked<D> {
         self.inner.delete_volume(host, pool, name).await
     }
 
+    async fn idle_cpus(&self, host: &str) -> Result<f64, DriverError> {
+        self.inner.idle_cpus(host).await
+    }
+
     async fn remove_copy(&self, host: &str, vm: &str) -> Result<String, DriverError> {
         self.inner.remove_copy(host, vm).await
     }

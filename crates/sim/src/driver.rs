@@ -180,6 +180,10 @@ impl Driver for SimDriver {
             .unwrap_or_else(|_| Err(MoveError::init(ErrorKind::Internal, "the simulation ended before the move")))
     }
 
+    async fn idle_cpus(&self, host: &str) -> Result<f64, DriverError> {
+        self.world().idle_cpus(host)
+    }
+
     async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {
         self.world().metadata(host, vm)
     }

@@ -577,6 +577,22 @@ impl World {
         }
     }
 
+    /// Idle cores of `host`: its CPUs less the channels its compressing migrations in flight
+    /// keep busy. (The sim does not model the guests' own CPU use.)
+    pub(crate) fn idle_cpus(&self, host: &str) -> Result<f64, DriverError> {
+        if let Some(e) = self.host_error(host, "tell its idle CPU") {
+            return Err(e);
+        }
+        let h = self.host_ids[host];
+        let busy: u32 = self
+            .flows
+            .values()
+            .filter(|f| f.from == h && f.end.is_none())
+            .filter_map(|f| f.compressed.as_ref().map(|c| c.channels))
+            .sum();
+        Ok(f64::from(self.hosts[h].cpus.saturating_sub(busy)))
+    }
+
     pub(crate) fn metadata(&self, host: &str, uuid: &str) -> Result<Option<Metadata>, DriverError> {
         let i = self.domain(host, uuid, "read metadata")?;
         Ok(self.vms[i].metadata.clone())
