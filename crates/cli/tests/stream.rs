@@ -5,7 +5,7 @@
 mod common;
 
 use common::TestLab;
-use ferry_journal::{Attempt, Journal, JournalConfig};
+use ferry_journal::{Attempt, EventKind, Journal, JournalConfig};
 use serde_json::json;
 
 fn host_of(lab: &TestLab, vm: &str) -> String {
@@ -65,6 +65,37 @@ fn zstd_over_parallel_connections_sends_fewer_bytes_and_the_guest_survives() {
     assert!(estimate["note"].as_str().expect("note").contains(&seen.run), "{estimate:#}");
     assert_eq!(host_of(&lab, "vm-2"), from, "preview moved nothing");
 
+    // transport = "auto" on 32 MiB/s links: compressed when the source has a core idle (it
+    // measures it), plain and saying why when it has not; whichever, the journal's attempt
+    // carries the stream the decision names.
+    let linked = lab.dir.join("linked.toml");
+    let text = std::fs::read_to_string(&cluster).expect("cluster file");
+    let links_of_32 = |line: &str| if line.starts_with("link_mib_s = ") { "link_mib_s = 32" } else { line }.to_string();
+    let text: Vec<String> = text.lines().map(links_of_32).collect();
+    std::fs::write(&linked, text.join("\n")).expect("write cluster");
+    let (attempt, decision) = migrate_auto(&lab, &linked, &state, "auto", &other(&from));
+    eprintln!("{decision}");
+    assert!(decision.contains("cores idle"), "the source's idle CPU was measured: {decision}");
+    let compressed = decision.contains("4 connections with zstd: its link share 32 MiB/s is below");
+    assert_eq!(attempt.compression.is_some(), compressed, "{decision}\n{attempt:?}");
+    assert!(compressed || decision.contains("below the 1 compression needs"), "{decision}");
+    assert_eq!(host_of(&lab, "vm-2"), other(&from));
+    lab.check_ok();
+
+    // A host whose one stream is slower than the link share keeps one plain stream.
+    let slow = lab.dir.join("slow-stream.toml");
+    let text = std::fs::read_to_string(&linked).expect("cluster file");
+    std::fs::write(&slow, text.replace("link_mib_s = 32", "link_mib_s = 32\none_stream_mib_s = 16"))
+        .expect("write cluster");
+    let (attempt, decision) = migrate_auto(&lab, &slow, &state, "auto-slow", &from);
+    assert!(
+        decision.contains("one plain stream: its link share 32 MiB/s is not below what one stream moves, 16 MiB/s"),
+        "{decision}"
+    );
+    assert_eq!(attempt.compression, None);
+    assert_eq!(host_of(&lab, "vm-2"), from);
+    lab.check_ok();
+
     // Compression without multifd is refused before anything starts.
     let out = common::ferry(&[
         "move",
@@ -86,4 +117,36 @@ fn last_compressed(state: &std::path::Path, uuid: &str) -> Option<Attempt> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let journal = rt.block_on(Journal::open_path(state, &JournalConfig::default())).expect("journal opens");
     rt.block_on(journal.last_compressed_attempt(uuid)).expect("journal answers")
+}
+
+/// Runs a plan moving vm-2 to `to` under `transport = "auto"`; returns its attempt and the
+/// journaled decision.
+fn migrate_auto(
+    lab: &TestLab,
+    cluster: &std::path::Path,
+    state: &std::path::Path,
+    name: &str,
+    to: &str,
+) -> (Attempt, String) {
+    let plan = lab.dir.join(format!("{name}.toml"));
+    let text =
+        format!("[plan]\nname = \"{name}\"\n[policy]\ntransport = \"auto\"\n[[move]]\nvm = \"vm-2\"\nto = \"{to}\"\n");
+    std::fs::write(&plan, text).expect("write plan");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let out = common::ferry(&["migrate", &path(&plan), "--cluster", &path(cluster), "--state", &path(state)]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let journal = rt.block_on(Journal::open_path(state, &JournalConfig::default())).expect("journal opens");
+    let run = rt.block_on(journal.latest_run()).expect("journal answers").expect("a run");
+    let attempts = rt.block_on(journal.attempts(&run.id)).expect("attempts");
+    let events = rt.block_on(journal.events(&run.id, None)).expect("events");
+    let decisions: Vec<String> = events
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Decision && e.message.starts_with("transport auto: "))
+        .map(|e| e.message)
+        .collect();
+    assert_eq!((attempts.len(), decisions.len()), (1, 1), "{decisions:?}\n{said}");
+    assert!(said.contains("transport auto: "), "the operator is told: {said}");
+    (attempts.into_iter().next().expect("one"), decisions.into_iter().next().expect("one"))
 }

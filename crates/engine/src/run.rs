@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{Driver, MoveReport, Progress};
-use ferry_journal::{AttemptKind, Journal, JournalError, Lease, NewAttempt, RunKind, RunState};
-use ferry_model::{ClusterSpec, Inventory, Status};
+use ferry_journal::{AttemptKind, EventKind, Journal, JournalError, Lease, NewAttempt, RunKind, RunState};
+use ferry_model::{choose_stream, AutoFacts, ClusterSpec, Inventory, Status, StreamMode};
 use ferry_plan::{Limits, Policy, Target};
 use ferry_preview::placement::{self, Constraints, Fixed, Placer, Request};
 use ferry_scheduler::{Config, Deadline, Item, Scheduler, View};
@@ -236,6 +236,7 @@ impl<D: Driver> Engine<D> {
         let mut aborted = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle = IdleCpus::default();
 
         loop {
             let decisions =
@@ -274,8 +275,17 @@ impl<D: Driver> Engine<D> {
                     .set_status(&run_id, &spec.uuid, record.generation, Status::Migrating, &message)
                     .await?;
                 let pair = self.cluster.host(&spec.from).zip(self.cluster.host(&start.to));
-                let stream = pair
-                    .map_or(self.settings.policy.stream, |(from, to)| self.settings.policy.stream_between(from, to));
+                let bandwidth_mib_s = cap(start.bandwidth_mib_s, self.settings.manual.bandwidth_mib_s);
+                let (stream, chosen) = match (self.settings.policy.transport, pair) {
+                    (StreamMode::Auto, Some((from, to))) if kind == AttemptKind::Live => {
+                        let idle = idle.of(&*self.driver, &from.name, self.clock.now()).await;
+                        let facts = AutoFacts::new(from, bandwidth_mib_s, idle);
+                        let choice = choose_stream(self.settings.policy.auto_stream_between(from, to), &facts);
+                        (choice.options, Some(choice.why))
+                    }
+                    (_, Some((from, to))) => (self.settings.policy.stream_between(from, to), None),
+                    (_, None) => (self.settings.policy.stream, None),
+                };
                 let attempt = NewAttempt {
                     kind,
                     target: start.to.clone(),
@@ -283,6 +293,12 @@ impl<D: Driver> Engine<D> {
                     compression: crate::task::compression_of(kind, &stream),
                 };
                 let attempt = self.journal.record_attempt_start(&run_id, &spec.uuid, &attempt).await?;
+                if let Some(why) = chosen {
+                    let text = format!("transport auto: {why}");
+                    let data = serde_json::json!({ "transport": "auto", "stream": stream });
+                    self.journal.event(&run_id, Some(&spec.uuid), EventKind::Decision, &text, Some(&data)).await?;
+                    let _ = events.send(EngineEvent::Note(format!("{}: {text}", spec.vm)));
+                }
                 statuses[start.item] = Status::Migrating;
                 let _ = events.send(EngineEvent::Started {
                     vm: spec.vm.clone(),
@@ -302,7 +318,7 @@ impl<D: Driver> Engine<D> {
                     to: start.to,
                     kind,
                     attempt,
-                    bandwidth_mib_s: cap(start.bandwidth_mib_s, self.settings.manual.bandwidth_mib_s),
+                    bandwidth_mib_s,
                     max_downtime_ms: self.settings.manual.max_downtime_ms,
                     completion_timeout: self.settings.manual.completion_timeout,
                     policy: self.settings.policy.clone(),
@@ -516,6 +532,28 @@ fn cap(share: Option<f64>, manual: Option<f64>) -> Option<f64> {
     match (share, manual) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// Each source's idle cores, asked of the driver at most once per [`IdleCpus::FRESH_S`]: moves
+/// that start together from one host share one reading.
+#[derive(Default)]
+struct IdleCpus {
+    seen: HashMap<String, (f64, Result<f64, String>)>,
+}
+
+impl IdleCpus {
+    const FRESH_S: f64 = 10.0;
+
+    async fn of<D: Driver>(&mut self, driver: &D, host: &str, now: f64) -> Result<f64, String> {
+        if let Some((at, idle)) = self.seen.get(host) {
+            if now - at < Self::FRESH_S {
+                return idle.clone();
+            }
+        }
+        let idle = driver.idle_cpus(host).await.map_err(|e| e.to_string());
+        self.seen.insert(host.to_string(), (now, idle.clone()));
+        idle
     }
 }
 

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 
 pub use status::{Phase, Status};
 pub use step::{created_volumes, Step, StepRecord, StepState};
-pub use stream::{Compression, Needs, StreamLimits, StreamOptions};
+pub use stream::{
+    choose_stream, AutoFacts, Compression, Needs, StreamChoice, StreamLimits, StreamMode, StreamOptions,
+    ASSUMED_ONE_STREAM_MIB_S, AUTO_MIN_IDLE_CPUS, AUTO_STREAM,
+};
 
 /// A host as the cluster file declares it: how to reach it and what the operator says
 /// about it.

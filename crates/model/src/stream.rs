@@ -138,6 +138,10 @@ pub struct StreamLimits {
     pub compression_level: Option<u32>,
     /// `false`: no zero-copy sends.
     pub zerocopy: Option<bool>,
+    /// What one migration stream moves from this host at most, MiB/s (one QEMU migration
+    /// thread, TLS included when used): `transport = "auto"` compresses only moves whose
+    /// link share is below it. `None`: [`ASSUMED_ONE_STREAM_MIB_S`].
+    pub one_stream_mib_s: Option<u64>,
 }
 
 impl StreamLimits {
@@ -291,5 +295,171 @@ mod tests {
             assert_eq!(c.name().parse::<Compression>(), Ok(c));
         }
         assert_eq!("lz4".parse::<Compression>(), Err("\"lz4\" is not one of none, zstd, zlib".to_string()));
+    }
+}
+
+/// How a plan's migration streams are chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamMode {
+    /// As the policy's stream options say, for every move.
+    #[default]
+    Fixed,
+    /// Per move: compressed multifd when the link share limits the move and the source has
+    /// a core to spare, else one plain stream ([`choose_stream`]).
+    Auto,
+}
+
+impl StreamMode {
+    /// Every mode, for messages.
+    pub const NAMES: &'static str = "fixed, auto";
+}
+
+impl std::str::FromStr for StreamMode {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<StreamMode, String> {
+        match name {
+            "fixed" => Ok(StreamMode::Fixed),
+            "auto" => Ok(StreamMode::Auto),
+            _ => Err(format!("{name:?} is not one of {}", StreamMode::NAMES)),
+        }
+    }
+}
+
+/// What one migration stream moves when a host does not say: VMware chooses one vMotion
+/// stream per 15 Gbit/s of link since vSphere 7.0 U2 (Broadcom KB 323379), about 1788 MiB/s.
+pub const ASSUMED_ONE_STREAM_MIB_S: u64 = 1788;
+
+/// The idle cores a source needs before `auto` compresses: QEMU compresses in its multifd
+/// threads on the source, and with less than a core idle they would take the guests' CPU.
+pub const AUTO_MIN_IDLE_CPUS: f64 = 1.0;
+
+/// The compressed stream `auto` turns on when the policy names none: 4 connections (the
+/// multifd channel count KubeVirt and Nova's examples use) with zstd at its fastest level.
+pub const AUTO_STREAM: StreamOptions =
+    StreamOptions { parallel_connections: 4, compression: Compression::Zstd, compression_level: None, zerocopy: false };
+
+/// What `auto` knows of one move as it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoFacts {
+    /// The move's share of the links between its hosts, MiB/s; `None`: no link rate known.
+    pub link_share_mib_s: Option<f64>,
+    /// What one stream moves from the source, MiB/s.
+    pub one_stream_mib_s: u64,
+    /// Whether that is [`ASSUMED_ONE_STREAM_MIB_S`] rather than the host's own figure.
+    pub one_stream_assumed: bool,
+    /// The source's idle cores now, or why it could not say.
+    pub idle_cpus: Result<f64, String>,
+    /// The source host's name, for the reason.
+    pub source: String,
+}
+
+impl AutoFacts {
+    /// The facts of a move from `source` that may use `link_share_mib_s`.
+    pub fn new(source: &crate::HostSpec, link_share_mib_s: Option<f64>, idle_cpus: Result<f64, String>) -> AutoFacts {
+        AutoFacts {
+            link_share_mib_s,
+            one_stream_mib_s: source.stream.one_stream_mib_s.unwrap_or(ASSUMED_ONE_STREAM_MIB_S),
+            one_stream_assumed: source.stream.one_stream_mib_s.is_none(),
+            idle_cpus,
+            source: source.name.clone(),
+        }
+    }
+}
+
+/// A stream chosen for a move, with the reason in words for the journal and the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamChoice {
+    /// The stream.
+    pub options: StreamOptions,
+    /// Why, in words: "4 connections with zstd: its link share 32 MiB/s is below ...".
+    pub why: String,
+}
+
+/// `auto`'s choice for one move: `compressed` (the policy's compressed stream, else
+/// [`AUTO_STREAM`], within what the hosts allow) when its link share is below what one
+/// stream moves, so that fewer bytes finish sooner, and its source has
+/// [`AUTO_MIN_IDLE_CPUS`] to compress with; else one plain stream, which costs no CPU and
+/// is as fast when the stream, not the link, limits.
+pub fn choose_stream(compressed: StreamOptions, facts: &AutoFacts) -> StreamChoice {
+    let plain =
+        |why: String| StreamChoice { options: StreamOptions::default(), why: format!("one plain stream: {why}") };
+    if compressed.compression == Compression::None {
+        return plain("the hosts allow no compressed stream".to_string());
+    }
+    let one = format!(
+        "{} MiB/s{}",
+        facts.one_stream_mib_s,
+        if facts.one_stream_assumed { " (assumed; the host's one_stream_mib_s sets it)" } else { "" }
+    );
+    let Some(share) = facts.link_share_mib_s else {
+        return plain("no link rate is known between these hosts".to_string());
+    };
+    if share >= facts.one_stream_mib_s as f64 {
+        return plain(format!("its link share {share:.0} MiB/s is not below what one stream moves, {one}"));
+    }
+    let idle = match &facts.idle_cpus {
+        Err(e) => return plain(format!("{}'s idle CPU is not known ({e})", facts.source)),
+        Ok(idle) if *idle < AUTO_MIN_IDLE_CPUS => {
+            return plain(format!(
+                "{} has {idle:.1} cores idle, below the {AUTO_MIN_IDLE_CPUS:.0} compression needs",
+                facts.source
+            ))
+        }
+        Ok(idle) => *idle,
+    };
+    let level = compressed.compression_level.map(|l| format!(" level {l}")).unwrap_or_default();
+    StreamChoice {
+        options: compressed,
+        why: format!(
+            "{} connections with {}{level}: its link share {share:.0} MiB/s is below what one stream moves, \
+             {one}, and {} has {idle:.1} cores idle",
+            compressed.parallel_connections, compressed.compression, facts.source
+        ),
+    }
+}
+
+#[cfg(test)]
+mod auto_tests {
+    use super::*;
+
+    fn facts(share: Option<f64>, idle: Result<f64, String>) -> AutoFacts {
+        AutoFacts {
+            link_share_mib_s: share,
+            one_stream_mib_s: ASSUMED_ONE_STREAM_MIB_S,
+            one_stream_assumed: true,
+            idle_cpus: idle,
+            source: "host-a".into(),
+        }
+    }
+
+    #[test]
+    fn a_link_bound_move_with_a_core_to_spare_is_compressed_and_says_why() {
+        let choice = choose_stream(AUTO_STREAM, &facts(Some(32.0), Ok(1.4)));
+        assert_eq!(choice.options, AUTO_STREAM);
+        assert!(choice.why.contains("link share 32 MiB/s is below") && choice.why.contains("1.4 cores idle"));
+        // The policy's own compressed stream is the one turned on.
+        let own = StreamOptions { parallel_connections: 2, compression: Compression::Zlib, ..AUTO_STREAM };
+        assert_eq!(choose_stream(own, &facts(Some(32.0), Ok(3.0))).options, own);
+        // Hosts that allow no compression get a plain stream.
+        let refused = choose_stream(StreamOptions::default(), &facts(Some(32.0), Ok(3.0)));
+        assert_eq!(refused.options, StreamOptions::default());
+        assert!(refused.why.contains("allow no compressed stream"), "{}", refused.why);
+    }
+
+    #[test]
+    fn every_other_case_is_one_plain_stream_with_its_reason() {
+        let plain = StreamOptions::default();
+        for (facts, reason) in [
+            (facts(None, Ok(4.0)), "no link rate"),
+            (facts(Some(5000.0), Ok(4.0)), "not below what one stream moves, 1788 MiB/s (assumed"),
+            (facts(Some(32.0), Ok(0.6)), "0.6 cores idle, below the 1"),
+            (facts(Some(32.0), Err("unsupported".into())), "idle CPU is not known (unsupported)"),
+        ] {
+            let choice = choose_stream(AUTO_STREAM, &facts);
+            assert_eq!(choice.options, plain, "{facts:?}");
+            assert!(choice.why.starts_with("one plain stream: ") && choice.why.contains(reason), "{}", choice.why);
+        }
     }
 }

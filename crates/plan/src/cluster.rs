@@ -16,6 +16,7 @@
 //! compression = "zstd"                # the only compression its migrations may use
 //! compression_level = 3               # at most this level
 //! zerocopy = false                    # no zero-copy sends
+//! one_stream_mib_s = 1200             # what one migration stream moves from it (transport = "auto")
 //! ```
 
 use std::collections::HashMap;
@@ -54,6 +55,7 @@ struct RawHost {
     compression: Option<Spanned<String>>,
     compression_level: Option<Spanned<i64>>,
     zerocopy: Option<bool>,
+    one_stream_mib_s: Option<Spanned<i64>>,
 }
 
 /// Parses and validates a cluster file. All problems are returned at once. Each host's
@@ -165,7 +167,18 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterSpec, Vec<InputErr
             compression_level: count(&host.compression_level, "compression_level", &mut errors),
             zerocopy: host.zerocopy,
             compression: None,
+            one_stream_mib_s: None,
         };
+        if let Some(rate) = &host.one_stream_mib_s {
+            match u64::try_from(*rate.get_ref()) {
+                Ok(r) if r > 0 => stream.one_stream_mib_s = Some(r),
+                _ => errors.push(error(
+                    rate.span(),
+                    field("one_stream_mib_s"),
+                    format!("{} is not positive", rate.get_ref()),
+                )),
+            }
+        }
         if let Some(c) = &host.compression {
             match c.get_ref().parse::<Compression>() {
                 Ok(c) => stream.compression = Some(c),

@@ -26,6 +26,8 @@
 //! compression = "zstd"                # none | zstd | zlib (needs parallel_connections)
 //! compression_level = 1               # zstd 1-20, zlib 1-9
 //! zerocopy = false                    # zero-copy sends (multifd, no compression, no TLS)
+//! transport = "fixed"                 # fixed | auto: per move, compressed multifd when the
+//!                                     # link share limits it and the source has a core idle
 //!
 //! [[move]]
 //! vm = "web-1"
@@ -54,7 +56,7 @@
 
 use std::collections::HashMap;
 
-use ferry_model::{Compression, HostSpec, StreamOptions};
+use ferry_model::{Compression, HostSpec, StreamMode, StreamOptions, AUTO_STREAM};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -174,6 +176,9 @@ pub struct Policy {
     /// Parallel connections, compression, zero-copy.
     #[serde(default)]
     pub stream: StreamOptions,
+    /// `fixed`: `stream` for every move; `auto`: chosen per move as it starts.
+    #[serde(default)]
+    pub transport: StreamMode,
 }
 
 impl Policy {
@@ -188,6 +193,13 @@ impl Policy {
     /// each host allows.
     pub fn stream_between(&self, from: &HostSpec, to: &HostSpec) -> StreamOptions {
         to.stream.bound(from.stream.bound(self.stream))
+    }
+
+    /// The compressed stream `transport = "auto"` may turn on from `from` to `to`: the
+    /// policy's when it compresses, else [`AUTO_STREAM`], within what each host allows.
+    pub fn auto_stream_between(&self, from: &HostSpec, to: &HostSpec) -> StreamOptions {
+        let wanted = if self.stream.compression == Compression::None { AUTO_STREAM } else { self.stream };
+        to.stream.bound(from.stream.bound(wanted))
     }
 }
 
@@ -207,6 +219,7 @@ impl Default for Policy {
             stale_copies: StaleCopies::Refuse,
             tls: None,
             stream: StreamOptions::default(),
+            transport: StreamMode::Fixed,
         }
     }
 }
@@ -384,6 +397,7 @@ struct RawPolicy {
     compression: Option<Spanned<String>>,
     compression_level: Option<Spanned<i64>>,
     zerocopy: Option<Spanned<bool>>,
+    transport: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +464,12 @@ fn stream_policy(p: &RawPolicy, policy: &mut Policy, errors: &mut Errors<'_>) {
     }
     if let Some(zerocopy) = &p.zerocopy {
         stream.zerocopy = *zerocopy.get_ref();
+    }
+    if let Some(mode) = &p.transport {
+        match mode.get_ref().parse::<StreamMode>() {
+            Ok(m) => policy.transport = m,
+            Err(e) => errors.at(mode.span(), "policy.transport", e),
+        }
     }
     // Where to point at: the option the problem starts with, else the first one given.
     let span_of = |problem: &str| {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use ferry_model::{
     blocking_claim, claim_refusal, ClaimFacts, ClusterSpec, Compression, Host, HostSpec, Inventory, Locality, Phase,
-    Transport, Vm, VmState,
+    StreamMode, Transport, Vm, VmState,
 };
 use ferry_plan::{Mode, Policy, StaleCopies};
 use serde::{Deserialize, Serialize};
@@ -289,10 +289,16 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
 
 /// Whether both hosts can carry the stream the policy asks between them: every feature it
 /// uses against each host's QEMU and libvirt, and what the versions cannot tell (TLS needs
-/// migration certificates on both hosts; zero-copy needs the guest's memory locked).
+/// migration certificates on both hosts; zero-copy needs the guest's memory locked). Under
+/// `transport = "auto"`, the compressed stream `auto` may turn on: a host that cannot carry
+/// it says so with `compression = "none"` in the cluster file, and `auto` then keeps one
+/// plain stream there.
 fn stream(policy: &Policy, from: (&HostSpec, Option<&Host>), to: (&HostSpec, &Host)) -> Check {
     let tls = policy.tls_between(from.0, to.0);
-    let options = policy.stream_between(from.0, to.0);
+    let options = match policy.transport {
+        StreamMode::Fixed => policy.stream_between(from.0, to.0),
+        StreamMode::Auto => policy.auto_stream_between(from.0, to.0),
+    };
     let mut used: Vec<String> = Vec::new();
     if tls {
         used.push("TLS".into());

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use ferry_model::{ClusterSpec, Compression, Inventory, VmState};
+use ferry_model::{
+    choose_stream, AutoFacts, ClusterSpec, Compression, HostSpec, Inventory, StreamMode, StreamOptions, VmState,
+    AUTO_MIN_IDLE_CPUS,
+};
 use ferry_plan::{Mode, Plan, ResolvedMove, Target};
 use serde::Serialize;
 
@@ -226,7 +229,7 @@ pub fn preview(
                 let compression = cluster
                     .host(&m.from)
                     .zip(cluster.host(to))
-                    .map(|(from, to)| plan.policy.stream_between(from, to).compression)
+                    .map(|(from, to)| stream_between(&plan.policy, from, to, bandwidth).compression)
                     .filter(|c| *c != Compression::None)
                     .map(|c| (c, config.compression.get(&m.uuid)));
                 Some(match kind {
@@ -321,6 +324,19 @@ pub fn policy_live_input(
     }
 }
 
+/// The stream a move between `from` and `to` will use: the policy's; under `transport =
+/// "auto"`, the one `auto` would choose taking the source to have the core it needs idle (it
+/// is measured only as the move starts).
+fn stream_between(policy: &ferry_plan::Policy, from: &HostSpec, to: &HostSpec, share_mib_s: f64) -> StreamOptions {
+    match policy.transport {
+        StreamMode::Fixed => policy.stream_between(from, to),
+        StreamMode::Auto => {
+            let facts = AutoFacts::new(from, Some(share_mib_s), Ok(AUTO_MIN_IDLE_CPUS));
+            choose_stream(policy.auto_stream_between(from, to), &facts).options
+        }
+    }
+}
+
 /// What a live estimate knows of the guest.
 struct LiveGuest {
     memory_mib: f64,
@@ -350,6 +366,9 @@ fn live_view(
     let mut note = e.note;
     if !measured {
         note.push_str(" (dirty rate not measured: assumed idle; --measure measures it)");
+    }
+    if plan.policy.transport == StreamMode::Auto {
+        note.push_str("; transport auto: the stream is chosen as the move starts (compressed only with a core idle on the source)");
     }
     match compression {
         Some((method, Some(seen))) => {
