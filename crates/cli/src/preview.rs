@@ -83,7 +83,12 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         now_ms: Some(ferry_runs::owners::now_ms()),
         ..PreviewConfig::default()
     };
-    let journal = args.state.open_existing().await.ok();
+    // A simulated fleet's commands run on paused time: its journal takes the virtual clock.
+    let journal_clock = ferry_runs::drivers::clocks(&source).1;
+    let journal = match args.state.at() {
+        Ok(at) => at.open_existing_with_clock(journal_clock).await.ok(),
+        Err(_) => None,
+    };
     let events = crate::show::events(output);
     if let Some(journal) = &journal {
         config.compression = ferry_runs::preview::observed_compression(journal, &moves, &events).await;

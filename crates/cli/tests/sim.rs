@@ -236,3 +236,52 @@ fn drain_return_and_rollback_run_on_a_simulated_fleet_and_cleanup_refuses_it() {
     let out = ferry(&["cleanup", "--vm", "vm-00001", "--cluster", &cluster, "--state", path(&state)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn a_compressed_drain_teaches_the_next_preview_each_vms_ratio() {
+    let dir = dir("compression");
+    let fleet = fleet(&dir, 11);
+    let cluster = format!("sim:{}", path(&fleet));
+    let plan = dir.join("zstd.toml");
+    std::fs::write(
+        &plan,
+        "[plan]\nname = \"zstd\"\n[policy]\nparallel_connections = 4\ncompression = \"zstd\"\n\
+         [[drain]]\nhost = \"h-0001\"\n",
+    )
+    .expect("written");
+    let state = dir.join("journal.db");
+    let preview = |state: &Path| {
+        let out = ferry(&["preview", path(&plan), "--cluster", &cluster, "--state", path(state), "--output", "json"]);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+        let preview: Value = serde_json::from_slice(&out.stdout).expect("preview json");
+        preview["vms"].as_array().expect("vms").clone()
+    };
+    let before = preview(&dir.join("none.db"));
+    assert!(before.iter().all(|v| v["estimate"]["memory_per_byte_sent"] == 1.0), "{before:#?}");
+
+    let out = ferry(&["migrate", path(&plan), "--cluster", &cluster, "--state", path(&state)]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    // The fleet file's ratio of each VM (the simulator's truth) is what the journal learnt.
+    let generated = std::fs::read_to_string(&fleet).expect("fleet");
+    let after = preview(&state);
+    let mut learnt = 0;
+    for vm in &after {
+        let Some(ratio) = vm["estimate"]["memory_per_byte_sent"].as_f64() else { continue };
+        if ratio == 1.0 {
+            continue; // a move that failed before sending memory teaches nothing
+        }
+        learnt += 1;
+        let name = vm["vm"].as_str().expect("name");
+        let declared = declared_ratio(&generated, name).expect("a ratio in the fleet");
+        assert!((ratio - declared).abs() < 0.05 * declared, "{name}: learnt {ratio}, declared {declared}");
+        assert!(vm["estimate"]["note"].as_str().expect("note").contains("seen in run"), "{vm:#}");
+    }
+    assert!(learnt >= after.len() / 2, "{learnt} of {} learnt", after.len());
+}
+
+/// `compression_ratio` of VM `name` in a fleet file.
+fn declared_ratio(fleet: &str, name: &str) -> Option<f64> {
+    let entry = fleet.split("[[vm]]").find(|e| e.contains(&format!("name = \"{name}\"")))?;
+    let line = entry.lines().find(|l| l.starts_with("compression_ratio = "))?;
+    line.trim_start_matches("compression_ratio = ").trim().parse().ok()
+}
