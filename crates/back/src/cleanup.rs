@@ -413,6 +413,7 @@ mod tests {
             memory_mib: 128,
             cpu_model: None,
             virt_type: "qemu".into(),
+            memory_locked: false,
             state,
             disks: vec![Disk {
                 target: "vda".into(),

@@ -22,6 +22,8 @@ pub struct DomainDesc {
     pub vcpus: u32,
     /// Guest CPU model, if named.
     pub cpu_model: Option<String>,
+    /// Whether its memory is locked in host RAM (`<memoryBacking><locked/>`).
+    pub memory_locked: bool,
     /// Disks (devices of kind `disk`; CD-ROMs are ignored).
     pub disks: Vec<DiskXml>,
     /// Interfaces: (MAC, network or bridge).
@@ -127,6 +129,10 @@ pub fn parse_domain(xml: &str) -> Result<DomainDesc, String> {
         name: child_text("name").unwrap_or("").to_string(),
         uuid: child_text("uuid").unwrap_or("").to_string(),
         virt_type: root.attribute("type").unwrap_or("kvm").to_string(),
+        memory_locked: root
+            .children()
+            .find(|n| n.has_tag_name("memoryBacking"))
+            .is_some_and(|b| b.children().any(|n| n.has_tag_name("locked"))),
         memory_kib,
         vcpus: child_text("vcpu").and_then(|v| v.parse().ok()).unwrap_or(1),
         cpu_model,
@@ -233,6 +239,9 @@ mod tests {
         let d = parse_domain(XML).expect("parses");
         assert_eq!(d.name, "vm-1");
         assert_eq!(d.virt_type, "qemu");
+        assert!(!d.memory_locked);
+        let locked = XML.replacen("<devices>", "<memoryBacking><locked/></memoryBacking>\n  <devices>", 1);
+        assert!(parse_domain(&locked).expect("parses").memory_locked);
         assert_eq!(d.memory_kib, 262_144);
         assert_eq!(d.cpu_model.as_deref(), Some("qemu64"));
         assert_eq!(d.disks.len(), 2, "the CD-ROM is not a disk to move");

@@ -84,6 +84,7 @@ fn host_inventory(conn: &Connect, spec: &HostSpec) -> Result<(Host, Vec<Vm>), Fa
             memory_mib: desc.memory_kib / 1024,
             cpu_model: desc.cpu_model,
             virt_type: desc.virt_type,
+            memory_locked: desc.memory_locked,
             state: vm_state(&domain),
             disks,
             nics: desc.nics.into_iter().map(|(mac, network)| Nic { mac, network }).collect(),

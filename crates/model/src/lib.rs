@@ -219,6 +219,10 @@ pub struct Vm {
     pub cpu_model: Option<String>,
     /// Virtualization type: `kvm`, or `qemu` for software emulation (TCG).
     pub virt_type: String,
+    /// Whether its memory is locked in host RAM (`<memoryBacking><locked/>`): zero-copy
+    /// migration sends need it.
+    #[serde(default)]
+    pub memory_locked: bool,
     /// Run state.
     pub state: VmState,
     /// Disks.

@@ -72,6 +72,7 @@ fn fleet() -> (ClusterSpec, Inventory, Vec<Option<String>>) {
                 memory_mib: [1, 2, 4, 4, 8, 8, 16, 32][v % 8] * 1024,
                 cpu_model: None,
                 virt_type: "kvm".to_string(),
+                memory_locked: false,
                 state: if v.is_multiple_of(23) { VmState::ShutOff } else { VmState::Running },
                 disks: vec![],
                 nics: vec![],

@@ -265,7 +265,7 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
     checks.push(volumes(ctx, index, vm, target));
     checks.push(networks(vm, target));
     if ctx.policy.mode != Mode::Cold {
-        checks.push(stream(ctx.policy, (source_spec, source), (target_spec, target)));
+        checks.push(stream(ctx.policy, vm, (source_spec, source), (target_spec, target)));
     }
     if let Some(check) = anti_affinity(ctx, index, vm) {
         checks.push(check);
@@ -288,12 +288,12 @@ pub fn check_move(ctx: &CheckContext<'_>, index: usize) -> Vec<Check> {
 }
 
 /// Whether both hosts can carry the stream the policy asks between them: every feature it
-/// uses against each host's QEMU and libvirt, and what the versions cannot tell (TLS needs
-/// migration certificates on both hosts; zero-copy needs the guest's memory locked). Under
+/// uses against each host's QEMU and libvirt, zero-copy against the guest's locked memory,
+/// and what the versions cannot tell (TLS needs migration certificates on both hosts). Under
 /// `transport = "auto"`, the compressed stream `auto` may turn on: a host that cannot carry
 /// it says so with `compression = "none"` in the cluster file, and `auto` then keeps one
 /// plain stream there.
-fn stream(policy: &Policy, from: (&HostSpec, Option<&Host>), to: (&HostSpec, &Host)) -> Check {
+fn stream(policy: &Policy, vm: &Vm, from: (&HostSpec, Option<&Host>), to: (&HostSpec, &Host)) -> Check {
     let tls = policy.tls_between(from.0, to.0);
     let options = match policy.transport {
         StreamMode::Fixed => policy.stream_between(from.0, to.0),
@@ -335,6 +335,13 @@ fn stream(policy: &Policy, from: (&HostSpec, Option<&Host>), to: (&HostSpec, &Ho
         }
     }
     refused.extend(options.problems(tls));
+    if options.zerocopy && !vm.memory_locked {
+        refused.push(format!(
+            "zero-copy needs {}'s memory locked (<memoryBacking><locked/></memoryBacking> in its domain XML): \
+             the kernel pins pages it sends without copying",
+            vm.name
+        ));
+    }
     if !refused.is_empty() {
         return Check::new(CheckName::Stream, Outcome::Failed, refused.join("; "));
     }
@@ -346,9 +353,6 @@ fn stream(policy: &Policy, from: (&HostSpec, Option<&Host>), to: (&HostSpec, &Ho
             "{} reached without TLS: its QEMU needs migration certificates (migrate_tls_x509_cert_dir)",
             plain.join(" and ")
         ));
-    }
-    if options.zerocopy {
-        unknown.push("zero-copy needs the guest's memory locked (<memoryBacking><locked/>)".into());
     }
     if from.1.is_none() {
         unknown.push(format!("{} did not answer: its versions are not known", from.0.name));

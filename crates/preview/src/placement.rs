@@ -917,6 +917,7 @@ mod tests {
                     memory_mib: num("mem", "1024") as u64,
                     cpu_model: None,
                     virt_type: "kvm".to_string(),
+                    memory_locked: false,
                     state: if attrs.contains_key("off") { VmState::ShutOff } else { VmState::Running },
                     disks: vec![],
                     nics: vec![],

@@ -68,6 +68,7 @@ fn vm(name: &str, on: &str, memory_mib: u64, vcpus: u32) -> Vm {
         memory_mib,
         cpu_model: Some("qemu64".into()),
         virt_type: "kvm".into(),
+        memory_locked: false,
         state: VmState::Running,
         disks: vec![Disk {
             target: "vda".into(),
@@ -289,14 +290,25 @@ fn every_check_passes_fails_and_can_be_waived() {
             "TLS",
         ),
         (
-            "zero-copy asks for locked memory",
+            "zero-copy without locked memory",
             CheckName::Stream,
             |w| {
                 w.policy.stream.parallel_connections = 2;
                 w.policy.stream.zerocopy = true;
             },
-            Outcome::Warning,
-            "zero-copy needs the guest's memory locked",
+            Outcome::Failed,
+            "zero-copy needs web-1's memory locked",
+        ),
+        (
+            "zero-copy with locked memory",
+            CheckName::Stream,
+            |w| {
+                w.policy.stream.parallel_connections = 2;
+                w.policy.stream.zerocopy = true;
+                w.inventory.vms[0].memory_locked = true;
+            },
+            Outcome::Passed,
+            "2 connections, zero-copy",
         ),
         ("same group", CheckName::HostGroup, |_| {}, Outcome::Passed, "both in group g1"),
         (

@@ -139,6 +139,7 @@ fn build(hosts: &[HostSeed], vms: &[VmSeed], cross: bool, unavailable: u8, expla
             memory_mib: quarters * 256,
             cpu_model: None,
             virt_type: "kvm".to_string(),
+            memory_locked: false,
             state: [VmState::Running, VmState::Paused, VmState::ShutOff][state],
             disks: vec![],
             nics: vec![],

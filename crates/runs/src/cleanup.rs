@@ -231,6 +231,7 @@ fn unknown_vm(uuid: &str) -> Vm {
         memory_mib: 0,
         cpu_model: None,
         virt_type: String::new(),
+        memory_locked: false,
         state: VmState::Other,
         disks: Vec::new(),
         nics: Vec::new(),

@@ -504,6 +504,7 @@ impl World {
                 memory_mib: v.memory_mib,
                 cpu_model: None,
                 virt_type: "kvm".into(),
+                memory_locked: false,
                 state: v.state,
                 disks: vec![disk],
                 nics: vec![Nic { mac: mac(&v.uuid), network: Some("default".into()) }],
