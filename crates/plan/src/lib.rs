@@ -6,6 +6,7 @@
 mod cluster;
 mod plan;
 mod resolve;
+mod roll;
 pub mod time;
 
 use std::fmt;
@@ -16,6 +17,7 @@ pub use plan::{
     StaleCopies, Target,
 };
 pub use resolve::{resolve, ResolvedMove};
+pub use roll::{HostSelector, Maintenance, OnHostFailure, Reserve, Roll};
 
 /// One problem in an input file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,6 +60,8 @@ use ferry_model::{Compression, HostSpec, StreamMode, StreamOptions, AUTO_STREAM}
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::roll::{parse_roll, RawRoll, Roll};
+
 use crate::time::parse_rfc3339;
 use crate::{line_of, toml_error, InputError};
 
@@ -333,6 +335,9 @@ pub struct Plan {
     /// Commands run around the run and each move.
     #[serde(default)]
     pub hooks: Hooks,
+    /// Rolling maintenance of many hosts, when the plan is a roll.
+    #[serde(default)]
+    pub roll: Option<Roll>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +353,7 @@ struct RawPlan {
     #[serde(default, rename = "drain")]
     drains: Vec<Spanned<RawDrain>>,
     hooks: Option<RawHooks>,
+    roll: Option<Spanned<RawRoll>>,
 }
 
 #[derive(Deserialize)]
@@ -726,12 +732,29 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
         }
     }
 
-    if moves.is_empty() && drains.is_empty() {
+    let roll = raw.roll.as_ref().and_then(|r| match parse_roll(r.get_ref(), |at| line_of(text, at)) {
+        Ok(roll) => Some(roll),
+        Err(problems) => {
+            for (span, field, message) in problems {
+                errors.at(span, field, message);
+            }
+            None
+        }
+    });
+    if let Some(r) = &raw.roll {
+        if !moves.is_empty() || !drains.is_empty() {
+            errors.at(
+                r.span(),
+                "roll",
+                "a roll moves what its hosts hold: drop the plan's [[move]], [[group]] and [[drain]]",
+            );
+        }
+    } else if moves.is_empty() && drains.is_empty() {
         errors.list.push(InputError {
             file: file.to_string(),
             line: None,
             field: None,
-            message: "nothing to do: add a [[move]], [[group]] or [[drain]]".into(),
+            message: "nothing to do: add a [[move]], [[group]] or [[drain]], or a [roll]".into(),
         });
     }
 
@@ -746,6 +769,7 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             moves,
             drains,
             hooks,
+            roll,
         })
     } else {
         Err(errors.list)
@@ -894,6 +918,7 @@ pub fn parse_plan_csv(file: &str, text: &str) -> Result<Plan, Vec<InputError>> {
         moves,
         drains: Vec::new(),
         hooks: Hooks::default(),
+        roll: None,
     })
 }
 

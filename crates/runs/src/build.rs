@@ -177,6 +177,7 @@ fn generated(file: &str, name: String, policy: Policy, limits: Limits, moves: &[
         moves: moves.iter().map(|s| planned(s)).collect(),
         drains: Vec::new(),
         hooks: Hooks::default(),
+        roll: None,
     }
 }
 
