@@ -9,6 +9,7 @@ mod lab;
 mod moving;
 mod preview;
 mod report;
+mod roll;
 mod rollback;
 mod runs;
 mod show;

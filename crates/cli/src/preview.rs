@@ -72,6 +72,9 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         }
         None => driver.inventory().await,
     };
+    if plan.roll.is_some() {
+        return crate::roll::preview(&plan, &cluster, &inventory, output);
+    }
     let moves = match ferry_plan::resolve(&plan, &cluster, &inventory) {
         Ok(moves) => moves,
         Err(errors) => return bad(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),

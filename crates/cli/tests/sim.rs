@@ -285,3 +285,46 @@ fn declared_ratio(fleet: &str, name: &str) -> Option<f64> {
     let line = entry.lines().find(|l| l.starts_with("compression_ratio = "))?;
     line.trim_start_matches("compression_ratio = ").trim().parse().ok()
 }
+
+#[test]
+fn a_roll_plan_is_previewed_in_waves_and_refused_by_migrate() {
+    let dir = dir("roll");
+    let fleet = fleet(&dir, 5);
+    let cluster = format!("sim:{}", path(&fleet));
+    let plan = dir.join("roll.toml");
+    std::fs::write(
+        &plan,
+        "[plan]\nname = \"patch\"\n[roll]\nmax_unavailable = 3\nreserve = \"largest-host\"\nhook_sim_s = 300\n\
+         redundancy_groups = [[\"h-0001\", \"h-0002\"]]\n",
+    )
+    .expect("written");
+    let out = ferry(&["preview", path(&plan), "--cluster", &cluster, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let roll: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let waves = roll["waves"].as_array().expect("waves");
+    let mut seen: Vec<String> = Vec::new();
+    for wave in waves {
+        let hosts: Vec<String> = wave["hosts"].as_array().expect("hosts").iter().map(|h| h.to_string()).collect();
+        assert!(!hosts.is_empty() && hosts.len() <= 3, "{wave:#}");
+        assert!(!(hosts.contains(&"\"h-0001\"".into()) && hosts.contains(&"\"h-0002\"".into())), "{wave:#}");
+        assert!(wave["free"]["memory_mib"].as_f64() >= roll["reserve"]["memory_mib"].as_f64(), "{wave:#}");
+        seen.extend(hosts);
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "every host of the fleet once: {seen:?}");
+    assert!(waves.len() < 20, "hosts share waves");
+
+    // Running it is refused, and nothing is journaled.
+    let state = dir.join("journal.db");
+    let out = ferry(&["migrate", path(&plan), "--cluster", &cluster, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("a roll plan"), "{}", text(&out));
+    assert!(!state.exists());
+
+    // A roll naming a host the fleet lacks: exit 2, file, line and field.
+    std::fs::write(&plan, "[plan]\nname = \"patch\"\n[roll]\nhosts = [\"h-0001\", \"h-9999\"]\n").expect("written");
+    let out = ferry(&["preview", path(&plan), "--cluster", &cluster]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("roll.toml:4: roll.hosts: no host h-9999 in the cluster file"), "{}", text(&out));
+}

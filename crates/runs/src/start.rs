@@ -45,6 +45,12 @@ pub struct Start {
 /// post-run hook. True when every move succeeded and no hook failed under `fail`.
 pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
     let Start { plan, cluster: source, journal, ignore, measure } = start;
+    if plan.roll.is_some() {
+        return Err(Error::BadInput(format!(
+            "{}: a roll plan: `ferry preview {}` shows its waves; running a roll is not built yet",
+            plan.file, plan.file
+        )));
+    }
     let cluster = source.spec();
     let (clock, journal_clock) = drivers::clocks(&source);
     let driver = Arc::new(AnyDriver::new(&source));

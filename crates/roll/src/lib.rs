@@ -1,0 +1,380 @@
+//! Rolling maintenance, planned before anything starts: the hosts a roll goes through, the
+//! waves they go in (which hosts are in maintenance together, and why the others wait),
+//! where each VM goes and whether it comes back, the free capacity left at the tightest
+//! moment, and how long it takes. Pure: the cluster file, the inventory and the plan in; the
+//! plan of the roll, or the input errors that make it meaningless, out.
+//!
+//! A wave is built greedily in the roll's host order: a host joins while the wave has fewer
+//! than `max_unavailable` hosts, shares no redundancy group with one already in it, and the
+//! hosts outside the wave can take every VM that leaves it (each on one host, by memory and
+//! vCPUs within their overcommit) and still keep the reserve free. Canary hosts go first,
+//! each wave of them before any other host.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferry_model::{ClusterSpec, Inventory, VmState};
+use ferry_plan::{HostSelector, InputError, Maintenance, Reserve, Roll};
+use ferry_preview::estimate::PER_MIGRATION_OVERHEAD_S;
+use ferry_preview::ASSUMED_LINK_MIB_S;
+use serde::Serialize;
+
+/// Memory and vCPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Capacity {
+    /// MiB.
+    pub memory_mib: f64,
+    /// vCPUs.
+    pub vcpus: f64,
+}
+
+impl Capacity {
+    fn fits(&self, need: Capacity) -> bool {
+        need.memory_mib <= self.memory_mib && need.vcpus <= self.vcpus
+    }
+
+    fn minus(self, other: Capacity) -> Capacity {
+        Capacity { memory_mib: self.memory_mib - other.memory_mib, vcpus: self.vcpus - other.vcpus }
+    }
+
+    fn plus(self, other: Capacity) -> Capacity {
+        Capacity { memory_mib: self.memory_mib + other.memory_mib, vcpus: self.vcpus + other.vcpus }
+    }
+}
+
+/// One VM's part in a wave.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmStep {
+    /// VM name.
+    pub vm: String,
+    /// Its host, in maintenance in this wave.
+    pub host: String,
+    /// What it does meanwhile.
+    pub behaviour: Maintenance,
+    /// Where it goes (live and cold moves); `None` when it stays (shut down).
+    pub to: Option<String>,
+    /// Whether it comes back after the maintenance.
+    pub returns: bool,
+}
+
+/// Hosts in maintenance together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Wave {
+    /// The hosts.
+    pub hosts: Vec<String>,
+    /// Whether these are canary hosts (confirmation asked after them).
+    pub canary: bool,
+    /// What each VM of these hosts does.
+    pub vms: Vec<VmStep>,
+    /// Why no other host joined: each waiting host with its reason.
+    pub waiting: Vec<(String, String)>,
+    /// Free capacity outside the wave once its VMs left.
+    pub free: Capacity,
+    /// Estimated duration: drain, hook and return of its slowest host, s; `None` when a
+    /// hook's time is not known.
+    pub estimated_s: Option<f64>,
+}
+
+/// The whole roll, planned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollPlan {
+    /// The hosts the roll goes through, in order.
+    pub hosts: Vec<String>,
+    /// Hosts left out, each with its reason (a VM that stays).
+    pub skipped: Vec<(String, String)>,
+    /// Hosts that cannot go into maintenance as planned, each with its reason.
+    pub impossible: Vec<(String, String)>,
+    /// The waves, in order.
+    pub waves: Vec<Wave>,
+    /// The reserve kept.
+    pub reserve: Capacity,
+    /// The least free capacity outside maintenance at any wave.
+    pub lowest_free: Option<Capacity>,
+    /// Moves made (out and back).
+    pub moves: usize,
+    /// Estimated duration of the whole roll, s; `None` when a hook's time is not known.
+    pub estimated_s: Option<f64>,
+}
+
+/// One VM as the planner sees it.
+#[derive(Debug, Clone)]
+struct Guest {
+    name: String,
+    host: String,
+    need: Capacity,
+    running: bool,
+    behaviour: Maintenance,
+}
+
+/// Plans `roll` (of plan file `file`) on `cluster` as `inventory` shows it now. Input errors
+/// (a host, group or tag that does not exist, a reserve no cluster of this size can keep, a
+/// VM named that does not exist) come back all at once.
+pub fn plan_roll(
+    roll: &Roll,
+    file: &str,
+    cluster: &ClusterSpec,
+    inventory: &Inventory,
+    per_source: usize,
+) -> Result<RollPlan, Vec<InputError>> {
+    let error = |line: Option<usize>, field: &str, message: String| InputError {
+        file: file.to_string(),
+        line,
+        field: Some(format!("roll.{field}")),
+        message,
+    };
+    let mut errors = Vec::new();
+    let known: BTreeSet<&str> = cluster.hosts.iter().map(|h| h.name.as_str()).collect();
+    let hosts: Vec<String> = match &roll.hosts {
+        HostSelector::All => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
+        HostSelector::Hosts(names) => {
+            for name in names.iter().filter(|n| !known.contains(n.as_str())) {
+                errors.push(error(roll.hosts_line, "hosts", format!("no host {name} in the cluster file")));
+            }
+            names.clone()
+        }
+        HostSelector::Group(group) => {
+            let in_group: Vec<String> =
+                cluster.hosts.iter().filter(|h| &h.group == group).map(|h| h.name.clone()).collect();
+            if in_group.is_empty() {
+                errors.push(error(roll.hosts_line, "hosts", format!("no host is in group {group}")));
+            }
+            in_group
+        }
+        HostSelector::Tag(tag) => {
+            let tagged: Vec<String> =
+                cluster.hosts.iter().filter(|h| h.tags.contains(tag)).map(|h| h.name.clone()).collect();
+            if tagged.is_empty() {
+                errors.push(error(roll.hosts_line, "hosts", format!("no host has tag {tag}")));
+            }
+            tagged
+        }
+    };
+    for group in &roll.redundancy_groups {
+        for name in group.iter().filter(|n| !known.contains(n.as_str())) {
+            errors.push(error(
+                roll.redundancy_line,
+                "redundancy_groups",
+                format!("no host {name} in the cluster file"),
+            ));
+        }
+        let distinct: BTreeSet<&String> = group.iter().collect();
+        if distinct.len() != group.len() {
+            errors.push(error(roll.redundancy_line, "redundancy_groups", format!("{group:?} names a host twice")));
+        }
+    }
+    for (vm, (_, line)) in &roll.maintenance {
+        if !inventory.vms.iter().any(|v| &v.name == vm) {
+            errors.push(error(*line, &format!("maintenance.{vm}"), format!("no VM {vm} on any host")));
+        }
+    }
+    let capacity = |name: &str| -> Capacity {
+        let spec = cluster.host(name);
+        let host = inventory.hosts.iter().find(|h| h.name == name);
+        match (spec, host) {
+            (Some(spec), Some(host)) => Capacity {
+                memory_mib: host.memory_mib as f64 * spec.memory_overcommit,
+                vcpus: f64::from(host.cpus) * spec.cpu_overcommit,
+            },
+            _ => Capacity::default(),
+        }
+    };
+    let total = cluster.hosts.iter().fold(Capacity::default(), |sum, h| sum.plus(capacity(&h.name)));
+    let reserve = match roll.reserve {
+        Reserve::None => Capacity::default(),
+        Reserve::LargestHost => cluster.hosts.iter().map(|h| capacity(&h.name)).fold(Capacity::default(), |a, b| {
+            Capacity { memory_mib: a.memory_mib.max(b.memory_mib), vcpus: a.vcpus.max(b.vcpus) }
+        }),
+        Reserve::Capacity { memory_mib, vcpus } => Capacity { memory_mib: memory_mib as f64, vcpus: f64::from(vcpus) },
+    };
+    if !total.fits(reserve) {
+        errors.push(error(
+            roll.reserve_line,
+            "reserve",
+            format!(
+                "{:.0} MiB and {:.0} vCPUs kept free is more than the whole cluster holds ({:.0} MiB, {:.0} vCPUs)",
+                reserve.memory_mib, reserve.vcpus, total.memory_mib, total.vcpus
+            ),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut guests: Vec<Guest> = inventory
+        .vms
+        .iter()
+        .map(|v| Guest {
+            name: v.name.clone(),
+            host: v.host.clone(),
+            need: Capacity { memory_mib: v.memory_mib as f64, vcpus: f64::from(v.vcpus) },
+            running: v.state == VmState::Running,
+            behaviour: roll.behaviour_of(&v.name),
+        })
+        .collect();
+    let mut skipped = Vec::new();
+    let mut order = Vec::new();
+    for host in &hosts {
+        let staying: Vec<&str> = guests
+            .iter()
+            .filter(|g| &g.host == host && g.running && g.behaviour == Maintenance::Stay)
+            .map(|g| g.name.as_str())
+            .collect();
+        if staying.is_empty() {
+            order.push(host.clone());
+        } else {
+            skipped.push((host.clone(), format!("{} stays (maintenance = \"stay\")", staying.join(", "))));
+        }
+    }
+    let up: Vec<String> = cluster.hosts.iter().filter(|h| !h.maintenance).map(|h| h.name.clone()).collect();
+    let link = |name: &str| cluster.host(name).and_then(|h| h.link_mib_s).map_or(ASSUMED_LINK_MIB_S, |l| l as f64);
+
+    let mut waves: Vec<Wave> = Vec::new();
+    let mut impossible = Vec::new();
+    let mut remaining: Vec<String> = order.clone();
+    let mut canaries = roll.canary.min(remaining.len());
+    while !remaining.is_empty() {
+        let canary = canaries > 0;
+        let limit = if canary { roll.max_unavailable.min(canaries) } else { roll.max_unavailable };
+        let mut wave: Vec<String> = Vec::new();
+        let mut placed: Vec<VmStep> = Vec::new();
+        let mut free = Capacity::default();
+        let mut waiting = Vec::new();
+        let candidates: Vec<String> = if canary { remaining[..canaries].to_vec() } else { remaining.clone() };
+        for host in &candidates {
+            if wave.len() >= limit {
+                waiting
+                    .push((host.clone(), format!("max_unavailable = {} hosts are in this wave", roll.max_unavailable)));
+                continue;
+            }
+            if let Some(group) =
+                roll.redundancy_groups.iter().find(|g| g.contains(host) && wave.iter().any(|w| g.contains(w)))
+            {
+                let partner = wave.iter().find(|w| group.contains(w)).expect("found just above");
+                waiting.push((host.clone(), format!("in a redundancy group with {partner}, in this wave")));
+                continue;
+            }
+            let mut trial = wave.clone();
+            trial.push(host.clone());
+            match place(&trial, &up, &guests, &capacity, reserve, roll.return_vms) {
+                Ok((steps, left)) => {
+                    wave = trial;
+                    placed = steps;
+                    free = left;
+                }
+                Err(why) if wave.is_empty() => {
+                    impossible.push((host.clone(), why));
+                }
+                Err(why) => waiting.push((host.clone(), why)),
+            }
+        }
+        remaining.retain(|h| !wave.contains(h) && !impossible.iter().any(|(i, _)| i == h));
+        if canary {
+            canaries =
+                canaries.saturating_sub(wave.len() + impossible.iter().filter(|(h, _)| candidates.contains(h)).count());
+        }
+        if wave.is_empty() {
+            continue;
+        }
+        let estimated_s = wave
+            .iter()
+            .map(|host| {
+                let leaving: Vec<&VmStep> = placed.iter().filter(|s| &s.host == host && s.to.is_some()).collect();
+                let memory: f64 = leaving
+                    .iter()
+                    .filter_map(|s| guests.iter().find(|g| g.name == s.vm))
+                    .map(|g| g.need.memory_mib)
+                    .sum();
+                let batches = leaving.len().div_ceil(per_source.max(1)) as f64;
+                let drain_s = memory / link(host) + batches * PER_MIGRATION_OVERHEAD_S;
+                let back_s = if roll.return_vms { drain_s } else { 0.0 };
+                roll.hook_sim_s.map(|hook| drain_s + hook + back_s)
+            })
+            .try_fold(0.0_f64, |longest, s| s.map(|s| longest.max(s)));
+        if !roll.return_vms {
+            for step in placed.iter().filter(|s| s.to.is_some()) {
+                if let Some(g) = guests.iter_mut().find(|g| g.name == step.vm) {
+                    g.host = step.to.clone().expect("filtered");
+                }
+            }
+        }
+        waves.push(Wave { hosts: wave, canary, vms: placed, waiting, free, estimated_s });
+    }
+    let moves =
+        waves.iter().flat_map(|w| &w.vms).filter(|s| s.to.is_some()).map(|s| if s.returns { 2 } else { 1 }).sum();
+    let lowest_free = waves
+        .iter()
+        .map(|w| w.free)
+        .reduce(|a, b| Capacity { memory_mib: a.memory_mib.min(b.memory_mib), vcpus: a.vcpus.min(b.vcpus) });
+    let estimated_s = waves.iter().map(|w| w.estimated_s).sum::<Option<f64>>();
+    Ok(RollPlan { hosts: order, skipped, impossible, waves, reserve, lowest_free, moves, estimated_s })
+}
+
+/// Where the VMs of `wave` go: each moving VM, largest first, to the host outside the wave
+/// with the most free memory that holds it; then the free capacity outside the wave must
+/// still cover `reserve`. Shut-off VMs and those shut down for the maintenance stay.
+fn place(
+    wave: &[String],
+    up: &[String],
+    guests: &[Guest],
+    capacity: &dyn Fn(&str) -> Capacity,
+    reserve: Capacity,
+    returns: bool,
+) -> Result<(Vec<VmStep>, Capacity), String> {
+    let mut free: BTreeMap<&str, Capacity> = up
+        .iter()
+        .filter(|h| !wave.contains(h))
+        .map(|h| {
+            let used = guests.iter().filter(|g| &g.host == h).fold(Capacity::default(), |u, g| u.plus(g.need));
+            (h.as_str(), capacity(h).minus(used))
+        })
+        .collect();
+    let mut leaving: Vec<&Guest> = guests.iter().filter(|g| wave.contains(&g.host)).collect();
+    leaving.sort_by(|a, b| b.need.memory_mib.total_cmp(&a.need.memory_mib).then(a.name.cmp(&b.name)));
+    let mut steps = Vec::new();
+    for g in leaving {
+        let moves = g.running && matches!(g.behaviour, Maintenance::Live | Maintenance::Cold);
+        if !moves {
+            steps.push(VmStep {
+                vm: g.name.clone(),
+                host: g.host.clone(),
+                behaviour: g.behaviour,
+                to: None,
+                returns: false,
+            });
+            continue;
+        }
+        let target = free
+            .iter()
+            .filter(|(_, f)| f.fits(g.need))
+            .max_by(|a, b| a.1.memory_mib.total_cmp(&b.1.memory_mib).then(b.0.cmp(a.0)))
+            .map(|(h, _)| h.to_string());
+        let Some(target) = target else {
+            return Err(format!(
+                "no host outside the wave has room for {} ({:.0} MiB, {:.0} vCPUs)",
+                g.name, g.need.memory_mib, g.need.vcpus
+            ));
+        };
+        let left = free.get_mut(target.as_str()).expect("chosen from it");
+        *left = left.minus(g.need);
+        steps.push(VmStep {
+            vm: g.name.clone(),
+            host: g.host.clone(),
+            behaviour: g.behaviour,
+            to: Some(target),
+            returns,
+        });
+    }
+    let outside = free.values().fold(Capacity::default(), |sum, f| {
+        sum.plus(Capacity { memory_mib: f.memory_mib.max(0.0), vcpus: f.vcpus.max(0.0) })
+    });
+    if !outside.fits(reserve) {
+        return Err(format!(
+            "with it in maintenance {:.0} MiB and {:.0} vCPUs would stay free, below the reserve of {:.0} MiB and {:.0} vCPUs",
+            outside.memory_mib, outside.vcpus, reserve.memory_mib, reserve.vcpus
+        ));
+    }
+    steps.sort_by(|a, b| (&a.host, &a.vm).cmp(&(&b.host, &b.vm)));
+    Ok((steps, outside))
+}
+
+#[cfg(test)]
+mod tests;

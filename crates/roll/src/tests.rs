@@ -1,0 +1,201 @@
+use ferry_model::{Host, Inventory, Version, Vm, VmState};
+use ferry_plan::{parse_cluster, parse_plan_toml, Maintenance, Roll};
+
+use super::*;
+
+/// `hosts` hosts of 4 GiB and 4 CPUs (no overcommit), in groups of two ("pair-1", ...).
+fn cluster(hosts: usize) -> ClusterSpec {
+    let text: String = (0..hosts)
+        .map(|i| {
+            format!(
+                "[[host]]\nname = \"h{i}\"\nuri = \"qemu+tcp://h{i}/system\"\ngroup = \"pair-{}\"\ntags = [{}]\nlink_mib_s = 100\n",
+                i / 2,
+                if i % 2 == 0 { "\"even\"" } else { "" }
+            )
+        })
+        .collect();
+    parse_cluster("c.toml", &text).expect("cluster parses")
+}
+
+fn host(name: &str) -> Host {
+    Host {
+        name: name.into(),
+        uri: format!("qemu+tcp://{name}/system"),
+        cpu_model: "qemu64".into(),
+        cpu_models: Default::default(),
+        cpus: 4,
+        memory_mib: 4096,
+        free_memory_mib: 4096,
+        hypervisor_version: Version { major: 10, minor: 0, release: 2 },
+        libvirt_version: Version { major: 11, minor: 3, release: 0 },
+        pools: vec![],
+        networks: vec!["default".into()],
+    }
+}
+
+fn vm(name: &str, on: &str, memory_mib: u64) -> Vm {
+    Vm {
+        uuid: format!("uuid-{name}"),
+        name: name.into(),
+        host: on.into(),
+        vcpus: 1,
+        memory_mib,
+        cpu_model: None,
+        virt_type: "kvm".into(),
+        memory_locked: false,
+        state: VmState::Running,
+        disks: vec![],
+        nics: vec![],
+        ferry: None,
+    }
+}
+
+/// `per_host` VMs of `memory_mib` on each of `hosts` hosts.
+fn inventory(hosts: usize, per_host: usize, memory_mib: u64) -> Inventory {
+    Inventory {
+        hosts: (0..hosts).map(|i| host(&format!("h{i}"))).collect(),
+        vms: (0..hosts)
+            .flat_map(|i| (0..per_host).map(move |j| vm(&format!("vm-{i}-{j}"), &format!("h{i}"), memory_mib)))
+            .collect(),
+        unreachable: vec![],
+    }
+}
+
+fn roll(section: &str) -> Roll {
+    let text = format!("[plan]\nname = \"r\"\n[roll]\n{section}\n");
+    parse_plan_toml("r.toml", &text).expect("plan parses").roll.expect("a roll")
+}
+
+fn waves(plan: &RollPlan) -> Vec<Vec<&str>> {
+    plan.waves.iter().map(|w| w.hosts.iter().map(String::as_str).collect()).collect()
+}
+
+#[test]
+fn max_unavailable_and_capacity_shape_the_waves() {
+    // 4 hosts with 2 GiB used each: two can go at once (the other two take 4 GiB more).
+    let plan =
+        plan_roll(&roll("max_unavailable = 2"), "r.toml", &cluster(4), &inventory(4, 2, 1024), 2).expect("plans");
+    assert_eq!(waves(&plan), [["h0", "h1"], ["h2", "h3"]]);
+    assert_eq!(plan.moves, 16, "8 VMs out and back");
+    assert!(plan.impossible.is_empty() && plan.skipped.is_empty());
+    // The others are full: each VM lands where it fits, none on a host of its own wave.
+    for wave in &plan.waves {
+        for step in &wave.vms {
+            let to = step.to.as_deref().expect("moves");
+            assert!(!wave.hosts.iter().any(|h| h == to), "{step:?}");
+        }
+    }
+    // 3 GiB used each: only one at a time fits, and the waiting host says why.
+    let plan =
+        plan_roll(&roll("max_unavailable = 2"), "r.toml", &cluster(4), &inventory(4, 3, 1024), 2).expect("plans");
+    assert_eq!(waves(&plan), [["h0"], ["h1"], ["h2"], ["h3"]]);
+    let (host, why) = &plan.waves[0].waiting[0];
+    assert_eq!(host, "h1");
+    assert!(why.contains("no host outside the wave has room"), "{why}");
+}
+
+#[test]
+fn a_redundancy_group_is_never_in_maintenance_together_and_the_reserve_is_kept() {
+    let plan = plan_roll(
+        &roll("max_unavailable = 2\nredundancy_groups = [[\"h0\", \"h1\"]]"),
+        "r.toml",
+        &cluster(4),
+        &inventory(4, 1, 512),
+        2,
+    )
+    .expect("plans");
+    assert_eq!(waves(&plan), [["h0", "h2"], ["h1", "h3"]]);
+    assert!(plan.waves[0].waiting.iter().any(|(h, why)| h == "h1" && why.contains("redundancy group with h0")));
+
+    // N+1: a whole host (4 GiB) stays free outside maintenance; 2 of 4 hosts at once would
+    // leave 16 - 8 - 2 = 6 GiB... but 3 at once only 16 - 12 - 2 = 2.
+    let plan = plan_roll(
+        &roll("max_unavailable = 3\nreserve = \"largest-host\""),
+        "r.toml",
+        &cluster(4),
+        &inventory(4, 1, 512),
+        2,
+    )
+    .expect("plans");
+    assert_eq!(waves(&plan), [["h0", "h1"], ["h2", "h3"]]);
+    let lowest = plan.lowest_free.expect("waves");
+    assert!(lowest.memory_mib >= plan.reserve.memory_mib, "{lowest:?} below {:?}", plan.reserve);
+    assert!(plan.waves[0].waiting.iter().any(|(h, why)| h == "h2" && why.contains("below the reserve")));
+}
+
+#[test]
+fn stay_skips_a_host_shutdown_stays_and_canaries_go_first() {
+    let mut inv = inventory(3, 1, 512);
+    inv.vms.push(vm("db", "h2", 512));
+    let plan = plan_roll(
+        &roll("max_unavailable = 2\ncanary = 1\n[roll.maintenance]\nvm-0-0 = \"shutdown\"\nvm-1-0 = \"stay\""),
+        "r.toml",
+        &cluster(3),
+        &inv,
+        2,
+    )
+    .expect("plans");
+    assert_eq!(plan.skipped, [("h1".to_string(), "vm-1-0 stays (maintenance = \"stay\")".to_string())]);
+    assert_eq!(waves(&plan), [["h0"], ["h2"]]);
+    assert!(plan.waves[0].canary && !plan.waves[1].canary);
+    let off = &plan.waves[0].vms[0];
+    assert_eq!((off.vm.as_str(), off.behaviour, off.to.as_deref()), ("vm-0-0", Maintenance::Shutdown, None));
+    assert_eq!(plan.moves, 4, "h2's two VMs out and back");
+}
+
+#[test]
+fn a_host_that_cannot_be_emptied_is_impossible_and_return_false_keeps_the_new_layout() {
+    // Two hosts, each 3.5 GiB used: neither can take the other's VMs.
+    let plan = plan_roll(&roll(""), "r.toml", &cluster(2), &inventory(2, 7, 512), 2).expect("plans");
+    assert!(plan.waves.is_empty());
+    assert_eq!(plan.impossible.len(), 2);
+    assert!(plan.impossible[0].1.contains("no host outside the wave has room"));
+
+    // Without return, h0's VMs stay where they went: h1 then holds three VMs, not two.
+    let plan = plan_roll(&roll("return = false"), "r.toml", &cluster(3), &inventory(3, 2, 1024), 2).expect("plans");
+    assert_eq!(waves(&plan), [["h0"], ["h1"], ["h2"]]);
+    assert_eq!(plan.waves[1].vms.len(), 3, "{:?}", plan.waves[1].vms);
+    assert_eq!(plan.moves, 2 + 3 + 3);
+    let back = plan_roll(&roll(""), "r.toml", &cluster(3), &inventory(3, 2, 1024), 2).expect("plans");
+    assert_eq!(back.moves, 12, "two out and back per host");
+}
+
+#[test]
+fn estimates_need_the_hooks_time_and_add_up() {
+    let cluster = cluster(2);
+    let inventory = inventory(2, 1, 1000);
+    let unknown = plan_roll(&roll(""), "r.toml", &cluster, &inventory, 2).expect("plans");
+    assert_eq!(unknown.estimated_s, None);
+    let known = plan_roll(&roll("hook_sim_s = 60"), "r.toml", &cluster, &inventory, 2).expect("plans");
+    // Each host: 1000 MiB at 100 MiB/s plus one move's overhead, out and back, and the hook.
+    let one = 2.0 * (10.0 + PER_MIGRATION_OVERHEAD_S) + 60.0;
+    assert_eq!(known.waves.iter().map(|w| w.estimated_s).collect::<Vec<_>>(), [Some(one), Some(one)]);
+    assert_eq!(known.estimated_s, Some(2.0 * one));
+}
+
+#[test]
+fn bad_names_and_an_impossible_reserve_are_input_errors_with_their_lines() {
+    let errors = |section: &str| {
+        plan_roll(&roll(section), "r.toml", &cluster(2), &inventory(2, 1, 512), 2)
+            .expect_err(section)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(errors("hosts = [\"h0\", \"h9\"]"), ["r.toml:4: roll.hosts: no host h9 in the cluster file"]);
+    assert_eq!(errors("hosts = \"group:rack9\""), ["r.toml:4: roll.hosts: no host is in group rack9"]);
+    assert_eq!(errors("hosts = \"tag:gpu\""), ["r.toml:4: roll.hosts: no host has tag gpu"]);
+    assert_eq!(
+        errors("redundancy_groups = [[\"h0\", \"h7\"]]"),
+        ["r.toml:4: roll.redundancy_groups: no host h7 in the cluster file"]
+    );
+    assert!(errors("reserve = { memory_mib = 9000, vcpus = 1 }")[0].contains("more than the whole cluster holds"));
+    assert_eq!(
+        errors("[roll.maintenance]\nghost = \"stay\""),
+        ["r.toml:5: roll.maintenance.ghost: no VM ghost on any host"]
+    );
+    // Selectors pick in the cluster file's order.
+    let plan =
+        plan_roll(&roll("hosts = \"tag:even\""), "r.toml", &cluster(4), &inventory(4, 1, 512), 2).expect("plans");
+    assert_eq!(plan.hosts, ["h0", "h2"]);
+}
