@@ -193,7 +193,7 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
             Format::Html => html::render(&report),
         };
         if let Some(path) = &args.out {
-            std::fs::write(path, &text)
+            write_private(path, text.as_bytes())
                 .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))?;
         }
         Ok::<_, Failure>((report.summary.all_succeeded, text))
@@ -226,6 +226,16 @@ async fn find_run(journal: &Journal, id: &str) -> Result<Run, Failure> {
 
 fn to_json(value: &impl Serialize) -> String {
     serde_json::to_string_pretty(value).expect("views are plain data and serialise")
+}
+
+/// Writes a report readable by its owner only (0600), also over an existing file: reports
+/// name hosts, VMs and what hooks printed.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
 }
 
 #[cfg(test)]

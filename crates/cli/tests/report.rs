@@ -444,13 +444,18 @@ async fn runs_status_and_report_tell_what_the_journal_holds() {
     assert_eq!((&web1[8], &web1[10]), ("180", "4"));
     assert!(web1[5].ends_with('Z') && web1[5].contains('T'), "{}", &web1[5]);
 
-    // ferry report, HTML to a file: one self-contained page, nothing on stdout.
+    // ferry report, HTML to a file: one self-contained page, nothing on stdout, readable by
+    // its owner only, also over a file that was readable by all.
     let page = dir.join("mixed.html");
     let page_arg = page.to_str().expect("utf-8 path");
+    std::fs::write(&page, "old").expect("a file in the way");
+    std::fs::set_permissions(&page, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
     let out = ferry(&state, &["report", &sample.mixed, "--format", "html", "-o", page_arg]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("wrote"), "{}", stderr(&out));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&page).expect("written").permissions());
+    assert_eq!(mode & 0o777, 0o600);
     let html = std::fs::read_to_string(&page).expect("the page was written");
     assert!(html.starts_with("<!doctype html>"), "{}", &html[..80]);
     for m in &moves {

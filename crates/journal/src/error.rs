@@ -32,6 +32,14 @@ pub enum JournalError {
         /// Why.
         cause: std::io::Error,
     },
+    /// The journal file could not be made private to its owner.
+    #[error("cannot make the journal {} private (mode 0600): {cause}", path.display())]
+    Private {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
     /// The database could not be opened.
     #[error("cannot open the journal at {location}: {cause}")]
     Open {

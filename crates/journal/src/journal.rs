@@ -260,6 +260,7 @@ impl Journal {
     /// Opens the journal file at `path` (for paths that are not UTF-8).
     pub async fn open_path(path: &Path, config: &JournalConfig) -> Result<Journal> {
         create_parent(path)?;
+        make_private(path)?;
         let options = SqliteConnectOptions::new().filename(path);
         Journal::connect(path.display().to_string(), options, config).await
     }
@@ -1364,13 +1365,49 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Creates the journal's directory, and any missing above it, readable by its owner only
+/// (0700): runs name hosts, VMs and hook output.
 fn create_parent(file: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
-            std::fs::create_dir_all(dir).map_err(|cause| JournalError::CreateDir { path: PathBuf::from(dir), cause })
-        }
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|cause| JournalError::CreateDir { path: PathBuf::from(dir), cause }),
         _ => Ok(()),
     }
+}
+
+/// Creates the journal file 0600 when it is new (SQLite then creates its `-wal` and `-shm`
+/// files with the same mode), and takes group and other access away from an existing one
+/// and its `-wal` and `-shm`, which older versions left 0644.
+fn make_private(file: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let private = |path: &Path| -> std::io::Result<()> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o700))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let sidecar = |suffix: &str| {
+                let mut name = file.as_os_str().to_owned();
+                name.push(suffix);
+                private(Path::new(&name))
+            };
+            private(file).and_then(|()| sidecar("-wal")).and_then(|()| sidecar("-shm"))
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|cause| JournalError::Private { path: file.to_path_buf(), cause })
 }
 
 /// Whether an error is SQLite's "database is locked" (SQLITE_BUSY and its extended
@@ -1390,6 +1427,35 @@ fn is_busy(error: &JournalError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_journal_its_wal_and_its_directory_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        let dir = std::env::temp_dir().join(format!("ferry-journal-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("state").join("journal.db");
+        let journal = Journal::open_path(&path, &JournalConfig::default()).await.expect("a new journal");
+        let new = crate::NewRun {
+            plan_name: "p".into(),
+            plan: json!({}),
+            cluster: json!({}),
+            kind: crate::RunKind::Migrate,
+            parent: None,
+        };
+        journal.create_run(&new).await.expect("a write");
+        let wal = dir.join("state").join("journal.db-wal");
+        assert_eq!((mode(&dir.join("state")), mode(&path), mode(&wal)), (0o700, 0o600, 0o600));
+        journal.close().await;
+
+        // A journal an older ferry left readable by all is made private when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let journal = Journal::open_path(&path, &JournalConfig::default()).await.expect("opens");
+        journal.create_run(&new).await.expect("a write");
+        assert_eq!((mode(&path), mode(&wal)), (0o600, 0o600));
+        journal.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn a_journal_at_its_schema_opens_while_another_holds_the_write_lock() {
