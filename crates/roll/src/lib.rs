@@ -234,16 +234,14 @@ pub fn plan_roll(
     while !remaining.is_empty() {
         let canary = canaries > 0;
         let limit = if canary { roll.max_unavailable.min(canaries) } else { roll.max_unavailable };
+        let on_host = guests_by_host(&guests);
+        let mut trial = Trial::new(&up, &on_host, &capacity);
         let mut wave: Vec<String> = Vec::new();
-        let mut placed: Vec<VmStep> = Vec::new();
-        let mut free = Capacity::default();
         let mut waiting = Vec::new();
         let candidates: Vec<String> = if canary { remaining[..canaries].to_vec() } else { remaining.clone() };
         for host in &candidates {
             if wave.len() >= limit {
-                waiting
-                    .push((host.clone(), format!("max_unavailable = {} hosts are in this wave", roll.max_unavailable)));
-                continue;
+                break;
             }
             if let Some(group) =
                 roll.redundancy_groups.iter().find(|g| g.contains(host) && wave.iter().any(|w| g.contains(w)))
@@ -252,17 +250,13 @@ pub fn plan_roll(
                 waiting.push((host.clone(), format!("in a redundancy group with {partner}, in this wave")));
                 continue;
             }
-            let mut trial = wave.clone();
-            trial.push(host.clone());
-            match place(&trial, &up, &guests, &capacity, reserve, roll.return_vms) {
-                Ok((steps, left)) => {
-                    wave = trial;
-                    placed = steps;
-                    free = left;
+            let leaving = on_host.get(host.as_str()).map_or(&[][..], Vec::as_slice);
+            match trial.with(host, leaving, reserve, roll.return_vms) {
+                Ok(bigger) => {
+                    trial = bigger;
+                    wave.push(host.clone());
                 }
-                Err(why) if wave.is_empty() => {
-                    impossible.push((host.clone(), why));
-                }
+                Err(why) if wave.is_empty() => impossible.push((host.clone(), why)),
                 Err(why) => waiting.push((host.clone(), why)),
             }
         }
@@ -274,27 +268,33 @@ pub fn plan_roll(
         if wave.is_empty() {
             continue;
         }
+        let free = trial.free_total();
+        let mut placed = trial.steps;
+        placed.sort_by(|a, b| (&a.host, &a.vm).cmp(&(&b.host, &b.vm)));
         let estimated_s = wave
             .iter()
             .map(|host| {
-                let leaving: Vec<&VmStep> = placed.iter().filter(|s| &s.host == host && s.to.is_some()).collect();
-                let memory: f64 = leaving
-                    .iter()
-                    .filter_map(|s| guests.iter().find(|g| g.name == s.vm))
-                    .map(|g| g.need.memory_mib)
-                    .sum();
-                let batches = leaving.len().div_ceil(per_source.max(1)) as f64;
+                let leaving = on_host.get(host.as_str()).map_or(&[][..], Vec::as_slice);
+                let moving: Vec<&&Guest> = leaving.iter().filter(|g| g.moves()).collect();
+                let memory: f64 = moving.iter().map(|g| g.need.memory_mib).sum();
+                let batches = moving.len().div_ceil(per_source.max(1)) as f64;
                 let drain_s = memory / link(host) + batches * PER_MIGRATION_OVERHEAD_S;
                 let back_s = if roll.return_vms { drain_s } else { 0.0 };
                 roll.hook_sim_s.map(|hook| drain_s + hook + back_s)
             })
             .try_fold(0.0_f64, |longest, s| s.map(|s| longest.max(s)));
         if !roll.return_vms {
-            for step in placed.iter().filter(|s| s.to.is_some()) {
-                if let Some(g) = guests.iter_mut().find(|g| g.name == step.vm) {
-                    g.host = step.to.clone().expect("filtered");
+            let moved: BTreeMap<&str, &str> =
+                placed.iter().filter_map(|s| s.to.as_deref().map(|to| (s.vm.as_str(), to))).collect();
+            for g in &mut guests {
+                if let Some(to) = moved.get(g.name.as_str()) {
+                    g.host = (*to).to_string();
                 }
             }
+        }
+        let later = remaining.len().saturating_sub(waiting.len());
+        if later > 0 {
+            waiting.push((format!("{later} more"), "wait for later waves".to_string()));
         }
         waves.push(Wave { hosts: wave, canary, vms: placed, waiting, free, estimated_s });
     }
@@ -308,72 +308,108 @@ pub fn plan_roll(
     Ok(RollPlan { hosts: order, skipped, impossible, waves, reserve, lowest_free, moves, estimated_s })
 }
 
-/// Where the VMs of `wave` go: each moving VM, largest first, to the host outside the wave
-/// with the most free memory that holds it; then the free capacity outside the wave must
-/// still cover `reserve`. Shut-off VMs and those shut down for the maintenance stay.
-fn place(
-    wave: &[String],
-    up: &[String],
-    guests: &[Guest],
-    capacity: &dyn Fn(&str) -> Capacity,
-    reserve: Capacity,
-    returns: bool,
-) -> Result<(Vec<VmStep>, Capacity), String> {
-    let mut free: BTreeMap<&str, Capacity> = up
-        .iter()
-        .filter(|h| !wave.contains(h))
-        .map(|h| {
-            let used = guests.iter().filter(|g| &g.host == h).fold(Capacity::default(), |u, g| u.plus(g.need));
-            (h.as_str(), capacity(h).minus(used))
-        })
-        .collect();
-    let mut leaving: Vec<&Guest> = guests.iter().filter(|g| wave.contains(&g.host)).collect();
-    leaving.sort_by(|a, b| b.need.memory_mib.total_cmp(&a.need.memory_mib).then(a.name.cmp(&b.name)));
-    let mut steps = Vec::new();
-    for g in leaving {
-        let moves = g.running && matches!(g.behaviour, Maintenance::Live | Maintenance::Cold);
-        if !moves {
-            steps.push(VmStep {
-                vm: g.name.clone(),
-                host: g.host.clone(),
-                behaviour: g.behaviour,
-                to: None,
-                returns: false,
-            });
-            continue;
-        }
-        let target = free
+fn guests_by_host(guests: &[Guest]) -> BTreeMap<&str, Vec<&Guest>> {
+    let mut on_host: BTreeMap<&str, Vec<&Guest>> = BTreeMap::new();
+    for g in guests {
+        on_host.entry(g.host.as_str()).or_default().push(g);
+    }
+    on_host
+}
+
+impl Guest {
+    /// Whether it leaves its host for the maintenance (running, moved live or cold).
+    fn moves(&self) -> bool {
+        self.running && matches!(self.behaviour, Maintenance::Live | Maintenance::Cold)
+    }
+}
+
+/// A wave being built: the free capacity of every host outside it, and where the VMs of the
+/// hosts in it go. Grown one host at a time ([`Trial::with`]), so that a large cluster is
+/// planned in time proportional to its hosts and VMs, not their product per host tried.
+#[derive(Clone)]
+struct Trial {
+    free: BTreeMap<String, Capacity>,
+    steps: Vec<VmStep>,
+    needs: BTreeMap<String, Capacity>,
+}
+
+impl Trial {
+    fn new(up: &[String], on_host: &BTreeMap<&str, Vec<&Guest>>, capacity: &dyn Fn(&str) -> Capacity) -> Trial {
+        let free = up
             .iter()
-            .filter(|(_, f)| f.fits(g.need))
-            .max_by(|a, b| a.1.memory_mib.total_cmp(&b.1.memory_mib).then(b.0.cmp(a.0)))
-            .map(|(h, _)| h.to_string());
-        let Some(target) = target else {
-            return Err(format!(
-                "no host outside the wave has room for {} ({:.0} MiB, {:.0} vCPUs)",
-                g.name, g.need.memory_mib, g.need.vcpus
-            ));
-        };
-        let left = free.get_mut(target.as_str()).expect("chosen from it");
-        *left = left.minus(g.need);
-        steps.push(VmStep {
-            vm: g.name.clone(),
-            host: g.host.clone(),
-            behaviour: g.behaviour,
-            to: Some(target),
-            returns,
+            .map(|h| {
+                let used =
+                    on_host.get(h.as_str()).into_iter().flatten().fold(Capacity::default(), |u, g| u.plus(g.need));
+                (h.clone(), capacity(h).minus(used))
+            })
+            .collect();
+        Trial { free, steps: Vec::new(), needs: BTreeMap::new() }
+    }
+
+    /// This wave with `host` in it too: its VMs placed (largest first, each on the host
+    /// outside the wave with the most free memory that holds it, those that were placed on
+    /// `host` placed again), and the free capacity outside the wave still covering `reserve`.
+    /// Shut-off VMs and those shut down for the maintenance stay.
+    fn with(&self, host: &str, leaving: &[&Guest], reserve: Capacity, returns: bool) -> Result<Trial, String> {
+        let mut next = self.clone();
+        next.free.remove(host);
+        let mut to_place: Vec<(String, String, Maintenance, Capacity)> = Vec::new();
+        next.steps.retain(|s| {
+            if s.to.as_deref() == Some(host) {
+                to_place.push((s.vm.clone(), s.host.clone(), s.behaviour, self.needs[&s.vm]));
+                false
+            } else {
+                true
+            }
         });
+        for g in leaving {
+            if g.moves() {
+                to_place.push((g.name.clone(), g.host.clone(), g.behaviour, g.need));
+            } else {
+                next.steps.push(VmStep {
+                    vm: g.name.clone(),
+                    host: g.host.clone(),
+                    behaviour: g.behaviour,
+                    to: None,
+                    returns: false,
+                });
+            }
+        }
+        to_place.sort_by(|a, b| b.3.memory_mib.total_cmp(&a.3.memory_mib).then(a.0.cmp(&b.0)));
+        for (vm, from, behaviour, need) in to_place {
+            let target = next
+                .free
+                .iter()
+                .filter(|(_, f)| f.fits(need))
+                .max_by(|a, b| a.1.memory_mib.total_cmp(&b.1.memory_mib).then(b.0.cmp(a.0)))
+                .map(|(h, _)| h.clone());
+            let Some(target) = target else {
+                return Err(format!(
+                    "no host outside the wave has room for {vm} ({:.0} MiB, {:.0} vCPUs)",
+                    need.memory_mib, need.vcpus
+                ));
+            };
+            let left = next.free.get_mut(&target).expect("chosen from it");
+            *left = left.minus(need);
+            next.needs.insert(vm.clone(), need);
+            next.steps.push(VmStep { vm, host: from, behaviour, to: Some(target), returns });
+        }
+        let outside = next.free_total();
+        if !outside.fits(reserve) {
+            return Err(format!(
+                "with it in maintenance {:.0} MiB and {:.0} vCPUs would stay free, below the reserve of {:.0} MiB and {:.0} vCPUs",
+                outside.memory_mib, outside.vcpus, reserve.memory_mib, reserve.vcpus
+            ));
+        }
+        Ok(next)
     }
-    let outside = free.values().fold(Capacity::default(), |sum, f| {
-        sum.plus(Capacity { memory_mib: f.memory_mib.max(0.0), vcpus: f.vcpus.max(0.0) })
-    });
-    if !outside.fits(reserve) {
-        return Err(format!(
-            "with it in maintenance {:.0} MiB and {:.0} vCPUs would stay free, below the reserve of {:.0} MiB and {:.0} vCPUs",
-            outside.memory_mib, outside.vcpus, reserve.memory_mib, reserve.vcpus
-        ));
+
+    /// Free capacity outside the wave (a host over its capacity counts as none free).
+    fn free_total(&self) -> Capacity {
+        self.free.values().fold(Capacity::default(), |sum, f| {
+            sum.plus(Capacity { memory_mib: f.memory_mib.max(0.0), vcpus: f.vcpus.max(0.0) })
+        })
     }
-    steps.sort_by(|a, b| (&a.host, &a.vm).cmp(&(&b.host, &b.vm)));
-    Ok((steps, outside))
 }
 
 #[cfg(test)]
