@@ -16,7 +16,8 @@ pub use status::{Phase, Status};
 pub use step::{created_volumes, Step, StepRecord, StepState};
 pub use stream::{
     choose_stream, AutoFacts, Compression, Needs, StreamChoice, StreamLimits, StreamMode, StreamOptions,
-    ASSUMED_ONE_STREAM_MIB_S, AUTO_MIN_IDLE_CPUS, AUTO_STREAM,
+    ASSUMED_ONE_STREAM_MIB_S, AUTO_ASSUMED_RATIO, AUTO_MIN_IDLE_CPUS, AUTO_STREAM, ZLIB_CPU_MS_PER_MIB,
+    ZSTD_CPU_MS_PER_MIB,
 };
 
 /// A host as the cluster file declares it: how to reach it and what the operator says

@@ -331,9 +331,35 @@ impl std::str::FromStr for StreamMode {
 /// stream per 15 Gbit/s of link since vSphere 7.0 U2 (Broadcom KB 323379), about 1788 MiB/s.
 pub const ASSUMED_ONE_STREAM_MIB_S: u64 = 1788;
 
-/// The idle cores a source needs before `auto` compresses: QEMU compresses in its multifd
-/// threads on the source, and with less than a core idle they would take the guests' CPU.
-pub const AUTO_MIN_IDLE_CPUS: f64 = 1.0;
+/// The least idle CPU a source needs before `auto` compresses, cores: QEMU compresses in its
+/// multifd threads on the source, and a margin keeps them from taking the guests' CPU.
+pub const AUTO_MIN_IDLE_CPUS: f64 = 0.25;
+
+/// CPU time zstd at level 1 takes per MiB of guest memory, ms. An assumption from published
+/// speeds: zstd's own benchmark (README, zstd 1.5.7 `-1` on Silesia) compresses 510 MB/s on a
+/// 4.9 GHz desktop core (2.1 ms/MiB) and lzbench 345 MB/s on a 2.6 GHz Broadwell Xeon core
+/// (3.0 ms/MiB); 2.5 ms sits between, for a modest server core, before QEMU's own per-page work.
+pub const ZSTD_CPU_MS_PER_MIB: f64 = 2.5;
+
+/// The same for zlib (level 1): zstd's README puts zlib 1.3.1 `-1` at 105 MB/s against
+/// zstd's 510 MB/s on the same core, about 5 times the CPU a MiB; so 5 × 2.5 ms. An
+/// assumption like [`ZSTD_CPU_MS_PER_MIB`].
+pub const ZLIB_CPU_MS_PER_MIB: f64 = 12.5;
+
+/// The ratio `auto` sizes the CPU it needs by: about the lab guest's measured 2.09:1 (its
+/// default memory mix, zstd over 4 connections).
+pub const AUTO_ASSUMED_RATIO: f64 = 2.0;
+
+impl Compression {
+    /// CPU time to compress a MiB of guest memory, ms; `None` without compression.
+    pub fn cpu_ms_per_mib(self) -> Option<f64> {
+        match self {
+            Compression::None => None,
+            Compression::Zstd => Some(ZSTD_CPU_MS_PER_MIB),
+            Compression::Zlib => Some(ZLIB_CPU_MS_PER_MIB),
+        }
+    }
+}
 
 /// The compressed stream `auto` turns on when the policy names none: 4 connections (the
 /// multifd channel count KubeVirt and Nova's examples use) with zstd at its fastest level.
@@ -379,9 +405,10 @@ pub struct StreamChoice {
 
 /// `auto`'s choice for one move: `compressed` (the policy's compressed stream, else
 /// [`AUTO_STREAM`], within what the hosts allow) when its link share is below what one
-/// stream moves, so that fewer bytes finish sooner, and its source has
-/// [`AUTO_MIN_IDLE_CPUS`] to compress with; else one plain stream, which costs no CPU and
-/// is as fast when the stream, not the link, limits.
+/// stream moves, so that fewer bytes finish sooner, and its source has the idle CPU that
+/// compressing memory fast enough to fill the share takes (share × [`AUTO_ASSUMED_RATIO`] ×
+/// the compression's CPU per MiB, at least [`AUTO_MIN_IDLE_CPUS`]); else one plain stream,
+/// which costs no CPU and is as fast when the stream, not the link, limits.
 pub fn choose_stream(compressed: StreamOptions, facts: &AutoFacts) -> StreamChoice {
     let plain =
         |why: String| StreamChoice { options: StreamOptions::default(), why: format!("one plain stream: {why}") };
@@ -399,11 +426,13 @@ pub fn choose_stream(compressed: StreamOptions, facts: &AutoFacts) -> StreamChoi
     if share >= facts.one_stream_mib_s as f64 {
         return plain(format!("its link share {share:.0} MiB/s is not below what one stream moves, {one}"));
     }
+    let per_mib_ms = compressed.compression.cpu_ms_per_mib().unwrap_or(ZSTD_CPU_MS_PER_MIB);
+    let needed = (share * AUTO_ASSUMED_RATIO * per_mib_ms / 1000.0).max(AUTO_MIN_IDLE_CPUS);
     let idle = match &facts.idle_cpus {
         Err(e) => return plain(format!("{}'s idle CPU is not known ({e})", facts.source)),
-        Ok(idle) if *idle < AUTO_MIN_IDLE_CPUS => {
+        Ok(idle) if *idle < needed => {
             return plain(format!(
-                "{} has {idle:.1} cores idle, below the {AUTO_MIN_IDLE_CPUS:.0} compression needs",
+                "{} has {idle:.2} cores idle, below the {needed:.2} compressing its link share takes",
                 facts.source
             ))
         }
@@ -414,7 +443,7 @@ pub fn choose_stream(compressed: StreamOptions, facts: &AutoFacts) -> StreamChoi
         options: compressed,
         why: format!(
             "{} connections with {}{level}: its link share {share:.0} MiB/s is below what one stream moves, \
-             {one}, and {} has {idle:.1} cores idle",
+             {one}, and {} has {idle:.2} cores idle ({needed:.2} needed)",
             compressed.parallel_connections, compressed.compression, facts.source
         ),
     }
@@ -438,7 +467,13 @@ mod auto_tests {
     fn a_link_bound_move_with_a_core_to_spare_is_compressed_and_says_why() {
         let choice = choose_stream(AUTO_STREAM, &facts(Some(32.0), Ok(1.4)));
         assert_eq!(choice.options, AUTO_STREAM);
-        assert!(choice.why.contains("link share 32 MiB/s is below") && choice.why.contains("1.4 cores idle"));
+        assert!(choice.why.contains("link share 32 MiB/s is below") && choice.why.contains("1.40 cores idle"));
+        // 32 MiB/s at 2:1 is 64 MiB/s of memory, 0.16 cores of zstd: the floor of 0.25 holds.
+        assert!(choice.why.contains("(0.25 needed)"), "{}", choice.why);
+        // 400 MiB/s at 2:1 with zstd needs 2 cores; 1.4 is not enough.
+        let wide = choose_stream(AUTO_STREAM, &facts(Some(400.0), Ok(1.4)));
+        assert_eq!(wide.options, StreamOptions::default(), "{}", wide.why);
+        assert!(wide.why.contains("below the 2.00 compressing"), "{}", wide.why);
         // The policy's own compressed stream is the one turned on.
         let own = StreamOptions { parallel_connections: 2, compression: Compression::Zlib, ..AUTO_STREAM };
         assert_eq!(choose_stream(own, &facts(Some(32.0), Ok(3.0))).options, own);
@@ -454,7 +489,7 @@ mod auto_tests {
         for (facts, reason) in [
             (facts(None, Ok(4.0)), "no link rate"),
             (facts(Some(5000.0), Ok(4.0)), "not below what one stream moves, 1788 MiB/s (assumed"),
-            (facts(Some(32.0), Ok(0.6)), "0.6 cores idle, below the 1"),
+            (facts(Some(32.0), Ok(0.2)), "0.20 cores idle, below the 0.25"),
             (facts(Some(32.0), Err("unsupported".into())), "idle CPU is not known (unsupported)"),
         ] {
             let choice = choose_stream(AUTO_STREAM, &facts);

@@ -15,17 +15,9 @@ use ferry_model::{Compression, StreamOptions};
 /// zstd on 4 channels (123.8 MB sent plain, 59.5 MB compressed).
 pub const DEFAULT_COMPRESSION_RATIO: f64 = 1.0;
 
-/// CPU ms one core spends compressing a MiB of guest memory with zstd (level 1, QEMU's
-/// default), when the host does not say. An assumption, not a lab measurement: zstd's own
-/// benchmark (README, zstd 1.5.7 `-1` on Silesia) compresses 510 MB/s on a 4.9 GHz desktop
-/// core (2.1 ms/MiB) and lzbench 345 MB/s on a 2.6 GHz Broadwell Xeon core (3.0 ms/MiB);
-/// 2.5 ms sits between, for a modest server core, before QEMU's own per-page work.
-pub const ZSTD_CPU_MS_PER_MIB: f64 = 2.5;
-
-/// The same for zlib (level 1): zstd's README puts zlib 1.3.1 `-1` at 105 MB/s against
-/// zstd's 510 MB/s on the same core, about 5 times the CPU a MiB; so 5 × 2.5 ms. An
-/// assumption like [`ZSTD_CPU_MS_PER_MIB`].
-pub const ZLIB_CPU_MS_PER_MIB: f64 = 12.5;
+/// CPU a core spends compressing a MiB of guest memory, when the host does not say: the
+/// assumptions `transport = "auto"` sizes its CPU by (see their sources there).
+pub use ferry_model::{ZLIB_CPU_MS_PER_MIB, ZSTD_CPU_MS_PER_MIB};
 
 /// How one migration's stream carries memory when it compresses it.
 #[derive(Debug, Clone, Copy, PartialEq)]
