@@ -27,7 +27,7 @@
 //! compression_level = 1               # zstd 1-20, zlib 1-9
 //! zerocopy = false                    # zero-copy sends (multifd, no compression, no TLS)
 //! transport = "fixed"                 # fixed | auto: per move, compressed multifd when the
-//!                                     # link share limits it and the source has a core idle
+//!                                     # link share limits it and the source has CPU idle
 //!
 //! [[move]]
 //! vm = "web-1"

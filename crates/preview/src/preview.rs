@@ -368,7 +368,7 @@ fn live_view(
         note.push_str(" (dirty rate not measured: assumed idle; --measure measures it)");
     }
     if plan.policy.transport == StreamMode::Auto {
-        note.push_str("; transport auto: the stream is chosen as the move starts (compressed only with a core idle on the source)");
+        note.push_str("; transport auto: the stream is chosen as the move starts (compressed only when the source has the CPU idle that compressing takes)");
     }
     match compression {
         Some((method, Some(seen))) => {
