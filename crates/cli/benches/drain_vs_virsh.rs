@@ -30,12 +30,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Instant;
 
+#[path = "shared/lab.rs"]
+mod lab;
+
 use ferry_journal::{Attempt, Event, Journal, JournalConfig};
 use ferry_model::{ClusterSpec, Status};
+use lab::{ferry, ferry_env, listen_address, read_cluster, text, uri_of, virsh, Inventory, VirshJob, Vm};
 
 /// The host being drained; the lab's guests are gathered on it before every measured run.
 const DRAINED: &str = "host-a";
@@ -614,6 +618,7 @@ impl Lab {
                 migration_uri,
                 disks,
                 xml_file: self.dir.join(format!("{}-migrate.xml", vm.name)),
+                bandwidth_mib_s: Some(CAP_MIB_S),
             });
         }
         if jobs.len() != VMS {
@@ -692,114 +697,6 @@ impl Drop for Lab {
 }
 
 /// One guest's virsh migration.
-struct VirshJob {
-    vm: String,
-    from: String,
-    to: String,
-    to_uri: String,
-    migration_uri: String,
-    listen_address: String,
-    /// Host-local disks and the path of their copy on the target.
-    disks: Vec<(LocalDisk, String)>,
-    xml_file: PathBuf,
-}
-
-impl VirshJob {
-    fn run(&self) -> Result<(), String> {
-        let bandwidth = CAP_MIB_S.to_string();
-        let mut args: Vec<&str> = vec![
-            "migrate",
-            "--live",
-            "--p2p",
-            "--persistent",
-            "--undefinesource",
-            "--auto-converge",
-            "--bandwidth",
-            &bandwidth,
-        ];
-        let xml_file = self.xml_file.to_str().expect("the target directory is UTF-8");
-        if !self.disks.is_empty() {
-            for (disk, _) in &self.disks {
-                let capacity = disk.capacity.to_string();
-                virsh(&self.to_uri, &["vol-create-as", &disk.pool, &disk.volume, &capacity, "--format", &disk.format])?;
-            }
-            let mut xml = virsh(&self.from, &["dumpxml", "--migratable", &self.vm])?;
-            for (disk, target_path) in &self.disks {
-                xml = xml.replace(&format!("'{}'", disk.path), &format!("'{target_path}'"));
-            }
-            std::fs::write(&self.xml_file, xml).map_err(|e| format!("{xml_file}: {e}"))?;
-            args.extend(["--copy-storage-all", "--xml", xml_file, "--persistent-xml", xml_file]);
-        }
-        args.extend([
-            self.vm.as_str(),
-            self.to_uri.as_str(),
-            "--migrateuri",
-            self.migration_uri.as_str(),
-            "--listen-address",
-            self.listen_address.as_str(),
-        ]);
-        virsh(&self.from, &args).map(drop).map_err(|e| format!("{} -> {}: {e}", self.vm, self.to))
-    }
-}
-
-/// What the bench needs of `ferry inventory`.
-struct Inventory {
-    vms: Vec<Vm>,
-    /// (host, pool) → the pool's directory.
-    pools: HashMap<(String, String), String>,
-}
-
-struct Vm {
-    name: String,
-    host: String,
-    local: Vec<LocalDisk>,
-}
-
-#[derive(Clone)]
-struct LocalDisk {
-    path: String,
-    pool: String,
-    volume: String,
-    capacity: u64,
-    format: String,
-}
-
-impl Inventory {
-    fn from_json(json: &serde_json::Value) -> Result<Inventory, String> {
-        if json["unreachable"].as_array().is_some_and(|u| !u.is_empty()) {
-            return Err(format!("inventory: unreachable hosts {}", json["unreachable"]));
-        }
-        let str_of = |v: &serde_json::Value, key: &str| {
-            v[key].as_str().map(String::from).ok_or_else(|| format!("inventory: no {key} in {v}"))
-        };
-        let mut pools = HashMap::new();
-        for host in json["hosts"].as_array().ok_or("inventory: no hosts")? {
-            for pool in host["pools"].as_array().ok_or("inventory: no pools")? {
-                pools.insert((str_of(host, "name")?, str_of(pool, "name")?), str_of(pool, "path")?);
-            }
-        }
-        let mut vms = Vec::new();
-        for vm in json["vms"].as_array().ok_or("inventory: no vms")? {
-            let mut local = Vec::new();
-            for disk in vm["disks"].as_array().ok_or("inventory: no disks")? {
-                if disk["locality"] != "host-local" {
-                    continue;
-                }
-                let path = str_of(&disk["source"], "path")?;
-                local.push(LocalDisk {
-                    volume: path.rsplit('/').next().unwrap_or(&path).to_string(),
-                    pool: str_of(disk, "pool")?,
-                    capacity: disk["capacity"].as_u64().ok_or_else(|| format!("inventory: no capacity in {disk}"))?,
-                    format: str_of(disk, "format")?,
-                    path,
-                });
-            }
-            vms.push(Vm { name: str_of(vm, "name")?, host: str_of(vm, "host")?, local });
-        }
-        Ok(Inventory { vms, pools })
-    }
-}
-
 /// For each move that took a slot freed by an earlier move from the same source: its start
 /// minus the switch-over (or end) that freed the slot, ms. With `per_source` slots, the k-th start from a
 /// source (k >= per_source, in start order) takes the slot of its (k - per_source)-th end.
@@ -853,56 +750,9 @@ fn read_journal(path: &Path, run: &str) -> Result<RunRecords, String> {
     })
 }
 
-fn read_cluster(path: &Path) -> Result<ClusterSpec, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    ferry_plan::parse_cluster(&path.display().to_string(), &text)
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
-}
-
-fn uri_of(cluster: &ClusterSpec, host: &str) -> Result<String, String> {
-    cluster.host(host).map(|h| h.uri.clone()).ok_or_else(|| format!("no {host} in the cluster"))
-}
-
-/// `tcp://ADDRESS[:PORT]` → `ADDRESS`: where the target binds its incoming migration, as
-/// ferry's driver passes it.
-fn listen_address(migration_uri: &str) -> String {
-    let rest = migration_uri.split_once("://").map_or(migration_uri, |(_, r)| r);
-    rest.rsplit_once(':').map_or(rest, |(host, _)| host).to_string()
-}
-
 /// Whether this ferry's `lab up` can shape links.
 fn lab_has_link() -> bool {
     text(&ferry(&["lab", "up", "--help"]).stdout).contains("--link")
-}
-
-fn ferry_env(log: &str) -> [(&'static str, String); 3] {
-    [
-        ("FERRY_LAB_CACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-cache").display().to_string()),
-        ("RUST_LOG", log.to_string()),
-        ("NO_COLOR", "1".to_string()),
-    ]
-}
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .envs(ferry_env("warn"))
-        .output()
-        .expect("the ferry binary runs")
-}
-
-/// `virsh -c URI ARGS...`: its stdout, or why it failed.
-fn virsh(uri: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("virsh").arg("-c").arg(uri).args(args).output().map_err(|e| format!("virsh: {e}"))?;
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(format!("virsh {}: {}", args.join(" "), text(&out.stderr).trim()))
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -1,0 +1,160 @@
+//! What the lab benches that race `virsh migrate` share: a virsh migration as the driver
+//! would do it, the parts of `ferry inventory` they need, and running ferry and virsh.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ferry_model::ClusterSpec;
+
+pub(crate) struct VirshJob {
+    pub(crate) vm: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) to_uri: String,
+    pub(crate) migration_uri: String,
+    pub(crate) listen_address: String,
+    /// Host-local disks and the path of their copy on the target.
+    pub(crate) disks: Vec<(LocalDisk, String)>,
+    pub(crate) xml_file: PathBuf,
+    /// `--bandwidth`, MiB/s, when the migration is capped.
+    pub(crate) bandwidth_mib_s: Option<u64>,
+}
+
+impl VirshJob {
+    pub(crate) fn run(&self) -> Result<(), String> {
+        let bandwidth = self.bandwidth_mib_s.map(|b| b.to_string());
+        let mut args: Vec<&str> =
+            vec!["migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--auto-converge"];
+        if let Some(b) = &bandwidth {
+            args.extend(["--bandwidth", b]);
+        }
+        let xml_file = self.xml_file.to_str().expect("the target directory is UTF-8");
+        if !self.disks.is_empty() {
+            for (disk, _) in &self.disks {
+                let capacity = disk.capacity.to_string();
+                virsh(&self.to_uri, &["vol-create-as", &disk.pool, &disk.volume, &capacity, "--format", &disk.format])?;
+            }
+            let mut xml = virsh(&self.from, &["dumpxml", "--migratable", &self.vm])?;
+            for (disk, target_path) in &self.disks {
+                xml = xml.replace(&format!("'{}'", disk.path), &format!("'{target_path}'"));
+            }
+            std::fs::write(&self.xml_file, xml).map_err(|e| format!("{xml_file}: {e}"))?;
+            args.extend(["--copy-storage-all", "--xml", xml_file, "--persistent-xml", xml_file]);
+        }
+        args.extend([
+            self.vm.as_str(),
+            self.to_uri.as_str(),
+            "--migrateuri",
+            self.migration_uri.as_str(),
+            "--listen-address",
+            self.listen_address.as_str(),
+        ]);
+        virsh(&self.from, &args).map(drop).map_err(|e| format!("{} -> {}: {e}", self.vm, self.to))
+    }
+}
+
+/// What the bench needs of `ferry inventory`.
+pub(crate) struct Inventory {
+    pub(crate) vms: Vec<Vm>,
+    /// (host, pool) → the pool's directory.
+    pub(crate) pools: HashMap<(String, String), String>,
+}
+
+pub(crate) struct Vm {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) local: Vec<LocalDisk>,
+}
+
+#[derive(Clone)]
+pub(crate) struct LocalDisk {
+    pub(crate) path: String,
+    pub(crate) pool: String,
+    pub(crate) volume: String,
+    pub(crate) capacity: u64,
+    pub(crate) format: String,
+}
+
+impl Inventory {
+    pub(crate) fn from_json(json: &serde_json::Value) -> Result<Inventory, String> {
+        if json["unreachable"].as_array().is_some_and(|u| !u.is_empty()) {
+            return Err(format!("inventory: unreachable hosts {}", json["unreachable"]));
+        }
+        let str_of = |v: &serde_json::Value, key: &str| {
+            v[key].as_str().map(String::from).ok_or_else(|| format!("inventory: no {key} in {v}"))
+        };
+        let mut pools = HashMap::new();
+        for host in json["hosts"].as_array().ok_or("inventory: no hosts")? {
+            for pool in host["pools"].as_array().ok_or("inventory: no pools")? {
+                pools.insert((str_of(host, "name")?, str_of(pool, "name")?), str_of(pool, "path")?);
+            }
+        }
+        let mut vms = Vec::new();
+        for vm in json["vms"].as_array().ok_or("inventory: no vms")? {
+            let mut local = Vec::new();
+            for disk in vm["disks"].as_array().ok_or("inventory: no disks")? {
+                if disk["locality"] != "host-local" {
+                    continue;
+                }
+                let path = str_of(&disk["source"], "path")?;
+                local.push(LocalDisk {
+                    volume: path.rsplit('/').next().unwrap_or(&path).to_string(),
+                    pool: str_of(disk, "pool")?,
+                    capacity: disk["capacity"].as_u64().ok_or_else(|| format!("inventory: no capacity in {disk}"))?,
+                    format: str_of(disk, "format")?,
+                    path,
+                });
+            }
+            vms.push(Vm { name: str_of(vm, "name")?, host: str_of(vm, "host")?, local });
+        }
+        Ok(Inventory { vms, pools })
+    }
+}
+
+pub(crate) fn read_cluster(path: &Path) -> Result<ClusterSpec, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    ferry_plan::parse_cluster(&path.display().to_string(), &text)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+}
+
+pub(crate) fn uri_of(cluster: &ClusterSpec, host: &str) -> Result<String, String> {
+    cluster.host(host).map(|h| h.uri.clone()).ok_or_else(|| format!("no {host} in the cluster"))
+}
+
+/// `tcp://ADDRESS[:PORT]` → `ADDRESS`: where the target binds its incoming migration, as
+/// ferry's driver passes it.
+pub(crate) fn listen_address(migration_uri: &str) -> String {
+    let rest = migration_uri.split_once("://").map_or(migration_uri, |(_, r)| r);
+    rest.rsplit_once(':').map_or(rest, |(host, _)| host).to_string()
+}
+
+pub(crate) fn ferry_env(log: &str) -> [(&'static str, String); 3] {
+    [
+        ("FERRY_LAB_CACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-cache").display().to_string()),
+        ("RUST_LOG", log.to_string()),
+        ("NO_COLOR", "1".to_string()),
+    ]
+}
+
+pub(crate) fn ferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .envs(ferry_env("warn"))
+        .output()
+        .expect("the ferry binary runs")
+}
+
+/// `virsh -c URI ARGS...`: its stdout, or why it failed.
+pub(crate) fn virsh(uri: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh").arg("-c").arg(uri).args(args).output().map_err(|e| format!("virsh: {e}"))?;
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(format!("virsh {}: {}", args.join(" "), text(&out.stderr).trim()))
+    }
+}
+
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
