@@ -1387,7 +1387,12 @@ fn make_private(file: &Path) -> Result<()> {
     let private = |path: &Path| -> std::io::Result<()> {
         match std::fs::metadata(path) {
             Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o700))
+                match std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o700))
+                {
+                    // Another user's journal, opened to read it: theirs to keep private.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+                    other => other,
+                }
             }
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use ferry_model::{
     choose_stream, AutoFacts, ClusterSpec, Compression, HostSpec, Inventory, StreamMode, StreamOptions, VmState,
-    AUTO_MIN_IDLE_CPUS,
 };
 use ferry_plan::{Mode, Plan, ResolvedMove, Target};
 use serde::Serialize;
@@ -325,13 +324,14 @@ pub fn policy_live_input(
 }
 
 /// The stream a move between `from` and `to` will use: the policy's; under `transport =
-/// "auto"`, the one `auto` would choose taking the source to have the core it needs idle (it
+/// "auto"`, the one `auto` would choose taking the source to have the CPU it needs idle (it
 /// is measured only as the move starts).
 fn stream_between(policy: &ferry_plan::Policy, from: &HostSpec, to: &HostSpec, share_mib_s: f64) -> StreamOptions {
     match policy.transport {
         StreamMode::Fixed => policy.stream_between(from, to),
         StreamMode::Auto => {
-            let facts = AutoFacts::new(from, Some(share_mib_s), Ok(AUTO_MIN_IDLE_CPUS));
+            // Idle CPU is measured only at the start: the preview shows auto's choice CPU permitting.
+            let facts = AutoFacts::new(from, Some(share_mib_s), Ok(f64::INFINITY));
             choose_stream(policy.auto_stream_between(from, to), &facts).options
         }
     }
