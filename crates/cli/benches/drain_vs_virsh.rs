@@ -31,7 +31,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::Instant;
 
 #[path = "shared/lab.rs"]
@@ -39,7 +38,7 @@ mod lab;
 
 use ferry_journal::{Attempt, Event, Journal, JournalConfig};
 use ferry_model::{ClusterSpec, Status};
-use lab::{ferry, ferry_env, listen_address, read_cluster, text, uri_of, virsh, Inventory, VirshJob, Vm};
+use lab::{ferry, ferry_env, listen_address, read_cluster, run_window, text, uri_of, virsh, Inventory, VirshJob, Vm};
 
 /// The host being drained; the lab's guests are gathered on it before every measured run.
 const DRAINED: &str = "host-a";
@@ -626,36 +625,7 @@ impl Lab {
         }
 
         let started = Instant::now();
-        let mut failures = Vec::new();
-        let mut walls = HashMap::new();
-        std::thread::scope(|scope| {
-            let (done, finished) = mpsc::channel();
-            let mut queue = jobs.iter();
-            let mut in_flight = 0;
-            loop {
-                while in_flight < width && failures.is_empty() {
-                    let Some(job) = queue.next() else { break };
-                    let done = done.clone();
-                    scope.spawn(move || {
-                        let started = Instant::now();
-                        let result = job.run().map(|()| (job.vm.as_str(), started.elapsed().as_millis()));
-                        let _ = done.send(result);
-                    });
-                    in_flight += 1;
-                }
-                if in_flight == 0 {
-                    break;
-                }
-                let result = finished.recv().expect("every worker sends its result before it ends");
-                in_flight -= 1;
-                match result {
-                    Ok((vm, ms)) => {
-                        walls.insert(vm, u64::try_from(ms).unwrap_or(u64::MAX));
-                    }
-                    Err(e) => failures.push(e),
-                }
-            }
-        });
+        let (walls, failures) = run_window(&jobs, width);
         let makespan_s = started.elapsed().as_secs_f64();
         if !failures.is_empty() {
             return Err(format!("virsh drain, {width} at a time: {}", failures.join("; ")));

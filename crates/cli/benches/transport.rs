@@ -57,7 +57,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "shared/lab.rs"]
@@ -65,7 +65,7 @@ mod lab;
 
 use ferry_journal::{Attempt, Journal, JournalConfig};
 use ferry_model::{ClusterSpec, Status};
-use lab::{ferry, ferry_env, listen_address, read_cluster, text, uri_of, virsh, Inventory, VirshJob, Vm};
+use lab::{ferry, ferry_env, listen_address, read_cluster, run_window, text, uri_of, virsh, Inventory, VirshJob, Vm};
 
 /// Every lab's port base; the two labs run one after the other.
 const PORT_BASE: u16 = 25500;
@@ -801,36 +801,7 @@ impl Lab {
 
         let meter = Meter::start(from)?;
         let started = Instant::now();
-        let mut failures = Vec::new();
-        let mut walls = HashMap::new();
-        std::thread::scope(|scope| {
-            let (done, finished) = mpsc::channel();
-            let mut queue = jobs.iter();
-            let mut in_flight = 0;
-            loop {
-                while in_flight < WIDTH && failures.is_empty() {
-                    let Some(job) = queue.next() else { break };
-                    let done = done.clone();
-                    scope.spawn(move || {
-                        let started = Instant::now();
-                        let result = job.run().map(|()| (job.vm.as_str(), started.elapsed().as_millis()));
-                        let _ = done.send(result);
-                    });
-                    in_flight += 1;
-                }
-                if in_flight == 0 {
-                    break;
-                }
-                let result = finished.recv().expect("every worker sends its result before it ends");
-                in_flight -= 1;
-                match result {
-                    Ok((vm, ms)) => {
-                        walls.insert(vm, u64::try_from(ms).unwrap_or(u64::MAX));
-                    }
-                    Err(e) => failures.push(e),
-                }
-            }
-        });
+        let (walls, failures) = run_window(&jobs, WIDTH);
         let makespan_s = started.elapsed().as_secs_f64();
         let (link_tx, machine_cpu_s, qemu_cpu_s) = meter.stop()?;
         if !failures.is_empty() {
