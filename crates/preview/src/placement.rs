@@ -493,10 +493,7 @@ impl<'a> World<'a> {
                     })
                 });
                 let (vcpu_capacity, memory_capacity) = match (spec, host) {
-                    (Some(spec), Some(host)) => (
-                        overcommitted(u64::from(host.cpus), spec.cpu_overcommit),
-                        overcommitted(host.memory_mib, spec.memory_overcommit),
-                    ),
+                    (Some(spec), Some(host)) => capacity(spec, host),
                     _ => (0, 0),
                 };
                 Target { name, spec, host, barred, group, vcpu_capacity, memory_capacity, vcpus: 0, memory: 0, vms: 0 }
@@ -812,6 +809,12 @@ fn policy_words(policy: Policy) -> &'static str {
         Policy::Spread => "spread",
         Policy::LeastLoaded => "least loaded",
     }
+}
+
+/// What a host holds in all, (vCPUs, MiB): its CPUs and memory times the cluster file's
+/// overcommit.
+pub fn capacity(spec: &HostSpec, host: &Host) -> (u64, u64) {
+    (overcommitted(u64::from(host.cpus), spec.cpu_overcommit), overcommitted(host.memory_mib, spec.memory_overcommit))
 }
 
 /// `amount × ratio`, rounded down: a ratio of 1.5 on 3 CPUs allows 4 vCPUs, not 5.

@@ -170,10 +170,10 @@ pub fn plan_roll(
         let spec = cluster.host(name);
         let host = inventory.hosts.iter().find(|h| h.name == name);
         match (spec, host) {
-            (Some(spec), Some(host)) => Capacity {
-                memory_mib: host.memory_mib as f64 * spec.memory_overcommit,
-                vcpus: f64::from(host.cpus) * spec.cpu_overcommit,
-            },
+            (Some(spec), Some(host)) => {
+                let (vcpus, memory_mib) = ferry_preview::placement::capacity(spec, host);
+                Capacity { memory_mib: memory_mib as f64, vcpus: vcpus as f64 }
+            }
             _ => Capacity::default(),
         }
     };
