@@ -42,9 +42,10 @@ pub async fn departures(journal: &Journal, uuid: &str) -> Result<Vec<Departure>,
 }
 
 /// Clears the way on the target of `input`'s move, or says why the move must not start.
-/// Asks the target first: only when it holds unused volumes of the VM's disks' names does
-/// it ask more (the source's volumes, the journal, the VM's metadata). A host that cannot
-/// list its volumes leaves the decision to the driver, which refuses any volume in the way.
+/// Asks the source first: only a VM with host-local disks has copies, and only when the
+/// target holds unused volumes of their names does it ask more (the journal, the VM's
+/// metadata). A host that cannot list its volumes leaves the decision to the driver, which
+/// refuses any volume in the way.
 pub(crate) async fn settle<D: Driver>(
     driver: &D,
     journal: &Journal,
@@ -52,6 +53,16 @@ pub(crate) async fn settle<D: Driver>(
     input: &TaskInput,
 ) -> Result<(), String> {
     let (uuid, vm, to) = (&input.spec.uuid, &input.spec.vm, &input.to);
+    let disks = match driver.volumes(&input.spec.from).await {
+        Ok(at_source) => disks_in_use(uuid, &at_source),
+        Err(e) => {
+            debug!(%vm, "earlier copies not looked for: {e}");
+            return Ok(());
+        }
+    };
+    if disks.is_empty() {
+        return Ok(());
+    }
     let at_target = match driver.volumes(to).await {
         Ok(v) if v.iter().any(|v| v.used_by.is_empty()) => v,
         Ok(_) => return Ok(()),
@@ -60,14 +71,6 @@ pub(crate) async fn settle<D: Driver>(
             return Ok(());
         }
     };
-    let at_source = match driver.volumes(&input.spec.from).await {
-        Ok(v) => v,
-        Err(e) => {
-            debug!(%vm, "earlier copies not looked for: {e}");
-            return Ok(());
-        }
-    };
-    let disks = disks_in_use(uuid, &at_source);
     if unused_copies(&disks, &at_target).is_empty() {
         return Ok(());
     }

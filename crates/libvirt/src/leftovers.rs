@@ -1,51 +1,21 @@
 //! What `cleanup` removes: stale copies of a VM and volumes nobody uses. Each call checks
 //! again, on the hosts, what makes the removal safe; the caller's plan is not trusted.
 
-use std::collections::HashMap;
-
 use ferry_driver::{ErrorKind, Volume};
 use ferry_model::{ClusterSpec, VmState};
-use virt::connect::Connect;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::conn::{connect, describe, locate, msg, vm_state};
-use crate::domxml::parse_domain;
+use crate::conn::{connect, describe, locate, vm_state};
+use crate::disk_paths::path_users;
 use crate::error::Failure;
 use crate::live::host;
-
-/// Who uses what on a host.
-#[derive(Default)]
-struct Users {
-    /// Volume path → UUIDs of the domains whose disks use it.
-    by_path: HashMap<String, Vec<String>>,
-    /// UUIDs of domains whose definition cannot be read now (libvirt holds an incoming
-    /// migration's domain locked): their volumes are unknown.
-    unreadable: Vec<String>,
-}
-
-/// The volume paths the domains of a host use.
-fn users(conn: &Connect) -> Result<Users, Failure> {
-    let mut used: HashMap<String, Vec<String>> = HashMap::new();
-    let mut unreadable = Vec::new();
-    for domain in conn.list_all_domains(0)? {
-        let desc = domain.xml_desc(0).map_err(msg).and_then(|xml| parse_domain(&xml));
-        let Ok(desc) = desc else {
-            unreadable.push(domain.uuid_string().unwrap_or_else(|_| "?".into()));
-            continue;
-        };
-        for path in desc.disks.iter().filter_map(|d| d.path.clone()) {
-            used.entry(path).or_default().push(desc.uuid.clone());
-        }
-    }
-    Ok(Users { by_path: used, unreadable })
-}
 
 /// The volumes of a host's host-local pools, with their users.
 pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, Failure> {
     let spec = host(cluster, name)?;
     let conn = connect(spec)?;
-    let used = users(&conn)?.by_path;
+    let used = path_users(&conn)?;
     let mut found = Vec::new();
     for pool in conn.list_all_storage_pools(0)? {
         let pool_name = pool.name()?;
@@ -90,17 +60,8 @@ pub(crate) fn delete_volume(cluster: &ClusterSpec, name: &str, pool: &str, volum
         Err(e) => return Err(Failure::from(e).reworded(|m| format!("no volume {volume} in pool {pool}: {m}"))),
     };
     let path = found.path()?;
-    let Users { by_path: used, unreadable } = users(&conn)?;
-    if let Some(uuids) = used.get(&path) {
+    if let Some(uuids) = path_users(&conn)?.get(&path) {
         return Err(Failure::new(ErrorKind::Conflict, format!("{path} is in use by {}", uuids.join(", "))));
-    }
-    if !unreadable.is_empty() {
-        // libvirt holds the definitions during a migration: it may pass.
-        return Err(Failure::new(ErrorKind::Conflict, format!(
-            "the definition of {} on {} cannot be read now (a migration in progress?), so {path} may be in use; try again",
-            unreadable.join(", "),
-            spec.name
-        )));
     }
     found.delete(0).map_err(|e| Failure::from(e).reworded(|m| format!("could not delete {path}: {m}")))
 }

@@ -14,6 +14,7 @@ mod cold;
 mod conn;
 mod cpu;
 mod dirtyrate;
+mod disk_paths;
 pub mod domxml;
 mod error;
 mod inventory;
