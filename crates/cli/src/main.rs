@@ -63,6 +63,9 @@ enum Command {
     /// Empty a host: every VM moves off (never onto it), then, with --return-after CMD,
     /// CMD runs and every VM comes back. Runs and journals like `ferry migrate`.
     Drain(drain::DrainArgs),
+    /// Rolling maintenance of a plan's `[roll]`: its hosts wave by wave, each drained, given
+    /// to the hook, checked and given its VMs back. `ferry preview PLAN` shows the waves.
+    Roll(roll::RollArgs),
     /// Undo a run: every VM it moved goes back to where it was when the run started, as a
     /// new run of kind rollback (ROLLED-BACK / ROLLBACK-FAILED). Idempotent; with
     /// --from-hypervisor it needs no journal.
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => runtime().block_on(runs::resume(args, cli.output)),
         Command::Abort(args) => runtime().block_on(runs::abort(args, cli.output)),
         Command::Drain(args) => runtime_for(&args.cluster).block_on(drain::drain(args, cli.output)),
+        Command::Roll(args) => runtime().block_on(roll::run(args, cli.output)),
         Command::Rollback(args) => runtime_for(&args.cluster).block_on(rollback::rollback(args, cli.output)),
         Command::Cleanup(args) => runtime().block_on(cleanup::cleanup(args, cli.output)),
         Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),

@@ -1,12 +1,71 @@
-//! The preview of a roll plan: its waves, where each VM goes, and why.
+//! `ferry roll`, and the preview of a roll plan: its waves, where each VM goes, and why.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_model::{ClusterSpec, Inventory};
 use ferry_plan::Plan;
 use ferry_roll::{plan_roll, RollPlan};
+use ferry_runs::inputs::Inputs;
+use ferry_runs::roll::{RollEnd, RollStart};
+use ferry_runs::Error;
 
-use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::cluster::ClusterArg;
+use crate::show::{self, exit, Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::state::StateArg;
+
+/// `ferry roll` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RollArgs {
+    /// The plan, with its `[roll]` section.
+    pub plan: PathBuf,
+    /// Go on past the canary hosts without stopping for a confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Waive a check in every wave: its failures become warnings and the move runs.
+    /// Repeatable.
+    #[arg(long = "ignore", value_name = "CHECK")]
+    pub ignore: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// Runs `ferry roll`: exit 0 when every wave ended well, or the canary waves did and the
+/// roll waits for its confirmation; 1 when a wave did not; 2 for bad input.
+pub async fn run(args: RollArgs, output: Output) -> ExitCode {
+    let rolled = async {
+        if args.cluster.is_sim() {
+            return Err(Error::BadInput(
+                "ferry roll: a simulated fleet (--cluster sim:FILE) is not supported yet; `ferry preview` shows \
+                 the roll's waves and estimates there"
+                    .into(),
+            ));
+        }
+        let Inputs { plan, cluster, ignore } =
+            ferry_runs::inputs::load(&args.plan, args.cluster.location(), &args.ignore).map_err(Error::BadInput)?;
+        let journal = args.state.at().map_err(|e| Error::BadInput(format!("--state: {e}")))?;
+        let start = RollStart { plan, cluster, journal, ignore, yes: args.yes };
+        let rolled = ferry_runs::roll::roll(start, &show::events(output)).await?;
+        let roll = &rolled.roll;
+        Ok(match rolled.end {
+            RollEnd::Finished(ok) => {
+                println!("roll {roll} finished{}", if ok { "" } else { ": not every wave ended well" });
+                ok
+            }
+            RollEnd::AwaitingConfirmation => {
+                println!("roll {roll}: the canary hosts are done; `ferry resume {roll}` goes on");
+                true
+            }
+            RollEnd::Stopped(wave) => {
+                println!("roll {roll} stopped at wave {wave}; `ferry resume {roll}` runs it again once fixed");
+                false
+            }
+        })
+    };
+    exit("roll", false, rolled.await)
+}
 
 /// Prints the waves of `plan`'s roll; exit 1 when a host cannot go into maintenance as
 /// planned, 2 for input errors.
@@ -73,5 +132,4 @@ fn print_text(name: &str, r: &RollPlan) {
         r.reserve.memory_mib,
         r.reserve.vcpus
     );
-    println!("(ferry roll, which runs a roll, is not built yet: this is its preview)");
 }

@@ -82,8 +82,11 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
         if deadline.is_some() {
             plan.deadline = deadline;
         }
-        ferry_runs::start::start(Start { plan, cluster, journal, ignore, measure: args.measure }, &show::events(output))
-            .await
+        ferry_runs::start::start(
+            Start { plan, cluster, journal: journal.into(), ignore, measure: args.measure, parent: None },
+            &show::events(output),
+        )
+        .await
     };
     exit("migrate", false, started.await)
 }
@@ -92,7 +95,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
 pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
     let resumed = async {
         let journal = args.state.open_existing().await.map_err(Error::BadInput)?;
-        ferry_runs::start::resume(&journal, &args.run, args.hook_done, &show::events(output)).await
+        ferry_runs::roll::resume(&journal, &args.run, args.hook_done, &show::events(output)).await
     };
     exit("resume", false, resumed.await)
 }

@@ -55,6 +55,8 @@ text_enum! {
         Rollback => "rollback",
         /// Empties a host.
         Drain => "drain",
+        /// Rolling maintenance: its waves are drain runs whose `parent` names it.
+        Roll => "roll",
     }
 }
 

@@ -309,8 +309,21 @@ pub struct Drain {
     pub return_after: bool,
     /// Command to run once the host is empty.
     pub hook: Option<String>,
+    /// What must pass after the hook before the host takes its VMs back (a roll's `check`).
+    #[serde(default)]
+    pub check: Option<Check>,
     /// Line of the file.
     pub line: usize,
+}
+
+/// A command that must pass before a drained host takes VMs again: run until it exits 0,
+/// for at most `timeout_s` seconds (a host that reboots answers after a while).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// The command (`FERRY_HOST` in its environment).
+    pub command: String,
+    /// Seconds it may take to pass.
+    pub timeout_s: u64,
 }
 
 /// A parsed, self-consistent plan (names not yet checked against the cluster).
@@ -703,6 +716,7 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             to,
             return_after: d.return_after,
             hook: d.hook.as_ref().map(|h| h.get_ref().clone()),
+            check: None,
             line,
         });
     }

@@ -70,6 +70,11 @@ impl RunBuilder {
         RunBuilder::new(plan, cluster, kind, unavailable)
     }
 
+    /// A roll (`ferry roll`): no moves of its own; its waves are runs naming it as parent.
+    pub fn roll(plan: Plan, cluster: ClusterSpec) -> RunBuilder {
+        RunBuilder::new(plan, cluster, RunKind::Roll, Vec::new())
+    }
+
     /// A run of one move (`ferry move`) with its hand-set options.
     pub fn single_move(spec: MoveSpec, policy: Policy, manual: Manual, cluster: ClusterSpec) -> RunBuilder {
         let to = match &spec.to {
@@ -109,6 +114,11 @@ impl RunBuilder {
             specs: Vec::new(),
             moves: Vec::new(),
         }
+    }
+
+    /// Makes the run part of run `parent` (a roll's wave).
+    pub fn parent(&mut self, parent: Option<String>) {
+        self.parent = parent;
     }
 
     /// Adds a move at `seq` with its first status: PENDING runs; another (a precheck that

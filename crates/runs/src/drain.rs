@@ -11,7 +11,7 @@ use ferry_driver::Driver;
 use ferry_engine::Clock;
 use ferry_journal::{EventKind, Journal, JournalError, Lease, RunKind};
 use ferry_model::{ClusterSpec, Status};
-use ferry_plan::{Drain, Hooks, Limits, Plan, Policy, Target};
+use ferry_plan::{Check, Drain, Hooks, Limits, Plan, Policy, Target};
 use serde_json::{json, Value};
 
 use crate::cluster::unknown_host;
@@ -66,6 +66,7 @@ pub fn plan(ask: &DrainAsk, cluster: &ClusterSpec) -> Result<Plan, Error> {
             to: if any { Target::Any } else { Target::Host(ask.to.clone()) },
             return_after: ask.return_after.is_some() || ask.return_at_once,
             hook: ask.return_after.clone(),
+            check: None,
             line: 0,
         }],
         hooks: Hooks { timeout_s: ask.hook_timeout_s.max(1), ..Hooks::default() },
@@ -89,9 +90,10 @@ pub async fn after(
     how: After,
     events: &Events,
 ) -> Result<bool, Lost> {
-    let After { clock, hook_done } = how;
+    let After { clock, hook_done, retry_failed } = how;
     let run_id = lease.run();
-    let drains: Vec<&Drain> = plan.drains.iter().filter(|d| d.hook.is_some() || d.return_after).collect();
+    let drains: Vec<&Drain> =
+        plan.drains.iter().filter(|d| d.hook.is_some() || d.check.is_some() || d.return_after).collect();
     if drains.is_empty() {
         return Ok(true);
     }
@@ -114,7 +116,7 @@ pub async fn after(
     let mut returning = Vec::new();
     for d in drains {
         match last_hook(&journaled, &d.host) {
-            Some(HookRecord::Ended(failed)) if failed => {
+            Some(HookRecord::Ended(true)) if !retry_failed => {
                 ok = false;
                 note(format!(
                     "{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them",
@@ -123,7 +125,7 @@ pub async fn after(
                 .await;
                 continue;
             }
-            Some(HookRecord::Ended(_)) => {}
+            Some(HookRecord::Ended(false)) => {}
             Some(HookRecord::Begun) if !plan.hooks.rerun_hooks && hook_done => {
                 // The operator finished what the interrupted hook was doing.
                 let data =
@@ -148,14 +150,19 @@ pub async fn after(
                 .await;
                 continue;
             }
-            // Not run yet, or interrupted and safe to run again (rerun_hooks).
-            hook @ (None | Some(HookRecord::Begun)) => {
-                if hook.is_some() {
-                    note(format!(
-                        "{}: its hook was interrupted when ferry stopped: running it again (rerun_hooks)",
-                        d.host
-                    ))
-                    .await;
+            // Not run yet, interrupted and safe to run again (rerun_hooks), or failed and
+            // asked again (a roll resumed once its operator fixed the host).
+            hook @ (None | Some(HookRecord::Begun) | Some(HookRecord::Ended(true))) => {
+                match hook {
+                    Some(HookRecord::Begun) => {
+                        note(format!(
+                            "{}: its hook was interrupted when ferry stopped: running it again (rerun_hooks)",
+                            d.host
+                        ))
+                        .await
+                    }
+                    Some(_) => note(format!("{}: its hook failed earlier: running it again", d.host)).await,
+                    None => {}
                 }
                 if inventory.host(&d.host).is_none() {
                     ok = false;
@@ -211,6 +218,17 @@ pub async fn after(
                         continue;
                     }
                 }
+            }
+        }
+        if let Some(check) = d.check.as_ref().filter(|_| !check_passed(&journaled, &d.host)) {
+            if !run_check(journal, lease, &d.host, check, events).await? {
+                ok = false;
+                note(format!(
+                    "{}: its check did not pass: the host stays drained and its VMs stay where they are",
+                    d.host
+                ))
+                .await;
+                continue;
             }
         }
         if d.return_after {
@@ -285,6 +303,59 @@ pub struct After {
     pub clock: Clock,
     /// The operator says an interrupted hook's work is done (`ferry resume --hook-done`).
     pub hook_done: bool,
+    /// A hook that failed runs again (a roll resumed after its operator fixed the host).
+    pub retry_failed: bool,
+}
+
+/// How often a check that failed is tried again.
+const CHECK_RETRY: Duration = Duration::from_secs(2);
+
+/// Runs `check` for `host` until it passes or its time is up, journaling the result (the
+/// attempts that failed before it passed are only counted). True when it passed.
+async fn run_check(journal: &Journal, lease: &Lease, host: &str, check: &Check, events: &Events) -> Result<bool, Lost> {
+    let run_id = lease.run();
+    let env = vec![
+        ("FERRY_HOST".to_string(), host.to_string()),
+        ("FERRY_RUN_ID".to_string(), run_id.to_string()),
+        ("FERRY_HOOK".to_string(), CHECK.to_string()),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(check.timeout_s);
+    events.say(format!("check of {host}: `{}`, for up to {} s", check.command, check.timeout_s));
+    let mut attempts = 0;
+    let ran = loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
+        let ran = hooks::run(&check.command, env.clone(), left, lease).await;
+        if let Some(holder) = ran.lost_to {
+            return Err(Lost { run: run_id.to_string(), holder });
+        }
+        if ran.ok() || tokio::time::Instant::now() + CHECK_RETRY >= deadline {
+            break ran;
+        }
+        tokio::time::sleep(CHECK_RETRY).await;
+    };
+    let text = format!("check of {host}: {} (attempt {attempts})", ran.summary());
+    events.say(&text);
+    let mut data = ran.data(CHECK);
+    data["env"] = json!({ "FERRY_HOST": host });
+    data["attempts"] = json!(attempts);
+    if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
+        events.warn(format!("could not journal the check of {host}: {e}"));
+    }
+    Ok(ran.ok())
+}
+
+/// The event data's `hook` of a drained host's check.
+const CHECK: &str = "check";
+
+/// Whether `host`'s check passed, as a run's `events` last say.
+fn check_passed(events: &[ferry_journal::Event], host: &str) -> bool {
+    events
+        .iter()
+        .rev()
+        .filter_map(|e| e.data.as_ref())
+        .find(|d| d["hook"] == CHECK && d["env"]["FERRY_HOST"] == Value::String(host.to_string()))
+        .is_some_and(|d| d["exit_code"] == 0 && d["timed_out"] == false && d["error"].is_null())
 }
 
 /// The event data's `hook` of a drain hook's intent, journaled before it runs.
@@ -357,5 +428,19 @@ mod tests {
         // Run again after an interruption (rerun_hooks): the latest record counts.
         assert_eq!(last_hook(&[begun.clone(), ended(3), begun], "host-a"), Some(HookRecord::Begun));
         assert_eq!(last_hook(&[other_host], "host-a"), None);
+    }
+
+    #[test]
+    fn a_check_counts_as_passed_only_by_its_hosts_last_result() {
+        let check = |host: &str, code: i64| {
+            event(
+                json!({ "hook": CHECK, "env": { "FERRY_HOST": host }, "exit_code": code, "timed_out": false, "error": null }),
+            )
+        };
+        assert!(!check_passed(&[], "host-a"));
+        assert!(check_passed(&[check("host-a", 0)], "host-a"));
+        assert!(!check_passed(&[check("host-a", 0), check("host-a", 1)], "host-a"));
+        assert!(check_passed(&[check("host-a", 1), check("host-a", 0), check("host-b", 1)], "host-a"));
+        assert!(!check_passed(&[check("host-b", 0)], "host-a"));
     }
 }

@@ -6,7 +6,7 @@
 //! what happens through [`Events`]; it never prints. The binary parses arguments, prints
 //! and draws the progress.
 //!
-//! Its modules only look down: `execute` ← `rollback` ← `drain` ← `start`.
+//! Its modules only look down: `execute` ← `rollback` ← `drain` ← `start` ← `roll`.
 
 pub mod abort;
 mod build;
@@ -22,6 +22,7 @@ pub mod journals;
 pub mod moving;
 pub mod owners;
 pub mod preview;
+pub mod roll;
 pub mod rollback;
 pub mod sim;
 pub mod start;

@@ -33,22 +33,39 @@ pub struct Start {
     /// The hosts, real or simulated.
     pub cluster: Cluster,
     /// Where the run goes: the journal is opened (created) only once the plan proved good.
-    pub journal: JournalAt,
+    pub journal: JournalTo,
     /// Checks whose failures are waived.
     pub ignore: Vec<CheckName>,
     /// Measure dirty rates before estimating.
     pub measure: bool,
+    /// The run this one is part of (a roll's wave).
+    pub parent: Option<String>,
+}
+
+/// The journal a run goes to: a path opened once the plan proved good, or one already open
+/// (a roll's wave).
+pub enum JournalTo {
+    /// Opened (created) by the start.
+    At(JournalAt),
+    /// Open already.
+    Open(Journal),
+}
+
+impl From<JournalAt> for JournalTo {
+    fn from(at: JournalAt) -> JournalTo {
+        JournalTo::At(at)
+    }
 }
 
 /// Runs a plan: previews it, journals the run, runs its pre-run hook, its moves (with their
 /// hooks), then, for each drained host, its hook and the return of its VMs, then its
 /// post-run hook. True when every move succeeded and no hook failed under `fail`.
 pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
-    let Start { plan, cluster: source, journal, ignore, measure } = start;
+    let Start { plan, cluster: source, journal, ignore, measure, parent } = start;
     if plan.roll.is_some() {
         return Err(Error::BadInput(format!(
-            "{}: a roll plan: `ferry preview {}` shows its waves; running a roll is not built yet",
-            plan.file, plan.file
+            "{}: a roll plan: `ferry roll {}` runs it (`ferry preview {}` shows its waves)",
+            plan.file, plan.file, plan.file
         )));
     }
     let cluster = source.spec();
@@ -58,7 +75,12 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
     let resolved = ferry_plan::resolve(&plan, &cluster, &inventory)
         .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     // The journal is opened (created) only once the plan proved good.
-    let journal = journal.open_with_clock(journal_clock).await.map_err(|e| Error::BadInput(format!("--state: {e}")))?;
+    let journal = match journal {
+        JournalTo::At(at) => {
+            at.open_with_clock(journal_clock).await.map_err(|e| Error::BadInput(format!("--state: {e}")))?
+        }
+        JournalTo::Open(journal) => journal,
+    };
     let resume_from = match &plan.resume_from {
         Some(previous) => Some(
             previous_statuses(&journal, previous)
@@ -84,6 +106,7 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
     let preview = ferry_preview::preview(&cluster, &inventory, &plan, &resolved, &config);
 
     let mut builder = RunBuilder::plan(plan.clone(), cluster.clone());
+    builder.parent(parent);
     for (m, p) in resolved.iter().zip(&preview.vms) {
         let vm = inventory.vms.iter().find(|v| v.uuid == m.uuid);
         let failed: Vec<String> = p
@@ -151,7 +174,16 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
         clock,
     };
     let mut ok = soft(execute(drive, &plan, events).await, events)?;
-    ok &= drain::after(&driver, &journal, &lease, &plan, &cluster, After { clock, hook_done: false }, events).await?;
+    ok &= drain::after(
+        &driver,
+        &journal,
+        &lease,
+        &plan,
+        &cluster,
+        After { clock, hook_done: false, retry_failed: false },
+        events,
+    )
+    .await?;
     ok &= post_run(&journal, &lease, &plan, events).await?;
     Ok(ok)
 }
@@ -215,13 +247,21 @@ async fn previous_statuses(journal: &Journal, id: &str) -> Result<HashMap<String
 
 /// Resumes run `id`: its moves in flight settled and the rest run, then what follows them
 /// (a drain's hook and return, the post-run hook), also for a run whose moves had all ended
-/// when ferry stopped. `hook_done`: the operator finished an interrupted drain hook's work.
-/// True when every move succeeded and nothing that followed failed.
-pub async fn resume(journal: &Journal, id: &str, hook_done: bool, events: &Events) -> Result<bool, Error> {
+/// when ferry stopped. `hook_done`: the operator finished an interrupted drain hook's work;
+/// `retry_failed`: a drain hook or check that failed runs again (a roll's wave). True when
+/// every move succeeded and nothing that followed failed.
+pub async fn resume(
+    journal: &Journal,
+    id: &str,
+    hook_done: bool,
+    retry_failed: bool,
+    events: &Events,
+) -> Result<bool, Error> {
     let run = find_run(journal, id).await?;
     let (document, cluster) = documents(journal, &run.id).await?;
     let plan = &document.plan;
-    let follows = plan.hooks.post_run.is_some() || plan.drains.iter().any(|d| d.hook.is_some() || d.return_after);
+    let follows = plan.hooks.post_run.is_some()
+        || plan.drains.iter().any(|d| d.hook.is_some() || d.check.is_some() || d.return_after);
     if run.state.is_ended() && !follows {
         events.say(format!("run {} is already {}: nothing to resume", run.id, run.state));
         return Ok(all_succeeded(journal, &run.id).await);
@@ -236,12 +276,12 @@ pub async fn resume(journal: &Journal, id: &str, hook_done: bool, events: &Event
     let mut ok = true;
     if let Some(child) = drain::unfinished_return(journal, &run.id).await {
         events.say(format!("run {}: finishing its return, run {child}", run.id));
-        ok &= soft(Box::pin(resume(journal, &child, false, events)).await, events)?;
+        ok &= soft(Box::pin(resume(journal, &child, false, false, events)).await, events)?;
     }
     let me = owner();
     let lease = take_lease(journal, &run.id, &me).await?;
     let driver = Arc::new(AnyDriver::Libvirt(LibvirtDriver::new(cluster.clone())));
-    let how = After { clock: Clock::system(), hook_done };
+    let how = After { clock: Clock::system(), hook_done, retry_failed };
     if run.state.is_ended() {
         ok &= all_succeeded(journal, &run.id).await;
         ok &= drain::after(&driver, journal, &lease, plan, &cluster, how, events).await?;

@@ -1,0 +1,320 @@
+//! `ferry roll`: rolling maintenance, wave by wave.
+//!
+//! A roll is a run of its own (kind `roll`, no moves) whose waves are drain runs naming it
+//! as their parent. Its waves are planned once (`ferry_roll::plan_roll`) and journaled
+//! with the roll before anything starts; each wave is then one drain of its hosts, whose
+//! hook, check and return [`crate::drain::after`] runs. A wave that does not end well
+//! stops the roll (`on_host_failure = "stop"`: the host stays drained) or is passed over
+//! (`"skip"`). After the canary waves the roll stops unless `--yes` said to go on: `ferry
+//! resume ROLL` is the confirmation. Resume finds each wave's run by its name: a finished
+//! wave is settled again (idempotent), an unfinished one resumed (a failed hook or check
+//! runs again), and the waves never started start.
+
+use std::time::Duration;
+
+use ferry_driver::Driver;
+use ferry_journal::{EventKind, Journal, JournalError, Lease, Run, RunKind, RunState};
+use ferry_plan::{Check, Drain, Hooks, OnHostFailure, Plan, Roll, Target};
+use ferry_preview::checks::CheckName;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cluster::Cluster;
+use crate::drivers::AnyDriver;
+use crate::events::{Error, Events};
+use crate::journals::JournalAt;
+use crate::owners::{documents, find_run, owner, take_lease, Lost};
+use crate::start::{self, JournalTo, Start};
+use crate::RunBuilder;
+
+/// A roll about to start.
+pub struct RollStart {
+    /// The plan, with its `[roll]` section.
+    pub plan: Plan,
+    /// The hosts.
+    pub cluster: Cluster,
+    /// Where the roll and its waves are journaled.
+    pub journal: JournalAt,
+    /// Checks whose failures are waived in every wave.
+    pub ignore: Vec<CheckName>,
+    /// Go on past the canary waves without stopping for a confirmation.
+    pub yes: bool,
+}
+
+/// The waves as journaled when the roll was created: what resume goes through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Waves {
+    /// Each wave's hosts, in order.
+    hosts: Vec<Vec<String>>,
+    /// How many waves are canaries.
+    canaries: usize,
+}
+
+/// The event data's key of the journaled waves.
+const WAVES: &str = "roll_waves";
+
+/// How a roll ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rolled {
+    /// The roll's run.
+    pub roll: String,
+    /// Where it is.
+    pub end: RollEnd,
+}
+
+/// Where a roll stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollEnd {
+    /// Every wave ran; `true` when each ended well.
+    Finished(bool),
+    /// Stopped after its canary waves, waiting for `ferry resume ROLL`.
+    AwaitingConfirmation,
+    /// Stopped at this wave (1-based), which did not end well (`on_host_failure = "stop"`).
+    Stopped(usize),
+}
+
+/// Plans `start.plan`'s roll, journals it and runs it.
+pub async fn roll(start: RollStart, events: &Events) -> Result<Rolled, Error> {
+    let RollStart { plan, cluster, journal, ignore, yes } = start;
+    let roll = plan.roll.clone().ok_or_else(|| {
+        Error::BadInput(format!("{}: no [roll] section: `ferry migrate {}` runs this plan", plan.file, plan.file))
+    })?;
+    let spec = cluster.spec();
+    let driver = AnyDriver::new(&cluster);
+    let inventory = driver.inventory().await;
+    let planned = ferry_roll::plan_roll(&roll, &plan.file, &spec, &inventory, plan.limits.per_source)
+        .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    if !planned.impossible.is_empty() {
+        let why: Vec<String> = planned.impossible.iter().map(|(h, why)| format!("{h}: {why}")).collect();
+        return Err(Error::Failed(format!(
+            "{}: the roll cannot be done as planned; nothing started ({}); `ferry preview {}` shows its waves",
+            plan.file,
+            why.join("; "),
+            plan.file
+        )));
+    }
+    let (_, journal_clock) = crate::drivers::clocks(&cluster);
+    let journal = journal.open_with_clock(journal_clock).await.map_err(|e| Error::BadInput(format!("--state: {e}")))?;
+    let waves = Waves {
+        hosts: planned.waves.iter().map(|w| w.hosts.clone()).collect(),
+        canaries: planned.waves.iter().filter(|w| w.canary).count(),
+    };
+    let built = RunBuilder::roll(plan.clone(), spec.clone()).create(&journal, events).await?;
+    let id = built.run.id.clone();
+    let text =
+        format!("{} waves of {} hosts; {} skipped", waves.hosts.len(), planned.hosts.len(), planned.skipped.len());
+    let data = json!({ WAVES: waves, "skipped": planned.skipped });
+    journal.event(&id, None, EventKind::Message, &text, Some(&data)).await.map_err(|e| Error::failed(&e))?;
+    for (host, why) in &planned.skipped {
+        note(&journal, &id, events, format!("{host} is left out of the roll: {why}")).await;
+    }
+    let lease = journal
+        .claim_lease(&built.run, &owner())
+        .await
+        .map_err(|e| Error::Failed(format!("could not take run {id}: {e}")))?;
+    let ctx = Context { journal: &journal, lease: &lease, plan: &plan, roll: &roll, ignore, events };
+    drive(&ctx, &cluster, &waves, yes).await
+}
+
+/// Resumes run `id`: a roll from where it stopped (its confirmation given), any other run
+/// by [`start::resume`].
+pub async fn resume(journal: &Journal, id: &str, hook_done: bool, events: &Events) -> Result<bool, Error> {
+    let run = find_run(journal, id).await?;
+    if run.kind != RunKind::Roll {
+        return start::resume(journal, &run.id, hook_done, false, events).await;
+    }
+    let (document, spec) = documents(journal, &run.id).await?;
+    let plan = document.plan;
+    let roll = plan.roll.clone().ok_or_else(|| Error::Failed(format!("run {}: a roll without [roll]", run.id)))?;
+    if run.state == RunState::Finished {
+        events.say(format!("roll {} is already finished: nothing to resume", run.id));
+        return Ok(true);
+    }
+    let waves = journaled_waves(journal, &run.id).await?;
+    let lease = take_lease(journal, &run.id, &owner()).await?;
+    events.say(format!("roll {} resumed", run.id));
+    let ctx = Context { journal, lease: &lease, plan: &plan, roll: &roll, ignore: Vec::new(), events };
+    if run.state != RunState::Running {
+        set_state(&ctx, RunState::Running).await?;
+    }
+    let rolled = drive(&ctx, &Cluster::Hosts(spec.clone()), &waves, true).await?;
+    Ok(rolled.end == RollEnd::Finished(true))
+}
+
+/// What every wave needs.
+struct Context<'a> {
+    journal: &'a Journal,
+    lease: &'a Lease,
+    plan: &'a Plan,
+    roll: &'a Roll,
+    ignore: Vec<CheckName>,
+    events: &'a Events,
+}
+
+/// Runs the waves in order, each once: a wave whose run exists is settled or resumed.
+async fn drive(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, confirmed: bool) -> Result<Rolled, Error> {
+    // A wave takes as long as its drain, hook and return: the roll's lease is kept meanwhile,
+    // so that another `ferry resume` of the roll finds it alive.
+    let keeping = tokio::spawn(keep_beating(ctx.lease.clone()));
+    let rolled = waves_in_order(ctx, cluster, waves, confirmed).await;
+    keeping.abort();
+    rolled
+}
+
+async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, confirmed: bool) -> Result<Rolled, Error> {
+    let id = ctx.lease.run().to_string();
+    let mut ok = true;
+    for (i, hosts) in waves.hosts.iter().enumerate() {
+        keep(ctx.lease).await?;
+        let name = wave_name(&ctx.plan.name, i, hosts);
+        let existing = wave_run(ctx.journal, &id, &name).await;
+        let wave_ok = match existing {
+            Some(run) => {
+                ctx.events.say(format!("wave {}: {}: run {} again", i + 1, hosts.join(", "), run.id));
+                soft(Box::pin(start::resume(ctx.journal, &run.id, false, true, ctx.events)).await)?
+            }
+            None => {
+                note(ctx.journal, &id, ctx.events, format!("wave {}: {}", i + 1, hosts.join(", "))).await;
+                let start = Start {
+                    plan: wave_plan(ctx.plan, ctx.roll, name, hosts),
+                    cluster: cluster.clone(),
+                    journal: JournalTo::Open(ctx.journal.clone()),
+                    ignore: ctx.ignore.clone(),
+                    measure: false,
+                    parent: Some(id.clone()),
+                };
+                soft(Box::pin(start::start(start, ctx.events)).await)?
+            }
+        };
+        let text = format!(
+            "wave {}: {}: {}",
+            i + 1,
+            hosts.join(", "),
+            if wave_ok { "done" } else { "did not end well (see its run)" }
+        );
+        note(ctx.journal, &id, ctx.events, text).await;
+        if !wave_ok {
+            ok = false;
+            if ctx.roll.on_host_failure == OnHostFailure::Stop {
+                note(
+                    ctx.journal,
+                    &id,
+                    ctx.events,
+                    format!(
+                        "roll stopped at wave {} (on_host_failure = \"stop\"): its hosts stay drained; once fixed, \
+                         `ferry resume {id}` runs the wave again and goes on",
+                        i + 1
+                    ),
+                )
+                .await;
+                set_state(ctx, RunState::Stopped).await?;
+                return Ok(Rolled { roll: id, end: RollEnd::Stopped(i + 1) });
+            }
+        }
+        if !confirmed && i + 1 == waves.canaries && i + 1 < waves.hosts.len() {
+            note(
+                ctx.journal,
+                &id,
+                ctx.events,
+                format!(
+                    "canary done ({} waves): the roll waits for a confirmation; `ferry resume {id}` goes on",
+                    waves.canaries
+                ),
+            )
+            .await;
+            set_state(ctx, RunState::Stopped).await?;
+            return Ok(Rolled { roll: id, end: RollEnd::AwaitingConfirmation });
+        }
+    }
+    set_state(ctx, RunState::Finished).await?;
+    Ok(Rolled { roll: id, end: RollEnd::Finished(ok) })
+}
+
+/// The drain run of one wave: its hosts drained to `ANY`, each given the roll's hook and
+/// check and, when the roll returns, its VMs back.
+fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String]) -> Plan {
+    let check = roll.check.clone().map(|command| Check { command, timeout_s: roll.check_timeout_s });
+    Plan {
+        file: plan.file.clone(),
+        name,
+        deadline: plan.deadline,
+        resume_from: None,
+        limits: plan.limits.clone(),
+        policy: plan.policy.clone(),
+        moves: Vec::new(),
+        drains: hosts
+            .iter()
+            .map(|host| Drain {
+                host: host.clone(),
+                to: Target::Any,
+                return_after: roll.return_vms,
+                hook: roll.hook.clone(),
+                check: check.clone(),
+                line: roll.hosts_line.unwrap_or(0),
+            })
+            .collect(),
+        hooks: Hooks { timeout_s: roll.hook_timeout_s.max(1), ..plan.hooks.clone() },
+        roll: None,
+    }
+}
+
+/// A wave's run name: the roll's plan, the wave's number and hosts.
+fn wave_name(plan: &str, index: usize, hosts: &[String]) -> String {
+    format!("{plan}: wave {} ({})", index + 1, hosts.join(", "))
+}
+
+/// The run of roll `roll_id`'s wave named `name`, when it was created.
+async fn wave_run(journal: &Journal, roll_id: &str, name: &str) -> Option<Run> {
+    let runs = journal.runs().await.ok()?;
+    runs.into_iter().find(|r| r.parent.as_deref() == Some(roll_id) && r.plan_name == name)
+}
+
+async fn journaled_waves(journal: &Journal, id: &str) -> Result<Waves, Error> {
+    let journaled = journal.events(id, None).await.map_err(|e| Error::failed(&e))?;
+    journaled
+        .iter()
+        .find_map(|e| e.data.as_ref().and_then(|d| serde_json::from_value(d[WAVES].clone()).ok()))
+        .ok_or_else(|| Error::Failed(format!("run {id}: the journal has no waves of this roll")))
+}
+
+/// A wave's failure is the roll's to judge; a lost lease ends it at once.
+fn soft(result: Result<bool, Error>) -> Result<bool, Error> {
+    match result {
+        Ok(ok) => Ok(ok),
+        Err(Error::Lost(lost)) => Err(Error::Lost(lost)),
+        Err(Error::BadInput(e) | Error::Failed(e)) => {
+            tracing::warn!("a wave failed: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// Keeps `lease` every second until it is lost or the task is aborted.
+async fn keep_beating(lease: Lease) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(JournalError::LeaseLost { .. }) = lease.keep().await {
+            return;
+        }
+    }
+}
+
+async fn keep(lease: &Lease) -> Result<(), Error> {
+    match lease.keep().await {
+        Err(JournalError::LeaseLost { holder, .. }) => Err(Error::Lost(Lost { run: lease.run().to_string(), holder })),
+        _ => Ok(()),
+    }
+}
+
+async fn set_state(ctx: &Context<'_>, state: RunState) -> Result<(), Error> {
+    let run = ctx.journal.run(ctx.lease.run()).await.map_err(|e| Error::failed(&e))?;
+    ctx.journal.set_run_state(&run.id, run.generation, state).await.map_err(|e| Error::failed(&e))?;
+    Ok(())
+}
+
+async fn note(journal: &Journal, run: &str, events: &Events, text: String) {
+    events.say(&text);
+    if let Err(e) = journal.event(run, None, EventKind::Message, &text, None).await {
+        events.warn(format!("could not journal: {e}"));
+    }
+}
