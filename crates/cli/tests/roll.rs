@@ -1,0 +1,214 @@
+//! `ferry roll` on a real lab of four hosts. Port blocks 20500 and 21500.
+//!
+//! The hook does what an upgrade does to a host: its libvirtd is taken down (the host is
+//! gone from the cluster) and started again (`ferry lab up`, which starts only what is not
+//! running); the check asks the host's libvirtd for its version until it answers. Each
+//! hook writes when it ran to a log the test reads.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{path_str, TestLab};
+use ferry_journal::{Journal, JournalConfig, Run, RunKind, RunState};
+
+const LAB_ARGS: [&str; 6] = ["--hosts", "4", "--vms", "4", "--mem", "96"];
+
+/// A lab with the roll's hook, check and journal in its directory.
+struct RollLab {
+    lab: TestLab,
+    port: u16,
+}
+
+impl RollLab {
+    fn up(name: &str, port: u16) -> RollLab {
+        let lab = RollLab { lab: TestLab::up(name, port, &LAB_ARGS), port };
+        lab.lab.check_ok();
+        lab.write_scripts();
+        lab
+    }
+
+    fn dir(&self) -> &Path {
+        &self.lab.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    /// The hook (libvirtd down and up again; refuses while a `fail-HOST` file exists) and
+    /// the check (the host's libvirtd answers).
+    fn write_scripts(&self) {
+        let dir = self.lab.dir_str();
+        let ferry = env!("CARGO_BIN_EXE_ferry");
+        let lab_args = LAB_ARGS.join(" ");
+        let hook = format!(
+            "#!/bin/sh\nset -e\n\
+             if [ -e \"{dir}/fail-$FERRY_HOST\" ]; then echo \"upgrade of $FERRY_HOST failed\" >&2; exit 3; fi\n\
+             echo \"$FERRY_HOST begin $(date +%s%3N) $FERRY_VMS\" >> \"{dir}/hooks.log\"\n\
+             pid=$(cat \"{dir}/hosts/$FERRY_HOST/libvirtd.pid\")\n\
+             kill \"$pid\"\n\
+             while kill -0 \"$pid\" 2>/dev/null; do sleep 0.1; done\n\
+             FERRY_LAB_CACHE=\"{cache}\" \"{ferry}\" lab up --dir \"{dir}\" --port-base {port} {lab_args} > /dev/null\n\
+             echo \"$FERRY_HOST end $(date +%s%3N)\" >> \"{dir}/hooks.log\"\n",
+            cache = common::cache_dir().display(),
+            port = self.port,
+        );
+        let check = format!(
+            "#!/bin/sh\n\
+             uri=$(awk -v h=\"$FERRY_HOST\" '/^name = /{{n=($3==\"\\\"\"h\"\\\"\")}} n && /^uri = /{{gsub(/\"/,\"\",$3); print $3; exit}}' \"{dir}/cluster.toml\")\n\
+             exec virsh -c \"$uri\" version\n"
+        );
+        for (name, text) in [("hook.sh", hook), ("check.sh", check)] {
+            let path = self.path(name);
+            std::fs::write(&path, text).expect("write a script");
+            let out = std::process::Command::new("chmod").arg("+x").arg(&path).output().expect("chmod");
+            assert!(out.status.success());
+        }
+    }
+
+    fn plan(&self, roll: &str) -> PathBuf {
+        let text = format!(
+            "[plan]\nname = \"roll-lab\"\n[limits]\nper_source = 2\n[policy]\ndelete_source_volumes = true\n\
+             [roll]\nhosts = \"all\"\nhook = \"{}\"\nhook_timeout_s = 300\ncheck = \"{}\"\ncheck_timeout_s = 120\n\
+             return = true\n{roll}",
+            self.path("hook.sh").display(),
+            self.path("check.sh").display()
+        );
+        let path = self.path("roll.toml");
+        std::fs::write(&path, text).expect("write the plan");
+        path
+    }
+
+    /// `ferry ARGS --state S` (and `--cluster C` unless resuming): (exit code, stdout + stderr).
+    fn ferry(&self, args: &[&str], cluster: bool) -> (Option<i32>, String) {
+        let (cluster_file, state) = (self.path("cluster.toml"), self.path("journal.db"));
+        let mut full: Vec<&str> = args.to_vec();
+        if cluster {
+            full.extend(["--cluster", path_str(&cluster_file)]);
+        }
+        full.extend(["--state", path_str(&state)]);
+        let out = common::ferry(&full);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    }
+
+    fn runs(&self) -> Vec<Run> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let journal =
+                Journal::open_path(&self.path("journal.db"), &JournalConfig::default()).await.expect("journal opens");
+            journal.runs().await.expect("runs")
+        })
+    }
+
+    /// The hook log: (host, "begin" | "end", unix ms).
+    fn hooks(&self) -> Vec<(String, String, u64)> {
+        std::fs::read_to_string(self.path("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                let host = w.next().expect("host").to_string();
+                let what = w.next().expect("begin or end").to_string();
+                (host, what, w.next().expect("time").parse().expect("ms"))
+            })
+            .collect()
+    }
+
+    /// Each guest's (name, uuid, hosts it runs on), sorted by name.
+    fn guests(&self) -> Vec<(String, String, Vec<String>)> {
+        let status = self.lab.status_json();
+        let mut vms: Vec<(String, String, Vec<String>)> = status["vms"]
+            .as_array()
+            .expect("vms")
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().expect("name").to_string(),
+                    v["uuid"].as_str().expect("uuid").to_string(),
+                    serde_json::from_value(v["running_on"].clone()).expect("running_on"),
+                )
+            })
+            .collect();
+        vms.sort();
+        vms
+    }
+}
+
+/// The whole job with `max_unavailable = 1`: host-b's hook fails first, so the roll stops
+/// there with host-b drained; once fixed, `ferry resume` runs host-b's hook again and the
+/// roll goes on. Every host in order, each libvirtd really restarted, every VM back on its
+/// own host with its UUID, the guests unharmed.
+#[test]
+fn a_roll_restarting_each_libvirtd_stops_at_a_failed_hook_and_resumes_to_the_end() {
+    let lab = RollLab::up("roll", 20_500);
+    let before = lab.guests();
+    let plan = lab.plan("max_unavailable = 1\non_host_failure = \"stop\"\n");
+    std::fs::write(lab.path("fail-host-b"), "").expect("write the failure switch");
+
+    let (code, out) = lab.ferry(&["roll", path_str(&plan)], true);
+    assert_eq!(code, Some(1), "the roll stops at host-b's failed hook:\n{out}");
+    assert!(out.contains("roll stopped at wave 2"), "{out}");
+    assert!(out.contains("upgrade of host-b failed"), "the hook's own words are shown:\n{out}");
+    let roll = lab.runs().into_iter().find(|r| r.kind == RunKind::Roll).expect("the roll's run");
+    assert_eq!(roll.state, RunState::Stopped);
+    // host-b stays drained: its guest waits elsewhere.
+    let drained: Vec<_> = lab.guests().into_iter().filter(|g| g.2.contains(&"host-b".to_string())).collect();
+    assert!(drained.is_empty(), "host-b holds {drained:?} after its failed hook");
+    assert_eq!(lab.hooks().iter().filter(|h| h.1 == "begin").count(), 1, "only host-a's hook ran:\n{out}");
+
+    std::fs::remove_file(lab.path("fail-host-b")).expect("fix host-b");
+    let (code, out) = lab.ferry(&["resume", &roll.id], false);
+    assert_eq!(code, Some(0), "the resumed roll finishes:\n{out}");
+    assert!(out.contains("host-b: its hook failed earlier: running it again"), "{out}");
+
+    // Every host once, in the cluster file's order, one at a time.
+    let hooks = lab.hooks();
+    let order: Vec<&str> = hooks.iter().filter(|h| h.1 == "begin").map(|h| h.0.as_str()).collect();
+    assert_eq!(order, ["host-a", "host-b", "host-c", "host-d"], "{hooks:?}");
+    for pair in hooks.windows(2) {
+        assert!(pair[0].2 <= pair[1].2, "hooks overlap: {hooks:?}");
+        if pair[0].1 == "begin" {
+            assert_eq!((pair[1].0.as_str(), pair[1].1.as_str()), (pair[0].0.as_str(), "end"), "{hooks:?}");
+        }
+    }
+    // Each wave is a drain run of the roll, and its hosts' VMs came back.
+    let runs = lab.runs();
+    let waves: Vec<&Run> =
+        runs.iter().filter(|r| r.parent.as_deref() == Some(roll.id.as_str()) && r.kind == RunKind::Drain).collect();
+    assert_eq!(waves.len(), 4, "{runs:#?}");
+    assert_eq!(lab.guests(), before, "every guest back on its own host with its UUID");
+    let roll = runs.iter().find(|r| r.id == roll.id).expect("the roll");
+    assert_eq!(roll.state, RunState::Finished);
+    lab.lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
+    lab.lab.check_ok();
+}
+
+/// Two hosts at a time, but host-a and host-b form a redundancy group: they are never in
+/// maintenance together, while two other hosts are.
+#[test]
+fn a_redundancy_group_is_never_in_maintenance_together() {
+    let lab = RollLab::up("roll-pairs", 21_500);
+    let before = lab.guests();
+    let plan = lab.plan("max_unavailable = 2\nredundancy_groups = [[\"host-a\", \"host-b\"]]\n");
+    let (code, out) = lab.ferry(&["roll", path_str(&plan), "--yes"], true);
+    assert_eq!(code, Some(0), "{out}");
+
+    let hooks = lab.hooks();
+    let window = |host: &str| {
+        let at = |what: &str| hooks.iter().find(|h| h.0 == host && h.1 == what).map(|h| h.2);
+        (at("begin").unwrap_or_else(|| panic!("{host}'s hook ran: {hooks:?}")), at("end").expect("it ended"))
+    };
+    let (a, b) = (window("host-a"), window("host-b"));
+    assert!(a.1 < b.0 || b.1 < a.0, "host-a {a:?} and host-b {b:?} were in maintenance together");
+    // The limit of two was used: some wave drained two hosts.
+    let runs = lab.runs();
+    let roll = runs.iter().find(|r| r.kind == RunKind::Roll).expect("the roll");
+    let waves: Vec<&Run> = runs.iter().filter(|r| r.parent.as_deref() == Some(roll.id.as_str())).collect();
+    assert!(waves.iter().any(|w| w.plan_name.contains(", ")), "no wave of two hosts: {waves:#?}");
+    assert!(waves.len() < 4, "{waves:#?}");
+    assert_eq!(lab.guests(), before, "every guest back on its own host with its UUID");
+    lab.lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
+    lab.lab.check_ok();
+}
