@@ -1,4 +1,4 @@
-//! `ferry roll` on a real lab of four hosts. Port blocks 20500 and 21500.
+//! `ferry roll` on a real lab. Port blocks 20500, 21500 and 22500.
 //!
 //! The hook does what an upgrade does to a host: its libvirtd is taken down (the host is
 //! gone from the cluster) and started again (`ferry lab up`, which starts only what is not
@@ -116,23 +116,8 @@ impl RollLab {
             .collect()
     }
 
-    /// Each guest's (name, uuid, hosts it runs on), sorted by name.
     fn guests(&self) -> Vec<(String, String, Vec<String>)> {
-        let status = self.lab.status_json();
-        let mut vms: Vec<(String, String, Vec<String>)> = status["vms"]
-            .as_array()
-            .expect("vms")
-            .iter()
-            .map(|v| {
-                (
-                    v["name"].as_str().expect("name").to_string(),
-                    v["uuid"].as_str().expect("uuid").to_string(),
-                    serde_json::from_value(v["running_on"].clone()).expect("running_on"),
-                )
-            })
-            .collect();
-        vms.sort();
-        vms
+        status_of(&self.lab)
     }
 }
 
@@ -211,4 +196,135 @@ fn a_redundancy_group_is_never_in_maintenance_together() {
     assert_eq!(lab.guests(), before, "every guest back on its own host with its UUID");
     lab.lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
     lab.lab.check_ok();
+}
+
+/// `ferry roll` killed (SIGKILL) during a wave's drain, during a hook and during a return,
+/// each time followed by `ferry resume ROLL` (with `rerun_hooks`): the roll completes, every
+/// VM back on its own host, nothing doubled or left behind.
+#[test]
+fn a_roll_killed_in_a_drain_a_hook_and_a_return_resumes_to_the_end() {
+    let lab = TestLab::up("roll-kills", 22_500, &["--hosts", "3", "--vms", "3", "--mem", "96"]);
+    lab.check_ok();
+    let dir = lab.dir.clone();
+    let before = status_of(&lab);
+    let log = dir.join("hooks.log");
+    let plan = dir.join("roll.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[plan]\nname = \"roll-kills\"\n[limits]\nper_source = 2\n[policy]\ndelete_source_volumes = true\n\
+             [hooks]\nrerun_hooks = true\n\
+             [roll]\nhosts = \"all\"\nhook = \"echo $FERRY_HOST begin >> {log}; sleep 4; echo $FERRY_HOST end >> {log}\"\n\
+             hook_timeout_s = 60\nmax_unavailable = 1\nreturn = true\n",
+            log = log.display()
+        ),
+    )
+    .expect("write the plan");
+    let (cluster, state) = (dir.join("cluster.toml"), dir.join("journal.db"));
+    let spawn = |args: &[&str], name: &str| {
+        let out = std::fs::File::create(dir.join(format!("{name}.out"))).expect("output file");
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .args(["--state", path_str(&state)])
+            .env("FERRY_LAB_CACHE", common::cache_dir())
+            .env("RUST_LOG", "warn")
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(out)
+            .spawn()
+            .expect("ferry runs")
+    };
+    let runs = || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            match Journal::open_path(&state, &JournalConfig::default()).await {
+                Ok(journal) => {
+                    let mut found = Vec::new();
+                    for run in journal.runs().await.unwrap_or_default() {
+                        let moves = journal.moves(&run.id).await.unwrap_or_default();
+                        found.push((run, moves));
+                    }
+                    found
+                }
+                Err(_) => Vec::new(),
+            }
+        })
+    };
+    let wave = |found: &[(Run, Vec<ferry_journal::Move>)], n: usize| {
+        found.iter().find(|(r, _)| r.kind == RunKind::Drain && r.plan_name.contains(&format!("wave {n} "))).cloned()
+    };
+    let kill_when = |mut child: std::process::Child, what: &str, ready: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !ready() {
+            assert!(child.try_wait().expect("wait").is_none(), "ferry ended before {what}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(300), "no {what} in 300 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    };
+
+    // 1. In wave 1's drain: a migration out of host-a in flight.
+    let child = spawn(&["roll", path_str(&plan), "--yes", "--cluster", path_str(&cluster)], "roll");
+    kill_when(child, "wave 1's migration", &|| {
+        wave(&runs(), 1).is_some_and(|(_, moves)| moves.iter().any(|m| m.status == ferry_model::Status::Migrating))
+    });
+    let roll = runs().into_iter().find(|(r, _)| r.kind == RunKind::Roll).expect("the roll").0.id;
+
+    // 2. In host-b's hook.
+    let hooks_begun = |host: &str| {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| *l == format!("{host} begin")).count()
+    };
+    let child = spawn(&["resume", &roll], "resume-1");
+    kill_when(child, "host-b's hook", &|| hooks_begun("host-b") == 1);
+
+    // 3. In wave 3's return: its rollback run started.
+    let child = spawn(&["resume", &roll], "resume-2");
+    kill_when(child, "wave 3's return", &|| {
+        let found = runs();
+        let Some((wave3, _)) = wave(&found, 3) else { return false };
+        found.iter().any(|(r, _)| r.kind == RunKind::Rollback && r.parent.as_deref() == Some(wave3.id.as_str()))
+    });
+
+    let out = common::ferry(&["resume", &roll, "--state", path_str(&state)]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let outputs = || {
+        let mut all = text.clone();
+        for name in ["roll", "resume-1", "resume-2"] {
+            all += &format!(
+                "\n--- {name}\n{}",
+                std::fs::read_to_string(dir.join(format!("{name}.out"))).unwrap_or_default()
+            );
+        }
+        all
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", outputs());
+    assert_eq!(hooks_begun("host-b"), 2, "host-b's interrupted hook ran again:\n{}", outputs());
+    for host in ["host-a", "host-c"] {
+        assert_eq!(hooks_begun(host), 1, "{host}'s hook ran once:\n{}", outputs());
+    }
+    let found = runs();
+    let (roll_run, _) = found.iter().find(|(r, _)| r.id == roll).expect("the roll");
+    assert_eq!(roll_run.state, RunState::Finished, "{}", outputs());
+    assert_eq!(status_of(&lab), before, "every guest back on its own host:\n{}", outputs());
+    lab.assert_each_vm_once_and_no_stray_volume(&[], &outputs);
+    lab.check_ok();
+}
+
+/// Each guest's (name, uuid, hosts it runs on), sorted by name.
+fn status_of(lab: &TestLab) -> Vec<(String, String, Vec<String>)> {
+    let status = lab.status_json();
+    let mut vms: Vec<(String, String, Vec<String>)> = status["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().expect("name").to_string(),
+                v["uuid"].as_str().expect("uuid").to_string(),
+                serde_json::from_value(v["running_on"].clone()).expect("running_on"),
+            )
+        })
+        .collect();
+    vms.sort();
+    vms
 }
