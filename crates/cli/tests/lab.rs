@@ -129,3 +129,26 @@ fn bad_input_is_refused_with_exit_2_and_starts_nothing() {
     assert_eq!(common::processes_under(&dir, &[]), Vec::<u32>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `lab down --purge` of a directory that holds no lab refuses (exit 2): a process whose
+/// command line names the directory survives, and the directory and its files stay.
+#[test]
+fn down_refuses_a_directory_that_is_no_lab_and_signals_nothing() {
+    let dir = common::test_dir("not-a-lab");
+    std::fs::create_dir_all(&dir).expect("a directory");
+    std::fs::write(dir.join("precious.txt"), "keep me").expect("a file");
+    // `sh -c … DIR`: the shell stays, its command line naming the directory.
+    let mut bystander = Command::new("sh").args(["-c", "sleep 300; true"]).arg(&dir).spawn().expect("sh runs");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let dir_str = dir.to_str().expect("utf-8 path");
+    let out = ferry(&["lab", "down", "--purge", "--dir", dir_str]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let alive = bystander.try_wait().expect("wait").is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no lab in"), "{stderr}");
+    assert!(alive, "a process naming the directory was signalled");
+    assert_eq!(std::fs::read_to_string(dir.join("precious.txt")).expect("the file stays"), "keep me");
+    let _ = std::fs::remove_dir_all(&dir);
+}

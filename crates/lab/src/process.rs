@@ -129,49 +129,58 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Every process of a lab: those whose command line mentions `dir` (the daemons: their
-/// configuration is under it) or one of the lab's guest UUIDs (QEMU gets `-uuid`; its
-/// files may be passed as descriptors, and the kernel may live in a cache elsewhere). The
-/// catch-all that makes `lab down` leave nothing running, whatever state the lab is in.
-pub fn lab_processes(dir: &Path, guest_uuids: &[String]) -> Vec<u32> {
-    let mut needles: Vec<Vec<u8>> = vec![dir.as_os_str().as_encoded_bytes().to_vec()];
-    needles.extend(guest_uuids.iter().map(|u| format!("-uuid\0{u}\0").into_bytes()));
-    // This process and whatever started it (`timeout … ferry lab up --dir D`, a shell) name
-    // the directory too, and are not the lab's.
-    let mine = ancestry(std::process::id());
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    let mut pids = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if mine.contains(&pid) {
-            continue;
-        }
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
-        let matches = needles.iter().any(|n| cmdline.windows(n.len()).any(|w| w == n.as_slice()));
-        if matches && alive(pid) {
-            pids.push(pid);
+/// Every process of the lab in `dir`, from the pid files the lab's processes wrote: each
+/// host's libvirtd (and sshd), its guests' QEMU (libvirt's `run/qemu/NAME.pid`) and the
+/// shared storage's NBD server. A pid counts only while `/proc` confirms it: the executable
+/// is the one that wrote the file, and the process started before the file was written (a
+/// stale file's pid, reused by another process, started after). Never by command line: a
+/// process that merely names the directory is not the lab's.
+pub fn lab_processes(dir: &Path) -> Vec<u32> {
+    let mut files: Vec<(PathBuf, &str)> = vec![(dir.join("shared").join("nbd.pid"), "qemu-storage-daemon")];
+    for host in fs::read_dir(dir.join("hosts")).into_iter().flatten().flatten() {
+        let root = host.path();
+        files.push((root.join("libvirtd.pid"), "libvirtd"));
+        files.push((root.join("ssh").join("sshd.pid"), "sshd"));
+        for guest in fs::read_dir(root.join("run").join("qemu")).into_iter().flatten().flatten() {
+            let path = guest.path();
+            // libvirt's own lock file there holds the daemon's pid, found above.
+            if path.extension().is_some_and(|e| e == "pid") && path.file_stem().is_some_and(|s| s != "driver") {
+                files.push((path, "qemu-system-"));
+            }
         }
     }
+    let mut pids: Vec<u32> = files.iter().filter_map(|(file, exe)| confirmed_pid(file, exe)).collect();
+    pids.sort_unstable();
+    pids.dedup();
     pids
 }
 
-/// `pid` and its ancestors, up to init.
-fn ancestry(pid: u32) -> Vec<u32> {
-    let mut chain = vec![pid];
-    let mut current = pid;
-    while let Some(parent) = parent_of(current).filter(|p| *p > 1 && !chain.contains(p)) {
-        chain.push(parent);
-        current = parent;
+/// The pid in `file` when its process is alive, runs an executable whose name starts with
+/// `exe`, and started no later than the file was last written.
+fn confirmed_pid(file: &Path, exe: &str) -> Option<u32> {
+    let pid = read_pid(file)?;
+    let running = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let name = running.file_name()?.to_string_lossy();
+    if !name.starts_with(exe) {
+        return None;
     }
-    chain
+    let written = fs::metadata(file).ok()?.modified().ok()?;
+    // Clock ticks and the boot time's whole seconds round: a second of slack.
+    (started_at(pid)? <= written + Duration::from_secs(1)).then_some(pid)
 }
 
-/// The parent of `pid`, from /proc/PID/stat (the field after the state letter).
-fn parent_of(pid: u32) -> Option<u32> {
+/// When `pid` started: the boot time (`/proc/stat`) plus its start in clock ticks
+/// (`/proc/PID/stat`, the 22nd field).
+fn started_at(pid: u32) -> Option<std::time::SystemTime> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+    // The fields after the parenthesised name start at the 3rd: the 22nd is the 20th of them.
+    let ticks: u64 = stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 =
+        fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|t| *t > 0)?;
+    let since_boot = Duration::from_millis(ticks * 1000 / per_second);
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(boot) + since_boot)
 }
 
 /// Sends `signal` to `pid`; a process already gone is not an error.
@@ -206,33 +215,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_process_and_its_parents_are_never_the_labs() {
-        let me = std::process::id();
-        let chain = ancestry(me);
-        assert_eq!(chain[0], me);
-        assert_eq!(chain.get(1).copied(), parent_of(me).filter(|p| *p > 1), "{chain:?}");
-        // A process this one started, naming a directory, is found; this one, whose own
-        // command line names it too, is not.
-        let dir = std::env::temp_dir().join(format!("ferry-ancestry-{me}"));
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30; true", &dir.display().to_string()])
-            .spawn()
-            .expect("sh runs");
-        // Until it has exec'd, the child's command line is this test binary's.
-        let cmdline = format!("/proc/{}/cmdline", child.id());
-        let started = std::time::Instant::now();
-        while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sh\0"))
-            && started.elapsed() < std::time::Duration::from_secs(5)
-        {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let found = lab_processes(&dir, &[]);
+    fn a_pid_file_counts_only_for_its_own_live_executable_started_before_it() {
+        let dir = std::env::temp_dir().join(format!("ferry-pidfile-{}", std::process::id()));
+        fs::create_dir_all(dir.join("shared")).expect("a directory");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let file = dir.join("shared").join("nbd.pid");
+        fs::write(&file, child.id().to_string()).expect("a pid file");
+        // A process that is not the executable the file belongs to is not the lab's.
+        assert_eq!(confirmed_pid(&file, "qemu-storage-daemon"), None);
+        assert_eq!(confirmed_pid(&file, "sleep"), Some(child.id()));
+        // A file written before its process started names another (a reused pid).
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(old)).expect("set the mtime");
+        assert_eq!(confirmed_pid(&file, "sleep"), None);
+        // Nothing in a directory that holds no lab's pid files.
+        assert!(lab_processes(&dir).is_empty());
         let _ = child.kill();
         let _ = child.wait();
-        // Not only it: forks on their way to exec (the shell's for `sleep`) name it too.
-        assert!(found.contains(&child.id()), "{found:?}");
-        assert!(!found.contains(&me), "{found:?}");
-        let exe = std::env::current_exe().expect("the test binary");
-        assert!(!lab_processes(&exe, &[]).contains(&me));
+        assert_eq!(confirmed_pid(&file, "sleep"), None, "a dead process is nobody's");
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -120,8 +120,7 @@ pub fn up(config: &UpConfig) -> Result<LabState, LabError> {
     let layout = Layout { dir: dir.clone(), port_base, transport };
     let net = config.link_mib_s.map(|link| layout.net(config.hosts, link));
 
-    let uuids: Vec<String> = existing.iter().flat_map(|s| s.vms.iter().map(|v| v.uuid.clone())).collect();
-    let mut running = process::lab_processes(&dir, &uuids);
+    let mut running = process::lab_processes(&dir);
     if running.is_empty() {
         match &net {
             // Ports held by this lab's own running processes are fine; anything else is not.
@@ -485,45 +484,35 @@ fn wait_for_heartbeats(layout: &Layout, vms: &[String], timeout: Duration) -> Re
     Ok(())
 }
 
-/// Stops every process of the lab in `dir`: guests, daemons, shared storage; then removes
-/// its network namespaces and links (`--link`), found by their prefix. Removes nothing else
-/// outside `dir`; with `purge`, removes `dir` too.
+/// Stops every process of the lab in `dir`: guests, daemons, shared storage (found from
+/// their pid files); then removes its network namespaces and links (`--link`), found by
+/// their prefix. Removes nothing else outside `dir`; with `purge`, removes `dir` too. A
+/// directory without the state file `lab up` writes first is no lab: it is refused, and
+/// nothing is signalled or removed.
 pub fn down(dir: &Path, purge: bool) -> Result<usize, LabError> {
     let dir = absolute(dir)?;
-    let mut uuids = Vec::new();
-    let state = LabState::load(&dir).ok();
-    if let Some(state) = &state {
-        uuids = state.vms.iter().map(|v| v.uuid.clone()).collect();
-        // Destroying guests through libvirt first lets each daemon record them as stopped.
-        for host in &state.hosts {
-            if let Ok(conn) = connect(host) {
-                let domains = conn.list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE);
-                for domain in domains.unwrap_or_default() {
-                    let _ = domain.destroy();
-                }
+    let state = LabState::load(&dir)?;
+    // Destroying guests through libvirt first lets each daemon record them as stopped.
+    for host in &state.hosts {
+        if let Ok(conn) = connect(host) {
+            let domains = conn.list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+            for domain in domains.unwrap_or_default() {
+                let _ = domain.destroy();
             }
         }
     }
-    let pids = process::lab_processes(&dir, &uuids);
+    let pids = process::lab_processes(&dir);
     process::terminate(&pids, Duration::from_secs(5));
-    let left = process::lab_processes(&dir, &uuids);
+    let left = process::lab_processes(&dir);
     if !left.is_empty() {
         return Err(LabError::DaemonFailed {
             host: "lab".into(),
             reason: format!("processes still running after SIGKILL: {left:?}"),
         });
     }
-    // The state file is written before any network exists; without one, the port base
-    // could only be the default one, and a network found there may be another lab's.
-    let port_base = state.as_ref().map_or_else(|| layout::default_port_base(&dir), |s| s.port_base);
-    let prefix = Layout { dir: dir.clone(), port_base, transport: Transport::Tcp }.net_prefix();
-    match &state {
-        Some(state) if state.link_mib_s.is_none() => {}
-        Some(_) => net::remove(&prefix)?,
-        None => match net::remove(&prefix) {
-            Err(LabError::NetworkInUse { .. }) => {}
-            other => other?,
-        },
+    if state.link_mib_s.is_some() {
+        let prefix = Layout { dir: dir.clone(), port_base: state.port_base, transport: Transport::Tcp }.net_prefix();
+        net::remove(&prefix)?;
     }
     if purge && dir.exists() {
         fs::remove_dir_all(&dir).map_err(io_err("remove the lab directory"))?;
