@@ -429,6 +429,15 @@ pub trait Driver: Send + Sync + 'static {
         unsupported(host, "list volumes")
     }
 
+    /// The volumes of `host`'s host-local pools that VM `uuid`'s disks use there (none for a
+    /// VM on shared storage): what a move of it copies. By default picked from
+    /// [`Driver::volumes`]; a driver may ask the VM alone, and leave the host's other
+    /// domains (one busy with a migration) alone.
+    fn volumes_of(&self, host: &str, uuid: &str) -> impl Future<Output = Result<Vec<Volume>, DriverError>> + Send {
+        let (host, uuid) = (host.to_string(), uuid.to_string());
+        async move { Ok(self.volumes(&host).await?.into_iter().filter(|v| v.used_by.contains(&uuid)).collect()) }
+    }
+
     /// Deletes volume `name` of pool `pool` on `host`. Refuses a volume of a shared pool and
     /// one a domain on `host` uses; a volume already gone is no error (undo tolerates steps
     /// that never happened).

@@ -42,7 +42,8 @@ pub async fn departures(journal: &Journal, uuid: &str) -> Result<Vec<Departure>,
 }
 
 /// Clears the way on the target of `input`'s move, or says why the move must not start.
-/// Asks the source first: only a VM with host-local disks has copies, and only when the
+/// Asks the source first, of this VM alone: only a VM with host-local disks has copies,
+/// and only when the
 /// target holds unused volumes of their names does it ask more (the journal, the VM's
 /// metadata). A host that cannot list its volumes leaves the decision to the driver, which
 /// refuses any volume in the way.
@@ -53,7 +54,7 @@ pub(crate) async fn settle<D: Driver>(
     input: &TaskInput,
 ) -> Result<(), String> {
     let (uuid, vm, to) = (&input.spec.uuid, &input.spec.vm, &input.to);
-    let disks = match driver.volumes(&input.spec.from).await {
+    let disks = match driver.volumes_of(&input.spec.from, uuid).await {
         Ok(at_source) => disks_in_use(uuid, &at_source),
         Err(e) => {
             debug!(%vm, "earlier copies not looked for: {e}");

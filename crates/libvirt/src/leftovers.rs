@@ -8,6 +8,7 @@ use virt::sys;
 
 use crate::conn::{connect, describe, locate, vm_state};
 use crate::disk_paths::path_users;
+use crate::domxml::parse_domain;
 use crate::error::Failure;
 use crate::live::host;
 
@@ -37,6 +38,34 @@ pub(crate) fn volumes(cluster: &ClusterSpec, name: &str) -> Result<Vec<Volume>, 
         }
     }
     found.sort_by(|a, b| (&a.pool, &a.name).cmp(&(&b.pool, &b.name)));
+    Ok(found)
+}
+
+/// The volumes of a host's host-local pools that domain `uuid`'s disks use, from its own
+/// definition: no other domain is asked.
+pub(crate) fn volumes_of(cluster: &ClusterSpec, name: &str, uuid: &str) -> Result<Vec<Volume>, Failure> {
+    let spec = host(cluster, name)?;
+    let conn = connect(spec)?;
+    let domain = conn.lookup_domain_by_uuid_string(uuid)?;
+    let desc = parse_domain(&domain.xml_desc(0)?).map_err(|e| Failure::new(ErrorKind::Internal, e))?;
+    let mut found = Vec::new();
+    for path in desc.disks.iter().filter_map(|d| d.path.as_deref()) {
+        // A path in no pool (a network disk, a file libvirt does not manage) is no volume.
+        let Ok(volume) = conn.lookup_storage_vol_by_path(path) else { continue };
+        let pool = volume.lookup_storage_pool()?;
+        let pool_name = pool.name()?;
+        if spec.shared_pools.contains(&pool_name) {
+            continue;
+        }
+        found.push(Volume {
+            host: spec.name.clone(),
+            pool: pool_name,
+            name: volume.name()?,
+            capacity: volume.info().map(|i| i.capacity).unwrap_or(0),
+            used_by: vec![uuid.to_string()],
+            path: path.to_string(),
+        });
+    }
     Ok(found)
 }
 

@@ -207,6 +207,13 @@ impl Driver for LibvirtDriver {
         blocking(move || leftovers::volumes(&cluster, &name)).await.map_err(driver_error(host, "list volumes"))
     }
 
+    async fn volumes_of(&self, host: &str, uuid: &str) -> Result<Vec<Volume>, DriverError> {
+        let (cluster, name, uuid) = (self.cluster.clone(), host.to_string(), uuid.to_string());
+        blocking(move || leftovers::volumes_of(&cluster, &name, &uuid))
+            .await
+            .map_err(driver_error(host, "list a VM's volumes"))
+    }
+
     async fn delete_volume(&self, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
         let (cluster, host_name, pool, name) =
             (self.cluster.clone(), host.to_string(), pool.to_string(), name.to_string());

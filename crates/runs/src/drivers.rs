@@ -168,6 +168,13 @@ impl Driver for AnyDriver {
         }
     }
 
+    async fn volumes_of(&self, host: &str, uuid: &str) -> Result<Vec<Volume>, DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.volumes_of(host, uuid).await,
+            AnyDriver::Sim(d) => d.volumes_of(host, uuid).await,
+        }
+    }
+
     async fn delete_volume(&self, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
         match self {
             AnyDriver::Libvirt(d) => d.delete_volume(host, pool, name).await,

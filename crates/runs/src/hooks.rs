@@ -464,6 +464,10 @@ impl<D: Driver> Driver for Hooked<D> {
         self.inner.volumes(host).await
     }
 
+    async fn volumes_of(&self, host: &str, uuid: &str) -> Result<Vec<Volume>, DriverError> {
+        self.inner.volumes_of(host, uuid).await
+    }
+
     async fn delete_volume(&self, host: &str, pool: &str, name: &str) -> Result<(), DriverError> {
         self.inner.delete_volume(host, pool, name).await
     }
