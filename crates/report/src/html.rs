@@ -204,7 +204,8 @@ fn notes_and_legs(report: &Report, out: &mut String) {
         out.push_str("</ul>");
     }
     for leg in &report.legs {
-        let what = if leg.relation == "undoes" { "Undoes" } else { "Undone by" };
+        let words = crate::view::relation_words(leg.relation);
+        let what = format!("{}{}", words[..1].to_uppercase(), &words[1..]);
         let run = &leg.run;
         let _ = write!(
             out,

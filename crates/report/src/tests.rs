@@ -425,3 +425,32 @@ fn a_report_tells_the_runs_hooks_with_their_output_and_its_legs() {
     assert!(text.contains(expect), "{text}");
     assert_eq!(report.legs[0].relation, "undone-by");
 }
+
+#[test]
+fn a_rolls_report_names_its_waves_and_a_waves_names_its_roll() {
+    let roll = Run { kind: RunKind::Roll, ..run(RunState::Finished, None) };
+    let wave = Run {
+        id: "r-20261123-203021-cd34".into(),
+        kind: RunKind::Drain,
+        parent: Some(roll.id.clone()),
+        ..run(RunState::Finished, None)
+    };
+    let back = Run {
+        id: "r-20261123-203030-ef56".into(),
+        kind: RunKind::Rollback,
+        parent: Some(wave.id.clone()),
+        ..run(RunState::Finished, None)
+    };
+    let all = [roll.clone(), wave.clone(), back.clone()];
+    let of_roll = legs(&roll, &all, |_| Vec::new(), T0);
+    assert_eq!(
+        of_roll.iter().map(|l| (l.relation, l.run.id.as_str())).collect::<Vec<_>>(),
+        [("wave", wave.id.as_str())]
+    );
+    let of_wave = legs(&wave, &all, |_| Vec::new(), T0);
+    let relations: Vec<_> = of_wave.iter().map(|l| (l.relation, l.run.id.as_str())).collect();
+    assert_eq!(relations, [("part-of", roll.id.as_str()), ("undone-by", back.id.as_str())]);
+    let mut report = build_report(&roll, &[], &[], &[], Planned::default(), T0);
+    report.legs = of_roll;
+    assert!(format_report(&report).contains(&format!("\nwave run {} (drain)", wave.id)), "{}", format_report(&report));
+}

@@ -120,7 +120,7 @@ pub fn format_report(report: &Report) -> String {
         }
     }
     for leg in &report.legs {
-        let what = if leg.relation == "undoes" { "undoes" } else { "undone by" };
+        let what = crate::view::relation_words(leg.relation);
         let run = &leg.run;
         out.push_str(&format!("\n{what} run {} ({}): {}, {}\n", run.id, run.kind, state_text(run), run.counts));
         let rows: Vec<Vec<String>> = leg

@@ -240,7 +240,9 @@ pub struct Report {
 /// A run linked to the reported one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Leg {
-    /// `undoes` (this run is a rollback of it) or `undone-by` (a rollback of this run).
+    /// `undoes` (this run is a rollback of it), `undone-by` (a rollback of this run, a
+    /// drain's return), `part-of` (this run is a wave of that roll) or `wave` (a wave of
+    /// this roll).
     pub relation: &'static str,
     /// The run.
     pub run: RunView,
@@ -248,14 +250,32 @@ pub struct Leg {
     pub moves: Vec<VmStatus>,
 }
 
+/// How a leg's relation reads: "undoes", "undone by", "part of", "wave".
+pub fn relation_words(relation: &str) -> &'static str {
+    match relation {
+        "undoes" => "undoes",
+        "part-of" => "part of",
+        "wave" => "wave",
+        _ => "undone by",
+    }
+}
+
 /// The legs of `run` among `runs`, with each leg's moves (`moves_of` reads them).
 pub fn legs(run: &Run, runs: &[Run], mut moves_of: impl FnMut(&str) -> Vec<Move>, now_ms: i64) -> Vec<Leg> {
     runs.iter()
         .filter_map(|r| {
             let relation = if run.parent.as_deref() == Some(r.id.as_str()) {
-                "undoes"
+                if r.kind == RunKind::Roll {
+                    "part-of"
+                } else {
+                    "undoes"
+                }
             } else if r.parent.as_deref() == Some(run.id.as_str()) {
-                "undone-by"
+                if run.kind == RunKind::Roll {
+                    "wave"
+                } else {
+                    "undone-by"
+                }
             } else {
                 return None;
             };
