@@ -54,12 +54,17 @@ impl RollLab {
             cache = common::cache_dir().display(),
             port = self.port,
         );
+        // A hook that only takes its time, where the test is about which hosts go together.
+        let quick = format!(
+            "#!/bin/sh\necho \"$FERRY_HOST begin $(date +%s%3N)\" >> \"{dir}/hooks.log\"\nsleep 1\n\
+             echo \"$FERRY_HOST end $(date +%s%3N)\" >> \"{dir}/hooks.log\"\n"
+        );
         let check = format!(
             "#!/bin/sh\n\
              uri=$(awk -v h=\"$FERRY_HOST\" '/^name = /{{n=($3==\"\\\"\"h\"\\\"\")}} n && /^uri = /{{gsub(/\"/,\"\",$3); print $3; exit}}' \"{dir}/cluster.toml\")\n\
              exec virsh -c \"$uri\" version\n"
         );
-        for (name, text) in [("hook.sh", hook), ("check.sh", check)] {
+        for (name, text) in [("hook.sh", hook), ("quick.sh", quick), ("check.sh", check)] {
             let path = self.path(name);
             std::fs::write(&path, text).expect("write a script");
             let out = std::process::Command::new("chmod").arg("+x").arg(&path).output().expect("chmod");
@@ -67,12 +72,13 @@ impl RollLab {
         }
     }
 
-    fn plan(&self, roll: &str) -> PathBuf {
+    /// The roll plan with hook script `hook` and the extra `[roll]` lines `roll`.
+    fn plan(&self, hook: &str, roll: &str) -> PathBuf {
         let text = format!(
             "[plan]\nname = \"roll-lab\"\n[limits]\nper_source = 2\n[policy]\ndelete_source_volumes = true\n\
              [roll]\nhosts = \"all\"\nhook = \"{}\"\nhook_timeout_s = 300\ncheck = \"{}\"\ncheck_timeout_s = 120\n\
              return = true\n{roll}",
-            self.path("hook.sh").display(),
+            self.path(hook).display(),
             self.path("check.sh").display()
         );
         let path = self.path("roll.toml");
@@ -129,7 +135,7 @@ impl RollLab {
 fn a_roll_restarting_each_libvirtd_stops_at_a_failed_hook_and_resumes_to_the_end() {
     let lab = RollLab::up("roll", 20_500);
     let before = lab.guests();
-    let plan = lab.plan("max_unavailable = 1\non_host_failure = \"stop\"\n");
+    let plan = lab.plan("hook.sh", "max_unavailable = 1\non_host_failure = \"stop\"\n");
     std::fs::write(lab.path("fail-host-b"), "").expect("write the failure switch");
 
     let (code, out) = lab.ferry(&["roll", path_str(&plan)], true);
@@ -171,12 +177,12 @@ fn a_roll_restarting_each_libvirtd_stops_at_a_failed_hook_and_resumes_to_the_end
 }
 
 /// Two hosts at a time, but host-a and host-b form a redundancy group: they are never in
-/// maintenance together, while two other hosts are.
+/// maintenance together, while two other hosts are. (A hook that only takes a second.)
 #[test]
 fn a_redundancy_group_is_never_in_maintenance_together() {
     let lab = RollLab::up("roll-pairs", 21_500);
     let before = lab.guests();
-    let plan = lab.plan("max_unavailable = 2\nredundancy_groups = [[\"host-a\", \"host-b\"]]\n");
+    let plan = lab.plan("quick.sh", "max_unavailable = 2\nredundancy_groups = [[\"host-a\", \"host-b\"]]\n");
     let (code, out) = lab.ferry(&["roll", path_str(&plan), "--yes"], true);
     assert_eq!(code, Some(0), "{out}");
 
