@@ -43,10 +43,9 @@ pub async fn departures(journal: &Journal, uuid: &str) -> Result<Vec<Departure>,
 
 /// Clears the way on the target of `input`'s move, or says why the move must not start.
 /// Asks the source first, of this VM alone: only a VM with host-local disks has copies,
-/// and only when the
-/// target holds unused volumes of their names does it ask more (the journal, the VM's
-/// metadata). A host that cannot list its volumes leaves the decision to the driver, which
-/// refuses any volume in the way.
+/// and only when the target holds unused volumes of their names does it ask more (the
+/// journal, the VM's metadata). A host that cannot list its volumes leaves the decision to
+/// the driver, which refuses any volume in the way.
 pub(crate) async fn settle<D: Driver>(
     driver: &D,
     journal: &Journal,

@@ -316,6 +316,13 @@ pub struct Drain {
     pub line: usize,
 }
 
+impl Drain {
+    /// Whether something follows the host's emptying: its hook, its check or the return.
+    pub fn acts_after(&self) -> bool {
+        self.hook.is_some() || self.check.is_some() || self.return_after
+    }
+}
+
 /// A command that must pass before a drained host takes VMs again: run until it exits 0,
 /// for at most `timeout_s` seconds (a host that reboots answers after a while).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,8 +92,7 @@ pub async fn after(
 ) -> Result<bool, Lost> {
     let After { clock, hook_done, retry_failed } = how;
     let run_id = lease.run();
-    let drains: Vec<&Drain> =
-        plan.drains.iter().filter(|d| d.hook.is_some() || d.check.is_some() || d.return_after).collect();
+    let drains: Vec<&Drain> = plan.drains.iter().filter(|d| d.acts_after()).collect();
     if drains.is_empty() {
         return Ok(true);
     }
@@ -287,7 +286,7 @@ pub async fn after(
 }
 
 /// Keeps `lease` every second until it is lost or the task is aborted.
-async fn keep(lease: Lease) {
+pub(crate) async fn keep(lease: Lease) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Err(JournalError::LeaseLost { .. }) = lease.keep().await {
@@ -355,7 +354,12 @@ fn check_passed(events: &[ferry_journal::Event], host: &str) -> bool {
         .rev()
         .filter_map(|e| e.data.as_ref())
         .find(|d| d["hook"] == CHECK && d["env"]["FERRY_HOST"] == Value::String(host.to_string()))
-        .is_some_and(|d| d["exit_code"] == 0 && d["timed_out"] == false && d["error"].is_null())
+        .is_some_and(ended_well)
+}
+
+/// Whether a hook or check, as journaled ([`hooks::HookRun::data`]), exited 0 in time.
+fn ended_well(data: &Value) -> bool {
+    data["exit_code"] == 0 && data["timed_out"] != true && data["error"].is_null()
 }
 
 /// The event data's `hook` of a drain hook's intent, journaled before it runs.
@@ -379,10 +383,7 @@ fn last_hook(events: &[ferry_journal::Event], host: &str) -> Option<HookRecord> 
         }
         match data["hook"].as_str()? {
             HOOK_BEGUN => Some(HookRecord::Begun),
-            "drain" => {
-                let failed = data["exit_code"] != 0 || data["timed_out"] == true || !data["error"].is_null();
-                Some(HookRecord::Ended(failed))
-            }
+            "drain" => Some(HookRecord::Ended(!ended_well(data))),
             _ => None,
         }
     })

@@ -10,8 +10,6 @@
 //! wave is settled again (idempotent), an unfinished one resumed (a failed hook or check
 //! runs again), and the waves never started start.
 
-use std::time::Duration;
-
 use ferry_driver::Driver;
 use ferry_journal::{EventKind, Journal, JournalError, Lease, Run, RunKind, RunState};
 use ferry_plan::{Check, Drain, Hooks, OnHostFailure, Plan, Roll, Target};
@@ -155,7 +153,7 @@ struct Context<'a> {
 async fn drive(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, confirmed: bool) -> Result<Rolled, Error> {
     // A wave takes as long as its drain, hook and return: the roll's lease is kept meanwhile,
     // so that another `ferry resume` of the roll finds it alive.
-    let keeping = tokio::spawn(keep_beating(ctx.lease.clone()));
+    let keeping = tokio::spawn(crate::drain::keep(ctx.lease.clone()));
     let rolled = waves_in_order(ctx, cluster, waves, confirmed).await;
     keeping.abort();
     rolled
@@ -171,7 +169,7 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
         let wave_ok = match existing {
             Some(run) => {
                 ctx.events.say(format!("wave {}: {}: run {} again", i + 1, hosts.join(", "), run.id));
-                soft(Box::pin(start::resume(ctx.journal, &run.id, false, true, ctx.events)).await)?
+                start::soft(Box::pin(start::resume(ctx.journal, &run.id, false, true, ctx.events)).await, ctx.events)?
             }
             None => {
                 note(ctx.journal, &id, ctx.events, format!("wave {}: {}", i + 1, hosts.join(", "))).await;
@@ -183,7 +181,7 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
                     measure: false,
                     parent: Some(id.clone()),
                 };
-                soft(Box::pin(start::start(start, ctx.events)).await)?
+                start::soft(Box::pin(start::start(start, ctx.events)).await, ctx.events)?
             }
         };
         let text = format!(
@@ -275,28 +273,6 @@ async fn journaled_waves(journal: &Journal, id: &str) -> Result<Waves, Error> {
         .iter()
         .find_map(|e| e.data.as_ref().and_then(|d| serde_json::from_value(d[WAVES].clone()).ok()))
         .ok_or_else(|| Error::Failed(format!("run {id}: the journal has no waves of this roll")))
-}
-
-/// A wave's failure is the roll's to judge; a lost lease ends it at once.
-fn soft(result: Result<bool, Error>) -> Result<bool, Error> {
-    match result {
-        Ok(ok) => Ok(ok),
-        Err(Error::Lost(lost)) => Err(Error::Lost(lost)),
-        Err(Error::BadInput(e) | Error::Failed(e)) => {
-            tracing::warn!("a wave failed: {e}");
-            Ok(false)
-        }
-    }
-}
-
-/// Keeps `lease` every second until it is lost or the task is aborted.
-async fn keep_beating(lease: Lease) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Err(JournalError::LeaseLost { .. }) = lease.keep().await {
-            return;
-        }
-    }
 }
 
 async fn keep(lease: &Lease) -> Result<(), Error> {

@@ -11,7 +11,7 @@ use ferry_engine::{Clock, EngineEvent, Waits};
 use ferry_journal::{Journal, JournalError, Lease, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{Status, VmState};
-use ferry_plan::{OnFailure, Plan};
+use ferry_plan::{Drain, OnFailure, Plan};
 use ferry_preview::checks::{CheckName, Outcome};
 use ferry_preview::PreviewConfig;
 use tokio::sync::mpsc;
@@ -190,7 +190,7 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
 
 /// A run's failure that lets what follows it go on (its drain's return, its post-run hook):
 /// said, and `false`. A lost lease goes on up: nothing more may start.
-fn soft(result: Result<bool, Error>, events: &Events) -> Result<bool, Lost> {
+pub(crate) fn soft(result: Result<bool, Error>, events: &Events) -> Result<bool, Lost> {
     match result {
         Ok(ok) => Ok(ok),
         Err(Error::Lost(lost)) => Err(lost),
@@ -260,8 +260,7 @@ pub async fn resume(
     let run = find_run(journal, id).await?;
     let (document, cluster) = documents(journal, &run.id).await?;
     let plan = &document.plan;
-    let follows = plan.hooks.post_run.is_some()
-        || plan.drains.iter().any(|d| d.hook.is_some() || d.check.is_some() || d.return_after);
+    let follows = plan.hooks.post_run.is_some() || plan.drains.iter().any(Drain::acts_after);
     if run.state.is_ended() && !follows {
         events.say(format!("run {} is already {}: nothing to resume", run.id, run.state));
         return Ok(all_succeeded(journal, &run.id).await);
