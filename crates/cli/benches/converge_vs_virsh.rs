@@ -25,6 +25,9 @@
 //! `cargo bench -p ferry --bench converge_vs_virsh` (root, a machine set up by
 //! `scripts/setup`). About 10 minutes.
 
+#[path = "shared/stats.rs"]
+mod stats;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +36,7 @@ use ferry_journal::{Attempt, Event, EventKind, Journal, JournalConfig};
 use ferry_plan::Policy;
 use ferry_preview::estimate::{estimate_live, LiveEstimate, LiveInput, QEMU_DEFAULT_MAX_DOWNTIME_MS};
 use serde_json::Value;
+use stats::median;
 
 /// Guest memory, MiB.
 const MEM_MIB: u64 = 128;
@@ -659,8 +663,8 @@ impl Lab {
     /// The median dirty rate a guest's heartbeats report, MiB/s.
     fn achieved_dirty_rate(&self, vm: &str) -> Option<f64> {
         let log = std::fs::read(self.serial_log(vm)).ok()?;
-        let mut rates = heartbeat_rates(&log);
-        (!rates.is_empty()).then(|| median(&mut rates))
+        let rates = heartbeat_rates(&log);
+        (!rates.is_empty()).then(|| median(&rates))
     }
 
     /// Bytes of vm-2's serial log so far.
@@ -671,9 +675,9 @@ impl Lab {
     /// The lowest and the median dirty rate of vm-2's heartbeats after byte `mark` of its log.
     fn guest_dirty_since(&self, mark: usize) -> Option<(f64, f64)> {
         let log = std::fs::read(self.serial_log("vm-2")).ok()?;
-        let mut rates = heartbeat_rates(log.get(mark..)?);
+        let rates = heartbeat_rates(log.get(mark..)?);
         let low = rates.iter().copied().reduce(f64::min)?;
-        Some((low, median(&mut rates)))
+        Some((low, median(&rates)))
     }
 }
 
@@ -691,16 +695,6 @@ fn heartbeat_rates(log: &[u8]) -> Vec<f64> {
         .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("dirty_mib_s=")))
         .filter_map(|v| v.parse().ok())
         .collect()
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }
 
 /// A journaled decision in a few words: "0 s start AC 50+25 % 75 ms", "12.3 s dt 150".

@@ -35,10 +35,13 @@ use std::time::Instant;
 
 #[path = "shared/lab.rs"]
 mod lab;
+#[path = "shared/stats.rs"]
+mod stats;
 
 use ferry_journal::{Attempt, Event, Journal, JournalConfig};
 use ferry_model::{ClusterSpec, Status};
-use lab::{ferry, ferry_env, listen_address, read_cluster, run_window, text, uri_of, virsh, Inventory, VirshJob, Vm};
+use lab::{ferry, ferry_env, read_cluster, run_window, text, uri_of, virsh, Inventory, VirshJob, Vm};
+use stats::median;
 
 /// The host being drained; the lab's guests are gathered on it before every measured run.
 const DRAINED: &str = "host-a";
@@ -199,13 +202,13 @@ fn print_a(reps: usize, capped: &Capped) {
     let mut makespans = HashMap::new();
     for contender in Contender::ALL {
         let Some(runs) = capped.runs.get(contender.label()) else { continue };
-        let makespan = median(runs.iter().map(|r| r.makespan_s).collect());
+        let makespan = median(runs.iter().map(|r| r.makespan_s));
         makespans.insert(contender, makespan);
-        let jobs = median(runs.iter().map(|r| r.jobs_s()).collect());
-        let sent = median(runs.iter().map(|r| r.sent_mib()).collect());
+        let jobs = median(runs.iter().map(|r| r.jobs_s()));
+        let sent = median(runs.iter().map(|r| r.sent_mib()));
         let downtime = runs.iter().filter_map(Drained::worst_downtime_ms).max();
         let rates: Vec<f64> = runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::copy_mib_s)).collect();
-        let outside = median(runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::outside_job_s)).collect());
+        let outside = median(runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::outside_job_s)));
         println!(
             "{:22} | {makespan:>10.2} | {jobs:>8.2} | {sent:>9.1} | {:>17} | {:>16} | {outside:>13.2}",
             contender.label(),
@@ -222,8 +225,8 @@ fn print_a(reps: usize, capped: &Capped) {
         println!("ratio ferry / virsh window      {:.3}  (goal <= 1.0)", f / w);
     }
     if let Some(runs) = capped.runs.get(Contender::Ferry.label()) {
-        let span = median(runs.iter().filter_map(|r| r.journal_span_s).collect());
-        let alone = median(runs.iter().filter_map(|r| r.alone_s).collect());
+        let span = median(runs.iter().filter_map(|r| r.journal_span_s));
+        let alone = median(runs.iter().filter_map(|r| r.alone_s));
         println!(
             "ferry: makespan is the `ferry migrate` process (inventory, preview, journal included); first migration start to \
              last end in the journal {span:.2} s; one migration alone holding a slot (its cap then {LINK_A_MIB_S} MiB/s) {alone:.2} s"
@@ -258,11 +261,11 @@ fn print_b(runs: &[Drained]) {
             r.journal_span_s.unwrap_or(f64::NAN) / bound
         );
     }
-    let ratio = median(runs.iter().map(|r| r.makespan_s / link_bound_s(r)).collect());
-    let span = median(runs.iter().filter_map(|r| r.journal_span_s.map(|s| s / link_bound_s(r))).collect());
+    let ratio = median(runs.iter().map(|r| r.makespan_s / link_bound_s(r)));
+    let span = median(runs.iter().filter_map(|r| r.journal_span_s.map(|s| s / link_bound_s(r))));
     println!("median makespan / link bound  {ratio:.3}  (goal <= 1.2); first start to last end in the journal / bound {span:.3}");
     let rates: Vec<f64> = runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::copy_mib_s)).collect();
-    let outside = median(runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::outside_job_s)).collect());
+    let outside = median(runs.iter().flat_map(|r| r.moves.iter().filter_map(Move::outside_job_s)));
     println!(
         "copy MiB/s per migration {} (ferry's caps: shares of {LINK_B_MIB_S} among the migrations sending from {DRAINED}, filling the links); outside job per move, median \
          {outside:.2} s; worst downtime {} ms",
@@ -284,7 +287,7 @@ fn print_overheads(runs: &[Drained]) {
         "ferry overhead per move (journal: a move's switch-over freeing a slot → the next migration from that source started), \
          {} moves: median {:.0} ms, max {max:.0} ms  (goal: median < 20 ms)",
         gaps.len(),
-        median(gaps.clone())
+        median(&gaps)
     );
 }
 
@@ -593,33 +596,14 @@ impl Lab {
         let inventory = self.inventory()?;
         let cluster = self.cluster()?;
         let targets: Vec<&str> = cluster.hosts.iter().map(|h| h.name.as_str()).filter(|h| *h != DRAINED).collect();
-        let mut jobs = Vec::new();
-        let mut guests: Vec<&Vm> = inventory.vms.iter().filter(|v| v.host == DRAINED).collect();
-        guests.sort_by_key(|v| v.name.trim_start_matches("vm-").parse::<u32>().unwrap_or(u32::MAX));
-        for (i, vm) in guests.iter().enumerate() {
-            let to = targets[i % targets.len()];
-            let to_spec = cluster.host(to).ok_or_else(|| format!("no {to} in the cluster"))?;
-            let migration_uri = to_spec.migration_uri.clone().ok_or_else(|| format!("{to} has no migration_uri"))?;
-            let mut disks = Vec::new();
-            for disk in &vm.local {
-                let pool = inventory
-                    .pools
-                    .get(&(to.to_string(), disk.pool.clone()))
-                    .ok_or_else(|| format!("{to} has no pool {}", disk.pool))?;
-                disks.push((disk.clone(), format!("{pool}/{}", disk.volume)));
-            }
-            jobs.push(VirshJob {
-                vm: vm.name.clone(),
-                from: uri_of(&cluster, DRAINED)?,
-                to: to.to_string(),
-                to_uri: to_spec.uri.clone(),
-                listen_address: listen_address(&migration_uri),
-                migration_uri,
-                disks,
-                xml_file: self.dir.join(format!("{}-migrate.xml", vm.name)),
-                bandwidth_mib_s: Some(CAP_MIB_S),
-            });
-        }
+        let jobs = inventory
+            .guests_on(DRAINED)
+            .into_iter()
+            .enumerate()
+            .map(|(i, vm)| {
+                VirshJob::new(&inventory, &cluster, vm, targets[i % targets.len()], &self.dir, Some(CAP_MIB_S))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if jobs.len() != VMS {
             return Err(format!("{} guests on {DRAINED}, expected {VMS}", jobs.len()));
         }
@@ -723,19 +707,6 @@ fn read_journal(path: &Path, run: &str) -> Result<RunRecords, String> {
 /// Whether this ferry's `lab up` can shape links.
 fn lab_has_link() -> bool {
     text(&ferry(&["lab", "up", "--help"]).stdout).contains("--link")
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }
 
 fn range(values: &[f64]) -> String {

@@ -18,12 +18,16 @@
 //! `scripts/setup`; RUNS per cell, default 3). Brings up its own labs (ports 26000 and 27000)
 //! and tears them down, even when it fails.
 
+#[path = "shared/stats.rs"]
+mod stats;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use ferry_plan::Policy;
 use ferry_preview::estimate::{estimate_live, LiveEstimate, LiveInput, PER_MIGRATION_OVERHEAD_S};
 use ferry_preview::policy_live_input;
+use stats::median;
 
 /// Guest memory, MiB.
 const MEM_MIB: f64 = 256.0;
@@ -93,7 +97,7 @@ fn main() {
     );
     let mut worst_transfer: f64 = 0.0;
     let mut overheads = Vec::new();
-    for (dirty, bandwidth, mut cell) in rows {
+    for (dirty, bandwidth, cell) in rows {
         let e = predict(dirty, bandwidth);
         let bandwidth = show_bw(bandwidth);
         if cell.job_ms.is_empty() {
@@ -101,11 +105,11 @@ fn main() {
             continue;
         }
         overheads.extend(cell.wall_ms.iter().zip(&cell.job_ms).map(|(w, j)| (w - j) / 1000.0));
-        let job = median(&mut cell.job_ms) / 1000.0;
-        let wall = median(&mut cell.wall_ms) / 1000.0;
-        let downtime = median(&mut cell.downtime_ms);
-        let passes = median(&mut cell.passes);
-        let sent = median(&mut cell.sent_mib);
+        let job = median(&cell.job_ms) / 1000.0;
+        let wall = median(&cell.wall_ms) / 1000.0;
+        let downtime = median(&cell.downtime_ms);
+        let passes = median(&cell.passes);
+        let sent = median(&cell.sent_mib);
         if bandwidth != "none" {
             worst_transfer = worst_transfer.max(err(e.transfer_s, job).abs());
         }
@@ -132,7 +136,7 @@ fn main() {
         println!(
             "wall - job over {} moves: median {:.2} s ({lo:.2}–{hi:.2}); PER_MIGRATION_OVERHEAD_S = {PER_MIGRATION_OVERHEAD_S}",
             overheads.len(),
-            median(&mut overheads)
+            median(&overheads)
         );
     }
     println!(
@@ -253,13 +257,13 @@ impl Lab {
     /// The median dirty rate a guest's heartbeats report, MiB/s.
     fn achieved_dirty_rate(&self, vm: &str) -> Option<f64> {
         let log = std::fs::read_to_string(self.dir.join("vms").join(vm).join("serial.log")).ok()?;
-        let mut rates: Vec<f64> = log
+        let rates: Vec<f64> = log
             .lines()
             .filter(|l| l.contains("FERRY hb "))
             .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("dirty_mib_s=")))
             .filter_map(|v| v.parse().ok())
             .collect();
-        (!rates.is_empty()).then(|| median(&mut rates))
+        (!rates.is_empty()).then(|| median(&rates))
     }
 
     fn move_vm(&self, to: &str, bandwidth: Option<f64>) -> Result<Measured, String> {
@@ -312,14 +316,4 @@ fn ferry(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }

@@ -4,6 +4,10 @@
 //! `cargo bench -p ferry --bench move_vs_virsh [-- RUNS]` (root, a machine set up by
 //! `scripts/setup`). Brings up its own 2-host lab and tears it down.
 
+#[path = "shared/stats.rs"]
+mod stats;
+
+use stats::median;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -89,7 +93,7 @@ fn main() {
     let healthy = check.status.success();
     let _ = Command::new(ferry).args(["lab", "down", "--purge", "--dir", &dir_s]).status();
 
-    let (f, v) = (median(&mut ferry_ms), median(&mut virsh_ms));
+    let (f, v) = (median(&ferry_ms), median(&virsh_ms));
     println!();
     println!("live move of a 128 MiB guest, shared disk, {} runs each", ferry_ms.len());
     println!("  ferry move        median {f:7.0} ms   min {:7.0}   max {:7.0}", min(&ferry_ms), max(&ferry_ms));
@@ -99,16 +103,6 @@ fn main() {
     if !healthy {
         println!("{}", String::from_utf8_lossy(&check.stdout));
         std::process::exit(1);
-    }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
 

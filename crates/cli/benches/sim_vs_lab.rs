@@ -31,6 +31,9 @@
 //! `scripts/setup`; RUNS per cell, default 3). Its labs use port base 30000, one at a time,
 //! and are torn down even when it fails; its journals stay under the target directory.
 
+#[path = "shared/stats.rs"]
+mod stats;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -38,6 +41,7 @@ use std::sync::Arc;
 use ferry_driver::{Driver, LiveOptions, Migration, MoveRequest};
 use ferry_sim::{Fleet, HostDesc, Settings, SimDriver, VmDesc};
 use serde_json::Value;
+use stats::median;
 
 /// Guest memory, MiB.
 const MEM_MIB: u64 = 256;
@@ -432,25 +436,12 @@ impl std::fmt::Display for Row {
 }
 
 fn medians(all: &[Measured]) -> Measured {
-    let pick = |f: fn(&Measured) -> f64| median(&mut all.iter().map(f).collect::<Vec<_>>());
+    let pick = |f: fn(&Measured) -> f64| median(all.iter().map(f));
     Measured {
         job_s: pick(|m| m.job_s),
         wall_s: pick(|m| m.wall_s),
         downtime_ms: pick(|m| m.downtime_ms),
         passes: pick(|m| m.passes),
-    }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
 

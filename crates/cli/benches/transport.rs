@@ -62,10 +62,13 @@ use std::time::{Duration, Instant};
 
 #[path = "shared/lab.rs"]
 mod lab;
+#[path = "shared/stats.rs"]
+mod stats;
 
 use ferry_journal::{Attempt, Journal, JournalConfig};
 use ferry_model::{ClusterSpec, Status};
-use lab::{ferry, ferry_env, listen_address, read_cluster, run_window, text, uri_of, virsh, Inventory, VirshJob, Vm};
+use lab::{ferry, ferry_env, read_cluster, run_window, text, uri_of, virsh, Inventory, VirshJob, Vm};
+use stats::median;
 
 /// Every lab's port base; the two labs run one after the other.
 const PORT_BASE: u16 = 25500;
@@ -361,7 +364,7 @@ fn row_of(outcomes: &[Outcome]) -> Result<Row, String> {
     if measured.is_empty() {
         return Err("not run".to_string());
     }
-    let med = |f: &dyn Fn(&Measured) -> f64| median(measured.iter().map(|m| f(m)).collect());
+    let med = |f: &dyn Fn(&Measured) -> f64| median(measured.iter().map(|m| f(m)));
     let failed: Vec<&String> = measured.iter().filter_map(|m| m.check.as_ref().err()).collect();
     let mut drained: Vec<&str> = measured.iter().map(|m| m.drained.as_str()).collect();
     drained.dedup();
@@ -373,7 +376,7 @@ fn row_of(outcomes: &[Outcome]) -> Result<Row, String> {
         worst_downtime_ms: measured.iter().filter_map(|m| m.worst_downtime_ms()).max(),
         machine_cpu_s: med(&|m| m.machine_cpu_s),
         qemu_cpu_s: med(&|m| m.qemu_cpu_s),
-        outside_s: median(measured.iter().flat_map(|m| m.moves.iter().filter_map(Move::outside_job_s)).collect()),
+        outside_s: median(measured.iter().flat_map(|m| m.moves.iter().filter_map(Move::outside_job_s))),
         check: match failed.first() {
             None => "passed".to_string(),
             Some(e) => format!("FAILED: {}", first_line(e)),
@@ -769,32 +772,11 @@ impl Lab {
         let (from, to) = self.prepare()?;
         let inventory = self.inventory()?;
         let cluster = self.cluster()?;
-        let to_spec = cluster.host(to).ok_or_else(|| format!("no {to} in the cluster"))?;
-        let migration_uri = to_spec.migration_uri.clone().ok_or_else(|| format!("{to} has no migration_uri"))?;
-        let mut guests: Vec<&Vm> = inventory.vms.iter().filter(|v| v.host == from).collect();
-        guests.sort_by_key(|v| v.name.trim_start_matches("vm-").parse::<u32>().unwrap_or(u32::MAX));
-        let mut jobs = Vec::new();
-        for vm in guests {
-            let mut disks = Vec::new();
-            for disk in &vm.local {
-                let pool = inventory
-                    .pools
-                    .get(&(to.to_string(), disk.pool.clone()))
-                    .ok_or_else(|| format!("{to} has no pool {}", disk.pool))?;
-                disks.push((disk.clone(), format!("{pool}/{}", disk.volume)));
-            }
-            jobs.push(VirshJob {
-                vm: vm.name.clone(),
-                from: uri_of(&cluster, from)?,
-                to: to.to_string(),
-                to_uri: to_spec.uri.clone(),
-                listen_address: listen_address(&migration_uri),
-                migration_uri: migration_uri.clone(),
-                disks,
-                xml_file: self.dir.join(format!("{}-migrate.xml", vm.name)),
-                bandwidth_mib_s: None,
-            });
-        }
+        let jobs = inventory
+            .guests_on(from)
+            .into_iter()
+            .map(|vm| VirshJob::new(&inventory, &cluster, vm, to, &self.dir, None))
+            .collect::<Result<Vec<_>, _>>()?;
         if jobs.len() != self.shape.vms {
             return Err(format!("{} guests on {from}, expected {}", jobs.len(), self.shape.vms));
         }
@@ -1008,18 +990,5 @@ fn first_line(s: &str) -> String {
         format!("{}…", line.chars().take(200).collect::<String>())
     } else {
         line.to_string()
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }

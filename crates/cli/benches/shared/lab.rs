@@ -24,6 +24,40 @@ pub(crate) struct VirshJob {
 }
 
 impl VirshJob {
+    /// The migration of `vm` to host `to` as ferry's driver would do it: its host-local
+    /// disks copied into the target's pool of the same name, its destination XML in
+    /// `xml_dir`, capped at `bandwidth_mib_s` when given.
+    pub(crate) fn new(
+        inventory: &Inventory,
+        cluster: &ClusterSpec,
+        vm: &Vm,
+        to: &str,
+        xml_dir: &Path,
+        bandwidth_mib_s: Option<u64>,
+    ) -> Result<VirshJob, String> {
+        let to_spec = cluster.host(to).ok_or_else(|| format!("no {to} in the cluster"))?;
+        let migration_uri = to_spec.migration_uri.clone().ok_or_else(|| format!("{to} has no migration_uri"))?;
+        let mut disks = Vec::new();
+        for disk in &vm.local {
+            let pool = inventory
+                .pools
+                .get(&(to.to_string(), disk.pool.clone()))
+                .ok_or_else(|| format!("{to} has no pool {}", disk.pool))?;
+            disks.push((disk.clone(), format!("{pool}/{}", disk.volume)));
+        }
+        Ok(VirshJob {
+            vm: vm.name.clone(),
+            from: uri_of(cluster, &vm.host)?,
+            to: to.to_string(),
+            to_uri: to_spec.uri.clone(),
+            listen_address: listen_address(&migration_uri),
+            migration_uri,
+            disks,
+            xml_file: xml_dir.join(format!("{}-migrate.xml", vm.name)),
+            bandwidth_mib_s,
+        })
+    }
+
     pub(crate) fn run(&self) -> Result<(), String> {
         let bandwidth = self.bandwidth_mib_s.map(|b| b.to_string());
         let mut args: Vec<&str> =
@@ -61,6 +95,15 @@ pub(crate) struct Inventory {
     pub(crate) vms: Vec<Vm>,
     /// (host, pool) → the pool's directory.
     pub(crate) pools: HashMap<(String, String), String>,
+}
+
+impl Inventory {
+    /// The guests on `host`, in their numbers' order (vm-2 before vm-10).
+    pub(crate) fn guests_on(&self, host: &str) -> Vec<&Vm> {
+        let mut guests: Vec<&Vm> = self.vms.iter().filter(|v| v.host == host).collect();
+        guests.sort_by_key(|v| v.name.trim_start_matches("vm-").parse::<u32>().unwrap_or(u32::MAX));
+        guests
+    }
 }
 
 pub(crate) struct Vm {
