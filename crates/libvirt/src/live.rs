@@ -213,15 +213,17 @@ impl Job {
         let resumed = Target::new(&self.to, &self.request.vm).watch(Arc::clone(&watching));
         let mut seen_on_target: Option<Instant> = None;
         let mut asked_where: Option<Instant> = None;
-        let aborted = AtomicBool::new(false);
+        let aborted = Arc::new(AtomicBool::new(false));
+        let (to_apply, applied) = self.controller(Arc::clone(&aborted));
         let mut last = Progress::default();
         let mut answered = Instant::now();
         let job_started = Instant::now();
         // Wake on the migration's end at once, not at the next poll.
         let result = loop {
             while let Ok(control) = controls.try_recv() {
-                self.apply(&control, &aborted, job_started);
+                let _ = to_apply.send((control, job_started.elapsed().as_secs_f64()));
             }
+            self.messages.extend(applied.try_iter());
             while let Ok(sample) = stats.try_recv() {
                 answered = Instant::now();
                 if let Some(sample) = sample {
@@ -282,6 +284,10 @@ impl Job {
         watching.store(false, Ordering::SeqCst);
         drop(progress);
         drop(stats);
+        drop(to_apply);
+        // A control still blocked in libvirt (it came as the job switched over) says
+        // nothing more worth waiting for.
+        self.messages.extend(applied.try_iter());
         debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), ok = result.is_ok(), "migration call returned");
         let aborted = aborted.load(Ordering::SeqCst);
         match result {
@@ -321,26 +327,45 @@ impl Job {
         }
     }
 
-    fn apply(&mut self, control: &Control, aborted: &AtomicBool, job_started: Instant) {
-        let at = job_started.elapsed().as_secs_f64();
-        let result = match control {
-            Control::SetMaxDowntime(ms) => self.domain.migrate_set_max_downtime(*ms, 0).map_err(Failure::from),
-            Control::SetBandwidth(mib_s) => self.domain.migrate_set_max_speed(*mib_s, 0).map_err(Failure::from),
-            Control::StartPostCopy => start_postcopy(&self.domain),
-            Control::Abort => {
-                aborted.store(true, Ordering::SeqCst);
-                abort_job(&self.domain)
+    /// Applies each control sent, `at` seconds into the job, on a thread of its own and in
+    /// order; what happened comes back as lines for the report. Its own thread because a
+    /// call that arrives as libvirt switches over waits for the domain until the migration
+    /// call is over (0.9–2 s in the lab), and the job's loop must see the switch-over
+    /// meanwhile: it frees the move's slot for the next one.
+    fn controller(
+        &self,
+        aborted: Arc<AtomicBool>,
+    ) -> (std::sync::mpsc::Sender<(Control, f64)>, std::sync::mpsc::Receiver<String>) {
+        let (to_apply, controls) = std::sync::mpsc::channel::<(Control, f64)>();
+        let (said, applied) = std::sync::mpsc::channel();
+        let domain = self.domain.clone();
+        let vm = self.request.vm.clone();
+        thread::spawn(move || {
+            for (control, at) in controls {
+                let result = match control {
+                    Control::SetMaxDowntime(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(Failure::from),
+                    Control::SetBandwidth(mib_s) => domain.migrate_set_max_speed(mib_s, 0).map_err(Failure::from),
+                    Control::StartPostCopy => start_postcopy(&domain),
+                    Control::Abort => {
+                        aborted.store(true, Ordering::SeqCst);
+                        abort_job(&domain)
+                    }
+                };
+                let line = match result {
+                    Ok(()) => format!("{at:.1} s: applied {control:?}"),
+                    Err(e) => {
+                        // Usually a control that arrived as the job was switching over: the
+                        // report keeps it; it is not worth a warning on the operator's terminal.
+                        debug!(%vm, ?control, error = %e, "control failed");
+                        format!("{at:.1} s: {control:?} failed: {e}")
+                    }
+                };
+                if said.send(line).is_err() {
+                    break;
+                }
             }
-        };
-        match result {
-            Ok(()) => self.messages.push(format!("{at:.1} s: applied {control:?}")),
-            Err(e) => {
-                // Usually a control that arrived as the job was switching over: the report
-                // keeps it; it is not worth a warning on the operator's terminal.
-                debug!(vm = %self.request.vm, ?control, error = %e, "control failed");
-                self.messages.push(format!("{at:.1} s: {control:?} failed: {e}"));
-            }
-        }
+        });
+        (to_apply, applied)
     }
 
     /// The migration call returned success: observe where the VM runs before believing it.
