@@ -43,7 +43,9 @@
 //! per lab. Outside job per move: a move's wall time minus its hypervisor job time (ferry:
 //! its journaled attempt; virsh: its vol-create-as, dumpxml and migrate processes), median
 //! over moves, as in drain_vs_virsh: it is the connection and set-up cost that ferry's
-//! connection reuse should cut.
+//! connection reuse should cut. The plaintext lab ends with moves alone: one guest on shared
+//! storage moved back and forth, by ferry and by virsh in turn, the same figure per move
+//! with nothing running beside it.
 //!
 //! `cargo bench -p ferry --bench transport [-- [REPS] [--quick]]` (root, a machine set up by
 //! `scripts/setup`; REPS rounds of every contender, medians shown, default 1; `--quick`: 2
@@ -84,6 +86,8 @@ const CONNECTIONS: usize = 4;
 const SAMPLE: Duration = Duration::from_millis(50);
 /// How long the guests' idle CPU rate is measured on each lab.
 const IDLE: Duration = Duration::from_secs(5);
+/// Moves alone of one guest by each of ferry and virsh, on the plaintext lab.
+const LONE_MOVES: usize = 4;
 
 /// Goals, from the issue.
 const GOAL_ZSTD_OF_BOUND: f64 = 0.6;
@@ -208,6 +212,14 @@ struct LabInfo {
     idle_qemu_cpu: f64,
     /// The unmeasured warm-up drain's makespan, s.
     warm_up_s: f64,
+    /// Moves alone (plaintext lab only): each one's time outside its job, s.
+    lone: Option<LoneMoves>,
+}
+
+/// One guest on shared storage moved alone, back and forth, by ferry and by virsh in turn.
+struct LoneMoves {
+    ferry_outside_s: Vec<f64>,
+    virsh_outside_s: Vec<f64>,
 }
 
 fn run_lab(
@@ -248,7 +260,11 @@ fn run_lab(
             slot.1.push(outcome);
         }
     }
-    Ok(LabInfo { kind, idle_qemu_cpu, warm_up_s: warm.makespan_s })
+    let lone = match kind {
+        LabKind::Tcp => Some(lab.lone_moves(LONE_MOVES)?),
+        LabKind::Tls => None,
+    };
+    Ok(LabInfo { kind, idle_qemu_cpu, warm_up_s: warm.makespan_s, lone })
 }
 
 /// One contender's drain.
@@ -507,6 +523,18 @@ fn print_table(shape: Shape, reps: usize, labs: &[LabInfo], results: &[(Contende
             );
         }
         _ => println!("ferry / virsh outside job per move not measured ✗ (ferry plain or virsh plain has no figures)"),
+    }
+    for lone in labs.iter().filter_map(|l| l.lone.as_ref()) {
+        let (f, v) = (median(lone.ferry_outside_s.iter()), median(lone.virsh_outside_s.iter()));
+        let list = |xs: &[f64]| xs.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
+        println!(
+            "  one move alone, outside job      {:.3}  (the same goal) {}   ferry {f:.2} s [{}], virsh {v:.2} s [{}]: one guest on \
+             shared storage moved back and forth, {LONE_MOVES} moves each in turn, nothing else running",
+            f / v,
+            mark(f / v <= GOAL_OUTSIDE_OF_VIRSH),
+            list(&lone.ferry_outside_s),
+            list(&lone.virsh_outside_s),
+        );
     }
 }
 
@@ -815,6 +843,63 @@ impl Lab {
             qemu_cpu_s,
             check,
         }))
+    }
+
+    /// [`LoneMoves`]: `moves` by ferry and as many by virsh, alternating, one guest on shared
+    /// storage to the other host and back. ferry's figure is its attempt's (`ferry move
+    /// --output json`: wall and job time, as the journal keeps them for a drain); virsh's is
+    /// its process's wall time, its connection included: what ferry's reuse saves.
+    fn lone_moves(&mut self, moves: usize) -> Result<LoneMoves, String> {
+        let cluster = self.cluster()?;
+        let name = self
+            .inventory()?
+            .vms
+            .iter()
+            .find(|v| v.local.is_empty())
+            .map(|v| v.name.clone())
+            .ok_or("no guest on shared storage")?;
+        let mut lone = LoneMoves { ferry_outside_s: Vec::new(), virsh_outside_s: Vec::new() };
+        for _ in 0..moves {
+            let inventory = self.inventory()?;
+            let vm = inventory.vms.iter().find(|v| v.name == name).ok_or_else(|| format!("{name} is gone"))?;
+            let out = ferry(&[
+                "move",
+                &name,
+                "--to",
+                Lab::other(&vm.host),
+                "--no-tls",
+                "--cluster",
+                self.cluster_file().to_str().unwrap_or_default(),
+                "--state",
+                self.journal().to_str().unwrap_or_default(),
+                "--output",
+                "json",
+            ]);
+            if !out.status.success() {
+                return Err(format!("ferry move {name}: {}{}", text(&out.stdout), text(&out.stderr)));
+            }
+            let json: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| format!("ferry move prints no JSON: {e}"))?;
+            let (Some(wall), Some(job)) = (json["wall_ms"].as_u64(), json["job_ms"].as_u64()) else {
+                return Err(format!("ferry move {name}: no wall_ms or job_ms in {json}"));
+            };
+            lone.ferry_outside_s.push((wall as f64 - job as f64) / 1000.0);
+
+            let inventory = self.inventory()?;
+            let vm = inventory.vms.iter().find(|v| v.name == name).ok_or_else(|| format!("{name} is gone"))?;
+            let job = VirshJob::new(&inventory, &cluster, vm, Lab::other(&vm.host), &self.dir, None)?;
+            let started = Instant::now();
+            job.run()?;
+            let wall = started.elapsed().as_secs_f64();
+            let stats = virsh(&job.to_uri, &["domjobinfo", &job.vm, "--completed", "--rawstats"])?;
+            let job_ms = stats
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("time_elapsed:")?.trim().parse::<f64>().ok())
+                .ok_or_else(|| format!("virsh domjobinfo {name}: no time_elapsed"))?;
+            lone.virsh_outside_s.push(wall - job_ms / 1000.0);
+        }
+        self.check()?;
+        Ok(lone)
     }
 
     /// The lab's QEMU processes' CPU rate with no migration running, CPU-s per s.
