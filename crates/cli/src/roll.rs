@@ -62,6 +62,14 @@ pub async fn run(args: RollArgs, output: Output) -> ExitCode {
                 println!("roll {roll} stopped at wave {wave}; `ferry resume {roll}` runs it again once fixed");
                 false
             }
+            RollEnd::Aborted(wave) => {
+                println!("roll {roll} aborted at wave {wave}");
+                false
+            }
+            RollEnd::PastDeadline(wave) => {
+                println!("roll {roll} stopped: its deadline passed before wave {wave}");
+                false
+            }
         })
     };
     exit("roll", false, rolled.await)

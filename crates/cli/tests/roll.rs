@@ -1,4 +1,4 @@
-//! `ferry roll` on a real lab. Port blocks 20500, 21500 and 22500.
+//! `ferry roll` on a real lab. Port blocks 20500, 21500, 22500 and 23500.
 //!
 //! The hook does what an upgrade does to a host: its libvirtd is taken down (the host is
 //! gone from the cluster) and started again (`ferry lab up`, which starts only what is not
@@ -313,6 +313,120 @@ fn a_roll_killed_in_a_drain_a_hook_and_a_return_resumes_to_the_end() {
     assert_eq!(roll_run.state, RunState::Finished, "{}", outputs());
     assert_eq!(status_of(&lab), before, "every guest back on its own host:\n{}", outputs());
     lab.assert_each_vm_once_and_no_stray_volume(&[], &outputs);
+    lab.check_ok();
+}
+
+/// `ferry abort ROLL` while wave 1's migration runs: it is passed on to the wave, whose
+/// migration is cancelled (or, when it was quicker, whose hook and return finish), and no
+/// other wave starts; the roll ends ABORTED. Then a roll whose deadline passes during wave
+/// 1's hook starts no wave 2 and stops saying so. Each time every guest is on its own host,
+/// healthy, and nothing is left behind.
+#[test]
+fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
+    let lab = TestLab::up("roll-stops", 23_500, &["--hosts", "3", "--vms", "3", "--mem", "96"]);
+    lab.check_ok();
+    let dir = lab.dir.clone();
+    let before = status_of(&lab);
+    let (cluster, state, log) = (dir.join("cluster.toml"), dir.join("journal.db"), dir.join("hooks.log"));
+    // The hook of roll `late` holds its host in maintenance until the test creates `go-late`.
+    let plan = |name: &str, deadline: &str| {
+        let path = dir.join(format!("{name}.toml"));
+        let go = dir.join(format!("go-{name}"));
+        if name != "late" {
+            std::fs::write(&go, "").expect("a hook that does not wait");
+        }
+        std::fs::write(
+            &path,
+            format!(
+                "[plan]\nname = \"{name}\"\n{deadline}[limits]\nper_source = 2\n[policy]\ndelete_source_volumes = true\n\
+                 [roll]\nhosts = \"all\"\nhook = \"echo {name} $FERRY_HOST >> {log}; while [ ! -e {go} ]; do sleep 0.2; done\"\n\
+                 hook_timeout_s = 120\nmax_unavailable = 1\nreturn = true\n",
+                log = log.display(),
+                go = go.display()
+            ),
+        )
+        .expect("write the plan");
+        (path, go)
+    };
+    let hooks = || std::fs::read_to_string(&log).unwrap_or_default();
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .args(["--state", path_str(&state)])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ferry runs")
+    };
+    let until = |what: &str, ready: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !ready() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(120), "no {what} in 120 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let text = |out: std::process::Output| {
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let journal = || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let journal = Journal::open_path(&state, &JournalConfig::default()).await.expect("journal opens");
+            let mut found = Vec::new();
+            for run in journal.runs().await.expect("runs") {
+                let moves = journal.moves(&run.id).await.unwrap_or_default();
+                found.push((run, moves));
+            }
+            found
+        })
+    };
+    let runs = || journal().into_iter().map(|(run, _)| run).collect::<Vec<Run>>();
+    let roll_named = |name: &str| {
+        let runs = runs();
+        let roll = runs.iter().find(|r| r.kind == RunKind::Roll && r.plan_name == name).expect("the roll").clone();
+        let waves = runs.iter().filter(|r| r.parent.as_deref() == Some(roll.id.as_str())).count();
+        (roll, waves)
+    };
+
+    // 1. Aborted in wave 1's migration.
+    let (aborting, _) = plan("aborting", "");
+    let rolling = spawn(&["roll", path_str(&aborting), "--yes", "--cluster", path_str(&cluster)]);
+    until("wave 1's migration", &|| {
+        journal().iter().any(|(r, moves)| {
+            r.kind == RunKind::Drain && moves.iter().any(|m| m.status == ferry_model::Status::Migrating)
+        })
+    });
+    let (roll, _) = roll_named("aborting");
+    let abort = spawn(&["abort", &roll.id]);
+    let (code, out) = text(rolling.wait_with_output().expect("the roll ends"));
+    let (_, abort_out) = text(abort.wait_with_output().expect("the abort ends"));
+    assert_eq!(code, Some(1), "{out}\n--- abort\n{abort_out}");
+    assert!(out.contains("aborted at wave 1"), "{out}");
+    assert!(abort_out.contains(&format!("run {} aborted", roll.id)), "{abort_out}");
+    let (roll, waves) = roll_named("aborting");
+    assert_eq!((roll.state, waves), (RunState::Aborted, 1), "no wave after the abort:\n{out}");
+    assert!(hooks().lines().count() <= 1, "no hook after wave 1's:\n{}", hooks());
+    assert_eq!(status_of(&lab), before, "host-a's guest stayed or came back:\n{out}");
+    lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
+
+    // 2. The deadline passes during wave 1's hook.
+    let deadline_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 20;
+    let shown = ferry_plan::time::format_rfc3339(deadline_s as i64);
+    let (late, go) = plan("late", &format!("deadline = \"{shown}\"\n"));
+    let rolling = spawn(&["roll", path_str(&late), "--yes", "--cluster", path_str(&cluster)]);
+    until("wave 1's hook", &|| hooks().contains("late host-a"));
+    until("the deadline", &|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() > deadline_s
+    });
+    std::fs::write(&go, "").expect("end the hook");
+    let (code, out) = text(rolling.wait_with_output().expect("the roll ends"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("the plan's deadline ({shown}) has passed: wave 2 (host-b)")), "{out}");
+    let (roll, waves) = roll_named("late");
+    assert_eq!((roll.state, waves), (RunState::Stopped, 1), "no wave after the deadline:\n{out}");
+    assert_eq!(status_of(&lab), before, "host-a's guest came back:\n{out}");
+    lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
     lab.check_ok();
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferry_driver::Driver;
 use ferry_engine::Waits;
-use ferry_journal::{Journal, Lease, RunState};
+use ferry_journal::{Journal, Lease, RunKind, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{ClusterSpec, Status};
 use tokio::sync::mpsc;
@@ -59,9 +59,19 @@ pub async fn abort(journal: &Journal, id: &str, wait: Duration, events: &Events)
             )));
         }
     }
-    // Nobody runs it: abort it here.
+    // Nobody runs it: abort it here, and a roll's waves not ended with it (they ran in its
+    // process).
     let (_, cluster) = documents(journal, &run.id).await?;
     abort_here(&cluster, journal, &run.id, events).await?;
+    if run.kind == RunKind::Roll {
+        for wave in journal.runs().await.map_err(|e| Error::failed(&e))? {
+            if wave.parent.as_deref() == Some(run.id.as_str()) && !wave.state.is_ended() {
+                events.say(format!("wave {} ({}): aborted with its roll", wave.id, wave.plan_name));
+                let (_, cluster) = documents(journal, &wave.id).await?;
+                abort_here(&cluster, journal, &wave.id, events).await?;
+            }
+        }
+    }
     Ok((Aborted::Here, all_succeeded(journal, &run.id).await))
 }
 

@@ -9,8 +9,15 @@
 //! resume ROLL` is the confirmation. Resume finds each wave's run by its name: a finished
 //! wave is settled again (idempotent), an unfinished one resumed (a failed hook or check
 //! runs again), and the waves never started start.
+//!
+//! `ferry abort ROLL` is passed on to the wave running (its migrations are cancelled, their
+//! VMs stay on their sources) and the roll starts no other wave. Past the plan's deadline no
+//! new wave starts; a wave already started still finishes, its return included.
+
+use std::time::Duration;
 
 use ferry_driver::Driver;
+use ferry_engine::Clock;
 use ferry_journal::{EventKind, Journal, JournalError, Lease, Run, RunKind, RunState};
 use ferry_plan::{Check, Drain, Hooks, OnHostFailure, Plan, Roll, Target};
 use ferry_preview::checks::CheckName;
@@ -69,6 +76,11 @@ pub enum RollEnd {
     AwaitingConfirmation,
     /// Stopped at this wave (1-based), which did not end well (`on_host_failure = "stop"`).
     Stopped(usize),
+    /// Aborted by the operator (`ferry abort`) at this wave (1-based): during it, or before
+    /// it started.
+    Aborted(usize),
+    /// The plan's deadline passed before this wave (1-based) could start.
+    PastDeadline(usize),
 }
 
 /// Plans `start.plan`'s roll, journals it and runs it.
@@ -124,9 +136,9 @@ pub async fn resume(journal: &Journal, id: &str, hook_done: bool, events: &Event
     let (document, spec) = documents(journal, &run.id).await?;
     let plan = document.plan;
     let roll = plan.roll.clone().ok_or_else(|| Error::Failed(format!("run {}: a roll without [roll]", run.id)))?;
-    if run.state == RunState::Finished {
-        events.say(format!("roll {} is already finished: nothing to resume", run.id));
-        return Ok(true);
+    if run.state.is_ended() {
+        events.say(format!("roll {} is already {}: nothing to resume", run.id, run.state));
+        return Ok(run.state == RunState::Finished);
     }
     let waves = journaled_waves(journal, &run.id).await?;
     let lease = take_lease(journal, &run.id, &owner()).await?;
@@ -154,18 +166,58 @@ async fn drive(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, confirmed: b
     // A wave takes as long as its drain, hook and return: the roll's lease is kept meanwhile,
     // so that another `ferry resume` of the roll finds it alive.
     let keeping = tokio::spawn(crate::drain::keep(ctx.lease.clone()));
+    let forwarding = tokio::spawn(forward_abort(ctx.journal.clone(), ctx.lease.run().to_string()));
     let rolled = waves_in_order(ctx, cluster, waves, confirmed).await;
     keeping.abort();
+    forwarding.abort();
     rolled
+}
+
+/// How often the roll looks for `ferry abort ROLL`.
+const ABORT_POLL: Duration = Duration::from_secs(1);
+
+/// Passes an abort of roll `roll` on to its waves not ended: the wave running cancels its
+/// migrations (its engine reads its own run's flag) and skips its hook and return, its host
+/// not empty. Until the roll ends: a wave created just as the abort came is caught too.
+async fn forward_abort(journal: Journal, roll: String) {
+    loop {
+        tokio::time::sleep(ABORT_POLL).await;
+        if !journal.abort_requested(&roll).await.unwrap_or(false) {
+            continue;
+        }
+        for wave in journal.runs().await.unwrap_or_default() {
+            if wave.parent.as_deref() == Some(roll.as_str())
+                && !wave.state.is_ended()
+                && !journal.abort_requested(&wave.id).await.unwrap_or(true)
+            {
+                let _ = journal.request_abort(&wave.id).await;
+            }
+        }
+    }
 }
 
 async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, confirmed: bool) -> Result<Rolled, Error> {
     let id = ctx.lease.run().to_string();
+    let (clock, _) = crate::drivers::clocks(cluster);
     let mut ok = true;
     for (i, hosts) in waves.hosts.iter().enumerate() {
         keep(ctx.lease).await?;
+        if abort_requested(ctx).await {
+            return aborted(ctx, i + 1, "before it started").await;
+        }
         let name = wave_name(&ctx.plan.name, i, hosts);
         let existing = wave_run(ctx.journal, &id, &name).await;
+        if existing.is_none() && past_deadline(ctx.plan, &clock) {
+            let text = format!(
+                "the plan's deadline ({}) has passed: wave {} ({}) and those after it do not start",
+                ctx.plan.deadline.map(ferry_plan::time::format_rfc3339).unwrap_or_default(),
+                i + 1,
+                hosts.join(", ")
+            );
+            note(ctx.journal, &id, ctx.events, text).await;
+            set_state(ctx, RunState::Stopped).await?;
+            return Ok(Rolled { roll: id, end: RollEnd::PastDeadline(i + 1) });
+        }
         let wave_ok = match existing {
             Some(run) => {
                 ctx.events.say(format!("wave {}: {}: run {} again", i + 1, hosts.join(", "), run.id));
@@ -191,6 +243,9 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
             if wave_ok { "done" } else { "did not end well (see its run)" }
         );
         note(ctx.journal, &id, ctx.events, text).await;
+        if abort_requested(ctx).await {
+            return aborted(ctx, i + 1, "while it ran").await;
+        }
         if !wave_ok {
             ok = false;
             if ctx.roll.on_host_failure == OnHostFailure::Stop {
@@ -226,6 +281,27 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
     }
     set_state(ctx, RunState::Finished).await?;
     Ok(Rolled { roll: id, end: RollEnd::Finished(ok) })
+}
+
+async fn abort_requested(ctx: &Context<'_>) -> bool {
+    ctx.journal.abort_requested(ctx.lease.run()).await.unwrap_or(false)
+}
+
+/// Ends the roll ABORTED at wave `wave` (1-based), saying `when` the abort came.
+async fn aborted(ctx: &Context<'_>, wave: usize, when: &str) -> Result<Rolled, Error> {
+    let id = ctx.lease.run().to_string();
+    let text = format!(
+        "roll aborted by the operator at wave {wave} ({when}): no other wave starts; a wave's host that is not \
+         empty kept its VMs where they went (`ferry rollback WAVE` returns them)"
+    );
+    note(ctx.journal, &id, ctx.events, text).await;
+    set_state(ctx, RunState::Aborted).await?;
+    Ok(Rolled { roll: id, end: RollEnd::Aborted(wave) })
+}
+
+/// Whether the plan's deadline has passed on the roll's clock.
+fn past_deadline(plan: &Plan, clock: &Clock) -> bool {
+    plan.deadline.is_some_and(|at| clock.now() >= at as f64)
 }
 
 /// The drain run of one wave: its hosts drained to `ANY`, each given the roll's hook and
