@@ -203,8 +203,9 @@ pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
     })
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('\'', "&apos;").replace('"', "&quot;").replace('<', "&lt;")
+/// `text` safe inside an element or a quoted attribute.
+pub(crate) fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('\'', "&apos;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use ferry_model::HostSpec;
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
 
-use crate::domxml::DiskXml;
+use crate::domxml::{escape, DiskXml};
 use crate::error::Failure;
 
 /// (source path, target path) of each copy, for the destination XML.
@@ -117,12 +117,19 @@ pub(crate) fn create(dst: &Connect, volume: &TargetVolume) -> Result<String, Fai
         let reason = format!("volume {name} already exists in pool {pool} on {host}; refusing to overwrite it");
         return Err(Failure::new(ErrorKind::Conflict, reason));
     }
-    let xml = format!(
-        "<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity><target><format type='{format}'/></target></volume>"
-    );
-    let created = StorageVol::create_xml(&target_pool, &xml, 0)
+    let created = StorageVol::create_xml(&target_pool, &volume_xml(name, *capacity, format), 0)
         .map_err(|e| Failure::from(e).reworded(|m| format!("could not create {name} in pool {pool} on {host}: {m}")))?;
     Ok(created.path()?)
+}
+
+/// The definition of an empty volume. The name and format come from the source's XML,
+/// where any character may be: escaped, so that none can end an element or add one.
+fn volume_xml(name: &str, capacity: u64, format: &str) -> String {
+    format!(
+        "<volume><name>{}</name><capacity unit='bytes'>{capacity}</capacity><target><format type='{}'/></target></volume>",
+        escape(name),
+        escape(format)
+    )
 }
 
 fn reachable(server: &str) -> Result<(), String> {
@@ -161,4 +168,22 @@ pub(crate) fn copy(src: &Connect, dst: &Connect, copy: &VolumeCopy) -> Result<u6
     down.finish()?;
     up.finish().map_err(upload)?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod xml_tests {
+    use super::volume_xml;
+
+    #[test]
+    fn a_name_or_format_cannot_add_to_the_volume_definition() {
+        let xml = volume_xml("a</name><allocation>0</allocation><name>b", 1024, "qcow2' x='&");
+        let doc = roxmltree::Document::parse(&xml).expect("well-formed");
+        let volume = doc.root_element();
+        let names: Vec<&str> = volume.children().filter(|n| n.is_element()).map(|n| n.tag_name().name()).collect();
+        assert_eq!(names, ["name", "capacity", "target"]);
+        let name = volume.children().find(|n| n.has_tag_name("name")).and_then(|n| n.text());
+        assert_eq!(name, Some("a</name><allocation>0</allocation><name>b"));
+        let format = volume.descendants().find(|n| n.has_tag_name("format")).and_then(|n| n.attribute("type"));
+        assert_eq!(format, Some("qcow2' x='&"));
+    }
 }
