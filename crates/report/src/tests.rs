@@ -318,6 +318,20 @@ fn a_report_as_csv() {
 }
 
 #[test]
+fn a_csv_field_that_would_start_a_formula_is_text() {
+    let mut report = sample_report();
+    report.moves[0].vm = "=HYPERLINK(\"http://x\")".into();
+    report.moves[0].message = "@SUM(A1)".into();
+    report.moves[1].message = "-2+3".into();
+    let csv = report_csv(&report).expect("writes");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[1].starts_with("\"'=HYPERLINK(\"\"http://x\"\")\",u-web-2,"), "{csv}");
+    assert!(rows[1].ends_with(",'@SUM(A1)"), "{csv}");
+    assert!(rows[2].ends_with(",'-2+3"), "{csv}");
+    assert!(rows[3].starts_with("web-1,"), "{csv}");
+}
+
+#[test]
 fn an_estimate_without_figures_compares_nothing() {
     for estimate in [None, Some(json!("fast")), Some(json!({})), Some(json!({ "downtime_ms": "low" }))] {
         let mut a = att(

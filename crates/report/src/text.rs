@@ -228,10 +228,10 @@ pub fn report_csv(report: &Report) -> Result<String, csv::Error> {
         let last = m.attempts.last();
         let bytes: Option<u64> = m.attempts.iter().filter_map(|a| a.attempt.bytes).reduce(|a, b| a + b);
         writer.write_record([
-            m.vm.clone(),
+            inert(&m.vm),
             m.uuid.clone(),
-            m.source.clone(),
-            text(m.target.clone()),
+            inert(&m.source),
+            inert(&text(m.target.clone())),
             m.status.to_string(),
             text(m.started_ms.map(rfc3339)),
             text(m.ended_ms.map(rfc3339)),
@@ -239,11 +239,22 @@ pub fn report_csv(report: &Report) -> Result<String, csv::Error> {
             text(last.and_then(|a| a.attempt.downtime_ms).map(|v| v.to_string())),
             text(bytes.map(|v| v.to_string())),
             text(last.and_then(|a| a.attempt.passes).map(|v| v.to_string())),
-            m.message.clone(),
+            inert(&m.message),
         ])?;
     }
     let bytes = writer.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A CSV field that a spreadsheet shows as text: one that would start a formula (`=`, `+`,
+/// `-`, `@`, or a tab or carriage return before one) gets a leading `'`. Names and messages
+/// come from the hosts and from hooks' output, which anyone with a VM may shape.
+fn inert(field: &str) -> String {
+    if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}")
+    } else {
+        field.to_string()
+    }
 }
 
 /// The end of a hook's output, from its event's data: the last lines of each stream,
