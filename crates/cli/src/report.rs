@@ -106,6 +106,19 @@ impl Failure {
     }
 }
 
+/// Prints `text` on standard output, then ends with `code`. A reader that stopped reading
+/// (`ferry report RUN | head`) is no failure: it had what it wanted; any other error to write
+/// is one.
+fn emit(command: &str, text: &str, code: ExitCode) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => Failure::Failed(format!("cannot write to standard output: {e}")).exit(command),
+    }
+}
+
 impl From<JournalError> for Failure {
     fn from(e: JournalError) -> Failure {
         Failure::Failed(ferry_runs::journals::chain(&e))
@@ -125,13 +138,14 @@ pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
         Ok::<_, Failure>(views)
     };
     match listed.await {
-        Ok(views) => {
-            match output {
-                Output::Json => println!("{}", to_json(&views)),
-                Output::Text => print!("{}", format_runs(&views)),
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(views) => emit(
+            "runs",
+            &match output {
+                Output::Json => format!("{}\n", to_json(&views)),
+                Output::Text => format_runs(&views),
+            },
+            ExitCode::SUCCESS,
+        ),
         Err(failure) => failure.exit("runs"),
     }
 }
@@ -152,13 +166,14 @@ pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
         Ok::<_, Failure>(status_view(&run, &moves, &events, ferry_runs::owners::now_ms()))
     };
     match read.await {
-        Ok(view) => {
-            match output {
-                Output::Json => println!("{}", to_json(&view)),
-                Output::Text => print!("{}", format_status(&view)),
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(view) => emit(
+            "status",
+            &match output {
+                Output::Json => format!("{}\n", to_json(&view)),
+                Output::Text => format_status(&view),
+            },
+            ExitCode::SUCCESS,
+        ),
         Err(failure) => failure.exit("status"),
     }
 }
@@ -200,16 +215,13 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
     };
     match read.await {
         Ok((all_succeeded, text)) => {
+            let code = if all_succeeded { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) };
             match &args.out {
                 Some(path) => {
-                    eprintln!("ferry report: wrote {} ({:.1} KiB)", path.display(), text.len() as f64 / 1024.0)
+                    eprintln!("ferry report: wrote {} ({:.1} KiB)", path.display(), text.len() as f64 / 1024.0);
+                    code
                 }
-                None => print!("{text}"),
-            }
-            if all_succeeded {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILURE)
+                None => emit("report", &text, code),
             }
         }
         Err(failure) => failure.exit("report"),

@@ -95,6 +95,31 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
     assert_ne!(a, c);
 }
 
+/// `ferry report RUN | head`: the reader leaves early; ferry ends as the report's own exit
+/// code says, without a panic.
+#[test]
+fn a_report_read_in_part_ends_quietly() {
+    let dir = dir("pipe");
+    let (fleet, plan) = (fleet(&dir, 7), plan(&dir));
+    let (id, json) = run(&dir, &fleet, &plan, "a");
+    // Larger than a pipe's buffer (64 KiB): the reader's leaving is seen by a write.
+    assert!(json.len() > 256 * 1024, "{} bytes", json.len());
+    let state = dir.join("a.db");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["report", &id, "--state", path(&state), "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ferry runs");
+    let mut head = [0u8; 100];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut head).expect("the report begins");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("ferry ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn preview_and_move_run_on_a_simulated_fleet_and_bad_fleets_are_refused() {
     let dir = dir("commands");
