@@ -319,8 +319,10 @@ fn a_roll_killed_in_a_drain_a_hook_and_a_return_resumes_to_the_end() {
 /// `ferry abort ROLL` while wave 1's migration runs: it is passed on to the wave, whose
 /// migration is cancelled (or, when it was quicker, whose hook and return finish), and no
 /// other wave starts; the roll ends ABORTED. Then a roll whose deadline passes during wave
-/// 1's hook starts no wave 2 and stops saying so. Each time every guest is on its own host,
-/// healthy, and nothing is left behind.
+/// 1's hook starts no wave 2 and stops saying so. Last, a roll where one guest sits its
+/// host's maintenance out (`maintenance = "shutdown"`: off during the hook, running again
+/// after) and another keeps its host out of the roll (`"stay"`). Each time every guest is on
+/// its own host, healthy, and nothing is left behind.
 #[test]
 fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     let lab = TestLab::up("roll-stops", 23_500, &["--hosts", "3", "--vms", "3", "--mem", "96"]);
@@ -328,19 +330,20 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     let dir = lab.dir.clone();
     let before = status_of(&lab);
     let (cluster, state, log) = (dir.join("cluster.toml"), dir.join("journal.db"), dir.join("hooks.log"));
-    // The hook of roll `late` holds its host in maintenance until the test creates `go-late`.
-    let plan = |name: &str, deadline: &str| {
+    // The hook holds its host in maintenance until the test creates `go-NAME` (at once for
+    // the roll `aborting`). `header`: lines of [plan]; `tail`: tables after [roll].
+    let plan = |name: &str, header: &str, tail: &str| {
         let path = dir.join(format!("{name}.toml"));
         let go = dir.join(format!("go-{name}"));
-        if name != "late" {
+        if name == "aborting" {
             std::fs::write(&go, "").expect("a hook that does not wait");
         }
         std::fs::write(
             &path,
             format!(
-                "[plan]\nname = \"{name}\"\n{deadline}[limits]\nper_source = 2\n[policy]\ndelete_source_volumes = true\n\
+                "[plan]\nname = \"{name}\"\n{header}[limits]\nper_source = 2\n[policy]\ndelete_source_volumes = true\n\
                  [roll]\nhosts = \"all\"\nhook = \"echo {name} $FERRY_HOST >> {log}; while [ ! -e {go} ]; do sleep 0.2; done\"\n\
-                 hook_timeout_s = 120\nmax_unavailable = 1\nreturn = true\n",
+                 hook_timeout_s = 120\nmax_unavailable = 1\nreturn = true\n{tail}",
                 log = log.display(),
                 go = go.display()
             ),
@@ -390,7 +393,7 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     };
 
     // 1. Aborted in wave 1's migration.
-    let (aborting, _) = plan("aborting", "");
+    let (aborting, _) = plan("aborting", "", "");
     let rolling = spawn(&["roll", path_str(&aborting), "--yes", "--cluster", path_str(&cluster)]);
     until("wave 1's migration", &|| {
         journal().iter().any(|(r, moves)| {
@@ -411,9 +414,9 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
 
     // 2. The deadline passes during wave 1's hook.
-    let deadline_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 20;
+    let deadline_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 15;
     let shown = ferry_plan::time::format_rfc3339(deadline_s as i64);
-    let (late, go) = plan("late", &format!("deadline = \"{shown}\"\n"));
+    let (late, go) = plan("late", &format!("deadline = \"{shown}\"\n"), "");
     let rolling = spawn(&["roll", path_str(&late), "--yes", "--cluster", path_str(&cluster)]);
     until("wave 1's hook", &|| hooks().contains("late host-a"));
     until("the deadline", &|| {
@@ -427,7 +430,27 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     assert_eq!((roll.state, waves), (RunState::Stopped, 1), "no wave after the deadline:\n{out}");
     assert_eq!(status_of(&lab), before, "host-a's guest came back:\n{out}");
     lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
-    lab.check_ok();
+
+    // 3. Sitting the maintenance out, and staying.
+    let guest_on = |host: &str| before.iter().find(|g| g.2 == [host]).map(|g| g.0.clone()).expect("a guest there");
+    let (sitting, staying) = (guest_on("host-a"), guest_on("host-b"));
+    let (shutdown, go) =
+        plan("shutdown", "", &format!("[roll.maintenance]\n{sitting} = \"shutdown\"\n{staying} = \"stay\"\n"));
+    let rolling = spawn(&["roll", path_str(&shutdown), "--yes", "--cluster", path_str(&cluster)]);
+    until("host-a's hook", &|| hooks().contains("shutdown host-a"));
+    let during = status_of(&lab);
+    let off = during.iter().find(|g| g.0 == sitting).expect("still defined");
+    assert!(off.2.is_empty(), "{sitting} is shut down during host-a's maintenance: {during:?}");
+    std::fs::write(&go, "").expect("end the hook");
+    let (code, out) = text(rolling.wait_with_output().expect("the roll ends"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("host-b is left out of the roll: {staying} stays")), "{out}");
+    assert!(out.contains(&format!("{sitting} on host-a: started again after the host's maintenance")), "{out}");
+    assert!(hooks().contains("shutdown host-c") && !hooks().contains("shutdown host-b"), "{}", hooks());
+    assert_eq!(status_of(&lab), before, "{sitting} runs again on host-a, every guest home:\n{out}");
+    lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
+    // The guest that sat the maintenance out booted again; the others did not.
+    lab.check_ok_with(&["--allow-restart", &sitting]);
 }
 
 /// Each guest's (name, uuid, hosts it runs on), sorted by name.

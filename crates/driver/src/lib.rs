@@ -200,6 +200,15 @@ pub enum Control {
     Abort,
 }
 
+/// How [`Driver::shut_down`] ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutDown {
+    /// Whether the VM was running (false: it was shut off already, nothing was done).
+    pub was_running: bool,
+    /// How: by its guest, or powered off after the timeout.
+    pub how: String,
+}
+
 /// Figures of a finished move.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MoveReport {
@@ -403,6 +412,16 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Starts the VM's domain on `host` (after a crash, a cold move's VM left shut off).
     fn start(&self, host: &str, vm: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Shuts the VM's domain on `host` down: asks its guest, and powers it off when it has
+    /// not after `timeout`; one shut off already is left alone. Says how it ended, and
+    /// whether it was running.
+    fn shut_down(
+        &self,
+        host: &str,
+        vm: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ShutDown, DriverError>> + Send;
 
     /// ferry's metadata on a domain, if any.
     fn metadata(&self, host: &str, vm: &str) -> impl Future<Output = Result<Option<Metadata>, DriverError>> + Send;

@@ -229,7 +229,7 @@ impl Cold {
 }
 
 /// Asks the guest to shut down; powers it off when it has not after `timeout`.
-fn stop(domain: &Domain, timeout: Duration) -> Result<String, Failure> {
+pub(crate) fn stop(domain: &Domain, timeout: Duration) -> Result<String, Failure> {
     let asked = Instant::now();
     if domain.shutdown().is_ok() {
         while asked.elapsed() < timeout {

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use ferry_driver::{
     ColdOptions, Driver, DriverError, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress,
-    StepGate, TargetVolume, Volume,
+    ShutDown, StepGate, TargetVolume, Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 
@@ -167,6 +167,19 @@ impl Driver for LibvirtDriver {
     async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
         let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
         blocking(move || with_domain(&cluster, &host, &vm, "start", start_domain)).await
+    }
+
+    async fn shut_down(&self, host: &str, vm: &str, timeout: std::time::Duration) -> Result<ShutDown, DriverError> {
+        let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
+        blocking(move || {
+            with_domain(&cluster, &host, &vm, "shut down", |d| {
+                if !d.is_active()? {
+                    return Ok(ShutDown { was_running: false, how: "shut off already".to_string() });
+                }
+                Ok(ShutDown { was_running: true, how: cold::stop(d, timeout)? })
+            })
+        })
+        .await
     }
 
     async fn metadata(&self, host: &str, vm: &str) -> Result<Option<Metadata>, DriverError> {

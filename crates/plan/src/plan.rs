@@ -312,14 +312,19 @@ pub struct Drain {
     /// What must pass after the hook before the host takes its VMs back (a roll's `check`).
     #[serde(default)]
     pub check: Option<Check>,
+    /// VMs (names) that do not leave: shut down before the hook, started again once the
+    /// check passed (a roll's `maintenance = "shutdown"`).
+    #[serde(default)]
+    pub shut_down: Vec<String>,
     /// Line of the file.
     pub line: usize,
 }
 
 impl Drain {
-    /// Whether something follows the host's emptying: its hook, its check or the return.
+    /// Whether something follows the host's emptying: its hook, its check, the return, or
+    /// VMs to start again.
     pub fn acts_after(&self) -> bool {
-        self.hook.is_some() || self.check.is_some() || self.return_after
+        self.hook.is_some() || self.check.is_some() || self.return_after || !self.shut_down.is_empty()
     }
 }
 
@@ -724,6 +729,7 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             return_after: d.return_after,
             hook: d.hook.as_ref().map(|h| h.get_ref().clone()),
             check: None,
+            shut_down: Vec::new(),
             line,
         });
     }

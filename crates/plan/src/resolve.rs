@@ -110,9 +110,10 @@ pub fn resolve(
             errors.push(error(d.line, "drain.host", format!("{} did not answer: its VMs cannot be listed", d.host)));
             continue;
         }
-        // A VM named explicitly elsewhere in the plan goes where that says.
+        // A VM named explicitly elsewhere in the plan goes where that says; one that sits the
+        // host's maintenance out, shut down, does not go.
         for vm in inventory.vms_on(&d.host) {
-            if resolved.iter().any(|r: &ResolvedMove| r.uuid == vm.uuid) {
+            if resolved.iter().any(|r: &ResolvedMove| r.uuid == vm.uuid) || d.shut_down.contains(&vm.name) {
                 continue;
             }
             resolved.push(ResolvedMove {

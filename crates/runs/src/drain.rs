@@ -18,6 +18,7 @@ use crate::cluster::unknown_host;
 use crate::drivers::AnyDriver;
 use crate::events::{Error, Events};
 use crate::hooks;
+use crate::maintenance;
 use crate::owners::Lost;
 use crate::rollback::{self, Returned};
 
@@ -67,6 +68,7 @@ pub fn plan(ask: &DrainAsk, cluster: &ClusterSpec) -> Result<Plan, Error> {
             return_after: ask.return_after.is_some() || ask.return_at_once,
             hook: ask.return_after.clone(),
             check: None,
+            shut_down: Vec::new(),
             line: 0,
         }],
         hooks: Hooks { timeout_s: ask.hook_timeout_s.max(1), ..Hooks::default() },
@@ -172,8 +174,19 @@ pub async fn after(
                     .await;
                     continue;
                 }
-                let left: Vec<String> =
-                    inventory.vms_on(&d.host).map(|v| format!("{} ({})", v.name, v.state)).collect();
+                let timeout = Duration::from_secs(plan.policy.shutdown_timeout_s);
+                if let Err(text) = maintenance::shut_down(driver, journal, run_id, d, &inventory, timeout, events).await
+                {
+                    ok = false;
+                    note(format!("{text}: its hook did not run and nothing returns")).await;
+                    continue;
+                }
+                // The VMs that sit the maintenance out are shut down now; no other may be there.
+                let left: Vec<String> = inventory
+                    .vms_on(&d.host)
+                    .filter(|v| !d.shut_down.contains(&v.name))
+                    .map(|v| format!("{} ({})", v.name, v.state))
+                    .collect();
                 if !left.is_empty() {
                     ok = false;
                     note(format!(
@@ -229,6 +242,10 @@ pub async fn after(
                 .await;
                 continue;
             }
+        }
+        if let Err(text) = maintenance::start_again(driver, journal, run_id, d, events).await {
+            ok = false;
+            note(text).await;
         }
         if d.return_after {
             returning.push(d.host.clone());

@@ -2,10 +2,11 @@
 //! `--cluster sim:FILE`. Commands are written once, against [`AnyDriver`].
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
-    TargetVolume, Volume,
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, ShutDown,
+    StepGate, TargetVolume, Volume,
 };
 use ferry_engine::Clock;
 use ferry_journal::JournalClock;
@@ -130,6 +131,13 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Libvirt(d) => d.start(host, vm).await,
             AnyDriver::Sim(d) => d.start(host, vm).await,
+        }
+    }
+
+    async fn shut_down(&self, host: &str, vm: &str, timeout: Duration) -> Result<ShutDown, DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.shut_down(host, vm, timeout).await,
+            AnyDriver::Sim(d) => d.shut_down(host, vm, timeout).await,
         }
     }
 

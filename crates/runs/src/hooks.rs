@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_driver::{
-    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, StepGate,
-    TargetVolume, Volume,
+    ColdOptions, Driver, DriverError, LiveOptions, Migration, MoveError, MoveReport, MoveRequest, Progress, ShutDown,
+    StepGate, TargetVolume, Volume,
 };
 use ferry_journal::{EventKind, Journal, JournalError, Lease};
 use ferry_model::{Inventory, Location, Metadata};
@@ -458,6 +458,10 @@ impl<D: Driver> Driver for Hooked<D> {
 
     async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
         self.inner.start(host, vm).await
+    }
+
+    async fn shut_down(&self, host: &str, vm: &str, timeout: Duration) -> Result<ShutDown, DriverError> {
+        self.inner.shut_down(host, vm, timeout).await
     }
 
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {

@@ -6,7 +6,8 @@
 //! what happens through [`Events`]; it never prints. The binary parses arguments, prints
 //! and draws the progress.
 //!
-//! Its modules only look down: `execute` ← `rollback` ← `drain` ← `start` ← `roll`.
+//! Its modules only look down: `execute` ← `rollback` ← `maintenance` ← `drain` ← `start` ←
+//! `roll`.
 
 pub mod abort;
 mod build;
@@ -19,6 +20,7 @@ mod execute;
 pub mod hooks;
 pub mod inputs;
 pub mod journals;
+mod maintenance;
 pub mod moving;
 pub mod owners;
 pub mod preview;

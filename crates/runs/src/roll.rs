@@ -19,7 +19,8 @@ use std::time::Duration;
 use ferry_driver::Driver;
 use ferry_engine::Clock;
 use ferry_journal::{EventKind, Journal, JournalError, Lease, Run, RunKind, RunState};
-use ferry_plan::{Check, Drain, Hooks, OnHostFailure, Plan, Roll, Target};
+use ferry_model::Inventory;
+use ferry_plan::{Check, Drain, Hooks, Maintenance, OnHostFailure, Plan, Roll, Target};
 use ferry_preview::checks::CheckName;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -225,8 +226,9 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
             }
             None => {
                 note(ctx.journal, &id, ctx.events, format!("wave {}: {}", i + 1, hosts.join(", "))).await;
+                let inventory = AnyDriver::new(cluster).inventory().await;
                 let start = Start {
-                    plan: wave_plan(ctx.plan, ctx.roll, name, hosts),
+                    plan: wave_plan(ctx.plan, ctx.roll, name, hosts, &inventory),
                     cluster: cluster.clone(),
                     journal: JournalTo::Open(ctx.journal.clone()),
                     ignore: ctx.ignore.clone(),
@@ -305,8 +307,10 @@ fn past_deadline(plan: &Plan, clock: &Clock) -> bool {
 }
 
 /// The drain run of one wave: its hosts drained to `ANY`, each given the roll's hook and
-/// check and, when the roll returns, its VMs back.
-fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String]) -> Plan {
+/// check and, when the roll returns, its VMs back; the VMs of a host that sit its
+/// maintenance out (`maintenance = "shutdown"`, as `inventory` finds them there) stay,
+/// shut down.
+fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String], inventory: &Inventory) -> Plan {
     let check = roll.check.clone().map(|command| Check { command, timeout_s: roll.check_timeout_s });
     Plan {
         file: plan.file.clone(),
@@ -324,6 +328,11 @@ fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String]) -> Plan {
                 return_after: roll.return_vms,
                 hook: roll.hook.clone(),
                 check: check.clone(),
+                shut_down: inventory
+                    .vms_on(host)
+                    .filter(|v| roll.behaviour_of(&v.name) == Maintenance::Shutdown)
+                    .map(|v| v.name.clone())
+                    .collect(),
                 line: roll.hosts_line.unwrap_or(0),
             })
             .collect(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferry_driver::{
     ColdOptions, Control, Driver, DriverError, ErrorKind, LiveOptions, Migration, MoveError, MoveReport, MoveRequest,
-    Progress, StepGate, TargetVolume, Volume,
+    Progress, ShutDown, StepGate, TargetVolume, Volume,
 };
 use ferry_model::{ClusterSpec, Inventory, Location, Metadata};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -204,6 +204,13 @@ impl Driver for SimDriver {
 
     async fn start(&self, host: &str, vm: &str) -> Result<(), DriverError> {
         self.world().start_vm(host, vm)
+    }
+
+    /// At once: a simulated guest shuts down when asked.
+    async fn shut_down(&self, host: &str, vm: &str, _timeout: Duration) -> Result<ShutDown, DriverError> {
+        let was_running = self.world().stop_vm(host, vm)?;
+        let how = if was_running { "shut down by the guest" } else { "shut off already" };
+        Ok(ShutDown { was_running, how: how.to_string() })
     }
 
     async fn volumes(&self, host: &str) -> Result<Vec<Volume>, DriverError> {

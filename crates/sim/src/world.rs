@@ -673,6 +673,18 @@ impl World {
         Ok(())
     }
 
+    /// Shuts down a VM running on `host` and not migrating; true when it was running.
+    pub(crate) fn stop_vm(&mut self, host: &str, uuid: &str) -> Result<bool, DriverError> {
+        let i = self.domain(host, uuid, "shut down")?;
+        let here = self.host_ids[host];
+        let v = &mut self.vms[i];
+        let running = v.at == here && v.flow.is_none() && v.state == VmState::Running;
+        if running {
+            v.state = VmState::ShutOff;
+        }
+        Ok(running)
+    }
+
     /// Each running VM's dirty rate, MiB/s, by UUID (what a measurement finds).
     pub(crate) fn dirty_rates(&self, uuids: &[String]) -> (HashMap<String, f64>, HashMap<String, String>) {
         let mut rates = HashMap::new();
