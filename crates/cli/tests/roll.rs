@@ -321,7 +321,7 @@ fn a_roll_killed_in_a_drain_a_hook_and_a_return_resumes_to_the_end() {
 /// other wave starts; the roll ends ABORTED. Then a roll whose deadline passes during wave
 /// 1's hook starts no wave 2 and stops saying so. Last, a roll where one guest sits its
 /// host's maintenance out (`maintenance = "shutdown"`: off during the hook, running again
-/// after) and another keeps its host out of the roll (`"stay"`). Each time every guest is on
+/// after), another keeps its host out of the roll (`"stay"`) and a third leaves cold. Each time every guest is on
 /// its own host, healthy, and nothing is left behind.
 #[test]
 fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
@@ -342,6 +342,7 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
             &path,
             format!(
                 "[plan]\nname = \"{name}\"\n{header}[limits]\nper_source = 2\n[policy]\ndelete_source_volumes = true\n\
+                 shutdown_timeout_s = 10\n\
                  [roll]\nhosts = \"all\"\nhook = \"echo {name} $FERRY_HOST >> {log}; while [ ! -e {go} ]; do sleep 0.2; done\"\n\
                  hook_timeout_s = 120\nmax_unavailable = 1\nreturn = true\n{tail}",
                 log = log.display(),
@@ -431,11 +432,14 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     assert_eq!(status_of(&lab), before, "host-a's guest came back:\n{out}");
     lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
 
-    // 3. Sitting the maintenance out, and staying.
+    // 3. Sitting the maintenance out, staying, and leaving cold.
     let guest_on = |host: &str| before.iter().find(|g| g.2 == [host]).map(|g| g.0.clone()).expect("a guest there");
-    let (sitting, staying) = (guest_on("host-a"), guest_on("host-b"));
-    let (shutdown, go) =
-        plan("shutdown", "", &format!("[roll.maintenance]\n{sitting} = \"shutdown\"\n{staying} = \"stay\"\n"));
+    let (sitting, staying, cold) = (guest_on("host-a"), guest_on("host-b"), guest_on("host-c"));
+    let (shutdown, go) = plan(
+        "shutdown",
+        "",
+        &format!("[roll.maintenance]\n{sitting} = \"shutdown\"\n{staying} = \"stay\"\n{cold} = \"cold\"\n"),
+    );
     let rolling = spawn(&["roll", path_str(&shutdown), "--yes", "--cluster", path_str(&cluster)]);
     until("host-a's hook", &|| hooks().contains("shutdown host-a"));
     let during = status_of(&lab);
@@ -447,10 +451,16 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     assert!(out.contains(&format!("host-b is left out of the roll: {staying} stays")), "{out}");
     assert!(out.contains(&format!("{sitting} on host-a: started again after the host's maintenance")), "{out}");
     assert!(hooks().contains("shutdown host-c") && !hooks().contains("shutdown host-b"), "{}", hooks());
+    let (roll, _) = roll_named("shutdown");
+    let left_cold = journal().into_iter().any(|(r, moves)| {
+        r.parent.as_deref() == Some(roll.id.as_str())
+            && moves.iter().any(|m| m.vm == cold && m.status == ferry_model::Status::SuccessCold)
+    });
+    assert!(left_cold, "{cold} left host-c cold:\n{out}");
     assert_eq!(status_of(&lab), before, "{sitting} runs again on host-a, every guest home:\n{out}");
     lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
-    // The guest that sat the maintenance out booted again; the others did not.
-    lab.check_ok_with(&["--allow-restart", &sitting]);
+    // The guests shut down and moved cold booted again; the other did not.
+    lab.check_ok_with(&["--allow-restart", &sitting, "--allow-restart", &cold]);
 }
 
 /// Each guest's (name, uuid, hosts it runs on), sorted by name.

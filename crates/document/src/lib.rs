@@ -127,6 +127,9 @@ pub struct MoveSpec {
     pub memory_mib: u64,
     /// Whether the VM runs (a stopped VM can only move cold).
     pub running: bool,
+    /// It moves cold whatever the plan's mode (a roll's `maintenance = "cold"`).
+    #[serde(default)]
+    pub cold: bool,
     /// Its measured dirty rate, MiB/s, when the preview measured it.
     #[serde(default)]
     pub dirty_mib_s: Option<f64>,
@@ -148,6 +151,7 @@ impl MoveSpec {
             priority: 0,
             memory_mib: vm.memory_mib,
             running: vm.state == ferry_model::VmState::Running,
+            cold: false,
             dirty_mib_s: None,
             estimate: None,
         }
@@ -192,6 +196,7 @@ mod tests {
             priority: 0,
             memory_mib: 128,
             running: true,
+            cold: false,
             dirty_mib_s: None,
             estimate,
         }

@@ -258,7 +258,7 @@ impl<D: Driver> Engine<D> {
             }
             for start in decisions.starts {
                 let spec = &self.moves[start.item];
-                let kind = if spec.running && self.settings.policy.mode != ferry_plan::Mode::Cold {
+                let kind = if spec.running && !spec.cold && self.settings.policy.mode != ferry_plan::Mode::Cold {
                     AttemptKind::Live
                 } else {
                     AttemptKind::Cold

@@ -316,6 +316,10 @@ pub struct Drain {
     /// check passed (a roll's `maintenance = "shutdown"`).
     #[serde(default)]
     pub shut_down: Vec<String>,
+    /// VMs (names) that leave cold whatever the plan's `mode` (a roll's `maintenance =
+    /// "cold"`).
+    #[serde(default)]
+    pub cold: Vec<String>,
     /// Line of the file.
     pub line: usize,
 }
@@ -730,6 +734,7 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             hook: d.hook.as_ref().map(|h| h.get_ref().clone()),
             check: None,
             shut_down: Vec::new(),
+            cold: Vec::new(),
             line,
         });
     }

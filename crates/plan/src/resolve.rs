@@ -28,6 +28,9 @@ pub struct ResolvedMove {
     pub line: usize,
     /// The host it drains, when it comes from a `[[drain]]`.
     pub drains: Option<String>,
+    /// It moves cold whatever the plan's mode (its drain says so).
+    #[serde(default)]
+    pub cold: bool,
 }
 
 /// Resolves every name of `plan`. All problems are reported at once.
@@ -73,6 +76,7 @@ pub fn resolve(
                 priority: m.priority,
                 line: m.line,
                 drains: None,
+                cold: false,
             }),
             [] => {
                 let hint = closest(&m.vm, inventory.vms.iter().map(|v| v.name.as_str()))
@@ -126,6 +130,7 @@ pub fn resolve(
                 priority: 0,
                 line: d.line,
                 drains: Some(d.host.clone()),
+                cold: d.cold.contains(&vm.name),
             });
         }
     }

@@ -364,6 +364,7 @@ fn what_the_documents_say() {
         priority: 0,
         memory_mib: 1024,
         running: true,
+        cold: false,
         dirty_mib_s: None,
         estimate: Some(json!({ "total_s": total_s })),
     };

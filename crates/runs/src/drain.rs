@@ -69,6 +69,7 @@ pub fn plan(ask: &DrainAsk, cluster: &ClusterSpec) -> Result<Plan, Error> {
             hook: ask.return_after.clone(),
             check: None,
             shut_down: Vec::new(),
+            cold: Vec::new(),
             line: 0,
         }],
         hooks: Hooks { timeout_s: ask.hook_timeout_s.max(1), ..Hooks::default() },

@@ -307,11 +307,13 @@ fn past_deadline(plan: &Plan, clock: &Clock) -> bool {
 }
 
 /// The drain run of one wave: its hosts drained to `ANY`, each given the roll's hook and
-/// check and, when the roll returns, its VMs back; the VMs of a host that sit its
-/// maintenance out (`maintenance = "shutdown"`, as `inventory` finds them there) stay,
-/// shut down.
+/// check and, when the roll returns, its VMs back; per VM of its hosts as `inventory` finds
+/// them there, `maintenance = "shutdown"` stays shut down, `"cold"` leaves cold.
 fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String], inventory: &Inventory) -> Plan {
     let check = roll.check.clone().map(|command| Check { command, timeout_s: roll.check_timeout_s });
+    let behaving = |host: &str, behaviour| {
+        inventory.vms_on(host).filter(|v| roll.behaviour_of(&v.name) == behaviour).map(|v| v.name.clone()).collect()
+    };
     Plan {
         file: plan.file.clone(),
         name,
@@ -328,11 +330,8 @@ fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String], inventory
                 return_after: roll.return_vms,
                 hook: roll.hook.clone(),
                 check: check.clone(),
-                shut_down: inventory
-                    .vms_on(host)
-                    .filter(|v| roll.behaviour_of(&v.name) == Maintenance::Shutdown)
-                    .map(|v| v.name.clone())
-                    .collect(),
+                shut_down: behaving(host, Maintenance::Shutdown),
+                cold: behaving(host, Maintenance::Cold),
                 line: roll.hosts_line.unwrap_or(0),
             })
             .collect(),

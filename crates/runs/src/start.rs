@@ -131,6 +131,7 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
             priority: m.priority,
             memory_mib: vm.map_or(0, |v| v.memory_mib),
             running: vm.is_some_and(|v| v.state == VmState::Running),
+            cold: m.cold,
             dirty_mib_s: estimate.filter(|e| e.dirty_measured).map(|e| e.dirty_mib_s),
             estimate: estimate.map(serde_json::to_value).transpose().map_err(|e| Error::failed(&e))?,
         };

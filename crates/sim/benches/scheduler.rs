@@ -299,6 +299,7 @@ fn run_ferry(s: &Scenario, per_host: usize) -> Figures {
                 priority: 0,
                 memory_mib: m.memory_mib,
                 running: true,
+                cold: false,
                 dirty_mib_s: Some(m.dirty_mib_s),
                 estimate: None,
             })

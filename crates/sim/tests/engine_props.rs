@@ -116,6 +116,7 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
             priority: rng.below(2) as i64,
             memory_mib: v.memory_mib,
             running: v.running,
+            cold: false,
             // As `ferry migrate` on a fleet gives it: measured, for the convergence policy.
             dirty_mib_s: v.running.then_some(v.dirty_mib_s),
             estimate: None,
