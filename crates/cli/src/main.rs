@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod cluster;
+mod docs;
 mod drain;
 mod inventory;
 mod lab;
@@ -18,7 +19,7 @@ mod state;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::show::{Output, EXIT_BAD_INPUT};
 
@@ -89,6 +90,20 @@ enum Command {
         #[command(subcommand)]
         command: sim::SimCommand,
     },
+    /// Shell completions: `ferry completions bash > /etc/bash_completion.d/ferry` (or zsh,
+    /// fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Man pages from these very definitions: ferry.1 on standard output, or with --dir
+    /// one page per command (ferry.1, ferry-move.1, ferry-lab-up.1, ...) written there.
+    Man {
+        /// Where to write every page (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +140,8 @@ fn main() -> ExitCode {
         Command::Status(args) => runtime().block_on(report::status(args, cli.output)),
         Command::Report(args) => runtime().block_on(report::report(args, cli.output)),
         Command::Sim { command } => sim::run(command, cli.output),
+        Command::Completions { shell } => docs::completions(shell, &mut Cli::command()),
+        Command::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
     }
 }
 
