@@ -31,6 +31,11 @@ impl Lease {
         &self.owner
     }
 
+    /// The journal the lease was claimed through.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     /// The fencing epoch of this claim.
     pub fn epoch(&self) -> i64 {
         self.epoch

@@ -221,6 +221,15 @@ pub async fn after(
                     if let Some(holder) = ran.lost_to {
                         return Err(Lost { run: run_id.to_string(), holder });
                     }
+                    if let Some(by) = &ran.stopped_by {
+                        note(format!(
+                            "{}: its hook was stopped by {by}: nothing more happens in this run; the VMs stay where \
+                             they are; `ferry rollback {run_id}` returns them",
+                            d.host
+                        ))
+                        .await;
+                        return Ok(false);
+                    }
                     if !ran.ok() {
                         ok = false;
                         note(format!(

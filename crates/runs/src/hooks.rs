@@ -52,12 +52,22 @@ pub struct HookRun {
     pub stderr: String,
     /// Killed because this ferry lost the run's lease to this holder (`host:pid`).
     pub lost_to: Option<String>,
+    /// Stopped by the operator ("Ctrl-C", or "`ferry abort`" of the run or of the roll it
+    /// is a wave of): its process group asked to end (SIGTERM), killed after [`GRACE`].
+    pub stopped_by: Option<String>,
 }
+
+/// How long a hook the operator stopped has to end after SIGTERM before it is killed.
+pub const GRACE: Duration = Duration::from_secs(10);
 
 impl HookRun {
     /// Whether it exited 0 in time.
     pub fn ok(&self) -> bool {
-        self.code == Some(0) && !self.timed_out && self.error.is_none() && self.lost_to.is_none()
+        self.code == Some(0)
+            && !self.timed_out
+            && self.error.is_none()
+            && self.lost_to.is_none()
+            && self.stopped_by.is_none()
     }
 
     /// What happened, in words: "`touch x` exited 0 after 0.1 s".
@@ -68,6 +78,9 @@ impl HookRun {
                 "was killed after {took:.1} s: this ferry lost the run's lease to {}",
                 self.lost_to.as_deref().unwrap_or_default()
             ),
+            _ if self.stopped_by.is_some() => {
+                format!("was stopped by {} after {took:.1} s", self.stopped_by.as_deref().unwrap_or_default())
+            }
             (Some(e), _, _) => format!("could not start: {e}"),
             (None, true, _) => format!("was killed after its {took:.0} s timeout"),
             (None, false, Some(code)) => format!("exited {code} after {took:.1} s"),
@@ -93,33 +106,59 @@ impl HookRun {
             "stdout": self.stdout,
             "stderr": self.stderr,
             "lost_to": self.lost_to,
+            "stopped_by": self.stopped_by,
         })
     }
 }
 
 /// Runs `command` by `sh -c` with `env`, killing its whole process group after `timeout`,
-/// keeping `lease` every second meanwhile; killed too once the lease is found lost.
+/// keeping `lease` every second meanwhile; killed too once the lease is found lost. Ctrl-C,
+/// or `ferry abort` of the run or of its parent (a roll), stops it: its group gets SIGTERM,
+/// and SIGKILL after [`GRACE`].
 pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration, lease: &Lease) -> HookRun {
     let command = command.to_string();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Stop::default());
     let stopping = Arc::clone(&stop);
     let mut hook = tokio::task::spawn_blocking(move || run_blocking(&command, &env, timeout, &stopping));
-    let mut lost_to = None;
+    let journal = lease.journal();
+    let parent = journal.run(lease.run()).await.ok().and_then(|r| r.parent);
+    let asked_to_abort = || async {
+        for run in std::iter::once(lease.run()).chain(parent.as_deref()) {
+            if journal.abort_requested(run).await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
+    };
+    let (mut lost_to, mut stopped_by) = (None, None);
+    // Made once: a Ctrl-C while the loop is elsewhere is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let joined = loop {
         tokio::select! {
             joined = &mut hook => break joined,
-            _ = tick.tick(), if lost_to.is_none() => match lease.keep().await {
-                Err(JournalError::LeaseLost { holder, .. }) => {
-                    lost_to = Some(holder);
-                    stop.store(true, Ordering::SeqCst);
+            _ = &mut ctrl_c, if stopped_by.is_none() => {
+                stopped_by = Some("Ctrl-C".to_string());
+                stop.terminate.store(true, Ordering::SeqCst);
+            }
+            _ = tick.tick(), if lost_to.is_none() => {
+                match lease.keep().await {
+                    Err(JournalError::LeaseLost { holder, .. }) => {
+                        lost_to = Some(holder);
+                        stop.kill.store(true, Ordering::SeqCst);
+                    }
+                    // A journal that does not answer for a moment is no reason to kill the
+                    // hook: the next beat tries again, and the engine stops on a lasting fault.
+                    Err(e) => tracing::warn!("could not keep the lease of run {} during a hook: {e}", lease.run()),
+                    Ok(()) => {}
                 }
-                // A journal that does not answer for a moment is no reason to kill the
-                // hook: the next beat tries again, and the engine stops on a lasting fault.
-                Err(e) => tracing::warn!("could not keep the lease of run {} during a hook: {e}", lease.run()),
-                Ok(()) => {}
-            },
+                if stopped_by.is_none() && asked_to_abort().await {
+                    stopped_by = Some("`ferry abort`".to_string());
+                    stop.terminate.store(true, Ordering::SeqCst);
+                }
+            }
         }
     };
     let mut ran = joined.unwrap_or_else(|e| HookRun {
@@ -131,13 +170,24 @@ pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration, l
         stdout: String::new(),
         stderr: String::new(),
         lost_to: None,
+        stopped_by: None,
     });
     ran.lost_to = lost_to;
+    ran.stopped_by = stopped_by;
     ran
 }
 
-/// Runs the hook to its end, its timeout, or until `stop` is set (killed then).
-fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop: &AtomicBool) -> HookRun {
+/// How a running hook is to be stopped, shared with the thread that waits for it.
+#[derive(Debug, Default)]
+struct Stop {
+    /// At once (the lease is lost: another process owns the run now).
+    kill: AtomicBool,
+    /// Asked to end first, killed after [`GRACE`] (the operator).
+    terminate: AtomicBool,
+}
+
+/// Runs the hook to its end, its timeout, or until `stop` says (see [`Stop`]).
+fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop: &Stop) -> HookRun {
     let started = Instant::now();
     let mut result = HookRun {
         command: command.to_string(),
@@ -148,6 +198,7 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop
         stdout: String::new(),
         stderr: String::new(),
         lost_to: None,
+        stopped_by: None,
     };
     let spawned = Process::new("sh")
         .arg("-c")
@@ -179,19 +230,24 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop
     let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let pid = child.id();
+    let mut terminated: Option<Instant> = None;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
                 result.code = status.code();
                 break;
             }
-            Ok(None) if stop.load(Ordering::SeqCst) => {
-                kill_group(pid);
+            Ok(None) if stop.kill.load(Ordering::SeqCst) || terminated.is_some_and(|at| at.elapsed() >= GRACE) => {
+                kill_group(pid, libc::SIGKILL);
                 let _ = child.wait();
                 break;
             }
+            Ok(None) if terminated.is_none() && stop.terminate.load(Ordering::SeqCst) => {
+                kill_group(pid, libc::SIGTERM);
+                terminated = Some(Instant::now());
+            }
             Ok(None) if started.elapsed() >= timeout => {
-                kill_group(pid);
+                kill_group(pid, libc::SIGKILL);
                 let _ = child.wait();
                 result.timed_out = true;
                 break;
@@ -199,7 +255,7 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
                 result.error = Some(e.to_string());
-                kill_group(pid);
+                kill_group(pid, libc::SIGKILL);
                 let _ = child.wait();
                 break;
             }
@@ -214,11 +270,11 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop
     result
 }
 
-fn kill_group(pid: u32) {
+fn kill_group(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill(2) with a negative pid signals the process group the child leads
         // (it was started with process_group(0)); it touches no memory.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        unsafe { libc::kill(-pid, signal) };
     }
 }
 
@@ -490,7 +546,7 @@ mod tests {
     use super::*;
 
     fn run_now(command: &str, timeout: Duration) -> HookRun {
-        run_blocking(command, &[("FERRY_HOST".into(), "host-a".into())], timeout, &AtomicBool::new(false))
+        run_blocking(command, &[("FERRY_HOST".into(), "host-a".into())], timeout, &Stop::default())
     }
 
     #[test]
@@ -516,9 +572,27 @@ mod tests {
     #[test]
     fn a_hook_is_killed_with_its_children_when_told_to_stop() {
         let started = Instant::now();
-        let ran = run_blocking("sleep 30 & sleep 30; true", &[], Duration::from_secs(60), &AtomicBool::new(true));
+        let stop = Stop { kill: AtomicBool::new(true), ..Stop::default() };
+        let ran = run_blocking("sleep 30 & sleep 30; true", &[], Duration::from_secs(60), &stop);
         assert!(!ran.ok() && !ran.timed_out, "{ran:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_hook_the_operator_stops_is_asked_to_end_first() {
+        // It traps SIGTERM, says so and ends: no need for the SIGKILL after the grace.
+        let started = Instant::now();
+        let stop = Stop::default();
+        let ran = std::thread::scope(|scope| {
+            // Once the shell had time to set its trap.
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                stop.terminate.store(true, Ordering::SeqCst);
+            });
+            run_blocking("trap 'echo asked to end; exit 7' TERM; sleep 30 & wait", &[], Duration::from_secs(60), &stop)
+        });
+        assert_eq!((ran.code, ran.stdout.as_str()), (Some(7), "asked to end\n"), "{ran:?}");
+        assert!(started.elapsed() < GRACE, "{:?}", started.elapsed());
     }
 
     #[test]

@@ -153,14 +153,19 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
         if let Some(holder) = ran.lost_to {
             return Err(Error::Lost(Lost { run: run.id.clone(), holder }));
         }
-        if !ran.ok() && plan.hooks.on_failure == OnFailure::Fail {
-            end_unstarted(&journal, &run.id, "not started: the pre-run hook failed (on_failure = fail)")
-                .await
-                .map_err(|e| match Lost::from_journal(&e) {
-                    Some(lost) => Error::Lost(lost),
-                    None => Error::failed(&e),
-                })?;
-            events.say(format!("run {} finished: the pre-run hook failed; nothing moved", run.id));
+        let why = match &ran.stopped_by {
+            Some(by) => Some(format!("not started: the pre-run hook was stopped by {by}")),
+            None if !ran.ok() && plan.hooks.on_failure == OnFailure::Fail => {
+                Some("not started: the pre-run hook failed (on_failure = fail)".to_string())
+            }
+            None => None,
+        };
+        if let Some(why) = why {
+            end_unstarted(&journal, &run.id, &why).await.map_err(|e| match Lost::from_journal(&e) {
+                Some(lost) => Error::Lost(lost),
+                None => Error::failed(&e),
+            })?;
+            events.say(format!("run {} finished: {}; nothing moved", run.id, why.trim_start_matches("not started: ")));
             return Ok(false);
         }
     }
