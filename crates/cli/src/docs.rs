@@ -1,11 +1,10 @@
 //! `ferry completions` and `ferry man`: what shells and `man` need, generated from the clap
 //! definitions themselves, so that they never drift from the commands.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::show::EXIT_FAILURE;
+use crate::show::{write_stdout, EXIT_FAILURE};
 
 /// Prints `shell`'s completion script for `command`.
 pub fn completions(shell: clap_complete::Shell, command: &mut clap::Command) -> ExitCode {
@@ -35,12 +34,9 @@ pub fn man(command: clap::Command, dir: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Standard output; a reader that left early (`ferry man | head`) is no failure.
 fn write_out(bytes: &[u8]) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
+    match write_stdout(bytes) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(&format!("cannot write to standard output: {e}")),
     }
 }

@@ -14,7 +14,7 @@ use ferry_report::{
 };
 use serde::Serialize;
 
-use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{write_stdout, Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::state::StateArg;
 
 // ------------------------------------------------------------------ arguments
@@ -106,15 +106,10 @@ impl Failure {
     }
 }
 
-/// Prints `text` on standard output, then ends with `code`. A reader that stopped reading
-/// (`ferry report RUN | head`) is no failure: it had what it wanted; any other error to write
-/// is one.
+/// Prints `text` on standard output ([`write_stdout`]), then ends with `code`.
 fn emit(command: &str, text: &str, code: ExitCode) -> ExitCode {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match write_stdout(text.as_bytes()) {
         Ok(()) => code,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
         Err(e) => Failure::Failed(format!("cannot write to standard output: {e}")).exit(command),
     }
 }

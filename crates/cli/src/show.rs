@@ -36,6 +36,16 @@ struct Screen {
 }
 
 /// The [`Events`] of a command: shown as `output` says.
+/// Writes `bytes` to standard output. A reader that stopped reading (`ferry report RUN |
+/// head`) is no error: it had what it wanted.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
+}
+
 pub fn events(output: Output) -> Events {
     let screen = Arc::new(Mutex::new(Screen { board: None }));
     Events::to(move |event| show(&screen, output, event))
