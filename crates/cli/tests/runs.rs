@@ -620,18 +620,29 @@ fn a_drain_killed_in_its_hook_or_its_return_is_finished_by_resume() {
     assert_each_vm_once_and_no_stray_volume(&lab, &run);
     lab.lab.check_ok();
 
-    // With rerun_hooks, resume runs an interrupted hook again, then returns the guests.
-    let run = kill_when_printed(
-        &lab,
-        &drain("hook-rerun", "rerun_hooks = true"),
-        "drain hook on host-a: starting",
-        hook_begun(2),
-    );
+    // With rerun_hooks, resume first ends what the killed ferry's hook left running (its
+    // process group journaled once it started), then runs it again and returns the guests.
+    let group_journaled = || {
+        let (rt, journal) = lab.journal();
+        rt.block_on(async {
+            let run = journal.latest_run().await.ok().flatten()?;
+            let events = journal.events(&run.id, None).await.ok()?;
+            Some(events.iter().any(|e| e.message.starts_with("hook started as process group")))
+        })
+        .unwrap_or(false)
+    };
+    let begun_twice = hook_begun(2);
+    let run =
+        kill_when_printed(&lab, &drain("hook-rerun", "rerun_hooks = true"), "drain hook on host-a: starting", || {
+            begun_twice() && group_journaled()
+        });
     let (code, text) = lab.ferry("resume", &run);
     assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("a hook left running by the ferry that died"), "{text}");
     assert!(text.contains("running it again"), "{text}");
     assert_eq!(placement(&lab), home, "every guest returned");
-    assert_eq!(hook_runs(), 3, "the killed run's hook and its rerun");
+    std::thread::sleep(Duration::from_secs(4)); // what the old hook would have written by now
+    assert_eq!(hook_runs(), 2, "the killed run's hook was ended, its rerun ran");
     assert_each_vm_once_and_no_stray_volume(&lab, &run);
     lab.lab.check_ok();
 

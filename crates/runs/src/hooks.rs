@@ -25,6 +25,7 @@ use ferry_driver::{
 use ferry_journal::{EventKind, Journal, JournalError, Lease};
 use ferry_model::{Inventory, Location, Metadata};
 use ferry_plan::{OnFailure, Plan};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -144,6 +145,12 @@ pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration, l
                 stop.terminate.store(true, Ordering::SeqCst);
             }
             _ = tick.tick(), if lost_to.is_none() => {
+                let started = stop.group.lock().ok().and_then(|mut g| g.take());
+                if let Some(group) = started {
+                    let text = format!("hook started as process group {}", group.pgid);
+                    let data = json!({ GROUP: group });
+                    let _ = journal.event(lease.run(), None, EventKind::Message, &text, Some(&data)).await;
+                }
                 match lease.keep().await {
                     Err(JournalError::LeaseLost { holder, .. }) => {
                         lost_to = Some(holder);
@@ -184,6 +191,70 @@ struct Stop {
     kill: AtomicBool,
     /// Asked to end first, killed after [`GRACE`] (the operator).
     terminate: AtomicBool,
+    /// Its process group once started, for the journal.
+    group: Mutex<Option<Group>>,
+}
+
+/// A hook's process group as journaled once it started, so that a `resume` after this
+/// ferry died ends what is left of it before anything else runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Group {
+    /// The group's id: its leader's pid.
+    pgid: u32,
+    /// Its leader's start, in clock ticks after boot (/proc): a later group with the same
+    /// id is not this one.
+    started: u64,
+}
+
+/// The event data's key of a journaled [`Group`].
+const GROUP: &str = "hook_group";
+
+/// A process's (process group, start in ticks after boot), from /proc.
+fn proc_stat(pid: &str) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state, ppid, pgrp (3rd), ..., starttime (20th).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// The processes still in `group`: those in its process group that started no earlier than
+/// its leader (a group id cannot be reused while any member lives).
+fn members(group: Group) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|pid| proc_stat(&pid))
+        .filter(|&(pgrp, started)| pgrp == group.pgid && started >= group.started)
+        .count()
+}
+
+/// Ends what is left of the hooks run `run_id`'s journal says were started (a ferry that
+/// died left them running): SIGTERM to each group still there, SIGKILL after [`GRACE`].
+/// Before a resumed run goes on, so that no hook runs twice at once.
+pub async fn end_leftovers(journal: &Journal, run_id: &str, events: &Events) {
+    let journaled = journal.events(run_id, None).await.unwrap_or_default();
+    let groups = journaled
+        .iter()
+        .filter_map(|e| e.data.as_ref()?.get(GROUP))
+        .filter_map(|g| serde_json::from_value::<Group>(g.clone()).ok());
+    for group in groups {
+        if members(group) == 0 {
+            continue;
+        }
+        let text = format!("a hook left running by the ferry that died (process group {}): ending it", group.pgid);
+        events.say(&text);
+        let _ = journal.event(run_id, None, EventKind::Message, &text, None).await;
+        kill_group(group.pgid, libc::SIGTERM);
+        let asked = Instant::now();
+        while members(group) > 0 && asked.elapsed() < GRACE {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if members(group) > 0 {
+            kill_group(group.pgid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Runs the hook to its end, its timeout, or until `stop` says (see [`Stop`]).
@@ -230,6 +301,9 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop
     let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let pid = child.id();
+    if let (Some((_, started)), Ok(mut group)) = (proc_stat(&pid.to_string()), stop.group.lock()) {
+        *group = Some(Group { pgid: pid, started });
+    }
     let mut terminated: Option<Instant> = None;
     loop {
         match child.try_wait() {
@@ -601,6 +675,29 @@ mod tests {
         ran.lost_to = Some("ctl-2:77".into());
         assert!(ran.summary().contains("this ferry lost the run's lease to ctl-2:77"), "{}", ran.summary());
         assert_eq!(ran.data("drain")["lost_to"], "ctl-2:77");
+    }
+
+    #[test]
+    fn a_hook_group_is_found_by_id_and_start_until_its_last_member_ends() {
+        let mut child = Process::new("sh").args(["-c", "sleep 30 & sleep 30"]).process_group(0).spawn().expect("sh");
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(200));
+        let (pgrp, started) = proc_stat(&pid.to_string()).expect("its stat");
+        assert_eq!(pgrp, pid, "it leads its group");
+        let group = Group { pgid: pid, started };
+        assert!(members(group) >= 2, "sh and its sleeps");
+        assert_eq!(
+            members(Group { started: started + 100_000, ..group }),
+            0,
+            "a group of that id started later is another"
+        );
+        kill_group(pid, libc::SIGKILL);
+        let _ = child.wait();
+        let killed = Instant::now();
+        while members(group) > 0 && killed.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(members(group), 0);
     }
 
     #[test]

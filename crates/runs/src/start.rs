@@ -285,6 +285,7 @@ pub async fn resume(
     }
     let me = owner();
     let lease = take_lease(journal, &run.id, &me).await?;
+    hooks::end_leftovers(journal, &run.id, events).await;
     let driver = Arc::new(AnyDriver::Libvirt(LibvirtDriver::new(cluster.clone())));
     let how = After { clock: Clock::system(), hook_done, retry_failed };
     if run.state.is_ended() {
