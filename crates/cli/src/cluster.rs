@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 pub struct ClusterArg {
     /// Cluster file (TOML, `[[host]]` tables), or `sim:FILE` for a simulated fleet (TOML or
-    /// JSON, see `ferry sim gen`), run in virtual time. Default: the lab's cluster.toml when
-    /// a lab is up ($FERRY_LAB_DIR or the default lab directory).
+    /// JSON, see `ferry sim gen`), run in virtual time. Default: the first that exists of
+    /// $XDG_CONFIG_HOME/ferry/cluster.toml (~/.config), /etc/ferry/cluster.toml, and the
+    /// lab's cluster.toml ($FERRY_LAB_DIR or the default lab directory).
     #[arg(long = "cluster", env = "FERRY_CLUSTER", value_name = "FILE")]
     cluster: Option<PathBuf>,
 }

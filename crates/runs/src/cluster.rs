@@ -45,25 +45,39 @@ pub fn read(location: Option<&Path>) -> Result<Cluster, String> {
     read_hosts(location).map(|(_, spec)| Cluster::Hosts(spec))
 }
 
-/// Reads and validates a cluster file of real hosts (the lab's when `None`); every problem
-/// is in the error, one per line.
+/// Where a cluster file is looked for when neither `--cluster` nor `$FERRY_CLUSTER` names
+/// one, in order: the user's (`$XDG_CONFIG_HOME/ferry/cluster.toml`, by default under
+/// `~/.config`), the machine's (`/etc/ferry/cluster.toml`), then the lab's (`$FERRY_LAB_DIR`
+/// or the default lab directory, where `ferry lab up` writes it).
+pub fn default_locations() -> Vec<PathBuf> {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let config = set("XDG_CONFIG_HOME").or_else(|| set("HOME").map(|home| home.join(".config")));
+    let lab_dir = set("FERRY_LAB_DIR").unwrap_or_else(ferry_lab::default_dir);
+    config
+        .map(|c| c.join("ferry").join("cluster.toml"))
+        .into_iter()
+        .chain([PathBuf::from("/etc/ferry/cluster.toml"), lab_dir.join("cluster.toml")])
+        .collect()
+}
+
+/// The first of `candidates` that exists, or the error that lists them all.
+fn first_existing(candidates: &[PathBuf]) -> Result<PathBuf, String> {
+    candidates.iter().find(|p| p.exists()).cloned().ok_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        format!(
+            "no cluster file: pass --cluster FILE (or set FERRY_CLUSTER), write one at {}, or bring up a lab \
+             (`ferry lab up`, which writes the last)",
+            tried.join(", ")
+        )
+    })
+}
+
+/// Reads and validates a cluster file of real hosts (the first of [`default_locations`]
+/// when `None`); every problem is in the error, one per line.
 pub fn read_hosts(location: Option<&Path>) -> Result<(PathBuf, ClusterSpec), String> {
     let path = match location {
         Some(path) => path.to_path_buf(),
-        None => {
-            let lab_dir = std::env::var_os("FERRY_LAB_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(ferry_lab::default_dir);
-            let path = lab_dir.join("cluster.toml");
-            if !path.exists() {
-                return Err(format!(
-                    "no cluster file: pass --cluster FILE, or bring up a lab (`ferry lab up`), which writes {}",
-                    path.display()
-                ));
-            }
-            path
-        }
+        None => first_existing(&default_locations())?,
     };
     let name = path.display().to_string();
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
@@ -82,4 +96,34 @@ pub fn unknown_host(flag: &str, name: &str, cluster: &ClusterSpec) -> String {
     let names = cluster.hosts.iter().map(|h| h.name.as_str());
     let hint = ferry_plan::closest(name, names).map(|c| format!("; did you mean {c}?")).unwrap_or_default();
     format!("{flag} {name}: no such host in the cluster{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_cluster_file_that_exists_is_taken_and_none_names_every_place() {
+        let dir = std::env::temp_dir().join(format!("ferry-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let (user, machine, lab) = (dir.join("user.toml"), dir.join("machine.toml"), dir.join("lab.toml"));
+        std::fs::write(&machine, "").expect("written");
+        std::fs::write(&lab, "").expect("written");
+        let candidates = [user.clone(), machine.clone(), lab];
+        assert_eq!(first_existing(&candidates), Ok(machine));
+        std::fs::write(&user, "").expect("written");
+        assert_eq!(first_existing(&candidates), Ok(user));
+        let _ = std::fs::remove_dir_all(&dir);
+        let missing = first_existing(&candidates).expect_err("none left");
+        assert!(missing.contains("user.toml") && missing.contains("lab.toml"), "{missing}");
+    }
+
+    #[test]
+    fn the_users_file_comes_before_the_machines_and_the_labs_last() {
+        let places = default_locations();
+        assert_eq!(places.len(), 3, "{places:?}");
+        assert!(places[0].ends_with("ferry/cluster.toml") && places[0] != Path::new("/etc/ferry/cluster.toml"));
+        assert_eq!(places[1], Path::new("/etc/ferry/cluster.toml"));
+        assert!(places[2].ends_with("cluster.toml"));
+    }
 }
