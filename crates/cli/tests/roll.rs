@@ -411,6 +411,16 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     let (roll, waves) = roll_named("aborting");
     assert_eq!((roll.state, waves), (RunState::Aborted, 1), "no wave after the abort:\n{out}");
     assert!(hooks().lines().count() <= 1, "no hook after wave 1's:\n{}", hooks());
+    // The abort cancelled wave 1's migration (its guest stayed home) or, when the migration
+    // was quicker, stopped its hook before the return: then the guest waits where it went,
+    // and a rollback of the wave brings it back.
+    if status_of(&lab) != before {
+        let wave = runs().into_iter().find(|r| r.parent.as_deref() == Some(roll.id.as_str())).expect("wave 1");
+        assert!(out.contains("its hook was stopped by `ferry abort`"), "{out}");
+        let (code, back) =
+            text(spawn(&["rollback", &wave.id, "--cluster", path_str(&cluster)]).wait_with_output().expect("ends"));
+        assert_eq!(code, Some(0), "{back}");
+    }
     assert_eq!(status_of(&lab), before, "host-a's guest stayed or came back:\n{out}");
     lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
 

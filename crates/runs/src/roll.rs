@@ -11,7 +11,8 @@
 //! runs again), and the waves never started start.
 //!
 //! `ferry abort ROLL` is passed on to the wave running (its migrations are cancelled, their
-//! VMs stay on their sources) and the roll starts no other wave. Past the plan's deadline no
+//! VMs stay on their sources; a hook it runs is stopped, and nothing returns) and the roll
+//! starts no other wave. Past the plan's deadline no
 //! new wave starts; a wave already started still finishes, its return included.
 
 use std::time::Duration;
@@ -293,8 +294,8 @@ async fn abort_requested(ctx: &Context<'_>) -> bool {
 async fn aborted(ctx: &Context<'_>, wave: usize, when: &str) -> Result<Rolled, Error> {
     let id = ctx.lease.run().to_string();
     let text = format!(
-        "roll aborted by the operator at wave {wave} ({when}): no other wave starts; a wave's host that is not \
-         empty kept its VMs where they went (`ferry rollback WAVE` returns them)"
+        "roll aborted by the operator at wave {wave} ({when}): no other wave starts; the VMs its waves moved \
+         and did not return stay where they went (`ferry rollback WAVE` returns them)"
     );
     note(ctx.journal, &id, ctx.events, text).await;
     set_state(ctx, RunState::Aborted).await?;
