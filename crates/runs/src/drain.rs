@@ -175,14 +175,7 @@ pub async fn after(
                     .await;
                     continue;
                 }
-                let timeout = Duration::from_secs(plan.policy.shutdown_timeout_s);
-                if let Err(text) = maintenance::shut_down(driver, journal, run_id, d, &inventory, timeout, events).await
-                {
-                    ok = false;
-                    note(format!("{text}: its hook did not run and nothing returns")).await;
-                    continue;
-                }
-                // The VMs that sit the maintenance out are shut down now; no other may be there.
+                // The VMs that sit the maintenance out stay; no other may be there.
                 let left: Vec<String> = inventory
                     .vms_on(&d.host)
                     .filter(|v| !d.shut_down.contains(&v.name))
@@ -196,6 +189,19 @@ pub async fn after(
                     left.join(", ")
                 ))
                 .await;
+                    continue;
+                }
+                // Only once the host is known empty of the others, so that a host that keeps
+                // its hook back keeps these VMs running too.
+                let timeout = Duration::from_secs(plan.policy.shutdown_timeout_s);
+                if let Err(text) = maintenance::shut_down(driver, journal, run_id, d, &inventory, timeout, events).await
+                {
+                    ok = false;
+                    note(format!("{text}: its hook did not run and nothing returns")).await;
+                    // Those already shut down run again: the maintenance is not happening.
+                    if let Err(text) = maintenance::start_again(driver, journal, run_id, d, events).await {
+                        note(text).await;
+                    }
                     continue;
                 }
                 if let Some(command) = &d.hook {
