@@ -169,12 +169,18 @@ fn confirmed_pid(file: &Path, exe: &str) -> Option<u32> {
     (started_at(pid)? <= written + Duration::from_secs(1)).then_some(pid)
 }
 
-/// When `pid` started: the boot time (`/proc/stat`) plus its start in clock ticks
-/// (`/proc/PID/stat`, the 22nd field).
-fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+/// A process's group and its start in clock ticks after boot, from `/proc/PID/stat` (the
+/// 5th and 22nd fields).
+pub fn group_and_start(pid: u32) -> Option<(u32, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the parenthesised name start at the 3rd: the 22nd is the 20th of them.
-    let ticks: u64 = stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()?;
+    // The fields after the parenthesised name start at the 3rd.
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// When `pid` started: the boot time (`/proc/stat`) plus its start in clock ticks.
+fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let (_, ticks) = group_and_start(pid)?;
     let boot: u64 =
         fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
     // SAFETY: sysconf has no memory-safety preconditions.

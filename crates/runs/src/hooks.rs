@@ -23,6 +23,7 @@ use ferry_driver::{
     StepGate, TargetVolume, Volume,
 };
 use ferry_journal::{EventKind, Journal, JournalError, Lease};
+use ferry_lab::process::group_and_start;
 use ferry_model::{Inventory, Location, Metadata};
 use ferry_plan::{OnFailure, Plan};
 use serde::{Deserialize, Serialize};
@@ -209,23 +210,14 @@ struct Group {
 /// The event data's key of a journaled [`Group`].
 const GROUP: &str = "hook_group";
 
-/// A process's (process group, start in ticks after boot), from /proc.
-fn proc_stat(pid: &str) -> Option<(u32, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name in parentheses: state, ppid, pgrp (3rd), ..., starttime (20th).
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
-}
-
 /// The processes still in `group`: those in its process group that started no earlier than
 /// its leader (a group id cannot be reused while any member lives).
 fn members(group: Group) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     entries
         .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        .filter_map(|pid| proc_stat(&pid))
+        .filter_map(|e| e.file_name().into_string().ok()?.parse::<u32>().ok())
+        .filter_map(group_and_start)
         .filter(|&(pgrp, started)| pgrp == group.pgid && started >= group.started)
         .count()
 }
@@ -301,7 +293,7 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop
     let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let pid = child.id();
-    if let (Some((_, started)), Ok(mut group)) = (proc_stat(&pid.to_string()), stop.group.lock()) {
+    if let (Some((_, started)), Ok(mut group)) = (group_and_start(pid), stop.group.lock()) {
         *group = Some(Group { pgid: pid, started });
     }
     let mut terminated: Option<Instant> = None;
@@ -682,7 +674,7 @@ mod tests {
         let mut child = Process::new("sh").args(["-c", "sleep 30 & sleep 30"]).process_group(0).spawn().expect("sh");
         let pid = child.id();
         std::thread::sleep(Duration::from_millis(200));
-        let (pgrp, started) = proc_stat(&pid.to_string()).expect("its stat");
+        let (pgrp, started) = group_and_start(pid).expect("its stat");
         assert_eq!(pgrp, pid, "it leads its group");
         let group = Group { pgid: pid, started };
         assert!(members(group) >= 2, "sh and its sleeps");
