@@ -61,7 +61,7 @@ pub async fn drain(args: DrainArgs, output: Output) -> ExitCode {
             .map(|name| name.parse::<CheckName>().map_err(|e| Error::BadInput(format!("--ignore: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let journal = args.state.at().map_err(|e| Error::BadInput(format!("--state: {e}")))?;
-        let start = Start { plan, cluster, journal: journal.into(), ignore, measure: false, parent: None };
+        let start = Start { plan, cluster, journal: journal.into(), ignore, measure: false, wave_of: None };
         ferry_runs::start::start(start, &show::events(output)).await
     };
     exit("drain", true, drained.await)

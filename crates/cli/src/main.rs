@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => runtime().block_on(runs::resume(args, cli.output)),
         Command::Abort(args) => runtime().block_on(runs::abort(args, cli.output)),
         Command::Drain(args) => runtime_for(&args.cluster).block_on(drain::drain(args, cli.output)),
-        Command::Roll(args) => runtime().block_on(roll::run(args, cli.output)),
+        Command::Roll(args) => runtime_for(&args.cluster).block_on(roll::run(args, cli.output)),
         Command::Rollback(args) => runtime_for(&args.cluster).block_on(rollback::rollback(args, cli.output)),
         Command::Cleanup(args) => runtime().block_on(cleanup::cleanup(args, cli.output)),
         Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),

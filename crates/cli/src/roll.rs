@@ -36,13 +36,6 @@ pub struct RollArgs {
 /// roll waits for its confirmation; 1 when a wave did not; 2 for bad input.
 pub async fn run(args: RollArgs, output: Output) -> ExitCode {
     let rolled = async {
-        if args.cluster.is_sim() {
-            return Err(Error::BadInput(
-                "ferry roll: a simulated fleet (--cluster sim:FILE) is not supported yet; `ferry preview` shows \
-                 the roll's waves and estimates there"
-                    .into(),
-            ));
-        }
         let Inputs { plan, cluster, ignore } =
             ferry_runs::inputs::load(&args.plan, args.cluster.location(), &args.ignore).map_err(Error::BadInput)?;
         let journal = args.state.at().map_err(|e| Error::BadInput(format!("--state: {e}")))?;

@@ -83,7 +83,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
             plan.deadline = deadline;
         }
         ferry_runs::start::start(
-            Start { plan, cluster, journal: journal.into(), ignore, measure: args.measure, parent: None },
+            Start { plan, cluster, journal: journal.into(), ignore, measure: args.measure, wave_of: None },
             &show::events(output),
         )
         .await

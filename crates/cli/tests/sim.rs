@@ -353,3 +353,71 @@ fn a_roll_plan_is_previewed_in_waves_and_refused_by_migrate() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("roll.toml:4: roll.hosts: no host h-9999 in the cluster file"), "{}", text(&out));
 }
+
+#[test]
+fn a_simulated_roll_runs_its_waves_in_virtual_time_and_brings_every_vm_home() {
+    let dir = dir("roll-run");
+    let fleet = dir.join("fleet.toml");
+    let out = ferry(&["sim", "gen", "--hosts", "20", "--vms", "200", "--seed", "5", "-o", path(&fleet)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cluster = format!("sim:{}", path(&fleet));
+    // A hook and a check that would fail if they ran: on a simulated fleet they do not, and
+    // the hook takes hook_sim_s of virtual time.
+    let plan = dir.join("roll.toml");
+    std::fs::write(
+        &plan,
+        "[plan]\nname = \"patch\"\n[roll]\nmax_unavailable = 3\nreserve = \"largest-host\"\nhook = \"exit 3\"\n\
+         hook_sim_s = 300\ncheck = \"false\"\ncanary = 1\nredundancy_groups = [[\"h-0001\", \"h-0002\"]]\n",
+    )
+    .expect("written");
+    let out = ferry(&["preview", path(&plan), "--cluster", &cluster, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let preview: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let planned = preview["waves"].as_array().expect("waves").len();
+
+    // No --yes: a simulated roll cannot wait for a confirmation, so it goes on.
+    let state = dir.join("journal.db");
+    let out = ferry(&["roll", path(&plan), "--cluster", &cluster, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("finished"), "{}", text(&out));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let config = ferry_journal::JournalConfig::default();
+        let journal = ferry_journal::Journal::open_path(&state, &config).await.expect("journal");
+        let runs = journal.runs().await.expect("runs");
+        let roll = runs.iter().find(|r| r.kind == ferry_journal::RunKind::Roll).expect("the roll");
+        let waves: Vec<_> = runs.iter().filter(|r| r.parent.as_deref() == Some(roll.id.as_str())).collect();
+        assert_eq!(waves.len(), planned, "the waves the preview showed");
+        // Each wave holds its hosts for the hook's 300 s of virtual time, one after another.
+        let took_s = (roll.finished_ms.expect("finished") - roll.created_ms) / 1000;
+        assert!(took_s >= 300 * planned as i64, "{took_s} s for {planned} waves");
+        for wave in &waves {
+            assert!(!(wave.plan_name.contains("h-0001,") && wave.plan_name.contains("h-0002")), "{}", wave.plan_name);
+            let events = journal.events(&wave.id, None).await.expect("events");
+            let hooks: Vec<&Value> =
+                events.iter().filter_map(|e| e.data.as_ref()).filter(|d| d["hook"] == "drain").collect();
+            assert!(!hooks.is_empty(), "{}: a hook per host", wave.plan_name);
+            let ran =
+                events.iter().filter_map(|e| e.data.as_ref()).filter(|d| d["hook"] == "drain" || d["hook"] == "check");
+            for hook in ran {
+                assert_eq!((hook["simulated"].as_bool(), hook["exit_code"].as_i64()), (Some(true), Some(0)), "{hook}");
+            }
+            assert!(hooks.iter().all(|h| h["duration_ms"] == 300_000), "{hooks:?}");
+            let left = journal.moves(&wave.id).await.expect("moves");
+            let back: Vec<_> = runs.iter().filter(|r| r.parent.as_deref() == Some(wave.id.as_str())).collect();
+            assert_eq!(back.len(), 1, "{}: one return", wave.plan_name);
+            let returned = journal.moves(&back[0].id).await.expect("moves");
+            assert_eq!(returned.len(), left.len(), "{}", wave.plan_name);
+            for m in &left {
+                assert!(m.status.is_success(), "{m:?}");
+                let home = returned.iter().find(|r| r.uuid == m.uuid).expect("returned");
+                assert_eq!(
+                    (home.status, home.target.as_deref()),
+                    (ferry_model::Status::RolledBack, Some(m.source.as_str())),
+                    "{home:?}"
+                );
+            }
+        }
+    });
+}

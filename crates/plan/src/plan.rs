@@ -320,6 +320,11 @@ pub struct Drain {
     /// "cold"`).
     #[serde(default)]
     pub cold: Vec<String>,
+    /// On a simulated fleet, the hook and the check are not run: the hook takes this many
+    /// seconds of virtual time and ends well (a roll's `hook_sim_s`, 0 when not given).
+    /// `None`: they run as on real hosts.
+    #[serde(default)]
+    pub hook_sim_s: Option<f64>,
     /// Line of the file.
     pub line: usize,
 }
@@ -735,6 +740,7 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
             check: None,
             shut_down: Vec::new(),
             cold: Vec::new(),
+            hook_sim_s: None,
             line,
         });
     }

@@ -70,6 +70,7 @@ pub fn plan(ask: &DrainAsk, cluster: &ClusterSpec) -> Result<Plan, Error> {
             check: None,
             shut_down: Vec::new(),
             cold: Vec::new(),
+            hook_sim_s: None,
             line: 0,
         }],
         hooks: Hooks { timeout_s: ask.hook_timeout_s.max(1), ..Hooks::default() },
@@ -223,7 +224,18 @@ pub async fn after(
                         continue;
                     }
                     events.say(text);
-                    let ran = hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, events).await;
+                    let ran = match simulated(driver, d) {
+                        Some(seconds) => {
+                            let ran = hooks::simulate(command, seconds).await;
+                            let mut env = env;
+                            env.push(("FERRY_RUN_ID".into(), run_id.into()));
+                            hooks::journal_for_run(journal, run_id, "drain", &label, env, &ran, events).await;
+                            ran
+                        }
+                        None => {
+                            hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, events).await
+                        }
+                    };
                     if let Some(holder) = ran.lost_to {
                         return Err(Lost { run: run_id.to_string(), holder });
                     }
@@ -249,7 +261,7 @@ pub async fn after(
             }
         }
         if let Some(check) = d.check.as_ref().filter(|_| !check_passed(&journaled, &d.host)) {
-            if !run_check(journal, lease, &d.host, check, events).await? {
+            if !run_check(journal, lease, &d.host, check, simulated(driver, d).is_some(), events).await? {
                 ok = false;
                 note(format!(
                     "{}: its check did not pass: the host stays drained and its VMs stay where they are",
@@ -342,9 +354,23 @@ pub struct After {
 /// How often a check that failed is tried again.
 const CHECK_RETRY: Duration = Duration::from_secs(2);
 
+/// The virtual time drain `d`'s hook takes when it is simulated rather than run (see
+/// [`Drain::hook_sim_s`]).
+fn simulated(driver: &AnyDriver, d: &Drain) -> Option<f64> {
+    d.hook_sim_s.filter(|_| driver.is_sim())
+}
+
 /// Runs `check` for `host` until it passes or its time is up, journaling the result (the
-/// attempts that failed before it passed are only counted). True when it passed.
-async fn run_check(journal: &Journal, lease: &Lease, host: &str, check: &Check, events: &Events) -> Result<bool, Lost> {
+/// attempts that failed before it passed are only counted). True when it passed. A
+/// `simulated` check is not run: it passes at once.
+async fn run_check(
+    journal: &Journal,
+    lease: &Lease,
+    host: &str,
+    check: &Check,
+    simulated: bool,
+    events: &Events,
+) -> Result<bool, Lost> {
     let run_id = lease.run();
     let env = vec![
         ("FERRY_HOST".to_string(), host.to_string()),
@@ -356,6 +382,9 @@ async fn run_check(journal: &Journal, lease: &Lease, host: &str, check: &Check, 
     let mut attempts = 0;
     let ran = loop {
         attempts += 1;
+        if simulated {
+            break hooks::simulate(&check.command, 0.0).await;
+        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
         let ran = hooks::run(&check.command, env.clone(), left, lease).await;
         if let Some(holder) = ran.lost_to {

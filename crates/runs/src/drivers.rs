@@ -2,6 +2,7 @@
 //! `--cluster sim:FILE`. Commands are written once, against [`AnyDriver`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_driver::{
@@ -55,6 +56,23 @@ impl AnyDriver {
     /// Whether measuring dirty rates costs nothing (a simulation knows them).
     pub fn is_sim(&self) -> bool {
         matches!(self, AnyDriver::Sim(_))
+    }
+}
+
+/// A cluster's driver and the clock of the runs on it, made once per command: a simulated
+/// world and its virtual time go on from one run to the next (a roll's waves).
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The driver.
+    pub driver: Arc<AnyDriver>,
+    /// The engine's clock: wall time, or the simulation's virtual time.
+    pub clock: Clock,
+}
+
+impl Session {
+    /// The session of `cluster`, its virtual clock (for a simulation) starting now.
+    pub fn new(cluster: &Cluster) -> Session {
+        Session { driver: Arc::new(AnyDriver::new(cluster)), clock: clocks(cluster).0 }
     }
 }
 

@@ -57,6 +57,8 @@ pub struct HookRun {
     /// Stopped by the operator ("Ctrl-C", or "`ferry abort`" of the run or of the roll it
     /// is a wave of): its process group asked to end (SIGTERM), killed after [`GRACE`].
     pub stopped_by: Option<String>,
+    /// Not run: simulated ([`simulate`]).
+    pub simulated: bool,
 }
 
 /// How long a hook the operator stopped has to end after SIGTERM before it is killed.
@@ -85,6 +87,7 @@ impl HookRun {
             }
             (Some(e), _, _) => format!("could not start: {e}"),
             (None, true, _) => format!("was killed after its {took:.0} s timeout"),
+            _ if self.simulated => format!("simulated: took {took:.0} s of virtual time"),
             (None, false, Some(code)) => format!("exited {code} after {took:.1} s"),
             (None, false, None) => format!("was killed by a signal after {took:.1} s"),
         };
@@ -109,6 +112,7 @@ impl HookRun {
             "stderr": self.stderr,
             "lost_to": self.lost_to,
             "stopped_by": self.stopped_by,
+            "simulated": self.simulated,
         })
     }
 }
@@ -179,6 +183,7 @@ pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration, l
         stderr: String::new(),
         lost_to: None,
         stopped_by: None,
+        simulated: false,
     });
     ran.lost_to = lost_to;
     ran.stopped_by = stopped_by;
@@ -262,6 +267,7 @@ fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop
         stderr: String::new(),
         lost_to: None,
         stopped_by: None,
+        simulated: false,
     };
     let spawned = Process::new("sh")
         .arg("-c")
@@ -367,6 +373,21 @@ pub async fn run_for_run(
     env.push(("FERRY_RUN_ID".into(), run_id.into()));
     env.push(("FERRY_HOOK".into(), hook.into()));
     let ran = run(command, env.clone(), timeout, lease).await;
+    journal_for_run(journal, run_id, hook, label, env, &ran, events).await;
+    ran
+}
+
+/// Journals how a run-level hook of run `run_id` ran, as an event of the run with `env` in
+/// its data, and says "`label`: what happened".
+pub async fn journal_for_run(
+    journal: &Journal,
+    run_id: &str,
+    hook: &str,
+    label: &str,
+    env: Vec<(String, String)>,
+    ran: &HookRun,
+    events: &Events,
+) {
     let text = format!("{label}: {}", ran.summary());
     events.say(&text);
     let mut data = ran.data(hook);
@@ -374,7 +395,25 @@ pub async fn run_for_run(
     if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
         events.warn(format!("could not journal the {hook} hook's result: {e}"));
     }
-    ran
+}
+
+/// A hook on a simulated fleet: `command` is not run; it takes `seconds` of virtual time
+/// and ends well.
+pub async fn simulate(command: &str, seconds: f64) -> HookRun {
+    let duration = Duration::from_secs_f64(seconds.max(0.0));
+    tokio::time::sleep(duration).await;
+    HookRun {
+        command: command.to_string(),
+        code: Some(0),
+        timed_out: false,
+        error: None,
+        duration,
+        stdout: String::new(),
+        stderr: String::new(),
+        lost_to: None,
+        stopped_by: None,
+        simulated: true,
+    }
 }
 
 /// One VM's hooks.

@@ -26,12 +26,12 @@ use ferry_preview::checks::CheckName;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::cluster::Cluster;
-use crate::drivers::AnyDriver;
+use crate::cluster::{simulated, Cluster};
+use crate::drivers::Session;
 use crate::events::{Error, Events};
 use crate::journals::JournalAt;
 use crate::owners::{documents, find_run, owner, take_lease, Lost};
-use crate::start::{self, JournalTo, Start};
+use crate::start::{self, JournalTo, Start, WaveOf};
 use crate::RunBuilder;
 
 /// A roll about to start.
@@ -92,8 +92,8 @@ pub async fn roll(start: RollStart, events: &Events) -> Result<Rolled, Error> {
         Error::BadInput(format!("{}: no [roll] section: `ferry migrate {}` runs this plan", plan.file, plan.file))
     })?;
     let spec = cluster.spec();
-    let driver = AnyDriver::new(&cluster);
-    let inventory = driver.inventory().await;
+    let session = Session::new(&cluster);
+    let inventory = session.driver.inventory().await;
     let planned = ferry_roll::plan_roll(&roll, &plan.file, &spec, &inventory, plan.limits.per_source)
         .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     if !planned.impossible.is_empty() {
@@ -124,7 +124,10 @@ pub async fn roll(start: RollStart, events: &Events) -> Result<Rolled, Error> {
         .claim_lease(&built.run, &owner())
         .await
         .map_err(|e| Error::Failed(format!("could not take run {id}: {e}")))?;
-    let ctx = Context { journal: &journal, lease: &lease, plan: &plan, roll: &roll, ignore, events };
+    // A simulated world lives in this process: a roll stopped for its confirmation could
+    // never be resumed.
+    let yes = yes || session.driver.is_sim();
+    let ctx = Context { journal: &journal, lease: &lease, plan: &plan, roll: &roll, ignore, events, session };
     drive(&ctx, &cluster, &waves, yes).await
 }
 
@@ -142,14 +145,22 @@ pub async fn resume(journal: &Journal, id: &str, hook_done: bool, events: &Event
         events.say(format!("roll {} is already {}: nothing to resume", run.id, run.state));
         return Ok(run.state == RunState::Finished);
     }
+    if simulated(&spec) {
+        return Err(Error::BadInput(format!(
+            "roll {} was simulated (--cluster sim:FILE): its world lived in the process that ran it; run the plan again",
+            run.id
+        )));
+    }
     let waves = journaled_waves(journal, &run.id).await?;
     let lease = take_lease(journal, &run.id, &owner()).await?;
     events.say(format!("roll {} resumed", run.id));
-    let ctx = Context { journal, lease: &lease, plan: &plan, roll: &roll, ignore: Vec::new(), events };
+    let cluster = Cluster::Hosts(spec);
+    let session = Session::new(&cluster);
+    let ctx = Context { journal, lease: &lease, plan: &plan, roll: &roll, ignore: Vec::new(), events, session };
     if run.state != RunState::Running {
         set_state(&ctx, RunState::Running).await?;
     }
-    let rolled = drive(&ctx, &Cluster::Hosts(spec.clone()), &waves, true).await?;
+    let rolled = drive(&ctx, &cluster, &waves, true).await?;
     Ok(rolled.end == RollEnd::Finished(true))
 }
 
@@ -161,17 +172,25 @@ struct Context<'a> {
     roll: &'a Roll,
     ignore: Vec<CheckName>,
     events: &'a Events,
+    /// The driver and clock every wave runs on.
+    session: Session,
 }
 
 /// Runs the waves in order, each once: a wave whose run exists is settled or resumed.
 async fn drive(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, confirmed: bool) -> Result<Rolled, Error> {
     // A wave takes as long as its drain, hook and return: the roll's lease is kept meanwhile,
-    // so that another `ferry resume` of the roll finds it alive.
-    let keeping = tokio::spawn(crate::drain::keep(ctx.lease.clone()));
-    let forwarding = tokio::spawn(forward_abort(ctx.journal.clone(), ctx.lease.run().to_string()));
+    // so that another `ferry resume` of the roll finds it alive. (Not in a simulation: its
+    // runs cannot be resumed or aborted, and its virtual clock runs on its events only.)
+    let tasks = (!ctx.session.driver.is_sim()).then(|| {
+        [
+            tokio::spawn(crate::drain::keep(ctx.lease.clone())),
+            tokio::spawn(forward_abort(ctx.journal.clone(), ctx.lease.run().to_string())),
+        ]
+    });
     let rolled = waves_in_order(ctx, cluster, waves, confirmed).await;
-    keeping.abort();
-    forwarding.abort();
+    for task in tasks.into_iter().flatten() {
+        task.abort();
+    }
     rolled
 }
 
@@ -200,7 +219,7 @@ async fn forward_abort(journal: Journal, roll: String) {
 
 async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, confirmed: bool) -> Result<Rolled, Error> {
     let id = ctx.lease.run().to_string();
-    let (clock, _) = crate::drivers::clocks(cluster);
+    let clock = ctx.session.clock;
     let mut ok = true;
     for (i, hosts) in waves.hosts.iter().enumerate() {
         keep(ctx.lease).await?;
@@ -227,14 +246,14 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
             }
             None => {
                 note(ctx.journal, &id, ctx.events, format!("wave {}: {}", i + 1, hosts.join(", "))).await;
-                let inventory = AnyDriver::new(cluster).inventory().await;
+                let inventory = ctx.session.driver.inventory().await;
                 let start = Start {
                     plan: wave_plan(ctx.plan, ctx.roll, name, hosts, &inventory),
                     cluster: cluster.clone(),
                     journal: JournalTo::Open(ctx.journal.clone()),
                     ignore: ctx.ignore.clone(),
                     measure: false,
-                    parent: Some(id.clone()),
+                    wave_of: Some(WaveOf { roll: id.clone(), session: ctx.session.clone() }),
                 };
                 start::soft(Box::pin(start::start(start, ctx.events)).await, ctx.events)?
             }
@@ -309,7 +328,8 @@ fn past_deadline(plan: &Plan, clock: &Clock) -> bool {
 
 /// The drain run of one wave: its hosts drained to `ANY`, each given the roll's hook and
 /// check and, when the roll returns, its VMs back; per VM of its hosts as `inventory` finds
-/// them there, `maintenance = "shutdown"` stays shut down, `"cold"` leaves cold.
+/// them there, `maintenance = "shutdown"` stays shut down, `"cold"` leaves cold. On a
+/// simulated fleet the hook and check are not run: the hook takes `hook_sim_s`.
 fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String], inventory: &Inventory) -> Plan {
     let check = roll.check.clone().map(|command| Check { command, timeout_s: roll.check_timeout_s });
     let behaving = |host: &str, behaviour| {
@@ -333,6 +353,7 @@ fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String], inventory
                 check: check.clone(),
                 shut_down: behaving(host, Maintenance::Shutdown),
                 cold: behaving(host, Maintenance::Cold),
+                hook_sim_s: Some(roll.hook_sim_s.unwrap_or(0.0)),
                 line: roll.hosts_line.unwrap_or(0),
             })
             .collect(),

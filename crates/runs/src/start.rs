@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::build::{settings, RunBuilder};
 use crate::cluster::{simulated, Cluster};
 use crate::drain::{self, After};
-use crate::drivers::{self, AnyDriver};
+use crate::drivers::{self, AnyDriver, Session};
 use crate::events::{Error, Events};
 use crate::execute::{execute, Drive};
 use crate::hooks;
@@ -38,8 +38,17 @@ pub struct Start {
     pub ignore: Vec<CheckName>,
     /// Measure dirty rates before estimating.
     pub measure: bool,
-    /// The run this one is part of (a roll's wave).
-    pub parent: Option<String>,
+    /// The roll this run is a wave of.
+    pub wave_of: Option<WaveOf>,
+}
+
+/// What a roll gives each of its waves.
+pub struct WaveOf {
+    /// The roll's run.
+    pub roll: String,
+    /// The roll's driver and clock: a simulated fleet's world and time go on from wave to
+    /// wave.
+    pub session: Session,
 }
 
 /// The journal a run goes to: a path opened once the plan proved good, or one already open
@@ -61,7 +70,7 @@ impl From<JournalAt> for JournalTo {
 /// hooks), then, for each drained host, its hook and the return of its VMs, then its
 /// post-run hook. True when every move succeeded and no hook failed under `fail`.
 pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
-    let Start { plan, cluster: source, journal, ignore, measure, parent } = start;
+    let Start { plan, cluster: source, journal, ignore, measure, wave_of } = start;
     if plan.roll.is_some() {
         return Err(Error::BadInput(format!(
             "{}: a roll plan: `ferry roll {}` runs it (`ferry preview {}` shows its waves)",
@@ -69,8 +78,11 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
         )));
     }
     let cluster = source.spec();
-    let (clock, journal_clock) = drivers::clocks(&source);
-    let driver = Arc::new(AnyDriver::new(&source));
+    let journal_clock = drivers::clocks(&source).1;
+    let (parent, Session { driver, clock }) = match wave_of {
+        Some(WaveOf { roll, session }) => (Some(roll), session),
+        None => (None, Session::new(&source)),
+    };
     let inventory = driver.inventory().await;
     let resolved = ferry_plan::resolve(&plan, &cluster, &inventory)
         .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
