@@ -10,11 +10,13 @@
 //! journal, no files, no clock (the caller passes "now").
 
 pub mod html;
+pub mod roll;
 pub mod text;
 mod timeline;
 mod units;
 pub mod view;
 
+pub use roll::{roll_view, HostOutcome, HostReport, RollView, RunRecords, VmPath, WaveRecords};
 pub use text::{format_report, format_runs, format_status, report_csv};
 pub use view::{
     build_report, legs, planned, run_view, status_view, AttemptReport, Comparison, Counts, EventView, Leg, MoveReport,
@@ -23,5 +25,7 @@ pub use view::{
 
 #[cfg(test)]
 mod html_tests;
+#[cfg(test)]
+mod roll_tests;
 #[cfg(test)]
 mod tests;

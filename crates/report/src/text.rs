@@ -3,6 +3,7 @@
 use ferry_journal::RunState;
 use serde_json::Value;
 
+use crate::roll::{result_words, HostOutcome, HostReport, RollView, ScriptRun, Span, Tail, VmPath};
 use crate::units::{duration, mib, rfc3339, utc};
 use crate::view::{is_vm_message, Comparison, MoveReport, Report, RunView, StatusView};
 
@@ -119,6 +120,9 @@ pub fn format_report(report: &Report) -> String {
             out.push_str(&hook_output(n.data.as_ref(), "    "));
         }
     }
+    if let Some(roll) = &report.roll {
+        format_roll(roll, report.generated_ms, &mut out);
+    }
     for leg in &report.legs {
         let what = crate::view::relation_words(leg.relation);
         let run = &leg.run;
@@ -194,6 +198,165 @@ fn format_move(m: &MoveReport, out: &mut String) {
     if !told && !m.message.is_empty() {
         out.push_str(&format!("  {}\n", m.message));
     }
+}
+
+/// A roll's hosts, each a block in wave order, then its VMs' paths as a table.
+fn format_roll(roll: &RollView, now_ms: i64, out: &mut String) {
+    out.push_str("\nhosts\n");
+    for host in &roll.hosts {
+        format_host(host, now_ms, out);
+    }
+    if roll.vms.is_empty() {
+        return;
+    }
+    out.push_str("\nVMs\n");
+    let mut rows = vec![["  VM", "HOME", "PATH", "NOW ON"].map(String::from).to_vec()];
+    for vm in &roll.vms {
+        rows.push(vec![format!("  {}", vm.vm), vm.home.clone(), vm_path_words(vm), now_on(vm)]);
+    }
+    out.push_str(&table(&rows));
+}
+
+/// One host's block: its wave and outcome, then a line per step it went through.
+fn format_host(host: &HostReport, now_ms: i64, out: &mut String) {
+    let wave = host.wave.map(|n| format!("  wave {n}")).unwrap_or_default();
+    out.push_str(&format!("  {}{wave}  {}\n", host.host, outcome_words(&host.outcome)));
+    if let Some(drain) = &host.drain {
+        let vms: Vec<String> = drain
+            .vms
+            .iter()
+            .map(|d| format!("{} -> {} {}", d.vm, d.host.as_deref().unwrap_or("?"), d.status))
+            .collect();
+        let text = match drain.span {
+            Some(span) => format!("{}: {}", span_words(span, now_ms), vms.join(", ")),
+            None if vms.is_empty() => "empty".to_owned(),
+            None => format!("not started: {}", vms.join(", ")),
+        };
+        out.push_str(&format!("    drain   {text}\n"));
+    }
+    for step in &host.maintenance {
+        let what = match (step.step.as_str(), step.was_running) {
+            ("start", _) => "started again",
+            (_, Some(false)) => "found off",
+            _ => "shut down",
+        };
+        out.push_str(&format!("    maintenance  {} {what} at {}\n", step.vm, clock(step.at_ms)));
+    }
+    if let Some(hook) = &host.hook {
+        out.push_str(&format!("    hook    {}\n", script_words(hook)));
+        out.push_str(&tails(hook, "      "));
+    }
+    if let Some(check) = &host.check {
+        let verdict = if check.result.ok() { "passed" } else { "did not pass" };
+        let attempts = match check.attempts {
+            Some(1) => " after 1 attempt".to_owned(),
+            Some(n) => format!(" after {n} attempts"),
+            None => String::new(),
+        };
+        out.push_str(&format!("    check   {verdict}{attempts}: {}\n", script_words(check)));
+        if !check.result.ok() {
+            out.push_str(&tails(check, "      "));
+        }
+    }
+    if let Some(back) = &host.back {
+        let home = back.vms.iter().filter(|d| d.status.is_success()).count();
+        let vms: Vec<String> =
+            back.vms.iter().map(|d| format!("{} <- {} {}", d.vm, d.host.as_deref().unwrap_or("?"), d.status)).collect();
+        let when = back.span.map(|s| format!("{}, ", span_words(s, now_ms))).unwrap_or_default();
+        let all = if back.all_back { "every VM back".to_owned() } else { format!("{home} of {} back", back.vms.len()) };
+        out.push_str(&format!("    return  {when}{all} (run {}): {}\n", back.run, vms.join(", ")));
+    }
+}
+
+/// `done`, `failed: WHY`, `skipped: WHY`, `not reached`, `under way`.
+pub(crate) fn outcome_words(outcome: &HostOutcome) -> String {
+    match outcome {
+        HostOutcome::Done => "done".to_owned(),
+        HostOutcome::Failed { why } => format!("failed: {why}"),
+        HostOutcome::Skipped { why } => format!("skipped: {why}"),
+        HostOutcome::NotReached => "not reached".to_owned(),
+        HostOutcome::UnderWay => "under way".to_owned(),
+    }
+}
+
+/// `12.3 s (20:30:15 to 20:30:27 UTC)`, or `5.0 s so far (since 20:30:15 UTC)` while open.
+pub(crate) fn span_words(span: Span, now_ms: i64) -> String {
+    match span.ended_ms {
+        Some(end) => format!("{} ({})", duration(end - span.started_ms), window(span)),
+        None => format!("{} so far ({})", duration(now_ms - span.started_ms), window(span)),
+    }
+}
+
+/// `20:30:15 to 20:30:27 UTC`, or `since 20:30:15 UTC` while open.
+fn window(span: Span) -> String {
+    match span.ended_ms {
+        Some(end) => format!("{} to {} UTC", clock(span.started_ms), clock(end)),
+        None => format!("since {} UTC", clock(span.started_ms)),
+    }
+}
+
+/// "`upgrade.sh` exited 0 after 4.1 s (20:30:30 to 20:30:34 UTC)", with how many times it
+/// ran when more than once.
+pub(crate) fn script_words(run: &ScriptRun) -> String {
+    let command = run.command.as_deref().map(|c| format!("`{c}` ")).unwrap_or_default();
+    let took = run.duration_ms.map(|d| format!(" after {}", duration(i64::try_from(d).unwrap_or(i64::MAX))));
+    let when = run.span.map(|s| format!(" ({})", window(s)));
+    let runs = if run.runs > 1 { format!("; ran {} times", run.runs) } else { String::new() };
+    format!("{command}{}{}{}{runs}", result_words(&run.result), took.unwrap_or_default(), when.unwrap_or_default())
+}
+
+/// The last lines of a hook's or check's output, `out |` and `err |`.
+fn tails(run: &ScriptRun, indent: &str) -> String {
+    let mut out = String::new();
+    for (tail, tag) in [(&run.stdout, "out"), (&run.stderr, "err")] {
+        out.push_str(&tail_lines(tail, tag, indent));
+    }
+    out
+}
+
+pub(crate) fn tail_lines(tail: &Tail, tag: &str, indent: &str) -> String {
+    let mut out = String::new();
+    if tail.before > 0 {
+        out.push_str(&format!("{indent}{tag} | … {} lines before\n", tail.before));
+    }
+    for line in &tail.lines {
+        out.push_str(&format!("{indent}{tag} | {line}\n"));
+    }
+    out
+}
+
+/// A VM's steps: `wave 1: host-a -> host-c SUCCESS, back host-c -> host-a ROLLED-BACK`.
+pub(crate) fn vm_path_words(vm: &VmPath) -> String {
+    let mut waves: Vec<(usize, Vec<String>)> = Vec::new();
+    for step in &vm.steps {
+        let status = step.status.map(|s| format!(" {s}")).unwrap_or_default();
+        let to = step.to.as_deref().unwrap_or("?");
+        let words = match step.step {
+            "leave" => format!("{} -> {to}{status}", step.from),
+            "return" => format!("back {} -> {to}{status}", step.from),
+            "start" => format!("started again on {}", step.from),
+            _ => format!("shut down on {}", step.from),
+        };
+        match waves.last_mut() {
+            Some((wave, steps)) if *wave == step.wave => steps.push(words),
+            _ => waves.push((step.wave, vec![words])),
+        }
+    }
+    waves.iter().map(|(wave, steps)| format!("wave {wave}: {}", steps.join(", "))).collect::<Vec<_>>().join("; ")
+}
+
+/// Where a VM is by the journal, and whether ferry left it shut down.
+pub(crate) fn now_on(vm: &VmPath) -> String {
+    if vm.off {
+        format!("{} (shut down)", vm.ends_on)
+    } else {
+        vm.ends_on.clone()
+    }
+}
+
+/// `20:31:15`, UTC.
+fn clock(ms: i64) -> String {
+    utc(ms)[11..19].to_owned()
 }
 
 fn comparison(c: &Comparison) -> String {

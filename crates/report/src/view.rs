@@ -12,6 +12,8 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::roll::RollView;
+
 /// How many moves have each status, in the order of the design's status table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Counts(pub Vec<(Status, usize)>);
@@ -235,6 +237,10 @@ pub struct Report {
     pub notes: Vec<EventView>,
     /// Runs linked to this one: the run it undoes, and the rollbacks (returns) of it.
     pub legs: Vec<Leg>,
+    /// A roll's hosts and VMs through its waves (see [`crate::roll::roll_view`]); only in
+    /// the report of a roll.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll: Option<RollView>,
 }
 
 /// A run linked to the reported one.
@@ -498,6 +504,7 @@ pub fn build_report(
         generated_ms: now_ms,
         notes,
         legs: Vec::new(),
+        roll: None,
     }
 }
 
