@@ -11,6 +11,7 @@
 
 pub mod html;
 pub mod roll;
+mod roll_timeline;
 pub mod text;
 mod timeline;
 mod units;

@@ -56,12 +56,19 @@
     tip.style.left = x + "px";
     tip.style.top = y + "px";
   }
-  lanes.addEventListener("mouseover", function (e) {
-    var a = attemptOf(e.target);
-    if (a) { tip.textContent = figures(a); tip.hidden = false; place(e); }
-  });
-  lanes.addEventListener("mousemove", function (e) { if (!tip.hidden) { place(e); } });
-  lanes.addEventListener("mouseout", function () { tip.hidden = true; });
+  // A roll's page has no run timeline nor VM table: its steps carry their own titles.
+  if (lanes) {
+    lanes.addEventListener("mouseover", function (e) {
+      var a = attemptOf(e.target);
+      if (a) { tip.textContent = figures(a); tip.hidden = false; place(e); }
+    });
+    lanes.addEventListener("mousemove", function (e) { if (!tip.hidden) { place(e); } });
+    lanes.addEventListener("mouseout", function () { tip.hidden = true; });
+    lanes.addEventListener("click", function (e) {
+      var a = attemptOf(e.target);
+      if (a) { reveal(a[0]); }
+    });
+  }
 
   function reveal(m) {
     var row = rows[m];
@@ -70,10 +77,6 @@
     row.classList.add("hit");
     setTimeout(function () { row.classList.remove("hit"); }, 2500);
   }
-  lanes.addEventListener("click", function (e) {
-    var a = attemptOf(e.target);
-    if (a) { reveal(a[0]); }
-  });
   document.querySelectorAll("#failures li[data-m]").forEach(function (li) {
     li.addEventListener("click", function () { reveal(+li.getAttribute("data-m")); });
   });
@@ -121,14 +124,16 @@
   });
 
   var filter = document.getElementById("filter"), texts = null, timer = 0;
-  filter.addEventListener("input", function () {
-    clearTimeout(timer);
-    timer = setTimeout(function () {
-      var q = filter.value.trim().toLowerCase();
-      if (!texts) { texts = rows.map(function (r) { return r.textContent.toLowerCase(); }); }
-      rows.forEach(function (r, i) { r.hidden = q !== "" && texts[i].indexOf(q) < 0; });
-    }, 120);
-  });
+  if (filter) {
+    filter.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () {
+        var q = filter.value.trim().toLowerCase();
+        if (!texts) { texts = rows.map(function (r) { return r.textContent.toLowerCase(); }); }
+        rows.forEach(function (r, i) { r.hidden = q !== "" && texts[i].indexOf(q) < 0; });
+      }, 120);
+    });
+  }
 
   document.documentElement.setAttribute("data-ready", "");
 })();

@@ -1,12 +1,15 @@
-//! A roll's report, from records made here: per host and per VM, as text and JSON,
-//! finished and under way.
+//! A roll's report, from records made here: per host, per VM, as text, JSON and HTML, and
+//! its timeline of waves, finished and under way.
 
 use ferry_journal::{Event, EventKind, Move, Run, RunKind, RunState};
 use ferry_model::Status;
 use serde_json::{json, Value};
 
+use crate::html::render;
 use crate::roll::{roll_view, HostOutcome, RollView, RunRecords, ScriptResult, Span, WaveRecords};
+use crate::roll_timeline::{layout, Step};
 use crate::text::format_report;
+use crate::timeline::At;
 use crate::view::{build_report, Planned, Report};
 
 /// 2026-11-23 20:30:15 UTC.
@@ -356,10 +359,84 @@ fn a_roll_under_way_shows_its_hook_running_until_now() {
     );
 
     let now = at(40.0);
+    let t = layout(&v, roll.created_ms, None, now);
+    let lane = t.lanes.iter().find(|l| l.host == "host-b").expect("host-b's lane");
+    let running = lane.segments.iter().find(|s| s.step == Step::Hook).expect("its hook");
+    assert!(running.open && !running.failed, "{running:?}");
+    // It reaches "now", the axis's last instant but its air.
+    let Some((At::Inside(now_x), _)) = t.now else { panic!("no now line: {:?}", t.now) };
+    assert!((running.x + running.w - now_x).abs() < 0.5, "{running:?} ends at {now_x}");
     // The same roll as text: under way, the hook "is running".
     let text = format_report(&report_of(&roll, &events, &waves, now));
     assert!(text.contains("  host-b  wave 2  under way\n"), "{text}");
     assert!(text.contains("    hook    `/lab/hook.sh` is running (since 20:30:40 UTC)\n"), "{text}");
+}
+
+/// A lane's steps: which, and whether it failed.
+type Steps = Vec<(Step, bool)>;
+
+#[test]
+fn the_timeline_has_a_lane_per_host_with_its_steps_in_time() {
+    let (roll, _, _) = stopped_roll();
+    let v = view();
+    let t = layout(&v, roll.created_ms, Some(at(30.1)), at(100.0));
+    // host-d, left out, has no lane; host-c, not reached, has an empty one.
+    let lanes: Vec<(&str, usize, Steps)> = t
+        .lanes
+        .iter()
+        .map(|l| (l.host.as_str(), l.wave, l.segments.iter().map(|s| (s.step, s.failed)).collect()))
+        .collect();
+    assert_eq!(
+        lanes,
+        [
+            ("host-a", 1, vec![(Step::Drain, false), (Step::Hook, false), (Step::Check, false), (Step::Return, false)]),
+            ("host-b", 2, vec![(Step::Drain, false), (Step::Hook, true)]),
+            ("host-c", 3, vec![]),
+        ]
+    );
+    // An ended roll has no "now"; each step keeps its time: host-a's drain (1-6 s) ends
+    // before its hook (7-11 s) starts, which ends before its return (13-17 s).
+    assert_eq!(t.now, None);
+    let a = &t.lanes[0].segments;
+    assert!(a[0].x + a[0].w < a[1].x && a[1].x + a[1].w < a[3].x, "{a:?}");
+    assert_eq!(a[1].title, "hook host-a: exited 0 (4.0 s (20:30:22 to 20:30:26 UTC))");
+}
+
+#[test]
+fn the_page_of_a_roll_has_its_hosts_its_timeline_and_its_vms() {
+    let (roll, events, waves) = stopped_roll();
+    let page = render(&report_of(&roll, &events, &waves, at(100.0)));
+    let section = |id: &str| {
+        let from = page.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no {id} section"));
+        let part = &page[from..];
+        part[..part.find("</section>").expect("its end")].to_string()
+    };
+    assert!(
+        page.contains(
+            "<dt>4 hosts in 3 waves</dt><dd><span class=\"chip ok\">1 done</span> <span class=\"chip fail\">1 \
+             failed</span> <span class=\"chip skip\">1 not reached</span> <span class=\"chip skip\">1 skipped</span>"
+        ),
+        "{page}"
+    );
+    let hosts = section("hosts");
+    assert!(hosts.contains("<tr data-host=\"host-b\"><td><b>host-b</b><td>2<td>"), "{hosts}");
+    assert!(hosts.contains("<span class=\"chip fail\">exited 3</span>"), "{hosts}");
+    assert!(hosts.contains("<pre>err | upgrade of host-b failed\n</pre>"), "{hosts}");
+    assert!(hosts.contains("<span class=\"chip ok\">2 of 2 back</span>"), "{hosts}");
+    assert!(hosts.contains("<td class=\"fail\">failed: its hook exited 3"), "{hosts}");
+    let waves_section = section("waves");
+    assert_eq!(waves_section.matches("<g class=\"lane\"").count(), 3);
+    assert!(waves_section.contains("<rect class=\"hook bad\""), "{waves_section}");
+    assert!(waves_section.contains("<text class=\"wave\" x=\"4\" y=\"11\">wave 2</text>"), "{waves_section}");
+    let vms = section("roll-vms");
+    assert!(
+        vms.contains("<tr><td><b>vm-3</b><td>host-b<td>wave 2: host-b -&gt; host-a SUCCESS<td class=\"fail\">host-a"),
+        "{vms}"
+    );
+    // A roll moves nothing itself: no run timeline, no failures list, no VM table of moves.
+    for absent in ["id=\"lanes\"", "<section id=\"failures\">", "<section id=\"moves\">"] {
+        assert!(!page.contains(absent), "{absent}");
+    }
 }
 
 /// A journal from before the roll journaled its waves: the wave runs, in the order they

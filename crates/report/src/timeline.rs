@@ -24,7 +24,7 @@ pub(crate) const PLOT: f64 = 1000.0;
 /// Right margin, in SVG units: room for the last tick's label.
 const MARGIN: f64 = 30.0;
 /// Height of the axis: two rows of line labels, then the ticks.
-const AXIS: f64 = 44.0;
+pub(crate) const AXIS: f64 = 44.0;
 /// Full width of the timeline's SVGs.
 pub(crate) const WIDTH: f64 = GUTTER + PLOT + MARGIN;
 /// Space above and below a lane's rows.
@@ -164,17 +164,17 @@ pub(crate) struct Line {
 
 /// Where the report's instants go on the plot.
 #[derive(Debug, Clone, Copy)]
-struct Scale {
-    t0: i64,
-    t1: i64,
+pub(crate) struct Scale {
+    pub t0: i64,
+    pub t1: i64,
 }
 
 impl Scale {
-    fn x(&self, t: i64) -> f64 {
+    pub(crate) fn x(&self, t: i64) -> f64 {
         GUTTER + PLOT * (t - self.t0) as f64 / (self.t1 - self.t0).max(1) as f64
     }
 
-    fn at(&self, t: i64) -> At {
+    pub(crate) fn at(&self, t: i64) -> At {
         if t < self.t0 {
             At::Before
         } else if t > self.t1 {
@@ -399,7 +399,7 @@ fn clock(ms: i64) -> String {
 }
 
 /// Ticks every 1, 2, 5, 10, 15 or 30 s, min or h, at most about ten.
-fn ticks(scale: &Scale) -> Vec<Tick> {
+pub(crate) fn ticks(scale: &Scale) -> Vec<Tick> {
     const S: i64 = 1_000;
     const M: i64 = 60 * S;
     const H: i64 = 60 * M;
