@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_document::RunDocument;
-use ferry_journal::{Journal, JournalError, Run};
+use ferry_journal::{Journal, JournalError, Run, RunKind};
 use ferry_report::{
-    build_report, format_report, format_runs, format_status, html, legs, planned, report_csv, run_view, status_view,
+    build_report, format_report, format_runs, format_status, html, legs, planned, report_csv, roll_view, run_view,
+    status_view, RunRecords, WaveRecords,
 };
 use serde::Serialize;
 
@@ -196,6 +197,9 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
             linked.insert(r.id.clone(), journal.moves(&r.id).await?);
         }
         report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), ferry_runs::owners::now_ms());
+        if run.kind == RunKind::Roll {
+            report.roll = Some(roll_view(&events, &roll_waves(&journal, &run, &all).await?));
+        }
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),
@@ -221,6 +225,36 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         }
         Err(failure) => failure.exit("report"),
     }
+}
+
+/// The records of roll `roll`'s waves (the runs naming it as parent) and of each wave's
+/// returns (the rollback runs naming the wave), among `all` runs.
+async fn roll_waves(journal: &Journal, roll: &Run, all: &[Run]) -> Result<Vec<WaveRecords>, Failure> {
+    let mut waves = Vec::new();
+    for wave in children_of(all, &roll.id) {
+        let mut returns = Vec::new();
+        for back in children_of(all, &wave.id).filter(|r| r.kind == RunKind::Rollback) {
+            returns.push(records(journal, back).await?);
+        }
+        returns.sort_by_key(|r| r.run.created_ms);
+        waves.push(WaveRecords { wave: records(journal, wave).await?, returns });
+    }
+    Ok(waves)
+}
+
+/// The runs among `all` whose parent is `parent`.
+fn children_of<'a>(all: &'a [Run], parent: &'a str) -> impl Iterator<Item = &'a Run> {
+    all.iter().filter(move |r| r.parent.as_deref() == Some(parent))
+}
+
+/// Everything the journal has of `run`.
+async fn records(journal: &Journal, run: &Run) -> Result<RunRecords, Failure> {
+    Ok(RunRecords {
+        run: run.clone(),
+        moves: journal.moves(&run.id).await?,
+        attempts: journal.attempts(&run.id).await?,
+        events: journal.events(&run.id, None).await?,
+    })
 }
 
 /// The run `id`, or bad input naming the closest id the journal has.
