@@ -174,6 +174,66 @@ fn a_roll_restarting_each_libvirtd_stops_at_a_failed_hook_and_resumes_to_the_end
     assert_eq!(roll.state, RunState::Finished);
     lab.lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
     lab.lab.check_ok();
+    assert_the_report_tells_each_host(&lab, &roll.id);
+}
+
+/// `ferry report ROLL` of the roll above, in text, JSON and HTML: each host done in its own
+/// wave, its hook exited 0 (host-b's on its second run), its VM back.
+fn assert_the_report_tells_each_host(lab: &RollLab, roll: &str) {
+    let hosts = ["host-a", "host-b", "host-c", "host-d"];
+    let (code, text) = lab.ferry(&["report", roll], false);
+    assert_eq!(code, Some(0), "{text}");
+    for (i, host) in hosts.iter().enumerate() {
+        let block = host_block(&text, host);
+        assert!(block.starts_with(&format!("  {host}  wave {}  done\n", i + 1)), "{block}\n{text}");
+        let hook = format!("    hook    `{}` exited 0 after ", lab.path("hook.sh").display());
+        assert!(block.contains(&hook), "{block}");
+        assert!(block.contains("    check   passed after "), "{block}");
+        assert!(block.contains(", every VM back (run r-"), "{block}");
+        assert!(block.contains("    drain   ") && block.contains(" SUCCESS"), "{block}");
+    }
+    assert!(host_block(&text, "host-b").contains("; ran 2 times\n"), "{text}");
+
+    let (code, json) = lab.ferry(&["report", roll, "--format", "json"], false);
+    assert_eq!(code, Some(0), "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("the report is JSON");
+    let reported = report["roll"]["hosts"].as_array().expect("hosts");
+    let names: Vec<&str> = reported.iter().filter_map(|h| h["host"].as_str()).collect();
+    assert_eq!(names, hosts, "{json}");
+    for host in reported {
+        assert_eq!(host["outcome"], "done", "{host:#}");
+        assert_eq!(host["hook"]["result"], serde_json::json!({ "kind": "exited", "code": 0 }), "{host:#}");
+        assert_eq!(host["check"]["result"]["code"], 0, "{host:#}");
+        assert_eq!(host["return"]["all_back"], true, "{host:#}");
+        assert!(host["return"]["span"]["ended_ms"].as_i64() > host["drain"]["span"]["ended_ms"].as_i64(), "{host:#}");
+    }
+    for vm in report["roll"]["vms"].as_array().expect("vms") {
+        assert_eq!(vm["ends_on"], vm["home"], "every VM home: {vm:#}");
+    }
+
+    let page = lab.path("roll.html");
+    let (code, out) = lab.ferry(&["report", roll, "--format", "html", "-o", path_str(&page)], false);
+    assert_eq!(code, Some(0), "{out}");
+    let page = std::fs::read_to_string(&page).expect("the page");
+    let waves = &page[page.find("<section id=\"waves\">").expect("the timeline of waves")..];
+    let waves = &waves[..waves.find("</section>").expect("its end")];
+    for host in hosts {
+        let lane = format!("<g class=\"lane\" data-host=\"{host}\"");
+        let lane = &waves[waves.find(&lane).unwrap_or_else(|| panic!("{host}'s lane: {waves}"))..];
+        let lane = &lane[..lane.find("</g>").expect("its end")];
+        for step in ["drain", "hook", "check", "back"] {
+            assert!(lane.contains(&format!("<rect class=\"{step}\"")), "{host}: no {step}: {lane}");
+        }
+    }
+}
+
+/// The lines of `host`'s block in a roll's text report.
+fn host_block<'a>(text: &'a str, host: &str) -> &'a str {
+    let from = text.find(&format!("\n  {host}  ")).unwrap_or_else(|| panic!("no block of {host}:\n{text}")) + 1;
+    let rest = &text[from..];
+    // Up to the next host's block or the blank line before the VMs, whichever comes first.
+    let ends = [rest[1..].find("\n  h").map(|e| e + 2), rest.find("\n\n").map(|e| e + 1)];
+    &rest[..ends.into_iter().flatten().min().unwrap_or(rest.len())]
 }
 
 /// Two hosts at a time, but host-a and host-b form a redundancy group: they are never in
