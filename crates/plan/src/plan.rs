@@ -320,9 +320,9 @@ pub struct Drain {
     /// "cold"`).
     #[serde(default)]
     pub cold: Vec<String>,
-    /// On a simulated fleet, the hook and the check are not run: the hook takes this many
-    /// seconds of virtual time and ends well (a roll's `hook_sim_s`, 0 when not given).
-    /// `None`: they run as on real hosts.
+    /// On a simulated fleet, the hook and the check are not run: the hook (or, without one,
+    /// the host's maintenance) takes this many seconds of virtual time and ends well (a
+    /// roll's `hook_sim_s`, 0 when not given). `None`: they run as on real hosts.
     #[serde(default)]
     pub hook_sim_s: Option<f64>,
     /// Line of the file.

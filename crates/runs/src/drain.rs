@@ -205,7 +205,9 @@ pub async fn after(
                     }
                     continue;
                 }
-                if let Some(command) = &d.hook {
+                // On a simulated fleet the maintenance takes its time even without a command.
+                let simulated_only = simulated(driver, d).filter(|s| *s > 0.0).map(|_| SIMULATED_MAINTENANCE);
+                if let Some(command) = d.hook.as_deref().or(simulated_only) {
                     let gone: Vec<&str> = moves
                         .iter()
                         .filter(|m| m.source == d.host && m.status.is_success())
@@ -353,6 +355,9 @@ pub struct After {
 
 /// How often a check that failed is tried again.
 const CHECK_RETRY: Duration = Duration::from_secs(2);
+
+/// What a simulated host's maintenance is called when the plan names no hook.
+const SIMULATED_MAINTENANCE: &str = "(maintenance, hook_sim_s)";
 
 /// The virtual time drain `d`'s hook takes when it is simulated rather than run (see
 /// [`Drain::hook_sim_s`]).
