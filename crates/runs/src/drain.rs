@@ -12,6 +12,7 @@ use ferry_engine::Clock;
 use ferry_journal::{EventKind, Journal, JournalError, Lease, RunKind};
 use ferry_model::{ClusterSpec, Status};
 use ferry_plan::{Check, Drain, Hooks, Limits, Plan, Policy, Target};
+use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::cluster::unknown_host;
@@ -115,169 +116,172 @@ pub async fn after(
         .into_iter()
         .any(|r| r.parent.as_deref() == Some(run_id) && r.kind == RunKind::Rollback);
     let inventory = driver.inventory().await;
-    let mut ok = true;
-    let mut returning = Vec::new();
-    for d in drains {
-        match last_hook(&journaled, &d.host) {
-            Some(HookRecord::Ended(true)) if !retry_failed => {
-                ok = false;
-                note(format!(
-                    "{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them",
-                    d.host
-                ))
-                .await;
-                continue;
-            }
-            Some(HookRecord::Ended(false)) => {}
-            Some(HookRecord::Begun) if !plan.hooks.rerun_hooks && hook_done => {
-                // The operator finished what the interrupted hook was doing.
-                let data =
-                    json!({ "hook": "drain", "env": { "FERRY_HOST": d.host }, "exit_code": 0, "by_operator": true });
-                let text = format!("drain hook on {}: marked done by the operator (--hook-done)", d.host);
-                if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
-                    events.warn(format!("could not journal: {e}"));
-                    ok = false;
-                    continue;
-                }
-                events.say(text);
-            }
-            Some(HookRecord::Begun) if !plan.hooks.rerun_hooks => {
-                ok = false;
-                note(format!(
-                    "{}: its hook was interrupted when ferry stopped, and may have done part of its work: the VMs \
-                     stay where they are. Once the hook's work is done, `ferry resume {run_id} --hook-done` brings \
-                     them back; `ferry rollback {run_id}` returns them now; `rerun_hooks = true` in the plan's \
-                     [hooks] runs an interrupted hook again",
-                    d.host
-                ))
-                .await;
-                continue;
-            }
-            // Not run yet, interrupted and safe to run again (rerun_hooks), or failed and
-            // asked again (a roll resumed once its operator fixed the host).
-            hook @ (None | Some(HookRecord::Begun) | Some(HookRecord::Ended(true))) => {
-                match hook {
-                    Some(HookRecord::Begun) => {
-                        note(format!(
-                            "{}: its hook was interrupted when ferry stopped: running it again (rerun_hooks)",
-                            d.host
-                        ))
-                        .await
-                    }
-                    Some(_) => note(format!("{}: its hook failed earlier: running it again", d.host)).await,
-                    None => {}
-                }
-                if inventory.host(&d.host).is_none() {
-                    ok = false;
+    let (journaled, moves, inventory) = (&journaled, &moves, &inventory);
+    // Each host's hook and check at once: the hosts of a wave are in maintenance together.
+    let ended = join_all(drains.iter().map(|d| async move {
+            match last_hook(journaled, &d.host) {
+                Some(HookRecord::Ended(true)) if !retry_failed => {
                     note(format!(
-                        "{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns",
+                        "{}: its hook failed earlier: the VMs stay where they are; `ferry rollback {run_id}` returns them",
                         d.host
                     ))
                     .await;
-                    continue;
+                    return Ok(HostEnd::FAILED);
                 }
-                // The VMs that sit the maintenance out stay; no other may be there.
-                let left: Vec<String> = inventory
-                    .vms_on(&d.host)
-                    .filter(|v| !d.shut_down.contains(&v.name))
-                    .map(|v| format!("{} ({})", v.name, v.state))
-                    .collect();
-                if !left.is_empty() {
-                    ok = false;
-                    note(format!(
-                    "{} is not empty ({}): its hook did not run and nothing returns; `ferry rollback {run_id}` returns the VMs that left",
-                    d.host,
-                    left.join(", ")
-                ))
-                .await;
-                    continue;
-                }
-                // Only once the host is known empty of the others, so that a host that keeps
-                // its hook back keeps these VMs running too.
-                let timeout = Duration::from_secs(plan.policy.shutdown_timeout_s);
-                if let Err(text) = maintenance::shut_down(driver, journal, run_id, d, &inventory, timeout, events).await
-                {
-                    ok = false;
-                    note(format!("{text}: its hook did not run and nothing returns")).await;
-                    // Those already shut down run again: the maintenance is not happening.
-                    if let Err(text) = maintenance::start_again(driver, journal, run_id, d, events).await {
-                        note(text).await;
-                    }
-                    continue;
-                }
-                // On a simulated fleet the maintenance takes its time even without a command.
-                let simulated_only = simulated(driver, d).filter(|s| *s > 0.0).map(|_| SIMULATED_MAINTENANCE);
-                if let Some(command) = d.hook.as_deref().or(simulated_only) {
-                    let gone: Vec<&str> = moves
-                        .iter()
-                        .filter(|m| m.source == d.host && m.status.is_success())
-                        .map(|m| m.vm.as_str())
-                        .collect();
-                    let env =
-                        vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
-                    let label = format!("drain hook on {}", d.host);
-                    let timeout = Duration::from_secs(plan.hooks.timeout_s);
-                    // Its intent first: a crash while it runs is then known, not taken for "never ran".
-                    let begun = json!({ "hook": HOOK_BEGUN, "env": { "FERRY_HOST": d.host } });
-                    let text = format!("{label}: starting `{command}`");
-                    if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&begun)).await {
-                        ok = false;
-                        note(format!("{}: its hook was not started: it could not be journaled ({e})", d.host)).await;
-                        continue;
+                Some(HookRecord::Ended(false)) => {}
+                Some(HookRecord::Begun) if !plan.hooks.rerun_hooks && hook_done => {
+                    // The operator finished what the interrupted hook was doing.
+                    let data =
+                        json!({ "hook": "drain", "env": { "FERRY_HOST": d.host }, "exit_code": 0, "by_operator": true });
+                    let text = format!("drain hook on {}: marked done by the operator (--hook-done)", d.host);
+                    if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&data)).await {
+                        events.warn(format!("could not journal: {e}"));
+                        return Ok(HostEnd::FAILED);
                     }
                     events.say(text);
-                    let ran = match simulated(driver, d) {
-                        Some(seconds) => {
-                            let ran = hooks::simulate(command, seconds).await;
-                            let mut env = env;
-                            env.push(("FERRY_RUN_ID".into(), run_id.into()));
-                            hooks::journal_for_run(journal, run_id, "drain", &label, env, &ran, events).await;
-                            ran
+                }
+                Some(HookRecord::Begun) if !plan.hooks.rerun_hooks => {
+                    note(format!(
+                        "{}: its hook was interrupted when ferry stopped, and may have done part of its work: the VMs \
+                         stay where they are. Once the hook's work is done, `ferry resume {run_id} --hook-done` brings \
+                         them back; `ferry rollback {run_id}` returns them now; `rerun_hooks = true` in the plan's \
+                         [hooks] runs an interrupted hook again",
+                        d.host
+                    ))
+                    .await;
+                    return Ok(HostEnd::FAILED);
+                }
+                // Not run yet, interrupted and safe to run again (rerun_hooks), or failed and
+                // asked again (a roll resumed once its operator fixed the host).
+                hook @ (None | Some(HookRecord::Begun) | Some(HookRecord::Ended(true))) => {
+                    match hook {
+                        Some(HookRecord::Begun) => {
+                            note(format!(
+                                "{}: its hook was interrupted when ferry stopped: running it again (rerun_hooks)",
+                                d.host
+                            ))
+                            .await
                         }
-                        None => {
-                            hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, events).await
-                        }
-                    };
-                    if let Some(holder) = ran.lost_to {
-                        return Err(Lost { run: run_id.to_string(), holder });
+                        Some(_) => note(format!("{}: its hook failed earlier: running it again", d.host)).await,
+                        None => {}
                     }
-                    if let Some(by) = &ran.stopped_by {
+                    if inventory.host(&d.host).is_none() {
                         note(format!(
-                            "{}: its hook was stopped by {by}: nothing more happens in this run; the VMs stay where \
-                             they are; `ferry rollback {run_id}` returns them",
+                            "{} did not answer: it cannot be verified empty, so its hook did not run and nothing returns",
                             d.host
                         ))
                         .await;
-                        return Ok(false);
+                        return Ok(HostEnd::FAILED);
                     }
-                    if !ran.ok() {
-                        ok = false;
+                    // The VMs that sit the maintenance out stay; no other may be there.
+                    let left: Vec<String> = inventory
+                        .vms_on(&d.host)
+                        .filter(|v| !d.shut_down.contains(&v.name))
+                        .map(|v| format!("{} ({})", v.name, v.state))
+                        .collect();
+                    if !left.is_empty() {
                         note(format!(
-                            "{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them",
-                            d.host
-                        ))
-                        .await;
-                        continue;
+                        "{} is not empty ({}): its hook did not run and nothing returns; `ferry rollback {run_id}` returns the VMs that left",
+                        d.host,
+                        left.join(", ")
+                    ))
+                    .await;
+                        return Ok(HostEnd::FAILED);
+                    }
+                    // Only once the host is known empty of the others, so that a host that keeps
+                    // its hook back keeps these VMs running too.
+                    let timeout = Duration::from_secs(plan.policy.shutdown_timeout_s);
+                    if let Err(text) = maintenance::shut_down(driver, journal, run_id, d, inventory, timeout, events).await
+                    {
+                        note(format!("{text}: its hook did not run and nothing returns")).await;
+                        // Those already shut down run again: the maintenance is not happening.
+                        if let Err(text) = maintenance::start_again(driver, journal, run_id, d, events).await {
+                            note(text).await;
+                        }
+                        return Ok(HostEnd::FAILED);
+                    }
+                    // On a simulated fleet the maintenance takes its time even without a command.
+                    let simulated_only = simulated(driver, d).filter(|s| *s > 0.0).map(|_| SIMULATED_MAINTENANCE);
+                    if let Some(command) = d.hook.as_deref().or(simulated_only) {
+                        let gone: Vec<&str> = moves
+                            .iter()
+                            .filter(|m| m.source == d.host && m.status.is_success())
+                            .map(|m| m.vm.as_str())
+                            .collect();
+                        let env =
+                            vec![("FERRY_HOST".to_string(), d.host.clone()), ("FERRY_VMS".to_string(), gone.join(" "))];
+                        let label = format!("drain hook on {}", d.host);
+                        let timeout = Duration::from_secs(plan.hooks.timeout_s);
+                        // Its intent first: a crash while it runs is then known, not taken for "never ran".
+                        let begun = json!({ "hook": HOOK_BEGUN, "env": { "FERRY_HOST": d.host } });
+                        let text = format!("{label}: starting `{command}`");
+                        if let Err(e) = journal.event(run_id, None, EventKind::Message, &text, Some(&begun)).await {
+                            note(format!("{}: its hook was not started: it could not be journaled ({e})", d.host)).await;
+                            return Ok(HostEnd::FAILED);
+                        }
+                        events.say(text);
+                        let ran = match simulated(driver, d) {
+                            Some(seconds) => {
+                                let ran = hooks::simulate(command, seconds).await;
+                                let mut env = env;
+                                env.push(("FERRY_RUN_ID".into(), run_id.into()));
+                                hooks::journal_for_run(journal, run_id, "drain", &label, env, &ran, events).await;
+                                ran
+                            }
+                            None => {
+                                hooks::run_for_run(journal, lease, "drain", &label, command, env, timeout, events).await
+                            }
+                        };
+                        if let Some(holder) = ran.lost_to {
+                            return Err(Lost { run: run_id.to_string(), holder });
+                        }
+                        if let Some(by) = &ran.stopped_by {
+                            note(format!(
+                                "{}: its hook was stopped by {by}: nothing more happens in this run; the VMs stay where \
+                                 they are; `ferry rollback {run_id}` returns them",
+                                d.host
+                            ))
+                            .await;
+                            return Ok(HostEnd { ok: false, returns: false, stop: true });
+                        }
+                        if !ran.ok() {
+                            note(format!(
+                                "{}: the hook failed: the VMs stay where they are; `ferry rollback {run_id}` returns them",
+                                d.host
+                            ))
+                            .await;
+                            return Ok(HostEnd::FAILED);
+                        }
                     }
                 }
             }
-        }
-        if let Some(check) = d.check.as_ref().filter(|_| !check_passed(&journaled, &d.host)) {
-            if !run_check(journal, lease, &d.host, check, simulated(driver, d).is_some(), events).await? {
-                ok = false;
-                note(format!(
-                    "{}: its check did not pass: the host stays drained and its VMs stay where they are",
-                    d.host
-                ))
-                .await;
-                continue;
+            if let Some(check) = d.check.as_ref().filter(|_| !check_passed(journaled, &d.host)) {
+                if !run_check(journal, lease, &d.host, check, simulated(driver, d).is_some(), events).await? {
+                    note(format!(
+                        "{}: its check did not pass: the host stays drained and its VMs stay where they are",
+                        d.host
+                    ))
+                    .await;
+                    return Ok(HostEnd::FAILED);
+                }
             }
+            let mut ok = true;
+            if let Err(text) = maintenance::start_again(driver, journal, run_id, d, events).await {
+                ok = false;
+                note(text).await;
+            }
+            Ok(HostEnd { ok, returns: d.return_after, stop: false })
+    }))
+    .await;
+    let mut ok = true;
+    let mut returning = Vec::new();
+    for (d, end) in drains.iter().zip(ended) {
+        let end = end?;
+        if end.stop {
+            return Ok(false);
         }
-        if let Err(text) = maintenance::start_again(driver, journal, run_id, d, events).await {
-            ok = false;
-            note(text).await;
-        }
-        if d.return_after {
+        ok &= end.ok;
+        if end.returns {
             returning.push(d.host.clone());
         }
     }
@@ -340,6 +344,22 @@ pub(crate) async fn keep(lease: Lease) {
             return;
         }
     }
+}
+
+/// How one drained host's part of [`after`] ended.
+#[derive(Debug, Clone, Copy)]
+struct HostEnd {
+    /// Everything that had to happen did.
+    ok: bool,
+    /// Its VMs come back.
+    returns: bool,
+    /// The operator stopped its hook: nothing more happens in the run.
+    stop: bool,
+}
+
+impl HostEnd {
+    /// Its hook, check or shutdowns did not happen as they had to: its VMs stay away.
+    const FAILED: HostEnd = HostEnd { ok: false, returns: false, stop: false };
 }
 
 /// How [`after`] runs.
