@@ -430,6 +430,7 @@ mod tests {
                 phase,
                 claim: None,
             }),
+            tags: Default::default(),
         }
     }
 

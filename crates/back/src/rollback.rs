@@ -151,6 +151,7 @@ mod tests {
                 phase,
                 claim: None,
             }),
+            tags: Default::default(),
         }
     }
 

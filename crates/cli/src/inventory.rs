@@ -21,9 +21,13 @@ pub async fn run(cluster: &ClusterArg, output: Output) -> ExitCode {
     };
     let driver = AnyDriver::new(&cluster);
     let inventory = driver.inventory().await;
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&inventory).expect("inventory serialises")),
-        Output::Text => print_text(&inventory),
+    let text = match output {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&inventory).expect("inventory serialises")),
+        Output::Text => text(&inventory),
+    };
+    if let Err(e) = crate::show::write_stdout(text.as_bytes()) {
+        eprintln!("ferry inventory: cannot print: {e}");
+        return ExitCode::from(EXIT_FAILURE);
     }
     if inventory.unreachable.is_empty() {
         ExitCode::SUCCESS
@@ -32,7 +36,10 @@ pub async fn run(cluster: &ClusterArg, output: Output) -> ExitCode {
     }
 }
 
-fn print_text(inventory: &Inventory) {
+/// The inventory in lines: each host, its pools and networks, its VMs.
+fn text(inventory: &Inventory) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     for host in &inventory.hosts {
         let used_mib: u64 = inventory
             .vms_on(&host.name)
@@ -41,13 +48,15 @@ fn print_text(inventory: &Inventory) {
             .sum();
         let used_vcpus: u32 =
             inventory.vms_on(&host.name).filter(|v| v.state == ferry_model::VmState::Running).map(|v| v.vcpus).sum();
-        println!(
+        let _ = writeln!(
+            out,
             "{}  {}  cpu {} ({} CPUs, {} vCPUs in use)  memory {} MiB ({} MiB free, {} MiB to guests)  QEMU {}  libvirt {}",
             host.name, host.uri, host.cpu_model, host.cpus, used_vcpus, host.memory_mib, host.free_memory_mib, used_mib,
             host.hypervisor_version, host.libvirt_version
         );
         for pool in &host.pools {
-            println!(
+            let _ = writeln!(
+                out,
                 "  pool {:<10} {:<50} {} MiB free of {}{}",
                 pool.name,
                 pool.path.as_deref().unwrap_or("-"),
@@ -57,7 +66,7 @@ fn print_text(inventory: &Inventory) {
             );
         }
         if !host.networks.is_empty() {
-            println!("  networks {}", host.networks.join(", "));
+            let _ = writeln!(out, "  networks {}", host.networks.join(", "));
         }
         for vm in inventory.vms_on(&host.name) {
             let disks: Vec<String> = vm
@@ -68,8 +77,10 @@ fn print_text(inventory: &Inventory) {
                     format!("{}={} ({kind})", d.target, d.source)
                 })
                 .collect();
-            println!(
-                "  vm {:<10} {}  {:<8} {} vCPU {} MiB  {}",
+            let tags: String = vm.tags.iter().map(|(k, v)| format!("  {k}={v}")).collect();
+            let _ = writeln!(
+                out,
+                "  vm {:<10} {}  {:<8} {} vCPU {} MiB  {}{tags}",
                 vm.name,
                 vm.uuid,
                 vm.state,
@@ -80,6 +91,7 @@ fn print_text(inventory: &Inventory) {
         }
     }
     for (host, why) in &inventory.unreachable {
-        println!("{host}  UNREACHABLE: {why}");
+        let _ = writeln!(out, "{host}  UNREACHABLE: {why}");
     }
+    out
 }

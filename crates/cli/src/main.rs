@@ -16,6 +16,7 @@ mod runs;
 mod show;
 mod sim;
 mod state;
+mod tag;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,10 @@ enum Command {
     /// Rolling maintenance of a plan's `[roll]`: its hosts wave by wave, each drained, given
     /// to the hook, checked and given its VMs back. `ferry preview PLAN` shows the waves.
     Roll(roll::RollArgs),
+    /// Sets or prints a VM's tags, kept in its domain's metadata so that they travel with it:
+    /// `ferry tag VM maintenance=shutdown` is its behaviour in a roll whose plan does not name
+    /// it.
+    Tag(tag::TagArgs),
     /// Undo a run: every VM it moved goes back to where it was when the run started, as a
     /// new run of kind rollback (ROLLED-BACK / ROLLBACK-FAILED). Idempotent; with
     /// --from-hypervisor it needs no journal.
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
         Command::Abort(args) => runtime().block_on(runs::abort(args, cli.output)),
         Command::Drain(args) => runtime_for(&args.cluster).block_on(drain::drain(args, cli.output)),
         Command::Roll(args) => runtime_for(&args.cluster).block_on(roll::run(args, cli.output)),
+        Command::Tag(args) => runtime().block_on(tag::run(args, cli.output)),
         Command::Rollback(args) => runtime_for(&args.cluster).block_on(rollback::rollback(args, cli.output)),
         Command::Cleanup(args) => runtime().block_on(cleanup::cleanup(args, cli.output)),
         Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),

@@ -505,11 +505,24 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     // 3. Sitting the maintenance out, staying, and leaving cold.
     let guest_on = |host: &str| before.iter().find(|g| g.2 == [host]).map(|g| g.0.clone()).expect("a guest there");
     let (sitting, staying, cold) = (guest_on("host-a"), guest_on("host-b"), guest_on("host-c"));
-    let (shutdown, go) = plan(
-        "shutdown",
-        "",
-        &format!("[roll.maintenance]\n{sitting} = \"shutdown\"\n{staying} = \"stay\"\n{cold} = \"cold\"\n"),
+    // The guest that sits it out is told so by its tag (`ferry tag`), not by the plan; the
+    // plan's word wins over a tag.
+    let tag = |args: &[&str]| {
+        let mut full = vec!["tag"];
+        full.extend(args);
+        full.extend(["--cluster", path_str(&cluster)]);
+        let out = common::ferry(&full);
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (code, out) = tag(&[&sitting, "maintenance=reboot"]);
+    assert_eq!(code, Some(2), "a bad tag is refused: {out}");
+    assert_eq!(
+        tag(&[&sitting, "maintenance=shutdown"]),
+        (Some(0), format!("{sitting} on host-a: maintenance=shutdown\n"))
     );
+    assert_eq!(tag(&[&staying, "maintenance=live"]).0, Some(0));
+    let (shutdown, go) =
+        plan("shutdown", "", &format!("[roll.maintenance]\n{staying} = \"stay\"\n{cold} = \"cold\"\n"));
     let rolling = spawn(&["roll", path_str(&shutdown), "--yes", "--cluster", path_str(&cluster)]);
     until("host-a's hook", &|| hooks().contains("shutdown host-a"));
     let during = status_of(&lab);
@@ -529,6 +542,9 @@ fn a_roll_aborted_or_past_its_deadline_starts_no_other_wave() {
     assert!(left_cold, "{cold} left host-c cold:\n{out}");
     assert_eq!(status_of(&lab), before, "{sitting} runs again on host-a, every guest home:\n{out}");
     lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
+    // The tag stayed on the domain through its shutdown and start.
+    assert_eq!(tag(&[&sitting]), (Some(0), format!("{sitting} on host-a: maintenance=shutdown\n")));
+    assert_eq!(tag(&[&sitting, "--remove", "maintenance"]), (Some(0), format!("{sitting} on host-a: no tags\n")));
     // The guests shut down and moved cold booted again; the other did not.
     lab.check_ok_with(&["--allow-restart", &sitting, "--allow-restart", &cold]);
 }

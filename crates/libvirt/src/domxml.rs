@@ -1,11 +1,19 @@
 //! Reading and rewriting libvirt domain XML, and ferry's metadata element. Pure text.
 
+use std::collections::BTreeMap;
+
 use ferry_model::{Claim, Metadata, Phase};
 
 /// The namespace of ferry's metadata element in domain XML.
 pub const METADATA_NS: &str = "urn:ferry:metadata:1";
 /// The prefix libvirt writes for it.
 pub const METADATA_PREFIX: &str = "ferry";
+
+/// The namespace of the operators' tags on a domain (`ferry tag`): an element of its own,
+/// so that a move's metadata never touches them.
+pub const TAGS_NS: &str = "urn:ferry:tags:1";
+/// The prefix libvirt writes for it.
+pub const TAGS_PREFIX: &str = "ferry-tags";
 
 /// What ferry needs from a domain's XML.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,6 +211,24 @@ pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
     })
 }
 
+/// The tags element, as `virDomainSetMetadata` takes it.
+pub fn tags_xml(tags: &BTreeMap<String, String>) -> String {
+    let each: String =
+        tags.iter().map(|(key, value)| format!("<tag key='{}' value='{}'/>", escape(key), escape(value))).collect();
+    format!("<tags>{each}</tags>")
+}
+
+/// Parses the tags element as `virDomainGetMetadata` returns it.
+pub fn parse_tags(xml: &str) -> Result<BTreeMap<String, String>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("ferry tags: {e}"))?;
+    Ok(doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("tag"))
+        .filter_map(|n| Some((n.attribute("key")?.to_string(), n.attribute("value")?.to_string())))
+        .collect())
+}
+
 /// `text` safe inside an element or a quoted attribute.
 pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('\'', "&apos;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
@@ -264,6 +290,15 @@ mod tests {
 
         let missing = vec![("/nope".to_string(), "/x".to_string())];
         assert!(rewrite_disk_paths(XML, &missing).is_err());
+    }
+
+    #[test]
+    fn tags_round_trip_escaped() {
+        let tags: BTreeMap<String, String> =
+            [("maintenance".to_string(), "shutdown".to_string()), ("note".to_string(), "a'b<c".to_string())].into();
+        let xml = tags_xml(&tags).replace("<tags>", &format!("<tags xmlns='{TAGS_NS}'>"));
+        assert_eq!(parse_tags(&xml), Ok(tags));
+        assert_eq!(parse_tags(&format!("<tags xmlns='{TAGS_NS}'/>")), Ok(BTreeMap::new()));
     }
 
     #[test]

@@ -89,6 +89,7 @@ fn host_inventory(conn: &Connect, spec: &HostSpec) -> Result<(Host, Vec<Vm>), Fa
             disks,
             nics: desc.nics.into_iter().map(|(mac, network)| Nic { mac, network }).collect(),
             ferry: crate::metadata::read_metadata(&domain).ok().flatten(),
+            tags: crate::metadata::read_tags(&domain).unwrap_or_default(),
         });
     }
     Ok((host, vms))

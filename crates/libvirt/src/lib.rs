@@ -26,7 +26,7 @@ mod recover;
 mod transport;
 mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use ferry_driver::{
@@ -111,6 +111,15 @@ fn with_domain<T>(
     let (conn, domain) =
         conn::read(spec, |conn| Ok((conn.clone(), conn.lookup_domain_by_uuid_string(vm)?))).map_err(&err)?;
     conn::settled(spec, &conn, f(&domain)).map_err(err)
+}
+
+impl LibvirtDriver {
+    /// Sets the operators' tags (`ferry tag`) of VM `vm` (name or UUID) on `host`: its live
+    /// domain and its definition.
+    pub async fn set_tags(&self, host: &str, vm: &str, tags: BTreeMap<String, String>) -> Result<(), DriverError> {
+        let (cluster, host, vm) = (self.cluster.clone(), host.to_string(), vm.to_string());
+        blocking(move || with_domain(&cluster, &host, &vm, "write tags", |d| metadata::write_tags(d, &tags))).await
+    }
 }
 
 impl Driver for LibvirtDriver {

@@ -2,7 +2,7 @@
 //! moving it), written on the live domain and its persistent definition so that libvirt
 //! itself knows what ferry is doing — and so that two ferries never move one VM at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -14,7 +14,9 @@ use virt::domain::Domain;
 use virt::sys;
 
 use crate::conn::{connect, job_stats, msg};
-use crate::domxml::{metadata_xml, parse_metadata, METADATA_NS, METADATA_PREFIX};
+use crate::domxml::{
+    metadata_xml, parse_metadata, parse_tags, tags_xml, METADATA_NS, METADATA_PREFIX, TAGS_NS, TAGS_PREFIX,
+};
 use crate::error::Failure;
 
 /// How long a claim is left before it is read back. Two ferries that both read "free"
@@ -88,6 +90,27 @@ pub(crate) fn read_metadata(domain: &Domain) -> Result<Option<Metadata>, Failure
         Err(e) if e.code().is(virt::error::ErrorNumber::NoDomainMetadata) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Reads the operators' tags (`ferry tag`); none when the domain has none.
+pub(crate) fn read_tags(domain: &Domain) -> Result<BTreeMap<String, String>, Failure> {
+    let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
+    let flags =
+        if domain.is_active().unwrap_or(false) { sys::VIR_DOMAIN_AFFECT_LIVE } else { sys::VIR_DOMAIN_AFFECT_CONFIG };
+    match domain.metadata(kind, Some(TAGS_NS), flags) {
+        Ok(xml) => parse_tags(&xml).map_err(|e| Failure::new(ErrorKind::Other, e)),
+        Err(e) if e.code().is(virt::error::ErrorNumber::NoDomainMetadata) => Ok(BTreeMap::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the operators' tags on the live domain and its definition; no tags removes the
+/// element.
+pub(crate) fn write_tags(domain: &Domain, tags: &BTreeMap<String, String>) -> Result<(), Failure> {
+    let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
+    let xml = (!tags.is_empty()).then(|| tags_xml(tags));
+    let key = xml.is_some().then_some(TAGS_PREFIX);
+    domain.set_metadata(kind, xml.as_deref(), key, Some(TAGS_NS), affect(domain)).map_err(Failure::from)
 }
 
 /// How a claim stays alive while its move runs.

@@ -8,6 +8,7 @@ mod status;
 mod step;
 mod stream;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -233,6 +234,10 @@ pub struct Vm {
     /// ferry's metadata on the domain, when a run has moved or is moving it.
     #[serde(default)]
     pub ferry: Option<Metadata>,
+    /// The operators' tags on the domain (`ferry tag VM KEY=VALUE`), e.g. `maintenance =
+    /// shutdown` for a roll; in the domain's metadata, so they travel with it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Vm {

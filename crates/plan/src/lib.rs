@@ -17,7 +17,7 @@ pub use plan::{
     Policy, StaleCopies, Target,
 };
 pub use resolve::{resolve, ResolvedMove};
-pub use roll::{HostSelector, Maintenance, OnHostFailure, Reserve, Roll};
+pub use roll::{HostSelector, Maintenance, OnHostFailure, Reserve, Roll, MAINTENANCE_TAG};
 
 /// One problem in an input file.
 #[derive(Debug, Clone, PartialEq, Eq)]

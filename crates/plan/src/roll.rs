@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 
+use ferry_model::Vm;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -68,6 +69,9 @@ pub enum OnHostFailure {
     /// The host stays drained and the roll goes on with the others.
     Skip,
 }
+
+/// The tag (`ferry tag`) that gives a VM its behaviour in a roll the plan does not name it in.
+pub const MAINTENANCE_TAG: &str = "maintenance";
 
 /// What happens to one VM while its host is in maintenance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -155,6 +159,16 @@ impl Roll {
     /// A VM's behaviour as the plan says (live unless named).
     pub fn behaviour_of(&self, vm: &str) -> Maintenance {
         self.maintenance.get(vm).map_or(Maintenance::Live, |(m, _)| *m)
+    }
+
+    /// A VM's behaviour: as the plan names it, else as its `maintenance` tag says (`ferry
+    /// tag VM maintenance=…`), else live.
+    pub fn behaviour_for(&self, vm: &Vm) -> Maintenance {
+        self.maintenance
+            .get(&vm.name)
+            .map(|(m, _)| *m)
+            .or_else(|| vm.tags.get(MAINTENANCE_TAG).and_then(|t| t.parse().ok()))
+            .unwrap_or_default()
     }
 }
 

@@ -77,6 +77,7 @@ fn fleet() -> (ClusterSpec, Inventory, Vec<Option<String>>) {
                 disks: vec![],
                 nics: vec![],
                 ferry: None,
+                tags: Default::default(),
             });
             // Slot s of neighbouring hosts of one rack form a group: triples for even
             // slots, pairs for odd ones, none for the last four slots.

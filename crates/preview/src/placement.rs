@@ -925,6 +925,7 @@ mod tests {
                     disks: vec![],
                     nics: vec![],
                     ferry: None,
+                    tags: Default::default(),
                 }),
                 "fixed" => case.fixed.push(Fixed {
                     vm: name,

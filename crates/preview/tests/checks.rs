@@ -80,6 +80,7 @@ fn vm(name: &str, on: &str, memory_mib: u64, vcpus: u32) -> Vm {
         }],
         nics: vec![Nic { mac: "52:54:00:00:00:01".into(), network: Some("default".into()) }],
         ferry: None,
+        tags: Default::default(),
     }
 }
 

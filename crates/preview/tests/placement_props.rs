@@ -144,6 +144,7 @@ fn build(hosts: &[HostSeed], vms: &[VmSeed], cross: bool, unavailable: u8, expla
             disks: vec![],
             nics: vec![],
             ferry: None,
+            tags: Default::default(),
         });
         let anti_affinity = (group > 0).then(|| format!("aa{group}"));
         match role {

@@ -207,7 +207,7 @@ pub fn plan_roll(
             host: v.host.clone(),
             need: Capacity { memory_mib: v.memory_mib as f64, vcpus: f64::from(v.vcpus) },
             running: v.state == VmState::Running,
-            behaviour: roll.behaviour_of(&v.name),
+            behaviour: roll.behaviour_for(v),
         })
         .collect();
     let mut skipped = Vec::new();

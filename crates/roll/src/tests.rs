@@ -47,6 +47,7 @@ fn vm(name: &str, on: &str, memory_mib: u64) -> Vm {
         disks: vec![],
         nics: vec![],
         ferry: None,
+        tags: Default::default(),
     }
 }
 

@@ -152,6 +152,7 @@ pub async fn cleanup(args: &CleanupAsk, events: &Events) -> Result<Cleaned, Erro
                 disks: Vec::new(),
                 nics: Vec::new(),
                 ferry: None,
+                tags: Default::default(),
                 ..known.unwrap_or_else(|| unknown_vm(&s.uuid))
             });
         }
@@ -236,6 +237,7 @@ fn unknown_vm(uuid: &str) -> Vm {
         disks: Vec::new(),
         nics: Vec::new(),
         ferry: None,
+        tags: Default::default(),
     }
 }
 

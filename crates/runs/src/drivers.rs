@@ -53,6 +53,25 @@ impl AnyDriver {
         }
     }
 
+    /// Sets the operators' tags of VM `vm` on `host` (`ferry tag`): real hosts only, whose
+    /// domains keep them in their metadata.
+    pub async fn set_tags(
+        &self,
+        host: &str,
+        vm: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::Libvirt(d) => d.set_tags(host, vm, tags).await,
+            AnyDriver::Sim(_) => Err(DriverError::new(
+                host,
+                "write tags",
+                ferry_driver::ErrorKind::Other,
+                "a simulated fleet keeps no tags",
+            )),
+        }
+    }
+
     /// Whether measuring dirty rates costs nothing (a simulation knows them).
     pub fn is_sim(&self) -> bool {
         matches!(self, AnyDriver::Sim(_))

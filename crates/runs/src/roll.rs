@@ -333,7 +333,7 @@ fn past_deadline(plan: &Plan, clock: &Clock) -> bool {
 fn wave_plan(plan: &Plan, roll: &Roll, name: String, hosts: &[String], inventory: &Inventory) -> Plan {
     let check = roll.check.clone().map(|command| Check { command, timeout_s: roll.check_timeout_s });
     let behaving = |host: &str, behaviour| {
-        inventory.vms_on(host).filter(|v| roll.behaviour_of(&v.name) == behaviour).map(|v| v.name.clone()).collect()
+        inventory.vms_on(host).filter(|v| roll.behaviour_for(v) == behaviour).map(|v| v.name.clone()).collect()
     };
     Plan {
         file: plan.file.clone(),

@@ -509,6 +509,7 @@ impl World {
                 disks: vec![disk],
                 nics: vec![Nic { mac: mac(&v.uuid), network: Some("default".into()) }],
                 ferry: v.metadata.clone(),
+                tags: Default::default(),
             });
         }
         inventory
