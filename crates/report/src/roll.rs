@@ -181,6 +181,8 @@ pub enum ScriptResult {
     Killed,
     /// The operator said its work was done (`ferry resume --hook-done`).
     DoneByOperator,
+    /// Not run: a simulated fleet's maintenance, which took its virtual time and ended well.
+    Simulated,
     /// Started and not ended yet, in a run still running.
     Running,
     /// Started and never ended: ferry stopped while it ran.
@@ -190,7 +192,7 @@ pub enum ScriptResult {
 impl ScriptResult {
     /// Whether it ended well: exit 0, or done by the operator.
     pub fn ok(&self) -> bool {
-        matches!(self, ScriptResult::Exited { code: 0 } | ScriptResult::DoneByOperator)
+        matches!(self, ScriptResult::Exited { code: 0 } | ScriptResult::DoneByOperator | ScriptResult::Simulated)
     }
 
     /// Whether it has not ended.
@@ -529,10 +531,13 @@ fn command_of(message: &str) -> Option<String> {
 }
 
 /// How a hook or check ended, from its journaled data.
-fn result_of(data: &Value) -> ScriptResult {
+pub(crate) fn result_of(data: &Value) -> ScriptResult {
     let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
     if data.get("by_operator").and_then(Value::as_bool) == Some(true) {
         return ScriptResult::DoneByOperator;
+    }
+    if data.get("simulated").and_then(Value::as_bool) == Some(true) {
+        return ScriptResult::Simulated;
     }
     if let Some(by) = text("stopped_by") {
         return ScriptResult::Stopped { by };
@@ -634,6 +639,7 @@ pub fn result_words(result: &ScriptResult) -> String {
         ScriptResult::NotStarted { error } => format!("could not start: {error}"),
         ScriptResult::Killed => "was killed".to_string(),
         ScriptResult::DoneByOperator => "was marked done by the operator".to_string(),
+        ScriptResult::Simulated => "was simulated".to_string(),
         ScriptResult::Running => "is running".to_string(),
         ScriptResult::Interrupted => "was interrupted when ferry stopped".to_string(),
     }

@@ -6,7 +6,9 @@ use ferry_model::Status;
 use serde_json::{json, Value};
 
 use crate::html::render;
-use crate::roll::{roll_view, HostOutcome, RollView, RunRecords, ScriptResult, Span, WaveRecords};
+use crate::roll::{
+    result_of, result_words, roll_view, HostOutcome, RollView, RunRecords, ScriptResult, Span, WaveRecords,
+};
 use crate::roll_timeline::{layout, Step};
 use crate::text::format_report;
 use crate::timeline::At;
@@ -450,4 +452,13 @@ fn without_its_journaled_waves_the_roll_is_told_from_its_wave_runs() {
     // No verdict journaled either: the host's own records decide.
     assert_eq!(v.hosts[0].outcome, HostOutcome::Done);
     assert_eq!(v.hosts[1].outcome, HostOutcome::Failed { why: "its hook exited 3".into() });
+}
+
+#[test]
+fn a_simulated_hook_is_told_as_simulated_and_ended_well() {
+    let mut data = hook("h-0001", 0, 300_000, "", "");
+    assert_eq!(result_of(&data), ScriptResult::Exited { code: 0 });
+    data["simulated"] = json!(true);
+    let result = result_of(&data);
+    assert_eq!((result_words(&result), result.ok()), ("was simulated".to_string(), true));
 }
