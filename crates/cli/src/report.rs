@@ -159,7 +159,12 @@ pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
         };
         let moves = journal.moves(&run.id).await?;
         let events = journal.events(&run.id, None).await?;
-        Ok::<_, Failure>(status_view(&run, &moves, &events, ferry_runs::owners::now_ms()))
+        let mut view = status_view(&run, &moves, &events, ferry_runs::owners::now_ms());
+        if run.kind == RunKind::Roll {
+            let all = journal.runs().await?;
+            view.roll = Some(roll_view(&events, &roll_waves(&journal, &run, &all).await?));
+        }
+        Ok::<_, Failure>(view)
     };
     match read.await {
         Ok(view) => emit(

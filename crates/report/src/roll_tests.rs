@@ -462,3 +462,17 @@ fn a_simulated_hook_is_told_as_simulated_and_ended_well() {
     let result = result_of(&data);
     assert_eq!((result_words(&result), result.ok()), ("was simulated".to_string(), true));
 }
+
+#[test]
+fn the_status_of_a_roll_has_a_row_per_host() {
+    let (roll, events, waves) = stopped_roll();
+    let mut status = crate::view::status_view(&roll, &[], &events, at(40.0));
+    status.roll = Some(roll_view(&events, &waves));
+    let text = crate::text::format_status(&status);
+    let expect = "HOST    WAVE  OUTCOME                                     HOOK      CHECK     RETURN\n\
+        host-a  1     done                                        exited 0  exited 0  every VM back\n\
+        host-b  2     failed: its hook exited 3                   exited 3  -         -\n\
+        host-c  3     not reached                                 -         -         -\n\
+        host-d  -     skipped: vm-9 stays (maintenance = \"stay\")  -         -         -\n";
+    assert!(text.contains(expect), "{text}");
+}

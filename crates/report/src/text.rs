@@ -60,6 +60,10 @@ pub fn format_status(view: &StatusView) -> String {
     };
     out.push_str(&format!("created  {}, {took}\n", utc(run.created_ms)));
     out.push_str(&format!("moves    {}: {}\n", run.moves, run.counts));
+    if let Some(roll) = &view.roll {
+        out.push('\n');
+        out.push_str(&roll_status(roll));
+    }
     if view.vms.is_empty() {
         return out;
     }
@@ -84,6 +88,29 @@ pub fn format_status(view: &StatusView) -> String {
     }
     out.push_str(&table(&rows));
     out
+}
+
+/// A roll's hosts in `ferry status`: one row each, in wave order, with where it is.
+fn roll_status(roll: &RollView) -> String {
+    let mut rows = vec![["HOST", "WAVE", "OUTCOME", "HOOK", "CHECK", "RETURN"].map(String::from).to_vec()];
+    let script = |s: &Option<ScriptRun>| s.as_ref().map_or("-".to_owned(), |s| result_words(&s.result));
+    for h in &roll.hosts {
+        let back = match &h.back {
+            Some(b) if b.all_back => "every VM back".to_owned(),
+            Some(b) if !b.state.is_ended() => "under way".to_owned(),
+            Some(_) => "not every VM back".to_owned(),
+            None => "-".to_owned(),
+        };
+        rows.push(vec![
+            h.host.clone(),
+            h.wave.map_or("-".to_owned(), |w| w.to_string()),
+            outcome_words(&h.outcome),
+            script(&h.hook),
+            script(&h.check),
+            back,
+        ]);
+    }
+    table(&rows)
 }
 
 /// `ferry report` as text: the summary, then a block per VM, failures first.

@@ -154,6 +154,9 @@ pub struct StatusView {
     pub elapsed_ms: i64,
     /// Its moves, in plan order.
     pub vms: Vec<VmStatus>,
+    /// A roll's hosts, in wave order (set by the caller, who reads its waves).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roll: Option<RollView>,
 }
 
 /// One VM in `ferry status`.
@@ -211,6 +214,7 @@ pub fn status_view(run: &Run, moves: &[Move], events: &[Event], now_ms: i64) -> 
         run: run_view(run, moves.iter().map(|m| m.status), now_ms),
         elapsed_ms: run.finished_ms.unwrap_or(now_ms) - run.created_ms,
         vms,
+        roll: None,
     }
 }
 
