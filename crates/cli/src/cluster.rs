@@ -24,3 +24,16 @@ impl ClusterArg {
         ferry_runs::cluster::is_sim(self.location())
     }
 }
+
+/// `--deadline` in Unix seconds (see `ferry_plan::time::parse_deadline`): a time of day is
+/// this machine's local one, and a duration counts from now — on a simulated fleet, from its
+/// virtual start.
+pub fn deadline_arg(text: &str, cluster: &ferry_runs::cluster::Cluster) -> Result<i64, String> {
+    let now = match cluster {
+        ferry_runs::cluster::Cluster::Sim(fleet) => {
+            jiff::Timestamp::from_second(fleet.start_unix()).map_err(|e| format!("--deadline: {e}"))?
+        }
+        ferry_runs::cluster::Cluster::Hosts(_) => jiff::Timestamp::now(),
+    };
+    ferry_plan::time::parse_deadline(text, now, &jiff::tz::TimeZone::system()).map_err(|e| format!("--deadline: {e}"))
+}

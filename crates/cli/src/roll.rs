@@ -22,6 +22,11 @@ pub struct RollArgs {
     /// Go on past the canary hosts without stopping for a confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// No wave starts after this instant: RFC 3339 (2026-11-25T06:00:00Z), a local time of
+    /// day (22:00, the next one) or a duration from now (+2h, +90m); overrides the plan's
+    /// deadline.
+    #[arg(long, value_name = "TIME")]
+    pub deadline: Option<String>,
     /// Waive a check in every wave: its failures become warnings and the move runs.
     /// Repeatable.
     #[arg(long = "ignore", value_name = "CHECK")]
@@ -36,8 +41,11 @@ pub struct RollArgs {
 /// roll waits for its confirmation; 1 when a wave did not; 2 for bad input.
 pub async fn run(args: RollArgs, output: Output) -> ExitCode {
     let rolled = async {
-        let Inputs { plan, cluster, ignore } =
+        let Inputs { mut plan, cluster, ignore } =
             ferry_runs::inputs::load(&args.plan, args.cluster.location(), &args.ignore).map_err(Error::BadInput)?;
+        if let Some(text) = &args.deadline {
+            plan.deadline = Some(crate::cluster::deadline_arg(text, &cluster).map_err(Error::BadInput)?);
+        }
         let journal = args.state.at().map_err(|e| Error::BadInput(format!("--state: {e}")))?;
         let start = RollStart { plan, cluster, journal, ignore, yes: args.yes };
         let rolled = ferry_runs::roll::roll(start, &show::events(output)).await?;

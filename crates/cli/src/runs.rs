@@ -22,8 +22,9 @@ pub struct MigrateArgs {
     pub cluster: ClusterArg,
     #[command(flatten)]
     pub state: StateArg,
-    /// No move starts after this instant (RFC 3339, e.g. 2026-11-25T06:00:00Z); overrides
-    /// the plan's deadline.
+    /// No move starts after this instant: RFC 3339 (2026-11-25T06:00:00Z), a local time of
+    /// day (22:00, the next one) or a duration from now (+2h, +90m); overrides the plan's
+    /// deadline.
     #[arg(long, value_name = "TIME")]
     pub deadline: Option<String>,
     /// Waive a check: its failures become warnings and the move runs. Repeatable.
@@ -61,21 +62,21 @@ pub struct AbortArgs {
 
 /// Runs `ferry migrate`.
 pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
-    let deadline = args.deadline.as_deref().map(ferry_plan::time::parse_rfc3339).transpose();
     let inputs = ferry_runs::inputs::load(&args.plan, args.cluster.location(), &args.ignore);
+    let deadline = match (&args.deadline, &inputs) {
+        (Some(text), Ok(inputs)) => crate::cluster::deadline_arg(text, &inputs.cluster).map(Some),
+        _ => Ok(None),
+    };
     let journal = args.state.at();
     let started = async {
         let (deadline, Inputs { mut plan, cluster, ignore }, journal) = match (deadline, inputs, journal) {
             (Ok(deadline), Ok(inputs), Ok(journal)) => (deadline, inputs, journal),
             (deadline, inputs, journal) => {
-                let problems: Vec<String> = [
-                    deadline.err().map(|e| format!("--deadline: {e}")),
-                    inputs.err(),
-                    journal.err().map(|e| format!("--state: {e}")),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
+                let problems: Vec<String> =
+                    [deadline.err(), inputs.err(), journal.err().map(|e| format!("--state: {e}"))]
+                        .into_iter()
+                        .flatten()
+                        .collect();
                 return Err(Error::BadInput(problems.join("\n")));
             }
         };

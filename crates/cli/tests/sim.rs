@@ -421,3 +421,29 @@ fn a_simulated_roll_runs_its_waves_in_virtual_time_and_brings_every_vm_home() {
         }
     });
 }
+
+#[test]
+fn a_simulated_roll_given_a_deadline_as_a_duration_starts_no_wave_after_it() {
+    let dir = dir("roll-deadline");
+    let fleet = dir.join("fleet.toml");
+    let out = ferry(&["sim", "gen", "--hosts", "20", "--vms", "200", "--seed", "5", "-o", path(&fleet)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cluster = format!("sim:{}", path(&fleet));
+    let plan = dir.join("roll.toml");
+    std::fs::write(&plan, "[plan]\nname = \"patch\"\n[roll]\nmax_unavailable = 3\nhook_sim_s = 600\n")
+        .expect("written");
+    let state = dir.join("journal.db");
+    let roll = |deadline: &str| {
+        ferry(&["roll", path(&plan), "--cluster", &cluster, "--state", path(&state), "--deadline", deadline])
+    };
+
+    let out = roll("tomorrow");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--deadline: \"tomorrow\""), "{}", text(&out));
+    assert!(!state.exists(), "nothing journaled");
+
+    // Each wave holds its hosts 600 s of virtual time: past 25 minutes, the third wave waits.
+    let out = roll("+25m");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("its deadline passed before wave 3"), "{}", text(&out));
+}

@@ -1,76 +1,65 @@
-//! RFC 3339 timestamps (`2026-11-23T06:00:00Z`, `2026-11-23T07:00:00+01:00`) to Unix
-//! seconds and back, without a calendar dependency.
+//! Instants in plans and on the command line: RFC 3339 timestamps (`2026-11-23T06:00:00Z`,
+//! `2026-11-23T07:00:00+01:00`) to Unix seconds and back, and a deadline given as one of
+//! them, a local time of day (`22:00`) or a duration from now (`+2h`). Calendar arithmetic
+//! and time zones are jiff's.
+
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp, ToSpan, ZonedDateTime};
 
 /// Parses an RFC 3339 date-time with a `Z` or `±HH:MM` offset into Unix seconds.
 pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
-    let bad = || format!("{text:?} is not a date-time like 2026-11-23T06:00:00Z");
     let t = text.trim();
-    if t.len() < 19 || !t.is_ascii() {
-        return Err(bad());
+    if t.len() < 19 || !t.as_bytes().get(10).is_some_and(|c| matches!(c, b'T' | b't' | b' ')) {
+        return Err(format!("{text:?} is not a date-time like 2026-11-23T06:00:00Z"));
     }
-    let num = |range: std::ops::Range<usize>| t[range].parse::<i64>().map_err(|_| bad());
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let seps = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
-    if seps.iter().any(|(i, c)| t.as_bytes()[*i] != *c) || !matches!(t.as_bytes()[10], b'T' | b't' | b' ') {
-        return Err(bad());
-    }
-    let mut rest = &t[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
+    match t.parse::<Timestamp>() {
+        Ok(at) => Ok(at.as_second()),
+        // A date-time without an offset parses as a civil one: name what is missing.
+        Err(_) if t.parse::<jiff::civil::DateTime>().is_ok() => {
+            Err(format!("{text:?} has no time zone: end it with Z or an offset like +01:00"))
         }
-        rest = &frac[digits..];
+        Err(e) => Err(format!("{text:?} is not a valid date-time like 2026-11-23T06:00:00Z ({e})")),
     }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
-            let h: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let m: i64 = rest[4..6].parse().map_err(|_| bad())?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return Err(format!("{text:?} has no time zone: end it with Z or an offset like +01:00")),
-    };
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(format!("{text:?} is not a valid date-time"));
-    }
-    Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (y, m, d) = ferry_model::calendar::civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+    match Timestamp::from_second(unix) {
+        Ok(at) => at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Err(_) => format!("{unix} (out of range)"),
     }
 }
 
-// Howard Hinnant's days_from_civil (its inverse is `ferry_model::calendar::civil_from_days`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// A deadline as `--deadline` takes it, in Unix seconds: an RFC 3339 date-time; a time of
+/// day (`22:00`, `22:00:30`) in `zone`, the next one after `now` (tomorrow's when today's
+/// has passed); or a duration after `now`, `+` and hours, minutes or seconds (`+2h`,
+/// `+90m`, `+1h30m`).
+pub fn parse_deadline(text: &str, now: Timestamp, zone: &TimeZone) -> Result<i64, String> {
+    let t = text.trim();
+    if let Some(duration) = t.strip_prefix('+') {
+        let span: Span = duration
+            .parse()
+            .map_err(|_| format!("{text:?}: a duration is + and hours, minutes or seconds, like +2h or +1h30m"))?;
+        let at =
+            now.checked_add(span).map_err(|_| format!("{text:?}: only hours, minutes and seconds (+48h, not +2d)"))?;
+        if at <= now {
+            return Err(format!("{text:?}: a deadline after now"));
+        }
+        return Ok(at.as_second());
+    }
+    if t.len() <= 8 && t.contains(':') {
+        let time: Time = t.parse().map_err(|_| format!("{text:?} is not a time of day like 22:00"))?;
+        let today =
+            now.to_zoned_datetime(zone.clone()).with().time(time).build().map_err(|e| format!("{text:?}: {e}"))?;
+        let next: ZonedDateTime = if today.timestamp() > now {
+            today
+        } else {
+            today.checked_add(1.day()).map_err(|e| format!("{text:?}: {e}"))?
+        };
+        return Ok(next.timestamp().as_second());
+    }
+    parse_rfc3339(t).map_err(|e| format!("{e}; or a time of day (22:00) or a duration (+2h)"))
 }
 
 #[cfg(test)]
@@ -90,6 +79,26 @@ mod tests {
         assert_eq!(format_rfc3339(1_795_413_600), "2026-11-23T06:00:00Z");
         for bad in ["tomorrow", "2026-11-23", "2026-13-01T00:00:00Z", "2023-02-29T00:00:00Z", "2026-11-23T06:00:00"] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
+        assert!(parse_rfc3339("2026-11-23T06:00:00").expect_err("no zone").contains("no time zone"));
+    }
+
+    #[test]
+    fn a_deadline_is_a_date_time_a_time_of_day_or_a_duration() {
+        // 2026-11-23 21:00 at UTC+01:00.
+        let now = Timestamp::from_second(1_795_413_600 + 14 * 3600).expect("in range");
+        let zone = TimeZone::fixed(jiff::tz::offset(1));
+        let parse = |text: &str| parse_deadline(text, now, &zone);
+        assert_eq!(parse("2026-11-23T06:00:00Z"), Ok(1_795_413_600));
+        assert_eq!(parse("+2h"), Ok(now.as_second() + 7200));
+        assert_eq!(parse("+1h30m"), Ok(now.as_second() + 5400));
+        assert_eq!(parse("+90m"), Ok(now.as_second() + 5400));
+        // 22:00 local is in an hour; 06:00 local has passed today: tomorrow's.
+        assert_eq!(parse("22:00"), Ok(now.as_second() + 3600));
+        assert_eq!(parse("06:00"), Ok(now.as_second() + 9 * 3600));
+        assert_eq!(parse("21:00"), Ok(now.as_second() + 24 * 3600), "now is not after now");
+        for bad in ["+2", "+0m", "+2d", "25:00", "tomorrow", "+", "22"] {
+            assert!(parse(bad).is_err(), "{bad}: {:?}", parse(bad));
         }
     }
 }
