@@ -145,6 +145,25 @@ fn stay_skips_a_host_shutdown_stays_and_canaries_go_first() {
 }
 
 #[test]
+fn a_vms_maintenance_tag_counts_where_the_plan_does_not_name_it() {
+    let mut inv = inventory(3, 1, 512);
+    let tag = |inv: &mut Inventory, vm: &str, value: &str| {
+        let v = inv.vms.iter_mut().find(|v| v.name == vm).expect("the VM");
+        v.tags.insert("maintenance".into(), value.into());
+    };
+    tag(&mut inv, "vm-1-0", "stay");
+    tag(&mut inv, "vm-0-0", "stay");
+    tag(&mut inv, "vm-2-0", "not-a-behaviour");
+    // The plan's word wins over vm-0-0's tag; a tag ferry cannot read counts as none (live).
+    let plan =
+        plan_roll(&roll("[roll.maintenance]\nvm-0-0 = \"shutdown\""), "r.toml", &cluster(3), &inv, 2).expect("plans");
+    assert_eq!(plan.skipped, [("h1".to_string(), "vm-1-0 stays (maintenance = \"stay\")".to_string())]);
+    let steps: Vec<(&str, Maintenance)> =
+        plan.waves.iter().flat_map(|w| &w.vms).map(|s| (s.vm.as_str(), s.behaviour)).collect();
+    assert_eq!(steps, [("vm-0-0", Maintenance::Shutdown), ("vm-2-0", Maintenance::Live)]);
+}
+
+#[test]
 fn a_host_that_cannot_be_emptied_is_impossible_and_return_false_keeps_the_new_layout() {
     // Two hosts, each 3.5 GiB used: neither can take the other's VMs.
     let plan = plan_roll(&roll(""), "r.toml", &cluster(2), &inventory(2, 7, 512), 2).expect("plans");
