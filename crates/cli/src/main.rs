@@ -32,6 +32,20 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
 
+    /// More diagnostics on standard error: -v info, -vv debug, -vvv trace (RUST_LOG, when
+    /// set, decides instead).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Only what a script needs: run ids, each run's end, warnings and errors; no progress.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    quiet: bool,
+
+    /// Diagnostics as lines of text or as JSON objects (one per line; no progress board is
+    /// drawn then, so that standard error holds JSON only).
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -111,14 +125,34 @@ enum Command {
     },
 }
 
+/// How diagnostics (tracing) are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines of text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Diagnostics on standard error at the level `-v`/`-q` ask for, unless RUST_LOG says.
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -129,6 +163,8 @@ fn main() -> ExitCode {
             };
         }
     };
+    init_logging(cli.verbose, cli.quiet, cli.log_format);
+    show::set_chatter(cli.quiet, cli.log_format == LogFormat::Json);
     match cli.command {
         Command::Lab { command } => lab::run(command, cli.output),
         Command::Inventory { cluster } => runtime_for(&cluster).block_on(inventory::run(&cluster, cli.output)),

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,18 @@ pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// `-q`: no progress board and no running commentary, only what a script needs.
+static QUIET: AtomicBool = AtomicBool::new(false);
+/// `--log-format json`: standard error is for JSON objects; no progress board there.
+static NO_BOARD: AtomicBool = AtomicBool::new(false);
+
+/// What this process prints besides its results: `quiet` (`-q`) leaves the run ids, each
+/// run's end and the warnings; `no_board` keeps the commentary but draws no progress board.
+pub fn set_chatter(quiet: bool, no_board: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    NO_BOARD.store(no_board, Ordering::Relaxed);
+}
+
 pub fn events(output: Output) -> Events {
     let screen = Arc::new(Mutex::new(Screen { board: None }));
     Events::to(move |event| show(&screen, output, event))
@@ -53,6 +66,10 @@ pub fn events(output: Output) -> Events {
 
 fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
     let text = output == Output::Text;
+    // The board and the commentary are for a person watching; -q leaves the run id, each
+    // run's end and the warnings.
+    let chatty = text && !QUIET.load(Ordering::Relaxed);
+    let drawn = chatty && !NO_BOARD.load(Ordering::Relaxed);
     match event {
         Event::Created { run, kind, parent, moves, failing } if text => {
             if kind == RunKind::Rollback {
@@ -72,7 +89,7 @@ fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
             let planned = vms.into_iter().map(|(vm, mib)| Planned { vm, memory_bytes: mib << 20 }).collect();
             let board = Board::new(planned, Terminal { tty, width: terminal_width() });
             lock(screen).board = Some((board, Instant::now()));
-            if text {
+            if drawn {
                 tokio::spawn(redraw(screen.clone(), Duration::from_millis(if tty { 250 } else { 500 })));
             }
         }
@@ -87,19 +104,19 @@ fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
                 EngineEvent::Finished { vm, status, message } => board.finished(&vm, status, &message, now),
                 EngineEvent::Note(note) => board.note(&note, now),
             }
-            if text {
+            if drawn {
                 draw(board, now);
             }
         }
         Event::Driven { .. } => {
             if let Some((mut board, started)) = lock(screen).board.take() {
-                if text {
+                if drawn {
                     draw(&mut board, started.elapsed().as_secs_f64());
                 }
             }
         }
         Event::Finished { run, end } => print_end(&run, &end, output),
-        Event::Said(line) if text => println!("{line}"),
+        Event::Said(line) if chatty => println!("{line}"),
         Event::Warning(line) => eprintln!("ferry: {line}"),
         Event::Created { .. } | Event::Said(_) => {}
     }

@@ -447,3 +447,49 @@ fn a_simulated_roll_given_a_deadline_as_a_duration_starts_no_wave_after_it() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("its deadline passed before wave 3"), "{}", text(&out));
 }
+
+#[test]
+fn quiet_leaves_what_a_script_needs_and_json_logs_are_json_only() {
+    let dir = dir("chatter");
+    let fleet = dir.join("fleet.toml");
+    let out = ferry(&["sim", "gen", "--hosts", "10", "--vms", "40", "--seed", "3", "-o", path(&fleet)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cluster = format!("sim:{}", path(&fleet));
+    let plan = dir.join("drain.toml");
+    std::fs::write(&plan, "[plan]\nname = \"d\"\n[[drain]]\nhost = \"h-0001\"\n").expect("written");
+    let migrate = |flags: &[&str], db: &str| {
+        let state = dir.join(db);
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["migrate", path(&plan), "--cluster", &cluster, "--state", path(&state)]);
+        let out = ferry(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (_, board) = migrate(&[], "plain.db");
+    assert!(board.contains("started live"), "a progress board:\n{board}");
+    let (said, board) = migrate(&["-q"], "quiet.db");
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 3, "{said}");
+    assert!(lines[0].starts_with("run r-") && lines[1].ends_with("finished: 4 SUCCESS"), "{said}");
+    assert!(board.is_empty(), "no board: {board}");
+
+    // -vv (RUST_LOG unset, so that the flag decides): sqlx's debug lines, each a JSON object
+    // with its level; nothing else on stderr.
+    let state = dir.join("json.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["-vv", "--log-format", "json", "migrate", path(&plan), "--cluster", &cluster, "--state", path(&state)])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("ferry runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.lines().count() > 10, "{logs}");
+    for line in logs.lines() {
+        let log: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(log["level"].is_string(), "{line}");
+    }
+
+    let out = ferry(&["-q", "-v", "inventory", "--cluster", &cluster]);
+    assert_eq!(out.status.code(), Some(2), "-q and -v contradict: {}", text(&out));
+}
