@@ -18,6 +18,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum LabCommand {
     /// Start a lab: N libvirtd "hosts" on this machine and M tiny guests spread over them.
     /// Idempotent: starts only what is not running.
+    #[command(after_help = crate::examples::LAB_UP)]
     Up {
         #[command(flatten)]
         dir: DirArg,
@@ -57,12 +58,14 @@ pub enum LabCommand {
         transport: Option<ferry_lab::Transport>,
     },
     /// Hosts (pid, port, guests) and guests (host, state, last heartbeat).
+    #[command(after_help = crate::examples::LAB_STATUS)]
     Status {
         #[command(flatten)]
         dir: DirArg,
     },
     /// Exit 0 only if every guest runs on exactly one host, beats, never restarted, and
     /// its memory and disk were never found corrupt.
+    #[command(after_help = crate::examples::LAB_CHECK)]
     Check {
         #[command(flatten)]
         dir: DirArg,
@@ -72,6 +75,7 @@ pub enum LabCommand {
     },
     /// Stop every process of the lab and remove its network namespaces (--link). Removes
     /// nothing else outside DIR.
+    #[command(after_help = crate::examples::LAB_DOWN)]
     Down {
         #[command(flatten)]
         dir: DirArg,

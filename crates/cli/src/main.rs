@@ -5,6 +5,7 @@ mod cleanup;
 mod cluster;
 mod docs;
 mod drain;
+mod examples;
 mod inventory;
 mod lab;
 mod moving;
@@ -53,64 +54,81 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// A local multi-host libvirt lab with real QEMU guests.
+    #[command(after_help = examples::LAB)]
     Lab {
         #[command(subcommand)]
         command: lab::LabCommand,
     },
     /// Hosts (capacity, CPU model, versions, pools, networks) and their VMs, as libvirt
     /// reports them.
+    #[command(after_help = examples::INVENTORY)]
     Inventory {
         #[command(flatten)]
         cluster: cluster::ClusterArg,
     },
     /// Move one VM to another host: live by default, verified afterwards.
+    #[command(after_help = examples::MOVE)]
     Move(moving::MoveArgs),
     /// Preview a plan: every move's checks, placement and estimates. Changes nothing.
+    #[command(after_help = examples::PREVIEW)]
     Preview(preview::PreviewArgs),
     /// Run a plan: every move previewed, then run under the plan's limits, journaled.
     /// Prints the run id first. Ctrl-C once stops starting moves; twice aborts running ones.
+    #[command(after_help = examples::MIGRATE)]
     Migrate(runs::MigrateArgs),
     /// Finish a run that stopped (ferry was killed, the machine rebooted): settle what was in
     /// flight against what the hypervisors say, then run the rest.
+    #[command(after_help = examples::RESUME)]
     Resume(runs::ResumeArgs),
     /// Abort a run from another terminal: running migrations are cancelled, their VMs stay
     /// on their sources, nothing new starts.
+    #[command(after_help = examples::ABORT)]
     Abort(runs::AbortArgs),
     /// Empty a host: every VM moves off (never onto it), then, with --return-after CMD,
     /// CMD runs and every VM comes back. Runs and journals like `ferry migrate`.
+    #[command(after_help = examples::DRAIN)]
     Drain(drain::DrainArgs),
     /// Rolling maintenance of a plan's `[roll]`: its hosts wave by wave, each drained, given
     /// to the hook, checked and given its VMs back. `ferry preview PLAN` shows the waves.
+    #[command(after_help = examples::ROLL)]
     Roll(roll::RollArgs),
     /// Sets or prints a VM's tags, kept in its domain's metadata so that they travel with it:
     /// `ferry tag VM maintenance=shutdown` is its behaviour in a roll whose plan does not name
     /// it.
+    #[command(after_help = examples::TAG)]
     Tag(tag::TagArgs),
     /// Undo a run: every VM it moved goes back to where it was when the run started, as a
     /// new run of kind rollback (ROLLED-BACK / ROLLBACK-FAILED). Idempotent; with
     /// --from-hypervisor it needs no journal.
+    #[command(after_help = examples::ROLLBACK)]
     Rollback(rollback::RollbackArgs),
     /// Reconcile: find where each VM of a run (or --vm) really runs; remove stale copies,
     /// migration jobs nobody owns, volumes of failed moves and stale metadata. Every action
     /// is printed first; --dry-run only prints.
+    #[command(after_help = examples::CLEANUP)]
     Cleanup(cleanup::CleanupArgs),
     /// Every run in the journal: plan, state (and whether its owner is alive), moves per
     /// status.
+    #[command(after_help = examples::RUNS)]
     Runs(report::RunsArgs),
     /// A run and where each of its VMs is: status, phase, last message. Default: the
     /// latest run.
+    #[command(after_help = examples::STATUS)]
     Status(report::StatusArgs),
     /// Everything about a run: per VM its attempts, figures, estimates and messages.
     /// Exit 0 when every move succeeded, 1 otherwise.
+    #[command(after_help = examples::REPORT)]
     Report(report::ReportArgs),
     /// Simulated fleets: `ferry sim gen` writes one; every command that takes `--cluster`
     /// runs on it in virtual time with `--cluster sim:FILE`.
+    #[command(after_help = examples::SIM)]
     Sim {
         #[command(subcommand)]
         command: sim::SimCommand,
     },
     /// Shell completions: `ferry completions bash > /etc/bash_completion.d/ferry` (or zsh,
     /// fish, elvish, powershell).
+    #[command(after_help = examples::COMPLETIONS)]
     Completions {
         /// The shell.
         #[arg(value_enum)]
@@ -118,6 +136,7 @@ enum Command {
     },
     /// Man pages from these very definitions: ferry.1 on standard output, or with --dir
     /// one page per command (ferry.1, ferry-move.1, ferry-lab-up.1, ...) written there.
+    #[command(after_help = examples::MAN)]
     Man {
         /// Where to write every page (created if missing).
         #[arg(long, value_name = "DIR")]

@@ -12,6 +12,7 @@ use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 pub enum SimCommand {
     /// Write a fleet of H hosts (racks of 20, a 10 GbE migration link each) and V VMs (sizes,
     /// dirty rates and working sets drawn from the seed), about 60 % full.
+    #[command(after_help = crate::examples::SIM_GEN)]
     Gen(GenArgs),
 }
 
