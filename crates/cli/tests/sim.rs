@@ -35,6 +35,15 @@ fn fleet(dir: &Path, seed: u64) -> PathBuf {
     file
 }
 
+/// A fleet `ferry sim gen` writes (no faults), as a `--cluster` argument.
+fn generated(dir: &Path, hosts: u32, vms: u32, seed: u64) -> String {
+    let fleet = dir.join("fleet.toml");
+    let (hosts, vms, seed) = (hosts.to_string(), vms.to_string(), seed.to_string());
+    let out = ferry(&["sim", "gen", "--hosts", &hosts, "--vms", &vms, "--seed", &seed, "-o", path(&fleet)]);
+    assert!(out.status.success(), "{}", text(&out));
+    format!("sim:{}", path(&fleet))
+}
+
 /// Drains three hosts to anywhere under the default limits.
 fn plan(dir: &Path) -> PathBuf {
     let file = dir.join("drain.toml");
@@ -177,10 +186,7 @@ fn placement(cluster: &str) -> Vec<(String, String)> {
 #[test]
 fn drain_return_and_rollback_run_on_a_simulated_fleet_and_cleanup_refuses_it() {
     let dir = dir("back");
-    let fleet = dir.join("fleet.toml");
-    let out = ferry(&["sim", "gen", "--hosts", "6", "--vms", "30", "--seed", "3", "-o", path(&fleet)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let cluster = format!("sim:{}", path(&fleet));
+    let cluster = generated(&dir, 6, 30, 3);
     let state = dir.join("journal.db");
     let home = placement(&cluster);
     let on_first: Vec<&String> = home.iter().filter(|(_, h)| h == "h-0001").map(|(v, _)| v).collect();
@@ -357,10 +363,7 @@ fn a_roll_plan_is_previewed_in_waves_and_refused_by_migrate() {
 #[test]
 fn a_simulated_roll_runs_its_waves_in_virtual_time_and_brings_every_vm_home() {
     let dir = dir("roll-run");
-    let fleet = dir.join("fleet.toml");
-    let out = ferry(&["sim", "gen", "--hosts", "20", "--vms", "200", "--seed", "5", "-o", path(&fleet)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let cluster = format!("sim:{}", path(&fleet));
+    let cluster = generated(&dir, 20, 200, 5);
     // A hook and a check that would fail if they ran: on a simulated fleet they do not, and
     // the hook takes hook_sim_s of virtual time.
     let plan = dir.join("roll.toml");
@@ -425,10 +428,7 @@ fn a_simulated_roll_runs_its_waves_in_virtual_time_and_brings_every_vm_home() {
 #[test]
 fn a_simulated_roll_given_a_deadline_as_a_duration_starts_no_wave_after_it() {
     let dir = dir("roll-deadline");
-    let fleet = dir.join("fleet.toml");
-    let out = ferry(&["sim", "gen", "--hosts", "20", "--vms", "200", "--seed", "5", "-o", path(&fleet)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let cluster = format!("sim:{}", path(&fleet));
+    let cluster = generated(&dir, 20, 200, 5);
     let plan = dir.join("roll.toml");
     std::fs::write(&plan, "[plan]\nname = \"patch\"\n[roll]\nmax_unavailable = 3\nhook_sim_s = 600\n")
         .expect("written");
@@ -451,10 +451,7 @@ fn a_simulated_roll_given_a_deadline_as_a_duration_starts_no_wave_after_it() {
 #[test]
 fn quiet_leaves_what_a_script_needs_and_json_logs_are_json_only() {
     let dir = dir("chatter");
-    let fleet = dir.join("fleet.toml");
-    let out = ferry(&["sim", "gen", "--hosts", "10", "--vms", "40", "--seed", "3", "-o", path(&fleet)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let cluster = format!("sim:{}", path(&fleet));
+    let cluster = generated(&dir, 10, 40, 3);
     let plan = dir.join("drain.toml");
     std::fs::write(&plan, "[plan]\nname = \"d\"\n[[drain]]\nhost = \"h-0001\"\n").expect("written");
     let migrate = |flags: &[&str], db: &str| {
