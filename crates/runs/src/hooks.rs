@@ -36,7 +36,7 @@ use crate::events::Events;
 const KEEP_BYTES: usize = 16 * 1024;
 
 /// How one hook ran.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HookRun {
     /// The command.
     pub command: String,
@@ -173,18 +173,8 @@ pub async fn run(command: &str, env: Vec<(String, String)>, timeout: Duration, l
             }
         }
     };
-    let mut ran = joined.unwrap_or_else(|e| HookRun {
-        command: String::new(),
-        code: None,
-        timed_out: false,
-        error: Some(format!("the hook's thread failed: {e}")),
-        duration: Duration::ZERO,
-        stdout: String::new(),
-        stderr: String::new(),
-        lost_to: None,
-        stopped_by: None,
-        simulated: false,
-    });
+    let mut ran = joined
+        .unwrap_or_else(|e| HookRun { error: Some(format!("the hook's thread failed: {e}")), ..HookRun::default() });
     ran.lost_to = lost_to;
     ran.stopped_by = stopped_by;
     ran
@@ -257,18 +247,7 @@ pub async fn end_leftovers(journal: &Journal, run_id: &str, events: &Events) {
 /// Runs the hook to its end, its timeout, or until `stop` says (see [`Stop`]).
 fn run_blocking(command: &str, env: &[(String, String)], timeout: Duration, stop: &Stop) -> HookRun {
     let started = Instant::now();
-    let mut result = HookRun {
-        command: command.to_string(),
-        code: None,
-        timed_out: false,
-        error: None,
-        duration: Duration::ZERO,
-        stdout: String::new(),
-        stderr: String::new(),
-        lost_to: None,
-        stopped_by: None,
-        simulated: false,
-    };
+    let mut result = HookRun { command: command.to_string(), ..HookRun::default() };
     let spawned = Process::new("sh")
         .arg("-c")
         .arg(command)
@@ -402,18 +381,7 @@ pub async fn journal_for_run(
 pub async fn simulate(command: &str, seconds: f64) -> HookRun {
     let duration = Duration::from_secs_f64(seconds.max(0.0));
     tokio::time::sleep(duration).await;
-    HookRun {
-        command: command.to_string(),
-        code: Some(0),
-        timed_out: false,
-        error: None,
-        duration,
-        stdout: String::new(),
-        stderr: String::new(),
-        lost_to: None,
-        stopped_by: None,
-        simulated: true,
-    }
+    HookRun { command: command.to_string(), code: Some(0), duration, simulated: true, ..HookRun::default() }
 }
 
 /// One VM's hooks.
