@@ -397,17 +397,8 @@ fn cleanup_removes_a_stale_paused_copy_and_leftover_volumes_and_leaves_the_live_
         .spawn()
         .expect("ferry runs");
     wait_for_line(&mut child, "failpoint transferring vm-3", Duration::from_secs(120));
-    // Killed once the target holds the incoming copy: a source libvirtd still setting the
-    // migration up (a TLS handshake with the target) gives it up when its client goes.
-    let waited = Instant::now();
-    while lab.lab.vm_status("vm-3")["paused_on"] != serde_json::json!(["host-b"]) {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "the migration never reached the target: {:#}",
-            lab.lab.vm_status("vm-3")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Killed once the target holds the incoming copy.
+    lab.lab.wait_incoming("vm-3", "host-b");
     common::kill9(child.id());
     let _ = child.wait();
     std::thread::sleep(Duration::from_secs(2));

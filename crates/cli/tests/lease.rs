@@ -57,15 +57,17 @@ impl LeaseLab {
         path
     }
 
-    /// `ferry migrate PLAN` killed (-9) at the failpoint `transferring` of vm-2, its
-    /// migration left running in libvirt; the run's id.
-    fn migrate_killed_in_flight(&self, plan: &Path, cluster: &Path) -> String {
+    /// `ferry migrate PLAN` killed (-9) at the failpoint `transferring` of vm-2 once its
+    /// target `vm2_to` holds the incoming copy, its migration left running in libvirt; the
+    /// run's id.
+    fn migrate_killed_in_flight(&self, plan: &Path, cluster: &Path, vm2_to: &str) -> String {
         let mut migrate = self.spawn(
             &["migrate", path_str(plan), "--cluster", path_str(cluster)],
             &[("FERRY_FAILPOINT", "transferring:vm-2")],
         );
         let run = stdout_run_id(&mut migrate);
         wait_for_line(&mut migrate, "failpoint transferring vm-2", Duration::from_secs(180));
+        self.lab.wait_incoming("vm-2", vm2_to);
         common::kill9(migrate.id());
         let _ = migrate.wait();
         run
@@ -172,7 +174,7 @@ fn text(out: &std::process::Output) -> String {
 fn of_two_resumes_at_once_one_drives_the_run_and_the_other_names_it() {
     let lab = LeaseLab::up("lease-two", 24_000);
     let cluster = lab.cluster_with_link(32);
-    let run = lab.migrate_killed_in_flight(&lab.one_along(), &cluster);
+    let run = lab.migrate_killed_in_flight(&lab.one_along(), &cluster, "host-c");
 
     let first = lab.spawn(&["resume", &run], &[]);
     let second = lab.spawn(&["resume", &run], &[]);
@@ -202,7 +204,7 @@ fn of_two_resumes_at_once_one_drives_the_run_and_the_other_names_it() {
     // while the first still waits for that job is refused.
     let slow = lab.cluster_with_link(4);
     let plan = lab.plan("along-again", &[("vm-1", "host-c"), ("vm-2", "host-a"), ("vm-3", "host-b")]);
-    let run = lab.migrate_killed_in_flight(&plan, &slow);
+    let run = lab.migrate_killed_in_flight(&plan, &slow, "host-a");
     let waiting = lab.spawn(&["resume", &run], &[]);
     let holder_now = holder(waiting.id());
     let started = Instant::now();

@@ -216,13 +216,8 @@ fn over_tls_every_move_kind_works_plaintext_is_refused_and_bad_credentials_chang
         .spawn()
         .expect("ferry runs");
     wait_for_line(&mut child, "failpoint transferring vm-1", Duration::from_secs(120));
-    // Killed once the target holds the incoming copy: a source libvirtd still in its TLS
-    // handshake with the target gives the migration up when its client goes.
-    let waited = Instant::now();
-    while lab.vm_status("vm-1")["paused_on"] != json!(["host-c"]) {
-        assert!(waited.elapsed() < Duration::from_secs(30), "no incoming copy: {:#}", lab.vm_status("vm-1"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Killed once the target holds the incoming copy.
+    lab.wait_incoming("vm-1", "host-c");
     common::kill9(child.id());
     let _ = child.wait();
     std::thread::sleep(Duration::from_secs(2));

@@ -221,6 +221,21 @@ impl TestLab {
         status["vms"].as_array().expect("vms").iter().find(|v| v["name"] == vm).expect("guest in the lab").clone()
     }
 
+    /// Waits (up to 30 s) until `host` holds `vm`'s paused incoming copy: the migration is
+    /// under way in libvirt. Before that, a source libvirtd still setting it up (a TLS
+    /// handshake with the target) gives it up when its client goes.
+    pub fn wait_incoming(&self, vm: &str, host: &str) {
+        let waited = std::time::Instant::now();
+        while self.vm_status(vm)["paused_on"] != serde_json::json!([host]) {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(30),
+                "the migration of {vm} never reached {host}: {:#}",
+                self.vm_status(vm)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// The last heartbeat in a guest's serial log.
     pub fn last_heartbeat(&self, vm: &str) -> ferry_heartbeat::Heartbeat {
         let log = std::fs::read_to_string(self.dir.join("vms").join(vm).join("serial.log")).expect("serial log");
