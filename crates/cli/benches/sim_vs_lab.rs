@@ -178,6 +178,7 @@ fn guest(name: &str, host: &str, dirty: f64) -> VmDesc {
         running: true,
         shutdown_s: 10.0,
         compression_ratio: None,
+        tags: Default::default(),
     }
 }
 

@@ -240,7 +240,16 @@ pub struct Vm {
     pub tags: BTreeMap<String, String>,
 }
 
+/// The tag (`ferry tag VM anti_affinity=GROUP`) that puts a VM in an anti-affinity group:
+/// no placement ferry makes puts two VMs of one group on one host.
+pub const ANTI_AFFINITY_TAG: &str = "anti_affinity";
+
 impl Vm {
+    /// Its anti-affinity group, from its tags.
+    pub fn anti_affinity(&self) -> Option<&str> {
+        self.tags.get(ANTI_AFFINITY_TAG).map(String::as_str)
+    }
+
     /// Disks that must be copied when the VM changes host.
     pub fn local_disks(&self) -> impl Iterator<Item = &Disk> {
         self.disks.iter().filter(|d| d.locality == Locality::HostLocal)

@@ -143,7 +143,7 @@ pub struct Candidate {
     pub from: String,
     /// Target host; none when placement found none.
     pub to: Option<String>,
-    /// Anti-affinity group.
+    /// Anti-affinity group: the plan's group, else the VM's `anti_affinity` tag.
     pub group: Option<String>,
 }
 
@@ -678,20 +678,29 @@ fn networks(vm: &Vm, target: &Host) -> Check {
 }
 
 /// No two members of a group end on one host: members that move end on their target,
-/// the others stay where they are.
+/// the others stay where they are. A move's group is the plan's, else its VM's tag; VMs
+/// tagged into the group that do not move count where they run.
 fn anti_affinity(ctx: &CheckContext<'_>, index: usize, vm: &Vm) -> Option<Check> {
     let me = &ctx.moves[index];
-    let group = me.group.as_ref()?;
+    let group = me.group.as_deref().or_else(|| vm.anti_affinity())?;
     let to = me.to.as_ref()?;
-    let clash = ctx
+    let moving = ctx
         .moves
         .iter()
         .enumerate()
-        .filter(|(i, m)| *i != index && m.group.as_ref() == Some(group))
-        .find(|(_, m)| m.to.as_ref().unwrap_or(&m.from) == to);
+        .filter(|(i, m)| *i != index && m.group.as_deref() == Some(group))
+        .map(|(_, m)| (m.uuid.as_str(), m.to.as_ref().unwrap_or(&m.from)));
+    let staying = ctx
+        .inventory
+        .vms
+        .iter()
+        .filter(|v| v.uuid != vm.uuid && v.anti_affinity() == Some(group))
+        .filter(|v| !ctx.moves.iter().any(|m| m.uuid == v.uuid))
+        .map(|v| (v.uuid.as_str(), &v.host));
+    let clash = moving.chain(staying).find(|(_, at)| *at == to);
     Some(match clash {
-        Some((_, other)) => {
-            let name = ctx.inventory.vms.iter().find(|v| v.uuid == other.uuid).map(|v| v.name.as_str()).unwrap_or("?");
+        Some((other, _)) => {
+            let name = ctx.inventory.vms.iter().find(|v| v.uuid == other).map(|v| v.name.as_str()).unwrap_or("?");
             Check::new(
                 CheckName::AntiAffinity,
                 Outcome::Failed,

@@ -126,7 +126,8 @@ impl std::error::Error for UnknownPolicy {}
 pub struct Request {
     /// VM name; must be in the inventory.
     pub vm: String,
-    /// Anti-affinity group: no two VMs of one group end on one host.
+    /// Anti-affinity group: no two VMs of one group end on one host. `None`: the VM's
+    /// `anti_affinity` tag, if it has one.
     pub anti_affinity: Option<String>,
     /// Only these hosts may take it (a drain's explicit target list); `None`: any host.
     pub candidates: Option<Vec<String>>,
@@ -143,7 +144,8 @@ pub struct Fixed {
     pub vm: String,
     /// Target host.
     pub to: String,
-    /// Anti-affinity group of this VM, shared with [`Request::anti_affinity`] names.
+    /// Anti-affinity group of this VM, shared with [`Request::anti_affinity`] names; `None`:
+    /// its tag, as for a request.
     pub anti_affinity: Option<String>,
 }
 
@@ -186,7 +188,9 @@ pub struct Decision {
 /// planned inbound moves, plus this VM, within `cpus × cpu_overcommit` and
 /// `memory_mib × memory_overcommit`. Outbound moves free nothing (see the module docs).
 ///
-/// A group member that is not placed (yet, or at all) counts where it is now.
+/// A group member that is not placed (yet, or at all) counts where it is now; so does every
+/// VM tagged into a group (`anti_affinity = GROUP`, [`Vm::anti_affinity`]) that the call
+/// neither places nor fixes.
 pub fn place(
     cluster: &ClusterSpec,
     inventory: &Inventory,
@@ -203,13 +207,17 @@ pub fn place(
 pub struct Placer<'a> {
     base: World<'a>,
     vms: HashMap<&'a str, &'a Vm>,
+    /// VMs tagged into an anti-affinity group (few, usually): where they are counts even
+    /// when a call neither moves nor fixes them.
+    tagged: Vec<&'a Vm>,
 }
 
 impl<'a> Placer<'a> {
     /// Indexes `cluster` and `inventory`.
     pub fn new(cluster: &'a ClusterSpec, inventory: &'a Inventory) -> Placer<'a> {
         let vms = inventory.vms.iter().map(|v| (v.name.as_str(), v)).collect();
-        Placer { base: World::new(cluster, inventory), vms }
+        let tagged = inventory.vms.iter().filter(|v| v.anti_affinity().is_some()).collect();
+        Placer { base: World::new(cluster, inventory), vms, tagged }
     }
 
     /// [`place`] on the indexed cluster and inventory.
@@ -220,13 +228,14 @@ impl<'a> Placer<'a> {
         constraints: &Constraints,
         policy: Policy,
     ) -> Vec<Decision> {
-        place_in(self.base.constrained(constraints), &self.vms, fixed, requests, policy)
+        place_in(self.base.constrained(constraints), &self.vms, &self.tagged, fixed, requests, policy)
     }
 }
 
 fn place_in<'a>(
     mut world: World<'a>,
     vms: &HashMap<&'a str, &'a Vm>,
+    tagged: &[&'a Vm],
     fixed: &'a [Fixed],
     requests: &'a [Request],
     policy: Policy,
@@ -246,7 +255,8 @@ fn place_in<'a>(
         if let (true, Some(vm), Some(t)) = (moves, vm, target) {
             world.hosts[t].charge(vm);
         }
-        if let Some(group) = &f.anti_affinity {
+        // The plan's group, else the VM's tag.
+        if let Some(group) = f.anti_affinity.as_deref().or_else(|| vm.and_then(|vm| vm.anti_affinity())) {
             let at = if moves || vm.is_none() { target } else { current };
             groups.join(group, &f.vm, at, moves);
         }
@@ -259,6 +269,13 @@ fn place_in<'a>(
         match world.resolve(index, request, vms, &fixed_to, &mut requested, &mut groups) {
             Ok(req) => todo.push(req),
             Err(why) => decisions.push((index, refused(request, why))),
+        }
+    }
+    // Tagged members this call neither moves nor fixes stay where they are.
+    for vm in tagged {
+        if !fixed_to.contains_key(vm.name.as_str()) && !requested.contains(vm.name.as_str()) {
+            let group = vm.anti_affinity().expect("only tagged VMs");
+            groups.join(group, &vm.name, world.index(&vm.host), false);
         }
     }
     // The hard ones first: a large VM placed last finds only crumbs.
@@ -575,7 +592,9 @@ impl<'a> World<'a> {
                 (Some(known), unknown)
             }
         };
-        let member = request.anti_affinity.as_deref().map(|g| groups.join(g, &vm.name, Some(source), false));
+        // The plan's group, else the VM's tag.
+        let group = request.anti_affinity.as_deref().or_else(|| vm.anti_affinity());
+        let member = group.map(|g| groups.join(g, &vm.name, Some(source), false));
         Ok(Req { index, vm, source, member, candidates, unknown })
     }
 
@@ -925,7 +944,10 @@ mod tests {
                     disks: vec![],
                     nics: vec![],
                     ferry: None,
-                    tags: Default::default(),
+                    tags: attrs
+                        .get("tag")
+                        .map(|g| BTreeMap::from([(ferry_model::ANTI_AFFINITY_TAG.to_string(), g.to_string())]))
+                        .unwrap_or_default(),
                 }),
                 "fixed" => case.fixed.push(Fixed {
                     vm: name,
@@ -1133,6 +1155,47 @@ mod tests {
             - c: anti-affinity group db: db1 is planned to move there
             - d: anti-affinity group db: db2 is planned to move there
             ",
+        );
+    }
+
+    #[test]
+    fn anti_affinity_from_tags() {
+        // db1 stays on b and is in no request: its tag alone keeps both others off b. db2
+        // (the larger, placed first) goes to c, which then keeps db3 off c.
+        check(
+            "
+            host a
+            host b
+            host c
+            host d mem=4096
+            vm db1 on=b tag=db
+            vm db2 on=a tag=db
+            vm db3 on=d tag=db mem=512
+            move db3
+            move db2
+            explain
+            ",
+            "
+            db3 -> a: a: best fit, 6656 MiB left after (of 8192)
+            - b: anti-affinity group db: db1 is there
+            - c: anti-affinity group db: db2 is planned to move there
+            - d: is where db3 runs now
+            db2 -> c: c: best fit, 7168 MiB left after (of 8192)
+            - a: is where db2 runs now
+            - b: anti-affinity group db: db1 is there
+            - d: anti-affinity group db: db3 is there
+            ",
+        );
+        // A plan's group wins over the tag.
+        check(
+            "
+            host a
+            host b
+            vm db1 on=b tag=db
+            vm db2 on=a tag=db
+            move db2 aa=other
+            ",
+            "db2 -> b: b: best fit, 6144 MiB left after (of 8192)",
         );
     }
 

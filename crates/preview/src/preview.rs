@@ -164,6 +164,8 @@ pub fn preview(
 ) -> Preview {
     let unavailable: Vec<String> = plan.drains.iter().map(|d| d.host.clone()).collect();
     let placements = place_any(cluster, inventory, plan, moves, &unavailable, config.explain);
+    let tags: HashMap<&str, &str> =
+        inventory.vms.iter().filter_map(|v| v.anti_affinity().map(|g| (v.uuid.as_str(), g))).collect();
     let candidates: Vec<Candidate> = moves
         .iter()
         .zip(&placements)
@@ -174,7 +176,7 @@ pub fn preview(
                 Target::Host(h) => Some(h.clone()),
                 Target::Any => placed.as_ref().and_then(|p| p.host.clone()),
             },
-            group: m.group.clone(),
+            group: m.group.clone().or_else(|| tags.get(m.uuid.as_str()).map(|g| g.to_string())),
         })
         .collect();
     let ctx = CheckContext {

@@ -510,6 +510,31 @@ fn anti_affinity_sees_where_every_member_ends() {
 }
 
 #[test]
+fn anti_affinity_counts_tagged_vms_that_do_not_move() {
+    let mut w = world();
+    let tag = |w: &mut World, name: &str, group: &str| {
+        let vm = w.inventory.vms.iter_mut().find(|v| v.name == name).expect("a VM of the world");
+        vm.tags.insert(ferry_model::ANTI_AFFINITY_TAG.into(), group.into());
+    };
+    tag(&mut w, "web-1", "db");
+    tag(&mut w, "big", "db");
+    let (outcome, message) = outcome_of(&w, 0, CheckName::AntiAffinity, &[]);
+    assert_eq!(outcome, Outcome::Failed);
+    assert_eq!(message, "web-1 and big of group db would both be on b");
+    // Another group, or big moving away, clears it.
+    tag(&mut w, "big", "web");
+    assert_eq!(outcome_of(&w, 0, CheckName::AntiAffinity, &[]).0, Outcome::Passed);
+    tag(&mut w, "big", "db");
+    w.moves.push(Candidate {
+        uuid: "uuid-big".into(),
+        from: "b".into(),
+        to: Some("a".into()),
+        group: Some("db".into()),
+    });
+    assert_eq!(outcome_of(&w, 0, CheckName::AntiAffinity, &[]).0, Outcome::Passed);
+}
+
+#[test]
 fn a_live_runs_claim_fails_active_run_and_no_ignore_waives_it() {
     // (case, claim refreshed at, runs alive in the journal, held: not waivable)
     let cases: [(&str, Option<i64>, &[&str], bool); 4] = [

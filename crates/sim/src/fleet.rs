@@ -30,6 +30,7 @@
 //! nonzero_mib = 6144                # memory that is not zero pages (default: all of memory)
 //! disk_mib = 0                      # host-local disk copied on a move; 0: shared storage
 //! compression_ratio = 2.08          # memory per byte sent when compressed (default 1.0)
+//! tags = { anti_affinity = "db" }   # the operators' tags (`ferry tag`)
 //! ```
 //!
 //! A file whose name ends in `.json` is read as JSON with the same fields (`host`, `vm` and
@@ -199,6 +200,10 @@ pub struct VmDesc {
     /// [`crate::DEFAULT_COMPRESSION_RATIO`], no gain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression_ratio: Option<f64>,
+    /// The operators' tags, as `ferry tag` sets them on a real domain (`maintenance`,
+    /// `anti_affinity`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 fn default_vcpus() -> u32 {

@@ -107,6 +107,7 @@ pub fn generate(options: &GenOptions) -> Fleet {
                     let mut own = Rng::for_stream(options.seed, 0xc0de, i as u64);
                     compression_ratio(own.unit(), own.unit())
                 }),
+                tags: Default::default(),
             }
         })
         .collect();

@@ -162,6 +162,7 @@ struct SimVm {
     /// during post-copy.
     shadow: Option<(usize, VmState)>,
     metadata: Option<Metadata>,
+    tags: BTreeMap<String, String>,
     /// The move in flight.
     flow: Option<u64>,
     /// Moves tried, for the random draws of the next one.
@@ -387,6 +388,7 @@ impl World {
                 state: if v.running { VmState::Running } else { VmState::ShutOff },
                 shadow: None,
                 metadata: None,
+                tags: v.tags.clone(),
                 flow: None,
                 attempts: 0,
             });
@@ -509,7 +511,7 @@ impl World {
                 disks: vec![disk],
                 nics: vec![Nic { mac: mac(&v.uuid), network: Some("default".into()) }],
                 ferry: v.metadata.clone(),
-                tags: Default::default(),
+                tags: v.tags.clone(),
             });
         }
         inventory

@@ -58,6 +58,7 @@ fn lab_vm(name: &str, on: &str, dirty: f64) -> VmDesc {
         running: true,
         shutdown_s: 10.0,
         compression_ratio: None,
+        tags: Default::default(),
     }
 }
 

@@ -71,6 +71,7 @@ fn case(seed: u64, hosts: usize, vms: usize, faults: bool) -> Case {
             running: rng.unit() < 0.9,
             shutdown_s: rng.range(0.0, 90.0),
             compression_ratio: None,
+            tags: Default::default(),
         });
     }
     let mut fleet = Fleet {
