@@ -80,7 +80,8 @@ pub async fn run(args: RollArgs, output: Output) -> ExitCode {
 /// planned, 2 for input errors.
 pub fn preview(plan: &Plan, cluster: &ClusterSpec, inventory: &Inventory, output: Output) -> ExitCode {
     let roll = plan.roll.as_ref().expect("called for a roll plan");
-    let rolled = match plan_roll(roll, &plan.file, cluster, inventory, plan.limits.per_source) {
+    let placement = plan.policy.placement.parse().expect("the plan parser accepts only known placement policies");
+    let rolled = match plan_roll(roll, &plan.file, cluster, inventory, plan.limits.per_source, placement) {
         Ok(r) => r,
         Err(errors) => {
             for e in errors {
@@ -91,7 +92,7 @@ pub fn preview(plan: &Plan, cluster: &ClusterSpec, inventory: &Inventory, output
     };
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rolled).expect("a roll plan serialises")),
-        Output::Text => print_text(&plan.name, &rolled),
+        Output::Text => print_text(plan, &rolled),
     }
     if rolled.impossible.is_empty() {
         ExitCode::SUCCESS
@@ -100,7 +101,8 @@ pub fn preview(plan: &Plan, cluster: &ClusterSpec, inventory: &Inventory, output
     }
 }
 
-fn print_text(name: &str, r: &RollPlan) {
+fn print_text(plan: &Plan, r: &RollPlan) {
+    let name = &plan.name;
     for (i, wave) in r.waves.iter().enumerate() {
         let canary = if wave.canary { " (canary: confirmation asked after it)" } else { "" };
         let time =
@@ -122,6 +124,16 @@ fn print_text(name: &str, r: &RollPlan) {
             println!("  {host} waits: {why}");
         }
         println!("  free outside maintenance: {:.0} MiB, {:.0} vCPUs", wave.free.memory_mib, wave.free.vcpus);
+    }
+    if plan.roll.as_ref().is_some_and(|roll| !roll.return_vms) {
+        println!(
+            "then a rebalance by placement {} of the roll's hosts: {} moves as planned now (planned again on the layout the waves leave)",
+            plan.policy.placement,
+            r.rebalance.len()
+        );
+        for m in &r.rebalance {
+            println!("  {} {} -> {}", m.vm, m.from, m.to);
+        }
     }
     for (host, why) in &r.skipped {
         println!("skipped {host}: {why}");

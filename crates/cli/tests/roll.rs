@@ -262,6 +262,52 @@ fn a_redundancy_group_is_never_in_maintenance_together() {
     assert_eq!(lab.guests(), before, "every guest back on its own host with its UUID");
     lab.lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
     lab.lab.check_ok();
+
+    // Three guests tagged into one anti-affinity group (`ferry tag`, in their domains'
+    // metadata) never share a host through a roll without return, one host at a time; the
+    // roll ends with a rebalance by the plan's placement.
+    let mut members: std::collections::BTreeMap<String, String> =
+        before.iter().take(3).map(|g| (g.0.clone(), g.2[0].clone())).collect();
+    assert_eq!(members.values().collect::<std::collections::BTreeSet<_>>().len(), 3, "{before:?}");
+    for vm in members.keys() {
+        let cluster = lab.path("cluster.toml");
+        let out = common::ferry(&["tag", vm, "anti_affinity=web", "--cluster", path_str(&cluster)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let plan = lab.plan("quick.sh", "max_unavailable = 1\n");
+    let text = std::fs::read_to_string(&plan)
+        .expect("the plan")
+        .replace("return = true", "return = false")
+        .replace("delete_source_volumes = true\n", "delete_source_volumes = true\nplacement = \"spread\"\n");
+    std::fs::write(&plan, text).expect("write the plan");
+    let (code, out) = lab.ferry(&["roll", path_str(&plan), "--yes"], true);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("rebalance of the roll's hosts by placement spread"), "{out}");
+    let runs = lab.runs();
+    let roll = runs.iter().filter(|r| r.kind == RunKind::Roll).max_by_key(|r| r.created_ms).expect("the roll");
+    // Its waves and its rebalance (without return, no wave has a return of its own).
+    let mut parts: Vec<&Run> = runs.iter().filter(|r| r.parent.as_deref() == Some(roll.id.as_str())).collect();
+    parts.sort_by_key(|r| r.created_ms);
+    assert!(parts.len() >= 4, "a wave per host: {parts:#?}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let journal =
+        rt.block_on(Journal::open_path(&lab.path("journal.db"), &JournalConfig::default())).expect("journal opens");
+    for run in parts {
+        for m in rt.block_on(journal.moves(&run.id)).expect("moves") {
+            assert!(m.status.is_success(), "{m:?}\n{out}");
+            if let (Some(at), Some(to)) = (members.get_mut(&m.vm), m.target.clone()) {
+                *at = to;
+            }
+        }
+        let hosts: std::collections::BTreeSet<&String> = members.values().collect();
+        assert_eq!(hosts.len(), 3, "two of {members:?} on one host after {}\n{out}", run.plan_name);
+    }
+    let now = lab.guests();
+    for (vm, at) in &members {
+        assert!(now.iter().any(|g| &g.0 == vm && g.2 == [at.clone()]), "{vm} runs on {at} alone: {now:?}");
+    }
+    lab.lab.assert_each_vm_once_and_no_stray_volume(&[], &|| out.clone());
+    lab.lab.check_ok();
 }
 
 /// `ferry roll` killed (SIGKILL) during a wave's drain, during a hook and during a return,

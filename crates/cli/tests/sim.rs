@@ -449,6 +449,111 @@ fn a_simulated_roll_given_a_deadline_as_a_duration_starts_no_wave_after_it() {
 }
 
 #[test]
+fn a_simulated_roll_never_puts_two_vms_of_an_anti_affinity_group_on_one_host() {
+    let dir = dir("roll-anti-affinity");
+    let cluster = generated(&dir, 8, 40, 5);
+    // The first VM of each of six hosts tagged into group db, as `ferry tag` would.
+    let fleet = dir.join("fleet.toml");
+    let mut members: std::collections::BTreeMap<String, String> = Default::default();
+    let mut tagged = Vec::new();
+    let mut name = String::new();
+    for line in std::fs::read_to_string(&fleet).expect("fleet").lines() {
+        tagged.push(line.to_string());
+        if let Some(n) = line.strip_prefix("name = \"vm-") {
+            name = format!("vm-{}", n.trim_end_matches('"'));
+        }
+        let host = line.strip_prefix("host = \"").map(|h| h.trim_end_matches('"').to_string());
+        if let Some(host) = host.filter(|h| h.as_str() <= "h-0006" && !members.values().any(|m| m == h)) {
+            members.insert(name.clone(), host);
+            tagged.push("tags = { anti_affinity = \"db\" }".to_string());
+        }
+    }
+    assert_eq!(members.len(), 6, "{members:?}");
+    std::fs::write(&fleet, tagged.join("\n")).expect("tagged");
+    let plan = dir.join("roll.toml");
+    std::fs::write(
+        &plan,
+        "[plan]\nname = \"patch\"\n[policy]\nplacement = \"spread\"\n\
+         [roll]\nmax_unavailable = 3\nreturn = false\nhook_sim_s = 60\n",
+    )
+    .expect("written");
+
+    // Three hosts away leave five, three of them holding members: no wave takes three
+    // members' hosts, and the preview says so.
+    let out = ferry(&["preview", path(&plan), "--cluster", &cluster, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let preview: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let reasons: Vec<&str> = preview["waves"]
+        .as_array()
+        .expect("waves")
+        .iter()
+        .flat_map(|w| w["waiting"].as_array().expect("waiting").iter().map(|p| p[1].as_str().expect("a reason")))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("anti-affinity group db: every host outside the wave")),
+        "{reasons:?}"
+    );
+
+    let planned = preview["rebalance"].as_array().expect("a rebalance").len();
+    assert!(planned > 0, "the last wave's hosts end empty: spread evens them out");
+
+    let state = dir.join("journal.db");
+    let out = ferry(&["roll", path(&plan), "--cluster", &cluster, "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("rebalance of the roll's hosts by placement spread"), "{}", text(&out));
+    // Where the members are after each run of the roll (the rebalance last), from the
+    // journal's moves; and how many VMs each host holds at the end.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let roll = rt.block_on(async {
+        let journal = ferry_journal::Journal::open_path(&state, &Default::default()).await.expect("journal");
+        let mut runs = journal.runs().await.expect("runs");
+        runs.sort_by_key(|r| r.created_ms);
+        let mut moved = 0;
+        let mut on: std::collections::BTreeMap<String, i32> = Default::default();
+        let rebalance = runs.last().expect("runs");
+        assert!(rebalance.plan_name.ends_with(": rebalance"), "{}", rebalance.plan_name);
+        assert!(!journal.moves(&rebalance.id).await.expect("moves").is_empty());
+        for run in runs.iter().filter(|r| r.kind != ferry_journal::RunKind::Roll) {
+            for m in journal.moves(&run.id).await.expect("moves") {
+                *on.entry(m.source.clone()).or_default() -= 1;
+                *on.entry(m.target.clone().expect("a target")).or_default() += 1;
+                assert!(m.status.is_success(), "{m:?}");
+                if let (Some(at), Some(to)) = (members.get_mut(&m.vm), m.target.clone()) {
+                    *at = to;
+                    moved += 1;
+                }
+            }
+            let hosts: std::collections::BTreeSet<&String> = members.values().collect();
+            assert_eq!(hosts.len(), members.len(), "after {}: {members:?}", run.plan_name);
+        }
+        assert!(moved >= 6, "every member left its host once: {moved} moves");
+        // Net of every move, no host the roll went through ends empty.
+        let out = ferry(&["inventory", "--cluster", &cluster, "--output", "json"]);
+        let inventory: Value = serde_json::from_slice(&out.stdout).expect("json");
+        for host in inventory["hosts"].as_array().expect("hosts") {
+            let name = host["name"].as_str().expect("a name");
+            let before = inventory["vms"].as_array().expect("vms").iter().filter(|v| v["host"] == name).count();
+            let after = before as i32 + on.get(name).copied().unwrap_or(0);
+            assert!(after > 0, "{name} ends empty: {on:?}");
+        }
+        runs.iter().find(|r| r.kind == ferry_journal::RunKind::Roll).expect("the roll").id.clone()
+    });
+    // The report tells the roll, its rebalance included.
+    let out = ferry(&["report", &roll, "--state", path(&state), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rebalance = &report["roll"]["rebalance"];
+    assert_eq!(rebalance["state"], "finished", "{rebalance:#}");
+    assert!(!rebalance["moves"].as_array().expect("moves").is_empty(), "{rebalance:#}");
+    assert_eq!(report["roll"]["waves"].as_array().expect("waves").len(), preview["waves"].as_array().expect("").len());
+    let rebalanced =
+        report["roll"]["vms"].as_array().expect("vms").iter().flat_map(|v| v["steps"].as_array().expect("steps"));
+    assert!(rebalanced.filter(|s| s["step"] == "rebalance").count() > 0, "{report:#}");
+    let out = ferry(&["report", &roll, "--state", path(&state)]);
+    assert!(text(&out).contains("\nrebalance (run "), "{}", text(&out));
+}
+
+#[test]
 fn quiet_leaves_what_a_script_needs_and_json_logs_are_json_only() {
     let dir = dir("chatter");
     let cluster = generated(&dir, 10, 40, 3);

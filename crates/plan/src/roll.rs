@@ -11,7 +11,8 @@
 //! max_unavailable = 1                 # hosts in maintenance at once
 //! reserve = "largest-host"            # "none", or { memory_mib = 65536, vcpus = 32 }
 //! redundancy_groups = [["vios-a", "vios-b"]]   # never in maintenance together
-//! return = true                       # false: VMs stay where they went
+//! return = true                       # false: VMs stay where they went, and the roll ends
+//!                                      # with a rebalance by the plan's placement
 //! canary = 1                          # hosts done first; then wait for confirmation
 //! on_host_failure = "stop"            # stop | skip
 //! hook_sim_s = 300                    # the hook's time on a simulated fleet

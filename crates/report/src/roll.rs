@@ -44,6 +44,24 @@ pub struct RollView {
     pub hosts: Vec<HostReport>,
     /// Every VM a wave moved, shut down or returned, by name.
     pub vms: Vec<VmPath>,
+    /// The rebalance that ends a roll without return, once started.
+    pub rebalance: Option<RebalanceView>,
+}
+
+/// The rebalance run of a roll without return (`PLAN: rebalance`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RebalanceView {
+    /// Its run.
+    pub run: String,
+    /// That run's state.
+    pub state: RunState,
+    /// Its moves: each VM, where it went from and to, and how.
+    pub moves: Vec<Departure>,
+}
+
+/// Whether `run` is a roll's rebalance rather than one of its waves.
+fn is_rebalance(run: &Run) -> bool {
+    run.plan_name.ends_with(": rebalance")
 }
 
 /// One wave.
@@ -259,7 +277,11 @@ pub enum HostOutcome {
 }
 
 /// The roll's report from its run's `events` and its waves' records.
-pub fn roll_view(events: &[Event], waves: &[WaveRecords]) -> RollView {
+pub fn roll_view(events: &[Event], runs: &[WaveRecords]) -> RollView {
+    let (rebalance, waves): (Vec<WaveRecords>, Vec<WaveRecords>) =
+        runs.iter().cloned().partition(|w| is_rebalance(&w.wave.run));
+    let waves = waves.as_slice();
+    let rebalance = rebalance.first();
     let planned = planned_waves(events, waves);
     let verdicts = verdicts(events);
     let by_number = number_waves(waves);
@@ -299,7 +321,23 @@ pub fn roll_view(events: &[Event], waves: &[WaveRecords]) -> RollView {
             outcome: HostOutcome::Skipped { why: why.clone() },
         });
     }
-    RollView { waves: wave_views, vms: vm_paths(&by_number), hosts }
+    let after = wave_views.len() + 1;
+    let rebalance_view = rebalance.map(|r| RebalanceView {
+        run: r.wave.run.id.clone(),
+        state: r.wave.run.state,
+        moves: r
+            .wave
+            .moves
+            .iter()
+            .map(|m| Departure { vm: m.vm.clone(), uuid: m.uuid.clone(), host: m.target.clone(), status: m.status })
+            .collect(),
+    });
+    RollView {
+        waves: wave_views,
+        vms: vm_paths(&by_number, rebalance.map(|r| (after, &r.wave))),
+        hosts,
+        rebalance: rebalance_view,
+    }
 }
 
 /// The waves as the roll journaled them when it was planned.
@@ -662,12 +700,12 @@ pub struct VmPath {
     pub off: bool,
 }
 
-/// One thing that happened to a VM in a wave.
+/// One thing that happened to a VM in a wave, or in the rebalance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VmStep {
-    /// The wave (1-based).
+    /// The wave (1-based); for the rebalance, one past the last wave.
     pub wave: usize,
-    /// `leave`, `return`, `shut-down` or `start`.
+    /// `leave`, `return`, `shut-down`, `start` or `rebalance`.
     pub step: &'static str,
     /// The host it left (or stayed on, shut down).
     pub from: String,
@@ -679,8 +717,9 @@ pub struct VmStep {
     pub at_ms: Option<i64>,
 }
 
-/// Each VM's steps through the waves, by VM name.
-fn vm_paths(waves: &HashMap<usize, &WaveRecords>) -> Vec<VmPath> {
+/// Each VM's steps through the waves and the rebalance (numbered one past the last wave),
+/// by VM name.
+fn vm_paths(waves: &HashMap<usize, &WaveRecords>, rebalance: Option<(usize, &RunRecords)>) -> Vec<VmPath> {
     let mut numbers: Vec<usize> = waves.keys().copied().collect();
     numbers.sort_unstable();
     // (uuid, name, step), in wave order.
@@ -729,6 +768,21 @@ fn vm_paths(waves: &HashMap<usize, &WaveRecords>) -> Vec<VmPath> {
         }
         for r in &w.returns {
             moving(r, "return", &mut steps);
+        }
+    }
+    if let Some((number, records)) = rebalance {
+        let mut moves: Vec<&Move> = records.moves.iter().collect();
+        moves.sort_by_key(|m| (move_start(m, &records.attempts).unwrap_or(i64::MAX), m.seq));
+        for m in moves {
+            let step = VmStep {
+                wave: number,
+                step: "rebalance",
+                from: m.source.clone(),
+                to: m.target.clone(),
+                status: Some(m.status),
+                at_ms: move_start(m, &records.attempts),
+            };
+            steps.push((m.uuid.clone(), m.vm.clone(), step));
         }
     }
     let mut paths: Vec<VmPath> = Vec::new();

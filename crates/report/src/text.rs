@@ -233,6 +233,17 @@ fn format_roll(roll: &RollView, now_ms: i64, out: &mut String) {
     for host in &roll.hosts {
         format_host(host, now_ms, out);
     }
+    if let Some(r) = &roll.rebalance {
+        let moves: Vec<String> =
+            r.moves.iter().map(|d| format!("{} -> {} {}", d.vm, d.host.as_deref().unwrap_or("?"), d.status)).collect();
+        out.push_str(&format!(
+            "\nrebalance (run {}, {}): {} moves: {}\n",
+            r.run,
+            r.state,
+            moves.len(),
+            moves.join(", ")
+        ));
+    }
     if roll.vms.is_empty() {
         return;
     }
@@ -354,22 +365,28 @@ pub(crate) fn tail_lines(tail: &Tail, tag: &str, indent: &str) -> String {
 
 /// A VM's steps: `wave 1: host-a -> host-c SUCCESS, back host-c -> host-a ROLLED-BACK`.
 pub(crate) fn vm_path_words(vm: &VmPath) -> String {
-    let mut waves: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut waves: Vec<(usize, &str, Vec<String>)> = Vec::new();
     for step in &vm.steps {
         let status = step.status.map(|s| format!(" {s}")).unwrap_or_default();
         let to = step.to.as_deref().unwrap_or("?");
         let words = match step.step {
-            "leave" => format!("{} -> {to}{status}", step.from),
+            "leave" | "rebalance" => format!("{} -> {to}{status}", step.from),
             "return" => format!("back {} -> {to}{status}", step.from),
             "start" => format!("started again on {}", step.from),
             _ => format!("shut down on {}", step.from),
         };
+        let part = if step.step == "rebalance" { "rebalance" } else { "wave" };
         match waves.last_mut() {
-            Some((wave, steps)) if *wave == step.wave => steps.push(words),
-            _ => waves.push((step.wave, vec![words])),
+            Some((wave, p, steps)) if *wave == step.wave && *p == part => steps.push(words),
+            _ => waves.push((step.wave, part, vec![words])),
         }
     }
-    waves.iter().map(|(wave, steps)| format!("wave {wave}: {}", steps.join(", "))).collect::<Vec<_>>().join("; ")
+    let label = |wave: &usize, part: &str| if part == "wave" { format!("wave {wave}") } else { part.to_string() };
+    waves
+        .iter()
+        .map(|(wave, part, steps)| format!("{}: {}", label(wave, part), steps.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Where a VM is by the journal, and whether ferry left it shut down.

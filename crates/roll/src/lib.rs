@@ -7,7 +7,8 @@
 //! A wave is built greedily in the roll's host order: a host joins while the wave has fewer
 //! than `max_unavailable` hosts, shares no redundancy group with one already in it, and the
 //! hosts outside the wave can take every VM that leaves it (each on one host, by memory and
-//! vCPUs within their overcommit) and still keep the reserve free. Canary hosts go first,
+//! vCPUs within their overcommit, never beside another member of its anti-affinity group)
+//! and still keep the reserve free. Canary hosts go first,
 //! each wave of them before any other host.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use ferry_model::{ClusterSpec, Inventory, VmState};
 use ferry_plan::{HostSelector, InputError, Maintenance, Reserve, Roll};
 use ferry_preview::estimate::PER_MIGRATION_OVERHEAD_S;
+use ferry_preview::placement::Policy;
 use ferry_preview::ASSUMED_LINK_MIB_S;
 use serde::Serialize;
+
+mod rebalance;
+pub use rebalance::{plan_rebalance, Rebalance};
 
 /// Memory and vCPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -89,7 +94,10 @@ pub struct RollPlan {
     pub reserve: Capacity,
     /// The least free capacity outside maintenance at any wave.
     pub lowest_free: Option<Capacity>,
-    /// Moves made (out and back).
+    /// Without return: the rebalance that ends the roll, as planned on the layout the waves
+    /// leave (the run plans it again on the layout it finds).
+    pub rebalance: Vec<Rebalance>,
+    /// Moves made (out and back, and the rebalance's).
     pub moves: usize,
     /// Estimated duration of the whole roll, s; `None` when a hook's time is not known.
     pub estimated_s: Option<f64>,
@@ -103,17 +111,21 @@ struct Guest {
     need: Capacity,
     running: bool,
     behaviour: Maintenance,
+    /// Its anti-affinity group (the `anti_affinity` tag).
+    anti_affinity: Option<String>,
 }
 
-/// Plans `roll` (of plan file `file`) on `cluster` as `inventory` shows it now. Input errors
-/// (a host, group or tag that does not exist, a reserve no cluster of this size can keep, a
-/// VM named that does not exist) come back all at once.
+/// Plans `roll` (of plan file `file`) on `cluster` as `inventory` shows it now, `per_source`
+/// migrations at once leaving a host; without return, the roll ends with a rebalance by
+/// `placement`. Input errors (a host, group or tag that does not exist, a reserve no
+/// cluster of this size can keep, a VM named that does not exist) come back all at once.
 pub fn plan_roll(
     roll: &Roll,
     file: &str,
     cluster: &ClusterSpec,
     inventory: &Inventory,
     per_source: usize,
+    placement: Policy,
 ) -> Result<RollPlan, Vec<InputError>> {
     let error = |line: Option<usize>, field: &str, message: String| InputError {
         file: file.to_string(),
@@ -208,6 +220,7 @@ pub fn plan_roll(
             need: Capacity { memory_mib: v.memory_mib as f64, vcpus: f64::from(v.vcpus) },
             running: v.state == VmState::Running,
             behaviour: roll.behaviour_for(v),
+            anti_affinity: v.anti_affinity().map(str::to_string),
         })
         .collect();
     let mut skipped = Vec::new();
@@ -235,7 +248,7 @@ pub fn plan_roll(
         let canary = canaries > 0;
         let limit = if canary { roll.max_unavailable.min(canaries) } else { roll.max_unavailable };
         let on_host = guests_by_host(&guests);
-        let mut trial = Trial::new(&up, &on_host, &capacity);
+        let mut trial = Trial::new(&up, &on_host, &capacity, &guests, cluster);
         let mut wave: Vec<String> = Vec::new();
         let mut waiting = Vec::new();
         let candidates: Vec<String> = if canary { remaining[..canaries].to_vec() } else { remaining.clone() };
@@ -298,14 +311,38 @@ pub fn plan_roll(
         }
         waves.push(Wave { hosts: wave, canary, vms: placed, waiting, free, estimated_s });
     }
-    let moves =
-        waves.iter().flat_map(|w| &w.vms).filter(|s| s.to.is_some()).map(|s| if s.returns { 2 } else { 1 }).sum();
+    let rebalance = if roll.return_vms {
+        Vec::new()
+    } else {
+        let mut after = inventory.clone();
+        let at: BTreeMap<&str, &str> = guests.iter().map(|g| (g.name.as_str(), g.host.as_str())).collect();
+        for vm in &mut after.vms {
+            vm.host = at[vm.name.as_str()].to_string();
+        }
+        plan_rebalance(cluster, &after, &order, placement)
+    };
+    let moves = rebalance.len()
+        + waves
+            .iter()
+            .flat_map(|w| &w.vms)
+            .filter(|s| s.to.is_some())
+            .map(|s| if s.returns { 2 } else { 1 })
+            .sum::<usize>();
     let lowest_free = waves
         .iter()
         .map(|w| w.free)
         .reduce(|a, b| Capacity { memory_mib: a.memory_mib.min(b.memory_mib), vcpus: a.vcpus.min(b.vcpus) });
-    let estimated_s = waves.iter().map(|w| w.estimated_s).sum::<Option<f64>>();
-    Ok(RollPlan { hosts: order, skipped, impossible, waves, reserve, lowest_free, moves, estimated_s })
+    // The rebalance's moves one after another: it runs under the plan's limits, which may
+    // overlap them.
+    let rebalance_s: f64 = rebalance
+        .iter()
+        .map(|m| {
+            let memory = inventory.vms.iter().find(|v| v.name == m.vm).map_or(0.0, |v| v.memory_mib as f64);
+            memory / link(&m.from) + PER_MIGRATION_OVERHEAD_S
+        })
+        .sum();
+    let estimated_s = waves.iter().map(|w| w.estimated_s).sum::<Option<f64>>().map(|s| s + rebalance_s);
+    Ok(RollPlan { hosts: order, skipped, impossible, waves, reserve, lowest_free, rebalance, moves, estimated_s })
 }
 
 fn guests_by_host(guests: &[Guest]) -> BTreeMap<&str, Vec<&Guest>> {
@@ -323,18 +360,39 @@ impl Guest {
     }
 }
 
-/// A wave being built: the free capacity of every host outside it, and where the VMs of the
-/// hosts in it go. Grown one host at a time ([`Trial::with`]), so that a large cluster is
-/// planned in time proportional to its hosts and VMs, not their product per host tried.
+/// A wave being built: the free capacity of every host outside it, where the VMs of the
+/// hosts in it go, and where the members of each anti-affinity group are. Grown one host at
+/// a time ([`Trial::with`]), so that a large cluster is planned in time proportional to its
+/// hosts and VMs, not their product per host tried.
 #[derive(Clone)]
 struct Trial {
     free: BTreeMap<String, Capacity>,
     steps: Vec<VmStep>,
     needs: BTreeMap<String, Capacity>,
+    /// Per anti-affinity group, its members (VM name → host), where this wave puts them.
+    members: BTreeMap<String, BTreeMap<String, String>>,
+    /// Each member's group.
+    group_of: BTreeMap<String, String>,
+    /// Each host's host group: a VM moves within its own.
+    host_group: BTreeMap<String, String>,
 }
 
 impl Trial {
-    fn new(up: &[String], on_host: &BTreeMap<&str, Vec<&Guest>>, capacity: &dyn Fn(&str) -> Capacity) -> Trial {
+    fn new(
+        up: &[String],
+        on_host: &BTreeMap<&str, Vec<&Guest>>,
+        capacity: &dyn Fn(&str) -> Capacity,
+        guests: &[Guest],
+        cluster: &ClusterSpec,
+    ) -> Trial {
+        let mut members: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut group_of = BTreeMap::new();
+        for g in guests {
+            if let Some(group) = &g.anti_affinity {
+                members.entry(group.clone()).or_default().insert(g.name.clone(), g.host.clone());
+                group_of.insert(g.name.clone(), group.clone());
+            }
+        }
         let free = up
             .iter()
             .map(|h| {
@@ -343,13 +401,24 @@ impl Trial {
                 (h.clone(), capacity(h).minus(used))
             })
             .collect();
-        Trial { free, steps: Vec::new(), needs: BTreeMap::new() }
+        let host_group = cluster.hosts.iter().map(|h| (h.name.clone(), h.group.clone())).collect();
+        Trial { free, steps: Vec::new(), needs: BTreeMap::new(), members, group_of, host_group }
     }
 
-    /// This wave with `host` in it too: its VMs placed (largest first, each on the host
-    /// outside the wave with the most free memory that holds it, those that were placed on
-    /// `host` placed again), and the free capacity outside the wave still covering `reserve`.
-    /// Shut-off VMs and those shut down for the maintenance stay.
+    /// The other member of `vm`'s anti-affinity group on `host`, if any.
+    fn member_on(&self, vm: &str, host: &str) -> Option<&str> {
+        let group = self.group_of.get(vm)?;
+        self.members[group]
+            .iter()
+            .find(|(name, at)| name.as_str() != vm && at.as_str() == host)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// This wave with `host` in it too: its VMs placed (largest first, each on the host of
+    /// its host group outside the wave with the most free memory that holds it and no other
+    /// member of its anti-affinity group, those that were placed on `host` placed again), and the free
+    /// capacity outside the wave still covering `reserve`. Shut-off VMs and those shut down
+    /// for the maintenance stay.
     fn with(&self, host: &str, leaving: &[&Guest], reserve: Capacity, returns: bool) -> Result<Trial, String> {
         let mut next = self.clone();
         next.free.remove(host);
@@ -377,20 +446,38 @@ impl Trial {
         }
         to_place.sort_by(|a, b| b.3.memory_mib.total_cmp(&a.3.memory_mib).then(a.0.cmp(&b.0)));
         for (vm, from, behaviour, need) in to_place {
-            let target = next
-                .free
+            let group = next.host_group.get(&from);
+            let roomy: Vec<(&String, &Capacity)> =
+                next.free.iter().filter(|(h, f)| f.fits(need) && next.host_group.get(*h) == group).collect();
+            let target = roomy
                 .iter()
-                .filter(|(_, f)| f.fits(need))
+                .filter(|(h, _)| next.member_on(&vm, h).is_none())
                 .max_by(|a, b| a.1.memory_mib.total_cmp(&b.1.memory_mib).then(b.0.cmp(a.0)))
-                .map(|(h, _)| h.clone());
+                .map(|(h, _)| (*h).clone());
             let Some(target) = target else {
+                if roomy.is_empty() {
+                    return Err(format!(
+                        "no host outside the wave has room for {vm} ({:.0} MiB, {:.0} vCPUs) in its host group {}",
+                        need.memory_mib,
+                        need.vcpus,
+                        group.map_or("?", String::as_str)
+                    ));
+                }
+                let blockers: Vec<String> = roomy
+                    .iter()
+                    .filter_map(|(h, _)| next.member_on(&vm, h).map(|other| format!("{other} on {h}")))
+                    .collect();
                 return Err(format!(
-                    "no host outside the wave has room for {vm} ({:.0} MiB, {:.0} vCPUs)",
-                    need.memory_mib, need.vcpus
+                    "anti-affinity group {}: every host outside the wave with room for {vm} holds a member ({})",
+                    next.group_of[&vm],
+                    blockers.join(", ")
                 ));
             };
             let left = next.free.get_mut(&target).expect("chosen from it");
             *left = left.minus(need);
+            if let Some(group) = next.group_of.get(&vm) {
+                next.members.get_mut(group).expect("every member's group").insert(vm.clone(), target.clone());
+            }
             next.needs.insert(vm.clone(), need);
             next.steps.push(VmStep { vm, host: from, behaviour, to: Some(target), returns });
         }

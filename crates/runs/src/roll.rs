@@ -21,8 +21,9 @@ use ferry_driver::Driver;
 use ferry_engine::Clock;
 use ferry_journal::{EventKind, Journal, JournalError, Lease, Run, RunKind, RunState};
 use ferry_model::Inventory;
-use ferry_plan::{Check, Drain, Hooks, Maintenance, OnHostFailure, Plan, Roll, Target};
+use ferry_plan::{Check, Drain, Hooks, Maintenance, OnHostFailure, Plan, PlannedMove, Roll, Target};
 use ferry_preview::checks::CheckName;
+use ferry_preview::placement::Policy;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -94,7 +95,7 @@ pub async fn roll(start: RollStart, events: &Events) -> Result<Rolled, Error> {
     let spec = cluster.spec();
     let session = Session::new(&cluster);
     let inventory = session.driver.inventory().await;
-    let planned = ferry_roll::plan_roll(&roll, &plan.file, &spec, &inventory, plan.limits.per_source)
+    let planned = ferry_roll::plan_roll(&roll, &plan.file, &spec, &inventory, plan.limits.per_source, placement(&plan))
         .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     if !planned.impossible.is_empty() {
         let why: Vec<String> = planned.impossible.iter().map(|(h, why)| format!("{h}: {why}")).collect();
@@ -301,8 +302,88 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
             return Ok(Rolled { roll: id, end: RollEnd::AwaitingConfirmation });
         }
     }
+    if !ctx.roll.return_vms {
+        let after = waves.hosts.len() + 1;
+        keep(ctx.lease).await?;
+        if abort_requested(ctx).await {
+            return aborted(ctx, after, "before the rebalance").await;
+        }
+        let existing = wave_run(ctx.journal, &id, &rebalance_name(&ctx.plan.name)).await;
+        if existing.is_none() && past_deadline(ctx.plan, &clock) {
+            note(ctx.journal, &id, ctx.events, "the plan's deadline has passed: the rebalance does not start".into())
+                .await;
+            set_state(ctx, RunState::Stopped).await?;
+            return Ok(Rolled { roll: id, end: RollEnd::PastDeadline(after) });
+        }
+        ok &= rebalance(ctx, cluster, waves, existing).await?;
+        if abort_requested(ctx).await {
+            return aborted(ctx, after, "during the rebalance").await;
+        }
+    }
     set_state(ctx, RunState::Finished).await?;
     Ok(Rolled { roll: id, end: RollEnd::Finished(ok) })
+}
+
+/// The plan's placement policy.
+fn placement(plan: &Plan) -> Policy {
+    plan.policy.placement.parse().expect("the plan parser accepts only known placement policies")
+}
+
+/// The rebalance's run name.
+fn rebalance_name(plan: &str) -> String {
+    format!("{plan}: rebalance")
+}
+
+/// The run that ends a roll without return: the roll's hosts evened out by the plan's
+/// placement policy ([`ferry_roll::plan_rebalance`]) on the layout found now; `existing`,
+/// its run when it was created, is resumed instead. Whether it ended well.
+async fn rebalance(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, existing: Option<Run>) -> Result<bool, Error> {
+    let id = ctx.lease.run();
+    if let Some(run) = existing {
+        ctx.events.say(format!("rebalance: run {} again", run.id));
+        return Ok(start::soft(
+            Box::pin(start::resume(ctx.journal, &run.id, false, true, ctx.events)).await,
+            ctx.events,
+        )?);
+    }
+    let inventory = ctx.session.driver.inventory().await;
+    let hosts: Vec<String> = waves.hosts.iter().flatten().cloned().collect();
+    let policy = placement(ctx.plan);
+    let moves = ferry_roll::plan_rebalance(&cluster.spec(), &inventory, &hosts, policy);
+    let text = format!("rebalance of the roll's hosts by placement {}: {} moves", policy.as_str(), moves.len());
+    note(ctx.journal, id, ctx.events, text).await;
+    if moves.is_empty() {
+        return Ok(true);
+    }
+    let plan = Plan {
+        name: rebalance_name(&ctx.plan.name),
+        moves: moves
+            .iter()
+            .map(|m| PlannedMove {
+                vm: m.vm.clone(),
+                to: Target::Host(m.to.clone()),
+                group: None,
+                order: 0,
+                priority: 0,
+                line: ctx.roll.hosts_line.unwrap_or(0),
+                pre_hook: None,
+                post_hook: None,
+            })
+            .collect(),
+        drains: Vec::new(),
+        roll: None,
+        resume_from: None,
+        ..ctx.plan.clone()
+    };
+    let start = Start {
+        plan,
+        cluster: cluster.clone(),
+        journal: JournalTo::Open(ctx.journal.clone()),
+        ignore: ctx.ignore.clone(),
+        measure: false,
+        wave_of: Some(WaveOf { roll: id.to_string(), session: ctx.session.clone() }),
+    };
+    Ok(start::soft(Box::pin(start::start(start, ctx.events)).await, ctx.events)?)
 }
 
 async fn abort_requested(ctx: &Context<'_>) -> bool {
