@@ -412,10 +412,18 @@ fn wave_number(name: &str) -> Option<usize> {
     rest.split_once(' ').map_or(rest, |(n, _)| n).parse().ok()
 }
 
-/// What the roll last said of each wave: "wave N: HOSTS: done" or "…: did not end well".
+/// What the roll last said of each wave: its `wave_verdict` record, or in a journal from
+/// before those, its message "wave N: HOSTS: done" or "…: did not end well".
 fn verdicts(events: &[Event]) -> HashMap<usize, bool> {
     let mut said = HashMap::new();
     for e in events.iter().filter(|e| e.uuid.is_none()) {
+        let verdict = e.data.as_ref().and_then(|d| d.get("wave_verdict"));
+        if let Some(v) = verdict {
+            if let (Some(number), Some(ok)) = (v["wave"].as_u64(), v["ended_well"].as_bool()) {
+                said.insert(number as usize, ok);
+            }
+            continue;
+        }
         let Some(rest) = e.message.strip_prefix("wave ") else { continue };
         let Some((number, _)) = rest.split_once(':') else { continue };
         let Ok(number) = number.parse::<usize>() else { continue };

@@ -126,7 +126,9 @@ fn stopped_roll() -> (Run, Vec<Event>, Vec<WaveRecords>) {
             })),
         )
         .note(0.5, "wave 1: host-a", None)
-        .note(18.0, "wave 1: host-a: done", None)
+        // Wave 1's verdict as a record (its words may change); wave 2's, as an older ferry
+        // journaled it, in words only.
+        .note(18.0, "wave 1 (host-a) went well", Some(json!({ "wave_verdict": { "wave": 1, "ended_well": true } })))
         .note(30.0, "wave 2: host-b: did not end well (see its run)", None)
         .note(30.1, "roll stopped at wave 2 (on_host_failure = \"stop\")", None);
     let wave_1 =

@@ -265,7 +265,8 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
             hosts.join(", "),
             if wave_ok { "done" } else { "did not end well (see its run)" }
         );
-        note(ctx.journal, &id, ctx.events, text).await;
+        let verdict = json!({ "wave_verdict": { "wave": i + 1, "ended_well": wave_ok } });
+        note_with(ctx.journal, &id, ctx.events, text, Some(&verdict)).await;
         if abort_requested(ctx).await {
             return aborted(ctx, i + 1, "while it ran").await;
         }
@@ -476,8 +477,13 @@ async fn set_state(ctx: &Context<'_>, state: RunState) -> Result<(), Error> {
 }
 
 async fn note(journal: &Journal, run: &str, events: &Events, text: String) {
+    note_with(journal, run, events, text, None).await;
+}
+
+/// [`note`] with a typed record for the report.
+async fn note_with(journal: &Journal, run: &str, events: &Events, text: String, data: Option<&serde_json::Value>) {
     events.say(&text);
-    if let Err(e) = journal.event(run, None, EventKind::Message, &text, None).await {
+    if let Err(e) = journal.event(run, None, EventKind::Message, &text, data).await {
         events.warn(format!("could not journal: {e}"));
     }
 }
