@@ -1,11 +1,14 @@
 //! Run ids: short, sortable by creation time, unique enough to retry on a clash.
 
-/// `r-YYYYMMDD-HHMMSS-xxxx` for the UTC time `ms` since the epoch and a 16-bit suffix.
+/// `r-YYYYMMDD-HHMMSS-xxxx` for the UTC time `ms` since the epoch and a 16-bit suffix; a
+/// time beyond the years 9999 either way (no clock gives one) is clamped to them.
 pub(crate) fn run_id(ms: i64, suffix: u16) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = ferry_model::calendar::civil_from_days(days);
-    format!("r-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{suffix:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let at = jiff::Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    format!("r-{}-{suffix:04x}", at.strftime("%Y%m%d-%H%M%S"))
 }
 
 /// A random suffix for a run id.

@@ -3,7 +3,6 @@
 //!
 //! Pure data: no IO, so nothing here can fail for reasons outside its arguments.
 
-pub mod calendar;
 mod status;
 mod step;
 mod stream;

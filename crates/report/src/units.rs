@@ -16,37 +16,34 @@ pub(crate) fn duration(ms: i64) -> String {
     format!("{sign}{} h {:02} min {:02} s", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
-/// Bytes in MiB with one decimal.
-pub(crate) fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+/// Bytes in the largest binary unit that keeps the number at 1 or more, one decimal:
+/// `512 B`, `1.5 KiB`, `128.5 MiB`, `7.7 TiB`.
+pub(crate) fn bytes(count: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if count < 1024 {
+        return format!("{count} B");
+    }
+    let mut value = count as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// `2026-11-23 20:30:15 UTC`.
 pub(crate) fn utc(ms: i64) -> String {
-    let t = civil(ms);
-    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year, t.month, t.day, t.hour, t.minute, t.second)
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(at) => at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => format!("{ms} ms (out of range)"),
+    }
 }
 
 /// `2026-11-23T20:30:15.123Z`.
 pub(crate) fn rfc3339(ms: i64) -> String {
-    let t = civil(ms);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli)
-}
-
-struct Civil {
-    year: i64,
-    month: i64,
-    day: i64,
-    hour: i64,
-    minute: i64,
-    second: i64,
-    milli: i64,
-}
-
-/// The UTC calendar time `ms` since the epoch.
-fn civil(ms: i64) -> Civil {
-    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = ferry_model::calendar::civil_from_days(days);
-    Civil { year, month, day, hour: rem / 3600, minute: rem % 3600 / 60, second: rem % 60, milli }
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(at) => format!("{}.{:03}Z", at.strftime("%Y-%m-%dT%H:%M:%S"), ms.rem_euclid(1000)),
+        Err(_) => format!("{ms} ms (out of range)"),
+    }
 }
