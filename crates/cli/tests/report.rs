@@ -337,12 +337,12 @@ async fn runs_status_and_report_tell_what_the_journal_holds() {
     let text = stdout(&out);
     assert!(text.contains("moves    3: 1 PRECHECK-FAILED, 1 SUCCESS, 1 FAILURE-WAIT; 3 attempts\n"), "{text}");
     assert!(text.contains("downtime worst 180 ms (web-1)\n"), "{text}");
-    assert!(text.contains("bytes    1546.0 MiB transferred\n"), "{text}");
+    assert!(text.contains("bytes    1.5 GiB transferred\n"), "{text}");
     let block = |vm: &str| text.find(&format!("\n{vm}  ")).unwrap_or_else(|| panic!("no block for {vm}:\n{text}"));
     assert!(block("web-2") < block("db-1") && block("db-1") < block("web-1"), "failures first:\n{text}");
     for line in [
         "web-2  FAILURE-WAIT  host-a -> host-b\n",
-        "  attempt 1  live -> host-b  FAILURE-WAIT  wall 20.0 s, job 19.5 s, 1024.0 MiB, 30 passes\n",
+        "  attempt 1  live -> host-b  FAILURE-WAIT  wall 20.0 s, job 19.5 s, 1.0 GiB, 30 passes\n",
         "    did not converge after 30 passes\n",
         "  attempt 2  cold -> host-c  FAILURE-WAIT  wall 0.9 s, 10.0 MiB\n",
         ": retrying cold on host-c\n",

@@ -25,7 +25,7 @@ use crate::text::{
     hook_output, now_on, outcome_words, script_words, span_words, state_text, tail_lines, vm_path_words,
 };
 use crate::timeline::{self, outcome_class};
-use crate::units::{duration, utc};
+use crate::units::{bytes, duration, utc};
 use crate::view::{MoveReport, Report};
 
 const STYLE: &str = include_str!("report.css");
@@ -611,16 +611,6 @@ fn status_class(status: Status) -> &'static str {
 /// `20:31:15`, UTC.
 fn clock(ms: i64) -> String {
     utc(ms)[11..19].to_owned()
-}
-
-/// Bytes as GiB, or MiB below one GiB.
-fn bytes(b: u64) -> String {
-    let mib = b as f64 / (1u64 << 20) as f64;
-    if mib >= 1024.0 {
-        format!("{:.1} GiB", mib / 1024.0)
-    } else {
-        format!("{mib:.1} MiB")
-    }
 }
 
 /// Text for HTML: in elements and in quoted attribute values.

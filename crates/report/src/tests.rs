@@ -7,7 +7,7 @@ use ferry_plan::{Limits, Target};
 use serde_json::{json, Value};
 
 use crate::text::{format_report, format_status, report_csv, state_text, table};
-use crate::units::{duration, rfc3339, utc};
+use crate::units::{bytes, duration, rfc3339, utc};
 use crate::view::{
     attempt_report, build_report, legs, planned, run_view, status_view, Comparison, Counts, Planned, Report,
 };
@@ -139,6 +139,20 @@ fn durations_for_people() {
     ];
     for (ms, want) in cases {
         assert_eq!(duration(ms), want, "{ms}");
+    }
+}
+
+#[test]
+fn bytes_in_the_largest_sensible_unit() {
+    for (count, text) in [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (134_742_016, "128.5 MiB"),
+        (8_053_400 * (1 << 20), "7.7 TiB"),
+        (u64::MAX, "16384.0 PiB"),
+    ] {
+        assert_eq!(bytes(count), text, "{count}");
     }
 }
 
@@ -285,11 +299,11 @@ fn a_report_puts_failures_first_and_sums_up() {
          moves    3: 1 PRECHECK-FAILED, 1 SUCCESS, 1 FAILURE-WAIT; 2 attempts\n\
          makespan 20.6 s (2026-11-23 20:30:15 UTC to 2026-11-23 20:30:36 UTC)\n\
          downtime worst 180 ms (web-1)\n\
-         bytes    1536.0 MiB transferred\n\
+         bytes    1.5 GiB transferred\n\
          \n\
          web-2  FAILURE-WAIT  host-a -> host-b\n\
          \x20 start 2026-11-23 20:30:16 UTC  end 2026-11-23 20:30:36 UTC  (20.5 s)\n\
-         \x20 attempt 1  live -> host-b  FAILURE-WAIT  wall 20.0 s, job 19.5 s, 1024.0 MiB, 30 passes\n\
+         \x20 attempt 1  live -> host-b  FAILURE-WAIT  wall 20.0 s, job 19.5 s, 1.0 GiB, 30 passes\n\
          \x20   did not converge after 30 passes\n\
          \x20 21.5 s: FAILURE-WAIT: did not converge\n\
          \n\

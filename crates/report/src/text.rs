@@ -4,7 +4,7 @@ use ferry_journal::RunState;
 use serde_json::Value;
 
 use crate::roll::{result_words, HostOutcome, HostReport, RollView, ScriptRun, Span, Tail, VmPath};
-use crate::units::{duration, mib, rfc3339, utc};
+use crate::units::{bytes, duration, rfc3339, utc};
 use crate::view::{is_vm_message, Comparison, MoveReport, Report, RunView, StatusView};
 
 /// `ferry runs`: a table, newest first.
@@ -139,7 +139,7 @@ pub fn format_report(report: &Report) -> String {
         _ => "-".to_owned(),
     };
     out.push_str(&format!("downtime worst {worst}\n"));
-    out.push_str(&format!("bytes    {} transferred\n", mib(s.bytes)));
+    out.push_str(&format!("bytes    {} transferred\n", bytes(s.bytes)));
     if !report.notes.is_empty() {
         out.push_str("\nrun\n");
         for n in &report.notes {
@@ -191,7 +191,7 @@ fn format_move(m: &MoveReport, out: &mut String) {
             a.attempt.wall_ms.map(|v| format!("wall {}", duration(to_i64(v)))),
             a.attempt.job_ms.map(|v| format!("job {}", duration(to_i64(v)))),
             a.attempt.downtime_ms.map(|v| format!("downtime {v} ms")),
-            a.attempt.bytes.map(mib),
+            a.attempt.bytes.map(bytes),
             a.attempt.passes.map(|p| format!("{p} passes")),
             a.attempt.compression.map(|c| match a.attempt.memory_per_byte_sent() {
                 Some(ratio) => format!("{c} memory {ratio:.2}:1"),
