@@ -1,11 +1,13 @@
 //! Named points where a test can freeze ferry to kill it there (`kill -9`), proving that a
-//! crash at that point is recoverable. Off unless `FERRY_FAILPOINT=POINT:VM` is set.
-
-use std::sync::OnceLock;
+//! crash at that point is recoverable. Built only with the `failpoints` feature (the cli's
+//! tests turn it on), and then off unless `FERRY_FAILPOINT=POINT:VM` is set: a release
+//! ferry has no way to be frozen by its environment.
 
 /// Freezes this task for good when `FERRY_FAILPOINT` names `point` and `vm`, after saying
 /// so on stderr (`failpoint POINT VM`) so the test knows when to kill.
+#[cfg(feature = "failpoints")]
 pub(crate) async fn reach(point: &str, vm: &str) {
+    use std::sync::OnceLock;
     static WANTED: OnceLock<Option<(String, String)>> = OnceLock::new();
     let wanted = WANTED.get_or_init(|| {
         let value = std::env::var("FERRY_FAILPOINT").ok()?;
@@ -17,3 +19,8 @@ pub(crate) async fn reach(point: &str, vm: &str) {
         std::future::pending::<()>().await;
     }
 }
+
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) async fn reach(_point: &str, _vm: &str) {}
