@@ -34,7 +34,8 @@ pub struct MoveArgs {
     #[arg(long)]
     pub postcopy: bool,
     /// Abort a live migration that has not completed after this many seconds; the VM stays
-    /// on its source. Default: 150 s per GiB of memory and copied disk, at least 60 s.
+    /// on its source. Default: 150 s per GiB of the VM's memory, at least 60 s (a plan's
+    /// `completion_timeout_per_gib_s`).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
     /// Seconds a guest gets to shut down by itself in a cold move before it is powered off.
