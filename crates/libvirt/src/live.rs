@@ -64,10 +64,8 @@ pub(crate) fn start(
     crate::metadata::claim(&domain, &metadata(Phase::Prepared), &from, &to, crate::metadata::Hold::ByJob)
         .map_err(|reason| MoveError::init(ErrorKind::Conflict, reason))?;
     let copies = request.copies.clone();
+    // The volumes for the copies were created (and journaled, when they were) by the engine.
     let mut messages = Vec::new();
-    for copy in &copies {
-        messages.push(format!("created {} on {} for {}", copy.target_path, to.name, copy.volume.source_path));
-    }
     let prepared =
         write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| match options.max_downtime_ms {
             Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(Failure::from),
@@ -214,7 +212,10 @@ impl Job {
         let mut seen_on_target: Option<Instant> = None;
         let mut asked_where: Option<Instant> = None;
         let aborted = Arc::new(AtomicBool::new(false));
-        let (to_apply, applied) = self.controller(Arc::clone(&aborted));
+        // Set once the guest pauses for its switch-over: a control failing after that came
+        // too late, which is no failure of the move.
+        let switching = Arc::new(AtomicBool::new(false));
+        let (to_apply, applied) = self.controller(Arc::clone(&aborted), Arc::clone(&switching));
         let mut last = Progress::default();
         let mut answered = Instant::now();
         let job_started = Instant::now();
@@ -249,6 +250,7 @@ impl Job {
             }
             if !last.switching_over && last.transferred_bytes > 0 && answered.elapsed() > SWITCHING_OVER {
                 last.switching_over = true;
+                switching.store(true, Ordering::SeqCst);
                 let _ = progress.send(last.clone());
             }
             if seen_on_target.is_none() && resumed.try_recv().is_ok() {
@@ -256,6 +258,7 @@ impl Job {
             }
             if !last.switched_over && last.transferred_bytes > 0 && seen_on_target.is_some() {
                 last.switching_over = true;
+                switching.store(true, Ordering::SeqCst);
                 last.switched_over = true;
                 debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), "runs on the target");
                 let _ = progress.send(last.clone());
@@ -335,6 +338,7 @@ impl Job {
     fn controller(
         &self,
         aborted: Arc<AtomicBool>,
+        switching: Arc<AtomicBool>,
     ) -> (std::sync::mpsc::Sender<(Control, f64)>, std::sync::mpsc::Receiver<String>) {
         let (to_apply, controls) = std::sync::mpsc::channel::<(Control, f64)>();
         let (said, applied) = std::sync::mpsc::channel();
@@ -351,13 +355,16 @@ impl Job {
                         abort_job(&domain)
                     }
                 };
+                // Journaled when the move ends, so the line says when it was applied.
                 let line = match result {
-                    Ok(()) => format!("{at:.1} s: applied {control:?}"),
+                    Ok(()) => format!("applied {control:?} at {at:.1} s of the job"),
+                    Err(e) if switching.load(Ordering::SeqCst) => {
+                        debug!(%vm, ?control, error = %e, "control came as the job switched over");
+                        format!("{control:?} at {at:.1} s of the job came too late: the move was switching over")
+                    }
                     Err(e) => {
-                        // Usually a control that arrived as the job was switching over: the
-                        // report keeps it; it is not worth a warning on the operator's terminal.
                         debug!(%vm, ?control, error = %e, "control failed");
-                        format!("{at:.1} s: {control:?} failed: {e}")
+                        format!("{control:?} at {at:.1} s of the job failed: {e}")
                     }
                 };
                 if said.send(line).is_err() {

@@ -844,13 +844,6 @@ impl World {
         if let Some(ms) = options.max_downtime_ms {
             flow.max_downtime_ms = ms as f64;
         }
-        if self.vms[flow.vm].disk_mib > 0 {
-            let v = &self.vms[flow.vm];
-            flow.messages.push(format!(
-                "created /var/lib/libvirt/images/{}.qcow2 on {} for /var/lib/libvirt/images/{}.qcow2",
-                v.name, self.hosts[flow.to].name, v.name
-            ));
-        }
         Ok(id)
     }
 
@@ -1256,7 +1249,7 @@ impl World {
         }
         flow.settle(now);
         let at = secs(now - flow.job_start);
-        let applied = format!("{at:.1} s: applied {control:?}");
+        let applied = format!("applied {control:?} at {at:.1} s of the job");
         match control {
             Control::SetBandwidth(b) => {
                 flow.cap = Some(*b as f64);
@@ -1273,7 +1266,7 @@ impl World {
             Control::StartPostCopy => {
                 if !flow.options.postcopy {
                     flow.messages.push(format!(
-                        "{at:.1} s: {control:?} failed: Requested operation is not valid: postcopy migration was not enabled"
+                        "{control:?} at {at:.1} s of the job failed: Requested operation is not valid: postcopy migration was not enabled"
                     ));
                     return;
                 }
@@ -1281,7 +1274,8 @@ impl World {
                     Stage::Period => flow.remaining * flow.ratio(),
                     Stage::ZeroPages => flow.first_data,
                     _ => {
-                        flow.messages.push(format!("{at:.1} s: {control:?} failed: not in the memory phase"));
+                        flow.messages
+                            .push(format!("{control:?} at {at:.1} s of the job failed: not in the memory phase"));
                         return;
                     }
                 };
@@ -1304,7 +1298,9 @@ impl World {
                         true,
                     );
                 } else {
-                    flow.messages.push(format!("{at:.1} s: {control:?} failed: the migration is past its switch-over"));
+                    flow.messages.push(format!(
+                        "{control:?} at {at:.1} s of the job came too late: the move was switching over"
+                    ));
                 }
             }
         }

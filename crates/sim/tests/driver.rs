@@ -302,7 +302,11 @@ fn controls_steer_a_running_migration() {
         let ((outcome, _), ()) = tokio::join!(finish(m), steer);
         match outcome {
             Err(MoveError::Transfer { aborted: true, report, .. }) => {
-                assert!(report.messages.iter().any(|m| m.contains("StartPostCopy failed")), "{:?}", report.messages);
+                assert!(
+                    report.messages.iter().any(|m| m.starts_with("StartPostCopy at 10.0 s of the job failed")),
+                    "{:?}",
+                    report.messages
+                );
                 assert!(
                     report.messages.iter().any(|m| m.contains("applied SetMaxDowntime(20)")),
                     "{:?}",
