@@ -140,6 +140,7 @@ fn lock(screen: &Mutex<Screen>) -> std::sync::MutexGuard<'_, Screen> {
 }
 
 fn draw(board: &mut Board, now: f64) {
+    board.resize(terminal_width());
     let text = board.render(now);
     if text.is_empty() {
         return;
@@ -181,8 +182,15 @@ fn kind_of(kind: AttemptKind) -> Kind {
     }
 }
 
+/// Standard error's terminal width: the terminal's own (asked each frame, so a resize is
+/// followed), else `COLUMNS`, else 100.
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+    rustix::termios::tcgetwinsize(std::io::stderr())
+        .ok()
+        .map(|size| usize::from(size.ws_col))
+        .filter(|&columns| columns > 0)
+        .or_else(|| std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()))
+        .unwrap_or(100)
 }
 
 /// The exit code of an operation: 0 when it did all it had to, 1 when something failed or

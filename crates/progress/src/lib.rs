@@ -72,8 +72,8 @@ pub struct Board {
     terminal: Terminal,
     /// Lines to print once, above the board (or as plain lines), oldest first.
     log: Vec<LogLine>,
-    /// Lines of the last frame's board, to move back over.
-    drawn: usize,
+    /// The characters of each line of the last frame's board, to move back over.
+    drawn: Vec<usize>,
     /// Bytes sent by all migrations so far, as their samples tell.
     sent: u64,
     /// Start of the current throughput window: time and `sent` then.
@@ -191,7 +191,7 @@ impl Board {
             index: HashMap::with_capacity(moves.len()),
             terminal,
             log: Vec::new(),
-            drawn: 0,
+            drawn: Vec::new(),
             sent: 0,
             window: None,
             rate: None,
@@ -289,6 +289,12 @@ impl Board {
         self.moves.iter().all(|m| matches!(m.state, State::Finished(_)))
     }
 
+    /// The terminal is now `width` columns wide (it was resized): the next frame fits it,
+    /// and moves back over the last one as it wraps there.
+    pub fn resize(&mut self, width: usize) {
+        self.terminal.width = width;
+    }
+
     /// What to print now: a [`frame`](Board::frame) on a terminal, otherwise the
     /// [`plain`](Board::plain) lines, each ending with a newline.
     pub fn render(&mut self, now: f64) -> String {
@@ -306,27 +312,31 @@ impl Board {
     pub fn frame(&mut self, now: f64) -> String {
         let summary = self.summary(now);
         let mut out = String::new();
-        if self.drawn > 0 {
-            out.push_str(&format!("\x1b[{}A\r\x1b[J", self.drawn));
+        // Up over the last frame's lines as the terminal shows them now: a line that a
+        // narrower terminal wraps takes several rows.
+        let width = self.terminal.width;
+        let rows: usize = self.drawn.iter().map(|&chars| chars.div_ceil(width.max(1)).max(1)).sum();
+        if rows > 0 {
+            out.push_str(&format!("\x1b[{rows}A\r\x1b[J"));
         }
         for line in self.log.drain(..).filter(|l| l.on_tty) {
             out.push_str(&line.text);
             out.push('\n');
         }
-        let width = self.terminal.width;
         let mut running: Vec<(&str, &Running)> = self.running().collect();
         running.sort_by(|a, b| a.1.since.total_cmp(&b.1.since));
         let pad = (
             running.iter().map(|(vm, _)| vm.chars().count()).max().unwrap_or(0),
             running.iter().map(|(_, run)| route(run).chars().count()).max().unwrap_or(0),
         );
-        for (vm, run) in &running {
-            out.push_str(&fit(move_cells(vm, run, now, pad), width));
+        let mut lines: Vec<String> =
+            running.iter().map(|(vm, run)| fit(move_cells(vm, run, now, pad), width)).collect();
+        lines.push(fit(summary.cells(), width));
+        self.drawn = lines.iter().map(|l| l.chars().count()).collect();
+        for line in lines {
+            out.push_str(&line);
             out.push('\n');
         }
-        out.push_str(&fit(summary.cells(), width));
-        out.push('\n');
-        self.drawn = running.len() + 1;
         out
     }
 
@@ -805,6 +815,21 @@ mod tests {
              db-1   cold  transferring  0:02\n\
              [.........]  0/3 done  2 running  ETA --\n"
         );
+    }
+
+    #[test]
+    fn a_narrower_terminal_moves_up_over_the_rows_its_wrapped_lines_take() {
+        // At 100 columns: lines of 90, 49 and 51 characters. At 40, the first wraps into 3
+        // rows and the others into 2 each: 7 rows up, and the new frame fits 40.
+        let mut board = two_running(100);
+        let lens: Vec<usize> = board.frame(3.0).lines().map(|l| l.chars().count()).collect();
+        assert_eq!(lens, [90, 49, 51]);
+        board.resize(40);
+        let frame = board.frame(3.5);
+        assert!(frame.starts_with("\x1b[7A\r\x1b[J"), "{frame:?}");
+        assert!(frame.lines().skip(1).all(|l| l.chars().count() <= 40), "{frame}");
+        // The same width again: one row per line.
+        assert!(board.frame(4.0).starts_with("\x1b[3A\r\x1b[J"));
     }
 
     /// What kind of plain line this is, and its time.
