@@ -381,8 +381,12 @@ impl HostLayout {
                 log = ssh.join("sshd.log").display(),
             ));
         }
+        // Started on one CPU (`crate::process::first_cpu`; let go once its capabilities are
+        // loaded): libvirt's cached probe of QEMU holds the host's CPUID, which differs
+        // between this machine's vCPUs, and a daemon on another one would probe QEMU again.
         script.push_str(&format!(
-            "exec libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p '{}'\n",
+            "exec taskset -c {} libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p '{}'\n",
+            crate::process::first_cpu(),
             self.pid_file().display()
         ));
         in_netns(

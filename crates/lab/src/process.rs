@@ -12,6 +12,23 @@ use std::time::{Duration, Instant};
 use crate::layout::{in_netns, HostLayout};
 use crate::LabError;
 
+/// The machine's CPUs, as the kernel lists them (`0-1`).
+fn online_cpus() -> String {
+    fs::read_to_string("/sys/devices/system/cpu/online").map_or_else(|_| "0".to_string(), |s| s.trim().to_string())
+}
+
+/// The first online CPU, where a lab's daemons start (their probe of QEMU, cached, holds
+/// the CPUID of the CPU they ran on).
+pub fn first_cpu() -> u32 {
+    let online = online_cpus();
+    online.split(['-', ',']).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Lets every thread of process `pid` run on every CPU again (see [`first_cpu`]).
+pub fn release_cpus(pid: u32) {
+    let _ = Command::new("taskset").args(["-a", "-p", "-c", &online_cpus(), &pid.to_string()]).output();
+}
+
 /// Starts libvirtd for `host` (see [`HostLayout::start_command`]) and waits until its TCP
 /// port answers.
 pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
