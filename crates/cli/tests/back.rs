@@ -197,27 +197,30 @@ fn a_drain_returns_every_vm_after_its_hook_ran_on_the_empty_host() {
     let hook =
         format!("trap 'echo TERM > {t}; exit 1' TERM; echo started > {t}; sleep 120 & wait", t = path_str(&trapped));
     let (cluster, state) = (lab.cluster(), lab.state());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["drain", "host-b", "--to", "ANY", "--return-after", &hook])
-        .args(["--cluster", path_str(&cluster), "--state", path_str(&state)])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferry runs");
-    let waiting = Instant::now();
-    while std::fs::read_to_string(&trapped).unwrap_or_default().trim() != "started" {
-        assert!(waiting.elapsed() < Duration::from_secs(120), "the hook did not start in 120 s");
-        if child.try_wait().expect("wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "ferry ended before its hook:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    // host-b drained with the hook, once it has started: the child, its run (the newest).
+    let drain_until_the_hook = || {
+        let _ = std::fs::remove_file(&trapped);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["drain", "host-b", "--to", "ANY", "--return-after", &hook])
+            .args(["--cluster", path_str(&cluster), "--state", path_str(&state)])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ferry runs");
+        let waiting = Instant::now();
+        while std::fs::read_to_string(&trapped).unwrap_or_default().trim() != "started" {
+            assert!(waiting.elapsed() < Duration::from_secs(120), "the hook did not start in 120 s");
+            if child.try_wait().expect("wait").is_some() {
+                let out = child.wait_with_output().expect("output");
+                panic!("ferry ended before its hook:\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let run = lab.runs().into_iter().max_by_key(|r| r.created_ms).expect("the drain's run").id;
+        (child, run)
+    };
+    let (child, stopped) = drain_until_the_hook();
     let interrupted = Instant::now();
     let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
     assert!(kill.success());
@@ -227,9 +230,25 @@ fn a_drain_returns_every_vm_after_its_hook_ran_on_the_empty_host() {
     assert!(interrupted.elapsed() < Duration::from_secs(10), "ended {:?} after Ctrl-C", interrupted.elapsed());
     assert_eq!(std::fs::read_to_string(&trapped).unwrap_or_default().trim(), "TERM", "the hook was asked to end");
     assert!(text.contains("host-b: its hook was stopped by Ctrl-C: nothing more happens in this run"), "{text}");
-    let stopped = run_id(&text);
+    assert_eq!(run_id(&text), stopped, "the newest run is the drain's");
     assert!(lab.runs().iter().all(|r| r.parent.as_deref() != Some(stopped.as_str())), "no return started");
     assert!(lab.placement().iter().all(|(_, _, hosts)| hosts != &["host-b"]), "host-b stays drained");
+    let (code, text) = lab.ferry(&["rollback", &stopped]);
+    assert_eq!(code, Some(0), "{text}");
+    lab.assert_home(&before);
+
+    // `ferry abort RUN` from another terminal while the hook runs: the same.
+    let (child, stopped) = drain_until_the_hook();
+    let aborted = Instant::now();
+    let out = common::ferry(&["abort", &stopped, "--state", path_str(&state)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = child.wait_with_output().expect("ferry ends");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(aborted.elapsed() < Duration::from_secs(10), "ended {:?} after the abort: {text}", aborted.elapsed());
+    assert_eq!(std::fs::read_to_string(&trapped).unwrap_or_default().trim(), "TERM", "the hook was asked to end");
+    assert!(text.contains("host-b: its hook was stopped by `ferry abort`: nothing more happens"), "{text}");
+    assert!(lab.runs().iter().all(|r| r.parent.as_deref() != Some(stopped.as_str())), "no return started");
     let (code, text) = lab.ferry(&["rollback", &stopped]);
     assert_eq!(code, Some(0), "{text}");
     lab.assert_home(&before);

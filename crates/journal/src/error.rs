@@ -153,6 +153,14 @@ pub enum JournalError {
         /// The VM's UUID.
         uuid: String,
     },
+    /// The run has not ended: what is asked is for ended runs.
+    #[error("run {run} has not ended ({state})")]
+    RunNotEnded {
+        /// The run id.
+        run: String,
+        /// Its state.
+        state: crate::RunState,
+    },
     /// The run has ended; nothing more can be asked of it.
     #[error("run {run} has already ended ({state})")]
     RunEnded {

@@ -705,6 +705,40 @@ impl Journal {
         .await
     }
 
+    /// Asks the process still holding run `id`, whose moves have ended, to stop what follows
+    /// them (a drain's hook or return): the same flag as [`Journal::request_abort`], set
+    /// without bumping the generation, since the run's state is final already. Returns false
+    /// when it was already asked; refuses a run that has not ended (abort that instead).
+    pub async fn request_abort_after_moves(&self, id: &str) -> Result<bool> {
+        self.hold(|now| async move {
+            let mut tx = self.begin_write().await?;
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            let state: RunState = match state {
+                Some(state) => parse_text(state, "runs", "state")?,
+                None => return Err(JournalError::RunNotFound { run: id.to_owned() }),
+            };
+            if !state.is_ended() {
+                return Err(JournalError::RunNotEnded { run: id.to_owned(), state });
+            }
+            let done = sqlx::query(
+                "UPDATE runs SET abort_requested = 1, updated_ms = $2 WHERE id = $1 AND abort_requested = 0",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            let text = "abort requested after the moves ended: stops the hook or return that follows them";
+            insert_event(&mut tx, id, None, now, EventKind::Abort, text, None).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Whether run `id` was asked to stop. Cheap enough to poll every second.
     pub async fn abort_requested(&self, id: &str) -> Result<bool> {
         self.hold(|_| async move {

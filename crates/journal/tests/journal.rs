@@ -490,6 +490,21 @@ async fn an_abort_request_is_seen_by_another_handle() {
     assert!(matches!(other.abort_requested("r-none").await, Err(JournalError::RunNotFound { .. })));
 }
 
+#[tokio::test]
+async fn an_ended_run_can_be_asked_to_stop_what_follows_its_moves() {
+    let dir = TempDir::new();
+    let journal = Journal::open(&dir.db()).await.expect("open");
+    let run = journal.create_run(&new_run("drain")).await.expect("create run");
+    assert!(matches!(journal.request_abort_after_moves(&run.id).await, Err(JournalError::RunNotEnded { .. })));
+    journal.set_run_state(&run.id, run.generation, RunState::Finished).await.expect("finished");
+    let generation = journal.run(&run.id).await.expect("run").generation;
+    assert!(journal.request_abort_after_moves(&run.id).await.expect("asked"));
+    assert!(!journal.request_abort_after_moves(&run.id).await.expect("again"), "already asked");
+    assert!(journal.abort_requested(&run.id).await.expect("flag"), "the hook's poll sees it");
+    let after = journal.run(&run.id).await.expect("run");
+    assert_eq!((after.state, after.generation), (RunState::Finished, generation), "its end stays as it was");
+}
+
 /// Two writers bump the same move with compare-and-swap (re-reading on conflict) and
 /// write their own moves and events; returns how many conflicts it met.
 async fn writer(journal: Journal, run: String, shared: String, own: String, rounds: u32) -> u32 {

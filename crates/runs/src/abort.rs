@@ -31,19 +31,30 @@ pub enum Aborted {
 /// every move of the run succeeded.
 pub async fn abort(journal: &Journal, id: &str, wait: Duration, events: &Events) -> Result<(Aborted, bool), Error> {
     let run = find_run(journal, id).await?;
-    if run.state.is_ended() {
+    // A run whose moves ended may still be held by its process: a drain's hook or return
+    // runs after the moves, and the abort stops them.
+    let held = held_by_another(&run, &owner());
+    if run.state.is_ended() && !held {
         return Ok((Aborted::AlreadyEnded(run.state), all_succeeded(journal, &run.id).await));
     }
-    journal.request_abort(&run.id).await.map_err(|e| Error::failed(&e))?;
-    if held_by_another(&run, &owner()) {
-        events.say(format!(
-            "abort requested; {} is cancelling the run's migrations",
-            run.owner.as_deref().unwrap_or("its owner")
-        ));
+    if run.state.is_ended() {
+        journal.request_abort_after_moves(&run.id).await.map_err(|e| Error::failed(&e))?;
+    } else {
+        journal.request_abort(&run.id).await.map_err(|e| Error::failed(&e))?;
+    }
+    if held {
+        let doing = if run.state.is_ended() {
+            "is stopping the hook or return that follows the run's moves"
+        } else {
+            "is cancelling the run's migrations"
+        };
+        events.say(format!("abort requested; {} {doing}", run.owner.as_deref().unwrap_or("its owner")));
         let waited = std::time::Instant::now();
         while waited.elapsed() < wait {
+            // Done when the owner ended the run (its moves were under way) or, when they
+            // had ended already, let the run go.
             match journal.run(&run.id).await {
-                Ok(r) if r.state.is_ended() => {
+                Ok(r) if r.state.is_ended() && (!run.state.is_ended() || !held_by_another(&r, &owner())) => {
                     return Ok((Aborted::ByItsOwner(r.state), all_succeeded(journal, &run.id).await));
                 }
                 Ok(r) if !held_by_another(&r, &owner()) => break,

@@ -42,7 +42,16 @@ pub fn held_by_another(run: &Run, me: &str) -> bool {
     }
     let (host, pid) = owner.rsplit_once(':').unwrap_or((owner, ""));
     let local = me.rsplit_once(':').is_some_and(|(my_host, _)| my_host == host);
-    !local || std::path::Path::new("/proc").join(pid).exists()
+    !local || running(pid)
+}
+
+/// Whether process `pid` of this machine runs: it exists and has not exited (a zombie its
+/// parent has not reaped yet has).
+fn running(pid: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(std::path::Path::new("/proc").join(pid).join("stat")) else { return false };
+    // `PID (COMM) STATE ...`: the state follows the last ')', COMM may hold anything.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 /// The runs of the journal that another live process holds: their claims on VMs hold
@@ -169,4 +178,26 @@ pub async fn documents(journal: &Journal, id: &str) -> Result<(RunDocument, Clus
 /// Whether every move of run `id` succeeded.
 pub async fn all_succeeded(journal: &Journal, id: &str) -> bool {
     journal.moves(id).await.is_ok_and(|moves| moves.iter().all(|m| m.status.is_success()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::running;
+
+    #[test]
+    fn a_process_runs_until_it_exits_even_unreaped() {
+        assert!(running(&std::process::id().to_string()));
+        assert!(!running("0"), "no process 0 in /proc");
+        assert!(!running("not-a-pid"));
+        // Exited and not reaped: a zombie, which no longer runs.
+        let mut child = std::process::Command::new("true").spawn().expect("true runs");
+        let pid = child.id().to_string();
+        let waited = std::time::Instant::now();
+        while running(&pid) {
+            assert!(waited.elapsed() < std::time::Duration::from_secs(10), "`true` never ended");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(std::path::Path::new("/proc").join(&pid).exists(), "still a zombie");
+        child.wait().expect("reaped");
+    }
 }
