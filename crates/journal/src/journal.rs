@@ -676,33 +676,7 @@ impl Journal {
     /// already asked. Bumps the run's generation, so that the process running it cannot
     /// finish it without having seen the request.
     pub async fn request_abort(&self, id: &str) -> Result<bool> {
-        self.hold(|now| async move {
-            let mut tx = self.begin_write().await?;
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
-            let state: RunState = match state {
-                Some(state) => parse_text(state, "runs", "state")?,
-                None => return Err(JournalError::RunNotFound { run: id.to_owned() }),
-            };
-            if state.is_ended() {
-                return Err(JournalError::RunEnded { run: id.to_owned(), state });
-            }
-            let done = sqlx::query(
-                "UPDATE runs SET abort_requested = 1, updated_ms = $2, generation = generation + 1 \
-                 WHERE id = $1 AND abort_requested = 0",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            insert_event(&mut tx, id, None, now, EventKind::Abort, "abort requested", None).await?;
-            tx.commit().await?;
-            Ok(true)
-        })
-        .await
+        self.flag_abort(id, false).await
     }
 
     /// Asks the process still holding run `id`, whose moves have ended, to stop what follows
@@ -710,28 +684,35 @@ impl Journal {
     /// without bumping the generation, since the run's state is final already. Returns false
     /// when it was already asked; refuses a run that has not ended (abort that instead).
     pub async fn request_abort_after_moves(&self, id: &str) -> Result<bool> {
+        self.flag_abort(id, true).await
+    }
+
+    /// Sets run `id`'s abort flag: before its end (bumping its generation), or `after_moves`.
+    async fn flag_abort(&self, id: &str, after_moves: bool) -> Result<bool> {
         self.hold(|now| async move {
             let mut tx = self.begin_write().await?;
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
-            let state: RunState = match state {
-                Some(state) => parse_text(state, "runs", "state")?,
-                None => return Err(JournalError::RunNotFound { run: id.to_owned() }),
-            };
-            if !state.is_ended() {
-                return Err(JournalError::RunNotEnded { run: id.to_owned(), state });
+            let state = run_state(&mut tx, id).await?;
+            match (after_moves, state.is_ended()) {
+                (false, true) => return Err(JournalError::RunEnded { run: id.to_owned(), state }),
+                (true, false) => return Err(JournalError::RunNotEnded { run: id.to_owned(), state }),
+                _ => {}
             }
-            let done = sqlx::query(
-                "UPDATE runs SET abort_requested = 1, updated_ms = $2 WHERE id = $1 AND abort_requested = 0",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let (update, text) = if after_moves {
+                (
+                    "UPDATE runs SET abort_requested = 1, updated_ms = $2 WHERE id = $1 AND abort_requested = 0",
+                    "abort requested after the moves ended: stops the hook or return that follows them",
+                )
+            } else {
+                (
+                    "UPDATE runs SET abort_requested = 1, updated_ms = $2, generation = generation + 1 \
+                     WHERE id = $1 AND abort_requested = 0",
+                    "abort requested",
+                )
+            };
+            let done = sqlx::query(update).bind(id).bind(now).execute(&mut *tx).await?;
             if done.rows_affected() == 0 {
                 return Ok(false);
             }
-            let text = "abort requested after the moves ended: stops the hook or return that follows them";
             insert_event(&mut tx, id, None, now, EventKind::Abort, text, None).await?;
             tx.commit().await?;
             Ok(true)
@@ -1460,6 +1441,16 @@ fn is_busy(error: &JournalError) -> bool {
     match source {
         sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|code| code & 0xff == 5),
         _ => false,
+    }
+}
+
+/// Run `id`'s state, read in transaction `tx`.
+async fn run_state(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<RunState> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
+    match state {
+        Some(state) => parse_text(state, "runs", "state"),
+        None => Err(JournalError::RunNotFound { run: id.to_owned() }),
     }
 }
 
