@@ -354,45 +354,48 @@ impl HostLayout {
 
     /// The command that starts this host's libvirtd: in a private mount namespace with the
     /// host's directories mounted over libvirt's system paths, inside the host's network
-    /// namespace when it has one. QEMU processes inherit both from the daemon.
-    pub fn start_command(&self) -> Vec<String> {
+    /// namespace when it has one, on CPU `cpu` (see `crate::process::first_cpu`). QEMU
+    /// processes inherit both namespaces from the daemon. Every path is an argument of the
+    /// shell, never part of its script: a lab directory may hold any character.
+    pub fn start_command(&self, cpu: u32) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        // `"$N"`, naming the next argument, which is `value`.
+        let mut arg = |value: String| {
+            args.push(value);
+            format!("\"${{{}}}\"", args.len())
+        };
         // Copies of /run/netns/* bind mounts in a private mount namespace would keep every
         // network namespace that exists now alive for as long as the daemon runs, even after
         // `ip netns del`: the daemon needs none of them.
         let mut script = String::from("set -e\numount -R /run/netns 2>/dev/null || true\n");
         for (sub, system_path) in PRIVATE_DIRS {
-            script.push_str(&format!(
-                "mkdir -p '{system_path}'\nmount --bind '{}' '{system_path}'\n",
-                self.private_dir(sub).display()
-            ));
+            let (from, to) = (arg(self.private_dir(sub).display().to_string()), arg(system_path.to_string()));
+            script.push_str(&format!("mkdir -p {to}\nmount --bind {from} {to}\n"));
         }
         if self.transport == Transport::Ssh {
             // sshd in the daemon's namespaces, so that a session's virt-ssh-helper finds this
             // host's libvirt socket; one already running (the daemon alone was restarted)
             // serves the new daemon's socket through the same directory.
             let ssh = self.ssh_dir();
+            let privsep = arg(ssh.join("privsep").display().to_string());
+            let pid = arg(self.sshd_pid_file().display().to_string());
+            let config = arg(ssh.join("sshd_config").display().to_string());
+            let log = arg(ssh.join("sshd.log").display().to_string());
             script.push_str(&format!(
-                "mkdir -p /run/sshd\nmount --bind '{privsep}' /run/sshd\n\
-                 if ! kill -0 \"$(cat '{pid}' 2>/dev/null)\" 2>/dev/null; then\n\
-                 /usr/sbin/sshd -f '{config}' -E '{log}'\nfi\n",
-                privsep = ssh.join("privsep").display(),
-                pid = self.sshd_pid_file().display(),
-                config = ssh.join("sshd_config").display(),
-                log = ssh.join("sshd.log").display(),
+                "mkdir -p /run/sshd\nmount --bind {privsep} /run/sshd\n\
+                 if ! kill -0 \"$(cat {pid} 2>/dev/null)\" 2>/dev/null; then\n\
+                 /usr/sbin/sshd -f {config} -E {log}\nfi\n"
             ));
         }
-        // Started on one CPU (`crate::process::first_cpu`; let go once its capabilities are
-        // loaded): libvirt's cached probe of QEMU holds the host's CPUID, which differs
-        // between this machine's vCPUs, and a daemon on another one would probe QEMU again.
-        script.push_str(&format!(
-            "exec taskset -c {} libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p '{}'\n",
-            crate::process::first_cpu(),
-            self.pid_file().display()
-        ));
-        in_netns(
-            self.netns.as_deref(),
-            ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", &script].map(String::from).into(),
-        )
+        // Started on one CPU, let go once its capabilities are loaded: libvirt's cached probe
+        // of QEMU holds the host's CPUID, which differs between this machine's vCPUs, and a
+        // daemon on another one would probe QEMU again.
+        let pid_file = arg(self.pid_file().display().to_string());
+        script.push_str(&format!("exec taskset -c {cpu} libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p {pid_file}\n"));
+        let mut argv: Vec<String> =
+            ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", &script, "sh"].map(String::from).into();
+        argv.extend(args);
+        in_netns(self.netns.as_deref(), argv)
     }
 
     /// qemu.conf: QEMU as root without a security driver, cgroups or namespaces (none of which
@@ -674,12 +677,33 @@ mod tests {
         assert_eq!(host.uri(), "qemu+tcp://10.237.96.2:28001/system");
         assert_eq!(host.migration_uri(), "tcp://10.237.96.2");
         assert!(host.libvirtd_conf_text("u").contains("listen_addr = \"10.237.96.2\""));
-        assert_eq!(host.start_command()[..6], ["ip", "netns", "exec", "ferry-28000-host-b", "unshare", "-m"]);
+        assert_eq!(host.start_command(0)[..6], ["ip", "netns", "exec", "ferry-28000-host-b", "unshare", "-m"]);
         // Without a network: loopback, no namespace, exactly as before.
         let plain = layout.host(1);
         assert_eq!(plain.uri(), "qemu+tcp://127.0.0.1:28001/system");
         assert!(plain.libvirtd_conf_text("u").contains("listen_addr = \"127.0.0.1\""));
-        assert_eq!(plain.start_command()[..2], ["unshare", "-m"]);
+        assert_eq!(plain.start_command(0)[..2], ["unshare", "-m"]);
+    }
+
+    #[test]
+    fn a_lab_directory_is_an_argument_of_the_daemons_shell_never_its_script() {
+        let dir = "/tmp/it's $(reboot) `x`";
+        for transport in [Transport::Tls, Transport::Ssh] {
+            let layout = Layout { dir: dir.into(), port_base: 20_000, transport };
+            let argv = layout.host(0).start_command(1);
+            let script_at = argv.iter().position(|a| a == "-c").expect("sh -c") + 1;
+            let script = &argv[script_at];
+            assert!(!script.contains("/tmp/it"), "{script}");
+            assert!(script.contains("exec taskset -c 1 libvirtd"), "{script}");
+            assert_eq!(argv[script_at + 1], "sh", "$0");
+            let args = &argv[script_at + 2..];
+            // Every "$N" of the script names one of them, and the paths are there whole.
+            for n in 1..=args.len() {
+                assert!(script.contains(&format!("\"${{{n}}}\"")), "${n} unused: {script}");
+            }
+            assert!(!script.contains(&format!("${{{}}}", args.len() + 1)));
+            assert!(args.iter().any(|a| a == &format!("{dir}/hosts/host-a/etc")), "{args:?}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn release_cpus(pid: u32) {
 /// port answers.
 pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
     let _ = fs::remove_file(host.pid_file());
-    let argv = host.start_command();
+    let argv = host.start_command(first_cpu());
     let output = Command::new(&argv[0])
         .args(&argv[1..])
         .output()
