@@ -1,5 +1,6 @@
 //! `ferry preview`: every move's checks, placement and estimates, before anything is touched.
 
+use ferry_model::units::seconds;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -147,8 +148,8 @@ fn print_text(p: &Preview) {
                 println!(
                     "  estimate: blackout {}  transfer {}  total {}  at {:.0} MiB/s, dirty {:.1} MiB/s{}",
                     ms(e.downtime_ms),
-                    secs(e.transfer_s),
-                    secs(e.total_s),
+                    seconds(e.transfer_s),
+                    seconds(e.total_s),
                     e.bandwidth_mib_s,
                     e.dirty_mib_s,
                     if e.dirty_measured { " (measured)" } else { "" }
@@ -167,17 +168,9 @@ fn print_text(p: &Preview) {
         p.moves,
         p.failing,
         p.warnings,
-        secs(p.makespan_s),
+        seconds(p.makespan_s),
         ms(p.worst_downtime_ms)
     );
-}
-
-fn secs(s: f64) -> String {
-    if s.is_finite() {
-        format!("{s:.1} s")
-    } else {
-        "never".into()
-    }
 }
 
 fn ms(v: f64) -> String {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ferry_model::units::seconds;
 use ferry_model::{ClusterSpec, Inventory};
 use ferry_plan::Plan;
 use ferry_roll::{plan_roll, RollPlan};
@@ -105,8 +106,9 @@ fn print_text(plan: &Plan, r: &RollPlan) {
     let name = &plan.name;
     for (i, wave) in r.waves.iter().enumerate() {
         let canary = if wave.canary { " (canary: confirmation asked after it)" } else { "" };
-        let time =
-            wave.estimated_s.map_or("time unknown (hook_sim_s sets the hook's)".into(), |s| format!("est. {s:.0} s"));
+        let time = wave
+            .estimated_s
+            .map_or("time unknown (hook_sim_s sets the hook's)".into(), |s| format!("est. {}", seconds(s)));
         println!("wave {}: {}{canary}  {time}", i + 1, wave.hosts.join(", "));
         for step in &wave.vms {
             match &step.to {
@@ -142,7 +144,7 @@ fn print_text(plan: &Plan, r: &RollPlan) {
         println!("CANNOT  {host}: {why}");
     }
     let lowest = r.lowest_free.map_or("-".into(), |c| format!("{:.0} MiB, {:.0} vCPUs", c.memory_mib, c.vcpus));
-    let total = r.estimated_s.map_or("unknown".into(), |s| format!("{s:.0} s"));
+    let total = r.estimated_s.map_or("unknown".into(), seconds);
     println!(
         "{name}: {} hosts in {} waves, {} moves, {} skipped, {} impossible; lowest free {lowest} (reserve {:.0} MiB, {:.0} vCPUs); est. {total}",
         r.hosts.len(),

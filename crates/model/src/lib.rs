@@ -3,6 +3,8 @@
 //!
 //! Pure data: no IO, so nothing here can fail for reasons outside its arguments.
 
+pub mod units;
+
 mod status;
 mod step;
 mod stream;

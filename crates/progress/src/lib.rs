@@ -492,8 +492,8 @@ impl Summary {
         }
         let eta = match self.eta {
             Eta::Unknown => "ETA --".to_string(),
-            Eta::Remaining(s) => format!("ETA {}", duration(s)),
-            Eta::Done(s) => format!("total {}", duration(s)),
+            Eta::Remaining(s) => format!("ETA {}", clock(s)),
+            Eta::Done(s) => format!("total {}", clock(s)),
         };
         cells.push((0, Cell::Text(eta)));
         cells
@@ -518,7 +518,7 @@ fn move_cells(vm: &str, run: &Running, now: f64, pad: (usize, usize)) -> Vec<Ran
     let text = Cell::Text;
     match (&run.last, run.kind) {
         (None, Kind::Cold) => {
-            cells.extend([(3, text("cold".into())), (0, text(phase.into())), (2, text(duration(now - run.since)))])
+            cells.extend([(3, text("cold".into())), (0, text(phase.into())), (2, text(clock(now - run.since)))])
         }
         (None, Kind::Live) => {
             cells.extend([(2, Cell::Bar(0.0)), (0, text(percent(0.0))), (1, text("starting".into()))])
@@ -636,8 +636,9 @@ fn amount(done: u64, total: u64) -> String {
     format!("{:.1}/{:.1} {name}", done as f64 / unit, total as f64 / unit)
 }
 
-/// `0:42`, `1:02:05`: seconds rounded up, so that `0:00` means nothing left.
-fn duration(seconds: f64) -> String {
+/// `0:42`, `1:02:05`: a duration as the board's clocks show it (ETAs, totals, a cold
+/// move's time so far), seconds rounded up, so that an ETA of `0:00` means nothing left.
+fn clock(seconds: f64) -> String {
     let s = seconds.max(0.0).ceil() as u64;
     match s / 3600 {
         0 => format!("{}:{:02}", s / 60, s % 60),
@@ -706,7 +707,7 @@ mod tests {
             (-5.0, "0:00"),
         ];
         for (seconds, expected) in durations {
-            assert_eq!(duration(seconds), expected, "{seconds}");
+            assert_eq!(clock(seconds), expected, "{seconds}");
         }
         let stamps = [(0.0, "00:00:00"), (59.9, "00:00:59"), (3725.9, "01:02:05"), (360_000.0, "100:00:00")];
         for (seconds, expected) in stamps {

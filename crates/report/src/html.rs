@@ -25,7 +25,7 @@ use crate::text::{
     hook_output, now_on, outcome_words, script_words, span_words, state_text, tail_lines, vm_path_words,
 };
 use crate::timeline::{self, outcome_class};
-use crate::units::{bytes, duration, utc};
+use crate::units::{bytes, clock, duration, utc};
 use crate::view::{MoveReport, Report};
 
 const STYLE: &str = include_str!("report.css");
@@ -606,11 +606,6 @@ fn status_class(status: Status) -> &'static str {
         }
         status => outcome_class(Some(status)),
     }
-}
-
-/// `20:31:15`, UTC.
-fn clock(ms: i64) -> String {
-    utc(ms)[11..19].to_owned()
 }
 
 /// Text for HTML: in elements and in quoted attribute values.

@@ -4,7 +4,7 @@ use ferry_journal::RunState;
 use serde_json::Value;
 
 use crate::roll::{result_words, HostOutcome, HostReport, RollView, ScriptRun, Span, Tail, VmPath};
-use crate::units::{bytes, duration, rfc3339, utc};
+use crate::units::{bytes, clock, duration, rfc3339, utc};
 use crate::view::{is_vm_message, Comparison, MoveReport, Report, RunView, StatusView};
 
 /// `ferry runs`: a table, newest first.
@@ -396,11 +396,6 @@ pub(crate) fn now_on(vm: &VmPath) -> String {
     } else {
         vm.ends_on.clone()
     }
-}
-
-/// `20:31:15`, UTC.
-fn clock(ms: i64) -> String {
-    utc(ms)[11..19].to_owned()
 }
 
 fn comparison(c: &Comparison) -> String {

@@ -14,7 +14,7 @@ use ferry_journal::EventKind;
 use ferry_model::Status;
 
 use crate::html::esc;
-use crate::units::{duration, utc};
+use crate::units::{clock, duration, utc};
 use crate::view::{MoveReport, Report};
 
 /// Width of the host labels' column, in SVG units.
@@ -391,11 +391,6 @@ fn marks_of(m: &MoveReport) -> Vec<(MarkKind, i64)> {
         }
     }
     marks
-}
-
-/// `20:31:15`, UTC.
-fn clock(ms: i64) -> String {
-    utc(ms)[11..19].to_owned()
 }
 
 /// Ticks every 1, 2, 5, 10, 15 or 30 s, min or h, at most about ten.
