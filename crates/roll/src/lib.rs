@@ -240,6 +240,7 @@ pub fn plan_roll(
     let up: Vec<String> = cluster.hosts.iter().filter(|h| !h.maintenance).map(|h| h.name.clone()).collect();
     let link = |name: &str| cluster.host(name).and_then(|h| h.link_mib_s).map_or(ASSUMED_LINK_MIB_S, |l| l as f64);
 
+    let groups = Groups::new(&guests, cluster);
     let mut waves: Vec<Wave> = Vec::new();
     let mut impossible = Vec::new();
     let mut remaining: Vec<String> = order.clone();
@@ -248,7 +249,7 @@ pub fn plan_roll(
         let canary = canaries > 0;
         let limit = if canary { roll.max_unavailable.min(canaries) } else { roll.max_unavailable };
         let on_host = guests_by_host(&guests);
-        let mut trial = Trial::new(&up, &on_host, &capacity, &guests, cluster);
+        let mut trial = Trial::new(&up, &on_host, &capacity, &guests);
         let mut wave: Vec<String> = Vec::new();
         let mut waiting = Vec::new();
         let candidates: Vec<String> = if canary { remaining[..canaries].to_vec() } else { remaining.clone() };
@@ -264,7 +265,7 @@ pub fn plan_roll(
                 continue;
             }
             let leaving = on_host.get(host.as_str()).map_or(&[][..], Vec::as_slice);
-            match trial.with(host, leaving, reserve, roll.return_vms) {
+            match trial.with(&groups, host, leaving, reserve, roll.return_vms) {
                 Ok(bigger) => {
                     trial = bigger;
                     wave.push(host.clone());
@@ -371,10 +372,24 @@ struct Trial {
     needs: BTreeMap<String, Capacity>,
     /// Per anti-affinity group, its members (VM name → host), where this wave puts them.
     members: BTreeMap<String, BTreeMap<String, String>>,
-    /// Each member's group.
+}
+
+/// What every trial of a roll asks and none changes: each VM's anti-affinity group and each
+/// host's host group (kept out of [`Trial`], which is copied for every host tried).
+struct Groups {
+    /// Each tagged VM's anti-affinity group.
     group_of: BTreeMap<String, String>,
     /// Each host's host group: a VM moves within its own.
     host_group: BTreeMap<String, String>,
+}
+
+impl Groups {
+    fn new(guests: &[Guest], cluster: &ClusterSpec) -> Groups {
+        Groups {
+            group_of: guests.iter().filter_map(|g| Some((g.name.clone(), g.anti_affinity.clone()?))).collect(),
+            host_group: cluster.hosts.iter().map(|h| (h.name.clone(), h.group.clone())).collect(),
+        }
+    }
 }
 
 impl Trial {
@@ -383,14 +398,11 @@ impl Trial {
         on_host: &BTreeMap<&str, Vec<&Guest>>,
         capacity: &dyn Fn(&str) -> Capacity,
         guests: &[Guest],
-        cluster: &ClusterSpec,
     ) -> Trial {
         let mut members: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        let mut group_of = BTreeMap::new();
         for g in guests {
             if let Some(group) = &g.anti_affinity {
                 members.entry(group.clone()).or_default().insert(g.name.clone(), g.host.clone());
-                group_of.insert(g.name.clone(), group.clone());
             }
         }
         let free = up
@@ -401,13 +413,12 @@ impl Trial {
                 (h.clone(), capacity(h).minus(used))
             })
             .collect();
-        let host_group = cluster.hosts.iter().map(|h| (h.name.clone(), h.group.clone())).collect();
-        Trial { free, steps: Vec::new(), needs: BTreeMap::new(), members, group_of, host_group }
+        Trial { free, steps: Vec::new(), needs: BTreeMap::new(), members }
     }
 
     /// The other member of `vm`'s anti-affinity group on `host`, if any.
-    fn member_on(&self, vm: &str, host: &str) -> Option<&str> {
-        let group = self.group_of.get(vm)?;
+    fn member_on(&self, groups: &Groups, vm: &str, host: &str) -> Option<&str> {
+        let group = groups.group_of.get(vm)?;
         self.members[group]
             .iter()
             .find(|(name, at)| name.as_str() != vm && at.as_str() == host)
@@ -419,7 +430,14 @@ impl Trial {
     /// member of its anti-affinity group, those that were placed on `host` placed again), and the free
     /// capacity outside the wave still covering `reserve`. Shut-off VMs and those shut down
     /// for the maintenance stay.
-    fn with(&self, host: &str, leaving: &[&Guest], reserve: Capacity, returns: bool) -> Result<Trial, String> {
+    fn with(
+        &self,
+        groups: &Groups,
+        host: &str,
+        leaving: &[&Guest],
+        reserve: Capacity,
+        returns: bool,
+    ) -> Result<Trial, String> {
         let mut next = self.clone();
         next.free.remove(host);
         let mut to_place: Vec<(String, String, Maintenance, Capacity)> = Vec::new();
@@ -446,12 +464,12 @@ impl Trial {
         }
         to_place.sort_by(|a, b| b.3.memory_mib.total_cmp(&a.3.memory_mib).then(a.0.cmp(&b.0)));
         for (vm, from, behaviour, need) in to_place {
-            let group = next.host_group.get(&from);
+            let group = groups.host_group.get(&from);
             let roomy: Vec<(&String, &Capacity)> =
-                next.free.iter().filter(|(h, f)| f.fits(need) && next.host_group.get(*h) == group).collect();
+                next.free.iter().filter(|(h, f)| f.fits(need) && groups.host_group.get(*h) == group).collect();
             let target = roomy
                 .iter()
-                .filter(|(h, _)| next.member_on(&vm, h).is_none())
+                .filter(|(h, _)| next.member_on(groups, &vm, h).is_none())
                 .max_by(|a, b| a.1.memory_mib.total_cmp(&b.1.memory_mib).then(b.0.cmp(a.0)))
                 .map(|(h, _)| (*h).clone());
             let Some(target) = target else {
@@ -465,17 +483,17 @@ impl Trial {
                 }
                 let blockers: Vec<String> = roomy
                     .iter()
-                    .filter_map(|(h, _)| next.member_on(&vm, h).map(|other| format!("{other} on {h}")))
+                    .filter_map(|(h, _)| next.member_on(groups, &vm, h).map(|other| format!("{other} on {h}")))
                     .collect();
                 return Err(format!(
                     "anti-affinity group {}: every host outside the wave with room for {vm} holds a member ({})",
-                    next.group_of[&vm],
+                    groups.group_of[&vm],
                     blockers.join(", ")
                 ));
             };
             let left = next.free.get_mut(&target).expect("chosen from it");
             *left = left.minus(need);
-            if let Some(group) = next.group_of.get(&vm) {
+            if let Some(group) = groups.group_of.get(&vm) {
                 next.members.get_mut(group).expect("every member's group").insert(vm.clone(), target.clone());
             }
             next.needs.insert(vm.clone(), need);
