@@ -278,10 +278,10 @@ pub enum HostOutcome {
 
 /// The roll's report from its run's `events` and its waves' records.
 pub fn roll_view(events: &[Event], runs: &[WaveRecords]) -> RollView {
-    let (rebalance, waves): (Vec<WaveRecords>, Vec<WaveRecords>) =
-        runs.iter().cloned().partition(|w| is_rebalance(&w.wave.run));
+    let (rebalance, waves): (Vec<&WaveRecords>, Vec<&WaveRecords>) =
+        runs.iter().partition(|w| is_rebalance(&w.wave.run));
     let waves = waves.as_slice();
-    let rebalance = rebalance.first();
+    let rebalance = rebalance.first().copied();
     let planned = planned_waves(events, waves);
     let verdicts = verdicts(events);
     let by_number = number_waves(waves);
@@ -349,7 +349,7 @@ struct PlannedWaves {
 
 /// The waves from the roll's `roll_waves` event; without one (an older journal), one wave
 /// per wave run in the order they were created, with the hosts their records name.
-fn planned_waves(events: &[Event], waves: &[WaveRecords]) -> PlannedWaves {
+fn planned_waves(events: &[Event], waves: &[&WaveRecords]) -> PlannedWaves {
     let journaled = events.iter().filter_map(|e| e.data.as_ref()).find(|d| d.get("roll_waves").is_some());
     if let Some(data) = journaled {
         let hosts: Vec<Vec<String>> =
@@ -366,7 +366,7 @@ fn planned_waves(events: &[Event], waves: &[WaveRecords]) -> PlannedWaves {
             .unwrap_or_default();
         return PlannedWaves { hosts, canaries, skipped };
     }
-    let mut ordered: Vec<&WaveRecords> = waves.iter().collect();
+    let mut ordered: Vec<&WaveRecords> = waves.to_vec();
     ordered.sort_by_key(|w| w.wave.run.created_ms);
     let hosts = ordered.iter().map(|w| hosts_named(&w.wave)).collect();
     PlannedWaves { hosts, canaries: 0, skipped: Vec::new() }
@@ -395,8 +395,8 @@ fn host_of(e: &Event) -> Option<String> {
 
 /// Each wave's run by its number: from its name (`PLAN: wave N (HOSTS)`), else by the
 /// order the waves were created in.
-fn number_waves(waves: &[WaveRecords]) -> HashMap<usize, &WaveRecords> {
-    let mut ordered: Vec<&WaveRecords> = waves.iter().collect();
+fn number_waves<'a>(waves: &[&'a WaveRecords]) -> HashMap<usize, &'a WaveRecords> {
+    let mut ordered: Vec<&WaveRecords> = waves.to_vec();
     ordered.sort_by_key(|w| w.wave.run.created_ms);
     let mut numbered = HashMap::new();
     for (i, w) in ordered.into_iter().enumerate() {
