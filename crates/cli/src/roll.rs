@@ -81,7 +81,7 @@ pub async fn run(args: RollArgs, output: Output) -> ExitCode {
 /// planned, 2 for input errors.
 pub fn preview(plan: &Plan, cluster: &ClusterSpec, inventory: &Inventory, output: Output) -> ExitCode {
     let roll = plan.roll.as_ref().expect("called for a roll plan");
-    let placement = plan.policy.placement.parse().expect("the plan parser accepts only known placement policies");
+    let placement = ferry_preview::placement::Policy::of_plan(plan);
     let rolled = match plan_roll(roll, &plan.file, cluster, inventory, plan.limits.per_source, placement) {
         Ok(r) => r,
         Err(errors) => {

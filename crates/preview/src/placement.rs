@@ -99,6 +99,13 @@ impl fmt::Display for Policy {
     }
 }
 
+impl Policy {
+    /// The policy a parsed plan names (`[policy] placement`), which its parser checked.
+    pub fn of_plan(plan: &ferry_plan::Plan) -> Policy {
+        plan.policy.placement.parse().expect("the plan parser accepts only known placement policies")
+    }
+}
+
 impl FromStr for Policy {
     type Err = UnknownPolicy;
 

@@ -446,7 +446,7 @@ fn place_any(
         .collect();
     let constraints =
         Constraints { allow_cross_group: plan.policy.allow_cross_group, unavailable: unavailable.to_vec(), explain };
-    let policy = plan.policy.placement.parse().expect("the plan parser accepts only known placement policies");
+    let policy = placement::Policy::of_plan(plan);
     let mut decisions = placement::place(cluster, inventory, &fixed, &requests, &constraints, policy).into_iter();
     moves.iter().map(|m| if m.to == Target::Any { decisions.next() } else { None }).collect()
 }

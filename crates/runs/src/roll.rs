@@ -95,8 +95,9 @@ pub async fn roll(start: RollStart, events: &Events) -> Result<Rolled, Error> {
     let spec = cluster.spec();
     let session = Session::new(&cluster);
     let inventory = session.driver.inventory().await;
-    let planned = ferry_roll::plan_roll(&roll, &plan.file, &spec, &inventory, plan.limits.per_source, placement(&plan))
-        .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let planned =
+        ferry_roll::plan_roll(&roll, &plan.file, &spec, &inventory, plan.limits.per_source, Policy::of_plan(&plan))
+            .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     if !planned.impossible.is_empty() {
         let why: Vec<String> = planned.impossible.iter().map(|(h, why)| format!("{h}: {why}")).collect();
         return Err(Error::Failed(format!(
@@ -325,11 +326,6 @@ async fn waves_in_order(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, con
     Ok(Rolled { roll: id, end: RollEnd::Finished(ok) })
 }
 
-/// The plan's placement policy.
-fn placement(plan: &Plan) -> Policy {
-    plan.policy.placement.parse().expect("the plan parser accepts only known placement policies")
-}
-
 /// The rebalance's run name.
 fn rebalance_name(plan: &str) -> String {
     format!("{plan}: rebalance")
@@ -349,7 +345,7 @@ async fn rebalance(ctx: &Context<'_>, cluster: &Cluster, waves: &Waves, existing
     }
     let inventory = ctx.session.driver.inventory().await;
     let hosts: Vec<String> = waves.hosts.iter().flatten().cloned().collect();
-    let policy = placement(ctx.plan);
+    let policy = Policy::of_plan(ctx.plan);
     let moves = ferry_roll::plan_rebalance(&cluster.spec(), &inventory, &hosts, policy);
     let text = format!("rebalance of the roll's hosts by placement {}: {} moves", policy.as_str(), moves.len());
     note(ctx.journal, id, ctx.events, text).await;
