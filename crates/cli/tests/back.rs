@@ -220,38 +220,37 @@ fn a_drain_returns_every_vm_after_its_hook_ran_on_the_empty_host() {
         let run = lab.runs().into_iter().max_by_key(|r| r.created_ms).expect("the drain's run").id;
         (child, run)
     };
+    // The drain stopped at its hook by `by` since `asked`: exit 1 soon after, the hook asked
+    // to end, the run stopped there with nothing returned and host-b drained; then rolled
+    // back, every guest home. Its output.
+    let stopped_at_the_hook = |child: std::process::Child, stopped: &str, asked: Instant, by: &str| {
+        let out = child.wait_with_output().expect("ferry ends");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(asked.elapsed() < Duration::from_secs(10), "ended {:?} after {by}: {text}", asked.elapsed());
+        assert_eq!(std::fs::read_to_string(&trapped).unwrap_or_default().trim(), "TERM", "the hook was asked to end");
+        let said = format!("host-b: its hook was stopped by {by}: nothing more happens in this run");
+        assert!(text.contains(&said), "{text}");
+        assert!(lab.runs().iter().all(|r| r.parent.as_deref() != Some(stopped)), "no return started");
+        assert!(lab.placement().iter().all(|(_, _, hosts)| hosts != &["host-b"]), "host-b stays drained");
+        let (code, back) = lab.ferry(&["rollback", stopped]);
+        assert_eq!(code, Some(0), "{back}");
+        lab.assert_home(&before);
+        text
+    };
     let (child, stopped) = drain_until_the_hook();
     let interrupted = Instant::now();
     let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
     assert!(kill.success());
-    let out = child.wait_with_output().expect("ferry ends");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(interrupted.elapsed() < Duration::from_secs(10), "ended {:?} after Ctrl-C", interrupted.elapsed());
-    assert_eq!(std::fs::read_to_string(&trapped).unwrap_or_default().trim(), "TERM", "the hook was asked to end");
-    assert!(text.contains("host-b: its hook was stopped by Ctrl-C: nothing more happens in this run"), "{text}");
+    let text = stopped_at_the_hook(child, &stopped, interrupted, "Ctrl-C");
     assert_eq!(run_id(&text), stopped, "the newest run is the drain's");
-    assert!(lab.runs().iter().all(|r| r.parent.as_deref() != Some(stopped.as_str())), "no return started");
-    assert!(lab.placement().iter().all(|(_, _, hosts)| hosts != &["host-b"]), "host-b stays drained");
-    let (code, text) = lab.ferry(&["rollback", &stopped]);
-    assert_eq!(code, Some(0), "{text}");
-    lab.assert_home(&before);
 
     // `ferry abort RUN` from another terminal while the hook runs: the same.
     let (child, stopped) = drain_until_the_hook();
     let aborted = Instant::now();
     let out = common::ferry(&["abort", &stopped, "--state", path_str(&state)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = child.wait_with_output().expect("ferry ends");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(aborted.elapsed() < Duration::from_secs(10), "ended {:?} after the abort: {text}", aborted.elapsed());
-    assert_eq!(std::fs::read_to_string(&trapped).unwrap_or_default().trim(), "TERM", "the hook was asked to end");
-    assert!(text.contains("host-b: its hook was stopped by `ferry abort`: nothing more happens"), "{text}");
-    assert!(lab.runs().iter().all(|r| r.parent.as_deref() != Some(stopped.as_str())), "no return started");
-    let (code, text) = lab.ferry(&["rollback", &stopped]);
-    assert_eq!(code, Some(0), "{text}");
-    lab.assert_home(&before);
+    stopped_at_the_hook(child, &stopped, aborted, "`ferry abort`");
     lab.lab.check_ok();
 }
 
