@@ -96,6 +96,15 @@ enum Failure {
     Failed(String),
 }
 
+impl From<ferry_runs::Error> for Failure {
+    fn from(e: ferry_runs::Error) -> Failure {
+        match e {
+            ferry_runs::Error::BadInput(text) => Failure::BadInput(text),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
 impl Failure {
     fn exit(self, command: &str) -> ExitCode {
         let (text, code) = match self {
@@ -124,7 +133,7 @@ impl From<JournalError> for Failure {
 /// Runs `ferry runs`.
 pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
     let listed = async {
-        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await?;
         let now = ferry_runs::owners::now_ms();
         let mut views = Vec::new();
         for run in journal.runs().await? {
@@ -149,7 +158,7 @@ pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
 /// Runs `ferry status`: always exit 0 when the run could be read.
 pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
     let read = async {
-        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await?;
         let run = match &args.run {
             Some(id) => find_run(&journal, id).await?,
             None => journal
@@ -183,7 +192,7 @@ pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
 pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
     let read = async {
         let format = report_format(args.format, output).map_err(Failure::BadInput)?;
-        let journal = args.state.open_existing().await.map_err(Failure::BadInput)?;
+        let journal = args.state.open_existing().await?;
         let run = find_run(&journal, &args.run).await?;
         let moves = journal.moves(&run.id).await?;
         let attempts = journal.attempts(&run.id).await?;

@@ -95,7 +95,7 @@ pub async fn migrate(args: MigrateArgs, output: Output) -> ExitCode {
 /// Runs `ferry resume`.
 pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
     let resumed = async {
-        let journal = args.state.open_existing().await.map_err(Error::BadInput)?;
+        let journal = args.state.open_existing().await?;
         ferry_runs::roll::resume(&journal, &args.run, args.hook_done, &show::events(output)).await
     };
     exit("resume", false, resumed.await)
@@ -105,7 +105,7 @@ pub async fn resume(args: ResumeArgs, output: Output) -> ExitCode {
 /// when no process runs it (it died), aborts it here.
 pub async fn abort(args: AbortArgs, output: Output) -> ExitCode {
     let aborted = async {
-        let journal = args.state.open_existing().await.map_err(Error::BadInput)?;
+        let journal = args.state.open_existing().await?;
         let events = show::events(output);
         let wait = Duration::from_secs(args.wait);
         let (how, ok) = ferry_runs::abort::abort(&journal, &args.run, wait, &events).await?;

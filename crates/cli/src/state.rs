@@ -8,9 +8,11 @@ use ferry_runs::journals::JournalAt;
 /// The `--state` flag shared by every command that reads or writes the journal.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateArg {
-    /// Journal file (SQLite). Default: $XDG_STATE_HOME/ferry/journal.db or
+    /// Journal: a file (SQLite), or a PostgreSQL database shared by several controllers
+    /// (postgres://USER@HOST[:PORT]/DB; the password from PGPASSFILE or ~/.pgpass, or in the
+    /// URL; never printed). Default: $XDG_STATE_HOME/ferry/journal.db or
     /// ~/.local/state/ferry/journal.db.
-    #[arg(long = "state", env = "FERRY_STATE", value_name = "PATH")]
+    #[arg(long = "state", env = "FERRY_STATE", value_name = "PATH|URL")]
     pub state: Option<PathBuf>,
 }
 
@@ -21,7 +23,7 @@ impl StateArg {
     }
 
     /// Opens a journal that must already exist.
-    pub async fn open_existing(&self) -> Result<Journal, String> {
-        self.at()?.open_existing().await
+    pub async fn open_existing(&self) -> Result<Journal, ferry_runs::Error> {
+        self.at().map_err(|e| ferry_runs::Error::BadInput(format!("--state: {e}")))?.open_existing().await
     }
 }

@@ -145,10 +145,11 @@ impl LeaseLab {
     }
 }
 
-/// `host:PID`, as ferry names a lease's holder.
+/// `host:PID:BOOT`, as ferry names a lease's holder.
 fn holder(pid: u32) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    format!("{}:{pid}", host.trim())
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id").replace('-', "");
+    format!("{}:{pid}:{}", host.trim(), &boot[..8])
 }
 
 /// A child's stderr, read to its end on a thread of its own.

@@ -13,9 +13,15 @@ pub enum JournalError {
     #[error("no state directory: neither XDG_STATE_HOME nor HOME is set; give --state")]
     NoStateDir,
     /// A location names a database this build cannot open.
-    #[error("unsupported journal location {location:?}: give a file path or a sqlite:// URL")]
+    #[error("unsupported journal location {location:?}: give a file path, a sqlite:// or a postgres:// URL")]
     UnsupportedLocation {
         /// The location as given.
+        location: String,
+    },
+    /// A `postgres://` location that is not a URL with a host.
+    #[error("malformed journal URL {location:?}: give postgres://USER@HOST[:PORT]/DATABASE")]
+    BadUrl {
+        /// The location as given, without its password.
         location: String,
     },
     /// The journal's own runtime (for virtual time) could not be started.
@@ -41,7 +47,7 @@ pub enum JournalError {
         cause: std::io::Error,
     },
     /// The database could not be opened.
-    #[error("cannot open the journal at {location}: {cause}")]
+    #[error("cannot open the journal at {location}: {}", said(cause))]
     Open {
         /// The location as given.
         location: String,
@@ -59,7 +65,7 @@ pub enum JournalError {
         known: i64,
     },
     /// A schema migration failed; the journal is unchanged.
-    #[error("cannot migrate the journal at {location} to schema version {version}: {cause}")]
+    #[error("cannot migrate the journal at {location} to schema version {version}: {}", said(cause))]
     Migrate {
         /// The location as given.
         location: String,
@@ -69,7 +75,7 @@ pub enum JournalError {
         cause: sqlx::Error,
     },
     /// A query failed.
-    #[error("journal query failed: {0}")]
+    #[error("journal query failed: {}", said(.0))]
     Database(sqlx::Error),
     /// Another process took run `run`'s lease after this one did: this process's writes to
     /// the run are refused (fencing), and it must start nothing more.
@@ -184,6 +190,16 @@ pub enum JournalError {
 impl From<sqlx::Error> for JournalError {
     fn from(cause: sqlx::Error) -> JournalError {
         JournalError::Database(cause)
+    }
+}
+
+/// What a database error says: a server's own message without the line of its source code
+/// that PostgreSQL's errors carry ("… at line 334", which reads like a line of the
+/// operator's input).
+fn said(cause: &sqlx::Error) -> String {
+    match cause {
+        sqlx::Error::Database(e) => e.message().to_owned(),
+        other => other.to_string(),
     }
 }
 

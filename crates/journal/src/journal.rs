@@ -10,12 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_model::{Compression, Phase, Status};
 use serde_json::{json, Value};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row, Transaction};
 
 use crate::error::{JournalError, Result};
 use crate::lease::Lease;
@@ -52,6 +50,11 @@ pub struct JournalConfig {
     pub max_connections: u32,
     /// Where timestamps come from.
     pub clock: JournalClock,
+    /// How long an operation is tried again, with growing pauses, while a database server
+    /// does not answer (restarting, unreachable): the operation fails only after this, so a
+    /// caller that writes its intent before each effect starts nothing meanwhile. A local
+    /// SQLite file never needs it.
+    pub retry_for: Duration,
 }
 
 /// Where a journal's timestamps come from.
@@ -85,6 +88,9 @@ impl Default for JournalConfig {
             durability: Durability::Full,
             max_connections: 4,
             clock: JournalClock::System,
+            // As long as a run's owner counts as alive without a heartbeat: a controller
+            // that cannot write for longer has lost its claim to the run anyway.
+            retry_for: Duration::from_millis(crate::OWNER_ALIVE_WITHIN_MS.unsigned_abs()),
         }
     }
 }
@@ -100,12 +106,29 @@ impl Default for JournalConfig {
 /// created, `ferry abort`'s request, events).
 #[derive(Debug, Clone)]
 pub struct Journal {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// Where it was opened from, without a password.
     location: String,
     time: Time,
+    /// How long an operation is tried again while the database does not answer.
+    retry_for: Duration,
     /// Run id → (epoch, owner) of the leases claimed through this handle or its clones.
     leases: Arc<Mutex<HashMap<String, (i64, String)>>>,
 }
+
+/// The database under a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// A file of this machine's.
+    Sqlite,
+    /// A server, shared by the controllers that use it.
+    Postgres,
+}
+
+/// The key of the PostgreSQL advisory lock every journal writer holds for its transaction
+/// (an arbitrary number of ferry's own: "ferryjnl" in ASCII).
+const WRITERS_LOCK: i64 = 0x6665_7272_796a_6e6c;
 
 /// A journal's clock, and where its operations run.
 #[derive(Debug, Clone)]
@@ -114,16 +137,17 @@ enum Time {
     System,
     /// Virtual time from the caller's paused runtime; operations block that runtime's
     /// thread while the journal's own runtime does SQLite's part.
-    Virtual { unix_ms: i64, start: tokio::time::Instant, runtime: Arc<OwnRuntime> },
+    Virtual { unix_ms: i64, start: tokio::time::Instant, runtime: Arc<OwnRuntime>, off_thread: bool },
 }
 
 impl Time {
-    fn new(clock: JournalClock) -> std::io::Result<Time> {
+    fn new(clock: JournalClock, backend: Backend) -> std::io::Result<Time> {
         Ok(match clock {
             JournalClock::System => Time::System,
             JournalClock::Virtual { unix_ms } => Time::Virtual {
                 unix_ms,
                 start: tokio::time::Instant::now(),
+                off_thread: backend == Backend::Postgres,
                 runtime: Arc::new(OwnRuntime(Some(
                     tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(1)
@@ -146,13 +170,20 @@ impl Time {
         }
     }
 
-    /// Runs `op` to its end: awaited on the caller's runtime, or, in virtual time, on this
-    /// thread with the journal's own runtime as tokio's context (the pool's background
-    /// tasks and timers live there), the caller's runtime blocked meanwhile.
-    async fn run<T>(&self, op: impl Future<Output = T>) -> T {
+    /// Runs `op` to its end: awaited on the caller's runtime, or, in virtual time, with the
+    /// journal's own runtime as tokio's context (the pool's background tasks and timers live
+    /// there), the caller's runtime blocked meanwhile: on this thread for SQLite; on a
+    /// thread of its own for a server, because tokio defers the wake-up of a task that
+    /// yields (as sqlx's password authentication does) to the scheduler of the thread it
+    /// runs on, and this thread's is the caller's, which is blocked.
+    async fn run<T: Send>(&self, op: impl Future<Output = T> + Send) -> T {
         match self {
             Time::System => op.await,
-            Time::Virtual { runtime, .. } => runtime.block_on(op),
+            Time::Virtual { runtime, off_thread: false, .. } => runtime.block_on(op),
+            Time::Virtual { runtime, off_thread: true, .. } => std::thread::scope(|scope| {
+                let ran = scope.spawn(|| runtime.block_on(op)).join();
+                ran.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }),
         }
     }
 }
@@ -234,27 +265,31 @@ macro_rules! event_columns {
 }
 
 impl Journal {
-    /// Opens (creating it and its directory if needed) the journal at `location`, a file
-    /// path or a `sqlite://` URL, with the default configuration, and brings its schema
-    /// up to date.
+    /// Opens (creating it and its directory if needed) the journal at `location` — a file
+    /// path, a `sqlite://` URL or a `postgres://` URL — with the default configuration, and
+    /// brings its schema up to date.
     pub async fn open(location: &str) -> Result<Journal> {
         Journal::open_with(location, &JournalConfig::default()).await
     }
 
     /// [`Journal::open`] with a configuration.
     pub async fn open_with(location: &str, config: &JournalConfig) -> Result<Journal> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            let options = check_server_url(location)?;
+            return Journal::connect(redacted(location), Backend::Postgres, options, config).await;
+        }
         let options = if location.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(location)
                 .map_err(|cause| JournalError::Open { location: location.to_owned(), cause })?;
             create_parent(options.get_filename())?;
             options
         } else if location.contains("://") {
-            return Err(JournalError::UnsupportedLocation { location: location.to_owned() });
+            return Err(JournalError::UnsupportedLocation { location: redacted(location) });
         } else {
             create_parent(Path::new(location))?;
             SqliteConnectOptions::new().filename(location)
         };
-        Journal::connect(location.to_owned(), options, config).await
+        Journal::connect_sqlite(location.to_owned(), options, config).await
     }
 
     /// Opens the journal file at `path` (for paths that are not UTF-8).
@@ -262,35 +297,81 @@ impl Journal {
         create_parent(path)?;
         make_private(path)?;
         let options = SqliteConnectOptions::new().filename(path);
-        Journal::connect(path.display().to_string(), options, config).await
+        Journal::connect_sqlite(path.display().to_string(), options, config).await
     }
 
-    async fn connect(location: String, options: SqliteConnectOptions, config: &JournalConfig) -> Result<Journal> {
-        let time = Time::new(config.clock).map_err(|cause| JournalError::Runtime { cause })?;
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match config.durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(config.busy_timeout)
-            .foreign_keys(true);
+    /// A SQLite file, through the same pool type as PostgreSQL: its options travel as a
+    /// URL, and the settings a URL cannot carry are set on each new connection.
+    async fn connect_sqlite(
+        location: String,
+        options: SqliteConnectOptions,
+        config: &JournalConfig,
+    ) -> Result<Journal> {
+        let url = options.create_if_missing(true).to_url_lossy();
+        let options = AnyConnectOptions::from_url(&url)
+            .map_err(|cause| JournalError::Open { location: location.clone(), cause })?;
+        Journal::connect(location, Backend::Sqlite, options, config).await
+    }
+
+    async fn connect(
+        location: String,
+        backend: Backend,
+        options: AnyConnectOptions,
+        config: &JournalConfig,
+    ) -> Result<Journal> {
+        sqlx::any::install_default_drivers();
+        let time = Time::new(config.clock, backend).map_err(|cause| JournalError::Runtime { cause })?;
+        let pragmas = match backend {
+            Backend::Sqlite => format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA busy_timeout = {}; \
+                 PRAGMA foreign_keys = ON",
+                match config.durability {
+                    Durability::Full => "FULL",
+                    Durability::Normal => "NORMAL",
+                },
+                config.busy_timeout.as_millis()
+            ),
+            // Statements wait at most the busy timeout for a lock, as on SQLite.
+            Backend::Postgres => format!("SET lock_timeout = {}", config.busy_timeout.as_millis()),
+        };
         // Switching a new file to WAL takes a lock that SQLite does not wait for, so two
         // processes creating the journal at the same moment may see "database is
         // locked" once: retry within the busy timeout.
         let deadline = Instant::now() + config.busy_timeout;
         let now = time.now_ms();
+        // A server's pool waits this long for a connection before the operation is retried
+        // (see `hold`); a server that does not answer when the journal is opened is an error
+        // at once, from a first connection of its own.
+        let acquire_timeout = match backend {
+            Backend::Sqlite => config.busy_timeout,
+            Backend::Postgres => config.busy_timeout.min(Duration::from_secs(2)),
+        };
         let connecting = async {
+            if backend == Backend::Postgres {
+                let first = AnyConnection::connect_with(&options).await;
+                first.map_err(|cause| JournalError::Open { location: location.clone(), cause })?.close().await.ok();
+            }
             loop {
                 let attempt = async {
-                    let pool = SqlitePoolOptions::new()
+                    let pragmas = pragmas.clone();
+                    let pool = AnyPoolOptions::new()
                         .max_connections(config.max_connections.max(1))
+                        .acquire_timeout(acquire_timeout)
+                        .after_connect(move |conn, _| {
+                            let pragmas = pragmas.clone();
+                            Box::pin(async move { conn.execute(sqlx::AssertSqlSafe(pragmas)).await.map(drop) })
+                        })
                         .connect_with(options.clone())
                         .await
                         .map_err(|cause| JournalError::Open { location: location.clone(), cause })?;
-                    let journal =
-                        Journal { pool, location: location.clone(), time: time.clone(), leases: Arc::default() };
+                    let journal = Journal {
+                        pool,
+                        backend,
+                        location: location.clone(),
+                        time: time.clone(),
+                        retry_for: config.retry_for,
+                        leases: Arc::default(),
+                    };
                     journal.migrate(now).await?;
                     Ok(journal)
                 };
@@ -305,10 +386,24 @@ impl Journal {
         time.run(connecting).await
     }
 
-    /// Runs one operation at the time of the moment (see [`JournalClock::Virtual`]).
-    async fn hold<T, F: Future<Output = T>>(&self, op: impl FnOnce(i64) -> F) -> T {
-        let now = self.time.now_ms();
-        self.time.run(op(now)).await
+    /// Runs one operation at the time of the moment (see [`JournalClock::Virtual`]), again
+    /// while the database server does not answer, for up to [`JournalConfig::retry_for`].
+    /// An operation is one transaction or one statement, so a try that failed left nothing
+    /// behind; one whose commit reached the server but whose answer was lost is the one
+    /// case a retry can repeat (a compare-and-swap then reports a conflict).
+    async fn hold<T: Send, F: Future<Output = Result<T>> + Send>(&self, op: impl Fn(i64) -> F) -> Result<T> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let now = self.time.now_ms();
+            match self.time.run(op(now)).await {
+                Err(e) if is_unreachable(&e) && started.elapsed() + pause < self.retry_for => {
+                    self.time.run(tokio::time::sleep(pause)).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Applies the migrations this file lacks, all in one transaction.
@@ -379,13 +474,22 @@ impl Journal {
         .await
     }
 
-    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at once, waiting for it
-    /// under the busy timeout; a deferred transaction that reads and then writes can
-    /// instead fail at once with "database is locked" when another connection committed
-    /// in between (SQLite cannot upgrade a stale WAL snapshot). On PostgreSQL this is a
-    /// plain `BEGIN`: the statements below take their row locks themselves.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction, holding the journal's one write lock until it ends, on both
+    /// backends: writers take turns, so an event's id (the largest plus one) is unique and
+    /// a compare-and-swap reads what no one else is changing. On SQLite `BEGIN IMMEDIATE`
+    /// takes the lock at once, waiting for it under the busy timeout (a deferred transaction
+    /// that reads and then writes can instead fail at once with "database is locked" when
+    /// another connection committed in between). On PostgreSQL it is a transaction-scoped
+    /// advisory lock, which every controller sharing the database takes alike.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITERS_LOCK).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+        }
     }
 
     // ---------------------------------------------------------------- runs
@@ -658,7 +762,7 @@ impl Journal {
     /// `run`'s lease when it claimed one. The no-op update is the check: on PostgreSQL it
     /// also locks the run's row until the transaction ends, so no claim slips in between
     /// the check and the write (SQLite's `BEGIN IMMEDIATE` already excludes every writer).
-    async fn fence(&self, conn: &mut SqliteConnection, run: &str) -> Result<()> {
+    async fn fence(&self, conn: &mut AnyConnection, run: &str) -> Result<()> {
         let epoch = self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(run).map(|(epoch, _)| *epoch);
         let Some(epoch) = epoch else { return Ok(()) };
         let done = sqlx::query("UPDATE runs SET lease_epoch = lease_epoch WHERE id = $1 AND lease_epoch = $2")
@@ -1125,10 +1229,11 @@ impl Journal {
         data: Option<&Value>,
     ) -> Result<i64> {
         self.hold(|now| async move {
-            let mut conn = self.pool.acquire().await?;
-            insert_event(&mut conn, run, uuid, now, kind, message, data)
-                .await
-                .map_err(|e| unknown_event_owner(e, run, uuid))
+            let mut tx = self.begin_write().await?;
+            let inserted = insert_event(&mut tx, run, uuid, now, kind, message, data).await;
+            let id = inserted.map_err(|e| unknown_event_owner(e, run, uuid))?;
+            tx.commit().await?;
+            Ok(id)
         })
         .await
     }
@@ -1187,7 +1292,7 @@ impl Journal {
 /// statement: portable (no AUTOINCREMENT, no sequence), and unique because SQLite
 /// serializes writers (on PostgreSQL the primary key turns a race into an error to retry).
 async fn insert_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     run: &str,
     uuid: Option<&str>,
     at_ms: i64,
@@ -1224,7 +1329,7 @@ fn unknown_event_owner(e: JournalError, run: &str, uuid: Option<&str>) -> Journa
 }
 
 /// The error for a failed compare-and-swap on a move, read inside the same transaction.
-async fn move_conflict(conn: &mut SqliteConnection, run: &str, uuid: &str, expected: i64) -> JournalError {
+async fn move_conflict(conn: &mut AnyConnection, run: &str, uuid: &str, expected: i64) -> JournalError {
     let row = sqlx::query("SELECT vm, generation FROM moves WHERE run = $1 AND uuid = $2")
         .bind(run)
         .bind(uuid)
@@ -1244,7 +1349,7 @@ async fn move_conflict(conn: &mut SqliteConnection, run: &str, uuid: &str, expec
 }
 
 /// The error for a failed compare-and-swap on a run, read inside the same transaction.
-async fn run_conflict(conn: &mut SqliteConnection, id: &str, expected: i64) -> JournalError {
+async fn run_conflict(conn: &mut AnyConnection, id: &str, expected: i64) -> JournalError {
     let found: std::result::Result<Option<i64>, _> =
         sqlx::query_scalar("SELECT generation FROM runs WHERE id = $1").bind(id).fetch_optional(conn).await;
     match found {
@@ -1255,7 +1360,7 @@ async fn run_conflict(conn: &mut SqliteConnection, id: &str, expected: i64) -> J
 }
 
 /// The error for a write or heartbeat of a lease no longer held: who holds it now.
-async fn lease_lost(conn: &mut SqliteConnection, run: &str) -> JournalError {
+async fn lease_lost(conn: &mut AnyConnection, run: &str) -> JournalError {
     let holder: std::result::Result<Option<Option<String>>, _> =
         sqlx::query_scalar("SELECT owner FROM runs WHERE id = $1").bind(run).fetch_optional(conn).await;
     match holder {
@@ -1271,7 +1376,7 @@ fn move_not_found(run: &str, uuid: &str) -> JournalError {
     JournalError::MoveNotFound { run: run.to_owned(), uuid: uuid.to_owned() }
 }
 
-fn run_from_row(row: &SqliteRow) -> Result<Run> {
+fn run_from_row(row: &AnyRow) -> Result<Run> {
     Ok(Run {
         id: row.try_get("id")?,
         plan_name: row.try_get("plan_name")?,
@@ -1288,7 +1393,7 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
     })
 }
 
-fn move_from_row(row: &SqliteRow) -> Result<Move> {
+fn move_from_row(row: &AnyRow) -> Result<Move> {
     let phase: Option<String> = row.try_get("phase")?;
     Ok(Move {
         run: row.try_get("run")?,
@@ -1310,7 +1415,7 @@ fn move_from_row(row: &SqliteRow) -> Result<Move> {
     })
 }
 
-fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
+fn attempt_from_row(row: &AnyRow) -> Result<Attempt> {
     let outcome: Option<String> = row.try_get("outcome")?;
     let estimate: Option<String> = row.try_get("estimate")?;
     let number: i64 = row.try_get("number")?;
@@ -1338,7 +1443,7 @@ fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<Event> {
+fn event_from_row(row: &AnyRow) -> Result<Event> {
     let data: Option<String> = row.try_get("data")?;
     Ok(Event {
         id: row.try_get("id")?,
@@ -1444,8 +1549,49 @@ fn is_busy(error: &JournalError) -> bool {
     }
 }
 
+/// The options of a `postgres://` location, or [`JournalError::BadUrl`] when it is not a
+/// URL with a host (nothing is connected to).
+pub fn check_server_url(location: &str) -> Result<AnyConnectOptions> {
+    let bad = || JournalError::BadUrl { location: redacted(location) };
+    let options = AnyConnectOptions::from_str(location).map_err(|_| bad())?;
+    let scheme = options.database_url.scheme();
+    if !matches!(scheme, "postgres" | "postgresql") || options.database_url.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(options)
+}
+
+/// Whether an error says the database server did not answer or went away (connection
+/// refused or lost, the server shutting down or starting up, a pool with no connection to
+/// give): what a retry after a pause can cure. SQLite's errors never are.
+fn is_unreachable(error: &JournalError) -> bool {
+    let JournalError::Database(cause) = error else { return false };
+    match cause {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // SQLSTATE class 08: connection exception; 57P01-57P03: admin or crash
+            // shutdown, cannot connect now.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// A location fit to print: a URL's password replaced by `***`.
+pub(crate) fn redacted(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(_) => location.to_owned(),
+        // Not a URL: print no more of it than its scheme, it may hold a password.
+        Err(_) => location.split_once("://").map_or_else(|| location.to_owned(), |(scheme, _)| format!("{scheme}://…")),
+    }
+}
+
 /// Run `id`'s state, read in transaction `tx`.
-async fn run_state(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<RunState> {
+async fn run_state(tx: &mut Transaction<'_, Any>, id: &str) -> Result<RunState> {
     let state: Option<String> =
         sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
     match state {

@@ -22,8 +22,11 @@
 //! time is paused, from that virtual clock ([`JournalClock::Virtual`]), in which every
 //! operation takes no time at all.
 //!
-//! The SQL is portable (TEXT, INTEGER, BIGINT, `$1` placeholders) so that a PostgreSQL
-//! journal can follow with the same schema.
+//! Or a PostgreSQL database (`postgres://USER@HOST[:PORT]/DB`), shared by every controller
+//! that names it: the same schema and statements (portable SQL: TEXT, BIGINT, `$1`
+//! placeholders) through sqlx's `Any` driver. Writers take turns on both (SQLite's write
+//! lock; an advisory lock on PostgreSQL), and an operation that finds the server gone
+//! (restarting, unreachable) is tried again for up to [`JournalConfig::retry_for`].
 
 mod error;
 mod id;
@@ -37,7 +40,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 pub use error::{JournalError, Result};
-pub use journal::{Durability, Journal, JournalClock, JournalConfig, FIRST_GENERATION};
+pub use journal::{check_server_url, Durability, Journal, JournalClock, JournalConfig, FIRST_GENERATION};
 pub use lease::Lease;
 pub use records::{
     Attempt, AttemptEnd, AttemptKind, Event, EventKind, Move, NewAttempt, NewMove, NewRun, Run, RunDocuments, RunKind,

@@ -1,9 +1,11 @@
-//! Where a journal lives, and opening it: a file path or a `sqlite:` URL.
+//! Where a journal lives, and opening it: a file path, a `sqlite:` URL or a `postgres://`
+//! URL.
 
-use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use ferry_journal::{Durability, Journal, JournalClock, JournalConfig};
+use ferry_journal::{Durability, Journal, JournalClock, JournalConfig, JournalError};
+
+use crate::events::Error;
 
 /// A journal's location, opened on demand: commands that start runs open (create) it only
 /// once their input proved good.
@@ -11,10 +13,17 @@ use ferry_journal::{Durability, Journal, JournalClock, JournalConfig};
 pub struct JournalAt(PathBuf);
 
 impl JournalAt {
-    /// `path`, or the default under the state directory when `None` or empty.
+    /// `path`, or the default under the state directory when `None` or empty. A
+    /// `postgres://` location must be a URL with a host (checked here, before anything
+    /// starts); the server is reached only when the journal is opened.
     pub fn new(path: Option<&Path>) -> Result<JournalAt, String> {
         match path {
-            Some(path) if !path.as_os_str().is_empty() => Ok(JournalAt(path.to_path_buf())),
+            Some(path) if !path.as_os_str().is_empty() => {
+                if let Some(location) = path.to_str().filter(|l| l.starts_with("postgres")) {
+                    ferry_journal::check_server_url(location).map_err(|e| chain(&e))?;
+                }
+                Ok(JournalAt(path.to_path_buf()))
+            }
             _ => ferry_journal::default_path_from_env().map(JournalAt).map_err(|e| chain(&e)),
         }
     }
@@ -27,30 +36,35 @@ impl JournalAt {
     /// Opens the journal, creating it and its directory when missing: for commands that
     /// start runs. A simulated run's journal records virtual time (and, having nothing
     /// real to lose in a power cut, does without a sync per commit).
-    pub async fn open_with_clock(&self, clock: JournalClock) -> Result<Journal, String> {
+    pub async fn open_with_clock(&self, clock: JournalClock) -> Result<Journal, Error> {
         open_at(&self.0, clock).await
     }
 
     /// Opens a journal that must already exist: for commands that read, which must not
     /// leave an empty journal behind when pointed at the wrong place.
-    pub async fn open_existing(&self) -> Result<Journal, String> {
+    pub async fn open_existing(&self) -> Result<Journal, Error> {
         self.open_existing_with_clock(JournalClock::System).await
     }
 
     /// [`JournalAt::open_existing`] with a clock: virtual time for a command that continues
     /// a simulated run's world (on a runtime whose time is paused).
-    pub async fn open_existing_with_clock(&self, clock: JournalClock) -> Result<Journal, String> {
+    pub async fn open_existing_with_clock(&self, clock: JournalClock) -> Result<Journal, Error> {
         if let Some(file) = database_file(&self.0) {
             if !file.exists() {
-                return Err(format!("no journal at {}: no run has been started with this --state", file.display()));
+                return Err(Error::BadInput(format!(
+                    "--state: no journal at {}: no run has been started with this --state",
+                    file.display()
+                )));
             }
         }
         open_at(&self.0, clock).await
     }
 }
 
-/// Opens a file path, or a `sqlite:` URL.
-async fn open_at(path: &Path, clock: JournalClock) -> Result<Journal, String> {
+/// Opens a file path or a URL. A location that names no journal ferry can open is bad
+/// input (exit 2); one that names a journal that cannot be opened now (a server that does
+/// not answer or refuses the password, a newer schema) is a failure (exit 1).
+async fn open_at(path: &Path, clock: JournalClock) -> Result<Journal, Error> {
     let config = JournalConfig {
         clock,
         durability: match clock {
@@ -63,7 +77,12 @@ async fn open_at(path: &Path, clock: JournalClock) -> Result<Journal, String> {
         Some(location) if is_url(location) => Journal::open_with(location, &config).await,
         _ => Journal::open_path(path, &config).await,
     };
-    opened.map_err(|e| chain(&e))
+    opened.map_err(|e| match e {
+        JournalError::NoStateDir | JournalError::UnsupportedLocation { .. } | JournalError::BadUrl { .. } => {
+            Error::BadInput(format!("--state: {}", chain(&e)))
+        }
+        e => Error::Failed(chain(&e)),
+    })
 }
 
 /// Whether `location` is a URL (`sqlite://…`, `postgres://…`) rather than a file name.
@@ -87,7 +106,7 @@ fn database_file(path: &Path) -> Option<PathBuf> {
 
 /// An error and its sources, one after the other: the journal's messages never repeat
 /// their source, so printing only the top one would hide the reason.
-pub fn chain(error: &dyn Error) -> String {
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -95,7 +95,7 @@ pub async fn move_vm(ask: &MoveAsk, journal: &JournalAt, events: &Events) -> Res
         return Err(Error::BadInput(unknown_host("--to", &ask.to, &spec)));
     }
     let (clock, journal_clock) = drivers::clocks(&source);
-    let journal = journal.open_with_clock(journal_clock).await.map_err(|e| Error::BadInput(format!("--state: {e}")))?;
+    let journal = journal.open_with_clock(journal_clock).await?;
     let driver = Arc::new(AnyDriver::new(&source));
     let inventory = driver.inventory().await;
     let Some(vm) = inventory.vms.iter().find(|v| v.name == ask.vm || v.uuid == ask.vm).cloned() else {

@@ -1,5 +1,6 @@
-//! Who drives a run: the journal lease's owner (`host:pid`), whether another live process
-//! holds a run, taking a run's lease, and what this process does when it loses one.
+//! Who drives a run: the journal lease's owner (`host:pid:boot`, a controller's identity),
+//! whether another live process holds a run, taking a run's lease, and what this process
+//! does when it loses one.
 
 use ferry_document::RunDocument;
 use ferry_engine::EngineError;
@@ -12,10 +13,24 @@ pub use ferry_journal::owner_alive;
 use crate::drivers::{AnyDriver, SIM_OWNER};
 use crate::events::Error;
 
-/// `host:pid`, the journal lease's owner.
+/// This controller, as a journal lease's owner: `host:pid:boot`, the machine's host name,
+/// this process's id and the first 8 characters of the machine's boot id. Controllers on
+/// several machines share a PostgreSQL journal: the host tells whose process it is, the
+/// boot id that a process of this host's previous boot is gone, whatever its pid now is.
 pub fn owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default().trim().to_owned();
+    let boot: String = read("/proc/sys/kernel/random/boot_id").chars().filter(|c| *c != '-').take(8).collect();
+    format!("{}:{}:{boot}", read("/proc/sys/kernel/hostname"), std::process::id())
+}
+
+/// An owner's parts: host, pid, and boot id (absent in the `host:pid` of older ferries).
+fn parts(owner: &str) -> (&str, &str, Option<&str>) {
+    let mut fields = owner.rsplitn(3, ':');
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(boot), Some(pid), Some(host)) => (host, pid, Some(boot)),
+        (Some(pid), Some(host), None) => (host, pid, None),
+        _ => (owner, "", None),
+    }
 }
 
 /// The owner a run on `driver` is journaled under: `host:pid`, or, for a simulation, the
@@ -34,15 +49,22 @@ pub fn now_ms() -> i64 {
 }
 
 /// Whether another process holds the run: its owner beat recently, and, when it ran on
-/// this machine, its process still exists (a killed ferry is known dead at once).
+/// this machine, its process still exists (a killed ferry is known dead at once) in this
+/// boot of it.
 pub fn held_by_another(run: &Run, me: &str) -> bool {
     let Some(owner) = run.owner.as_deref() else { return false };
     if owner == me || !owner_alive(run.heartbeat_ms, now_ms()) {
         return false;
     }
-    let (host, pid) = owner.rsplit_once(':').unwrap_or((owner, ""));
-    let local = me.rsplit_once(':').is_some_and(|(my_host, _)| my_host == host);
-    !local || running(pid)
+    let (host, pid, boot) = parts(owner);
+    let (my_host, _, my_boot) = parts(me);
+    if host != my_host {
+        return true;
+    }
+    match (boot, my_boot) {
+        (Some(boot), Some(mine)) if boot != mine => false,
+        _ => running(pid),
+    }
 }
 
 /// Whether process `pid` of this machine runs: it exists and has not exited (a zombie its
@@ -182,7 +204,47 @@ pub async fn all_succeeded(journal: &Journal, id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::running;
+    use super::{held_by_another, now_ms, owner, parts, running};
+    use ferry_journal::{Run, RunKind, RunState};
+
+    #[test]
+    fn an_owner_is_host_pid_and_boot() {
+        let me = owner();
+        let (host, pid, boot) = parts(&me);
+        assert!(!host.is_empty(), "{me}");
+        assert_eq!(pid, std::process::id().to_string());
+        assert_eq!(boot.map(str::len), Some(8), "{me}");
+        assert_eq!(parts("ctl-2:77"), ("ctl-2", "77", None), "an older ferry's owner");
+    }
+
+    #[test]
+    fn a_run_is_held_by_a_live_process_of_this_boot_or_a_beating_controller_elsewhere() {
+        let me = owner();
+        let (host, _, boot) = parts(&me);
+        let boot = boot.expect("a boot id");
+        let run = |owner: &str, beat_ago_ms: i64| Run {
+            id: "r-1".into(),
+            plan_name: "p".into(),
+            kind: RunKind::Migrate,
+            parent: None,
+            state: RunState::Running,
+            abort_requested: false,
+            owner: Some(owner.to_owned()),
+            heartbeat_ms: Some(now_ms() - beat_ago_ms),
+            created_ms: 0,
+            updated_ms: 0,
+            finished_ms: None,
+            generation: 1,
+        };
+        // This very process, under another identity's eyes: pid 1 runs here.
+        assert!(held_by_another(&run(&format!("{host}:1:{boot}"), 0), &me));
+        assert!(!held_by_another(&run(&me, 0), &me), "not another");
+        assert!(!held_by_another(&run(&format!("{host}:1:{boot}"), 60_000), &me), "silent for a minute");
+        assert!(!held_by_another(&run(&format!("{host}:1:00000000"), 0), &me), "a previous boot's");
+        assert!(!held_by_another(&run(&format!("{host}:0:{boot}"), 0), &me), "no such process here");
+        assert!(held_by_another(&run("ctl-2:1:00000000", 0), &me), "another machine, beating");
+        assert!(!held_by_another(&run("ctl-2:1:00000000", 60_000), &me), "another machine, silent");
+    }
 
     #[test]
     fn a_process_runs_until_it_exits_even_unreaped() {

@@ -108,7 +108,7 @@ pub async fn roll(start: RollStart, events: &Events) -> Result<Rolled, Error> {
         )));
     }
     let (_, journal_clock) = crate::drivers::clocks(&cluster);
-    let journal = journal.open_with_clock(journal_clock).await.map_err(|e| Error::BadInput(format!("--state: {e}")))?;
+    let journal = journal.open_with_clock(journal_clock).await?;
     let waves = Waves {
         hosts: planned.waves.iter().map(|w| w.hosts.clone()).collect(),
         canaries: planned.waves.iter().filter(|w| w.canary).count(),

@@ -164,11 +164,7 @@ async fn from_hypervisor(ask: &Rollback, events: &Events) -> Result<Found, Error
             )))
         }
     };
-    let journal = ask
-        .journal
-        .open_with_clock(JournalClock::System)
-        .await
-        .map_err(|e| Error::BadInput(format!("--state: {e}")))?;
+    let journal = ask.journal.open_with_clock(JournalClock::System).await?;
     let parent = journal.run(&ask.run).await.ok();
     if let Some(run) = &parent {
         refuse_if_driven(run)?;
@@ -198,8 +194,11 @@ async fn from_hypervisor(ask: &Rollback, events: &Events) -> Result<Found, Error
 
 /// From the journal, on the real hosts the run ran on.
 async fn from_journal(ask: &Rollback, events: &Events) -> Result<Found, Error> {
-    let journal = ask.journal.open_existing().await.map_err(|e| {
-        Error::BadInput(format!("{e}; `--from-hypervisor` finds the run's VMs by their metadata instead"))
+    let journal = ask.journal.open_existing().await.map_err(|e| match e {
+        Error::BadInput(e) => {
+            Error::BadInput(format!("{e}; `--from-hypervisor` finds the run's VMs by their metadata instead"))
+        }
+        other => other,
     })?;
     let run = find_run(&journal, &ask.run).await?;
     let (document, cluster) = documents(&journal, &run.id).await?;
@@ -226,7 +225,7 @@ async fn from_simulation(ask: &Rollback, events: &Events) -> Result<Found, Error
     // This runtime's time is paused: the journal runs on virtual time too, first from the
     // fleet's start (only read), then from where the run's world goes on.
     let first = JournalClock::Virtual { unix_ms: fleet.start_unix() * 1000 };
-    let journal = ask.journal.open_existing_with_clock(first).await.map_err(Error::BadInput)?;
+    let journal = ask.journal.open_existing_with_clock(first).await?;
     let run = find_run(&journal, &ask.run).await?;
     let (document, cluster) = documents(&journal, &run.id).await?;
     if !simulated(&cluster) {
@@ -245,7 +244,7 @@ async fn from_simulation(ask: &Rollback, events: &Events) -> Result<Found, Error
     drop(journal);
     let source = Cluster::Sim(Box::new(world));
     let (clock, journal_clock) = drivers::clocks(&source);
-    let journal = ask.journal.open_existing_with_clock(journal_clock).await.map_err(Error::BadInput)?;
+    let journal = ask.journal.open_existing_with_clock(journal_clock).await?;
     settle_unfinished(&journal, &run.id, &cluster, ask.dry_run, events).await?;
     let origins = origins(&journal, &run).await?;
     let driver = Arc::new(AnyDriver::new(&source));

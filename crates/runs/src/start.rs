@@ -88,9 +88,7 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
         .map_err(|errors| Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     // The journal is opened (created) only once the plan proved good.
     let journal = match journal {
-        JournalTo::At(at) => {
-            at.open_with_clock(journal_clock).await.map_err(|e| Error::BadInput(format!("--state: {e}")))?
-        }
+        JournalTo::At(at) => at.open_with_clock(journal_clock).await?,
         JournalTo::Open(journal) => journal,
     };
     let resume_from = match &plan.resume_from {
