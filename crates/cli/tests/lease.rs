@@ -3,7 +3,12 @@
 //! that outlived its ferry; a ferry stopped (SIGSTOP) past its lease
 //! finds, once continued, that another took the run, and starts nothing more.
 //!
-//! Port blocks 24000 and 30000, one lab each.
+//! Two controllers on one PostgreSQL journal (one of them in a UTS namespace of its own,
+//! so a host of another name): the second refuses what the first drives, naming its run,
+//! takes the run over once the first died and its lease expired, and a run goes through a
+//! restart of the database.
+//!
+//! Port blocks 24000, 30000 and 3500, one lab each.
 
 mod common;
 
@@ -11,22 +16,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{path_str, stdout_run_id, wait_for_line, TestLab};
+use common::{path_str, printed_run_id, stdout_run_id, wait_for_line, TestLab};
 use ferry_journal::{Attempt, EventKind, Journal, JournalConfig, Move, Run, OWNER_ALIVE_WITHIN_MS};
 use ferry_model::Status;
 
-/// A lab with its journal and plans in its directory.
+/// A lab with its plans in its directory, and its journal there too or on a PostgreSQL
+/// server.
 struct LeaseLab {
     lab: TestLab,
+    /// `--state`: a file of the lab's, or a `postgres://` URL.
+    state: String,
 }
 
 impl LeaseLab {
     fn up(name: &str, port_base: u16) -> LeaseLab {
-        LeaseLab { lab: TestLab::up(name, port_base, &["--hosts", "3", "--vms", "3", "--mem", "128", "--dirty", "2"]) }
+        let lab = TestLab::up(name, port_base, &["--hosts", "3", "--vms", "3", "--mem", "128", "--dirty", "2"]);
+        let state = lab.dir.join("journal.db").display().to_string();
+        LeaseLab { lab, state }
     }
 
-    fn state(&self) -> PathBuf {
-        self.lab.dir.join("journal.db")
+    /// The lab with its journal at `state` instead.
+    fn up_with_state(name: &str, port_base: u16, state: String) -> LeaseLab {
+        LeaseLab { state, ..LeaseLab::up(name, port_base) }
     }
 
     /// The lab's cluster file with every host's link at `link` MiB/s: migrations of
@@ -80,22 +91,49 @@ impl LeaseLab {
 
     /// `ferry COMMAND ARGS --state` in the background, both streams piped.
     fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        self.command(args, env).spawn().expect("ferry runs")
+    }
+
+    /// `ferry COMMAND ARGS --state`, as [`LeaseLab::spawn`] starts it.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
             .args(args)
-            .args(["--state", path_str(&self.state())])
+            .args(["--state", &self.state])
             .envs(env.iter().copied())
             .env("FERRY_LAB_CACHE", common::cache_dir())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ferry runs")
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// `ferry COMMAND ARGS --state` run to its end as a controller on another machine: in a
+    /// UTS namespace of its own whose host name is `host`, so that it takes this machine's
+    /// ferries for remote ones, alive as long as their leases are fresh.
+    fn output_on(&self, host: &'static str, args: &[&str]) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        let mut command = self.command(args, &[]);
+        // SAFETY: unshare(2) and sethostname(2) are system calls, safe between fork and exec;
+        // the closure touches only the static name.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWUTS) != 0 || libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.output().expect("ferry runs")
     }
 
     fn journal(&self) -> (tokio::runtime::Runtime, Journal) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let journal = rt.block_on(Journal::open_path(&self.state(), &JournalConfig::default())).expect("journal opens");
-        (rt, journal)
+        let opened = match self.state.starts_with("postgres://") {
+            true => rt.block_on(Journal::open(&self.state)),
+            false => rt.block_on(Journal::open_path(Path::new(&self.state), &JournalConfig::default())),
+        };
+        (rt, opened.expect("journal opens"))
     }
 
     /// Whether another process can write the journal now: it journals a message on `run`.
@@ -103,7 +141,7 @@ impl LeaseLab {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let config = JournalConfig { busy_timeout: Duration::from_secs(2), ..JournalConfig::default() };
         rt.block_on(async {
-            let journal = Journal::open_path(&self.state(), &config).await.expect("journal opens");
+            let journal = Journal::open_path(Path::new(&self.state), &config).await.expect("journal opens");
             journal.event(run, None, EventKind::Message, "test: the journal takes a write", None).await.is_ok()
         })
     }
@@ -216,7 +254,7 @@ fn of_two_resumes_at_once_one_drives_the_run_and_the_other_names_it() {
     let claimed = Instant::now();
     std::thread::sleep(Duration::from_millis(u64::try_from(OWNER_ALIVE_WITHIN_MS).expect("positive") + 2_000));
     assert_eq!(lab.status_of(&run, "vm-2"), Status::Migrating, "the job should still be waited out");
-    let out = common::ferry(&["resume", &run, "--state", path_str(&lab.state())]);
+    let out = common::ferry(&["resume", &run, "--state", &lab.state]);
     let still_waiting = lab.status_of(&run, "vm-2") == Status::Migrating;
     assert_eq!(out.status.code(), Some(1), "{:?} after the claim: {}", claimed.elapsed(), text(&out));
     assert!(text(&out).contains(&format!("run {run} is being driven by {holder_now}")), "{}", text(&out));
@@ -261,7 +299,7 @@ fn a_ferry_stopped_past_its_lease_starts_nothing_once_continued() {
     assert_eq!(stopped_run.owner.as_deref(), Some(stale.as_str()));
 
     // Within the lease time the stopped ferry still counts as alive.
-    let out = common::ferry(&["resume", &run, "--state", path_str(&lab.state())]);
+    let out = common::ferry(&["resume", &run, "--state", &lab.state]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains(&format!("is being driven by {stale}")), "{}", text(&out));
 
@@ -295,5 +333,78 @@ fn a_ferry_stopped_past_its_lease_starts_nothing_once_continued() {
     assert_eq!(attempts.len(), 3, "one attempt per VM: {attempts:#?}");
     assert_eq!(lab.run(&run).owner, Some(taker));
     lab.assert_all_moved_where_journal_says(&run, &stopped_said);
+    lab.lab.check_ok();
+}
+
+#[test]
+fn two_controllers_share_a_postgres_journal_and_one_takes_over_from_the_other() {
+    let mut server = ferry_pgtest::Server::start().expect("a PostgreSQL server (scripts/setup installs it)");
+    let lab = LeaseLab::up_with_state("lease-pg", 3_500, server.url(ferry_pgtest::DATABASE));
+    let cluster = lab.cluster_with_link(32);
+    let cluster_arg = path_str(&cluster);
+
+    // Controller 1 drains host-b (vm-2), frozen in vm-2's transfer.
+    let mut first =
+        lab.spawn(&["drain", "host-b", "--cluster", cluster_arg], &[("FERRY_FAILPOINT", "transferring:vm-2")]);
+    let run = stdout_run_id(&mut first);
+    wait_for_line(&mut first, "failpoint transferring vm-2", Duration::from_secs(180));
+    let target = lab.moves(&run)[0].target.clone().expect("vm-2's target");
+    lab.lab.wait_incoming("vm-2", &target);
+
+    // Controller 2, another machine to the journal, drains the same host: refused, naming
+    // the first's run; nothing of its own starts.
+    let refused = lab.output_on("ctl-2", &["drain", "host-b", "--cluster", cluster_arg]);
+    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    let second = printed_run_id(&String::from_utf8_lossy(&refused.stdout)).expect("the second run's id");
+    let refusal = lab.moves(&second);
+    assert_eq!(refusal.len(), 1, "{refusal:#?}");
+    assert_eq!(refusal[0].status, Status::PrecheckFailed, "{refusal:#?}");
+    assert!(refusal[0].message.contains(&run), "the refusal names the run that holds vm-2: {refusal:#?}");
+    assert!(lab.attempts(&second).is_empty(), "controller 2 started nothing");
+    eprintln!("controller 2 refused: {}", refusal[0].message);
+
+    // Controller 1 dies. Controller 2 may not take its run while the lease is fresh (it
+    // cannot see a process of another machine die), and takes it once it expired.
+    common::kill9(first.id());
+    let _ = first.wait();
+    let killed = Instant::now();
+    let early = lab.output_on("ctl-2", &["resume", &run]);
+    let said = text(&early);
+    assert_eq!(early.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("run {run} is being driven by {}", holder(first.id()))), "{said}");
+    assert!(killed.elapsed() < Duration::from_millis(OWNER_ALIVE_WITHIN_MS.unsigned_abs()), "refused within the lease");
+    let resumed = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let out = lab.output_on("ctl-2", &["resume", &run]);
+        if out.status.code() == Some(0) {
+            break out;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "never taken over:\n{}", text(&out));
+    };
+    eprintln!("taken over {:.1} s after the kill:\n{}", killed.elapsed().as_secs_f64(), text(&resumed));
+    let owner = lab.run(&run).owner.expect("an owner");
+    assert!(owner.starts_with("ctl-2:"), "{owner}");
+    lab.assert_all_moved_where_journal_says(&run, &text(&resumed));
+    lab.lab.check_ok();
+
+    // A run through a restart of the database: 10 s without it, in the middle of a move.
+    let plan = lab.plan("through-restart", &[("vm-1", "host-c"), ("vm-2", "host-b"), ("vm-3", "host-b")]);
+    let mut migrate = lab.spawn(&["migrate", path_str(&plan), "--cluster", cluster_arg], &[]);
+    let restarted = stdout_run_id(&mut migrate);
+    let waited = Instant::now();
+    while !lab.moves(&restarted).iter().any(|m| m.status == Status::Migrating) {
+        assert!(waited.elapsed() < Duration::from_secs(60), "no move started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop().expect("the database stops");
+    std::thread::sleep(Duration::from_secs(10));
+    server.start_again().expect("the database starts again");
+    let out = common::wait_or_fail(migrate, "ferry migrate through the restart");
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    lab.assert_all_moved_where_journal_says(&restarted, &said);
+    let attempts = lab.attempts(&restarted);
+    assert_eq!(attempts.len(), 3, "one attempt per move, none journaled twice: {attempts:#?}\n{said}");
     lab.lab.check_ok();
 }

@@ -32,8 +32,9 @@ pub enum Durability {
     /// Every commit is synced to disk before it returns (`synchronous = FULL`): a phase
     /// written before its side effect survives a crash of the machine, not only of ferry.
     Full,
-    /// The WAL is synced only at checkpoints (`synchronous = NORMAL`): commits survive a
-    /// crash of ferry but the last ones may be lost with the machine.
+    /// The WAL is synced only at checkpoints (`synchronous = NORMAL`; on PostgreSQL
+    /// `synchronous_commit = off`): commits survive a crash of ferry but the last ones may be
+    /// lost with the machine (of the server).
     Normal,
 }
 
@@ -321,18 +322,24 @@ impl Journal {
     ) -> Result<Journal> {
         sqlx::any::install_default_drivers();
         let time = Time::new(config.clock, backend).map_err(|cause| JournalError::Runtime { cause })?;
-        let pragmas = match backend {
-            Backend::Sqlite => format!(
+        let durability = config.durability;
+        let session: Vec<String> = match backend {
+            Backend::Sqlite => vec![format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA busy_timeout = {}; \
                  PRAGMA foreign_keys = ON",
-                match config.durability {
+                match durability {
                     Durability::Full => "FULL",
                     Durability::Normal => "NORMAL",
                 },
                 config.busy_timeout.as_millis()
-            ),
-            // Statements wait at most the busy timeout for a lock, as on SQLite.
-            Backend::Postgres => format!("SET lock_timeout = {}", config.busy_timeout.as_millis()),
+            )],
+            Backend::Postgres => vec![
+                // Statements wait at most the busy timeout for a lock, as on SQLite.
+                format!("SET lock_timeout = {}", config.busy_timeout.as_millis()),
+                // NORMAL's promise on PostgreSQL: a commit survives this process, and may be
+                // lost (never half-applied) with the server's machine.
+                format!("SET synchronous_commit = {}", if durability == Durability::Full { "on" } else { "off" }),
+            ],
         };
         // Switching a new file to WAL takes a lock that SQLite does not wait for, so two
         // processes creating the journal at the same moment may see "database is
@@ -353,13 +360,18 @@ impl Journal {
             }
             loop {
                 let attempt = async {
-                    let pragmas = pragmas.clone();
+                    let session = session.clone();
                     let pool = AnyPoolOptions::new()
                         .max_connections(config.max_connections.max(1))
                         .acquire_timeout(acquire_timeout)
                         .after_connect(move |conn, _| {
-                            let pragmas = pragmas.clone();
-                            Box::pin(async move { conn.execute(sqlx::AssertSqlSafe(pragmas)).await.map(drop) })
+                            let session = session.clone();
+                            Box::pin(async move {
+                                for statement in session {
+                                    conn.execute(sqlx::AssertSqlSafe(statement)).await?;
+                                }
+                                Ok(())
+                            })
                         })
                         .connect_with(options.clone())
                         .await
