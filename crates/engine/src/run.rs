@@ -123,6 +123,12 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Whether the journal stopped answering (a database server gone for longer than the
+    /// journal retries).
+    pub fn journal_unreachable(&self) -> bool {
+        matches!(self, EngineError::Journal(e) if e.is_unreachable())
+    }
+
     /// Who holds the run now, when the error is that this process lost its lease.
     pub fn lost_to(&self) -> Option<&str> {
         match self {

@@ -193,6 +193,14 @@ impl From<sqlx::Error> for JournalError {
     }
 }
 
+impl JournalError {
+    /// Whether the database server did not answer (what the journal retries, for as long as
+    /// its configuration says, before it gives up with this error).
+    pub fn is_unreachable(&self) -> bool {
+        crate::journal::is_unreachable(self)
+    }
+}
+
 /// What a database error says: a server's own message without the line of its source code
 /// that PostgreSQL's errors carry ("… at line 334", which reads like a line of the
 /// operator's input).

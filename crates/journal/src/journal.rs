@@ -171,6 +171,16 @@ impl Time {
         }
     }
 
+    /// Waits `pause` of wall time: on the caller's runtime, or, in virtual time, blocking this
+    /// thread, since the caller's clock stands still while the journal works (a timer of
+    /// its runtime would never fire).
+    async fn pause(&self, pause: Duration) {
+        match self {
+            Time::System => tokio::time::sleep(pause).await,
+            Time::Virtual { .. } => std::thread::sleep(pause),
+        }
+    }
+
     /// Runs `op` to its end: awaited on the caller's runtime, or, in virtual time, with the
     /// journal's own runtime as tokio's context (the pool's background tasks and timers live
     /// there), the caller's runtime blocked meanwhile: on this thread for SQLite; on a
@@ -410,7 +420,7 @@ impl Journal {
             let now = self.time.now_ms();
             match self.time.run(op(now)).await {
                 Err(e) if is_unreachable(&e) && started.elapsed() + pause < self.retry_for => {
-                    self.time.run(tokio::time::sleep(pause)).await;
+                    self.time.pause(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
                 result => return result,
@@ -1576,7 +1586,7 @@ pub fn check_server_url(location: &str) -> Result<AnyConnectOptions> {
 /// Whether an error says the database server did not answer or went away (connection
 /// refused or lost, the server shutting down or starting up, a pool with no connection to
 /// give): what a retry after a pause can cure. SQLite's errors never are.
-fn is_unreachable(error: &JournalError) -> bool {
+pub(crate) fn is_unreachable(error: &JournalError) -> bool {
     let JournalError::Database(cause) = error else { return false };
     match cause {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,

@@ -982,3 +982,40 @@ async fn a_journal_error_names_its_cause() {
     assert!(text.starts_with(&format!("cannot open the journal at {}: ", path.display())), "{text}");
     assert!(text.len() > format!("cannot open the journal at {}: ", path.display()).len() + 3, "{text}");
 }
+
+/// A restart waited out in virtual time: the pauses between tries are wall time (the
+/// simulation's clock stands still while the journal works, so a timer of its runtime
+/// would never fire), and the simulation's clock does not move meanwhile.
+#[test]
+fn a_postgres_restart_is_waited_out_in_virtual_time() {
+    let mut server = ferry_pgtest::Server::start().expect("a PostgreSQL server");
+    let url = server.url(ferry_pgtest::DATABASE);
+    let (ready, stopped) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let simulation = std::thread::spawn(move || {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
+        runtime.block_on(async {
+            let config = JournalConfig {
+                clock: JournalClock::Virtual { unix_ms: 1_767_225_600_000 },
+                ..JournalConfig::default()
+            };
+            let journal = Journal::open_with(&url, &config).await.expect("opens in virtual time");
+            let run = run_with_moves(&journal, 1).await;
+            ready.0.send(()).expect("the test waits");
+            stopped.1.recv().expect("the server stopped");
+            let (virtual_start, wall_start) = (tokio::time::Instant::now(), std::time::Instant::now());
+            let uuid = new_move(0).uuid;
+            let written = journal.set_status(&run, &uuid, FIRST_GENERATION, Status::Migrating, "after").await;
+            assert_eq!(written.expect("lands once the server is back"), FIRST_GENERATION + 1);
+            assert_eq!(virtual_start.elapsed(), Duration::ZERO, "the simulation's clock stood still");
+            wall_start.elapsed()
+        })
+    });
+    ready.1.recv().expect("the simulation is ready");
+    server.stop().expect("stops");
+    stopped.0.send(()).expect("the simulation waits");
+    std::thread::sleep(Duration::from_millis(1500));
+    server.start_again().expect("starts again");
+    let waited = simulation.join().expect("the simulation ends");
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+}

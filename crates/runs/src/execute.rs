@@ -70,6 +70,11 @@ impl<D: Driver> Drive<D> {
         listening.abort();
         let end = end.map_err(|e| match Lost::from_engine(&run_id, &e) {
             Some(lost) => Error::Lost(lost),
+            None if e.journal_unreachable() => Error::Failed(format!(
+                "run {run_id} stopped: the journal stopped answering ({e}); this ferry starts nothing more: \
+                 migrations in flight go on in libvirt, and `ferry resume {run_id}` settles them and finishes the \
+                 run once the journal answers"
+            )),
             None => Error::Failed(format!("run {run_id} stopped: {e}; `ferry resume {run_id}` finishes it")),
         })?;
         events.emit(Event::Driven { run: run_id });
