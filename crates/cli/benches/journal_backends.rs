@@ -100,6 +100,7 @@ fn main() {
 
 /// `ferry migrate PLAN --cluster sim:FLEET --state STATE`, timed, its records counted and its
 /// peak memory read from the kernel when it is reaped.
+#[expect(clippy::zombie_processes, reason = "reaped by wait4, which also tells its peak memory")]
 fn drain(plan: &Path, fleet: &Path, state: &str) -> Ran {
     let started = Instant::now();
     let child = ferry(&["migrate", path(plan), "--cluster", &format!("sim:{}", path(fleet)), "--state", state])
