@@ -98,6 +98,23 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
     assert!(statuses.iter().all(|s| ["SUCCESS", "FAILURE-WAIT"].contains(s)), "{statuses:?}");
     assert!(report["summary"]["makespan_ms"].as_i64().is_some_and(|m| m > 10_000), "{}", report["summary"]);
 
+    // Events in the order they happened: a control the driver applied during a job is
+    // journaled before the job's switch-over, not with the move's end.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let events = runtime.block_on(async {
+        let journal = ferry_journal::Journal::open(path(&dir.join("a.db"))).await.expect("the journal");
+        journal.events(&id_a, None).await.expect("events")
+    });
+    let mut applied = 0;
+    for event in events.iter().filter(|e| e.message.starts_with("applied ")) {
+        let switched = events.iter().find(|e| e.uuid == event.uuid && e.message == "switched-over: begun");
+        if let Some(switched) = switched {
+            assert!(event.id < switched.id, "{event:?} journaled after {switched:?}");
+            applied += 1;
+        }
+    }
+    assert!(applied > 0, "no control applied during a job that switched over");
+
     // Another seed, another fleet and another story.
     let fleet8 = fleet(&dir, 8);
     let (_, c) = run(&dir, &fleet8, &plan, "c");

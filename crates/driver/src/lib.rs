@@ -339,6 +339,11 @@ pub struct Migration {
     pub progress: mpsc::UnboundedReceiver<Progress>,
     /// Changes to apply to it.
     pub controls: mpsc::UnboundedSender<Control>,
+    /// What the driver says while the migration runs (its stream's protection, each control
+    /// applied, and when), line by line as it happens: the engine journals each as it
+    /// arrives, so the journal keeps the order in which things happened. Lines about the
+    /// move's end come in its report.
+    pub said: mpsc::UnboundedReceiver<String>,
     /// The outcome, once verified.
     pub outcome: oneshot::Receiver<Result<MoveReport, MoveError>>,
 }

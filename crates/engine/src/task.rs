@@ -77,6 +77,9 @@ struct Outcome {
     by_policy: bool,
     /// Worth trying again: the failure says nothing about the VM or the target.
     transient: bool,
+    /// What the driver said while the move ran, journaled as it came: put before the
+    /// report's own lines once those are journaled, for whoever reads the report.
+    said: Vec<String>,
 }
 
 /// What a running move tells the engine before it ends.
@@ -143,11 +146,13 @@ pub(crate) async fn run<D: Driver>(driver: Arc<D>, journal: Journal, input: Task
             None => break outcome,
         }
     };
+    let mut report = outcome.report;
+    report.messages.splice(0..0, outcome.said);
     let _ = done.send(TaskDone {
         item: input.item,
         status: outcome.status,
         message: outcome.message,
-        report: outcome.report,
+        report,
         generation: move_.generation,
     });
 }
@@ -206,6 +211,13 @@ impl Move {
         let _ = self.events.send(EngineEvent::Note(format!("{}: {text}", self.vm)));
     }
 
+    /// Journals a line the driver said while the move ran, as it comes.
+    async fn said(&self, text: &str) {
+        if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Message, text, None).await {
+            warn!(uuid = %self.uuid, "could not journal what the driver said: {e}");
+        }
+    }
+
     async fn note(&self, text: &str) {
         if let Err(e) = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Message, text, None).await {
             warn!(uuid = %self.uuid, "could not journal a message: {e}");
@@ -246,7 +258,7 @@ impl Move {
         if let Err(e) = self.journal.record_attempt_end(&self.run_id, &self.uuid, number, &end).await {
             warn!(uuid = %self.uuid, "could not journal the end of attempt {number}: {e}");
         }
-        // What the driver did, in words ("created … on host-b for …"), for the report.
+        // What the driver did at the end, in words ("runs on host-b, verified").
         for text in &r.messages {
             let _ = self.journal.event(&self.run_id, Some(&self.uuid), EventKind::Message, text, None).await;
         }
@@ -368,6 +380,8 @@ async fn live<D: Driver>(
     let mut abort: Option<String> = None;
     let mut by_operator = false;
     let mut sampling = true;
+    let mut saying = true;
+    let mut said = Vec::new();
     let mut switched = false;
     let result = loop {
         // Biased, like the dispatcher's: the same run takes the same turns (the simulator).
@@ -403,6 +417,16 @@ async fn live<D: Driver>(
                     None
                 }
             },
+            line = migration.said.recv(), if saying => {
+                match line {
+                    Some(line) => {
+                        record.said(&line).await;
+                        said.push(line);
+                    }
+                    None => saying = false,
+                }
+                None
+            }
             outcome = &mut migration.outcome => {
                 break outcome.unwrap_or_else(|_| Err(MoveError::init(
                     ErrorKind::Internal,
@@ -447,6 +471,11 @@ async fn live<D: Driver>(
     if sending {
         let _ = signals.send(TaskSignal::Sending(input.item, false));
     }
+    // What the driver said just before the end, not yet read.
+    while let Ok(line) = migration.said.try_recv() {
+        record.said(&line).await;
+        said.push(line);
+    }
     match result {
         Ok(mut report) => {
             crate::failpoint::reach("completed", vm).await;
@@ -461,6 +490,7 @@ async fn live<D: Driver>(
                 report,
                 by_policy: false,
                 transient: false,
+                said,
             }
         }
         Err(e) => {
@@ -472,6 +502,7 @@ async fn live<D: Driver>(
             outcome.by_policy = policy_abort && outcome.status == Status::FailureWait;
             // A job that failed by itself, not asked to stop, may succeed next time.
             outcome.transient &= abort.is_none();
+            outcome.said = said;
             undo(driver, steps, &request, outcome).await
         }
     }
@@ -544,6 +575,7 @@ async fn cold<D: Driver>(
                 report,
                 by_policy: false,
                 transient: false,
+                said: Vec::new(),
             }
         }
         Err(e) => undo(driver, steps, &request, failed(e, None)).await,
@@ -551,7 +583,7 @@ async fn cold<D: Driver>(
 }
 
 fn failure(status: Status, message: String) -> Outcome {
-    Outcome { status, message, report: MoveReport::default(), by_policy: false, transient: false }
+    Outcome { status, message, report: MoveReport::default(), by_policy: false, transient: false, said: Vec::new() }
 }
 
 /// A driver failure as an outcome; `why` is the abort's reason when the engine aborted the
@@ -571,7 +603,7 @@ fn failed(e: MoveError, why: Option<&str>) -> Outcome {
             // A job that failed by itself (QEMU reports a broken stream as an internal
             // failure) may succeed next time; one the host refused will not.
             let transient = !aborted && (kind.is_transient() || kind == ErrorKind::Internal);
-            Outcome { status: Status::FailureWait, message, report: *report, by_policy: false, transient }
+            Outcome { transient, report: *report, ..failure(Status::FailureWait, message) }
         }
         MoveError::Lost { reason, locations } => Outcome {
             report: MoveReport { locations, ..MoveReport::default() },

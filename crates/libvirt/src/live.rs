@@ -65,7 +65,7 @@ pub(crate) fn start(
         .map_err(|reason| MoveError::init(ErrorKind::Conflict, reason))?;
     let copies = request.copies.clone();
     // The volumes for the copies were created (and journaled, when they were) by the engine.
-    let mut messages = Vec::new();
+    let (say, said) = mpsc::unbounded_channel();
     let prepared =
         write_metadata(&domain, &metadata(Phase::Transferring)).and_then(|()| match options.max_downtime_ms {
             Some(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(Failure::from),
@@ -107,7 +107,7 @@ pub(crate) fn start(
     // refuses a plaintext stream. The engine decides (`Policy::tls_between`).
     flags |= stream_flags(options.tls, &options.stream);
     if options.tls {
-        messages.push("migration stream over TLS".to_string());
+        let _ = say.send("migration stream over TLS".to_string());
     }
     let params = MigrateParameters {
         dest_xml: dest_xml.clone(),
@@ -124,7 +124,7 @@ pub(crate) fn start(
     let (controls, control_rx) = mpsc::unbounded_channel();
     let (outcome_tx, outcome) = oneshot::channel();
     debug!(vm = %request.vm, prepared_ms = millis(started.elapsed()), "migration prepared");
-    let job = Job { cluster, request, from, to, domain: migrating, _own: own, messages, started };
+    let job = Job { cluster, request, from, to, domain: migrating, _own: own, say, messages: Vec::new(), started };
     thread::Builder::new()
         .name(format!("migrate {}", desc.name))
         .spawn(move || {
@@ -132,7 +132,7 @@ pub(crate) fn start(
             let _ = outcome_tx.send(result);
         })
         .map_err(|e| MoveError::init(ErrorKind::Internal, format!("could not start a thread: {e}")))?;
-    Ok(Migration { progress, controls, outcome })
+    Ok(Migration { progress, controls, outcome, said })
 }
 
 /// The flags of a stream: TLS, multifd, its compression, zero-copy sends.
@@ -174,6 +174,9 @@ struct Job {
     domain: Domain,
     /// That connection, held for the job's life (the domain holds it too; this says so).
     _own: virt::connect::Connect,
+    /// Lines said as they happen (see [`Migration::said`]).
+    say: mpsc::UnboundedSender<String>,
+    /// Lines about the end, for the report.
     messages: Vec<String>,
     started: Instant,
 }
@@ -215,7 +218,7 @@ impl Job {
         // Set once the guest pauses for its switch-over: a control failing after that came
         // too late, which is no failure of the move.
         let switching = Arc::new(AtomicBool::new(false));
-        let (to_apply, applied) = self.controller(Arc::clone(&aborted), Arc::clone(&switching));
+        let to_apply = self.controller(Arc::clone(&aborted), Arc::clone(&switching));
         let mut last = Progress::default();
         let mut answered = Instant::now();
         let job_started = Instant::now();
@@ -224,7 +227,6 @@ impl Job {
             while let Ok(control) = controls.try_recv() {
                 let _ = to_apply.send((control, job_started.elapsed().as_secs_f64()));
             }
-            self.messages.extend(applied.try_iter());
             while let Ok(sample) = stats.try_recv() {
                 answered = Instant::now();
                 if let Some(sample) = sample {
@@ -287,10 +289,9 @@ impl Job {
         watching.store(false, Ordering::SeqCst);
         drop(progress);
         drop(stats);
+        // A control still blocked in libvirt (it came as the job switched over) says what
+        // became of it if the engine still listens; nothing worth waiting for.
         drop(to_apply);
-        // A control still blocked in libvirt (it came as the job switched over) says
-        // nothing more worth waiting for.
-        self.messages.extend(applied.try_iter());
         debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), ok = result.is_ok(), "migration call returned");
         let aborted = aborted.load(Ordering::SeqCst);
         match result {
@@ -331,7 +332,7 @@ impl Job {
     }
 
     /// Applies each control sent, `at` seconds into the job, on a thread of its own and in
-    /// order; what happened comes back as lines for the report. Its own thread because a
+    /// order, and says what happened as it happens. Its own thread because a
     /// call that arrives as libvirt switches over waits for the domain until the migration
     /// call is over (0.9–2 s in the lab), and the job's loop must see the switch-over
     /// meanwhile: it frees the move's slot for the next one.
@@ -339,9 +340,9 @@ impl Job {
         &self,
         aborted: Arc<AtomicBool>,
         switching: Arc<AtomicBool>,
-    ) -> (std::sync::mpsc::Sender<(Control, f64)>, std::sync::mpsc::Receiver<String>) {
+    ) -> std::sync::mpsc::Sender<(Control, f64)> {
         let (to_apply, controls) = std::sync::mpsc::channel::<(Control, f64)>();
-        let (said, applied) = std::sync::mpsc::channel();
+        let said = self.say.clone();
         let domain = self.domain.clone();
         let vm = self.request.vm.clone();
         thread::spawn(move || {
@@ -355,7 +356,6 @@ impl Job {
                         abort_job(&domain)
                     }
                 };
-                // Journaled when the move ends, so the line says when it was applied.
                 let line = match result {
                     Ok(()) => format!("applied {control:?} at {at:.1} s of the job"),
                     Err(e) if switching.load(Ordering::SeqCst) => {
@@ -372,7 +372,7 @@ impl Job {
                 }
             }
         });
-        (to_apply, applied)
+        to_apply
     }
 
     /// The migration call returned success: observe where the VM runs before believing it.

@@ -147,7 +147,8 @@ impl Driver for SimDriver {
         let (progress_tx, progress) = mpsc::unbounded_channel();
         let (controls, mut control_rx) = mpsc::unbounded_channel::<Control>();
         let (outcome_tx, outcome) = oneshot::channel();
-        self.world().start_job(id, progress_tx, outcome_tx)?;
+        let (said_tx, said) = mpsc::unbounded_channel();
+        self.world().start_job(id, progress_tx, said_tx, outcome_tx)?;
         self.shared.wake.notify_one();
         let shared = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
@@ -161,7 +162,7 @@ impl Driver for SimDriver {
                 shared.wake.notify_one();
             }
         });
-        Ok(Migration { progress, controls, outcome })
+        Ok(Migration { progress, controls, outcome, said })
     }
 
     /// The world moves the VM through its stages by itself; a simulated run is never resumed,

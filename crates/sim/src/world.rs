@@ -276,10 +276,23 @@ struct Flow {
     end: Option<End>,
     messages: Vec<String>,
     progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// Where a live job's lines go as they happen (see `Migration::said`).
+    said: Option<mpsc::UnboundedSender<String>>,
     outcome: Option<oneshot::Sender<Outcome>>,
 }
 
 impl Flow {
+    /// A line about the job as it runs: said at once, or, with no one listening, kept for
+    /// the report.
+    fn say(&mut self, line: String) {
+        match &self.said {
+            Some(said) => {
+                let _ = said.send(line);
+            }
+            None => self.messages.push(line),
+        }
+    }
+
     /// The most this move may send now, MiB/s on the links: its bandwidth cap while the
     /// cap applies, and what the source's CPUs compress while it sends compressed memory.
     fn cap(&self) -> f64 {
@@ -822,6 +835,7 @@ impl World {
                 end: None,
                 messages: Vec::new(),
                 progress: None,
+                said: None,
                 outcome: None,
             },
         );
@@ -852,6 +866,7 @@ impl World {
         &mut self,
         id: u64,
         progress: mpsc::UnboundedSender<Progress>,
+        said: mpsc::UnboundedSender<String>,
         outcome: oneshot::Sender<Outcome>,
     ) -> Result<(), MoveError> {
         let flow = &self.flows[&id];
@@ -877,6 +892,7 @@ impl World {
         }
         let flow = self.flows.get_mut(&id).expect("checked");
         flow.progress = Some(progress);
+        flow.said = Some(said);
         flow.outcome = Some(outcome);
         flow.job_start = now;
         flow.doomed = doomed;
@@ -1253,7 +1269,7 @@ impl World {
         match control {
             Control::SetBandwidth(b) => {
                 flow.cap = Some(*b as f64);
-                flow.messages.push(applied);
+                flow.say(applied);
                 if flow.stage.sends() {
                     let (from, to) = (flow.from, flow.to);
                     self.reallocate(&[out_link(from), in_link(to)], None);
@@ -1261,11 +1277,11 @@ impl World {
             }
             Control::SetMaxDowntime(ms) => {
                 flow.max_downtime_ms = *ms as f64;
-                flow.messages.push(applied);
+                flow.say(applied);
             }
             Control::StartPostCopy => {
                 if !flow.options.postcopy {
-                    flow.messages.push(format!(
+                    flow.say(format!(
                         "{control:?} at {at:.1} s of the job failed: Requested operation is not valid: postcopy migration was not enabled"
                     ));
                     return;
@@ -1274,8 +1290,7 @@ impl World {
                     Stage::Period => flow.remaining * flow.ratio(),
                     Stage::ZeroPages => flow.first_data,
                     _ => {
-                        flow.messages
-                            .push(format!("{control:?} at {at:.1} s of the job failed: not in the memory phase"));
+                        flow.say(format!("{control:?} at {at:.1} s of the job failed: not in the memory phase"));
                         return;
                     }
                 };
@@ -1283,13 +1298,13 @@ impl World {
                 flow.postcopy_rest = precopy.postcopy_rest(secs(now - flow.period_start), unsent);
                 flow.postcopy_active = true;
                 flow.downtime_ms = Some(POSTCOPY_SWITCHOVER_MS);
-                flow.messages.push(applied);
+                flow.say(applied);
                 self.vms[flow.vm].state = VmState::Paused;
                 self.set_stage(id, Stage::PostcopySwitch, Work::Wait(POSTCOPY_SWITCHOVER_MS / 1000.0));
             }
             Control::Abort => {
                 if flow.stage.revocable() {
-                    flow.messages.push(applied);
+                    flow.say(applied);
                     // libvirt's VIR_ERR_OPERATION_ABORTED.
                     self.fail(
                         id,
@@ -1298,9 +1313,7 @@ impl World {
                         true,
                     );
                 } else {
-                    flow.messages.push(format!(
-                        "{control:?} at {at:.1} s of the job came too late: the move was switching over"
-                    ));
+                    flow.say(format!("{control:?} at {at:.1} s of the job came too late: the move was switching over"));
                 }
             }
         }

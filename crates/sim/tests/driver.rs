@@ -82,12 +82,20 @@ fn capped(mib_s: u64) -> LiveOptions {
 }
 
 /// Drives a migration to its end, collecting its samples.
+/// Runs a migration to its end: its outcome, whose report's lines start with what the
+/// driver said as the job ran (as the engine puts them), and its progress samples.
 async fn finish(mut m: Migration) -> (Result<MoveReport, MoveError>, Vec<Progress>) {
     let mut samples = Vec::new();
     while let Some(p) = m.progress.recv().await {
         samples.push(p);
     }
-    let outcome = m.outcome.await.expect("an outcome");
+    let mut outcome = m.outcome.await.expect("an outcome");
+    let said: Vec<String> = std::iter::from_fn(|| m.said.try_recv().ok()).collect();
+    match &mut outcome {
+        Ok(report) => report.messages.splice(0..0, said).for_each(drop),
+        Err(MoveError::Transfer { report, .. }) => report.messages.splice(0..0, said).for_each(drop),
+        Err(_) => {}
+    }
     (outcome, samples)
 }
 
