@@ -52,7 +52,7 @@ impl JournalAt {
         if let Some(file) = database_file(&self.0) {
             if !file.exists() {
                 return Err(Error::BadInput(format!(
-                    "--state: no journal at {}: no run has been started with this --state",
+                    "no journal at {}: no run has been started with this --state",
                     file.display()
                 )));
             }
