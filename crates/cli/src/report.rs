@@ -7,12 +7,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ferry_document::RunDocument;
-use ferry_journal::{Journal, JournalError, Run, RunKind};
-use ferry_report::{
-    build_report, format_report, format_runs, format_status, html, legs, planned, report_csv, roll_view, run_view,
-    status_view, RunRecords, WaveRecords,
-};
+use ferry_report::{format_report, format_runs, format_status, html, report_csv};
+use ferry_runs::reading;
 use serde::Serialize;
 
 use crate::show::{write_stdout, Output, EXIT_BAD_INPUT, EXIT_FAILURE};
@@ -124,23 +120,11 @@ fn emit(command: &str, text: &str, code: ExitCode) -> ExitCode {
     }
 }
 
-impl From<JournalError> for Failure {
-    fn from(e: JournalError) -> Failure {
-        Failure::Failed(ferry_runs::journals::chain(&e))
-    }
-}
-
 /// Runs `ferry runs`.
 pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
     let listed = async {
         let journal = args.state.open_existing().await?;
-        let now = ferry_runs::owners::now_ms();
-        let mut views = Vec::new();
-        for run in journal.runs().await? {
-            let moves = journal.moves(&run.id).await?;
-            views.push(run_view(&run, moves.iter().map(|m| m.status), now));
-        }
-        Ok::<_, Failure>(views)
+        Ok::<_, Failure>(reading::run_views(&journal).await?)
     };
     match listed.await {
         Ok(views) => emit(
@@ -159,21 +143,7 @@ pub async fn runs(args: RunsArgs, output: Output) -> ExitCode {
 pub async fn status(args: StatusArgs, output: Output) -> ExitCode {
     let read = async {
         let journal = args.state.open_existing().await?;
-        let run = match &args.run {
-            Some(id) => find_run(&journal, id).await?,
-            None => journal
-                .latest_run()
-                .await?
-                .ok_or_else(|| Failure::BadInput(format!("no runs in the journal at {}", journal.location())))?,
-        };
-        let moves = journal.moves(&run.id).await?;
-        let events = journal.events(&run.id, None).await?;
-        let mut view = status_view(&run, &moves, &events, ferry_runs::owners::now_ms());
-        if run.kind == RunKind::Roll {
-            let all = journal.runs().await?;
-            view.roll = Some(roll_view(&events, &roll_waves(&journal, &run, &all).await?));
-        }
-        Ok::<_, Failure>(view)
+        Ok::<_, Failure>(reading::status(&journal, args.run.as_deref()).await?)
     };
     match read.await {
         Ok(view) => emit(
@@ -193,27 +163,7 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
     let read = async {
         let format = report_format(args.format, output).map_err(Failure::BadInput)?;
         let journal = args.state.open_existing().await?;
-        let run = find_run(&journal, &args.run).await?;
-        let moves = journal.moves(&run.id).await?;
-        let attempts = journal.attempts(&run.id).await?;
-        let events = journal.events(&run.id, None).await?;
-        // A document this ferry cannot read leaves out what only it says; the records still tell the run.
-        let planned = RunDocument::read(&run.id, &journal.run_documents(&run.id).await?)
-            .map(|(document, cluster)| planned(&document, &cluster, &moves))
-            .unwrap_or_default();
-        let mut report = build_report(&run, &moves, &attempts, &events, planned, ferry_runs::owners::now_ms());
-        let all = journal.runs().await?;
-        let mut linked = std::collections::HashMap::new();
-        for r in all
-            .iter()
-            .filter(|r| r.parent.as_deref() == Some(run.id.as_str()) || run.parent.as_deref() == Some(r.id.as_str()))
-        {
-            linked.insert(r.id.clone(), journal.moves(&r.id).await?);
-        }
-        report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), ferry_runs::owners::now_ms());
-        if run.kind == RunKind::Roll {
-            report.roll = Some(roll_view(&events, &roll_waves(&journal, &run, &all).await?));
-        }
+        let report = reading::report(&journal, &args.run).await?;
         let text = match format {
             Format::Table => format_report(&report),
             Format::Json => format!("{}\n", to_json(&report)),
@@ -239,44 +189,6 @@ pub async fn report(args: ReportArgs, output: Output) -> ExitCode {
         }
         Err(failure) => failure.exit("report"),
     }
-}
-
-/// The records of roll `roll`'s waves (the runs naming it as parent) and of each wave's
-/// returns (the rollback runs naming the wave), among `all` runs.
-async fn roll_waves(journal: &Journal, roll: &Run, all: &[Run]) -> Result<Vec<WaveRecords>, Failure> {
-    let mut waves = Vec::new();
-    for wave in children_of(all, &roll.id) {
-        let mut returns = Vec::new();
-        for back in children_of(all, &wave.id).filter(|r| r.kind == RunKind::Rollback) {
-            returns.push(records(journal, back).await?);
-        }
-        returns.sort_by_key(|r| r.run.created_ms);
-        waves.push(WaveRecords { wave: records(journal, wave).await?, returns });
-    }
-    Ok(waves)
-}
-
-/// The runs among `all` whose parent is `parent`.
-fn children_of<'a>(all: &'a [Run], parent: &'a str) -> impl Iterator<Item = &'a Run> {
-    all.iter().filter(move |r| r.parent.as_deref() == Some(parent))
-}
-
-/// Everything the journal has of `run`.
-async fn records(journal: &Journal, run: &Run) -> Result<RunRecords, Failure> {
-    Ok(RunRecords {
-        run: run.clone(),
-        moves: journal.moves(&run.id).await?,
-        attempts: journal.attempts(&run.id).await?,
-        events: journal.events(&run.id, None).await?,
-    })
-}
-
-/// The run `id`, or bad input naming the closest id the journal has.
-async fn find_run(journal: &Journal, id: &str) -> Result<Run, Failure> {
-    ferry_runs::owners::find_run(journal, id).await.map_err(|e| match e {
-        ferry_runs::Error::BadInput(text) => Failure::BadInput(text),
-        other => Failure::Failed(other.to_string()),
-    })
 }
 
 fn to_json(value: &impl Serialize) -> String {

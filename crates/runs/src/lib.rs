@@ -24,6 +24,7 @@ mod maintenance;
 pub mod moving;
 pub mod owners;
 pub mod preview;
+pub mod reading;
 pub mod roll;
 pub mod rollback;
 pub mod sim;
