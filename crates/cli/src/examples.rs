@@ -29,6 +29,9 @@ pub const RUNS: &str = "Examples:\n  ferry runs\n  ferry runs --output json";
 pub const STATUS: &str = "Examples:\n  ferry status\n  ferry status r-20261123-203021-cd34 --output json";
 pub const REPORT: &str = "Examples:\n  ferry report r-20261123-203021-cd34\n  \
     ferry report r-20261123-203021-cd34 --format html -o report.html";
+pub const SERVE: &str = "Examples:\n  ferry serve --listen 0.0.0.0:8340 --token-file /etc/ferry/tokens \
+    --state postgres://ferry@db/ferry\n  \
+    curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8340/api/runs";
 pub const SIM: &str = "Examples:\n  ferry sim gen --hosts 1000 --vms 10000 -o fleet.toml\n  \
     ferry preview plan.toml --cluster sim:fleet.toml";
 pub const SIM_GEN: &str = "Examples:\n  ferry sim gen --hosts 1000 --vms 10000 -o fleet.toml\n  \

@@ -14,6 +14,7 @@ mod report;
 mod roll;
 mod rollback;
 mod runs;
+mod serve;
 mod show;
 mod sim;
 mod state;
@@ -119,6 +120,11 @@ enum Command {
     /// Exit 0 when every move succeeded, 1 otherwise.
     #[command(after_help = examples::REPORT)]
     Report(report::ReportArgs),
+    /// The journal's runs over HTTP for browsers, monitoring and tools: a JSON API (runs,
+    /// reports, abort), each run's events as server-sent events, Prometheus metrics.
+    /// Bearer tokens with a read or an operate role.
+    #[command(after_help = examples::SERVE)]
+    Serve(serve::ServeArgs),
     /// Simulated fleets: `ferry sim gen` writes one; every command that takes `--cluster`
     /// runs on it in virtual time with `--cluster sim:FILE`.
     #[command(after_help = examples::SIM)]
@@ -153,10 +159,12 @@ enum LogFormat {
     Json,
 }
 
-/// Diagnostics on standard error at the level `-v`/`-q` ask for, unless RUST_LOG says.
-fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
+/// Diagnostics on standard error at the level `-v`/`-q` ask for, unless RUST_LOG says. A
+/// server logs each request (info) by default.
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat, serving: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
+        (false, 0) if serving => "warn,ferry_serve=info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",
@@ -164,7 +172,9 @@ fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -182,7 +192,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.verbose, cli.quiet, cli.log_format);
+    init_logging(cli.verbose, cli.quiet, cli.log_format, matches!(cli.command, Command::Serve(_)));
     show::set_chatter(cli.quiet, cli.log_format == LogFormat::Json);
     match cli.command {
         Command::Lab { command } => lab::run(command, cli.output),
@@ -200,6 +210,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => runtime().block_on(report::runs(args, cli.output)),
         Command::Status(args) => runtime().block_on(report::status(args, cli.output)),
         Command::Report(args) => runtime().block_on(report::report(args, cli.output)),
+        Command::Serve(args) => runtime().block_on(serve::run(args)),
         Command::Sim { command } => sim::run(command, cli.output),
         Command::Completions { shell } => docs::completions(shell, &mut Cli::command()),
         Command::Man { dir } => docs::man(Cli::command(), dir.as_deref()),

@@ -52,7 +52,7 @@ fn a_postgres_journal_is_shared_and_one_that_cannot_be_used_starts_nothing() {
     let run = common::printed_run_id(&String::from_utf8_lossy(&out.stdout)).expect("a run id");
     let listed = ferry(&["runs", "--state", &url]);
     assert!(text(&listed).contains(&run), "{}", text(&listed));
-    assert_eq!(runs(&url), [run.clone()]);
+    assert_eq!(runs(&url), std::slice::from_ref(&run));
 
     let password = server.password().to_owned();
     let refused = |args: &[&str], code: i32, says: &str| {

@@ -4,8 +4,7 @@
 use ferry_document::RunDocument;
 use ferry_journal::{Journal, JournalError, Run, RunKind};
 use ferry_report::{
-    build_report, legs, planned, roll_view, run_view, status_view, Report, RunRecords, RunView, StatusView,
-    WaveRecords,
+    build_report, legs, planned, roll_view, run_view, status_view, Report, RunRecords, RunView, StatusView, WaveRecords,
 };
 
 use crate::events::Error;

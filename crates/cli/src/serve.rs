@@ -1,0 +1,66 @@
+//! `ferry serve`: the journal's runs over HTTP (`ferry-serve`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ferry_serve::Tokens;
+
+use crate::show::{EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::state::StateArg;
+
+/// `ferry serve` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where to listen: ADDRESS:PORT (port 0: any free one; the first line printed says
+    /// which).
+    #[arg(long, default_value = "127.0.0.1:8340", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The bearer tokens the server accepts, one `read TOKEN` or `operate TOKEN` per line;
+    /// the file must be readable by its owner only (0600).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// Runs `ferry serve` until Ctrl-C or SIGTERM.
+pub async fn run(args: ServeArgs) -> ExitCode {
+    let tokens = match Tokens::load(&args.token_file) {
+        Ok(tokens) => tokens,
+        Err(e) => return fail("--token-file", &e.to_string(), EXIT_BAD_INPUT),
+    };
+    let journal = match args.state.open_existing().await {
+        Ok(journal) => journal,
+        Err(ferry_runs::Error::BadInput(e)) => return fail("--state", &e, EXIT_BAD_INPUT),
+        Err(e) => return fail("--state", &e.to_string(), EXIT_FAILURE),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => return fail("--listen", &format!("cannot listen on {}: {e}", args.listen), EXIT_FAILURE),
+    };
+    let at = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+    println!("ferry serve: listening on http://{at} (journal {})", journal.location());
+    let served = ferry_serve::serve(listener, ferry_serve::router(journal, tokens), stopped()).await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("serve", &e.to_string(), EXIT_FAILURE),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM: the server finishes the requests it has and stops.
+async fn stopped() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn fail(what: &str, text: &str, code: u8) -> ExitCode {
+    eprintln!("ferry serve: {what}: {text}");
+    ExitCode::from(code)
+}

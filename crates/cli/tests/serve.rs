@@ -1,0 +1,232 @@
+//! `ferry serve` through the binary, on a journal a simulated drain filled (no lab): every
+//! endpoint's answers and refusals, the same JSON as the CLI's, roles, the body limit, event
+//! streams resumed from `Last-Event-ID`, and token files refused.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::ferry;
+use serde_json::Value;
+
+const OPERATE: &str = "operate-0123456789abcdef";
+const READ: &str = "read-fedcba9876543210";
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A running `ferry serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    fn start(state: &Path, tokens: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--token-file", path(tokens), "--state", path(state)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ferry serve starts");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("its first line");
+        let port = first
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("log").push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Server { child, port, log }
+    }
+
+    /// One HTTP/1.1 request: the status and the body.
+    fn request(&self, method: &str, target: &str, token: Option<&str>, headers: &[&str], body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        for h in headers {
+            head.push_str(&format!("{h}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        stream.write_all(head.as_bytes()).expect("sends");
+        let _ = stream.write_all(body);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body =
+            if answer.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(&body) } else { body };
+        (status, body)
+    }
+
+    fn get(&self, target: &str, token: Option<&str>) -> (u16, String) {
+        self.request("GET", target, token, &[], b"")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A chunked body, joined.
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A test directory with a journal filled by a simulated drain, and a token file.
+fn setup() -> (PathBuf, PathBuf, String) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    let fleet = dir.join("fleet.toml");
+    let out = ferry(&["sim", "gen", "--hosts", "10", "--vms", "40", "--seed", "5", "-o", path(&fleet)]);
+    assert!(out.status.success());
+    let state = dir.join("journal.db");
+    let out = ferry(&["drain", "h-0001", "--cluster", &format!("sim:{}", path(&fleet)), "--state", path(&state)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = common::printed_run_id(&String::from_utf8_lossy(&out.stdout)).expect("a run id");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("# who may do what\noperate {OPERATE}\nread {READ}\n")).expect("tokens");
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    (state, tokens, run)
+}
+
+#[test]
+fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
+    let (state, tokens, run) = setup();
+    let server = Server::start(&state, &tokens);
+
+    // Runs and a report: the CLI's very JSON.
+    let (code, body) = server.get("/api/runs", Some(READ));
+    assert_eq!(code, 200, "{body}");
+    let cli = ferry(&["runs", "--state", path(&state), "--output", "json"]);
+    assert_eq!(json(&body), json(&String::from_utf8_lossy(&cli.stdout)));
+    let (code, body) = server.get(&format!("/api/runs/{run}"), Some(READ));
+    assert_eq!(code, 200, "{body}");
+    let cli = ferry(&["report", &run, "--state", path(&state), "--format", "json"]);
+    let (mut api, mut cli) = (json(&body), json(&String::from_utf8_lossy(&cli.stdout)));
+    for report in [&mut api, &mut cli] {
+        report.as_object_mut().expect("an object").remove("generated_ms");
+    }
+    assert_eq!(api, cli, "the report over HTTP is `ferry report --format json`");
+
+    // An unknown run: 404 in the CLI's words; an unknown route: 404.
+    let (code, body) = server.get(&format!("/api/runs/{}x", &run[..run.len() - 1]), Some(READ));
+    assert_eq!(code, 404, "{body}");
+    assert!(json(&body)["error"].as_str().is_some_and(|e| e.contains(&format!("did you mean {run}?"))), "{body}");
+    assert_eq!(server.get("/api/nothing", Some(READ)).0, 404);
+
+    // No token, an unknown one: 401; a read token asking to abort: 403.
+    assert_eq!(server.get("/api/runs", None).0, 401);
+    assert_eq!(server.get("/api/runs", Some("not-a-token-at-all")).0, 401);
+    let abort = format!("/api/runs/{run}/abort");
+    let (code, body) = server.request("POST", &abort, Some(READ), &[], b"");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("needs the operate role"), "{body}");
+    // A body over the limit: 413, nothing done.
+    let big = vec![b'x'; 2 << 20];
+    assert_eq!(server.request("POST", &abort, Some(OPERATE), &["Content-Type: text/plain"], &big).0, 413);
+    // An operator's abort of a run that ended: said so, the run unchanged.
+    let (code, body) = server.request("POST", &abort, Some(OPERATE), &[], b"");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["outcome"], "already finished", "{body}");
+
+    // Events as server-sent events, each with its journal id, resumed after Last-Event-ID.
+    let (code, all) = server.get(&format!("/api/runs/{run}/events"), Some(READ));
+    assert_eq!(code, 200, "{all}");
+    let ids = |text: &str| -> Vec<i64> { text.lines().filter_map(|l| l.strip_prefix("id: ")?.parse().ok()).collect() };
+    let every = ids(&all);
+    assert!(every.len() > 10, "{all}");
+    assert!(every.windows(2).all(|w| w[0] < w[1]), "in order: {every:?}");
+    let from = every[5];
+    let (_, rest) = server.request(
+        "GET",
+        &format!("/api/runs/{run}/events"),
+        Some(READ),
+        &[&format!("Last-Event-ID: {from}")],
+        b"",
+    );
+    assert_eq!(ids(&rest), every[6..], "resumed after {from}");
+
+    // Metrics: the drain's moves, counted.
+    let (code, metrics) = server.get("/metrics", Some(READ));
+    assert_eq!(code, 200, "{metrics}");
+    let report = json(&server.get(&format!("/api/runs/{run}"), Some(READ)).1);
+    let moves = report["moves"].as_array().expect("moves").len();
+    assert!(metrics.contains(&format!("ferry_migrations_total{{status=\"SUCCESS\"}} {moves}\n")), "{metrics}");
+    assert!(metrics.contains(&format!("ferry_migration_downtime_seconds_count {moves}\n")), "{metrics}");
+
+    // Each request was logged with its role.
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log.lock().expect("log").clone();
+    for line in [
+        format!("role=\"operate\" method=POST path=/api/runs/{run}/abort status=200"),
+        format!("role=\"read\" method=POST path=/api/runs/{run}/abort status=403"),
+        format!("role=\"operate\" method=POST path=/api/runs/{run}/abort status=413"),
+        "role=\"none\" method=GET path=/api/runs status=401".to_owned(),
+    ] {
+        assert!(log.contains(&line), "{line} not in:\n{log}");
+    }
+}
+
+#[test]
+fn a_token_file_others_can_read_or_that_holds_no_token_is_refused() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-tokens");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("read {READ}\n")).expect("tokens");
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    let out = ferry(&["serve", "--listen", "127.0.0.1:0", "--token-file", path(&tokens)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mode 0644"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&tokens, "# nobody\n").expect("tokens");
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let out = ferry(&["serve", "--listen", "127.0.0.1:0", "--token-file", path(&tokens)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no token in it"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

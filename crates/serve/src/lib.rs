@@ -1,0 +1,241 @@
+//! `ferry serve`: a journal's runs over HTTP, for browsers, monitoring and other tools.
+//!
+//! Every answer comes from the application layer the CLI uses (`ferry_runs`): `GET
+//! /api/runs` is `ferry runs --output json`, `GET /api/runs/{id}` is `ferry report RUN
+//! --format json`, `POST /api/runs/{id}/abort` is `ferry abort RUN`, so a run is the same
+//! whichever way it is looked at or stopped, and any number of servers and CLIs may share one
+//! journal (a PostgreSQL one across machines). `GET /api/runs/{id}/events` streams the
+//! run's journal events as server-sent events (resumable with `Last-Event-ID`: an event's id
+//! is its journal id); `GET /metrics` counts moves and downtimes in Prometheus' text format.
+//!
+//! Every request needs a bearer token from the token file ([`tokens`]): `read` for the
+//! rest, `operate` to abort. No token: 401; a `read` token asking to abort: 403; an unknown
+//! run: 404 with the CLI's words (and its "did you mean"); bodies over 1 MiB: 413. Each
+//! request is logged with its role.
+
+pub mod metrics;
+pub mod tokens;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferry_journal::Journal;
+use ferry_runs::Events;
+use futures_util::Stream;
+use serde_json::json;
+use tracing::info;
+
+pub use tokens::{Role, Tokens};
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// How long `POST /api/runs/{id}/abort` waits for the process driving the run to end it.
+const ABORT_WAIT: Duration = Duration::from_secs(60);
+
+/// How often an event stream looks for new events.
+const EVENTS_EVERY: Duration = Duration::from_millis(500);
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+struct App {
+    journal: Journal,
+    tokens: Tokens,
+}
+
+/// An answer that went wrong: its status and the CLI's words for it.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl Refusal {
+    /// An application-layer error: bad input about a run (an unknown id) is 404, other bad
+    /// input 400, a refusal or failure 409.
+    fn of(e: ferry_runs::Error, about_a_run: bool) -> Refusal {
+        match e {
+            ferry_runs::Error::BadInput(text) if about_a_run => Refusal(StatusCode::NOT_FOUND, text),
+            ferry_runs::Error::BadInput(text) => Refusal(StatusCode::BAD_REQUEST, text),
+            other => Refusal(StatusCode::CONFLICT, other.to_string()),
+        }
+    }
+}
+
+/// The server's routes on `journal`, for `tokens`.
+pub fn router(journal: Journal, tokens: Tokens) -> Router {
+    let app = App { journal, tokens };
+    let operate = Router::new()
+        .route("/api/runs/{id}/abort", post(abort))
+        .route_layer(middleware::from_fn_with_state((app.clone(), Role::Operate), authorize));
+    let read = Router::new()
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(report))
+        .route("/api/runs/{id}/events", get(events))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state((app.clone(), Role::Read), authorize));
+    operate
+        .merge(read)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_large_bodies))
+        .layer(middleware::from_fn_with_state(app.clone(), log_requests))
+        .with_state(app)
+}
+
+/// Logs every request, whatever answered it, with the role of its token.
+async fn log_requests(State(app): State<App>, request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let role = app.tokens.role_of(given).map_or("none", Role::name);
+    let response = next.run(request).await;
+    info!(role, %method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+/// Refuses (413) a request that announces a body over [`BODY_LIMIT`], before anything reads
+/// it or acts on it; a body that announces nothing is held to the limit as it is read.
+async fn refuse_large_bodies(request: Request, next: Next) -> Response {
+    let announced =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > BODY_LIMIT as u64 => {
+            Refusal(StatusCode::PAYLOAD_TOO_LARGE, format!("a body of {length} bytes: the limit is {BODY_LIMIT}"))
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Lets the request through when its token's role is at least `needed`.
+async fn authorize(
+    State((app, needed)): State<(App, Role)>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let role = app.tokens.role_of(given);
+    let refused = match role {
+        None if given.is_none() => {
+            Some(Refusal(StatusCode::UNAUTHORIZED, "give a token: Authorization: Bearer TOKEN".into()))
+        }
+        None => Some(Refusal(StatusCode::UNAUTHORIZED, "unknown token".into())),
+        Some(role) if role < needed => Some(Refusal(
+            StatusCode::FORBIDDEN,
+            format!("{method} {path} needs the {} role; this token has {}", needed.name(), role.name()),
+        )),
+        Some(_) => None,
+    };
+    match refused {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+async fn runs(State(app): State<App>) -> Result<Response, Refusal> {
+    let views = ferry_runs::reading::run_views(&app.journal).await.map_err(|e| Refusal::of(e, false))?;
+    Ok(Json(views).into_response())
+}
+
+async fn report(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let report = ferry_runs::reading::report(&app.journal, &id).await.map_err(|e| Refusal::of(e, true))?;
+    Ok(Json(report).into_response())
+}
+
+async fn abort(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let events = {
+        let said = said.clone();
+        Events::to(move |event| {
+            if let ferry_runs::Event::Said(line) = event {
+                said.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        })
+    };
+    let (how, all_succeeded) =
+        ferry_runs::abort::abort(&app.journal, &id, ABORT_WAIT, &events).await.map_err(|e| Refusal::of(e, true))?;
+    let outcome = match how {
+        ferry_runs::abort::Aborted::AlreadyEnded(state) => format!("already {state}"),
+        ferry_runs::abort::Aborted::ByItsOwner(state) => format!("{state} by the process driving it"),
+        ferry_runs::abort::Aborted::Here => "aborted here: no process was driving it".to_owned(),
+    };
+    let said = said.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Json(json!({ "run": id, "outcome": outcome, "all_succeeded": all_succeeded, "said": said })).into_response())
+}
+
+/// The run's journal events from the one after `Last-Event-ID`, then each new one as it is
+/// journaled, until the run has ended and every event is sent.
+async fn events(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Refusal> {
+    let run = ferry_runs::owners::find_run(&app.journal, &id).await.map_err(|e| Refusal::of(e, true))?;
+    let after: i64 =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let state = (app.journal, run.id, after, std::collections::VecDeque::new(), false);
+    let stream = futures_util::stream::unfold(state, |(journal, run, mut after, mut queue, mut ended)| async move {
+        loop {
+            if let Some(event) = queue.pop_front() {
+                let sent = to_sse(&event);
+                return Some((Ok(sent), (journal, run, after, queue, ended)));
+            }
+            if ended {
+                return None;
+            }
+            // Whether the run had ended is read before its events: an event journaled
+            // between the two reads is still sent.
+            ended = journal.run(&run).await.map(|r| r.state.is_ended()).unwrap_or(true);
+            let new: Vec<_> =
+                journal.events(&run, None).await.unwrap_or_default().into_iter().filter(|e| e.id > after).collect();
+            if let Some(last) = new.last() {
+                after = last.id;
+            }
+            queue.extend(new);
+            if queue.is_empty() && !ended {
+                tokio::time::sleep(EVENTS_EVERY).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn to_sse(event: &ferry_journal::Event) -> SseEvent {
+    let data = json!({
+        "id": event.id,
+        "uuid": event.uuid,
+        "at_ms": event.at_ms,
+        "kind": event.kind.name(),
+        "message": event.message,
+        "data": event.data,
+    });
+    SseEvent::default().id(event.id.to_string()).event(event.kind.name()).data(data.to_string())
+}
+
+async fn metrics(State(app): State<App>) -> Result<Response, Refusal> {
+    let text =
+        metrics::read(&app.journal).await.map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
