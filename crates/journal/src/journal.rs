@@ -1311,8 +1311,8 @@ impl Journal {
 }
 
 /// Appends an event. Its id is the journal's largest plus one, taken inside the inserting
-/// statement: portable (no AUTOINCREMENT, no sequence), and unique because SQLite
-/// serializes writers (on PostgreSQL the primary key turns a race into an error to retry).
+/// statement: portable (no AUTOINCREMENT, no sequence), and unique because it is called
+/// only inside a transaction of [`Journal::begin_write`], which writers take in turn.
 async fn insert_event(
     conn: &mut AnyConnection,
     run: &str,

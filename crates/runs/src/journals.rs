@@ -19,7 +19,8 @@ impl JournalAt {
     pub fn new(path: Option<&Path>) -> Result<JournalAt, String> {
         match path {
             Some(path) if !path.as_os_str().is_empty() => {
-                if let Some(location) = path.to_str().filter(|l| l.starts_with("postgres")) {
+                let server = |l: &&str| l.starts_with("postgres://") || l.starts_with("postgresql://");
+                if let Some(location) = path.to_str().filter(server) {
                     ferry_journal::check_server_url(location).map_err(|e| chain(&e))?;
                 }
                 Ok(JournalAt(path.to_path_buf()))
@@ -119,6 +120,17 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_server_url_is_checked_as_one() {
+        for fine in ["postgres.db", "postgres-journal", "/var/lib/postgres/j.db", "postgres://ferry@db/ferry"] {
+            assert!(JournalAt::new(Some(Path::new(fine))).is_ok(), "{fine}");
+        }
+        for bad in ["postgres://", "postgresql://ferry:secret@/ferry"] {
+            let e = JournalAt::new(Some(Path::new(bad))).expect_err(bad);
+            assert!(e.contains("malformed journal URL") && !e.contains("secret"), "{e}");
+        }
+    }
 
     #[test]
     fn database_file_of_paths_and_urls() {
