@@ -60,6 +60,7 @@ impl Server {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let user = unprivileged_user()?;
         let template = template(user)?;
+        remove_dead_servers_directories();
         let dir = std::env::temp_dir().join(format!(
             "ferry-pgtest-{}-{}",
             std::process::id(),
@@ -194,6 +195,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the directories of servers whose test process is gone (killed before it could
+/// drop them): `ferry-pgtest-PID-N` with no process PID.
+fn remove_dead_servers_directories() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("ferry-pgtest-")) else { continue };
+        let Some((pid, n)) = rest.split_once('-') else { continue };
+        let ours = pid.parse::<u32>().is_ok() && n.parse::<u32>().is_ok();
+        if ours && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
