@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use ferry_driver::Driver;
 use ferry_model::Inventory;
 use ferry_preview::checks::Outcome;
-use ferry_preview::{Preview, PreviewConfig};
+use ferry_preview::Preview;
 use ferry_runs::drivers::AnyDriver;
 use ferry_runs::inputs::Inputs;
+use ferry_runs::preview::PreviewAsk;
 
 use crate::cluster::ClusterArg;
 use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
@@ -58,62 +59,49 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
             Ok(inputs) => inputs,
             Err(e) => return bad(e),
         };
-    let cluster = source.spec();
-    let driver = AnyDriver::new(&source);
-    let inventory: Inventory = match &args.inventory {
+    let inventory: Option<Inventory> = match &args.inventory {
         Some(path) => {
             let name = path.display().to_string();
             let parsed = std::fs::read_to_string(path)
                 .map_err(|e| e.to_string())
                 .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("line {}: {e}", e.line())));
             match parsed {
-                Ok(inventory) => inventory,
+                Ok(inventory) => Some(inventory),
                 Err(e) => return bad(format!("{name}: not an inventory (ferry inventory --output json): {e}")),
             }
         }
-        None => driver.inventory().await,
+        None => None,
     };
     if plan.roll.is_some() {
+        let cluster = source.spec();
+        let inventory = match inventory {
+            Some(inventory) => inventory,
+            None => AnyDriver::new(&source).inventory().await,
+        };
         return crate::roll::preview(&plan, &cluster, &inventory, output);
     }
-    let moves = match ferry_plan::resolve(&plan, &cluster, &inventory) {
-        Ok(moves) => moves,
-        Err(errors) => return bad(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
-    };
-    let mut config = PreviewConfig {
-        ignore,
-        explain: args.explain,
-        memory: ferry_runs::drivers::memory_profiles(&source),
-        now_ms: Some(ferry_runs::owners::now_ms()),
-        ..PreviewConfig::default()
-    };
     // A simulated fleet's commands run on paused time: its journal takes the virtual clock.
     let journal_clock = ferry_runs::drivers::clocks(&source).1;
     let journal = match args.state.at() {
         Ok(at) => at.open_existing_with_clock(journal_clock).await.ok(),
         Err(_) => None,
     };
+    let ask = PreviewAsk {
+        ignore,
+        explain: args.explain,
+        measure: args.measure,
+        measure_seconds: args.measure_seconds,
+        inventory,
+    };
     let events = crate::show::events(output);
-    if let Some(journal) = &journal {
-        config.compression = ferry_runs::preview::observed_compression(journal, &moves, &events).await;
-    }
-    if args.inventory.is_none() {
-        config.earlier_copies =
-            ferry_runs::preview::earlier_copies(&driver, journal.as_ref(), &inventory, &moves, &events).await;
-    }
-    if args.measure || (driver.is_sim() && args.inventory.is_none()) {
-        if args.inventory.is_some() {
-            return bad("--measure asks the hosts; it cannot be used with --inventory".into());
+    let preview = match ferry_runs::preview::preview_moves(&source, &plan, ask, journal.as_ref(), &events).await {
+        Ok(preview) => preview,
+        Err(ferry_runs::Error::BadInput(e)) => return bad(e),
+        Err(e) => {
+            eprintln!("ferry preview: {e}");
+            return ExitCode::from(EXIT_FAILURE);
         }
-        let uuids = moves.iter().map(|m| m.uuid.clone()).collect();
-        let (rates, failed) = driver.measure_dirty_rates(uuids, args.measure_seconds).await;
-        for (uuid, why) in failed {
-            let name = moves.iter().find(|m| m.uuid == uuid).map(|m| m.vm.as_str()).unwrap_or(&uuid);
-            eprintln!("ferry preview: could not measure {name}: {why}");
-        }
-        config.dirty_rates = rates;
-    }
-    let preview = ferry_preview::preview(&cluster, &inventory, &plan, &moves, &config);
+    };
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&preview).expect("preview serialises")),
         Output::Text => print_text(&preview),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use ferry_serve::Tokens;
 
+use crate::cluster::ClusterArg;
 use crate::show::{EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::state::StateArg;
 
@@ -22,6 +23,10 @@ pub struct ServeArgs {
     pub token_file: PathBuf,
     #[command(flatten)]
     pub state: StateArg,
+    /// The hosts previews are for: a cluster file, or `sim:FILE` (see `ferry preview`);
+    /// without one that can be found, `POST /api/preview` says so.
+    #[command(flatten)]
+    pub cluster: ClusterArg,
 }
 
 /// Runs `ferry serve` until Ctrl-C or SIGTERM.
@@ -35,13 +40,19 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Err(ferry_runs::Error::BadInput(e)) => return fail("--state", &e, EXIT_BAD_INPUT),
         Err(e) => return fail("--state", &e.to_string(), EXIT_FAILURE),
     };
+    // A cluster given and bad is bad input; none found is a server that only reads runs.
+    let cluster = match (args.cluster.location(), ferry_runs::cluster::read(args.cluster.location())) {
+        (_, Ok(cluster)) => Some(cluster),
+        (Some(_), Err(e)) => return fail("--cluster", &e, EXIT_BAD_INPUT),
+        (None, Err(_)) => None,
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(e) => return fail("--listen", &format!("cannot listen on {}: {e}", args.listen), EXIT_FAILURE),
     };
     let at = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
     println!("ferry serve: listening on http://{at} (journal {})", journal.location());
-    let served = ferry_serve::serve(listener, ferry_serve::router(journal, tokens), stopped()).await;
+    let served = ferry_serve::serve(listener, ferry_serve::router(journal, tokens, cluster), stopped()).await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail("serve", &e.to_string(), EXIT_FAILURE),

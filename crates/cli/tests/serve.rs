@@ -28,9 +28,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(state: &Path, tokens: &Path) -> Server {
+    fn start(state: &Path, tokens: &Path, cluster: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["serve", "--listen", "127.0.0.1:0", "--token-file", path(tokens), "--state", path(state)])
+            .args(["--cluster", cluster])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,8 +114,9 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// A test directory with a journal filled by a simulated drain, and a token file.
-fn setup() -> (PathBuf, PathBuf, String) {
+/// A test directory with a journal filled by a simulated drain, a token file and the fleet
+/// (as `--cluster`).
+fn setup() -> (PathBuf, PathBuf, String, String) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a test directory");
@@ -128,13 +130,13 @@ fn setup() -> (PathBuf, PathBuf, String) {
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("# who may do what\noperate {OPERATE}\nread {READ}\n")).expect("tokens");
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
-    (state, tokens, run)
+    (state, tokens, run, format!("sim:{}", path(&fleet)))
 }
 
 #[test]
 fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
-    let (state, tokens, run) = setup();
-    let server = Server::start(&state, &tokens);
+    let (state, tokens, run, cluster) = setup();
+    let server = Server::start(&state, &tokens, &cluster);
 
     // Runs and a report: the CLI's very JSON.
     let (code, body) = server.get("/api/runs", Some(READ));
@@ -195,6 +197,30 @@ fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
     let moves = report["moves"].as_array().expect("moves").len();
     assert!(metrics.contains(&format!("ferry_migrations_total{{status=\"SUCCESS\"}} {moves}\n")), "{metrics}");
     assert!(metrics.contains(&format!("ferry_migration_downtime_seconds_count {moves}\n")), "{metrics}");
+
+    // A preview of a plan sent in the body: `ferry preview`'s JSON; a bad plan gets the CLI's
+    // message, its body named as the file, and starts nothing.
+    let vm = report["moves"][0]["vm"].as_str().expect("a VM").to_owned();
+    let plan = format!("[[move]]\nvm = \"{vm}\"\nto = \"ANY\"\n");
+    let (code, body) = server.request("POST", "/api/preview", Some(READ), &[], plan.as_bytes());
+    assert_eq!(code, 200, "{body}");
+    let preview = json(&body);
+    assert_eq!(preview["moves"], 1, "{body}");
+    assert_eq!(preview["vms"][0]["vm"], vm.as_str(), "{body}");
+    let csv = format!("vm,to\n{vm},ANY\n");
+    let (code, body) = server.request("POST", "/api/preview", Some(READ), &["Content-Type: text/csv"], csv.as_bytes());
+    assert_eq!((code, json(&body)["moves"].clone()), (200, Value::from(1)), "{body}");
+    let runs_before = json(&server.get("/api/runs", Some(READ)).1);
+    for (bad, says) in [
+        ("[[move]]\nvm = \"vm-nope\"\nto = \"ANY\"\n", "request body:2: vm: no VM vm-nope on any host"),
+        ("[[move]]\nvm = \"x\"\nto = 3\n", "request body:3:"),
+    ] {
+        let (code, body) = server.request("POST", "/api/preview", Some(READ), &[], bad.as_bytes());
+        assert_eq!(code, 400, "{body}");
+        assert!(json(&body)["error"].as_str().is_some_and(|e| e.contains(says)), "{says}: {body}");
+    }
+    assert_eq!(json(&server.get("/api/runs", Some(READ)).1), runs_before, "nothing started");
+    assert_eq!(server.request("POST", "/api/preview", None, &[], plan.as_bytes()).0, 401);
 
     // Each request was logged with its role.
     std::thread::sleep(Duration::from_millis(200));

@@ -93,3 +93,66 @@ pub async fn observed_compression(
     }
     seen
 }
+
+/// What a preview is asked for, besides its plan and cluster.
+#[derive(Debug, Default)]
+pub struct PreviewAsk {
+    /// Checks whose failures become warnings.
+    pub ignore: Vec<ferry_preview::checks::CheckName>,
+    /// Explain each placement.
+    pub explain: bool,
+    /// Measure each VM's dirty rate (implied on a simulated fleet asked live).
+    pub measure: bool,
+    /// Seconds each measurement lasts.
+    pub measure_seconds: u32,
+    /// A saved inventory instead of asking the hosts: nothing is contacted.
+    pub inventory: Option<Inventory>,
+}
+
+/// `ferry preview` of a plan of moves (a roll plan is previewed in waves, by `ferry-roll`):
+/// every move's checks, placement and estimates, before anything is touched. `journal`,
+/// when there is one, tells earlier copies and the compression each VM showed.
+pub async fn preview_moves(
+    source: &crate::cluster::Cluster,
+    plan: &ferry_plan::Plan,
+    ask: PreviewAsk,
+    journal: Option<&Journal>,
+    events: &Events,
+) -> Result<ferry_preview::Preview, crate::Error> {
+    let cluster = source.spec();
+    let driver = AnyDriver::new(source);
+    let offline = ask.inventory.is_some();
+    if ask.measure && offline {
+        return Err(crate::Error::BadInput("--measure asks the hosts; it cannot be used with --inventory".into()));
+    }
+    let inventory = match ask.inventory {
+        Some(inventory) => inventory,
+        None => driver.inventory().await,
+    };
+    let moves = ferry_plan::resolve(plan, &cluster, &inventory).map_err(|errors| {
+        crate::Error::BadInput(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })?;
+    let mut config = ferry_preview::PreviewConfig {
+        ignore: ask.ignore,
+        explain: ask.explain,
+        memory: crate::drivers::memory_profiles(source),
+        now_ms: Some(crate::owners::now_ms()),
+        ..ferry_preview::PreviewConfig::default()
+    };
+    if let Some(journal) = journal {
+        config.compression = observed_compression(journal, &moves, events).await;
+    }
+    if !offline {
+        config.earlier_copies = earlier_copies(&driver, journal, &inventory, &moves, events).await;
+    }
+    if ask.measure || (driver.is_sim() && !offline) {
+        let uuids = moves.iter().map(|m| m.uuid.clone()).collect();
+        let (rates, failed) = driver.measure_dirty_rates(uuids, ask.measure_seconds).await;
+        for (uuid, why) in failed {
+            let name = moves.iter().find(|m| m.uuid == uuid).map_or(uuid.as_str(), |m| m.vm.as_str());
+            events.warn(format!("could not measure {name}: {why}"));
+        }
+        config.dirty_rates = rates;
+    }
+    Ok(ferry_preview::preview(&cluster, &inventory, plan, &moves, &config))
+}

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_journal::Journal;
+use ferry_runs::cluster::Cluster;
 use ferry_runs::Events;
 use futures_util::Stream;
 use serde_json::json;
@@ -45,10 +46,12 @@ const ABORT_WAIT: Duration = Duration::from_secs(60);
 const EVENTS_EVERY: Duration = Duration::from_millis(500);
 
 /// What every handler shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct App {
     journal: Journal,
     tokens: Tokens,
+    /// The hosts (or the simulated fleet) previews and runs are for, when the server has one.
+    cluster: Option<std::sync::Arc<Cluster>>,
 }
 
 /// An answer that went wrong: its status and the CLI's words for it.
@@ -72,9 +75,9 @@ impl Refusal {
     }
 }
 
-/// The server's routes on `journal`, for `tokens`.
-pub fn router(journal: Journal, tokens: Tokens) -> Router {
-    let app = App { journal, tokens };
+/// The server's routes on `journal` and `cluster`, for `tokens`.
+pub fn router(journal: Journal, tokens: Tokens, cluster: Option<Cluster>) -> Router {
+    let app = App { journal, tokens, cluster: cluster.map(std::sync::Arc::new) };
     let operate = Router::new()
         .route("/api/runs/{id}/abort", post(abort))
         .route_layer(middleware::from_fn_with_state((app.clone(), Role::Operate), authorize));
@@ -82,6 +85,7 @@ pub fn router(journal: Journal, tokens: Tokens) -> Router {
         .route("/api/runs", get(runs))
         .route("/api/runs/{id}", get(report))
         .route("/api/runs/{id}/events", get(events))
+        .route("/api/preview", post(preview))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state((app.clone(), Role::Read), authorize));
     operate
@@ -233,6 +237,44 @@ fn to_sse(event: &ferry_journal::Event) -> SseEvent {
     });
     SseEvent::default().id(event.id.to_string()).event(event.kind.name()).data(data.to_string())
 }
+
+/// A plan in the body — TOML, or CSV (`vm,to,group,order`) with `Content-Type: text/csv`
+/// — previewed on the server's cluster: `ferry preview`'s JSON. A bad plan is 400 with the
+/// CLI's messages, the body named as the file (`request body:3: …`).
+async fn preview(State(app): State<App>, headers: HeaderMap, body: String) -> Result<Response, Refusal> {
+    let Some(cluster) = app.cluster.clone() else {
+        return Err(Refusal(StatusCode::CONFLICT, "this server has no cluster: start it with --cluster".into()));
+    };
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim().starts_with("text/csv"));
+    let parsed =
+        if csv { ferry_plan::parse_plan_csv(PLAN_BODY, &body) } else { ferry_plan::parse_plan_toml(PLAN_BODY, &body) };
+    let plan = parsed.map_err(|errors| {
+        Refusal(StatusCode::BAD_REQUEST, errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })?;
+    if plan.roll.is_some() {
+        return Err(Refusal(StatusCode::BAD_REQUEST, "a roll plan: `ferry preview` shows its waves".into()));
+    }
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let events = {
+        let warnings = warnings.clone();
+        Events::to(move |event| {
+            if let ferry_runs::Event::Warning(line) | ferry_runs::Event::Said(line) = event {
+                warnings.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        })
+    };
+    let ask = ferry_runs::preview::PreviewAsk { measure_seconds: 3, ..Default::default() };
+    let preview = ferry_runs::preview::preview_moves(&cluster, &plan, ask, Some(&app.journal), &events)
+        .await
+        .map_err(|e| Refusal::of(e, false))?;
+    Ok(Json(preview).into_response())
+}
+
+/// How a plan sent in a request's body is named in messages about it.
+const PLAN_BODY: &str = "request body";
 
 async fn metrics(State(app): State<App>) -> Result<Response, Refusal> {
     let text =
