@@ -222,6 +222,12 @@ fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
     assert_eq!(json(&server.get("/api/runs", Some(READ)).1), runs_before, "nothing started");
     assert_eq!(server.request("POST", "/api/preview", None, &[], plan.as_bytes()).0, 401);
 
+    // The inventory: `ferry inventory --output json`.
+    let (code, body) = server.get("/api/inventory", Some(READ));
+    assert_eq!(code, 200, "{body}");
+    let cli = ferry(&["inventory", "--cluster", &cluster, "--output", "json"]);
+    assert_eq!(json(&body), json(&String::from_utf8_lossy(&cli.stdout)));
+
     // Each request was logged with its role.
     std::thread::sleep(Duration::from_millis(200));
     let log = server.log.lock().expect("log").clone();

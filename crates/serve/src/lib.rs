@@ -86,6 +86,7 @@ pub fn router(journal: Journal, tokens: Tokens, cluster: Option<Cluster>) -> Rou
         .route("/api/runs/{id}", get(report))
         .route("/api/runs/{id}/events", get(events))
         .route("/api/preview", post(preview))
+        .route("/api/inventory", get(inventory))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state((app.clone(), Role::Read), authorize));
     operate
@@ -271,6 +272,16 @@ async fn preview(State(app): State<App>, headers: HeaderMap, body: String) -> Re
         .await
         .map_err(|e| Refusal::of(e, false))?;
     Ok(Json(preview).into_response())
+}
+
+/// The server's cluster as the hosts report it: `ferry inventory --output json` (hosts that
+/// cannot be reached are listed in it).
+async fn inventory(State(app): State<App>) -> Result<Response, Refusal> {
+    let Some(cluster) = app.cluster.clone() else {
+        return Err(Refusal(StatusCode::CONFLICT, "this server has no cluster: start it with --cluster".into()));
+    };
+    let driver = ferry_runs::drivers::AnyDriver::new(&cluster);
+    Ok(Json(ferry_driver::Driver::inventory(&driver).await).into_response())
 }
 
 /// How a plan sent in a request's body is named in messages about it.
