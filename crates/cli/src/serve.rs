@@ -35,7 +35,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(tokens) => tokens,
         Err(e) => return fail("--token-file", &e.to_string(), EXIT_BAD_INPUT),
     };
-    let journal = match args.state.open_existing().await {
+    // A server starts runs: its journal is created when it is new.
+    let opened = match args.state.at() {
+        Ok(at) => at.open_with_clock(ferry_journal::JournalClock::System).await,
+        Err(e) => Err(ferry_runs::Error::BadInput(e)),
+    };
+    let journal = match opened {
         Ok(journal) => journal,
         Err(ferry_runs::Error::BadInput(e)) => return fail("--state", &e, EXIT_BAD_INPUT),
         Err(e) => return fail("--state", &e.to_string(), EXIT_FAILURE),

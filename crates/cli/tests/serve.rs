@@ -1,6 +1,8 @@
 //! `ferry serve` through the binary, on a journal a simulated drain filled (no lab): every
 //! endpoint's answers and refusals, the same JSON as the CLI's, roles, the body limit, event
-//! streams resumed from `Last-Event-ID`, and token files refused.
+//! streams resumed from `Last-Event-ID`, and token files refused. Then on a lab (port block
+//! 4500): a drain started over HTTP, followed through its events and metrics, aborted over
+//! HTTP, every guest healthy on its source.
 
 mod common;
 
@@ -173,6 +175,17 @@ fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["outcome"], "already finished", "{body}");
 
+    // A resume of a run that ended, as `ferry resume` answers it; a simulated fleet's plan
+    // is not started over HTTP.
+    let (code, body) = server.request("POST", &format!("/api/runs/{run}/resume"), Some(OPERATE), &[], b"");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["all_succeeded"], true, "{body}");
+    assert_eq!(ferry(&["resume", &run, "--state", path(&state)]).status.code(), Some(0), "the CLI says the same");
+    assert_eq!(server.request("POST", &format!("/api/runs/{run}/resume"), Some(READ), &[], b"").0, 403);
+    let (code, body) = server.request("POST", "/api/runs", Some(OPERATE), &[], b"[[drain]]\nhost = \"h-0002\"\n");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("virtual time"), "{body}");
+
     // Events as server-sent events, each with its journal id, resumed after Last-Event-ID.
     let (code, all) = server.get(&format!("/api/runs/{run}/events"), Some(READ));
     assert_eq!(code, 200, "{all}");
@@ -261,4 +274,69 @@ fn a_token_file_others_can_read_or_that_holds_no_token_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
+    let lab = common::TestLab::up("serve-lab", 4_500, &["--hosts", "2", "--vms", "3", "--mem", "256", "--dirty", "4"]);
+    let vms = ["vm-1", "vm-2", "vm-3"];
+    let home: Vec<serde_json::Value> = vms.iter().map(|vm| lab.vm_status(vm)["running_on"].clone()).collect();
+    // 16 MiB/s links: each 256 MiB migration takes over 10 s.
+    let text = std::fs::read_to_string(lab.dir.join("cluster.toml")).expect("the lab's cluster file");
+    let slow: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with("link_mib_s") { "link_mib_s = 16".to_owned() } else { l.to_owned() })
+        .collect();
+    let cluster = lab.dir.join("cluster-16.toml");
+    std::fs::write(&cluster, slow.join("\n")).expect("a cluster file");
+    let tokens = lab.dir.join("tokens");
+    std::fs::write(&tokens, format!("operate {OPERATE}\nread {READ}\n")).expect("tokens");
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    // A new journal: the server creates it.
+    let state = lab.dir.join("journal.db");
+    let server = Server::start(&state, &tokens, path(&cluster));
+
+    // A read token may not start a run; an operator's drain of host-a starts.
+    let drain =
+        "[plan]\nname = \"drain host-a\"\n[limits]\ncluster = 2\n[[drain]]\nhost = \"host-a\"\nto = \"host-b\"\n";
+    assert_eq!(server.request("POST", "/api/runs", Some(READ), &[], drain.as_bytes()).0, 403);
+    let (code, body) = server.request("POST", "/api/runs", Some(OPERATE), &[], drain.as_bytes());
+    assert_eq!(code, 201, "{body}");
+    let run = json(&body)["run"].as_str().expect("a run id").to_owned();
+
+    // Followed while it runs: a move migrating in the report and in the metrics.
+    let waited = std::time::Instant::now();
+    loop {
+        let report = json(&server.get(&format!("/api/runs/{run}"), Some(READ)).1);
+        if report["moves"].as_array().is_some_and(|m| m.iter().any(|m| m["status"] == "MIGRATING")) {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "nothing started: {report:#}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, metrics) = server.get("/metrics", Some(READ));
+    assert!(metrics.contains("ferry_migrations_in_phase{phase="), "{metrics}");
+
+    // Aborted over HTTP: the running migrations are cancelled, the guests stay home.
+    let (code, body) = server.request("POST", &format!("/api/runs/{run}/abort"), Some(OPERATE), &[], b"");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["outcome"], "aborted by the process driving it", "{body}");
+    let report = json(&server.get(&format!("/api/runs/{run}"), Some(READ)).1);
+    let statuses: Vec<&str> =
+        report["moves"].as_array().expect("moves").iter().filter_map(|m| m["status"].as_str()).collect();
+    assert!(statuses.iter().all(|s| *s == "ABORTED"), "{statuses:?}");
+    let (_, events) = server.get(&format!("/api/runs/{run}/events"), Some(READ));
+    assert!(events.contains("event: status"), "{events}");
+    assert!(events.contains("abort"), "{events}");
+    let (_, metrics) = server.get("/metrics", Some(READ));
+    assert!(
+        metrics.contains(&format!("ferry_migrations_total{{status=\"ABORTED\"}} {}\n", statuses.len())),
+        "{metrics}"
+    );
+    for (vm, home) in vms.iter().zip(&home) {
+        let on = lab.vm_status(vm);
+        assert_eq!(&on["running_on"], home, "{vm} is home: {on:#}");
+    }
+    lab.check_ok();
 }

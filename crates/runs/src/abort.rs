@@ -6,14 +6,24 @@ use std::time::Duration;
 
 use ferry_driver::Driver;
 use ferry_engine::Waits;
-use ferry_journal::{Journal, Lease, RunKind, RunState};
+use ferry_journal::{Journal, Lease, Run, RunKind, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{ClusterSpec, Status};
 use tokio::sync::mpsc;
 
 use crate::cluster::simulated;
 use crate::events::{Error, Events};
-use crate::owners::{all_succeeded, documents, find_run, held_by_another, owner, take_lease, Lost};
+use crate::owners::{
+    all_succeeded, documents, find_run, held_by_another, now_ms, owner, owner_alive, take_lease, Lost,
+};
+
+/// Whether a live process drives `run`: another one, or this very one (a server that
+/// started or resumed it in one of its tasks), whose lease is fresh.
+fn driven(run: &Run) -> bool {
+    let me = owner();
+    let here = run.owner.as_deref() == Some(me.as_str()) && owner_alive(run.heartbeat_ms, now_ms());
+    here || held_by_another(run, &me)
+}
 
 /// How an abort ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +43,7 @@ pub async fn abort(journal: &Journal, id: &str, wait: Duration, events: &Events)
     let run = find_run(journal, id).await?;
     // A run whose moves ended may still be held by its process: a drain's hook or return
     // runs after the moves, and the abort stops them.
-    let held = held_by_another(&run, &owner());
+    let held = driven(&run);
     if run.state.is_ended() && !held {
         return Ok((Aborted::AlreadyEnded(run.state), all_succeeded(journal, &run.id).await));
     }
@@ -54,14 +64,14 @@ pub async fn abort(journal: &Journal, id: &str, wait: Duration, events: &Events)
             // Done when the owner ended the run (its moves were under way) or, when they
             // had ended already, let the run go.
             match journal.run(&run.id).await {
-                Ok(r) if r.state.is_ended() && (!run.state.is_ended() || !held_by_another(&r, &owner())) => {
+                Ok(r) if r.state.is_ended() && (!run.state.is_ended() || !driven(&r)) => {
                     return Ok((Aborted::ByItsOwner(r.state), all_succeeded(journal, &run.id).await));
                 }
-                Ok(r) if !held_by_another(&r, &owner()) => break,
+                Ok(r) if !driven(&r) => break,
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
-        if journal.run(&run.id).await.is_ok_and(|r| held_by_another(&r, &owner())) {
+        if journal.run(&run.id).await.is_ok_and(|r| driven(&r)) {
             return Err(Error::Failed(format!(
                 "run {} has not finished aborting after {} s; `ferry status {}` follows it",
                 run.id,

@@ -79,7 +79,9 @@ impl Refusal {
 pub fn router(journal: Journal, tokens: Tokens, cluster: Option<Cluster>) -> Router {
     let app = App { journal, tokens, cluster: cluster.map(std::sync::Arc::new) };
     let operate = Router::new()
+        .route("/api/runs", post(start))
         .route("/api/runs/{id}/abort", post(abort))
+        .route("/api/runs/{id}/resume", post(resume))
         .route_layer(middleware::from_fn_with_state((app.clone(), Role::Operate), authorize));
     let read = Router::new()
         .route("/api/runs", get(runs))
@@ -243,30 +245,11 @@ fn to_sse(event: &ferry_journal::Event) -> SseEvent {
 /// — previewed on the server's cluster: `ferry preview`'s JSON. A bad plan is 400 with the
 /// CLI's messages, the body named as the file (`request body:3: …`).
 async fn preview(State(app): State<App>, headers: HeaderMap, body: String) -> Result<Response, Refusal> {
-    let Some(cluster) = app.cluster.clone() else {
-        return Err(Refusal(StatusCode::CONFLICT, "this server has no cluster: start it with --cluster".into()));
-    };
-    let csv = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.trim().starts_with("text/csv"));
-    let parsed =
-        if csv { ferry_plan::parse_plan_csv(PLAN_BODY, &body) } else { ferry_plan::parse_plan_toml(PLAN_BODY, &body) };
-    let plan = parsed.map_err(|errors| {
-        Refusal(StatusCode::BAD_REQUEST, errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
-    })?;
-    if plan.roll.is_some() {
-        return Err(Refusal(StatusCode::BAD_REQUEST, "a roll plan: `ferry preview` shows its waves".into()));
-    }
-    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let events = {
-        let warnings = warnings.clone();
-        Events::to(move |event| {
-            if let ferry_runs::Event::Warning(line) | ferry_runs::Event::Said(line) = event {
-                warnings.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        })
-    };
+    let cluster = app.cluster.clone().ok_or_else(no_cluster)?;
+    let plan = plan_of(&headers, &body)?;
+    not_a_roll(&plan, "`ferry preview` shows its waves")?;
+    // What it notes on the way (a VM it could not measure) is the CLI's to print.
+    let events = Events::ignored();
     let ask = ferry_runs::preview::PreviewAsk { measure_seconds: 3, ..Default::default() };
     let preview = ferry_runs::preview::preview_moves(&cluster, &plan, ask, Some(&app.journal), &events)
         .await
@@ -274,12 +257,113 @@ async fn preview(State(app): State<App>, headers: HeaderMap, body: String) -> Re
     Ok(Json(preview).into_response())
 }
 
+/// Starts the plan in the body (as `POST /api/preview` reads it) on the server's cluster, as
+/// `ferry migrate` does, and answers once it is journaled: 201 with its id, its moves and
+/// how many fail their checks; bad input (a plan that does not resolve) is 400 with the
+/// CLI's messages and starts nothing. The run goes on in this server's process.
+async fn start(State(app): State<App>, headers: HeaderMap, body: String) -> Result<Response, Refusal> {
+    let cluster = app.cluster.clone().ok_or_else(no_cluster)?;
+    if matches!(*cluster, Cluster::Sim(_)) {
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            "a simulated fleet's runs are started with the CLI: they run in virtual time".into(),
+        ));
+    }
+    let plan = plan_of(&headers, &body)?;
+    not_a_roll(&plan, "`ferry roll` runs it")?;
+    let (created_tx, created) = tokio::sync::oneshot::channel();
+    let created_tx = std::sync::Mutex::new(Some(created_tx));
+    let events = Events::to(move |event| {
+        if let ferry_runs::Event::Created { run, moves, failing, .. } = event {
+            if let Some(tx) = created_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send((run, moves, failing));
+            }
+        }
+    });
+    let run = ferry_runs::start::Start {
+        plan,
+        cluster: (*cluster).clone(),
+        journal: ferry_runs::start::JournalTo::Open(app.journal.clone()),
+        ignore: Vec::new(),
+        measure: false,
+        wave_of: None,
+    };
+    let running = tokio::spawn(async move { ferry_runs::start::start(run, &events).await });
+    match created.await {
+        Ok((run, moves, failing)) => {
+            info!(%run, moves, "started over HTTP");
+            let answer = json!({ "run": run, "moves": moves, "failing": failing });
+            Ok((StatusCode::CREATED, Json(answer)).into_response())
+        }
+        // It ended before it was journaled: what stopped it is the answer.
+        Err(_) => match running.await {
+            Ok(Err(e)) => Err(Refusal::of(e, false)),
+            Ok(Ok(_)) => Err(Refusal(StatusCode::CONFLICT, "the plan ended before it was journaled".into())),
+            Err(e) => Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the run's task failed: {e}"))),
+        },
+    }
+}
+
+/// Resumes run `id` in this server's process, as `ferry resume` does: 202 once it is being
+/// driven here; 409 when another live process drives it (named) or it cannot be resumed; 200
+/// when it had nothing left to do.
+async fn resume(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let (driving_tx, driving) = tokio::sync::oneshot::channel();
+    let driving_tx = std::sync::Mutex::new(Some(driving_tx));
+    let events = Events::to(move |event| {
+        if let ferry_runs::Event::Driving { run, .. } = event {
+            if let Some(tx) = driving_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(run);
+            }
+        }
+    });
+    let journal = app.journal.clone();
+    let run = id.clone();
+    let mut resuming = tokio::spawn(async move { ferry_runs::roll::resume(&journal, &run, false, &events).await });
+    tokio::select! {
+        Ok(run) = driving => {
+            info!(%run, "resumed over HTTP");
+            Ok((StatusCode::ACCEPTED, Json(json!({ "run": id, "driving": run }))).into_response())
+        }
+        ended = &mut resuming => match ended {
+            Ok(Ok(all_succeeded)) => Ok(Json(json!({ "run": id, "all_succeeded": all_succeeded })).into_response()),
+            Ok(Err(e)) => Err(Refusal::of(e, true)),
+            Err(e) => Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the resume's task failed: {e}"))),
+        },
+    }
+}
+
+/// A plan in a request's body: TOML, or CSV with `Content-Type: text/csv`; bad input names
+/// the body as its file.
+fn plan_of(headers: &HeaderMap, body: &str) -> Result<ferry_plan::Plan, Refusal> {
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim().starts_with("text/csv"));
+    let parsed =
+        if csv { ferry_plan::parse_plan_csv(PLAN_BODY, body) } else { ferry_plan::parse_plan_toml(PLAN_BODY, body) };
+    let plan = parsed.map_err(|errors| {
+        Refusal(StatusCode::BAD_REQUEST, errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })?;
+    Ok(plan)
+}
+
+/// Refuses a roll plan, which `instead` handles.
+fn not_a_roll(plan: &ferry_plan::Plan, instead: &str) -> Result<(), Refusal> {
+    match plan.roll {
+        Some(_) => Err(Refusal(StatusCode::BAD_REQUEST, format!("a roll plan: {instead}"))),
+        None => Ok(()),
+    }
+}
+
+fn no_cluster() -> Refusal {
+    Refusal(StatusCode::CONFLICT, "this server has no cluster: start it with --cluster".into())
+}
+
 /// The server's cluster as the hosts report it: `ferry inventory --output json` (hosts that
 /// cannot be reached are listed in it).
 async fn inventory(State(app): State<App>) -> Result<Response, Refusal> {
-    let Some(cluster) = app.cluster.clone() else {
-        return Err(Refusal(StatusCode::CONFLICT, "this server has no cluster: start it with --cluster".into()));
-    };
+    let cluster = app.cluster.clone().ok_or_else(no_cluster)?;
     let driver = ferry_runs::drivers::AnyDriver::new(&cluster);
     Ok(Json(ferry_driver::Driver::inventory(&driver).await).into_response())
 }
