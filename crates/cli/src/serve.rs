@@ -23,8 +23,8 @@ pub struct ServeArgs {
     pub token_file: PathBuf,
     #[command(flatten)]
     pub state: StateArg,
-    /// The hosts previews are for: a cluster file, or `sim:FILE` (see `ferry preview`);
-    /// without one that can be found, `POST /api/preview` says so.
+    /// The hosts previews and runs started over HTTP are for: a cluster file, or `sim:FILE`
+    /// (previews only); without one that can be found, those requests say so (409).
     #[command(flatten)]
     pub cluster: ClusterArg,
 }
@@ -35,6 +35,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(tokens) => tokens,
         Err(e) => return fail("--token-file", &e.to_string(), EXIT_BAD_INPUT),
     };
+    // A cluster given and bad is bad input; none found is a server that only reads runs.
+    let cluster = match (args.cluster.location(), ferry_runs::cluster::read(args.cluster.location())) {
+        (_, Ok(cluster)) => Some(cluster),
+        (Some(_), Err(e)) => return fail("--cluster", &e, EXIT_BAD_INPUT),
+        (None, Err(_)) => None,
+    };
     // A server starts runs: its journal is created when it is new.
     let opened = match args.state.at() {
         Ok(at) => at.open_with_clock(ferry_journal::JournalClock::System).await,
@@ -42,14 +48,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     };
     let journal = match opened {
         Ok(journal) => journal,
-        Err(ferry_runs::Error::BadInput(e)) => return fail("--state", &e, EXIT_BAD_INPUT),
+        Err(ferry_runs::Error::BadInput(e)) => {
+            return fail("--state", e.trim_start_matches("--state: "), EXIT_BAD_INPUT)
+        }
         Err(e) => return fail("--state", &e.to_string(), EXIT_FAILURE),
-    };
-    // A cluster given and bad is bad input; none found is a server that only reads runs.
-    let cluster = match (args.cluster.location(), ferry_runs::cluster::read(args.cluster.location())) {
-        (_, Ok(cluster)) => Some(cluster),
-        (Some(_), Err(e)) => return fail("--cluster", &e, EXIT_BAD_INPUT),
-        (None, Err(_)) => None,
     };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,

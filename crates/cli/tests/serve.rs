@@ -274,6 +274,15 @@ fn a_token_file_others_can_read_or_that_holds_no_token_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A cluster file that cannot be read: exit 2, and no journal made.
+    std::fs::write(&tokens, format!("read {READ}\n")).expect("tokens");
+    let state = dir.join("journal.db");
+    let missing = dir.join("missing.toml");
+    let out = ferry(&["serve", "--token-file", path(&tokens), "--state", path(&state), "--cluster", path(&missing)]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("missing.toml"), "{said}");
+    assert!(!state.exists(), "no journal made on bad input");
 }
 
 #[test]
