@@ -271,14 +271,9 @@ async fn start(State(app): State<App>, headers: HeaderMap, body: String) -> Resu
     }
     let plan = plan_of(&headers, &body)?;
     not_a_roll(&plan, "`ferry roll` runs it")?;
-    let (created_tx, created) = tokio::sync::oneshot::channel();
-    let created_tx = std::sync::Mutex::new(Some(created_tx));
-    let events = Events::to(move |event| {
-        if let ferry_runs::Event::Created { run, moves, failing, .. } = event {
-            if let Some(tx) = created_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = tx.send((run, moves, failing));
-            }
-        }
+    let (events, created) = first_event(|event| match event {
+        ferry_runs::Event::Created { run, moves, failing, .. } => Some((run, moves, failing)),
+        _ => None,
     });
     let run = ferry_runs::start::Start {
         plan,
@@ -308,14 +303,9 @@ async fn start(State(app): State<App>, headers: HeaderMap, body: String) -> Resu
 /// driven here; 409 when another live process drives it (named) or it cannot be resumed; 200
 /// when it had nothing left to do.
 async fn resume(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
-    let (driving_tx, driving) = tokio::sync::oneshot::channel();
-    let driving_tx = std::sync::Mutex::new(Some(driving_tx));
-    let events = Events::to(move |event| {
-        if let ferry_runs::Event::Driving { run, .. } = event {
-            if let Some(tx) = driving_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = tx.send(run);
-            }
-        }
+    let (events, driving) = first_event(|event| match event {
+        ferry_runs::Event::Driving { run, .. } => Some(run),
+        _ => None,
     });
     let journal = app.journal.clone();
     let run = id.clone();
@@ -331,6 +321,23 @@ async fn resume(State(app): State<App>, Path(id): Path<String>) -> Result<Respon
             Err(e) => Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the resume's task failed: {e}"))),
         },
     }
+}
+
+/// Events that hand the first one `pick` takes to the receiver, and drop the rest (they are
+/// journaled anyway): how a request learns that the run it started got this far.
+fn first_event<T: Send + 'static>(
+    pick: impl Fn(ferry_runs::Event) -> Option<T> + Send + Sync + 'static,
+) -> (Events, tokio::sync::oneshot::Receiver<T>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let events = Events::to(move |event| {
+        if let Some(value) = pick(event) {
+            if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    (events, rx)
 }
 
 /// A plan in a request's body: TOML, or CSV with `Content-Type: text/csv`; bad input names
