@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_engine::{EngineEvent, RunEnd};
-use ferry_journal::{AttemptKind, RunKind};
+use ferry_engine::RunEnd;
+use ferry_journal::RunKind;
 use ferry_model::Status;
-use ferry_preview::Kind;
-use ferry_progress::{Board, Planned, Terminal};
+use ferry_progress::{Board, Terminal};
 use ferry_runs::{Error, Event, Events};
 use tokio::time::Instant;
 
@@ -86,8 +85,7 @@ fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
         }
         Event::Driving { vms, .. } => {
             let tty = std::io::stderr().is_terminal();
-            let planned = vms.into_iter().map(|(vm, mib)| Planned { vm, memory_bytes: mib << 20 }).collect();
-            let board = Board::new(planned, Terminal { tty, width: terminal_width() });
+            let board = ferry_runs::events::board_for(&vms, Terminal { tty, width: terminal_width() });
             lock(screen).board = Some((board, Instant::now()));
             if drawn {
                 tokio::spawn(redraw(screen.clone(), Duration::from_millis(if tty { 250 } else { 500 })));
@@ -97,13 +95,7 @@ fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
             let mut screen = lock(screen);
             let Some((board, started)) = screen.board.as_mut() else { return };
             let now = started.elapsed().as_secs_f64();
-            match event {
-                EngineEvent::Started { vm, from, to, kind } => board.started(&vm, &from, &to, kind_of(kind), now),
-                EngineEvent::Phase { vm, phase } => board.phase(&vm, phase, now),
-                EngineEvent::Sample { vm, progress } => board.sample(&vm, &progress, now),
-                EngineEvent::Finished { vm, status, message } => board.finished(&vm, status, &message, now),
-                EngineEvent::Note(note) => board.note(&note, now),
-            }
+            ferry_runs::events::show_on(board, &event, now);
             if drawn {
                 draw(board, now);
             }
@@ -173,13 +165,6 @@ fn print_end(run_id: &str, end: &RunEnd, output: Output) {
     let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     println!("run {run_id} {}: {}", end.state, counts.join(", "));
     println!("details: ferry report {run_id}");
-}
-
-fn kind_of(kind: AttemptKind) -> Kind {
-    match kind {
-        AttemptKind::Live => Kind::Live,
-        AttemptKind::Cold => Kind::Cold,
-    }
 }
 
 /// Standard error's terminal width: the terminal's own (asked each frame, so a resize is

@@ -1308,6 +1308,25 @@ impl Journal {
         })
         .await
     }
+
+    /// Run `run`'s events after event `after` (an event id; 0 for the first), oldest first,
+    /// at most `limit` of them: how a follower reads only what is new.
+    pub async fn events_after(&self, run: &str, after: i64, limit: i64) -> Result<Vec<Event>> {
+        self.hold(|_| async move {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE run = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ))
+            .bind(run)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(event_from_row).collect()
+        })
+        .await
+    }
 }
 
 /// Appends an event. Its id is the journal's largest plus one, taken inside the inserting

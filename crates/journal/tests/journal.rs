@@ -537,6 +537,17 @@ on_both_backends! {
         ));
         let all = journal.events(&run.id, None).await.expect("events");
         let mine = journal.events(&run.id, Some(uuid)).await.expect("events");
+        // A follower reads what is new, in pages, and ends with exactly what the run has.
+        let (mut followed, mut after) = (Vec::new(), 0);
+        loop {
+            let page = journal.events_after(&run.id, after, 3).await.expect("events after");
+            assert!(page.len() <= 3);
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            followed.extend(page);
+        }
+        assert_eq!(followed, all);
+        assert!(journal.events_after(&run.id, run_note, 10).await.expect("events after").is_empty());
         assert!(all.windows(2).all(|w| w[0].id < w[1].id && w[0].at_ms <= w[1].at_ms));
         assert!(mine.iter().all(|e| e.uuid.as_deref() == Some(uuid.as_str())));
         let kinds: Vec<EventKind> = mine.iter().map(|e| e.kind).collect();

@@ -171,6 +171,36 @@ struct Summary {
     eta: Eta,
 }
 
+/// A board's figures at one moment, for watchers that draw their own ([`Board::snapshot`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Snapshot {
+    /// Seconds until every move is over (0 once they are); none before any throughput.
+    pub eta_s: Option<f64>,
+    /// The run's work done, 0 to 1, each move weighted by its memory.
+    pub fraction: f64,
+    /// Moves over.
+    pub done: usize,
+    /// Moves in the run.
+    pub total: usize,
+    /// The migrations in flight.
+    pub in_flight: Vec<InFlight>,
+}
+
+/// A migration in flight.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InFlight {
+    /// Its VM.
+    pub vm: String,
+    /// Source host.
+    pub from: String,
+    /// Target host.
+    pub to: String,
+    /// Seconds since it started.
+    pub since_s: f64,
+    /// Its last progress sample, once there is one.
+    pub last: Option<Progress>,
+}
+
 /// A piece of a board line.
 #[derive(Debug, Clone, PartialEq)]
 enum Cell {
@@ -364,6 +394,30 @@ impl Board {
             lines.push(format!("{stamp}  {}  {}", percent.trim_start(), plain_text(summary.cells())));
         }
         lines
+    }
+
+    /// What a watcher other than a terminal needs now (`ferry serve`'s metrics and pages):
+    /// the ETA as the board would show it, and each migration in flight with its last
+    /// sample. Drops the lines logged since the last call, which nobody prints.
+    pub fn snapshot(&mut self, now: f64) -> Snapshot {
+        self.log.clear();
+        let summary = self.summary(now);
+        let eta_s = match summary.eta {
+            Eta::Unknown => None,
+            Eta::Remaining(s) => Some(s),
+            Eta::Done(_) => Some(0.0),
+        };
+        let in_flight = self
+            .running()
+            .map(|(vm, run)| InFlight {
+                vm: vm.to_owned(),
+                from: run.from.clone(),
+                to: run.to.clone(),
+                since_s: now - run.since,
+                last: run.last.clone(),
+            })
+            .collect();
+        Snapshot { eta_s, fraction: summary.fraction, done: summary.done, total: summary.total, in_flight }
     }
 
     fn slot(&mut self, vm: &str) -> usize {

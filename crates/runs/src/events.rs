@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use ferry_engine::{EngineEvent, RunEnd};
-use ferry_journal::RunKind;
+use ferry_journal::{AttemptKind, RunKind};
+use ferry_progress::{Board, Planned, Terminal};
 
 use crate::owners::Lost;
 
@@ -49,6 +50,28 @@ pub enum Event {
     Said(String),
     /// Something went wrong that does not stop the operation (a journal write that failed).
     Warning(String),
+}
+
+/// A board for the moves of [`Event::Driving`]: each VM with its memory, MiB.
+pub fn board_for(vms: &[(String, u64)], terminal: Terminal) -> Board {
+    Board::new(vms.iter().map(|(vm, mib)| Planned { vm: vm.clone(), memory_bytes: mib << 20 }).collect(), terminal)
+}
+
+/// Tells `board` what the engine said, `now` seconds after the run started being driven.
+pub fn show_on(board: &mut Board, event: &EngineEvent, now: f64) {
+    match event {
+        EngineEvent::Started { vm, from, to, kind } => {
+            let kind = match kind {
+                AttemptKind::Live => ferry_preview::Kind::Live,
+                AttemptKind::Cold => ferry_preview::Kind::Cold,
+            };
+            board.started(vm, from, to, kind, now);
+        }
+        EngineEvent::Phase { vm, phase } => board.phase(vm, *phase, now),
+        EngineEvent::Sample { vm, progress } => board.sample(vm, progress, now),
+        EngineEvent::Finished { vm, status, message } => board.finished(vm, *status, message, now),
+        EngineEvent::Note(note) => board.note(note, now),
+    }
 }
 
 /// Where [`Event`]s go: a function the binary gives (it prints them), or nowhere.

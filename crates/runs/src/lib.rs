@@ -15,7 +15,7 @@ pub mod cleanup;
 pub mod cluster;
 pub mod drain;
 pub mod drivers;
-mod events;
+pub mod events;
 mod execute;
 pub mod hooks;
 pub mod inputs;

@@ -13,6 +13,7 @@
 //! run: 404 with the CLI's words (and its "did you mean"); bodies over 1 MiB: 413. Each
 //! request is logged with its role.
 
+pub mod live;
 pub mod metrics;
 pub mod tokens;
 
@@ -42,8 +43,15 @@ pub const BODY_LIMIT: usize = 1 << 20;
 /// How long `POST /api/runs/{id}/abort` waits for the process driving the run to end it.
 const ABORT_WAIT: Duration = Duration::from_secs(60);
 
-/// How often an event stream looks for new events.
-const EVENTS_EVERY: Duration = Duration::from_millis(500);
+/// How often an event stream looks for new events when it found none: the most an event
+/// waits in the journal before it is sent.
+const EVENTS_EVERY: Duration = Duration::from_millis(200);
+
+/// How many events an event stream reads at a time.
+const EVENTS_PAGE: i64 = 500;
+
+/// How often an event stream sends the figures of a run this server drives.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -52,6 +60,8 @@ struct App {
     tokens: Tokens,
     /// The hosts (or the simulated fleet) previews and runs are for, when the server has one.
     cluster: Option<std::sync::Arc<Cluster>>,
+    /// The runs this process drives, with their progress.
+    live: std::sync::Arc<live::Live>,
 }
 
 /// An answer that went wrong: its status and the CLI's words for it.
@@ -77,7 +87,7 @@ impl Refusal {
 
 /// The server's routes on `journal` and `cluster`, for `tokens`.
 pub fn router(journal: Journal, tokens: Tokens, cluster: Option<Cluster>) -> Router {
-    let app = App { journal, tokens, cluster: cluster.map(std::sync::Arc::new) };
+    let app = App { journal, tokens, cluster: cluster.map(std::sync::Arc::new), live: Default::default() };
     let operate = Router::new()
         .route("/api/runs", post(start))
         .route("/api/runs/{id}/abort", post(abort))
@@ -193,7 +203,9 @@ async fn abort(State(app): State<App>, Path(id): Path<String>) -> Result<Respons
 }
 
 /// The run's journal events from the one after `Last-Event-ID`, then each new one as it is
-/// journaled, until the run has ended and every event is sent.
+/// journaled, until the run has ended and every event is sent. While this server drives the
+/// run, a `progress` event (no id: it is not in the journal) carries its board's figures
+/// every second: the ETA and each migration in flight with its last sample.
 async fn events(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -202,31 +214,68 @@ async fn events(
     let run = ferry_runs::owners::find_run(&app.journal, &id).await.map_err(|e| Refusal::of(e, true))?;
     let after: i64 =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    let state = (app.journal, run.id, after, std::collections::VecDeque::new(), false);
-    let stream = futures_util::stream::unfold(state, |(journal, run, mut after, mut queue, mut ended)| async move {
+    let follower = Follower {
+        journal: app.journal,
+        live: app.live,
+        run: run.id,
+        after,
+        queue: std::collections::VecDeque::new(),
+        ended: false,
+        progress_at: None,
+    };
+    let stream = futures_util::stream::unfold(follower, |mut follower| async move {
+        let sent = follower.next().await?;
+        Some((Ok(sent), follower))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Where an event stream is in its run's journal.
+struct Follower {
+    journal: Journal,
+    live: std::sync::Arc<live::Live>,
+    run: String,
+    /// The last event sent (its journal id).
+    after: i64,
+    queue: std::collections::VecDeque<ferry_journal::Event>,
+    /// Whether the run had ended when its events were last read.
+    ended: bool,
+    /// When the last `progress` event was sent.
+    progress_at: Option<std::time::Instant>,
+}
+
+impl Follower {
+    /// The next event to send; none once the run has ended and every event is sent.
+    async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(event) = queue.pop_front() {
-                let sent = to_sse(&event);
-                return Some((Ok(sent), (journal, run, after, queue, ended)));
+            if let Some(event) = self.queue.pop_front() {
+                return Some(to_sse(&event));
             }
-            if ended {
+            if self.ended {
                 return None;
+            }
+            if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                if let Some(snapshot) = self.live.snapshot(&self.run) {
+                    self.progress_at = Some(std::time::Instant::now());
+                    return Some(SseEvent::default().event("progress").data(json!(snapshot).to_string()));
+                }
             }
             // Whether the run had ended is read before its events: an event journaled
             // between the two reads is still sent.
-            ended = journal.run(&run).await.map(|r| r.state.is_ended()).unwrap_or(true);
-            let new: Vec<_> =
-                journal.events(&run, None).await.unwrap_or_default().into_iter().filter(|e| e.id > after).collect();
+            self.ended = self.journal.run(&self.run).await.map(|r| r.state.is_ended()).unwrap_or(true);
+            let new = self.journal.events_after(&self.run, self.after, EVENTS_PAGE).await.unwrap_or_default();
             if let Some(last) = new.last() {
-                after = last.id;
+                self.after = last.id;
+                // A full page: more may follow at once, whatever the run's state.
+                self.ended &= new.len() < EVENTS_PAGE as usize;
             }
-            queue.extend(new);
-            if queue.is_empty() && !ended {
+            let idle = new.is_empty();
+            self.queue.extend(new);
+            if idle && !self.ended {
                 tokio::time::sleep(EVENTS_EVERY).await;
             }
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    }
 }
 
 fn to_sse(event: &ferry_journal::Event) -> SseEvent {
@@ -283,6 +332,7 @@ async fn start(State(app): State<App>, headers: HeaderMap, body: String) -> Resu
         measure: false,
         wave_of: None,
     };
+    let events = app.live.watching(events);
     let running = tokio::spawn(async move { ferry_runs::start::start(run, &events).await });
     match created.await {
         Ok((run, moves, failing)) => {
@@ -307,6 +357,7 @@ async fn resume(State(app): State<App>, Path(id): Path<String>) -> Result<Respon
         ferry_runs::Event::Driving { run, .. } => Some(run),
         _ => None,
     });
+    let events = app.live.watching(events);
     let journal = app.journal.clone();
     let run = id.clone();
     let mut resuming = tokio::spawn(async move { ferry_runs::roll::resume(&journal, &run, false, &events).await });
@@ -380,6 +431,6 @@ const PLAN_BODY: &str = "request body";
 
 async fn metrics(State(app): State<App>) -> Result<Response, Refusal> {
     let text =
-        metrics::read(&app.journal).await.map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        metrics::read(&app.journal, &app.live.snapshots()).await.map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -3,27 +3,81 @@
 //!
 //! Counted over every run of the journal, at the moment of the scrape: moves by final
 //! status, moves under way by phase, and the downtime of every live attempt that switched
-//! over, as a histogram.
+//! over, as a histogram. The migrations this server drives add their transfer figures from
+//! their last progress sample, and each such run its ETA (the CLI's board's).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use ferry_journal::{Attempt, AttemptKind, Journal, JournalError, Move};
 use ferry_model::Status;
+use ferry_progress::Snapshot;
 
 /// The downtime histogram's upper bounds, seconds: from the 75 ms ferry aims at to the
 /// seconds a cold move's restart takes.
 const DOWNTIME_BUCKETS_S: [f64; 9] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
-/// The metrics of every run in `journal`.
-pub async fn read(journal: &Journal) -> Result<String, JournalError> {
+/// The metrics of every run in `journal`, and of the runs `driven` here now.
+pub async fn read(journal: &Journal, driven: &[(String, Snapshot)]) -> Result<String, JournalError> {
     let mut moves = Vec::new();
     let mut attempts = Vec::new();
     for run in journal.runs().await? {
         moves.extend(journal.moves(&run.id).await?);
         attempts.extend(journal.attempts(&run.id).await?);
     }
-    Ok(render(&moves, &attempts))
+    let mut text = render(&moves, &attempts);
+    text.push_str(&render_driven(driven));
+    Ok(text)
+}
+
+/// The figures of each migration in flight in the runs `driven` here, labelled by run, VM,
+/// source and target, and each run's ETA. Pure.
+pub fn render_driven(driven: &[(String, Snapshot)]) -> String {
+    let mut out = String::new();
+    type Figure = fn(&ferry_driver::Progress) -> u64;
+    let gauges: [(&str, &str, Figure); 4] = [
+        ("ferry_migration_data_processed_bytes", "Bytes a running migration has sent.", |p| p.transferred_bytes),
+        ("ferry_migration_data_remaining_bytes", "Bytes a running migration has still to send.", |p| {
+            p.remaining_bytes
+        }),
+        ("ferry_migration_dirty_memory_rate_bytes", "Bytes per second the guest dirties memory.", |p| {
+            p.dirty_rate_bytes_s
+        }),
+        ("ferry_migration_memory_transfer_rate_bytes", "Bytes per second the migration sends memory.", |p| {
+            p.bandwidth_bytes_s
+        }),
+    ];
+    for (name, help, figure) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (run, snapshot) in driven {
+            for m in &snapshot.in_flight {
+                if let Some(sample) = &m.last {
+                    let labels = format!(
+                        "run=\"{}\",vm=\"{}\",source=\"{}\",target=\"{}\"",
+                        escaped(run),
+                        escaped(&m.vm),
+                        escaped(&m.from),
+                        escaped(&m.to)
+                    );
+                    let _ = writeln!(out, "{name}{{{labels}}} {}", figure(sample));
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP ferry_run_eta_seconds Seconds until every move of a run this server drives is over.");
+    let _ = writeln!(out, "# TYPE ferry_run_eta_seconds gauge");
+    for (run, snapshot) in driven {
+        if let Some(eta) = snapshot.eta_s {
+            let _ = writeln!(out, "ferry_run_eta_seconds{{run=\"{}\"}} {eta:.1}", escaped(run));
+        }
+    }
+    out
+}
+
+/// A label value as the text format writes it: backslash, quote and newline escaped.
+fn escaped(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// The metrics of these moves and attempts. Pure.
