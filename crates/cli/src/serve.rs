@@ -27,13 +27,33 @@ pub struct ServeArgs {
     /// (previews only); without one that can be found, those requests say so (409).
     #[command(flatten)]
     pub cluster: ClusterArg,
+    /// Leave the runs whose controller died to an operator's `ferry resume`; by default
+    /// the server takes each over once its lease has run out and drives it to its end.
+    #[arg(long)]
+    pub no_takeover: bool,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`; keep it readable by its owner only.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
+
+/// How often the server looks for runs whose controller is gone: well inside a lease.
+const TAKEOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs `ferry serve` until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> ExitCode {
     let tokens = match Tokens::load(&args.token_file) {
         Ok(tokens) => tokens,
         Err(e) => return fail("--token-file", &e.to_string(), EXIT_BAD_INPUT),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match ferry_serve::tls::config(cert, key) {
+            Ok(config) => Some(config),
+            Err(e) => return fail("--tls-cert", &e.to_string(), EXIT_BAD_INPUT),
+        },
+        _ => None,
     };
     // A cluster given and bad is bad input; none found is a server that only reads runs.
     let cluster = match (args.cluster.location(), ferry_runs::cluster::read(args.cluster.location())) {
@@ -58,8 +78,25 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Err(e) => return fail("--listen", &format!("cannot listen on {}: {e}", args.listen), EXIT_FAILURE),
     };
     let at = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
-    println!("ferry serve: listening on http://{at} (journal {})", journal.location());
-    let served = ferry_serve::serve(listener, ferry_serve::router(journal, tokens, cluster), stopped()).await;
+    let server = ferry_serve::Server::new(journal.clone(), tokens, cluster);
+    if !args.no_takeover {
+        let server = server.clone();
+        tokio::spawn(async move { server.take_over_every(TAKEOVER_EVERY).await });
+    }
+    let served = match tls {
+        Some(config) => {
+            let listener = match ferry_serve::tls::TlsListener::new(listener, config) {
+                Ok(listener) => listener,
+                Err(e) => return fail("--listen", &e.to_string(), EXIT_FAILURE),
+            };
+            println!("ferry serve: listening on https://{at} (journal {})", journal.location());
+            ferry_serve::serve(listener, server.router(), stopped()).await
+        }
+        None => {
+            println!("ferry serve: listening on http://{at} (journal {})", journal.location());
+            ferry_serve::serve(listener, server.router(), stopped()).await
+        }
+    };
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail("serve", &e.to_string(), EXIT_FAILURE),

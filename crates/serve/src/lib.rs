@@ -15,10 +15,10 @@
 
 pub mod live;
 pub mod metrics;
+pub mod tls;
 pub mod tokens;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -33,7 +33,8 @@ use ferry_runs::cluster::Cluster;
 use ferry_runs::Events;
 use futures_util::Stream;
 use serde_json::json;
-use tracing::info;
+use ferry_journal::RunState;
+use tracing::{info, warn};
 
 pub use tokens::{Role, Tokens};
 
@@ -85,9 +86,70 @@ impl Refusal {
     }
 }
 
-/// The server's routes on `journal` and `cluster`, for `tokens`.
-pub fn router(journal: Journal, tokens: Tokens, cluster: Option<Cluster>) -> Router {
-    let app = App { journal, tokens, cluster: cluster.map(std::sync::Arc::new), live: Default::default() };
+/// A server on `journal` and `cluster`, for `tokens`.
+#[derive(Clone)]
+pub struct Server {
+    app: App,
+}
+
+impl Server {
+    /// A server of `journal`'s runs, previewing and starting runs on `cluster` when given.
+    pub fn new(journal: Journal, tokens: Tokens, cluster: Option<Cluster>) -> Server {
+        Server { app: App { journal, tokens, cluster: cluster.map(std::sync::Arc::new), live: Default::default() } }
+    }
+
+    /// Its routes.
+    pub fn router(&self) -> Router {
+        router(self.app.clone())
+    }
+
+    /// Takes over, every `every`, each running run whose controller is gone (a process of
+    /// this machine that no longer runs, or one whose lease beat last more than a lease ago)
+    /// and drives it to its end here, as `ferry resume` would: several servers on one
+    /// journal keep its runs going while one of them lives. Only runs left `running` are
+    /// taken: one an operator stopped stays stopped. Never returns.
+    pub async fn take_over_every(&self, every: Duration) {
+        let me = ferry_runs::owners::owner();
+        // The runs tried, with the owner they had: one refused (a roll in a hook) is not
+        // tried again until something about it changes.
+        let mut tried: std::collections::HashSet<(String, Option<String>)> = Default::default();
+        loop {
+            tokio::time::sleep(every).await;
+            let Ok(runs) = self.app.journal.runs().await else { continue };
+            for run in runs {
+                let orphaned = run.state == RunState::Running
+                    && run.owner.as_deref().is_some_and(|o| o != me && o != ferry_runs::drivers::SIM_OWNER)
+                    && !ferry_runs::owners::held_by_another(&run, &me);
+                if !orphaned || !tried.insert((run.id.clone(), run.owner.clone())) {
+                    continue;
+                }
+                let events = self.app.live.watching(logged(&run.id));
+                let journal = self.app.journal.clone();
+                let owner = run.owner.clone().unwrap_or_default();
+                info!(run = %run.id, %owner, "taking over a run whose controller is gone");
+                tokio::spawn(async move {
+                    match ferry_runs::roll::resume(&journal, &run.id, false, &events).await {
+                        Ok(all_succeeded) => info!(run = %run.id, all_succeeded, "run taken over and driven to its end"),
+                        Err(e) => warn!(run = %run.id, "could not take the run over: {e}"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Events of a run driven here on nobody's request: its lines go to the log.
+fn logged(run: &str) -> Events {
+    let run = run.to_owned();
+    Events::to(move |event| match event {
+        ferry_runs::Event::Said(line) => info!(%run, "{line}"),
+        ferry_runs::Event::Warning(line) => warn!(%run, "{line}"),
+        _ => {}
+    })
+}
+
+/// The routes of `app`.
+fn router(app: App) -> Router {
     let operate = Router::new()
         .route("/api/runs", post(start))
         .route("/api/runs/{id}/abort", post(abort))
@@ -97,12 +159,17 @@ pub fn router(journal: Journal, tokens: Tokens, cluster: Option<Cluster>) -> Rou
         .route("/api/runs", get(runs))
         .route("/api/runs/{id}", get(report))
         .route("/api/runs/{id}/events", get(events))
+        .route("/api/runs/{id}/html", get(report_html))
+        .route("/api/whoami", get(whoami))
         .route("/api/preview", post(preview))
         .route("/api/inventory", get(inventory))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state((app.clone(), Role::Read), authorize));
+    // The pages hold no data: their script asks the API for it, with the token.
+    let pages = Router::new().route("/", get(page)).route("/runs/{id}", get(page));
     operate
         .merge(read)
+        .merge(pages)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(refuse_large_bodies))
         .layer(middleware::from_fn_with_state(app.clone(), log_requests))
@@ -133,15 +200,18 @@ async fn refuse_large_bodies(request: Request, next: Next) -> Response {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `router` on `listener` (a [`tokio::net::TcpListener`], or a [`tls::TlsListener`])
+/// until `shutdown` completes.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 /// Lets the request through when its token's role is at least `needed`.
@@ -179,6 +249,37 @@ async fn runs(State(app): State<App>) -> Result<Response, Refusal> {
 async fn report(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
     let report = ferry_runs::reading::report(&app.journal, &id).await.map_err(|e| Refusal::of(e, true))?;
     Ok(Json(report).into_response())
+}
+
+/// The live web view: the runs list at `/`, a run's page at `/runs/{id}` (one page; its
+/// script tells them apart). Self-contained, and allowed to reach nothing but this server.
+async fn page() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+             img-src data:; frame-ancestors 'none'; form-action 'none'",
+        ),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (headers, PAGE).into_response()
+}
+
+/// The web view's one page.
+const PAGE: &str = include_str!("page.html");
+
+/// The role of the request's token, for the web view to offer what it may do.
+async fn whoami(State(app): State<App>, headers: HeaderMap) -> Response {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    Json(json!({ "role": app.tokens.role_of(given).map_or("none", Role::name) })).into_response()
+}
+
+/// `ferry report RUN --format html`, as of now: what the run page shows and refreshes.
+async fn report_html(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let report = ferry_runs::reading::report(&app.journal, &id).await.map_err(|e| Refusal::of(e, true))?;
+    let html = ferry_report::html::render(&report);
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
 async fn abort(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
