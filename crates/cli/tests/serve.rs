@@ -5,6 +5,8 @@
 //! HTTP, every guest healthy on its source.
 
 mod common;
+#[path = "common/dom.rs"]
+mod dom;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -313,19 +315,55 @@ fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
     assert_eq!(code, 201, "{body}");
     let run = json(&body)["run"].as_str().expect("a run id").to_owned();
 
-    // Followed while it runs: a move migrating in the report and in the metrics.
+    // Watched in a browser: the run page, with an operator's token.
+    let url = format!("http://127.0.0.1:{}/runs/{run}#token={OPERATE}", server.port);
+    let mut browser = dom::Browser::open_url(&url, &lab.dir);
+    let migrating = "[...document.querySelectorAll('#vms tbody tr')].some(r => r.cells[1].textContent === 'MIGRATING') \
+                     && document.querySelectorAll('#flight meter').length > 0";
+    assert!(browser.wait_until(migrating, Duration::from_secs(60)), "no migration shown: {}", page_text(&mut browser));
+    let first = seen(&mut browser);
+
+    // Scraped while it runs: a migration's remaining bytes fall, the run has an ETA.
+    let remaining = |metrics: &str| -> Vec<(String, f64)> { gauges(metrics, "ferry_migration_data_remaining_bytes") };
+    // A job's first samples, before it has sized its work, say 0 bytes remain.
+    let sending = |gauges: &[(String, f64)]| gauges.iter().any(|(_, left)| *left > 0.0);
+    let mut before = remaining(&server.get("/metrics", Some(READ)).1);
     let waited = std::time::Instant::now();
-    loop {
-        let report = json(&server.get(&format!("/api/runs/{run}"), Some(READ)).1);
-        if report["moves"].as_array().is_some_and(|m| m.iter().any(|m| m["status"] == "MIGRATING")) {
-            break;
-        }
-        assert!(waited.elapsed() < Duration::from_secs(60), "nothing started: {report:#}");
-        std::thread::sleep(Duration::from_millis(250));
+    while !sending(&before) && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+        before = remaining(&server.get("/metrics", Some(READ)).1);
     }
-    std::thread::sleep(Duration::from_secs(2));
-    let (_, metrics) = server.get("/metrics", Some(READ));
+    assert!(sending(&before), "no migration sending in the metrics: {before:?}");
+    let falling = |after: &[(String, f64)]| {
+        before.iter().any(|(vm, left)| *left > 0.0 && after.iter().any(|(again, now)| again == vm && now < left))
+    };
+    let mut metrics = String::new();
+    let waited = std::time::Instant::now();
+    while !falling(&remaining(&metrics)) && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_secs(1));
+        metrics = server.get("/metrics", Some(READ)).1;
+    }
+    assert!(falling(&remaining(&metrics)), "remaining bytes did not fall: {before:?} then {metrics}");
     assert!(metrics.contains("ferry_migrations_in_phase{phase="), "{metrics}");
+    assert!(!gauges(&metrics, "ferry_run_eta_seconds").is_empty(), "no ETA: {metrics}");
+    for name in ["ferry_migration_data_processed_bytes", "ferry_migration_memory_transfer_rate_bytes"] {
+        assert!(!gauges(&metrics, name).is_empty(), "no {name}: {metrics}");
+    }
+
+    // The page moved on by itself: a transfer's bar grew, the report was fetched again and
+    // its timeline reaches a later now; then a screenshot of it.
+    let second = seen(&mut browser);
+    assert!(second.refreshes > first.refreshes, "the report was not refreshed: {first:?} then {second:?}");
+    // The timeline spans the run so far: its "now" moved on, its running bars with it.
+    assert!(!second.bars.is_empty(), "no bar on the timeline");
+    assert!(second.now != first.now, "the timeline did not move: {:?}", second.now);
+    let rose = second.meters.iter().any(|(vm, v)| first.meters.iter().any(|(m, was)| m == vm && v > was));
+    assert!(rose, "no transfer rose: {:?} then {:?}", first.meters, second.meters);
+    assert!(second.eta.starts_with("ETA "), "{second:?}");
+    // Kept after the test, for a person to look at.
+    let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-run-page.png");
+    let size = browser.screenshot(&png);
+    assert!(size > 20_000, "a screenshot of a page, not of a blank: {size} bytes");
 
     // Aborted over HTTP: the running migrations are cancelled, the guests stay home.
     let (code, body) = server.request("POST", &format!("/api/runs/{run}/abort"), Some(OPERATE), &[], b"");
@@ -335,6 +373,11 @@ fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
     let statuses: Vec<&str> =
         report["moves"].as_array().expect("moves").iter().filter_map(|m| m["status"].as_str()).collect();
     assert!(statuses.iter().all(|s| *s == "ABORTED"), "{statuses:?}");
+    // The page follows: every row aborted, the stream ended.
+    let aborted = "document.body.dataset.ended === 'true' && \
+                   [...document.querySelectorAll('#vms tbody tr')].every(r => r.cells[1].textContent === 'ABORTED')";
+    assert!(browser.wait_until(aborted, Duration::from_secs(30)), "the page did not follow: {}", page_text(&mut browser));
+    drop(browser);
     let (_, events) = server.get(&format!("/api/runs/{run}/events"), Some(READ));
     assert!(events.contains("event: status"), "{events}");
     assert!(events.contains("abort"), "{events}");
@@ -348,4 +391,61 @@ fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
         assert_eq!(&on["running_on"], home, "{vm} is home: {on:#}");
     }
     lab.check_ok();
+}
+
+/// What the run page shows at one moment.
+#[derive(Debug)]
+struct Seen {
+    /// How many times it fetched the report.
+    refreshes: u64,
+    /// Each timeline bar (its attempt) and its width.
+    bars: Vec<(String, f64)>,
+    /// Each migration in flight and the bytes its meter shows sent.
+    meters: Vec<(String, f64)>,
+    /// The ETA line.
+    eta: String,
+    /// The timeline's "now" label.
+    now: String,
+}
+
+fn seen(browser: &mut dom::Browser) -> Seen {
+    let value = browser.eval(
+        "({refreshes: Number(document.body.dataset.refreshes || 0),
+           bars: [...document.querySelectorAll('.lanes rect')].map(r => [r.getAttribute('data-a') + '@' + (r.closest('[data-host]') || r).getAttribute('data-host'), Number(r.getAttribute('width'))]),
+           meters: [...document.querySelectorAll('#flight meter')].map(m => [m.previousSibling.previousSibling.textContent, m.value]),
+           eta: document.getElementById('eta').textContent,
+           now: (document.querySelector('.axis .now') || {textContent: ''}).textContent})",
+    );
+    let pairs = |key: &str| -> Vec<(String, f64)> {
+        value[key]
+            .as_array()
+            .expect("pairs")
+            .iter()
+            .map(|p| (p[0].as_str().unwrap_or_default().to_owned(), p[1].as_f64().unwrap_or(0.0)))
+            .collect()
+    };
+    Seen {
+        refreshes: value["refreshes"].as_u64().unwrap_or(0),
+        bars: pairs("bars"),
+        meters: pairs("meters"),
+        eta: value["eta"].as_str().unwrap_or_default().to_owned(),
+        now: value["now"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+fn page_text(browser: &mut dom::Browser) -> String {
+    browser.eval("document.body.innerText").as_str().unwrap_or_default().to_owned()
+}
+
+/// Each sample of gauge `name` in Prometheus text: its labels and value.
+fn gauges(metrics: &str, name: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{'))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once(' ')?;
+            Some((labels.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }

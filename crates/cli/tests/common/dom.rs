@@ -354,6 +354,11 @@ impl Browser {
     /// Starts Chromium (a fresh profile under `scratch`, a 1280×900 window) and opens
     /// `page`; returns once its load event fired.
     pub fn open(page: &Path, scratch: &Path) -> Browser {
+        Browser::open_url(&format!("file://{}", page.display()), scratch)
+    }
+
+    /// Starts Chromium as [`Browser::open`] does and opens `url`.
+    pub fn open_url(url: &str, scratch: &Path) -> Browser {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
 
@@ -369,11 +374,14 @@ impl Browser {
             .arg(format!("--user-data-dir={}", profile.display()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        // SAFETY: between fork and exec the closure only calls dup2, which is
-        // async-signal-safe; dup2 clears close-on-exec on the new descriptors.
+        // SAFETY: between fork and exec the closure only calls fcntl and dup2, which are
+        // async-signal-safe. Both ends are first copied above 10: a pipe end that already
+        // is 3 or 4 would keep its close-on-exec through dup2 onto itself, or be
+        // overwritten by the other's dup2; dup2 clears close-on-exec on the new descriptors.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(read_fd, 3) < 0 || libc::dup2(write_fd, 4) < 0 {
+                let (reads, writes) = (libc::fcntl(read_fd, libc::F_DUPFD, 10), libc::fcntl(write_fd, libc::F_DUPFD, 10));
+                if reads < 0 || writes < 0 || libc::dup2(reads, 3) < 0 || libc::dup2(writes, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -391,7 +399,6 @@ impl Browser {
         );
         browser.session = attached["sessionId"].as_str().expect("a session").to_owned();
         browser.call("Page.enable", serde_json::json!({}), None);
-        let url = format!("file://{}", page.display());
         browser.call("Page.navigate", serde_json::json!({ "url": url }), Some("Page.loadEventFired"));
         browser
     }
@@ -405,6 +412,30 @@ impl Browser {
         );
         assert!(result.get("exceptionDetails").is_none(), "{expression}: {result}");
         result["result"]["value"].clone()
+    }
+
+    /// Evaluates `expression` every 200 ms until it is true, for up to `limit`; whether it
+    /// became true.
+    pub fn wait_until(&mut self, expression: &str, limit: std::time::Duration) -> bool {
+        let waited = std::time::Instant::now();
+        while waited.elapsed() < limit {
+            if self.eval(expression) == serde_json::json!(true) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        false
+    }
+
+    /// A PNG of the page as it is now, written to `png`; its size in bytes.
+    pub fn screenshot(&mut self, png: &Path) -> usize {
+        use base64::Engine;
+
+        let shot = self.call("Page.captureScreenshot", serde_json::json!({ "format": "png" }), None);
+        let data = shot["data"].as_str().expect("the screenshot's data");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).expect("base64");
+        std::fs::write(png, &bytes).expect("write the screenshot");
+        bytes.len()
     }
 
     /// Sends one command (to the page's session once there is one) and reads until its
