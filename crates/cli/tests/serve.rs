@@ -33,9 +33,14 @@ struct Server {
 
 impl Server {
     fn start(state: &Path, tokens: &Path, cluster: &str) -> Server {
+        Server::start_with(state, tokens, cluster, &[])
+    }
+
+    fn start_with(state: &Path, tokens: &Path, cluster: &str, more: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["serve", "--listen", "127.0.0.1:0", "--token-file", path(tokens), "--state", path(state)])
             .args(["--cluster", cluster])
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -43,7 +48,7 @@ impl Server {
         let mut first = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("its first line");
         let port = first
-            .split("http://127.0.0.1:")
+            .split("://127.0.0.1:")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|p| p.parse().ok())
@@ -90,6 +95,23 @@ impl Server {
     fn get(&self, target: &str, token: Option<&str>) -> (u16, String) {
         self.request("GET", target, token, &[], b"")
     }
+
+    /// The response head of a GET, header names in lower case.
+    fn head(&self, target: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        let ask = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(ask.as_bytes()).expect("sends");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+        head.lines()
+            .map(|l| match l.split_once(':') {
+                Some((name, value)) => format!("{}:{value}\n", name.to_ascii_lowercase()),
+                None => format!("{l}\n"),
+            })
+            .collect()
+    }
 }
 
 impl Drop for Server {
@@ -120,8 +142,9 @@ fn json(text: &str) -> Value {
 
 /// A test directory with a journal filled by a simulated drain, a token file and the fleet
 /// (as `--cluster`).
-fn setup() -> (PathBuf, PathBuf, String, String) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve");
+/// A journal with one simulated drain, tokens, and the fleet, in a directory of `test`'s own.
+fn setup(test: &str) -> (PathBuf, PathBuf, String, String) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve").join(test);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a test directory");
     let fleet = dir.join("fleet.toml");
@@ -139,7 +162,7 @@ fn setup() -> (PathBuf, PathBuf, String, String) {
 
 #[test]
 fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
-    let (state, tokens, run, cluster) = setup();
+    let (state, tokens, run, cluster) = setup("endpoints");
     let server = Server::start(&state, &tokens, &cluster);
 
     // Runs and a report: the CLI's very JSON.
@@ -237,6 +260,26 @@ fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
     assert_eq!(json(&server.get("/api/runs", Some(READ)).1), runs_before, "nothing started");
     assert_eq!(server.request("POST", "/api/preview", None, &[], plan.as_bytes()).0, 401);
 
+    // The web view: its page needs no token (it holds no data) and may reach nothing but
+    // this server; its script learns the token's role and fetches the report as HTML.
+    for page in ["/".to_owned(), format!("/runs/{run}")] {
+        let (code, body) = server.get(&page, None);
+        assert_eq!(code, 200, "{page}");
+        assert!(body.starts_with("<!doctype html>") && body.contains("/api/runs/"), "{page}: {body}");
+    }
+    let head = server.head("/");
+    assert!(head.contains("content-security-policy: default-src 'none'"), "{head}");
+    assert_eq!(json(&server.get("/api/whoami", Some(READ)).1)["role"], "read");
+    assert_eq!(json(&server.get("/api/whoami", Some(OPERATE)).1)["role"], "operate");
+    assert_eq!(server.get("/api/whoami", None).0, 401);
+    let (code, html) = server.get(&format!("/api/runs/{run}/html"), Some(READ));
+    assert_eq!(code, 200);
+    let cli = ferry(&["report", &run, "--state", path(&state), "--format", "html"]);
+    let title = |page: &str| page.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).map(str::to_owned);
+    assert_eq!(title(&html), title(&String::from_utf8_lossy(&cli.stdout)), "the CLI's HTML report");
+    assert!(html.contains(&format!("<section id=\"moves\"><h2>VMs <span class=\"count\">{moves}</span>")));
+    assert_eq!(server.get(&format!("/api/runs/{run}/html"), None).0, 401);
+
     // The inventory: `ferry inventory --output json`.
     let (code, body) = server.get("/api/inventory", Some(READ));
     assert_eq!(code, 200, "{body}");
@@ -254,6 +297,64 @@ fn every_endpoint_answers_as_the_cli_does_and_refuses_what_it_must() {
     ] {
         assert!(log.contains(&line), "{line} not in:\n{log}");
     }
+}
+
+#[test]
+fn https_with_the_certificate_given_and_nothing_in_plain_text() {
+    let (state, tokens, run, cluster) = setup("https");
+    let dir = state.parent().expect("a directory").to_owned();
+    // A certificate for 127.0.0.1 from a CA of the test's own, as an operator's would be.
+    let ca_key = rcgen::KeyPair::generate().expect("a key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "ferry test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("a CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("a certificate");
+    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&ca_pem, ca_cert.pem()).expect("write");
+    std::fs::write(&cert_pem, cert.pem()).expect("write");
+    std::fs::write(&key_pem, key.serialize_pem()).expect("write");
+
+    // A key given as the certificate: exit 2, the file named, nothing listening.
+    let out = ferry(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        path(&tokens),
+        "--state",
+        path(&state),
+        "--tls-cert",
+        path(&key_pem),
+        "--tls-key",
+        path(&key_pem),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("key.pem: no certificate in it"), "{said}");
+
+    let server =
+        Server::start_with(&state, &tokens, &cluster, &["--tls-cert", path(&cert_pem), "--tls-key", path(&key_pem)]);
+    let url = format!("https://127.0.0.1:{}/api/runs/{run}", server.port);
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "10"])
+            .args(args)
+            .output()
+            .expect("curl runs")
+    };
+    let out = curl(&["--cacert", path(&ca_pem), "-H", &format!("Authorization: Bearer {READ}"), &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&String::from_utf8_lossy(&out.stdout))["run"]["id"], run.as_str());
+    // Without the CA the certificate is not trusted; plain HTTP gets no answer.
+    assert!(!curl(&[&url]).status.success(), "a certificate of an unknown CA was trusted");
+    let plain = server.get(&format!("/api/runs/{run}"), Some(READ));
+    assert_eq!(plain.0, 0, "plain HTTP answered: {plain:?}");
 }
 
 #[test]
@@ -318,7 +419,8 @@ fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
     // Watched in a browser: the run page, with an operator's token.
     let url = format!("http://127.0.0.1:{}/runs/{run}#token={OPERATE}", server.port);
     let mut browser = dom::Browser::open_url(&url, &lab.dir);
-    let migrating = "[...document.querySelectorAll('#vms tbody tr')].some(r => r.cells[1].textContent === 'MIGRATING') \
+    let migrating =
+        "[...document.querySelectorAll('#vms tbody tr')].some(r => r.cells[1].textContent === 'MIGRATING') \
                      && document.querySelectorAll('#flight meter').length > 0";
     assert!(browser.wait_until(migrating, Duration::from_secs(60)), "no migration shown: {}", page_text(&mut browser));
     let first = seen(&mut browser);
@@ -376,7 +478,11 @@ fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
     // The page follows: every row aborted, the stream ended.
     let aborted = "document.body.dataset.ended === 'true' && \
                    [...document.querySelectorAll('#vms tbody tr')].every(r => r.cells[1].textContent === 'ABORTED')";
-    assert!(browser.wait_until(aborted, Duration::from_secs(30)), "the page did not follow: {}", page_text(&mut browser));
+    assert!(
+        browser.wait_until(aborted, Duration::from_secs(30)),
+        "the page did not follow: {}",
+        page_text(&mut browser)
+    );
     drop(browser);
     let (_, events) = server.get(&format!("/api/runs/{run}/events"), Some(READ));
     assert!(events.contains("event: status"), "{events}");

@@ -29,11 +29,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_journal::Journal;
+use ferry_journal::RunState;
 use ferry_runs::cluster::Cluster;
 use ferry_runs::Events;
 use futures_util::Stream;
 use serde_json::json;
-use ferry_journal::RunState;
 use tracing::{info, warn};
 
 pub use tokens::{Role, Tokens};
@@ -129,7 +129,9 @@ impl Server {
                 info!(run = %run.id, %owner, "taking over a run whose controller is gone");
                 tokio::spawn(async move {
                     match ferry_runs::roll::resume(&journal, &run.id, false, &events).await {
-                        Ok(all_succeeded) => info!(run = %run.id, all_succeeded, "run taken over and driven to its end"),
+                        Ok(all_succeeded) => {
+                            info!(run = %run.id, all_succeeded, "run taken over and driven to its end")
+                        }
                         Err(e) => warn!(run = %run.id, "could not take the run over: {e}"),
                     }
                 });
@@ -531,7 +533,8 @@ async fn inventory(State(app): State<App>) -> Result<Response, Refusal> {
 const PLAN_BODY: &str = "request body";
 
 async fn metrics(State(app): State<App>) -> Result<Response, Refusal> {
-    let text =
-        metrics::read(&app.journal, &app.live.snapshots()).await.map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let text = metrics::read(&app.journal, &app.live.snapshots())
+        .await
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

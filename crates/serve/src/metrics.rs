@@ -37,9 +37,7 @@ pub fn render_driven(driven: &[(String, Snapshot)]) -> String {
     type Figure = fn(&ferry_driver::Progress) -> u64;
     let gauges: [(&str, &str, Figure); 4] = [
         ("ferry_migration_data_processed_bytes", "Bytes a running migration has sent.", |p| p.transferred_bytes),
-        ("ferry_migration_data_remaining_bytes", "Bytes a running migration has still to send.", |p| {
-            p.remaining_bytes
-        }),
+        ("ferry_migration_data_remaining_bytes", "Bytes a running migration has still to send.", |p| p.remaining_bytes),
         ("ferry_migration_dirty_memory_rate_bytes", "Bytes per second the guest dirties memory.", |p| {
             p.dirty_rate_bytes_s
         }),

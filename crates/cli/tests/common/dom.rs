@@ -380,7 +380,8 @@ impl Browser {
         // overwritten by the other's dup2; dup2 clears close-on-exec on the new descriptors.
         unsafe {
             command.pre_exec(move || {
-                let (reads, writes) = (libc::fcntl(read_fd, libc::F_DUPFD, 10), libc::fcntl(write_fd, libc::F_DUPFD, 10));
+                let (reads, writes) =
+                    (libc::fcntl(read_fd, libc::F_DUPFD, 10), libc::fcntl(write_fd, libc::F_DUPFD, 10));
                 if reads < 0 || writes < 0 || libc::dup2(reads, 3) < 0 || libc::dup2(writes, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
