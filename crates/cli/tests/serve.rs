@@ -37,14 +37,35 @@ impl Server {
     }
 
     fn start_with(state: &Path, tokens: &Path, cluster: &str, more: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--token-file", path(tokens), "--state", path(state)])
+        Server::spawn(path(state), tokens, cluster, more, None)
+    }
+
+    /// A server on journal `state`; with `host`, in a UTS namespace of its own named so: a
+    /// controller on another machine to the ferries of this one.
+    fn spawn(state: &str, tokens: &Path, cluster: &str, more: &[&str], host: Option<&'static str>) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--token-file", path(tokens), "--state", state])
             .args(["--cluster", cluster])
             .args(more)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ferry serve starts");
+            .stderr(Stdio::piped());
+        if let Some(host) = host {
+            // SAFETY: unshare(2) and sethostname(2) are system calls, safe between fork and
+            // exec; the closure touches only the static name.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::unshare(libc::CLONE_NEWUTS) != 0
+                        || libc::sethostname(host.as_ptr().cast(), host.len()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("ferry serve starts");
         let mut first = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("its first line");
         let port = first
@@ -389,7 +410,7 @@ fn a_token_file_others_can_read_or_that_holds_no_token_is_refused() {
 }
 
 #[test]
-fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
+fn on_the_lab_a_drain_over_http_is_watched_aborted_and_taken_over_by_a_second_server() {
     let lab = common::TestLab::up("serve-lab", 4_500, &["--hosts", "2", "--vms", "3", "--mem", "256", "--dirty", "4"]);
     let vms = ["vm-1", "vm-2", "vm-3"];
     let home: Vec<serde_json::Value> = vms.iter().map(|vm| lab.vm_status(vm)["running_on"].clone()).collect();
@@ -497,6 +518,75 @@ fn a_drain_started_over_http_is_followed_and_aborted_over_http_on_the_lab() {
         assert_eq!(&on["running_on"], home, "{vm} is home: {on:#}");
     }
     lab.check_ok();
+    drop(server);
+
+    // Two servers on one PostgreSQL journal, the second as if on another machine: the
+    // first starts a drain and is killed (-9) in its transfers; the second shows the run
+    // meanwhile, takes it over once the lease has run out, and finishes it.
+    let postgres = ferry_pgtest::Server::start().expect("a PostgreSQL server (scripts/setup installs it)");
+    let shared = postgres.url(ferry_pgtest::DATABASE);
+    let first = Server::spawn(&shared, &tokens, path(&cluster), &[], None);
+    let second = Server::spawn(&shared, &tokens, path(&cluster), &[], Some("ctl-2"));
+    let (code, body) = first.request("POST", "/api/runs", Some(OPERATE), &[], drain.as_bytes());
+    assert_eq!(code, 201, "{body}");
+    let run = json(&body)["run"].as_str().expect("a run id").to_owned();
+    let waited = std::time::Instant::now();
+    // Killed once its migrations are sending: libvirt carries them on without it.
+    let sending = || {
+        gauges(&first.get("/metrics", Some(READ)).1, "ferry_migration_data_processed_bytes")
+            .iter()
+            .any(|(_, b)| *b > 0.0)
+    };
+    while !sending() {
+        assert!(waited.elapsed() < Duration::from_secs(60), "nothing sent");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut first = first;
+    common::kill9(first.child.id());
+    let _ = first.child.wait();
+    let killed = std::time::Instant::now();
+    let listed = json(&second.get("/api/runs", Some(READ)).1);
+    let owner =
+        listed.as_array().and_then(|runs| runs.iter().find(|r| r["id"] == run.as_str())).map(|r| r["owner"].clone());
+    assert!(owner.as_ref().and_then(|o| o.as_str()).is_some_and(|o| !o.starts_with("ctl-2:")), "{listed:#}");
+    let report = loop {
+        let report = json(&second.get(&format!("/api/runs/{run}"), Some(READ)).1);
+        if report["run"]["state"] == "finished" {
+            break report;
+        }
+        let log = second.log.lock().expect("log").clone();
+        assert!(killed.elapsed() < Duration::from_secs(180), "not taken over: {report:#}\n{log}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let took_over = killed.elapsed();
+    assert!(report["run"]["owner"].as_str().is_some_and(|o| o.starts_with("ctl-2:")), "{report:#}");
+    let statuses: Vec<&str> =
+        report["moves"].as_array().expect("moves").iter().filter_map(|m| m["status"].as_str()).collect();
+    assert!(statuses.iter().all(|s| *s == "SUCCESS"), "{statuses:?}");
+    let log = second.log.lock().expect("log").clone();
+    assert!(log.contains("taking over a run whose controller is gone"), "{log}");
+    // The migrations the killed server started went on in libvirt: adopted, not redone.
+    let attempts = report["summary"]["attempts"].as_u64();
+    assert_eq!(attempts, Some(statuses.len() as u64), "one attempt a move: {report:#}");
+    eprintln!("taken over and finished {:.1} s after the kill", took_over.as_secs_f64());
+    for vm in vms {
+        assert_eq!(lab.vm_status(vm)["running_on"], serde_json::json!(["host-b"]), "{vm}");
+    }
+    // A move keeps the disk it copied from on its source (rollback's way home).
+    let kept: Vec<(String, String)> = report["moves"]
+        .as_array()
+        .expect("moves")
+        .iter()
+        .map(|m| {
+            (
+                m["source"].as_str().unwrap_or_default().to_owned(),
+                format!("{}.qcow2", m["vm"].as_str().unwrap_or_default()),
+            )
+        })
+        .collect();
+    lab.assert_each_vm_once_and_no_stray_volume(&kept, &|| report.to_string());
+    lab.check_ok();
+    drop((second, postgres));
 }
 
 /// What the run page shows at one moment.
