@@ -107,7 +107,7 @@ impl Records {
             finished_ms: state.is_ended().then_some(T0 + 100_000),
             generation: 3,
         };
-        build_report(&run, &self.moves, &self.attempts, &self.events, planned, T0 + 100_000)
+        build_report(&run, &self.moves, &self.attempts, self.events.clone(), planned, T0 + 100_000)
     }
 }
 

@@ -187,7 +187,7 @@ fn stopped_roll() -> (Run, Vec<Event>, Vec<WaveRecords>) {
 }
 
 fn report_of(roll: &Run, events: &[Event], waves: &[WaveRecords], now_ms: i64) -> Report {
-    let mut report = build_report(roll, &[], &[], events, Planned::default(), now_ms);
+    let mut report = build_report(roll, &[], &[], events.to_vec(), Planned::default(), now_ms);
     report.roll = Some(roll_view(events, waves));
     report
 }
@@ -338,7 +338,7 @@ fn the_json_report_has_the_roll_typed() {
         })
     );
     // A run that is no roll has no such key.
-    let plain = build_report(&roll, &[], &[], &[], Planned::default(), T0);
+    let plain = build_report(&roll, &[], &[], Vec::new(), Planned::default(), T0);
     assert!(serde_json::to_value(plain).expect("serialises").get("roll").is_none());
 }
 

@@ -270,7 +270,14 @@ fn sample_report() -> Report {
         ev(3, "web-2", 1_000, EventKind::Attempt, "attempt 1 (live) to host-b started"),
         ev(4, "web-2", 21_500, EventKind::Status, "FAILURE-WAIT: did not converge"),
     ];
-    build_report(&run(RunState::Finished, None), &moves, &[live, stuck], &events, Planned::default(), T0 + 90_000)
+    build_report(
+        &run(RunState::Finished, None),
+        &moves,
+        &[live, stuck],
+        events.to_vec(),
+        Planned::default(),
+        T0 + 90_000,
+    )
 }
 
 #[test]
@@ -435,7 +442,7 @@ fn a_report_tells_the_runs_hooks_with_their_output_and_its_legs() {
     let mut hook = ev(1, "web-1", 5_000, EventKind::Message, "drain hook on host-a: `upgrade` exited 0 after 1.0 s");
     hook.uuid = None;
     hook.data = Some(json!({"hook": "drain", "stdout": "a\nb\nc\nd\ne\nf\n", "stderr": "warning: x\n"}));
-    let mut report = build_report(&drain, &moves, &[], &[hook], Planned::default(), T0 + 60_000);
+    let mut report = build_report(&drain, &moves, &[], vec![hook], Planned::default(), T0 + 60_000);
     let back = Run {
         id: "r-20261123-203021-cd34".into(),
         kind: RunKind::Rollback,
@@ -479,7 +486,7 @@ fn a_rolls_report_names_its_waves_and_a_waves_names_its_roll() {
     let of_wave = legs(&wave, &all, |_| Vec::new(), T0);
     let relations: Vec<_> = of_wave.iter().map(|l| (l.relation, l.run.id.as_str())).collect();
     assert_eq!(relations, [("part-of", roll.id.as_str()), ("undone-by", back.id.as_str())]);
-    let mut report = build_report(&roll, &[], &[], &[], Planned::default(), T0);
+    let mut report = build_report(&roll, &[], &[], Vec::new(), Planned::default(), T0);
     report.legs = of_roll;
     assert!(format_report(&report).contains(&format!("\nwave run {} (drain)", wave.id)), "{}", format_report(&report));
 }

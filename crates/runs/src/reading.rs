@@ -50,8 +50,13 @@ pub async fn report(journal: &Journal, id: &str) -> Result<Report, Error> {
     let planned = RunDocument::read(&run.id, &journal.run_documents(&run.id).await.map_err(failed)?)
         .map(|(document, cluster)| planned(&document, &cluster, &moves))
         .unwrap_or_default();
-    let mut report = build_report(&run, &moves, &attempts, &events, planned, now_ms());
     let all = journal.runs().await.map_err(failed)?;
+    let roll = match run.kind {
+        RunKind::Roll => Some(roll_view(&events, &roll_waves(journal, &run, &all).await?)),
+        _ => None,
+    };
+    let mut report = build_report(&run, &moves, &attempts, events, planned, now_ms());
+    report.roll = roll;
     let mut linked = std::collections::HashMap::new();
     for r in all
         .iter()
@@ -60,9 +65,6 @@ pub async fn report(journal: &Journal, id: &str) -> Result<Report, Error> {
         linked.insert(r.id.clone(), journal.moves(&r.id).await.map_err(failed)?);
     }
     report.legs = legs(&run, &all, |id| linked.remove(id).unwrap_or_default(), now_ms());
-    if run.kind == RunKind::Roll {
-        report.roll = Some(roll_view(&events, &roll_waves(journal, &run, &all).await?));
-    }
     Ok(report)
 }
 
