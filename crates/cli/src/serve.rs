@@ -44,6 +44,7 @@ const TAKEOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs `ferry serve` until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> ExitCode {
+    one_malloc_arena();
     let tokens = match Tokens::load(&args.token_file) {
         Ok(tokens) => tokens,
         Err(e) => return fail("--token-file", &e.to_string(), EXIT_BAD_INPUT),
@@ -112,6 +113,19 @@ async fn stopped() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// A report of a big run is tens of MiB of short-lived records, built on whichever worker
+/// thread takes the request; with glibc's arena per thread, what one request freed stayed in
+/// its thread's arena while the next grew another. One arena: the server's peak on a
+/// 3,049-move run's report, five reads, fell from 262 to 155 MiB (`ferry serve`'s requests are few; the
+/// lock they share costs nothing measurable).
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; called before the server's threads
+    // allocate much, and valid at any time.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

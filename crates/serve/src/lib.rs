@@ -45,8 +45,8 @@ pub const BODY_LIMIT: usize = 1 << 20;
 const ABORT_WAIT: Duration = Duration::from_secs(60);
 
 /// How often an event stream looks for new events when it found none: the most an event
-/// waits in the journal before it is sent.
-const EVENTS_EVERY: Duration = Duration::from_millis(200);
+/// waits in the journal before it is sent. A look is one indexed query.
+const EVENTS_EVERY: Duration = Duration::from_millis(50);
 
 /// How many events an event stream reads at a time.
 const EVENTS_PAGE: i64 = 500;
@@ -183,8 +183,11 @@ async fn log_requests(State(app): State<App>, request: Request, next: Next) -> R
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let role = app.tokens.role_of(given).map_or("none", Role::name);
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    info!(role, %method, %path, status = response.status().as_u16(), "request");
+    // Until the answer's head is ready: a stream's body goes on after.
+    let ms = started.elapsed().as_millis() as u64;
+    info!(role, %method, %path, status = response.status().as_u16(), ms, "request");
     response
 }
 
@@ -279,8 +282,14 @@ async fn whoami(State(app): State<App>, headers: HeaderMap) -> Response {
 
 /// `ferry report RUN --format html`, as of now: what the run page shows and refreshes.
 async fn report_html(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Refusal> {
+    let started = std::time::Instant::now();
     let report = ferry_runs::reading::report(&app.journal, &id).await.map_err(|e| Refusal::of(e, true))?;
-    let html = ferry_report::html::render(&report);
+    let read_ms = started.elapsed().as_millis() as u64;
+    // A 10,000-VM page takes a while to write: not on a worker that event streams share.
+    let html = tokio::task::spawn_blocking(move || ferry_report::html::render(&report))
+        .await
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering failed: {e}")))?;
+    tracing::debug!(run = %id, read_ms, render_ms = started.elapsed().as_millis() as u64 - read_ms, "report page");
     Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
@@ -363,20 +372,21 @@ impl Follower {
                     return Some(SseEvent::default().event("progress").data(json!(snapshot).to_string()));
                 }
             }
-            // Whether the run had ended is read before its events: an event journaled
-            // between the two reads is still sent.
-            self.ended = self.journal.run(&self.run).await.map(|r| r.state.is_ended()).unwrap_or(true);
             let new = self.journal.events_after(&self.run, self.after, EVENTS_PAGE).await.unwrap_or_default();
-            if let Some(last) = new.last() {
-                self.after = last.id;
-                // A full page: more may follow at once, whatever the run's state.
-                self.ended &= new.len() < EVENTS_PAGE as usize;
+            if new.is_empty() {
+                // Nothing new: has the run ended? Then one more read takes what was journaled
+                // before it ended and after the read above, and the stream ends.
+                self.ended = self.journal.run(&self.run).await.map(|r| r.state.is_ended()).unwrap_or(true);
+                if !self.ended {
+                    tokio::time::sleep(EVENTS_EVERY).await;
+                    continue;
+                }
+                let last = self.journal.events_after(&self.run, self.after, i64::MAX).await.unwrap_or_default();
+                self.queue.extend(last);
+                continue;
             }
-            let idle = new.is_empty();
+            self.after = new.last().map_or(self.after, |e| e.id);
             self.queue.extend(new);
-            if idle && !self.ended {
-                tokio::time::sleep(EVENTS_EVERY).await;
-            }
         }
     }
 }
