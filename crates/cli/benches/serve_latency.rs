@@ -18,7 +18,8 @@
 //!
 //! Goals: p99 under 500 ms, peak memory under 300 MiB.
 //!
-//! `cargo bench -p ferry --bench serve_latency [-- HOSTS]`. No lab: the simulator, the
+//! `cargo bench -p ferry --bench serve_latency [-- HOSTS]`; `FERRY_BENCH_SERVE_LOG=FILE`
+//! keeps the server's log (each request and how long it took). No lab: the simulator, the
 //! server and Chromium.
 
 #[path = "../tests/common/dom.rs"]
@@ -112,7 +113,11 @@ fn main() {
     let missed = written.iter().filter(|(id, _)| !received.contains_key(id)).count();
     latencies.sort_by(f64::total_cmp);
     let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    println!("run: {run_s:.1} s of wall time, {} events, {} counted after the page opened", written.len(), latencies.len());
+    println!(
+        "run: {run_s:.1} s of wall time, {} events, {} counted after the page opened",
+        written.len(),
+        latencies.len()
+    );
     println!("page: the report refreshed {refreshes} times; {missed} events never reached it");
     println!();
     println!("| figure | value | goal |");
@@ -130,7 +135,11 @@ fn serve(state: &Path, tokens: &Path, cluster: &str) -> (Child, u16) {
     let mut server = ferry(&["serve", "--listen", "127.0.0.1:0", "--token-file", path(tokens), "--state", path(state)])
         .args(["--cluster", cluster])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("FERRY_BENCH_SERVE_LOG") {
+            Some(log) => Stdio::from(std::fs::File::create(log).expect("the server's log")),
+            None => Stdio::null(),
+        })
+        .env("RUST_LOG", "ferry_serve=debug")
         .spawn()
         .expect("ferry serve");
     let first = first_line(server.stdout.take().expect("stdout"));

@@ -433,6 +433,12 @@ fn on_the_lab_a_drain_over_http_is_watched_aborted_and_taken_over_by_a_second_se
     let drain =
         "[plan]\nname = \"drain host-a\"\n[limits]\ncluster = 2\n[[drain]]\nhost = \"host-a\"\nto = \"host-b\"\n";
     assert_eq!(server.request("POST", "/api/runs", Some(READ), &[], drain.as_bytes()).0, 403);
+    // A plan that does not resolve: 400 with the CLI's message, nothing journaled.
+    let bad = "[[move]]\nvm = \"vm-9\"\nto = \"host-b\"\n";
+    let (code, body) = server.request("POST", "/api/runs", Some(OPERATE), &[], bad.as_bytes());
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("request body:2: vm: no VM vm-9"), "{body}");
+    assert_eq!(json(&server.get("/api/runs", Some(READ)).1), serde_json::json!([]), "nothing started");
     let (code, body) = server.request("POST", "/api/runs", Some(OPERATE), &[], drain.as_bytes());
     assert_eq!(code, 201, "{body}");
     let run = json(&body)["run"].as_str().expect("a run id").to_owned();
@@ -488,10 +494,13 @@ fn on_the_lab_a_drain_over_http_is_watched_aborted_and_taken_over_by_a_second_se
     let size = browser.screenshot(&png);
     assert!(size > 20_000, "a screenshot of a page, not of a blank: {size} bytes");
 
-    // Aborted over HTTP: the running migrations are cancelled, the guests stay home.
-    let (code, body) = server.request("POST", &format!("/api/runs/{run}/abort"), Some(OPERATE), &[], b"");
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(json(&body)["outcome"], "aborted by the process driving it", "{body}");
+    // Aborted from the page (its button asks the API): the running migrations are
+    // cancelled, the guests stay home.
+    browser.eval("document.getElementById('abort').click()");
+    assert_eq!(browser.eval("document.getElementById('abort').textContent"), "Confirm: abort run");
+    browser.eval("document.getElementById('abort').click()");
+    let said = "document.getElementById('said').textContent.includes('aborted by the process driving it')";
+    assert!(browser.wait_until(said, Duration::from_secs(90)), "not aborted: {}", page_text(&mut browser));
     let report = json(&server.get(&format!("/api/runs/{run}"), Some(READ)).1);
     let statuses: Vec<&str> =
         report["moves"].as_array().expect("moves").iter().filter_map(|m| m["status"].as_str()).collect();
