@@ -12,6 +12,8 @@
 //! `cargo bench -p ferry --bench journal_backends [-- ROUNDS [HOSTS]]` (default 3 rounds,
 //! 1000 hosts with 10 VMs each). No lab: the simulator and a PostgreSQL of its own.
 
+#[path = "shared/fleet_drain.rs"]
+mod fleet_drain;
 #[path = "shared/stats.rs"]
 mod stats;
 
@@ -20,7 +22,6 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ferry_journal::Journal;
-use ferry_sim::Fleet;
 
 /// One run of the drain.
 struct Ran {
@@ -35,30 +36,9 @@ fn main() {
     let hosts = numbers.get(1).copied().unwrap_or(1000);
     let dir = std::env::temp_dir().join(format!("ferry-journal-backends-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let fleet_path = dir.join("fleet.toml");
-    let vms = (hosts * 10).to_string();
-    let generated = ferry(&["sim", "gen", "--hosts", &hosts.to_string(), "--vms", &vms, "--seed", "7"])
-        .args(["-o", path(&fleet_path)])
-        .status()
-        .expect("ferry sim gen");
-    assert!(generated.success(), "ferry sim gen failed");
-    let text = std::fs::read_to_string(&fleet_path).expect("the fleet file");
-    let fleet = Fleet::parse(path(&fleet_path), &text).expect("a valid fleet");
-    let drained: Vec<&str> = fleet.hosts.iter().take(hosts / 10).map(|h| h.name.as_str()).collect();
-    let moves: String = fleet
-        .vms
-        .iter()
-        .filter(|vm| drained.contains(&vm.host.as_str()))
-        .map(|vm| format!("[[move]]\nvm = \"{}\"\nto = \"ANY\"\n", vm.name))
-        .collect();
-    let plan = dir.join("drain.toml");
-    std::fs::write(&plan, format!("[plan]\nname = \"drain {} hosts\"\n{moves}", drained.len())).expect("the plan");
-    println!(
-        "fleet: {hosts} hosts, {} VMs; drain of {} hosts ({} moves)",
-        fleet.vms.len(),
-        drained.len(),
-        moves.matches("[[move]]").count()
-    );
+    let made = fleet_drain::fleet_drain(Path::new(env!("CARGO_BIN_EXE_ferry")), &dir, hosts, hosts / 10);
+    let (fleet_path, plan) = (made.fleet, made.plan);
+    println!("fleet: {hosts} hosts, {} VMs; drain of {} hosts ({} moves)", made.vms, hosts / 10, made.moves);
 
     let server = ferry_pgtest::Server::start_with(ferry_pgtest::Durability::Durable).expect("a PostgreSQL server");
     let mut sqlite = Vec::new();

@@ -24,6 +24,8 @@
 
 #[path = "../tests/common/dom.rs"]
 mod dom;
+#[path = "shared/fleet_drain.rs"]
+mod fleet_drain;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -34,7 +36,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_journal::{Journal, JournalConfig};
-use ferry_sim::Fleet;
 
 const TOKEN: &str = "bench-read-token-0123456789";
 
@@ -42,33 +43,14 @@ fn main() {
     let drained_hosts: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(100);
     let dir = std::env::temp_dir().join(format!("ferry-serve-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let fleet_path = dir.join("fleet.toml");
-    let generated = ferry(&["sim", "gen", "--hosts", "1000", "--vms", "10000", "--seed", "7", "-o", path(&fleet_path)])
-        .status()
-        .expect("ferry sim gen");
-    assert!(generated.success(), "ferry sim gen failed");
-    let text = std::fs::read_to_string(&fleet_path).expect("the fleet file");
-    let fleet = Fleet::parse(path(&fleet_path), &text).expect("a valid fleet");
-    let drained: Vec<&str> = fleet.hosts.iter().take(drained_hosts).map(|h| h.name.as_str()).collect();
-    let moves: String = fleet
-        .vms
-        .iter()
-        .filter(|vm| drained.contains(&vm.host.as_str()))
-        .map(|vm| format!("[[move]]\nvm = \"{}\"\nto = \"ANY\"\n", vm.name))
-        .collect();
-    let plan = dir.join("drain.toml");
-    std::fs::write(&plan, format!("[plan]\nname = \"drain {} hosts\"\n{moves}", drained.len())).expect("the plan");
+    let drain = fleet_drain::fleet_drain(Path::new(env!("CARGO_BIN_EXE_ferry")), &dir, 1000, drained_hosts);
+    let (fleet_path, plan) = (drain.fleet, drain.plan);
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("read {TOKEN}\n")).expect("tokens");
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let state = dir.join("journal.db");
     let cluster = format!("sim:{}", path(&fleet_path));
-    println!(
-        "fleet: 1000 hosts, {} VMs; drain of {} hosts ({} moves)",
-        fleet.vms.len(),
-        drained.len(),
-        moves.matches("[[move]]").count()
-    );
+    println!("fleet: 1000 hosts, {} VMs; drain of {drained_hosts} hosts ({} moves)", drain.vms, drain.moves);
 
     let (mut server, port) = serve(&state, &tokens, &cluster);
     let started = Instant::now();
