@@ -612,3 +612,38 @@ fn quiet_leaves_what_a_script_needs_and_json_logs_are_json_only() {
     let out = ferry(&["-q", "-v", "inventory", "--cluster", &cluster]);
     assert_eq!(out.status.code(), Some(2), "-q and -v contradict: {}", text(&out));
 }
+
+#[test]
+fn the_preview_of_a_fleet_drain_agrees_with_its_simulated_run() {
+    // A hundred hosts of the 1,000-host, 10,000-VM fleet, drained anywhere.
+    let dir = dir("preview-agrees");
+    let cluster = generated(&dir, 1000, 10_000, 7);
+    let drains: String = (1..=100).map(|h| format!("[[drain]]\nhost = \"h-{h:04}\"\n")).collect();
+    let plan = dir.join("drain.toml");
+    std::fs::write(&plan, format!("[plan]\nname = \"drain 100\"\n{drains}")).expect("written");
+    let out = ferry(&["preview", path(&plan), "--cluster", &cluster, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let preview: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let predicted = preview["makespan_s"].as_f64().expect("a makespan");
+    let starts: Vec<f64> =
+        preview["vms"].as_array().expect("vms").iter().filter_map(|v| v["expected_start_s"].as_f64()).collect();
+    assert_eq!(starts.len(), preview["moves"].as_u64().expect("moves") as usize, "every move has a start");
+    assert!(starts.iter().all(|s| *s >= 0.0 && *s < predicted), "starts within the run");
+
+    let state = dir.join("run.db");
+    let out = ferry(&["migrate", path(&plan), "--cluster", &cluster, "--state", path(&state), "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.split_whitespace().next()).map(str::to_owned))
+        .expect("a run id");
+    let out = ferry(&["report", &id, "--state", path(&state), "--format", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ran = report["summary"]["makespan_ms"].as_f64().expect("a makespan") / 1000.0;
+    let error = predicted / ran - 1.0;
+    eprintln!("preview {predicted:.0} s, run {ran:.0} s: {:+.1} %", error * 100.0);
+    assert!(error.abs() <= 0.10, "preview {predicted:.0} s against a run of {ran:.0} s: {:+.1} %", error * 100.0);
+    // The report's estimate is the preview's.
+    let kept = report["planned"]["estimated_makespan_ms"].as_f64().expect("an estimate") / 1000.0;
+    assert!((kept - predicted).abs() < 1.0, "the report says {kept:.0} s, the preview {predicted:.0} s");
+}

@@ -34,6 +34,11 @@ pub struct RunDocument {
     /// `ferry move`'s hand-set options.
     #[serde(default)]
     pub manual: Manual,
+    /// The preview's makespan of the run, s: ferry's scheduler run over its moves in
+    /// virtual time (absent from runs journaled before it was kept, and from those without
+    /// a preview: a single move, a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_makespan_s: Option<f64>,
 }
 
 fn first_version() -> u32 {
@@ -76,7 +81,7 @@ pub enum DocumentError {
 impl RunDocument {
     /// A document of this ferry's version.
     pub fn new(plan: Plan, moves: Vec<MoveSpec>, unavailable: Vec<String>, manual: Manual) -> RunDocument {
-        RunDocument { version: VERSION, plan, moves, unavailable, manual }
+        RunDocument { version: VERSION, plan, moves, unavailable, manual, estimated_makespan_s: None }
     }
 
     /// The document and `cluster` as the journal stores them.

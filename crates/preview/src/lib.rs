@@ -7,6 +7,7 @@ pub mod checks;
 pub mod estimate;
 pub mod placement;
 mod preview;
+pub mod schedule;
 
 pub use preview::{
     policy_live_input, preview, EstimateView, Kind, MemoryProfile, ObservedCompression, PlacementView, Preview,

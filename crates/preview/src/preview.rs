@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::checks::{check_move, verdict, waive, Candidate, Check, CheckContext, CheckName, EarlierCopy, Outcome};
 use crate::estimate::{self, ColdInput, LiveInput, MakespanLimits, PlannedMove};
 use crate::placement::{self, Constraints, Fixed, Request};
+use crate::schedule;
 
 /// Link bandwidth assumed for a host whose cluster entry names none, MiB/s.
 pub const ASSUMED_LINK_MIB_S: f64 = 1000.0;
@@ -133,6 +134,9 @@ pub struct VmPreview {
     pub verdict: Outcome,
     /// The estimate, when it can move.
     pub estimate: Option<EstimateView>,
+    /// When ferry's scheduler is expected to start it, s from the run's start (none for a
+    /// move that fails its checks).
+    pub expected_start_s: Option<f64>,
 }
 
 /// The preview of a plan.
@@ -146,8 +150,12 @@ pub struct Preview {
     pub failing: usize,
     /// Moves with warnings.
     pub warnings: usize,
-    /// Estimated makespan of the moves that pass, s, under the plan's limits.
+    /// Estimated makespan of the moves that pass, s: ferry's scheduler run over them in
+    /// virtual time, each taking at the bandwidth it gets the time its estimate says.
     pub makespan_s: f64,
+    /// The makespan by the older formula (every move at the share its limits allow, in a
+    /// sliding window), s: for comparison.
+    pub makespan_formula_s: f64,
     /// Longest expected downtime, ms.
     pub worst_downtime_ms: f64,
     /// Per VM, in plan order.
@@ -205,8 +213,34 @@ pub fn preview(
         estimate::bandwidth_share(Some(link), count.min(limit).min(cluster_limit).max(1)).unwrap_or(link)
     };
 
+    // A move's estimate at a bandwidth: what the preview shows, and what the scheduler's
+    // virtual run takes it to last at each cap it gives.
+    let estimate_at = |m: &ResolvedMove, vm: &ferry_model::Vm, to: &str, kind: Kind, bandwidth: f64| {
+        let measured = config.dirty_rates.get(&m.uuid).copied();
+        let dirty = measured.unwrap_or(0.0);
+        let disk_mib = vm.local_disk_mib();
+        let profile = config.memory.get(&m.uuid).copied().unwrap_or_default();
+        let compression = cluster
+            .host(&m.from)
+            .zip(cluster.host(to))
+            .map(|(from, to)| stream_between(&plan.policy, from, to, bandwidth).compression)
+            .filter(|c| *c != Compression::None)
+            .map(|c| (c, config.compression.get(&m.uuid)));
+        match kind {
+            Kind::Live => live_view(
+                LiveGuest { memory_mib: vm.memory_mib as f64, profile, dirty, measured: measured.is_some() },
+                bandwidth,
+                disk_mib,
+                compression,
+                plan,
+            ),
+            Kind::Cold => cold_view(disk_mib, bandwidth, plan),
+        }
+    };
+
     let mut vms = Vec::new();
     let mut planned = Vec::new();
+    let mut timed = Vec::new();
     for (i, (m, placed)) in moves.iter().zip(&placements).enumerate() {
         let mut checks = check_move(&ctx, i);
         waive(&mut checks, &config.ignore);
@@ -223,38 +257,20 @@ pub fn preview(
                     inbound[to.as_str()],
                     plan.limits.per_target,
                 ));
-                let measured = config.dirty_rates.get(&m.uuid).copied();
-                let dirty = measured.unwrap_or(0.0);
-                let disk_mib = vm.local_disk_mib();
-                let profile = config.memory.get(&m.uuid).copied().unwrap_or_default();
-                let compression = cluster
-                    .host(&m.from)
-                    .zip(cluster.host(to))
-                    .map(|(from, to)| stream_between(&plan.policy, from, to, bandwidth).compression)
-                    .filter(|c| *c != Compression::None)
-                    .map(|c| (c, config.compression.get(&m.uuid)));
-                Some(match kind {
-                    Kind::Live => live_view(
-                        LiveGuest { memory_mib: vm.memory_mib as f64, profile, dirty, measured: measured.is_some() },
-                        bandwidth,
-                        disk_mib,
-                        compression,
-                        plan,
-                    ),
-                    Kind::Cold => cold_view(disk_mib, bandwidth, plan),
-                })
+                Some(estimate_at(m, vm, to, kind, bandwidth))
             }
             _ => None,
         };
         if verdict != Outcome::Failed {
-            if let (Some(e), Some(to)) = (&estimate, &candidates[i].to) {
+            if let (Some(e), Some(to), Some(vm)) = (&estimate, &candidates[i].to, vm) {
                 if e.total_s.is_finite() {
                     planned.push(PlannedMove {
                         source: m.from.clone(),
                         target: to.clone(),
                         seconds: e.total_s,
-                        load_mib: vm.map_or(0.0, |v| v.memory_mib as f64 + v.local_disk_mib()),
+                        load_mib: vm.memory_mib as f64 + vm.local_disk_mib(),
                     });
+                    timed.push((i, m, vm, to.clone(), kind));
                 }
             }
         }
@@ -271,7 +287,35 @@ pub fn preview(
             checks,
             verdict,
             estimate,
+            expected_start_s: None,
         });
+    }
+    // The makespan and each move's start: ferry's scheduler over the moves that pass, each
+    // taking at the bandwidth it gives them the time its estimate says.
+    let links: HashMap<String, f64> =
+        cluster.hosts.iter().map(|h| (h.name.clone(), h.link_mib_s.map_or(ASSUMED_LINK_MIB_S, |l| l as f64))).collect();
+    let moves_timed: Vec<schedule::Timed<'_>> = timed
+        .iter()
+        .map(|(_, m, vm, to, kind)| schedule::Timed {
+            item: ferry_scheduler::Item {
+                vm: m.vm.clone(),
+                from: m.from.clone(),
+                to: Target::Host(to.clone()),
+                group: m.group.clone(),
+                order: m.order,
+                priority: m.priority,
+                memory_mib: vm.memory_mib,
+                disk_mib: vm.local_disk_mib() as u64,
+            },
+            seconds_at: Box::new({
+                let estimate_at = &estimate_at;
+                move |bandwidth: f64| estimate_at(m, vm, to, *kind, bandwidth).total_s
+            }),
+        })
+        .collect();
+    let scheduled = schedule::schedule(moves_timed, plan.limits.clone(), links);
+    for ((i, ..), start) in timed.iter().zip(&scheduled.starts) {
+        vms[*i].expected_start_s = *start;
     }
     let limits = MakespanLimits {
         cluster: plan.limits.cluster,
@@ -283,7 +327,8 @@ pub fn preview(
         moves: vms.len(),
         failing: vms.iter().filter(|v| v.verdict == Outcome::Failed).count(),
         warnings: vms.iter().filter(|v| v.verdict == Outcome::Warning).count(),
-        makespan_s: estimate::makespan(&planned, &limits),
+        makespan_s: scheduled.makespan_s,
+        makespan_formula_s: estimate::makespan(&planned, &limits),
         worst_downtime_ms: vms
             .iter()
             .filter(|v| v.verdict != Outcome::Failed)

@@ -335,14 +335,19 @@ pub fn planned(document: &RunDocument, cluster: &ClusterSpec, moves: &[Move]) ->
         })
         .collect();
     let limits = &document.plan.limits;
-    let estimated_makespan_ms = (!batch.is_empty())
-        .then(|| {
-            let limits = MakespanLimits {
-                cluster: limits.cluster,
-                per_source: limits.per_source,
-                per_target: limits.per_target,
-            };
-            makespan(&batch, &limits)
+    // The preview's own figure when the run kept it; else the older formula over the moves.
+    let estimated_makespan_ms = document
+        .estimated_makespan_s
+        .filter(|_| !batch.is_empty())
+        .or_else(|| {
+            (!batch.is_empty()).then(|| {
+                let limits = MakespanLimits {
+                    cluster: limits.cluster,
+                    per_source: limits.per_source,
+                    per_target: limits.per_target,
+                };
+                makespan(&batch, &limits)
+            })
         })
         .filter(|seconds| seconds.is_finite())
         .map(|seconds| (seconds * 1000.0).round() as i64);

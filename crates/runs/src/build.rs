@@ -23,6 +23,8 @@ pub struct RunBuilder {
     manual: Manual,
     specs: Vec<MoveSpec>,
     moves: Vec<NewMove>,
+    /// The preview's makespan, s.
+    makespan_s: Option<f64>,
 }
 
 /// A run as journaled: its record and its document.
@@ -113,7 +115,13 @@ impl RunBuilder {
             manual: Manual::default(),
             specs: Vec::new(),
             moves: Vec::new(),
+            makespan_s: None,
         }
+    }
+
+    /// Keeps the preview's makespan, s, in the run's document (the report's estimate).
+    pub fn estimated_makespan(&mut self, seconds: f64) {
+        self.makespan_s = Some(seconds).filter(|s| s.is_finite());
     }
 
     /// Makes the run part of run `parent` (a roll's wave).
@@ -152,7 +160,8 @@ impl RunBuilder {
 
     /// Journals the run, its document and its moves; tells [`Event::Created`].
     pub async fn create(self, journal: &Journal, events: &Events) -> Result<Built, Error> {
-        let document = RunDocument::new(self.plan, self.specs, self.unavailable, self.manual);
+        let mut document = RunDocument::new(self.plan, self.specs, self.unavailable, self.manual);
+        document.estimated_makespan_s = self.makespan_s;
         let stored = document.to_documents(&self.cluster).map_err(|e| Error::failed(&e))?;
         let new_run = NewRun {
             plan_name: document.plan.name.clone(),

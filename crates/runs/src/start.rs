@@ -117,6 +117,7 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
 
     let mut builder = RunBuilder::plan(plan.clone(), cluster.clone());
     builder.parent(parent);
+    builder.estimated_makespan(preview.makespan_s);
     for (m, p) in resolved.iter().zip(&preview.vms) {
         let vm = inventory.vms.iter().find(|v| v.uuid == m.uuid);
         let failed: Vec<String> = p
