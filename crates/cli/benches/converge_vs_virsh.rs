@@ -7,12 +7,21 @@
 //! dirty at the rate it came up with; each is torn down before the next, and all use ports
 //! 6000–6999. 128 MiB guests; vm-2 (disk on the shared NBD storage) moves from host-b to
 //! host-a at 12 MiB/s per migration (`--bandwidth 12` for virsh; a cluster file with
-//! `link_mib_s = 12` for ferry). Per lab, three moves:
+//! `link_mib_s = 12` for ferry). Per lab, five moves:
 //!
-//! - virsh with the completion timeout ferry's default policy gives the guest (150 s per
-//!   GiB, at least 60 s): if not done by then, `virsh domjobabort`;
+//! - virsh with libvirt's defaults, given the completion timeout ferry's default policy
+//!   gives the guest (150 s per GiB, at least 60 s): if not done by then, `virsh
+//!   domjobabort`;
+//! - virsh with `--auto-converge`, throttling from where ferry's policy starts and in its
+//!   steps (`--auto-converge-initial 50 --auto-converge-increment 25`), the same timeout;
+//! - virsh with `--postcopy`, switched to post-copy (`virsh migrate-postcopy`) once the
+//!   first pass is over and what remains has not fallen for 3 s — what an operator watching
+//!   `domjobinfo` would do — the same timeout;
 //! - `ferry migrate` of a one-move plan, default policy with `auto_converge = true`;
 //! - the same with `auto_converge = false`, `postcopy = true`.
+//!
+//! Every contender has the same cap, the same timeout and the same guest: virsh's rows are
+//! what an operator gets from the same convergence features QEMU offers ferry.
 //!
 //! Each move is followed by `ferry lab check` (the bench fails if it does not pass) and,
 //! when the guest left host-b, an uncapped virsh move back. Prints outcome, downtime, time,
@@ -188,11 +197,13 @@ fn main() -> ExitCode {
 
 /// The three rows of one lab, each followed by `ferry lab check` and the guest put back.
 fn measure_lab(lab: &Lab, dirty: f64, timeout_s: f64, rows: &mut Vec<Row>) -> Result<(), String> {
-    let row = lab.virsh_move(dirty, timeout_s)?;
-    println!("{}", row.line());
-    rows.push(row);
-    lab.check("after virsh")?;
-    lab.put_back()?;
+    for variant in [Virsh::Defaults, Virsh::AutoConverge, Virsh::PostCopy] {
+        let row = lab.virsh_move(dirty, timeout_s, variant)?;
+        println!("{}", row.line());
+        rows.push(row);
+        lab.check(&format!("after {}", variant.name()))?;
+        lab.put_back()?;
+    }
     for (mover, policy) in FERRY_ROWS {
         let row = lab.ferry_move(dirty, mover, policy)?;
         println!("{}", row.line());
@@ -215,6 +226,56 @@ struct Options {
     auto_converge: bool,
     postcopy: bool,
 }
+
+/// How virsh is asked to converge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Virsh {
+    /// libvirt's defaults: plain pre-copy.
+    Defaults,
+    /// `--auto-converge`.
+    AutoConverge,
+    /// `--postcopy`, switched when it stalls.
+    PostCopy,
+}
+
+impl Virsh {
+    fn name(self) -> &'static str {
+        match self {
+            Virsh::Defaults => "virsh (defaults)",
+            Virsh::AutoConverge => "virsh auto-converge",
+            Virsh::PostCopy => "virsh post-copy",
+        }
+    }
+
+    /// virsh's flags. Auto-converge throttles as ferry's does a guest whose dirty rate it
+    /// was not told (ferry's rows are not told either): the same start and step.
+    fn flags(self) -> Vec<String> {
+        match self {
+            Virsh::Defaults => Vec::new(),
+            Virsh::AutoConverge => {
+                let unknown = ferry_converge::StartInput {
+                    memory_mib: MEM_MIB,
+                    dirty_mib_s: None,
+                    bandwidth_mib_s: Some(f64::from(LINK_MIB_S)),
+                };
+                let (initial, step) = ferry_converge::throttle(&unknown).unwrap_or((20, 10));
+                ["--auto-converge", "--auto-converge-initial", &initial.to_string()]
+                    .into_iter()
+                    .chain(["--auto-converge-increment", &step.to_string()])
+                    .map(String::from)
+                    .collect()
+            }
+            Virsh::PostCopy => vec!["--postcopy".to_owned()],
+        }
+    }
+
+    fn options(self) -> Options {
+        Options { auto_converge: self == Virsh::AutoConverge, postcopy: self == Virsh::PostCopy }
+    }
+}
+
+/// Seconds without progress after which the post-copy row switches.
+const POSTCOPY_AFTER_STALL_S: f64 = 3.0;
 
 /// One measured move.
 struct Row {
@@ -440,9 +501,9 @@ impl Lab {
         Command::new("virsh").arg("-c").arg(self.uri(host)).args(args).output().expect("virsh runs")
     }
 
-    /// The baseline: capped `virsh migrate` with libvirt's defaults, aborted after the
-    /// completion timeout.
-    fn virsh_move(&self, dirty: f64, timeout_s: f64) -> Result<Row, String> {
+    /// A baseline: capped `virsh migrate` as `variant` says, aborted after the completion
+    /// timeout.
+    fn virsh_move(&self, dirty: f64, timeout_s: f64, variant: Virsh) -> Result<Row, String> {
         let (src, dst) = (self.uri("host-b"), self.uri("host-a"));
         let bandwidth = LINK_MIB_S.to_string();
         let mark = self.serial_len();
@@ -459,6 +520,7 @@ impl Lab {
                 "--bandwidth",
                 &bandwidth,
             ])
+            .args(variant.flags())
             .args(["vm-2", &dst, "--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -466,8 +528,23 @@ impl Lab {
             .map_err(|e| format!("virsh: {e}"))?;
         let timeout = Duration::from_secs_f64(timeout_s);
         let mut last_job = String::new();
+        // For the post-copy row: the least remaining seen, and since when.
+        let (mut least, mut since, mut switched) = (f64::INFINITY, Instant::now(), None);
         while started.elapsed() < timeout && child.try_wait().map_err(|e| e.to_string())?.is_none() {
             std::thread::sleep(Duration::from_millis(500));
+            if variant == Virsh::PostCopy && switched.is_none() {
+                let job = JobInfo::parse(&text(&self.virsh("host-b", &["domjobinfo", "vm-2"]).stdout));
+                if let (Some(pass), Some(left)) = (job.passes, job.remaining_mib) {
+                    if left < least {
+                        (least, since) = (left, Instant::now());
+                    } else if pass >= 2 && since.elapsed().as_secs_f64() >= POSTCOPY_AFTER_STALL_S {
+                        let out = self.virsh("host-b", &["migrate-postcopy", "vm-2"]);
+                        if out.status.success() {
+                            switched = Some(started.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+            }
             if started.elapsed() + Duration::from_secs(2) > timeout {
                 // Where the job stands just before the abort.
                 let out = self.virsh("host-b", &["domjobinfo", "vm-2"]);
@@ -478,8 +555,8 @@ impl Lab {
         }
         let mut row = Row {
             dirty,
-            mover: "virsh (defaults)".into(),
-            options: Options { auto_converge: false, postcopy: false },
+            mover: variant.name().into(),
+            options: variant.options(),
             completed: false,
             outcome: String::new(),
             downtime_ms: None,
@@ -521,6 +598,10 @@ impl Lab {
         }
         row.completed = true;
         row.outcome = "done".into();
+        if let Some(at) = switched {
+            row.outcome = format!("done (post-copy from {at:.1} s)");
+            row.decisions.push(format!("{at:.1} s PC switched"));
+        }
         let info = self.virsh("host-a", &["domjobinfo", "vm-2", "--completed"]);
         let job = JobInfo::parse(&text(&info.stdout));
         row.downtime_ms = job.downtime_ms;
