@@ -14,11 +14,13 @@
 
 #[path = "shared/fleet_drain.rs"]
 mod fleet_drain;
+
+use fleet_drain::{ferry, path};
 #[path = "shared/stats.rs"]
 mod stats;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use ferry_journal::Journal;
@@ -116,14 +118,4 @@ fn wait_with_peak(pid: u32) -> (i32, i64) {
     let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
     (libc::WEXITSTATUS(status), usage.ru_maxrss)
-}
-
-fn ferry(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command.args(args);
-    command
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
 }

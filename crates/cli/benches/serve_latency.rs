@@ -27,10 +27,12 @@ mod dom;
 #[path = "shared/fleet_drain.rs"]
 mod fleet_drain;
 
+use fleet_drain::{ferry, path};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -188,14 +190,4 @@ fn met(yes: bool) -> &'static str {
     } else {
         "not met"
     }
-}
-
-fn ferry(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command.args(args);
-    command
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
 }

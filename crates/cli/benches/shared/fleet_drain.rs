@@ -1,5 +1,5 @@
 //! The simulated fleet and drain plan several benches run: `ferry sim gen --hosts H --vms
-//! 10×H --seed 7`, every VM of its first `drained` hosts to `ANY`.
+//! 10×H --seed 7`, every VM of its first `drained` hosts to `ANY`; and how they call ferry.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,4 +43,16 @@ pub(crate) fn fleet_drain(ferry: &Path, dir: &Path, hosts: usize, drained: usize
     let text = format!("[plan]\nname = \"drain {} hosts\"\n{}", drained.len(), moves.concat());
     std::fs::write(&plan, text).expect("the plan");
     FleetDrain { fleet: fleet_path, plan, vms: fleet.vms.len(), moves: moves.len() }
+}
+
+/// `ferry ARGS`, the binary under bench.
+pub(crate) fn ferry(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command.args(args);
+    command
+}
+
+/// A path as an argument.
+pub(crate) fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }
