@@ -578,10 +578,25 @@ impl Lab {
         }
         measured.sort_by(|a, b| a.vm.cmp(&b.vm));
         let first = spans.iter().map(|s| s.1).min().unwrap_or(0);
+        // The preview's makespan, as the run kept it: the report's estimate.
+        let report = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["report", &run, "--format", "json", "--state"])
+            .arg(self.journal())
+            .output()
+            .map_err(|e| format!("ferry report: {e}"))?;
+        let report: serde_json::Value = serde_json::from_slice(&report.stdout).map_err(|e| format!("report: {e}"))?;
+        let span_s = (last_end - first) as f64 / 1000.0;
+        if let Some(estimated) = report["planned"]["estimated_makespan_ms"].as_f64() {
+            let estimated = estimated / 1000.0;
+            println!(
+                "          preview said {estimated:.1} s; first start to last end {span_s:.1} s ({:+.0} %)",
+                (estimated / span_s - 1.0) * 100.0
+            );
+        }
         Ok(Drained {
             makespan_s,
             moves: measured,
-            journal_span_s: Some((last_end - first) as f64 / 1000.0),
+            journal_span_s: Some(span_s),
             alone_s: Some(alone_s(&spans)),
             overheads_ms: slot_overheads(&spans, PER_SOURCE),
         })
