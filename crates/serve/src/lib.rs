@@ -6,12 +6,15 @@
 //! whichever way it is looked at or stopped, and any number of servers and CLIs may share one
 //! journal (a PostgreSQL one across machines). `GET /api/runs/{id}/events` streams the
 //! run's journal events as server-sent events (resumable with `Last-Event-ID`: an event's id
-//! is its journal id); `GET /metrics` counts moves and downtimes in Prometheus' text format.
+//! is its journal id); `GET /metrics` counts moves and downtimes in Prometheus' text format,
+//! with the transfer figures of the migrations this server drives ([`live`]). `/` and
+//! `/runs/{id}` are the web view: one static page whose script reads the API. [`tls`] serves
+//! it all over HTTPS; [`Server::take_over_every`] resumes the runs whose controller died.
 //!
-//! Every request needs a bearer token from the token file ([`tokens`]): `read` for the
-//! rest, `operate` to abort. No token: 401; a `read` token asking to abort: 403; an unknown
-//! run: 404 with the CLI's words (and its "did you mean"); bodies over 1 MiB: 413. Each
-//! request is logged with its role.
+//! Every API request needs a bearer token from the token file ([`tokens`]): `read` for the
+//! rest, `operate` to start, resume and abort. No token: 401; a `read` token asking to
+//! abort: 403; an unknown run: 404 with the CLI's words (and its "did you mean"); bodies over
+//! 1 MiB: 413. Each request is logged with its role and how long its answer took.
 
 pub mod live;
 pub mod metrics;
