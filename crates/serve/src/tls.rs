@@ -69,7 +69,7 @@ pub fn config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// A listener of TLS connections, for [`axum::serve`].
+/// A listener of TLS connections, for [`axum::serve()`].
 pub struct TlsListener {
     local: std::net::SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
