@@ -84,19 +84,15 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         let server = server.clone();
         tokio::spawn(async move { server.take_over_every(TAKEOVER_EVERY).await });
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("ferry serve: listening on {scheme}://{at} (journal {})", journal.location());
+    // Two listener types: the same call for each.
     let served = match tls {
-        Some(config) => {
-            let listener = match ferry_serve::tls::TlsListener::new(listener, config) {
-                Ok(listener) => listener,
-                Err(e) => return fail("--listen", &e.to_string(), EXIT_FAILURE),
-            };
-            println!("ferry serve: listening on https://{at} (journal {})", journal.location());
-            ferry_serve::serve(listener, server.router(), stopped()).await
-        }
-        None => {
-            println!("ferry serve: listening on http://{at} (journal {})", journal.location());
-            ferry_serve::serve(listener, server.router(), stopped()).await
-        }
+        Some(config) => match ferry_serve::tls::TlsListener::new(listener, config) {
+            Ok(listener) => ferry_serve::serve(listener, server.router(), stopped()).await,
+            Err(e) => return fail("--listen", &e.to_string(), EXIT_FAILURE),
+        },
+        None => ferry_serve::serve(listener, server.router(), stopped()).await,
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,

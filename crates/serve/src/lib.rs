@@ -184,8 +184,7 @@ fn router(app: App) -> Router {
 /// Logs every request, whatever answered it, with the role of its token.
 async fn log_requests(State(app): State<App>, request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let role = app.tokens.role_of(given).map_or("none", Role::name);
+    let role = app.tokens.role_of(authorization(request.headers())).map_or("none", Role::name);
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     // Until the answer's head is ready: a stream's body goes on after.
@@ -222,6 +221,11 @@ where
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
+/// The request's `Authorization` header, when it is text.
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
 /// Lets the request through when its token's role is at least `needed`.
 async fn authorize(
     State((app, needed)): State<(App, Role)>,
@@ -230,7 +234,7 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let given = authorization(&headers);
     let role = app.tokens.role_of(given);
     let refused = match role {
         None if given.is_none() => {
@@ -279,8 +283,7 @@ const PAGE: &str = include_str!("page.html");
 
 /// The role of the request's token, for the web view to offer what it may do.
 async fn whoami(State(app): State<App>, headers: HeaderMap) -> Response {
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    Json(json!({ "role": app.tokens.role_of(given).map_or("none", Role::name) })).into_response()
+    Json(json!({ "role": app.tokens.role_of(authorization(&headers)).map_or("none", Role::name) })).into_response()
 }
 
 /// `ferry report RUN --format html`, as of now: what the run page shows and refreshes.
