@@ -239,7 +239,6 @@ pub fn preview(
     };
 
     let mut vms = Vec::new();
-    let mut planned = Vec::new();
     let mut timed = Vec::new();
     for (i, (m, placed)) in moves.iter().zip(&placements).enumerate() {
         let mut checks = check_move(&ctx, i);
@@ -264,12 +263,6 @@ pub fn preview(
         if verdict != Outcome::Failed {
             if let (Some(e), Some(to), Some(vm)) = (&estimate, &candidates[i].to, vm) {
                 if e.total_s.is_finite() {
-                    planned.push(PlannedMove {
-                        source: m.from.clone(),
-                        target: to.clone(),
-                        seconds: e.total_s,
-                        load_mib: vm.memory_mib as f64 + vm.local_disk_mib(),
-                    });
                     timed.push((i, m, vm, to.clone(), kind));
                 }
             }
@@ -317,6 +310,16 @@ pub fn preview(
     for ((i, ..), start) in timed.iter().zip(&scheduled.starts) {
         vms[*i].expected_start_s = *start;
     }
+    // The older formula over the same moves, at the estimates shown.
+    let planned: Vec<PlannedMove> = timed
+        .iter()
+        .map(|(i, m, vm, to, _)| PlannedMove {
+            source: m.from.clone(),
+            target: to.clone(),
+            seconds: vms[*i].estimate.as_ref().map_or(f64::INFINITY, |e| e.total_s),
+            load_mib: vm.memory_mib as f64 + vm.local_disk_mib(),
+        })
+        .collect();
     let limits = MakespanLimits {
         cluster: plan.limits.cluster,
         per_source: plan.limits.per_source,

@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 
 use ferry_model::Status;
-use ferry_plan::{Limits, Target};
+use ferry_plan::Limits;
 use ferry_scheduler::{Config, Item, Scheduler};
 
-/// One move of the run: the scheduler's item (its target placed) and its time at a
-/// bandwidth (MiB/s; infinite when its links do not limit it).
+/// One move of the run: the scheduler's item, its target a host (placed by the preview), and
+/// its time at a bandwidth (MiB/s; infinite when its links do not limit it).
 pub struct Timed<'a> {
-    /// The move, as the scheduler takes it, with `to` a host.
+    /// The move, as the scheduler takes it, with `to` a host (an `ANY` one is never placed).
     pub item: Item,
     /// Seconds it takes at a bandwidth.
     pub seconds_at: Box<dyn Fn(f64) -> f64 + 'a>,
@@ -39,14 +39,6 @@ pub fn schedule(moves: Vec<Timed<'_>>, limits: Limits, links: HashMap<String, f6
         return Scheduled { makespan_s: 0.0, starts };
     }
     let (items, seconds_at): (Vec<Item>, Vec<_>) = moves.into_iter().map(|t| (t.item, t.seconds_at)).unzip();
-    let targets: Vec<Option<String>> = items
-        .iter()
-        .map(|i| match &i.to {
-            Target::Host(h) => Some(h.clone()),
-            Target::Any => None,
-        })
-        .collect();
-    let by_vm: HashMap<String, usize> = items.iter().enumerate().map(|(i, item)| (item.vm.clone(), i)).collect();
     let mut scheduler = Scheduler::new(items, Config { limits, links, deadline: None, resume_from: None });
     // Per move in flight: the fraction of it done, and its rate (fraction per second).
     let mut flight: HashMap<usize, (f64, f64)> = HashMap::new();
@@ -55,7 +47,8 @@ pub fn schedule(moves: Vec<Timed<'_>>, limits: Limits, links: HashMap<String, f6
     loop {
         // Decide until nothing more starts: a start marks the move sending, which may retune.
         loop {
-            let decisions = scheduler.decide(now, |item, _| by_vm.get(&item.vm).and_then(|&i| targets[i].clone()));
+            // Every target is placed already: the scheduler never asks.
+            let decisions = scheduler.decide(now, |_, _| None);
             for r in &decisions.retunes {
                 if let Some(f) = flight.get_mut(&r.item) {
                     f.1 = rate(r.item, Some(r.bandwidth_mib_s));
@@ -93,6 +86,7 @@ pub fn schedule(moves: Vec<Timed<'_>>, limits: Limits, links: HashMap<String, f6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_plan::Target;
 
     fn item(vm: &str, from: &str, to: &str, memory_mib: u64) -> Item {
         Item {
