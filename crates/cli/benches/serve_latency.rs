@@ -26,11 +26,12 @@
 mod dom;
 #[path = "shared/fleet_drain.rs"]
 mod fleet_drain;
+#[path = "../tests/common/served.rs"]
+mod served;
 
 use fleet_drain::{ferry, path};
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +63,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ferry migrate");
-    let first = first_line(run_process.stdout.take().expect("stdout"));
+    let first = served::first_line(run_process.stdout.take().expect("stdout"));
     let run = first.split_whitespace().find(|w| w.starts_with("r-")).expect("a run id").to_owned();
 
     let done = Arc::new(AtomicBool::new(false));
@@ -126,24 +127,8 @@ fn serve(state: &Path, tokens: &Path, cluster: &str) -> (Child, u16) {
         .env("RUST_LOG", "ferry_serve=debug")
         .spawn()
         .expect("ferry serve");
-    let first = first_line(server.stdout.take().expect("stdout"));
-    let port = first
-        .split("://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let port = served::listening_port(server.stdout.take().expect("stdout"));
     (server, port)
-}
-
-/// The first line a child prints; the rest is read and dropped (a closed pipe would fail
-/// its later prints).
-fn first_line(out: std::process::ChildStdout) -> String {
-    let mut reader = BufReader::new(out);
-    let mut first = String::new();
-    reader.read_line(&mut first).expect("a first line");
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    first
 }
 
 /// Each event of `run` and when it was first seen in the journal (ms since the epoch),

@@ -7,8 +7,10 @@
 mod common;
 #[path = "common/dom.rs"]
 mod dom;
+#[path = "common/served.rs"]
+mod served;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -66,14 +68,7 @@ impl Server {
             }
         }
         let mut child = command.spawn().expect("ferry serve starts");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("its first line");
-        let port = first
-            .split("://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        let port = served::listening_port(child.stdout.take().expect("stdout"));
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
