@@ -20,10 +20,15 @@
 //! caller applies them and says so with [`Converger::bandwidth_changed`] so that the link
 //! health test knows the cap.
 //!
+//! Under `convergence = "qemu"` ([`Convergence::Qemu`]) none of this: QEMU converges alone,
+//! as `virsh migrate --auto-converge` leaves it — one fixed limit (`max_downtime_ms`), QEMU's
+//! default throttle, no post-copy; only the completion timeout aborts. For comparing ferry's
+//! policy with what libvirt does by itself, on the same fleet.
+//!
 //! Time is seconds since the migration started, passed in; nothing here reads a clock.
 
 use ferry_driver::Progress;
-use ferry_plan::Policy;
+use ferry_plan::{Convergence, Policy};
 use serde::Serialize;
 
 /// Memory passes whose starting remainder must stay flat before the limit is raised.
@@ -80,6 +85,15 @@ pub fn schedule(max_downtime_ms: u64) -> Vec<u64> {
     steps
 }
 
+/// The downtime limits a migration under `policy` may step through: [`schedule`] under
+/// ferry's convergence; under QEMU's, `max_downtime_ms` alone (nothing raises it).
+pub fn steps(policy: &Policy) -> Vec<u64> {
+    match policy.convergence {
+        Convergence::Ferry => schedule(policy.max_downtime_ms),
+        Convergence::Qemu => vec![policy.max_downtime_ms],
+    }
+}
+
 /// A spell of passes whose starts did not shrink: how many, over how long, and the lowest
 /// start in it and before it (the unit of `starts`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,8 +135,9 @@ pub fn stopped_shrinking(starts: &[(f64, f64)], now: f64) -> Option<FlatSpell> {
 
 /// Chooses how a migration starts.
 pub fn start(policy: &Policy, input: &StartInput) -> StartPlan {
-    let steps = schedule(policy.max_downtime_ms);
+    let steps = steps(policy);
     let downtime_ms = steps[0];
+    let ferrys = policy.convergence == Convergence::Ferry;
     let outlook = match (input.dirty_mib_s, input.bandwidth_mib_s) {
         (Some(dirty), Some(bw)) if dirty >= bw => {
             format!("dirtying {dirty:.1} MiB/s against {bw:.0} MiB/s: it cannot converge by pre-copy alone")
@@ -135,21 +150,28 @@ pub fn start(policy: &Policy, input: &StartInput) -> StartPlan {
         (None, Some(bw)) => format!("dirty rate unknown, {bw:.0} MiB/s"),
         (None, None) => "dirty rate unknown, link uncapped".to_string(),
     };
-    let mut parts = vec![outlook, format!("downtime limit {downtime_ms} ms (steps {steps:?} ms)")];
-    let throttle = policy.auto_converge.then(|| throttle(input)).flatten();
+    let limit = if ferrys {
+        format!("downtime limit {downtime_ms} ms (steps {steps:?} ms)")
+    } else {
+        format!("QEMU converges alone (convergence = qemu): downtime limit fixed at {downtime_ms} ms, no stall abort")
+    };
+    let mut parts = vec![outlook, limit];
+    // QEMU's own throttle is its default one: fitting it to the guest is ferry's policy.
+    let throttle = (ferrys && policy.auto_converge).then(|| throttle(input)).flatten();
+    let postcopy = ferrys && policy.postcopy;
     if policy.auto_converge {
         let how = throttle.map_or("QEMU's default throttle".to_string(), |(first, step)| {
             format!("throttle from {first} % in steps of {step} %")
         });
         parts.push(format!("auto-converge requested (QEMU throttles only a guest that cannot keep up; {how})"));
     }
-    if policy.postcopy {
+    if postcopy {
         parts.push("post-copy allowed, as a last resort".into());
     }
     StartPlan {
         auto_converge: policy.auto_converge,
         throttle,
-        postcopy: policy.postcopy,
+        postcopy,
         downtime_ms,
         bandwidth_mib_s: input.bandwidth_mib_s,
         reason: parts.join("; "),
@@ -226,8 +248,9 @@ pub struct Bounds {
     pub steps: Vec<u64>,
     /// Whether post-copy was requested at start.
     pub postcopy: bool,
-    /// Abort after this long without a new low of the remaining bytes, s.
-    pub stall_timeout_s: f64,
+    /// Abort after this long without a new low of the remaining bytes, s (`None`: never,
+    /// as under QEMU's own convergence).
+    pub stall_timeout_s: Option<f64>,
     /// Abort after this long in all, s.
     pub completion_timeout_s: f64,
     /// Words for the completion timeout's origin ("150 s per GiB of memory").
@@ -245,10 +268,11 @@ impl Bounds {
                 format!("{} s per GiB of memory, at least 60 s", policy.completion_timeout_per_gib_s),
             ),
         };
+        let ferrys = policy.convergence == Convergence::Ferry;
         Bounds {
-            steps: schedule(policy.max_downtime_ms),
-            postcopy: policy.postcopy,
-            stall_timeout_s: policy.stall_timeout_s.max(1) as f64,
+            steps: steps(policy),
+            postcopy: ferrys && policy.postcopy,
+            stall_timeout_s: ferrys.then(|| policy.stall_timeout_s.max(1) as f64),
             completion_timeout_s,
             completion_rule,
         }
@@ -368,7 +392,8 @@ impl Converger {
             });
         }
         let since = self.low.map_or(0.0, |(_, t)| t);
-        if !self.postcopy_started && at - since >= self.bounds.stall_timeout_s {
+        let stalled = self.bounds.stall_timeout_s.is_some_and(|timeout| at - since >= timeout);
+        if !self.postcopy_started && stalled {
             self.ended = true;
             let low = self.low.map_or(String::new(), |(b, _)| format!(" below {:.1} MiB", b as f64 / MIB));
             return Some(Decision::Abort {

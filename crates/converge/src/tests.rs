@@ -246,3 +246,31 @@ fn samples_counting_nothing_left_before_the_copy_starts_are_no_progress_to_beat(
     let decisions = run(&policy(300, false), &samples);
     assert!(decisions.iter().all(|(_, d)| !matches!(d, Decision::Abort { .. })), "{decisions:#?}");
 }
+
+#[test]
+fn under_qemus_convergence_the_limit_is_fixed_at_the_maximum_and_the_throttle_qemus() {
+    let qemu = Policy { convergence: Convergence::Qemu, auto_converge: true, ..policy(300, false) };
+    assert_eq!(steps(&qemu), vec![300]);
+    // A guest that cannot keep up: ferry's policy would start a strong throttle.
+    let input = StartInput { memory_mib: 256, dirty_mib_s: Some(100.0), bandwidth_mib_s: Some(12.0) };
+    let plan = start(&qemu, &input);
+    assert_eq!((plan.auto_converge, plan.throttle, plan.postcopy, plan.downtime_ms), (true, None, false, 300));
+    assert!(plan.reason.contains("downtime limit fixed at 300 ms"), "{}", plan.reason);
+    assert_eq!(start(&Policy { convergence: Convergence::Ferry, ..qemu.clone() }, &input).throttle, Some((80, 25)));
+}
+
+#[test]
+fn under_qemus_convergence_flat_passes_change_nothing_and_only_the_completion_timeout_aborts() {
+    // Allowed post-copy and a 20 s stall timeout, both of which ferry's policy would use.
+    let qemu = Policy { convergence: Convergence::Qemu, ..policy(300, true) };
+    let flat: Vec<u64> = std::iter::once(120).chain(std::iter::repeat_n(60, 40)).collect();
+    let samples = passes(&flat, 3.0, 64, Some(900));
+    let decisions = run(&qemu, &samples);
+    // 256 MiB at 150 s/GiB is under the 60 s floor: the one decision is the abort at 60 s.
+    let kinds: Vec<String> = decisions.iter().map(|(t, d)| format!("{t}: {}", d.describe())).collect();
+    let [(t, Decision::Abort { reason })] = decisions.as_slice() else { panic!("{kinds:#?}") };
+    assert_eq!((*t, reason.as_str()), (60.0, "not complete within 60 s (150 s per GiB of memory, at least 60 s)"));
+    // ferry's own policy on the same samples raises the limit and then switches to post-copy.
+    let ferrys = run(&Policy { convergence: Convergence::Ferry, ..qemu }, &samples);
+    assert!(matches!(ferrys.first(), Some((_, Decision::RaiseDowntime { .. }))), "{ferrys:#?}");
+}

@@ -13,8 +13,8 @@ use std::fmt;
 
 pub use cluster::parse_cluster;
 pub use plan::{
-    parse_plan, parse_plan_csv, parse_plan_toml, Check, Drain, Hooks, Limits, Mode, OnFailure, Plan, PlannedMove,
-    Policy, StaleCopies, Target,
+    parse_plan, parse_plan_csv, parse_plan_toml, Check, Convergence, Drain, Hooks, Limits, Mode, OnFailure, Plan,
+    PlannedMove, Policy, StaleCopies, Target,
 };
 pub use resolve::{resolve, ResolvedMove};
 pub use roll::{HostSelector, Maintenance, OnHostFailure, Reserve, Roll, MAINTENANCE_TAG};

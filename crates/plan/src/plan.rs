@@ -18,6 +18,7 @@
 //! postcopy = false
 //! completion_timeout_per_gib_s = 150
 //! stall_timeout_s = 40
+//! convergence = "ferry"               # ferry | qemu: QEMU alone, one fixed limit, no stall abort
 //! placement = "best-fit"              # best-fit | spread | least-loaded
 //! allow_cross_group = false
 //! stale_copies = "refuse"             # refuse | replace: earlier copies ferry left on a target
@@ -145,6 +146,38 @@ impl std::fmt::Display for StaleCopies {
     }
 }
 
+/// Who drives a live migration to its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Convergence {
+    /// ferry's policy (`ferry-converge`): the downtime limit raised in steps up to
+    /// `max_downtime_ms`, a throttle fitted to the guest, post-copy when allowed, the stall
+    /// and completion timeouts.
+    #[default]
+    Ferry,
+    /// QEMU alone, as `virsh migrate --auto-converge` leaves it: one fixed downtime limit
+    /// (`max_downtime_ms`), QEMU's default throttle, no post-copy, no stall abort; only the
+    /// completion timeout. For comparing with what libvirt does by itself.
+    Qemu,
+}
+
+impl Convergence {
+    /// The names a plan may give.
+    pub const NAMES: &'static str = "ferry, qemu";
+}
+
+impl std::str::FromStr for Convergence {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Convergence, String> {
+        match name {
+            "ferry" => Ok(Convergence::Ferry),
+            "qemu" => Ok(Convergence::Qemu),
+            _ => Err(format!("{name:?} is not one of {}", Convergence::NAMES)),
+        }
+    }
+}
+
 /// How each migration is driven.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
@@ -160,6 +193,10 @@ pub struct Policy {
     pub completion_timeout_per_gib_s: u64,
     /// Abort a migration that made no progress for this long.
     pub stall_timeout_s: u64,
+    /// ferry's convergence policy, or QEMU's alone. Absent from the documents of runs
+    /// journaled before it existed: those ran ferry's.
+    #[serde(default)]
+    pub convergence: Convergence,
     /// Placement policy for `ANY`: best-fit, spread, least-loaded.
     pub placement: String,
     /// Allow targets outside the source's host group.
@@ -214,6 +251,7 @@ impl Default for Policy {
             postcopy: false,
             completion_timeout_per_gib_s: 150,
             stall_timeout_s: 40,
+            convergence: Convergence::Ferry,
             placement: "best-fit".into(),
             allow_cross_group: false,
             delete_source_volumes: false,
@@ -427,6 +465,7 @@ struct RawPolicy {
     postcopy: Option<bool>,
     completion_timeout_per_gib_s: Option<Spanned<i64>>,
     stall_timeout_s: Option<Spanned<i64>>,
+    convergence: Option<Spanned<String>>,
     placement: Option<Spanned<String>>,
     allow_cross_group: Option<bool>,
     delete_source_volumes: Option<bool>,
@@ -636,6 +675,18 @@ pub fn parse_plan_toml(file: &str, text: &str) -> Result<Plan, Vec<InputError>> 
         stream_policy(p, &mut policy, &mut errors);
         policy.auto_converge = p.auto_converge.unwrap_or(policy.auto_converge);
         policy.postcopy = p.postcopy.unwrap_or(policy.postcopy);
+        if let Some(convergence) = &p.convergence {
+            match convergence.get_ref().parse::<Convergence>() {
+                // Nothing would ever switch: asking for post-copy too is a mistake to name.
+                Ok(Convergence::Qemu) if policy.postcopy => errors.at(
+                    convergence.span(),
+                    "policy.convergence",
+                    "\"qemu\" never switches to post-copy: drop postcopy = true, or use convergence = \"ferry\"",
+                ),
+                Ok(c) => policy.convergence = c,
+                Err(e) => errors.at(convergence.span(), "policy.convergence", e),
+            }
+        }
         policy.allow_cross_group = p.allow_cross_group.unwrap_or(policy.allow_cross_group);
         policy.delete_source_volumes = p.delete_source_volumes.unwrap_or(policy.delete_source_volumes);
     }
@@ -1035,5 +1086,33 @@ mod tests {
         assert!(old.remove("stale_copies").is_some());
         let read: Policy = old.try_into().expect("reads without the key");
         assert_eq!(read.stale_copies, StaleCopies::Refuse);
+    }
+
+    #[test]
+    fn convergence_is_ferrys_unless_the_plan_says_qemu() {
+        let drain = "[[drain]]\nhost = \"host-a\"\n";
+        let default = parse_plan_toml("p.toml", drain).expect("a good plan");
+        assert_eq!(default.policy.convergence, Convergence::Ferry);
+        let qemu =
+            parse_plan_toml("p.toml", &format!("[policy]\nconvergence = \"qemu\"\n{drain}")).expect("a good plan");
+        assert_eq!(qemu.policy.convergence, Convergence::Qemu);
+        let cases = [
+            ("convergence = \"virsh\"\n", "\"virsh\" is not one of ferry, qemu"),
+            ("postcopy = true\nconvergence = \"qemu\"\n", "\"qemu\" never switches to post-copy"),
+        ];
+        for (policy, message) in cases {
+            let text = format!("[policy]\n{policy}{drain}");
+            let errors = parse_plan_toml("p.toml", &text).expect_err("a bad convergence");
+            assert_eq!(errors.len(), 1, "{policy}: {errors:?}");
+            let e = &errors[0];
+            let line = text.lines().position(|l| l.starts_with("convergence")).map(|i| i + 1);
+            assert_eq!((e.file.as_str(), e.line, e.field.as_deref()), ("p.toml", line, Some("policy.convergence")));
+            assert!(e.message.starts_with(message), "{policy}: {e:?}");
+        }
+        // A run journaled before the key existed reads back as ferry's.
+        let mut old = toml::Table::try_from(&qemu.policy).expect("serialises");
+        assert!(old.remove("convergence").is_some());
+        let read: Policy = old.try_into().expect("reads without the key");
+        assert_eq!(read.convergence, Convergence::Ferry);
     }
 }
