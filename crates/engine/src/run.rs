@@ -8,7 +8,8 @@ use ferry_driver::{Driver, MoveReport, Progress};
 use ferry_journal::{AttemptKind, EventKind, Journal, JournalError, Lease, NewAttempt, RunKind, RunState};
 use ferry_model::{choose_stream, AutoFacts, ClusterSpec, Inventory, Status, StreamMode};
 use ferry_plan::{Limits, Policy, Target};
-use ferry_preview::placement::{self, Constraints, Fixed, Placer, Request};
+use ferry_preview::placement::{self, Constraints, Fixed, Placer};
+use ferry_preview::schedule::place_as_it_starts;
 use ferry_scheduler::{Config, Deadline, Item, Scheduler, View};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -508,17 +509,13 @@ impl<D: Driver> Engine<D> {
                     Some(Fixed { vm: m.vm.clone(), to, anti_affinity: m.group.clone() })
                 }),
         );
-        let request = Request { vm: item.vm.clone(), anti_affinity: item.group.clone(), candidates: None };
-        // Hosts without a free inbound slot are out for now: placement's best host may be
-        // full (best-fit packs the same host again and again), and the move should then go
-        // to the next best, not wait for that one.
-        let mut unavailable = self.settings.unavailable.clone();
-        unavailable.extend(self.cluster.hosts.iter().filter(|h| !view.has_room(&h.name)).map(|h| h.name.clone()));
-        let constraints =
-            Constraints { allow_cross_group: self.settings.policy.allow_cross_group, unavailable, explain: false };
+        let constraints = Constraints {
+            allow_cross_group: self.settings.policy.allow_cross_group,
+            unavailable: self.settings.unavailable.clone(),
+            explain: false,
+        };
         let policy = self.settings.policy.placement.parse().unwrap_or(placement::Policy::BestFit);
-        let decision = placer.place(&fixed, &[request], &constraints, policy);
-        decision.into_iter().next().and_then(|d| d.host).filter(|h| view.has_room(h))
+        place_as_it_starts(placer, &self.cluster, &fixed, item, view, &constraints, policy)
     }
 }
 

@@ -268,6 +268,20 @@ macro_rules! attempt_columns {
     };
 }
 
+/// The latest finished attempt of a VM (`$1`) that carried memory and meets a condition.
+macro_rules! last_attempt_sql {
+    ($condition:literal) => {
+        concat!(
+            "SELECT ",
+            attempt_columns!(),
+            " FROM attempts WHERE uuid = $1 AND ",
+            $condition,
+            " AND ended_ms IS NOT NULL AND memory_bytes > 0 AND memory_sent_bytes > 0 \
+             ORDER BY ended_ms DESC, run DESC LIMIT 1"
+        )
+    };
+}
+
 /// The columns of an [`Event`].
 macro_rules! event_columns {
     () => {
@@ -1221,19 +1235,19 @@ impl Journal {
     /// VM `uuid`'s latest finished attempt, in any run, whose stream was compressed and whose
     /// memory figures were recorded: what the next preview expects its memory to compress to.
     pub async fn last_compressed_attempt(&self, uuid: &str) -> Result<Option<Attempt>> {
+        self.last_attempt_carrying_memory(uuid, last_attempt_sql!("compression IS NOT NULL")).await
+    }
+
+    /// VM `uuid`'s latest successful live attempt, in any run, whose memory figures were
+    /// recorded: how much of its memory the next preview expects to carry.
+    pub async fn last_live_attempt(&self, uuid: &str) -> Result<Option<Attempt>> {
+        self.last_attempt_carrying_memory(uuid, last_attempt_sql!("kind = 'live' AND outcome = 'SUCCESS'")).await
+    }
+
+    /// The attempt `sql` ([`last_attempt_sql`]) finds for `uuid`.
+    async fn last_attempt_carrying_memory(&self, uuid: &str, sql: &'static str) -> Result<Option<Attempt>> {
         self.hold(|_| async move {
-            sqlx::query(concat!(
-                "SELECT ",
-                attempt_columns!(),
-                " FROM attempts WHERE uuid = $1 AND compression IS NOT NULL AND ended_ms IS NOT NULL \
-                 AND memory_bytes > 0 AND memory_sent_bytes > 0 ORDER BY ended_ms DESC, run DESC LIMIT 1"
-            ))
-            .bind(uuid)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(attempt_from_row)
-            .transpose()
+            sqlx::query(sql).bind(uuid).fetch_optional(&self.pool).await?.as_ref().map(attempt_from_row).transpose()
         })
         .await
     }

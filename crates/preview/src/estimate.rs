@@ -49,6 +49,18 @@ use ferry_converge::stopped_shrinking;
 /// near 2.05 s; median 1.69 s, mean 1.72 s.
 pub const PER_MIGRATION_OVERHEAD_S: f64 = 1.7;
 
+/// Seconds of [`PER_MIGRATION_OVERHEAD_S`] before the copy job: connecting, preparing the
+/// target, writing metadata. The lab's driver logs 12–44 ms for it (`RUST_LOG=ferry_libvirt=debug`,
+/// "migration prepared"); the target's QEMU starts inside the job ([`JOB_SETUP_S`]).
+pub const PREPARE_S: f64 = 0.1;
+
+/// Seconds of [`PER_MIGRATION_OVERHEAD_S`] after the switch-over: libvirt tearing the source's
+/// copy down, then finding the VM on every host and finalizing. The move's slots are free by
+/// then (the engine gives them to the next moves at the switch-over): only the run's end
+/// waits for it. In the lab the target runs the VM 1.4–2.0 s before `virsh migrate` returns
+/// (target polled with `virsh domstate --reason`).
+pub const FINISH_S: f64 = PER_MIGRATION_OVERHEAD_S - PREPARE_S;
+
 /// Fixed seconds inside the copy job that no memory pass accounts for: the migration
 /// connection, device state, the destination's acknowledgement.
 ///

@@ -10,6 +10,6 @@ mod preview;
 pub mod schedule;
 
 pub use preview::{
-    policy_live_input, preview, EstimateView, Kind, MemoryProfile, ObservedCompression, PlacementView, Preview,
-    PreviewConfig, VmPreview, ASSUMED_LINK_MIB_S,
+    policy_live_input, preview, EstimateView, Kind, MemoryProfile, ObservedCompression, ObservedMemory, PlacementView,
+    Preview, PreviewConfig, VmPreview, ASSUMED_LINK_MIB_S,
 };

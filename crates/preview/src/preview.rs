@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::checks::{check_move, verdict, waive, Candidate, Check, CheckContext, CheckName, EarlierCopy, Outcome};
 use crate::estimate::{self, ColdInput, LiveInput, MakespanLimits, PlannedMove};
-use crate::placement::{self, Constraints, Fixed, Request};
+use crate::placement::{self, Constraints, Fixed, Placer, Request};
 use crate::schedule;
 
 /// Link bandwidth assumed for a host whose cluster entry names none, MiB/s.
@@ -40,6 +40,9 @@ pub struct PreviewConfig {
     /// By VM UUID, how its memory compressed the last time a compressed stream carried it
     /// (the journal's latest such attempt); a VM not here is assumed not to compress.
     pub compression: HashMap<String, ObservedCompression>,
+    /// By VM UUID, how much memory its latest live migration carried (the journal's latest
+    /// successful live attempt); used for a VM whose memory is not declared.
+    pub carried: HashMap<String, ObservedMemory>,
 }
 
 /// A compression ratio seen on a VM's earlier migration.
@@ -47,6 +50,16 @@ pub struct PreviewConfig {
 pub struct ObservedCompression {
     /// Guest memory carried per byte sent.
     pub ratio: f64,
+    /// The run it was seen in.
+    pub run: String,
+}
+
+/// The memory a VM's earlier live migration carried: its normal (non-zero) pages, every
+/// pass's, in bytes of guest memory however the stream compressed them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedMemory {
+    /// Guest memory carried, MiB.
+    pub carried_mib: f64,
     /// The run it was seen in.
     pub run: String,
 }
@@ -105,6 +118,10 @@ pub struct EstimateView {
     /// Guest memory carried per byte sent that the estimate assumed, when the stream
     /// compresses: the VM's last observed ratio, else 1.0 (the note says which).
     pub memory_per_byte_sent: Option<f64>,
+    /// Memory holding anything but zeros the estimate assumed, MiB: declared (a simulated
+    /// fleet), or learned from the VM's last live migration (the note says which). `None`:
+    /// all of memory.
+    pub nonzero_mib: Option<f64>,
 }
 
 /// One VM's preview.
@@ -137,6 +154,9 @@ pub struct VmPreview {
     /// When ferry's scheduler is expected to start it, s from the run's start (none for a
     /// move that fails its checks).
     pub expected_start_s: Option<f64>,
+    /// Where the run is expected to send it: `to`, or for a move to `ANY`, the host the
+    /// virtual run placed it on as it started (the run places it then, on what is free).
+    pub expected_to: Option<String>,
 }
 
 /// The preview of a plan.
@@ -219,7 +239,11 @@ pub fn preview(
         let measured = config.dirty_rates.get(&m.uuid).copied();
         let dirty = measured.unwrap_or(0.0);
         let disk_mib = vm.local_disk_mib();
-        let profile = config.memory.get(&m.uuid).copied().unwrap_or_default();
+        let known = match (config.memory.get(&m.uuid), config.carried.get(&m.uuid)) {
+            (Some(declared), _) => Known::Declared(*declared),
+            (None, Some(seen)) => Known::Carried(seen),
+            (None, None) => Known::Nothing,
+        };
         let compression = cluster
             .host(&m.from)
             .zip(cluster.host(to))
@@ -228,7 +252,7 @@ pub fn preview(
             .map(|c| (c, config.compression.get(&m.uuid)));
         match kind {
             Kind::Live => live_view(
-                LiveGuest { memory_mib: vm.memory_mib as f64, profile, dirty, measured: measured.is_some() },
+                LiveGuest { memory_mib: vm.memory_mib as f64, known, dirty, measured: measured.is_some() },
                 bandwidth,
                 disk_mib,
                 compression,
@@ -281,34 +305,63 @@ pub fn preview(
             verdict,
             estimate,
             expected_start_s: None,
+            expected_to: None,
         });
     }
     // The makespan and each move's start: ferry's scheduler over the moves that pass, each
-    // taking at the bandwidth it gives them the time its estimate says.
+    // taking at the bandwidth it gives them the time its estimate says; a move to `ANY`
+    // placed as it starts, as the engine places it.
     let links: HashMap<String, f64> =
         cluster.hosts.iter().map(|h| (h.name.clone(), h.link_mib_s.map_or(ASSUMED_LINK_MIB_S, |l| l as f64))).collect();
     let moves_timed: Vec<schedule::Timed<'_>> = timed
         .iter()
-        .map(|(_, m, vm, to, kind)| schedule::Timed {
+        .map(|(_, m, vm, _, kind)| schedule::Timed {
             item: ferry_scheduler::Item {
                 vm: m.vm.clone(),
                 from: m.from.clone(),
-                to: Target::Host(to.clone()),
+                to: m.to.clone(),
                 group: m.group.clone(),
                 order: m.order,
                 priority: m.priority,
                 memory_mib: vm.memory_mib,
                 disk_mib: vm.local_disk_mib() as u64,
             },
+            // A live move's slots are free at its switch-over, before its finish.
             seconds_at: Box::new({
                 let estimate_at = &estimate_at;
-                move |bandwidth: f64| estimate_at(m, vm, to, *kind, bandwidth).total_s
+                let after = if *kind == Kind::Live { estimate::FINISH_S } else { 0.0 };
+                move |to: &str, bandwidth: f64| estimate_at(m, vm, to, *kind, bandwidth).total_s - after
             }),
+            tail_s: if *kind == Kind::Live { estimate::FINISH_S } else { 0.0 },
         })
         .collect();
-    let scheduled = schedule::schedule(moves_timed, plan.limits.clone(), links);
-    for ((i, ..), start) in timed.iter().zip(&scheduled.starts) {
+    let placer = Placer::new(cluster, inventory);
+    let constraints = Constraints {
+        allow_cross_group: plan.policy.allow_cross_group,
+        unavailable: unavailable.clone(),
+        explain: false,
+    };
+    let policy = placement::Policy::of_plan(plan);
+    // Where each VM of the run is or will be, but for those to `ANY` not placed yet.
+    let mut bound: HashMap<String, Fixed> = timed
+        .iter()
+        .filter_map(|(_, m, ..)| match &m.to {
+            Target::Host(h) => {
+                Some((m.vm.clone(), Fixed { vm: m.vm.clone(), to: h.clone(), anti_affinity: m.group.clone() }))
+            }
+            Target::Any => None,
+        })
+        .collect();
+    let place = |item: &ferry_scheduler::Item, view: &ferry_scheduler::View| {
+        let fixed: Vec<Fixed> = bound.values().filter(|f| f.vm != item.vm).cloned().collect();
+        let to = schedule::place_as_it_starts(&placer, cluster, &fixed, item, view, &constraints, policy)?;
+        bound.insert(item.vm.clone(), Fixed { vm: item.vm.clone(), to: to.clone(), anti_affinity: item.group.clone() });
+        Some(to)
+    };
+    let scheduled = schedule::schedule(moves_timed, plan.limits.clone(), links, place);
+    for (((i, ..), start), to) in timed.iter().zip(&scheduled.starts).zip(scheduled.targets) {
         vms[*i].expected_start_s = *start;
+        vms[*i].expected_to = to;
     }
     // The older formula over the same moves, at the estimates shown.
     let planned: Vec<PlannedMove> = timed
@@ -353,22 +406,25 @@ pub fn policy_live_input(
     measured: bool,
     bandwidth: f64,
 ) -> LiveInput {
-    let throttle = policy.auto_converge.then(|| {
-        ferry_converge::throttle(&ferry_converge::StartInput {
+    // How the migration will start, as the engine starts it (under `convergence = "qemu"`:
+    // QEMU's throttle, one fixed limit, no post-copy).
+    let start = ferry_converge::start(
+        policy,
+        &ferry_converge::StartInput {
             memory_mib: memory_mib as u64,
             dirty_mib_s: measured.then_some(dirty),
             bandwidth_mib_s: Some(bandwidth),
-        })
-    });
+        },
+    );
     LiveInput {
         memory_mib,
         dirty_mib_s: dirty,
         bandwidth_mib_s: bandwidth,
         max_downtime_ms: policy.max_downtime_ms as f64,
-        auto_converge: policy.auto_converge,
-        postcopy: policy.postcopy,
-        downtime_steps_ms: ferry_converge::schedule(policy.max_downtime_ms).into_iter().map(|s| s as f64).collect(),
-        throttle: throttle.flatten().map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0)),
+        auto_converge: start.auto_converge,
+        postcopy: start.postcopy,
+        downtime_steps_ms: ferry_converge::steps(policy).into_iter().map(|s| s as f64).collect(),
+        throttle: start.throttle.map(|(first, step)| (f64::from(first) / 100.0, f64::from(step) / 100.0)),
         ..LiveInput::default()
     }
 }
@@ -387,10 +443,35 @@ fn stream_between(policy: &ferry_plan::Policy, from: &HostSpec, to: &HostSpec, s
     }
 }
 
+/// Where what is known of a VM's memory comes from.
+#[derive(Clone, Copy)]
+enum Known<'a> {
+    /// Declared (a simulated fleet's figures).
+    Declared(MemoryProfile),
+    /// Its last live migration carried this much.
+    Carried(&'a ObservedMemory),
+    /// Nothing: all of memory counts.
+    Nothing,
+}
+
+impl Known<'_> {
+    /// The profile the estimate takes for a guest of `memory_mib`. What a migration carried
+    /// counts its passes' resends too: as the guest's non-zero memory, an upper bound.
+    fn profile(self, memory_mib: f64) -> MemoryProfile {
+        match self {
+            Known::Declared(p) => p,
+            Known::Carried(seen) => {
+                MemoryProfile { nonzero_mib: Some(seen.carried_mib.min(memory_mib)), working_set_mib: None }
+            }
+            Known::Nothing => MemoryProfile::default(),
+        }
+    }
+}
+
 /// What a live estimate knows of the guest.
-struct LiveGuest {
+struct LiveGuest<'a> {
     memory_mib: f64,
-    profile: MemoryProfile,
+    known: Known<'a>,
     /// Dirty rate, MiB/s, and whether it was measured (else assumed).
     dirty: f64,
     measured: bool,
@@ -403,7 +484,8 @@ fn live_view(
     compression: Option<(Compression, Option<&ObservedCompression>)>,
     plan: &Plan,
 ) -> EstimateView {
-    let LiveGuest { memory_mib, profile, dirty, measured } = guest;
+    let LiveGuest { memory_mib, known, dirty, measured } = guest;
+    let profile = known.profile(memory_mib);
     let ratio = compression.map(|(_, seen)| seen.map_or(1.0, |s| s.ratio));
     let input = LiveInput {
         nonzero_mib: profile.nonzero_mib,
@@ -416,6 +498,14 @@ fn live_view(
     let mut note = e.note;
     if !measured {
         note.push_str(" (dirty rate not measured: assumed idle; --measure measures it)");
+    }
+    if let Known::Carried(seen) = known {
+        let _ = write!(
+            note,
+            "; {} MiB of memory to carry, as its last live move did (run {})",
+            seen.carried_mib.min(memory_mib).round(),
+            seen.run
+        );
     }
     if plan.policy.transport == StreamMode::Auto {
         note.push_str("; transport auto: the stream is chosen as the move starts (compressed only when the source has the CPU idle that compressing takes)");
@@ -444,6 +534,7 @@ fn live_view(
         note,
         advice: e.advice,
         memory_per_byte_sent: ratio,
+        nonzero_mib: profile.nonzero_mib,
     }
 }
 
@@ -468,6 +559,7 @@ fn cold_view(disk_mib: f64, bandwidth: f64, plan: &Plan) -> EstimateView {
         ),
         advice: None,
         memory_per_byte_sent: None,
+        nonzero_mib: None,
     }
 }
 
@@ -509,8 +601,35 @@ mod tests {
     }
 
     fn view(compression: Option<(Compression, Option<&ObservedCompression>)>, plan: &Plan) -> EstimateView {
-        let guest = LiveGuest { memory_mib: 1024.0, profile: MemoryProfile::default(), dirty: 0.0, measured: true };
+        let guest = LiveGuest { memory_mib: 1024.0, known: Known::Nothing, dirty: 0.0, measured: true };
         live_view(guest, 32.0, 0.0, compression, plan)
+    }
+
+    #[test]
+    fn a_guest_is_estimated_to_carry_what_its_last_live_move_carried_and_no_more_than_its_memory() {
+        let plan = plan("");
+        let known = |known| {
+            live_view(LiveGuest { memory_mib: 1024.0, known, dirty: 0.0, measured: true }, 32.0, 0.0, None, &plan)
+        };
+        let unknown = known(Known::Nothing);
+        let seen = ObservedMemory { carried_mib: 256.0, run: "r-7".into() };
+        let learnt = known(Known::Carried(&seen));
+        assert_eq!((unknown.nonzero_mib, learnt.nonzero_mib), (None, Some(256.0)));
+        assert!(
+            learnt.note.contains("256 MiB of memory to carry, as its last live move did (run r-7)"),
+            "{}",
+            learnt.note
+        );
+        // 1024 MiB at 32 MiB/s: 32 s of data; 256 MiB: 8 s (and the zero pages' scan).
+        let memory = |v: &EstimateView| v.transfer_s - estimate::JOB_SETUP_S;
+        assert!((memory(&unknown) - 32.0).abs() < 0.1, "{unknown:?}");
+        assert!(memory(&learnt) > 8.0 && memory(&learnt) < 8.5, "{learnt:?}");
+        // More than the guest holds (resends of a busier time): all of memory, not more.
+        let busy = ObservedMemory { carried_mib: 3000.0, run: "r-8".into() };
+        assert_eq!(known(Known::Carried(&busy)).nonzero_mib, Some(1024.0));
+        // A declared profile wins over history.
+        let declared = MemoryProfile { nonzero_mib: Some(100.0), working_set_mib: None };
+        assert_eq!(known(Known::Declared(declared)).nonzero_mib, Some(100.0));
     }
 
     #[test]

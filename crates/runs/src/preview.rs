@@ -8,7 +8,7 @@ use ferry_journal::Journal;
 use ferry_model::Inventory;
 use ferry_plan::ResolvedMove;
 use ferry_preview::checks::EarlierCopy;
-use ferry_preview::ObservedCompression;
+use ferry_preview::{ObservedCompression, ObservedMemory};
 
 use crate::drivers::AnyDriver;
 use crate::events::Events;
@@ -72,26 +72,37 @@ pub async fn earlier_copies(
     found
 }
 
-/// For each moving VM, how its memory compressed on its latest compressed migration in the
-/// journal. A journal that cannot be read is a warning: the estimate then assumes 1:1.
-pub async fn observed_compression(
+/// What the journal tells of each moving VM's earlier migrations, into `config`: how its
+/// memory compressed on its latest compressed migration, and how much memory its latest live
+/// one carried. A journal that cannot be read is a warning: the estimate then assumes a 1:1
+/// stream and all of memory to carry.
+pub async fn learn_from_journal(
     journal: &Journal,
     moves: &[ResolvedMove],
     events: &Events,
-) -> HashMap<String, ObservedCompression> {
-    let mut seen = HashMap::new();
+    config: &mut ferry_preview::PreviewConfig,
+) {
     for m in moves {
         match journal.last_compressed_attempt(&m.uuid).await {
             Ok(Some(attempt)) => {
                 if let Some(ratio) = attempt.memory_per_byte_sent() {
-                    seen.insert(m.uuid.clone(), ObservedCompression { ratio, run: attempt.run });
+                    config.compression.insert(m.uuid.clone(), ObservedCompression { ratio, run: attempt.run });
                 }
             }
             Ok(None) => {}
             Err(e) => events.warn(format!("journal: {e}: {}'s compression ratio is not known", m.vm)),
         }
+        match journal.last_live_attempt(&m.uuid).await {
+            Ok(Some(attempt)) => {
+                if let Some(bytes) = attempt.memory_bytes {
+                    let carried_mib = bytes as f64 / (1u64 << 20) as f64;
+                    config.carried.insert(m.uuid.clone(), ObservedMemory { carried_mib, run: attempt.run });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => events.warn(format!("journal: {e}: how much memory {} carries is not known", m.vm)),
+        }
     }
-    seen
 }
 
 /// What a preview is asked for, besides its plan and cluster.
@@ -140,7 +151,7 @@ pub async fn preview_moves(
         ..ferry_preview::PreviewConfig::default()
     };
     if let Some(journal) = journal {
-        config.compression = observed_compression(journal, &moves, events).await;
+        learn_from_journal(journal, &moves, events, &mut config).await;
     }
     if !offline {
         config.earlier_copies = earlier_copies(&driver, journal, &inventory, &moves, events).await;

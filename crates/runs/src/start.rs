@@ -108,7 +108,7 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
     };
     config.earlier_copies =
         crate::preview::earlier_copies(&driver, Some(&journal), &inventory, &resolved, events).await;
-    config.compression = crate::preview::observed_compression(&journal, &resolved, events).await;
+    crate::preview::learn_from_journal(&journal, &resolved, events, &mut config).await;
     if measure || driver.is_sim() {
         let uuids = resolved.iter().map(|m| m.uuid.clone()).collect();
         config.dirty_rates = driver.measure_dirty_rates(uuids, 3).await.0;

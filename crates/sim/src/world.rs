@@ -19,15 +19,16 @@
 //! # One live migration
 //!
 //! The figures of [`ferry_preview::estimate`], calibrated on the lab, in the same order:
-//! half the fixed cost outside the copy job ([`PER_MIGRATION_OVERHEAD_S`]) to prepare,
+//! [`PREPARE_S`] of the fixed cost outside the copy job ([`PER_MIGRATION_OVERHEAD_S`]) to prepare,
 //! [`JOB_SETUP_S`] inside the job, host-local disks at the link's pace, then QEMU's pre-copy
 //! loop ([`PrecopyLoop`], the same code the estimate runs): zero pages in fixed time, each
 //! period's data at the bandwidth of the moment, a dirty-bitmap sync at the end of each
 //! period with the bandwidth and downtime limit of that moment, the guest dirtying memory
 //! (throttled by auto-converge) in the meantime. Then the pause: its pages at the link's
 //! share (not the cap), the source link's queue, and [`SWITCHOVER_MS`]; or, once post-copy is
-//! started, a [`POSTCOPY_SWITCHOVER_MS`] pause and the rest fetched without a cap. The other
-//! half of the fixed cost is spent finding and finalizing the VM. Alone on a link at a
+//! started, a [`POSTCOPY_SWITCHOVER_MS`] pause and the rest fetched without a cap. The rest
+//! of the fixed cost ([`FINISH_S`]) is spent tearing the source down, finding and finalizing
+//! the VM. Alone on a link at a
 //! constant cap, a migration takes what the estimate says.
 //!
 //! # Compressed streams
@@ -78,16 +79,9 @@ fn virtual_ms(now: Nanos) -> i64 {
 /// here as there.
 pub const SAMPLE_EVERY_S: f64 = 0.25;
 
-/// Seconds a live migration spends before its copy job: connecting, preparing the target,
-/// writing metadata. The lab's driver logs 12–44 ms for it (`RUST_LOG=ferry_libvirt=debug`,
-/// "migration prepared"); the target's QEMU starts inside the job ([`JOB_SETUP_S`]).
-pub const PREPARE_S: f64 = 0.1;
-
-/// Seconds after the switch-over: libvirt tearing the source's copy down, then finding the
-/// VM on every host and finalizing. The rest of [`PER_MIGRATION_OVERHEAD_S`]: in the lab the
-/// target runs the VM 1.4–2.0 s before `virsh migrate` returns (target polled with
-/// `virsh domstate --reason`).
-pub const FINISH_S: f64 = PER_MIGRATION_OVERHEAD_S - PREPARE_S;
+/// The fixed cost of a live migration before its copy job and after its switch-over: the
+/// estimate's, so that the preview and the simulator split it alike.
+pub use ferry_preview::estimate::{FINISH_S, PREPARE_S};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
