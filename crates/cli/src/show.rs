@@ -15,6 +15,14 @@ use ferry_progress::{Board, Terminal};
 use ferry_runs::{Error, Event, Events};
 use tokio::time::Instant;
 
+/// `println!` that ignores a failed write: a reader gone (`ferry migrate … | head -1`) must
+/// not stop the run this process drives.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Output format of commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -73,19 +81,17 @@ fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
         Event::Created { run, kind, parent, moves, failing } if text => {
             if kind == RunKind::Rollback {
                 let of = parent.map(|p| format!(" of run {p}")).unwrap_or_default();
-                println!("run {run} (rollback{of})");
+                out!("run {run} (rollback{of})");
             } else {
-                println!("run {run}");
+                out!("run {run}");
             }
             if failing > 0 {
-                println!(
-                    "{failing} of {moves} moves fail their prechecks and will not start (see `ferry report {run}`)"
-                );
+                out!("{failing} of {moves} moves fail their prechecks and will not start (see `ferry report {run}`)");
             }
         }
-        Event::Driving { vms, .. } => {
+        Event::Driving { vms, planned_s, .. } => {
             let tty = std::io::stderr().is_terminal();
-            let board = ferry_runs::events::board_for(&vms, Terminal { tty, width: terminal_width() });
+            let board = ferry_runs::events::board_for(&vms, planned_s, Terminal { tty, width: terminal_width() });
             lock(screen).board = Some((board, Instant::now()));
             if drawn {
                 tokio::spawn(redraw(screen.clone(), Duration::from_millis(if tty { 250 } else { 500 })));
@@ -108,7 +114,7 @@ fn show(screen: &Arc<Mutex<Screen>>, output: Output, event: Event) {
             }
         }
         Event::Finished { run, end } => print_end(&run, &end, output),
-        Event::Said(line) if chatty => println!("{line}"),
+        Event::Said(line) if chatty => out!("{line}"),
         Event::Warning(line) => eprintln!("ferry: {line}"),
         Event::Created { .. } | Event::Said(_) => {}
     }
@@ -152,7 +158,7 @@ fn print_end(run_id: &str, end: &RunEnd, output: Output) {
             .iter()
             .map(|m| serde_json::json!({"vm": m.vm, "status": m.status, "message": m.message}))
             .collect();
-        println!("{}", serde_json::json!({ "run": run_id, "state": end.state.name(), "moves": moves }));
+        out!("{}", serde_json::json!({ "run": run_id, "state": end.state.name(), "moves": moves }));
         return;
     }
     let mut counts: Vec<(Status, usize)> = Vec::new();
@@ -163,8 +169,8 @@ fn print_end(run_id: &str, end: &RunEnd, output: Output) {
         }
     }
     let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    println!("run {run_id} {}: {}", end.state, counts.join(", "));
-    println!("details: ferry report {run_id}");
+    out!("run {run_id} {}: {}", end.state, counts.join(", "));
+    out!("details: ferry report {run_id}");
 }
 
 /// Standard error's terminal width: the terminal's own (asked each frame, so a resize is

@@ -18,7 +18,10 @@
 //!
 //! The ETA shown never goes up: when the estimate grows (a new memory pass, a slowdown, a
 //! stall) the countdown holds, and when it falls it is followed, however fast. Before any
-//! throughput is observed it shows `ETA --`; once every move is over, the run's total time.
+//! throughput is observed it counts down from the preview's makespan when the board was
+//! given one ([`Board::planned`]), else shows `ETA --`; the first estimate from observation
+//! replaces the planned countdown, up or down (the only time the ETA may go up: what was
+//! measured replaces what was planned). Once every move is over: the run's total time.
 //! The hypervisor reports a dirty rate only from the end of a migration's first pass, so
 //! until one move has finished, the first pass can look like all the work and the countdown
 //! then holds through the later passes.
@@ -88,6 +91,10 @@ pub struct Board {
     finished_total: u64,
     /// The ETA last shown, s.
     shown_eta: Option<f64>,
+    /// The preview's makespan, s from the start, when the run is driven from its start.
+    planned_s: Option<f64>,
+    /// Whether an estimate from observation was made (the plan's countdown is over).
+    measured: bool,
     /// When the last move ended, once all have.
     ended_at: Option<f64>,
     /// When the last overall plain line was printed.
@@ -174,7 +181,8 @@ struct Summary {
 /// A board's figures at one moment, for watchers that draw their own ([`Board::snapshot`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Snapshot {
-    /// Seconds until every move is over (0 once they are); none before any throughput.
+    /// Seconds until every move is over (0 once they are); before any throughput, the
+    /// preview's countdown ([`Board::planned`]) or none.
     pub eta_s: Option<f64>,
     /// The run's work done, 0 to 1, each move weighted by its memory.
     pub fraction: f64,
@@ -229,6 +237,8 @@ impl Board {
             finished_sent: 0,
             finished_total: 0,
             shown_eta: None,
+            planned_s: None,
+            measured: false,
             ended_at: None,
             overall_at: 0.0,
             final_printed: false,
@@ -240,6 +250,13 @@ impl Board {
             }
         }
         board
+    }
+
+    /// The run's makespan as its preview estimated it, s: the ETA counts down from it until
+    /// throughput is observed. `None`, or a figure that is not finite: `ETA --` until then.
+    pub fn planned(mut self, makespan_s: Option<f64>) -> Board {
+        self.planned_s = makespan_s.filter(|s| s.is_finite() && *s > 0.0);
+        self
     }
 
     /// `vm` started moving. A VM the board was not given is added, without memory.
@@ -491,7 +508,15 @@ impl Board {
             return Eta::Done(self.ended_at.unwrap_or(0.0));
         }
         self.observe(now);
-        self.shown_eta = next_shown(self.shown_eta, self.estimate());
+        let estimate = self.estimate();
+        self.shown_eta = match (estimate, self.measured) {
+            (Some(_), false) => {
+                self.measured = true;
+                estimate
+            }
+            (None, false) => self.planned_s.map(|planned| planned - now).filter(|left| *left > 0.0),
+            (_, true) => next_shown(self.shown_eta, estimate),
+        };
         self.shown_eta.map_or(Eta::Unknown, Eta::Remaining)
     }
 
@@ -730,6 +755,29 @@ mod tests {
             memory_passes: pass,
             ..Progress::default()
         }
+    }
+
+    #[test]
+    fn the_eta_counts_down_from_the_preview_until_throughput_replaces_it() {
+        let moves = vec![Planned { vm: "vm-1".into(), memory_bytes: (1024.0 * MIB) as u64 }];
+        let mut board = Board::new(moves.clone(), tty(120)).planned(Some(60.0));
+        board.started("vm-1", "host-a", "host-b", Kind::Live, 0.0);
+        assert_eq!(board.snapshot(0.0).eta_s, Some(60.0));
+        assert_eq!(board.snapshot(5.0).eta_s, Some(55.0));
+        // Observed: 1,024 MiB at 10 MiB/s, the run is later than planned; the measurement
+        // replaces the plan, though higher.
+        board.sample("vm-1", &progress(1024.0, 1000.0, 24.0, 10.0, 1), 6.0);
+        board.sample("vm-1", &progress(1024.0, 990.0, 34.0, 10.0, 1), 7.0);
+        let measured = board.snapshot(7.0).eta_s.expect("an estimate");
+        assert!(measured > 90.0, "{measured}");
+        // Then it never goes up again.
+        board.sample("vm-1", &progress(1024.0, 985.0, 39.0, 5.0, 1), 8.0);
+        assert!(board.snapshot(8.0).eta_s.expect("an estimate") <= measured);
+        // Without a plan, or once the plan's time is over with nothing observed: unknown.
+        let mut unplanned = Board::new(moves.clone(), tty(120));
+        assert_eq!(unplanned.snapshot(1.0).eta_s, None);
+        let mut late = Board::new(moves, tty(120)).planned(Some(3.0));
+        assert_eq!(late.snapshot(4.0).eta_s, None);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Event {
         run: String,
         /// Its moves' VMs and their memory.
         vms: Vec<(String, u64)>,
+        /// The preview's makespan, s, when the run is driven from its start.
+        planned_s: Option<f64>,
     },
     /// What the engine says as it goes.
     Engine(EngineEvent),
@@ -52,9 +54,11 @@ pub enum Event {
     Warning(String),
 }
 
-/// A board for the moves of [`Event::Driving`]: each VM with its memory, MiB.
-pub fn board_for(vms: &[(String, u64)], terminal: Terminal) -> Board {
+/// A board for the moves of [`Event::Driving`]: each VM with its memory, MiB, its ETA
+/// counting down from the preview's makespan, when there is one, until throughput is seen.
+pub fn board_for(vms: &[(String, u64)], planned_s: Option<f64>, terminal: Terminal) -> Board {
     Board::new(vms.iter().map(|(vm, mib)| Planned { vm: vm.clone(), memory_bytes: mib << 20 }).collect(), terminal)
+        .planned(planned_s)
 }
 
 /// Tells `board` what the engine said, `now` seconds after the run started being driven.

@@ -31,6 +31,9 @@ pub struct Drive<D> {
     pub generation: i64,
     /// The engine's clock: virtual time in a simulation.
     pub clock: Clock,
+    /// The preview's makespan, s, when the run is driven from its start (the progress
+    /// display's ETA starts from it); `None` for a resumed run.
+    pub planned_s: Option<f64>,
 }
 
 impl<D: Driver> Drive<D> {
@@ -53,7 +56,7 @@ impl<D: Driver> Drive<D> {
             }
         });
         let vms = self.specs.iter().map(|s| (s.vm.clone(), s.memory_mib)).collect();
-        events.emit(Event::Driving { run: run_id.clone(), vms });
+        events.emit(Event::Driving { run: run_id.clone(), vms, planned_s: self.planned_s });
         let telling = {
             let events = events.clone();
             tokio::spawn(async move {
@@ -85,13 +88,14 @@ impl<D: Driver> Drive<D> {
 /// Runs the engine with the plan's per-VM hooks; Ctrl-C once stops starting moves, twice
 /// aborts running ones. True when every move succeeded and no hook failed under `fail`.
 pub async fn execute<D: Driver>(run: Drive<D>, plan: &Plan, events: &Events) -> Result<bool, Error> {
-    let Drive { driver, journal, cluster, inventory, settings, specs, generation, clock } = run;
+    let Drive { driver, journal, cluster, inventory, settings, specs, generation, clock, planned_s } = run;
     let run_id = settings.run_id.clone();
     let lease = lease_for(&journal, &run_id, generation, &settings.owner).await.map_err(Error::Failed)?;
     let failed = Arc::new(Mutex::new(None));
     let uuids: Vec<(String, String)> = specs.iter().map(|s| (s.uuid.clone(), s.vm.clone())).collect();
     let hooked = Hooked::new(driver, plan, &uuids, journal.clone(), lease, failed.clone(), events.clone());
-    let run = Drive { driver: Arc::new(hooked), journal, cluster, inventory, settings, specs, generation, clock };
+    let run =
+        Drive { driver: Arc::new(hooked), journal, cluster, inventory, settings, specs, generation, clock, planned_s };
     let end = run.drive(&[Command::Stop, Command::Abort], events).await?;
     events.emit(Event::Finished { run: run_id, end: end.clone() });
     let hook_failed = failed.lock().map(|f| f.is_some()).unwrap_or(true);

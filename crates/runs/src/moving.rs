@@ -156,6 +156,7 @@ pub async fn move_vm(ask: &MoveAsk, journal: &JournalAt, events: &Events) -> Res
         specs: built.document.moves.clone(),
         generation: built.run.generation,
         clock,
+        planned_s: None,
     };
     let end = drive.drive(&[Command::Abort], events).await?;
     let Some(ended) = end.moves.into_iter().next() else {

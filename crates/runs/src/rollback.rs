@@ -397,6 +397,7 @@ pub async fn roll_back(request: Request<'_>, events: &Events) -> Result<Returned
             specs,
             generation: run.generation,
             clock: request.clock,
+            planned_s: None,
         };
         execute(drive, &built.document.plan, events).await?
     };

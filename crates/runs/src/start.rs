@@ -189,6 +189,7 @@ pub async fn start(start: Start, events: &Events) -> Result<bool, Error> {
         specs: built.document.moves.clone(),
         generation: run.generation,
         clock,
+        planned_s: built.document.estimated_makespan_s,
     };
     let mut ok = soft(execute(drive, &plan, events).await, events)?;
     ok &= drain::after(
@@ -320,6 +321,7 @@ pub async fn resume(
         specs: document.moves.clone(),
         generation: run.generation,
         clock: Clock::system(),
+        planned_s: None,
     };
     let mut ok = soft(execute(drive, plan, events).await, events)?;
     // A drained host's hook and the return of its VMs, and the post-run hook, if the run

@@ -24,9 +24,9 @@ impl Live {
         let driven: Mutex<Option<String>> = Mutex::new(None);
         Events::to(move |event| {
             match &event {
-                Event::Driving { run, vms } => {
+                Event::Driving { run, vms, planned_s } => {
                     *lock(&driven) = Some(run.clone());
-                    let board = ferry_runs::events::board_for(vms, Terminal { tty: false, width: 100 });
+                    let board = ferry_runs::events::board_for(vms, *planned_s, Terminal { tty: false, width: 100 });
                     live.boards().insert(run.clone(), (board, Instant::now()));
                 }
                 Event::Engine(engine) => {
