@@ -58,10 +58,6 @@ const LINK_MIB_S: u32 = 12;
 const PORT_BASE: u16 = 6000;
 /// Goal for the prediction of the total time, %.
 const GOAL_PCT: f64 = 25.0;
-/// How fast QEMU sends pages without the cap in the lab: here mostly post-copy's, which the
-/// destination never had and which cross slower than a pause's resent ones (2000 MiB/s in
-/// bench estimate_vs_real); the figure this bench's rows were measured against.
-const LAB_LINK_MIB_S: f64 = 1000.0;
 
 /// The two ferry rows: name and `[policy]` lines (the rest is the default policy).
 const FERRY_ROWS: [(&str, &str); 2] =
@@ -351,7 +347,7 @@ fn predict(dirty: f64, options: Options, lab: bool) -> LiveEstimate {
         input.catch_up_s = Some(ferry_lab::GUEST_CATCH_UP_S);
         input.nonzero_mib = Some(ferry_lab::GUEST_BASE_NONZERO_MIB + wss);
         input.working_set_mib = Some(wss);
-        input.link_mib_s = Some(LAB_LINK_MIB_S);
+        input.link_mib_s = Some(ferry_lab::LOOPBACK_PAGE_MIB_S);
     }
     estimate_live(&input)
 }

@@ -39,14 +39,8 @@ const BANDWIDTHS: [Option<f64>; 3] = [Some(32.0), Some(96.0), None];
 /// migration thread share two cores. From the faster uncapped runs (134 MiB, job 0.61–0.89 s;
 /// 2026-11-23); when the thread is starved, uncapped jobs take 2–4 s.
 const LAB_UNCAPPED_MIB_S: f64 = 250.0;
-/// The lab's "link": how fast QEMU sends the final pause's pages, without the cap and with the
-/// guest's vCPU stopped, when the destination had them before (a pause after later passes).
-/// Measured 2026-11-26 at a 32 MiB/s cap with downtime limits of 75, 300 and 600 ms: 0.53 ms
-/// more a MiB of the model's pause, ~1900 MiB/s, rounded to 2000 (see
-/// [`ferry_preview::estimate::SWITCHOVER_MS`]). Pages the destination never had cross at
-/// ~350 MiB/s: a pause carrying all 128 MiB of a guest's data (limit 10 s) took 362–412 ms;
-/// the model does not tell them apart.
-const LAB_LINK_MIB_S: f64 = 2000.0;
+/// The lab's "link" for the pause's pages ([`ferry_lab::LOOPBACK_PAGE_MIB_S`]).
+const LAB_LINK_MIB_S: f64 = ferry_lab::LOOPBACK_PAGE_MIB_S;
 
 fn main() {
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3);

@@ -49,8 +49,8 @@ const MEM_MIB: u64 = 256;
 const WSS_MIB: f64 = ferry_lab::guest_working_set_mib(MEM_MIB) as f64;
 /// What is not zero in a lab guest: kernel, initramfs, page tables, and the working set.
 const NONZERO_MIB: f64 = ferry_lab::GUEST_BASE_NONZERO_MIB + WSS_MIB;
-/// How fast the lab sends a pause's resent pages without a shaped link (`estimate_vs_real`).
-const LAB_LINK_MIB_S: u64 = 2000;
+/// How fast the lab sends a pause's pages without a shaped link, MiB/s.
+const LAB_LINK_MIB_S: u64 = ferry_lab::LOOPBACK_PAGE_MIB_S as u64;
 /// The shaped link of parts 2 and 3, MiB/s.
 const SHAPED_MIB_S: u64 = 64;
 const PORT_BASE: &str = "30000";

@@ -303,6 +303,14 @@ pub fn guest_nonzero_mib(mem_mib: u64, mix: MemoryMix) -> f64 {
     let working_set = guest_working_set_mib(mem_mib) as f64;
     GUEST_BASE_NONZERO_MIB + working_set * f64::from(100 - mix.zero) / 100.0
 }
+/// How fast the lab sends pages past a migration's cap (its final pause, post-copy), MiB/s,
+/// without a shaped link: the `link_mib_s` every bench gives the estimate for the lab's
+/// loopback. Fitted (bench estimate_vs_real, 2026-11-26) on pauses at a 32 MiB/s cap with
+/// downtime limits of 75, 300 and 600 ms: 0.53 ms a MiB more than the model's pause, ~1900
+/// MiB/s. Pages the destination never had cross slower (~350 MiB/s: a pause carrying all of a
+/// 128 MiB guest's data took 362–412 ms), which the model does not tell apart: post-copy's
+/// and a first pass's pause are predicted short.
+pub const LOOPBACK_PAGE_MIB_S: f64 = 2000.0;
 /// How much missed work a lab guest makes up after auto-converge stopped its vCPU, s: it
 /// dirties to a clock and catches up at most 50 ms (`crates/guest`, `MAX_BACKLOG`).
 pub const GUEST_CATCH_UP_S: f64 = 0.05;
