@@ -46,7 +46,8 @@ const FITTED: Cases =
     Cases { mem_mib: 256.0, labs: [(5.0, 26000), (25.0, 27000)], bandwidths: &[Some(32.0), Some(96.0), None] };
 
 /// Cases no constant was fitted on: half the memory, other dirty rates, other caps.
-const HELD_OUT: Cases = Cases { mem_mib: 128.0, labs: [(10.0, 26000), (15.0, 27000)], bandwidths: &[Some(48.0), Some(64.0)] };
+const HELD_OUT: Cases =
+    Cases { mem_mib: 128.0, labs: [(10.0, 26000), (15.0, 27000)], bandwidths: &[Some(48.0), Some(64.0)] };
 /// What an uncapped migration gets in the lab when it gets a core, MiB/s: the guests and the
 /// migration thread share two cores. From the faster uncapped runs (134 MiB, job 0.61–0.89 s;
 /// 2026-11-23); when the thread is starved, uncapped jobs take 2–4 s.
