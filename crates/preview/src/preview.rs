@@ -342,20 +342,18 @@ pub fn preview(
         explain: false,
     };
     let policy = placement::Policy::of_plan(plan);
-    // Where each VM of the run is or will be, but for those to `ANY` not placed yet.
-    let mut bound: HashMap<String, Fixed> = timed
+    // Where each VM of the run is or will be, but for those to `ANY` not placed yet (the one
+    // being placed is never here: a placed move starts at once).
+    let mut bound: Vec<Fixed> = timed
         .iter()
         .filter_map(|(_, m, ..)| match &m.to {
-            Target::Host(h) => {
-                Some((m.vm.clone(), Fixed { vm: m.vm.clone(), to: h.clone(), anti_affinity: m.group.clone() }))
-            }
+            Target::Host(h) => Some(Fixed { vm: m.vm.clone(), to: h.clone(), anti_affinity: m.group.clone() }),
             Target::Any => None,
         })
         .collect();
     let place = |item: &ferry_scheduler::Item, view: &ferry_scheduler::View| {
-        let fixed: Vec<Fixed> = bound.values().filter(|f| f.vm != item.vm).cloned().collect();
-        let to = schedule::place_as_it_starts(&placer, cluster, &fixed, item, view, &constraints, policy)?;
-        bound.insert(item.vm.clone(), Fixed { vm: item.vm.clone(), to: to.clone(), anti_affinity: item.group.clone() });
+        let to = schedule::place_as_it_starts(&placer, cluster, &bound, item, view, &constraints, policy)?;
+        bound.push(Fixed { vm: item.vm.clone(), to: to.clone(), anti_affinity: item.group.clone() });
         Some(to)
     };
     let scheduled = schedule::schedule(moves_timed, plan.limits.clone(), links, place);
