@@ -6,7 +6,7 @@ use ferry_runs::cleanup::CleanupAsk;
 use serde_json::json;
 
 use crate::cluster::ClusterArg;
-use crate::show::{self, exit, Output};
+use crate::show::{self, exit, out, Output};
 use crate::state::StateArg;
 
 /// `ferry cleanup` arguments.
@@ -50,7 +50,7 @@ pub async fn cleanup(args: CleanupArgs, output: Output) -> ExitCode {
         };
         let cleaned = ferry_runs::cleanup::cleanup(&ask, &show::events(output)).await?;
         if output == Output::Json {
-            println!("{}", json!({ "dry_run": ask.dry_run, "vms": cleaned.vms }));
+            out!("{}", json!({ "dry_run": ask.dry_run, "vms": cleaned.vms }));
         }
         Ok(cleaned.ok)
     };

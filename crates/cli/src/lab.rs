@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use ferry_lab::{CheckConfig, LabError, MemoryMix, UpConfig};
 
-use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{out, Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 
 /// How long a guest may take from its start to its first heartbeat: about 6 s on an idle
 /// machine, over 40 s measured on a 2-core one running two tests' guests.
@@ -132,9 +132,9 @@ pub fn run(command: LabCommand, output: Output) -> ExitCode {
         }
         LabCommand::Down { dir, purge } => ferry_lab::down(&dir.path(), purge).map(|stopped| {
             if output == Output::Json {
-                println!("{}", serde_json::json!({ "stopped_processes": stopped }));
+                out!("{}", serde_json::json!({ "stopped_processes": stopped }));
             } else {
-                println!("lab down: stopped {stopped} processes");
+                out!("lab down: stopped {stopped} processes");
             }
             ExitCode::SUCCESS
         }),
@@ -156,21 +156,21 @@ fn report_error(error: &LabError) -> ExitCode {
 fn print_status(dir: &std::path::Path, output: Output) -> Result<ExitCode, LabError> {
     let status = ferry_lab::status(dir)?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&status).expect("status serialises"));
+        out!("{}", serde_json::to_string_pretty(&status).expect("status serialises"));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("lab {}", status.dir);
-    println!("{:<8} {:<8} {:<38} GUESTS", "HOST", "PID", "URI");
+    out!("lab {}", status.dir);
+    out!("{:<8} {:<8} {:<38} GUESTS", "HOST", "PID", "URI");
     for host in &status.hosts {
         let pid = host.pid.map_or("down".to_string(), |p| p.to_string());
         let guests = match &host.error {
             Some(e) => format!("({e})"),
             None => host.running.join(" "),
         };
-        println!("{:<8} {:<8} {:<38} {}", host.name, pid, host.uri, guests);
+        out!("{:<8} {:<8} {:<38} {}", host.name, pid, host.uri, guests);
     }
-    println!();
-    println!("{:<8} {:<10} {:<10} {:>8} {:>10} {:>9}", "GUEST", "HOST", "STATE", "SEQ", "UPTIME", "LOG AGE");
+    out!();
+    out!("{:<8} {:<10} {:<10} {:>8} {:>10} {:>9}", "GUEST", "HOST", "STATE", "SEQ", "UPTIME", "LOG AGE");
     for vm in &status.vms {
         let (host, state) = match (vm.running_on.as_slice(), vm.paused_on.as_slice(), vm.defined_on.as_slice()) {
             ([one], [], _) => (one.clone(), "running"),
@@ -180,7 +180,7 @@ fn print_status(dir: &std::path::Path, output: Output) -> Result<ExitCode, LabEr
             ([], [], []) => ("-".to_string(), "missing"),
             (many, _, _) => (many.join(","), "TWICE"),
         };
-        println!(
+        out!(
             "{:<8} {:<10} {:<10} {:>8} {:>10} {:>9}",
             vm.name,
             host,
@@ -195,16 +195,16 @@ fn print_status(dir: &std::path::Path, output: Output) -> Result<ExitCode, LabEr
 
 fn print_checks(verdicts: &[ferry_lab::VmCheck], output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(verdicts).expect("verdicts serialise"));
+        out!("{}", serde_json::to_string_pretty(verdicts).expect("verdicts serialise"));
         return;
     }
     for v in verdicts {
         let host = v.host.as_deref().unwrap_or("-");
         let uptime = v.uptime_s.map_or("-".into(), |u| format!("{u:.1} s"));
         if v.ok() {
-            println!("ok    {:<8} on {:<8} uptime {:>9}  {} heartbeats", v.name, host, uptime, v.heartbeats);
+            out!("ok    {:<8} on {:<8} uptime {:>9}  {} heartbeats", v.name, host, uptime, v.heartbeats);
         } else {
-            println!("FAIL  {:<8} on {:<8} uptime {:>9}  {}", v.name, host, uptime, v.problems.join("; "));
+            out!("FAIL  {:<8} on {:<8} uptime {:>9}  {}", v.name, host, uptime, v.problems.join("; "));
         }
     }
 }

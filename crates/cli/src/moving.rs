@@ -7,7 +7,7 @@ use ferry_preview::checks::CheckName;
 use ferry_runs::moving::{MoveAsk, Moved};
 
 use crate::cluster::ClusterArg;
-use crate::show::{self, exit, Output};
+use crate::show::{self, exit, out, Output};
 use crate::state::StateArg;
 
 /// `ferry move` arguments.
@@ -112,16 +112,16 @@ pub async fn run(args: MoveArgs, output: Output) -> ExitCode {
 
 fn print_summary(s: &Moved, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        out!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
         return;
     }
-    println!("{} {} {} -> {}: {}", s.vm, s.kind, s.from, s.to, s.status);
+    out!("{} {} {} -> {}: {}", s.vm, s.kind, s.from, s.to, s.status);
     if let Some(reason) = &s.reason {
-        println!("  reason: {reason}");
+        out!("  reason: {reason}");
     }
     let r = &s.report;
     let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
-    println!(
+    out!(
         "  wall {:.2} s  job {}  downtime {}  transferred {:.1} MiB  memory passes {}",
         r.wall_ms as f64 / 1000.0,
         ms(r.job_ms),
@@ -130,10 +130,10 @@ fn print_summary(s: &Moved, output: Output) {
         r.memory_passes
     );
     if !r.locations.is_empty() {
-        println!("  now: {}", describe(&r.locations));
+        out!("  now: {}", describe(&r.locations));
     }
     for m in &r.messages {
-        println!("  - {m}");
+        out!("  - {m}");
     }
 }
 

@@ -13,7 +13,7 @@ use ferry_runs::inputs::Inputs;
 use ferry_runs::preview::PreviewAsk;
 
 use crate::cluster::ClusterArg;
-use crate::show::{Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{out, Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::state::StateArg;
 
 /// `ferry preview` arguments.
@@ -103,7 +103,7 @@ pub async fn run(args: PreviewArgs, output: Output) -> ExitCode {
         }
     };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&preview).expect("preview serialises")),
+        Output::Json => out!("{}", serde_json::to_string_pretty(&preview).expect("preview serialises")),
         Output::Text => print_text(&preview),
     }
     if preview.failing > 0 {
@@ -121,19 +121,19 @@ fn print_text(p: &Preview) {
             ferry_preview::Kind::Cold => "cold",
         };
         let group = vm.group.as_deref().map(|g| format!(", group {g}")).unwrap_or_default();
-        println!("{}  {} -> {to} ({kind}{group}, plan line {})  {}", vm.vm, vm.from, vm.line, vm.verdict);
+        out!("{}  {} -> {to} ({kind}{group}, plan line {})  {}", vm.vm, vm.from, vm.line, vm.verdict);
         if let Some(placement) = &vm.placement {
-            println!("  placement: {}", placement.why);
+            out!("  placement: {}", placement.why);
             for (host, why) in &placement.rejected {
-                println!("    not {host}: {why}");
+                out!("    not {host}: {why}");
             }
         }
         for check in &vm.checks {
-            println!("  {:<8} {:<19} {}", check.outcome.to_string(), check.name.to_string(), check.message);
+            out!("  {:<8} {:<19} {}", check.outcome.to_string(), check.name.to_string(), check.message);
         }
         if let Some(e) = &vm.estimate {
             if vm.verdict != Outcome::Failed {
-                println!(
+                out!(
                     "  estimate: blackout {}  transfer {}  total {}  at {:.0} MiB/s, dirty {:.1} MiB/s{}",
                     ms(e.downtime_ms),
                     seconds(e.transfer_s),
@@ -142,15 +142,15 @@ fn print_text(p: &Preview) {
                     e.dirty_mib_s,
                     if e.dirty_measured { " (measured)" } else { "" }
                 );
-                println!("            {}", e.note);
+                out!("            {}", e.note);
                 if let Some(advice) = &e.advice {
-                    println!("            advice: {advice}");
+                    out!("            advice: {advice}");
                 }
             }
         }
-        println!();
+        out!();
     }
-    println!(
+    out!(
         "{}: {} moves, {} would fail, {} with warnings; estimated makespan {} under the plan's limits, worst blackout {}",
         p.plan,
         p.moves,

@@ -12,7 +12,7 @@ use ferry_runs::roll::{RollEnd, RollStart};
 use ferry_runs::Error;
 
 use crate::cluster::ClusterArg;
-use crate::show::{self, exit, Output, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{self, exit, out, Output, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::state::StateArg;
 
 /// `ferry roll` arguments.
@@ -53,23 +53,23 @@ pub async fn run(args: RollArgs, output: Output) -> ExitCode {
         let roll = &rolled.roll;
         Ok(match rolled.end {
             RollEnd::Finished(ok) => {
-                println!("roll {roll} finished{}", if ok { "" } else { ": not every wave ended well" });
+                out!("roll {roll} finished{}", if ok { "" } else { ": not every wave ended well" });
                 ok
             }
             RollEnd::AwaitingConfirmation => {
-                println!("roll {roll}: the canary hosts are done; `ferry resume {roll}` goes on");
+                out!("roll {roll}: the canary hosts are done; `ferry resume {roll}` goes on");
                 true
             }
             RollEnd::Stopped(wave) => {
-                println!("roll {roll} stopped at wave {wave}; `ferry resume {roll}` runs it again once fixed");
+                out!("roll {roll} stopped at wave {wave}; `ferry resume {roll}` runs it again once fixed");
                 false
             }
             RollEnd::Aborted(wave) => {
-                println!("roll {roll} aborted at wave {wave}");
+                out!("roll {roll} aborted at wave {wave}");
                 false
             }
             RollEnd::PastDeadline(wave) => {
-                println!("roll {roll} stopped: its deadline passed before wave {wave}");
+                out!("roll {roll} stopped: its deadline passed before wave {wave}");
                 false
             }
         })
@@ -92,7 +92,7 @@ pub fn preview(plan: &Plan, cluster: &ClusterSpec, inventory: &Inventory, output
         }
     };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rolled).expect("a roll plan serialises")),
+        Output::Json => out!("{}", serde_json::to_string_pretty(&rolled).expect("a roll plan serialises")),
         Output::Text => print_text(plan, &rolled),
     }
     if rolled.impossible.is_empty() {
@@ -109,43 +109,43 @@ fn print_text(plan: &Plan, r: &RollPlan) {
         let time = wave
             .estimated_s
             .map_or("time unknown (hook_sim_s sets the hook's)".into(), |s| format!("est. {}", seconds(s)));
-        println!("wave {}: {}{canary}  {time}", i + 1, wave.hosts.join(", "));
+        out!("wave {}: {}{canary}  {time}", i + 1, wave.hosts.join(", "));
         for step in &wave.vms {
             match &step.to {
-                Some(to) => println!(
+                Some(to) => out!(
                     "  {} {} -> {to} ({}{})",
                     step.vm,
                     step.host,
                     step.behaviour.name(),
                     if step.returns { ", comes back" } else { ", stays there" }
                 ),
-                None => println!("  {} stays on {} ({})", step.vm, step.host, step.behaviour.name()),
+                None => out!("  {} stays on {} ({})", step.vm, step.host, step.behaviour.name()),
             }
         }
         for (host, why) in &wave.waiting {
-            println!("  {host} waits: {why}");
+            out!("  {host} waits: {why}");
         }
-        println!("  free outside maintenance: {:.0} MiB, {:.0} vCPUs", wave.free.memory_mib, wave.free.vcpus);
+        out!("  free outside maintenance: {:.0} MiB, {:.0} vCPUs", wave.free.memory_mib, wave.free.vcpus);
     }
     if plan.roll.as_ref().is_some_and(|roll| !roll.return_vms) {
-        println!(
+        out!(
             "then a rebalance by placement {} of the roll's hosts: {} moves as planned now (planned again on the layout the waves leave)",
             plan.policy.placement,
             r.rebalance.len()
         );
         for m in &r.rebalance {
-            println!("  {} {} -> {}", m.vm, m.from, m.to);
+            out!("  {} {} -> {}", m.vm, m.from, m.to);
         }
     }
     for (host, why) in &r.skipped {
-        println!("skipped {host}: {why}");
+        out!("skipped {host}: {why}");
     }
     for (host, why) in &r.impossible {
-        println!("CANNOT  {host}: {why}");
+        out!("CANNOT  {host}: {why}");
     }
     let lowest = r.lowest_free.map_or("-".into(), |c| format!("{:.0} MiB, {:.0} vCPUs", c.memory_mib, c.vcpus));
     let total = r.estimated_s.map_or("unknown".into(), seconds);
-    println!(
+    out!(
         "{name}: {} hosts in {} waves, {} moves, {} skipped, {} impossible; lowest free {lowest} (reserve {:.0} MiB, {:.0} vCPUs); est. {total}",
         r.hosts.len(),
         r.waves.len(),

@@ -6,7 +6,7 @@ use ferry_runs::rollback::{Returned, Rollback};
 use serde_json::json;
 
 use crate::cluster::ClusterArg;
-use crate::show::{self, exit, Output};
+use crate::show::{self, exit, out, Output};
 use crate::state::StateArg;
 
 /// `ferry rollback` arguments.
@@ -45,12 +45,11 @@ pub async fn rollback(args: RollbackArgs, output: Output) -> ExitCode {
         if output == Output::Json {
             match &returned {
                 Returned::Nothing { returns } => {
-                    println!("{}", json!({ "run": null, "undoes": args.run, "returns": returns }))
+                    out!("{}", json!({ "run": null, "undoes": args.run, "returns": returns }))
                 }
-                Returned::DryRun { returns, stale, .. } => println!(
-                    "{}",
-                    json!({ "run": null, "undoes": args.run, "returns": returns, "stale_copies": stale })
-                ),
+                Returned::DryRun { returns, stale, .. } => {
+                    out!("{}", json!({ "run": null, "undoes": args.run, "returns": returns, "stale_copies": stale }))
+                }
                 Returned::Ran { .. } => {}
             }
         }

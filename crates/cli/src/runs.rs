@@ -10,7 +10,7 @@ use ferry_runs::start::Start;
 use ferry_runs::Error;
 
 use crate::cluster::ClusterArg;
-use crate::show::{self, exit, Output};
+use crate::show::{self, exit, out, Output};
 use crate::state::StateArg;
 
 /// `ferry migrate` arguments.
@@ -110,9 +110,9 @@ pub async fn abort(args: AbortArgs, output: Output) -> ExitCode {
         let wait = Duration::from_secs(args.wait);
         let (how, ok) = ferry_runs::abort::abort(&journal, &args.run, wait, &events).await?;
         match how {
-            Aborted::AlreadyEnded(state) => println!("run {} is already {state}", args.run),
-            Aborted::ByItsOwner(state) => println!("run {} {state}", args.run),
-            Aborted::Here => println!("run {} aborted", args.run),
+            Aborted::AlreadyEnded(state) => out!("run {} is already {state}", args.run),
+            Aborted::ByItsOwner(state) => out!("run {} {state}", args.run),
+            Aborted::Here => out!("run {} aborted", args.run),
         }
         Ok(ok)
     };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ferry_serve::Tokens;
 
 use crate::cluster::ClusterArg;
-use crate::show::{EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::show::{out, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::state::StateArg;
 
 /// `ferry serve` arguments.
@@ -85,7 +85,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         tokio::spawn(async move { server.take_over_every(TAKEOVER_EVERY).await });
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("ferry serve: listening on {scheme}://{at} (journal {})", journal.location());
+    out!("ferry serve: listening on {scheme}://{at} (journal {})", journal.location());
     // Two listener types: the same call for each.
     let served = match tls {
         Some(config) => match ferry_serve::tls::TlsListener::new(listener, config) {

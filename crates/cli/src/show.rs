@@ -15,13 +15,17 @@ use ferry_progress::{Board, Terminal};
 use ferry_runs::{Error, Event, Events};
 use tokio::time::Instant;
 
-/// `println!` that ignores a failed write: a reader gone (`ferry migrate … | head -1`) must
-/// not stop the run this process drives.
+/// `println!` that ignores a failed write: a reader gone (`ferry migrate … | head -1`,
+/// `ferry preview … | head`) must neither stop the run this process drives nor panic.
 macro_rules! out {
+    () => {
+        $crate::show::out!("")
+    };
     ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)));
     }};
 }
+pub(crate) use out;
 
 /// Output format of commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -65,7 +65,12 @@ fn gen(args: GenArgs) -> ExitCode {
         _ => fleet.to_toml(),
     };
     match &args.out {
-        None => print!("{text}"),
+        None => {
+            if let Err(e) = crate::show::write_stdout(text.as_bytes()) {
+                eprintln!("ferry sim gen: cannot write to standard output: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
         Some(path) => {
             if let Err(e) = std::fs::write(path, text) {
                 eprintln!("ferry sim gen: {}: {e}", path.display());

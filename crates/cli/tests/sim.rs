@@ -121,29 +121,41 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
     assert_ne!(a, c);
 }
 
-/// `ferry report RUN | head`: the reader leaves early; ferry ends as the report's own exit
-/// code says, without a panic.
+/// `ferry report RUN | head`, `ferry preview PLAN | head`, `ferry inventory | head`: the
+/// reader leaves early; ferry ends as the command's own exit code says, without a panic.
 #[test]
-fn a_report_read_in_part_ends_quietly() {
+fn output_read_in_part_ends_quietly() {
     let dir = dir("pipe");
     let (fleet, plan) = (fleet(&dir, 7), plan(&dir));
-    let (id, json) = run(&dir, &fleet, &plan, "a");
-    // Larger than a pipe's buffer (64 KiB): the reader's leaving is seen by a write.
-    assert!(json.len() > 256 * 1024, "{} bytes", json.len());
-    let state = dir.join("a.db");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["report", &id, "--state", path(&state), "--format", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ferry runs");
-    let mut head = [0u8; 100];
-    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut head).expect("the report begins");
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("ferry ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(matches!(out.status.code(), Some(0 | 1)), "{:?}: {stderr}", out.status);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (id, _) = run(&dir, &fleet, &plan, "a");
+    let (state, preview_state) = (dir.join("a.db"), dir.join("p.db"));
+    let big = generated(&dir, 100, 2000, 7);
+    let drain = dir.join("drain-ten.toml");
+    let hosts: String = (1..=10).map(|i| format!("[[drain]]\nhost = \"h-{i:04}\"\n")).collect();
+    std::fs::write(&drain, format!("[plan]\nname = \"drain ten\"\n\n{hosts}")).expect("written");
+    let commands: [Vec<&str>; 3] = [
+        vec!["report", &id, "--state", path(&state), "--format", "json"],
+        vec!["preview", path(&drain), "--cluster", &big, "--state", path(&preview_state)],
+        vec!["inventory", "--cluster", &big],
+    ];
+    for args in commands {
+        let whole = ferry(&args);
+        // Larger than a pipe's buffer (64 KiB): the reader's leaving is seen by a write.
+        assert!(whole.stdout.len() > 128 * 1024, "{args:?}: {} bytes", whole.stdout.len());
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ferry runs");
+        let mut head = [0u8; 100];
+        std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut head).expect("the output begins");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("ferry ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), whole.status.code(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }
 
 #[test]
