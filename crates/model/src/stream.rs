@@ -139,8 +139,9 @@ pub struct StreamLimits {
     /// `false`: no zero-copy sends.
     pub zerocopy: Option<bool>,
     /// What one migration stream moves from this host at most, MiB/s (one QEMU migration
-    /// thread, TLS included when used): `transport = "auto"` compresses only moves whose
-    /// link share is below it. `None`: [`ASSUMED_ONE_STREAM_MIB_S`].
+    /// thread, TLS included when used): the preview estimates no move leaving it faster (per
+    /// parallel connection), and `transport = "auto"` compresses only moves whose link share
+    /// is below it. `None`: [`ASSUMED_ONE_STREAM_MIB_S`] for `auto`, no bound for estimates.
     pub one_stream_mib_s: Option<u64>,
 }
 

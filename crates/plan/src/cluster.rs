@@ -16,7 +16,8 @@
 //! compression = "zstd"                # the only compression its migrations may use
 //! compression_level = 3               # at most this level
 //! zerocopy = false                    # no zero-copy sends
-//! one_stream_mib_s = 1200             # what one migration stream moves from it (transport = "auto")
+//! one_stream_mib_s = 1200             # what one migration stream moves from it: bounds each
+//!                                     # estimate; transport = "auto" compresses below it
 //! ```
 
 use std::collections::HashMap;

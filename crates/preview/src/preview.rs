@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use ferry_model::{
-    choose_stream, AutoFacts, ClusterSpec, Compression, HostSpec, Inventory, StreamMode, StreamOptions, VmState,
+    choose_stream, AutoFacts, ClusterSpec, Compression, HostSpec, Inventory, StreamLimits, StreamMode, StreamOptions,
+    VmState,
 };
 use ferry_plan::{Mode, Plan, ResolvedMove, Target};
 use serde::Serialize;
@@ -244,20 +245,30 @@ pub fn preview(
             (None, Some(seen)) => Known::Carried(seen),
             (None, None) => Known::Nothing,
         };
-        let compression = cluster
+        let stream = cluster
             .host(&m.from)
             .zip(cluster.host(to))
-            .map(|(from, to)| stream_between(&plan.policy, from, to, bandwidth).compression)
+            .map(|(from, to)| (from, stream_between(&plan.policy, from, to, bandwidth)));
+        let compression = stream
+            .as_ref()
+            .map(|(_, s)| s.compression)
             .filter(|c| *c != Compression::None)
             .map(|c| (c, config.compression.get(&m.uuid)));
         match kind {
-            Kind::Live => live_view(
-                LiveGuest { memory_mib: vm.memory_mib as f64, known, dirty, measured: measured.is_some() },
-                bandwidth,
-                disk_mib,
-                compression,
-                plan,
-            ),
+            Kind::Live => {
+                let ceiling =
+                    stream.as_ref().and_then(|(from, s)| stream_ceiling(&from.stream, s)).filter(|c| *c < bandwidth);
+                let guest = LiveGuest { memory_mib: vm.memory_mib as f64, known, dirty, measured: measured.is_some() };
+                let mut view = live_view(guest, ceiling.unwrap_or(bandwidth), disk_mib, compression, plan);
+                if let Some(ceiling) = ceiling {
+                    let _ = write!(
+                        view.note,
+                        "; {ceiling:.0} MiB/s, not its {bandwidth:.0} MiB/s share: what one stream moves from {} (its one_stream_mib_s)",
+                        m.from
+                    );
+                }
+                view
+            }
             Kind::Cold => cold_view(disk_mib, bandwidth, plan),
         }
     };
@@ -439,6 +450,13 @@ fn stream_between(policy: &ferry_plan::Policy, from: &HostSpec, to: &HostSpec, s
             choose_stream(policy.auto_stream_between(from, to), &facts).options
         }
     }
+}
+
+/// The most a live move leaving `from` over `stream` gets, MiB/s, when the host says what
+/// one migration stream moves from it (its CPU, not its link, limits each stream): that, once
+/// per parallel connection.
+fn stream_ceiling(from: &StreamLimits, stream: &StreamOptions) -> Option<f64> {
+    from.one_stream_mib_s.map(|one| one as f64 * f64::from(stream.parallel_connections.max(1)))
 }
 
 /// Where what is known of a VM's memory comes from.
@@ -628,6 +646,16 @@ mod tests {
         // A declared profile wins over history.
         let declared = MemoryProfile { nonzero_mib: Some(100.0), working_set_mib: None };
         assert_eq!(known(Known::Declared(declared)).nonzero_mib, Some(100.0));
+    }
+
+    #[test]
+    fn a_host_that_says_what_one_stream_moves_bounds_each_stream_leaving_it() {
+        let host = |one: Option<u64>| StreamLimits { one_stream_mib_s: one, ..StreamLimits::default() };
+        let plain = StreamOptions::default();
+        let four = StreamOptions { parallel_connections: 4, ..StreamOptions::default() };
+        assert_eq!(stream_ceiling(&host(None), &plain), None);
+        assert_eq!(stream_ceiling(&host(Some(40)), &plain), Some(40.0));
+        assert_eq!(stream_ceiling(&host(Some(40)), &four), Some(160.0));
     }
 
     #[test]
