@@ -181,6 +181,35 @@ fn every_bad_plan_or_cluster_exits_2_naming_file_and_line_and_contacts_nothing()
     assert!(!state.exists(), "no journal was created");
 }
 
+/// A host's `one_stream_mib_s` bounds the estimate of each live move leaving it, and the
+/// estimate says so; a host without one leaves the link share.
+#[test]
+fn a_host_that_says_what_one_stream_moves_bounds_the_estimates_leaving_it() {
+    let estimates = |cluster: &str| -> Value {
+        let out = ferry(&[
+            "preview",
+            corpus("good.toml").to_str().expect("utf-8"),
+            "--cluster",
+            corpus(cluster).to_str().expect("utf-8"),
+            "--inventory",
+            corpus("inventory.json").to_str().expect("utf-8"),
+            "--output",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let preview: Value = serde_json::from_slice(&out.stdout).expect("preview prints JSON");
+        let vms = preview["vms"].as_array().expect("vms").clone();
+        vms.into_iter().find(|v| v["vm"] == "web-1").expect("web-1 previewed")["estimate"].clone()
+    };
+    let bounded = estimates("cluster-one-stream.toml");
+    assert_eq!(bounded["bandwidth_mib_s"], json!(40.0), "{bounded:#}");
+    let note = bounded["note"].as_str().expect("a note");
+    assert!(note.contains("what one stream moves from host-a (its one_stream_mib_s)"), "{note}");
+    let free = estimates("cluster.toml");
+    assert!(free["bandwidth_mib_s"].as_f64().expect("bandwidth") > 40.0, "{free:#}");
+    assert!(bounded["transfer_s"].as_f64() > free["transfer_s"].as_f64(), "{bounded:#} {free:#}");
+}
+
 #[test]
 fn preview_on_the_lab_shows_the_impossible_move_and_changes_nothing() {
     let lab = TestLab::up("preview", 18_000, &["--hosts", "3", "--vms", "3", "--dirty", "8"]);
