@@ -246,7 +246,8 @@ fn measure(families: &[Family], runs: usize) -> Vec<Row<'_>> {
 }
 
 /// The fit: the stream's speed from the uncapped moves, then how far the job, the pause and
-/// the time outside the job are from the model's over the capped moves (medians).
+/// the time outside the job are from the model's over the shared disk's capped moves, then
+/// the local disk's pause, then the shaped link's (medians).
 fn fit(rows: &[Row]) -> Fit {
     let uncapped: Vec<f64> = rows
         .iter()
@@ -285,7 +286,7 @@ fn table(title: &str, rows: &[Row], fit: &Fit) {
     println!();
     println!("live moves, {title}; medians, predicted / measured (error of the prediction)");
     println!(
-        "{:<17} {:>4} {:>5} {:>4} {:>5} | {:>22} | {:>22} | {:>18} | {:>7} | {:>8} | note",
+        "{:<17} {:>4} {:>5} {:>6} {:>5} | {:>22} | {:>22} | {:>18} | {:>7} | {:>8} | note",
         "family", "mem", "dirty", "vm", "bw", "transfer s (job)", "total s (wall)", "downtime ms", "passes", "sent MiB"
     );
     let (mut total_errors, mut downtime_errors) = (Vec::new(), Vec::new());
@@ -296,7 +297,7 @@ fn table(title: &str, rows: &[Row], fit: &Fit) {
         let e = predict(row, fit);
         if row.moves.is_empty() {
             println!(
-                "{:<17} {:>4} {:>5} {vm:>4} {bandwidth:>5} | no successful run | {}",
+                "{:<17} {:>4} {:>5} {vm:>6} {bandwidth:>5} | no successful run | {}",
                 f.name, f.mem_mib, f.dirty, e.note
             );
             continue;
@@ -310,7 +311,7 @@ fn table(title: &str, rows: &[Row], fit: &Fit) {
             downtime_errors.push(err(e.downtime_ms, downtime));
         }
         println!(
-            "{:<17} {:>4} {:>5} {vm:>4} {bandwidth:>5} | {:>5.2} / {:>5.2} ({:>+4.0} %) | {:>5.2} / {:>5.2} ({:>+4.0} %) | {:>5.0} / {:>5.0} ({:>+4.0} %) | {:>2} / {:>2} | {:>8.1} | {}",
+            "{:<17} {:>4} {:>5} {vm:>6} {bandwidth:>5} | {:>5.2} / {:>5.2} ({:>+4.0} %) | {:>5.2} / {:>5.2} ({:>+4.0} %) | {:>5.0} / {:>5.0} ({:>+4.0} %) | {:>2} / {:>2} | {:>8.1} | {}",
             f.name,
             f.mem_mib,
             f.dirty,
