@@ -391,6 +391,30 @@ fn without_help_it_fails_wait_after_the_stall_timeout_and_live_or_cold_moves_it_
     lab.assert_where_journal_says(&run);
     lab.lab.check_ok();
 
+    // Its ferry killed mid-attempt, the job goes on in libvirt; `resume` aborts it at the
+    // stall timeout, as that ferry would have, not at the completion timeout (60 s here).
+    let plan =
+        one_move(&lab, "killed", "mode = \"live\"\nauto_converge = false\npostcopy = false\nstall_timeout_s = 5");
+    let mut child = lab.spawn_migrate(&plan, &cluster, &[]);
+    let run = stdout_run_id(&mut child);
+    let started = Instant::now();
+    while lab.attempts(&run).is_empty() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    common::kill9(child.id());
+    let _ = child.wait();
+    let (code, text) = lab.ferry("resume", &run);
+    assert_eq!(code, Some(1), "the retried attempt stalls too: {text}");
+    assert!(
+        text.contains("aborted the migration job still running on host-b: no progress for"),
+        "the job outliving its ferry is aborted at its stall timeout:\n{text}"
+    );
+    let moves = lab.moves(&run);
+    assert_eq!(moves[0].status, Status::FailureWait, "{moves:#?}");
+    lab.assert_where_journal_says(&run);
+    lab.lab.check_ok();
+
     let plan = one_move(&lab, "live-or-cold", &format!("mode = \"live-or-cold\"\nshutdown_timeout_s = 5\n{no_help}"));
     let (code, run, text) = lab.migrate(&plan, &cluster, &[]);
     assert_eq!(code, Some(0), "{text}");

@@ -47,8 +47,9 @@ enum Scenario {
     DrainReturn,
 }
 
-/// The rounds' order: a fallback round costs the most (a killed live attempt's job is waited
-/// out for the policy's completion timeout, at least 60 s), so it comes once in six.
+/// The rounds' order: a fallback round costs the most (its live attempt must stall before
+/// the cold move, and a killed attempt's job is aborted by `resume` only at the stall
+/// timeout), so it comes once in six.
 const SCENARIOS: [Scenario; 6] =
     [Scenario::Drain, Scenario::Cold, Scenario::DrainReturn, Scenario::Fallback, Scenario::Drain, Scenario::Cold];
 

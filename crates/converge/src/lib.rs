@@ -279,14 +279,61 @@ impl Bounds {
     }
 }
 
+/// Whether a migration still makes progress: the lowest amount still to send, and when it
+/// was last beaten by [`PROGRESS_BYTES`]. Judges a job ferry started and one it found still
+/// running after a crash alike.
+#[derive(Debug, Clone, Default)]
+pub struct Stall {
+    /// Lowest remaining bytes seen, and when (seconds on the caller's clock).
+    low: Option<(u64, f64)>,
+    /// Auto-converge's throttle, percent, as last seen.
+    throttle: u32,
+}
+
+impl Stall {
+    /// Reads a sample taken `at` seconds on the caller's clock.
+    pub fn observe(&mut self, at: f64, sample: &Progress) {
+        let remaining = sample.memory_remaining_bytes + sample.disk_remaining_bytes;
+        // The first samples often come before QEMU has sized the job, and a storage copy's
+        // first samples may count nothing left at all: nothing to judge yet. A low of zero
+        // would never be beaten, and the stall timeout would abort a migration that moves.
+        if sample.total_bytes > 0 && remaining > 0 {
+            match self.low {
+                Some((low, _)) if remaining + PROGRESS_BYTES > low => {}
+                _ => self.low = Some((remaining, at)),
+            }
+        }
+        // Auto-converge tightening its throttle is QEMU still working on it: not a stall.
+        let throttle = sample.throttle_percent.unwrap_or(0);
+        if throttle > self.throttle {
+            self.throttle = throttle;
+            if let Some((low, _)) = self.low {
+                self.low = Some((low, at));
+            }
+        }
+    }
+
+    /// Why the migration counts as stalled at `at` after `timeout_s` without progress, if it
+    /// does; the time before the first sample counts as without progress.
+    pub fn stalled(&self, at: f64, timeout_s: f64) -> Option<String> {
+        let since = self.low.map_or(0.0, |(_, t)| t);
+        (at - since >= timeout_s).then(|| {
+            let low = self.low.map_or(String::new(), |(b, _)| format!(" below {:.1} MiB", b as f64 / MIB));
+            format!(
+                "no progress for {:.0} s (stall timeout): the data still to send has not dropped{low} since {since:.1} s",
+                at - since
+            )
+        })
+    }
+}
+
 /// Drives one migration from its progress samples.
 #[derive(Debug, Clone)]
 pub struct Converger {
     bounds: Bounds,
     step: usize,
     cap_mib_s: Option<f64>,
-    /// Lowest remaining bytes seen, and when.
-    low: Option<(u64, f64)>,
+    stall: Stall,
     /// Memory remaining at the start of each pass seen (bytes), and when, in order.
     pass_starts: Vec<(f64, f64)>,
     pass: u64,
@@ -294,8 +341,6 @@ pub struct Converger {
     raised_at_pass: usize,
     /// Recent sent rates, bytes/s.
     rates: Vec<u64>,
-    /// Auto-converge's throttle, percent, as last seen.
-    throttle: u32,
     postcopy_started: bool,
     ended: bool,
 }
@@ -308,12 +353,11 @@ impl Converger {
             bounds,
             step,
             cap_mib_s: plan.bandwidth_mib_s,
-            low: None,
+            stall: Stall::default(),
             pass_starts: Vec::new(),
             pass: 0,
             raised_at_pass: 0,
             rates: Vec::new(),
-            throttle: 0,
             postcopy_started: false,
             ended: false,
         }
@@ -340,24 +384,7 @@ impl Converger {
         if self.ended {
             return None;
         }
-        let remaining = sample.memory_remaining_bytes + sample.disk_remaining_bytes;
-        // The first samples often come before QEMU has sized the job, and a storage copy's
-        // first samples may count nothing left at all: nothing to judge yet. A low of zero
-        // would never be beaten, and the stall timeout would abort a migration that moves.
-        if sample.total_bytes > 0 && remaining > 0 {
-            match self.low {
-                Some((low, _)) if remaining + PROGRESS_BYTES > low => {}
-                _ => self.low = Some((remaining, at)),
-            }
-        }
-        // Auto-converge tightening its throttle is QEMU still working on it: not a stall.
-        let throttle = sample.throttle_percent.unwrap_or(0);
-        if throttle > self.throttle {
-            self.throttle = throttle;
-            if let Some((low, _)) = self.low {
-                self.low = Some((low, at));
-            }
-        }
+        self.stall.observe(at, sample);
         self.rates.push(sample.bandwidth_bytes_s);
         if self.rates.len() > HEALTH_WINDOW {
             self.rates.remove(0);
@@ -391,19 +418,14 @@ impl Converger {
                 ),
             });
         }
-        let since = self.low.map_or(0.0, |(_, t)| t);
-        let stalled = self.bounds.stall_timeout_s.is_some_and(|timeout| at - since >= timeout);
-        if !self.postcopy_started && stalled {
-            self.ended = true;
-            let low = self.low.map_or(String::new(), |(b, _)| format!(" below {:.1} MiB", b as f64 / MIB));
-            return Some(Decision::Abort {
-                reason: format!(
-                    "no progress for {:.0} s (stall timeout): the data still to send has not dropped{low} since {since:.1} s",
-                    at - since
-                ),
-            });
+        let stalled = self.bounds.stall_timeout_s.and_then(|timeout| self.stall.stalled(at, timeout));
+        match stalled {
+            Some(reason) if !self.postcopy_started => {
+                self.ended = true;
+                Some(Decision::Abort { reason })
+            }
+            _ => None,
         }
-        None
     }
 
     /// Raise the limit, or switch to post-copy, when the passes stopped shrinking.

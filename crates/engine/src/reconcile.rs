@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_converge::Stall;
 use ferry_driver::{Driver, MoveRequest, TargetVolume, VolumeCopy};
 use ferry_journal::{AttemptEnd, AttemptKind, EventKind, Journal, Lease, Move, RunKind};
 use ferry_model::{created_volumes, Location, Status, Step, StepRecord};
@@ -28,7 +29,9 @@ pub const AFTER_ABORT: Duration = Duration::from_secs(60);
 const NOTE_EVERY: Duration = Duration::from_secs(10);
 
 /// How long reconciliation waits for a migration job that outlived its ferry before it
-/// aborts it, per VM: the plan's completion timeout, per GiB of the VM's memory.
+/// aborts it, per VM: the plan's completion timeout, per GiB of the VM's memory, or its
+/// stall timeout when the job stops getting closer first (as the ferry that started it
+/// would have).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waits {
     /// Seconds per GiB of the VM's memory (the policy's `completion_timeout_per_gib_s`).
@@ -41,19 +44,28 @@ pub struct Waits {
     pub fixed: Option<Duration>,
     /// How long an aborted job may take to end ([`AFTER_ABORT`]).
     pub after_abort: Duration,
+    /// Abort a job whose data still to send has not dropped for this long (the policy's
+    /// `stall_timeout_s`; `None` under QEMU's own convergence, which has none).
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Waits {
     /// `per_gib_s` seconds per GiB of each VM's memory (`memory_mib` by UUID), at least
-    /// [`WAIT_AT_LEAST`].
+    /// [`WAIT_AT_LEAST`], and no stall timeout.
     pub fn per_gib(per_gib_s: u64, memory_mib: HashMap<String, u64>) -> Waits {
-        Waits { per_gib_s, memory_mib, fixed: None, after_abort: AFTER_ABORT }
+        Waits { per_gib_s, memory_mib, fixed: None, after_abort: AFTER_ABORT, stall_timeout: None }
     }
 
     /// No wait: a running job is aborted at once (a post-copy job, which cannot be, is
     /// still waited out).
     pub fn abort_at_once() -> Waits {
-        Waits { per_gib_s: 0, memory_mib: HashMap::new(), fixed: Some(Duration::ZERO), after_abort: AFTER_ABORT }
+        Waits {
+            per_gib_s: 0,
+            memory_mib: HashMap::new(),
+            fixed: Some(Duration::ZERO),
+            after_abort: AFTER_ABORT,
+            stall_timeout: None,
+        }
     }
 
     /// How long VM `uuid`'s job is waited for before it is aborted.
@@ -70,6 +82,7 @@ impl Waits {
 struct Patience {
     wait: Duration,
     after_abort: Duration,
+    stall_timeout: Option<Duration>,
     events: mpsc::UnboundedSender<EngineEvent>,
 }
 
@@ -129,7 +142,12 @@ pub async fn reconcile<D: Driver>(
         }
         let attempt = attempts.iter().filter(|a| a.uuid == m.uuid).max_by_key(|a| a.number).cloned();
         let (driver, journal) = (driver.clone(), journal.clone());
-        let patience = Patience { wait: waits.for_vm(&m.uuid), after_abort: waits.after_abort, events: events.clone() };
+        let patience = Patience {
+            wait: waits.for_vm(&m.uuid),
+            after_abort: waits.after_abort,
+            stall_timeout: waits.stall_timeout,
+            events: events.clone(),
+        };
         settling
             .spawn(async move { settle(&*driver, &journal, m, attempt, kind, patience, delete_source_volumes).await });
     }
@@ -229,7 +247,8 @@ async fn settle<D: Driver>(
 }
 
 /// Waits out the migration job still running on `m`'s source, if any: up to
-/// `patience.wait`, then aborts it; a job in post-copy (which cannot be aborted: the VM
+/// `patience.wait`, or while it gets closer within `patience.stall_timeout`, then aborts
+/// it; a job in post-copy (which cannot be aborted: the VM
 /// already runs on the target) is waited to its end. Returns why the move must end
 /// FAILURE-LOST when the job outlived its abort by `patience.after_abort`, `None` once no
 /// job runs (or the source cannot be asked: where the VM runs decides then).
@@ -243,7 +262,10 @@ async fn wait_out_job<D: Driver>(
     let mut aborted_at: Option<Instant> = None;
     let mut post_copy = false;
     let mut noted = started;
+    let mut stall = Stall::default();
     while let Ok(Some(progress)) = driver.job(&m.source, &m.uuid).await {
+        let at = started.elapsed().as_secs_f64();
+        stall.observe(at, &progress);
         if progress.postcopy_active && !post_copy {
             post_copy = true;
             actions.push(format!(
@@ -265,19 +287,20 @@ async fn wait_out_job<D: Driver>(
             )));
         }
         let _ = patience.events.send(EngineEvent::Sample { vm: m.vm.clone(), progress });
-        match aborted_at {
-            None if !post_copy && started.elapsed() >= patience.wait => {
+        let why_abort = if started.elapsed() >= patience.wait {
+            Some(format!("after {} s", patience.wait.as_secs()))
+        } else {
+            patience.stall_timeout.and_then(|timeout| stall.stalled(at, timeout.as_secs_f64()))
+        };
+        match (aborted_at, why_abort) {
+            (None, Some(why)) if !post_copy => {
                 actions.push(match driver.abort_job(&m.source, &m.uuid).await {
-                    Ok(()) => format!(
-                        "aborted the migration job still running on {} after {} s",
-                        m.source,
-                        patience.wait.as_secs()
-                    ),
+                    Ok(()) => format!("aborted the migration job still running on {}: {why}", m.source),
                     Err(e) => format!("could not abort the migration job on {}: {e}", m.source),
                 });
                 aborted_at = Some(Instant::now());
             }
-            Some(at) if !post_copy && at.elapsed() >= patience.after_abort => {
+            (Some(at), _) if !post_copy && at.elapsed() >= patience.after_abort => {
                 return Some(format!(
                     "its migration job on {} did not end within {} s of its abort; once `virsh domjobinfo {}` \
                      on {} shows no job, run `ferry cleanup --vm {}`",

@@ -11,7 +11,7 @@ use ferry_engine::{Clock, EngineEvent, Waits};
 use ferry_journal::{Journal, JournalError, Lease, RunState};
 use ferry_libvirt::LibvirtDriver;
 use ferry_model::{Status, VmState};
-use ferry_plan::{Drain, OnFailure, Plan};
+use ferry_plan::{Convergence, Drain, OnFailure, Plan};
 use ferry_preview::checks::{CheckName, Outcome};
 use ferry_preview::PreviewConfig;
 use tokio::sync::mpsc;
@@ -368,10 +368,14 @@ async fn settle(
 }
 
 /// How long `resume` waits for each job that outlived its ferry: the completion timeout the
-/// run's moves had (per GiB of each VM's memory, or `ferry move`'s hand-set one).
+/// run's moves had (per GiB of each VM's memory, or `ferry move`'s hand-set one), and their
+/// stall timeout under ferry's convergence.
 fn waits(document: &RunDocument) -> Waits {
+    let policy = &document.plan.policy;
     let memory = document.moves.iter().map(|m| (m.uuid.clone(), m.memory_mib)).collect();
-    let waits = Waits::per_gib(document.plan.policy.completion_timeout_per_gib_s, memory);
+    let stall_timeout =
+        (policy.convergence == Convergence::Ferry).then(|| Duration::from_secs(policy.stall_timeout_s.max(1)));
+    let waits = Waits { stall_timeout, ..Waits::per_gib(policy.completion_timeout_per_gib_s, memory) };
     match document.manual.completion_timeout {
         Some(fixed) => Waits { fixed: Some(fixed), ..waits },
         None => waits,
