@@ -562,6 +562,13 @@ fn write_state(layout: &Layout, state: &LabState) -> Result<(), LabError> {
 /// What one migration stream achieves over loopback between two lab hosts, MiB/s (a lab
 /// guest's pre-copy, uncapped, measured with `ferry move` on the 2-core machine kind).
 const LAB_LINK_MIB_S: u64 = 200;
+/// What one TLS migration stream moves between lab hosts, MiB/s: the TLS lab's hosts declare
+/// it as their `one_stream_mib_s`, so a preview bounds each move by it rather than by its
+/// link share. Fitted 2026-12-07 on eight uncapped single moves of a 128 MiB guest between
+/// two hosts of a default lab (`ferry move vm-2 --to host-c --output json`, then back):
+/// memory sent ÷ (job − setup − pause), median 62.8 MiB/s (48–76); plain streams move
+/// 141–157 (bench estimate_vs_real). Two streams at once moved ~50 each.
+const TLS_STREAM_MIB_S: u64 = 63;
 
 /// The lab as a ferry cluster file. Every lab "host" sees the whole machine's CPUs; tiny
 /// TCG guests are overcommitted on purpose.
@@ -586,9 +593,19 @@ fn write_cluster_file(layout: &Layout, net: Option<&Net>, state: &LabState) -> R
     });
     text.push_str("# Every host sees the machine's few CPUs: its tiny guests are overcommitted.\n");
     let link = state.link_mib_s.unwrap_or(LAB_LINK_MIB_S);
+    // TLS streams are CPU-bound here, well below the link: the preview is told so.
+    let one_stream = match state.transport {
+        Transport::Tls => {
+            text.push_str(&format!(
+                "# One TLS migration stream moves about {TLS_STREAM_MIB_S} MiB/s on this kind of machine (one_stream_mib_s).\n"
+            ));
+            format!("one_stream_mib_s = {TLS_STREAM_MIB_S}\n")
+        }
+        Transport::Tcp | Transport::Ssh => String::new(),
+    };
     for (i, host) in state.hosts.iter().enumerate() {
         text.push_str(&format!(
-            "\n[[host]]\nname = \"{}\"\nuri = \"{}\"\nmigration_uri = \"{}\"\ngroup = \"lab\"\ntags = []\nlink_mib_s = {link}\ncpu_overcommit = 16.0\n",
+            "\n[[host]]\nname = \"{}\"\nuri = \"{}\"\nmigration_uri = \"{}\"\ngroup = \"lab\"\ntags = []\nlink_mib_s = {link}\n{one_stream}cpu_overcommit = 16.0\n",
             host.name,
             host.uri,
             layout.host_in(i, net).migration_uri(),
