@@ -85,8 +85,9 @@ fn zstd_over_parallel_connections_sends_fewer_bytes_and_the_guest_survives() {
     // A host whose one stream is slower than the link share keeps one plain stream.
     let slow = lab.dir.join("slow-stream.toml");
     let text = std::fs::read_to_string(&linked).expect("cluster file");
-    std::fs::write(&slow, text.replace("link_mib_s = 32", "link_mib_s = 32\none_stream_mib_s = 16"))
-        .expect("write cluster");
+    let one_stream_of_16 =
+        |line: &str| if line.starts_with("one_stream_mib_s = ") { "one_stream_mib_s = 16" } else { line }.to_string();
+    std::fs::write(&slow, text.lines().map(one_stream_of_16).collect::<Vec<_>>().join("\n")).expect("write cluster");
     let (attempt, decision) = migrate_auto(&lab, &slow, &state, "auto-slow", &from);
     assert!(
         decision.contains("one plain stream: its link share 32 MiB/s is not below what one stream moves, 16 MiB/s"),
