@@ -6,12 +6,6 @@ use std::path::Path;
 
 use ferry_heartbeat::MemoryMix;
 
-/// Kernel options that cut a TCG boot's CPU by a fifth (to the first line of `ferry-guest`,
-/// one guest alone: 3.1-4.0 s of CPU without them, 2.6-2.85 s with them; idle cost alike):
-/// no speculation mitigations or address randomisation to set up, no crypto self-tests.
-/// Nothing a lab guest needs, and the suite boots guests by the hundred.
-const BOOT_CHEAPLY: &str = "mitigations=off nokaslr cryptomgr.notests";
-
 /// What a lab guest looks like.
 #[derive(Debug, Clone)]
 pub struct GuestSpec<'a> {
@@ -92,7 +86,7 @@ pub fn domain(spec: &GuestSpec<'_>) -> String {
          \x20   <type arch='x86_64' machine='pc'>hvm</type>\n\
          \x20   <kernel>{kernel}</kernel>\n\
          \x20   <initrd>{initrd}</initrd>\n\
-         \x20   <cmdline>console=ttyS0 panic=-1 quiet {BOOT_CHEAPLY} ferry.dirty={dirty} ferry.wss={wss} ferry.mix={mix} ferry.disk=/dev/vda</cmdline>\n\
+         \x20   <cmdline>console=ttyS0 panic=-1 quiet ferry.dirty={dirty} ferry.wss={wss} ferry.mix={mix} ferry.disk=/dev/vda</cmdline>\n\
          \x20 </os>\n\
          \x20 <features><acpi/></features>\n\
          \x20 <on_poweroff>destroy</on_poweroff>\n\
