@@ -378,7 +378,7 @@ fn a_guest_too_busy_for_its_link_converges_with_auto_converge_or_post_copy() {
 fn without_help_it_fails_wait_after_the_stall_timeout_and_live_or_cold_moves_it_cold() {
     let lab = RunLab::up("conv-none", 8_000, &BUSY);
     let cluster = lab.cluster_with_link(12);
-    let no_help = "auto_converge = false\npostcopy = false\nstall_timeout_s = 15";
+    let no_help = "auto_converge = false\npostcopy = false\nstall_timeout_s = 5";
 
     let plan = one_move(&lab, "live-only", &format!("mode = \"live\"\n{no_help}"));
     let (code, run, text) = lab.migrate(&plan, &cluster, &[]);
@@ -461,14 +461,17 @@ fn a_cold_move_killed_at_each_of_its_steps_resumes_to_every_vm_running_once() {
     for (round, (point, recovery)) in points.iter().enumerate() {
         let next: Vec<String> = here.iter().map(|h| next_host(h)).collect();
         let name = format!("cold-{round}");
-        // vm-1's disk is host-local (copied), vm-2's shared; both move at once, so the kill
-        // also cuts vm-2's move wherever it is.
+        // vm-1's disk is host-local (copied), vm-2's shared; in every other round both move
+        // at once, so the kill also cuts vm-2's move wherever it is (each cold move boots its
+        // guest again: the rounds without it save the suite's CPU).
+        let with_vm2 = round % 2 == 0;
+        let vm2 = if with_vm2 { format!("[[move]]\nvm = \"vm-2\"\nto = \"{}\"\n", next[1]) } else { String::new() };
         let plan = lab.plan(
             &name,
             &format!(
                 "[plan]\nname = \"{name}\"\n[limits]\ncluster = 2\n[policy]\nmode = \"cold\"\nshutdown_timeout_s = 2\n\
-                 delete_source_volumes = true\n[[move]]\nvm = \"vm-1\"\nto = \"{}\"\n[[move]]\nvm = \"vm-2\"\nto = \"{}\"\n",
-                next[0], next[1]
+                 delete_source_volumes = true\n[[move]]\nvm = \"vm-1\"\nto = \"{}\"\n{vm2}",
+                next[0]
             ),
         );
         let failpoint = format!("{point}:vm-1");
@@ -488,7 +491,7 @@ fn a_cold_move_killed_at_each_of_its_steps_resumes_to_every_vm_running_once() {
         lab.assert_where_journal_says(&run);
         assert_each_vm_once_and_no_stray_volume(&lab, &run);
         lab.lab.check_ok_with(&["--allow-restart", "vm-1", "--allow-restart", "vm-2"]);
-        here = next;
+        here = if with_vm2 { next } else { vec![next[0].clone(), here[1].clone()] };
     }
 }
 
