@@ -390,8 +390,18 @@ impl HostLayout {
         // Started on one CPU, let go once its capabilities are loaded: libvirt's cached probe
         // of QEMU holds the host's CPUID, which differs between this machine's vCPUs, and a
         // daemon on another one would probe QEMU again.
+        //
+        // Under tini as child subreaper: libvirt double-forks QEMU, and when a source's QEMU
+        // exits at the end of a migration, the call returns only once the process is reaped.
+        // An init that reaps orphans late (this machine's reaps them ~1.5 s after they exit;
+        // systemd at once) would add that to every move; tini reaps them as they exit.
         let pid_file = arg(self.pid_file().display().to_string());
-        script.push_str(&format!("exec taskset -c {cpu} libvirtd -d -l -f /etc/libvirt/libvirtd.conf -p {pid_file}\n"));
+        script.push_str(&format!(
+            "command -v tini >/dev/null || {{ echo 'tini is not installed (scripts/setup installs it)' >&2; exit 1; }}\n\
+             cd /\n\
+             setsid tini -s -- taskset -c {cpu} libvirtd -l -f /etc/libvirt/libvirtd.conf -p {pid_file} \
+             </dev/null >/dev/null 2>&1 &\n"
+        ));
         let mut argv: Vec<String> =
             ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", &script, "sh"].map(String::from).into();
         argv.extend(args);
@@ -694,7 +704,7 @@ mod tests {
             let script_at = argv.iter().position(|a| a == "-c").expect("sh -c") + 1;
             let script = &argv[script_at];
             assert!(!script.contains("/tmp/it"), "{script}");
-            assert!(script.contains("exec taskset -c 1 libvirtd"), "{script}");
+            assert!(script.contains("tini -s -- taskset -c 1 libvirtd"), "{script}");
             assert_eq!(argv[script_at + 1], "sh", "$0");
             let args = &argv[script_at + 2..];
             // Every "$N" of the script names one of them, and the paths are there whole.
