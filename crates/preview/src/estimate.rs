@@ -41,17 +41,16 @@ use std::fmt::Write as _;
 use ferry_converge::stopped_shrinking;
 
 /// Seconds a live migration costs outside the hypervisor's copy job: connecting to both
-/// hosts, preparing the target, starting the destination QEMU, finding and finalizing the VM
-/// afterwards (`wall_ms − job_ms` of `ferry move`).
+/// hosts, preparing the target, finding and finalizing the VM afterwards, and libvirt's
+/// teardown of the source's QEMU (`wall_ms − job_ms` of `ferry move`).
 ///
-/// Measured in the lab, bench estimate_vs_real, 2026-11-23: `wall_ms − job_ms` over 72 moves
-/// of a 256 MiB guest (three runs of the bench) ranged 1.23–2.25 s, clustered near 1.25 s and
-/// near 2.05 s; median 1.69 s, mean 1.72 s.
-///
-/// Checked out of sample (bench estimate_vs_real, 2026-12-07): refit 1.99 s on that run's
-/// fitted cases; with 1.7 the total time of 8 held-out cases (128 and 192 MiB guests, other
-/// dirty rates and caps, host-local disks, a shaped link) was within 4 % (median |error|).
-pub const PER_MIGRATION_OVERHEAD_S: f64 = 1.7;
+/// Fitted by bench estimate_vs_real (2026-12-07, fourth session) on its fitted cases (256 MiB
+/// guests dirtying 5 and 25 MiB/s, shared disk, caps 32 and 96 MiB/s; 12 moves): 0.38 s;
+/// `wall_ms − job_ms` was 0.37–0.40 s on every move of the run. Until that day it was 1.7 s
+/// (1.23–2.25 s measured): the lab's daemons then ran under an init that reaps orphans ~1.5
+/// s late, and libvirt's call returns only once the source's QEMU is reaped; the lab now runs
+/// them under a reaper that does it at once, as systemd does on a real host.
+pub const PER_MIGRATION_OVERHEAD_S: f64 = 0.4;
 
 /// Seconds of [`PER_MIGRATION_OVERHEAD_S`] before the copy job: connecting, preparing the
 /// target, writing metadata. The lab's driver logs 12–44 ms for it (`RUST_LOG=ferry_libvirt=debug`,
@@ -61,8 +60,9 @@ pub const PREPARE_S: f64 = 0.1;
 /// Seconds of [`PER_MIGRATION_OVERHEAD_S`] after the switch-over: libvirt tearing the source's
 /// copy down, then finding the VM on every host and finalizing. The move's slots are free by
 /// then (the engine gives them to the next moves at the switch-over): only the run's end
-/// waits for it. In the lab the target runs the VM 1.4–2.0 s before `virsh migrate` returns
-/// (target polled with `virsh domstate --reason`).
+/// waits for it. (Under the late reaper the lab's target ran the VM 1.4–2.0 s before `virsh
+/// migrate` returned; under a prompt one the driver rarely sees the VM on the target before
+/// the call returns.)
 pub const FINISH_S: f64 = PER_MIGRATION_OVERHEAD_S - PREPARE_S;
 
 /// Fixed seconds inside the copy job that no memory pass accounts for: the migration
@@ -76,13 +76,12 @@ pub const JOB_SETUP_S: f64 = 0.35;
 /// Milliseconds of a pre-copy switch-over that do not depend on the memory left: stopping the
 /// guest, starting it on the destination (the devices' state crossing is [`DEVICE_STATE_MIB`]).
 ///
-/// Fitted by bench estimate_vs_real (2026-12-07) on its fitted cases — 256 MiB guests dirtying
-/// 5 and 25 MiB/s, a shared disk, caps of 32 and 96 MiB/s, 12 moves: the median pause less the
-/// model's pages, 23.3 ms (19.3 ms in an earlier run that day; 16 ms on 2026-11-26's machine:
-/// it grows with the machine's load). Judged on the held-out cases of the same run (128 and
-/// 192 MiB guests, other dirty rates and caps, host-local disks, a shaped link): median
-/// |error| of the downtime 6 %, against 30 % with the 16 ms it replaces.
-pub const SWITCHOVER_MS: f64 = 23.0;
+/// Fitted by bench estimate_vs_real on its fitted cases — 256 MiB guests dirtying 5 and 25
+/// MiB/s, a shared disk, caps of 32 and 96 MiB/s, 12 moves: the median pause less the model's
+/// pages, 14.6 ms on 2026-12-07 with the lab's daemons under a prompt reaper (23.3 and 19.3
+/// ms earlier that day, under the late one; 16 ms on 2026-11-26's machine: it grows with the
+/// machine's load).
+pub const SWITCHOVER_MS: f64 = 15.0;
 
 /// MiB the pause sends besides memory: the devices' state, crossing the link at the pause's
 /// speed (on a slow link it is what makes the pause longer than the pages left).

@@ -1016,7 +1016,8 @@ mod tests {
             at_ten,
             [
                 "00:00:10  db-1  host-a -> host-c   50%  512.0/1024.0 MiB  100.0 MiB/s  transferring",
-                "00:00:10  50%  1/3 done  1 running  ETA 0:07",
+                // 0:05 with PER_MIGRATION_OVERHEAD_S at 0.4 s.
+                "00:00:10  50%  1/3 done  1 running  ETA 0:05",
             ]
         );
     }

@@ -196,8 +196,13 @@ fn estimates_need_the_hooks_time_and_add_up() {
     let known = plan_roll(&roll("hook_sim_s = 60"), "r.toml", &cluster, &inventory, 2, Policy::BestFit).expect("plans");
     // Each host: 1000 MiB at 100 MiB/s plus one move's overhead, out and back, and the hook.
     let one = 2.0 * (10.0 + PER_MIGRATION_OVERHEAD_S) + 60.0;
-    assert_eq!(known.waves.iter().map(|w| w.estimated_s).collect::<Vec<_>>(), [Some(one), Some(one)]);
-    assert_eq!(known.estimated_s, Some(2.0 * one));
+    // Summed in another order than here: equal to the last bit only by luck.
+    let near = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 1e-9);
+    for wave in &known.waves {
+        assert!(near(wave.estimated_s, one), "{:?} != {one}", wave.estimated_s);
+    }
+    assert_eq!(known.waves.len(), 2);
+    assert!(near(known.estimated_s, 2.0 * one), "{:?} != {}", known.estimated_s, 2.0 * one);
 }
 
 #[test]
