@@ -78,24 +78,26 @@ pub const JOB_SETUP_S: f64 = 0.35;
 ///
 /// Fitted by bench estimate_vs_real on its fitted cases — 256 MiB guests dirtying 5 and 25
 /// MiB/s, a shared disk, caps of 32 and 96 MiB/s, 12 moves: the median pause less the model's
-/// pages, 14.6 ms on 2026-12-07 with the lab's daemons under a prompt reaper (23.3 and 19.3
-/// ms earlier that day, under the late one; 16 ms on 2026-11-26's machine: it grows with the
-/// machine's load).
-pub const SWITCHOVER_MS: f64 = 15.0;
+/// pages: 14.6 and 13.9 ms in two runs on 2026-12-07 with the lab's daemons under a prompt
+/// reaper (23.3 and 19.3 ms earlier that day, under the late one; 16 ms on 2026-11-26's
+/// machine: it grows with the machine's load).
+pub const SWITCHOVER_MS: f64 = 14.0;
 
 /// MiB the pause sends besides memory: the devices' state, crossing the link at the pause's
 /// speed (on a slow link it is what makes the pause longer than the pages left).
 ///
-/// Fitted by bench estimate_vs_real (2026-12-07) on a 256 MiB guest behind a shaped 32 MiB/s
-/// link (3 moves; pauses 109–145 ms, the tbf queue's 50 ms counted): 0.37 MiB.
-pub const DEVICE_STATE_MIB: f64 = 0.4;
+/// Fitted by bench estimate_vs_real on a 256 MiB guest behind a shaped 32 MiB/s link (3 moves
+/// a run, the tbf queue's 50 ms counted): 0.37 and 0.93 MiB in two runs on 2026-12-07, then
+/// 0.24 and 0.27 in two with the lab's daemons under a prompt reaper. A few ms of the pause.
+pub const DEVICE_STATE_MIB: f64 = 0.25;
 
 /// Milliseconds a move that copies a disk adds to its pause: the copy's last sync and the
 /// block job's end happen with the guest stopped.
 ///
-/// Fitted by bench estimate_vs_real (2026-12-07) on 256 MiB guests with a host-local disk at
-/// caps of 32 and 96 MiB/s (9 moves): 3.1 ms over the shared disk's pause.
-pub const DISK_SYNC_MS: f64 = 3.0;
+/// Fitted by bench estimate_vs_real on 256 MiB guests with a host-local disk at caps of 32 and
+/// 96 MiB/s (9 moves a run) over the shared disk's pause: 3.1 and 9.5 ms in two runs on
+/// 2026-12-07, then 4.5 and 3.6 ms in two with the lab's daemons under a prompt reaper.
+pub const DISK_SYNC_MS: f64 = 4.0;
 
 /// Milliseconds a post-copy switch-over pauses the guest: only device state moves.
 ///
