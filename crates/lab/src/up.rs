@@ -566,9 +566,10 @@ const LAB_LINK_MIB_S: u64 = 200;
 /// it as their `one_stream_mib_s`, so a preview bounds each move by it rather than by its
 /// link share. Fitted 2026-12-07 on eight uncapped single moves of a 128 MiB guest between
 /// two hosts of a default lab (`ferry move vm-2 --to host-c --output json`, then back):
-/// memory sent ÷ (job − setup − pause), median 62.8 MiB/s (48–76); plain streams move
-/// 141–157 (bench estimate_vs_real). Two streams at once moved ~50 each.
-const TLS_STREAM_MIB_S: u64 = 63;
+/// memory sent ÷ (job − setup − pause), median 139 MiB/s (75–165); plain streams move
+/// 213–232 (bench estimate_vs_real). (A fit earlier that day gave 63 (48–76), with guests
+/// that verified their memory twice as often and daemons whose QEMUs were reaped late.)
+const TLS_STREAM_MIB_S: u64 = 139;
 
 /// The lab as a ferry cluster file. Every lab "host" sees the whole machine's CPUs; tiny
 /// TCG guests are overcommitted on purpose.
