@@ -9,11 +9,11 @@
 //! ferry's own overhead per move from its journal: a slot freed (at a move's switch-over, when
 //! its VM runs on the target) → the next migration started.
 //!
-//! Each migration costs about 1.7 s here outside its copy job (connection, destination QEMU
-//! start, prepare/finish): that is what concurrency can hide. Most of it comes after the
-//! switch-over: the target runs the VM 1.4–2.0 s before `virsh migrate` returns (libvirt
-//! tearing the source's copy down; target state polled with `virsh domstate --reason`).
-//! ferry gives a move's slot to the next one at its switch-over; a virsh window cannot.
+//! Each migration costs 0.3–0.4 s here outside its copy job (connection, destination QEMU
+//! start, prepare/finish): that is what concurrency can hide. (It was ~1.7 s, most of it
+//! after the switch-over, while the lab's init reaped the source's QEMU ~1.5 s late; the
+//! daemons now run under `tini`.) ferry gives a move's slot to the next one at its
+//! switch-over; a virsh window cannot.
 //!
 //! `cargo bench -p ferry --bench drain_vs_virsh [-- REPS [a|b]]` (root, a machine set up by
 //! `scripts/setup`; REPS runs of each contender, default 2; REPS = 1 took 6 minutes, 2 took 11-14

@@ -22,6 +22,14 @@
 //! constants compiled before the fit (no device state or disk sync, 16 ms): 3 %, 30 %. The
 //! next run, with the constants set from that fit: 3 % and 5 % with them as compiled.
 //!
+//! Later that day the lab's daemons ran under a prompt reaper (`tini`; a move's call had
+//! waited ~1.5 s for the source's QEMU to be reaped). First run after it: held out as
+//! compiled, total 47 %, downtime 25 %; fitted: one stream 213 MiB/s, PER_MIGRATION_OVERHEAD_S
+//! 0.38 s, SWITCHOVER_MS 14.6 ms (set to 0.4 s and 15 ms). Second: held out as compiled 8 %,
+//! 15 %; fitted SWITCHOVER_MS 13.9, DEVICE_STATE_MIB 0.27, DISK_SYNC_MS 3.6 (set to the two
+//! runs' means: 14 ms, 0.25 MiB, 4 ms). Third, judged with those as compiled: total time 6 %,
+//! downtime 14 % (the pauses are 14–25 ms; 2–6 ms off reads as 15–30 %).
+//!
 //! `cargo bench -p ferry --bench estimate_vs_real [-- RUNS] [fit-only]` (root, a machine set
 //! up by `scripts/setup`; RUNS per cell, default 3; ~10 min). Brings up its own labs (ports
 //! 26000 and 27000) and tears them down, even when it fails.

@@ -168,7 +168,7 @@ impl Steps {
 }
 
 /// How long a deletion refused as a conflict is tried again: libvirt holds a migration's
-/// source domain for its teardown (1.4–2 s on the lab, longer on a busy host), and while it
+/// source domain for its teardown (up to 2 s where init reaps QEMU late, longer on a busy host), and while it
 /// does, no domain there may be judged not to use the volume.
 const DELETE_PATIENCE: Duration = Duration::from_secs(20);
 

@@ -30,7 +30,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// switch-over (queries answer in milliseconds otherwise).
 const SWITCHING_OVER: Duration = Duration::from_millis(600);
 /// How long the migration call may go on after the VM resumed on the target before ferry
-/// asks where the VM runs. The source's teardown takes 1.4–2 s in the lab.
+/// asks where the VM runs. The source's teardown took 1.4–2 s in a lab whose init reaped QEMU
+/// late; tens of ms once reaped at once.
 const TEARDOWN_PATIENCE: Duration = Duration::from_secs(60);
 /// How often it asks then.
 const ASK_WHERE_EVERY: Duration = Duration::from_secs(10);

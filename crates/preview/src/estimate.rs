@@ -70,7 +70,10 @@ pub const FINISH_S: f64 = PER_MIGRATION_OVERHEAD_S - PREPARE_S;
 ///
 /// Measured in the lab, bench estimate_vs_real, 2026-11-23: `job_ms` less the modelled passes,
 /// over the capped cells of three runs of the bench (12 medians), was 0.04–0.62 s, growing
-/// with the machine's load; 0.35 s centres the errors and keeps the largest at 14 %.
+/// with the machine's load; 0.35 s centres the errors and keeps the largest at 14 %. Refit on
+/// 2026-12-07 (fitted cases, three runs): −0.06, −0.22, −0.27 s — below zero, which no setup
+/// is: the uncapped and 96 MiB/s cells the model under-predicts pull it; with 0.35 the
+/// held-out cases' copy jobs came within −1 to +13 %.
 pub const JOB_SETUP_S: f64 = 0.35;
 
 /// Milliseconds of a pre-copy switch-over that do not depend on the memory left: stopping the
