@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
@@ -44,14 +45,32 @@ pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
             reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
+    let deadline = Instant::now() + Duration::from_secs(20);
     wait_for_port(host.address, host.port, Duration::from_secs(20)).map_err(|()| LabError::DaemonFailed {
         host: host.name.clone(),
         reason: format!("{}:{} did not answer within 20 s; see {}", host.address, host.port, host.log_file().display()),
     })?;
-    read_pid(&host.pid_file()).ok_or_else(|| LabError::DaemonFailed {
-        host: host.name.clone(),
-        reason: format!("no pid in {}", host.pid_file().display()),
-    })
+    // The daemon runs in the foreground under its reaper, so nothing waited for it to start:
+    // the port may be sshd's (`--transport ssh`), and the pid file and UNIX socket come when
+    // libvirtd has set up.
+    let socket = host.private_dir("run").join("libvirt-sock");
+    loop {
+        if let Some(pid) = read_pid(&host.pid_file()).filter(|_| UnixStream::connect(&socket).is_ok()) {
+            return Ok(pid);
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::DaemonFailed {
+                host: host.name.clone(),
+                reason: format!(
+                    "no live pid in {} or no answer on {} within 20 s; see {}",
+                    host.pid_file().display(),
+                    socket.display(),
+                    host.log_file().display()
+                ),
+            });
+        }
+        sleep(Duration::from_millis(50));
+    }
 }
 
 /// Where the shared storage's NBD server listens.
