@@ -399,8 +399,9 @@ impl HostLayout {
         script.push_str(&format!(
             "command -v tini >/dev/null || {{ echo 'tini is not installed (scripts/setup installs it)' >&2; exit 1; }}\n\
              cd /\n\
+             (umask 077; : >> /var/log/libvirt/libvirtd.stderr)\n\
              setsid tini -s -- taskset -c {cpu} libvirtd -l -f /etc/libvirt/libvirtd.conf -p {pid_file} \
-             </dev/null >/dev/null 2>&1 &\n"
+             </dev/null >/dev/null 2>>/var/log/libvirt/libvirtd.stderr &\n"
         ));
         let mut argv: Vec<String> =
             ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", &script, "sh"].map(String::from).into();

@@ -62,10 +62,11 @@ pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
             return Err(LabError::DaemonFailed {
                 host: host.name.clone(),
                 reason: format!(
-                    "no live pid in {} or no answer on {} within 20 s; see {}",
+                    "no live pid in {} or no answer on {} within 20 s; see {} and {}",
                     host.pid_file().display(),
                     socket.display(),
-                    host.log_file().display()
+                    host.log_file().display(),
+                    host.log_file().with_extension("stderr").display()
                 ),
             });
         }
