@@ -168,8 +168,8 @@ impl Steps {
 }
 
 /// How long a deletion refused as a conflict is tried again: libvirt holds a migration's
-/// source domain for its teardown (up to 2 s where init reaps QEMU late, longer on a busy host), and while it
-/// does, no domain there may be judged not to use the volume.
+/// source domain for its teardown (up to 2 s where init reaps QEMU late, longer on a busy
+/// host), and while it does, no domain there may be judged not to use the volume.
 const DELETE_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Deletes a volume, trying again while the host refuses it as a conflict (a domain's

@@ -250,6 +250,18 @@ impl HostLayout {
         self.root.join("log").join("libvirtd.log")
     }
 
+    /// What libvirtd prints on standard error (before its log is set up), as seen from
+    /// outside the namespace: `/var/log/libvirt/libvirtd.stderr` inside it.
+    pub fn stderr_file(&self) -> PathBuf {
+        self.root.join("log").join("libvirtd.stderr")
+    }
+
+    /// libvirtd's UNIX socket, as seen from outside the namespace (`/run/libvirt/libvirt-sock`
+    /// inside it).
+    pub fn socket(&self) -> PathBuf {
+        self.private_dir("run").join("libvirt-sock")
+    }
+
     /// The URI ferry uses to reach this host. Credentials are named in the URI (libvirt
     /// would look for them at fixed paths under /etc and ~/.ssh otherwise), so that ferry,
     /// virsh and each libvirtd's peer-to-peer connection all use the lab's own.

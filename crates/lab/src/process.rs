@@ -30,6 +30,9 @@ pub fn release_cpus(pid: u32) {
     let _ = Command::new("taskset").args(["-a", "-p", "-c", &online_cpus(), &pid.to_string()]).output();
 }
 
+/// How long a lab's libvirtd may take to answer on its port and socket.
+const DAEMON_START: Duration = Duration::from_secs(20);
+
 /// Starts libvirtd for `host` (see [`HostLayout::start_command`]) and waits until its TCP
 /// port answers.
 pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
@@ -45,15 +48,21 @@ pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
             reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    wait_for_port(host.address, host.port, Duration::from_secs(20)).map_err(|()| LabError::DaemonFailed {
+    let deadline = Instant::now() + DAEMON_START;
+    wait_for_port(host.address, host.port, DAEMON_START).map_err(|()| LabError::DaemonFailed {
         host: host.name.clone(),
-        reason: format!("{}:{} did not answer within 20 s; see {}", host.address, host.port, host.log_file().display()),
+        reason: format!(
+            "{}:{} did not answer within {} s; see {}",
+            host.address,
+            host.port,
+            DAEMON_START.as_secs(),
+            host.log_file().display()
+        ),
     })?;
     // The daemon runs in the foreground under its reaper, so nothing waited for it to start:
     // the port may be sshd's (`--transport ssh`), and the pid file and UNIX socket come when
     // libvirtd has set up.
-    let socket = host.private_dir("run").join("libvirt-sock");
+    let socket = host.socket();
     loop {
         if let Some(pid) = read_pid(&host.pid_file()).filter(|_| UnixStream::connect(&socket).is_ok()) {
             return Ok(pid);
@@ -62,11 +71,12 @@ pub fn start_libvirtd(host: &HostLayout) -> Result<u32, LabError> {
             return Err(LabError::DaemonFailed {
                 host: host.name.clone(),
                 reason: format!(
-                    "no live pid in {} or no answer on {} within 20 s; see {} and {}",
+                    "no live pid in {} or no answer on {} within {} s; see {} and {}",
                     host.pid_file().display(),
                     socket.display(),
+                    DAEMON_START.as_secs(),
                     host.log_file().display(),
-                    host.log_file().with_extension("stderr").display()
+                    host.stderr_file().display()
                 ),
             });
         }

@@ -44,7 +44,7 @@ use ferry_converge::stopped_shrinking;
 /// hosts, preparing the target, finding and finalizing the VM afterwards, and libvirt's
 /// teardown of the source's QEMU (`wall_ms − job_ms` of `ferry move`).
 ///
-/// Fitted by bench estimate_vs_real (2026-12-07, fourth session) on its fitted cases (256 MiB
+/// Fitted by bench estimate_vs_real (2026-12-07, lab daemons under tini) on its fitted cases (256 MiB
 /// guests dirtying 5 and 25 MiB/s, shared disk, caps 32 and 96 MiB/s; 12 moves): 0.38 s;
 /// `wall_ms − job_ms` was 0.37–0.40 s on every move of the run. Until that day it was 1.7 s
 /// (1.23–2.25 s measured): the lab's daemons then ran under an init that reaps orphans ~1.5
