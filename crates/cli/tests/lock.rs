@@ -1,8 +1,10 @@
 //! One live move per VM, across runs, journals and operators, on real labs: two runs from
 //! two journals started together on one VM (exactly one moves it, the other ends
 //! FAILURE-INIT naming the winner), and `ferry move` of a VM a running drain is moving
-//! (refused, exit 1, naming the drain's run, even with `--ignore active-run`). Each ends
-//! with the VM running on exactly one host, defined on exactly one, and `ferry lab check`.
+//! (refused, exit 1, naming the drain's run, even with `--ignore active-run`), and the line a
+//! claim waits in on libvirt (another ferry's ticket ahead refuses a move; a stale ticket or a
+//! gone ferry's does not, and the move removes it). Each ends with the VM running on exactly
+//! one host, defined on exactly one, and `ferry lab check`.
 
 mod common;
 
@@ -74,8 +76,15 @@ fn moves(state: &Path, run: &str) -> Vec<Move> {
 fn where_is(lab: &TestLab, vm: &str) -> (Vec<String>, Vec<String>) {
     let status = lab.vm_status(vm);
     let running: Vec<String> = serde_json::from_value(status["running_on"].clone()).expect("running_on");
-    let defined = ["host-a", "host-b", "host-c"]
-        .into_iter()
+    let hosts: Vec<String> = lab.status_json()["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| h["name"].as_str().expect("host name").to_string())
+        .collect();
+    let defined = hosts
+        .iter()
+        .map(String::as_str)
         .filter(|h| lab.virsh(h, &["list", "--all", "--name"]).lines().any(|l| l.trim() == vm))
         .map(String::from)
         .collect();
@@ -115,6 +124,68 @@ fn two_runs_from_two_journals_started_together_move_a_vm_once() {
     let (running, defined) = where_is(&lab, "vm-1");
     assert_eq!(running, vec![target.clone()], "vm-1 runs on exactly one host, the winner's target");
     assert_eq!(defined, vec![target], "vm-1 is defined on exactly one host");
+    lab.check_ok();
+}
+
+/// Tickets written on `host`'s vm-1, as another ferry's claim would write them, and the
+/// namespaces of the ones there.
+fn write_ticket(lab: &TestLab, host: &str, owner: &str, run: &str, written_ms: i64) {
+    let ns = format!("urn:ferry:ticket:1:{}:{run}", owner.replace(':', "%3A"));
+    let xml = format!("<ticket run='{run}' owner='{owner}' written-ms='{written_ms}'/>");
+    lab.virsh(host, &["metadata", "vm-1", "--uri", &ns, "--key", "ferry-ticket", "--set", &xml, "--live", "--config"]);
+}
+
+fn tickets_on(lab: &TestLab, host: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for flags in [&[][..], &["--inactive"][..]] {
+        let mut args = vec!["dumpxml", "vm-1"];
+        args.extend(flags);
+        let xml = lab.virsh(host, &args);
+        found.extend(xml.lines().filter(|l| l.contains("urn:ferry:ticket:")).map(|l| l.trim().to_string()));
+    }
+    found
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    i64::try_from(since.as_millis()).expect("ms fit")
+}
+
+/// Two ferries that both read vm-1 free both take a ticket, and the later one finds the
+/// earlier ahead of it. Here the earlier is written by hand (a ferry on another machine),
+/// so the race is certain: the move is refused naming its run and changes nothing. Then
+/// that ticket is stale and another, fresh, names a ferry process of this machine that is
+/// gone: neither holds the VM, and the move removes both before the VM leaves.
+#[test]
+fn a_ticket_ahead_in_line_refuses_a_move_and_a_gone_ferrys_ticket_does_not() {
+    let lab = TestLab::up("lock-line", 26_500, &["--hosts", "2", "--vms", "1", "--mem", "128"]);
+    write_ticket(&lab, "host-a", "ops-9:77", "r-racer", now_ms());
+
+    let (code, summary) = lab.ferry_move(&["vm-1", "--to", "host-b"]);
+    assert_eq!(code, Some(1), "{summary:#}");
+    assert_eq!(summary["status"], "FAILURE-INIT", "{summary:#}");
+    let reason = summary["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("being moved by run r-racer (host host-a, owner ops-9:77)"), "{reason}");
+    assert!(reason.contains("`ferry abort r-racer`"), "{reason}");
+    let (running, defined) = where_is(&lab, "vm-1");
+    assert_eq!((running, defined), (vec!["host-a".to_string()], vec!["host-a".to_string()]));
+    let left = tickets_on(&lab, "host-a");
+    assert_eq!(left.len(), 2, "the racer's ticket, live and persistent, and not the refused one's: {left:#?}");
+    assert!(left.iter().all(|t| t.contains("r-racer")), "{left:#?}");
+
+    write_ticket(&lab, "host-a", "ops-9:77", "r-racer", now_ms() - 16_000);
+    let gone = Command::new("true").spawn().expect("true runs");
+    let gone_pid = gone.id();
+    common::wait_or_fail(gone, "true");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    write_ticket(&lab, "host-a", &format!("{}:{gone_pid}", hostname.trim()), "r-gone", now_ms());
+    assert_eq!(tickets_on(&lab, "host-a").len(), 4, "both tickets written");
+
+    let (code, summary) = lab.ferry_move(&["vm-1", "--to", "host-b"]);
+    assert_eq!((code, &summary["status"]), (Some(0), &serde_json::json!("SUCCESS")), "{summary:#}");
+    let (running, defined) = where_is(&lab, "vm-1");
+    assert_eq!((running, defined), (vec!["host-b".to_string()], vec!["host-b".to_string()]));
+    assert_eq!(tickets_on(&lab, "host-b"), Vec::<String>::new(), "no ticket travelled with the VM");
     lab.check_ok();
 }
 

@@ -2,12 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use ferry_model::{Claim, Metadata, Phase};
+use ferry_model::{Claim, Metadata, Phase, Ticket};
 
 /// The namespace of ferry's metadata element in domain XML.
 pub const METADATA_NS: &str = "urn:ferry:metadata:1";
 /// The prefix libvirt writes for it.
 pub const METADATA_PREFIX: &str = "ferry";
+
+/// The start of a claim ticket's namespace ([`ferry_model::Ticket`]); [`ticket_ns`] adds its
+/// owner and run, so that each ticket is an element of its own.
+pub const TICKET_NS: &str = "urn:ferry:ticket:1:";
+/// The prefix libvirt writes for a ticket.
+pub const TICKET_PREFIX: &str = "ferry-ticket";
 
 /// The namespace of the operators' tags on a domain (`ferry tag`): an element of its own,
 /// so that a move's metadata never touches them.
@@ -194,7 +200,10 @@ pub fn metadata_xml(metadata: &Metadata) -> String {
 /// before claims existed has no claim.
 pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| format!("ferry metadata: {e}"))?;
-    let run = doc.root_element();
+    metadata_of(doc.root_element())
+}
+
+fn metadata_of(run: roxmltree::Node<'_, '_>) -> Result<Metadata, String> {
     let attr = |name: &str| run.attribute(name).ok_or_else(|| format!("ferry metadata: no {name}"));
     let claim = match (run.attribute("claim-owner"), run.attribute("claim-refreshed-ms")) {
         (Some(owner), Some(ms)) => Some(Claim {
@@ -209,6 +218,67 @@ pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
         phase: attr("phase")?.parse::<Phase>()?,
         claim,
     })
+}
+
+/// The namespace of `owner`'s ticket for `run_id`: [`TICKET_NS`], then both, percent-encoded
+/// but for letters, digits and `-._`, joined by `:`.
+pub fn ticket_ns(owner: &str, run_id: &str) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => char::from(b).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    format!("{TICKET_NS}{}:{}", encode(owner), encode(run_id))
+}
+
+/// A ticket's element, as `virDomainSetMetadata` takes it (in the namespace of [`ticket_ns`]).
+pub fn ticket_xml(ticket: &Ticket) -> String {
+    format!(
+        "<ticket run='{}' owner='{}' written-ms='{}'/>",
+        escape(&ticket.run_id),
+        escape(&ticket.owner),
+        ticket.written_ms
+    )
+}
+
+/// What a domain's XML says of its claim.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClaimLine {
+    /// The tickets in line, in the order they were written, each with its namespace. A
+    /// ticket ferry cannot parse is left out.
+    pub tickets: Vec<(String, Ticket)>,
+    /// ferry's metadata element.
+    pub metadata: Option<Metadata>,
+}
+
+/// Reads a domain's XML for its [`ClaimLine`]; ferry metadata it cannot parse is an error.
+pub fn parse_claim_line(domain_xml: &str) -> Result<ClaimLine, String> {
+    let doc = roxmltree::Document::parse(domain_xml).map_err(|e| format!("domain XML: {e}"))?;
+    let Some(metadata) = doc.root_element().children().find(|n| n.has_tag_name("metadata")) else {
+        return Ok(ClaimLine::default());
+    };
+    let mut line = ClaimLine::default();
+    for element in metadata.children().filter(roxmltree::Node::is_element) {
+        let name = element.tag_name();
+        match name.namespace() {
+            Some(METADATA_NS) if name.name() == "run" => line.metadata = Some(metadata_of(element)?),
+            Some(ns) if ns.starts_with(TICKET_NS) && name.name() == "ticket" => {
+                let ticket = (|| {
+                    Some(Ticket {
+                        run_id: element.attribute("run")?.to_string(),
+                        owner: element.attribute("owner")?.to_string(),
+                        written_ms: element.attribute("written-ms")?.parse().ok()?,
+                    })
+                })();
+                line.tickets.extend(ticket.map(|t| (ns.to_string(), t)));
+            }
+            _ => {}
+        }
+    }
+    Ok(line)
 }
 
 /// The tags element, as `virDomainSetMetadata` takes it.
@@ -313,6 +383,31 @@ mod tests {
             let xml = metadata_xml(&m).replace("<run ", &format!("<run xmlns='{METADATA_NS}' "));
             assert_eq!(parse_metadata(&xml), Ok(m));
         }
+    }
+
+    #[test]
+    fn a_domain_xml_gives_its_tickets_in_written_order_and_ferrys_metadata() {
+        let ticket = |run: &str, owner: &str| Ticket { run_id: run.into(), owner: owner.into(), written_ms: 17 };
+        let (first, second) = (ticket("r-2", "ops-b:9"), ticket("r-1", "ops-a:4'2"));
+        let element = |t: &Ticket| {
+            ticket_xml(t).replace("<ticket ", &format!("<t:ticket xmlns:t='{}' ", ticket_ns(&t.owner, &t.run_id)))
+        };
+        let run = format!("<ferry:run xmlns:ferry='{METADATA_NS}' id='r-1' original-host='host-a' phase='prepared'/>");
+        let xml = format!(
+            "<domain><name>vm</name><metadata>{}<x:other xmlns:x='urn:x'/>{run}<t:ticket xmlns:t='{TICKET_NS}q:r' \
+             run='r-3'/>{}</metadata></domain>",
+            element(&first),
+            element(&second)
+        );
+        let line = parse_claim_line(&xml).expect("parses");
+        let tickets: Vec<Ticket> = line.tickets.iter().map(|(_, t)| t.clone()).collect();
+        assert_eq!(tickets, vec![first.clone(), second.clone()]);
+        assert_eq!(
+            line.tickets[1].0, "urn:ferry:ticket:1:ops-a%3A4%272:r-1",
+            "the namespace names owner and run, encoded"
+        );
+        assert_eq!(line.metadata.map(|m| (m.run_id, m.phase)), Some(("r-1".to_string(), Phase::Prepared)));
+        assert_eq!(parse_claim_line("<domain><name>vm</name></domain>"), Ok(ClaimLine::default()));
     }
 
     #[test]

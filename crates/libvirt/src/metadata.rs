@@ -8,22 +8,19 @@ use std::thread;
 use std::time::Duration;
 
 use ferry_driver::ErrorKind;
-use ferry_model::{blocking_claim, claim_refusal, Claim, ClaimFacts, HostSpec, Metadata, Phase, CLAIM_REFRESH_MS};
+use ferry_model::{
+    blocking_claim, claim_refusal, ticket_ahead, Claim, ClaimFacts, HostSpec, Metadata, Phase, Ticket, CLAIM_REFRESH_MS,
+};
 use tracing::{debug, warn};
 use virt::domain::Domain;
 use virt::sys;
 
 use crate::conn::{connect, job_stats, msg};
 use crate::domxml::{
-    metadata_xml, parse_metadata, parse_tags, tags_xml, METADATA_NS, METADATA_PREFIX, TAGS_NS, TAGS_PREFIX,
+    metadata_xml, parse_claim_line, parse_metadata, parse_tags, tags_xml, ticket_ns, ticket_xml, METADATA_NS,
+    METADATA_PREFIX, TAGS_NS, TAGS_PREFIX, TICKET_PREFIX,
 };
 use crate::error::Failure;
-
-/// How long a claim is left before it is read back. Two ferries that both read "free"
-/// write one after the other within a libvirt round trip (milliseconds in the lab); the
-/// later write wins, and after this pause both read the winner. Every move's start waits it:
-/// at 500 ms, a drain of six guests two at a time took 1.1 s longer per move outside its job.
-const CLAIM_SETTLE: Duration = Duration::from_millis(150);
 
 fn affect(domain: &Domain) -> u32 {
     let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
@@ -75,8 +72,7 @@ pub(crate) fn write_metadata(domain: &Domain, metadata: &Metadata) -> Result<(),
 
 /// Removes ferry's metadata element.
 pub(crate) fn clear_metadata(domain: &Domain) -> Result<(), Failure> {
-    let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
-    domain.set_metadata(kind, None, None, Some(METADATA_NS), affect(domain)).map_err(Failure::from)
+    remove_element(domain, METADATA_NS)
 }
 
 /// Reads ferry's metadata element; none when the domain has none.
@@ -127,10 +123,17 @@ pub(crate) enum Hold {
 
 /// Claims the VM for the move that `prepared` (its metadata, phase `prepared`) describes,
 /// before anything is changed: refuses when another run holds it alive
-/// ([`ferry_model::blocking_claim`]), writes this ferry's claim, reads it back after
-/// [`CLAIM_SETTLE`] (a racing writer loses) and, when `kept` says so, keeps it fresh on a
-/// thread of its own until the move's metadata is finalized, cleared or taken. The error is
-/// the refusal, in words.
+/// ([`ferry_model::blocking_claim`]), takes a ticket ([`ferry_model::Ticket`]), reads the
+/// line back, and when no held ticket and no live claim is ahead writes this ferry's claim
+/// and withdraws the ticket; when `kept` says so, keeps the claim fresh on a thread of its
+/// own until the move's metadata is finalized, cleared or taken. The error is the refusal,
+/// in words.
+///
+/// Two ferries that both read "free" both take a ticket; libvirt keeps them in the order
+/// written, and each reads the line after writing its own, so the later one finds the
+/// earlier ahead of it (or, once that one has won and withdrawn it, its claim). No pause
+/// is needed: the 150 ms that a write-then-read-back claim left for a racer's write to
+/// land was the larger part of a move's cost outside its job.
 pub(crate) fn claim(
     domain: &Domain,
     prepared: &Metadata,
@@ -164,15 +167,9 @@ pub(crate) fn claim(
                 from.name
             ));
         }
+        let ticket = first_in_line(domain, &facts, &uuid, &me, &from.name)?;
         set_metadata_raw(domain, &claimed).map_err(|e| format!("could not write metadata: {e}"))?;
-    }
-    thread::sleep(CLAIM_SETTLE);
-    let now = read_metadata(domain).map_err(|e| format!("could not read back metadata: {e}"))?;
-    if now.as_ref() != Some(&claimed) {
-        return Err(match &now {
-            Some(m) if m.run_id != prepared.run_id || m.claim != claimed.claim => claim_refusal(m, &from.name),
-            _ => format!("ferry's metadata on {} changed while it was claimed; try again", from.name),
-        });
+        ticket.withdraw(&uuid);
     }
     debug!(vm = %uuid, run = %prepared.run_id, owner = %me, "claimed");
     if kept == Hold::ByJob {
@@ -189,6 +186,84 @@ pub(crate) fn claim(
         warn!("could not start the claim's refresher: {e}");
     }
     Ok(())
+}
+
+/// Takes `me`'s ticket for `facts.run_id` and reads the line back: the ticket, held, when no
+/// held ticket is ahead of it and no other run's live claim is on the domain; else the
+/// refusal, the ticket withdrawn.
+fn first_in_line<'d>(
+    domain: &'d Domain,
+    facts: &ClaimFacts<'_>,
+    uuid: &str,
+    me: &str,
+    host: &str,
+) -> Result<TicketHeld<'d>, String> {
+    let mine = Ticket { run_id: facts.run_id.to_string(), owner: me.to_string(), written_ms: now_ms() };
+    let mut ticket = TicketHeld::take(domain, &mine).map_err(|e| format!("could not write metadata: {e}"))?;
+    let xml = domain.xml_desc(0).map_err(|e| format!("could not read back metadata: {e}"))?;
+    let line = parse_claim_line(&xml).map_err(|e| format!("could not read back metadata: {e}"))?;
+    let tickets: Vec<Ticket> = line.tickets.iter().map(|(_, t)| t.clone()).collect();
+    if let Some(ahead) = ticket_ahead(&tickets, &mine, now_ms(), |owner| local_ferry_running(owner, me) == Some(false))
+    {
+        debug!(vm = %uuid, ahead = %ahead.run_id, "claim: another ferry's ticket is ahead");
+        return Err(claim_refusal(&ahead.as_metadata(host), host));
+    }
+    let found = line.metadata;
+    let facts = ClaimFacts {
+        now_ms: now_ms(),
+        owner_running: found.as_ref().is_some_and(|m| owner_running(m, uuid, me)),
+        job_running: false,
+        ..*facts
+    };
+    if let Some(holder) = blocking_claim(found.as_ref(), &facts) {
+        return Err(claim_refusal(holder, host));
+    }
+    // Every ticket ahead is stale: its ferry went before withdrawing it.
+    ticket.stale = line.tickets.into_iter().take_while(|(_, t)| !t.same_holder(&mine)).map(|(ns, _)| ns).collect();
+    Ok(ticket)
+}
+
+/// A ticket written on a domain, withdrawn when dropped: whether its ferry claimed the VM or
+/// was refused, the ticket has done its work once the claim is decided.
+struct TicketHeld<'d> {
+    domain: &'d Domain,
+    ns: String,
+    /// The namespaces of stale tickets found ahead of it, removed with it so they do not
+    /// travel on with the VM.
+    stale: Vec<String>,
+}
+
+impl<'d> TicketHeld<'d> {
+    fn take(domain: &'d Domain, ticket: &Ticket) -> Result<Self, Failure> {
+        let ns = ticket_ns(&ticket.owner, &ticket.run_id);
+        let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
+        domain.set_metadata(kind, Some(&ticket_xml(ticket)), Some(TICKET_PREFIX), Some(&ns), affect(domain))?;
+        Ok(TicketHeld { domain, ns, stale: Vec::new() })
+    }
+
+    /// Withdraws the ticket (as dropping it would) and the stale ones found ahead of it.
+    fn withdraw(self, uuid: &str) {
+        for ns in &self.stale {
+            if let Err(e) = remove_element(self.domain, ns) {
+                debug!(vm = %uuid, "claim: could not remove a stale ticket: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TicketHeld<'_> {
+    fn drop(&mut self) {
+        // Left behind, it goes stale within the claim's lease time.
+        if let Err(e) = remove_element(self.domain, &self.ns) {
+            warn!("could not withdraw a claim's ticket: {e}");
+        }
+    }
+}
+
+/// Removes the metadata element of namespace `ns`.
+fn remove_element(domain: &Domain, ns: &str) -> Result<(), Failure> {
+    let kind = i32::try_from(sys::VIR_DOMAIN_METADATA_ELEMENT).expect("small constant");
+    domain.set_metadata(kind, None, None, Some(ns), affect(domain)).map_err(Failure::from)
 }
 
 /// Rewrites the claim every [`CLAIM_REFRESH_MS`] on whichever of `hosts` has the domain,
@@ -236,13 +311,20 @@ fn owner_running(metadata: &Metadata, uuid: &str, me: &str) -> bool {
     if claim.owner == me {
         return held_here(uuid, &metadata.run_id);
     }
-    let (host, pid) = claim.owner.rsplit_once(':').unwrap_or((claim.owner.as_str(), ""));
+    local_ferry_running(&claim.owner, me) == Some(true)
+}
+
+/// Whether `owner` (`host:pid`) is a running `ferry` process, when it names this machine;
+/// none when it names another.
+fn local_ferry_running(owner: &str, me: &str) -> Option<bool> {
+    let (host, pid) = owner.rsplit_once(':').unwrap_or((owner, ""));
     let local = me.rsplit_once(':').is_some_and(|(my_host, _)| my_host == host);
     // The command name guards against a dead ferry's pid reused by another program.
-    local
-        && !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-        && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim().starts_with("ferry"))
+    local.then(|| {
+        !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim().starts_with("ferry"))
+    })
 }
 
 /// This process as a claim's owner: `host:pid`, like a journal lease's owner.

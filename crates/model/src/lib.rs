@@ -469,6 +469,54 @@ pub fn blocking_claim<'m>(metadata: Option<&'m Metadata>, facts: &ClaimFacts<'_>
     alive.then_some(m)
 }
 
+/// A ferry's place in line for a VM's claim. Each claiming ferry writes one in a metadata
+/// element of its own (one namespace per owner and run), so racing ferries never overwrite
+/// each other's; libvirt keeps the elements in the order they were written, so the line is
+/// the order the ferries arrived in, and the first held ticket claims the VM
+/// ([`ticket_ahead`]). It lives from the claim's first write to its last, milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The run about to move the VM.
+    pub run_id: String,
+    /// The ferry process: `host:pid`, as a claim's owner.
+    pub owner: String,
+    /// When it was written, Unix ms.
+    pub written_ms: i64,
+}
+
+impl Ticket {
+    /// Whether `other` is this ferry's ticket for this run.
+    pub fn same_holder(&self, other: &Ticket) -> bool {
+        self.run_id == other.run_id && self.owner == other.owner
+    }
+
+    /// The claim this ticket stands for, in the words of metadata (for [`claim_refusal`]).
+    pub fn as_metadata(&self, original_host: &str) -> Metadata {
+        Metadata {
+            run_id: self.run_id.clone(),
+            original_host: original_host.to_string(),
+            phase: Phase::Prepared,
+            claim: Some(Claim { owner: self.owner.clone(), refreshed_ms: self.written_ms }),
+        }
+    }
+}
+
+/// The first ticket ahead of `mine` in `line` (tickets in the order they were written) that
+/// is still held: written within [`CLAIM_ALIVE_WITHIN_MS`] (or from a clock ahead) by an
+/// owner not known to be gone. A ferry that finds none, in a read made after its own ticket
+/// was written, is first: any later ticket was written after its own and finds it ahead.
+/// When `mine` is not in `line`, every held ticket counts as ahead.
+pub fn ticket_ahead<'t>(
+    line: &'t [Ticket],
+    mine: &Ticket,
+    now_ms: i64,
+    owner_gone: impl Fn(&str) -> bool,
+) -> Option<&'t Ticket> {
+    line.iter()
+        .take_while(|t| !t.same_holder(mine))
+        .find(|t| now_ms.saturating_sub(t.written_ms) <= CLAIM_ALIVE_WITHIN_MS && !owner_gone(&t.owner))
+}
+
 /// Why a move is refused while another run holds its VM, and what to do.
 pub fn claim_refusal(metadata: &Metadata, host: &str) -> String {
     let owner = metadata.claim.as_ref().map_or("unknown", |c| c.owner.as_str());
@@ -637,6 +685,36 @@ mod tests {
         ];
         for (case, metadata, facts, blocked) in cases {
             assert_eq!(blocking_claim(metadata.as_ref(), &facts).is_some(), blocked, "{case}");
+        }
+    }
+
+    #[test]
+    fn the_first_held_ticket_in_line_claims_the_vm() {
+        const NOW: i64 = 1_000_000;
+        let ticket =
+            |run: &str, owner: &str, written_ms| Ticket { run_id: run.into(), owner: owner.into(), written_ms };
+        let mine = ticket("r-me", "ops-1:7", NOW);
+        let other = ticket("r-x", "ops-2:9", NOW - 5);
+        let stale = ticket("r-old", "ops-3:1", NOW - CLAIM_ALIVE_WITHIN_MS - 1);
+        let gone = ticket("r-dead", "ops-1:99", NOW - 5);
+        let ahead_clock = ticket("r-y", "ops-4:2", NOW + 60_000);
+        let none_gone: &[&str] = &[];
+        // (case, line, owners gone, the run of the ticket ahead)
+        type Case<'a> = (&'a str, Vec<Ticket>, &'a [&'a str], Option<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            ("alone", vec![mine.clone()], none_gone, None),
+            ("first, another behind", vec![mine.clone(), other.clone()], none_gone, None),
+            ("behind another", vec![other.clone(), mine.clone()], none_gone, Some("r-x")),
+            ("behind a stale one", vec![stale.clone(), mine.clone()], none_gone, None),
+            ("behind a gone owner's", vec![gone.clone(), mine.clone()], &["ops-1:99"], None),
+            ("behind a live owner's", vec![gone.clone(), mine.clone()], none_gone, Some("r-dead")),
+            ("behind stale, then held", vec![stale.clone(), other.clone(), mine.clone()], none_gone, Some("r-x")),
+            ("mine missing", vec![other.clone()], none_gone, Some("r-x")),
+            ("from a clock ahead", vec![ahead_clock.clone(), mine.clone()], none_gone, Some("r-y")),
+        ];
+        for (case, line, gone, ahead) in cases {
+            let found = ticket_ahead(&line, &mine, NOW, |owner| gone.contains(&owner));
+            assert_eq!(found.map(|t| t.run_id.as_str()), ahead, "{case}");
         }
     }
 
