@@ -49,8 +49,10 @@ use ferry_converge::stopped_shrinking;
 /// `wall_ms − job_ms` was 0.37–0.40 s on every move of the run. Until that day it was 1.7 s
 /// (1.23–2.25 s measured): the lab's daemons then ran under an init that reaps orphans ~1.5
 /// s late, and libvirt's call returns only once the source's QEMU is reaped; the lab now runs
-/// them under a reaper that does it at once, as systemd does on a real host.
-pub const PER_MIGRATION_OVERHEAD_S: f64 = 0.4;
+/// them under a reaper that does it at once, as systemd does on a real host. Then 0.4 s, until
+/// a move's claim stopped waiting 150 ms to read itself back (a ticket line instead): refit
+/// the same way (2026-12-07, 30 moves) 0.23 s.
+pub const PER_MIGRATION_OVERHEAD_S: f64 = 0.23;
 
 /// Seconds of [`PER_MIGRATION_OVERHEAD_S`] before the copy job: connecting, preparing the
 /// target, writing metadata. The lab's driver logs 12–44 ms for it (`RUST_LOG=ferry_libvirt=debug`,
