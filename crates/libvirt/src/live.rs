@@ -37,6 +37,8 @@ const TEARDOWN_PATIENCE: Duration = Duration::from_secs(60);
 const ASK_WHERE_EVERY: Duration = Duration::from_secs(10);
 /// Past this after the switch-over, a call still blocked ends the move with where the VM is.
 const TEARDOWN_LIMIT: Duration = Duration::from_secs(300);
+/// How long a returned migration waits for its helper threads to end.
+const HELPERS_END: Duration = Duration::from_secs(10);
 
 /// Prepares (metadata, destination XML into `request.copies`) and starts a live migration.
 /// Blocking: run on a blocking thread.
@@ -193,7 +195,7 @@ impl Job {
         let dconn_uri = self.to.uri.clone();
         let migrating = self.domain.clone();
         let (done_tx, done) = std::sync::mpsc::channel();
-        thread::spawn(move || {
+        let caller = Helper::spawn(move |_| {
             let _ = done_tx.send(migrating.migrate_to_uri3(Some(&dconn_uri), params, flags).map_err(Failure::from));
         });
         // Job statistics on a thread of their own: libvirt holds the domain from the
@@ -201,28 +203,37 @@ impl Job {
         // seconds. A poll that does not answer within SWITCHING_OVER says so.
         let (stats_tx, stats) = std::sync::mpsc::channel();
         let polled = self.domain.clone();
-        thread::spawn(move || loop {
+        let poller = Helper::spawn(move |stop| loop {
             let sample = job_stats(&polled, 0).ok().filter(|s| s.r#type != 0);
-            if stats_tx.send(sample).is_err() {
+            if stats_tx.send(sample).is_err() || !Helper::wait(&stop, POLL) {
                 break;
             }
-            thread::sleep(POLL);
         });
         // The target's view, on a thread of its own too, so that a target slow to answer
         // never holds up the controls: the VM resumed there after a complete copy is the
         // switch-over.
-        let watching = Arc::new(AtomicBool::new(true));
-        let resumed = Target::new(&self.to, &self.request.vm).watch(Arc::clone(&watching));
+        let (resumed_tx, resumed) = std::sync::mpsc::channel();
+        let mut target = Target::new(&self.to, &self.request.vm);
+        let watcher = Helper::spawn(move |stop| loop {
+            if target.resumed_after_copy() {
+                let _ = resumed_tx.send(());
+                break;
+            }
+            if !Helper::wait(&stop, POLL) {
+                break;
+            }
+        });
         let mut seen_on_target: Option<Instant> = None;
         let mut asked_where: Option<Instant> = None;
         let aborted = Arc::new(AtomicBool::new(false));
         // Set once the guest pauses for its switch-over: a control failing after that came
         // too late, which is no failure of the move.
         let switching = Arc::new(AtomicBool::new(false));
-        let to_apply = self.controller(Arc::clone(&aborted), Arc::clone(&switching));
+        let (to_apply, controller) = self.controller(Arc::clone(&aborted), Arc::clone(&switching));
         let mut last = Progress::default();
         let mut answered = Instant::now();
         let job_started = Instant::now();
+        let mut call_returned = false;
         // Wake on the migration's end at once, not at the next poll.
         let result = loop {
             while let Ok(control) = controls.try_recv() {
@@ -277,7 +288,10 @@ impl Job {
                 }
             }
             match done.recv_timeout(POLL) {
-                Ok(result) => break result,
+                Ok(result) => {
+                    call_returned = true;
+                    break result;
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     break Err(Failure::new(ErrorKind::Internal, "migration thread panicked"))
@@ -285,14 +299,25 @@ impl Job {
             }
         };
         // The copy is over: closing the progress stream tells the engine this migration's
-        // link share is free while it is verified and finalized; closing the statistics
-        // stream and clearing the flag end their pollers.
-        watching.store(false, Ordering::SeqCst);
+        // link share is free while it is verified and finalized.
         drop(progress);
         drop(stats);
         // A control still blocked in libvirt (it came as the job switched over) says what
-        // became of it if the engine still listens; nothing worth waiting for.
+        // became of it if the engine still listens.
         drop(to_apply);
+        // Once the call returned, libvirt answers the helpers at once: wait for them, so that
+        // none is still inside libvirt (or closing the migration's connection) when ferry
+        // exits. A thread that was, on a libssh2 connection, crashed ferry at its exit. A
+        // call still blocked (a stuck teardown) keeps its threads; they are left.
+        if call_returned {
+            for (name, helper) in
+                [("call", caller), ("statistics", poller), ("target", watcher), ("controls", controller)]
+            {
+                if !helper.stop(HELPERS_END) {
+                    debug!(vm = %self.request.vm, helper = name, "a helper thread still runs; left");
+                }
+            }
+        }
         debug!(vm = %self.request.vm, job_wall_ms = millis(job_started.elapsed()), ok = result.is_ok(), "migration call returned");
         let aborted = aborted.load(Ordering::SeqCst);
         match result {
@@ -341,12 +366,12 @@ impl Job {
         &self,
         aborted: Arc<AtomicBool>,
         switching: Arc<AtomicBool>,
-    ) -> std::sync::mpsc::Sender<(Control, f64)> {
+    ) -> (std::sync::mpsc::Sender<(Control, f64)>, Helper) {
         let (to_apply, controls) = std::sync::mpsc::channel::<(Control, f64)>();
         let said = self.say.clone();
         let domain = self.domain.clone();
         let vm = self.request.vm.clone();
-        thread::spawn(move || {
+        let helper = Helper::spawn(move |_| {
             for (control, at) in controls {
                 let result = match control {
                     Control::SetMaxDowntime(ms) => domain.migrate_set_max_downtime(ms, 0).map_err(Failure::from),
@@ -373,7 +398,7 @@ impl Job {
                 }
             }
         });
-        to_apply
+        (to_apply, helper)
     }
 
     /// The migration call returned success: observe where the VM runs before believing it.
@@ -455,6 +480,38 @@ impl Job {
 
 /// The migration's target, asked whether the VM runs there. Its state answers at once even
 /// while the source holds the domain for the switch-over and its teardown.
+/// A thread of one migration (its call, its statistics, its controls, its watch on the
+/// target), which can be told to stop and waited for.
+struct Helper {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+impl Helper {
+    /// Runs `work` on a thread of its own; `work` gets the receiver that says stop.
+    fn spawn(work: impl FnOnce(std::sync::mpsc::Receiver<()>) + Send + 'static) -> Helper {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
+        thread::spawn(move || {
+            // `work`'s captures (libvirt handles among them) are dropped before this says so.
+            work(stopped);
+            drop(ended_tx);
+        });
+        Helper { stop: Some(stop), ended }
+    }
+
+    /// Sleeps `pause`; false when told to stop meanwhile.
+    fn wait(stop: &std::sync::mpsc::Receiver<()>, pause: Duration) -> bool {
+        matches!(stop.recv_timeout(pause), Err(std::sync::mpsc::RecvTimeoutError::Timeout))
+    }
+
+    /// Tells it to stop and waits up to `limit` for its end: whether it ended.
+    fn stop(mut self, limit: Duration) -> bool {
+        self.stop.take();
+        matches!(self.ended.recv_timeout(limit), Err(std::sync::mpsc::RecvTimeoutError::Disconnected))
+    }
+}
+
 struct Target {
     host: HostSpec,
     uuid: String,
@@ -465,22 +522,6 @@ struct Target {
 impl Target {
     fn new(host: &HostSpec, uuid: &str) -> Target {
         Target { host: host.clone(), uuid: uuid.to_string(), conn: None, domain: None }
-    }
-
-    /// Asks every [`POLL`] while `watching` holds; the receiver hears once, when the VM
-    /// resumed on the target.
-    fn watch(mut self, watching: Arc<AtomicBool>) -> std::sync::mpsc::Receiver<()> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            while watching.load(Ordering::SeqCst) {
-                if self.resumed_after_copy() {
-                    let _ = tx.send(());
-                    break;
-                }
-                thread::sleep(POLL);
-            }
-        });
-        rx
     }
 
     /// Whether the VM runs on the target, resumed by a completed migration (not running in
