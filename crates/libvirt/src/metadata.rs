@@ -133,7 +133,10 @@ pub(crate) enum Hold {
 /// written, and each reads the line after writing its own, so the later one finds the
 /// earlier ahead of it (or, once that one has won and withdrawn it, its claim). No pause
 /// is needed: the 150 ms that a write-then-read-back claim left for a racer's write to
-/// land was the larger part of a move's cost outside its job.
+/// land was the larger part of a move's cost outside its job. Like the journal's leases, it
+/// assumes no ferry stalls longer than the claim lease (15 s) between reading the line and
+/// writing its claim: one that did could lose its place to a ferry that took its ticket for
+/// stale.
 pub(crate) fn claim(
     domain: &Domain,
     prepared: &Metadata,
