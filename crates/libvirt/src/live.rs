@@ -478,8 +478,6 @@ impl Job {
     }
 }
 
-/// The migration's target, asked whether the VM runs there. Its state answers at once even
-/// while the source holds the domain for the switch-over and its teardown.
 /// A thread of one migration (its call, its statistics, its controls, its watch on the
 /// target), which can be told to stop and waited for.
 struct Helper {
@@ -512,6 +510,8 @@ impl Helper {
     }
 }
 
+/// The migration's target, asked whether the VM runs there. Its state answers at once even
+/// while the source holds the domain for the switch-over and its teardown.
 struct Target {
     host: HostSpec,
     uuid: String,
