@@ -127,14 +127,14 @@ fn two_runs_from_two_journals_started_together_move_a_vm_once() {
     lab.check_ok();
 }
 
-/// Tickets written on `host`'s vm-1, as another ferry's claim would write them, and the
-/// namespaces of the ones there.
+/// Writes a ticket on `host`'s vm-1, as another ferry's claim would.
 fn write_ticket(lab: &TestLab, host: &str, owner: &str, run: &str, written_ms: i64) {
     let ns = format!("urn:ferry:ticket:1:{}:{run}", owner.replace(':', "%3A"));
     let xml = format!("<ticket run='{run}' owner='{owner}' written-ms='{written_ms}'/>");
     lab.virsh(host, &["metadata", "vm-1", "--uri", &ns, "--key", "ferry-ticket", "--set", &xml, "--live", "--config"]);
 }
 
+/// The ticket lines in `host`'s vm-1's live and persistent XML.
 fn tickets_on(lab: &TestLab, host: &str) -> Vec<String> {
     let mut found = Vec::new();
     for flags in [&[][..], &["--inactive"][..]] {

@@ -437,6 +437,12 @@ pub const CLAIM_REFRESH_MS: i64 = 5_000;
 /// (`ferry_journal::OWNER_ALIVE_WITHIN_MS`), so a claim and a lease die alike.
 pub const CLAIM_ALIVE_WITHIN_MS: i64 = 15_000;
 
+/// Whether something written at `at_ms` (a claim's refresh, a ticket) still holds at `now_ms`:
+/// within [`CLAIM_ALIVE_WITHIN_MS`], or from the future (another host's clock ahead).
+fn within_claim_lease(now_ms: i64, at_ms: i64) -> bool {
+    now_ms.saturating_sub(at_ms) <= CLAIM_ALIVE_WITHIN_MS
+}
+
 /// What a ferry about to move a VM knows besides the VM's metadata.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimFacts<'a> {
@@ -464,7 +470,7 @@ pub fn blocking_claim<'m>(metadata: Option<&'m Metadata>, facts: &ClaimFacts<'_>
     if m.run_id == facts.run_id || m.phase == Phase::Finalized {
         return None;
     }
-    let fresh = m.claim.as_ref().is_some_and(|c| facts.now_ms.saturating_sub(c.refreshed_ms) <= CLAIM_ALIVE_WITHIN_MS);
+    let fresh = m.claim.as_ref().is_some_and(|c| within_claim_lease(facts.now_ms, c.refreshed_ms));
     let alive = facts.live_runs.contains(&m.run_id) || facts.job_running || fresh || facts.owner_running;
     alive.then_some(m)
 }
@@ -514,7 +520,7 @@ pub fn ticket_ahead<'t>(
 ) -> Option<&'t Ticket> {
     line.iter()
         .take_while(|t| !t.same_holder(mine))
-        .find(|t| now_ms.saturating_sub(t.written_ms) <= CLAIM_ALIVE_WITHIN_MS && !owner_gone(&t.owner))
+        .find(|t| within_claim_lease(now_ms, t.written_ms) && !owner_gone(&t.owner))
 }
 
 /// Why a move is refused while another run holds its VM, and what to do.
